@@ -1,0 +1,62 @@
+"""`python -m sandbox up`: run the practice world in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .scenario import ScenarioError, load_scenario
+from .world import Sandbox, SandboxError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="modoru sandbox", description="The modoru practice world: a Kubernetes API with a deployment controller and service front ends.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the sandbox in the foreground until Ctrl-C")
+    up.add_argument("--scenario", default="tekutoko", help="a bundled scenario name or a YAML file (default: tekutoko)")
+    up.add_argument("--state-dir", default=".modoru/sandbox", type=Path, help="where kubeconfig, endpoints.json and the request log go")
+    up.add_argument("--port", default=0, type=int, help="API port on 127.0.0.1 (default: any free port)")
+    up.add_argument("--seed", default=None, type=int, help="random seed for reproducible traffic and faults")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    return args
+
+
+async def run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    sandbox = Sandbox(scenario, args.state_dir, port=args.port, seed=args.seed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await sandbox.start()
+    print(f"sandbox {scenario.name} is up: Kubernetes API {sandbox.url}", flush=True)
+    print(f"  kubeconfig: {sandbox.kubeconfig_path}", flush=True)
+    print(f"  endpoints:  {sandbox.endpoints_path}", flush=True)
+    for key, url in sandbox.endpoints()["services"].items():
+        print(f"  service {key}: {url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sandbox.stop()
+    print("sandbox stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(run(args))
+    except (ScenarioError, SandboxError) as exc:
+        print(f"modoru sandbox: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

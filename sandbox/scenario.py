@@ -1,0 +1,168 @@
+"""Scenarios: the world a sandbox starts with and how each image behaves.
+
+A scenario is YAML validated by the models below; `load_scenario` accepts a
+bundled name (`tekutoko`) or a path and raises `ScenarioError` with one clear
+line on a bad file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be loaded; the message names the file and the problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Latency(Strict):
+    """Latency of API answers in milliseconds, drawn from a log-normal fit to p50/p95."""
+
+    p50_ms: float = Field(20.0, gt=0)
+    p95_ms: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Latency:
+        if self.p95_ms < self.p50_ms:
+            raise ValueError("p95_ms must be at least p50_ms")
+        return self
+
+
+class ImageProfile(Strict):
+    """How pods running an image behave, in simulated seconds."""
+
+    pull: Literal["ok", "fail"] = "ok"
+    pull_seconds: float = Field(0.5, ge=0)
+    ready_after_seconds: float = Field(1.0, ge=0)
+    crash_after_seconds: float | None = Field(None, ge=0, description="None: never crashes")
+    health_status: int = Field(200, ge=100, le=599)
+    error_ratio: float = Field(0.0, ge=0, le=1)
+    latency: Latency = Field(default_factory=Latency)
+    version: str | None = Field(None, description="Reported by the app; default: the image tag")
+
+
+class ImageRule(Strict):
+    match: str = Field(description="fnmatch pattern against the image reference")
+    profile: ImageProfile
+
+
+class Revision(Strict):
+    image: str
+    change_cause: str | None = None
+
+
+class DeploymentSeed(Strict):
+    name: str
+    namespace: str = "default"
+    replicas: int = Field(3, ge=0)
+    container: str = "app"
+    container_port: int = Field(8080, gt=0, lt=65536)
+    labels: dict[str, str] = Field(default_factory=dict, description="default: app=<name>")
+    env: dict[str, str] = Field(default_factory=dict)
+    progress_deadline_seconds: int = Field(600, gt=0)
+    revision_history_limit: int = Field(10, ge=0)
+    min_ready_seconds: int = Field(0, ge=0)
+    revisions: list[Revision] = Field(min_length=1)
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return self.labels or {"app": self.name}
+
+
+class ServiceSeed(Strict):
+    name: str
+    namespace: str = "default"
+    type: Literal["LoadBalancer", "ClusterIP"] = "LoadBalancer"
+    selector: dict[str, str]
+    port: int = Field(0, ge=0, lt=65536, description="0: pick a free port on 127.0.0.1")
+    target_port: int = Field(8080, gt=0, lt=65536)
+
+
+class ConfigSeed(Strict):
+    name: str
+    namespace: str = "default"
+    data: dict[str, str] = Field(default_factory=dict)
+
+
+class FaultRule(Strict):
+    """Fault injection for one resource and verb ('*' matches any)."""
+
+    resource: str = "*"
+    verb: str = "*"
+    status: Literal[429, 500, 503] | None = None
+    rate: float = Field(1.0, ge=0, le=1)
+    retry_after_seconds: int = Field(1, ge=0)
+    latency_ms: float = Field(0.0, ge=0)
+    drop: bool = False
+    times: int | None = Field(None, ge=1, description="None: no limit")
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    clock_speed: float = Field(1.0, gt=0, le=1000)
+    namespaces: list[str] = Field(default_factory=lambda: ["default"])
+    images: list[ImageRule] = Field(default_factory=list)
+    default_image: ImageProfile = Field(default_factory=ImageProfile)
+    api_paths: list[str] = Field(default_factory=lambda: ["/v1/walks"])
+    deployments: list[DeploymentSeed] = Field(default_factory=list)
+    services: list[ServiceSeed] = Field(default_factory=list)
+    configmaps: list[ConfigSeed] = Field(default_factory=list)
+    secrets: list[ConfigSeed] = Field(default_factory=list)
+    faults: list[FaultRule] = Field(default_factory=list)
+
+    def profile_for(self, image: str) -> ImageProfile:
+        for rule in self.images:
+            if fnmatch.fnmatchcase(image, rule.match):
+                return rule.profile
+        return self.default_image
+
+    @model_validator(mode="after")
+    def _namespaces_known(self) -> Scenario:
+        declared = set(self.namespaces)
+        for seed in [*self.deployments, *self.services, *self.configmaps, *self.secrets]:
+            if seed.namespace not in declared:
+                raise ValueError(f"{seed.name}: namespace {seed.namespace!r} is not in namespaces")
+        return self
+
+
+def bundled_scenarios() -> list[str]:
+    folder = resources.files("sandbox") / "scenarios"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ScenarioError(f"scenario file {name_or_path} does not exist")
+        text, origin = path.read_text(encoding="utf-8"), str(path)
+    else:
+        if name_or_path not in bundled_scenarios():
+            raise ScenarioError(
+                f"unknown scenario {name_or_path!r}: use one of {', '.join(bundled_scenarios())} or a YAML file path"
+            )
+        text = (resources.files("sandbox") / "scenarios" / f"{name_or_path}.yaml").read_text(encoding="utf-8")
+        origin = f"scenario {name_or_path}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{origin}: expected a mapping at the top level")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ScenarioError(f"{origin}: {where}: {first['msg']}{more}") from None

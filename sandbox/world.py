@@ -1,0 +1,255 @@
+"""The running sandbox: API server, controllers, kubelet and load balancers on
+one event loop, seeded from a scenario, with a kubeconfig and endpoints file."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import errno
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from .kube.api import KubeApi
+from .kube.clock import Clock
+from .kube.defaults import apply_defaults
+from .kube.deployment_controller import DeploymentController
+from .kube.events import EventRecorder
+from .kube.faults import FaultInjector, RequestLog
+from .kube.kubelet import Kubelet
+from .kube.loadbalancer import LoadBalancers
+from .kube.replicaset_controller import ReplicaSetController
+from .kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, SERVICES
+from .kube.store import Store
+from .scenario import DeploymentSeed, Scenario
+
+log = logging.getLogger(__name__)
+
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+SEED_TIMEOUT_SECONDS = 120.0
+
+
+class SandboxError(Exception):
+    """The sandbox cannot start; the message says why in one line."""
+
+
+def deployment_manifest(seed: DeploymentSeed, image: str) -> dict[str, Any]:
+    labels = seed.selector
+    container: dict[str, Any] = {
+        "name": seed.container,
+        "image": image,
+        "ports": [{"containerPort": seed.container_port, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": seed.container_port}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": seed.container_port}, "periodSeconds": 10},
+    }
+    if seed.env:
+        container["env"] = [{"name": k, "value": v} for k, v in seed.env.items()]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": seed.name, "namespace": seed.namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": seed.replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "progressDeadlineSeconds": seed.progress_deadline_seconds,
+            "revisionHistoryLimit": seed.revision_history_limit,
+            "minReadySeconds": seed.min_ready_seconds,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+class Sandbox:
+    def __init__(self, scenario: Scenario, state_dir: Path, *, port: int = 0, seed: int | None = None) -> None:
+        self.scenario = scenario
+        self.state_dir = Path(state_dir)
+        self.requested_port = port
+        self.clock = Clock(scenario.clock_speed)
+        self.store = Store(self.clock)
+        self.recorder = EventRecorder(self.store)
+        self.kubelet = Kubelet(self.store, self.recorder, scenario, self.clock)
+        self.replicasets = ReplicaSetController(self.store, self.recorder, self.clock)
+        self.deployments = DeploymentController(self.store, self.recorder, self.clock)
+        self.load_balancers = LoadBalancers(self.store, self.kubelet, scenario, seed=seed)
+        self.faults = FaultInjector(seed=seed)
+        self.requests: RequestLog | None = None
+        self.api: KubeApi | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def endpoints_path(self) -> Path:
+        return self.state_dir / "endpoints.json"
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.requests = RequestLog(self.state_dir / "requests.jsonl")
+        self.api = KubeApi(self.store, self.kubelet, self.faults, self.requests, hooks=self.load_balancers)
+        self._runner = web.AppRunner(
+            self.api.build_app(), access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=2.0,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.requested_port, reuse_address=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise SandboxError(f"port {self.requested_port} on 127.0.0.1 is already in use; pick another with --port") from None
+            raise SandboxError(f"cannot listen on 127.0.0.1:{self.requested_port}: {exc.strerror}") from None
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._tasks = [
+            asyncio.create_task(self.replicasets.queue.run(), name="replicaset-controller"),
+            asyncio.create_task(self.deployments.queue.run(), name="deployment-controller"),
+        ]
+        await self._seed()
+        self.faults.replace(self.scenario.faults)
+        self._write_files()
+
+    async def stop(self) -> None:
+        self.store.close_watches()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.replicasets.queue.stop()
+        self.deployments.queue.stop()
+        for runtime in self.kubelet.pods.values():
+            for timer in runtime.timers:
+                timer.cancel()
+        await self.load_balancers.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.requests is not None:
+            self.requests.close()
+
+    # -- seeding ---------------------------------------------------------------------
+
+    async def _seed(self) -> None:
+        """Build the scenario's world through the controllers, pods starting at once,
+        so revision history and ReplicaSets are what a real cluster would have."""
+        self.kubelet.instant = True
+        try:
+            for ns in dict.fromkeys(["default", *self.scenario.namespaces]):
+                self.store.create(NAMESPACES, {"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+            for seed in self.scenario.configmaps:
+                self.store.create(CONFIGMAPS, {"metadata": {"name": seed.name}, "data": seed.data}, seed.namespace)
+            for seed in self.scenario.secrets:
+                data = {k: base64.b64encode(v.encode()).decode() for k, v in seed.data.items()}
+                self.store.create(SECRETS, {"metadata": {"name": seed.name}, "type": "Opaque", "data": data}, seed.namespace)
+            count = max((len(d.revisions) for d in self.scenario.deployments), default=0)
+            for step in range(count):
+                for seed in self.scenario.deployments:
+                    if step < len(seed.revisions):
+                        self._apply_revision(seed, step)
+                await self.settle()
+            for seed in self.scenario.services:
+                svc = {
+                    "metadata": {"name": seed.name, "namespace": seed.namespace},
+                    "spec": {
+                        "type": seed.type,
+                        "selector": seed.selector,
+                        "ports": [{"name": "http", "port": seed.port, "targetPort": seed.target_port, "protocol": "TCP"}],
+                        "sessionAffinity": "None",
+                    },
+                }
+                apply_defaults(SERVICES, svc)
+                self.load_balancers.before_create(SERVICES, svc)
+                self.store.create(SERVICES, svc, seed.namespace)
+            await self.settle()
+        finally:
+            self.kubelet.instant = False
+
+    def _apply_revision(self, seed: DeploymentSeed, step: int) -> None:
+        revision = seed.revisions[step]
+        manifest = deployment_manifest(seed, revision.image)
+        apply_defaults(DEPLOYMENTS, manifest)
+        if revision.change_cause:
+            manifest["metadata"]["annotations"] = {CHANGE_CAUSE: revision.change_cause}
+        current = self.store.peek(DEPLOYMENTS, seed.namespace, seed.name)
+        if current is None:
+            self.store.create(DEPLOYMENTS, manifest, seed.namespace)
+            return
+        updated = json.loads(json.dumps(current))
+        updated["spec"]["template"] = manifest["spec"]["template"]
+        annotations = updated["metadata"].setdefault("annotations", {})
+        annotations.pop(CHANGE_CAUSE, None)
+        annotations.update(manifest["metadata"].get("annotations", {}))
+        self.store.update(DEPLOYMENTS, updated)
+
+    async def settle(self, timeout: float = SEED_TIMEOUT_SECONDS) -> None:
+        """Wait until the controllers have nothing left to do and every
+        deployment reports its rollout complete."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            if self.replicasets.queue.pending or self.deployments.queue.pending:
+                continue
+            if all(self._rolled_out(d) for d in self.store.iter(DEPLOYMENTS)):
+                return
+        raise SandboxError("the scenario's deployments did not settle; check the image profiles used by its revisions")
+
+    @staticmethod
+    def _rolled_out(d: dict[str, Any]) -> bool:
+        status = d.get("status") or {}
+        replicas = d["spec"].get("replicas", 1)
+        return (
+            status.get("observedGeneration", 0) >= d["metadata"].get("generation", 1)
+            and status.get("updatedReplicas", 0) == replicas
+            and status.get("replicas", 0) == replicas
+            and status.get("availableReplicas", 0) == replicas
+        )
+
+    # -- files for clients -----------------------------------------------------------
+
+    def endpoints(self) -> dict[str, Any]:
+        services = {}
+        for ns, name in self.load_balancers.frontends:
+            url = self.load_balancers.url(ns, name)
+            if url:
+                services[f"{ns}/{name}"] = url
+        return {"kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox"}
+
+    def kubeconfig(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "modoru-sandbox", "cluster": {"server": self.url}}],
+            "users": [{"name": "modoru-sandbox", "user": {"token": "sandbox"}}],
+            "contexts": [{"name": "modoru-sandbox", "context": {"cluster": "modoru-sandbox", "user": "modoru-sandbox", "namespace": "default"}}],
+            "current-context": "modoru-sandbox",
+            "preferences": {},
+        }
+
+    def _write_files(self) -> None:
+        _write_private(self.kubeconfig_path, yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+        existing: dict[str, Any] = {}
+        if self.endpoints_path.exists():
+            with contextlib.suppress(ValueError):
+                existing = json.loads(self.endpoints_path.read_text())
+        existing.update(self.endpoints())
+        _write_private(self.endpoints_path, json.dumps(existing, indent=2) + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)

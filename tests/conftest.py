@@ -1,0 +1,120 @@
+"""Shared fixtures: a sandbox running on its own event loop in a thread, so
+tests can drive it with blocking clients (stock kubectl, the kubernetes client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.scenario import Scenario, load_scenario
+from sandbox.world import Sandbox
+
+TEST_CLOCK_SPEED = 20.0
+
+
+class RunningSandbox:
+    def __init__(self, scenario: Scenario, state_dir: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="sandbox", daemon=True)
+        self.thread.start()
+        self.sandbox = Sandbox(scenario, state_dir, seed=7)
+        self.call_async(self.sandbox.start())
+
+    def call_async(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the sandbox's loop, where its state may be touched safely."""
+
+        async def wrapper() -> Any:
+            return fn()
+
+        return self.call_async(wrapper())
+
+    @property
+    def url(self) -> str:
+        return self.sandbox.url
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.sandbox.kubeconfig_path
+
+    def service_url(self, key: str = "default/tekutoko-api") -> str:
+        return json.loads(self.sandbox.endpoints_path.read_text())["services"][key]
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        binary = shutil.which("kubectl")
+        assert binary, "kubectl is not installed"
+        result = subprocess.run(
+            [binary, "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True, text=True, timeout=timeout, env={**os.environ, "KUBECACHEDIR": str(self.kubeconfig.parent / "kcache")},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def admin(self, path: str, method: str = "GET", body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/sandbox/{path}", data=data, method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def requests_since(self, seq: int = 0) -> list[dict[str, Any]]:
+        return self.admin(f"requests?since={seq}")["entries"]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.call(predicate)
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def stop(self) -> None:
+        self.call_async(self.sandbox.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+def fast_scenario(name: str = "tekutoko", **changes: Any) -> Scenario:
+    scenario = load_scenario(name)
+    return scenario.model_copy(update={"clock_speed": TEST_CLOCK_SPEED, **changes})
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
+    running = RunningSandbox(fast_scenario(), tmp_path / "sandbox")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def kube_client(sandbox: RunningSandbox):
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+    yield client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    api_client.close()
+
+
+def require_kubectl() -> None:
+    if shutil.which("kubectl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("kubectl is required in CI: .ci/run installs it")
+        pytest.skip("kubectl is not installed")

@@ -156,7 +156,10 @@ def load_scenario(name_or_path: str) -> Scenario:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{origin}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ScenarioError(f"{origin}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{origin}: expected a mapping at the top level")
     try:

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,11 +74,10 @@ class RunningSandbox:
         return self.admin(f"requests?since={seq}")["entries"]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
-        import time
-
+        """Poll `predicate` from the test's thread (it may call the sandbox over HTTP)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.call(predicate)
+            value = predicate()
             if value:
                 return value
             time.sleep(interval)

@@ -1,0 +1,236 @@
+"""The data that flows through a rollback: one model in and one out for every
+workflow, activity, signal and query."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .catalog import NAME_PATTERN, Channel
+
+
+class Severity(StrEnum):
+    IMMEDIATE = "immediate"  # the runbook's "roll back at once, within 5 minutes"
+    INVESTIGATE = "investigate"  # "roll back after a look, within 15 minutes"
+
+
+class Phase(StrEnum):
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    EXECUTING = "executing"
+    WAITING_ROLLOUT = "waiting_rollout"
+    VERIFYING = "verifying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RollbackRequest(Model):
+    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
+    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
+    to_revision: int | None = Field(None, gt=0, description="None: the previous revision, as kubectl")
+    severity: Severity
+    reason: str = Field(min_length=1, max_length=2000)
+    impact: str = Field("", max_length=2000)
+    cause: str = Field("", max_length=2000)
+    detected_at: dt.datetime | None = Field(None, description="When the problem was seen; default: the start")
+    requested_by: str = Field(min_length=1, max_length=200)
+    dry_run: bool = False
+    language: Literal["ja", "en"] = "ja"
+
+    @field_validator("detected_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("detected_at needs a time zone offset, e.g. 2026-01-16T12:00:00+09:00")
+        return value
+
+
+class ServiceLookup(Model):
+    namespace: str
+    deployment: str
+
+
+class RevisionInfo(Model):
+    revision: int
+    replicaset: str
+    images: list[str]
+    change_cause: str | None = None
+
+
+class PlanRequest(Model):
+    namespace: str
+    deployment: str
+    to_revision: int | None = None
+
+
+class RollbackPlan(Model):
+    namespace: str
+    deployment: str
+    deployment_uid: str
+    from_revision: int
+    to_revision: int
+    target_replicaset: str
+    from_images: list[str]
+    to_images: list[str]
+    history: list[RevisionInfo]
+    already_at_target: bool = False
+    replicas: int = 0
+
+    @property
+    def image_diff(self) -> list[str]:
+        return [f"{a} -> {b}" for a, b in zip(self.from_images, self.to_images, strict=False) if a != b]
+
+
+class BackupRequest(Model):
+    namespace: str
+    deployment: str
+    from_revision: int
+    backup_name: str = Field(pattern=NAME_PATTERN, max_length=253)
+
+
+class BackupRef(Model):
+    namespace: str
+    configmap: str
+    manifest_yaml: str
+    created: bool
+
+
+class UndoRequest(Model):
+    plan: RollbackPlan
+
+
+class UndoResult(Model):
+    patched: bool
+    message: str
+
+
+class RolloutWaitRequest(Model):
+    namespace: str
+    deployment: str
+    timeout_seconds: int = Field(600, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)
+
+
+class PodState(Model):
+    name: str
+    phase: str
+    ready: bool
+    restarts: int
+    waiting_reason: str | None = None
+    image: str = ""
+
+
+class Diagnostics(Model):
+    conditions: list[dict[str, Any]] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list)
+    pods: list[PodState] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
+class RolloutOutcome(Model):
+    revision: int
+    message: str
+    diagnostics: Diagnostics = Field(default_factory=Diagnostics)
+
+
+class VerifyRequest(Model):
+    namespace: str
+    deployment: str
+    service: str
+    paths: list[str]
+    window_seconds: int = Field(60, gt=0)
+    interval_seconds: float = Field(2.0, gt=0)
+
+
+class CheckResult(Model):
+    name: str
+    ok: bool
+    detail: str
+
+
+class VerifyResult(Model):
+    ok: bool
+    checks: list[CheckResult]
+    attempts: int
+    base_url: str | None = None
+
+
+class Notice(Model):
+    kind: Literal["start", "complete", "failure", "escalation", "rejected", "approval_needed"]
+    subject: str
+    text: str
+    channels: list[Channel]
+
+
+class NoticeResult(Model):
+    delivered: list[str]
+    failed: list[str] = Field(default_factory=list)
+
+
+class ApprovalSignal(Model):
+    by: str = Field(min_length=1, max_length=200)
+    comment: str = Field("", max_length=2000)
+    request_id: str = Field("", max_length=100)
+
+
+class RejectSignal(Model):
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    request_id: str = Field("", max_length=100)
+
+
+class AuditEntry(Model):
+    at: dt.datetime
+    actor: str
+    action: str
+    counted: bool | None = None
+    detail: str = ""
+    request_id: str = ""
+
+
+class ChecklistItem(Model):
+    key: str
+    title: str
+    done_at: dt.datetime | None = None
+    evidence: str = ""
+
+
+class RollbackStatus(Model):
+    workflow_id: str
+    phase: Phase
+    namespace: str
+    deployment: str
+    severity: Severity
+    requested_by: str
+    reason: str
+    from_revision: int | None = None
+    to_revision: int | None = None
+    image_diff: list[str] = Field(default_factory=list)
+    detected_at: dt.datetime
+    sla_deadline: dt.datetime
+    sla_met: bool | None = None
+    escalations: list[str] = Field(default_factory=list)
+    approvals_required: int = 0
+    approvals: list[str] = Field(default_factory=list)
+    timings: dict[str, dt.datetime] = Field(default_factory=dict)
+    checklist: list[ChecklistItem] = Field(default_factory=list)
+    audit: list[AuditEntry] = Field(default_factory=list)
+    backup_configmap: str | None = None
+    verification: VerifyResult | None = None
+    diagnostics: Diagnostics | None = None
+    message: str = ""
+
+
+class RollbackResult(Model):
+    status: RollbackStatus
+    plan: RollbackPlan | None = None
+    backup_manifest: str | None = None
+    no_op: bool = False

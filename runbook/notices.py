@@ -1,0 +1,97 @@
+"""Notice texts after the runbook's templates (Japanese by default), with
+times in JST as the runbook writes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+JST = dt.timezone(dt.timedelta(hours=9), "JST")
+
+
+def _when(at: dt.datetime, with_date: bool = True) -> str:
+    local = at.astimezone(JST)
+    return local.strftime("%Y-%m-%d %H:%M JST" if with_date else "%H:%M JST")
+
+
+def start_notice(language: str, *, detected_at: dt.datetime, impact: str, cause: str, action: str, expected_recovery: dt.datetime) -> tuple[str, str]:
+    if language == "ja":
+        return "【ロールバック開始】", (
+            "【ロールバック開始】\n\n"
+            f"発生時刻: {_when(detected_at)}\n"
+            f"影響: {impact or '調査中'}\n"
+            f"原因: {cause or 'デプロイに起因する問題'}\n"
+            f"対応: {action}\n\n"
+            f"予想復旧時刻: {_when(expected_recovery, with_date=False)}"
+        )
+    return "[Rollback started]", (
+        "[Rollback started]\n\n"
+        f"Occurred: {_when(detected_at)}\n"
+        f"Impact: {impact or 'under investigation'}\n"
+        f"Cause: {cause or 'a problem introduced by a deployment'}\n"
+        f"Action: {action}\n\n"
+        f"Expected recovery: {_when(expected_recovery, with_date=False)}"
+    )
+
+
+def complete_notice(language: str, *, recovered_at: dt.datetime, from_revision: int, to_revision: int, result: str) -> tuple[str, str]:
+    if language == "ja":
+        return "【ロールバック完了・復旧】", (
+            "【ロールバック完了・復旧】\n\n"
+            f"復旧時刻: {_when(recovered_at)}\n"
+            f"対応内容: リビジョン{from_revision}からリビジョン{to_revision}にロールバック\n"
+            f"確認結果: {result}\n\n"
+            "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
+        )
+    return "[Rollback complete, service recovered]", (
+        "[Rollback complete, service recovered]\n\n"
+        f"Recovered: {_when(recovered_at)}\n"
+        f"Action: rolled back from revision {from_revision} to revision {to_revision}\n"
+        f"Result: {result}\n\n"
+        "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
+    )
+
+
+def failure_notice(language: str, *, at: dt.datetime, deployment: str, error: str, problems: list[str]) -> tuple[str, str]:
+    details = "\n".join(f"- {p}" for p in problems)
+    if language == "ja":
+        return "【ロールバック失敗】", (
+            f"【ロールバック失敗】\n\n時刻: {_when(at)}\n対象: {deployment}\nエラー: {error}\n"
+            + (f"診断:\n{details}\n" if details else "")
+            + "\nトラブルシューティング手順に従い、必要ならフォワードフィックスを検討してください。"
+        )
+    return "[Rollback failed]", (
+        f"[Rollback failed]\n\nAt: {_when(at)}\nTarget: {deployment}\nError: {error}\n"
+        + (f"Diagnostics:\n{details}\n" if details else "")
+        + "\nFollow the troubleshooting steps; consider a forward fix if a rollback is impossible."
+    )
+
+
+def escalation_notice(language: str, *, point: str, deployment: str, deadline: dt.datetime, phase: str) -> tuple[str, str]:
+    if language == "ja":
+        label = "期限の半分が経過" if point == "half_time" else "期限超過"
+        return f"【エスカレーション: {label}】", (
+            f"【エスカレーション: {label}】\n\n対象: {deployment}\n期限: {_when(deadline)}\n現在のフェーズ: {phase}"
+        )
+    label = "half the deadline has passed" if point == "half_time" else "deadline missed"
+    return f"[Escalation: {label}]", (
+        f"[Escalation: {label}]\n\nTarget: {deployment}\nDeadline: {_when(deadline)}\nPhase: {phase}"
+    )
+
+
+def approval_needed_notice(language: str, *, deployment: str, workflow_id: str, approvers: list[str], deadline: dt.datetime) -> tuple[str, str]:
+    names = ", ".join(approvers)
+    if language == "ja":
+        return "【承認依頼】", (
+            f"【承認依頼】\n\n対象: {deployment}\n承認者: {names}\n期限: {_when(deadline)}\n"
+            f"承認: modoru approve {workflow_id} --by <名前>"
+        )
+    return "[Approval needed]", (
+        f"[Approval needed]\n\nTarget: {deployment}\nApprovers: {names}\nDeadline: {_when(deadline)}\n"
+        f"Approve: modoru approve {workflow_id} --by <name>"
+    )
+
+
+def rejected_notice(language: str, *, deployment: str, by: str, reason: str) -> tuple[str, str]:
+    if language == "ja":
+        return "【ロールバック中止】", f"【ロールバック中止】\n\n対象: {deployment}\n却下: {by}\n理由: {reason}\n変更は行っていません。"
+    return "[Rollback rejected]", f"[Rollback rejected]\n\nTarget: {deployment}\nRejected by: {by}\nReason: {reason}\nNothing was changed."

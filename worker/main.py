@@ -1,0 +1,96 @@
+"""The worker: Kubernetes and HTTP clients, activities and workflows, run until
+SIGINT/SIGTERM, then drained."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from datetime import timedelta
+
+import aiohttp
+from kubernetes.aio import client as kube
+from kubernetes.aio import config as kube_config
+from temporalio.worker import Worker
+
+from activities.catalog import CatalogActivities
+from activities.kubernetes import KubernetesActivities
+from activities.notify import NotifyActivities
+from activities.verify import VerifyActivities
+from workflows.deployment_rollback import DeploymentRollbackWorkflow
+
+from .catalog_file import CatalogError, load_catalog
+from .client import TemporalUnreachable, connect, ensure_search_attributes
+from .settings import Settings
+
+log = logging.getLogger("modoru.worker")
+WORKFLOWS = [DeploymentRollbackWorkflow]
+
+
+async def kubernetes_client(settings: Settings) -> kube.ApiClient:
+    if settings.kubeconfig:
+        return await kube_config.new_client_from_config(config_file=str(settings.kubeconfig), context=settings.kube_context)
+    try:
+        kube_config.load_incluster_config()
+        return kube.ApiClient()
+    except kube_config.ConfigException:
+        return await kube_config.new_client_from_config(context=settings.kube_context)
+
+
+def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings) -> list:
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    k8s = KubernetesActivities(apps, core)
+    verify = VerifyActivities(apps, core, session)
+    notify = NotifyActivities(base_dir=settings.notices_dir)
+    catalog = CatalogActivities(load_catalog(settings.catalog))
+    return [
+        catalog.lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
+        verify.verify_service, notify.send,
+    ]
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect(settings)
+    added = await ensure_search_attributes(client)
+    if added:
+        log.info("registered search attributes: %s", ", ".join(added))
+    api = await kubernetes_client(settings)
+    async with aiohttp.ClientSession() as session:
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=activities_for(api, session, settings),
+            max_concurrent_activities=settings.max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
+        async with worker:
+            print(f"modoru worker: polling {settings.task_queue} on {settings.temporal_address}", flush=True)
+            await stop.wait()
+        await api.close()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    try:
+        load_catalog(settings.catalog)
+    except CatalogError as exc:
+        print(f"modoru worker: {exc}", file=sys.stderr)
+        return 2
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    try:
+        asyncio.run(runner())
+    except TemporalUnreachable as exc:
+        print(f"modoru worker: {exc}", file=sys.stderr)
+        return 2
+    return 0

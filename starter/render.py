@@ -8,7 +8,7 @@ from rich.table import Table
 from runbook.models import RollbackStatus
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 PHASE_STYLE = {"completed": "green", "failed": "red", "rejected": "yellow", "awaiting_approval": "magenta"}
 

@@ -70,6 +70,10 @@ class RunningSandbox:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def mark(self) -> int:
+        """The request log's position now; pass it to requests_since later."""
+        return self.admin("requests?since=0")["last"]
+
     def requests_since(self, seq: int = 0) -> list[dict[str, Any]]:
         return self.admin(f"requests?since={seq}")["entries"]
 

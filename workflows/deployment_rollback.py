@@ -134,6 +134,14 @@ class DeploymentRollbackWorkflow:
         escalations = asyncio.create_task(self._escalate())
         try:
             return await self._run(request)
+        except ActivityError as err:
+            # Refused before anything changed (catalog, plan, backup): fail with the
+            # activity's own words, so the CLI and the Web UI show what to fix.
+            cause = err.cause
+            message = getattr(cause, "message", None) or str(err)
+            self._status.message = message
+            self._set_phase(Phase.FAILED)
+            raise ApplicationError(message, type=getattr(cause, "type", None) or "RollbackRefused", non_retryable=True) from err
         finally:
             self._status.timings["finished"] = workflow.now()
             escalations.cancel()

@@ -71,7 +71,7 @@ def test_bad_fault_rules_are_refused(sandbox) -> None:
 
 def test_request_log_shows_verbs_and_that_reads_mutate_nothing(sandbox, kube_client) -> None:
     apps, _ = kube_client
-    mark = sandbox.requests_since(0)[-1]["seq"] if sandbox.requests_since(0) else 0
+    mark = sandbox.mark()
     apps.read_namespaced_deployment(NAME, NS)
     apps.list_namespaced_replica_set(NS, label_selector="app=tekutoko-api")
     entries = sandbox.requests_since(mark)

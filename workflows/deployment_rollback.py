@@ -191,7 +191,7 @@ class DeploymentRollbackWorkflow:
             outcome: RolloutOutcome = await self._activity(
                 "k8s.wait_rollout",
                 RolloutWaitRequest(namespace=request.namespace, deployment=request.deployment, timeout_seconds=self._entry.rollout_timeout_seconds),
-                RolloutOutcome, "wait for the rollout", timeout=self._entry.rollout_timeout_seconds + 60, heartbeat=30,
+                RolloutOutcome, "wait for the rollout", timeout=self._entry.rollout_timeout_seconds + 60, heartbeat=10,
             )
             self._status.timings["mitigated"] = workflow.now()
             self._check("rollout", outcome.message)
@@ -201,7 +201,7 @@ class DeploymentRollbackWorkflow:
                 "verify.service",
                 VerifyRequest(namespace=request.namespace, deployment=request.deployment, service=self._entry.service,
                               paths=self._entry.check_paths, window_seconds=self._entry.verification_window_seconds),
-                VerifyResult, "verify pods, health and API", timeout=self._entry.verification_window_seconds + 60, heartbeat=30,
+                VerifyResult, "verify pods, health and API", timeout=self._entry.verification_window_seconds + 60, heartbeat=10,
             )
         except ActivityError as err:
             return await self._fail(err, plan, backup.manifest_yaml)

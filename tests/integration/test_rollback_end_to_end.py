@@ -148,3 +148,23 @@ async def test_unreachable_temporal_is_one_line(stack) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("modoru: cannot reach Temporal at 127.0.0.1:1")
     assert stack.mutations(mark) == []
+
+
+async def test_the_stock_temporal_cli_approves_and_reads_status(stack) -> None:
+    from tests.workflows.conftest import binary
+
+    handle = await start(stack, request())
+    await wait_phase(handle, Phase.AWAITING_APPROVAL)
+    address = ["--address", stack.settings.temporal_address]
+
+    async def temporal(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(binary("temporal"), *args, *address, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    await temporal("workflow", "signal", "--workflow-id", handle.id, "--name", "approve", "--input", '{"by": "sre-lead", "comment": "via temporal CLI"}')
+    final: RollbackResult = await handle.result()
+    assert final.status.approvals == ["sre-lead"]
+    shown = await temporal("workflow", "query", "--workflow-id", handle.id, "--name", "status")
+    assert '"phase": "completed"' in shown.replace('":"', '": "')

@@ -7,6 +7,7 @@ tests. Run after an intended, compatible workflow change:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from pathlib import Path
@@ -39,10 +40,8 @@ async def record(env: WorkflowEnvironment, name: str, fake: FakeCluster, req: Ro
         handle = await env.client.start_workflow(DeploymentRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
         if steer is not None:
             await steer(env, handle)
-        try:
+        with contextlib.suppress(Exception):  # failed outcomes are histories too
             await handle.result()
-        except Exception:
-            pass  # failed outcomes are histories too
         history = await handle.fetch_history()
     (HERE / f"{name}.json").write_text(history.to_json())
     print(f"recorded {name}: {len(history.events)} events")

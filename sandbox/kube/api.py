@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -15,22 +14,20 @@ from typing import Any
 from aiohttp import web
 
 from ..scenario import FaultRule
-from . import errors, tables
+from . import errors, subresources, tables
 from .defaults import apply_defaults, validate
 from .faults import FaultInjector, RequestLog
 from .kubelet import Kubelet
 from .patch import apply_patch
 from .resources import (
     BY_PATH,
-    DEPLOYMENTS,
     GROUPS,
     NAMESPACES,
     PODS,
-    REPLICASETS,
     ResourceType,
     resource_list,
 )
-from .selectors import label_selector_string, parse_field_selector, parse_label_selector
+from .selectors import parse_field_selector, parse_label_selector
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -200,11 +197,11 @@ class KubeApi:
 
     async def _dispatch(self, request: web.Request, t: Target, verb: str) -> web.StreamResponse:
         if t.subresource == "log":
-            return self._pod_log(request, t)
+            return subresources.pod_log(self.store, self.kubelet, request, t.namespace or "", t.name or "")
         if t.subresource == "exec":
             raise errors.ApiError(400, "BadRequest", "pods/exec is not served by this sandbox yet; use the pod's log or the sandbox request log")
         if t.subresource == "scale":
-            return await self._scale(request, t, verb)
+            return await subresources.scale(self.store, request, t.resource, t.namespace or "", t.name or "", verb)
         if verb == "list":
             return self._list(request, t)
         if verb == "watch":
@@ -299,21 +296,6 @@ class KubeApi:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
-
-    def _pod_log(self, request: web.Request, t: Target) -> web.Response:
-        pod = self.store.get(PODS, t.namespace or "", t.name or "")
-        container = request.query.get("container")
-        names = [c["name"] for c in pod["spec"]["containers"]]
-        if container and container not in names:
-            raise errors.bad_request(f"container {container} is not valid for pod {t.name}")
-        lines = self.kubelet.logs(pod["metadata"]["uid"]) or []
-        tail = request.query.get("tailLines")
-        if tail is not None:
-            count = int(tail)
-            lines = lines[-count:] if count > 0 else []
-        if request.query.get("timestamps") not in ("true", "1"):
-            lines = [line.split(" ", 1)[1] if " " in line else line for line in lines]
-        return web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
 
     # -- writes --------------------------------------------------------------------
 
@@ -413,44 +395,6 @@ class KubeApi:
             "kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
             "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": items,
         })
-
-    # -- scale subresource -----------------------------------------------------------
-
-    def _scale_of(self, obj: dict[str, Any]) -> dict[str, Any]:
-        meta = obj["metadata"]
-        return {
-            "kind": "Scale",
-            "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
-            "spec": {"replicas": obj["spec"].get("replicas", 0)},
-            "status": {
-                "replicas": (obj.get("status") or {}).get("replicas", 0),
-                "selector": label_selector_string(obj["spec"].get("selector")),
-            },
-        }
-
-    async def _scale(self, request: web.Request, t: Target, verb: str) -> web.Response:
-        if t.resource not in (DEPLOYMENTS, REPLICASETS):
-            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-        current = self.store.get(t.resource, t.namespace or "", t.name or "")
-        if verb == "get":
-            return web.json_response(self._scale_of(current))
-        if verb == "update":
-            scale = await self._read_body(request)
-        elif verb == "patch":
-            scale = apply_patch(request.headers.get("Content-Type", ""), self._scale_of(current), await request.read())
-        else:
-            raise errors.method_not_allowed(f"{request.method} is not supported on the scale subresource")
-        replicas = (scale.get("spec") or {}).get("replicas")
-        if not isinstance(replicas, int) or replicas < 0:
-            raise errors.invalid("autoscaling", "Scale", t.name or "", [("spec.replicas", "FieldValueInvalid", f"Invalid value: {replicas}: must be greater than or equal to 0")])
-        sent_rv = (scale.get("metadata") or {}).get("resourceVersion")
-        updated = copy.deepcopy(current)
-        updated["spec"]["replicas"] = replicas
-        if sent_rv:
-            updated["metadata"]["resourceVersion"] = sent_rv
-        stored = self.store.update(t.resource, updated)
-        return web.json_response(self._scale_of(stored))
 
 
 def _verb(request: web.Request, t: Target) -> str:

@@ -10,6 +10,14 @@ import math
 from typing import Any
 
 from .clock import Clock, parse_timestamp
+from .deployment_status import (
+    calculate_status,
+    complete,
+    condition,
+    progressing,
+    set_condition,
+    timed_out,
+)
 from .errors import ApiError
 from .events import EventRecorder
 from .replicaset_controller import controller_ref, owner_reference
@@ -135,7 +143,7 @@ class DeploymentController:
         if paused:
             self._scale_only(d, new_rs, old_rss)
             self._cleanup(d, old_rss)
-            self._write_status(d, self._calculate_status(d, all_rss, new_rs, status))
+            self._write_status(d, calculate_status(d, all_rss, new_rs, status, fenceposts(d)[1], self.clock.timestamp()))
             return
         if d["spec"].get("strategy", {}).get("type") == "Recreate":
             self._rollout_recreate(d, new_rs, old_rss)
@@ -283,7 +291,7 @@ class DeploymentController:
             return
         if self._reconcile_old(d, new_rs, old_rss):
             return
-        if self._complete(d, previous_status):
+        if complete(d, previous_status):
             self._cleanup(d, old_rss)
 
     def _reconcile_old(self, d: Obj, new_rs: Obj, old_rss: list[Obj]) -> bool:
@@ -351,75 +359,31 @@ class DeploymentController:
 
     # -- status --------------------------------------------------------------------
 
-    def _complete(self, d: Obj, status: Obj) -> bool:
-        replicas = d["spec"]["replicas"]
-        return (
-            status.get("updatedReplicas", 0) == replicas
-            and status.get("replicas", 0) == replicas
-            and status.get("availableReplicas", 0) == replicas
-            and status.get("observedGeneration", 0) >= d["metadata"].get("generation", 1)
-        )
-
-    def _calculate_status(self, d: Obj, all_rss: list[Obj], new_rs: Obj | None, status: Obj) -> Obj:
-        def total(field: str) -> int:
-            return sum((rs.get("status") or {}).get(field, 0) for rs in all_rss)
-
-        available = total("availableReplicas")
-        spec_total = sum(rs["spec"]["replicas"] for rs in all_rss)
-        result = {
-            "observedGeneration": d["metadata"].get("generation", 1),
-            "replicas": total("replicas"),
-            "updatedReplicas": (new_rs.get("status") or {}).get("replicas", 0) if new_rs else 0,
-            "readyReplicas": total("readyReplicas"),
-            "availableReplicas": available,
-            "unavailableReplicas": max(0, spec_total - available),
-            "conditions": copy.deepcopy(status.get("conditions") or []),
-        }
-        if status.get("collisionCount") is not None:
-            result["collisionCount"] = status["collisionCount"]
-        _, max_unavailable = fenceposts(d)
-        if available >= d["spec"]["replicas"] - max_unavailable:
-            self._set_condition(result, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
-        else:
-            self._set_condition(result, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-        return result
-
     def _sync_rollout_status(self, d: Obj, all_rss: list[Obj], new_rs: Obj | None, status: Obj, previous: Obj) -> None:
-        new_status = self._calculate_status(d, all_rss, new_rs, status)
+        new_status = calculate_status(d, all_rss, new_rs, status, fenceposts(d)[1], self.clock.timestamp())
         subject = f'ReplicaSet "{new_rs["metadata"]["name"]}"' if new_rs else f'Deployment "{d["metadata"]["name"]}"'
-        current = _condition(new_status, "Progressing")
+        current = condition(new_status, "Progressing")
         deadline = d["spec"].get("progressDeadlineSeconds")
         key = (d["metadata"]["namespace"], d["metadata"]["name"])
         if deadline is not None:
-            if self._complete(d, new_status):
+            if complete(d, new_status):
                 self._set_condition(new_status, "Progressing", "True", "NewReplicaSetAvailable", f"{subject} has successfully progressed.")
-            elif _progressing(new_status, previous):
+            elif progressing(new_status, previous):
                 keep = current is not None and current["status"] == "True"
                 self._set_condition(new_status, "Progressing", "True", "ReplicaSetUpdated", f"{subject} is progressing.", force=True, keep_transition=keep)
-            elif self._timed_out(d, new_status):
+            elif timed_out(d, new_status, self.clock):
                 self._set_condition(new_status, "Progressing", "False", "ProgressDeadlineExceeded", f"{subject} has timed out progressing.")
-            progressing = _condition(new_status, "Progressing")
-            if progressing is not None and progressing["reason"] not in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded"):
-                updated_at = parse_timestamp(progressing["lastUpdateTime"]).timestamp()
+            now_progressing = condition(new_status, "Progressing")
+            if now_progressing is not None and now_progressing["reason"] not in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded"):
+                updated_at = parse_timestamp(now_progressing["lastUpdateTime"]).timestamp()
                 remaining = updated_at + self.clock.real_seconds(deadline) - self.clock.now().timestamp()
                 self.queue.add_after(key, remaining + 0.05)
         self._write_status(d, new_status)
 
-    def _timed_out(self, d: Obj, status: Obj) -> bool:
-        cond = _condition(status, "Progressing")
-        if cond is None:
-            return False
-        if cond["reason"] == "NewReplicaSetAvailable":
-            return False
-        if cond["reason"] == "ProgressDeadlineExceeded":
-            return True
-        updated_at = parse_timestamp(cond["lastUpdateTime"]).timestamp()
-        return updated_at + self.clock.real_seconds(d["spec"]["progressDeadlineSeconds"]) < self.clock.now().timestamp()
-
     def _check_paused_condition(self, d: Obj, status: Obj) -> None:
         if d["spec"].get("progressDeadlineSeconds") is None:
             return
-        cond = _condition(status, "Progressing")
+        cond = condition(status, "Progressing")
         if cond is not None and cond["reason"] == "ProgressDeadlineExceeded":
             return
         paused = bool(d["spec"].get("paused"))
@@ -429,20 +393,8 @@ class DeploymentController:
         elif not paused and was_paused:
             self._set_condition(status, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed")
 
-    def _set_condition(self, status: Obj, kind: str, value: str, reason: str, message: str, *, force: bool = False, keep_transition: bool = False) -> None:
-        now = self.clock.timestamp()
-        conditions = status.setdefault("conditions", [])
-        existing = next((c for c in conditions if c["type"] == kind), None)
-        if existing is not None and existing["status"] == value and existing["reason"] == reason and not force:
-            return
-        transition = now
-        if existing is not None and existing["status"] == value and (existing["reason"] != reason or keep_transition):
-            transition = existing["lastTransitionTime"]
-        conditions[:] = [c for c in conditions if c["type"] != kind]
-        conditions.append({
-            "type": kind, "status": value, "lastUpdateTime": now, "lastTransitionTime": transition,
-            "reason": reason, "message": message,
-        })
+    def _set_condition(self, status: Obj, kind: str, value: str, reason: str, message: str, **options: bool) -> None:
+        set_condition(status, kind, value, reason, message, self.clock.timestamp(), **options)
 
     def _write_status(self, d: Obj, status: Obj) -> None:
         stored = self.store.peek(DEPLOYMENTS, d["metadata"]["namespace"], d["metadata"]["name"])
@@ -455,17 +407,3 @@ class DeploymentController:
     def _event(self, d: Obj, message: str) -> None:
         self.recorder.record(d, "Normal", "ScalingReplicaSet", message, component="deployment-controller")
 
-
-def _condition(status: Obj, kind: str) -> Obj | None:
-    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
-
-
-def _progressing(new: Obj, old: Obj) -> bool:
-    old_old = old.get("replicas", 0) - old.get("updatedReplicas", 0)
-    new_old = new.get("replicas", 0) - new.get("updatedReplicas", 0)
-    return (
-        new.get("updatedReplicas", 0) > old.get("updatedReplicas", 0)
-        or new_old < old_old
-        or new.get("readyReplicas", 0) > old.get("readyReplicas", 0)
-        or new.get("availableReplicas", 0) > old.get("availableReplicas", 0)
-    )

@@ -165,14 +165,25 @@ async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | N
     if not rows:
         console.print("no rollbacks found")
         return 0
+    lines = []
+    for execution in rows:
+        lines.append((
+            execution.id, execution.run_id[:8], execution.status.name.lower() if execution.status else "",
+            execution.typed_search_attributes.get(sa.PHASE) or "", execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+            execution.close_time.strftime("%H:%M:%S") if execution.close_time else "",
+        ))
+    header = ("workflow id", "run id", "status", "phase", "started", "closed")
+    if not console.is_terminal:  # scripts get tab-separated lines, nothing cut
+        print("\t".join(header))
+        for line in lines:
+            print("\t".join(line))
+        return 0
     from rich.table import Table
 
     table = Table()
-    for column in ("workflow id", "run id", "status", "phase", "started", "closed"):
-        table.add_column(column)
-    for execution in rows:
-        phase = execution.typed_search_attributes.get(sa.PHASE) or ""
-        table.add_row(execution.id, execution.run_id[:8], execution.status.name.lower() if execution.status else "", phase,
-                      execution.start_time.strftime("%Y-%m-%d %H:%M:%S"), execution.close_time.strftime("%H:%M:%S") if execution.close_time else "")
+    for column in header:
+        table.add_column(column, no_wrap=True)
+    for line in lines:
+        table.add_row(*line)
     console.print(table)
     return 0

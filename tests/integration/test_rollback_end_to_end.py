@@ -168,3 +168,20 @@ async def test_the_stock_temporal_cli_approves_and_reads_status(stack) -> None:
     assert final.status.approvals == ["sre-lead"]
     shown = await temporal("workflow", "query", "--workflow-id", handle.id, "--name", "status")
     assert '"phase": "completed"' in shown.replace('":"', '": "')
+
+
+async def test_list_and_history_show_rollbacks(stack) -> None:
+    handle = await start(stack, request())
+    await wait_phase(handle, Phase.AWAITING_APPROVAL)
+    for _ in range(50):  # visibility is eventually consistent
+        listed = await stack.cli("list", "--open")
+        if handle.id in listed.stdout:
+            break
+        await asyncio.sleep(0.2)
+    assert listed.returncode == 0 and handle.id in listed.stdout and "awaiting_approval" in listed.stdout
+    await stack.cli("reject", handle.id, "--by", "sre-lead", "--reason", "test over")
+    await handle.result()
+    history = await stack.cli("history", "--deployment", NAME)
+    assert history.returncode == 0 and handle.id in history.stdout
+    status = await stack.cli("status", "no-such-rollback")
+    assert status.returncode == 2 and "no rollback with id no-such-rollback" in status.stderr

@@ -181,7 +181,9 @@ def up(
         raise fail(str(exc)) from None
     console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
-    console.print(f"try: MODORU_TEMPORAL_ADDRESS={stack.temporal_address} modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'")
+    console.print(f"in another shell: export MODORU_TEMPORAL_ADDRESS={stack.temporal_address} MODORU_WEB_UI={stack.web_ui} "
+                  f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}", soft_wrap=True)
+    console.print("then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'", soft_wrap=True)
     code = 0
     while not stopping:
         problem = stack.failed()

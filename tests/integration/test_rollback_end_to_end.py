@@ -185,3 +185,12 @@ async def test_list_and_history_show_rollbacks(stack) -> None:
     assert history.returncode == 0 and handle.id in history.stdout
     status = await stack.cli("status", "no-such-rollback")
     assert status.returncode == 2 and "no rollback with id no-such-rollback" in status.stderr
+
+
+async def test_a_paused_deployment_is_refused_before_any_change(stack, kube_client) -> None:
+    kube_client[0].patch_namespaced_deployment(NAME, NS, {"spec": {"paused": True}})
+    mark = stack.sandbox.mark()
+    result = await stack.cli("rollback", "start", "--deployment", NAME, "--severity", "immediate", "--reason", "x")
+    assert result.returncode == 1
+    assert "deployment/tekutoko-api is paused; resume it first with `kubectl rollout resume deployment/tekutoko-api -n default`" in result.stderr
+    assert stack.mutations(mark) == []

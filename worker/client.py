@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from workflows import search_attributes as sa
 
 from .settings import Settings
+from .telemetry import client_interceptors, configure_tracing
 
 
 class TemporalUnreachable(Exception):
     pass
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     tls: TLSConfig | bool = settings.temporal_tls or bool(settings.temporal_api_key)
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(client_cert=settings.temporal_tls_cert.read_bytes(), client_private_key=settings.temporal_tls_key.read_bytes())
@@ -26,6 +28,8 @@ async def connect(settings: Settings) -> Client:
             tls=tls,
             api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
             data_converter=pydantic_data_converter,
+            interceptors=client_interceptors(configure_tracing(settings)),
+            runtime=runtime,
         )
     except RuntimeError as exc:
         raise TemporalUnreachable(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}") from None

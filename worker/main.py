@@ -23,6 +23,7 @@ from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
 from .settings import Settings
+from .telemetry import ServiceTagging, configure_logging, runtime_for
 
 log = logging.getLogger("modoru.worker")
 WORKFLOWS = [DeploymentRollbackWorkflow]
@@ -51,7 +52,7 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    client = await connect(settings)
+    client = await connect(settings, runtime=runtime_for(settings))
     added = await ensure_search_attributes(client)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
@@ -65,16 +66,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=timedelta(seconds=10),
+            interceptors=[ServiceTagging()],
         )
         async with worker:
-            print(f"modoru worker: polling {settings.task_queue} on {settings.temporal_address}", flush=True)
+            log.info("polling %s on %s%s", settings.task_queue, settings.temporal_address,
+                     f"; metrics on {settings.metrics_address}" if settings.metrics_address else "")
             await stop.wait()
         await api.close()
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    configure_logging(settings)
     try:
         load_catalog(settings.catalog)
     except CatalogError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,5 +31,9 @@ class Settings(BaseSettings):
     kube_context: str | None = None
     catalog: Path = Field(default_factory=bundled_catalog)
     notices_dir: Path = Field(Path("."), description="where relative jsonl notice paths are written")
+    otel_exporter: Literal["none", "console", "otlp"] = Field("none", description="where traces go; otlp reads OTEL_EXPORTER_OTLP_*")
+    metrics_address: str | None = Field(None, description="host:port for the worker's Prometheus /metrics, e.g. 0.0.0.0:9464")
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
     max_concurrent_activities: int = Field(200, gt=0)
     max_concurrent_workflow_tasks: int = Field(100, gt=0)

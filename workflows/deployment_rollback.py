@@ -132,8 +132,12 @@ class DeploymentRollbackWorkflow:
     @workflow.run
     async def run(self, request: RollbackRequest) -> RollbackResult:
         escalations = asyncio.create_task(self._escalate())
+        self._count("modoru_rollbacks_started", "rollbacks started")
         try:
-            return await self._run(request)
+            result = await self._run(request)
+            outcome = {Phase.COMPLETED: "completed", Phase.REJECTED: "rejected"}.get(result.status.phase, "failed")
+            self._count(f"modoru_rollbacks_{outcome}", f"rollbacks {outcome}")
+            return result
         except ActivityError as err:
             # Refused before anything changed (catalog, plan, backup): fail with the
             # activity's own words, so the CLI and the Web UI show what to fix.
@@ -141,7 +145,11 @@ class DeploymentRollbackWorkflow:
             message = getattr(cause, "message", None) or str(err)
             self._status.message = message
             self._set_phase(Phase.FAILED)
+            self._count("modoru_rollbacks_failed", "rollbacks failed")
             raise ApplicationError(message, type=getattr(cause, "type", None) or "RollbackRefused", non_retryable=True) from err
+        except ApplicationError:
+            self._count("modoru_rollbacks_failed", "rollbacks failed")
+            raise
         finally:
             self._status.timings["finished"] = workflow.now()
             escalations.cancel()
@@ -194,6 +202,7 @@ class DeploymentRollbackWorkflow:
                 RolloutOutcome, "wait for the rollout", timeout=self._entry.rollout_timeout_seconds + 60, heartbeat=10,
             )
             self._status.timings["mitigated"] = workflow.now()
+            self._observe_mitigation()
             self._check("rollout", outcome.message)
             self._status.diagnostics = outcome.diagnostics
             self._set_phase(Phase.VERIFYING)
@@ -244,11 +253,13 @@ class DeploymentRollbackWorkflow:
                 return True
             return self._deadline_passed and entry.approval.on_deadline != "keep_waiting"
 
+        self._count("modoru_approval_waits_started", "rollbacks that began waiting for approval")
         try:
             await workflow.wait_condition(settled, timeout=APPROVAL_GIVE_UP)
         except TimeoutError:
             self._rejection = RejectSignal(by="modoru", reason=f"no approval within {APPROVAL_GIVE_UP}")
             self._audit("modoru", "expired", counted=True, detail=self._rejection.reason)
+        self._count("modoru_approval_waits_ended", "rollbacks that stopped waiting for approval (waiting = started - ended)")
         if self._rejection is not None:
             self._status.message = f"rejected by {self._rejection.by}: {self._rejection.reason}"
             subject, text = notices.rejected_notice(self._request.language, deployment=self._request.deployment, by=self._rejection.by, reason=self._rejection.reason)
@@ -278,6 +289,7 @@ class DeploymentRollbackWorkflow:
                 if "mitigated" not in self._status.timings:
                     self._status.sla_met = False
                     self._index(sa.SLA.value_set("breached"))
+                    self._count("modoru_sla_breaches", "rollbacks that missed the runbook's deadline")
             if "mitigated" in self._status.timings:
                 return  # mitigated in time: nothing to escalate
             self._status.escalations.append(point)
@@ -334,6 +346,8 @@ class DeploymentRollbackWorkflow:
 
     def _record_sla(self) -> None:
         met = self._status.timings["mitigated"] <= self._status.sla_deadline
+        if not met and self._status.sla_met is None:
+            self._count("modoru_sla_breaches", "rollbacks that missed the runbook's deadline")
         self._status.sla_met = met
         self._index(sa.SLA.value_set("met" if met else "breached"))
 
@@ -349,6 +363,18 @@ class DeploymentRollbackWorkflow:
         self._status.phase = phase
         self._status.timings[phase.value] = workflow.now()
         self._index(sa.PHASE.value_set(phase.value))
+
+    def _count(self, name: str, description: str) -> None:
+        """modoru's own metrics, by service and severity (skipped on replay)."""
+        meter = workflow.metric_meter().with_additional_attributes({
+            "service": self._request.deployment, "namespace": self._request.namespace, "severity": self._request.severity.value,
+        })
+        meter.create_counter(name, description).add(1)
+
+    def _observe_mitigation(self) -> None:
+        seconds = (self._status.timings["mitigated"] - self._status.detected_at).total_seconds()
+        meter = workflow.metric_meter().with_additional_attributes({"service": self._request.deployment, "severity": self._request.severity.value})
+        meter.create_histogram_float("modoru_time_to_mitigate", "seconds from detection to a finished rollout", "s").record(max(seconds, 0.0))
 
     def _index(self, update) -> None:
         if self._indexed:

@@ -42,7 +42,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-def test_catalog(tmp_path) -> Catalog:
+def make_catalog(tmp_path) -> Catalog:
     return Catalog(services=[ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]),
@@ -78,7 +78,7 @@ async def stack(dev_env: WorkflowEnvironment, sandbox: RunningSandbox, tmp_path)
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     async with aiohttp.ClientSession() as session:
         k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session)
-        activities = [CatalogActivities(test_catalog(tmp_path)).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
+        activities = [CatalogActivities(make_catalog(tmp_path)).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
                       k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send]
         env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": settings.temporal_address, "MODORU_TASK_QUEUE": queue}
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):

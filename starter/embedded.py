@@ -68,6 +68,7 @@ class EmbeddedStack:
     ui_port: int = 8233
     scenario: str = "tekutoko"
     processes: list[tuple[str, subprocess.Popen, IO]] = field(default_factory=list)
+    metrics_port: int = field(default_factory=free_port)
 
     @property
     def temporal_address(self) -> str:
@@ -88,6 +89,7 @@ class EmbeddedStack:
             "MODORU_WEB_UI": self.web_ui,
             "MODORU_KUBECONFIG": str(self.state_dir / "sandbox" / "kubeconfig"),
             "MODORU_NOTICES_DIR": str(self.state_dir),
+            "MODORU_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
         }
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -133,7 +135,8 @@ class EmbeddedStack:
 
     def _write_endpoints(self, sandbox_dir: Path) -> None:
         endpoints = json.loads((sandbox_dir / "endpoints.json").read_text())
-        endpoints.update(temporal=self.temporal_address, web_ui=self.web_ui, temporal_namespace="default")
+        endpoints.update(temporal=self.temporal_address, web_ui=self.web_ui, temporal_namespace="default",
+                         worker_metrics=f"http://127.0.0.1:{self.metrics_port}/metrics")
         self.endpoints_path.write_text(json.dumps(endpoints, indent=2) + "\n")
 
     def failed(self) -> str | None:

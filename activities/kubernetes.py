@@ -297,6 +297,8 @@ class KubernetesActivities:
             f"{e.get('type')} {e.get('reason')} {e['involvedObject'].get('kind', '').lower()}/{e['involvedObject'].get('name')}: {e.get('message')}"
             for e in related[-15:]
         ]
+        if not diagnostics.problems:  # no pod says what is wrong: the warnings may
+            diagnostics.problems = [line for line in diagnostics.events if line.startswith("Warning ")][-3:]
         return diagnostics
 
 

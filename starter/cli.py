@@ -46,7 +46,8 @@ def run(coro_factory) -> Any:
     try:
         code = asyncio.run(main())
     except (TemporalUnreachable, CliError) as exc:
-        raise fail(str(exc), getattr(exc, "code", 2)) from None
+        err_console.print(f"modoru: {exc}", highlight=False, markup=False)
+        code = getattr(exc, "code", 2)
     # The Temporal client's native runtime can crash while the interpreter tears
     # down its threads; everything is said and flushed by now, so leave at once.
     sys.stdout.flush()

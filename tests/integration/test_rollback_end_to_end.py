@@ -62,10 +62,14 @@ async def test_investigate_rollback_is_approved_rolls_out_and_verifies(stack, ku
 
 async def test_a_target_that_never_pulls_fails_with_diagnostics(stack, kube_client) -> None:
     apps, _ = kube_client
-    apps.patch_namespaced_deployment(NAME, NS, {"spec": {"progressDeadlineSeconds": 10, "template": {"spec": {"containers": [{"name": "api", "image": f"{IMAGE}:1.4.0-missing"}]}}}})
-    await asyncio.sleep(1.5)
+    apps.patch_namespaced_deployment(NAME, NS, {"spec": {"progressDeadlineSeconds": 40, "template": {"spec": {"containers": [{"name": "api", "image": f"{IMAGE}:1.4.0-missing"}]}}}})
+    await asyncio.sleep(1.0)
     apps.patch_namespaced_deployment(NAME, NS, {"spec": {"template": {"spec": {"containers": [{"name": "api", "image": f"{IMAGE}:1.3.0"}]}}}})
-    await asyncio.sleep(1.5)
+    for _ in range(100):  # back on 1.3.0 and settled before the rollback starts
+        d = apps.read_namespaced_deployment(NAME, NS)
+        if d.status.observed_generation == d.metadata.generation and d.status.updated_replicas == d.status.available_replicas == d.status.replicas == 3:
+            break
+        await asyncio.sleep(0.1)
     handle = await start(stack, request(severity=Severity.IMMEDIATE, to_revision=4))
     with pytest.raises(WorkflowFailureError):
         await handle.result()

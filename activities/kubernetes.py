@@ -267,7 +267,9 @@ class KubernetesActivities:
                 raise permanent(f"{message}; {'; '.join(diagnostics.problems) or 'no pod problems seen'}", "RolloutStuck", diagnostics.model_dump(mode="json"))
             if time.monotonic() - started > request.timeout_seconds:
                 raise permanent(f"rollout of deployment/{request.deployment} did not finish within {request.timeout_seconds}s: {message}", "RolloutTimeout", diagnostics.model_dump(mode="json"))
-            await asyncio.sleep(request.poll_seconds)
+            # Most rollouts finish within a second: look again soon, then back off
+            # to the poll interval so a thousand waits do not flood the API.
+            await asyncio.sleep(min(request.poll_seconds, 0.1 * 2 ** (polls - 1)))
 
     async def diagnose(self, deployment: Obj) -> Diagnostics:
         meta = deployment["metadata"]

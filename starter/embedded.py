@@ -69,6 +69,7 @@ class EmbeddedStack:
     scenario: str = "tekutoko"
     processes: list[tuple[str, subprocess.Popen, IO]] = field(default_factory=list)
     metrics_port: int = field(default_factory=free_port)
+    persist: bool = True  # False: the dev server keeps its state in memory (benchmarks)
 
     @property
     def temporal_address(self) -> str:
@@ -110,8 +111,10 @@ class EmbeddedStack:
                 temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--ui-ip", "127.0.0.1",
                 "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
                 "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-                "--db-filename", str(self.state_dir / "temporal.db"), "--log-level", "warn",
+                "--log-level", "warn",
             ]
+            if self.persist:
+                argv += ["--db-filename", str(self.state_dir / "temporal.db")]
             for key in sa.ALL:
                 argv += ["--search-attribute", f"{key.name}=Keyword"]
             temporal = self._spawn("temporal", argv)
@@ -147,6 +150,9 @@ class EmbeddedStack:
 
     def restart_worker(self) -> None:
         self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
+
+    def pid(self, name: str) -> int | None:
+        return next((proc.pid for n, proc, _ in self.processes if n == name and proc.poll() is None), None)
 
     def kill_worker(self) -> None:
         for name, proc, _ in self.processes:

@@ -1,0 +1,132 @@
+"""Orchestration overhead: N sequential rollbacks through the workflow, the same
+activities called directly by a plain script without Temporal, and a no-op
+workflow with the same number of activities, side by side in one run.
+
+    python -m bench.overhead [--rollbacks 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+import aiohttp
+from kubernetes.aio import client as kube
+from kubernetes.aio import config as kube_config
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Worker
+
+from activities.catalog import CatalogActivities
+from activities.kubernetes import KubernetesActivities
+from activities.notify import NotifyActivities
+from activities.verify import VerifyActivities
+from bench.common import machine, print_json_line
+from bench.harness import BenchStack, percentile, wait_for_worker
+from bench.noop_workflow import NoOpWorkflow, nothing
+from runbook.models import (
+    BackupRequest,
+    Notice,
+    PlanRequest,
+    RollbackRequest,
+    RolloutWaitRequest,
+    ServiceLookup,
+    Severity,
+    UndoRequest,
+    VerifyRequest,
+)
+from worker.catalog_file import load_catalog
+from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
+
+ACTIVITIES_PER_ROLLBACK = 8  # lookup, plan, backup, notify, undo, wait, verify, notify
+NAME = "svc-0000"
+
+
+async def through_workflow(bench: BenchStack, client, n: int) -> list[float]:
+    durations = []
+    for _ in range(n):
+        started = time.perf_counter()
+        result = await client.execute_workflow(
+            DeploymentRollbackWorkflow.run,
+            RollbackRequest(deployment=NAME, severity=Severity.IMMEDIATE, reason="overhead", requested_by="bench"),
+            id=rollback_workflow_id("default", NAME), task_queue=bench.settings.task_queue,
+        )
+        assert not result.no_op and result.status.verification.ok, result.status.message
+        durations.append(time.perf_counter() - started)
+    return durations
+
+
+async def no_op(client, n: int) -> list[float]:
+    queue = f"bench-noop-{uuid.uuid4().hex[:6]}"
+    durations = []
+    async with Worker(client, task_queue=queue, workflows=[NoOpWorkflow], activities=[nothing]):
+        for _ in range(n):
+            started = time.perf_counter()
+            await client.execute_workflow(NoOpWorkflow.run, ACTIVITIES_PER_ROLLBACK, id=f"noop-{uuid.uuid4().hex}", task_queue=queue)
+            durations.append(time.perf_counter() - started)
+    return durations
+
+
+async def direct(bench: BenchStack, n: int) -> list[float]:
+    """The same activity code, called in order by a plain script."""
+    catalog = load_catalog(bench.state / "catalog.yaml")
+    api = await kube_config.new_client_from_config(config_file=bench.endpoints["kubeconfig"])
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    env = ActivityEnvironment()
+    durations = []
+    async with aiohttp.ClientSession() as session:
+        k8s, verify, notify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), NotifyActivities(base_dir=bench.state)
+        for i in range(n):
+            started = time.perf_counter()
+            entry = await env.run(CatalogActivities(catalog).lookup, ServiceLookup(namespace="default", deployment=NAME))
+            plan = await env.run(k8s.plan_rollback, PlanRequest(namespace="default", deployment=NAME))
+            await env.run(k8s.backup_deployment, BackupRequest(namespace="default", deployment=NAME, from_revision=plan.from_revision, backup_name=f"direct-{i}-{uuid.uuid4().hex[:6]}"))
+            await env.run(notify.send, Notice(kind="start", subject="s", text="t", channels=entry.channels))
+            await env.run(k8s.rollout_undo, UndoRequest(plan=plan))
+            await env.run(k8s.wait_rollout, RolloutWaitRequest(namespace="default", deployment=NAME, timeout_seconds=entry.rollout_timeout_seconds))
+            await env.run(verify.verify_service, VerifyRequest(namespace="default", deployment=NAME, service=entry.service, paths=entry.check_paths, window_seconds=entry.verification_window_seconds))
+            await env.run(notify.send, Notice(kind="complete", subject="s", text="t", channels=entry.channels))
+            durations.append(time.perf_counter() - started)
+    await api.close()
+    return durations
+
+
+async def run(n: int) -> dict:
+    # Rollbacks flip between two revisions; both must verify, so neither is bad here.
+    with BenchStack(1, bad_error_ratio=0.0) as bench:
+        wait_for_worker()
+        client = await bench.client()
+        await through_workflow(bench, client, 2)  # warm-up: connections, caches
+        await direct(bench, 2)
+        flows, directs, noops = await through_workflow(bench, client, n), await direct(bench, n), await no_op(client, n)
+    p50 = {key: percentile(values, 50) for key, values in (("workflow", flows), ("direct", directs), ("noop", noops))}
+    p95 = {key: percentile(values, 95) for key, values in (("workflow", flows), ("direct", directs), ("noop", noops))}
+    return {
+        "rollbacks": n,
+        "p50_s": p50,
+        "p95_s": p95,
+        "workflow_over_noop": p50["workflow"] / p50["noop"],
+        "workflow_over_direct": p50["workflow"] / p50["direct"],
+        "target_workflow_over_noop_at_most_1_3": p50["workflow"] / p50["noop"] <= 1.3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rollbacks", type=int, default=20)
+    args = parser.parse_args()
+    if args.rollbacks < 2:
+        parser.error("--rollbacks must be at least 2")
+    result = asyncio.run(run(args.rollbacks))
+    info = machine()
+    print(f"machine: {info['cores']} cores, Python {info['python']}, {info['platform']}")
+    print(f"{'per rollback':<16}{'p50 s':>8}{'p95 s':>8}")
+    for key in ("workflow", "direct", "noop"):
+        print(f"{key:<16}{result['p50_s'][key]:>8.3f}{result['p95_s'][key]:>8.3f}")
+    print(f"workflow / no-op: {result['workflow_over_noop']:.2f} (target ≤ 1.3)   workflow / direct: {result['workflow_over_direct']:.2f}")
+    print_json_line("overhead", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -259,26 +259,30 @@ class KubernetesActivities:
             done, message, stuck = rollout_state(deployment)
             polls += 1
             if stuck or polls % 3 == 1 or done:
-                diagnostics = await self.diagnose(deployment)
+                diagnostics = await self.diagnose(deployment, with_events=stuck)
             activity.heartbeat({"message": message, "problems": diagnostics.problems})
             if done:
                 return RolloutOutcome(revision=revision_of(deployment), message=message, diagnostics=diagnostics)
             if stuck:
                 raise permanent(f"{message}; {'; '.join(diagnostics.problems) or 'no pod problems seen'}", "RolloutStuck", diagnostics.model_dump(mode="json"))
             if time.monotonic() - started > request.timeout_seconds:
+                diagnostics = await self.diagnose(deployment, with_events=True)
                 raise permanent(f"rollout of deployment/{request.deployment} did not finish within {request.timeout_seconds}s: {message}", "RolloutTimeout", diagnostics.model_dump(mode="json"))
             # Most rollouts finish within a second: look again soon, then back off
             # to the poll interval so a thousand waits do not flood the API.
             await asyncio.sleep(min(request.poll_seconds, 0.1 * 2 ** (polls - 1)))
 
-    async def diagnose(self, deployment: Obj) -> Diagnostics:
+    async def diagnose(self, deployment: Obj, *, with_events: bool) -> Diagnostics:
+        """Pod states always; events only when something is wrong, and then only
+        those of the deployment and its troubled pods (as kubectl describe
+        selects them), so a thousand waits never list a namespace's events."""
         meta = deployment["metadata"]
         diagnostics = Diagnostics(conditions=(deployment.get("status") or {}).get("conditions") or [])
         try:
             pods = await self.core.list_namespaced_pod(meta["namespace"], label_selector=selector_string(deployment["spec"]["selector"]))
-            events = await self.core.list_namespaced_event(meta["namespace"])
         except ApiException:
             return diagnostics  # diagnostics are best effort: the rollout state decides
+        troubled = []
         for pod in (self._serialize(p) for p in pods.items):
             statuses = (pod.get("status") or {}).get("containerStatuses") or []
             waiting = next((s["state"]["waiting"].get("reason") for s in statuses if (s.get("state") or {}).get("waiting")), None)
@@ -292,17 +296,27 @@ class KubernetesActivities:
             )
             diagnostics.pods.append(state)
             if waiting in TROUBLE_REASONS:
+                troubled.append(state.name)
                 diagnostics.problems.append(f"pod/{state.name} ({state.image}): {waiting}, {state.restarts} restarts")
-        related = [self._serialize(e) for e in events.items if (e.involved_object.name or "").startswith(meta["name"])]
-        related.sort(key=lambda e: e.get("lastTimestamp") or e.get("firstTimestamp") or "")
-        diagnostics.events = [
-            f"{e.get('type')} {e.get('reason')} {e['involvedObject'].get('kind', '').lower()}/{e['involvedObject'].get('name')}: {e.get('message')}"
-            for e in related[-15:]
-        ]
-        if not diagnostics.problems:  # no pod says what is wrong: the warnings may
-            diagnostics.problems = [line for line in diagnostics.events if line.startswith("Warning ")][-3:]
+        if with_events:
+            diagnostics.events = await self._events(meta["namespace"], [("Deployment", meta["name"])] + [("Pod", name) for name in troubled[:3]])
+            if not diagnostics.problems:  # no pod says what is wrong: the warnings may
+                diagnostics.problems = [line for line in diagnostics.events if line.startswith("Warning ")][-3:]
         return diagnostics
 
+    async def _events(self, namespace: str, objects: list[tuple[str, str]]) -> list[str]:
+        found = []
+        for kind, name in objects:
+            try:
+                listed = await self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}")
+            except ApiException:
+                continue
+            found += [self._serialize(e) for e in listed.items]
+        found.sort(key=lambda e: e.get("lastTimestamp") or e.get("firstTimestamp") or "")
+        return [
+            f"{e.get('type')} {e.get('reason')} {e['involvedObject'].get('kind', '').lower()}/{e['involvedObject'].get('name')}: {e.get('message')}"
+            for e in found[-15:]
+        ]
 
 def rollout_state(deployment: Obj) -> tuple[bool, str, bool]:
     """(done, message, stuck) with kubectl rollout status's words."""

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import time
 
-from bench.common import machine, print_json_line
+from bench.common import print_json_line, print_machine
 from bench.harness import BenchStack, percentile, wait_for_worker
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
@@ -56,8 +56,7 @@ def main() -> None:
     if args.rollbacks < 2:
         parser.error("--rollbacks must be at least 2")
     result = asyncio.run(run(args.rollbacks))
-    info = machine()
-    print(f"machine: {info['cores']} cores, Python {info['python']}, {info['platform']}")
+    print_machine()
     print(f"approve signal → undo PATCH over {result['rollbacks']} rollbacks: "
           f"p50 {result['signal_to_undo_p50_ms']:.0f} ms, p99 {result['signal_to_undo_p99_ms']:.0f} ms, max {result['signal_to_undo_max_ms']:.0f} ms")
     print(f"target p99 < 500 ms: {'met' if result['target_p99_under_500_ms'] else 'not met'}")

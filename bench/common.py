@@ -26,3 +26,8 @@ def machine() -> dict[str, object]:
 
 def print_json_line(name: str, payload: dict[str, object]) -> None:
     print(json.dumps({"benchmark": name, "machine": machine(), **payload}, sort_keys=True), file=sys.stdout, flush=True)
+
+
+def print_machine() -> None:
+    info = machine()
+    print(f"machine: {info['cores']} cores, Python {info['python']}, {info['platform']}")

@@ -13,7 +13,7 @@ import time
 
 from temporalio.common import WorkflowIDReusePolicy
 
-from bench.common import machine, print_json_line
+from bench.common import print_json_line, print_machine
 from bench.harness import BenchStack, RssSampler, percentile, wait_for_worker
 from runbook.models import Phase, RollbackRequest, RollbackResult, Severity
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
@@ -76,8 +76,7 @@ def main() -> None:
     if args.deployments < 1:
         parser.error("--deployments must be at least 1")
     result = asyncio.run(run(args.deployments))
-    info = machine()
-    print(f"machine: {info['cores']} cores, Python {info['python']}, {info['platform']}")
+    print_machine()
     print(f"{'deployments':<28}{result['deployments']}")
     print(f"{'undos applied / verified':<28}{result['undos_applied']} / {result['verified']}")
     print(f"{'every undo applied after':<28}{result['all_undone_s']:.1f} s")

@@ -22,7 +22,7 @@ from activities.catalog import CatalogActivities
 from activities.kubernetes import KubernetesActivities
 from activities.notify import NotifyActivities
 from activities.verify import VerifyActivities
-from bench.common import machine, print_json_line
+from bench.common import print_json_line, print_machine
 from bench.harness import BenchStack, percentile, wait_for_worker
 from bench.noop_workflow import NoOpWorkflow, nothing
 from runbook.models import (
@@ -119,8 +119,7 @@ def main() -> None:
     if args.rollbacks < 2:
         parser.error("--rollbacks must be at least 2")
     result = asyncio.run(run(args.rollbacks))
-    info = machine()
-    print(f"machine: {info['cores']} cores, Python {info['python']}, {info['platform']}")
+    print_machine()
     print(f"{'per rollback':<16}{'p50 s':>8}{'p95 s':>8}")
     for key in ("workflow", "direct", "noop"):
         print(f"{key:<16}{result['p50_s'][key]:>8.3f}{result['p95_s'][key]:>8.3f}")

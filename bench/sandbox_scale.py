@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import machine, print_json_line
+from bench.common import print_json_line, print_machine
 from sandbox.kube.resources import DEPLOYMENTS
 from sandbox.scenario import DeploymentSeed, ImageProfile, ImageRule, Revision, Scenario
 from sandbox.world import Sandbox
@@ -68,8 +68,7 @@ async def measure(n: int) -> dict[str, float]:
 async def main_async(small: int, large: int) -> None:
     results = [await measure(small), await measure(large)]
     ratio = results[1]["roll_ms_per_deployment"] / results[0]["roll_ms_per_deployment"]
-    info = machine()
-    print(f"machine: {info['cores']} cores, Python {info['python']}, {info['platform']}")
+    print_machine()
     print(f"{'deployments':>12} {'seed s':>8} {'roll-all s':>11} {'ms/deployment':>14}")
     for r in results:
         print(f"{r['n']:>12} {r['seed_s']:>8.2f} {r['roll_s']:>11.2f} {r['roll_ms_per_deployment']:>14.2f}")

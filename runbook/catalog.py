@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .guard import GuardThresholds
+
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -54,6 +56,7 @@ class ServiceEntry(Strict):
     api_check_path: str = "/v1/walks"
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     channels: list[Channel] = Field(default_factory=lambda: [Channel(kind="console")])
+    guard: GuardThresholds = Field(default_factory=GuardThresholds, description="release-guard thresholds")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
 

@@ -4,28 +4,12 @@ workflow, activity, signal and query."""
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .catalog import NAME_PATTERN, Channel
-
-
-class Severity(StrEnum):
-    IMMEDIATE = "immediate"  # the runbook's "roll back at once, within 5 minutes"
-    INVESTIGATE = "investigate"  # "roll back after a look, within 15 minutes"
-
-
-class Phase(StrEnum):
-    PLANNING = "planning"
-    AWAITING_APPROVAL = "awaiting_approval"
-    EXECUTING = "executing"
-    WAITING_ROLLOUT = "waiting_rollout"
-    VERIFYING = "verifying"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    REJECTED = "rejected"
+from .enums import Phase, Severity
 
 
 class Model(BaseModel):

@@ -1,0 +1,72 @@
+"""The runbook's decision table: which evidence calls for an immediate
+rollback, which for one after a look, and which for none.
+
+Data corruption and security incidents are not in the table: people decide
+those and start an `immediate` rollback themselves."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .enums import Severity
+
+
+class GuardThresholds(BaseModel):
+    """Per-service thresholds; the defaults are the runbook's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    immediate_error_ratio: float = Field(0.50, gt=0, le=1, description="error ratio above this: roll back within 5 minutes")
+    investigate_error_ratio: float = Field(0.10, gt=0, le=1, description="error ratio above this: roll back after a look, within 15 minutes")
+    latency_factor: float = Field(3.0, gt=1, description="p95 at or above this many times the pre-release baseline: investigate")
+    health_failures_in_a_row: int = Field(3, ge=1, description="consecutive failed health checks meaning the service is down")
+    restarts_in_window: int = Field(3, ge=1, description="pod restarts within the window meaning restarts are frequent")
+
+
+class Evidence(BaseModel):
+    """What the guard saw over one window. None: not measured (no data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_ratio: float | None = Field(None, ge=0, le=1)
+    p95_ms: float | None = Field(None, ge=0)
+    baseline_p95_ms: float | None = Field(None, gt=0)
+    health_failures_in_a_row: int = Field(0, ge=0)
+    restarts_in_window: int = Field(0, ge=0)
+    api_check_failing: bool = False
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    severity: Severity | None  # None: no rollback called for
+    reasons: list[str]
+    missing: list[str] = Field(default_factory=list, description="evidence that could not be judged")
+
+
+def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verdict:
+    t = thresholds or GuardThresholds()
+    immediate: list[str] = []
+    investigate: list[str] = []
+    missing: list[str] = []
+    if evidence.health_failures_in_a_row >= t.health_failures_in_a_row:
+        immediate.append(f"health check failed {evidence.health_failures_in_a_row} times in a row (service down)")
+    if evidence.error_ratio is None:
+        missing.append("error ratio")
+    elif evidence.error_ratio > t.immediate_error_ratio:
+        immediate.append(f"error ratio {evidence.error_ratio:.1%} > {t.immediate_error_ratio:.0%}")
+    elif evidence.error_ratio > t.investigate_error_ratio:
+        investigate.append(f"error ratio {evidence.error_ratio:.1%} > {t.investigate_error_ratio:.0%}")
+    if evidence.p95_ms is None or evidence.baseline_p95_ms is None:
+        missing.append("p95 latency" if evidence.p95_ms is None else "p95 baseline")
+    elif evidence.p95_ms >= t.latency_factor * evidence.baseline_p95_ms:
+        investigate.append(f"p95 {evidence.p95_ms:.0f} ms is {evidence.p95_ms / evidence.baseline_p95_ms:.1f}x the baseline {evidence.baseline_p95_ms:.0f} ms")
+    if evidence.restarts_in_window >= t.restarts_in_window:
+        investigate.append(f"{evidence.restarts_in_window} pod restarts in the window")
+    if evidence.api_check_failing:
+        investigate.append("the API check is failing (a feature is broken)")
+    if immediate:
+        return Verdict(severity=Severity.IMMEDIATE, reasons=immediate + investigate, missing=missing)
+    if investigate:
+        return Verdict(severity=Severity.INVESTIGATE, reasons=investigate, missing=missing)
+    return Verdict(severity=None, reasons=[], missing=missing)

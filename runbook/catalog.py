@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .guard import GuardThresholds
+from .guard import GuardThresholds, MonitoringConfig
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -57,6 +57,7 @@ class ServiceEntry(Strict):
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     channels: list[Channel] = Field(default_factory=lambda: [Channel(kind="console")])
     guard: GuardThresholds = Field(default_factory=GuardThresholds, description="release-guard thresholds")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
 

@@ -23,6 +23,23 @@ class GuardThresholds(BaseModel):
     restarts_in_window: int = Field(3, ge=1, description="pod restarts within the window meaning restarts are frequent")
 
 
+class MonitoringConfig(BaseModel):
+    """Where a service's load-balancer metrics live in Cloud Monitoring. Teams on
+    Managed Prometheus or internal load balancers name their own types and filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_count_metric: str = "loadbalancing.googleapis.com/https/request_count"
+    latency_metric: str = "loadbalancing.googleapis.com/https/total_latencies"
+    class_label: str = Field("response_code_class", description="the integer label holding 200/300/400/500")
+    resource_filter: str = Field(
+        'resource.labels.forwarding_rule_name = "{namespace}-{service}"',
+        description="added to each query; {namespace} and {service} are filled in",
+    )
+    window_seconds: int = Field(300, gt=0, description="how much traffic one reading covers")
+    ingestion_delay_seconds: int = Field(0, ge=0, description="newest data not yet complete (Cloud Monitoring: about 120 s)")
+
+
 class Evidence(BaseModel):
     """What the guard saw over one window. None: not measured (no data)."""
 

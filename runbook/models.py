@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .catalog import NAME_PATTERN, Channel
 from .enums import Phase, Severity
+from .guard import MonitoringConfig
 
 
 class Model(BaseModel):
@@ -218,3 +219,20 @@ class RollbackResult(Model):
     plan: RollbackPlan | None = None
     backup_manifest: str | None = None
     no_op: bool = False
+
+
+class MetricsQuery(Model):
+    project: str = Field(min_length=1)
+    namespace: str
+    service: str
+    config: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    end: dt.datetime | None = Field(None, description="end of the reading; default: now less the ingestion delay")
+
+
+class ServiceMetrics(Model):
+    window_start: dt.datetime
+    window_end: dt.datetime
+    requests: int
+    errors: int
+    error_ratio: float | None = Field(None, description="None: no traffic in the window, so nothing to judge")
+    p95_ms: float | None = None

@@ -27,6 +27,7 @@ from .kube.loadbalancer import LoadBalancers
 from .kube.replicaset_controller import ReplicaSetController
 from .kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, SERVICES
 from .kube.store import Store
+from .monitoring import MetricServiceEmulator
 from .scenario import DeploymentSeed, Scenario
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Sandbox:
         self.deployments = DeploymentController(self.store, self.recorder, self.clock)
         self.load_balancers = LoadBalancers(self.store, self.kubelet, scenario, seed=seed)
         self.faults = FaultInjector(seed=seed)
+        self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic))
         self.requests: RequestLog | None = None
         self.api: KubeApi | None = None
         self._runner: web.AppRunner | None = None
@@ -117,6 +119,7 @@ class Sandbox:
             asyncio.create_task(self.replicasets.queue.run(), name="replicaset-controller"),
             asyncio.create_task(self.deployments.queue.run(), name="deployment-controller"),
         ]
+        await self.monitoring.start()
         await self._seed()
         self.faults.replace(self.scenario.faults)
         self._write_files()
@@ -134,6 +137,7 @@ class Sandbox:
             for timer in runtime.timers:
                 timer.cancel()
         await self.load_balancers.close()
+        await self.monitoring.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.requests is not None:
@@ -225,7 +229,10 @@ class Sandbox:
             url = self.load_balancers.url(ns, name)
             if url:
                 services[f"{ns}/{name}"] = url
-        return {"kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox"}
+        return {
+            "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
+            "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
+        }
 
     def kubeconfig(self) -> dict[str, Any]:
         return {

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -16,17 +14,10 @@ from google.cloud import monitoring_v3
 from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
 
 from tests.conftest import RunningSandbox
+from tests.conftest import http_status as hit
 
 COUNT = "loadbalancing.googleapis.com/https/request_count"
 LATENCY = "loadbalancing.googleapis.com/https/total_latencies"
-
-
-def hit(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import RunningSandbox
+from tests.conftest import http_status as hit
 
 NS, NAME = "default", "tekutoko-api"
 IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
-
-
-def hit(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def error_ratio(sandbox: RunningSandbox, n: int = 120) -> float:

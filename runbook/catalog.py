@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .guard import GuardThresholds, MonitoringConfig
+from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -58,6 +58,7 @@ class ServiceEntry(Strict):
     channels: list[Channel] = Field(default_factory=lambda: [Channel(kind="console")])
     guard: GuardThresholds = Field(default_factory=GuardThresholds, description="release-guard thresholds")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria, description="metric criteria after a rollback")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
 

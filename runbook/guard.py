@@ -38,6 +38,23 @@ class MonitoringConfig(BaseModel):
     )
     window_seconds: int = Field(300, gt=0, description="how much traffic one reading covers")
     ingestion_delay_seconds: int = Field(0, ge=0, description="newest data not yet complete (Cloud Monitoring: about 120 s)")
+    project: str | None = Field(None, description="Cloud project holding the metrics; default: the worker's MODORU_MONITORING_PROJECT")
+    alerts: bool = Field(True, description="read open alerts (REST projects.alerts.list) for this service")
+    alert_filter: str = Field(
+        'resource.labels.forwarding_rule_name = "{namespace}-{service}"',
+        description='selects this service\'s alerts; state = "OPEN" is added',
+    )
+
+
+class RecoveryCriteria(BaseModel):
+    """What the metrics must show after a rollback for it to count as verified."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_error_ratio: float = Field(0.01, ge=0, le=1, description="error ratio must stay below this")
+    max_p95_ms: float = Field(500.0, gt=0, description="p95 latency must stay below this")
+    no_open_alerts: bool = True
+    min_requests: int = Field(20, ge=1, description="fewer requests since the rollback than this is too little to judge")
 
 
 class Evidence(BaseModel):
@@ -87,3 +104,25 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
     if investigate:
         return Verdict(severity=Severity.INVESTIGATE, reasons=investigate, missing=missing)
     return Verdict(severity=None, reasons=[], missing=missing)
+
+
+def judge_recovery(requests: int, error_ratio: float | None, p95_ms: float | None, open_alerts: list[str] | None,
+                   criteria: RecoveryCriteria) -> list[tuple[str, bool, str]]:
+    """(criterion, met, detail) for each recovery criterion; too little data is
+    not met, so silence never passes as health."""
+    found: list[tuple[str, bool, str]] = []
+    if requests < criteria.min_requests or error_ratio is None:
+        found.append(("error_ratio", False, f"only {requests} requests since the rollback; need {criteria.min_requests} to judge"))
+    else:
+        ok = error_ratio < criteria.max_error_ratio
+        over = "" if ok else f", {error_ratio / criteria.max_error_ratio:.1f}x the limit" if criteria.max_error_ratio else ""
+        found.append(("error_ratio", ok, f"error ratio {error_ratio:.2%} over {requests} requests ({'<' if ok else '>='} {criteria.max_error_ratio:.0%}{over})"))
+    if p95_ms is None:
+        found.append(("p95", False, "no latency data since the rollback"))
+    else:
+        ok = p95_ms < criteria.max_p95_ms
+        over = "" if ok else f", {p95_ms - criteria.max_p95_ms:.0f} ms over"
+        found.append(("p95", ok, f"p95 {p95_ms:.0f} ms ({'<' if ok else '>='} {criteria.max_p95_ms:.0f} ms{over})"))
+    if criteria.no_open_alerts and open_alerts is not None:
+        found.append(("alerts", not open_alerts, "no open alert" if not open_alerts else f"{len(open_alerts)} open: {'; '.join(open_alerts)}"))
+    return found

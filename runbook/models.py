@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .catalog import NAME_PATTERN, Channel
 from .enums import Phase, Severity
-from .guard import MonitoringConfig
+from .guard import MonitoringConfig, RecoveryCriteria
 
 
 class Model(BaseModel):
@@ -29,6 +29,7 @@ class RollbackRequest(Model):
     requested_by: str = Field(min_length=1, max_length=200)
     dry_run: bool = False
     language: Literal["ja", "en"] = "ja"
+    evidence: list[str] = Field(default_factory=list, max_length=50, description="what a release guard saw, when one started this")
 
     @field_validator("detected_at")
     @classmethod
@@ -133,6 +134,8 @@ class VerifyRequest(Model):
     paths: list[str]
     window_seconds: int = Field(60, gt=0)
     interval_seconds: float = Field(2.0, gt=0)
+    monitoring: MonitoringConfig | None = Field(None, description="None: no metric criteria")
+    recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria)
 
 
 class CheckResult(Model):
@@ -209,6 +212,7 @@ class RollbackStatus(Model):
     checklist: list[ChecklistItem] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
     backup_configmap: str | None = None
+    evidence: list[str] = Field(default_factory=list)
     verification: VerifyResult | None = None
     diagnostics: Diagnostics | None = None
     message: str = ""
@@ -226,7 +230,23 @@ class MetricsQuery(Model):
     namespace: str
     service: str
     config: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    start: dt.datetime | None = Field(None, description="start of the reading; default: end less the window")
     end: dt.datetime | None = Field(None, description="end of the reading; default: now less the ingestion delay")
+
+
+class AlertQuery(Model):
+    project: str = Field(min_length=1)
+    filter: str = Field("", description='Cloud Monitoring alert filter; state = "OPEN" is added')
+
+
+class OpenAlert(Model):
+    name: str
+    policy: str
+    opened: dt.datetime | None = None
+
+
+class OpenAlerts(Model):
+    alerts: list[OpenAlert]
 
 
 class ServiceMetrics(Model):

@@ -7,7 +7,7 @@ import json
 import uuid
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -53,11 +53,7 @@ async def failure_of(handle: WorkflowHandle) -> str | None:
 
 async def start_rollback(client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool) -> int:
     workflow_id = rollback_workflow_id(request.namespace, request.deployment)
-    attributes = TypedSearchAttributes([
-        SearchAttributePair(sa.SERVICE, request.deployment), SearchAttributePair(sa.NAMESPACE, request.namespace),
-        SearchAttributePair(sa.DEPLOYMENT, request.deployment), SearchAttributePair(sa.SEVERITY, request.severity.value),
-        SearchAttributePair(sa.PHASE, Phase.PLANNING.value), SearchAttributePair(sa.SLA, "pending"),
-    ])
+    attributes = sa.for_rollback(request.namespace, request.deployment, request.severity.value)
     attached = False
     try:
         handle = await client.start_workflow(

@@ -28,6 +28,8 @@ def render_status(status: RollbackStatus, web_ui: str | None = None) -> None:
     table.add_row("deadline", f"{status.sla_deadline.isoformat()} (SLA {sla})")
     if status.approvals_required:
         table.add_row("approvals", f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}")
+    for line in status.evidence:
+        table.add_row("evidence", line)
     if status.backup_configmap:
         table.add_row("backup", f"configmap/{status.backup_configmap}")
     if status.verification is not None:

@@ -35,5 +35,9 @@ class Settings(BaseSettings):
     metrics_address: str | None = Field(None, description="host:port for the worker's Prometheus /metrics, e.g. 0.0.0.0:9464")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    monitoring_project: str | None = Field(None, description="Cloud project with the services' metrics and alerts")
+    monitoring_endpoint: str | None = Field(None, description="gRPC host:port of Cloud Monitoring; default: Google's")
+    monitoring_rest_endpoint: str = Field("https://monitoring.googleapis.com", description="base URL for projects.alerts.list")
+    monitoring_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
     max_concurrent_activities: int = Field(200, gt=0)
     max_concurrent_workflow_tasks: int = Field(100, gt=0)

@@ -82,6 +82,7 @@ class DeploymentRollbackWorkflow:
             sla_deadline=sla_deadline(request.severity, detected),
             timings={"started": now},
             checklist=new_checklist(request.language),
+            evidence=request.evidence,
         )
         self._audit(request.requested_by, "requested", detail=f"{request.severity.value} rollback: {request.reason}")
         self._check("decide", f"{request.severity.value}: {request.reason}")
@@ -209,7 +210,8 @@ class DeploymentRollbackWorkflow:
             verification: VerifyResult = await self._activity(
                 "verify.service",
                 VerifyRequest(namespace=request.namespace, deployment=request.deployment, service=self._entry.service,
-                              paths=self._entry.check_paths, window_seconds=self._entry.verification_window_seconds),
+                              paths=self._entry.check_paths, window_seconds=self._entry.verification_window_seconds,
+                              monitoring=self._entry.monitoring, recovery=self._entry.recovery),
                 VerifyResult, "verify pods, health and API", timeout=self._entry.verification_window_seconds + 60, heartbeat=10,
             )
         except ActivityError as err:

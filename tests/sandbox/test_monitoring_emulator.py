@@ -76,13 +76,14 @@ def test_a_wrong_metric_type_or_filter_is_an_error_not_silence(metrics) -> None:
 
 
 async def test_the_metrics_activity_reads_error_ratio_and_p95(sandbox) -> None:
+    import aiohttp
     from google.cloud.monitoring_v3.services.metric_service.transports import (
         MetricServiceGrpcAsyncIOTransport,
     )
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
-    from activities.metrics import MetricsActivities
+    from activities.metrics import MetricsActivities, Monitoring
     from runbook.guard import MonitoringConfig
     from runbook.models import MetricsQuery
 
@@ -91,7 +92,9 @@ async def test_the_metrics_activity_reads_error_ratio_and_p95(sandbox) -> None:
     with ThreadPoolExecutor(max_workers=16) as pool:
         statuses = list(pool.map(hit, [url] * 80))
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
-    activities = MetricsActivities(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)))
+    session = aiohttp.ClientSession()
+    monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session, project=None)
+    activities = MetricsActivities(monitoring)
     env = ActivityEnvironment()
     query = MetricsQuery(project=endpoints["monitoring_project"], namespace="default", service="tekutoko-api")
     reading = await env.run(activities.service_health, query)
@@ -102,3 +105,4 @@ async def test_the_metrics_activity_reads_error_ratio_and_p95(sandbox) -> None:
     with pytest.raises(ApplicationError, match="refused the query"):
         await env.run(activities.service_health, query.model_copy(update={"config": MonitoringConfig(request_count_metric="custom.googleapis.com/typo")}))
     await channel.close()
+    await session.close()

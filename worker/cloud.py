@@ -1,0 +1,41 @@
+"""Google Cloud clients for the worker: Cloud Monitoring through the official
+gRPC client and google-auth, or the sandbox's emulator in plain text."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import grpc
+from google.cloud import monitoring_v3
+from google.cloud.monitoring_v3.services.metric_service.transports import (
+    MetricServiceGrpcAsyncIOTransport,
+)
+
+from activities.metrics import READ_SCOPE, Monitoring
+
+from .settings import Settings
+
+log = logging.getLogger("modoru.worker")
+
+
+def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monitoring | None:
+    """None when the worker has no way to read metrics (no emulator, no credentials)."""
+    if settings.monitoring_insecure:
+        if not settings.monitoring_endpoint:
+            raise ValueError("MODORU_MONITORING_INSECURE needs MODORU_MONITORING_ENDPOINT (host:port of the emulator)")
+        channel = grpc.aio.insecure_channel(settings.monitoring_endpoint)
+        client = monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel))
+        return Monitoring(client, session, project=settings.monitoring_project, rest_endpoint=settings.monitoring_rest_endpoint, credentials=None)
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, default_project = google.auth.default(scopes=[READ_SCOPE])
+    except DefaultCredentialsError:
+        log.warning("no Google credentials: metric checks and the release guard's metrics are off")
+        return None
+    options = {"api_endpoint": settings.monitoring_endpoint} if settings.monitoring_endpoint else None
+    client = monitoring_v3.MetricServiceAsyncClient(credentials=credentials, client_options=options)
+    return Monitoring(client, session, project=settings.monitoring_project or default_project,
+                      rest_endpoint=settings.monitoring_rest_endpoint, credentials=credentials)

@@ -29,6 +29,15 @@ app.add_typer(rollback_app, name="rollback")
 app.add_typer(sandbox_app, name="sandbox")
 
 
+def _add_guard() -> None:
+    from .guard import guard_app
+
+    app.add_typer(guard_app, name="guard")
+
+
+_add_guard()
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"modoru: {message}", highlight=False, markup=False)
     return typer.Exit(code)

@@ -15,18 +15,22 @@ from kubernetes.aio import config as kube_config
 from temporalio.worker import Worker
 
 from activities.catalog import CatalogActivities
+from activities.guard import GuardActivities
 from activities.kubernetes import KubernetesActivities
+from activities.metrics import MetricsActivities, Monitoring
 from activities.notify import NotifyActivities
 from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.release_guard import ReleaseGuardWorkflow
 
 from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
+from .cloud import monitoring_for
 from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
 
 log = logging.getLogger("modoru.worker")
-WORKFLOWS = [DeploymentRollbackWorkflow]
+WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow]
 
 
 async def kubernetes_client(settings: Settings) -> kube.ApiClient:
@@ -39,16 +43,21 @@ async def kubernetes_client(settings: Settings) -> kube.ApiClient:
         return await kube_config.new_client_from_config(context=settings.kube_context)
 
 
-def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings) -> list:
+def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None) -> list:
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     k8s = KubernetesActivities(apps, core)
-    verify = VerifyActivities(apps, core, session)
+    verify = VerifyActivities(apps, core, session, monitoring)
+    guard = GuardActivities(verify, monitoring)
     notify = NotifyActivities(base_dir=settings.notices_dir)
     catalog = CatalogActivities(load_catalog(settings.catalog))
-    return [
+    found = [
         catalog.lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
-        verify.verify_service, notify.send,
+        verify.verify_service, notify.send, guard.baseline, guard.watch,
     ]
+    if monitoring is not None:
+        metrics = MetricsActivities(monitoring)
+        found += [metrics.service_health, metrics.open_alerts]
+    return found
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -62,7 +71,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=activities_for(api, session, settings),
+            activities=activities_for(api, session, settings, monitoring_for(settings, session)),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=timedelta(seconds=10),

@@ -1,0 +1,204 @@
+"""`modoru guard`: watch a release and roll it back when the runbook says so."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from runbook.guard_models import GuardPhase, GuardRequest, GuardStatus, StopSignal
+from worker.settings import Settings
+from workflows import search_attributes as sa
+from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
+
+from .render import console, err_console
+
+guard_app = typer.Typer(help="The release guard: watch a release's metrics and roll it back on a breach.", no_args_is_help=True)
+ENDED = {GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.ROLLBACK_FAILED, GuardPhase.STOPPED, GuardPhase.FAILED}
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(text: str, option: str) -> float:
+    """`90s`, `15m`, `1h30m`, or plain seconds; anything else is a clear error."""
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        match = _DURATION.match(value)
+        if not value or not match or not any(match.groups()):
+            raise ValueError(f"{option}: {text!r} is not a duration; use e.g. 30m, 15s, 1h30m") from None
+        hours, minutes, secs = match.groups()
+        seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(secs or 0)
+    if seconds <= 0:
+        raise ValueError(f"{option}: {text!r} must be longer than zero")
+    return seconds
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"modoru: {message}", highlight=False, markup=False)
+    return typer.Exit(2)
+
+
+async def _status(handle: WorkflowHandle) -> GuardStatus:
+    from .commands import CliError
+
+    try:
+        return await handle.query(ReleaseGuardWorkflow.status)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no release guard with id {handle.id}: start one with `modoru guard start`") from None
+        raise
+
+
+def render_guard(status: GuardStatus) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("guard", status.workflow_id)
+    table.add_row("phase", status.phase.value)
+    table.add_row("target", f"{status.namespace}/{status.deployment}")
+    table.add_row("window", f"{status.started_at:%H:%M:%S} → {status.until:%H:%M:%S} UTC, every {status.interval_seconds:g}s, {status.polls} polls, run {status.runs}")
+    if status.baseline is not None:
+        b = status.baseline
+        p95 = f"{b.p95_ms:.0f} ms" if b.p95_ms is not None else "no data"
+        ratio = f"{b.error_ratio:.1%}" if b.error_ratio is not None else "no data"
+        table.add_row("baseline", f"p95 {p95}, error ratio {ratio} over {b.requests} requests; revision {b.revision}")
+    if status.last is not None:
+        e, m = status.last.evidence, status.last.metrics
+        ratio = f"{e.error_ratio:.1%}" if e.error_ratio is not None else "no data"
+        p95 = f"{e.p95_ms:.0f} ms" if e.p95_ms is not None else "no data"
+        window = f" ({m.requests} requests {m.window_start:%H:%M:%S}-{m.window_end:%H:%M:%S})" if m else ""
+        table.add_row("last poll", f"{status.last.at:%H:%M:%S}: error ratio {ratio}, p95 {p95}{window}")
+        table.add_row("checks", f"health failures in a row {e.health_failures_in_a_row}, restarts {e.restarts_in_window}, API failing {'yes' if e.api_check_failing else 'no'}")
+        verdict = status.last.verdict
+        table.add_row("verdict", (verdict.severity.value if verdict.severity else "no rollback called for") + (f": {'; '.join(verdict.reasons)}" if verdict.reasons else ""))
+        if verdict.missing:
+            table.add_row("not measured", ", ".join(verdict.missing))
+    if status.rollback_workflow_id:
+        table.add_row("rollback", f"{status.rollback_severity} {status.rollback_workflow_id} ({status.rollback_phase or 'running'})")
+    if status.message:
+        table.add_row("message", status.message)
+    console.print(table)
+
+
+async def start_guard(client: Client, settings: Settings, request: GuardRequest, *, wait: bool, as_json: bool) -> int:
+    workflow_id = guard_workflow_id(request.namespace, request.deployment)
+    try:
+        handle = await client.start_workflow(
+            ReleaseGuardWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=sa.for_guard(request.namespace, request.deployment),
+            static_summary=f"release guard for {request.namespace}/{request.deployment}",
+            static_details=f"every {request.interval_seconds:g}s for {request.duration_seconds}s, started by {request.requested_by}",
+        )
+        verb = "started"
+    except WorkflowAlreadyStartedError:
+        handle, verb = client.get_workflow_handle(workflow_id), "a guard is already watching this deployment; attached to it"
+    if not as_json:
+        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
+    if not wait:
+        if as_json:
+            print(json.dumps({"workflow_id": workflow_id, "attached": verb != "started"}))
+        return 0
+    status = await follow_guard(handle, quiet=as_json)
+    if as_json:
+        print(json.dumps(status.model_dump(mode="json"), ensure_ascii=False))
+    return 0 if status.phase in (GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.STOPPED) else 1
+
+
+async def follow_guard(handle: WorkflowHandle, quiet: bool = False) -> GuardStatus:
+    from .commands import failure_of
+
+    last = None
+    while True:
+        failure = await failure_of(handle)
+        status = await _status(handle)
+        if failure and status.phase not in ENDED:
+            status.phase, status.message = GuardPhase.FAILED, failure
+        if status.phase != last and not quiet:
+            console.print(f"[cyan]{status.phase.value}[/] {status.message}")
+            last = status.phase
+        if status.phase in ENDED:
+            if not quiet:
+                render_guard(status)
+            return status
+        await asyncio.sleep(0.5)
+
+
+@guard_app.command("start")
+def guard_start(
+    deployment: str = typer.Option(..., help="The Deployment just released."),
+    namespace: str = typer.Option("default"),
+    for_: str = typer.Option("30m", "--for", help="How long to watch: 30m, 1h, 90s."),
+    interval: str = typer.Option("15s", help="Time between polls, at least 1s."),
+    release_at: str | None = typer.Option(None, help="When the release began (RFC 3339 with offset); the baseline ends there. Default: now."),
+    baseline_p95_ms: float | None = typer.Option(None, help="Use this p95 as the baseline instead of measuring it."),
+    requested_by: str = typer.Option(os.environ.get("USER") or "release-guard", help="Who starts the guard (its rollbacks are requested in this name)."),
+    language: str = typer.Option("ja", help="Notice language of its rollbacks: ja or en."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the guard until it ends."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Watch a release; on a breach start the rollback with the computed severity."""
+    from .cli import first_error, run
+
+    try:
+        duration, every = parse_duration(for_, "--for"), parse_duration(interval, "--interval")
+        released = dt.datetime.fromisoformat(release_at) if release_at else None
+    except ValueError as exc:
+        message = str(exc) if str(exc).startswith("--") else f"--release-at: {release_at!r} is not an RFC 3339 time"
+        raise _fail(message) from None
+    try:
+        request = GuardRequest(namespace=namespace, deployment=deployment, duration_seconds=int(duration), interval_seconds=every,
+                               release_at=released, baseline_p95_ms=baseline_p95_ms, requested_by=requested_by, language=language)
+    except ValidationError as exc:
+        message = first_error(exc).replace("--duration-seconds", "--for").replace("--interval-seconds", "--interval")
+        raise _fail(message) from None
+    run(lambda client, settings: start_guard(client, settings, request, wait=wait, as_json=as_json))
+
+
+@guard_app.command("status")
+def guard_status(deployment: str = typer.Option(...), namespace: str = typer.Option("default"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """The guard's baseline, last poll, verdict and any rollback it started."""
+    from .cli import run
+
+    async def show(client, settings) -> int:
+        current = await _status(client.get_workflow_handle(guard_workflow_id(namespace, deployment)))
+        if as_json:
+            print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        else:
+            render_guard(current)
+        return 0
+
+    run(show)
+
+
+@guard_app.command("stop")
+def guard_stop(deployment: str = typer.Option(...), namespace: str = typer.Option("default"),
+               by: str = typer.Option(..., help="Who stops it."), reason: str = typer.Option("")) -> None:
+    """Stop watching; a rollback the guard already started carries on."""
+    from .cli import first_error, run
+
+    try:
+        signal_ = StopSignal(by=by, reason=reason)
+    except ValidationError as exc:
+        raise _fail(first_error(exc)) from None
+
+    async def stop(client, settings) -> int:
+        handle = client.get_workflow_handle(guard_workflow_id(namespace, deployment))
+        current = await _status(handle)
+        if current.phase in ENDED:
+            console.print(f"the guard already ended: {current.phase.value} {current.message}")
+            return 0
+        await handle.signal(ReleaseGuardWorkflow.stop, signal_)
+        final = await follow_guard(handle, quiet=True)
+        console.print(f"{final.phase.value}: {final.message}")
+        return 0
+
+    run(stop)

@@ -1,0 +1,186 @@
+"""ReleaseGuardWorkflow on the time-skipping server with scripted watches: a
+breach starts exactly one rollback with the computed severity and evidence,
+continue-as-new carries the guard's state, stop ends it, and a rollback that is
+already running is never doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from runbook.guard import Evidence, Verdict
+from runbook.guard_models import BaselineRequest, GuardBaseline, GuardPhase, GuardRequest, GuardResult, StopSignal, WatchReport, WatchRequest
+from runbook.models import ApprovalSignal, Phase, RollbackRequest, ServiceMetrics, Severity
+from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
+from workflows.release_guard import ReleaseGuardWorkflow
+
+QUEUE = "test-guard"
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def clean(polls: int) -> WatchReport:
+    return WatchReport(polls=polls, at=NOW, evidence=Evidence(error_ratio=0.01, p95_ms=80, baseline_p95_ms=80), verdict=Verdict(severity=None, reasons=[]))
+
+
+def breach(severity: Severity, reason: str) -> WatchReport:
+    return WatchReport(
+        polls=1, at=NOW, evidence=Evidence(error_ratio=0.6, p95_ms=90, baseline_p95_ms=80), verdict=Verdict(severity=severity, reasons=[reason]),
+        metrics=ServiceMetrics(window_start=NOW - dt.timedelta(seconds=30), window_end=NOW, requests=300, errors=180, error_ratio=0.6, p95_ms=90),
+        breach_at=NOW - dt.timedelta(seconds=2),
+    )
+
+
+@dataclass
+class ScriptedGuard:
+    """guard.* activities that replay a script of watch reports."""
+
+    script: list[WatchReport | str]
+    watches: list[WatchRequest] = field(default_factory=list)
+    baselines: int = 0
+
+    def activities(self) -> list:
+        @activity.defn(name="guard.baseline")
+        async def baseline(request: BaselineRequest) -> GuardBaseline:
+            self.baselines += 1
+            return GuardBaseline(p95_ms=80, error_ratio=0.01, requests=300, restarts=0, revision=3, images=["img:1.3.0"])
+
+        @activity.defn(name="guard.watch")
+        async def watch(request: WatchRequest) -> WatchReport:
+            self.watches.append(request)
+            step = self.script.pop(0) if self.script else "block"
+            if step == "block":  # watch until cancelled, heartbeating like the real one
+                while True:
+                    activity.heartbeat()
+                    await asyncio.sleep(0.1)
+            if step == "over":
+                return clean(1).model_copy(update={"window_over": True})
+            assert isinstance(step, WatchReport)
+            return step.model_copy(update={"polls": min(step.polls, request.max_polls)})
+
+        return [baseline, watch]
+
+
+def guard_worker(env: WorkflowEnvironment, fake, scripted: ScriptedGuard) -> Worker:
+    lookup_and_rollback = fake.activities()
+    return Worker(env.client, task_queue=QUEUE, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow],
+                  activities=[*lookup_and_rollback, *scripted.activities()], workflow_failure_exception_types=[Exception])
+
+
+async def start_guard(env: WorkflowEnvironment, deployment: str, **changes):
+    request = GuardRequest(deployment=deployment, duration_seconds=1800, interval_seconds=15, **changes)
+    return await env.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"guard-{uuid.uuid4().hex[:8]}", task_queue=QUEUE)
+
+
+def deployment_name() -> str:
+    return f"api-{uuid.uuid4().hex[:8]}"
+
+
+async def test_an_immediate_breach_starts_one_rollback_with_the_evidence(time_skipping_env, fake) -> None:
+    scripted = ScriptedGuard([clean(5), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")])
+    name = deployment_name()
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, name)
+        result: GuardResult = await handle.result()
+        rollback = time_skipping_env.client.get_workflow_handle(rollback_workflow_id("default", name))
+        rolled = await rollback.query(DeploymentRollbackWorkflow.status)
+    assert result.status.phase is GuardPhase.ROLLED_BACK and result.status.rollback_severity == "immediate"
+    assert result.status.polls == 6 and scripted.baselines == 1
+    assert rolled.severity is Severity.IMMEDIATE and rolled.phase is Phase.COMPLETED
+    assert rolled.detected_at == NOW - dt.timedelta(seconds=2)  # the breach, not the moment the rollback began
+    assert "error ratio 60.0% > 50%" in rolled.evidence and any("180 errors" in e for e in rolled.evidence)
+    assert fake.calls.count("undo") == 1
+
+
+async def test_an_investigate_breach_waits_for_approval_in_the_rollback(time_skipping_env, fake) -> None:
+    scripted = ScriptedGuard([breach(Severity.INVESTIGATE, "p95 300 ms is 3.8x the baseline 80 ms")])
+    name = deployment_name()
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, name)
+        rollback = time_skipping_env.client.get_workflow_handle(rollback_workflow_id("default", name))
+        for _ in range(100):
+            guard = await handle.query(ReleaseGuardWorkflow.status)
+            if guard.phase is GuardPhase.ROLLING_BACK:
+                try:
+                    if (await rollback.query(DeploymentRollbackWorkflow.status)).phase is Phase.AWAITING_APPROVAL:
+                        break
+                except Exception:
+                    pass
+            await asyncio.sleep(0.05)
+        assert "undo" not in fake.calls
+        await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
+        result: GuardResult = await handle.result()
+    assert result.status.phase is GuardPhase.ROLLED_BACK and result.status.rollback_severity == "investigate"
+    assert result.status.rollback_phase == "completed"
+
+
+async def test_continue_as_new_carries_the_baseline_and_counts(time_skipping_env, fake) -> None:
+    scripted = ScriptedGuard([clean(3), clean(3), clean(3), clean(3), breach(Severity.IMMEDIATE, "health check failed 3 times in a row")])
+    name = deployment_name()
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, name, polls_per_run=6)
+        result: GuardResult = await handle.result()
+        first_run = handle.first_execution_run_id or handle.result_run_id
+        description = await time_skipping_env.client.get_workflow_handle(handle.id).describe()
+    assert result.status.runs == 3 and result.status.polls == 13
+    assert scripted.baselines == 1  # measured once, carried afterwards
+    assert all(w.baseline.p95_ms == 80 for w in scripted.watches)
+    assert max(w.max_polls for w in scripted.watches) <= 6
+    assert description.run_id != first_run
+    assert result.status.phase is GuardPhase.ROLLED_BACK
+
+
+async def test_stop_ends_the_guard_without_a_rollback(time_skipping_env, fake) -> None:
+    scripted = ScriptedGuard([clean(2), "block"])
+    name = deployment_name()
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, name)
+        for _ in range(100):
+            if len(scripted.watches) == 2:
+                break
+            await asyncio.sleep(0.05)
+        await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="release verified by hand"))
+        result: GuardResult = await handle.result()
+    assert result.status.phase is GuardPhase.STOPPED and "oncall" in result.status.message
+    assert result.status.rollback_workflow_id is None and "undo" not in fake.calls
+
+
+async def test_the_window_ending_finishes_quietly(time_skipping_env, fake) -> None:
+    scripted = ScriptedGuard([clean(4), "over"])
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, deployment_name())
+        result: GuardResult = await handle.result()
+    assert result.status.phase is GuardPhase.FINISHED and result.status.polls == 5
+    assert "undo" not in fake.calls
+
+
+async def test_a_running_rollback_is_never_doubled(time_skipping_env, fake) -> None:
+    scripted = ScriptedGuard([breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")])
+    name = deployment_name()
+    async with guard_worker(time_skipping_env, fake, scripted):
+        first = await time_skipping_env.client.start_workflow(
+            DeploymentRollbackWorkflow.run,
+            RollbackRequest(deployment=name, severity=Severity.INVESTIGATE, reason="seen by a person", requested_by="oncall"),
+            id=rollback_workflow_id("default", name), task_queue=QUEUE,
+        )
+        handle = await start_guard(time_skipping_env, name)
+        result: GuardResult = await handle.result()
+        described = await first.describe()
+    assert result.status.phase is GuardPhase.STOPPED and "already running" in result.status.message
+    assert described.status is WorkflowExecutionStatus.RUNNING and described.run_id == first.result_run_id
+    assert "undo" not in fake.calls
+
+
+@pytest.mark.parametrize("field_, value", [("duration_seconds", 5), ("interval_seconds", 0.5), ("deployment", "Bad_Name"), ("polls_per_run", 0)])
+def test_bad_guard_requests_are_refused(field_, value) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field_):
+        GuardRequest(**{"deployment": "tekutoko-api", field_: value})

@@ -1,0 +1,215 @@
+"""The release guard: watch a fresh release against the runbook's decision
+table and, on a breach, start the deployment rollback with the computed
+severity and the evidence attached. One guard per deployment; it starts at
+most one rollback, under the deployment's rollback id, so a rollback already
+running is never doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from runbook.catalog import ServiceEntry
+    from runbook.guard_models import (
+        BaselineRequest,
+        GuardBaseline,
+        GuardCarry,
+        GuardPhase,
+        GuardRequest,
+        GuardResult,
+        GuardStatus,
+        StopSignal,
+        WatchReport,
+        WatchRequest,
+    )
+    from runbook.models import Phase, RollbackRequest, RollbackResult, ServiceLookup
+
+    from . import search_attributes as sa
+    from .deployment_rollback import rollback_workflow_id
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+POLLS_PER_WATCH = 20  # one watch activity covers this many polls, then reports in
+
+
+@workflow.defn(name="ReleaseGuard")
+class ReleaseGuardWorkflow:
+    @workflow.init
+    def __init__(self, request: GuardRequest) -> None:
+        now = workflow.now()
+        carry = request.carry
+        self._request = request
+        self._stop: StopSignal | None = None
+        self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
+        self._status = GuardStatus(
+            workflow_id=workflow.info().workflow_id, namespace=request.namespace, deployment=request.deployment,
+            phase=GuardPhase.WATCHING if carry else GuardPhase.BASELINE,
+            started_at=carry.started_at if carry else now,
+            until=carry.until if carry else now + timedelta(seconds=request.duration_seconds),
+            interval_seconds=request.interval_seconds,
+            polls=carry.polls if carry else 0, runs=carry.runs if carry else 1,
+            baseline=carry.baseline if carry else None,
+        )
+
+    @workflow.signal(name="stop")
+    def stop(self, signal: StopSignal) -> None:
+        if self._stop is None:
+            self._stop = signal
+
+    @workflow.query(name="status")
+    def status(self) -> GuardStatus:
+        return self._status
+
+    @workflow.run
+    async def run(self, request: GuardRequest) -> GuardResult:
+        try:
+            return await self._run(request)
+        except ActivityError as err:
+            # The guard cannot see (no such deployment, a bad metric query, no access):
+            # fail loudly with the activity's words rather than watch blind.
+            message = getattr(err.cause, "message", None) or str(err)
+            self._set_phase(GuardPhase.FAILED)
+            self._status.message = message
+            raise ApplicationError(message, type=getattr(err.cause, "type", None) or "GuardFailed", non_retryable=True) from err
+
+    async def _run(self, request: GuardRequest) -> GuardResult:
+        entry: ServiceEntry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment), ServiceEntry, "look up the service catalog")
+        carry = request.carry or await self._baseline(entry)
+        self._status.baseline = carry.baseline
+        health_failures, confirming = carry.health_failures, carry.confirming_since
+        polls_this_run = 0
+        self._set_phase(GuardPhase.CONFIRMING if confirming else GuardPhase.WATCHING)
+        while True:
+            if self._stop is not None:
+                return self._end(GuardPhase.STOPPED, f"stopped by {self._stop.by}" + (f": {self._stop.reason}" if self._stop.reason else ""))
+            if workflow.now() >= self._status.until:
+                return self._end(GuardPhase.FINISHED, f"no breach in {self._status.polls} polls; the release held up")
+            if polls_this_run >= request.polls_per_run or workflow.info().is_continue_as_new_suggested():
+                workflow.continue_as_new(request.model_copy(update={"carry": GuardCarry(
+                    started_at=self._status.started_at, until=self._status.until, baseline=carry.baseline,
+                    polls=self._status.polls, runs=self._status.runs + 1, health_failures=health_failures, confirming_since=confirming,
+                )}))
+            report = await self._watch(entry, carry.baseline, health_failures, confirming, min(POLLS_PER_WATCH, request.polls_per_run - polls_this_run))
+            if report is None:
+                continue  # stopped while watching
+            polls_this_run += report.polls
+            self._status.polls += report.polls
+            self._status.last = report
+            health_failures, confirming = report.health_failures, report.confirming_since
+            if report.verdict.severity is not None and report.breach_at is not None:
+                return await self._roll_back(report)
+            if report.window_over:
+                return self._end(GuardPhase.FINISHED, f"no breach in {self._status.polls} polls; the release held up")
+            self._set_phase(GuardPhase.CONFIRMING if confirming else GuardPhase.WATCHING)
+
+    async def _baseline(self, entry: ServiceEntry) -> GuardCarry:
+        baseline: GuardBaseline = await self._activity("guard.baseline", BaselineRequest(
+            namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service,
+            monitoring=entry.monitoring, release_at=self._request.release_at,
+        ), GuardBaseline, "record the pre-release baseline")
+        if self._request.baseline_p95_ms is not None:
+            baseline.p95_ms = self._request.baseline_p95_ms
+        workflow.set_current_details(f"baseline: p95 {baseline.p95_ms} ms, error ratio {baseline.error_ratio}, revision {baseline.revision}")
+        return GuardCarry(started_at=self._status.started_at, until=self._status.until, baseline=baseline)
+
+    async def _watch(self, entry: ServiceEntry, baseline: GuardBaseline, health_failures: int, confirming, max_polls: int) -> WatchReport | None:
+        interval = self._request.interval_seconds
+        watch = workflow.start_activity(
+            "guard.watch",
+            WatchRequest(
+                namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service,
+                health_path=entry.health_path, api_path=entry.api_check_path, monitoring=entry.monitoring, thresholds=entry.guard,
+                baseline=baseline, interval_seconds=interval, until=self._status.until, max_polls=max_polls,
+                health_failures=health_failures, confirming_since=confirming,
+            ),
+            result_type=WatchReport,
+            start_to_close_timeout=timedelta(seconds=max_polls * (interval + 60)),
+            heartbeat_timeout=timedelta(seconds=interval + 60),
+            retry_policy=RETRY, summary=f"watch {self._request.deployment} every {interval:g}s",
+        )
+        await self._until_done_or_stopped(watch)
+        if not watch.done():
+            watch.cancel()
+            with contextlib.suppress(ActivityError, CancelledError, asyncio.CancelledError):
+                await watch
+            return None
+        return watch.result()
+
+    async def _roll_back(self, report: WatchReport) -> GuardResult:
+        severity = report.verdict.severity
+        assert severity is not None
+        rollback_id = rollback_workflow_id(self._request.namespace, self._request.deployment)
+        self._status.rollback_workflow_id, self._status.rollback_severity = rollback_id, severity.value
+        self._set_phase(GuardPhase.ROLLING_BACK)
+        metrics = report.metrics
+        evidence = [*report.verdict.reasons]
+        if metrics is not None:
+            evidence.append(f"window {metrics.window_start:%H:%M:%S}-{metrics.window_end:%H:%M:%S} UTC: {metrics.requests} requests, {metrics.errors} errors, p95 {metrics.p95_ms or 0:.0f} ms")
+        if self._status.baseline and self._status.baseline.p95_ms:
+            evidence.append(f"baseline p95 {self._status.baseline.p95_ms:.0f} ms before the release")
+        evidence += [f"not measured: {m}" for m in report.verdict.missing]
+        request = RollbackRequest(
+            namespace=self._request.namespace, deployment=self._request.deployment, severity=severity,
+            reason=f"release guard: {'; '.join(report.verdict.reasons)}"[:2000], impact="; ".join(report.verdict.reasons)[:2000],
+            detected_at=report.breach_at, requested_by=self._request.requested_by, language=self._request.language, evidence=evidence,
+        )
+        try:
+            child = await workflow.start_child_workflow(
+                "DeploymentRollback", request, id=rollback_id, result_type=RollbackResult,
+                parent_close_policy=ParentClosePolicy.ABANDON,  # a stopped guard must not stop a rollback
+                search_attributes=sa.for_rollback(request.namespace, request.deployment, severity.value) if self._indexed else None,
+                static_summary=f"{severity.value} rollback of {request.namespace}/{request.deployment} (release guard)",
+                static_details=request.reason,
+            )
+        except WorkflowAlreadyStartedError:
+            return self._end(GuardPhase.STOPPED, f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another")
+        workflow.set_current_details(f"**{severity.value}** rollback {rollback_id}\n\n" + "\n".join(f"- {e}" for e in evidence))
+        await self._until_done_or_stopped(child)
+        if not child.done():
+            return self._end(GuardPhase.STOPPED, f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on")
+        try:
+            result: RollbackResult = child.result()
+        except ChildWorkflowError as err:
+            self._status.rollback_phase = Phase.FAILED.value
+            return self._end(GuardPhase.ROLLBACK_FAILED, f"{severity.value} rollback {rollback_id} failed: {getattr(err.cause, 'message', None) or err}")
+        self._status.rollback_phase = result.status.phase.value
+        if result.status.phase is Phase.COMPLETED:
+            return self._end(GuardPhase.ROLLED_BACK, f"{severity.value} rollback {rollback_id}: {result.status.message}")
+        return self._end(GuardPhase.ROLLBACK_FAILED, f"{severity.value} rollback {rollback_id} ended {result.status.phase.value}: {result.status.message}")
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _until_done_or_stopped(self, task: asyncio.Future) -> None:
+        stopped = asyncio.ensure_future(workflow.wait_condition(lambda: self._stop is not None))
+        await workflow.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+
+    async def _activity(self, name: str, arg, result_type, summary: str):
+        return await workflow.execute_activity(name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=60), retry_policy=RETRY, summary=summary)
+
+    def _set_phase(self, phase: GuardPhase) -> None:
+        if self._status.phase != phase:
+            self._status.phase = phase
+            if self._indexed:
+                workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
+
+    def _end(self, phase: GuardPhase, message: str) -> GuardResult:
+        self._set_phase(phase)
+        self._status.message = message
+        return GuardResult(status=self._status)
+
+
+def guard_workflow_id(namespace: str, deployment: str) -> str:
+    return f"guard-{namespace}-{deployment}"

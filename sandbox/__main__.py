@@ -21,7 +21,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     up.add_argument("--state-dir", default=".modoru/sandbox", type=Path, help="where kubeconfig, endpoints.json and the request log go")
     up.add_argument("--port", default=0, type=int, help="API port on 127.0.0.1 (default: any free port)")
     up.add_argument("--seed", default=None, type=int, help="random seed for reproducible traffic and faults")
+    up.add_argument("--traffic-rps", default=0.0, type=float, help="demo API calls per second to each service (default: none)")
+    up.add_argument("--traffic-seconds", default=3600.0, type=float, help="stop the demo traffic after this long (default: 3600)")
     args = parser.parse_args(argv)
+    if not 0 <= args.traffic_rps <= 200:
+        parser.error(f"--traffic-rps must be between 0 and 200, got {args.traffic_rps}")
+    if not 0 < args.traffic_seconds <= 86400:
+        parser.error(f"--traffic-seconds must be between 0 and 86400, got {args.traffic_seconds}")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
     return args
@@ -29,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    sandbox = Sandbox(scenario, args.state_dir, port=args.port, seed=args.seed)
+    sandbox = Sandbox(scenario, args.state_dir, port=args.port, seed=args.seed, traffic_rps=args.traffic_rps, traffic_seconds=args.traffic_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from .alerts import AlertsEmulator
 from .kube.api import KubeApi
 from .kube.clock import Clock
 from .kube.defaults import apply_defaults
@@ -29,6 +30,7 @@ from .kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, SERVIC
 from .kube.store import Store
 from .monitoring import MetricServiceEmulator
 from .scenario import DeploymentSeed, Scenario
+from .traffic import TrafficGenerator
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ def deployment_manifest(seed: DeploymentSeed, image: str) -> dict[str, Any]:
 
 
 class Sandbox:
-    def __init__(self, scenario: Scenario, state_dir: Path, *, port: int = 0, seed: int | None = None) -> None:
+    def __init__(self, scenario: Scenario, state_dir: Path, *, port: int = 0, seed: int | None = None,
+                 traffic_rps: float = 0.0, traffic_seconds: float = 3600.0) -> None:
         self.scenario = scenario
         self.state_dir = Path(state_dir)
         self.requested_port = port
@@ -80,6 +83,11 @@ class Sandbox:
         self.load_balancers = LoadBalancers(self.store, self.kubelet, scenario, seed=seed)
         self.faults = FaultInjector(seed=seed)
         self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic))
+        self.alerts = AlertsEmulator(
+            lambda: list(self.load_balancers.traffic), lambda: [f"{ns}/{name}" for ns, name in self.load_balancers.frontends],
+            project=self.monitoring.project,
+        )
+        self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
         self.requests: RequestLog | None = None
         self.api: KubeApi | None = None
         self._runner: web.AppRunner | None = None
@@ -120,11 +128,14 @@ class Sandbox:
             asyncio.create_task(self.deployments.queue.run(), name="deployment-controller"),
         ]
         await self.monitoring.start()
+        await self.alerts.start()
         await self._seed()
         self.faults.replace(self.scenario.faults)
         self._write_files()
+        self.traffic.start()
 
     async def stop(self) -> None:
+        await self.traffic.stop()
         self.store.close_watches()
         for task in self._tasks:
             task.cancel()
@@ -138,6 +149,7 @@ class Sandbox:
                 timer.cancel()
         await self.load_balancers.close()
         await self.monitoring.stop()
+        await self.alerts.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.requests is not None:
@@ -223,6 +235,9 @@ class Sandbox:
 
     # -- files for clients -----------------------------------------------------------
 
+    def _service_urls(self) -> list[str]:
+        return [url for ns, name in list(self.load_balancers.frontends) if (url := self.load_balancers.url(ns, name))]
+
     def endpoints(self) -> dict[str, Any]:
         services = {}
         for ns, name in self.load_balancers.frontends:
@@ -232,6 +247,7 @@ class Sandbox:
         return {
             "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
             "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
+            "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
         }
 
     def kubeconfig(self) -> dict[str, Any]:

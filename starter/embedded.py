@@ -70,6 +70,8 @@ class EmbeddedStack:
     processes: list[tuple[str, subprocess.Popen, IO]] = field(default_factory=list)
     metrics_port: int = field(default_factory=free_port)
     persist: bool = True  # False: the dev server keeps its state in memory (benchmarks)
+    traffic_rps: float = 0.0  # demo traffic to each service, bounded by traffic_seconds
+    traffic_seconds: float = 3600.0
 
     @property
     def temporal_address(self) -> str:
@@ -84,7 +86,14 @@ class EmbeddedStack:
         return self.state_dir / "endpoints.json"
 
     def worker_env(self) -> dict[str, str]:
+        sandbox_endpoints = self.state_dir / "sandbox" / "endpoints.json"
+        cloud = json.loads(sandbox_endpoints.read_text()) if sandbox_endpoints.exists() else {}
+        monitoring = {
+            "MODORU_MONITORING_ENDPOINT": cloud["cloud_monitoring"], "MODORU_MONITORING_REST_ENDPOINT": cloud["monitoring_rest"],
+            "MODORU_MONITORING_PROJECT": cloud["monitoring_project"], "MODORU_MONITORING_INSECURE": "true",
+        } if "monitoring_rest" in cloud else {}
         return {
+            **monitoring,
             **os.environ,
             "MODORU_TEMPORAL_ADDRESS": self.temporal_address,
             "MODORU_WEB_UI": self.web_ui,
@@ -122,7 +131,10 @@ class EmbeddedStack:
             sandbox_dir = self.state_dir / "sandbox"
             with contextlib.suppress(FileNotFoundError):
                 (sandbox_dir / "endpoints.json").unlink()
-            sandbox = self._spawn("sandbox", [sys.executable, "-m", "sandbox", "up", "--scenario", self.scenario, "--state-dir", str(sandbox_dir)])
+            sandbox = self._spawn("sandbox", [
+                sys.executable, "-m", "sandbox", "up", "--scenario", self.scenario, "--state-dir", str(sandbox_dir),
+                "--traffic-rps", str(self.traffic_rps), "--traffic-seconds", str(self.traffic_seconds),
+            ])
             while not (sandbox_dir / "endpoints.json").exists():
                 if sandbox.poll() is not None or time.monotonic() > deadline:
                     raise StackError(f"the sandbox did not start; see {self.state_dir / 'sandbox.log'}")

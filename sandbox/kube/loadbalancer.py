@@ -167,6 +167,8 @@ class LoadBalancers:
         started = time.monotonic()
         pods = self.endpoints(frontend)
         if not pods:
+            # Recorded too: an outage must show in the metrics, not read as silence.
+            self.traffic.append(ServedRequest(time.time(), f"{frontend.namespace}/{frontend.name}", "", "", request.path, 503, (time.monotonic() - started) * 1000))
             return web.json_response({"error": "no healthy upstream"}, status=503)
         pod = pods[next(frontend.turn) % len(pods)]
         uid = pod["metadata"]["uid"]

@@ -29,7 +29,7 @@ FILTER_FIELDS = ("state", "policy.display_name", "resource.type", "metric.type")
 @dataclass
 class AlertPolicy:
     error_ratio: float = 0.05
-    window_seconds: float = 30.0
+    window_seconds: float = 20.0
     min_requests: int = 5
 
 

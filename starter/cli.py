@@ -172,11 +172,12 @@ def up(
     temporal_port: int = typer.Option(7233, min=1, max=65535),
     ui_port: int = typer.Option(8233, min=1, max=65535),
     scenario: str = typer.Option("tekutoko", help="The sandbox scenario."),
+    traffic_rps: float = typer.Option(10.0, min=0, max=200, help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour)."),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     from .embedded import EmbeddedStack, StackError
 
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario)
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -194,6 +195,7 @@ def up(
     console.print(f"in another shell: export MODORU_TEMPORAL_ADDRESS={stack.temporal_address} MODORU_WEB_UI={stack.web_ui} "
                   f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}", soft_wrap=True)
     console.print("then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'", soft_wrap=True)
+    console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)
     code = 0
     while not stopping:
         problem = stack.failed()
@@ -209,12 +211,11 @@ def up(
 @app.command()
 def demo(
     state_dir: Path = typer.Option(Path(".modoru/demo"), help="Where the demo's state and logs go."),
-    approver: str = typer.Option("sre-lead", help="The approver the demo answers as."),
 ) -> None:
-    """The runbook's story end to end: 1.3.0 fails, a rollback is approved, rolls out and verifies."""
+    """The runbook's story end to end: 1.3.0 is released, the release guard sees its errors, rolls it back and verifies the recovery."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(state_dir, approver))
+    raise typer.Exit(run_demo(state_dir))
 
 
 @sandbox_app.command("up")

@@ -1,4 +1,6 @@
-"""`modoru demo`: the runbook's story on the embedded default."""
+"""`modoru demo`: the runbook's story on the embedded default, told through the
+release guard: a healthy service, a bad release, detection from the metrics,
+an immediate rollback, and recovery verified by the same metrics."""
 
 from __future__ import annotations
 
@@ -9,13 +11,23 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
+from kubernetes import client as kube
+from kubernetes import config as kube_config
+
+from runbook.guard_models import GuardPhase, GuardRequest
+from runbook.models import Phase
 from worker.client import connect
 from worker.settings import Settings
-from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
+from workflows.deployment_rollback import rollback_workflow_id
+from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 from .embedded import EmbeddedStack, StackError, free_port, port_free
 from .render import console, err_console
+
+DEMO_SCENARIO = "tekutoko-release"
+BAD_IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.3.0"
+TRAFFIC_RPS = 20
+BASELINE_SECONDS = 11  # one full metrics window of the healthy release (catalog: 10 s)
 
 
 def error_ratio(url: str, n: int = 20) -> float:
@@ -29,45 +41,78 @@ def error_ratio(url: str, n: int = 20) -> float:
     return errors / n
 
 
-async def story(stack: EmbeddedStack, approver: str) -> int:
+def release(kubeconfig: Path, image: str) -> None:
+    """What a CD pipeline does: set the image, with a change cause for the history."""
+    api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        kube.AppsV1Api(api).patch_namespaced_deployment("tekutoko-api", "default", {
+            "metadata": {"annotations": {"kubernetes.io/change-cause": f"Update to version {image.rsplit(':', 1)[-1]}"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "api", "image": image}]}}},
+        })
+    finally:
+        api.close()
+
+
+async def story(stack: EmbeddedStack) -> int:
+    from .commands import follow
+    from .guard import follow_guard, render_guard, start_guard
+
     endpoints = json.loads(stack.endpoints_path.read_text())
     api = endpoints["services"]["default/tekutoko-api"] + "/v1/walks"
-    console.rule("1. tekutoko-api 1.3.0 is live")
-    console.print(f"error ratio of {api}: {error_ratio(api):.0%} (runbook: > 10% → roll back after a look, within 15 minutes)")
     settings = Settings(temporal_address=stack.temporal_address, web_ui=stack.web_ui)
     client = await connect(settings)
-    from .commands import start_rollback
 
-    console.rule("2. the on-call engineer starts an investigate rollback")
-    request = RollbackRequest(deployment="tekutoko-api", severity=Severity.INVESTIGATE, reason="API error rate about 60% since 1.3.0",
-                              impact="/v1/walks failing for most users", cause="release 1.3.0", requested_by="oncall")
-    await start_rollback(client, settings, request, wait=False, as_json=False)
-    handle = client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
+    console.rule("1. tekutoko-api 1.2.0 is live, serving steady traffic")
+    console.print(f"error ratio of {api}: {error_ratio(api):.0%}; letting {BASELINE_SECONDS}s of traffic build the baseline")
+    await asyncio.sleep(BASELINE_SECONDS)
+
+    console.rule("2. the CD pipeline starts the release guard, then releases 1.3.0")
+    request = GuardRequest(deployment="tekutoko-api", duration_seconds=600, interval_seconds=3, requested_by="cd-pipeline")
+    await start_guard(client, settings, request, wait=False, as_json=False)
+    guard = client.get_workflow_handle(guard_workflow_id("default", "tekutoko-api"))
     for _ in range(120):
-        status = await handle.query(DeploymentRollbackWorkflow.status)
-        if status.phase == Phase.AWAITING_APPROVAL:
+        if (await guard.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.WATCHING:
             break
         await asyncio.sleep(0.25)
-    console.rule(f"3. {approver} approves")
-    await handle.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by=approver, comment="1.2.0 was healthy", request_id="demo"))
-    from .commands import follow
+    release(Path(endpoints["kubeconfig"]), BAD_IMAGE)
+    console.print(f"released {BAD_IMAGE}")
 
-    console.rule("4. the rollback runs")
-    final = await follow(handle)
+    console.rule("3. the guard watches Cloud Monitoring (the sandbox's emulator) and acts")
+    last = None
+    for _ in range(240):
+        status = await guard.query(ReleaseGuardWorkflow.status)
+        if status.last is not None and status.last.polls != last:
+            last = status.last.polls
+            ratio = status.last.evidence.error_ratio
+            console.print(f"poll {status.polls}: error ratio {'no data' if ratio is None else f'{ratio:.0%}'}, phase {status.phase.value}")
+        if status.rollback_workflow_id or status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
+            break
+        await asyncio.sleep(0.5)
+    render_guard(status)
+    if not status.rollback_workflow_id:
+        err_console.print("the guard did not start a rollback")
+        return 1
+
+    console.rule("4. the rollback runs: immediate, so no approval is waited for")
+    final = await follow(client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api")))
+    guard_final = await follow_guard(guard, quiet=True)
+
     console.rule("5. after")
     console.print(f"error ratio of {api}: {error_ratio(api):.0%}")
+    console.print(f"guard: {guard_final.phase.value}: {guard_final.message}")
     console.print(f"Web UI: {stack.web_ui}/namespaces/default/workflows/{final.workflow_id}")
-    verified = final.phase == Phase.COMPLETED and final.verification is not None and final.verification.ok
+    verified = final.phase == Phase.COMPLETED and final.verification is not None and final.verification.ok and guard_final.phase is GuardPhase.ROLLED_BACK
     console.print("[green]rolled back and verified[/]" if verified else "[red]the rollback did not verify[/]")
     return 0 if verified else 1
 
 
-def run_demo(state_dir: Path, approver: str) -> int:
+def run_demo(state_dir: Path) -> int:
     temporal_port = 7233 if port_free(7233) else free_port()
     ui_port = 8233 if port_free(8233) else free_port()
     if os.path.exists(state_dir / "temporal.db"):
         (state_dir / "temporal.db").unlink()  # each demo tells the story from the start
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port)
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=DEMO_SCENARIO,
+                          traffic_rps=TRAFFIC_RPS, traffic_seconds=600)
     try:
         stack.start()
     except StackError as exc:
@@ -75,6 +120,6 @@ def run_demo(state_dir: Path, approver: str) -> int:
         return 2
     try:
         console.print(f"Temporal Web UI: {stack.web_ui} (open it while the demo runs)")
-        return asyncio.run(story(stack, approver))
+        return asyncio.run(story(stack))
     finally:
         stack.stop()

@@ -17,6 +17,8 @@ def test_modoru_demo_rolls_back_and_verifies(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "rolled back and verified" in result.stdout
-    assert "error ratio" in result.stdout and "approved by sre-lead" in result.stdout
+    assert "error ratio" in result.stdout and "rolled_back" in result.stdout
+    assert "immediate" in result.stdout and "evidence" in result.stdout  # the guard's verdict, shown in the rollback's status
+    assert "check error_ratio" in result.stdout and "check alerts" in result.stdout
     notices = (tmp_path / "demo" / "notifications.jsonl").read_text(encoding="utf-8")
     assert "【ロールバック開始】" in notices and "【ロールバック完了・復旧】" in notices

@@ -1,5 +1,5 @@
-"""Record one history per outcome of DeploymentRollbackWorkflow, for the replay
-tests. Run after an intended, compatible workflow change:
+"""Record one history per outcome of DeploymentRollbackWorkflow and
+ReleaseGuardWorkflow, for the replay tests. Run after an intended, compatible workflow change:
 
     python -m tests.replay.record
 """
@@ -16,9 +16,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from runbook.guard_models import GuardRequest, StopSignal
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, Severity
 from tests.workflows.conftest import FakeCluster, binary
+from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.release_guard import ReleaseGuardWorkflow
 
 HERE = Path(__file__).parent / "histories"
 
@@ -64,6 +67,33 @@ async def escalate_then_approve(env, handle) -> None:
     await handle.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
 
 
+async def record_guard(env: WorkflowEnvironment, name: str, scripted: ScriptedGuard, req: GuardRequest, steer=None) -> None:
+    queue = f"record-{name}"
+    activities = [*FakeCluster().activities(), *scripted.activities()]
+    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow], activities=activities):
+        handle = await env.client.start_workflow(ReleaseGuardWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+        if steer is not None:
+            await steer(scripted, handle)
+        with contextlib.suppress(Exception):
+            await handle.result()
+        # The first run's history: for continue-as-new, the run that handed over.
+        history = await env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id or handle.result_run_id).fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
+async def stop_guard(scripted: ScriptedGuard, handle) -> None:
+    for _ in range(200):
+        if len(scripted.watches) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="verified by hand"))
+
+
+def guard(**changes) -> GuardRequest:
+    return GuardRequest(**{"deployment": f"api-{uuid.uuid4().hex[:6]}", "duration_seconds": 1800, "interval_seconds": 15, **changes})
+
+
 async def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter)
@@ -75,6 +105,10 @@ async def main() -> None:
         await record(env, "refused_missing_revision", FakeCluster(plan_error="revision 9 is not in the history"), request(to_revision=9))
         await record(env, "already_at_target", FakeCluster(already_at_target=True), request())
         await record(env, "verification_failed", FakeCluster(verify_ok=False), request(severity=Severity.IMMEDIATE))
+        await record_guard(env, "guard_rolled_back", ScriptedGuard([clean(4), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]), guard())
+        await record_guard(env, "guard_continued_as_new", ScriptedGuard([clean(3), clean(3), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]), guard(polls_per_run=3))
+        await record_guard(env, "guard_stopped", ScriptedGuard([clean(2), "block"]), guard(), stop_guard)
+        await record_guard(env, "guard_window_over", ScriptedGuard([clean(2), "over"]), guard())
     finally:
         await env.shutdown()
 

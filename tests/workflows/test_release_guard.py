@@ -8,66 +8,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
 
 import pytest
-from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from runbook.guard import Evidence, Verdict
-from runbook.guard_models import BaselineRequest, GuardBaseline, GuardPhase, GuardRequest, GuardResult, StopSignal, WatchReport, WatchRequest
-from runbook.models import ApprovalSignal, Phase, RollbackRequest, ServiceMetrics, Severity
+from runbook.guard_models import (
+    GuardPhase,
+    GuardRequest,
+    GuardResult,
+    StopSignal,
+)
+from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
+from tests.workflows.guard_fakes import NOW, ScriptedGuard, breach, clean
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow
 
 QUEUE = "test-guard"
-NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
-
-
-def clean(polls: int) -> WatchReport:
-    return WatchReport(polls=polls, at=NOW, evidence=Evidence(error_ratio=0.01, p95_ms=80, baseline_p95_ms=80), verdict=Verdict(severity=None, reasons=[]))
-
-
-def breach(severity: Severity, reason: str) -> WatchReport:
-    return WatchReport(
-        polls=1, at=NOW, evidence=Evidence(error_ratio=0.6, p95_ms=90, baseline_p95_ms=80), verdict=Verdict(severity=severity, reasons=[reason]),
-        metrics=ServiceMetrics(window_start=NOW - dt.timedelta(seconds=30), window_end=NOW, requests=300, errors=180, error_ratio=0.6, p95_ms=90),
-        breach_at=NOW - dt.timedelta(seconds=2),
-    )
-
-
-@dataclass
-class ScriptedGuard:
-    """guard.* activities that replay a script of watch reports."""
-
-    script: list[WatchReport | str]
-    watches: list[WatchRequest] = field(default_factory=list)
-    baselines: int = 0
-
-    def activities(self) -> list:
-        @activity.defn(name="guard.baseline")
-        async def baseline(request: BaselineRequest) -> GuardBaseline:
-            self.baselines += 1
-            return GuardBaseline(p95_ms=80, error_ratio=0.01, requests=300, restarts=0, revision=3, images=["img:1.3.0"])
-
-        @activity.defn(name="guard.watch")
-        async def watch(request: WatchRequest) -> WatchReport:
-            self.watches.append(request)
-            step = self.script.pop(0) if self.script else "block"
-            if step == "block":  # watch until cancelled, heartbeating like the real one
-                while True:
-                    activity.heartbeat()
-                    await asyncio.sleep(0.1)
-            if step == "over":
-                return clean(1).model_copy(update={"window_over": True})
-            assert isinstance(step, WatchReport)
-            return step.model_copy(update={"polls": min(step.polls, request.max_polls)})
-
-        return [baseline, watch]
-
-
 def guard_worker(env: WorkflowEnvironment, fake, scripted: ScriptedGuard) -> Worker:
     lookup_and_rollback = fake.activities()
     return Worker(env.client, task_queue=QUEUE, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow],

@@ -1,0 +1,173 @@
+"""The release guard for real: the sandbox serves steady traffic, the metrics
+come through the official gRPC client from the emulator, alerts through the
+REST path, and a bad release is rolled back with the severity the runbook
+gives it. Verification then holds the rollback to the metric criteria."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import grpc
+import pytest
+from google.cloud import monitoring_v3
+from google.cloud.monitoring_v3.services.metric_service.transports import (
+    MetricServiceGrpcAsyncIOTransport,
+)
+from kubernetes.aio import client as kube
+from kubernetes.aio import config as kube_config
+from temporalio.client import WorkflowFailureError
+from temporalio.worker import Worker
+
+from activities.catalog import CatalogActivities
+from activities.guard import GuardActivities
+from activities.kubernetes import KubernetesActivities
+from activities.metrics import MetricsActivities, Monitoring
+from activities.notify import NotifyActivities
+from activities.verify import VerifyActivities
+from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
+from runbook.guard import MonitoringConfig
+from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
+from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
+from sandbox.traffic import TrafficGenerator
+from tests.conftest import RunningSandbox
+from worker.main import WORKFLOWS
+from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
+from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
+
+pytestmark = pytest.mark.integration
+WINDOW = 6  # seconds of traffic per reading
+INTERVAL = 2.0
+RATE = 40  # requests per second, loopback only
+REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
+
+
+@dataclass
+class GuardStack:
+    client: object
+    queue: str
+    sandbox: RunningSandbox
+    apps: kube.AppsV1Api
+
+
+@pytest.fixture
+async def guarded(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[GuardStack]:
+    endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
+
+    def quicken() -> None:
+        sandbox.sandbox.alerts.policy.window_seconds = WINDOW
+        sandbox.sandbox.traffic = TrafficGenerator(sandbox.sandbox._service_urls, ["/v1/walks"], RATE, 300)
+        sandbox.sandbox.traffic.start()
+
+    sandbox.call(quicken)
+    entry = ServiceEntry(
+        name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
+        approval=ApprovalPolicy(approvers=["sre-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+        monitoring=MonitoringConfig(window_seconds=WINDOW), verification_window_seconds=25, rollout_timeout_seconds=60,
+    )
+    queue = f"guard-{uuid.uuid4().hex[:8]}"
+    api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
+    async with aiohttp.ClientSession() as session:
+        monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
+                                project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"])
+        k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session, monitoring)
+        guard, metrics = GuardActivities(verify, monitoring), MetricsActivities(monitoring)
+        activities = [CatalogActivities(Catalog(services=[entry])).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
+                      k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send,
+                      guard.baseline, guard.watch, metrics.service_health, metrics.open_alerts]
+        async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
+            yield GuardStack(dev_env.client, queue, sandbox, apps)
+    await channel.close()
+    await api.close()
+
+
+async def release(stack: GuardStack, tag: str) -> float:
+    """Set the image as a CD pipeline would; returns when the new pods serve alone."""
+    patch = {"metadata": {"annotations": {"kubernetes.io/change-cause": f"release {tag}"}},
+             "spec": {"template": {"spec": {"containers": [{"name": "api", "image": f"{REGISTRY}:{tag}"}]}}}}
+    await stack.apps.patch_namespaced_deployment("tekutoko-api", "default", patch)
+    for _ in range(400):
+        d = await stack.apps.read_namespaced_deployment("tekutoko-api", "default")
+        s = d.status
+        if s.observed_generation >= d.metadata.generation and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas:
+            return time.time()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"release {tag} did not roll out")
+
+
+async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult, float, dt.datetime]:
+    leftover = stack.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
+    with contextlib.suppress(Exception):  # another test's rollback of the same deployment
+        await leftover.terminate("test isolation")
+    await release(stack, "1.2.0")  # a healthy release to start from
+    await asyncio.sleep(WINDOW + 1)  # a full window of healthy traffic for the baseline
+    request = GuardRequest(deployment="tekutoko-api", duration_seconds=300, interval_seconds=INTERVAL, requested_by="cd-pipeline", language="en")
+    handle = await stack.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}", task_queue=stack.queue)
+    for _ in range(100):
+        if (await handle.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.WATCHING:
+            break
+        await asyncio.sleep(0.1)
+    rolled_out = await release(stack, bad_tag)
+    rollback = stack.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
+    for _ in range(600):
+        status = await handle.query(ReleaseGuardWorkflow.status)
+        if status.rollback_workflow_id:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"no rollback started; guard: {status.model_dump_json()}")
+    started = (await rollback.describe()).start_time
+    rollback_status = await rollback.query(DeploymentRollbackWorkflow.status)
+    if rollback_status.severity is Severity.INVESTIGATE:
+        for _ in range(100):
+            if (await rollback.query(DeploymentRollbackWorkflow.status)).phase is Phase.AWAITING_APPROVAL:
+                break
+            await asyncio.sleep(0.1)
+        await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
+    result: GuardResult = await asyncio.wait_for(handle.result(), 120)
+    return result, rolled_out, started
+
+
+@pytest.mark.parametrize(("tag", "severity", "confirm_windows"), [
+    ("1.3.0", "immediate", 0),  # about 60% errors
+    ("1.3.1-flaky", "investigate", 1),  # about 15% errors
+    ("1.3.1-slow", "investigate", 1),  # p95 about 3.7x the baseline
+])
+async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(guarded: GuardStack, tag: str, severity: str, confirm_windows: int) -> None:
+    result, rolled_out, started = await guard_a_release(guarded, tag)
+    status = result.status
+    assert status.rollback_severity == severity, status.last.verdict if status.last else status
+    assert status.phase is GuardPhase.ROLLED_BACK, status.message
+    # The new version serves alone from `rolled_out`: its first full window ends WINDOW
+    # later; an investigate breach is confirmed over one more window; then one poll.
+    bound = WINDOW * (1 + confirm_windows) + INTERVAL + 5
+    assert started.timestamp() - rolled_out <= bound, f"rollback began {started.timestamp() - rolled_out:.1f}s after the release (bound {bound}s)"
+    assert status.last and status.last.breach_at and started - status.last.breach_at <= dt.timedelta(seconds=WINDOW * confirm_windows + INTERVAL + 5)
+    rollback = guarded.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
+    final = await rollback.query(DeploymentRollbackWorkflow.status)
+    assert final.image_diff == [f"{REGISTRY}:{tag} -> {REGISTRY}:1.2.0"]
+    assert final.evidence and final.verification and final.verification.ok
+    checks = {c.name: c for c in final.verification.checks}
+    assert checks["error_ratio"].ok and checks["p95"].ok and checks["alerts"].ok, checks
+
+
+async def test_verification_fails_naming_the_criterion_when_the_target_is_bad_too(guarded: GuardStack) -> None:
+    await release(guarded, "1.2.0")  # revision 4; revision 3 is the 60% image
+    request = RollbackRequest(deployment="tekutoko-api", to_revision=3, severity=Severity.IMMEDIATE, reason="drill: roll back onto a bad image", requested_by="oncall")
+    handle = await guarded.client.start_workflow(DeploymentRollbackWorkflow.run, request, id=f"rollback-bad-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(handle.result(), 120)
+    message = failure.value.cause.message
+    assert "verification failed" in message and "error_ratio: error ratio" in message and "x the limit" in message, message
+    status = await handle.query(DeploymentRollbackWorkflow.status)
+    assert status.phase is Phase.FAILED
+    assert not {c.name: c for c in status.verification.checks}["error_ratio"].ok

@@ -1,0 +1,85 @@
+"""The guard's activities against the sandbox: real probes, real metrics through
+the gRPC client; a wrong metric setting fails loudly instead of reading as healthy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import aiohttp
+import grpc
+import pytest
+from google.cloud import monitoring_v3
+from google.cloud.monitoring_v3.services.metric_service.transports import (
+    MetricServiceGrpcAsyncIOTransport,
+)
+from kubernetes.aio import client as kube
+from kubernetes.aio import config as kube_config
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.guard import GuardActivities
+from activities.metrics import Monitoring
+from activities.verify import VerifyActivities
+from runbook.enums import Severity
+from runbook.guard import GuardThresholds, MonitoringConfig
+from runbook.guard_models import BaselineRequest, GuardBaseline, WatchRequest
+from tests.conftest import RunningSandbox, http_status
+
+
+@pytest.fixture
+async def guard(sandbox: RunningSandbox) -> AsyncIterator[GuardActivities]:
+    endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
+    api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+    channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
+    async with aiohttp.ClientSession() as session:
+        monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
+                                project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"])
+        yield GuardActivities(VerifyActivities(kube.AppsV1Api(api), kube.CoreV1Api(api), session, monitoring), monitoring)
+    await channel.close()
+    await api.close()
+
+
+def watch_request(**changes) -> WatchRequest:
+    return WatchRequest(**{
+        "namespace": "default", "deployment": "tekutoko-api", "service": "tekutoko-api", "health_path": "/health", "api_path": "/v1/walks",
+        "monitoring": MonitoringConfig(window_seconds=30), "thresholds": GuardThresholds(), "baseline": GuardBaseline(p95_ms=80),
+        "interval_seconds": 0.2, "until": dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30), "max_polls": 5, **changes,
+    })
+
+
+async def test_the_live_60_percent_release_is_an_immediate_breach(guard: GuardActivities, sandbox: RunningSandbox) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(http_status, [sandbox.service_url() + "/v1/walks"] * 60))
+    report = await ActivityEnvironment().run(guard.watch, watch_request())
+    assert report.verdict.severity is Severity.IMMEDIATE and report.polls == 1
+    assert report.metrics is not None and report.metrics.requests >= 60 and report.breach_at == report.at
+
+
+async def test_the_baseline_records_revision_images_and_restarts(guard: GuardActivities) -> None:
+    baseline = await ActivityEnvironment().run(guard.baseline, BaselineRequest(
+        namespace="default", deployment="tekutoko-api", service="tekutoko-api", monitoring=MonitoringConfig(window_seconds=30)))
+    assert baseline.revision == 3 and baseline.images[0].endswith(":1.3.0") and baseline.restarts == 0
+    assert baseline.requests == 0 and baseline.p95_ms is None  # no traffic yet: no baseline, not a zero one
+
+
+async def test_no_data_is_reported_missing_not_healthy(guard: GuardActivities) -> None:
+    # A filter naming a load balancer with no traffic (a mistyped rule, a new service).
+    silent = MonitoringConfig(window_seconds=30, resource_filter='resource.labels.forwarding_rule_name = "default-{service}-old"')
+    report = await ActivityEnvironment().run(guard.watch, watch_request(max_polls=2, monitoring=silent))
+    assert report.polls == 2 and report.evidence.error_ratio is None
+    assert {"error ratio", "p95 latency"} <= set(report.verdict.missing)
+
+
+async def test_a_wrong_metric_type_fails_the_watch_with_the_setting_named(guard: GuardActivities) -> None:
+    bad = MonitoringConfig(request_count_metric="loadbalancing.googleapis.com/https/request_cnt")
+    with pytest.raises(ApplicationError, match="check the catalog's monitoring settings") as failure:
+        await ActivityEnvironment().run(guard.watch, watch_request(monitoring=bad))
+    assert failure.value.non_retryable and "request_cnt" in failure.value.message
+
+
+async def test_an_unknown_deployment_is_refused(guard: GuardActivities) -> None:
+    with pytest.raises(ApplicationError, match="does not exist"):
+        await ActivityEnvironment().run(guard.watch, watch_request(deployment="nobody"))

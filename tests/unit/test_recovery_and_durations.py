@@ -1,0 +1,72 @@
+"""The recovery criteria on both sides of each limit, and the guard CLI's
+durations and bad arguments."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from runbook.guard import RecoveryCriteria, judge_recovery
+from starter.cli import app
+from starter.guard import parse_duration
+
+CRITERIA = RecoveryCriteria()
+
+
+def verdicts(**reading) -> dict[str, tuple[bool, str]]:
+    found = judge_recovery(**{"requests": 100, "error_ratio": 0.0, "p95_ms": 80.0, "open_alerts": [], "criteria": CRITERIA, **reading})
+    return {name: (ok, detail) for name, ok, detail in found}
+
+
+def test_a_clean_reading_meets_every_criterion() -> None:
+    assert all(ok for ok, _ in verdicts().values()) and set(verdicts()) == {"error_ratio", "p95", "alerts"}
+
+
+@pytest.mark.parametrize(("ratio", "ok"), [(0.0099, True), (0.01, False), (0.148, False)])
+def test_error_ratio_limit(ratio: float, ok: bool) -> None:
+    met, detail = verdicts(error_ratio=ratio)["error_ratio"]
+    assert met is ok
+    if not ok:
+        assert "x the limit" in detail
+
+
+@pytest.mark.parametrize(("p95", "ok"), [(499.0, True), (500.0, False), (900.0, False)])
+def test_p95_limit(p95: float, ok: bool) -> None:
+    met, detail = verdicts(p95_ms=p95)["p95"]
+    assert met is ok and (ok or "ms over" in detail)
+
+
+def test_too_little_traffic_is_not_a_pass() -> None:
+    assert verdicts(requests=19)["error_ratio"][0] is False and verdicts(requests=20)["error_ratio"][0] is True
+    assert verdicts(error_ratio=None, requests=0)["error_ratio"][0] is False
+    assert verdicts(p95_ms=None)["p95"][0] is False
+
+
+def test_open_alerts_fail_and_are_named() -> None:
+    ok, detail = verdicts(open_alerts=["tekutoko-api error ratio above 5%"])["alerts"]
+    assert not ok and "tekutoko-api error ratio above 5%" in detail
+    assert "alerts" not in verdicts(open_alerts=None)  # alerts not read for this service
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("15s", 15), ("1h30m", 5400), ("90", 90), ("2.5s", 2.5), ("1H", 3600)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "--for") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "3x", "m", "-5s", "0", "30 minutes"])
+def test_bad_durations_name_the_option(text: str) -> None:
+    with pytest.raises(ValueError, match="--for"):
+        parse_duration(text, "--for")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--for", "3x"], "--for: '3x' is not a duration"),
+    (["--for", "5s"], "--for: Input should be greater than or equal to 10"),
+    (["--interval", "0.5s"], "--interval: Input should be greater than or equal to 1"),
+    (["--release-at", "2026-11-28T10:00:00"], "release_at needs a time zone offset"),
+    (["--release-at", "yesterday"], "--release-at: 'yesterday' is not an RFC 3339 time"),
+])
+def test_guard_start_refuses_bad_arguments_before_connecting(args: list[str], needle: str) -> None:
+    result = CliRunner().invoke(app, ["guard", "start", "--deployment", "tekutoko-api", *args], env={"MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert result.exit_code == 2, result.output
+    assert needle in result.output.replace("\n", " ")

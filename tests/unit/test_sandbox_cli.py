@@ -21,7 +21,7 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 def test_unknown_scenario(tmp_path: Path) -> None:
     result = run("sandbox", "up", "--scenario", "nope", "--state-dir", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == "modoru sandbox: unknown scenario 'nope': use one of tekutoko or a YAML file path"
+    assert result.stderr.strip() == "modoru sandbox: unknown scenario 'nope': use one of tekutoko, tekutoko-release or a YAML file path"
     assert not (tmp_path / "kubeconfig").exists()
 
 

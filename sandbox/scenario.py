@@ -8,12 +8,15 @@ line on a bad file.
 from __future__ import annotations
 
 import fnmatch
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PYTHON_PLACEHOLDER = "{python}"
 
 
 class ScenarioError(Exception):
@@ -48,6 +51,33 @@ class ImageProfile(Strict):
     error_ratio: float = Field(0.0, ge=0, le=1)
     latency: Latency = Field(default_factory=Latency)
     version: str | None = Field(None, description="Reported by the app; default: the image tag")
+    commands: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="pods/exec: an executable in the image -> the local argv that stands in for it; "
+        f"an item exactly {PYTHON_PLACEHOLDER} is the sandbox's own interpreter. Unmapped commands are not found.",
+    )
+    exec_timeout_seconds: float = Field(300.0, gt=0, le=86400, description="Wall-clock bound on one exec")
+
+    @field_validator("commands")
+    @classmethod
+    def _commands_are_argv(cls, commands: dict[str, list[str]]) -> dict[str, list[str]]:
+        # A typo here would otherwise surface only as a confusing exec failure mid-rollback.
+        for executable, argv in commands.items():
+            if not executable or any(ch.isspace() for ch in executable):
+                raise ValueError(f"{executable!r}: the key is one executable path; put its arguments in the list")
+            if not argv or not all(argv):
+                raise ValueError(f"{executable}: the argv must be a non-empty list of non-empty strings")
+            for item in argv:
+                if item != PYTHON_PLACEHOLDER and item.startswith("{") and item.endswith("}"):
+                    raise ValueError(f"{executable}: unknown placeholder {item}; only {PYTHON_PLACEHOLDER} is known")
+        return commands
+
+    def exec_argv(self, command: list[str]) -> list[str] | None:
+        """The local argv for `command` run in a container of this image, or None if unmapped."""
+        mapped = self.commands.get(command[0]) if command else None
+        if mapped is None:
+            return None
+        return [sys.executable if item == PYTHON_PLACEHOLDER else item for item in mapped] + command[1:]
 
 
 class ImageRule(Strict):

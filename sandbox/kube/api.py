@@ -16,6 +16,7 @@ from aiohttp import web
 from ..scenario import FaultRule
 from . import errors, subresources, tables
 from .defaults import apply_defaults, validate
+from .exec import PodExec
 from .faults import FaultInjector, RequestLog
 from .kubelet import Kubelet
 from .patch import apply_patch
@@ -61,9 +62,11 @@ class KubeApi:
         self.faults = faults
         self.requests = requests
         self.hooks = hooks  # objects with before_create(resource, obj), e.g. the load balancer
+        self.pod_exec = PodExec(store, kubelet)
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.on_shutdown.append(self.pod_exec.shutdown)  # exec sessions outlive ordinary requests
         app.router.add_get("/version", self._version)
         for probe in ("/healthz", "/livez", "/readyz"):
             app.router.add_get(probe, self._ok)
@@ -176,6 +179,7 @@ class KubeApi:
                 content_type=request.headers.get("Content-Type", ""),
                 user_agent=request.headers.get("User-Agent", ""),
                 status=status,
+                **self.pod_exec.log_fields(request),
             )
 
     def _parse(self, group: str, version: str, tail: str) -> Target:
@@ -199,7 +203,7 @@ class KubeApi:
         if t.subresource == "log":
             return subresources.pod_log(self.store, self.kubelet, request, t.namespace or "", t.name or "")
         if t.subresource == "exec":
-            raise errors.ApiError(400, "BadRequest", "pods/exec is not served by this sandbox yet; use the pod's log or the sandbox request log")
+            return await self.pod_exec.handle(request, t.namespace or "", t.name or "")
         if t.subresource == "scale":
             return await subresources.scale(self.store, request, t.resource, t.namespace or "", t.name or "", verb)
         if verb == "list":

@@ -111,4 +111,13 @@ class GuardActivities:
                 return report.model_copy(update={"window_over": True})
             if polls >= request.max_polls:
                 return report
-            await asyncio.sleep(request.interval_seconds)
+            await self._pause(request.interval_seconds, {"polls": polls, "health_failures": health_failures, "confirming": confirming.isoformat() if confirming else None})
+
+    @staticmethod
+    async def _pause(seconds: float, progress: dict) -> None:
+        """Sleep, heartbeating each second so a stop (a cancel) arrives promptly."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while (left := until - loop.time()) > 0:
+            await asyncio.sleep(min(1.0, left))
+            activity.heartbeat(progress)

@@ -75,6 +75,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=timedelta(seconds=10),
+            # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
+            max_heartbeat_throttle_interval=timedelta(seconds=5),
             interceptors=[ServiceTagging()],
         )
         async with worker:

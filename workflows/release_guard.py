@@ -138,6 +138,9 @@ class ReleaseGuardWorkflow:
             start_to_close_timeout=timedelta(seconds=max_polls * (interval + 60)),
             heartbeat_timeout=timedelta(seconds=interval + 60),
             retry_policy=RETRY, summary=f"watch {self._request.deployment} every {interval:g}s",
+            # On stop, end only once the watch has stopped polling: nothing keeps
+            # probing a service nobody guards any more.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         await self._until_done_or_stopped(watch)
         if not watch.done():

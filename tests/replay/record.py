@@ -70,7 +70,8 @@ async def escalate_then_approve(env, handle) -> None:
 async def record_guard(env: WorkflowEnvironment, name: str, scripted: ScriptedGuard, req: GuardRequest, steer=None) -> None:
     queue = f"record-{name}"
     activities = [*FakeCluster().activities(), *scripted.activities()]
-    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow], activities=activities):
+    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow], activities=activities,
+                      max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100)):
         handle = await env.client.start_workflow(ReleaseGuardWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
         if steer is not None:
             await steer(scripted, handle)

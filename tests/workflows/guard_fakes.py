@@ -34,6 +34,7 @@ class ScriptedGuard:
     script: list[WatchReport | str]
     watches: list[WatchRequest] = field(default_factory=list)
     baselines: int = 0
+    cancelled: bool = False
 
     def activities(self) -> list:
         @activity.defn(name="guard.baseline")
@@ -46,9 +47,13 @@ class ScriptedGuard:
             self.watches.append(request)
             step = self.script.pop(0) if self.script else "block"
             if step == "block":  # watch until cancelled, heartbeating like the real one
-                while True:
-                    activity.heartbeat()
-                    await asyncio.sleep(0.1)
+                try:
+                    while True:
+                        activity.heartbeat()
+                        await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    self.cancelled = True
+                    raise
             if step == "over":
                 return clean(1).model_copy(update={"window_over": True})
             assert isinstance(step, WatchReport)

@@ -29,7 +29,8 @@ QUEUE = "test-guard"
 def guard_worker(env: WorkflowEnvironment, fake, scripted: ScriptedGuard) -> Worker:
     lookup_and_rollback = fake.activities()
     return Worker(env.client, task_queue=QUEUE, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow],
-                  activities=[*lookup_and_rollback, *scripted.activities()], workflow_failure_exception_types=[Exception])
+                  activities=[*lookup_and_rollback, *scripted.activities()], workflow_failure_exception_types=[Exception],
+                  max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100))
 
 
 async def start_guard(env: WorkflowEnvironment, deployment: str, **changes):
@@ -108,6 +109,7 @@ async def test_stop_ends_the_guard_without_a_rollback(time_skipping_env, fake) -
         result: GuardResult = await handle.result()
     assert result.status.phase is GuardPhase.STOPPED and "oncall" in result.status.message
     assert result.status.rollback_workflow_id is None and "undo" not in fake.calls
+    assert scripted.cancelled  # the guard ended only after its watch stopped
 
 
 async def test_the_window_ending_finishes_quietly(time_skipping_env, fake) -> None:
@@ -131,6 +133,7 @@ async def test_a_running_rollback_is_never_doubled(time_skipping_env, fake) -> N
         handle = await start_guard(time_skipping_env, name)
         result: GuardResult = await handle.result()
         described = await first.describe()
+        await first.terminate("test over")  # a waiting workflow left behind would stall time skipping for later tests
     assert result.status.phase is GuardPhase.STOPPED and "already running" in result.status.message
     assert described.status is WorkflowExecutionStatus.RUNNING and described.run_id == first.result_run_id
     assert "undo" not in fake.calls

@@ -1,0 +1,1 @@
+DROP TABLE walk_points;

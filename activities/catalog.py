@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from runbook.catalog import Catalog, ServiceEntry
-from runbook.models import ServiceLookup
+from runbook.models import ServiceByName, ServiceLookup
 
 from .errors import permanent
 
@@ -23,4 +23,12 @@ class CatalogActivities:
                 f"deployment {request.namespace}/{request.deployment} is not in the service catalog (known: {known}); add it to the catalog file",
                 "UnknownService",
             )
+        return entry
+
+    @activity.defn(name="catalog.service")
+    async def service(self, request: ServiceByName) -> ServiceEntry:
+        entry = self.catalog.named(request.name)
+        if entry is None:
+            known = ", ".join(s.name for s in self.catalog.services) or "none"
+            raise permanent(f"service {request.name!r} is not in the service catalog (known: {known})", "UnknownService")
         return entry

@@ -46,6 +46,33 @@ class ApprovalPolicy(Strict):
     )
 
 
+class IntegrityCheck(Strict):
+    """A read-only query returning one number, compared before and after a migration rollback."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    sql: str = Field(min_length=1, description="SELECT returning a single number, e.g. SELECT count(*) FROM walks")
+    must_not_drop: bool = Field(True, description="fail the verification if the number went down")
+
+
+class MigrationConfig(Strict):
+    """How a service's schema is rolled back: the app's own migrate command, run in
+    one of its pods, and the Cloud SQL instance whose backups gate it."""
+
+    container: str | None = Field(None, description="container to exec in; default: the pod's first")
+    version_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "version"], min_length=1)
+    history_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "history"], min_length=1)
+    down_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "down", "{steps}"], min_length=1)
+    down_to_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "down-to", "{version}"], min_length=1)
+    command_timeout_seconds: int = Field(300, gt=0, le=3600)
+    cloudsql_instance: str = Field(pattern=NAME_PATTERN)
+    cloudsql_project: str | None = Field(None, description="default: the worker's MODORU_CLOUDSQL_PROJECT")
+    database_secret: str = Field(pattern=NAME_PATTERN, description="Secret in the service's namespace with DATABASE_HOST/PORT/NAME/USER/PASSWORD")
+    backup_max_age_hours: float = Field(24.0, gt=0)
+    on_demand_backup: bool = Field(False, description="take a backup first when none is fresh enough, instead of refusing")
+    approvals: int = Field(2, ge=0, description="data is at risk: two approvers by default, neither the requester")
+    integrity_checks: list[IntegrityCheck] = Field(default_factory=list)
+
+
 class ServiceEntry(Strict):
     name: str
     namespace: str = Field("default", pattern=NAME_PATTERN)
@@ -59,6 +86,7 @@ class ServiceEntry(Strict):
     guard: GuardThresholds = Field(default_factory=GuardThresholds, description="release-guard thresholds")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria, description="metric criteria after a rollback")
+    migration: MigrationConfig | None = Field(None, description="schema rollbacks; None: not offered for this service")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
 
@@ -70,6 +98,9 @@ class ServiceEntry(Strict):
 class Catalog(Strict):
     services: list[ServiceEntry]
     default: ServiceEntry | None = Field(None, description="Used for deployments not listed, if set")
+
+    def named(self, name: str) -> ServiceEntry | None:
+        return next((entry for entry in self.services if entry.name == name), None)
 
     def find(self, namespace: str, deployment: str) -> ServiceEntry | None:
         for entry in self.services:

@@ -44,6 +44,10 @@ class ServiceLookup(Model):
     deployment: str
 
 
+class ServiceByName(Model):
+    name: str
+
+
 class RevisionInfo(Model):
     revision: int
     replicaset: str

@@ -95,3 +95,25 @@ def rejected_notice(language: str, *, deployment: str, by: str, reason: str) -> 
     if language == "ja":
         return "【ロールバック中止】", f"【ロールバック中止】\n\n対象: {deployment}\n却下: {by}\n理由: {reason}\n変更は行っていません。"
     return "[Rollback rejected]", f"[Rollback rejected]\n\nTarget: {deployment}\nRejected by: {by}\nReason: {reason}\nNothing was changed."
+
+
+def _version(v: int | None) -> str:
+    return "nil" if v is None else str(v)
+
+
+def migration_complete_notice(language: str, *, done_at: dt.datetime, service: str, from_version: int | None, to_version: int | None, result: str) -> tuple[str, str]:
+    if language == "ja":
+        return "【マイグレーションロールバック完了】", (
+            "【マイグレーションロールバック完了】\n\n"
+            f"完了時刻: {_when(done_at)}\n対象: {service}\n"
+            f"対応内容: スキーマをバージョン{_version(from_version)}からバージョン{_version(to_version)}に戻しました\n"
+            f"確認結果: {result}\n\n"
+            "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
+        )
+    return "[Migration rollback complete]", (
+        "[Migration rollback complete]\n\n"
+        f"Done: {_when(done_at)}\nService: {service}\n"
+        f"Action: schema rolled back from version {_version(from_version)} to {_version(to_version)}\n"
+        f"Result: {result}\n\n"
+        "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
+    )

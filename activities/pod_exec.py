@@ -1,0 +1,77 @@
+"""Running a service's own command in one of its pods through the Kubernetes
+exec API (the WebSocket channel protocol), with stdout, stderr and the exit
+code captured for the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from kubernetes.aio import client
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.stream import WsApiClient
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from runbook.migration_models import OUTPUT_KEPT, ExecRequest, ExecResult
+
+from .errors import permanent, raise_for_api_status
+from .verify import VerifyActivities
+
+STDOUT, STDERR, ERROR = 1, 2, 3
+
+
+def _tail(data: bytes) -> str:
+    text = data.decode("utf-8", errors="replace")
+    return text if len(text) <= OUTPUT_KEPT else "…" + text[-OUTPUT_KEPT:]
+
+
+class PodExecActivities:
+    def __init__(self, exec_core: client.CoreV1Api, checks: VerifyActivities) -> None:
+        self.exec_core = exec_core  # a CoreV1Api over a WsApiClient
+        self.checks = checks
+
+    async def _ready_pod(self, request: ExecRequest) -> tuple[str, str]:
+        _, pods = await self.checks.deployment_pods(request.namespace, request.deployment)
+        for pod in sorted(pods, key=lambda p: p.metadata.name):
+            statuses = pod.status.container_statuses or []
+            if pod.status.phase == "Running" and statuses and all(cs.ready for cs in statuses) and not pod.metadata.deletion_timestamp:
+                names = [c.name for c in pod.spec.containers]
+                container = request.container or names[0]
+                if container not in names:
+                    raise permanent(f"deployment/{request.deployment} has no container {container!r} (containers: {', '.join(names)}); fix the catalog's migration.container", "ContainerNotFound")
+                return pod.metadata.name, container
+        # Retryable: a rollout in progress may have no Ready pod for a moment.
+        raise ApplicationError(f"deployment/{request.deployment} in {request.namespace!r} has no Running and Ready pod to run the command in", type="NoReadyPod")
+
+    async def _run(self, pod: str, container: str, request: ExecRequest) -> tuple[bytes, bytes, int]:
+        connect = await self.exec_core.connect_get_namespaced_pod_exec_without_preload_content(
+            pod, request.namespace, command=request.command, container=container, stderr=True, stdin=False, stdout=True, tty=False,
+        )
+        out, err, status = bytearray(), bytearray(), bytearray()
+        async with connect as ws:
+            async for message in ws:
+                data = message.data
+                if not isinstance(data, bytes) or not data:
+                    continue
+                channel, payload = data[0], data[1:]
+                if channel == STDOUT:
+                    out += payload
+                elif channel == STDERR:
+                    err += payload
+                elif channel == ERROR:
+                    status += payload
+        return bytes(out), bytes(err), WsApiClient.parse_error_data(bytes(status)) if status else 0
+
+    @activity.defn(name="k8s.exec")
+    async def exec_in_pod(self, request: ExecRequest) -> ExecResult:
+        pod, container = await self._ready_pod(request)
+        activity.heartbeat({"pod": pod})
+        try:
+            out, err, code = await asyncio.wait_for(self._run(pod, container, request), request.timeout_seconds)
+        except TimeoutError:
+            raise permanent(f"{' '.join(request.command)} in pod {pod} did not finish within {request.timeout_seconds}s; check the pod before retrying", "ExecTimeout") from None
+        except ApiException as exc:
+            raise_for_api_status(exc.status, f"exec in pod/{pod}", exc.body)
+        return ExecResult(pod=pod, container=container, command=request.command, exit_code=code, stdout=_tail(out), stderr=_tail(err), at=dt.datetime.now(dt.UTC))
+

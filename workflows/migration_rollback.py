@@ -1,0 +1,298 @@
+"""The runbook's migration rollback as a durable workflow: read the schema's
+version and history with the app's own command in one of its pods, require a
+fresh Cloud SQL backup, take two approvals, step down, and verify the schema
+and the data with read-only SQL.
+
+Steps are turned into the version they lead to and the app's `down-to` runs,
+so a retried activity never reverts twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from runbook import notices
+    from runbook.catalog import MigrationConfig, ServiceEntry
+    from runbook.migration_models import (
+        BackupCheck,
+        BackupCheckRequest,
+        DatabaseSnapshot,
+        ExecRequest,
+        ExecResult,
+        MigrationRequest,
+        MigrationResult,
+        MigrationStatus,
+        SnapshotRequest,
+    )
+    from runbook.migrations import (
+        MigrationRefused,
+        SchemaState,
+        fill,
+        parse_history,
+        parse_version,
+        plan_down,
+    )
+    from runbook.models import (
+        ApprovalSignal,
+        CheckResult,
+        Notice,
+        NoticeResult,
+        Phase,
+        RejectSignal,
+        ServiceByName,
+    )
+    from runbook.policy import sla_deadline
+
+    from .approval import ApprovalDesk, escalate
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
+
+
+class Stop(Exception):
+    """Ends the run with the status as it stands (a refusal or a failure)."""
+
+
+@workflow.defn(name="MigrationRollback")
+class MigrationRollbackWorkflow:
+    @workflow.init
+    def __init__(self, request: MigrationRequest) -> None:
+        now = workflow.now()
+        detected = request.detected_at or now
+        self._request = request
+        self._entry: ServiceEntry | None = None
+        self._status = MigrationStatus(
+            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
+            requested_by=request.requested_by, reason=request.reason, detected_at=detected,
+            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now},
+        )
+        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        wanted = f"down to version {request.to_version}" if request.to_version is not None else f"down {request.steps or 1} step(s)"
+        self._desk.note(request.requested_by, "requested", detail=f"migration rollback {wanted}: {request.reason}")
+
+    @workflow.signal(name="approve")
+    def approve(self, signal: ApprovalSignal) -> None:
+        self._desk.receive(signal)
+
+    @workflow.signal(name="reject")
+    def reject(self, signal: RejectSignal) -> None:
+        self._desk.receive(signal)
+
+    @workflow.query(name="status")
+    def status(self) -> MigrationStatus:
+        return self._status
+
+    @workflow.run
+    async def run(self, request: MigrationRequest) -> MigrationResult:
+        escalations = asyncio.create_task(escalate(
+            request.severity, self._status.detected_at, done=lambda: self._status.phase in TERMINAL,
+            mitigated=lambda: "mitigated" in self._status.timings, on_deadline=self._deadline, announce=self._escalation,
+        ))
+        try:
+            return await self._run(request)
+        except ActivityError as err:
+            cause = err.cause
+            await self._fail(getattr(cause, "message", None) or str(err), announce=self._status.phase is Phase.EXECUTING)
+            raise ApplicationError(self._status.message, type=getattr(cause, "type", None) or "MigrationRollbackFailed", non_retryable=True) from err
+        except Stop:
+            changed = Phase.EXECUTING.value in self._status.timings
+            raise ApplicationError(self._status.message, type="MigrationRollbackFailed" if changed else "MigrationRollbackRefused", non_retryable=True) from None
+        finally:
+            self._status.timings["finished"] = workflow.now()
+            escalations.cancel()
+
+    async def _run(self, request: MigrationRequest) -> MigrationResult:
+        entry: ServiceEntry = await self._activity("catalog.service", ServiceByName(name=request.service), ServiceEntry, "look up the service catalog")
+        if entry.migration is None:
+            await self._fail(f"service {request.service!r} has no migration settings in the catalog (migration: cloudsql_instance, database_secret, ...)")
+            raise Stop
+        self._entry, config = entry, entry.migration
+        self._desk.set_policy(entry.approval)
+        self._status.namespace, self._status.deployment = entry.namespace, entry.deployment
+
+        state = await self._read_state(config)
+        try:
+            steps, target = plan_down(state, request.steps, request.to_version)
+        except MigrationRefused as refused:
+            await self._fail(f"refused before any change: {refused}")
+            raise Stop from None
+        self._status.from_version, self._status.to_version, self._status.steps = state.version, target, steps
+        workflow.set_current_details(f"**{request.service}** schema {state.version} → {target if target is not None else 'nil'} ({steps} step{'s' if steps != 1 else ''})")
+
+        backup: BackupCheck = await self._activity("cloudsql.check_backup", BackupCheckRequest(
+            instance=config.cloudsql_instance, project=config.cloudsql_project, max_age_hours=config.backup_max_age_hours,
+            take_if_missing=config.on_demand_backup and not request.dry_run,
+        ), BackupCheck, "check for a fresh Cloud SQL backup", timeout=3700, heartbeat=60)
+        self._status.backup = backup
+        self._desk.note("modoru", "backup", counted=backup.ok, detail=backup.detail)
+        if not backup.ok:
+            await self._fail(f"refused before any change: {backup.detail}")
+            raise Stop
+        if request.dry_run:
+            self._status.message = f"dry run: would roll {request.service}'s schema back from version {state.version} to {target if target is not None else 'nil'} ({steps} steps)"
+            self._set_phase(Phase.COMPLETED)
+            return MigrationResult(status=self._status, no_op=True)
+        self._status.before = await self._snapshot(entry, config, "read the tables and integrity numbers before")
+
+        if not await self._approval_gate(config.approvals):
+            return MigrationResult(status=self._status)
+
+        self._set_phase(Phase.EXECUTING)
+        subject, text = notices.start_notice(
+            request.language, detected_at=self._status.detected_at, impact=request.reason, cause="",
+            action=f"migrate down-to {target if target is not None else 0} ({state.version} → {target if target is not None else 'nil'})",
+            expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)),
+        )
+        await self._notify("start", subject, text)
+        down = await self._exec(config, fill(config.down_to_command, version=target or 0, steps=steps), "migrate down")
+        version, dirty = await self._version(config)
+        if down.exit_code != 0 or dirty or version != target:
+            said = (down.stderr or down.stdout).strip().splitlines()[-1:] or [""]
+            self._status.dirty = dirty
+            await self._fail(f"{' '.join(down.command)} exited {down.exit_code}: {said[0]}; the schema is now at version {version if version is not None else 'nil'}{' (dirty)' if dirty else ''}; nothing further was run", announce=True)
+            raise Stop
+        self._status.timings["mitigated"] = workflow.now()
+        self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
+
+        self._set_phase(Phase.VERIFYING)
+        self._status.after = await self._snapshot(entry, config, "read the tables and integrity numbers after")
+        self._status.integrity = self._compare(config, self._status.before, self._status.after)
+        failing = [c for c in self._status.integrity if not c.ok]
+        if failing:
+            await self._fail("verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failing), announce=True)
+            raise Stop
+        subject, text = notices.migration_complete_notice(request.language, done_at=workflow.now(), service=request.service,
+                                                          from_version=state.version, to_version=target, result="; ".join(c.detail for c in self._status.integrity) or "schema at the target version")
+        await self._notify("complete", subject, text)
+        self._status.message = f"rolled {request.service}'s schema back from version {state.version} to {target if target is not None else 'nil'} and verified"
+        self._set_phase(Phase.COMPLETED)
+        return MigrationResult(status=self._status)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def _read_state(self, config: MigrationConfig) -> SchemaState:
+        version, dirty = await self._version(config)
+        history = await self._exec(config, config.history_command, "migrate history")
+        if history.exit_code != 0:
+            await self._fail(f"{' '.join(history.command)} exited {history.exit_code}: {history.stderr.strip()[-300:]}")
+            raise Stop
+        applied, available = parse_history(history.stdout)
+        self._status.from_version, self._status.dirty = version, dirty
+        return SchemaState(version=version, dirty=dirty, applied=tuple(applied), available=tuple(available))
+
+    async def _version(self, config: MigrationConfig) -> tuple[int | None, bool]:
+        result = await self._exec(config, config.version_command, "migrate version")
+        try:
+            return parse_version(result.stdout, result.stderr)
+        except ValueError as exc:
+            await self._fail(f"{' '.join(result.command)} exited {result.exit_code}: {exc}")
+            raise Stop from None
+
+    async def _exec(self, config: MigrationConfig, command: list[str], summary: str) -> ExecResult:
+        assert self._entry is not None
+        result: ExecResult = await self._activity("k8s.exec", ExecRequest(
+            namespace=self._entry.namespace, deployment=self._entry.deployment, container=config.container, command=command,
+            timeout_seconds=config.command_timeout_seconds,
+        ), ExecResult, summary, timeout=config.command_timeout_seconds + 60)
+        self._status.commands.append(result)
+        self._desk.note("modoru", "exec", detail=f"{' '.join(command)} in {result.pod}: exit {result.exit_code}")
+        return result
+
+    async def _snapshot(self, entry: ServiceEntry, config: MigrationConfig, summary: str) -> DatabaseSnapshot:
+        return await self._activity("db.snapshot", SnapshotRequest(namespace=entry.namespace, secret=config.database_secret, checks=config.integrity_checks),
+                                    DatabaseSnapshot, summary)
+
+    @staticmethod
+    def _compare(config: MigrationConfig, before: DatabaseSnapshot | None, after: DatabaseSnapshot) -> list[CheckResult]:
+        assert before is not None
+        gone = sorted(set(before.tables) - set(after.tables))
+        added = sorted(set(after.tables) - set(before.tables))
+        found = [CheckResult(name="tables", ok=True, detail=f"{len(after.tables)} tables; dropped: {', '.join(gone) or 'none'}; added: {', '.join(added) or 'none'}")]
+        for check in config.integrity_checks:
+            was, now = before.values.get(check.name), after.values.get(check.name)
+            if now is None and was is not None:
+                found.append(CheckResult(name=check.name, ok=not check.must_not_drop, detail=f"was {was:g}, now unreadable (its table is gone)"))
+            elif was is not None and now is not None and now < was:
+                found.append(CheckResult(name=check.name, ok=not check.must_not_drop, detail=f"dropped from {was:g} to {now:g} ({now - was:+g})"))
+            else:
+                found.append(CheckResult(name=check.name, ok=True, detail=f"{was if was is None else f'{was:g}'} → {now if now is None else f'{now:g}'}"))
+        return found
+
+    async def _approval_gate(self, needed: int) -> bool:
+        self._status.approvals_required = needed
+        if self._desk.rejection is None and needed == 0:
+            self._desk.note("modoru", "approval", detail="policy proceeds without approval")
+            return True
+        self._set_phase(Phase.AWAITING_APPROVAL)
+        if self._desk.rejection is None:
+            assert self._entry is not None
+            subject, text = notices.approval_needed_notice(self._request.language, deployment=f"{self._request.service} (schema)", workflow_id=self._status.workflow_id,
+                                                            approvers=self._entry.approval.approvers, deadline=self._status.sla_deadline)
+            await self._notify("approval_needed", subject, text)
+        approved = self._desk.rejection is None and await self._desk.wait(needed)
+        self._desk.open = False
+        if approved:
+            return True
+        rejection = self._desk.rejection
+        assert rejection is not None
+        self._status.message = f"rejected by {rejection.by}: {rejection.reason}; nothing was changed"
+        subject, text = notices.rejected_notice(self._request.language, deployment=f"{self._request.service} (schema)", by=rejection.by, reason=rejection.reason)
+        await self._notify("rejected", subject, text)
+        self._set_phase(Phase.REJECTED)
+        return False
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _deadline(self) -> None:
+        self._desk.deadline_passed = True
+        if "mitigated" not in self._status.timings:
+            self._status.sla_met = False
+
+    async def _escalation(self, point: str) -> None:
+        self._status.escalations.append(point)
+        self._desk.note("modoru", "escalation", detail=f"{point} in phase {self._status.phase.value}")
+        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=f"{self._request.service} (schema)",
+                                                  deadline=self._status.sla_deadline, phase=self._status.phase.value)
+        await self._notify("escalation", subject, text)
+
+    async def _fail(self, message: str, *, announce: bool = False) -> None:
+        self._status.message = message
+        self._set_phase(Phase.FAILED)
+        if announce:
+            subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=f"{self._request.service} (schema)", error=message, problems=[])
+            await self._notify("failure", subject, text)
+
+    async def _activity(self, name: str, arg, result_type, summary: str, *, timeout: int = 60, heartbeat: int | None = None):
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout),
+            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=RETRY, summary=summary,
+        )
+
+    async def _notify(self, kind: str, subject: str, text: str) -> None:
+        if self._entry is None or not self._entry.channels:
+            return
+        try:
+            result: NoticeResult = await workflow.execute_activity(
+                "notify.send", Notice(kind=kind, subject=subject, text=text, channels=self._entry.channels), result_type=NoticeResult,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY, summary=f"notify: {subject}",
+            )
+        except ActivityError:
+            self._desk.note("modoru", "notify_failed", detail=subject)
+            return
+        for failure in result.failed:
+            self._desk.note("modoru", "notify_failed", detail=f"{subject}: {failure}")
+
+    def _set_phase(self, phase: Phase) -> None:
+        self._status.phase = phase
+        self._status.timings[phase.value] = workflow.now()
+
+
+def migration_workflow_id(service: str) -> str:
+    """One schema rollback per service at a time."""
+    return f"migration-{service}"

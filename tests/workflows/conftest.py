@@ -46,7 +46,9 @@ def binary(name: str) -> str:
     return located
 
 
-@pytest.fixture(scope="session")
+# One test server per module: a workflow one module leaves waiting must not
+# hold up time skipping in the next.
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter)
     await ensure_search_attributes(env.client)

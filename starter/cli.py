@@ -29,13 +29,15 @@ app.add_typer(rollback_app, name="rollback")
 app.add_typer(sandbox_app, name="sandbox")
 
 
-def _add_guard() -> None:
+def _add_subcommands() -> None:
     from .guard import guard_app
+    from .migration import migrate_app
 
     app.add_typer(guard_app, name="guard")
+    app.add_typer(migrate_app, name="migrate-down")
 
 
-_add_guard()
+_add_subcommands()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -128,13 +130,22 @@ def reject(workflow_id: str, by: str = typer.Option(...), reason: str = typer.Op
 
 @app.command()
 def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show a rollback's phase, target, SLA, checklist and audit trail."""
-    from .commands import query_status
+    """Show a rollback's phase, target, SLA, checklist and audit trail (migration rollbacks and guards too)."""
+    from runbook.guard_models import GuardStatus
+    from runbook.migration_models import MigrationStatus
+
+    from .commands import query_any_status
+    from .guard import render_guard
+    from .migration import render_migration
 
     async def show(client, settings) -> int:
-        current = await query_status(client.get_workflow_handle(workflow_id))
+        current = await query_any_status(client.get_workflow_handle(workflow_id))
         if as_json:
             print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        elif isinstance(current, MigrationStatus):
+            render_migration(current)
+        elif isinstance(current, GuardStatus):
+            render_guard(current)
         else:
             render_status(current, settings.web_ui)
         return 0

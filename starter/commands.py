@@ -39,6 +39,22 @@ async def query_status(handle: WorkflowHandle) -> RollbackStatus:
         raise
 
 
+async def query_any_status(handle: WorkflowHandle):
+    """The status of whichever modoru workflow `handle` names: a deployment
+    rollback, a migration rollback or a release guard."""
+    from runbook.guard_models import GuardStatus
+    from runbook.migration_models import MigrationStatus
+
+    try:
+        kind = (await handle.describe()).workflow_type
+        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus}.get(kind, RollbackStatus)
+        return await handle.query("status", result_type=model)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no modoru workflow with id {handle.id}: see `modoru list`") from None
+        raise
+
+
 async def failure_of(handle: WorkflowHandle) -> str | None:
     description = await handle.describe()
     if description.status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT):
@@ -126,18 +142,15 @@ def exit_code(status: RollbackStatus | None) -> int:
 
 async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal) -> int:
     handle = client.get_workflow_handle(workflow_id)
-    await query_status(handle)  # says clearly when the id is unknown
+    await query_any_status(handle)  # says clearly when the id is unknown
     signal.request_id = uuid.uuid4().hex
     try:
-        if isinstance(signal, ApprovalSignal):
-            await handle.signal(DeploymentRollbackWorkflow.approve, signal)
-        else:
-            await handle.signal(DeploymentRollbackWorkflow.reject, signal)
+        await handle.signal("approve" if isinstance(signal, ApprovalSignal) else "reject", signal)
     except RPCError as exc:
         raise CliError(f"cannot signal {workflow_id}: {exc.message}") from None
     for _ in range(80):
-        status = await query_status(handle)
-        entry = next((e for e in status.audit if e.request_id == signal.request_id), None)
+        status = await query_any_status(handle)
+        entry = next((e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None)
         if entry is not None:
             if entry.counted:
                 console.print(f"[green]counted[/]: {entry.detail}")

@@ -12,6 +12,7 @@ from google.cloud.monitoring_v3.services.metric_service.transports import (
     MetricServiceGrpcAsyncIOTransport,
 )
 
+from activities.cloudsql import CloudSqlActivities
 from activities.metrics import READ_SCOPE, Monitoring
 
 from .settings import Settings
@@ -39,3 +40,34 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
     client = monitoring_v3.MetricServiceAsyncClient(credentials=credentials, client_options=options)
     return Monitoring(client, session, project=settings.monitoring_project or default_project,
                       rest_endpoint=settings.monitoring_rest_endpoint, credentials=credentials)
+
+
+def cloudsql_for(settings: Settings) -> CloudSqlActivities | None:
+    """None when the worker has no way to reach the Cloud SQL Admin API."""
+    from google.cloud import sqladmin_v1 as sql
+    from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
+        SqlBackupRunsServiceGrpcAsyncIOTransport,
+    )
+    from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
+        SqlOperationsServiceGrpcAsyncIOTransport,
+    )
+
+    if settings.cloudsql_insecure:
+        if not settings.cloudsql_endpoint:
+            raise ValueError("MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (host:port of the emulator)")
+        channel = grpc.aio.insecure_channel(settings.cloudsql_endpoint)
+        return CloudSqlActivities(sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
+                                  sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
+                                  settings.cloudsql_project)
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, default_project = google.auth.default(scopes=["https://www.googleapis.com/auth/sqlservice.admin"])
+    except DefaultCredentialsError:
+        log.warning("no Google credentials: migration rollbacks cannot check Cloud SQL backups")
+        return None
+    options = {"api_endpoint": settings.cloudsql_endpoint} if settings.cloudsql_endpoint else None
+    return CloudSqlActivities(sql.SqlBackupRunsServiceAsyncClient(credentials=credentials, client_options=options),
+                              sql.SqlOperationsServiceAsyncClient(credentials=credentials, client_options=options),
+                              settings.cloudsql_project or default_project)

@@ -12,51 +12,64 @@ from datetime import timedelta
 import aiohttp
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
+from kubernetes.aio.stream import WsApiClient
 from temporalio.worker import Worker
 
 from activities.catalog import CatalogActivities
+from activities.cloudsql import CloudSqlActivities
+from activities.database import DatabaseActivities
 from activities.guard import GuardActivities
 from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities, Monitoring
 from activities.notify import NotifyActivities
+from activities.pod_exec import PodExecActivities
 from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
-from .cloud import monitoring_for
+from .cloud import cloudsql_for, monitoring_for
 from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
 
 log = logging.getLogger("modoru.worker")
-WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow]
+WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow]
 
 
-async def kubernetes_client(settings: Settings) -> kube.ApiClient:
+async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
+    configuration = kube.Configuration()
     if settings.kubeconfig:
-        return await kube_config.new_client_from_config(config_file=str(settings.kubeconfig), context=settings.kube_context)
+        await kube_config.load_kube_config(config_file=str(settings.kubeconfig), context=settings.kube_context, client_configuration=configuration)
+        return configuration
     try:
-        kube_config.load_incluster_config()
-        return kube.ApiClient()
+        kube_config.load_incluster_config(client_configuration=configuration)
     except kube_config.ConfigException:
-        return await kube_config.new_client_from_config(context=settings.kube_context)
+        await kube_config.load_kube_config(context=settings.kube_context, client_configuration=configuration)
+    return configuration
 
 
-def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None) -> list:
+def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None,
+                   ws_api: WsApiClient | None = None, cloudsql: CloudSqlActivities | None = None) -> list:
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     k8s = KubernetesActivities(apps, core)
     verify = VerifyActivities(apps, core, session, monitoring)
     guard = GuardActivities(verify, monitoring)
     notify = NotifyActivities(base_dir=settings.notices_dir)
     catalog = CatalogActivities(load_catalog(settings.catalog))
+    database = DatabaseActivities(core)
     found = [
-        catalog.lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
-        verify.verify_service, notify.send, guard.baseline, guard.watch,
+        catalog.lookup, catalog.service, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
+        verify.verify_service, notify.send, guard.baseline, guard.watch, database.snapshot,
     ]
     if monitoring is not None:
         metrics = MetricsActivities(monitoring)
         found += [metrics.service_health, metrics.open_alerts]
+    if ws_api is not None:
+        found.append(PodExecActivities(kube.CoreV1Api(ws_api), verify).exec_in_pod)
+    if cloudsql is not None:
+        found.append(cloudsql.check_backup)
     return found
 
 
@@ -65,13 +78,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     added = await ensure_search_attributes(client)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
-    api = await kubernetes_client(settings)
+    configuration = await kubernetes_configuration(settings)
+    api, ws_api = kube.ApiClient(configuration), WsApiClient(configuration=configuration)
     async with aiohttp.ClientSession() as session:
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=activities_for(api, session, settings, monitoring_for(settings, session)),
+            activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings)),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=timedelta(seconds=10),
@@ -84,6 +98,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                      f"; metrics on {settings.metrics_address}" if settings.metrics_address else "")
             await stop.wait()
         await api.close()
+        await ws_api.close()
 
 
 def main() -> int:

@@ -1,0 +1,146 @@
+"""`modoru migrate-down`: roll a service's schema back with a backup gate and
+two approvers; `approve`, `reject` and `status` work on it as on rollbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from runbook.migration_models import MigrationRequest, MigrationStatus
+from runbook.models import Phase, Severity
+from worker.settings import Settings
+from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
+
+from .render import console
+
+migrate_app = typer.Typer(help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, verification.", no_args_is_help=True)
+TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
+
+
+def _version(v: int | None) -> str:
+    return "nil" if v is None else str(v)
+
+
+def render_migration(status: MigrationStatus) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("workflow", status.workflow_id)
+    table.add_row("phase", status.phase.value)
+    table.add_row("service", f"{status.service} ({status.namespace}/{status.deployment})")
+    if status.from_version is not None or status.to_version is not None:
+        table.add_row("schema", f"version {_version(status.from_version)} → {_version(status.to_version)} ({status.steps} steps)" + (" [red]dirty[/]" if status.dirty else ""))
+    table.add_row("severity", f"{status.severity.value}, deadline {status.sla_deadline.isoformat()}" + ("" if status.sla_met is None else f" (SLA {'met' if status.sla_met else 'breached'})"))
+    if status.backup is not None:
+        table.add_row("backup", ("[green]ok[/] " if status.backup.ok else "[red]missing[/] ") + status.backup.detail)
+    if status.approvals_required:
+        table.add_row("approvals", f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}")
+    for result in status.commands:
+        said = (result.stdout.strip() or result.stderr.strip()).splitlines()
+        table.add_row("exec", f"{' '.join(result.command)} (pod {result.pod}): exit {result.exit_code}" + (f": {said[-1]}" if said else ""))
+    for check in status.integrity:
+        table.add_row(f"check {check.name}", f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}")
+    if status.message:
+        table.add_row("message", status.message)
+    console.print(table)
+    audit = Table(title="audit")
+    for column in ("at", "actor", "action", "counted", "detail"):
+        audit.add_column(column, overflow="fold")
+    for entry in status.audit:
+        audit.add_row(entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, "" if entry.counted is None else ("yes" if entry.counted else "no"), entry.detail)
+    console.print(audit)
+
+
+async def follow_migration(handle: WorkflowHandle, quiet: bool = False) -> MigrationStatus:
+    from .commands import failure_of, query_any_status
+
+    last = None
+    while True:
+        failure = await failure_of(handle)
+        status = await query_any_status(handle)
+        if status.phase != last and not quiet:
+            console.print(f"[cyan]{status.phase.value}[/] {status.message}")
+            last = status.phase
+        if status.phase in TERMINAL or failure:
+            if failure and status.phase not in TERMINAL:
+                status.phase, status.message = Phase.FAILED, failure
+            if not quiet:
+                render_migration(status)
+            return status
+        await asyncio.sleep(0.5)
+
+
+async def start_migration(client: Client, settings: Settings, request: MigrationRequest, *, wait: bool, as_json: bool) -> int:
+    from .commands import CliError, failure_of, query_any_status
+
+    workflow_id = migration_workflow_id(request.service)
+    attached = False
+    try:
+        handle = await client.start_workflow(
+            MigrationRollbackWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"migration rollback of {request.service}", static_details=f"requested by {request.requested_by}: {request.reason}",
+        )
+    except WorkflowAlreadyStartedError:
+        handle, attached = client.get_workflow_handle(workflow_id), True
+    if not as_json:
+        verb = "a migration rollback is already running for this service; attached to it" if attached else "started"
+        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
+    status = None
+    if wait:
+        status = await follow_migration(handle, quiet=as_json)
+    else:
+        for _ in range(120):  # the checks before any change are where bad input shows
+            status = await query_any_status(handle)
+            if status.phase is not Phase.PLANNING:
+                break
+            if await failure_of(handle):
+                break
+            await asyncio.sleep(0.25)
+        failure = await failure_of(handle)
+        if failure:
+            raise CliError(f"migration rollback refused: {failure}", code=1)
+        if not as_json and status is not None:
+            console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
+    if as_json:
+        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
+        print(json.dumps({**payload, "attached": attached}, ensure_ascii=False))
+    if wait:
+        return 0 if status is not None and status.phase is Phase.COMPLETED else 1
+    return 0
+
+
+@migrate_app.command("start")
+def migrate_start(
+    service: str = typer.Option(..., help="The service, as named in the catalog."),
+    steps: int | None = typer.Option(None, help="Migrations to revert (default 1)."),
+    to_version: int | None = typer.Option(None, help="Revert down to this version instead (0: all)."),
+    reason: str = typer.Option(..., help="Why: what the migration broke."),
+    severity: Severity = typer.Option(Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."),
+    detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
+    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    language: str = typer.Option("ja", help="Notice language: ja or en."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Read the version, history and backups; change nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Start a migration rollback; prints its workflow id. Approve it with `modoru approve`."""
+    from .cli import fail, first_error, run
+
+    try:
+        detected = dt.datetime.fromisoformat(detected_at) if detected_at else None
+        request = MigrationRequest(service=service, steps=steps, to_version=to_version, reason=reason, severity=severity, detected_at=detected,
+                                   requested_by=requested_by, language=language, dry_run=dry_run)
+    except ValidationError as exc:
+        raise fail(first_error(exc)) from None
+    except ValueError:
+        raise fail(f"--detected-at: {detected_at!r} is not an RFC 3339 time") from None
+    run(lambda client, settings: start_migration(client, settings, request, wait=wait, as_json=as_json))
+

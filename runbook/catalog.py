@@ -61,8 +61,10 @@ class MigrationConfig(Strict):
     container: str | None = Field(None, description="container to exec in; default: the pod's first")
     version_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "version"], min_length=1)
     history_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "history"], min_length=1)
-    down_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "down", "{steps}"], min_length=1)
-    down_to_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "down-to", "{version}"], min_length=1)
+    down_to_command: list[str] = Field(
+        default_factory=lambda: ["/api", "migrate", "down-to", "{version}"], min_length=1,
+        description="steps are turned into the version they lead to, so a retried step down never reverts twice",
+    )
     command_timeout_seconds: int = Field(300, gt=0, le=3600)
     cloudsql_instance: str = Field(pattern=NAME_PATTERN)
     cloudsql_project: str | None = Field(None, description="default: the worker's MODORU_CLOUDSQL_PROJECT")

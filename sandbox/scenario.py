@@ -98,6 +98,7 @@ class DeploymentSeed(Strict):
     container_port: int = Field(8080, gt=0, lt=65536)
     labels: dict[str, str] = Field(default_factory=dict, description="default: app=<name>")
     env: dict[str, str] = Field(default_factory=dict)
+    env_from_secrets: list[str] = Field(default_factory=list, description="Secrets the container takes its environment from (envFrom)")
     progress_deadline_seconds: int = Field(600, gt=0)
     revision_history_limit: int = Field(10, ge=0)
     min_ready_seconds: int = Field(0, ge=0)
@@ -121,6 +122,19 @@ class ConfigSeed(Strict):
     name: str
     namespace: str = "default"
     data: dict[str, str] = Field(default_factory=dict)
+
+
+class DatabaseSeed(Strict):
+    """A Cloud SQL instance in the sandbox: a real PostgreSQL with the app's schema
+    and sample data, its connection in a Secret, and a first backup taken."""
+
+    instance: str = Field(pattern=r"^[a-z][-a-z0-9]*$")
+    database: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    password: str = Field(min_length=8, description="sandbox only; written to the Secret, never logged")
+    secret: str = Field(description="the Secret (in namespace) that gets DATABASE_HOST/PORT/NAME/USER/PASSWORD")
+    namespace: str = "default"
+    prepare: list[list[str]] = Field(default_factory=list, description="commands run with the database's env before the first backup, e.g. migrations and seed")
 
 
 class FaultRule(Strict):
@@ -149,6 +163,7 @@ class Scenario(Strict):
     configmaps: list[ConfigSeed] = Field(default_factory=list)
     secrets: list[ConfigSeed] = Field(default_factory=list)
     faults: list[FaultRule] = Field(default_factory=list)
+    databases: list[DatabaseSeed] = Field(default_factory=list)
 
     def profile_for(self, image: str) -> ImageProfile:
         for rule in self.images:
@@ -162,6 +177,9 @@ class Scenario(Strict):
         for seed in [*self.deployments, *self.services, *self.configmaps, *self.secrets]:
             if seed.namespace not in declared:
                 raise ValueError(f"{seed.name}: namespace {seed.namespace!r} is not in namespaces")
+        for db in self.databases:
+            if db.namespace not in declared:
+                raise ValueError(f"{db.instance}: namespace {db.namespace!r} is not in namespaces")
         return self
 
 

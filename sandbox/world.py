@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 from aiohttp import web
 
 from .alerts import AlertsEmulator
+from .cloudsql import CloudSqlEmulator
 from .kube.api import KubeApi
 from .kube.clock import Clock
 from .kube.defaults import apply_defaults
@@ -53,6 +55,8 @@ def deployment_manifest(seed: DeploymentSeed, image: str) -> dict[str, Any]:
     }
     if seed.env:
         container["env"] = [{"name": k, "value": v} for k, v in seed.env.items()]
+    if seed.env_from_secrets:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in seed.env_from_secrets]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -88,6 +92,8 @@ class Sandbox:
             project=self.monitoring.project,
         )
         self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
+        self.cloudsql = CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project) if scenario.databases else None
+        self._database_env: dict[tuple[str, str], dict[str, str]] = {}
         self.requests: RequestLog | None = None
         self.api: KubeApi | None = None
         self._runner: web.AppRunner | None = None
@@ -129,6 +135,7 @@ class Sandbox:
         ]
         await self.monitoring.start()
         await self.alerts.start()
+        await self._prepare_databases()
         await self._seed()
         self.faults.replace(self.scenario.faults)
         self._write_files()
@@ -150,12 +157,36 @@ class Sandbox:
         await self.load_balancers.close()
         await self.monitoring.stop()
         await self.alerts.stop()
+        if self.cloudsql is not None:
+            await self.cloudsql.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.requests is not None:
             self.requests.close()
 
     # -- seeding ---------------------------------------------------------------------
+
+    async def _prepare_databases(self) -> None:
+        """Each Cloud SQL instance: a real PostgreSQL brought to the app's schema with
+        sample data by the scenario's commands, then a first automated backup."""
+        if self.cloudsql is None:
+            return
+        await self.cloudsql.start()
+        for db in self.scenario.databases:
+            instance = await self.cloudsql.add_instance(db.instance, database=db.database, user=db.user, password=db.password, initial_backup=False)
+            env = instance.app_env()
+            for command in db.prepare:
+                argv = [sys.executable if part == "{python}" else part for part in command]
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, cwd=str(Path(__file__).resolve().parents[1]), env={"PATH": os.environ.get("PATH", ""), **env},
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )
+                out, err = await proc.communicate()
+                if proc.returncode != 0:
+                    said = (err or out).decode(errors="replace").strip().splitlines()[-1:] or [""]
+                    raise SandboxError(f"preparing database {db.instance}: {' '.join(command)} exited {proc.returncode}: {said[0]}")
+            await self.cloudsql.take_backup(db.instance)
+            self._database_env[(db.namespace, db.secret)] = env
 
     async def _seed(self) -> None:
         """Build the scenario's world through the controllers, pods starting at once,
@@ -167,8 +198,12 @@ class Sandbox:
             for seed in self.scenario.configmaps:
                 self.store.create(CONFIGMAPS, {"metadata": {"name": seed.name}, "data": seed.data}, seed.namespace)
             for seed in self.scenario.secrets:
-                data = {k: base64.b64encode(v.encode()).decode() for k, v in seed.data.items()}
+                values = {**seed.data, **self._database_env.pop((seed.namespace, seed.name), {})}
+                data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
                 self.store.create(SECRETS, {"metadata": {"name": seed.name}, "type": "Opaque", "data": data}, seed.namespace)
+            for (namespace, name), values in self._database_env.items():  # a database's Secret the scenario did not list
+                data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+                self.store.create(SECRETS, {"metadata": {"name": name}, "type": "Opaque", "data": data}, namespace)
             count = max((len(d.revisions) for d in self.scenario.deployments), default=0)
             for step in range(count):
                 for seed in self.scenario.deployments:
@@ -248,6 +283,7 @@ class Sandbox:
             "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
             "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
+            **({"cloud_sql": f"127.0.0.1:{self.cloudsql.port}", "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
         }
 
     def kubeconfig(self) -> dict[str, Any]:

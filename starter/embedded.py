@@ -92,8 +92,12 @@ class EmbeddedStack:
             "MODORU_MONITORING_ENDPOINT": cloud["cloud_monitoring"], "MODORU_MONITORING_REST_ENDPOINT": cloud["monitoring_rest"],
             "MODORU_MONITORING_PROJECT": cloud["monitoring_project"], "MODORU_MONITORING_INSECURE": "true",
         } if "monitoring_rest" in cloud else {}
+        cloudsql = {
+            "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"], "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"], "MODORU_CLOUDSQL_INSECURE": "true",
+        } if "cloud_sql" in cloud else {}
         return {
             **monitoring,
+            **cloudsql,
             **os.environ,
             "MODORU_TEMPORAL_ADDRESS": self.temporal_address,
             "MODORU_WEB_UI": self.web_ui,

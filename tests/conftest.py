@@ -105,13 +105,25 @@ def http_status(url: str) -> int:
 
 
 def fast_scenario(name: str = "tekutoko", **changes: Any) -> Scenario:
+    """The scenario at test speed; without its databases unless `databases` is
+    given (a real PostgreSQL costs a few seconds only the tests that use it pay)."""
     scenario = load_scenario(name)
-    return scenario.model_copy(update={"clock_speed": TEST_CLOCK_SPEED, **changes})
+    return scenario.model_copy(update={"clock_speed": TEST_CLOCK_SPEED, "databases": [], **changes})
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
     running = RunningSandbox(fast_scenario(), tmp_path / "sandbox")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def db_sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
+    """The sandbox with its Cloud SQL instance: a real PostgreSQL at the app's schema."""
+    running = RunningSandbox(fast_scenario(databases=load_scenario("tekutoko").databases), tmp_path / "sandbox")
     try:
         yield running
     finally:

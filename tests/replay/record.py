@@ -17,10 +17,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from runbook.guard_models import GuardRequest, StopSignal
+from runbook.migration_models import MigrationRequest
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, Severity
 from tests.workflows.conftest import FakeCluster, binary
 from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
+from tests.workflows.migration_fakes import FakeSchema
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 HERE = Path(__file__).parent / "histories"
@@ -95,6 +98,33 @@ def guard(**changes) -> GuardRequest:
     return GuardRequest(**{"deployment": f"api-{uuid.uuid4().hex[:6]}", "duration_seconds": 1800, "interval_seconds": 15, **changes})
 
 
+async def record_migration(env: WorkflowEnvironment, name: str, schema: FakeSchema, req: MigrationRequest, decisions=()) -> None:
+    queue = f"record-{name}"
+    async with Worker(env.client, task_queue=queue, workflows=[MigrationRollbackWorkflow], activities=schema.activities()):
+        handle = await env.client.start_workflow(MigrationRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+        if decisions:
+            for _ in range(200):
+                if (await handle.query(MigrationRollbackWorkflow.status)).phase == Phase.AWAITING_APPROVAL:
+                    break
+                await asyncio.sleep(0.05)
+            for signal in decisions:
+                await handle.signal("approve" if isinstance(signal, ApprovalSignal) else "reject", signal)
+        with contextlib.suppress(Exception):
+            await handle.result()
+        history = await handle.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
+def migration(**changes) -> MigrationRequest:
+    return MigrationRequest(**{"service": "tekutoko-api", "reason": "migration 5 broke walks", "requested_by": "oncall", **changes})
+
+
+def no_approvals(**changes) -> FakeSchema:
+    entry = FakeSchema().entry
+    return FakeSchema(entry=entry.model_copy(update={"migration": entry.migration.model_copy(update={"approvals": 0})}), **changes)
+
+
 async def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter)
@@ -110,6 +140,12 @@ async def main() -> None:
         await record_guard(env, "guard_continued_as_new", ScriptedGuard([clean(3), clean(3), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]), guard(polls_per_run=3))
         await record_guard(env, "guard_stopped", ScriptedGuard([clean(2), "block"]), guard(), stop_guard)
         await record_guard(env, "guard_window_over", ScriptedGuard([clean(2), "over"]), guard())
+        two = (ApprovalSignal(by="sre-lead"), ApprovalSignal(by="backend-lead"))
+        await record_migration(env, "migration_completed", FakeSchema(), migration(), two)
+        await record_migration(env, "migration_rejected", FakeSchema(), migration(), (RejectSignal(by="dba", reason="forward fix"),))
+        await record_migration(env, "migration_refused_no_backup", FakeSchema(backup_ok=False), migration())
+        await record_migration(env, "migration_failed_down", no_approvals(fail_down=True), migration())
+        await record_migration(env, "migration_verification_failed", no_approvals(rows_after=7), migration(to_version=3))
     finally:
         await env.shutdown()
 

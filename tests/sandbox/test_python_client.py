@@ -138,7 +138,7 @@ def test_strategic_merge_patch_merges_containers_and_env_by_name(sandbox, kube_c
     ]}}}})
     container = apps.read_namespaced_deployment(NAME, NS).spec.template.spec.containers[0]
     assert container.image == f"{IMAGE}:1.2.0"
-    assert {e.name: e.value for e in container.env} == {"APP_ENV": "production", "DATABASE_URL_SECRET": "tekutoko-db", "LOG_FORMAT": "json"}
+    assert {e.name: e.value for e in container.env} == {"APP_ENV": "production", "LOG_FORMAT": "json"}
     assert container.ports[0].container_port == 8080  # untouched lists survive
 
 

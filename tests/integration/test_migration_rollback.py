@@ -1,0 +1,200 @@
+"""Migration rollbacks on a real PostgreSQL: the sandbox's Cloud SQL instance,
+the app's migrate command run through pods/exec, the backup gate through the
+Cloud SQL Admin client, verification with read-only SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc
+import psycopg
+import pytest
+from google.cloud import sqladmin_v1 as sql
+from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
+    SqlBackupRunsServiceGrpcAsyncIOTransport,
+)
+from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
+    SqlOperationsServiceGrpcAsyncIOTransport,
+)
+from kubernetes.aio import client as kube
+from kubernetes.aio import config as kube_config
+from kubernetes.aio.stream import WsApiClient
+from temporalio.client import WorkflowFailureError
+from temporalio.worker import Worker
+
+from activities.catalog import CatalogActivities
+from activities.cloudsql import CloudSqlActivities
+from activities.database import DatabaseActivities
+from activities.notify import NotifyActivities
+from activities.pod_exec import PodExecActivities
+from activities.verify import VerifyActivities
+from runbook.catalog import (
+    ApprovalPolicy,
+    Catalog,
+    Channel,
+    IntegrityCheck,
+    MigrationConfig,
+    ServiceEntry,
+)
+from runbook.migration_models import MigrationRequest, MigrationResult
+from runbook.models import ApprovalSignal, Phase
+from tests.conftest import RunningSandbox
+from worker.main import WORKFLOWS
+from workflows.migration_rollback import MigrationRollbackWorkflow
+
+pytestmark = pytest.mark.integration
+MIGRATIONS = Path(__file__).resolve().parents[2] / "sandbox" / "app" / "migrations"
+
+
+@dataclass
+class MigrationStack:
+    client: object
+    queue: str
+    sandbox: RunningSandbox
+    apps: kube.AppsV1Api
+
+    @property
+    def instance(self):
+        return self.sandbox.sandbox.cloudsql.instance("tekutoko-db")
+
+    async def query(self, text: str) -> list[tuple]:
+        env = self.instance.app_env()
+        async with await psycopg.AsyncConnection.connect(host=env["DATABASE_HOST"], port=env["DATABASE_PORT"], dbname=env["DATABASE_NAME"],
+                                                         user=env["DATABASE_USER"], password=env["DATABASE_PASSWORD"]) as conn:
+            return await (await conn.execute(text)).fetchall()
+
+    async def tables(self) -> set[str]:
+        return {r[0] for r in await self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+
+    async def run(self, approvers: tuple[str, ...] = ("sre-lead", "backend-lead"), **changes) -> tuple[object, MigrationResult | None, str | None]:
+        request = MigrationRequest(**{"service": "tekutoko-api", "reason": "1.3.0's migration broke walks", "requested_by": "oncall", "language": "en", **changes})
+        handle = await self.client.start_workflow(MigrationRollbackWorkflow.run, request, id=f"migration-{uuid.uuid4().hex[:8]}", task_queue=self.queue)
+        for _ in range(300):
+            status = await handle.query(MigrationRollbackWorkflow.status)
+            if status.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED, Phase.COMPLETED):
+                break
+            await asyncio.sleep(0.1)
+        if status.phase is Phase.AWAITING_APPROVAL:
+            for who in approvers:
+                await handle.signal(MigrationRollbackWorkflow.approve, ApprovalSignal(by=who))
+        try:
+            return handle, await asyncio.wait_for(handle.result(), 120), None
+        except WorkflowFailureError as exc:
+            return handle, None, exc.cause.message
+
+
+@pytest.fixture
+async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterator[MigrationStack]:
+    endpoints = json.loads(db_sandbox.sandbox.endpoints_path.read_text())
+    entry = ServiceEntry(
+        name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
+        approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+        migration=MigrationConfig(container="api", cloudsql_instance="tekutoko-db", database_secret="tekutoko-db", integrity_checks=[
+            IntegrityCheck(name="users", sql="SELECT count(*) FROM users"), IntegrityCheck(name="walks", sql="SELECT count(*) FROM walks"),
+        ]),
+    )
+    configuration = kube.Configuration()
+    await kube_config.load_kube_config(config_file=str(db_sandbox.kubeconfig), client_configuration=configuration)
+    api, ws_api = kube.ApiClient(configuration), WsApiClient(configuration=configuration)
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    channel = grpc.aio.insecure_channel(endpoints["cloud_sql"])
+    cloudsql = CloudSqlActivities(sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
+                                  sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
+                                  endpoints["cloudsql_project"])
+    queue = f"migrations-{uuid.uuid4().hex[:8]}"
+    async with aiohttp.ClientSession() as session:
+        verify = VerifyActivities(apps, core, session)
+        activities = [CatalogActivities(Catalog(services=[entry])).service, PodExecActivities(kube.CoreV1Api(ws_api), verify).exec_in_pod,
+                      cloudsql.check_backup, DatabaseActivities(core).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
+        async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
+            yield MigrationStack(dev_env.client, queue, db_sandbox, apps)
+    await channel.close()
+    await ws_api.close()
+    await api.close()
+
+
+async def broken_migrations(stack: MigrationStack, tmp_path: Path, down_5: str) -> None:
+    """Point the app at a copy of its migrations whose version 5 reverts badly,
+    as a faulty release would ship (the pods roll to pick up the setting)."""
+    folder = tmp_path / "broken-migrations"
+    shutil.copytree(MIGRATIONS, folder)
+    (folder / "000005_create_badges.down.sql").write_text(down_5)
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "api", "env": [{"name": "MIGRATIONS_DIR", "value": str(folder)}]}]}}}}
+    await stack.apps.patch_namespaced_deployment("tekutoko-api", "default", patch)
+    for _ in range(400):
+        d = await stack.apps.read_namespaced_deployment("tekutoko-api", "default")
+        s = d.status
+        if s.observed_generation >= d.metadata.generation and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the deployment did not roll out")
+
+
+async def test_down_one_step_drops_the_newest_migration_and_verifies(migrations: MigrationStack) -> None:
+    assert "badges" in await migrations.tables()
+    _, result, error = await migrations.run()
+    assert error is None and result is not None
+    status = result.status
+    assert status.phase is Phase.COMPLETED and (status.from_version, status.to_version) == (5, 4)
+    assert status.approvals == ["sre-lead", "backend-lead"] and status.backup.ok
+    assert "badges" not in await migrations.tables() and "users" in await migrations.tables()
+    assert await migrations.query("SELECT version, dirty FROM schema_migrations") == [(4, False)]
+    assert [c.command[2] for c in status.commands] == ["version", "history", "down-to", "version"]
+    assert all(c.ok for c in status.integrity) and "dropped: badges" in status.integrity[0].detail
+
+
+async def test_down_to_a_version_reverts_several(migrations: MigrationStack) -> None:
+    _, result, error = await migrations.run(to_version=2)
+    assert error is None and result.status.steps == 3
+    tables = await migrations.tables()
+    assert {"users", "walks"} <= tables and not {"walk_points", "badges", "user_badges"} & tables
+    columns = {r[0] for r in await migrations.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")}
+    assert "daily_step_goal" not in columns  # migration 4 really reverted
+
+
+async def test_a_migration_failing_half_way_leaves_the_workflow_failed_and_dirty(migrations: MigrationStack, tmp_path: Path) -> None:
+    await broken_migrations(migrations, tmp_path, "DROP TABLE user_badges;\nSELECT no_such_column FROM badges;\n")
+    _, result, error = await migrations.run()
+    # As golang-migrate does, a failed revert of 5 leaves the version it was heading for, dirty.
+    assert result is None and "exited 1" in error and "no_such_column" in error and "now at version 4 (dirty)" in error, error
+    assert await migrations.query("SELECT version, dirty FROM schema_migrations") == [(4, True)]
+    assert "user_badges" in await migrations.tables()  # the failed step's transaction rolled back
+
+
+@pytest.mark.parametrize("problem", ["failed", "stale"])
+async def test_no_fresh_backup_refuses_before_any_change(migrations: MigrationStack, problem: str) -> None:
+    for run in migrations.instance.backup_runs:
+        if problem == "failed":
+            run.status = "FAILED"
+        else:
+            run.end_time = dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)
+    handle, result, error = await migrations.run()
+    assert result is None and "refused before any change" in error
+    assert ("no successful backup run" if problem == "failed" else "h old, older than 24 h") in error
+    status = await handle.query(MigrationRollbackWorkflow.status)
+    assert all(c.command[2] != "down-to" for c in status.commands) and status.approvals_required == 0
+    assert await migrations.query("SELECT version, dirty FROM schema_migrations") == [(5, False)]
+
+
+async def test_verification_catches_a_row_count_drop(migrations: MigrationStack, tmp_path: Path) -> None:
+    await broken_migrations(migrations, tmp_path, "DROP TABLE IF EXISTS user_badges;\nDROP TABLE IF EXISTS badges;\nDELETE FROM walks WHERE id % 2 = 0;\n")
+    before = (await migrations.query("SELECT count(*) FROM walks"))[0][0]
+    _, result, error = await migrations.run()
+    assert result is None and "verification failed" in error and f"walks: dropped from {before}" in error, error
+
+
+async def test_bad_requests_are_refused_with_the_reason(migrations: MigrationStack) -> None:
+    _, _, error = await migrations.run(steps=9)
+    assert "9 steps is more than the 5 applied" in error
+    _, _, error = await migrations.run(to_version=7)
+    assert "newer than the current 5" in error
+    _, _, error = await migrations.run(service="nobody")
+    assert "not in the service catalog" in error

@@ -19,16 +19,16 @@ POLL_SECONDS = 2.0
 BACKUP_TIMEOUT_SECONDS = 3600
 
 
-def _time(stamp) -> dt.datetime | None:
+def proto_time(stamp) -> dt.datetime | None:
     if not stamp:
         return None
     value = stamp if isinstance(stamp, dt.datetime) else stamp.ToDatetime(tzinfo=dt.UTC)
     return value if value.year > 1970 else None
 
 
-def _info(run: sql.BackupRun) -> BackupRunInfo:
+def backup_run_info(run: sql.BackupRun) -> BackupRunInfo:
     return BackupRunInfo(id=run.id, status=sql.SqlBackupRunStatus(run.status).name, type=sql.SqlBackupRunType(run.type_).name,
-                         start_time=_time(run.start_time), end_time=_time(run.end_time))
+                         start_time=proto_time(run.start_time), end_time=proto_time(run.end_time))
 
 
 class CloudSqlActivities:
@@ -51,7 +51,7 @@ class CloudSqlActivities:
         """(newest successful run, newest run of any status)."""
         response = await self._call("listing backup runs", instance, project, self.backup_runs.list(
             request=sql.SqlBackupRunsListRequest(project=project, instance=instance, max_results=50)))
-        runs = [_info(run) for run in response.items]
+        runs = [backup_run_info(run) for run in response.items]
         runs.sort(key=lambda r: r.end_time or r.start_time or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
         good = next((r for r in runs if r.status == "SUCCESSFUL" and r.end_time), None)
         return good, (runs[0] if runs else None)

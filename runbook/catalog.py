@@ -75,6 +75,20 @@ class MigrationConfig(Strict):
     integrity_checks: list[IntegrityCheck] = Field(default_factory=list)
 
 
+class PitrConfig(Strict):
+    """Point-in-time recovery: which instance is cloned and which Secret keys the
+    app reads its database address from (switched to the clone, and back)."""
+
+    cloudsql_instance: str = Field(pattern=NAME_PATTERN)
+    cloudsql_project: str | None = Field(None, description="default: the worker's MODORU_CLOUDSQL_PROJECT")
+    secret: str = Field(pattern=NAME_PATTERN, description="the app's database Secret (user, password and name are read; host and port are switched)")
+    host_key: str = "DATABASE_HOST"
+    port_key: str | None = Field("DATABASE_PORT", description="None: the app always uses 5432")
+    approvals: int = Field(2, ge=0, description="for the clone, and again for the switch")
+    operation_poll_seconds: int = Field(10, ge=1, le=600, description="how often the clone's operation is checked")
+    clone_timeout_minutes: int = Field(120, ge=1)
+
+
 class ServiceEntry(Strict):
     name: str
     namespace: str = Field("default", pattern=NAME_PATTERN)
@@ -89,6 +103,7 @@ class ServiceEntry(Strict):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria, description="metric criteria after a rollback")
     migration: MigrationConfig | None = Field(None, description="schema rollbacks; None: not offered for this service")
+    pitr: PitrConfig | None = Field(None, description="point-in-time recovery; None: not offered for this service")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
 

@@ -117,3 +117,19 @@ def migration_complete_notice(language: str, *, done_at: dt.datetime, service: s
         f"Result: {result}\n\n"
         "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
     )
+
+
+def pitr_complete_notice(language: str, *, done_at: dt.datetime, service: str, source: str, clone: str, point_in_time: dt.datetime) -> tuple[str, str]:
+    if language == "ja":
+        return "【ポイントインタイムリカバリ完了】", (
+            "【ポイントインタイムリカバリ完了】\n\n"
+            f"完了時刻: {_when(done_at)}\n対象: {service}\n"
+            f"対応内容: {source} を {_when(point_in_time)} 時点に復元した {clone} に接続を切り替えました（{source} は調査のため保持）\n\n"
+            "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
+        )
+    return "[Point-in-time recovery complete]", (
+        "[Point-in-time recovery complete]\n\n"
+        f"Done: {_when(done_at)}\nService: {service}\n"
+        f"Action: switched the app to {clone}, {source} as of {_when(point_in_time)} ({source} is kept as evidence)\n\n"
+        "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
+    )

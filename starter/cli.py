@@ -32,9 +32,11 @@ app.add_typer(sandbox_app, name="sandbox")
 def _add_subcommands() -> None:
     from .guard import guard_app
     from .migration import migrate_app
+    from .pitr import pitr_app
 
     app.add_typer(guard_app, name="guard")
     app.add_typer(migrate_app, name="migrate-down")
+    app.add_typer(pitr_app, name="pitr")
 
 
 _add_subcommands()
@@ -133,10 +135,12 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
     """Show a rollback's phase, target, SLA, checklist and audit trail (migration rollbacks and guards too)."""
     from runbook.guard_models import GuardStatus
     from runbook.migration_models import MigrationStatus
+    from runbook.pitr_models import PitrStatus
 
     from .commands import query_any_status
     from .guard import render_guard
     from .migration import render_migration
+    from .pitr import render_pitr
 
     async def show(client, settings) -> int:
         current = await query_any_status(client.get_workflow_handle(workflow_id))
@@ -146,6 +150,8 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
             render_migration(current)
         elif isinstance(current, GuardStatus):
             render_guard(current)
+        elif isinstance(current, PitrStatus):
+            render_pitr(current)
         else:
             render_status(current, settings.web_ui)
         return 0

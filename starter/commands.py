@@ -44,10 +44,11 @@ async def query_any_status(handle: WorkflowHandle):
     rollback, a migration rollback or a release guard."""
     from runbook.guard_models import GuardStatus
     from runbook.migration_models import MigrationStatus
+    from runbook.pitr_models import PitrStatus
 
     try:
         kind = (await handle.describe()).workflow_type
-        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus}.get(kind, RollbackStatus)
+        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus, "PointInTimeRecovery": PitrStatus}.get(kind, RollbackStatus)
         return await handle.query("status", result_type=model)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:

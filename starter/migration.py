@@ -58,8 +58,11 @@ def render_migration(status: MigrationStatus) -> None:
     console.print(audit)
 
 
-async def follow_migration(handle: WorkflowHandle, quiet: bool = False) -> MigrationStatus:
+async def follow_migration(handle: WorkflowHandle, quiet: bool = False, render=None):
+    """Follow a migration rollback (or, with its `render`, a recovery) to its end."""
     from .commands import failure_of, query_any_status
+
+    render = render or render_migration
 
     last = None
     while True:
@@ -72,7 +75,7 @@ async def follow_migration(handle: WorkflowHandle, quiet: bool = False) -> Migra
             if failure and status.phase not in TERMINAL:
                 status.phase, status.message = Phase.FAILED, failure
             if not quiet:
-                render_migration(status)
+                render(status)
             return status
         await asyncio.sleep(0.5)
 

@@ -13,6 +13,7 @@ from google.cloud.monitoring_v3.services.metric_service.transports import (
 )
 
 from activities.cloudsql import CloudSqlActivities
+from activities.cloudsql_pitr import PitrActivities
 from activities.metrics import READ_SCOPE, Monitoring
 
 from .settings import Settings
@@ -42,11 +43,14 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
                       rest_endpoint=settings.monitoring_rest_endpoint, credentials=credentials)
 
 
-def cloudsql_for(settings: Settings) -> CloudSqlActivities | None:
+def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities] | None:
     """None when the worker has no way to reach the Cloud SQL Admin API."""
     from google.cloud import sqladmin_v1 as sql
     from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
         SqlBackupRunsServiceGrpcAsyncIOTransport,
+    )
+    from google.cloud.sqladmin_v1.services.sql_instances_service.transports import (
+        SqlInstancesServiceGrpcAsyncIOTransport,
     )
     from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
         SqlOperationsServiceGrpcAsyncIOTransport,
@@ -56,18 +60,23 @@ def cloudsql_for(settings: Settings) -> CloudSqlActivities | None:
         if not settings.cloudsql_endpoint:
             raise ValueError("MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (host:port of the emulator)")
         channel = grpc.aio.insecure_channel(settings.cloudsql_endpoint)
-        return CloudSqlActivities(sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
-                                  sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
-                                  settings.cloudsql_project)
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
+        clients = (sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
+                   sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
+                   sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)))
+        project = settings.cloudsql_project
+    else:
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
 
-    try:
-        credentials, default_project = google.auth.default(scopes=["https://www.googleapis.com/auth/sqlservice.admin"])
-    except DefaultCredentialsError:
-        log.warning("no Google credentials: migration rollbacks cannot check Cloud SQL backups")
-        return None
-    options = {"api_endpoint": settings.cloudsql_endpoint} if settings.cloudsql_endpoint else None
-    return CloudSqlActivities(sql.SqlBackupRunsServiceAsyncClient(credentials=credentials, client_options=options),
-                              sql.SqlOperationsServiceAsyncClient(credentials=credentials, client_options=options),
-                              settings.cloudsql_project or default_project)
+        try:
+            credentials, default_project = google.auth.default(scopes=["https://www.googleapis.com/auth/sqlservice.admin"])
+        except DefaultCredentialsError:
+            log.warning("no Google credentials: migration rollbacks and point-in-time recovery cannot reach Cloud SQL")
+            return None
+        options = {"api_endpoint": settings.cloudsql_endpoint} if settings.cloudsql_endpoint else None
+        clients = (sql.SqlInstancesServiceAsyncClient(credentials=credentials, client_options=options),
+                   sql.SqlBackupRunsServiceAsyncClient(credentials=credentials, client_options=options),
+                   sql.SqlOperationsServiceAsyncClient(credentials=credentials, client_options=options))
+        project = settings.cloudsql_project or default_project
+    instances, backup_runs, operations = clients
+    return CloudSqlActivities(backup_runs, operations, project), PitrActivities(instances, backup_runs, operations, project)

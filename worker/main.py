@@ -17,15 +17,18 @@ from temporalio.worker import Worker
 
 from activities.catalog import CatalogActivities
 from activities.cloudsql import CloudSqlActivities
+from activities.cloudsql_pitr import PitrActivities
 from activities.database import DatabaseActivities
 from activities.guard import GuardActivities
 from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities, Monitoring
 from activities.notify import NotifyActivities
 from activities.pod_exec import PodExecActivities
+from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
+from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 from .catalog_file import CatalogError, load_catalog
@@ -35,7 +38,7 @@ from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
 
 log = logging.getLogger("modoru.worker")
-WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow]
+WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
@@ -51,17 +54,18 @@ async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
 
 
 def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None,
-                   ws_api: WsApiClient | None = None, cloudsql: CloudSqlActivities | None = None) -> list:
+                   ws_api: WsApiClient | None = None, cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None) -> list:
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     k8s = KubernetesActivities(apps, core)
     verify = VerifyActivities(apps, core, session, monitoring)
     guard = GuardActivities(verify, monitoring)
     notify = NotifyActivities(base_dir=settings.notices_dir)
     catalog = CatalogActivities(load_catalog(settings.catalog))
-    database = DatabaseActivities(core)
+    database, switch = DatabaseActivities(core), SwitchActivities(apps, core)
     found = [
         catalog.lookup, catalog.service, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
-        verify.verify_service, notify.send, guard.baseline, guard.watch, database.snapshot,
+        verify.verify_service, notify.send, guard.baseline, guard.watch, database.snapshot, database.clone_queries,
+        switch.read_secret_keys, switch.update_secret_keys, switch.rollout_restart,
     ]
     if monitoring is not None:
         metrics = MetricsActivities(monitoring)
@@ -69,7 +73,8 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     if ws_api is not None:
         found.append(PodExecActivities(kube.CoreV1Api(ws_api), verify).exec_in_pod)
     if cloudsql is not None:
-        found.append(cloudsql.check_backup)
+        backups, pitr = cloudsql
+        found += [backups.check_backup, pitr.pitr_check, pitr.start_clone, pitr.operation_done, pitr.instance]
     return found
 
 

@@ -10,13 +10,16 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from runbook.catalog import ApprovalPolicy
-    from runbook.models import ApprovalSignal, AuditEntry, RejectSignal
+    from runbook.catalog import ApprovalPolicy, Channel
+    from runbook.models import ApprovalSignal, AuditEntry, Notice, NoticeResult, RejectSignal
     from runbook.policy import escalation_points, judge_approval, judge_rejection
 
 GIVE_UP = timedelta(hours=24)
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 
 class ApprovalDesk:
@@ -110,3 +113,20 @@ async def escalate(severity, detected_at: dt.datetime, done: Callable[[], bool],
         if mitigated():
             return
         await announce(point)
+
+
+async def send_notice(channels: list[Channel], kind: str, subject: str, text: str, desk: ApprovalDesk) -> None:
+    """Send a notice; failing channels are audited, never fatal: a change must not
+    wait on a chat service."""
+    if not channels:
+        return
+    try:
+        result: NoticeResult = await workflow.execute_activity(
+            "notify.send", Notice(kind=kind, subject=subject, text=text, channels=channels), result_type=NoticeResult,  # type: ignore[arg-type]
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY, summary=f"notify: {subject}",
+        )
+    except ActivityError:
+        desk.note("modoru", "notify_failed", detail=subject)
+        return
+    for failure in result.failed:
+        desk.note("modoru", "notify_failed", detail=f"{subject}: {failure}")

@@ -40,18 +40,15 @@ with workflow.unsafe.imports_passed_through():
     from runbook.models import (
         ApprovalSignal,
         CheckResult,
-        Notice,
-        NoticeResult,
         Phase,
         RejectSignal,
         ServiceByName,
     )
     from runbook.policy import sla_deadline
 
-    from .approval import ApprovalDesk, escalate
+    from .approval import ApprovalDesk, escalate, send_notice
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
-NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 
 
@@ -275,18 +272,8 @@ class MigrationRollbackWorkflow:
         )
 
     async def _notify(self, kind: str, subject: str, text: str) -> None:
-        if self._entry is None or not self._entry.channels:
-            return
-        try:
-            result: NoticeResult = await workflow.execute_activity(
-                "notify.send", Notice(kind=kind, subject=subject, text=text, channels=self._entry.channels), result_type=NoticeResult,
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY, summary=f"notify: {subject}",
-            )
-        except ActivityError:
-            self._desk.note("modoru", "notify_failed", detail=subject)
-            return
-        for failure in result.failed:
-            self._desk.note("modoru", "notify_failed", detail=f"{subject}: {failure}")
+        if self._entry is not None:
+            await send_notice(self._entry.channels, kind, subject, text, self._desk)
 
     def _set_phase(self, phase: Phase) -> None:
         self._status.phase = phase

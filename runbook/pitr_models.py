@@ -1,0 +1,147 @@
+"""What flows through a point-in-time recovery: the request with its restore
+point, the pre-checks, the clone, its verification and the switch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .catalog import NAME_PATTERN
+from .enums import Phase, Severity
+from .migration_models import BackupRunInfo
+from .models import AuditEntry, CheckResult, Model
+
+INSTANCE_NAME = r"^[a-z][-a-z0-9]{0,61}[a-z0-9]$"
+
+
+class ExpectedQuery(Model):
+    """A read-only query on the clone and the answer it must give (compared as text)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    sql: str = Field(min_length=1)
+    expect: str
+
+
+class PitrRequest(Model):
+    service: str = Field(pattern=NAME_PATTERN, max_length=253)
+    point_in_time: dt.datetime = Field(description="RFC 3339 with an offset, e.g. 2026-11-28T14:05:00+09:00")
+    new_instance: str | None = Field(None, pattern=INSTANCE_NAME, description="default: <source>-pitr-<UTC yyyymmddhhmm>")
+    reason: str = Field(min_length=1, max_length=2000)
+    requested_by: str = Field(min_length=1, max_length=200)
+    checks: list[ExpectedQuery] = Field(default_factory=list, max_length=50)
+    severity: Severity = Severity.IMMEDIATE  # data corruption: the runbook's "roll back at once"
+    dry_run: bool = False
+    language: Literal["ja", "en"] = "ja"
+
+    @field_validator("point_in_time")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("point_in_time needs a time zone offset (e.g. +09:00 or Z): a naive time is ambiguous")
+        return value
+
+
+def clone_name(source: str, point_in_time: dt.datetime) -> str:
+    stamp = point_in_time.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S")
+    base = re.sub(r"-+$", "", f"{source}"[: 62 - len(stamp) - 6])
+    return f"{base}-pitr-{stamp}"
+
+
+class PitrCheckRequest(Model):
+    project: str | None = None
+    source: str
+    destination: str
+    point_in_time: dt.datetime
+
+
+class PitrCheck(Model):
+    pitr_enabled: bool
+    earliest: dt.datetime | None = None
+    latest: dt.datetime | None = None
+    destination_free: bool
+    backups: list[BackupRunInfo] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
+class CloneRequest(Model):
+    project: str | None = None
+    source: str
+    destination: str
+    point_in_time: dt.datetime
+
+
+class OperationRef(Model):
+    project: str
+    name: str
+
+
+class InstanceInfo(Model):
+    name: str
+    host: str
+    port: int = 5432
+    connection_name: str = ""
+    state: str = ""
+
+
+class InstanceRef(Model):
+    project: str | None = None
+    name: str
+
+
+class CloneQueriesRequest(Model):
+    namespace: str
+    secret: str = Field(description="the app's Secret: user, password and database name are read from it")
+    instance: InstanceInfo
+    checks: list[ExpectedQuery]
+
+
+class SecretKeysUpdate(Model):
+    namespace: str
+    secret: str
+    values: dict[str, str]
+
+
+class SecretKeysPrevious(Model):
+    values: dict[str, str | None]
+
+
+class RestartRequest(Model):
+    namespace: str
+    deployment: str
+    restarted_at: str
+
+
+class PitrStatus(Model):
+    workflow_id: str
+    phase: Phase
+    service: str
+    severity: Severity
+    requested_by: str
+    reason: str
+    point_in_time: dt.datetime
+    source: str = ""
+    clone: str = ""
+    window: tuple[dt.datetime | None, dt.datetime | None] = (None, None)
+    backups: list[BackupRunInfo] = Field(default_factory=list)
+    operation: str = ""
+    clone_info: InstanceInfo | None = None
+    checks: list[CheckResult] = Field(default_factory=list)
+    gate: Literal["", "clone", "switch"] = ""
+    approvals_required: int = 0
+    approvals: list[str] = Field(default_factory=list)
+    switch_approvals: list[str] = Field(default_factory=list)
+    switched: dict[str, str] = Field(default_factory=dict, description="the Secret keys now pointing at the clone")
+    switched_back: bool = False
+    health: list[CheckResult] = Field(default_factory=list)
+    audit: list[AuditEntry] = Field(default_factory=list)
+    timings: dict[str, dt.datetime] = Field(default_factory=dict)
+    sla_deadline: dt.datetime | None = None
+    message: str = ""
+
+
+class PitrResult(Model):
+    status: PitrStatus
+    no_op: bool = False

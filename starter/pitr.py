@@ -1,0 +1,131 @@
+"""`modoru pitr`: point-in-time recovery to a new instance, verified, then the
+app switched to it after a second approval."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from runbook.models import Phase
+from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrStatus
+from worker.settings import Settings
+from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
+
+from .render import console
+
+pitr_app = typer.Typer(help="Point-in-time recovery: clone the database to a time, verify, switch the app (two approvals each).", no_args_is_help=True)
+
+
+def parse_check(text: str) -> ExpectedQuery:
+    """`name=SELECT ... => expected`."""
+    name, sep, rest = text.partition("=")
+    query, arrow, expect = rest.rpartition("=>")
+    if not sep or not arrow or not name.strip() or not query.strip():
+        raise ValueError(f"--check: {text!r} is not NAME=SQL => EXPECTED, e.g. 'walks=SELECT count(*) FROM walks => 1204'")
+    return ExpectedQuery(name=name.strip(), sql=query.strip(), expect=expect.strip())
+
+
+def render_pitr(status: PitrStatus) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("workflow", status.workflow_id)
+    table.add_row("phase", status.phase.value + (f" (gate: {status.gate})" if status.phase is Phase.AWAITING_APPROVAL else ""))
+    table.add_row("service", status.service)
+    table.add_row("restore", f"{status.source} as of {status.point_in_time.isoformat()} → {status.clone}")
+    earliest, latest = status.window
+    if earliest or latest:
+        table.add_row("window", f"{earliest.isoformat() if earliest else '?'} .. {latest.isoformat() if latest else '?'}")
+    for run in status.backups[:3]:
+        table.add_row("backup", f"run {run.id} {run.status} {run.end_time.isoformat() if run.end_time else ''}")
+    if status.approvals_required:
+        table.add_row("approvals", f"clone {len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}; "
+                                   f"switch {len(status.switch_approvals)}/{status.approvals_required} {', '.join(status.switch_approvals)}")
+    if status.clone_info:
+        table.add_row("clone", f"{status.clone_info.name} at {status.clone_info.host}:{status.clone_info.port} ({status.clone_info.state})")
+    for check in status.checks:
+        table.add_row(f"check {check.name}", f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}")
+    if status.switched:
+        table.add_row("switched", ", ".join(f"{k}={v}" for k, v in status.switched.items()))
+    if status.switched_back:
+        table.add_row("switched back", f"to {status.source}")
+    for check in status.health:
+        table.add_row(f"health {check.name}", f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}")
+    if status.message:
+        table.add_row("message", status.message)
+    console.print(table)
+
+
+async def start_pitr(client: Client, settings: Settings, request: PitrRequest, *, wait: bool, as_json: bool) -> int:
+    from .commands import CliError, failure_of, query_any_status
+    from .migration import follow_migration
+
+    workflow_id = pitr_workflow_id(request.service)
+    attached = False
+    try:
+        handle = await client.start_workflow(
+            PointInTimeRecoveryWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
+            static_details=f"requested by {request.requested_by}: {request.reason}",
+        )
+    except WorkflowAlreadyStartedError:
+        handle, attached = client.get_workflow_handle(workflow_id), True
+    if not as_json:
+        verb = "a recovery is already running for this service; attached to it" if attached else "started"
+        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
+    if wait:
+        status = await follow_migration(handle, quiet=as_json, render=render_pitr)
+    else:
+        status = None
+        for _ in range(120):  # the pre-checks are where bad input shows
+            status = await query_any_status(handle)
+            if status.phase is not Phase.PLANNING or await failure_of(handle):
+                break
+            await asyncio.sleep(0.25)
+        failure = await failure_of(handle)
+        if failure:
+            raise CliError(f"recovery refused: {failure}", code=1)
+        if not as_json and status is not None:
+            console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
+    if as_json:
+        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
+        print(json.dumps({**payload, "attached": attached}, ensure_ascii=False))
+    return (0 if status is not None and status.phase is Phase.COMPLETED else 1) if wait else 0
+
+
+@pitr_app.command("start")
+def pitr_start(
+    service: str = typer.Option(..., help="The service, as named in the catalog."),
+    time: str = typer.Option(..., "--time", help="Restore point, RFC 3339 with an offset: 2026-11-28T14:05:00+09:00 or ...Z."),
+    reason: str = typer.Option(..., help="What was corrupted."),
+    new_instance: str | None = typer.Option(None, help="Name of the clone; default: <source>-pitr-<UTC time>."),
+    check: list[str] = typer.Option([], help="NAME=SQL => EXPECTED, run on the clone before the switch; repeatable."),
+    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    language: str = typer.Option("ja", help="Notice language: ja or en."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the restore point and the name; create nothing."),
+    wait: bool = typer.Option(False, "--wait"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recover a service's database to a point in time; approve each gate with `modoru approve`."""
+    from .cli import fail, first_error, run
+
+    try:
+        point = dt.datetime.fromisoformat(time.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"--time: {time!r} is not an RFC 3339 time") from None
+    try:
+        checks = [parse_check(c) for c in check]
+        request = PitrRequest(service=service, point_in_time=point, new_instance=new_instance, reason=reason, requested_by=requested_by,
+                              checks=checks, language=language, dry_run=dry_run)
+    except ValidationError as exc:
+        raise fail(first_error(exc).replace("--point-in-time", "--time")) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    run(lambda client, settings: start_pitr(client, settings, request, wait=wait, as_json=as_json))

@@ -1,0 +1,252 @@
+"""The runbook's point-in-time recovery for serious data corruption: check the
+restore point against the recovery window, clone the instance to that time as
+a new instance, verify the clone, and, after a second approval, switch the app
+to it. If the app does not come back healthy it is switched back. The source
+instance is evidence: it is only ever read."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from runbook import notices
+    from runbook.catalog import PitrConfig, ServiceEntry
+    from runbook.models import (
+        ApprovalSignal,
+        CheckResult,
+        Phase,
+        RejectSignal,
+        RolloutOutcome,
+        RolloutWaitRequest,
+        ServiceByName,
+        VerifyRequest,
+        VerifyResult,
+    )
+    from runbook.pitr_models import (
+        CloneQueriesRequest,
+        CloneRequest,
+        InstanceInfo,
+        InstanceRef,
+        OperationRef,
+        PitrCheck,
+        PitrCheckRequest,
+        PitrRequest,
+        PitrResult,
+        PitrStatus,
+        RestartRequest,
+        SecretKeysPrevious,
+        SecretKeysUpdate,
+        clone_name,
+    )
+    from runbook.policy import sla_deadline
+
+    from .approval import ApprovalDesk, send_notice
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+
+
+class Stop(Exception):
+    """Ends the run with the status as it stands."""
+
+
+@workflow.defn(name="PointInTimeRecovery")
+class PointInTimeRecoveryWorkflow:
+    @workflow.init
+    def __init__(self, request: PitrRequest) -> None:
+        now = workflow.now()
+        self._request = request
+        self._entry: ServiceEntry | None = None
+        self._status = PitrStatus(
+            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
+            requested_by=request.requested_by, reason=request.reason, point_in_time=request.point_in_time,
+            timings={"started": now}, sla_deadline=sla_deadline(request.severity, now),
+        )
+        self._clone_desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        self._switch_desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.switch_approvals)
+        self._switch_desk.open = False
+        self._clone_desk.note(request.requested_by, "requested", detail=f"recover to {request.point_in_time.isoformat()}: {request.reason}")
+
+    def _desk(self) -> ApprovalDesk:
+        return self._switch_desk if self._status.gate == "switch" else self._clone_desk
+
+    @workflow.signal(name="approve")
+    def approve(self, signal: ApprovalSignal) -> None:
+        self._desk().receive(signal)
+
+    @workflow.signal(name="reject")
+    def reject(self, signal: RejectSignal) -> None:
+        self._desk().receive(signal)
+
+    @workflow.query(name="status")
+    def status(self) -> PitrStatus:
+        return self._status
+
+    @workflow.run
+    async def run(self, request: PitrRequest) -> PitrResult:
+        try:
+            return await self._run(request)
+        except ActivityError as err:
+            cause = err.cause
+            await self._fail(getattr(cause, "message", None) or str(err), announce=Phase.EXECUTING.value in self._status.timings)
+            raise ApplicationError(self._status.message, type=getattr(cause, "type", None) or "RecoveryFailed", non_retryable=True) from err
+        except Stop:
+            raise ApplicationError(self._status.message, type="RecoveryFailed" if Phase.EXECUTING.value in self._status.timings else "RecoveryRefused", non_retryable=True) from None
+        finally:
+            self._status.timings["finished"] = workflow.now()
+
+    async def _run(self, request: PitrRequest) -> PitrResult:
+        entry: ServiceEntry = await self._activity("catalog.service", ServiceByName(name=request.service), ServiceEntry, "look up the service catalog")
+        if entry.pitr is None:
+            await self._fail(f"service {request.service!r} has no pitr settings in the catalog (pitr: cloudsql_instance, secret, ...)")
+            raise Stop
+        self._entry, config = entry, entry.pitr
+        self._clone_desk.set_policy(entry.approval)
+        self._switch_desk.set_policy(entry.approval)
+        source = config.cloudsql_instance
+        clone = request.new_instance or clone_name(source, request.point_in_time)
+        self._status.source, self._status.clone = source, clone
+
+        check: PitrCheck = await self._activity("cloudsql.pitr_check", PitrCheckRequest(
+            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time), PitrCheck, "check the restore point and the destination")
+        self._status.window, self._status.backups = (check.earliest, check.latest), check.backups
+        if check.problems:
+            await self._fail("refused before anything was created: " + "; ".join(check.problems))
+            raise Stop
+        workflow.set_current_details(f"**{source}** → **{clone}** at {request.point_in_time.isoformat()}")
+        if request.dry_run:
+            self._status.message = f"dry run: would clone {source} to {request.point_in_time.isoformat()} as {clone}"
+            self._set_phase(Phase.COMPLETED)
+            return PitrResult(status=self._status, no_op=True)
+
+        if not await self._gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}"):
+            return PitrResult(status=self._status)
+        self._set_phase(Phase.EXECUTING)
+        subject, text = notices.start_notice(request.language, detected_at=self._status.timings["started"], impact=request.reason, cause="data corruption",
+                                             action=f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} as {clone}",
+                                             expected_recovery=workflow.now() + timedelta(minutes=config.clone_timeout_minutes))
+        await self._notify("start", subject, text)
+        operation: OperationRef = await self._activity("cloudsql.start_clone", CloneRequest(
+            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time), OperationRef, f"clone {source} as {clone}")
+        self._status.operation = operation.name
+        await workflow.execute_activity(
+            "cloudsql.operation_done", operation, result_type=str, summary=f"wait for the clone operation {operation.name}",
+            start_to_close_timeout=timedelta(seconds=60), schedule_to_close_timeout=timedelta(minutes=config.clone_timeout_minutes),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=config.operation_poll_seconds), backoff_coefficient=1.0,
+                                     non_retryable_error_types=["OperationFailed"]),
+        )
+        info: InstanceInfo = await self._activity("cloudsql.instance", InstanceRef(project=config.cloudsql_project, name=clone), InstanceInfo, f"read {clone}'s address")
+        self._status.clone_info = info
+
+        self._set_phase(Phase.VERIFYING)
+        if request.checks:
+            self._status.checks = await self._activity("db.clone_queries", CloneQueriesRequest(
+                namespace=entry.namespace, secret=config.secret, instance=info, checks=request.checks), list[CheckResult], f"verify {clone}")
+        failing = [c for c in self._status.checks if not c.ok]
+        if failing:
+            await self._fail(f"the clone {clone} failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failing) + f"; nothing was switched, {clone} is kept for inspection", announce=True)
+            raise Stop
+        if not await self._gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}"):
+            return PitrResult(status=self._status)
+        return await self._switch(entry, config, info)
+
+    async def _switch(self, entry: ServiceEntry, config: PitrConfig, info: InstanceInfo) -> PitrResult:
+        self._set_phase(Phase.EXECUTING)
+        target = {config.host_key: info.host, **({config.port_key: str(info.port)} if config.port_key else {})}
+        previous: SecretKeysPrevious = await self._activity("k8s.read_secret_keys", SecretKeysUpdate(namespace=entry.namespace, secret=config.secret, values=target),
+                                                            SecretKeysPrevious, f"read secret/{config.secret}'s database address")
+        await self._point(entry, config, target, f"point secret/{config.secret} at {info.name}")
+        self._status.switched = target
+        healthy, detail = await self._restart_and_check(entry, "after the switch")
+        if healthy:
+            self._status.timings["mitigated"] = workflow.now()
+            subject, text = notices.pitr_complete_notice(self._request.language, done_at=workflow.now(), service=self._request.service,
+                                                         source=self._status.source, clone=info.name, point_in_time=self._request.point_in_time)
+            await self._notify("complete", subject, text)
+            self._status.message = f"{self._request.service} now uses {info.name} ({self._request.point_in_time.isoformat()}); {self._status.source} is kept untouched as evidence"
+            self._set_phase(Phase.COMPLETED)
+            return PitrResult(status=self._status)
+        restore = {k: v for k, v in previous.values.items() if v is not None}
+        await self._point(entry, config, restore, f"point secret/{config.secret} back at {self._status.source}")
+        self._status.switched, self._status.switched_back = {}, True
+        back, back_detail = await self._restart_and_check(entry, "after switching back")
+        await self._fail(f"{self._request.service} was not healthy on {info.name} ({detail}); switched back to {self._status.source}"
+                         + ("" if back else f", which is not healthy either ({back_detail})") + f"; {info.name} is kept for inspection", announce=True)
+        raise Stop
+
+    async def _point(self, entry: ServiceEntry, config: PitrConfig, values: dict[str, str], summary: str) -> None:
+        await self._activity("k8s.update_secret_keys", SecretKeysUpdate(namespace=entry.namespace, secret=config.secret, values=values), SecretKeysPrevious, summary)
+        self._clone_desk.note("modoru", "switch", detail=f"secret/{config.secret}: {', '.join(f'{k}={v}' for k, v in values.items())}")
+
+    async def _restart_and_check(self, entry: ServiceEntry, when: str) -> tuple[bool, str]:
+        self._set_phase(Phase.WAITING_ROLLOUT)
+        stamp = workflow.now().isoformat()
+        await self._activity("k8s.rollout_restart", RestartRequest(namespace=entry.namespace, deployment=entry.deployment, restarted_at=stamp), str, f"restart {entry.deployment} {when}")
+        try:
+            await self._activity("k8s.wait_rollout", RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds),
+                                 RolloutOutcome, f"wait for the restart {when}", timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
+        except ActivityError as err:
+            return False, getattr(err.cause, "message", None) or str(err)
+        self._set_phase(Phase.VERIFYING)
+        result: VerifyResult = await self._activity("verify.service", VerifyRequest(
+            namespace=entry.namespace, deployment=entry.deployment, service=entry.service, paths=entry.check_paths, window_seconds=entry.verification_window_seconds),
+            VerifyResult, f"health {when}", timeout=entry.verification_window_seconds + 60, heartbeat=10)
+        self._status.health = result.checks
+        failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
+        return result.ok, failing or "healthy"
+
+    async def _gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str) -> bool:
+        self._status.gate = gate  # type: ignore[assignment]
+        self._status.approvals_required = needed
+        desk.open = True
+        if needed == 0:
+            desk.note("modoru", "approval", detail=f"{gate}: policy proceeds without approval")
+            return True
+        self._set_phase(Phase.AWAITING_APPROVAL)
+        assert self._entry is not None
+        subject, text = notices.approval_needed_notice(self._request.language, deployment=f"{self._request.service}: {what}", workflow_id=self._status.workflow_id,
+                                                        approvers=self._entry.approval.approvers, deadline=self._status.sla_deadline or workflow.now())
+        await self._notify("approval_needed", subject, text)
+        approved = desk.rejection is None and await desk.wait(needed)
+        desk.open = False
+        if approved:
+            return True
+        rejection = desk.rejection
+        assert rejection is not None
+        kept = f"; {self._status.clone} is kept, the app was not switched" if gate == "switch" else "; nothing was created"
+        self._status.message = f"{gate} rejected by {rejection.by}: {rejection.reason}{kept}"
+        subject, text = notices.rejected_notice(self._request.language, deployment=f"{self._request.service}: {what}", by=rejection.by, reason=rejection.reason)
+        await self._notify("rejected", subject, text)
+        self._set_phase(Phase.REJECTED)
+        return False
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _fail(self, message: str, *, announce: bool = False) -> None:
+        self._status.message = message
+        self._set_phase(Phase.FAILED)
+        if announce:
+            subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=f"{self._request.service} (point-in-time recovery)", error=message, problems=[])
+            await self._notify("failure", subject, text)
+
+    async def _activity(self, name: str, arg, result_type, summary: str, *, timeout: int = 60, heartbeat: int | None = None):
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout),
+            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=RETRY, summary=summary,
+        )
+
+    async def _notify(self, kind: str, subject: str, text: str) -> None:
+        if self._entry is not None:
+            await send_notice(self._entry.channels, kind, subject, text, self._clone_desk)
+
+    def _set_phase(self, phase: Phase) -> None:
+        self._status.phase = phase
+        self._status.timings[phase.value] = workflow.now()
+
+
+def pitr_workflow_id(service: str) -> str:
+    return f"pitr-{service}"
+

@@ -19,11 +19,14 @@ from temporalio.worker import Worker
 from runbook.guard_models import GuardRequest, StopSignal
 from runbook.migration_models import MigrationRequest
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, Severity
+from runbook.pitr_models import ExpectedQuery, PitrRequest
 from tests.workflows.conftest import FakeCluster, binary
 from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
 from tests.workflows.migration_fakes import FakeSchema
+from tests.workflows.pitr_fakes import FakeRecovery, T
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
+from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 HERE = Path(__file__).parent / "histories"
@@ -116,6 +119,32 @@ async def record_migration(env: WorkflowEnvironment, name: str, schema: FakeSche
     print(f"recorded {name}: {len(history.events)} events")
 
 
+async def record_pitr(env: WorkflowEnvironment, name: str, fake: FakeRecovery, gates: tuple[str, ...] = ()) -> None:
+    queue = f"record-{name}"
+    req = PitrRequest(service="tekutoko-api", point_in_time=T, reason="a job deleted walks", requested_by="oncall",
+                      checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect="3")])
+    async with Worker(env.client, task_queue=queue, workflows=[PointInTimeRecoveryWorkflow], activities=fake.activities()):
+        handle = await env.client.start_workflow(PointInTimeRecoveryWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+        for gate in gates:
+            for _ in range(400):
+                status = await handle.query(PointInTimeRecoveryWorkflow.status)
+                if status.phase == Phase.AWAITING_APPROVAL and status.gate == gate:
+                    break
+                await asyncio.sleep(0.05)
+            for who in ("sre-lead", "dba"):
+                await handle.signal("approve", ApprovalSignal(by=who))
+        with contextlib.suppress(Exception):
+            await handle.result()
+        history = await handle.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
+def no_pitr_approvals(**changes) -> FakeRecovery:
+    entry = FakeRecovery().entry
+    return FakeRecovery(entry=entry.model_copy(update={"pitr": entry.pitr.model_copy(update={"approvals": 0})}), **changes)
+
+
 def migration(**changes) -> MigrationRequest:
     return MigrationRequest(**{"service": "tekutoko-api", "reason": "migration 5 broke walks", "requested_by": "oncall", **changes})
 
@@ -146,6 +175,10 @@ async def main() -> None:
         await record_migration(env, "migration_refused_no_backup", FakeSchema(backup_ok=False), migration())
         await record_migration(env, "migration_failed_down", no_approvals(fail_down=True), migration())
         await record_migration(env, "migration_verification_failed", no_approvals(rows_after=7), migration(to_version=3))
+        await record_pitr(env, "pitr_switched", FakeRecovery(), ("clone", "switch"))
+        await record_pitr(env, "pitr_check_failed", no_pitr_approvals(check_ok=False))
+        await record_pitr(env, "pitr_switched_back", no_pitr_approvals(healthy_on_clone=False))
+        await record_pitr(env, "pitr_refused", FakeRecovery(problems=["the restore point is in the future"]))
     finally:
         await env.shutdown()
 

@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
+from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -22,12 +23,13 @@ def test_there_is_a_history_for_each_outcome() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"completed_immediate", "completed_after_approval", "rejected", "escalated", "refused_missing_revision", "already_at_target", "verification_failed",
             "guard_rolled_back", "guard_continued_as_new", "guard_stopped", "guard_window_over",
-            "migration_completed", "migration_rejected", "migration_refused_no_backup", "migration_failed_down", "migration_verification_failed"} <= names
+            "migration_completed", "migration_rejected", "migration_refused_no_backup", "migration_failed_down", "migration_verification_failed",
+            "pitr_switched", "pitr_check_failed", "pitr_switched_back", "pitr_refused"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    replayer = Replayer(workflows=[DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow], data_converter=pydantic_data_converter)
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

@@ -3,16 +3,22 @@ instances are real PostgreSQL clusters and whose backup runs are real
 `pg_basebackup`s, so the official `google-cloud-sql` client talks to it as it
 would to Google.
 
-Served: SqlInstancesService Get/List, SqlBackupRunsService List/Get/Insert,
-SqlOperationsService Get/List. Errors come back with the gRPC codes and
-messages of the real API (NOT_FOUND "The Cloud SQL instance does not exist.",
-PERMISSION_DENIED for another project, INVALID_ARGUMENT for a missing field).
+Served: SqlInstancesService Get/List/GetLatestRecoveryTime/Clone,
+SqlBackupRunsService List/Get/Insert, SqlOperationsService Get/List. Errors
+come back with the gRPC codes and messages of the real API (NOT_FOUND "The
+Cloud SQL instance does not exist.", PERMISSION_DENIED for another project,
+INVALID_ARGUMENT for a missing field).
+
+Clone restores a real point in time (cloudsql_clone.py) into a new instance
+on its own port: as DatabaseInstance has no port field, every instance shows
+its port as the user label `sandbox-port` (and `Instance.app_env()` has it).
 
 Everything lives under one data root, `<state_dir>/cloudsql/`:
 
     instances/<name>/                a PostgresCluster: data/, run/, wal-archive/, postgres.log
     instances/<name>/backups/<id>/   the plain base backup of backup run <id>
     instances/<name>/backups.jsonl   start/end LSN and times of each base backup
+    instances/<clone>/               a clone: its data dir starts as a copy of a source backup
 
 Running as root, the server runs as an unprivileged user that must reach the
 root; if it cannot reach `state_dir` (pytest's tmp dirs are private to root)
@@ -24,19 +30,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import inspect
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.cloud.sqladmin_v1 import types as sql
 
+from .cloudsql_clone import (
+    check_destination,
+    check_in_window,
+    recovery_window,
+    requested_point,
+    restore_clone,
+)
 from .cloudsql_resources import (
+    INSTANCE_NAME,
     RUN_TYPES,
+    ApiError,
     BackupRunRecord,
     Instance,
     OperationRecord,
@@ -51,16 +67,8 @@ __all__ = ["BackupRunRecord", "CloudSqlEmulator", "Instance", "OperationRecord"]
 
 LOCATION_FILE = "cloudsql-location.txt"
 SERVICE = "google.cloud.sql.v1.{}"
-# Cloud SQL's rule for instance IDs.
-_INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,97}$")
 # Leave room for "/instances/<name of up to 30 characters>/run" in a socket path.
 _MAX_ROOT = _MAX_SOCKET_DIR - len("/instances/") - 30 - len("/run")
-
-
-class ApiError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def _page(items: Sequence[Any], max_results: int, page_token: str) -> tuple[list[Any], str]:
@@ -80,6 +88,8 @@ class CloudSqlEmulator:
         self.port = 0
         self._root: Path | None = None
         self._instances: dict[str, Instance] = {}
+        # Destinations of clones still being restored: no one else may take the name meanwhile.
+        self._claimed: set[str] = set()
         self._operations: dict[str, tuple[Instance, OperationRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: grpc.aio.Server | None = None
@@ -98,7 +108,8 @@ class CloudSqlEmulator:
         self._server = server
 
     async def stop(self) -> None:
-        """Let running backups finish (briefly), stop serving, stop every cluster."""
+        """Let running backups and clones finish (briefly), stop serving, stop
+        every cluster, clones included."""
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=30)
             for task in pending:
@@ -156,9 +167,9 @@ class CloudSqlEmulator:
     async def add_instance(self, name: str, *, database: str, user: str, password: str, pitr: bool = True, initial_backup: bool = True) -> Instance:
         """A running instance with `database` owned by the login role `user`;
         with `initial_backup`, one SUCCESSFUL automated backup run as well."""
-        if not _INSTANCE_NAME.match(name):
+        if not INSTANCE_NAME.match(name):
             raise ValueError(f"instance name {name!r} is not a valid Cloud SQL instance ID (lowercase letters, digits and hyphens, starting with a letter)")
-        if name in self._instances:
+        if name in self._instances or name in self._claimed:
             raise ValueError(f"instance {name!r} already exists")
         cluster = PostgresCluster(self.data_root / "instances" / name)
         instance = Instance(name=name, cluster=cluster, database=database, user=user, password=password,
@@ -192,6 +203,17 @@ class CloudSqlEmulator:
         if run.status != "SUCCESSFUL":
             raise PostgresError(f"backup run {run.id} of instance {name} failed: {run.error}")
         return run
+
+    async def wait_operation(self, name: str, *, timeout: float = 120) -> OperationRecord:
+        """The operation's record once it is DONE (its `error` says whether it
+        failed); KeyError for an unknown name, TimeoutError if still running."""
+        _, op = self._operations[name]
+        deadline = time.monotonic() + timeout
+        while op.status != "DONE":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"operation {name} ({op.operation_type} of {op.instance}) is still {op.status} after {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+        return op
 
     def _new_operation(self, instance: Instance, operation_type: str, backup_run_id: int | None = None) -> OperationRecord:
         op = OperationRecord(name=str(uuid.uuid4()), operation_type=operation_type, instance=instance.name,
@@ -262,6 +284,9 @@ class CloudSqlEmulator:
             "SqlInstancesService": {
                 "Get": (self.get_instance, sql.SqlInstancesGetRequest, sql.DatabaseInstance),
                 "List": (self.list_instances, sql.SqlInstancesListRequest, sql.InstancesListResponse),
+                "GetLatestRecoveryTime": (self.get_latest_recovery_time, sql.SqlInstancesGetLatestRecoveryTimeRequest,
+                                          sql.SqlInstancesGetLatestRecoveryTimeResponse),
+                "Clone": (self.clone_instance, sql.SqlInstancesCloneRequest, sql.Operation),
             },
             "SqlBackupRunsService": {
                 "Get": (self.get_backup_run, sql.SqlBackupRunsGetRequest, sql.BackupRun),
@@ -284,7 +309,8 @@ class CloudSqlEmulator:
     def _unary(method: Callable[[Any], Any], request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                return method(request)
+                response = method(request)
+                return await response if inspect.isawaitable(response) else response
             except ApiError as exc:
                 await context.abort(exc.code, exc.message)
 
@@ -301,6 +327,39 @@ class CloudSqlEmulator:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid request: the emulator does not support filters ({request.filter!r}); list all and filter locally.")
         items, token = _page(sorted(self._instances.values(), key=lambda i: i.name), request.max_results, request.page_token)
         return sql.InstancesListResponse(kind="sql#instancesList", items=[instance_message(i) for i in items], next_page_token=token)
+
+    async def get_latest_recovery_time(self, request: sql.SqlInstancesGetLatestRecoveryTimeRequest) -> sql.SqlInstancesGetLatestRecoveryTimeResponse:
+        earliest, latest = await recovery_window(self._find_instance(request.project, request.instance))
+        return sql.SqlInstancesGetLatestRecoveryTimeResponse(kind="sql#getLatestRecoveryTime", latest_recovery_time=latest, earliest_recovery_time=earliest)
+
+    async def clone_instance(self, request: sql.SqlInstancesCloneRequest) -> sql.Operation:
+        """A point-in-time clone: checked at once (nothing is created for a bad
+        request), answered with a PENDING CLONE operation targeting the new
+        instance, restored in the background."""
+        source = self._find_instance(request.project, request.instance)
+        context = request.body.clone_context
+        name = context.destination_instance_name
+        check_destination(name, name in self._instances or name in self._claimed, self.data_root / "instances")
+        self._claimed.add(name)
+        try:
+            point = requested_point(context, self.project)
+            check_in_window(source, point, *await recovery_window(source))
+        except BaseException:
+            self._claimed.discard(name)
+            raise
+        op = self._new_operation(source, "CLONE")
+        op.instance = name
+        message = operation_message(source, op)
+        self._spawn(self._run_operation(op, lambda: self._restore_clone(source, op, point)))
+        return message
+
+    async def _restore_clone(self, source: Instance, op: OperationRecord, point: datetime) -> None:
+        try:
+            clone = await restore_clone(source, op.instance, point, self.data_root / "instances" / op.instance)
+            clone.operations.append(op)
+            self._instances[clone.name] = clone
+        finally:
+            self._claimed.discard(op.instance)
 
     def get_backup_run(self, request: sql.SqlBackupRunsGetRequest) -> sql.BackupRun:
         instance = self._find_instance(request.project, request.instance)
@@ -343,8 +402,12 @@ class CloudSqlEmulator:
     def list_operations(self, request: sql.SqlOperationsListRequest) -> sql.OperationsListResponse:
         """Newest first; without an instance, every operation in the project."""
         if request.instance:
-            instance = self._find_instance(request.project, request.instance)
-            ops = [(instance, op) for op in instance.operations]
+            # A clone's operation is listed under the new name while it runs, and after it failed too.
+            ops = [pair for pair in self._operations.values() if pair[1].instance == request.instance]
+            if request.instance in self._instances or not ops:
+                instance = self._find_instance(request.project, request.instance)
+                ops = [(instance, op) for op in instance.operations]
+            self._check_project(request.project)
         else:
             self._check_project(request.project)
             ops = list(self._operations.values())

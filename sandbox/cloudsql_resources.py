@@ -7,17 +7,29 @@ so that tests can set them directly; enum members are accepted too."""
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.cloud.sqladmin_v1 import types as sql
 
 from .postgres import BaseBackup, PostgresCluster
 
 API_ROOT = "https://sqladmin.googleapis.com/v1"
 RUN_TYPES = ("AUTOMATED", "ON_DEMAND")
+# Cloud SQL's rule for instance IDs.
+INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,97}$")
+# DatabaseInstance has no port field: each instance's own port is this user label.
+PORT_LABEL = "sandbox-port"
+
+
+class ApiError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 def utcnow() -> datetime:
@@ -54,6 +66,8 @@ class BackupRunRecord:
 class OperationRecord:
     name: str
     operation_type: str
+    # The operation's target: for a CLONE, the new instance, which exists
+    # only once the operation is done.
     instance: str
     insert_time: datetime
     status: str = "PENDING"
@@ -82,7 +96,8 @@ class Instance:
     password: str
     project: str
     region: str
-    # Reported only: the cluster archives its WAL either way, which costs nothing here.
+    # The cluster archives its WAL either way (it costs nothing here); the flag
+    # decides whether GetLatestRecoveryTime and Clone to a point in time are allowed.
     pitr_enabled: bool = True
     backups_enabled: bool = True
     tier: str = "db-custom-2-8192"
@@ -151,6 +166,7 @@ def instance_message(instance: Instance) -> sql.DatabaseInstance:
         activation_policy=sql.Settings.SqlActivationPolicy.ALWAYS if running else sql.Settings.SqlActivationPolicy.NEVER,
         data_disk_type=sql.SqlDataDiskType.PD_SSD, data_disk_size_gb=10,
         ip_configuration=sql.IpConfiguration(ipv4_enabled=True), backup_configuration=backup,
+        user_labels={PORT_LABEL: str(instance.cluster.port)},
     )
     return sql.DatabaseInstance(
         kind="sql#instance", name=instance.name, project=instance.project, region=instance.region,
@@ -184,7 +200,7 @@ def operation_message(instance: Instance, op: OperationRecord) -> sql.Operation:
     return _message(
         sql.Operation, kind="sql#operation", name=op.name, status=_enum(sql.Operation.SqlOperationStatus, op.status),
         operation_type=_enum(sql.Operation.SqlOperationType, op.operation_type), user=op.user,
-        target_id=instance.name, target_project=instance.project, target_link=instance.self_link,
+        target_id=op.instance, target_project=instance.project, target_link=f"{API_ROOT}/projects/{instance.project}/instances/{op.instance}",
         self_link=f"{API_ROOT}/projects/{instance.project}/operations/{op.name}",
         insert_time=op.insert_time, start_time=op.start_time, end_time=op.end_time, error=error, backup_context=backup,
     )

@@ -4,7 +4,8 @@ pg_basebackup, ...), so nothing is downloaded at run time.
 
 The cluster archives every completed WAL segment into `<state>/wal-archive/`
 and can take base backups: together they are what real point-in-time
-recovery needs.
+recovery needs, and `restore_base_backup` then `recover` perform one into a
+new cluster (which archives into its own archive, never the source's).
 
 PostgreSQL refuses to run as root. When this process is root, the server
 programs run as an unprivileged user instead (`nobody` unless
@@ -312,10 +313,19 @@ class PostgresCluster:
         match = re.search(r"lock file \"postmaster.pid\" already exists.*?PID (\d+)", log, re.S)
         if match:
             return f"cannot start PostgreSQL: another server (pid {match.group(1)}) is already running on {self.data_dir}"
-        fatal = re.findall(r"(?:FATAL|PANIC):\s+(.*)", log)
+        fatal = self._log_fatal(offset)
         if fatal:
-            return f"PostgreSQL failed to start: {fatal[-1].strip()} (log: {self.log_path})"
+            return f"PostgreSQL failed to start: {fatal} (log: {self.log_path})"
         return None
+
+    def _log_fatal(self, offset: int) -> str | None:
+        """The last FATAL or PANIC message the server logged after `offset`."""
+        if not self.log_path.exists():
+            return None
+        with self.log_path.open(errors="replace") as handle:
+            handle.seek(offset)
+            fatal = re.findall(r"(?:FATAL|PANIC):\s+(.*)", handle.read())
+        return fatal[-1].strip() if fatal else None
 
     async def stop(self) -> None:
         """Fast shutdown: roll back open transactions, checkpoint, exit."""
@@ -439,6 +449,84 @@ class PostgresCluster:
             start_lsn=start.group(1), start_wal_file=start.group(2), end_lsn=wal_range["End-LSN"],
             timeline=int(fields.get("START TIMELINE", wal_range["Timeline"])), finished_at=datetime.now(UTC),
         )
+
+    async def archive_now(self, *, timeout: float = 30) -> datetime:
+        """Make everything committed so far recoverable from the WAL archive
+        and return the latest time a point-in-time recovery can target."""
+        # Recovery to a time T stops at the first commit after T and fails if
+        # the archive holds none, so commit one (an xid makes even an empty
+        # transaction write a commit record) after the time returned, then
+        # archive the segment that holds it.
+        rows = await self.execute("SELECT now(), pg_current_xact_id()")
+        await self.switch_wal(timeout=timeout)
+        return rows[0][0]
+
+    async def restore_base_backup(self, backup: Path | str) -> None:
+        """Copy a plain base backup into this cluster's (absent or empty) data
+        dir, ready for `recover`; the backup itself is only read."""
+        backup = Path(backup)
+        if not (backup / "PG_VERSION").is_file() or not (backup / "backup_label").is_file():
+            raise PostgresError(f"{backup} is not a plain base backup (it has no PG_VERSION or no backup_label)")
+        self._check_paths()
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise PostgresError(f"cannot restore a base backup into {self.data_dir}: it is not empty")
+
+        def copy() -> None:
+            shutil.copytree(backup, self.data_dir, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("postmaster.pid", "postmaster.opts"))
+            self.data_dir.chmod(0o700)
+            self._chown_tree(self.data_dir)
+
+        await asyncio.to_thread(copy)
+
+    async def recover(self, archive_dir: Path | str, target_time: datetime, *, timeout: float = 300) -> None:
+        """Start a data dir restored by `restore_base_backup` in archive
+        recovery: replay WAL from `archive_dir` (only read) up to
+        `target_time` inclusive, promote, and return once the server takes
+        writes. A recovery that cannot reach the target raises PostgresError
+        naming PostgreSQL's reason and leaves the server stopped."""
+        if target_time.tzinfo is None:
+            raise ValueError("target_time must carry a UTC offset: PostgreSQL would read it in the server's time zone")
+        if not self.initialized:
+            raise PostgresError(f"nothing to recover: {self.data_dir} holds no cluster (restore a base backup first)")
+        archive = shlex.quote(str(Path(archive_dir).absolute()))
+        settings = {
+            "restore_command": _conf_quote(f"cp {archive}/%f %p"),
+            "recovery_target_time": _conf_quote(target_time.astimezone(UTC).isoformat(sep=" ")),
+            "recovery_target_inclusive": "on",
+            "recovery_target_action": "'promote'",
+        }
+        conf = self.data_dir / "modoru-recovery.conf"
+        # Kept after the promotion as a record: without recovery.signal the server ignores these settings.
+        conf.write_text("# written by modoru's sandbox for a point-in-time recovery\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+        main_conf = self.data_dir / "postgresql.conf"
+        if "include_if_exists = 'modoru-recovery.conf'" not in main_conf.read_text():
+            with main_conf.open("a") as handle:
+                handle.write("include_if_exists = 'modoru-recovery.conf'\n")
+        signal = self.data_dir / "recovery.signal"
+        signal.touch()
+        for path in (conf, main_conf, signal):
+            self._chown_tree(path)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        where = f"point-in-time recovery to {target_time.astimezone(UTC).isoformat()}"
+        try:
+            await self.start()
+        except PostgresError as exc:
+            raise PostgresError(f"{where} failed: {exc}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if not (await self.execute("SELECT pg_is_in_recovery()"))[0][0]:
+                    return
+            except psycopg.OperationalError:
+                if not (self.data_dir / "postmaster.pid").exists():
+                    self.running = False
+                    reason = self._log_fatal(offset) or "the server stopped"
+                    raise PostgresError(f"{where} failed: {reason} (log: {self.log_path})") from None
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise PostgresError(f"{where} did not finish within {timeout:.0f}s; the server is stopped (log: {self.log_path})")
+            await asyncio.sleep(0.1)
 
     def backups(self) -> list[dict[str, Any]]:
         if not self.catalog_path.exists():

@@ -122,8 +122,9 @@ def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
 
 @pytest.fixture
 def db_sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    """The sandbox with its Cloud SQL instance: a real PostgreSQL at the app's schema."""
-    running = RunningSandbox(fast_scenario(databases=load_scenario("tekutoko").databases), tmp_path / "sandbox")
+    """The sandbox with its Cloud SQL instance (a real PostgreSQL at the app's
+    schema) and the healthy 1.2.0 live."""
+    running = RunningSandbox(fast_scenario("tekutoko-release", databases=load_scenario("tekutoko-release").databases), tmp_path / "sandbox")
     try:
         yield running
     finally:

@@ -1,0 +1,173 @@
+"""Point-in-time recovery for real: rows written, time T noted, rows deleted
+(the corruption), then the workflow clones the sandbox's Cloud SQL instance to
+T, verifies the clone, switches the app's Secret to it and restarts the app."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import grpc
+import psycopg
+import pytest
+from google.cloud import sqladmin_v1 as sql
+from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
+    SqlBackupRunsServiceGrpcAsyncIOTransport,
+)
+from google.cloud.sqladmin_v1.services.sql_instances_service.transports import (
+    SqlInstancesServiceGrpcAsyncIOTransport,
+)
+from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
+    SqlOperationsServiceGrpcAsyncIOTransport,
+)
+from kubernetes.aio import client as kube
+from kubernetes.aio import config as kube_config
+from temporalio.client import WorkflowFailureError
+from temporalio.worker import Worker
+
+from activities.catalog import CatalogActivities
+from activities.cloudsql_pitr import PitrActivities
+from activities.database import DatabaseActivities
+from activities.kubernetes import KubernetesActivities
+from activities.notify import NotifyActivities
+from activities.switch import RESTARTED_AT, SwitchActivities
+from activities.verify import VerifyActivities
+from runbook.catalog import ApprovalPolicy, Catalog, Channel, PitrConfig, ServiceEntry
+from runbook.models import ApprovalSignal, Phase
+from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrResult
+from tests.conftest import RunningSandbox
+from worker.main import WORKFLOWS
+from workflows.pitr import PointInTimeRecoveryWorkflow
+
+pytestmark = pytest.mark.integration
+JST = dt.timezone(dt.timedelta(hours=9))
+
+
+@dataclass
+class PitrStack:
+    client: object
+    queue: str
+    sandbox: RunningSandbox
+    apps: kube.AppsV1Api
+    core: kube.CoreV1Api
+
+    def instance(self, name: str = "tekutoko-db"):
+        return self.sandbox.sandbox.cloudsql.instance(name)
+
+    async def query(self, text: str, instance: str = "tekutoko-db") -> list[tuple]:
+        env = self.instance(instance).app_env()
+        async with await psycopg.AsyncConnection.connect(host=env["DATABASE_HOST"], port=env["DATABASE_PORT"], dbname=env["DATABASE_NAME"],
+                                                         user=env["DATABASE_USER"], password=env["DATABASE_PASSWORD"], autocommit=True) as conn:
+            cursor = await conn.execute(text)
+            return await cursor.fetchall() if cursor.description else []
+
+    async def run(self, gates: int = 2, **changes) -> tuple[PitrResult | None, str | None]:
+        request = PitrRequest(**{"service": "tekutoko-api", "reason": "a cleanup job deleted walks", "requested_by": "oncall", "language": "en", **changes})
+        handle = await self.client.start_workflow(PointInTimeRecoveryWorkflow.run, request, id=f"pitr-{uuid.uuid4().hex[:8]}", task_queue=self.queue)
+        for gate in ("clone", "switch")[:gates]:
+            for _ in range(1200):
+                status = await handle.query(PointInTimeRecoveryWorkflow.status)
+                if status.phase in (Phase.FAILED, Phase.COMPLETED) or (status.phase is Phase.AWAITING_APPROVAL and status.gate == gate):
+                    break
+                await asyncio.sleep(0.1)
+            if status.phase is not Phase.AWAITING_APPROVAL:
+                break
+            for who in ("sre-lead", "backend-lead"):
+                await handle.signal(PointInTimeRecoveryWorkflow.approve, ApprovalSignal(by=who))
+        try:
+            return await asyncio.wait_for(handle.result(), 180), None
+        except WorkflowFailureError as exc:
+            return None, exc.cause.message
+
+
+@pytest.fixture
+async def recovery(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterator[PitrStack]:
+    endpoints = json.loads(db_sandbox.sandbox.endpoints_path.read_text())
+    entry = ServiceEntry(
+        name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
+        approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+        pitr=PitrConfig(cloudsql_instance="tekutoko-db", secret="tekutoko-db", operation_poll_seconds=1),
+        verification_window_seconds=20, rollout_timeout_seconds=60,
+    )
+    api = await kube_config.new_client_from_config(config_file=str(db_sandbox.kubeconfig))
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    channel = grpc.aio.insecure_channel(endpoints["cloud_sql"])
+    pitr = PitrActivities(sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
+                          sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
+                          sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
+                          endpoints["cloudsql_project"])
+    queue = f"pitr-{uuid.uuid4().hex[:8]}"
+    async with aiohttp.ClientSession() as session:
+        k8s, verify, switch = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), SwitchActivities(apps, core)
+        activities = [CatalogActivities(Catalog(services=[entry])).service, pitr.pitr_check, pitr.start_clone, pitr.operation_done, pitr.instance,
+                      DatabaseActivities(core).clone_queries, switch.read_secret_keys, switch.update_secret_keys, switch.rollout_restart,
+                      k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send]
+        async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
+            yield PitrStack(dev_env.client, queue, db_sandbox, apps, core)
+    await channel.close()
+    await api.close()
+
+
+async def corrupt(stack: PitrStack) -> tuple[dt.datetime, int]:
+    """Rows written, T noted, then the rows deleted: returns T and the count at T."""
+    await stack.query("INSERT INTO walks (user_id, started_at, distance_m, steps) SELECT id, now(), 1200, 1500 FROM users")
+    count = (await stack.query("SELECT count(*) FROM walks"))[0][0]
+    await asyncio.sleep(1.5)
+    at = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(1.5)
+    await stack.query("DELETE FROM walks WHERE distance_m = 1200")
+    return at, count
+
+
+async def test_recover_to_t_clones_verifies_and_switches(recovery: PitrStack) -> None:
+    at, count = await corrupt(recovery)
+    after = (await recovery.query("SELECT count(*) FROM walks"))[0][0]
+    assert after < count
+    source_port = recovery.instance().app_env()["DATABASE_PORT"]
+    result, error = await recovery.run(point_in_time=at.astimezone(JST), new_instance="tekutoko-db-restored",
+                                       checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect=str(count))])
+    assert error is None, error
+    status = result.status
+    assert status.phase is Phase.COMPLETED and [c.ok for c in status.checks] == [True]
+    # The clone has the rows; the source still lacks them and is otherwise untouched.
+    assert (await recovery.query("SELECT count(*) FROM walks", "tekutoko-db-restored"))[0][0] == count
+    assert (await recovery.query("SELECT count(*) FROM walks"))[0][0] == after
+    assert recovery.instance().app_env()["DATABASE_PORT"] == source_port
+    # The app's Secret names the clone, and the deployment was restarted and is healthy.
+    secret = await recovery.core.read_namespaced_secret("tekutoko-db", "default")
+    assert base64.b64decode(secret.data["DATABASE_PORT"]).decode() == recovery.instance("tekutoko-db-restored").app_env()["DATABASE_PORT"]
+    deployment = await recovery.apps.read_namespaced_deployment("tekutoko-api", "default")
+    assert RESTARTED_AT in (deployment.spec.template.metadata.annotations or {})
+    assert all(c.ok for c in status.health) and status.switched["DATABASE_PORT"] != source_port
+
+
+async def test_a_failing_check_stops_before_the_switch(recovery: PitrStack) -> None:
+    at, count = await corrupt(recovery)
+    result, error = await recovery.run(gates=1, point_in_time=at, new_instance="tekutoko-db-wrong",
+                                       checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect=str(count + 100))])
+    assert result is None and "failed verification" in error and "nothing was switched" in error
+    secret = await recovery.core.read_namespaced_secret("tekutoko-db", "default")
+    assert base64.b64decode(secret.data["DATABASE_PORT"]).decode() == recovery.instance().app_env()["DATABASE_PORT"]
+
+
+async def test_bad_inputs_are_refused_before_anything_is_created(recovery: PitrStack) -> None:
+    now = dt.datetime.now(dt.UTC)
+    before = len(recovery.sandbox.sandbox.cloudsql.instances)
+    cases = [
+        ({"point_in_time": now + dt.timedelta(hours=1)}, "in the future"),
+        ({"point_in_time": now - dt.timedelta(days=3)}, "before the recovery window"),
+        ({"point_in_time": now - dt.timedelta(seconds=1), "new_instance": "tekutoko-db"}, "already exists"),
+    ]
+    for changes, needle in cases:
+        result, error = await recovery.run(gates=0, **changes)
+        assert result is None and "refused before anything was created" in error and needle in error, error
+    recovery.sandbox.call(lambda: setattr(recovery.instance(), "pitr_enabled", False))
+    result, error = await recovery.run(gates=0, point_in_time=now - dt.timedelta(seconds=1))
+    assert "not enabled" in error
+    assert len(recovery.sandbox.sandbox.cloudsql.instances) == before

@@ -10,8 +10,13 @@ import signal
 import sys
 from pathlib import Path
 
-from .scenario import ScenarioError, load_scenario
-from .world import Sandbox, SandboxError
+# The sandbox forks PostgreSQL's programs (as another user on a root machine)
+# while its gRPC emulators run; gRPC's fork handlers must not run in those
+# children, where they can crash them before exec.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from .scenario import ScenarioError, load_scenario  # noqa: E402
+from .world import Sandbox, SandboxError  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -56,7 +61,6 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # the emulators' gRPC servers chat about every fork
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

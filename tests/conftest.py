@@ -3,9 +3,15 @@ tests can drive it with blocking clients (stock kubectl, the kubernetes client).
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports gRPC: the sandbox forks PostgreSQL's programs while
+# gRPC servers and clients run in this process, and gRPC's fork handlers can
+# crash such a child before it execs.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import threading

@@ -188,7 +188,7 @@ async def test_list_and_history_show_rollbacks(stack) -> None:
     history = await stack.cli("history", "--deployment", NAME)
     assert history.returncode == 0 and handle.id in history.stdout
     status = await stack.cli("status", "no-such-rollback")
-    assert status.returncode == 2 and "no rollback with id no-such-rollback" in status.stderr
+    assert status.returncode == 2 and "no modoru workflow with id no-such-rollback" in status.stderr
 
 
 async def test_a_paused_deployment_is_refused_before_any_change(stack, kube_client) -> None:

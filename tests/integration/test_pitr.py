@@ -29,6 +29,7 @@ from google.cloud.sqladmin_v1.services.sql_operations_service.transports import 
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from temporalio.client import WorkflowFailureError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.catalog import CatalogActivities
@@ -40,7 +41,7 @@ from activities.switch import RESTARTED_AT, SwitchActivities
 from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, Channel, PitrConfig, ServiceEntry
 from runbook.models import ApprovalSignal, Phase
-from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrResult
+from runbook.pitr_models import ExpectedQuery, PitrCheckRequest, PitrRequest, PitrResult
 from tests.conftest import RunningSandbox
 from worker.main import WORKFLOWS
 from workflows.pitr import PointInTimeRecoveryWorkflow
@@ -56,6 +57,7 @@ class PitrStack:
     sandbox: RunningSandbox
     apps: kube.AppsV1Api
     core: kube.CoreV1Api
+    pitr: PitrActivities
 
     def instance(self, name: str = "tekutoko-db"):
         return self.sandbox.sandbox.cloudsql.instance(name)
@@ -109,7 +111,7 @@ async def recovery(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterat
                       DatabaseActivities(core).clone_queries, switch.read_secret_keys, switch.update_secret_keys, switch.rollout_restart,
                       k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
-            yield PitrStack(dev_env.client, queue, db_sandbox, apps, core)
+            yield PitrStack(dev_env.client, queue, db_sandbox, apps, core, pitr)
     await channel.close()
     await api.close()
 
@@ -167,6 +169,8 @@ async def test_bad_inputs_are_refused_before_anything_is_created(recovery: PitrS
     for changes, needle in cases:
         result, error = await recovery.run(gates=0, **changes)
         assert result is None and "refused before anything was created" in error and needle in error, error
+    unknown = await ActivityEnvironment().run(recovery.pitr.pitr_check, PitrCheckRequest(source="tekutoko-dbx", destination="x-restored", point_in_time=now))
+    assert unknown.problems == ["Cloud SQL instance 'tekutoko-dbx' does not exist in project 'tekutoko-prod'"]
     recovery.sandbox.call(lambda: setattr(recovery.instance(), "pitr_enabled", False))
     result, error = await recovery.run(gates=0, point_in_time=now - dt.timedelta(seconds=1))
     assert "not enabled" in error

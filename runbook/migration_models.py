@@ -29,7 +29,7 @@ class MigrationRequest(Model):
     @model_validator(mode="after")
     def _one_target(self) -> MigrationRequest:
         if self.steps is not None and self.to_version is not None:
-            raise ValueError("give steps or to_version, not both")
+            raise ValueError("give --steps or --to-version, not both")
         return self
 
     @field_validator("detected_at")

@@ -70,8 +70,11 @@ def run(coro_factory) -> Any:
 
 def first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    field = ".".join(str(p) for p in error["loc"]) or "input"
-    return f"--{field.replace('_', '-')}: {error['msg']}"
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a rule across options, e.g. "give steps or to_version, not both"
+        return message
+    field = ".".join(str(p) for p in error["loc"])
+    return f"--{field.replace('_', '-')}: {message}"
 
 
 @rollback_app.command("start")
@@ -161,7 +164,7 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
 
 @app.command("list")
 def list_(open_only: bool = typer.Option(False, "--open", help="Only running rollbacks.")) -> None:
-    """List rollbacks."""
+    """List rollbacks, migration rollbacks, recoveries and release guards."""
     from .commands import list_rollbacks
 
     run(lambda client, settings: list_rollbacks(client, open_only=open_only))

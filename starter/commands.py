@@ -164,11 +164,12 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
 
 
 async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default") -> int:
-    query = "WorkflowType = 'DeploymentRollback'"
+    """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one deployment's rollbacks."""
+    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard')"
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:
-        query += f" AND WorkflowId = '{rollback_workflow_id(namespace, deployment)}'"
+        query = f"WorkflowType = 'DeploymentRollback' AND WorkflowId = '{rollback_workflow_id(namespace, deployment)}'" + (" AND ExecutionStatus = 'Running'" if open_only else "")
     rows = []
     async for execution in client.list_workflows(query):
         rows.append(execution)
@@ -178,11 +179,11 @@ async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | N
     lines = []
     for execution in rows:
         lines.append((
-            execution.id, execution.run_id[:8], execution.status.name.lower() if execution.status else "",
+            execution.workflow_type, execution.id, execution.run_id[:8], execution.status.name.lower() if execution.status else "",
             execution.typed_search_attributes.get(sa.PHASE) or "", execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
             execution.close_time.strftime("%H:%M:%S") if execution.close_time else "",
         ))
-    header = ("workflow id", "run id", "status", "phase", "started", "closed")
+    header = ("kind", "workflow id", "run id", "status", "phase", "started", "closed")
     if not console.is_terminal:  # scripts get tab-separated lines, nothing cut
         print("\t".join(header))
         for line in lines:

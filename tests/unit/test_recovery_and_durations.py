@@ -70,3 +70,26 @@ def test_guard_start_refuses_bad_arguments_before_connecting(args: list[str], ne
     result = CliRunner().invoke(app, ["guard", "start", "--deployment", "tekutoko-api", *args], env={"MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1"})
     assert result.exit_code == 2, result.output
     assert needle in result.output.replace("\n", " ")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["migrate-down", "start", "--service", "tekutoko-api", "--reason", "x", "--steps", "1", "--to-version", "2"], "give --steps or --to-version, not both"),
+    (["migrate-down", "start", "--service", "tekutoko-api", "--reason", "x", "--steps", "0"], "--steps: Input should be greater than or equal to 1"),
+    (["migrate-down", "start", "--service", "Tekutoko", "--reason", "x"], "--service: String should match pattern"),
+    (["migrate-down", "start", "--service", "tekutoko-api", "--reason", "x", "--to-version", "-1"], "--to-version: Input should be greater than or equal to 0"),
+    (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T14:00:00"], "point_in_time needs a time zone offset"),
+    (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "soon"], "--time: 'soon' is not an RFC 3339 time"),
+    (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T05:00:00Z", "--check", "walks"], "--check: 'walks' is not NAME=SQL => EXPECTED"),
+    (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T05:00:00Z", "--new-instance", "DB_2"], "--new-instance: String should match pattern"),
+])
+def test_migration_and_recovery_starts_refuse_bad_arguments_before_connecting(args: list[str], needle: str) -> None:
+    result = CliRunner().invoke(app, args, env={"MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert result.exit_code == 2, result.output
+    assert needle in result.output.replace("\n", " ")
+
+
+def test_a_check_parses_name_sql_and_expected_answer() -> None:
+    from starter.pitr import parse_check
+
+    check = parse_check("walks=SELECT count(*) FROM walks WHERE a = 1 => 1204")
+    assert (check.name, check.sql, check.expect) == ("walks", "SELECT count(*) FROM walks WHERE a = 1", "1204")

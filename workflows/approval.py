@@ -30,6 +30,7 @@ class ApprovalDesk:
         self.policy: ApprovalPolicy | None = None
         self.open = True  # decisions still matter
         self.rejection: RejectSignal | None = None
+        self.aborted = False  # the policy gave up at the deadline: nobody rejected
         self.deadline_passed = False
         self._inbox: list[ApprovalSignal | RejectSignal] = []
 
@@ -90,8 +91,9 @@ class ApprovalDesk:
         if len(self.approvals) < needed:
             if policy.on_deadline == "abort":
                 self.rejection = RejectSignal(by="modoru", reason="deadline missed without approval; policy aborts")
+                self.aborted = True
                 return False
-            self.note("modoru", "approval", detail="deadline missed without approval; policy proceeds")
+            self.note("modoru", "approval", counted=None, detail="deadline missed without approval; policy proceeds")
         return True
 
 

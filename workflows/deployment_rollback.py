@@ -38,19 +38,13 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
-    from runbook.policy import (
-        approvals_required,
-        escalation_points,
-        judge_approval,
-        judge_rejection,
-        sla_deadline,
-    )
+    from runbook.policy import approvals_required, sla_deadline
 
     from . import search_attributes as sa
+    from .approval import ApprovalDesk, escalate
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-APPROVAL_GIVE_UP = timedelta(hours=24)
 TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 
 
@@ -62,9 +56,6 @@ class DeploymentRollbackWorkflow:
         detected = request.detected_at or now
         self._request = request
         self._entry: ServiceEntry | None = None
-        self._inbox: list[ApprovalSignal | RejectSignal] = []
-        self._rejection: RejectSignal | None = None
-        self._deadline_passed = False
         # Search attributes are kept up to date only when the starter indexed this
         # run with them: a server without modoru's attributes registered would
         # otherwise reject every workflow task.
@@ -84,6 +75,7 @@ class DeploymentRollbackWorkflow:
             checklist=new_checklist(request.language),
             evidence=request.evidence,
         )
+        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
         self._audit(request.requested_by, "requested", detail=f"{request.severity.value} rollback: {request.reason}")
         self._check("decide", f"{request.severity.value}: {request.reason}")
 
@@ -91,48 +83,24 @@ class DeploymentRollbackWorkflow:
 
     @workflow.signal(name="approve")
     def approve(self, signal: ApprovalSignal) -> None:
-        self._receive(signal)
+        self._desk.receive(signal)
 
     @workflow.signal(name="reject")
     def reject(self, signal: RejectSignal) -> None:
-        self._receive(signal)
+        self._desk.receive(signal)
 
     @workflow.query(name="status")
     def status(self) -> RollbackStatus:
         return self._status
 
-    def _receive(self, signal: ApprovalSignal | RejectSignal) -> None:
-        if self._entry is None:
-            self._inbox.append(signal)  # judged once the catalog says who may approve
-        else:
-            self._judge(signal)
-
-    def _judge(self, signal: ApprovalSignal | RejectSignal) -> None:
-        policy = self._entry.approval  # type: ignore[union-attr]
-        early = self._status.phase in (Phase.PLANNING, Phase.AWAITING_APPROVAL)
-        if isinstance(signal, RejectSignal):
-            verdict = judge_rejection(policy, signal.by)
-            counted = verdict.counted or signal.by.strip().lower() == self._request.requested_by.strip().lower()
-            detail = verdict.reason if not counted or verdict.counted else f"rejected by the requester {signal.by}"
-            if counted and not early:
-                counted, detail = False, f"too late to reject: the rollback is already {self._status.phase.value}"
-            if counted:
-                self._rejection = signal
-            self._audit(signal.by, "reject", counted=counted, detail=f"{detail}: {signal.reason}", request_id=signal.request_id)
-            return
-        if not early:
-            self._audit(signal.by, "approve", counted=False, detail=f"no approval pending (phase {self._status.phase.value})", request_id=signal.request_id)
-            return
-        verdict = judge_approval(policy, self._request.requested_by, signal.by, self._status.approvals)
-        if verdict.counted:
-            self._status.approvals.append(signal.by.strip())
-        self._audit(signal.by, "approve", counted=verdict.counted, detail=verdict.reason + (f" ({signal.comment})" if signal.comment else ""), request_id=signal.request_id)
-
     # -- the procedure -------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: RollbackRequest) -> RollbackResult:
-        escalations = asyncio.create_task(self._escalate())
+        escalations = asyncio.create_task(escalate(
+            request.severity, self._status.detected_at, done=lambda: self._status.phase in TERMINAL,
+            mitigated=lambda: "mitigated" in self._status.timings, on_deadline=self._on_deadline, announce=self._announce_escalation,
+        ))
         self._count("modoru_rollbacks_started", "rollbacks started")
         try:
             result = await self._run(request)
@@ -157,9 +125,7 @@ class DeploymentRollbackWorkflow:
 
     async def _run(self, request: RollbackRequest) -> RollbackResult:
         self._entry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment), ServiceEntry, "look up the service catalog")
-        for signal in self._inbox:
-            self._judge(signal)
-        self._inbox.clear()
+        self._desk.set_policy(self._entry.approval)
         self._set_phase(Phase.PLANNING)
         plan: RollbackPlan = await self._activity("k8s.plan_rollback", PlanRequest(namespace=request.namespace, deployment=request.deployment, to_revision=request.to_revision), RollbackPlan, "plan: read the deployment and its history")
         self._status.from_revision, self._status.to_revision = plan.from_revision, plan.to_revision
@@ -241,7 +207,7 @@ class DeploymentRollbackWorkflow:
         assert entry is not None
         needed = approvals_required(self._request.severity, entry.approval)
         self._status.approvals_required = needed
-        if self._rejection is not None:
+        if self._desk.rejection is not None:
             return False
         if needed == 0:
             self._audit("modoru", "approval", counted=None, detail=f"{self._request.severity.value}: policy proceeds without approval")
@@ -249,55 +215,34 @@ class DeploymentRollbackWorkflow:
         self._set_phase(Phase.AWAITING_APPROVAL)
         subject, text = notices.approval_needed_notice(self._request.language, deployment=self._request.deployment, workflow_id=self._status.workflow_id, approvers=entry.approval.approvers, deadline=self._status.sla_deadline)
         await self._notify("approval_needed", subject, text)
-
-        def settled() -> bool:
-            if self._rejection is not None or len(self._status.approvals) >= needed:
-                return True
-            return self._deadline_passed and entry.approval.on_deadline != "keep_waiting"
-
         self._count("modoru_approval_waits_started", "rollbacks that began waiting for approval")
-        try:
-            await workflow.wait_condition(settled, timeout=APPROVAL_GIVE_UP)
-        except TimeoutError:
-            self._rejection = RejectSignal(by="modoru", reason=f"no approval within {APPROVAL_GIVE_UP}")
-            self._audit("modoru", "expired", counted=True, detail=self._rejection.reason)
+        approved = await self._desk.wait(needed)
         self._count("modoru_approval_waits_ended", "rollbacks that stopped waiting for approval (waiting = started - ended)")
-        if self._rejection is not None:
-            self._status.message = f"rejected by {self._rejection.by}: {self._rejection.reason}"
-            subject, text = notices.rejected_notice(self._request.language, deployment=self._request.deployment, by=self._rejection.by, reason=self._rejection.reason)
-            await self._notify("rejected", subject, text)
+        if approved:
+            return True
+        rejection = self._desk.rejection
+        assert rejection is not None
+        if self._desk.aborted:
+            self._status.message = rejection.reason
             return False
-        if len(self._status.approvals) < needed:
-            if entry.approval.on_deadline == "abort":
-                self._rejection = RejectSignal(by="modoru", reason="deadline missed without approval; policy aborts")
-                self._status.message = self._rejection.reason
-                return False
-            self._audit("modoru", "approval", counted=None, detail="deadline missed without approval; policy proceeds")
-        return True
+        self._status.message = f"rejected by {rejection.by}: {rejection.reason}"
+        subject, text = notices.rejected_notice(self._request.language, deployment=self._request.deployment, by=rejection.by, reason=rejection.reason)
+        await self._notify("rejected", subject, text)
+        return False
 
-    async def _escalate(self) -> None:
-        for point, at in escalation_points(self._request.severity, self._status.detected_at):
-            delay = (at - workflow.now()).total_seconds()
-            if delay > 0:
-                try:
-                    await workflow.wait_condition(lambda: self._status.phase in TERMINAL, timeout=delay)
-                    return
-                except TimeoutError:
-                    pass
-            if self._status.phase in TERMINAL:
-                return
-            if point == "deadline":
-                self._deadline_passed = True
-                if "mitigated" not in self._status.timings:
-                    self._status.sla_met = False
-                    self._index(sa.SLA.value_set("breached"))
-                    self._count("modoru_sla_breaches", "rollbacks that missed the runbook's deadline")
-            if "mitigated" in self._status.timings:
-                return  # mitigated in time: nothing to escalate
-            self._status.escalations.append(point)
-            self._audit("modoru", "escalation", detail=f"{point} at {at.isoformat()} in phase {self._status.phase.value}")
-            subject, text = notices.escalation_notice(self._request.language, point=point, deployment=self._request.deployment, deadline=self._status.sla_deadline, phase=self._status.phase.value)
-            await self._notify("escalation", subject, text)
+    def _on_deadline(self) -> None:
+        self._desk.deadline_passed = True
+        if "mitigated" not in self._status.timings:
+            self._status.sla_met = False
+            self._index(sa.SLA.value_set("breached"))
+            self._count("modoru_sla_breaches", "rollbacks that missed the runbook's deadline")
+
+    async def _announce_escalation(self, point: str) -> None:
+        at = self._status.sla_deadline if point == "deadline" else self._status.detected_at + (self._status.sla_deadline - self._status.detected_at) / 2
+        self._status.escalations.append(point)
+        self._audit("modoru", "escalation", detail=f"{point} at {at.isoformat()} in phase {self._status.phase.value}")
+        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=self._request.deployment, deadline=self._status.sla_deadline, phase=self._status.phase.value)
+        await self._notify("escalation", subject, text)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -363,6 +308,7 @@ class DeploymentRollbackWorkflow:
 
     def _set_phase(self, phase: Phase) -> None:
         self._status.phase = phase
+        self._desk.open = phase in (Phase.PLANNING, Phase.AWAITING_APPROVAL)  # decisions count until the rollback acts
         self._status.timings[phase.value] = workflow.now()
         self._index(sa.PHASE.value_set(phase.value))
 

@@ -18,6 +18,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from runbook.migration_models import MigrationRequest, MigrationStatus
 from runbook.models import Phase, Severity
 from worker.settings import Settings
+from workflows import search_attributes as sa
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
 from .render import console
@@ -87,7 +88,7 @@ async def start_migration(client: Client, settings: Settings, request: Migration
     attached = False
     try:
         handle = await client.start_workflow(
-            MigrationRollbackWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue,
+            MigrationRollbackWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue, search_attributes=sa.for_change(request.service, request.severity.value),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"migration rollback of {request.service}", static_details=f"requested by {request.requested_by}: {request.reason}",
         )

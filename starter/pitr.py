@@ -18,6 +18,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from runbook.models import Phase
 from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrStatus
 from worker.settings import Settings
+from workflows import search_attributes as sa
 from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
 
 from .render import console
@@ -71,7 +72,7 @@ async def start_pitr(client: Client, settings: Settings, request: PitrRequest, *
     attached = False
     try:
         handle = await client.start_workflow(
-            PointInTimeRecoveryWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            PointInTimeRecoveryWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=sa.for_change(request.service, request.severity.value),
             static_summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
             static_details=f"requested by {request.requested_by}: {request.reason}",
         )

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.policy import sla_deadline
 
+    from . import search_attributes as sa
     from .approval import ApprovalDesk, escalate, send_notice
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
@@ -278,6 +279,8 @@ class MigrationRollbackWorkflow:
     def _set_phase(self, phase: Phase) -> None:
         self._status.phase = phase
         self._status.timings[phase.value] = workflow.now()
+        if workflow.info().typed_search_attributes.get(sa.PHASE) is not None:  # indexed by the starter
+            workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
 
 
 def migration_workflow_id(service: str) -> str:

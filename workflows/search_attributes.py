@@ -29,3 +29,10 @@ def for_guard(namespace: str, deployment: str) -> TypedSearchAttributes:
         SearchAttributePair(SERVICE, deployment), SearchAttributePair(NAMESPACE, namespace),
         SearchAttributePair(DEPLOYMENT, deployment), SearchAttributePair(PHASE, "watching"),
     ])
+
+
+def for_change(service: str, severity: str) -> TypedSearchAttributes:
+    """A migration rollback's or a recovery's attributes."""
+    return TypedSearchAttributes([
+        SearchAttributePair(SERVICE, service), SearchAttributePair(SEVERITY, severity), SearchAttributePair(PHASE, "planning"),
+    ])

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -60,6 +63,12 @@ class MigrationStack:
     queue: str
     sandbox: RunningSandbox
     apps: kube.AppsV1Api
+    env: dict
+
+    async def cli(self, *args: str) -> subprocess.CompletedProcess:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "starter.cli", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
     @property
     def instance(self):
@@ -115,7 +124,8 @@ async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIter
         activities = [CatalogActivities(Catalog(services=[entry])).service, PodExecActivities(kube.CoreV1Api(ws_api), verify).exec_in_pod,
                       cloudsql.check_backup, DatabaseActivities(core).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
-            yield MigrationStack(dev_env.client, queue, db_sandbox, apps)
+            env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
+            yield MigrationStack(dev_env.client, queue, db_sandbox, apps, env)
     await channel.close()
     await ws_api.close()
     await api.close()
@@ -198,3 +208,19 @@ async def test_bad_requests_are_refused_with_the_reason(migrations: MigrationSta
     assert "newer than the current 5" in error
     _, _, error = await migrations.run(service="nobody")
     assert "not in the service catalog" in error
+
+
+async def test_the_cli_starts_approves_and_shows_a_migration_rollback(migrations: MigrationStack) -> None:
+    started = await migrations.cli("migrate-down", "start", "--service", "tekutoko-api", "--steps", "1", "--reason", "drill", "--requested-by", "oncall")
+    assert started.returncode == 0 and "migration-tekutoko-api" in started.stdout and "awaiting_approval" in started.stdout, started.stderr
+    mine = await migrations.cli("approve", "migration-tekutoko-api", "--by", "oncall")
+    assert mine.returncode == 1 and "requested this rollback" in mine.stderr
+    for who in ("sre-lead", "backend-lead"):
+        assert (await migrations.cli("approve", "migration-tekutoko-api", "--by", who)).returncode == 0
+    handle = migrations.client.get_workflow_handle("migration-tekutoko-api", result_type=MigrationResult)
+    result = await asyncio.wait_for(handle.result(), 120)
+    assert result.status.phase is Phase.COMPLETED
+    shown = await migrations.cli("status", "migration-tekutoko-api", "--json")
+    assert json.loads(shown.stdout)["to_version"] == 4
+    listed = await migrations.cli("list")
+    assert "MigrationRollback\tmigration-tekutoko-api" in listed.stdout and "completed" in listed.stdout

@@ -30,15 +30,6 @@ class CliError(Exception):
         self.code = code
 
 
-async def query_status(handle: WorkflowHandle) -> RollbackStatus:
-    try:
-        return await handle.query(DeploymentRollbackWorkflow.status)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no rollback with id {handle.id}: see `modoru list`") from None
-        raise
-
-
 async def query_any_status(handle: WorkflowHandle):
     """The status of whichever modoru workflow `handle` names: a deployment
     rollback, a migration rollback or a release guard."""
@@ -118,11 +109,12 @@ async def _past_planning(handle: WorkflowHandle) -> RollbackStatus | None:
     return None
 
 
-async def follow(handle: WorkflowHandle, quiet: bool = False) -> RollbackStatus:
+async def follow(handle: WorkflowHandle, quiet: bool = False, render=None):
+    """Follow a rollback (or, with its `render`, any other change) until it ends, saying each phase."""
     last = None
     while True:
         failure = await failure_of(handle)
-        status = await query_status(handle)
+        status = await query_any_status(handle)
         if status.phase != last and not quiet:
             console.print(f"[cyan]{status.phase.value}[/] {status.message}")
             last = status.phase
@@ -130,7 +122,7 @@ async def follow(handle: WorkflowHandle, quiet: bool = False) -> RollbackStatus:
             if failure and status.phase not in TERMINAL:
                 status.phase, status.message = Phase.FAILED, failure
             if not quiet:
-                render_status(status)
+                (render or render_status)(status)
             return status
         await asyncio.sleep(0.5)
 

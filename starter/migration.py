@@ -11,7 +11,7 @@ import os
 import typer
 from pydantic import ValidationError
 from rich.table import Table
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -24,7 +24,6 @@ from workflows.migration_rollback import MigrationRollbackWorkflow, migration_wo
 from .render import console
 
 migrate_app = typer.Typer(help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, verification.", no_args_is_help=True)
-TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
 
 
 def _version(v: int | None) -> str:
@@ -59,30 +58,8 @@ def render_migration(status: MigrationStatus) -> None:
     console.print(audit)
 
 
-async def follow_migration(handle: WorkflowHandle, quiet: bool = False, render=None):
-    """Follow a migration rollback (or, with its `render`, a recovery) to its end."""
-    from .commands import failure_of, query_any_status
-
-    render = render or render_migration
-
-    last = None
-    while True:
-        failure = await failure_of(handle)
-        status = await query_any_status(handle)
-        if status.phase != last and not quiet:
-            console.print(f"[cyan]{status.phase.value}[/] {status.message}")
-            last = status.phase
-        if status.phase in TERMINAL or failure:
-            if failure and status.phase not in TERMINAL:
-                status.phase, status.message = Phase.FAILED, failure
-            if not quiet:
-                render(status)
-            return status
-        await asyncio.sleep(0.5)
-
-
 async def start_migration(client: Client, settings: Settings, request: MigrationRequest, *, wait: bool, as_json: bool) -> int:
-    from .commands import CliError, failure_of, query_any_status
+    from .commands import CliError, failure_of, follow, query_any_status
 
     workflow_id = migration_workflow_id(request.service)
     attached = False
@@ -99,7 +76,7 @@ async def start_migration(client: Client, settings: Settings, request: Migration
         console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
     status = None
     if wait:
-        status = await follow_migration(handle, quiet=as_json)
+        status = await follow(handle, quiet=as_json, render=render_migration)
     else:
         for _ in range(120):  # the checks before any change are where bad input shows
             status = await query_any_status(handle)

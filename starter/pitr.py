@@ -65,8 +65,7 @@ def render_pitr(status: PitrStatus) -> None:
 
 
 async def start_pitr(client: Client, settings: Settings, request: PitrRequest, *, wait: bool, as_json: bool) -> int:
-    from .commands import CliError, failure_of, query_any_status
-    from .migration import follow_migration
+    from .commands import CliError, failure_of, follow, query_any_status
 
     workflow_id = pitr_workflow_id(request.service)
     attached = False
@@ -82,7 +81,7 @@ async def start_pitr(client: Client, settings: Settings, request: PitrRequest, *
         verb = "a recovery is already running for this service; attached to it" if attached else "started"
         console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
     if wait:
-        status = await follow_migration(handle, quiet=as_json, render=render_pitr)
+        status = await follow(handle, quiet=as_json, render=render_pitr)
     else:
         status = None
         for _ in range(120):  # the pre-checks are where bad input shows

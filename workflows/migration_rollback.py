@@ -12,7 +12,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -46,10 +45,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.policy import sla_deadline
 
-    from . import search_attributes as sa
-    from .approval import ApprovalDesk, escalate, send_notice
+    from .approval import ApprovalDesk, escalate
+    from .change import ChangeSteps
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 
 
@@ -58,7 +56,7 @@ class Stop(Exception):
 
 
 @workflow.defn(name="MigrationRollback")
-class MigrationRollbackWorkflow:
+class MigrationRollbackWorkflow(ChangeSteps):
     @workflow.init
     def __init__(self, request: MigrationRequest) -> None:
         now = workflow.now()
@@ -73,6 +71,14 @@ class MigrationRollbackWorkflow:
         self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
         wanted = f"down to version {request.to_version}" if request.to_version is not None else f"down {request.steps or 1} step(s)"
         self._desk.note(request.requested_by, "requested", detail=f"migration rollback {wanted}: {request.reason}")
+
+    @property
+    def _notes(self) -> ApprovalDesk:
+        return self._desk
+
+    @property
+    def _target_label(self) -> str:
+        return f"{self._request.service} (schema)"
 
     @workflow.signal(name="approve")
     def approve(self, signal: ApprovalSignal) -> None:
@@ -230,7 +236,7 @@ class MigrationRollbackWorkflow:
         self._set_phase(Phase.AWAITING_APPROVAL)
         if self._desk.rejection is None:
             assert self._entry is not None
-            subject, text = notices.approval_needed_notice(self._request.language, deployment=f"{self._request.service} (schema)", workflow_id=self._status.workflow_id,
+            subject, text = notices.approval_needed_notice(self._request.language, deployment=self._target_label, workflow_id=self._status.workflow_id,
                                                             approvers=self._entry.approval.approvers, deadline=self._status.sla_deadline)
             await self._notify("approval_needed", subject, text)
         approved = self._desk.rejection is None and await self._desk.wait(needed)
@@ -240,7 +246,7 @@ class MigrationRollbackWorkflow:
         rejection = self._desk.rejection
         assert rejection is not None
         self._status.message = f"rejected by {rejection.by}: {rejection.reason}; nothing was changed"
-        subject, text = notices.rejected_notice(self._request.language, deployment=f"{self._request.service} (schema)", by=rejection.by, reason=rejection.reason)
+        subject, text = notices.rejected_notice(self._request.language, deployment=self._target_label, by=rejection.by, reason=rejection.reason)
         await self._notify("rejected", subject, text)
         self._set_phase(Phase.REJECTED)
         return False
@@ -255,32 +261,10 @@ class MigrationRollbackWorkflow:
     async def _escalation(self, point: str) -> None:
         self._status.escalations.append(point)
         self._desk.note("modoru", "escalation", detail=f"{point} in phase {self._status.phase.value}")
-        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=f"{self._request.service} (schema)",
+        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=self._target_label,
                                                   deadline=self._status.sla_deadline, phase=self._status.phase.value)
         await self._notify("escalation", subject, text)
 
-    async def _fail(self, message: str, *, announce: bool = False) -> None:
-        self._status.message = message
-        self._set_phase(Phase.FAILED)
-        if announce:
-            subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=f"{self._request.service} (schema)", error=message, problems=[])
-            await self._notify("failure", subject, text)
-
-    async def _activity(self, name: str, arg, result_type, summary: str, *, timeout: int = 60, heartbeat: int | None = None):
-        return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout),
-            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=RETRY, summary=summary,
-        )
-
-    async def _notify(self, kind: str, subject: str, text: str) -> None:
-        if self._entry is not None:
-            await send_notice(self._entry.channels, kind, subject, text, self._desk)
-
-    def _set_phase(self, phase: Phase) -> None:
-        self._status.phase = phase
-        self._status.timings[phase.value] = workflow.now()
-        if workflow.info().typed_search_attributes.get(sa.PHASE) is not None:  # indexed by the starter
-            workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
 
 
 def migration_workflow_id(service: str) -> str:

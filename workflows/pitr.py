@@ -44,10 +44,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.policy import sla_deadline
 
-    from . import search_attributes as sa
-    from .approval import ApprovalDesk, send_notice
+    from .approval import ApprovalDesk
+    from .change import ChangeSteps
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 
 
 class Stop(Exception):
@@ -55,7 +54,7 @@ class Stop(Exception):
 
 
 @workflow.defn(name="PointInTimeRecovery")
-class PointInTimeRecoveryWorkflow:
+class PointInTimeRecoveryWorkflow(ChangeSteps):
     @workflow.init
     def __init__(self, request: PitrRequest) -> None:
         now = workflow.now()
@@ -73,6 +72,14 @@ class PointInTimeRecoveryWorkflow:
 
     def _desk(self) -> ApprovalDesk:
         return self._switch_desk if self._status.gate == "switch" else self._clone_desk
+
+    @property
+    def _notes(self) -> ApprovalDesk:
+        return self._clone_desk
+
+    @property
+    def _target_label(self) -> str:
+        return f"{self._request.service} (point-in-time recovery)"
 
     @workflow.signal(name="approve")
     def approve(self, signal: ApprovalSignal) -> None:
@@ -226,28 +233,6 @@ class PointInTimeRecoveryWorkflow:
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _fail(self, message: str, *, announce: bool = False) -> None:
-        self._status.message = message
-        self._set_phase(Phase.FAILED)
-        if announce:
-            subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=f"{self._request.service} (point-in-time recovery)", error=message, problems=[])
-            await self._notify("failure", subject, text)
-
-    async def _activity(self, name: str, arg, result_type, summary: str, *, timeout: int = 60, heartbeat: int | None = None):
-        return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout),
-            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=RETRY, summary=summary,
-        )
-
-    async def _notify(self, kind: str, subject: str, text: str) -> None:
-        if self._entry is not None:
-            await send_notice(self._entry.channels, kind, subject, text, self._clone_desk)
-
-    def _set_phase(self, phase: Phase) -> None:
-        self._status.phase = phase
-        self._status.timings[phase.value] = workflow.now()
-        if workflow.info().typed_search_attributes.get(sa.PHASE) is not None:  # indexed by the starter
-            workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
 
 
 def pitr_workflow_id(service: str) -> str:

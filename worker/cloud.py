@@ -43,8 +43,8 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
                       rest_endpoint=settings.monitoring_rest_endpoint, credentials=credentials)
 
 
-def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities] | None:
-    """None when the worker has no way to reach the Cloud SQL Admin API."""
+def cloudsql_clients(channel: grpc.aio.Channel) -> tuple:
+    """(instances, backup runs, operations) async clients over one channel (the emulator's)."""
     from google.cloud import sqladmin_v1 as sql
     from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
         SqlBackupRunsServiceGrpcAsyncIOTransport,
@@ -56,13 +56,19 @@ def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities
         SqlOperationsServiceGrpcAsyncIOTransport,
     )
 
+    return (sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
+            sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
+            sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)))
+
+
+def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities] | None:
+    """None when the worker has no way to reach the Cloud SQL Admin API."""
+    from google.cloud import sqladmin_v1 as sql
+
     if settings.cloudsql_insecure:
         if not settings.cloudsql_endpoint:
             raise ValueError("MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (host:port of the emulator)")
-        channel = grpc.aio.insecure_channel(settings.cloudsql_endpoint)
-        clients = (sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
-                   sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
-                   sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)))
+        clients = cloudsql_clients(grpc.aio.insecure_channel(settings.cloudsql_endpoint))
         project = settings.cloudsql_project
     else:
         import google.auth

@@ -20,13 +20,6 @@ import aiohttp
 import grpc
 import psycopg
 import pytest
-from google.cloud import sqladmin_v1 as sql
-from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
-    SqlBackupRunsServiceGrpcAsyncIOTransport,
-)
-from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
-    SqlOperationsServiceGrpcAsyncIOTransport,
-)
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from kubernetes.aio.stream import WsApiClient
@@ -50,6 +43,7 @@ from runbook.catalog import (
 from runbook.migration_models import MigrationRequest, MigrationResult
 from runbook.models import ApprovalSignal, Phase
 from tests.conftest import RunningSandbox
+from worker.cloud import cloudsql_clients
 from worker.main import WORKFLOWS
 from workflows.migration_rollback import MigrationRollbackWorkflow
 
@@ -115,9 +109,8 @@ async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIter
     api, ws_api = kube.ApiClient(configuration), WsApiClient(configuration=configuration)
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     channel = grpc.aio.insecure_channel(endpoints["cloud_sql"])
-    cloudsql = CloudSqlActivities(sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
-                                  sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
-                                  endpoints["cloudsql_project"])
+    _, runs, operations = cloudsql_clients(channel)
+    cloudsql = CloudSqlActivities(runs, operations, endpoints["cloudsql_project"])
     queue = f"migrations-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         verify = VerifyActivities(apps, core, session)

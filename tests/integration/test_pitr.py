@@ -16,16 +16,6 @@ import aiohttp
 import grpc
 import psycopg
 import pytest
-from google.cloud import sqladmin_v1 as sql
-from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
-    SqlBackupRunsServiceGrpcAsyncIOTransport,
-)
-from google.cloud.sqladmin_v1.services.sql_instances_service.transports import (
-    SqlInstancesServiceGrpcAsyncIOTransport,
-)
-from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
-    SqlOperationsServiceGrpcAsyncIOTransport,
-)
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from temporalio.client import WorkflowFailureError
@@ -43,6 +33,7 @@ from runbook.catalog import ApprovalPolicy, Catalog, Channel, PitrConfig, Servic
 from runbook.models import ApprovalSignal, Phase
 from runbook.pitr_models import ExpectedQuery, PitrCheckRequest, PitrRequest, PitrResult
 from tests.conftest import RunningSandbox
+from worker.cloud import cloudsql_clients
 from worker.main import WORKFLOWS
 from workflows.pitr import PointInTimeRecoveryWorkflow
 
@@ -100,10 +91,7 @@ async def recovery(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterat
     api = await kube_config.new_client_from_config(config_file=str(db_sandbox.kubeconfig))
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     channel = grpc.aio.insecure_channel(endpoints["cloud_sql"])
-    pitr = PitrActivities(sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
-                          sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
-                          sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
-                          endpoints["cloudsql_project"])
+    pitr = PitrActivities(*cloudsql_clients(channel), endpoints["cloudsql_project"])
     queue = f"pitr-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         k8s, verify, switch = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), SwitchActivities(apps, core)

@@ -17,18 +17,12 @@ import psycopg
 import pytest
 from google.api_core import exceptions
 from google.cloud import sqladmin_v1 as sql
-from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
-    SqlBackupRunsServiceGrpcAsyncIOTransport,
-)
 from google.cloud.sqladmin_v1.services.sql_instances_service.transports import (
-    SqlInstancesServiceGrpcAsyncIOTransport,
     SqlInstancesServiceGrpcTransport,
-)
-from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
-    SqlOperationsServiceGrpcAsyncIOTransport,
 )
 
 from sandbox.cloudsql import LOCATION_FILE, CloudSqlEmulator
+from worker.cloud import cloudsql_clients
 
 PROJECT = "tekutoko-prod"
 NAME = "tekutoko-db"
@@ -53,11 +47,8 @@ async def emulator() -> AsyncIterator[CloudSqlEmulator]:
 @pytest.fixture(scope="module")
 async def api(emulator: CloudSqlEmulator) -> AsyncIterator[SimpleNamespace]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{emulator.port}")
-    yield SimpleNamespace(
-        instances=sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
-        runs=sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
-        operations=sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
-    )
+    instances, runs, operations = cloudsql_clients(channel)
+    yield SimpleNamespace(instances=instances, runs=runs, operations=operations)
     await channel.close()
 
 

@@ -17,14 +17,9 @@ import psycopg
 import pytest
 from google.api_core import exceptions
 from google.cloud import sqladmin_v1 as sql
-from google.cloud.sqladmin_v1.services.sql_instances_service.transports import (
-    SqlInstancesServiceGrpcAsyncIOTransport,
-)
-from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
-    SqlOperationsServiceGrpcAsyncIOTransport,
-)
 
 from sandbox.cloudsql import CloudSqlEmulator
+from worker.cloud import cloudsql_clients
 
 PROJECT = "tekutoko-prod"
 SOURCE = "pitr-src"
@@ -50,10 +45,8 @@ async def emulator() -> AsyncIterator[CloudSqlEmulator]:
 @pytest.fixture(scope="module")
 async def api(emulator: CloudSqlEmulator) -> AsyncIterator[SimpleNamespace]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{emulator.port}")
-    yield SimpleNamespace(
-        instances=sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
-        operations=sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)),
-    )
+    instances, _, operations = cloudsql_clients(channel)
+    yield SimpleNamespace(instances=instances, operations=operations)
     await channel.close()
 
 

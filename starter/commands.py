@@ -190,3 +190,39 @@ async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | N
         table.add_row(*line)
     console.print(table)
     return 0
+
+
+async def start_change(client: Client, settings: Settings, run, request, *, workflow_id: str, what: str, summary: str,
+                       render, wait: bool, as_json: bool) -> int:
+    """Start a migration rollback or a recovery (or attach to the one running), then
+    either follow it or wait past its checks, where bad input shows."""
+    attached = False
+    try:
+        handle = await client.start_workflow(
+            run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=sa.for_change(request.service, request.severity.value),
+            static_summary=summary, static_details=f"requested by {request.requested_by}: {request.reason}",
+        )
+    except WorkflowAlreadyStartedError:
+        handle, attached = client.get_workflow_handle(workflow_id), True
+    if not as_json:
+        verb = f"a {what} is already running for this service; attached to it" if attached else "started"
+        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
+    status = None
+    if wait:
+        status = await follow(handle, quiet=as_json, render=render)
+    else:
+        for _ in range(120):
+            status = await query_any_status(handle)
+            if status.phase is not Phase.PLANNING or await failure_of(handle):
+                break
+            await asyncio.sleep(0.25)
+        failure = await failure_of(handle)
+        if failure:
+            raise CliError(f"{what} refused: {failure}", code=1)
+        if not as_json and status is not None:
+            console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
+    if as_json:
+        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
+        print(json.dumps({**payload, "attached": attached}, ensure_ascii=False))
+    return (0 if status is not None and status.phase is Phase.COMPLETED else 1) if wait else 0

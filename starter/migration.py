@@ -3,22 +3,17 @@ two approvers; `approve`, `reject` and `status` work on it as on rollbacks."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import json
 import os
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from runbook.migration_models import MigrationRequest, MigrationStatus
-from runbook.models import Phase, Severity
+from runbook.models import Severity
 from worker.settings import Settings
-from workflows import search_attributes as sa
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
 from .render import console
@@ -59,43 +54,10 @@ def render_migration(status: MigrationStatus) -> None:
 
 
 async def start_migration(client: Client, settings: Settings, request: MigrationRequest, *, wait: bool, as_json: bool) -> int:
-    from .commands import CliError, failure_of, follow, query_any_status
+    from .commands import start_change
 
-    workflow_id = migration_workflow_id(request.service)
-    attached = False
-    try:
-        handle = await client.start_workflow(
-            MigrationRollbackWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue, search_attributes=sa.for_change(request.service, request.severity.value),
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=f"migration rollback of {request.service}", static_details=f"requested by {request.requested_by}: {request.reason}",
-        )
-    except WorkflowAlreadyStartedError:
-        handle, attached = client.get_workflow_handle(workflow_id), True
-    if not as_json:
-        verb = "a migration rollback is already running for this service; attached to it" if attached else "started"
-        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
-    status = None
-    if wait:
-        status = await follow(handle, quiet=as_json, render=render_migration)
-    else:
-        for _ in range(120):  # the checks before any change are where bad input shows
-            status = await query_any_status(handle)
-            if status.phase is not Phase.PLANNING:
-                break
-            if await failure_of(handle):
-                break
-            await asyncio.sleep(0.25)
-        failure = await failure_of(handle)
-        if failure:
-            raise CliError(f"migration rollback refused: {failure}", code=1)
-        if not as_json and status is not None:
-            console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
-    if as_json:
-        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
-        print(json.dumps({**payload, "attached": attached}, ensure_ascii=False))
-    if wait:
-        return 0 if status is not None and status.phase is Phase.COMPLETED else 1
-    return 0
+    return await start_change(client, settings, MigrationRollbackWorkflow.run, request, workflow_id=migration_workflow_id(request.service),
+                              what="migration rollback", summary=f"migration rollback of {request.service}", render=render_migration, wait=wait, as_json=as_json)
 
 
 @migrate_app.command("start")

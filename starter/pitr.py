@@ -3,22 +3,17 @@ app switched to it after a second approval."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import json
 import os
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from runbook.models import Phase
 from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrStatus
 from worker.settings import Settings
-from workflows import search_attributes as sa
 from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
 
 from .render import console
@@ -65,39 +60,11 @@ def render_pitr(status: PitrStatus) -> None:
 
 
 async def start_pitr(client: Client, settings: Settings, request: PitrRequest, *, wait: bool, as_json: bool) -> int:
-    from .commands import CliError, failure_of, follow, query_any_status
+    from .commands import start_change
 
-    workflow_id = pitr_workflow_id(request.service)
-    attached = False
-    try:
-        handle = await client.start_workflow(
-            PointInTimeRecoveryWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=sa.for_change(request.service, request.severity.value),
-            static_summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
-            static_details=f"requested by {request.requested_by}: {request.reason}",
-        )
-    except WorkflowAlreadyStartedError:
-        handle, attached = client.get_workflow_handle(workflow_id), True
-    if not as_json:
-        verb = "a recovery is already running for this service; attached to it" if attached else "started"
-        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
-    if wait:
-        status = await follow(handle, quiet=as_json, render=render_pitr)
-    else:
-        status = None
-        for _ in range(120):  # the pre-checks are where bad input shows
-            status = await query_any_status(handle)
-            if status.phase is not Phase.PLANNING or await failure_of(handle):
-                break
-            await asyncio.sleep(0.25)
-        failure = await failure_of(handle)
-        if failure:
-            raise CliError(f"recovery refused: {failure}", code=1)
-        if not as_json and status is not None:
-            console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
-    if as_json:
-        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
-        print(json.dumps({**payload, "attached": attached}, ensure_ascii=False))
-    return (0 if status is not None and status.phase is Phase.COMPLETED else 1) if wait else 0
+    return await start_change(client, settings, PointInTimeRecoveryWorkflow.run, request, workflow_id=pitr_workflow_id(request.service),
+                              what="recovery", summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
+                              render=render_pitr, wait=wait, as_json=as_json)
 
 
 @pitr_app.command("start")

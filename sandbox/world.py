@@ -283,7 +283,7 @@ class Sandbox:
             "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
             "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
-            **({"cloud_sql": f"127.0.0.1:{self.cloudsql.port}", "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
+            **({"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
         }
 
     def kubeconfig(self) -> dict[str, Any]:

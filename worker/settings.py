@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     monitoring_rest_endpoint: str = Field("https://monitoring.googleapis.com", description="base URL for projects.alerts.list")
     monitoring_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
     cloudsql_project: str | None = Field(None, description="Cloud project of the Cloud SQL instances (a catalog entry's migration.cloudsql_project overrides it)")
-    cloudsql_endpoint: str | None = Field(None, description="gRPC host:port of the Cloud SQL Admin API; default: Google's")
+    cloudsql_endpoint: str | None = Field(None, description="base URL of the Cloud SQL Admin REST API (e.g. http://127.0.0.1:PORT/); default: Google's")
     cloudsql_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
     max_concurrent_activities: int = Field(200, gt=0)
     max_concurrent_workflow_tasks: int = Field(100, gt=0)

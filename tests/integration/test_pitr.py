@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import grpc
 import psycopg
 import pytest
+from googleapiclient.http import build_http
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from temporalio.client import WorkflowFailureError
@@ -27,13 +27,13 @@ from activities.cloudsql_pitr import PitrActivities
 from activities.database import DatabaseActivities
 from activities.kubernetes import KubernetesActivities
 from activities.notify import NotifyActivities
+from activities.sqladmin import SqlAdmin
 from activities.switch import RESTARTED_AT, SwitchActivities
 from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, Channel, PitrConfig, ServiceEntry
 from runbook.models import ApprovalSignal, Phase
 from runbook.pitr_models import ExpectedQuery, PitrCheckRequest, PitrRequest, PitrResult
 from tests.conftest import RunningSandbox
-from worker.cloud import cloudsql_clients
 from worker.main import WORKFLOWS
 from workflows.pitr import PointInTimeRecoveryWorkflow
 
@@ -90,8 +90,7 @@ async def recovery(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterat
     )
     api = await kube_config.new_client_from_config(config_file=str(db_sandbox.kubeconfig))
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
-    channel = grpc.aio.insecure_channel(endpoints["cloud_sql"])
-    pitr = PitrActivities(*cloudsql_clients(channel), endpoints["cloudsql_project"])
+    pitr = PitrActivities(SqlAdmin(endpoints["cloud_sql"], build_http), endpoints["cloudsql_project"])
     queue = f"pitr-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         k8s, verify, switch = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), SwitchActivities(apps, core)
@@ -100,7 +99,6 @@ async def recovery(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterat
                       k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
             yield PitrStack(dev_env.client, queue, db_sandbox, apps, core, pitr)
-    await channel.close()
     await api.close()
 
 

@@ -68,7 +68,7 @@ class PitrActivities:
         if not free:
             problems.append(f"an instance named {request.destination!r} already exists: choose another --new-instance")
         runs = await self.admin.backup_runs(project, request.source, max_results=10)
-        return PitrCheck(pitr_enabled=enabled, earliest=earliest, latest=latest, destination_free=free,
+        return PitrCheck(pitr_enabled=enabled, source_connection_name=source.get("connectionName", ""), earliest=earliest, latest=latest, destination_free=free,
                          backups=[backup_run_info(r) for r in runs], problems=problems)
 
     @activity.defn(name="cloudsql.start_clone")

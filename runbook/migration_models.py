@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .catalog import NAME_PATTERN, IntegrityCheck
+from .catalog import NAME_PATTERN, DatabaseAccess, IntegrityCheck
 from .enums import Phase, Severity
 from .models import AuditEntry, CheckResult, Model
 
@@ -81,8 +81,11 @@ class BackupCheck(Model):
 
 
 class SnapshotRequest(Model):
+    """Read the tables and the integrity numbers with psql in one of the deployment's pods."""
+
     namespace: str
-    secret: str
+    deployment: str
+    access: DatabaseAccess
     checks: list[IntegrityCheck] = Field(default_factory=list)
 
 

@@ -209,8 +209,10 @@ class MigrationRollbackWorkflow(ChangeSteps):
         return result
 
     async def _snapshot(self, entry: ServiceEntry, config: MigrationConfig, summary: str) -> DatabaseSnapshot:
-        return await self._activity("db.snapshot", SnapshotRequest(namespace=entry.namespace, secret=config.database_secret, checks=config.integrity_checks),
-                                    DatabaseSnapshot, summary)
+        assert entry.database is not None  # the catalog requires it with migration
+        return await self._activity("db.snapshot", SnapshotRequest(namespace=entry.namespace, deployment=entry.deployment, access=entry.database,
+                                                                   checks=config.integrity_checks),
+                                    DatabaseSnapshot, summary + " (psql in an app pod)", timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120)
 
     @staticmethod
     def _compare(config: MigrationConfig, before: DatabaseSnapshot | None, after: DatabaseSnapshot) -> list[CheckResult]:

@@ -37,6 +37,7 @@ from runbook.catalog import (
     ApprovalPolicy,
     Catalog,
     Channel,
+    DatabaseAccess,
     IntegrityCheck,
     MigrationConfig,
     ServiceEntry,
@@ -100,7 +101,8 @@ async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIter
     entry = ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        migration=MigrationConfig(container="api", cloudsql_instance="tekutoko-db", database_secret="tekutoko-db", integrity_checks=[
+        database=DatabaseAccess(container="api", database="tekutoko_production", user="tekutoko"),
+        migration=MigrationConfig(container="api", cloudsql_instance="tekutoko-db", integrity_checks=[
             IntegrityCheck(name="users", sql="SELECT count(*) FROM users"), IntegrityCheck(name="walks", sql="SELECT count(*) FROM walks"),
         ]),
     )
@@ -112,8 +114,9 @@ async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIter
     queue = f"migrations-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         verify = VerifyActivities(apps, core, session)
-        activities = [CatalogActivities(Catalog(services=[entry])).service, PodExecActivities(kube.CoreV1Api(ws_api), verify).exec_in_pod,
-                      cloudsql.check_backup, DatabaseActivities(core).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
+        pods = PodExecActivities(kube.CoreV1Api(ws_api), verify)
+        activities = [CatalogActivities(Catalog(services=[entry])).service, pods.exec_in_pod,
+                      cloudsql.check_backup, DatabaseActivities(core, apps, pods).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
             env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
             yield MigrationStack(dev_env.client, queue, db_sandbox, apps, env)

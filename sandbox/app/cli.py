@@ -27,13 +27,15 @@ class UsageError(Exception):
 
 def _through_pod_loopback(params: dict[str, str], env: Mapping[str, str]) -> dict[str, str]:
     """In a pod with a Cloud SQL Auth Proxy sidecar, localhost:<port> is the proxy's
-    listener: connect where it leads (sandbox.kube.podnet), or to a refusing port."""
+    listener: connect where it leads (sandbox.kube.podnet). MigrateError if nothing listens there."""
     if podnet.LOOPBACK_ENV not in env or not podnet.is_loopback(params.get("host", "")):
         return params
+    port = int(params.get("port") or 5432)
     try:
-        host, port = podnet.translate(params.get("host", ""), int(params.get("port") or 5432), env)
+        host, port = podnet.translate(params.get("host", ""), port, env)
     except podnet.Refused:
-        host, port = "127.0.0.1", podnet.refused_port()
+        where = f"{params.get('host') or 'localhost'}:{port}/{params.get('dbname') or '?'}"
+        raise MigrateError(f"cannot connect to the database at {where}: Connection refused") from None
     return {**params, "host": host, "port": str(port)}
 
 
@@ -49,7 +51,7 @@ def conninfo_from_env(env: Mapping[str, str]) -> str:
     port = env.get("DATABASE_PORT") or "5432"
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"DATABASE_PORT must be a port number, not {port!r}")
-    params = _through_pod_loopback({"host": env["DATABASE_HOST"], "port": port}, env)
+    params = _through_pod_loopback({"host": env["DATABASE_HOST"], "port": port, "dbname": env["DATABASE_NAME"]}, env)
     return make_conninfo(
         host=params["host"], port=params["port"], dbname=env["DATABASE_NAME"], user=env["DATABASE_USER"],
         password=env.get("DATABASE_PASSWORD") or None, connect_timeout=10, application_name="tekutoko-api",

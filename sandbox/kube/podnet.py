@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -214,15 +213,3 @@ def translate(host: str, port: int, env: Mapping[str, str] | None = None) -> tup
         raise Refused(host, port)
     return target
 
-
-_held: list[socket.socket] = []
-
-
-def refused_port() -> int:
-    """A port on 127.0.0.1 that refuses connections while this process lives
-    (bound, never listening), for a client that must be handed some address."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.set_inheritable(True)  # kept by a program this process execs into
-    _held.append(sock)
-    return sock.getsockname()[1]

@@ -20,6 +20,7 @@ from .exec import PodExec
 from .faults import FaultInjector, RequestLog
 from .kubelet import Kubelet
 from .patch import apply_patch
+from .podnet import Resolver
 from .resources import (
     BY_PATH,
     GROUPS,
@@ -56,13 +57,14 @@ class Target:
 
 
 class KubeApi:
-    def __init__(self, store: Store, kubelet: Kubelet, faults: FaultInjector, requests: RequestLog, hooks: Any = None) -> None:
+    def __init__(self, store: Store, kubelet: Kubelet, faults: FaultInjector, requests: RequestLog, hooks: Any = None,
+                 resolve_instance: Resolver | None = None) -> None:
         self.store = store
         self.kubelet = kubelet
         self.faults = faults
         self.requests = requests
         self.hooks = hooks  # objects with before_create(resource, obj), e.g. the load balancer
-        self.pod_exec = PodExec(store, kubelet)
+        self.pod_exec = PodExec(store, kubelet, resolve_instance)
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)

@@ -93,9 +93,10 @@ def test_rollout_restart_makes_a_new_revision(sandbox: RunningSandbox) -> None:
 
 def test_get_pods_by_label_lists_three_running_pods(sandbox: RunningSandbox) -> None:
     out = sandbox.kubectl("get", "pods", "-l", "app=tekutoko-api", "-n", "default").stdout.splitlines()
+    # The app and its Cloud SQL Auth Proxy sidecar: kubectl counts a started native sidecar.
     assert out[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert len(out) == 4
-    assert all(line.split()[1:3] == ["1/1", "Running"] for line in out[1:])
+    assert all(line.split()[1:3] == ["2/2", "Running"] for line in out[1:])
     assert sandbox.kubectl("get", "pods", "-l", "app=nobody", "-n", "default").stderr.strip() == "No resources found in default namespace."
 
 

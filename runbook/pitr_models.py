@@ -23,7 +23,7 @@ class ExpectedQuery(Model):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     sql: str = Field(min_length=1, max_length=4000)
-    expect: str = Field(min_length=1, description="the answer as psql prints it (fields separated by spaces, rows by newlines)")
+    expect: str = Field(description="the answer as psql prints it (fields separated by spaces, rows by newlines)")
 
     @field_validator("sql")
     @classmethod

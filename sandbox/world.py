@@ -206,18 +206,7 @@ class Sandbox:
     def resolve_instance(self, connection_name: str) -> tuple[str, int] | None:
         """Where a proxy given `connection_name` forwards to: the instance's real
         PostgreSQL, or None if there is no such running instance in this project and region."""
-        if self.cloudsql is None:
-            return None
-        project, region, name = (connection_name.split(":") + ["", ""])[:3]
-        if connection_name.count(":") != 2 or (project, region) != (self.cloudsql.project, self.cloudsql.region):
-            return None
-        try:
-            instance = self.cloudsql.instance(name)
-        except KeyError:
-            return None
-        if not instance.cluster.running:
-            return None
-        return instance.cluster.host, instance.cluster.port
+        return self.cloudsql.address_of(connection_name) if self.cloudsql is not None else None
 
     # -- seeding ---------------------------------------------------------------------
 

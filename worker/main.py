@@ -99,7 +99,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             interceptors=[ServiceTagging()],
         )
         async with worker:
-            log.info("polling %s on %s%s", settings.task_queue, settings.temporal_address,
+            log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,
                      f"; metrics on {settings.metrics_address}" if settings.metrics_address else "")
             await stop.wait()
         await api.close()

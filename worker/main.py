@@ -60,7 +60,9 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     verify = VerifyActivities(apps, core, session, monitoring)
     guard = GuardActivities(verify, monitoring)
     notify = NotifyActivities(base_dir=settings.notices_dir)
-    catalog = CatalogActivities(load_catalog(settings.catalog))
+    entries = load_catalog(settings.catalog)
+    notify.announce_unconfigured(entries.services)
+    catalog = CatalogActivities(entries)
     database, switch = DatabaseActivities(core), SwitchActivities(apps, core)
     found = [
         catalog.lookup, catalog.service, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,

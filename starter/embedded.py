@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from worker.settings import Settings
 from workflows import search_attributes as sa
 
 from . import stacks
@@ -87,6 +88,11 @@ class EmbeddedStack:
     @property
     def endpoints_path(self) -> Path:
         return self.state_dir / "endpoints.json"
+
+    def client_settings(self) -> Settings:
+        """Settings for a client of this stack's own Temporal: the user's Temporal
+        profile or TLS settings, meant for another server, do not apply."""
+        return Settings(temporal_address=self.temporal_address, temporal_namespace="default", temporal_tls=False, web_ui=self.web_ui)
 
     @property
     def temporal_config_path(self) -> Path:

@@ -165,6 +165,7 @@ class Notice(Model):
 class NoticeResult(Model):
     delivered: list[str]
     failed: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list, description="channels not configured on this worker (a Slack channel without its webhook)")
 
 
 class ApprovalSignal(Model):

@@ -52,8 +52,12 @@ def run(coro_factory) -> Any:
     from .commands import CliError
 
     async def main() -> int:
+        from .stacks import web_ui_for
+
         settings = Settings()
         client = await connect(settings)
+        # Links go to the Web UI of the Temporal this client reached (see starter/stacks.py).
+        settings = settings.model_copy(update={"web_ui": web_ui_for(client.service_client.config.target_host, settings.web_ui)})
         return await coro_factory(client, settings)
 
     try:
@@ -144,19 +148,25 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
     from .guard import render_guard
     from .migration import render_migration
     from .pitr import render_pitr
+    from .stacks import workflow_link
 
     async def show(client, settings) -> int:
         current = await query_any_status(client.get_workflow_handle(workflow_id))
+        link = workflow_link(settings.web_ui, client.namespace, workflow_id)
         if as_json:
             print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
-        elif isinstance(current, MigrationStatus):
+            return 0
+        if isinstance(current, MigrationStatus):
             render_migration(current)
         elif isinstance(current, GuardStatus):
             render_guard(current)
         elif isinstance(current, PitrStatus):
             render_pitr(current)
         else:
-            render_status(current, settings.web_ui)
+            render_status(current, link)
+            return 0
+        if link:
+            console.print(f"web ui: {link}", highlight=False)
         return 0
 
     run(show)
@@ -197,7 +207,7 @@ def up(
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     from .embedded import EmbeddedStack, StackError
 
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps)
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps, register=True)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -212,7 +222,7 @@ def up(
         raise fail(str(exc)) from None
     console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
-    console.print(f"in another shell: export MODORU_TEMPORAL_ADDRESS={stack.temporal_address} MODORU_WEB_UI={stack.web_ui} "
+    console.print(f"in another shell: export TEMPORAL_ADDRESS={stack.temporal_address} "
                   f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}", soft_wrap=True)
     console.print("then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'", soft_wrap=True)
     console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)

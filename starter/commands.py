@@ -17,6 +17,7 @@ from workflows import search_attributes as sa
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 from .render import console, err_console, render_status
+from .stacks import workflow_link
 
 TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
 PLAN_WAIT_SECONDS = 20
@@ -73,10 +74,10 @@ async def start_rollback(client: Client, settings: Settings, request: RollbackRe
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(workflow_id)
         attached = True
-    link = f"{settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+    link = workflow_link(settings.web_ui, client.namespace, workflow_id)
     if not as_json:
         verb = "a rollback is already running for this deployment; attached to it" if attached else "started"
-        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {link}")
+        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
     status = await _past_planning(handle)
     if status is None:
         err_console.print("the worker has not planned this rollback yet; is `modoru worker` running?")
@@ -207,7 +208,8 @@ async def start_change(client: Client, settings: Settings, run, request, *, work
         handle, attached = client.get_workflow_handle(workflow_id), True
     if not as_json:
         verb = f"a {what} is already running for this service; attached to it" if attached else "started"
-        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
+        link = workflow_link(settings.web_ui, client.namespace, workflow_id)
+        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
     status = None
     if wait:
         status = await follow(handle, quiet=as_json, render=render)

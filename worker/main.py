@@ -60,7 +60,9 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     verify = VerifyActivities(apps, core, session, monitoring)
     guard = GuardActivities(verify, monitoring)
     notify = NotifyActivities(base_dir=settings.notices_dir)
-    catalog = CatalogActivities(load_catalog(settings.catalog))
+    entries = load_catalog(settings.catalog)
+    notify.announce_unconfigured(entries.services)
+    catalog = CatalogActivities(entries)
     switch = SwitchActivities(apps)
     found = [
         catalog.lookup, catalog.service, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
@@ -100,7 +102,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             interceptors=[ServiceTagging()],
         )
         async with worker:
-            log.info("polling %s on %s%s", settings.task_queue, settings.temporal_address,
+            log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,
                      f"; metrics on {settings.metrics_address}" if settings.metrics_address else "")
             await stop.wait()
         await api.close()

@@ -19,14 +19,17 @@ def bundled_catalog() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODORU_", env_file=".env", extra="ignore")
 
-    temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
-    temporal_namespace: str = "default"
-    temporal_tls: bool = False
+    # Temporal's own client configuration comes first (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    # TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE, temporal.toml: see worker/client.py);
+    # these override it where set.
+    temporal_address: str | None = Field(None, description="host:port of the Temporal frontend; overrides TEMPORAL_ADDRESS")
+    temporal_namespace: str | None = Field(None, description="overrides TEMPORAL_NAMESPACE")
+    temporal_tls: bool | None = Field(None, description="server-only TLS on (true) or off (false); overrides TEMPORAL_TLS")
     temporal_tls_cert: Path | None = Field(None, description="client certificate for mTLS")
     temporal_tls_key: Path | None = None
-    temporal_api_key: SecretStr | None = Field(None, description="Temporal Cloud API key")
+    temporal_api_key: SecretStr | None = Field(None, description="Temporal Cloud API key; overrides TEMPORAL_API_KEY")
     task_queue: str = TASK_QUEUE
-    web_ui: str = Field("http://127.0.0.1:8233", description="base URL of the Temporal Web UI, for links")
+    web_ui: str | None = Field(None, description="base URL of the Temporal Web UI, for links; default: the one `modoru up` started for the address in use")
     kubeconfig: Path | None = Field(None, description="kubeconfig file; none: in-cluster config, then ~/.kube/config")
     kube_context: str | None = None
     catalog: Path = Field(default_factory=bundled_catalog)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
+from .identity import Identity, check_identities, normalize_id
 from .queries import one_reading_statement
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -38,8 +39,15 @@ class Channel(Strict):
         return {"console": "console", "jsonl": f"jsonl:{self.path}", "slack": f"slack:${self.webhook_env}"}[self.kind]
 
 
+class Trust(Strict):
+    """The catalog's identities, handed to workflows with a service's entry."""
+
+    identities: list[Identity] = Field(default_factory=list)
+    oncall_role: str = "oncall"
+
+
 class ApprovalPolicy(Strict):
-    approvers: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list, description="roles (or identity ids) whose holders may approve and reject")
     investigate_approvals: int = Field(1, ge=0)
     immediate_approvals: int = Field(0, ge=0, description="0: an immediate rollback proceeds at once")
     on_deadline: Literal["keep_waiting", "proceed", "abort"] = Field(
@@ -127,6 +135,7 @@ class ServiceEntry(Strict):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria, description="metric criteria after a rollback")
     database: DatabaseAccess | None = Field(None, description="how the service's database is read (migration checks, PITR checks)")
+    trust: Trust | None = Field(None, description="set by the worker from the catalog's identities; not written in a catalog file")
     migration: MigrationConfig | None = Field(None, description="schema rollbacks; None: not offered for this service")
     pitr: PitrConfig | None = Field(None, description="point-in-time recovery; None: not offered for this service")
     verification_window_seconds: int = Field(120, gt=0)
@@ -146,6 +155,22 @@ class ServiceEntry(Strict):
 class Catalog(Strict):
     services: list[ServiceEntry]
     default: ServiceEntry | None = Field(None, description="Used for deployments not listed, if set")
+    identities: list[Identity] = Field(default_factory=list, description="who may sign decisions; with none, decisions are unsigned names")
+    oncall_role: str = Field("oncall", description="identities with this role may start an immediate rollback without approval")
+
+    @model_validator(mode="after")
+    def _trust_root(self) -> Catalog:
+        check_identities(self.identities)
+        for entry in [*self.services, *([self.default] if self.default else [])]:
+            if entry.trust is not None:
+                raise ValueError(f"service {entry.name}: identities belong at the top of the catalog, not in a service")
+        return self
+
+    def trusted(self, entry: ServiceEntry) -> ServiceEntry:
+        """`entry` with the catalog's identities, as workflows receive it."""
+        if not self.identities:
+            return entry
+        return entry.model_copy(update={"trust": Trust(identities=self.identities, oncall_role=normalize_id(self.oncall_role))})
 
     def named(self, name: str) -> ServiceEntry | None:
         return next((entry for entry in self.services if entry.name == name), None)

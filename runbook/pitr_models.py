@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .catalog import NAME_PATTERN, DatabaseAccess
+from .decisions import GateView, SignedDecision
 from .enums import Phase, Severity
 from .migration_models import BackupRunInfo
 from .models import AuditEntry, CheckResult, Model
@@ -49,6 +50,7 @@ class PitrRequest(Model):
     severity: Severity = Severity.IMMEDIATE  # data corruption: the runbook's "roll back at once"
     dry_run: bool = False
     language: Literal["ja", "en"] = "ja"
+    start: SignedDecision | None = Field(None, description="the requester's signed start")
 
     @field_validator("point_in_time")
     @classmethod
@@ -153,6 +155,7 @@ class PitrStatus(Model):
     approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
     switch_approvals: list[str] = Field(default_factory=list)
+    pending: GateView | None = Field(None, description="the gate awaiting decisions and the plan to sign")
     switched: str = Field("", description="the instance connection name the app's proxy now names, once switched to the clone")
     switched_back: bool = False
     health: list[CheckResult] = Field(default_factory=list)

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ProxySwitched,
         clone_name,
     )
+    from runbook.plans import clone_plan, switch_plan
     from runbook.policy import sla_deadline
 
     from .approval import ApprovalDesk
@@ -62,6 +63,7 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         self._request = request
         self._entry: ServiceEntry | None = None
         self._source_connection = ""
+        self._start_verified = False
         self._status = PitrStatus(
             workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
             requested_by=request.requested_by, reason=request.reason, point_in_time=request.point_in_time,
@@ -114,8 +116,10 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
             await self._fail(f"service {request.service!r} has no pitr settings in the catalog (pitr: cloudsql_instance, secret, ...)")
             raise Stop
         self._entry, config = entry, entry.pitr
-        self._clone_desk.set_policy(entry.approval)
-        self._switch_desk.set_policy(entry.approval)
+        self._clone_desk.set_policy(entry.approval, entry.trust)
+        self._switch_desk.set_policy(entry.approval, entry.trust)
+        self._start_verified = self._clone_desk.verify_start(request)
+        self._switch_desk.requester_id = self._clone_desk.requester_id
         source = config.cloudsql_instance
         clone = request.new_instance or clone_name(source, request.point_in_time)
         self._status.source, self._status.clone = source, clone
@@ -133,7 +137,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
             self._set_phase(Phase.COMPLETED)
             return PitrResult(status=self._status, no_op=True)
 
-        if not await self._gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}"):
+        shown = clone_plan(request.service, source, clone, request.point_in_time, request.checks)
+        if not await self._gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}", shown):
             return PitrResult(status=self._status)
         self._set_phase(Phase.EXECUTING)
         subject, text = notices.start_notice(request.language, detected_at=self._status.timings["started"], impact=request.reason, cause="data corruption",
@@ -163,7 +168,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         if failing:
             await self._fail(f"the clone {clone} failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failing) + f"; nothing was switched, {clone} is kept for inspection", announce=True)
             raise Stop
-        if not await self._gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}"):
+        shown = switch_plan(request.service, entry.deployment, self._source_connection, info.connection_name, self._status.checks)
+        if not await self._gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}", shown):
             return PitrResult(status=self._status)
         return await self._switch(entry, info)
 
@@ -210,9 +216,12 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
         return result.ok, failing or "healthy"
 
-    async def _gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str) -> bool:
+    async def _gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str, plan: dict) -> bool:
         self._status.gate = gate  # type: ignore[assignment]
+        if needed == 0 and desk.signed and not desk.immediate_without_approval(self._start_verified, started_by_guard=False):
+            needed = 1
         self._status.approvals_required = needed
+        self._status.pending = desk.show(gate, plan)
         desk.open = True
         if needed == 0:
             desk.note("modoru", "approval", detail=f"{gate}: policy proceeds without approval")
@@ -224,6 +233,7 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         await self._notify("approval_needed", subject, text)
         approved = desk.rejection is None and await desk.wait(needed)
         desk.open = False
+        self._status.pending = None
         if approved:
             return True
         rejection = desk.rejection

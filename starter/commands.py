@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
+from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
@@ -134,12 +136,29 @@ def exit_code(status: RollbackStatus | None) -> int:
     return 0 if status.phase == Phase.COMPLETED else 1
 
 
-async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal) -> int:
+async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal, *, key: Path | None = None,
+                        print_payload: bool = False, signature: Path | None = None, payload_file: Path | None = None) -> int:
+    from .signing import payload_for, read_signature, sign_with_key
+
     handle = client.get_workflow_handle(workflow_id)
-    await query_any_status(handle)  # says clearly when the id is unknown
+    status = await query_any_status(handle)  # says clearly when the id is unknown
+    decision = "approve" if isinstance(signal, ApprovalSignal) else "reject"
+    gate = getattr(status, "pending", None)
+    if key or print_payload:
+        if gate is None:
+            raise CliError(f"{workflow_id} has no gate awaiting decisions now (phase {status.phase.value})", code=1)
+        text = payload_for(gate, decision, signal.by, signal.comment if isinstance(signal, ApprovalSignal) else signal.reason).text()
+        if print_payload:
+            sys.stdout.write(text)  # no newline: ssh-keygen signs the file's exact bytes
+            return 0
+        signal.signed = sign_with_key(text, key)  # type: ignore[arg-type]
+    elif signature:
+        signal.signed = read_signature(signature, payload_file)
+    elif gate is not None and gate.signed:
+        raise CliError("this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)")
     signal.request_id = uuid.uuid4().hex
     try:
-        await handle.signal("approve" if isinstance(signal, ApprovalSignal) else "reject", signal)
+        await handle.signal(decision, signal)
     except RPCError as exc:
         raise CliError(f"cannot signal {workflow_id}: {exc.message}") from None
     for _ in range(80):

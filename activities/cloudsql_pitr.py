@@ -22,6 +22,7 @@ from runbook.pitr_models import (
 
 from .cloudsql import api_time, backup_run_info, require_project
 from .errors import permanent
+from .gatekeeper import Gatekeeper
 from .sqladmin import Conflict, NotFound, SqlAdmin, operation_error
 
 SETTING = "pitr.cloudsql_project"
@@ -32,9 +33,10 @@ def rfc3339(moment: dt.datetime) -> str:
 
 
 class PitrActivities:
-    def __init__(self, admin: SqlAdmin, project: str | None) -> None:
+    def __init__(self, admin: SqlAdmin, project: str | None, gatekeeper: Gatekeeper | None = None) -> None:
         self.admin = admin
         self.project = project
+        self.gatekeeper = gatekeeper
 
     @activity.defn(name="cloudsql.pitr_check")
     async def pitr_check(self, request: PitrCheckRequest) -> PitrCheck:
@@ -74,6 +76,14 @@ class PitrActivities:
     @activity.defn(name="cloudsql.start_clone")
     async def start_clone(self, request: CloneRequest) -> OperationRef:
         project = require_project(request.project, self.project, SETTING)
+        if self.gatekeeper is not None:
+            plan = request.grant.plan if request.grant else {}
+            entry = self.gatekeeper.catalog.named(str(plan.get("service", "")))
+            if entry is not None and (entry.pitr is None or entry.pitr.cloudsql_instance != request.source):
+                entry = None  # the service's catalog entry does not name this source
+            facts = {"kind": "pitr-clone", "source": request.source, "clone": request.destination,
+                     "point_in_time": request.point_in_time.astimezone(dt.UTC).isoformat()}
+            self.gatekeeper.require(request.grant, entry, entry.pitr.approvals if entry and entry.pitr else 1, facts, f"clone {request.source}")
         context = {"destinationInstanceName": request.destination, "pointInTime": rfc3339(request.point_in_time)}
         try:
             operation = await self.admin.clone(project, request.source, context)

@@ -68,6 +68,7 @@ class DatabaseActivities:
         self.core = core
         self.apps = apps
         self.pods = pods
+        self.gatekeeper = pods.gatekeeper
 
     async def _query(self, namespace: str, pod: str, container: str, access: DatabaseAccess, sql: str) -> list[str]:
         """The rows psql prints (one line each, fields separated by spaces)."""
@@ -108,6 +109,12 @@ class DatabaseActivities:
         """The recovery's checks on the clone, through a check pod whose proxy names it."""
         access = request.access
         checks = [(check, one_select(check.sql, f"check {check.name!r}")) for check in request.checks]
+        if self.gatekeeper is not None:
+            entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
+            facts = {"kind": "pitr-clone", "clone": request.clone_connection_name.rsplit(":", 1)[-1],
+                     "checks": [c.model_dump(mode="json") for c in request.checks]}
+            self.gatekeeper.require(request.grant, entry, entry.pitr.approvals if entry and entry.pitr else 1, facts,
+                                    f"run checks on {request.clone_connection_name}")
         name = await self._check_pod(request)
         try:
             container = await self._wait_ready(request.namespace, name, access)

@@ -18,6 +18,7 @@ from runbook.guard import Evidence, judge
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
 from runbook.models import ServiceMetrics
 
+from .gatekeeper import Gatekeeper
 from .metrics import Monitoring
 from .verify import VerifyActivities
 
@@ -29,9 +30,18 @@ def _now() -> dt.datetime:
 
 
 class GuardActivities:
-    def __init__(self, checks: VerifyActivities, monitoring: Monitoring | None) -> None:
+    def __init__(self, checks: VerifyActivities, monitoring: Monitoring | None, gatekeeper: Gatekeeper | None = None) -> None:
         self.checks = checks
         self.monitoring = monitoring
+        self.gatekeeper = gatekeeper
+
+    def _sealed(self, report: WatchReport, request: WatchRequest) -> WatchReport:
+        """A breach, sealed with the workers' key so the undo can tell the guard's rollback from a forged one."""
+        if self.gatekeeper is None or report.breach_at is None:
+            return report
+        facts = {"guard": activity.info().workflow_id, "namespace": request.namespace, "deployment": request.deployment,
+                 "severity": report.verdict.severity.value if report.verdict.severity else "", "at": report.breach_at.isoformat()}
+        return report.model_copy(update={"seal": self.gatekeeper.seal(facts), "sealed": facts})
 
     async def _restarts(self, namespace: str, deployment: str) -> tuple[int, int | None, list[str]]:
         found, pods = await self.checks.deployment_pods(namespace, deployment)
@@ -98,11 +108,11 @@ class GuardActivities:
             polls += 1
             report = WatchReport(polls=polls, at=at, evidence=evidence, verdict=verdict, metrics=reading, health_failures=health_failures)
             if verdict.severity is not None and verdict.severity.value == "immediate":
-                return report.model_copy(update={"breach_at": confirming or at})
+                return self._sealed(report.model_copy(update={"breach_at": confirming or at}), request)
             if verdict.severity is not None:
                 confirming = confirming or at
                 if at - confirming >= window:
-                    return report.model_copy(update={"breach_at": confirming, "confirming_since": confirming})
+                    return self._sealed(report.model_copy(update={"breach_at": confirming, "confirming_since": confirming}), request)
             else:
                 confirming = None  # a blip: the full window after it was clean
             report.confirming_since = confirming

@@ -13,6 +13,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 
+from runbook.enums import Severity
 from runbook.models import (
     BackupRef,
     BackupRequest,
@@ -26,8 +27,11 @@ from runbook.models import (
     UndoRequest,
     UndoResult,
 )
+from runbook.plans import rollback_plan
+from runbook.policy import approvals_required
 
 from .errors import permanent, raise_for_api_status
+from .gatekeeper import Gatekeeper
 
 REVISION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -94,9 +98,10 @@ def clean_manifest(deployment: Obj) -> Obj:
 
 
 class KubernetesActivities:
-    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api) -> None:
+    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api, gatekeeper: Gatekeeper | None = None) -> None:
         self.apps = apps
         self.core = core
+        self.gatekeeper = gatekeeper
         self._serialize = apps.api_client.sanitize_for_serialization
 
     # -- reading -----------------------------------------------------------------
@@ -218,6 +223,11 @@ class KubernetesActivities:
         """kubectl rollout undo: a JSON Patch of the template and annotations,
         skipped when the template already matches, so a retry never rolls twice."""
         plan = request.plan
+        if self.gatekeeper is not None:
+            entry = self.gatekeeper.catalog.find(plan.namespace, plan.deployment)
+            severity = Severity(request.grant.request.get("severity", "investigate")) if request.grant else Severity.INVESTIGATE
+            needed = approvals_required(severity, entry.approval) if entry else 1
+            self.gatekeeper.require(request.grant, entry, needed, rollback_plan(plan), f"roll deployment/{plan.deployment} back")
         deployment = await self._deployment(plan.namespace, plan.deployment)
         if deployment["metadata"]["uid"] != plan.deployment_uid:
             raise permanent(f"deployment/{plan.deployment} was deleted and re-created since the plan; start a new rollback", "DeploymentReplaced")

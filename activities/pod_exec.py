@@ -13,9 +13,12 @@ from kubernetes.aio.stream import WsApiClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook.catalog import Catalog
 from runbook.migration_models import OUTPUT_KEPT, ExecRequest, ExecResult
+from runbook.migrations import fill
 
 from .errors import permanent, raise_for_api_status
+from .gatekeeper import Gatekeeper
 from .verify import VerifyActivities
 
 STDOUT, STDERR, ERROR = 1, 2, 3
@@ -27,9 +30,11 @@ def _tail(data: bytes) -> str:
 
 
 class PodExecActivities:
-    def __init__(self, exec_core: client.CoreV1Api, checks: VerifyActivities) -> None:
+    def __init__(self, exec_core: client.CoreV1Api, checks: VerifyActivities, catalog: Catalog, gatekeeper: Gatekeeper | None = None) -> None:
         self.exec_core = exec_core  # a CoreV1Api over a WsApiClient
         self.checks = checks
+        self.catalog = catalog  # the commands a service may run come from here, never from the request
+        self.gatekeeper = gatekeeper
 
     async def ready_pod(self, namespace: str, deployment: str, container: str | None) -> tuple[str, str]:
         """(pod, container) of a Running and Ready pod of the deployment."""
@@ -76,8 +81,21 @@ class PodExecActivities:
 
     @activity.defn(name="k8s.exec")
     async def exec_in_pod(self, request: ExecRequest) -> ExecResult:
-        pod, container = await self.ready_pod(request.namespace, request.deployment, request.container)
+        entry = self.catalog.named(request.service)
+        if entry is None or entry.migration is None:
+            raise permanent(f"service {request.service!r} has no migration commands in this worker's catalog", "UnknownService")
+        config = entry.migration
+        if request.action == "down_to":
+            if request.version is None:
+                raise permanent("down_to needs the target version", "ExecRefused")
+            if self.gatekeeper is not None:
+                self.gatekeeper.require(request.grant, entry, config.approvals, {"kind": "migration", "service": request.service, "to_version": request.version},
+                                        f"migrate {request.service} down to version {request.version}")
+            command = fill(config.down_to_command, version=request.version, steps=request.steps)
+        else:
+            command = config.version_command if request.action == "version" else config.history_command
+        pod, container = await self.ready_pod(entry.namespace, entry.deployment, config.container)
         activity.heartbeat({"pod": pod})
-        out, err, code = await self.run(request.namespace, pod, container, request.command, request.timeout_seconds)
-        return ExecResult(pod=pod, container=container, command=request.command, exit_code=code, stdout=out, stderr=err, at=dt.datetime.now(dt.UTC))
+        out, err, code = await self.run(entry.namespace, pod, container, command, config.command_timeout_seconds)
+        return ExecResult(pod=pod, container=container, command=command, exit_code=code, stdout=out, stderr=err, at=dt.datetime.now(dt.UTC))
 

@@ -12,12 +12,14 @@ from temporalio import activity
 from runbook.pitr_models import ProxySwitch, ProxySwitched
 
 from .errors import permanent, raise_for_api_status
+from .gatekeeper import Gatekeeper
 from .proxy import proxy_container, retarget
 
 
 class SwitchActivities:
-    def __init__(self, apps: client.AppsV1Api) -> None:
+    def __init__(self, apps: client.AppsV1Api, gatekeeper: Gatekeeper | None = None) -> None:
         self.apps = apps
+        self.gatekeeper = gatekeeper
 
     async def _deployment(self, namespace: str, name: str):
         try:
@@ -29,6 +31,16 @@ class SwitchActivities:
 
     @activity.defn(name="k8s.switch_proxy_instance")
     async def switch_proxy_instance(self, request: ProxySwitch) -> ProxySwitched:
+        if self.gatekeeper is not None:
+            entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
+            plan = request.grant.plan if request.grant else {}
+            # The approved switch covers switching back to the source when the app is unhealthy on the clone.
+            back = plan.get("to") == request.from_connection_name and plan.get("from") == request.to_connection_name
+            facts = {"kind": "pitr-switch", "deployment": request.deployment,
+                     "from": request.to_connection_name if back else request.from_connection_name,
+                     "to": request.from_connection_name if back else request.to_connection_name}
+            needed = entry.pitr.approvals if entry and entry.pitr else 1
+            self.gatekeeper.require(request.grant, entry, needed, facts, f"point deployment/{request.deployment}'s proxy at {request.to_connection_name}")
         found = await self._deployment(request.namespace, request.deployment)
         spec = self.apps.api_client.sanitize_for_serialization(found.spec.template.spec)
         proxy = proxy_container(spec, request.proxy_container)

@@ -70,6 +70,21 @@ class SignedDecision(Model):
     signature: str = Field(min_length=20, max_length=4000, description="armored SSH signature, namespace modoru")
 
 
+class Grant(Model):
+    """What a changing activity receives to check again: the decisions counted for
+    the gate, the plan they name, the requester's start over the request, and the
+    release guard's seal when the guard started the change."""
+
+    gate: str
+    plan: dict[str, Any]
+    decisions: list[SignedDecision] = Field(default_factory=list)
+    request_kind: str = ""
+    request: dict[str, Any] = Field(default_factory=dict)
+    start: SignedDecision | None = None
+    guard_seal: str = ""
+    guard_facts: dict[str, Any] = Field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Expected:
     workflow_id: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -104,6 +104,8 @@ class WatchReport(Model):
     confirming_since: dt.datetime | None = None
     breach_at: dt.datetime | None = Field(None, description="first poll that saw the breach, when the verdict calls for a rollback")
     window_over: bool = Field(False, description="the guard's time is up")
+    seal: str = Field("", description="the worker's HMAC over sealed, when the verdict calls for a rollback")
+    sealed: dict[str, Any] = Field(default_factory=dict, description="the breach facts the seal covers")
 
 
 class StopSignal(Model):

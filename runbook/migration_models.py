@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .catalog import NAME_PATTERN, DatabaseAccess, IntegrityCheck
-from .decisions import GateView, SignedDecision
+from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
 from .models import AuditEntry, CheckResult, Model
 
@@ -43,11 +43,14 @@ class MigrationRequest(Model):
 
 
 class ExecRequest(Model):
-    namespace: str
-    deployment: str
-    container: str | None = None
-    command: list[str] = Field(min_length=1)
-    timeout_seconds: int = Field(300, gt=0)
+    """One of the service's catalog commands (never a free command line), filled in
+    and run by the activity from its own catalog."""
+
+    service: str
+    action: Literal["version", "history", "down_to"]
+    version: int | None = Field(None, ge=0, description="down_to: the target version")
+    steps: int = Field(0, ge=0)
+    grant: Grant | None = Field(None, description="down_to: the signed approvals, checked again by the activity")
 
 
 class ExecResult(Model):

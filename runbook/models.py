@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .catalog import NAME_PATTERN, Channel
-from .decisions import GateView, SignedDecision
+from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
 from .guard import MonitoringConfig, RecoveryCriteria
 
@@ -32,6 +32,8 @@ class RollbackRequest(Model):
     language: Literal["ja", "en"] = "ja"
     evidence: list[str] = Field(default_factory=list, max_length=50, description="what a release guard saw, when one started this")
     start: SignedDecision | None = Field(None, description="the requester's signed start (payload over this request without it)")
+    guard_seal: str = Field("", description="the release guard's seal on its breach, when the guard started this")
+    guard_facts: dict[str, Any] = Field(default_factory=dict, description="what the guard's seal covers")
 
     @field_validator("detected_at")
     @classmethod
@@ -97,6 +99,7 @@ class BackupRef(Model):
 
 class UndoRequest(Model):
     plan: RollbackPlan
+    grant: Grant | None = Field(None, description="the signed approvals, checked again by the activity")
 
 
 class UndoResult(Model):

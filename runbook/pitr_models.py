@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .catalog import NAME_PATTERN, DatabaseAccess
-from .decisions import GateView, SignedDecision
+from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
 from .migration_models import BackupRunInfo
 from .models import AuditEntry, CheckResult, Model
@@ -88,6 +88,7 @@ class CloneRequest(Model):
     source: str
     destination: str
     point_in_time: dt.datetime
+    grant: Grant | None = None
 
 
 class OperationRef(Model):
@@ -118,6 +119,7 @@ class CloneQueriesRequest(Model):
     source_connection_name: str
     clone_connection_name: str
     checks: list[ExpectedQuery]
+    grant: Grant | None = None
 
 
 class ProxySwitch(Model):
@@ -128,6 +130,7 @@ class ProxySwitch(Model):
     proxy_container: str
     from_connection_name: str
     to_connection_name: str
+    grant: Grant | None = None
 
 
 class ProxySwitched(Model):

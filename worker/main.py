@@ -19,6 +19,7 @@ from activities.catalog import CatalogActivities
 from activities.cloudsql import CloudSqlActivities
 from activities.cloudsql_pitr import PitrActivities
 from activities.database import DatabaseActivities
+from activities.gatekeeper import Gatekeeper, seal_key_from_env
 from activities.guard import GuardActivities
 from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities, Monitoring
@@ -56,14 +57,17 @@ async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
 def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None,
                    ws_api: WsApiClient | None = None, cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None) -> list:
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
-    k8s = KubernetesActivities(apps, core)
-    verify = VerifyActivities(apps, core, session, monitoring)
-    guard = GuardActivities(verify, monitoring)
-    notify = NotifyActivities(base_dir=settings.notices_dir)
     entries = load_catalog(settings.catalog)
+    gatekeeper = Gatekeeper(entries, seal_key_from_env())
+    k8s = KubernetesActivities(apps, core, gatekeeper)
+    verify = VerifyActivities(apps, core, session, monitoring)
+    guard = GuardActivities(verify, monitoring, gatekeeper)
+    notify = NotifyActivities(base_dir=settings.notices_dir)
     notify.announce_unconfigured(entries.services)
     catalog = CatalogActivities(entries)
-    switch = SwitchActivities(apps)
+    switch = SwitchActivities(apps, gatekeeper)
+    if not entries.identities:
+        log.warning("the catalog lists no identities: approvals are unsigned names that anyone with Temporal access can give")
     found = [
         catalog.lookup, catalog.service, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
         verify.verify_service, notify.send, guard.baseline, guard.watch, switch.switch_proxy_instance,
@@ -72,11 +76,12 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
         metrics = MetricsActivities(monitoring)
         found += [metrics.service_health, metrics.open_alerts]
     if ws_api is not None:
-        pods = PodExecActivities(kube.CoreV1Api(ws_api), verify)
+        pods = PodExecActivities(kube.CoreV1Api(ws_api), verify, entries, gatekeeper)
         database = DatabaseActivities(core, apps, pods)
         found += [pods.exec_in_pod, database.snapshot, database.clone_queries]
     if cloudsql is not None:
         backups, pitr = cloudsql
+        pitr.gatekeeper = gatekeeper
         found += [backups.check_backup, pitr.pitr_check, pitr.start_clone, pitr.operation_done, pitr.instance]
     return found
 

@@ -19,10 +19,18 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from runbook.catalog import ApprovalPolicy, Channel, Trust
-    from runbook.decisions import Expected, GateView, has_role, judge, plan_digest
+    from runbook.decisions import (
+        Expected,
+        GateView,
+        Grant,
+        SignedDecision,
+        has_role,
+        judge,
+        plan_digest,
+    )
     from runbook.identity import normalize_id
     from runbook.models import ApprovalSignal, AuditEntry, Notice, NoticeResult, RejectSignal
-    from runbook.plans import start_plan
+    from runbook.plans import start_plan, start_request
     from runbook.policy import escalation_points, judge_approval, judge_rejection
 
 SIGNED_DECISIONS = "signed-decisions"  # workflow.patched id: runs recorded before it judge plain names
@@ -45,6 +53,7 @@ class ApprovalDesk:
         self.trust: Trust | None = None
         self.gate: GateView | None = None  # what signers are shown; None until the plan exists
         self.nonces: set[str] = set()
+        self.counted: list[SignedDecision] = []  # handed to the activities that act on them
         self.requester_id = normalize_id(requested_by)
 
     def note(self, actor: str, action: str, *, counted: bool | None = None, detail: str = "", request_id: str = "") -> None:
@@ -99,6 +108,14 @@ class ApprovalDesk:
         self.note("modoru", "approval", counted=None,
                   detail=f"immediate requested by {self.requester_id}, who is not a verified {self.trust.oncall_role}: one approval is needed")
         return False
+
+    def grant(self, request) -> Grant | None:
+        """The approvals of the gate shown, for the activity that acts on them (None without identities)."""
+        if self.trust is None or self.gate is None:
+            return None
+        return Grant(gate=self.gate.gate, plan=self.gate.plan, decisions=list(self.counted), request_kind=type(request).__name__,
+                     request=start_request(request), start=getattr(request, "start", None),
+                     guard_seal=getattr(request, "guard_seal", ""), guard_facts=getattr(request, "guard_facts", {}))
 
     def show(self, gate: str, plan: dict) -> GateView:
         """Open `gate` on `plan`: from now on decisions must name this gate and plan."""
@@ -168,6 +185,7 @@ class ApprovalDesk:
             self.note(who, "approve", counted=False, detail=f"{who} has already approved: two approvals are two people", request_id=signal.request_id)
         else:
             self.approvals.append(who)
+            self.counted.append(signal.signed)
             self.note(who, "approve", counted=True, detail=verdict.reason + (f" ({note})" if note else ""), request_id=signal.request_id)
 
     async def wait(self, needed: int) -> bool:

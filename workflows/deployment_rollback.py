@@ -165,7 +165,9 @@ class DeploymentRollbackWorkflow:
         delivered = await self._notify("start", subject, text)
         self._check("notify_start", ", ".join(delivered) or "no channel took the notice", done=bool(delivered))
         try:
-            undo: UndoResult = await self._activity("k8s.rollout_undo", UndoRequest(plan=plan), UndoResult, f"undo to revision {plan.to_revision}")
+            self._status.pending = None
+            undo: UndoResult = await self._activity("k8s.rollout_undo", UndoRequest(plan=plan, grant=self._desk.grant(request)), UndoResult,
+                                                    f"undo to revision {plan.to_revision}")
             self._check("undo", undo.message)
             self._set_phase(Phase.WAITING_ROLLOUT)
             outcome: RolloutOutcome = await self._activity(
@@ -215,13 +217,13 @@ class DeploymentRollbackWorkflow:
             guard = workflow.info().parent is not None and bool(self._request.evidence)
             needed = 0 if self._desk.immediate_without_approval(self._start_verified, guard) else 1
         self._status.approvals_required = needed
+        assert self._plan is not None
+        self._status.pending = self._desk.show("approval", rollback_plan(self._plan))
         if self._desk.rejection is not None:
             return False
         if needed == 0:
             self._audit("modoru", "approval", counted=None, detail=f"{self._request.severity.value}: policy proceeds without approval")
             return True
-        assert self._plan is not None
-        self._status.pending = self._desk.show("approval", rollback_plan(self._plan))
         self._set_phase(Phase.AWAITING_APPROVAL)
         subject, text = notices.approval_needed_notice(self._request.language, deployment=self._request.deployment, workflow_id=self._status.workflow_id, approvers=entry.approval.approvers, deadline=self._status.sla_deadline)
         await self._notify("approval_needed", subject, text)

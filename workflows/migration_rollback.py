@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.catalog import MigrationConfig, ServiceEntry
+    from runbook.decisions import Grant
     from runbook.migration_models import (
         BackupCheck,
         BackupCheckRequest,
@@ -31,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
     from runbook.migrations import (
         MigrationRefused,
         SchemaState,
-        fill,
         parse_history,
         parse_version,
         plan_down,
@@ -157,7 +157,8 @@ class MigrationRollbackWorkflow(ChangeSteps):
             expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)),
         )
         await self._notify("start", subject, text)
-        down = await self._exec(config, fill(config.down_to_command, version=target or 0, steps=steps), "migrate down")
+        self._status.pending = None
+        down = await self._exec(config, "down_to", "migrate down", version=target or 0, steps=steps, grant=self._desk.grant(request))
         version, dirty = await self._version(config)
         if down.exit_code != 0 or dirty or version != target:
             said = (down.stderr or down.stdout).strip().splitlines()[-1:] or [""]
@@ -185,7 +186,7 @@ class MigrationRollbackWorkflow(ChangeSteps):
 
     async def _read_state(self, config: MigrationConfig) -> SchemaState:
         version, dirty = await self._version(config)
-        history = await self._exec(config, config.history_command, "migrate history")
+        history = await self._exec(config, "history", "migrate history")
         if history.exit_code != 0:
             await self._fail(f"{' '.join(history.command)} exited {history.exit_code}: {history.stderr.strip()[-300:]}")
             raise Stop
@@ -194,21 +195,20 @@ class MigrationRollbackWorkflow(ChangeSteps):
         return SchemaState(version=version, dirty=dirty, applied=tuple(applied), available=tuple(available))
 
     async def _version(self, config: MigrationConfig) -> tuple[int | None, bool]:
-        result = await self._exec(config, config.version_command, "migrate version")
+        result = await self._exec(config, "version", "migrate version")
         try:
             return parse_version(result.stdout, result.stderr)
         except ValueError as exc:
             await self._fail(f"{' '.join(result.command)} exited {result.exit_code}: {exc}")
             raise Stop from None
 
-    async def _exec(self, config: MigrationConfig, command: list[str], summary: str) -> ExecResult:
-        assert self._entry is not None
+    async def _exec(self, config: MigrationConfig, action: str, summary: str, *, version: int | None = None, steps: int = 0,
+                    grant: Grant | None = None) -> ExecResult:
         result: ExecResult = await self._activity("k8s.exec", ExecRequest(
-            namespace=self._entry.namespace, deployment=self._entry.deployment, container=config.container, command=command,
-            timeout_seconds=config.command_timeout_seconds,
+            service=self._request.service, action=action, version=version, steps=steps, grant=grant,  # type: ignore[arg-type]
         ), ExecResult, summary, timeout=config.command_timeout_seconds + 60)
         self._status.commands.append(result)
-        self._desk.note("modoru", "exec", detail=f"{' '.join(command)} in {result.pod}: exit {result.exit_code}")
+        self._desk.note("modoru", "exec", detail=f"{' '.join(result.command)} in {result.pod}: exit {result.exit_code}")
         return result
 
     async def _snapshot(self, entry: ServiceEntry, config: MigrationConfig, summary: str) -> DatabaseSnapshot:

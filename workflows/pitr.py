@@ -146,7 +146,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
                                              expected_recovery=workflow.now() + timedelta(minutes=config.clone_timeout_minutes))
         await self._notify("start", subject, text)
         operation: OperationRef = await self._activity("cloudsql.start_clone", CloneRequest(
-            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time), OperationRef, f"clone {source} as {clone}")
+            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time,
+            grant=self._clone_desk.grant(request)), OperationRef, f"clone {source} as {clone}")
         self._status.operation = operation.name
         await workflow.execute_activity(
             "cloudsql.operation_done", operation, result_type=str, summary=f"wait for the clone operation {operation.name}",
@@ -162,7 +163,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         if request.checks:
             self._status.checks = await self._activity("db.clone_queries", CloneQueriesRequest(
                 namespace=entry.namespace, deployment=entry.deployment, access=entry.database, source_connection_name=self._source_connection,
-                clone_connection_name=info.connection_name, checks=request.checks), list[CheckResult], f"verify {clone} in a check pod",
+                clone_connection_name=info.connection_name, checks=request.checks, grant=self._clone_desk.grant(request)),
+                list[CheckResult], f"verify {clone} in a check pod",
                 timeout=entry.database.check_pod_timeout_seconds + 60 * len(request.checks) + 60, heartbeat=30)
         failing = [c for c in self._status.checks if not c.ok]
         if failing:
@@ -197,7 +199,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         assert entry.database is not None
         switched: ProxySwitched = await self._activity("k8s.switch_proxy_instance", ProxySwitch(
             namespace=entry.namespace, deployment=entry.deployment, proxy_container=entry.database.proxy_container,
-            from_connection_name=source, to_connection_name=target), ProxySwitched, f"point {entry.deployment}'s Cloud SQL proxy at {target}")
+            from_connection_name=source, to_connection_name=target, grant=self._switch_desk.grant(self._request)), ProxySwitched,
+            f"point {entry.deployment}'s Cloud SQL proxy at {target}")
         self._clone_desk.note("modoru", "switch", detail=f"deployment/{entry.deployment} {switched.container}: {source} → {target}"
                               + ("" if switched.changed else " (already so)"))
 

@@ -167,6 +167,7 @@ class ReleaseGuardWorkflow:
             namespace=self._request.namespace, deployment=self._request.deployment, severity=severity,
             reason=f"release guard: {'; '.join(report.verdict.reasons)}"[:2000], impact="; ".join(report.verdict.reasons)[:2000],
             detected_at=report.breach_at, requested_by=self._request.requested_by, language=self._request.language, evidence=evidence,
+            guard_seal=report.seal, guard_facts=report.sealed,
         )
         try:
             child = await workflow.start_child_workflow(

@@ -114,7 +114,7 @@ async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIter
     queue = f"migrations-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         verify = VerifyActivities(apps, core, session)
-        pods = PodExecActivities(kube.CoreV1Api(ws_api), verify)
+        pods = PodExecActivities(kube.CoreV1Api(ws_api), verify, Catalog(services=[entry]))
         activities = [CatalogActivities(Catalog(services=[entry])).service, pods.exec_in_pod,
                       cloudsql.check_backup, DatabaseActivities(core, apps, pods).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):

@@ -108,7 +108,7 @@ async def recovery(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterat
     queue = f"pitr-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         k8s, verify, switch = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), SwitchActivities(apps)
-        database = DatabaseActivities(core, apps, PodExecActivities(kube.CoreV1Api(ws_api), verify))
+        database = DatabaseActivities(core, apps, PodExecActivities(kube.CoreV1Api(ws_api), verify, Catalog(services=[entry])))
         activities = [CatalogActivities(Catalog(services=[entry])).service, pitr.pitr_check, pitr.start_clone, pitr.operation_done, pitr.instance,
                       database.clone_queries, switch.switch_proxy_instance, k8s.wait_rollout, verify.verify_service,
                       NotifyActivities(environ={}, base_dir=tmp_path).send]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -21,6 +22,7 @@ from kubernetes.aio import config as kube_config
 from temporalio.worker import Worker
 
 from activities.catalog import CatalogActivities
+from activities.gatekeeper import Gatekeeper
 from activities.kubernetes import KubernetesActivities
 from activities.notify import NotifyActivities
 from activities.verify import VerifyActivities
@@ -71,7 +73,8 @@ async def signed(dev_env, sandbox, tmp_path) -> AsyncIterator[SignedStack]:
     api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     async with aiohttp.ClientSession() as session:
-        k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session)
+        # The undo checks the approvals again against the same catalog, as the worker does.
+        k8s, verify = KubernetesActivities(apps, core, Gatekeeper(catalog, b"s" * 32)), VerifyActivities(apps, core, session)
         activities = [CatalogActivities(catalog).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
                       k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
@@ -171,3 +174,68 @@ async def test_an_unsigned_start_is_not_a_verified_requester(signed: SignedStack
     assert status.approvals_required == 1
     assert any(e.action == "start" and e.counted is False and "unsigned start" in e.detail for e in status.audit)
     await handle.terminate("test over")
+
+
+async def test_changing_activities_scheduled_without_valid_approvals_change_nothing(signed: SignedStack) -> None:
+    """As if someone with Temporal access scheduled the activities by hand: the
+    activities check the approvals against the worker's own catalog first."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.pod_exec import PodExecActivities
+    from activities.switch import SwitchActivities
+    from runbook.catalog import MigrationConfig
+    from runbook.decisions import Grant
+    from runbook.migration_models import ExecRequest
+    from runbook.models import PlanRequest, UndoRequest
+    from runbook.pitr_models import ProxySwitch
+    from runbook.plans import rollback_plan
+
+    catalog = Catalog(identities=[Identity(id=n, display_name=n, roles=r, keys=[public_key_line(signed.keys[n].read_bytes())]) for n, r in PEOPLE.items()],
+                      services=[ServiceEntry(name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
+                                             approval=ApprovalPolicy(approvers=["sre-lead"], investigate_approvals=1),
+                                             migration=MigrationConfig(cloudsql_instance="tekutoko-db"),
+                                             database={"database": "tekutoko_production", "user": "tekutoko"})])
+    gatekeeper = Gatekeeper(catalog, b"k" * 32)
+    api = await kube_config.new_client_from_config(config_file=str(signed.sandbox.kubeconfig))
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    k8s = KubernetesActivities(apps, core, gatekeeper)
+    rollback_id = rollback_workflow_id("default", "tekutoko-api")
+    env = ActivityEnvironment()
+    env.info = env.info.__class__(**{**env.info.__dict__, "workflow_id": rollback_id, "workflow_run_id": "run-1"})
+    plan = await env.run(k8s.plan_rollback, PlanRequest(namespace="default", deployment="tekutoko-api"))
+    view = GateView(workflow_id=rollback_id, run_id="run-1", gate="approval", plan=rollback_plan(plan), digest=plan_digest(rollback_plan(plan)), signed=True)
+    stranger = key_file(signed.tmp, "forger")
+    older = plan.model_copy(update={"to_revision": 1, "to_images": ["asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.1.0"]})
+    other_view = view.model_copy(update={"plan": rollback_plan(older), "digest": plan_digest(rollback_plan(older))})
+    mark = signed.sandbox.mark()
+    attempts = [
+        (UndoRequest(plan=plan), "no signed approval"),
+        (UndoRequest(plan=plan, grant=Grant(gate="approval", plan=view.plan, decisions=[decision(view, stranger, "sre-lead")])), "0 valid signed approval"),
+        (UndoRequest(plan=plan, grant=Grant(gate="approval", plan=other_view.plan, decisions=[decision(other_view, signed.keys["sre-lead"], "sre-lead")])),
+         "the approved plan differs"),
+        (UndoRequest(plan=plan, grant=Grant(gate="approval", plan=view.plan, decisions=[decision(view, signed.keys["sre-lead"], "sre-lead", run_id="run-0")])),
+         "0 valid signed approval"),
+        (UndoRequest(plan=plan, grant=Grant(gate="approval", plan=view.plan, request={"severity": "immediate", "requested_by": "sre-lead"})),
+         "0 valid signed approval(s) for this run and plan, 1 needed"),
+    ]
+    for request_, needle in attempts:
+        with pytest.raises(ApplicationError, match=re.escape(needle)) as refused:
+            await env.run(k8s.rollout_undo, request_)
+        assert refused.value.non_retryable
+    verify = VerifyActivities(apps, core, None)  # type: ignore[arg-type]
+    pods = PodExecActivities(None, verify, catalog, gatekeeper)  # type: ignore[arg-type]
+    with pytest.raises(ApplicationError, match="no signed approval"):
+        await env.run(pods.exec_in_pod, ExecRequest(service="tekutoko-api", action="down_to", version=1))
+    switch = SwitchActivities(apps, gatekeeper)
+    with pytest.raises(ApplicationError, match="no signed approval"):
+        await env.run(switch.switch_proxy_instance, ProxySwitch(namespace="default", deployment="tekutoko-api", proxy_container="cloud-sql-proxy",
+                                                                from_connection_name="p:r:tekutoko-db", to_connection_name="p:r:evil"))
+    # A valid approval for this run and plan does pass the same check.
+    good = UndoRequest(plan=plan, grant=Grant(gate="approval", plan=view.plan, decisions=[decision(view, signed.keys["sre-lead"], "sre-lead")],
+                                              request={"severity": "investigate", "requested_by": "oncall"}))
+    gatekeeper_ok = env.run(lambda: gatekeeper.require(good.grant, catalog.services[0], 1, rollback_plan(plan), "undo"))
+    assert gatekeeper_ok is None
+    changes = [e for e in signed.sandbox.requests_since(mark) if e["verb"] in ("create", "update", "patch", "delete") or "exec" in e.get("path", "")]
+    assert changes == []
+    await api.close()

@@ -26,6 +26,7 @@ from runbook.migration_models import (
     ExecResult,
     SnapshotRequest,
 )
+from runbook.migrations import fill
 from runbook.models import Notice, NoticeResult, ServiceByName
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -76,9 +77,12 @@ class FakeSchema:
 
         @activity.defn(name="k8s.exec")
         async def exec_(request: ExecRequest) -> ExecResult:
-            self.commands.append(request.command)
-            code, out, err = self._answer(request.command)
-            return ExecResult(pod="tekutoko-api-abc", container="api", command=request.command, exit_code=code, stdout=out, stderr=err)
+            config = self.entry.migration
+            command = {"version": config.version_command, "history": config.history_command}.get(request.action) \
+                or fill(config.down_to_command, version=request.version or 0, steps=request.steps)
+            self.commands.append(command)
+            code, out, err = self._answer(command)
+            return ExecResult(pod="tekutoko-api-abc", container="api", command=command, exit_code=code, stdout=out, stderr=err)
 
         @activity.defn(name="cloudsql.check_backup")
         async def check_backup(request: BackupCheckRequest) -> BackupCheck:

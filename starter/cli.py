@@ -262,7 +262,11 @@ def up(
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
     console.print(f"in another shell: export TEMPORAL_ADDRESS={stack.temporal_address} "
                   f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}", soft_wrap=True)
-    console.print("then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'", soft_wrap=True)
+    keys = stack.state_dir / "identities"
+    console.print(f"then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%' "
+                  f"--requested-by oncall --key {keys / 'oncall.key'}", soft_wrap=True)
+    console.print(f"approve (signed, as the catalog's identities require): modoru approve ROLLBACK_ID --by sre-lead --key {keys / 'sre-lead.key'}",
+                  soft_wrap=True)
     console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)
     code = 0
     while not stopping:

@@ -20,6 +20,7 @@ from worker.settings import Settings
 from workflows import search_attributes as sa
 
 from . import stacks
+from .identities import demo_identities, guard_seal_key
 
 STARTUP_SECONDS = 90
 
@@ -113,9 +114,12 @@ class EmbeddedStack:
         # The worker talks to this stack's Temporal only: none of the user's TEMPORAL_*
         # settings or temporal.toml profiles (a Cloud API key, TLS) reach it.
         own = {key: value for key, value in os.environ.items() if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))}
+        catalog, _ = demo_identities(self.state_dir)
         return {
             **monitoring,
             **cloudsql,
+            "MODORU_CATALOG": str(catalog),  # a user's own MODORU_CATALOG (in `own`) wins
+            "MODORU_GUARD_SEAL_KEY": guard_seal_key(self.state_dir),
             **own,
             "TEMPORAL_CONFIG_FILE": str(self.temporal_config_path),
             "MODORU_TEMPORAL_ADDRESS": self.temporal_address,

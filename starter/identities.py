@@ -1,0 +1,50 @@
+"""Demo identities for the embedded stack: `modoru up` makes an SSH key for each
+of the bundled catalog's roles in its state dir (once; later runs reuse them)
+and a copy of the catalog that lists them, so decisions there are signed as
+in production, without anyone's own keys."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import yaml
+
+from runbook.signatures import new_private_key, public_key_line
+from worker.settings import bundled_catalog
+
+DEMO_PEOPLE = {"oncall": ["oncall"], "sre-lead": ["sre-lead"], "backend-lead": ["backend-lead"]}
+
+
+def _private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    os.chmod(path, 0o600)
+
+
+def demo_identities(state_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """(catalog path, key file by identity) under `state_dir`."""
+    folder = state_dir / "identities"
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for name in DEMO_PEOPLE:
+        key = folder / f"{name}.key"
+        if not key.exists():
+            _private(key, new_private_key())
+        keys[name] = key
+    catalog = yaml.safe_load(bundled_catalog().read_text(encoding="utf-8"))
+    catalog["identities"] = [{"id": name, "display_name": f"demo {name}", "roles": roles, "keys": [public_key_line(keys[name].read_bytes())]}
+                             for name, roles in DEMO_PEOPLE.items()]
+    catalog["oncall_role"] = "oncall"
+    path = state_dir / "catalog.yaml"
+    path.write_text("# Made by modoru up: the bundled catalog plus demo identities (keys in identities/).\n"
+                    + yaml.safe_dump(catalog, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path, keys
+
+
+def guard_seal_key(state_dir: Path) -> str:
+    """The workers' shared key for the release guard's seal (base64), made once."""
+    path = state_dir / "guard-seal.key"
+    if not path.exists():
+        _private(path, base64.b64encode(os.urandom(32)))
+    return path.read_text().strip()

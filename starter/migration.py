@@ -17,7 +17,7 @@ from runbook.models import Severity
 from worker.settings import Settings
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
-from .render import console
+from .render import console, pending_row
 
 migrate_app = typer.Typer(help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, verification.", no_args_is_help=True)
 
@@ -38,6 +38,7 @@ def render_migration(status: MigrationStatus) -> None:
         table.add_row("backup", ("[green]ok[/] " if status.backup.ok else "[red]missing[/] ") + status.backup.detail)
     if status.approvals_required:
         table.add_row("approvals", f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}")
+    pending_row(table, status.pending)
     for result in status.commands:
         said = (result.stdout.strip() or result.stderr.strip()).splitlines()
         table.add_row("exec", f"{' '.join(result.command)} (pod {result.pod}): exit {result.exit_code}" + (f": {said[-1]}" if said else ""))

@@ -17,7 +17,7 @@ from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrStatus
 from worker.settings import Settings
 from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
 
-from .render import console
+from .render import console, pending_row
 
 pitr_app = typer.Typer(help="Point-in-time recovery: clone the database to a time, verify, switch the app (two approvals each).", no_args_is_help=True)
 
@@ -45,6 +45,7 @@ def render_pitr(status: PitrStatus) -> None:
     if status.approvals_required:
         table.add_row("approvals", f"clone {len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}; "
                                    f"switch {len(status.switch_approvals)}/{status.approvals_required} {', '.join(status.switch_approvals)}")
+    pending_row(table, status.pending)
     if status.clone_info:
         table.add_row("clone", f"{status.clone_info.name} at {status.clone_info.host}:{status.clone_info.port} ({status.clone_info.state})")
     for check in status.checks:

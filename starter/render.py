@@ -5,12 +5,24 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from runbook.decisions import GateView
 from runbook.models import RollbackStatus
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 PHASE_STYLE = {"completed": "green", "failed": "red", "rejected": "yellow", "awaiting_approval": "magenta"}
+
+
+def pending_row(table: Table, pending: GateView | None) -> None:
+    """What an approver signs now: the gate and the plan's digest."""
+    if pending is None:
+        return
+    how = "signed decisions only (--key)" if pending.signed else "names"
+    table.add_row("awaiting", f"gate {pending.gate}, plan sha256 {pending.digest[:16]}… ({how})")
+    for check in pending.plan.get("checks", []):
+        if isinstance(check, dict) and "sql" in check:  # what approvers of a recovery agree will be checked
+            table.add_row("planned check", f"{check.get('name')}: {check['sql']} => {check.get('expect')}")
 
 
 def render_status(status: RollbackStatus, link: str | None = None) -> None:
@@ -28,6 +40,7 @@ def render_status(status: RollbackStatus, link: str | None = None) -> None:
     table.add_row("deadline", f"{status.sla_deadline.isoformat()} (SLA {sla})")
     if status.approvals_required:
         table.add_row("approvals", f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}")
+    pending_row(table, status.pending)
     for line in status.evidence:
         table.add_row("evidence", line)
     if status.backup_configmap:

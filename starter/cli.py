@@ -49,6 +49,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def run(coro_factory) -> Any:
     """Connect, run one command, and turn known errors into one line."""
+    from worker.codec import CodecSettingsError
+
     from .commands import CliError
 
     async def main() -> int:
@@ -58,7 +60,7 @@ def run(coro_factory) -> Any:
 
     try:
         code = asyncio.run(main())
-    except (TemporalUnreachable, CliError) as exc:
+    except (TemporalUnreachable, CliError, CodecSettingsError) as exc:
         err_console.print(f"modoru: {exc}", highlight=False, markup=False)
         code = getattr(exc, "code", 2)
     # The Temporal client's native runtime can crash while the interpreter tears

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from temporalio.client import Client, TLSConfig
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from workflows import search_attributes as sa
 
+from .codec import codec_from_settings, data_converter_for
 from .settings import Settings
 from .telemetry import client_interceptors, configure_tracing
 
@@ -18,6 +18,9 @@ class TemporalUnreachable(Exception):
 
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """A client for the settings; with codec keys set, payloads are encrypted
+    with the same codec the worker uses. A bad key raises CodecSettingsError."""
+    converter = data_converter_for(codec_from_settings(settings))
     tls: TLSConfig | bool = settings.temporal_tls or bool(settings.temporal_api_key)
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(client_cert=settings.temporal_tls_cert.read_bytes(), client_private_key=settings.temporal_tls_key.read_bytes())
@@ -27,7 +30,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
             namespace=settings.temporal_namespace,
             tls=tls,
             api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
-            data_converter=pydantic_data_converter,
+            data_converter=converter,
             interceptors=client_interceptors(configure_tracing(settings)),
             runtime=runtime,
         )

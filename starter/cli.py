@@ -30,6 +30,7 @@ app.add_typer(sandbox_app, name="sandbox")
 
 
 def _add_subcommands() -> None:
+    from .codec import codec_server
     from .guard import guard_app
     from .migration import migrate_app
     from .pitr import pitr_app
@@ -37,6 +38,7 @@ def _add_subcommands() -> None:
     app.add_typer(guard_app, name="guard")
     app.add_typer(migrate_app, name="migrate-down")
     app.add_typer(pitr_app, name="pitr")
+    app.command("codec-server")(codec_server)
 
 
 _add_subcommands()

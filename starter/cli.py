@@ -197,11 +197,13 @@ def up(
     ui_port: int = typer.Option(8233, min=1, max=65535),
     scenario: str = typer.Option("tekutoko", help="The sandbox scenario."),
     traffic_rps: float = typer.Option(10.0, min=0, max=200, help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour)."),
+    encrypt_histories: bool = typer.Option(False, "--encrypt-histories", help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state dir) and start a codec server for the Web UI."),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     from .embedded import EmbeddedStack, StackError
 
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps)
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps,
+                          encrypt=encrypt_histories)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -216,8 +218,11 @@ def up(
         raise fail(str(exc)) from None
     console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
+    keys = "".join(f" {k}={v}" for k, v in stack.codec_env().items())
+    if stack.encrypt:
+        console.print(f"histories are encrypted; the Web UI decodes them through {stack.codec_endpoint}", soft_wrap=True)
     console.print(f"in another shell: export MODORU_TEMPORAL_ADDRESS={stack.temporal_address} MODORU_WEB_UI={stack.web_ui} "
-                  f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}", soft_wrap=True)
+                  f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}{keys}", soft_wrap=True)
     console.print("then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'", soft_wrap=True)
     console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)
     code = 0

@@ -34,7 +34,7 @@ async def test_console_jsonl_and_slack(tmp_path, capsys) -> None:
     finally:
         await runner.cleanup()
     assert result.delivered == ["console", "jsonl:n/notices.jsonl", "slack:$TEAM_HOOK"]
-    assert result.failed == ["slack:$UNSET_HOOK: LookupError: $UNSET_HOOK is not set; Slack notice skipped"]
+    assert result.failed == ["slack:$UNSET_HOOK: $UNSET_HOOK is not set; Slack notice skipped"]
     assert received == [{"text": notice.text}]
     line = json.loads((tmp_path / "n" / "notices.jsonl").read_text())
     assert line["kind"] == "start" and "ロールバックを開始します" in line["text"]

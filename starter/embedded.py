@@ -138,6 +138,21 @@ class EmbeddedStack:
             **self.codec_env(),
         }
 
+    def temporal_argv(self) -> list[str]:
+        argv = [
+            temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--ui-ip", "127.0.0.1",
+            "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
+            "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+            "--log-level", "warn",
+        ]
+        if self.encrypt:
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
+        if self.persist:
+            argv += ["--db-filename", str(self.state_dir / "temporal.db")]
+        for key in sa.ALL:
+            argv += ["--search-attribute", f"{key.name}=Keyword"]
+        return argv
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log_path = self.state_dir / f"{name}.log"
         log = log_path.open("ab")
@@ -159,19 +174,7 @@ class EmbeddedStack:
                     "--ui-origin", self.web_ui, "--ui-origin", f"http://localhost:{self.ui_port}",
                 ], env={**os.environ, **self.codec_env()})
                 wait_port(self.codec_port, deadline, codec, "the codec server", self.state_dir / "codec-server.log")
-            argv = [
-                temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--ui-ip", "127.0.0.1",
-                "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-                "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-                "--log-level", "warn",
-            ]
-            if self.encrypt:
-                argv += ["--ui-codec-endpoint", self.codec_endpoint]
-            if self.persist:
-                argv += ["--db-filename", str(self.state_dir / "temporal.db")]
-            for key in sa.ALL:
-                argv += ["--search-attribute", f"{key.name}=Keyword"]
-            temporal = self._spawn("temporal", argv)
+            temporal = self._spawn("temporal", self.temporal_argv())
             wait_port(self.temporal_port, deadline, temporal, "the Temporal dev server", self.state_dir / "temporal.log")
             sandbox_dir = self.state_dir / "sandbox"
             with contextlib.suppress(FileNotFoundError):

@@ -127,3 +127,16 @@ def test_the_cli_refuses_a_duplicate_key_id_in_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "modoru: MODORU_CODEC_KEYS: key id 'k1' is listed twice"
     assert b64(K1) not in done.stderr and b64(K2) not in done.stderr
+
+
+async def test_failure_messages_are_encrypted_too() -> None:
+    from temporalio.api.failure.v1 import Failure
+    from temporalio.exceptions import ApplicationError
+
+    converter = data_converter_for(EncryptionCodec([("k1", K1)]))
+    failure = Failure()
+    await converter.encode_failure(ApplicationError("cannot reach db-password-host-77", non_retryable=True), failure)
+    assert "db-password-host-77" not in str(failure)
+    assert failure.encoded_attributes.metadata["encoding"] == b"binary/encrypted"
+    back = await converter.decode_failure(failure)
+    assert str(back) == "cannot reach db-password-host-77"

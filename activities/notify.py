@@ -1,9 +1,11 @@
 """Notices to the catalog's channels: the console, a JSONL file, a Slack
 incoming webhook. The webhook URL is read from the environment here, so it
-never enters a workflow's history or a log line. A Slack channel whose
-variable is not set is not configured on this worker: the worker says so once
-when it starts (`announce_unconfigured`), and its notices are skipped, not
-failed."""
+never enters a workflow's history, a log line or a trace: the Slack call's span
+carries the scheme and host only, and a failure is told by a fixed kind of
+message ("HTTP 404", "connection error (ClientConnectorError)"), never by an
+exception's text, which can quote the URL. A Slack channel whose variable is
+not set is not configured on this worker: the worker says so once when it
+starts (`announce_unconfigured`), and its notices are skipped, not failed."""
 
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from temporalio import activity
 
@@ -21,6 +27,14 @@ from runbook.catalog import Channel, ServiceEntry
 from runbook.models import Notice, NoticeResult
 
 log = logging.getLogger("modoru.notices")
+tracer = trace.get_tracer("modoru.notify")
+# slack_sdk logs the webhook URL at DEBUG: its logger stays quieter than that.
+quiet_slack_log = logging.getLogger("modoru.notices.slack_sdk")
+quiet_slack_log.setLevel(logging.WARNING)
+
+
+class NoticeFailed(Exception):
+    """A channel's failure, told without URLs or secrets."""
 
 
 class NotifyActivities:
@@ -56,8 +70,10 @@ class NotifyActivities:
             try:
                 await self._deliver(channel, notice)
                 delivered.append(channel.label)
-            except Exception as exc:  # a notice must never fail the rollback
-                failed.append(f"{channel.label}: {type(exc).__name__}: {exc}")
+            except NoticeFailed as exc:
+                failed.append(f"{channel.label}: {exc}")
+            except Exception as exc:  # a notice must never fail the rollback; its text may hold a path or URL
+                failed.append(f"{channel.label}: failed ({type(exc).__name__})")
         return NoticeResult(delivered=delivered, failed=failed, skipped=skipped)
 
     async def _deliver(self, channel: Channel, notice: Notice) -> None:
@@ -72,6 +88,27 @@ class NotifyActivities:
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         elif channel.kind == "slack":
-            response = await AsyncWebhookClient(self._webhook(channel) or "").send(text=notice.text)
-            if response.status_code >= 300:
-                raise RuntimeError(f"Slack answered {response.status_code}")
+            url = self._webhook(channel)
+            if not url:
+                raise NoticeFailed(f"${channel.webhook_env} is not set; Slack notice skipped")
+            await post_to_slack(url, notice.text)
+
+
+async def post_to_slack(url: str, text: str) -> None:
+    """Post under a span of our own with the scheme and host only; the HTTP
+    client's instrumentation, which would record the URL, is suppressed."""
+    parts = urlsplit(url)
+    attributes = {"url.scheme": parts.scheme, "server.address": parts.hostname or "", "http.request.method": "POST"}
+    with tracer.start_as_current_span("slack.webhook", kind=SpanKind.CLIENT, attributes=attributes,
+                                      record_exception=False, set_status_on_exception=False) as span:
+        try:
+            with suppress_http_instrumentation():
+                response = await AsyncWebhookClient(url, logger=quiet_slack_log).send(text=text)
+        except Exception as exc:
+            problem = f"connection error ({type(exc).__name__})"
+            span.set_status(Status(StatusCode.ERROR, problem))
+            raise NoticeFailed(problem) from None
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 300:
+            span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status_code}"))
+            raise NoticeFailed(f"HTTP {response.status_code}")

@@ -30,6 +30,7 @@ app.add_typer(sandbox_app, name="sandbox")
 
 
 def _add_subcommands() -> None:
+    from .codec import codec_server
     from .guard import guard_app
     from .migration import migrate_app
     from .pitr import pitr_app
@@ -37,6 +38,7 @@ def _add_subcommands() -> None:
     app.add_typer(guard_app, name="guard")
     app.add_typer(migrate_app, name="migrate-down")
     app.add_typer(pitr_app, name="pitr")
+    app.command("codec-server")(codec_server)
 
 
 _add_subcommands()
@@ -49,6 +51,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def run(coro_factory) -> Any:
     """Connect, run one command, and turn known errors into one line."""
+    from worker.codec import CodecSettingsError
+
     from .commands import CliError
 
     async def main() -> int:
@@ -62,7 +66,7 @@ def run(coro_factory) -> Any:
 
     try:
         code = asyncio.run(main())
-    except (TemporalUnreachable, CliError) as exc:
+    except (TemporalUnreachable, CliError, CodecSettingsError) as exc:
         err_console.print(f"modoru: {exc}", highlight=False, markup=False)
         code = getattr(exc, "code", 2)
     # The Temporal client's native runtime can crash while the interpreter tears
@@ -241,11 +245,13 @@ def up(
     ui_port: int = typer.Option(8233, min=1, max=65535),
     scenario: str = typer.Option("tekutoko", help="The sandbox scenario."),
     traffic_rps: float = typer.Option(10.0, min=0, max=200, help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour)."),
+    encrypt_histories: bool = typer.Option(False, "--encrypt-histories", help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state dir) and start a codec server for the Web UI."),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     from .embedded import EmbeddedStack, StackError
 
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps, register=True)
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps,
+                          register=True, encrypt=encrypt_histories)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -260,8 +266,11 @@ def up(
         raise fail(str(exc)) from None
     console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
+    codec = "".join(f" {k}={v}" for k, v in stack.codec_env().items())
+    if stack.encrypt:
+        console.print(f"histories are encrypted; the Web UI decodes them through {stack.codec_endpoint}", soft_wrap=True)
     console.print(f"in another shell: export TEMPORAL_ADDRESS={stack.temporal_address} "
-                  f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}", soft_wrap=True)
+                  f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}{codec}", soft_wrap=True)
     keys = stack.state_dir / "identities"
     console.print(f"then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%' "
                   f"--requested-by oncall --key {keys / 'oncall.key'}", soft_wrap=True)

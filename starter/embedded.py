@@ -77,6 +77,8 @@ class EmbeddedStack:
     traffic_rps: float = 0.0  # demo traffic to each service, bounded by traffic_seconds
     traffic_seconds: float = 3600.0
     register: bool = False  # True for `modoru up`: the CLI in other shells finds this stack's Web UI
+    encrypt: bool = False  # encrypted histories: a codec for the worker and CLI, a codec server for the UI
+    codec_port: int = field(default_factory=free_port)
 
     @property
     def temporal_address(self) -> str:
@@ -100,6 +102,35 @@ class EmbeddedStack:
         """A temporal.toml whose default profile is this stack's Temporal, for the
         worker, and for the Temporal CLI or modoru in other shells (TEMPORAL_CONFIG_FILE)."""
         return self.state_dir / "temporal.toml"
+
+    @property
+    def codec_keys_file(self) -> Path:
+        return self.state_dir / "codec-keys"
+
+    @property
+    def codec_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.codec_port}"
+
+    def codec_env(self) -> dict[str, str]:
+        """Where the worker, the codec server and the CLI find the keys: the
+        caller's MODORU_CODEC_KEYS(_FILE) if set, else the state dir's key file."""
+        if not self.encrypt or os.environ.get("MODORU_CODEC_KEYS") or os.environ.get("MODORU_CODEC_KEYS_FILE"):
+            return {}
+        return {"MODORU_CODEC_KEYS_FILE": str(self.codec_keys_file)}
+
+    def _prepare_keys(self) -> None:
+        from worker.codec import CodecSettingsError, codec_from_settings, new_key_entry
+        from worker.settings import Settings
+
+        env = self.codec_env()
+        if env and not self.codec_keys_file.exists():
+            fd = os.open(self.codec_keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(new_key_entry("k1") + "\n")
+        try:
+            codec_from_settings(Settings(**({"codec_keys_file": self.codec_keys_file} if env else {})))
+        except CodecSettingsError as exc:
+            raise StackError(str(exc)) from None
 
     def worker_env(self) -> dict[str, str]:
         sandbox_endpoints = self.state_dir / "sandbox" / "endpoints.json"
@@ -127,7 +158,23 @@ class EmbeddedStack:
             "MODORU_KUBECONFIG": str(self.state_dir / "sandbox" / "kubeconfig"),
             "MODORU_NOTICES_DIR": str(self.state_dir),
             "MODORU_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
+            **self.codec_env(),
         }
+
+    def temporal_argv(self) -> list[str]:
+        argv = [
+            temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--ui-ip", "127.0.0.1",
+            "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
+            "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+            "--log-level", "warn",
+        ]
+        if self.encrypt:
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
+        if self.persist:
+            argv += ["--db-filename", str(self.state_dir / "temporal.db")]
+        for key in sa.ALL:
+            argv += ["--search-attribute", f"{key.name}=Keyword"]
+        return argv
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log_path = self.state_dir / f"{name}.log"
@@ -143,17 +190,14 @@ class EmbeddedStack:
                 raise StackError(f"port {port} on 127.0.0.1 is already in use; pick another with {flag}")
         deadline = time.monotonic() + STARTUP_SECONDS
         try:
-            argv = [
-                temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--ui-ip", "127.0.0.1",
-                "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-                "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-                "--log-level", "warn",
-            ]
-            if self.persist:
-                argv += ["--db-filename", str(self.state_dir / "temporal.db")]
-            for key in sa.ALL:
-                argv += ["--search-attribute", f"{key.name}=Keyword"]
-            temporal = self._spawn("temporal", argv)
+            if self.encrypt:
+                self._prepare_keys()
+                codec = self._spawn("codec-server", [
+                    sys.executable, "-m", "worker.codec_server", "--port", str(self.codec_port),
+                    "--ui-origin", self.web_ui, "--ui-origin", f"http://localhost:{self.ui_port}",
+                ], env={**os.environ, **self.codec_env()})
+                wait_port(self.codec_port, deadline, codec, "the codec server", self.state_dir / "codec-server.log")
+            temporal = self._spawn("temporal", self.temporal_argv())
             wait_port(self.temporal_port, deadline, temporal, "the Temporal dev server", self.state_dir / "temporal.log")
             sandbox_dir = self.state_dir / "sandbox"
             with contextlib.suppress(FileNotFoundError):
@@ -182,6 +226,8 @@ class EmbeddedStack:
         endpoints = json.loads((sandbox_dir / "endpoints.json").read_text())
         endpoints.update(temporal=self.temporal_address, web_ui=self.web_ui, temporal_namespace="default",
                          worker_metrics=f"http://127.0.0.1:{self.metrics_port}/metrics")
+        if self.encrypt:
+            endpoints.update(codec_server=self.codec_endpoint, codec_env=self.codec_env())
         self.endpoints_path.write_text(json.dumps(endpoints, indent=2) + "\n")
 
     def failed(self) -> str | None:

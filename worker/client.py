@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from temporalio.client import Client, TLSConfig
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from workflows import search_attributes as sa
 
+from .codec import codec_from_settings, data_converter_for
 from .settings import Settings
 from .telemetry import client_interceptors, configure_tracing
 
@@ -62,11 +62,14 @@ def connect_config(settings: Settings, environ: Mapping[str, str] | None = None)
 
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """A client for the settings; with codec keys set, payloads are encrypted
+    with the same codec the worker uses. A bad key raises CodecSettingsError."""
+    converter = data_converter_for(codec_from_settings(settings))
     config = connect_config(settings)
     try:
         return await Client.connect(
             **config,
-            data_converter=pydantic_data_converter,
+            data_converter=converter,
             interceptors=client_interceptors(configure_tracing(settings)),
             runtime=runtime,
         )

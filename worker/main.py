@@ -35,6 +35,7 @@ from workflows.release_guard import ReleaseGuardWorkflow
 from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
 from .cloud import cloudsql_for, monitoring_for
+from .codec import CodecSettingsError, codec_from_settings
 from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
 
@@ -119,9 +120,12 @@ def main() -> int:
     configure_logging(settings)
     try:
         load_catalog(settings.catalog)
-    except CatalogError as exc:
+        codec = codec_from_settings(settings)
+    except (CatalogError, CodecSettingsError) as exc:
         print(f"modoru worker: {exc}", file=sys.stderr)
         return 2
+    if codec is not None:
+        log.info("payloads encrypted with key %s (%d key(s) known)", codec.key_id, len(codec.key_ids))
 
     async def runner() -> None:
         stop = asyncio.Event()

@@ -47,3 +47,6 @@ class Settings(BaseSettings):
     cloudsql_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
     max_concurrent_activities: int = Field(200, gt=0)
     max_concurrent_workflow_tasks: int = Field(100, gt=0)
+    codec_keys: SecretStr | None = Field(None, description="payload encryption keys, id:base64 of 32 bytes, comma-separated, current first; none: off")
+    codec_keys_file: Path | None = Field(None, description="a file with the same keys (commas or newlines), e.g. a mounted Secret")
+    codec_cors_origins: str | None = Field(None, description="Web UI origins the codec server answers, comma-separated; default: the web_ui setting's origin")

@@ -8,6 +8,7 @@ import contextvars
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from temporalio import activity, workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -15,6 +16,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from .settings import Settings
+
+# Hosts whose URL path is itself a credential (incoming webhooks): spans get scheme and host only.
+SECRET_PATH_HOSTS = {"hooks.slack.com", "hooks.slack-gov.com"}
 
 current_service: contextvars.ContextVar[str | None] = contextvars.ContextVar("modoru_service", default=None)
 _tracing_ready = False
@@ -29,7 +33,6 @@ def configure_tracing(settings: Settings) -> bool:
     if _tracing_ready:
         return True
     from opentelemetry import trace
-    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -42,9 +45,30 @@ def configure_tracing(settings: Settings) -> bool:
     else:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
-    AioHttpClientInstrumentor().instrument()
+    instrument_http()
     _tracing_ready = True
     return True
+
+
+def safe_url(url: Any) -> str:
+    """A URL fit for a span: no user info, query or fragment (tokens live
+    there), and no path for hosts whose path is a secret."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path = "" if host in SECRET_PATH_HOSTS else parts.path
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def instrument_http() -> None:
+    """Client spans for aiohttp requests, their URLs passed through safe_url."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+    instrumentor = AioHttpClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(url_filter=safe_url)
 
 
 def client_interceptors(tracing: bool) -> list:

@@ -98,3 +98,19 @@ def test_rbac_grants_exactly_what_the_activities_call() -> None:
     assert used, "no Kubernetes calls found: the scan is broken"
     assert used - allowed == set(), f"calls without a rule: {sorted(used - allowed)}"
     assert allowed - used == set(), f"rules no code needs: {sorted(allowed - used)}"
+
+
+def test_the_worker_and_the_codec_server_read_the_same_codec_keys_secret() -> None:
+    kustomization = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "kustomization.yaml").read_text())
+    assert "codec-server.yaml" in kustomization["resources"]
+    deployments = {m["metadata"]["name"]: m for m in MANIFESTS if m["kind"] == "Deployment"}
+    for name in ("modoru-worker", "modoru-codec-server"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "modoru-codec-keys")
+        assert volume["secret"]["items"] == [{"key": "keys", "path": "keys"}] and "optional" not in volume["secret"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+        assert mount["readOnly"] and env["MODORU_CODEC_KEYS_FILE"] == f"{mount['mountPath']}/keys", name
+        assert "MODORU_CODEC_KEYS" not in env  # a file from the Secret, not key material in the pod spec
+    assert deployments["modoru-codec-server"]["spec"]["template"]["spec"]["containers"][0]["args"][0] == "codec-server"

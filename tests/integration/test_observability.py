@@ -13,7 +13,6 @@ import pytest
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from opentelemetry import trace
-from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,7 +28,7 @@ from activities.verify import VerifyActivities
 from runbook.models import Phase, RollbackRequest, RollbackResult, Severity
 from tests.integration.conftest import make_catalog
 from worker.settings import Settings
-from worker.telemetry import ServiceTagging, runtime_for
+from worker.telemetry import ServiceTagging, instrument_http, runtime_for
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 
 pytestmark = pytest.mark.integration
@@ -42,8 +41,7 @@ def tracer_with_memory() -> InMemorySpanExporter:
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    if not AioHttpClientInstrumentor().is_instrumented_by_opentelemetry:
-        AioHttpClientInstrumentor().instrument()
+    instrument_http()  # as the worker does: URLs through safe_url
     return exporter
 
 

@@ -24,6 +24,7 @@ from .settings import Settings
 log = logging.getLogger("modoru.codec_server")
 MAX_BODY = 8 * 1024 * 1024  # several payloads of Temporal's 2 MB limit each
 ALLOWED_HEADERS = "content-type,x-namespace,authorization"
+DEFAULT_UI = "http://127.0.0.1:8233"
 
 Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
 
@@ -34,8 +35,9 @@ def origin_of(url: str) -> str:
 
 
 def cors_origins(settings: Settings, given: Iterable[str] = ()) -> set[str]:
-    """The Web UI origins allowed to call: given ones, else MODORU_CODEC_CORS_ORIGINS, else the web_ui setting's."""
-    chosen = list(given) or [o for o in (settings.codec_cors_origins or "").split(",") if o.strip()] or [settings.web_ui]
+    """The Web UI origins allowed to call: given ones, else MODORU_CODEC_CORS_ORIGINS, else the web_ui setting's
+    (the dev server's default UI when none is set)."""
+    chosen = list(given) or [o for o in (settings.codec_cors_origins or "").split(",") if o.strip()] or [settings.web_ui or DEFAULT_UI]
     return {origin_of(o) for o in chosen}
 
 

@@ -196,7 +196,7 @@ REDUCERS: dict[int, tuple[set, int | None]] = {
 
 def _name(enum_type, value: int) -> str:
     try:
-        return enum_type(value).name
+        return enum_type.Name(value) if hasattr(enum_type, "Name") else enum_type(value).name
     except ValueError:
         return str(value)
 

@@ -37,13 +37,14 @@ from runbook.guard import MonitoringConfig
 from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from sandbox.traffic import TrafficGenerator
-from tests.conftest import RunningSandbox
+from tests.conftest import METRICS_DELAY, TEST_CLOCK_SPEED, RunningSandbox
 from worker.main import WORKFLOWS
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 pytestmark = pytest.mark.integration
-WINDOW = 6  # seconds of traffic per reading
+MINUTE = 60 / TEST_CLOCK_SPEED  # wall seconds per minute of metric time: one reading (60-s alignment)
+READABLE = (2 * 60 + METRICS_DELAY) / TEST_CLOCK_SPEED  # at most until a minute begun now is complete and readable
 INTERVAL = 2.0
 RATE = 40  # requests per second, loopback only
 REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
@@ -57,12 +58,11 @@ class GuardStack:
     apps: kube.AppsV1Api
 
 
-@pytest.fixture
-async def guarded(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[GuardStack]:
+@pytest.fixture(params=["gke_l7", "managed_prometheus"])
+async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncIterator[GuardStack]:
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
 
     def quicken() -> None:
-        sandbox.sandbox.alerts.policy.window_seconds = WINDOW
         sandbox.sandbox.traffic = TrafficGenerator(sandbox.sandbox._service_urls, ["/v1/walks"], RATE, 300)
         sandbox.sandbox.traffic.start()
 
@@ -70,7 +70,8 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[G
     entry = ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        monitoring=MonitoringConfig(window_seconds=WINDOW), verification_window_seconds=25, rollout_timeout_seconds=60,
+        monitoring=MonitoringConfig(preset=request.param, window_seconds=60, ingestion_delay_seconds=METRICS_DELAY),
+        verification_window_seconds=25, rollout_timeout_seconds=60,
     )
     queue = f"guard-{uuid.uuid4().hex[:8]}"
     api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
@@ -78,7 +79,7 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[G
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     async with aiohttp.ClientSession() as session:
         monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
-                                project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"])
+                                project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"], clock=sandbox.metric_clock)
         k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session, monitoring)
         guard, metrics = GuardActivities(verify, monitoring), MetricsActivities(monitoring)
         activities = [CatalogActivities(Catalog(services=[entry])).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
@@ -109,7 +110,8 @@ async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult,
     with contextlib.suppress(Exception):  # another test's rollback of the same deployment
         await leftover.terminate("test isolation")
     await release(stack, "1.2.0")  # a healthy release to start from
-    await asyncio.sleep(WINDOW + 1)  # a full window of healthy traffic for the baseline
+    await asyncio.to_thread(stack.sandbox.until_next_minute)  # a full minute of healthy traffic for the baseline, readable
+    await asyncio.to_thread(stack.sandbox.until_readable)
     request = GuardRequest(deployment="tekutoko-api", duration_seconds=300, interval_seconds=INTERVAL, requested_by="cd-pipeline", language="en")
     handle = await stack.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}", task_queue=stack.queue)
     for _ in range(100):
@@ -147,11 +149,14 @@ async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(guarded: 
     status = result.status
     assert status.rollback_severity == severity, status.last.verdict if status.last else status
     assert status.phase is GuardPhase.ROLLED_BACK, status.message
-    # The new version serves alone from `rolled_out`: its first full window ends WINDOW
-    # later; an investigate breach is confirmed over one more window; then one poll.
-    bound = WINDOW * (1 + confirm_windows) + INTERVAL + 5
+    # The new version serves alone from `rolled_out`: the first whole minute after it is
+    # readable at most READABLE later; an investigate breach is confirmed by the first
+    # whole minute after the breach was seen; then one poll.
+    bound = READABLE * (1 + confirm_windows) + INTERVAL + 5
     assert started.timestamp() - rolled_out <= bound, f"rollback began {started.timestamp() - rolled_out:.1f}s after the release (bound {bound}s)"
-    assert status.last and status.last.breach_at and started - status.last.breach_at <= dt.timedelta(seconds=WINDOW * confirm_windows + INTERVAL + 5)
+    assert status.last and status.last.breach_at and started - status.last.breach_at <= dt.timedelta(seconds=READABLE * confirm_windows + INTERVAL + 5)
+    if confirm_windows:  # confirmed on a window that began after the breach was first seen
+        assert status.last.metrics and status.last.metrics.window_start >= guarded.sandbox.metric_clock.at(status.last.breach_at)
     rollback = guarded.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
     final = await rollback.query(DeploymentRollbackWorkflow.status)
     assert final.image_diff == [f"{REGISTRY}:{tag} -> {REGISTRY}:1.2.0"]

@@ -85,6 +85,8 @@ class VerifyActivities:
             return []
         if self.monitoring is None:
             return [CheckResult(name="metrics", ok=True, detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)")]
+        if request.monitoring.preset is None:
+            return [CheckResult(name="metrics", ok=True, detail="skipped: monitoring.preset is not set for this service in the catalog (gke_l7, managed_prometheus or custom)")]
         if self.monitoring.project_for(request.monitoring) is None:
             return [CheckResult(name="metrics", ok=True, detail="skipped: no monitoring project for this service (catalog monitoring.project or MODORU_MONITORING_PROJECT)")]
         source = self.monitoring.source(request.monitoring)

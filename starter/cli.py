@@ -193,11 +193,12 @@ def up(
     ui_port: int = typer.Option(8233, min=1, max=65535),
     scenario: str = typer.Option("tekutoko", help="The sandbox scenario."),
     traffic_rps: float = typer.Option(10.0, min=0, max=200, help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour)."),
+    clock_speed: float | None = typer.Option(None, min=0.001, max=1000, help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's)."),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     from .embedded import EmbeddedStack, StackError
 
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps)
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps, clock_speed=clock_speed)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -243,10 +244,12 @@ def sandbox_up(
     scenario: str = typer.Option("tekutoko", help="A bundled scenario name or a YAML file."),
     state_dir: str = typer.Option(".modoru/sandbox", help="Where kubeconfig, endpoints.json and the request log go."),
     port: int = typer.Option(0, min=0, max=65535, help="API port on 127.0.0.1 (0: any free port)."),
+    clock_speed: float | None = typer.Option(None, min=0.001, max=1000, help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's)."),
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C."""
     # The sandbox is its own program: the front door never imports the practice world.
-    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port)])
+    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port),
+                              *(["--clock-speed", str(clock_speed)] if clock_speed else [])])
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from activities.verify import VerifyActivities
 from runbook.enums import Severity
 from runbook.guard import GuardThresholds, MonitoringConfig
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchRequest
+from runbook.models import VerifyRequest
 from tests.conftest import METRICS_DELAY, RunningSandbox, http_status
 
 
@@ -102,3 +103,24 @@ async def test_a_wrong_metric_type_fails_the_watch_with_the_setting_named(guard:
 async def test_an_unknown_deployment_is_refused(guard: GuardActivities) -> None:
     with pytest.raises(ApplicationError, match="does not exist"):
         await ActivityEnvironment().run(guard.watch, watch_request(deployment="nobody"))
+
+
+async def test_verification_fails_naming_the_setting_when_a_filter_matches_nothing(guard: GuardActivities, sandbox: RunningSandbox) -> None:
+    serve(sandbox, 10)
+    request = VerifyRequest(namespace="default", deployment="tekutoko-api", service="tekutoko-api", paths=["/health"], window_seconds=15,
+                            interval_seconds=0.5, monitoring=GKE_L7.model_copy(update={"alert_policy_filter": 'user_label.team = "nobody"'}))
+    with pytest.raises(ApplicationError, match="monitoring.alert_policy_filter") as no_policy:
+        await ActivityEnvironment().run(guard.checks.verify_service, request)
+    assert no_policy.value.non_retryable
+    guessed = GKE_L7.model_copy(update={"resource_filter": 'resource.labels.forwarding_rule_name = "{namespace}-{service}"'})
+    with pytest.raises(ApplicationError, match="monitoring.resource_filter") as nothing:  # once a whole minute since the start is readable
+        await ActivityEnvironment().run(guard.checks.verify_service, request.model_copy(update={"monitoring": guessed}))
+    assert "not a healthy service" in nothing.value.message
+
+
+async def test_verification_waits_for_a_whole_minute_after_the_rollback_and_says_so(guard: GuardActivities) -> None:
+    request = VerifyRequest(namespace="default", deployment="tekutoko-api", service="tekutoko-api", paths=["/health"], window_seconds=1,
+                            interval_seconds=0.5, monitoring=GKE_L7)
+    result = await ActivityEnvironment().run(guard.checks.verify_service, request)
+    checks = {c.name: c for c in result.checks}
+    assert not result.ok and not checks["error_ratio"].ok and "waiting for the first complete minute after the rollback" in checks["error_ratio"].detail

@@ -9,6 +9,7 @@ Service is exposed by an Ingress of the same name."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 CLUSTER = "tekutoko-prod"
@@ -16,6 +17,7 @@ LOCATION = "asia-northeast1"
 ZONE = "asia-northeast1-a"
 
 
+@functools.lru_cache(maxsize=4096)
 def _hash8(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:8]
 

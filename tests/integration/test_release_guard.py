@@ -56,10 +56,12 @@ class GuardStack:
     queue: str
     sandbox: RunningSandbox
     apps: kube.AppsV1Api
+    catalog: Catalog
 
 
-@pytest.fixture(params=["gke_l7", "managed_prometheus"])
+@pytest.fixture
 async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncIterator[GuardStack]:
+    preset = getattr(request, "param", "gke_l7")  # the guard's tests run with each preset
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
 
     def quicken() -> None:
@@ -70,7 +72,7 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncI
     entry = ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        monitoring=MonitoringConfig(preset=request.param, window_seconds=60, ingestion_delay_seconds=METRICS_DELAY),
+        monitoring=MonitoringConfig(preset=preset, window_seconds=60, ingestion_delay_seconds=METRICS_DELAY),
         verification_window_seconds=25, rollout_timeout_seconds=60,
     )
     queue = f"guard-{uuid.uuid4().hex[:8]}"
@@ -82,11 +84,12 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncI
                                 project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"], clock=sandbox.metric_clock)
         k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session, monitoring)
         guard, metrics = GuardActivities(verify, monitoring), MetricsActivities(monitoring)
-        activities = [CatalogActivities(Catalog(services=[entry])).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
+        catalog = Catalog(services=[entry])
+        activities = [CatalogActivities(catalog).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
                       k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send,
                       guard.baseline, guard.watch, metrics.service_health, metrics.open_alerts]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
-            yield GuardStack(dev_env.client, queue, sandbox, apps)
+            yield GuardStack(dev_env.client, queue, sandbox, apps, catalog)
     await channel.close()
     await api.close()
 
@@ -139,6 +142,7 @@ async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult,
     return result, rolled_out, started
 
 
+@pytest.mark.parametrize("guarded", ["gke_l7", "managed_prometheus"], indirect=True)
 @pytest.mark.parametrize(("tag", "severity", "confirm_windows"), [
     ("1.3.0", "immediate", 0),  # about 60% errors
     ("1.3.1-flaky", "investigate", 1),  # about 15% errors
@@ -176,3 +180,28 @@ async def test_verification_fails_naming_the_criterion_when_the_target_is_bad_to
     status = await handle.query(DeploymentRollbackWorkflow.status)
     assert status.phase is Phase.FAILED
     assert not {c.name: c for c in status.verification.checks}["error_ratio"].ok
+
+
+async def test_filters_that_match_nothing_fail_the_guard_and_the_verification_naming_the_setting(guarded: GuardStack) -> None:
+    await release(guarded, "1.2.0")
+    await asyncio.to_thread(guarded.sandbox.until_next_minute)
+    await asyncio.to_thread(guarded.sandbox.until_readable)
+    entry = guarded.catalog.services[0]
+    # The old guess at a LoadBalancer Service's metrics: GKE names no forwarding rule so.
+    guarded.catalog.services[0] = entry.model_copy(update={"monitoring": entry.monitoring.model_copy(
+        update={"resource_filter": 'resource.labels.forwarding_rule_name = "{namespace}-{service}"'})})
+    request = GuardRequest(deployment="tekutoko-api", duration_seconds=120, interval_seconds=INTERVAL, requested_by="cd-pipeline", language="en")
+    guard = await guarded.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"guard-nothing-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(guard.result(), 60)
+    assert "monitoring.resource_filter" in failure.value.cause.message and "not a healthy service" in failure.value.cause.message
+    assert (await guard.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.FAILED
+    # No alerting policy behind the alert filter: "no open alert" must not pass verification.
+    guarded.catalog.services[0] = entry.model_copy(update={"monitoring": entry.monitoring.model_copy(update={"alert_policy_filter": 'user_label.team = "nobody"'})})
+    await release(guarded, "1.3.0")
+    rollback = await guarded.client.start_workflow(DeploymentRollbackWorkflow.run, RollbackRequest(
+        deployment="tekutoko-api", severity=Severity.IMMEDIATE, reason="drill: alert policies missing", requested_by="oncall"),
+        id=f"rollback-nothing-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(rollback.result(), 90)
+    assert "monitoring.alert_policy_filter" in str(failure.value.cause.message), failure.value.cause.message

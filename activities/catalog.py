@@ -23,7 +23,7 @@ class CatalogActivities:
                 f"deployment {request.namespace}/{request.deployment} is not in the service catalog (known: {known}); add it to the catalog file",
                 "UnknownService",
             )
-        return entry
+        return self.catalog.trusted(entry)
 
     @activity.defn(name="catalog.service")
     async def service(self, request: ServiceByName) -> ServiceEntry:
@@ -31,4 +31,4 @@ class CatalogActivities:
         if entry is None:
             known = ", ".join(s.name for s in self.catalog.services) or "none"
             raise permanent(f"service {request.name!r} is not in the service catalog (known: {known})", "UnknownService")
-        return entry
+        return self.catalog.trusted(entry)

@@ -1,94 +1,190 @@
-"""Read-only looks at a service's database for migration verification: the
-table list and the catalog's integrity queries. Credentials come from the
-app's own Secret, used here and never returned, logged or put in a history."""
+"""Read-only looks at a service's database the runbook's way: `psql -h localhost`
+inside an app pod, whose Cloud SQL Auth Proxy sidecar names the instance. The
+worker never connects to the database and never holds its credentials.
+
+Every query is one SELECT, run in a READ ONLY transaction with a statement
+timeout and rolled back. Verifying a point-in-time clone uses a short-lived pod
+made from the app's pod template whose proxy names the clone; that pod carries
+no app labels (no Service or ReplicaSet picks it up) and is removed afterwards."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import datetime as dt
+import hashlib
+import re
+from typing import Any
 
-import psycopg
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook.catalog import DatabaseAccess
 from runbook.migration_models import DatabaseSnapshot, SnapshotRequest
 from runbook.models import CheckResult
 from runbook.pitr_models import CloneQueriesRequest
+from runbook.queries import one_reading_statement
 
 from .errors import permanent, raise_for_api_status
+from .pod_exec import PodExecActivities
+from .proxy import proxy_container, retarget
 
-KEYS = ("DATABASE_HOST", "DATABASE_PORT", "DATABASE_NAME", "DATABASE_USER", "DATABASE_PASSWORD")
+TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+          "AND table_type = 'BASE TABLE' ORDER BY 1")
+_MISSING_RELATION = re.compile(r'relation "[^"]+" does not exist')
+CHECK_POD_LABEL = "modoru.dev/pitr-check"
+
+
+class QueryFailed(Exception):
+    def __init__(self, stderr: str) -> None:
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        super().__init__(next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "psql failed"))
+
+
+def one_select(sql: str, what: str) -> str:
+    """`sql` as one reading statement, or a permanent failure naming `what` (the
+    models refuse others already; this holds for a request made by hand too)."""
+    try:
+        return one_reading_statement(sql)
+    except ValueError as exc:
+        raise permanent(f"{what} {exc}", "QueryRefused") from None
+
+
+def psql_argv(access: DatabaseAccess, sql: str) -> list[str]:
+    fill = {"port": str(access.port), "user": access.user, "database": access.database}
+    base = [part.format(**fill) for part in access.psql_command]
+    return [*base, "-c", "BEGIN TRANSACTION READ ONLY", "-c", f"SET LOCAL statement_timeout = '{access.query_timeout_seconds}s'",
+            "-c", sql, "-c", "ROLLBACK"]
+
+
+def check_pod_name(deployment: str, connection_name: str) -> str:
+    digest = hashlib.sha256(connection_name.encode()).hexdigest()[:8]
+    return f"{deployment[:40].rstrip('-')}-pitr-check-{digest}"
 
 
 class DatabaseActivities:
-    def __init__(self, core: client.CoreV1Api) -> None:
+    def __init__(self, core: client.CoreV1Api, apps: client.AppsV1Api, pods: PodExecActivities) -> None:
         self.core = core
+        self.apps = apps
+        self.pods = pods
 
-    async def _conninfo(self, namespace: str, secret: str, *, host: str | None = None, port: int | None = None) -> str:
-        try:
-            found = await self.core.read_namespaced_secret(secret, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise permanent(f"secret/{secret} does not exist in namespace {namespace!r}: fix the catalog's migration.database_secret", "SecretNotFound") from None
-            raise_for_api_status(exc.status, f"reading secret/{secret}", None)  # the body could echo the secret
-        data = {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
-        if "DATABASE_URL" in data:
-            params = psycopg.conninfo.conninfo_to_dict(data["DATABASE_URL"])
-            params.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
-            return psycopg.conninfo.make_conninfo(**params)
-        missing = [k for k in KEYS if k not in data and k != "DATABASE_PORT"]
-        if missing:
-            raise permanent(f"secret/{secret} lacks {', '.join(missing)} (or DATABASE_URL)", "SecretIncomplete")
-        return psycopg.conninfo.make_conninfo(host=host or data["DATABASE_HOST"], port=port or data.get("DATABASE_PORT", "5432"), dbname=data["DATABASE_NAME"],
-                                              user=data["DATABASE_USER"], password=data["DATABASE_PASSWORD"], connect_timeout=10)
+    async def _query(self, namespace: str, pod: str, container: str, access: DatabaseAccess, sql: str) -> list[str]:
+        """The rows psql prints (one line each, fields separated by spaces)."""
+        out, err, code = await self.pods.run(namespace, pod, container, psql_argv(access, sql), access.query_timeout_seconds + 30)
+        if code != 0:
+            raise QueryFailed(err or out)
+        return [line for line in out.splitlines() if line != ""]
 
     @activity.defn(name="db.snapshot")
     async def snapshot(self, request: SnapshotRequest) -> DatabaseSnapshot:
-        conninfo = await self._conninfo(request.namespace, request.secret)
+        access = request.access
+        checks = [(check.name, one_select(check.sql, f"integrity check {check.name!r}")) for check in request.checks]
+        pod, container = await self.pods.ready_pod(request.namespace, request.deployment, access.container)
+        activity.heartbeat({"pod": pod})
         try:
-            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-        except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            # Retried: the database may be restarting. The conninfo holds the password, so only the reason is said.
-            raise ApplicationError(f"cannot connect to the database of secret/{request.secret}: {reason}", type="DatabaseUnreachable") from None
-        async with conn:
-            await conn.execute("SET default_transaction_read_only = on")
-            rows = await (await conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1")).fetchall()
-            values: dict[str, float | None] = {}
-            for check in request.checks:
-                try:
-                    row = await (await conn.execute(check.sql)).fetchone()
-                except psycopg.errors.UndefinedTable:
-                    values[check.name] = None  # the table is gone: reported, judged by the workflow
+            tables = await self._query(request.namespace, pod, container, access, TABLES)
+        except QueryFailed as exc:
+            # Retried: the proxy or the instance may be restarting.
+            raise ApplicationError(f"psql in pod {pod} could not read the table list: {exc}", type="DatabaseUnreachable") from None
+        values: dict[str, float | None] = {}
+        for name, sql in checks:
+            try:
+                rows = await self._query(request.namespace, pod, container, access, sql)
+            except QueryFailed as exc:
+                if _MISSING_RELATION.search(str(exc)):
+                    values[name] = None  # the table is gone: reported, judged by the workflow
                     continue
-                except psycopg.Error as exc:
-                    raise permanent(f"integrity check {check.name!r} failed to run: {str(exc).strip().splitlines()[0]}; fix its SQL in the catalog", "IntegrityCheckInvalid") from None
-                if row is None or len(row) != 1 or not isinstance(row[0], int | float | type(None)) and not hasattr(row[0], "__float__"):
-                    raise permanent(f"integrity check {check.name!r} must return one number, got {row!r}", "IntegrityCheckInvalid")
-                values[check.name] = None if row[0] is None else float(row[0])
-        return DatabaseSnapshot(at=dt.datetime.now(dt.UTC), tables=[r[0] for r in rows], values=values)
+                raise permanent(f"integrity check {name!r} failed to run in pod {pod}: {exc}; fix its SQL in the catalog", "IntegrityCheckInvalid") from None
+            try:
+                (value,) = rows
+                values[name] = None if value == "NULL" else float(value)
+            except ValueError:
+                raise permanent(f"integrity check {name!r} must return one number, got {rows[:3]!r}", "IntegrityCheckInvalid") from None
+        return DatabaseSnapshot(at=dt.datetime.now(dt.UTC), tables=tables, values=values)
 
     @activity.defn(name="db.clone_queries")
     async def clone_queries(self, request: CloneQueriesRequest) -> list[CheckResult]:
-        """The recovery's checks on the clone, read-only, with the app's credentials."""
-        conninfo = await self._conninfo(request.namespace, request.secret, host=request.instance.host, port=request.instance.port)
+        """The recovery's checks on the clone, through a check pod whose proxy names it."""
+        access = request.access
+        checks = [(check, one_select(check.sql, f"check {check.name!r}")) for check in request.checks]
+        name = await self._check_pod(request)
         try:
-            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-        except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise ApplicationError(f"cannot connect to the clone {request.instance.name}: {reason}", type="DatabaseUnreachable") from None
-        results = []
-        async with conn:
-            await conn.execute("SET default_transaction_read_only = on")
-            for check in request.checks:
+            container = await self._wait_ready(request.namespace, name, access)
+            results = []
+            for check, sql in checks:
                 try:
-                    row = await (await conn.execute(check.sql)).fetchone()
-                    actual = "" if row is None else " ".join("NULL" if v is None else str(v) for v in row)
-                except psycopg.Error as exc:
-                    actual = f"error: {str(exc).strip().splitlines()[0]}"
+                    rows = await self._query(request.namespace, name, container, access, sql)
+                    actual = "\n".join(rows)
+                except QueryFailed as exc:
+                    if "could not connect" in str(exc) or "Connection refused" in str(exc):
+                        raise ApplicationError(f"the check pod {name} cannot reach {request.clone_connection_name}: {exc}", type="DatabaseUnreachable") from None
+                    actual = f"error: {exc}"
                 ok = actual == check.expect.strip()
                 results.append(CheckResult(name=check.name, ok=ok, detail=f"{check.sql} → {actual!r} (expected {check.expect.strip()!r})"))
-        return results
+            return results
+        finally:
+            await self._remove_pod(request.namespace, name)
+
+    async def _check_pod(self, request: CloneQueriesRequest) -> str:
+        name = check_pod_name(request.deployment, request.clone_connection_name)
+        try:
+            deployment = await self.apps.read_namespaced_deployment(request.deployment, request.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise permanent(f"deployment/{request.deployment} does not exist in namespace {request.namespace!r}", "DeploymentNotFound") from None
+            raise_for_api_status(exc.status, f"reading deployment/{request.deployment}", exc.body)
+        template: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(deployment.spec.template)
+        spec = template["spec"]
+        proxy = proxy_container(spec, request.access.proxy_container)
+        if proxy is None:
+            raise permanent(f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container {request.access.proxy_container!r}; "
+                            "fix the catalog's database.proxy_container", "ProxyNotFound")
+        proxy["args"] = retarget(proxy.get("args") or [], request.source_connection_name, request.clone_connection_name, request.deployment)
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            for container in spec.get("containers") or []:
+                container.pop(probe, None)  # a check pod answers no traffic
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": request.namespace,
+                            "labels": {"app.kubernetes.io/managed-by": "modoru", CHECK_POD_LABEL: "true"},
+                            "annotations": {"modoru.dev/instance": request.clone_connection_name}},
+               "spec": {**spec, "restartPolicy": "Never"}}
+        try:
+            await self.core.create_namespaced_pod(request.namespace, pod)
+        except ApiException as exc:
+            if exc.status != 409:  # 409: a retried attempt's pod is still there; use it
+                raise_for_api_status(exc.status, f"creating the check pod {name}", exc.body)
+        return name
+
+    async def _wait_ready(self, namespace: str, name: str, access: DatabaseAccess) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + access.check_pod_timeout_seconds
+        while True:
+            activity.heartbeat({"pod": name})
+            try:
+                pod = await self.core.read_namespaced_pod(name, namespace)
+            except ApiException as exc:
+                raise_for_api_status(exc.status, f"reading the check pod {name}", exc.body)
+            statuses = pod.status.container_statuses or []
+            sidecars = pod.status.init_container_statuses or []
+            started = all(s.state and (s.state.running or s.state.terminated and s.state.terminated.exit_code == 0) for s in sidecars)
+            if pod.status.phase == "Running" and statuses and started and all(s.state and s.state.running for s in statuses):
+                names = [c.name for c in pod.spec.containers]
+                container = access.container or names[0]
+                if container not in names:
+                    raise permanent(f"the app's pods have no container {container!r} (containers: {', '.join(names)}); fix the catalog's database.container", "ContainerNotFound")
+                return container
+            if pod.status.phase in ("Failed", "Succeeded"):
+                raise permanent(f"the check pod {name} ended ({pod.status.phase}) before the checks could run", "CheckPodFailed")
+            if loop.time() > deadline:
+                waiting = [f"{s.name}: {s.state.waiting.reason}" for s in statuses if s.state and s.state.waiting]
+                raise permanent(f"the check pod {name} was not running within {access.check_pod_timeout_seconds}s"
+                                + (f" ({'; '.join(waiting)})" if waiting else ""), "CheckPodNotReady")
+            await asyncio.sleep(0.5)
+
+    async def _remove_pod(self, namespace: str, name: str) -> None:
+        try:
+            await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                activity.logger.warning("could not remove the check pod %s (%s): remove it by hand", name, exc.status)

@@ -31,22 +31,33 @@ class PodExecActivities:
         self.exec_core = exec_core  # a CoreV1Api over a WsApiClient
         self.checks = checks
 
-    async def _ready_pod(self, request: ExecRequest) -> tuple[str, str]:
-        _, pods = await self.checks.deployment_pods(request.namespace, request.deployment)
+    async def ready_pod(self, namespace: str, deployment: str, container: str | None) -> tuple[str, str]:
+        """(pod, container) of a Running and Ready pod of the deployment."""
+        _, pods = await self.checks.deployment_pods(namespace, deployment)
         for pod in sorted(pods, key=lambda p: p.metadata.name):
             statuses = pod.status.container_statuses or []
             if pod.status.phase == "Running" and statuses and all(cs.ready for cs in statuses) and not pod.metadata.deletion_timestamp:
                 names = [c.name for c in pod.spec.containers]
-                container = request.container or names[0]
-                if container not in names:
-                    raise permanent(f"deployment/{request.deployment} has no container {container!r} (containers: {', '.join(names)}); fix the catalog's migration.container", "ContainerNotFound")
-                return pod.metadata.name, container
+                chosen = container or names[0]
+                if chosen not in names:
+                    raise permanent(f"deployment/{deployment} has no container {chosen!r} (containers: {', '.join(names)}); fix the catalog's container setting", "ContainerNotFound")
+                return pod.metadata.name, chosen
         # Retryable: a rollout in progress may have no Ready pod for a moment.
-        raise ApplicationError(f"deployment/{request.deployment} in {request.namespace!r} has no Running and Ready pod to run the command in", type="NoReadyPod")
+        raise ApplicationError(f"deployment/{deployment} in {namespace!r} has no Running and Ready pod to run the command in", type="NoReadyPod")
 
-    async def _run(self, pod: str, container: str, request: ExecRequest) -> tuple[bytes, bytes, int]:
+    async def run(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> tuple[str, str, int]:
+        """(stdout, stderr, exit code) of `command` in the container; permanent failure past `timeout`."""
+        try:
+            out, err, code = await asyncio.wait_for(self._run(namespace, pod, container, command), timeout)
+        except TimeoutError:
+            raise permanent(f"{' '.join(command[:3])} ... in pod {pod} did not finish within {timeout:g}s; check the pod before retrying", "ExecTimeout") from None
+        except ApiException as exc:
+            raise_for_api_status(exc.status, f"exec in pod/{pod}", exc.body)
+        return _tail(out), _tail(err), code
+
+    async def _run(self, namespace: str, pod: str, container: str, command: list[str]) -> tuple[bytes, bytes, int]:
         connect = await self.exec_core.connect_get_namespaced_pod_exec_without_preload_content(
-            pod, request.namespace, command=request.command, container=container, stderr=True, stdin=False, stdout=True, tty=False,
+            pod, namespace, command=command, container=container, stderr=True, stdin=False, stdout=True, tty=False,
         )
         out, err, status = bytearray(), bytearray(), bytearray()
         async with connect as ws:
@@ -65,13 +76,8 @@ class PodExecActivities:
 
     @activity.defn(name="k8s.exec")
     async def exec_in_pod(self, request: ExecRequest) -> ExecResult:
-        pod, container = await self._ready_pod(request)
+        pod, container = await self.ready_pod(request.namespace, request.deployment, request.container)
         activity.heartbeat({"pod": pod})
-        try:
-            out, err, code = await asyncio.wait_for(self._run(pod, container, request), request.timeout_seconds)
-        except TimeoutError:
-            raise permanent(f"{' '.join(request.command)} in pod {pod} did not finish within {request.timeout_seconds}s; check the pod before retrying", "ExecTimeout") from None
-        except ApiException as exc:
-            raise_for_api_status(exc.status, f"exec in pod/{pod}", exc.body)
-        return ExecResult(pod=pod, container=container, command=request.command, exit_code=code, stdout=_tail(out), stderr=_tail(err), at=dt.datetime.now(dt.UTC))
+        out, err, code = await self.run(request.namespace, pod, container, request.command, request.timeout_seconds)
+        return ExecResult(pod=pod, container=container, command=request.command, exit_code=code, stdout=out, stderr=err, at=dt.datetime.now(dt.UTC))
 

@@ -1,59 +1,51 @@
-"""Switching an app to another database: the Secret keys that name it, and a
-restart so the pods read them. Both idempotent: the keys are set, not toggled,
-and the restart stamps a time the workflow chose."""
+"""Switching an app to another Cloud SQL instance the way GKE apps reach it: the
+instance connection name its Auth Proxy sidecar is given in the Deployment (a
+changed pod template rolls the app out). Idempotent: the name is set, not
+toggled, and a retry that finds it set changes nothing."""
 
 from __future__ import annotations
-
-import base64
 
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 
-from runbook.pitr_models import RestartRequest, SecretKeysPrevious, SecretKeysUpdate
+from runbook.pitr_models import ProxySwitch, ProxySwitched
 
 from .errors import permanent, raise_for_api_status
-
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
+from .proxy import proxy_container, retarget
 
 
 class SwitchActivities:
-    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api) -> None:
+    def __init__(self, apps: client.AppsV1Api) -> None:
         self.apps = apps
-        self.core = core
 
-    async def _secret(self, namespace: str, name: str):
+    async def _deployment(self, namespace: str, name: str):
         try:
-            return await self.core.read_namespaced_secret(name, namespace)
+            return await self.apps.read_namespaced_deployment(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
-                raise permanent(f"secret/{name} does not exist in namespace {namespace!r}: fix the catalog's pitr.secret", "SecretNotFound") from None
-            raise_for_api_status(exc.status, f"reading secret/{name}", None)  # the body could echo the secret
+                raise permanent(f"deployment/{name} does not exist in namespace {namespace!r}", "DeploymentNotFound") from None
+            raise_for_api_status(exc.status, f"reading deployment/{name}", exc.body)
 
-    @activity.defn(name="k8s.read_secret_keys")
-    async def read_secret_keys(self, request: SecretKeysUpdate) -> SecretKeysPrevious:
-        """The current values of the keys about to be switched (addresses, not credentials)."""
-        found = await self._secret(request.namespace, request.secret)
-        data = found.data or {}
-        return SecretKeysPrevious(values={k: base64.b64decode(data[k]).decode() if k in data else None for k in request.values})
-
-    @activity.defn(name="k8s.update_secret_keys")
-    async def update_secret_keys(self, request: SecretKeysUpdate) -> SecretKeysPrevious:
-        await self._secret(request.namespace, request.secret)
-        patch = {"data": {k: base64.b64encode(v.encode()).decode() for k, v in request.values.items()}}
-        try:
-            await self.core.patch_namespaced_secret(request.secret, request.namespace, patch)
-        except ApiException as exc:
-            raise_for_api_status(exc.status, f"updating secret/{request.secret}", None)
-        return SecretKeysPrevious(values=dict(request.values))
-
-    @activity.defn(name="k8s.rollout_restart")
-    async def rollout_restart(self, request: RestartRequest) -> str:
-        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: request.restarted_at}}}}}
+    @activity.defn(name="k8s.switch_proxy_instance")
+    async def switch_proxy_instance(self, request: ProxySwitch) -> ProxySwitched:
+        found = await self._deployment(request.namespace, request.deployment)
+        spec = self.apps.api_client.sanitize_for_serialization(found.spec.template.spec)
+        proxy = proxy_container(spec, request.proxy_container)
+        if proxy is None:
+            raise permanent(f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container {request.proxy_container!r}; "
+                            "fix the catalog's database.proxy_container", "ProxyNotFound")
+        args = proxy.get("args") or []
+        wanted = retarget(args, request.from_connection_name, request.to_connection_name, request.deployment)
+        if wanted == args:
+            return ProxySwitched(changed=False, container=proxy["name"], args=args)
+        group = "initContainers" if proxy in (spec.get("initContainers") or []) else "containers"
+        index = spec[group].index(proxy)
+        path = f"/spec/template/spec/{group}/{index}/args"
+        # The test makes the patch apply only to the arguments read here: a concurrent edit fails it instead of being overwritten.
+        patch = [{"op": "test", "path": path, "value": args}, {"op": "replace", "path": path, "value": wanted}]
         try:
             await self.apps.patch_namespaced_deployment(request.deployment, request.namespace, patch)
         except ApiException as exc:
-            if exc.status == 404:
-                raise permanent(f"deployment/{request.deployment} does not exist in namespace {request.namespace!r}", "DeploymentNotFound") from None
-            raise_for_api_status(exc.status, f"restarting deployment/{request.deployment}", exc.body)
-        return f"deployment/{request.deployment} restarted at {request.restarted_at}"
+            raise_for_api_status(exc.status, f"switching the proxy of deployment/{request.deployment}", exc.body)
+        return ProxySwitched(changed=True, container=proxy["name"], args=wanted)

@@ -108,7 +108,7 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
     stack.start()
     try:
         endpoints = json.loads(stack.endpoints_path.read_text())
-        settings = Settings(temporal_address=stack.temporal_address)
+        settings = stack.client_settings()
         client = await connect(settings)
         api = kube_config.new_client_from_config(config_file=endpoints["kubeconfig"])
         apps = kube.AppsV1Api(api)

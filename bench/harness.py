@@ -115,7 +115,7 @@ class BenchStack:
 
     @property
     def settings(self) -> Settings:
-        return Settings(temporal_address=self.stack.temporal_address, web_ui=self.stack.web_ui)
+        return self.stack.client_settings()
 
     async def client(self):
         return await connect(self.settings)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
+from .identity import Identity, check_identities, normalize_id
+from .queries import one_reading_statement
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -37,8 +39,15 @@ class Channel(Strict):
         return {"console": "console", "jsonl": f"jsonl:{self.path}", "slack": f"slack:${self.webhook_env}"}[self.kind]
 
 
+class Trust(Strict):
+    """The catalog's identities, handed to workflows with a service's entry."""
+
+    identities: list[Identity] = Field(default_factory=list)
+    oncall_role: str = "oncall"
+
+
 class ApprovalPolicy(Strict):
-    approvers: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list, description="roles (or identity ids) whose holders may approve and reject")
     investigate_approvals: int = Field(1, ge=0)
     immediate_approvals: int = Field(0, ge=0, description="0: an immediate rollback proceeds at once")
     on_deadline: Literal["keep_waiting", "proceed", "abort"] = Field(
@@ -52,6 +61,33 @@ class IntegrityCheck(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     sql: str = Field(min_length=1, description="SELECT returning a single number, e.g. SELECT count(*) FROM walks")
     must_not_drop: bool = Field(True, description="fail the verification if the number went down")
+
+    @field_validator("sql")
+    @classmethod
+    def _one_select(cls, value: str) -> str:
+        one_reading_statement(value)
+        return value
+
+
+PSQL_COMMAND = ["psql", "-h", "localhost", "-p", "{port}", "-U", "{user}", "-d", "{database}", "-X", "-q", "-A", "-t",
+                "-F", " ", "-P", "null=NULL", "-v", "ON_ERROR_STOP=1"]
+
+
+class DatabaseAccess(Strict):
+    """How modoru reads a service's database: the runbook's way, `psql -h localhost`
+    inside an app pod, whose Cloud SQL Auth Proxy sidecar listens on localhost and
+    names the instance (PROJECT:REGION:INSTANCE) in its arguments."""
+
+    mode: Literal["pod_exec"] = Field("pod_exec", description="the only mode: modoru never connects to the database itself")
+    container: str | None = Field(None, description="the container psql runs in; default: the pod's first")
+    proxy_container: str = Field("cloud-sql-proxy", description="the Auth Proxy sidecar (initContainers with restartPolicy Always, or containers)")
+    port: int = Field(5432, gt=0, lt=65536, description="the proxy's --port")
+    database: str = Field(min_length=1, max_length=63, description="e.g. tekutoko_production")
+    user: str = Field(min_length=1, max_length=63, description="the app's database role; its password, if any, is PGPASSWORD in the container")
+    psql_command: list[str] = Field(default_factory=lambda: list(PSQL_COMMAND), min_length=1,
+                                    description="{port}, {user} and {database} are filled in; the query follows as -c arguments")
+    query_timeout_seconds: int = Field(30, gt=0, le=600, description="statement_timeout of every query")
+    check_pod_timeout_seconds: int = Field(180, gt=0, le=1800, description="how long a PITR check pod may take to become Ready")
 
 
 class MigrationConfig(Strict):
@@ -68,7 +104,6 @@ class MigrationConfig(Strict):
     command_timeout_seconds: int = Field(300, gt=0, le=3600)
     cloudsql_instance: str = Field(pattern=NAME_PATTERN)
     cloudsql_project: str | None = Field(None, description="default: the worker's MODORU_CLOUDSQL_PROJECT")
-    database_secret: str = Field(pattern=NAME_PATTERN, description="Secret in the service's namespace with DATABASE_HOST/PORT/NAME/USER/PASSWORD")
     backup_max_age_hours: float = Field(24.0, gt=0)
     on_demand_backup: bool = Field(False, description="take a backup first when none is fresh enough, instead of refusing")
     approvals: int = Field(2, ge=0, description="data is at risk: two approvers by default, neither the requester")
@@ -76,14 +111,11 @@ class MigrationConfig(Strict):
 
 
 class PitrConfig(Strict):
-    """Point-in-time recovery: which instance is cloned and which Secret keys the
-    app reads its database address from (switched to the clone, and back)."""
+    """Point-in-time recovery: which instance is cloned. The app is switched to the
+    clone by the instance connection name its Auth Proxy sidecar is given (and back)."""
 
     cloudsql_instance: str = Field(pattern=NAME_PATTERN)
     cloudsql_project: str | None = Field(None, description="default: the worker's MODORU_CLOUDSQL_PROJECT")
-    secret: str = Field(pattern=NAME_PATTERN, description="the app's database Secret (user, password and name are read; host and port are switched)")
-    host_key: str = "DATABASE_HOST"
-    port_key: str | None = Field("DATABASE_PORT", description="None: the app always uses 5432")
     approvals: int = Field(2, ge=0, description="for the clone, and again for the switch")
     operation_poll_seconds: int = Field(10, ge=1, le=600, description="how often the clone's operation is checked")
     clone_timeout_minutes: int = Field(120, ge=1)
@@ -102,10 +134,18 @@ class ServiceEntry(Strict):
     guard: GuardThresholds = Field(default_factory=GuardThresholds, description="release-guard thresholds")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria, description="metric criteria after a rollback")
+    database: DatabaseAccess | None = Field(None, description="how the service's database is read (migration checks, PITR checks)")
+    trust: Trust | None = Field(None, description="set by the worker from the catalog's identities; not written in a catalog file")
     migration: MigrationConfig | None = Field(None, description="schema rollbacks; None: not offered for this service")
     pitr: PitrConfig | None = Field(None, description="point-in-time recovery; None: not offered for this service")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
+
+    @model_validator(mode="after")
+    def _database_for_data_changes(self) -> ServiceEntry:
+        if (self.migration is not None or self.pitr is not None) and self.database is None:
+            raise ValueError(f"service {self.name}: migration and pitr need a database section (database: user, database, proxy_container, ...)")
+        return self
 
     @property
     def check_paths(self) -> list[str]:
@@ -115,6 +155,22 @@ class ServiceEntry(Strict):
 class Catalog(Strict):
     services: list[ServiceEntry]
     default: ServiceEntry | None = Field(None, description="Used for deployments not listed, if set")
+    identities: list[Identity] = Field(default_factory=list, description="who may sign decisions; with none, decisions are unsigned names")
+    oncall_role: str = Field("oncall", description="identities with this role may start an immediate rollback without approval")
+
+    @model_validator(mode="after")
+    def _trust_root(self) -> Catalog:
+        check_identities(self.identities)
+        for entry in [*self.services, *([self.default] if self.default else [])]:
+            if entry.trust is not None:
+                raise ValueError(f"service {entry.name}: identities belong at the top of the catalog, not in a service")
+        return self
+
+    def trusted(self, entry: ServiceEntry) -> ServiceEntry:
+        """`entry` with the catalog's identities, as workflows receive it."""
+        if not self.identities:
+            return entry
+        return entry.model_copy(update={"trust": Trust(identities=self.identities, oncall_role=normalize_id(self.oncall_role))})
 
     def named(self, name: str) -> ServiceEntry | None:
         return next((entry for entry in self.services if entry.name == name), None)

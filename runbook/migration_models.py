@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .catalog import NAME_PATTERN, IntegrityCheck
+from .catalog import NAME_PATTERN, DatabaseAccess, IntegrityCheck
+from .decisions import GateView, SignedDecision
 from .enums import Phase, Severity
 from .models import AuditEntry, CheckResult, Model
 
@@ -25,6 +26,7 @@ class MigrationRequest(Model):
     detected_at: dt.datetime | None = None
     dry_run: bool = False
     language: Literal["ja", "en"] = "ja"
+    start: SignedDecision | None = Field(None, description="the requester's signed start")
 
     @model_validator(mode="after")
     def _one_target(self) -> MigrationRequest:
@@ -81,8 +83,11 @@ class BackupCheck(Model):
 
 
 class SnapshotRequest(Model):
+    """Read the tables and the integrity numbers with psql in one of the deployment's pods."""
+
     namespace: str
-    secret: str
+    deployment: str
+    access: DatabaseAccess
     checks: list[IntegrityCheck] = Field(default_factory=list)
 
 
@@ -111,6 +116,7 @@ class MigrationStatus(Model):
     backup: BackupCheck | None = None
     approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
+    pending: GateView | None = Field(None, description="the gate awaiting decisions and the plan to sign")
     escalations: list[str] = Field(default_factory=list)
     commands: list[ExecResult] = Field(default_factory=list)
     before: DatabaseSnapshot | None = None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .catalog import NAME_PATTERN, Channel
+from .decisions import GateView, SignedDecision
 from .enums import Phase, Severity
 from .guard import MonitoringConfig, RecoveryCriteria
 
@@ -30,6 +31,7 @@ class RollbackRequest(Model):
     dry_run: bool = False
     language: Literal["ja", "en"] = "ja"
     evidence: list[str] = Field(default_factory=list, max_length=50, description="what a release guard saw, when one started this")
+    start: SignedDecision | None = Field(None, description="the requester's signed start (payload over this request without it)")
 
     @field_validator("detected_at")
     @classmethod
@@ -165,18 +167,21 @@ class Notice(Model):
 class NoticeResult(Model):
     delivered: list[str]
     failed: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list, description="channels not configured on this worker (a Slack channel without its webhook)")
 
 
 class ApprovalSignal(Model):
     by: str = Field(min_length=1, max_length=200)
     comment: str = Field("", max_length=2000)
     request_id: str = Field("", max_length=100)
+    signed: SignedDecision | None = Field(None, description="required when the catalog has identities")
 
 
 class RejectSignal(Model):
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
     request_id: str = Field("", max_length=100)
+    signed: SignedDecision | None = None
 
 
 class AuditEntry(Model):
@@ -212,6 +217,7 @@ class RollbackStatus(Model):
     escalations: list[str] = Field(default_factory=list)
     approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
+    pending: GateView | None = Field(None, description="the gate awaiting decisions and the plan to sign")
     timings: dict[str, dt.datetime] = Field(default_factory=dict)
     checklist: list[ChecklistItem] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)

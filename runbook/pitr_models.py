@@ -9,10 +9,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .catalog import NAME_PATTERN
+from .catalog import NAME_PATTERN, DatabaseAccess
+from .decisions import GateView, SignedDecision
 from .enums import Phase, Severity
 from .migration_models import BackupRunInfo
 from .models import AuditEntry, CheckResult, Model
+from .queries import one_reading_statement
 
 INSTANCE_NAME = r"^[a-z][-a-z0-9]{0,61}[a-z0-9]$"
 
@@ -21,8 +23,21 @@ class ExpectedQuery(Model):
     """A read-only query on the clone and the answer it must give (compared as text)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    sql: str = Field(min_length=1)
-    expect: str
+    sql: str = Field(min_length=1, max_length=4000)
+    expect: str = Field(description="the answer as psql prints it (fields separated by spaces, rows by newlines)")
+
+    @field_validator("sql")
+    @classmethod
+    def _one_select(cls, value: str) -> str:
+        one_reading_statement(value)
+        return value
+
+    @field_validator("expect")
+    @classmethod
+    def _something_expected(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the expected answer is empty: say what the query must return")
+        return value
 
 
 class PitrRequest(Model):
@@ -35,6 +50,7 @@ class PitrRequest(Model):
     severity: Severity = Severity.IMMEDIATE  # data corruption: the runbook's "roll back at once"
     dry_run: bool = False
     language: Literal["ja", "en"] = "ja"
+    start: SignedDecision | None = Field(None, description="the requester's signed start")
 
     @field_validator("point_in_time")
     @classmethod
@@ -59,6 +75,7 @@ class PitrCheckRequest(Model):
 
 class PitrCheck(Model):
     pitr_enabled: bool
+    source_connection_name: str = Field("", description="PROJECT:REGION:INSTANCE of the source, as the app's proxy names it")
     earliest: dt.datetime | None = None
     latest: dt.datetime | None = None
     destination_free: bool
@@ -92,26 +109,31 @@ class InstanceRef(Model):
 
 
 class CloneQueriesRequest(Model):
+    """The recovery's checks, run with psql in a short-lived pod made from the app's
+    pod template whose Auth Proxy names the clone instead of the source."""
+
     namespace: str
-    secret: str = Field(description="the app's Secret: user, password and database name are read from it")
-    instance: InstanceInfo
+    deployment: str
+    access: DatabaseAccess
+    source_connection_name: str
+    clone_connection_name: str
     checks: list[ExpectedQuery]
 
 
-class SecretKeysUpdate(Model):
-    namespace: str
-    secret: str
-    values: dict[str, str]
+class ProxySwitch(Model):
+    """Point a deployment's Auth Proxy sidecar from one instance connection name to another."""
 
-
-class SecretKeysPrevious(Model):
-    values: dict[str, str | None]
-
-
-class RestartRequest(Model):
     namespace: str
     deployment: str
-    restarted_at: str
+    proxy_container: str
+    from_connection_name: str
+    to_connection_name: str
+
+
+class ProxySwitched(Model):
+    changed: bool
+    container: str
+    args: list[str] = Field(description="the proxy's arguments now")
 
 
 class PitrStatus(Model):
@@ -133,7 +155,8 @@ class PitrStatus(Model):
     approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
     switch_approvals: list[str] = Field(default_factory=list)
-    switched: dict[str, str] = Field(default_factory=dict, description="the Secret keys now pointing at the clone")
+    pending: GateView | None = Field(None, description="the gate awaiting decisions and the plan to sign")
+    switched: str = Field("", description="the instance connection name the app's proxy now names, once switched to the clone")
     switched_back: bool = False
     health: list[CheckResult] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)

@@ -1,17 +1,19 @@
-"""A Cloud SQL Admin API emulator (gRPC `google.cloud.sql.v1`) whose
-instances are real PostgreSQL clusters and whose backup runs are real
-`pg_basebackup`s, so the official `google-cloud-sql` client talks to it as it
-would to Google.
+"""A Cloud SQL Admin API emulator speaking the REST API v1 exactly as the
+`sqladmin.v1.json` discovery document describes it (routes, parameters,
+bodies; sandbox/cloudsql_rest.py serves it), whose instances are real
+PostgreSQL clusters and whose backup runs are real `pg_basebackup`s, so the
+discovery-based `google-api-python-client` talks to it as it would to Google.
 
-Served: SqlInstancesService Get/List/GetLatestRecoveryTime/Clone,
-SqlBackupRunsService List/Get/Insert, SqlOperationsService Get/List. Errors
-come back with the gRPC codes and messages of the real API (NOT_FOUND "The
-Cloud SQL instance does not exist.", PERMISSION_DENIED for another project,
-INVALID_ARGUMENT for a missing field).
+Served: instances.get/list/clone, projects.instances.getLatestRecoveryTime,
+backupRuns.get/list/insert, operations.get/list. Errors come back in Google's
+JSON shape with the real API's statuses and messages (404 "The Cloud SQL
+instance does not exist.", 403 for another project, 409 for a clone into a
+name that exists, 400 for an unknown field or a missing one).
 
 Clone restores a real point in time (cloudsql_clone.py) into a new instance
-on its own port: as DatabaseInstance has no port field, every instance shows
-its port as the user label `sandbox-port` (and `Instance.app_env()` has it).
+on its own port. The API has no port: instances report their PRIVATE address
+only, and pods reach them through the Auth Proxy sidecar the sandbox models
+(by connection name, `project:region:instance`); `address_of` answers that.
 
 Everything lives under one data root, `<state_dir>/cloudsql/`:
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import tempfile
 import time
 import uuid
@@ -39,8 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-from google.cloud.sqladmin_v1 import types as sql
+from aiohttp import web
 
 from .cloudsql_clone import (
     check_destination,
@@ -56,28 +56,30 @@ from .cloudsql_resources import (
     BackupRunRecord,
     Instance,
     OperationRecord,
-    backup_run_message,
-    instance_message,
-    operation_message,
+    backup_run_resource,
+    instance_resource,
+    operation_resource,
+    rfc3339,
     utcnow,
 )
+from .cloudsql_rest import build_app
 from .postgres import _MAX_SOCKET_DIR, PostgresCluster, PostgresError, _blocked_dir, _server_user
 
 __all__ = ["BackupRunRecord", "CloudSqlEmulator", "Instance", "OperationRecord"]
 
 LOCATION_FILE = "cloudsql-location.txt"
-SERVICE = "google.cloud.sql.v1.{}"
 # Leave room for "/instances/<name of up to 30 characters>/run" in a socket path.
 _MAX_ROOT = _MAX_SOCKET_DIR - len("/instances/") - 30 - len("/run")
 
 
-def _page(items: Sequence[Any], max_results: int, page_token: str) -> tuple[list[Any], str]:
+def _page(items: Sequence[Any], query: dict[str, str]) -> tuple[list[Any], str | None]:
+    page_token, max_results = query.get("pageToken", ""), int(query.get("maxResults") or 0)
     try:
         start = int(page_token or 0)
     except ValueError:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid request: page token {page_token!r} is not valid.") from None
+        raise ApiError(400, f"Invalid request: page token {page_token!r} is not valid.") from None
     end = start + max_results if max_results > 0 else len(items)
-    return list(items[start:end]), str(end) if end < len(items) else ""
+    return list(items[start:end]), str(end) if end < len(items) else None
 
 
 class CloudSqlEmulator:
@@ -92,7 +94,7 @@ class CloudSqlEmulator:
         self._claimed: set[str] = set()
         self._operations: dict[str, tuple[Instance, OperationRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
         self._last_run_id = 0
 
     # --- lifecycle ------------------------------------------------------------------
@@ -101,11 +103,23 @@ class CloudSqlEmulator:
         # Decide (and record) where the data goes before anything asks.
         if self._root is None:
             self._root = self._choose_root()
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers(self._handlers())
-        self.port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        self._server = server
+        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        """The REST API's base URL (the discovery client's api_endpoint)."""
+        return f"http://127.0.0.1:{self.port}/"
+
+    def address_of(self, connection_name: str) -> tuple[str, int] | None:
+        """Where the instance named `project:region:instance` really listens, if it exists and runs."""
+        for instance in self._instances.values():
+            if instance.connection_name == connection_name and instance.cluster.running:
+                return instance.cluster.host, instance.cluster.port
+        return None
 
     async def stop(self) -> None:
         """Let running backups and clones finish (briefly), stop serving, stop
@@ -115,9 +129,9 @@ class CloudSqlEmulator:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._server is not None:
-            await self._server.stop(grace=0.5)
-            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
         errors = []
         for instance in self._instances.values():
             try:
@@ -263,82 +277,41 @@ class CloudSqlEmulator:
     # --- request checks -------------------------------------------------------------
 
     def _check_project(self, project: str) -> None:
-        if not project:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Missing required parameter: project.")
         if project != self.project:
-            raise ApiError(grpc.StatusCode.PERMISSION_DENIED, "The client is not authorized to make this request.")
+            raise ApiError(403, "The client is not authorized to make this request.", reason="notAuthorized")
 
     def _find_instance(self, project: str, name: str) -> Instance:
         self._check_project(project)
-        if not name:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Missing required parameter: instance.")
         try:
             return self._instances[name]
         except KeyError:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, "The Cloud SQL instance does not exist.") from None
+            raise ApiError(404, "The Cloud SQL instance does not exist.", reason="instanceDoesNotExist") from None
 
-    # --- RPCs -----------------------------------------------------------------------
+    # --- the API's methods (sandbox/cloudsql_rest.py routes requests here) ------------
 
-    def _handlers(self) -> list[grpc.GenericRpcHandler]:
-        services = {
-            "SqlInstancesService": {
-                "Get": (self.get_instance, sql.SqlInstancesGetRequest, sql.DatabaseInstance),
-                "List": (self.list_instances, sql.SqlInstancesListRequest, sql.InstancesListResponse),
-                "GetLatestRecoveryTime": (self.get_latest_recovery_time, sql.SqlInstancesGetLatestRecoveryTimeRequest,
-                                          sql.SqlInstancesGetLatestRecoveryTimeResponse),
-                "Clone": (self.clone_instance, sql.SqlInstancesCloneRequest, sql.Operation),
-            },
-            "SqlBackupRunsService": {
-                "Get": (self.get_backup_run, sql.SqlBackupRunsGetRequest, sql.BackupRun),
-                "List": (self.list_backup_runs, sql.SqlBackupRunsListRequest, sql.BackupRunsListResponse),
-                "Insert": (self.insert_backup_run, sql.SqlBackupRunsInsertRequest, sql.Operation),
-            },
-            "SqlOperationsService": {
-                "Get": (self.get_operation, sql.SqlOperationsGetRequest, sql.Operation),
-                "List": (self.list_operations, sql.SqlOperationsListRequest, sql.OperationsListResponse),
-            },
-        }
-        return [
-            grpc.method_handlers_generic_handler(SERVICE.format(service), {
-                method: self._unary(*spec) for method, spec in methods.items()
-            })
-            for service, methods in services.items()
-        ]
+    def get_instance(self, project: str, instance: str) -> dict[str, Any]:
+        return instance_resource(self._find_instance(project, instance))
 
-    @staticmethod
-    def _unary(method: Callable[[Any], Any], request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                response = method(request)
-                return await response if inspect.isawaitable(response) else response
-            except ApiError as exc:
-                await context.abort(exc.code, exc.message)
+    def list_instances(self, project: str, query: dict[str, str]) -> dict[str, Any]:
+        self._check_project(project)
+        if query.get("filter"):
+            raise ApiError(400, f"Invalid request: the emulator does not support filters ({query['filter']!r}); list all and filter locally.")
+        items, token = _page(sorted(self._instances.values(), key=lambda i: i.name), query)
+        return _listing("sql#instancesList", [instance_resource(i) for i in items], token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            handle, request_deserializer=request_type.deserialize, response_serializer=response_type.serialize,
-        )
+    async def get_latest_recovery_time(self, project: str, instance: str) -> dict[str, Any]:
+        earliest, latest = await recovery_window(self._find_instance(project, instance))
+        return {"kind": "sql#getLatestRecoveryTime", "latestRecoveryTime": rfc3339(latest), "earliestRecoveryTime": rfc3339(earliest)}
 
-    def get_instance(self, request: sql.SqlInstancesGetRequest) -> sql.DatabaseInstance:
-        return instance_message(self._find_instance(request.project, request.instance))
-
-    def list_instances(self, request: sql.SqlInstancesListRequest) -> sql.InstancesListResponse:
-        self._check_project(request.project)
-        if request.filter:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid request: the emulator does not support filters ({request.filter!r}); list all and filter locally.")
-        items, token = _page(sorted(self._instances.values(), key=lambda i: i.name), request.max_results, request.page_token)
-        return sql.InstancesListResponse(kind="sql#instancesList", items=[instance_message(i) for i in items], next_page_token=token)
-
-    async def get_latest_recovery_time(self, request: sql.SqlInstancesGetLatestRecoveryTimeRequest) -> sql.SqlInstancesGetLatestRecoveryTimeResponse:
-        earliest, latest = await recovery_window(self._find_instance(request.project, request.instance))
-        return sql.SqlInstancesGetLatestRecoveryTimeResponse(kind="sql#getLatestRecoveryTime", latest_recovery_time=latest, earliest_recovery_time=earliest)
-
-    async def clone_instance(self, request: sql.SqlInstancesCloneRequest) -> sql.Operation:
+    async def clone_instance(self, project: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
         """A point-in-time clone: checked at once (nothing is created for a bad
         request), answered with a PENDING CLONE operation targeting the new
         instance, restored in the background."""
-        source = self._find_instance(request.project, request.instance)
-        context = request.body.clone_context
-        name = context.destination_instance_name
+        source = self._find_instance(project, instance)
+        if "cloneContext" not in body:
+            raise ApiError(400, "Invalid request: cloneContext is required.")
+        context = body["cloneContext"]
+        name = context.get("destinationInstanceName", "")
         check_destination(name, name in self._instances or name in self._claimed, self.data_root / "instances")
         self._claimed.add(name)
         try:
@@ -349,9 +322,9 @@ class CloudSqlEmulator:
             raise
         op = self._new_operation(source, "CLONE")
         op.instance = name
-        message = operation_message(source, op)
+        resource = operation_resource(source, op)
         self._spawn(self._run_operation(op, lambda: self._restore_clone(source, op, point)))
-        return message
+        return resource
 
     async def _restore_clone(self, source: Instance, op: OperationRecord, point: datetime) -> None:
         try:
@@ -361,58 +334,59 @@ class CloudSqlEmulator:
         finally:
             self._claimed.discard(op.instance)
 
-    def get_backup_run(self, request: sql.SqlBackupRunsGetRequest) -> sql.BackupRun:
-        instance = self._find_instance(request.project, request.instance)
-        if not request.id:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Missing required parameter: id.")
+    def get_backup_run(self, project: str, instance: str, id: str) -> dict[str, Any]:
+        found = self._find_instance(project, instance)
         try:
-            return backup_run_message(instance, instance.backup_run(request.id))
-        except KeyError:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, "The backup run does not exist.") from None
+            return backup_run_resource(found, found.backup_run(int(id)))
+        except (KeyError, ValueError):
+            raise ApiError(404, "The backup run does not exist.", reason="backupRunDoesNotExist") from None
 
-    def list_backup_runs(self, request: sql.SqlBackupRunsListRequest) -> sql.BackupRunsListResponse:
+    def list_backup_runs(self, project: str, instance: str, query: dict[str, str]) -> dict[str, Any]:
         # "-" lists the runs of every instance in the project, as on the real API.
-        if request.instance == "-":
-            self._check_project(request.project)
+        if instance == "-":
+            self._check_project(project)
             runs = sorted(((i, r) for i in self._instances.values() for r in i.backup_runs),
                           key=lambda pair: (pair[1].enqueued_time, pair[1].id), reverse=True)
         else:
-            instance = self._find_instance(request.project, request.instance)
-            runs = [(instance, run) for run in instance.runs_newest_first()]
-        items, token = _page(runs, request.max_results, request.page_token)
-        return sql.BackupRunsListResponse(kind="sql#backupRunsList", items=[backup_run_message(i, r) for i, r in items], next_page_token=token)
+            found = self._find_instance(project, instance)
+            runs = [(found, run) for run in found.runs_newest_first()]
+        items, token = _page(runs, query)
+        return _listing("sql#backupRunsList", [backup_run_resource(i, r) for i, r in items], token)
 
-    def insert_backup_run(self, request: sql.SqlBackupRunsInsertRequest) -> sql.Operation:
+    def insert_backup_run(self, project: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
         """An on-demand backup: answered at once with a PENDING operation, run in the background."""
-        instance = self._find_instance(request.project, request.instance)
-        run, op = self._enqueue_backup(instance, "ON_DEMAND", request.body.description)
-        message = operation_message(instance, op)
-        self._spawn(self._run_operation(op, lambda: self._back_up(instance, run)))
-        return message
+        found = self._find_instance(project, instance)
+        run, op = self._enqueue_backup(found, "ON_DEMAND", body.get("description", ""))
+        resource = operation_resource(found, op)
+        self._spawn(self._run_operation(op, lambda: self._back_up(found, run)))
+        return resource
 
-    def get_operation(self, request: sql.SqlOperationsGetRequest) -> sql.Operation:
-        self._check_project(request.project)
-        if not request.operation:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Missing required parameter: operation.")
-        found = self._operations.get(request.operation)
+    def get_operation(self, project: str, operation: str) -> dict[str, Any]:
+        self._check_project(project)
+        found = self._operations.get(operation)
         if found is None:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, "The Cloud SQL operation does not exist.")
-        return operation_message(*found)
+            raise ApiError(404, "The Cloud SQL operation does not exist.", reason="operationDoesNotExist")
+        return operation_resource(*found)
 
-    def list_operations(self, request: sql.SqlOperationsListRequest) -> sql.OperationsListResponse:
+    def list_operations(self, project: str, query: dict[str, str]) -> dict[str, Any]:
         """Newest first; without an instance, every operation in the project."""
-        if request.instance:
+        self._check_project(project)
+        name = query.get("instance", "")
+        if name:
             # A clone's operation is listed under the new name while it runs, and after it failed too.
-            ops = [pair for pair in self._operations.values() if pair[1].instance == request.instance]
-            if request.instance in self._instances or not ops:
-                instance = self._find_instance(request.project, request.instance)
-                ops = [(instance, op) for op in instance.operations]
-            self._check_project(request.project)
+            ops = [pair for pair in self._operations.values() if pair[1].instance == name]
+            if name in self._instances or not ops:
+                found = self._find_instance(project, name)
+                ops = [(found, op) for op in found.operations]
         else:
-            self._check_project(request.project)
             ops = list(self._operations.values())
         # Reversed first, so that operations inserted in the same microsecond still list newest first.
         ops.reverse()
         ops.sort(key=lambda pair: pair[1].insert_time, reverse=True)
-        items, token = _page(ops, request.max_results, request.page_token)
-        return sql.OperationsListResponse(kind="sql#operationsList", items=[operation_message(i, op) for i, op in items], next_page_token=token)
+        items, token = _page(ops, query)
+        return _listing("sql#operationsList", [operation_resource(i, op) for i, op in items], token)
+
+
+def _listing(kind: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
+    # An empty page has no "items" on the real API; the client reads a missing list as none.
+    return {"kind": kind, **({"items": items} if items else {}), **({"nextPageToken": token} if token else {})}

@@ -26,9 +26,7 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime, timedelta
 from pathlib import Path
-
-import grpc
-from google.cloud.sqladmin_v1 import types as sql
+from typing import Any
 
 from .cloudsql_resources import INSTANCE_NAME, ApiError, Instance
 from .postgres import _MAX_SOCKET_DIR, PostgresCluster, PostgresError
@@ -47,20 +45,20 @@ async def recovery_window(instance: Instance) -> tuple[datetime, datetime]:
     """(earliest, latest) times `instance` can be cloned to; archives the
     source's current WAL segment on the way."""
     if not instance.pitr_enabled:
-        raise ApiError(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"Point-in-time recovery is not enabled for instance {instance.name}. "
-                       "Enable it (settings.backupConfiguration.pointInTimeRecoveryEnabled) and take a backup first.")
+        raise ApiError(400, f"Point-in-time recovery is not enabled for instance {instance.name}. "
+                       "Enable it (settings.backupConfiguration.pointInTimeRecoveryEnabled) and take a backup first.",
+                       status="FAILED_PRECONDITION", reason="failedPrecondition")
     backups = _restorable_backups(instance)
     if not backups:
-        raise ApiError(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"Instance {instance.name} has no successful backup to recover from yet. Take a backup first.")
+        raise ApiError(400, f"Instance {instance.name} has no successful backup to recover from yet. Take a backup first.",
+                       status="FAILED_PRECONDITION", reason="failedPrecondition")
     if not instance.cluster.running:
-        raise ApiError(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"Instance {instance.name} is not running, so its latest transaction log cannot be archived. Start it first.")
+        raise ApiError(400, f"Instance {instance.name} is not running, so its latest transaction log cannot be archived. Start it first.",
+                       status="FAILED_PRECONDITION", reason="failedPrecondition")
     try:
         latest = await instance.cluster.archive_now()
     except PostgresError as exc:
-        raise ApiError(grpc.StatusCode.INTERNAL, f"Could not archive the transaction log of instance {instance.name}: {exc}") from None
+        raise ApiError(500, f"Could not archive the transaction log of instance {instance.name}: {exc}") from None
     oldest_end = min(end for end, _ in backups)
     return max(oldest_end, latest - timedelta(days=instance.transaction_log_retention_days)), latest
 
@@ -68,38 +66,50 @@ async def recovery_window(instance: Instance) -> tuple[datetime, datetime]:
 def check_destination(name: str, taken: bool, instances_dir: Path) -> None:
     """INVALID_ARGUMENT or ALREADY_EXISTS unless `name` is free for a new instance."""
     if not name:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Missing required parameter: cloneContext.destinationInstanceName.")
+        raise ApiError(400, "Missing required parameter: cloneContext.destinationInstanceName.")
     if not INSTANCE_NAME.match(name):
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid request: {name!r} is not a valid instance name (lowercase letters, digits and hyphens, starting with a letter).")
+        raise ApiError(400, f"Invalid request: {name!r} is not a valid instance name (lowercase letters, digits and hyphens, starting with a letter).")
     if taken:
-        raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"The Cloud SQL instance already exists: {name}.")
+        raise ApiError(409, f"The Cloud SQL instance already exists: {name}.", reason="instanceAlreadyExists")
     state_dir = instances_dir / name
     # Like a deleted instance's name on Cloud SQL, the name of one whose files remain is not free.
     if state_dir.exists():
-        raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"The Cloud SQL instance already exists: the files of an earlier instance {name} remain in {state_dir}; remove them or choose another name.")
+        raise ApiError(409, f"The Cloud SQL instance already exists: the files of an earlier instance {name} remain in {state_dir}; remove them or choose another name.",
+                       reason="instanceAlreadyExists")
     if len(str(state_dir / "run")) > _MAX_SOCKET_DIR:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid request: instance name {name!r} is too long for the emulator's socket paths under {instances_dir}.")
+        raise ApiError(400, f"Invalid request: instance name {name!r} is too long for the emulator's socket paths under {instances_dir}.")
 
 
-def requested_point(context: sql.CloneContext, project: str) -> datetime:
-    """The point in time of a clone request, or INVALID_ARGUMENT for what the emulator cannot do."""
-    if context.destination_project and context.destination_project != project:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid request: the emulator clones within project {project} only, not into {context.destination_project}.")
-    if "bin_log_coordinates" in context:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Invalid request: binLogCoordinates apply to MySQL instances only.")
-    if context.database_names:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Invalid request: databaseNames apply to SQL Server instances only.")
-    if "point_in_time" not in context:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT,
-                       "Invalid request: cloneContext.pointInTime is required; the emulator clones to a point in time only "
+def parse_time(value: Any, field: str) -> datetime:
+    """A google-datetime (RFC 3339) request field, or the API's 400 for a bad one."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ApiError(400, f"Invalid value at '{field}' (type.googleapis.com/google.protobuf.Timestamp), \"{value}\"")
+    return moment
+
+
+def requested_point(context: dict[str, Any], project: str) -> datetime:
+    """The point in time of a clone request, or 400 for what the emulator cannot do."""
+    if context.get("destinationProject") and context["destinationProject"] != project:
+        raise ApiError(400, f"Invalid request: the emulator clones within project {project} only, not into {context['destinationProject']}.")
+    if "binLogCoordinates" in context:
+        raise ApiError(400, "Invalid request: binLogCoordinates apply to MySQL instances only.")
+    if context.get("databaseNames"):
+        raise ApiError(400, "Invalid request: databaseNames apply to SQL Server instances only.")
+    if "pitrTimestampMs" in context and "pointInTime" not in context:
+        raise ApiError(400, "Invalid request: the emulator takes cloneContext.pointInTime, not pitrTimestampMs.")
+    if "pointInTime" not in context:
+        raise ApiError(400, "Invalid request: cloneContext.pointInTime is required; the emulator clones to a point in time only "
                        "(GetLatestRecoveryTime gives the latest one).")
-    return context.point_in_time
+    return parse_time(context["pointInTime"], "clone_context.point_in_time")
 
 
 def check_in_window(instance: Instance, point: datetime, earliest: datetime, latest: datetime) -> None:
     if not earliest <= point <= latest:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT,
-                       f"Invalid request: the point in time {_iso(point)} is outside the recovery window of instance "
+        raise ApiError(400, f"Invalid request: the point in time {_iso(point)} is outside the recovery window of instance "
                        f"{instance.name}: it can be recovered to any time from {_iso(earliest)} to {_iso(latest)}.")
 
 

@@ -1,8 +1,9 @@
 """The Cloud SQL emulator's records (instances, backup runs, operations) and
-how each one reads as a `google.cloud.sql.v1` message.
+how each one reads as a resource of the Cloud SQL Admin REST API v1: the JSON
+that `sqladmin.v1.json` describes (camelCase fields, enum names as strings,
+int64 as decimal strings, times in RFC 3339 UTC, `kind` on every resource).
 
-Records keep plain strings for enum values ("SUCCESSFUL", "BACKUP_VOLUME")
-so that tests can set them directly; enum members are accepted too."""
+Records keep plain strings for enum values ("SUCCESSFUL", "BACKUP_VOLUME")."""
 
 from __future__ import annotations
 
@@ -13,36 +14,47 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-from google.cloud.sqladmin_v1 import types as sql
-
 from .postgres import BaseBackup, PostgresCluster
 
 API_ROOT = "https://sqladmin.googleapis.com/v1"
 RUN_TYPES = ("AUTOMATED", "ON_DEMAND")
 # Cloud SQL's rule for instance IDs.
 INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,97}$")
-# DatabaseInstance has no port field: each instance's own port is this user label.
-PORT_LABEL = "sandbox-port"
+
+# Google's canonical error codes (google.rpc.Code) by the HTTP status each maps to.
+STATUS_FOR_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                   409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+                   501: "NOT_IMPLEMENTED", 503: "UNAVAILABLE"}
 
 
 class ApiError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    """An error answer in Google's JSON shape: HTTP status, canonical status, message,
+    and the legacy `errors[].reason` the Cloud SQL API still sends."""
+
+    def __init__(self, http_status: int, message: str, *, reason: str = "", status: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.http_status, self.message = http_status, message
+        self.status = status or STATUS_FOR_HTTP.get(http_status, "UNKNOWN")
+        self.reason = reason or {400: "invalid", 403: "forbidden", 404: "notFound", 409: "alreadyExists"}.get(http_status, "backendError")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.http_status, "message": self.message, "status": self.status,
+                          "errors": [{"message": self.message, "domain": "global", "reason": self.reason}]}}
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _enum(enum_type: Any, value: Any) -> Any:
-    return enum_type[value] if isinstance(value, str) else enum_type(value)
+def rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _message(message_type: Any, **fields: Any) -> Any:
+def _resource(**fields: Any) -> dict[str, Any]:
     # Unset times and errors stay absent on the wire, as the real API leaves them.
-    return message_type(**{key: value for key, value in fields.items() if value is not None})
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 @dataclass
@@ -146,61 +158,66 @@ class Instance:
 
     def successful_backups(self) -> list[BackupRunRecord]:
         """Oldest first: the candidates a restore to a point in time picks from."""
-        return [run for run in reversed(self.runs_newest_first()) if _enum(sql.SqlBackupRunStatus, run.status) == sql.SqlBackupRunStatus.SUCCESSFUL]
+        return [run for run in reversed(self.runs_newest_first()) if run.status == "SUCCESSFUL"]
+
+    @property
+    def private_ip(self) -> str:
+        """The sandbox's VPC is the loopback: the instance's private address is where its
+        PostgreSQL listens (its port is not part of the API; pods reach it through the
+        Auth Proxy sidecar the sandbox models)."""
+        return self.cluster.host
 
 
-def instance_message(instance: Instance) -> sql.DatabaseInstance:
+def instance_resource(instance: Instance) -> dict[str, Any]:
     running = instance.cluster.running
-    backup = sql.BackupConfiguration(
-        kind="sql#backupConfiguration", enabled=instance.backups_enabled, start_time=instance.backup_start_time,
-        point_in_time_recovery_enabled=instance.pitr_enabled,
-        transaction_log_retention_days=instance.transaction_log_retention_days,
-        backup_retention_settings=sql.BackupRetentionSettings(
-            retention_unit=sql.BackupRetentionSettings.RetentionUnit.COUNT, retained_backups=instance.retained_backups,
-        ),
-    )
-    settings = sql.Settings(
-        kind="sql#settings", settings_version=1, tier=instance.tier, edition=sql.Settings.Edition.ENTERPRISE,
-        availability_type=sql.SqlAvailabilityType.ZONAL, pricing_plan=sql.SqlPricingPlan.PER_USE,
+    backup = {
+        "kind": "sql#backupConfiguration", "enabled": instance.backups_enabled, "startTime": instance.backup_start_time,
+        "pointInTimeRecoveryEnabled": instance.pitr_enabled,
+        "transactionLogRetentionDays": instance.transaction_log_retention_days,
+        "backupRetentionSettings": {"retentionUnit": "COUNT", "retainedBackups": instance.retained_backups},
+    }
+    settings = {
+        "kind": "sql#settings", "settingsVersion": "1", "tier": instance.tier, "edition": "ENTERPRISE",
+        "availabilityType": "ZONAL", "pricingPlan": "PER_USE",
         # A stopped cluster reads like an instance someone stopped: still RUNNABLE, policy NEVER.
-        activation_policy=sql.Settings.SqlActivationPolicy.ALWAYS if running else sql.Settings.SqlActivationPolicy.NEVER,
-        data_disk_type=sql.SqlDataDiskType.PD_SSD, data_disk_size_gb=10,
-        ip_configuration=sql.IpConfiguration(ipv4_enabled=True), backup_configuration=backup,
-        user_labels={PORT_LABEL: str(instance.cluster.port)},
-    )
-    return sql.DatabaseInstance(
+        "activationPolicy": "ALWAYS" if running else "NEVER",
+        "dataDiskType": "PD_SSD", "dataDiskSizeGb": "10",
+        # Private IP, as a GKE app reaches it through the Auth Proxy's --private-ip.
+        "ipConfiguration": {"ipv4Enabled": False, "privateNetwork": f"projects/{instance.project}/global/networks/default",
+                            "sslMode": "ENCRYPTED_ONLY"},
+        "backupConfiguration": backup,
+    }
+    return _resource(
         kind="sql#instance", name=instance.name, project=instance.project, region=instance.region,
-        gce_zone=f"{instance.region}-b", database_version=_enum(sql.SqlDatabaseVersion, instance.database_version),
-        database_installed_version=instance.installed_version, state=sql.DatabaseInstance.SqlInstanceState.RUNNABLE,
-        backend_type=sql.SqlBackendType.SECOND_GEN, instance_type=sql.SqlInstanceType.CLOUD_SQL_INSTANCE,
-        connection_name=instance.connection_name, self_link=instance.self_link, create_time=instance.created_at,
-        ip_addresses=[sql.IpMapping(type_=sql.SqlIpAddressType.PRIMARY, ip_address=instance.cluster.host)],
+        gceZone=f"{instance.region}-b", databaseVersion=instance.database_version,
+        databaseInstalledVersion=instance.installed_version, state="RUNNABLE",
+        backendType="SECOND_GEN", instanceType="CLOUD_SQL_INSTANCE",
+        connectionName=instance.connection_name, selfLink=instance.self_link, createTime=rfc3339(instance.created_at),
+        ipAddresses=[{"type": "PRIVATE", "ipAddress": instance.private_ip}],
         settings=settings,
     )
 
 
-def backup_run_message(instance: Instance, run: BackupRunRecord) -> sql.BackupRun:
-    return _message(
-        sql.BackupRun, kind="sql#backupRun", id=run.id, instance=instance.name,
-        self_link=f"{instance.self_link}/backupRuns/{run.id}", status=_enum(sql.SqlBackupRunStatus, run.status),
-        type_=_enum(sql.SqlBackupRunType, run.type), backup_kind=sql.SqlBackupKind.SNAPSHOT,
-        database_version=_enum(sql.SqlDatabaseVersion, instance.database_version), description=run.description,
-        enqueued_time=run.enqueued_time, window_start_time=run.enqueued_time, start_time=run.start_time,
-        end_time=run.end_time, time_zone="UTC",
-        error=sql.OperationError(kind="sql#operationError", code="INTERNAL_ERROR", message=run.error) if run.error else None,
+def backup_run_resource(instance: Instance, run: BackupRunRecord) -> dict[str, Any]:
+    return _resource(
+        kind="sql#backupRun", id=str(run.id), instance=instance.name,
+        selfLink=f"{instance.self_link}/backupRuns/{run.id}", status=run.status,
+        type=run.type, backupKind="SNAPSHOT", databaseVersion=instance.database_version, description=run.description or None,
+        enqueuedTime=rfc3339(run.enqueued_time), windowStartTime=rfc3339(run.enqueued_time), startTime=rfc3339(run.start_time),
+        endTime=rfc3339(run.end_time), timeZone="UTC",
+        error={"kind": "sql#operationError", "code": "INTERNAL_ERROR", "message": run.error} if run.error else None,
     )
 
 
-def operation_message(instance: Instance, op: OperationRecord) -> sql.Operation:
+def operation_resource(instance: Instance, op: OperationRecord) -> dict[str, Any]:
     error = None
     if op.error is not None:
         code, message = op.error
-        error = sql.OperationErrors(kind="sql#operationErrors", errors=[sql.OperationError(kind="sql#operationError", code=code, message=message)])
-    backup = sql.BackupContext(kind="sql#backupContext", backup_id=op.backup_run_id) if op.backup_run_id is not None else None
-    return _message(
-        sql.Operation, kind="sql#operation", name=op.name, status=_enum(sql.Operation.SqlOperationStatus, op.status),
-        operation_type=_enum(sql.Operation.SqlOperationType, op.operation_type), user=op.user,
-        target_id=op.instance, target_project=instance.project, target_link=f"{API_ROOT}/projects/{instance.project}/instances/{op.instance}",
-        self_link=f"{API_ROOT}/projects/{instance.project}/operations/{op.name}",
-        insert_time=op.insert_time, start_time=op.start_time, end_time=op.end_time, error=error, backup_context=backup,
+        error = {"kind": "sql#operationErrors", "errors": [{"kind": "sql#operationError", "code": code, "message": message}]}
+    backup = {"kind": "sql#backupContext", "backupId": str(op.backup_run_id)} if op.backup_run_id is not None else None
+    return _resource(
+        kind="sql#operation", name=op.name, status=op.status, operationType=op.operation_type, user=op.user,
+        targetId=op.instance, targetProject=instance.project, targetLink=f"{API_ROOT}/projects/{instance.project}/instances/{op.instance}",
+        selfLink=f"{API_ROOT}/projects/{instance.project}/operations/{op.name}",
+        insertTime=rfc3339(op.insert_time), startTime=rfc3339(op.start_time), endTime=rfc3339(op.end_time), error=error, backupContext=backup,
     )

@@ -90,6 +90,25 @@ class Revision(Strict):
     change_cause: str | None = None
 
 
+PROXY_IMAGE = "gcr.io/cloud-sql-connectors/cloud-sql-proxy"
+PROXY_VERSION = "2.14.1"
+
+
+class CloudSqlProxySeed(Strict):
+    """A Cloud SQL Auth Proxy v2 native sidecar (an init container with
+    `restartPolicy: Always`) that gives the pod `localhost:<port>` to one of the
+    scenario's databases; the database's Secret then says localhost:<port>."""
+
+    instance: str = Field(pattern=r"^[a-z][-a-z0-9]*$", description="one of the scenario's databases")
+    port: int = Field(5432, gt=0, lt=65536)
+    version: str = Field(PROXY_VERSION, pattern=r"^2\.[0-9]+\.[0-9]+$", description="the proxy image's tag (v2 only)")
+    private_ip: bool = True
+
+    @property
+    def image(self) -> str:
+        return f"{PROXY_IMAGE}:{self.version}"
+
+
 class DeploymentSeed(Strict):
     name: str
     namespace: str = "default"
@@ -102,6 +121,7 @@ class DeploymentSeed(Strict):
     progress_deadline_seconds: int = Field(600, gt=0)
     revision_history_limit: int = Field(10, ge=0)
     min_ready_seconds: int = Field(0, ge=0)
+    cloudsql_proxy: CloudSqlProxySeed | None = Field(None, description="a Cloud SQL Auth Proxy sidecar in the pods")
     revisions: list[Revision] = Field(min_length=1)
 
     @property
@@ -182,7 +202,24 @@ class Scenario(Strict):
         for db in self.databases:
             if db.namespace not in declared:
                 raise ValueError(f"{db.instance}: namespace {db.namespace!r} is not in namespaces")
+        databases = {db.instance: db for db in self.databases}
+        for seed in self.deployments:
+            proxy = seed.cloudsql_proxy
+            if proxy is None:
+                continue
+            if proxy.instance not in databases:
+                known = ", ".join(sorted(databases)) or "none are declared"
+                raise ValueError(f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} is not one of the scenario's databases ({known})")
+            if databases[proxy.instance].namespace != seed.namespace:
+                raise ValueError(f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} keeps its Secret in namespace "
+                                 f"{databases[proxy.instance].namespace!r}, not {seed.namespace!r}")
         return self
+
+    def proxied_database(self, seed: DeploymentSeed) -> DatabaseSeed | None:
+        """The database a deployment's proxy sidecar names, if it has one and the scenario still declares it."""
+        if seed.cloudsql_proxy is None:
+            return None
+        return next((db for db in self.databases if db.instance == seed.cloudsql_proxy.instance), None)
 
 
 def bundled_scenarios() -> list[str]:

@@ -37,6 +37,11 @@ from .traffic import TrafficGenerator
 log = logging.getLogger(__name__)
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+CLOUDSQL_REGION = "asia-northeast1"
+PROXY_CONTAINER = "cloud-sql-proxy"
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+# What psql in the app container reads when the runbook runs it by hand (psql -h localhost ...).
+PSQL_ENV = {"PGUSER": "DATABASE_USER", "PGDATABASE": "DATABASE_NAME", "PGPASSWORD": "DATABASE_PASSWORD"}
 SEED_TIMEOUT_SECONDS = 120.0
 
 
@@ -44,7 +49,25 @@ class SandboxError(Exception):
     """The sandbox cannot start; the message says why in one line."""
 
 
-def deployment_manifest(seed: DeploymentSeed, image: str) -> dict[str, Any]:
+def proxy_container(seed: DeploymentSeed, connection_name: str) -> dict[str, Any]:
+    """The Cloud SQL Auth Proxy v2 as a native sidecar, after the upstream
+    examples/k8s-sidecar: it listens on 127.0.0.1:<port> in the pod."""
+    proxy = seed.cloudsql_proxy
+    assert proxy is not None
+    return {
+        "name": PROXY_CONTAINER,
+        "image": proxy.image,
+        "restartPolicy": "Always",
+        "args": [*(["--private-ip"] if proxy.private_ip else []), "--structured-logs", f"--port={proxy.port}", connection_name],
+        "securityContext": {"runAsNonRoot": True},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+    }
+
+
+def deployment_manifest(seed: DeploymentSeed, image: str, *, connection_name: str | None = None,
+                        database_secret: str | None = None) -> dict[str, Any]:
+    """The Deployment a seed describes; with a proxy sidecar, `connection_name`
+    is what it is given and `database_secret` feeds the app container's PG* variables."""
     labels = seed.selector
     container: dict[str, Any] = {
         "name": seed.container,
@@ -53,10 +76,21 @@ def deployment_manifest(seed: DeploymentSeed, image: str) -> dict[str, Any]:
         "readinessProbe": {"httpGet": {"path": "/ready", "port": seed.container_port}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/health", "port": seed.container_port}, "periodSeconds": 10},
     }
-    if seed.env:
-        container["env"] = [{"name": k, "value": v} for k, v in seed.env.items()]
+    env = [{"name": k, "value": v} for k, v in seed.env.items()]
+    if seed.cloudsql_proxy is not None and database_secret:
+        env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": database_secret, "key": key}}} for k, key in PSQL_ENV.items()]
+    if env:
+        container["env"] = env
     if seed.env_from_secrets:
         container["envFrom"] = [{"secretRef": {"name": name}} for name in seed.env_from_secrets]
+    pod_spec: dict[str, Any] = {"containers": [container]}
+    template_meta: dict[str, Any] = {"labels": dict(labels)}
+    if seed.cloudsql_proxy is not None:
+        # kubectl exec/logs without -c pick the app, not the sidecar, and say nothing about it.
+        template_meta["annotations"] = {DEFAULT_CONTAINER: seed.container}
+        if connection_name is None:
+            raise ValueError(f"{seed.name}: a Cloud SQL Auth Proxy sidecar needs the instance connection name")
+        pod_spec["initContainers"] = [proxy_container(seed, connection_name)]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -67,7 +101,7 @@ def deployment_manifest(seed: DeploymentSeed, image: str) -> dict[str, Any]:
             "progressDeadlineSeconds": seed.progress_deadline_seconds,
             "revisionHistoryLimit": seed.revision_history_limit,
             "minReadySeconds": seed.min_ready_seconds,
-            "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": [container]}},
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
 
@@ -93,7 +127,8 @@ class Sandbox:
             project=self.monitoring.project, now=self.clock.metric_time,
         )
         self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
-        self.cloudsql = CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project) if scenario.databases else None
+        self.cloudsql = (CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project, region=CLOUDSQL_REGION)
+                         if scenario.databases else None)
         self._database_env: dict[tuple[str, str], dict[str, str]] = {}
         self.requests: RequestLog | None = None
         self.api: KubeApi | None = None
@@ -116,7 +151,7 @@ class Sandbox:
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.requests = RequestLog(self.state_dir / "requests.jsonl")
-        self.api = KubeApi(self.store, self.kubelet, self.faults, self.requests, hooks=self.load_balancers)
+        self.api = KubeApi(self.store, self.kubelet, self.faults, self.requests, hooks=self.load_balancers, resolve_instance=self.resolve_instance)
         self._runner = web.AppRunner(
             self.api.build_app(), access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=2.0,
         )
@@ -165,6 +200,15 @@ class Sandbox:
         if self.requests is not None:
             self.requests.close()
 
+    def connection_name(self, instance: str) -> str:
+        """PROJECT:REGION:INSTANCE, as Cloud SQL names an instance of this sandbox's project."""
+        return f"{self.monitoring.project}:{CLOUDSQL_REGION}:{instance}"
+
+    def resolve_instance(self, connection_name: str) -> tuple[str, int] | None:
+        """Where a proxy given `connection_name` forwards to: the instance's real
+        PostgreSQL, or None if there is no such running instance in this project and region."""
+        return self.cloudsql.address_of(connection_name) if self.cloudsql is not None else None
+
     # -- seeding ---------------------------------------------------------------------
 
     async def _prepare_databases(self) -> None:
@@ -187,6 +231,9 @@ class Sandbox:
                     said = (err or out).decode(errors="replace").strip().splitlines()[-1:] or [""]
                     raise SandboxError(f"preparing database {db.instance}: {' '.join(command)} exited {proc.returncode}: {said[0]}")
             await self.cloudsql.take_backup(db.instance)
+            ports = {d.cloudsql_proxy.port for d in self.scenario.deployments if d.cloudsql_proxy and d.cloudsql_proxy.instance == db.instance}
+            if ports:  # the pods reach it through their proxy sidecar, as on GKE
+                env = {**env, "DATABASE_HOST": "localhost", "DATABASE_PORT": str(min(ports))}
             self._database_env[(db.namespace, db.secret)] = env
 
     async def _seed(self) -> None:
@@ -230,7 +277,12 @@ class Sandbox:
 
     def _apply_revision(self, seed: DeploymentSeed, step: int) -> None:
         revision = seed.revisions[step]
-        manifest = deployment_manifest(seed, revision.image)
+        database = self.scenario.proxied_database(seed)
+        manifest = deployment_manifest(
+            seed, revision.image,
+            connection_name=self.connection_name(seed.cloudsql_proxy.instance) if seed.cloudsql_proxy else None,
+            database_secret=database.secret if database else None,
+        )
         apply_defaults(DEPLOYMENTS, manifest)
         if revision.change_cause:
             manifest["metadata"]["annotations"] = {CHANGE_CAUSE: revision.change_cause}
@@ -286,7 +338,7 @@ class Sandbox:
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
             # Metric time = epoch + (wall - epoch) * speed: a client's clock for the monitoring emulators.
             "metric_clock": {"epoch": self.clock.epoch, "speed": self.clock.speed},
-            **({"cloud_sql": f"127.0.0.1:{self.cloudsql.port}", "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
+            **({"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
         }
 
     def kubeconfig(self) -> dict[str, Any]:

@@ -52,8 +52,12 @@ def run(coro_factory) -> Any:
     from .commands import CliError
 
     async def main() -> int:
+        from .stacks import web_ui_for
+
         settings = Settings()
         client = await connect(settings)
+        # Links go to the Web UI of the Temporal this client reached (see starter/stacks.py).
+        settings = settings.model_copy(update={"web_ui": web_ui_for(client.service_client.config.target_host, settings.web_ui)})
         return await coro_factory(client, settings)
 
     try:
@@ -87,7 +91,8 @@ def rollback_start(
     impact: str = typer.Option("", help="User impact, for the start notice."),
     cause: str = typer.Option("", help="Suspected cause, for the start notice."),
     detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
-    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks for the rollback."),
+    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks for the rollback (your identity id)."),
+    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start (an immediate rollback needs an on-call signer)."),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; change nothing."),
     wait: bool = typer.Option(False, "--wait", help="Follow the rollback until it ends."),
@@ -104,33 +109,70 @@ def rollback_start(
         raise fail(first_error(exc)) from None
     except ValueError:
         raise fail(f"--detected-at: {detected_at!r} is not an RFC 3339 time") from None
+    from workflows.deployment_rollback import rollback_workflow_id
+
     from .commands import start_rollback
+    sign_start(request, rollback_workflow_id(request.namespace, request.deployment), key)
 
     run(lambda client, settings: start_rollback(client, settings, request, wait=wait, as_json=as_json))
 
 
-@app.command()
-def approve(workflow_id: str, by: str = typer.Option(..., help="Your name, as listed in the catalog's approvers."), comment: str = typer.Option("")) -> None:
-    """Approve a rollback; says at once whether the approval counted."""
-    from .commands import send_decision
-
-    try:
-        signal_ = ApprovalSignal(by=by, comment=comment)
-    except ValidationError as exc:
-        raise fail(first_error(exc)) from None
-    run(lambda client, settings: send_decision(client, workflow_id, signal_))
+KEY_HELP = "Your SSH private key (ed25519): signs the decision, as the catalog's identities require."
 
 
 @app.command()
-def reject(workflow_id: str, by: str = typer.Option(...), reason: str = typer.Option(...)) -> None:
-    """Reject a rollback before it acts; nothing is changed."""
-    from .commands import send_decision
+def approve(
+    workflow_id: str,
+    by: str = typer.Option(..., help="Your identity id in the catalog."),
+    comment: str = typer.Option(""),
+    key: Path | None = typer.Option(None, help=KEY_HELP),
+    payload: bool = typer.Option(False, "--payload", help="Print the payload to sign (for ssh-keygen -Y sign -n modoru) and exit."),
+    signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."),
+    payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig."),
+) -> None:
+    """Approve a change at its current gate; says at once whether the approval counted."""
+    decide(workflow_id, "approve", by, comment, key, payload, signature, payload_file)
+
+
+@app.command()
+def reject(
+    workflow_id: str,
+    by: str = typer.Option(...),
+    reason: str = typer.Option(...),
+    key: Path | None = typer.Option(None, help=KEY_HELP),
+    payload: bool = typer.Option(False, "--payload", help="Print the payload to sign and exit."),
+    signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output."),
+    payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig."),
+) -> None:
+    """Reject a change before it acts; nothing is changed."""
+    decide(workflow_id, "reject", by, reason, key, payload, signature, payload_file)
+
+
+def sign_start(request, workflow_id: str, key: Path | None) -> None:
+    """Attach the requester's signed start, or say in one line why it cannot be made."""
+    if key is None:
+        return
+    from .commands import CliError
+    from .signing import signed_start
 
     try:
-        signal_ = RejectSignal(by=by, reason=reason)
+        request.start = signed_start(request, workflow_id, key)
+    except CliError as exc:
+        raise fail(str(exc)) from None
+
+
+def decide(workflow_id: str, decision: str, by: str, note: str, key: Path | None, payload: bool, signature: Path | None,
+           payload_file: Path | None) -> None:
+    from .commands import send_decision
+
+    if sum(bool(x) for x in (key, payload, signature)) > 1:
+        raise fail("give one of --key, --payload and --signature")
+    try:
+        signal_ = ApprovalSignal(by=by, comment=note) if decision == "approve" else RejectSignal(by=by, reason=note)
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
-    run(lambda client, settings: send_decision(client, workflow_id, signal_))
+    run(lambda client, settings: send_decision(client, workflow_id, signal_, key=key, print_payload=payload,
+                                               signature=signature, payload_file=payload_file))
 
 
 @app.command()
@@ -144,19 +186,25 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
     from .guard import render_guard
     from .migration import render_migration
     from .pitr import render_pitr
+    from .stacks import workflow_link
 
     async def show(client, settings) -> int:
         current = await query_any_status(client.get_workflow_handle(workflow_id))
+        link = workflow_link(settings.web_ui, client.namespace, workflow_id)
         if as_json:
             print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
-        elif isinstance(current, MigrationStatus):
+            return 0
+        if isinstance(current, MigrationStatus):
             render_migration(current)
         elif isinstance(current, GuardStatus):
             render_guard(current)
         elif isinstance(current, PitrStatus):
             render_pitr(current)
         else:
-            render_status(current, settings.web_ui)
+            render_status(current, link)
+            return 0
+        if link:
+            console.print(f"web ui: {link}", highlight=False)
         return 0
 
     run(show)
@@ -198,7 +246,8 @@ def up(
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     from .embedded import EmbeddedStack, StackError
 
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps, clock_speed=clock_speed)
+    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps, register=True,
+                          clock_speed=clock_speed)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -213,7 +262,7 @@ def up(
         raise fail(str(exc)) from None
     console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
-    console.print(f"in another shell: export MODORU_TEMPORAL_ADDRESS={stack.temporal_address} MODORU_WEB_UI={stack.web_ui} "
+    console.print(f"in another shell: export TEMPORAL_ADDRESS={stack.temporal_address} "
                   f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}", soft_wrap=True)
     console.print("then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%'", soft_wrap=True)
     console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)

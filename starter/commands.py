@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
+from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
@@ -17,6 +19,7 @@ from workflows import search_attributes as sa
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 from .render import console, err_console, render_status
+from .stacks import workflow_link
 
 TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
 PLAN_WAIT_SECONDS = 20
@@ -73,10 +76,10 @@ async def start_rollback(client: Client, settings: Settings, request: RollbackRe
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(workflow_id)
         attached = True
-    link = f"{settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+    link = workflow_link(settings.web_ui, client.namespace, workflow_id)
     if not as_json:
         verb = "a rollback is already running for this deployment; attached to it" if attached else "started"
-        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {link}")
+        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
     status = await _past_planning(handle)
     if status is None:
         err_console.print("the worker has not planned this rollback yet; is `modoru worker` running?")
@@ -133,12 +136,29 @@ def exit_code(status: RollbackStatus | None) -> int:
     return 0 if status.phase == Phase.COMPLETED else 1
 
 
-async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal) -> int:
+async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal, *, key: Path | None = None,
+                        print_payload: bool = False, signature: Path | None = None, payload_file: Path | None = None) -> int:
+    from .signing import payload_for, read_signature, sign_with_key
+
     handle = client.get_workflow_handle(workflow_id)
-    await query_any_status(handle)  # says clearly when the id is unknown
+    status = await query_any_status(handle)  # says clearly when the id is unknown
+    decision = "approve" if isinstance(signal, ApprovalSignal) else "reject"
+    gate = getattr(status, "pending", None)
+    if key or print_payload:
+        if gate is None:
+            raise CliError(f"{workflow_id} has no gate awaiting decisions now (phase {status.phase.value})", code=1)
+        text = payload_for(gate, decision, signal.by, signal.comment if isinstance(signal, ApprovalSignal) else signal.reason).text()
+        if print_payload:
+            sys.stdout.write(text)  # no newline: ssh-keygen signs the file's exact bytes
+            return 0
+        signal.signed = sign_with_key(text, key)  # type: ignore[arg-type]
+    elif signature:
+        signal.signed = read_signature(signature, payload_file)
+    elif gate is not None and gate.signed:
+        raise CliError("this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)")
     signal.request_id = uuid.uuid4().hex
     try:
-        await handle.signal("approve" if isinstance(signal, ApprovalSignal) else "reject", signal)
+        await handle.signal(decision, signal)
     except RPCError as exc:
         raise CliError(f"cannot signal {workflow_id}: {exc.message}") from None
     for _ in range(80):
@@ -207,7 +227,8 @@ async def start_change(client: Client, settings: Settings, run, request, *, work
         handle, attached = client.get_workflow_handle(workflow_id), True
     if not as_json:
         verb = f"a {what} is already running for this service; attached to it" if attached else "started"
-        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
+        link = workflow_link(settings.web_ui, client.namespace, workflow_id)
+        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
     status = None
     if wait:
         status = await follow(handle, quiet=as_json, render=render)

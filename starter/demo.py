@@ -17,7 +17,6 @@ from kubernetes import config as kube_config
 from runbook.guard_models import GuardPhase, GuardRequest
 from runbook.models import Phase
 from worker.client import connect
-from worker.settings import Settings
 from workflows.deployment_rollback import rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
@@ -65,7 +64,7 @@ async def story(stack: EmbeddedStack) -> int:
 
     endpoints = json.loads(stack.endpoints_path.read_text())
     api = endpoints["services"]["default/tekutoko-api"] + "/v1/walks"
-    settings = Settings(temporal_address=stack.temporal_address, web_ui=stack.web_ui)
+    settings = stack.client_settings()
     client = await connect(settings)
 
     console.rule("1. tekutoko-api 1.2.0 is live, serving steady traffic")

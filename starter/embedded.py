@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from worker.settings import Settings
 from workflows import search_attributes as sa
+
+from . import stacks
 
 STARTUP_SECONDS = 90
 
@@ -73,6 +76,7 @@ class EmbeddedStack:
     traffic_rps: float = 0.0  # demo traffic to each service, bounded by traffic_seconds
     traffic_seconds: float = 3600.0
     clock_speed: float | None = None  # sandbox (and metric) time this many times faster; None: the scenario's
+    register: bool = False  # True for `modoru up`: the CLI in other shells finds this stack's Web UI
 
     @property
     def temporal_address(self) -> str:
@@ -86,6 +90,17 @@ class EmbeddedStack:
     def endpoints_path(self) -> Path:
         return self.state_dir / "endpoints.json"
 
+    def client_settings(self) -> Settings:
+        """Settings for a client of this stack's own Temporal: the user's Temporal
+        profile or TLS settings, meant for another server, do not apply."""
+        return Settings(temporal_address=self.temporal_address, temporal_namespace="default", temporal_tls=False, web_ui=self.web_ui)
+
+    @property
+    def temporal_config_path(self) -> Path:
+        """A temporal.toml whose default profile is this stack's Temporal, for the
+        worker, and for the Temporal CLI or modoru in other shells (TEMPORAL_CONFIG_FILE)."""
+        return self.state_dir / "temporal.toml"
+
     def worker_env(self) -> dict[str, str]:
         sandbox_endpoints = self.state_dir / "sandbox" / "endpoints.json"
         cloud = json.loads(sandbox_endpoints.read_text()) if sandbox_endpoints.exists() else {}
@@ -98,10 +113,14 @@ class EmbeddedStack:
         cloudsql = {
             "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"], "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"], "MODORU_CLOUDSQL_INSECURE": "true",
         } if "cloud_sql" in cloud else {}
+        # The worker talks to this stack's Temporal only: none of the user's TEMPORAL_*
+        # settings or temporal.toml profiles (a Cloud API key, TLS) reach it.
+        own = {key: value for key, value in os.environ.items() if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))}
         return {
             **monitoring,
             **cloudsql,
-            **os.environ,
+            **own,
+            "TEMPORAL_CONFIG_FILE": str(self.temporal_config_path),
             "MODORU_TEMPORAL_ADDRESS": self.temporal_address,
             "MODORU_WEB_UI": self.web_ui,
             "MODORU_KUBECONFIG": str(self.state_dir / "sandbox" / "kubeconfig"),
@@ -147,8 +166,11 @@ class EmbeddedStack:
                 if sandbox.poll() is not None or time.monotonic() > deadline:
                     raise StackError(f"the sandbox did not start; see {self.state_dir / 'sandbox.log'}")
                 time.sleep(0.1)
+            self.temporal_config_path.write_text(f'[profile.default]\naddress = "{self.temporal_address}"\nnamespace = "default"\n')
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
             self._write_endpoints(sandbox_dir)
+            if self.register:
+                stacks.register(self.temporal_address, self.web_ui, self.state_dir)
             time.sleep(0.5)
             if worker.poll() is not None:
                 raise StackError(f"the worker exited with code {worker.returncode}; see {self.state_dir / 'worker.log'}")
@@ -181,6 +203,8 @@ class EmbeddedStack:
                 proc.wait(timeout=10)
 
     def stop(self) -> None:
+        if self.register:
+            stacks.unregister(self.temporal_address)
         for _, proc, _ in reversed(self.processes):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -22,6 +22,7 @@ from workflows import search_attributes as sa
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 from .render import console, err_console
+from .stacks import workflow_link
 
 guard_app = typer.Typer(help="The release guard: watch a release's metrics and roll it back on a breach.", no_args_is_help=True)
 ENDED = {GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.ROLLBACK_FAILED, GuardPhase.STOPPED, GuardPhase.FAILED}
@@ -102,7 +103,8 @@ async def start_guard(client: Client, settings: Settings, request: GuardRequest,
     except WorkflowAlreadyStartedError:
         handle, verb = client.get_workflow_handle(workflow_id), "a guard is already watching this deployment; attached to it"
     if not as_json:
-        console.print(f"{verb}: [bold]{workflow_id}[/]\nweb ui: {settings.web_ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}")
+        link = workflow_link(settings.web_ui, client.namespace, workflow_id)
+        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
     if not wait:
         if as_json:
             print(json.dumps({"workflow_id": workflow_id, "attached": verb != "started"}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -69,6 +70,7 @@ def migrate_start(
     severity: Severity = typer.Option(Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."),
     detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
     requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Read the version, history and backups; change nothing."),
     wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
@@ -85,5 +87,8 @@ def migrate_start(
         raise fail(first_error(exc)) from None
     except ValueError:
         raise fail(f"--detected-at: {detected_at!r} is not an RFC 3339 time") from None
+    from .cli import sign_start
+
+    sign_start(request, migration_workflow_id(request.service), key)
     run(lambda client, settings: start_migration(client, settings, request, wait=wait, as_json=as_json))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -75,6 +76,7 @@ def pitr_start(
     new_instance: str | None = typer.Option(None, help="Name of the clone; default: <source>-pitr-<UTC time>."),
     check: list[str] = typer.Option([], help="NAME=SQL => EXPECTED, run on the clone before the switch; repeatable."),
     requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the restore point and the name; create nothing."),
     wait: bool = typer.Option(False, "--wait"),
@@ -95,4 +97,7 @@ def pitr_start(
         raise fail(first_error(exc).replace("--point-in-time", "--time")) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
+    from .cli import sign_start
+
+    sign_start(request, pitr_workflow_id(request.service), key)
     run(lambda client, settings: start_pitr(client, settings, request, wait=wait, as_json=as_json))

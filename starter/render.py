@@ -13,7 +13,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 PHASE_STYLE = {"completed": "green", "failed": "red", "rejected": "yellow", "awaiting_approval": "magenta"}
 
 
-def render_status(status: RollbackStatus, web_ui: str | None = None) -> None:
+def render_status(status: RollbackStatus, link: str | None = None) -> None:
     style = PHASE_STYLE.get(status.phase.value, "cyan")
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("workflow", status.workflow_id)
@@ -41,8 +41,8 @@ def render_status(status: RollbackStatus, web_ui: str | None = None) -> None:
             table.add_row("problem", f"[red]{problem}[/]")
     if status.message:
         table.add_row("message", status.message)
-    if web_ui:
-        table.add_row("web ui", f"{web_ui}/namespaces/default/workflows/{status.workflow_id}")
+    if link:
+        table.add_row("web ui", link)
     console.print(table)
     checklist = Table(title="checklist", show_lines=False)
     checklist.add_column("")

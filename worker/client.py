@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
@@ -12,27 +18,60 @@ from workflows import search_attributes as sa
 from .settings import Settings
 from .telemetry import client_interceptors, configure_tracing
 
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+DEFAULT_NAMESPACE = "default"
+
 
 class TemporalUnreachable(Exception):
     pass
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
-    tls: TLSConfig | bool = settings.temporal_tls or bool(settings.temporal_api_key)
+class TemporalConfigError(TemporalUnreachable):
+    """Temporal's client configuration (temporal.toml, TEMPORAL_*) cannot be used."""
+
+
+def connect_config(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`Client.connect` arguments as the Temporal CLI and SDKs resolve them:
+    the profile (TEMPORAL_PROFILE, default "default") of temporal.toml
+    (TEMPORAL_CONFIG_FILE, default ~/.config/temporalio/temporal.toml), then
+    TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS* over it;
+    then modoru's MODORU_TEMPORAL_* settings where set. Nothing set: 127.0.0.1:7233."""
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=environ)
+    except RuntimeError as exc:  # the bridge's ConfigError: a bad file, an unknown profile
+        source = (environ if environ is not None else os.environ).get("TEMPORAL_CONFIG_FILE") or "temporal.toml"
+        raise TemporalConfigError(f"Temporal client configuration ({source}): {str(exc).splitlines()[0]}") from None
+    config: dict[str, Any] = dict(profile.to_client_connect_config())
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    config.setdefault("namespace", DEFAULT_NAMESPACE)
+    if settings.temporal_address:
+        config["target_host"] = settings.temporal_address
+    if settings.temporal_namespace:
+        config["namespace"] = settings.temporal_namespace
+    if settings.temporal_api_key:
+        config["api_key"] = settings.temporal_api_key.get_secret_value()
+        config["tls"] = config.get("tls") or True
+    if settings.temporal_tls is not None:
+        config["tls"] = (config.get("tls") or True) if settings.temporal_tls else False
     if settings.temporal_tls_cert and settings.temporal_tls_key:
-        tls = TLSConfig(client_cert=settings.temporal_tls_cert.read_bytes(), client_private_key=settings.temporal_tls_key.read_bytes())
+        base = config.get("tls")
+        base = base if isinstance(base, TLSConfig) else TLSConfig()
+        config["tls"] = dataclasses.replace(base, client_cert=settings.temporal_tls_cert.read_bytes(),
+                                            client_private_key=settings.temporal_tls_key.read_bytes())
+    return config
+
+
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    config = connect_config(settings)
     try:
         return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            tls=tls,
-            api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
+            **config,
             data_converter=pydantic_data_converter,
             interceptors=client_interceptors(configure_tracing(settings)),
             runtime=runtime,
         )
     except RuntimeError as exc:
-        raise TemporalUnreachable(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}") from None
+        raise TemporalUnreachable(f"cannot reach Temporal at {config['target_host']}: {str(exc).splitlines()[0]}") from None
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:

@@ -1,5 +1,7 @@
 """Google Cloud clients for the worker: Cloud Monitoring through the official
-gRPC client and google-auth, or the sandbox's emulator in plain text."""
+gRPC client, the Cloud SQL Admin API over REST (the discovery-based client),
+both with Application Default Credentials, or the sandbox's emulators in plain
+text without credentials."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from google.cloud.monitoring_v3.services.metric_service.transports import (
 from activities.cloudsql import CloudSqlActivities
 from activities.cloudsql_pitr import PitrActivities
 from activities.metrics import READ_SCOPE, MetricClock, Monitoring
+from activities.sqladmin import SCOPE as SQLADMIN_SCOPE
+from activities.sqladmin import SqlAdmin
 
 from .settings import Settings
 
@@ -46,46 +50,25 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
                       rest_endpoint=settings.monitoring_rest_endpoint, credentials=credentials)
 
 
-def cloudsql_clients(channel: grpc.aio.Channel) -> tuple:
-    """(instances, backup runs, operations) async clients over one channel (the emulator's)."""
-    from google.cloud import sqladmin_v1 as sql
-    from google.cloud.sqladmin_v1.services.sql_backup_runs_service.transports import (
-        SqlBackupRunsServiceGrpcAsyncIOTransport,
-    )
-    from google.cloud.sqladmin_v1.services.sql_instances_service.transports import (
-        SqlInstancesServiceGrpcAsyncIOTransport,
-    )
-    from google.cloud.sqladmin_v1.services.sql_operations_service.transports import (
-        SqlOperationsServiceGrpcAsyncIOTransport,
-    )
-
-    return (sql.SqlInstancesServiceAsyncClient(transport=SqlInstancesServiceGrpcAsyncIOTransport(channel=channel)),
-            sql.SqlBackupRunsServiceAsyncClient(transport=SqlBackupRunsServiceGrpcAsyncIOTransport(channel=channel)),
-            sql.SqlOperationsServiceAsyncClient(transport=SqlOperationsServiceGrpcAsyncIOTransport(channel=channel)))
-
-
 def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities] | None:
-    """None when the worker has no way to reach the Cloud SQL Admin API."""
-    from google.cloud import sqladmin_v1 as sql
+    """None when the worker has no way to reach the Cloud SQL Admin API (REST)."""
+    from googleapiclient.http import build_http
 
     if settings.cloudsql_insecure:
         if not settings.cloudsql_endpoint:
-            raise ValueError("MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (host:port of the emulator)")
-        clients = cloudsql_clients(grpc.aio.insecure_channel(settings.cloudsql_endpoint))
+            raise ValueError("MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)")
+        admin = SqlAdmin(settings.cloudsql_endpoint, build_http)
         project = settings.cloudsql_project
     else:
         import google.auth
+        import google_auth_httplib2
         from google.auth.exceptions import DefaultCredentialsError
 
         try:
-            credentials, default_project = google.auth.default(scopes=["https://www.googleapis.com/auth/sqlservice.admin"])
+            credentials, default_project = google.auth.default(scopes=[SQLADMIN_SCOPE])
         except DefaultCredentialsError:
             log.warning("no Google credentials: migration rollbacks and point-in-time recovery cannot reach Cloud SQL")
             return None
-        options = {"api_endpoint": settings.cloudsql_endpoint} if settings.cloudsql_endpoint else None
-        clients = (sql.SqlInstancesServiceAsyncClient(credentials=credentials, client_options=options),
-                   sql.SqlBackupRunsServiceAsyncClient(credentials=credentials, client_options=options),
-                   sql.SqlOperationsServiceAsyncClient(credentials=credentials, client_options=options))
+        admin = SqlAdmin(settings.cloudsql_endpoint, lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()))
         project = settings.cloudsql_project or default_project
-    instances, backup_runs, operations = clients
-    return CloudSqlActivities(backup_runs, operations, project), PitrActivities(instances, backup_runs, operations, project)
+    return CloudSqlActivities(admin, project), PitrActivities(admin, project)

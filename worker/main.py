@@ -60,18 +60,21 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     verify = VerifyActivities(apps, core, session, monitoring)
     guard = GuardActivities(verify, monitoring)
     notify = NotifyActivities(base_dir=settings.notices_dir)
-    catalog = CatalogActivities(load_catalog(settings.catalog))
-    database, switch = DatabaseActivities(core), SwitchActivities(apps, core)
+    entries = load_catalog(settings.catalog)
+    notify.announce_unconfigured(entries.services)
+    catalog = CatalogActivities(entries)
+    switch = SwitchActivities(apps)
     found = [
         catalog.lookup, catalog.service, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
-        verify.verify_service, notify.send, guard.baseline, guard.watch, database.snapshot, database.clone_queries,
-        switch.read_secret_keys, switch.update_secret_keys, switch.rollout_restart,
+        verify.verify_service, notify.send, guard.baseline, guard.watch, switch.switch_proxy_instance,
     ]
     if monitoring is not None:
         metrics = MetricsActivities(monitoring)
         found += [metrics.service_health, metrics.open_alerts]
     if ws_api is not None:
-        found.append(PodExecActivities(kube.CoreV1Api(ws_api), verify).exec_in_pod)
+        pods = PodExecActivities(kube.CoreV1Api(ws_api), verify)
+        database = DatabaseActivities(core, apps, pods)
+        found += [pods.exec_in_pod, database.snapshot, database.clone_queries]
     if cloudsql is not None:
         backups, pitr = cloudsql
         found += [backups.check_backup, pitr.pitr_check, pitr.start_clone, pitr.operation_done, pitr.instance]
@@ -99,7 +102,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             interceptors=[ServiceTagging()],
         )
         async with worker:
-            log.info("polling %s on %s%s", settings.task_queue, settings.temporal_address,
+            log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,
                      f"; metrics on {settings.metrics_address}" if settings.metrics_address else "")
             await stop.wait()
         await api.close()

@@ -19,14 +19,17 @@ def bundled_catalog() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODORU_", env_file=".env", extra="ignore")
 
-    temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
-    temporal_namespace: str = "default"
-    temporal_tls: bool = False
+    # Temporal's own client configuration comes first (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    # TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE, temporal.toml: see worker/client.py);
+    # these override it where set.
+    temporal_address: str | None = Field(None, description="host:port of the Temporal frontend; overrides TEMPORAL_ADDRESS")
+    temporal_namespace: str | None = Field(None, description="overrides TEMPORAL_NAMESPACE")
+    temporal_tls: bool | None = Field(None, description="server-only TLS on (true) or off (false); overrides TEMPORAL_TLS")
     temporal_tls_cert: Path | None = Field(None, description="client certificate for mTLS")
     temporal_tls_key: Path | None = None
-    temporal_api_key: SecretStr | None = Field(None, description="Temporal Cloud API key")
+    temporal_api_key: SecretStr | None = Field(None, description="Temporal Cloud API key; overrides TEMPORAL_API_KEY")
     task_queue: str = TASK_QUEUE
-    web_ui: str = Field("http://127.0.0.1:8233", description="base URL of the Temporal Web UI, for links")
+    web_ui: str | None = Field(None, description="base URL of the Temporal Web UI, for links; default: the one `modoru up` started for the address in use")
     kubeconfig: Path | None = Field(None, description="kubeconfig file; none: in-cluster config, then ~/.kube/config")
     kube_context: str | None = None
     catalog: Path = Field(default_factory=bundled_catalog)
@@ -42,7 +45,7 @@ class Settings(BaseSettings):
     monitoring_clock_epoch: float | None = Field(None, description="the sandbox's metric clock (endpoints.json metric_clock); the emulator only")
     monitoring_clock_speed: float = Field(1.0, gt=0, description="the sandbox's metric clock speed; the emulator only")
     cloudsql_project: str | None = Field(None, description="Cloud project of the Cloud SQL instances (a catalog entry's migration.cloudsql_project overrides it)")
-    cloudsql_endpoint: str | None = Field(None, description="gRPC host:port of the Cloud SQL Admin API; default: Google's")
+    cloudsql_endpoint: str | None = Field(None, description="base URL of the Cloud SQL Admin REST API (e.g. http://127.0.0.1:PORT/); default: Google's")
     cloudsql_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
     max_concurrent_activities: int = Field(200, gt=0)
     max_concurrent_workflow_tasks: int = Field(100, gt=0)

@@ -1,7 +1,11 @@
 """The approval desk a workflow keeps: approve/reject signals judged against the
-catalog's policy (listed approvers, never the requester, each once), and the
-runbook's deadlines with half-time and deadline escalations. Deterministic: it
-only uses workflow time and workflow.wait_condition."""
+catalog's policy (approver roles, never the requester, each identity once),
+and the runbook's deadlines with half-time and deadline escalations.
+
+When the catalog has identities, only signed decisions count: each is checked
+(signature, signer's key, this run, this gate, the plan shown, expiry, nonce)
+and audited either way. Without identities, decisions are plain names, as
+before. Deterministic: it only uses workflow time and workflow.wait_condition."""
 
 from __future__ import annotations
 
@@ -14,9 +18,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from runbook.catalog import ApprovalPolicy, Channel
+    from runbook.catalog import ApprovalPolicy, Channel, Trust
+    from runbook.decisions import Expected, GateView, has_role, judge, plan_digest
+    from runbook.identity import normalize_id
     from runbook.models import ApprovalSignal, AuditEntry, Notice, NoticeResult, RejectSignal
+    from runbook.plans import start_plan
     from runbook.policy import escalation_points, judge_approval, judge_rejection
+
+SIGNED_DECISIONS = "signed-decisions"  # workflow.patched id: runs recorded before it judge plain names
 
 GIVE_UP = timedelta(hours=24)
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -33,6 +42,10 @@ class ApprovalDesk:
         self.aborted = False  # the policy gave up at the deadline: nobody rejected
         self.deadline_passed = False
         self._inbox: list[ApprovalSignal | RejectSignal] = []
+        self.trust: Trust | None = None
+        self.gate: GateView | None = None  # what signers are shown; None until the plan exists
+        self.nonces: set[str] = set()
+        self.requester_id = normalize_id(requested_by)
 
     def note(self, actor: str, action: str, *, counted: bool | None = None, detail: str = "", request_id: str = "") -> None:
         self.audit.append(AuditEntry(at=workflow.now(), actor=actor, action=action, counted=counted, detail=detail, request_id=request_id))
@@ -43,14 +56,61 @@ class ApprovalDesk:
         else:
             self._judge(signal)
 
-    def set_policy(self, policy: ApprovalPolicy) -> None:
+    def set_policy(self, policy: ApprovalPolicy, trust: Trust | None = None) -> None:
         self.policy = policy
+        if trust is not None and trust.identities and workflow.patched(SIGNED_DECISIONS):
+            self.trust = trust
         for signal in self._inbox:
             self._judge(signal)
         self._inbox.clear()
 
+    @property
+    def signed(self) -> bool:
+        return self.trust is not None
+
+    def verify_start(self, request) -> bool:
+        """In signed mode: whether the request carries a valid start signed by its
+        requester (who then cannot approve it under any name). Audited either way."""
+        if self.trust is None:
+            return False
+        info = workflow.info()
+        start = getattr(request, "start", None)
+        if start is None:
+            self.note(request.requested_by, "start", counted=False, detail="unsigned start: the requester is not verified")
+            return False
+        digest = plan_digest(start_plan(request))
+        verdict = judge(start, "start", Expected(info.workflow_id, "", "start", digest), self.trust.identities, workflow.now(), self.nonces)
+        if verdict.payload is not None and verdict.signer:
+            self.nonces.add(verdict.payload.nonce)
+        if verdict.counted and verdict.signer != normalize_id(request.requested_by):
+            verdict = type(verdict)(False, f"{verdict.reason}, but the request names {request.requested_by!r} as the requester", verdict.signer)
+        self.note(verdict.signer or request.requested_by, "start", counted=verdict.counted, detail=verdict.reason)
+        if verdict.counted:
+            self.requester_id = verdict.signer
+        return verdict.counted
+
+    def immediate_without_approval(self, start_verified: bool, started_by_guard: bool) -> bool:
+        """Whether an immediate change may go ahead with no approval: the release guard
+        with its evidence, or a verified requester holding the on-call role."""
+        if self.trust is None or started_by_guard:
+            return True
+        if start_verified and has_role(self.trust.identities, self.requester_id, [self.trust.oncall_role]):
+            return True
+        self.note("modoru", "approval", counted=None,
+                  detail=f"immediate requested by {self.requester_id}, who is not a verified {self.trust.oncall_role}: one approval is needed")
+        return False
+
+    def show(self, gate: str, plan: dict) -> GateView:
+        """Open `gate` on `plan`: from now on decisions must name this gate and plan."""
+        info = workflow.info()
+        self.gate = GateView(workflow_id=info.workflow_id, run_id=info.run_id, gate=gate, plan=plan, digest=plan_digest(plan), signed=self.signed)
+        return self.gate
+
     def _judge(self, signal: ApprovalSignal | RejectSignal) -> None:
         assert self.policy is not None
+        if self.trust is not None:
+            self._judge_signed(signal)
+            return
         if isinstance(signal, RejectSignal):
             verdict = judge_rejection(self.policy, signal.by)
             by_requester = signal.by.strip().lower() == self.requested_by.strip().lower()
@@ -69,6 +129,46 @@ class ApprovalDesk:
         if verdict.counted:
             self.approvals.append(signal.by.strip())
         self.note(signal.by, "approve", counted=verdict.counted, detail=verdict.reason + (f" ({signal.comment})" if signal.comment else ""), request_id=signal.request_id)
+
+    def _judge_signed(self, signal: ApprovalSignal | RejectSignal) -> None:
+        assert self.policy is not None and self.trust is not None
+        reject = isinstance(signal, RejectSignal)
+        action = "reject" if reject else "approve"
+        if signal.signed is None:
+            self.note(signal.by, action, counted=False, detail="unsigned: this catalog counts only signed decisions (modoru approve --key)", request_id=signal.request_id)
+            return
+        gate = self.gate
+        expected = Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest) if gate else Expected(workflow.info().workflow_id, workflow.info().run_id, "", "")
+        verdict = judge(signal.signed, action, expected, self.trust.identities, workflow.now(), self.nonces)
+        if verdict.payload is not None and verdict.signer:
+            self.nonces.add(verdict.payload.nonce)
+        who = verdict.signer or signal.by
+        if not verdict.counted:
+            reason = verdict.reason if gate else f"no plan has been shown yet ({verdict.reason})"
+            self.note(who, action, counted=False, detail=reason, request_id=signal.request_id)
+            return
+        note = verdict.payload.note if verdict.payload else ""
+        if reject:
+            allowed = has_role(self.trust.identities, who, self.policy.approvers) or who == self.requester_id
+            if not allowed:
+                self.note(who, "reject", counted=False, detail=f"{verdict.reason}, but {who} holds no approver role and did not request this", request_id=signal.request_id)
+            elif not self.open:
+                self.note(who, "reject", counted=False, detail="too late to reject: the change is already under way", request_id=signal.request_id)
+            else:
+                self.rejection = RejectSignal(by=who, reason=note or signal.reason)
+                self.note(who, "reject", counted=True, detail=f"{verdict.reason}: {self.rejection.reason}", request_id=signal.request_id)
+            return
+        if not self.open:
+            self.note(who, "approve", counted=False, detail="no approval pending", request_id=signal.request_id)
+        elif who == self.requester_id:
+            self.note(who, "approve", counted=False, detail=f"{who} requested this change and cannot approve it", request_id=signal.request_id)
+        elif not has_role(self.trust.identities, who, self.policy.approvers):
+            self.note(who, "approve", counted=False, detail=f"{who} holds none of the approver roles ({', '.join(self.policy.approvers) or 'none'})", request_id=signal.request_id)
+        elif who in self.approvals:
+            self.note(who, "approve", counted=False, detail=f"{who} has already approved: two approvals are two people", request_id=signal.request_id)
+        else:
+            self.approvals.append(who)
+            self.note(who, "approve", counted=True, detail=verdict.reason + (f" ({note})" if note else ""), request_id=signal.request_id)
 
     async def wait(self, needed: int) -> bool:
         """True once `needed` approvals are in; False on a rejection, after the give-up

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
+    from runbook.plans import rollback_plan
     from runbook.policy import approvals_required, sla_deadline
 
     from . import search_attributes as sa
@@ -56,6 +57,8 @@ class DeploymentRollbackWorkflow:
         detected = request.detected_at or now
         self._request = request
         self._entry: ServiceEntry | None = None
+        self._plan: RollbackPlan | None = None
+        self._start_verified = False
         # Search attributes are kept up to date only when the starter indexed this
         # run with them: a server without modoru's attributes registered would
         # otherwise reject every workflow task.
@@ -125,9 +128,11 @@ class DeploymentRollbackWorkflow:
 
     async def _run(self, request: RollbackRequest) -> RollbackResult:
         self._entry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment), ServiceEntry, "look up the service catalog")
-        self._desk.set_policy(self._entry.approval)
+        self._desk.set_policy(self._entry.approval, self._entry.trust)
+        self._start_verified = self._desk.verify_start(request)
         self._set_phase(Phase.PLANNING)
         plan: RollbackPlan = await self._activity("k8s.plan_rollback", PlanRequest(namespace=request.namespace, deployment=request.deployment, to_revision=request.to_revision), RollbackPlan, "plan: read the deployment and its history")
+        self._plan = plan
         self._status.from_revision, self._status.to_revision = plan.from_revision, plan.to_revision
         self._status.image_diff = plan.image_diff
         self._check("target", f"revision {plan.from_revision} -> {plan.to_revision}: {'; '.join(plan.image_diff) or 'same images'}")
@@ -206,17 +211,23 @@ class DeploymentRollbackWorkflow:
         entry = self._entry
         assert entry is not None
         needed = approvals_required(self._request.severity, entry.approval)
+        if needed == 0 and self._desk.signed:
+            guard = workflow.info().parent is not None and bool(self._request.evidence)
+            needed = 0 if self._desk.immediate_without_approval(self._start_verified, guard) else 1
         self._status.approvals_required = needed
         if self._desk.rejection is not None:
             return False
         if needed == 0:
             self._audit("modoru", "approval", counted=None, detail=f"{self._request.severity.value}: policy proceeds without approval")
             return True
+        assert self._plan is not None
+        self._status.pending = self._desk.show("approval", rollback_plan(self._plan))
         self._set_phase(Phase.AWAITING_APPROVAL)
         subject, text = notices.approval_needed_notice(self._request.language, deployment=self._request.deployment, workflow_id=self._status.workflow_id, approvers=entry.approval.approvers, deadline=self._status.sla_deadline)
         await self._notify("approval_needed", subject, text)
         self._count("modoru_approval_waits_started", "rollbacks that began waiting for approval")
         approved = await self._desk.wait(needed)
+        self._status.pending = None
         self._count("modoru_approval_waits_ended", "rollbacks that stopped waiting for approval (waiting = started - ended)")
         if approved:
             return True

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         RejectSignal,
         ServiceByName,
     )
+    from runbook.plans import migration_plan
     from runbook.policy import sla_deadline
 
     from .approval import ApprovalDesk, escalate
@@ -63,6 +64,7 @@ class MigrationRollbackWorkflow(ChangeSteps):
         detected = request.detected_at or now
         self._request = request
         self._entry: ServiceEntry | None = None
+        self._start_verified = False
         self._status = MigrationStatus(
             workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
             requested_by=request.requested_by, reason=request.reason, detected_at=detected,
@@ -117,7 +119,8 @@ class MigrationRollbackWorkflow(ChangeSteps):
             await self._fail(f"service {request.service!r} has no migration settings in the catalog (migration: cloudsql_instance, database_secret, ...)")
             raise Stop
         self._entry, config = entry, entry.migration
-        self._desk.set_policy(entry.approval)
+        self._desk.set_policy(entry.approval, entry.trust)
+        self._start_verified = self._desk.verify_start(request)
         self._status.namespace, self._status.deployment = entry.namespace, entry.deployment
 
         state = await self._read_state(config)
@@ -209,8 +212,10 @@ class MigrationRollbackWorkflow(ChangeSteps):
         return result
 
     async def _snapshot(self, entry: ServiceEntry, config: MigrationConfig, summary: str) -> DatabaseSnapshot:
-        return await self._activity("db.snapshot", SnapshotRequest(namespace=entry.namespace, secret=config.database_secret, checks=config.integrity_checks),
-                                    DatabaseSnapshot, summary)
+        assert entry.database is not None  # the catalog requires it with migration
+        return await self._activity("db.snapshot", SnapshotRequest(namespace=entry.namespace, deployment=entry.deployment, access=entry.database,
+                                                                   checks=config.integrity_checks),
+                                    DatabaseSnapshot, summary + " (psql in an app pod)", timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120)
 
     @staticmethod
     def _compare(config: MigrationConfig, before: DatabaseSnapshot | None, after: DatabaseSnapshot) -> list[CheckResult]:
@@ -229,7 +234,11 @@ class MigrationRollbackWorkflow(ChangeSteps):
         return found
 
     async def _approval_gate(self, needed: int) -> bool:
+        if needed == 0 and self._desk.signed and not self._desk.immediate_without_approval(self._start_verified, started_by_guard=False):
+            needed = 1
         self._status.approvals_required = needed
+        status = self._status
+        self._status.pending = self._desk.show("approval", migration_plan(self._request.service, status.from_version, status.to_version, status.steps or 0))
         if self._desk.rejection is None and needed == 0:
             self._desk.note("modoru", "approval", detail="policy proceeds without approval")
             return True
@@ -241,6 +250,7 @@ class MigrationRollbackWorkflow(ChangeSteps):
             await self._notify("approval_needed", subject, text)
         approved = self._desk.rejection is None and await self._desk.wait(needed)
         self._desk.open = False
+        self._status.pending = None
         if approved:
             return True
         rejection = self._desk.rejection

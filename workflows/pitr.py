@@ -1,8 +1,10 @@
 """The runbook's point-in-time recovery for serious data corruption: check the
 restore point against the recovery window, clone the instance to that time as
-a new instance, verify the clone, and, after a second approval, switch the app
-to it. If the app does not come back healthy it is switched back. The source
-instance is evidence: it is only ever read."""
+a new instance, verify the clone (psql in a short-lived pod whose Auth Proxy
+names it), and, after a second approval, switch the app to it by the instance
+connection name its Auth Proxy sidecar is given. If the app does not come back
+healthy it is switched back. The source instance is evidence: it is only ever
+read."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import notices
-    from runbook.catalog import PitrConfig, ServiceEntry
+    from runbook.catalog import ServiceEntry
     from runbook.models import (
         ApprovalSignal,
         CheckResult,
@@ -37,11 +39,11 @@ with workflow.unsafe.imports_passed_through():
         PitrRequest,
         PitrResult,
         PitrStatus,
-        RestartRequest,
-        SecretKeysPrevious,
-        SecretKeysUpdate,
+        ProxySwitch,
+        ProxySwitched,
         clone_name,
     )
+    from runbook.plans import clone_plan, switch_plan
     from runbook.policy import sla_deadline
 
     from .approval import ApprovalDesk
@@ -60,6 +62,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         now = workflow.now()
         self._request = request
         self._entry: ServiceEntry | None = None
+        self._source_connection = ""
+        self._start_verified = False
         self._status = PitrStatus(
             workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
             requested_by=request.requested_by, reason=request.reason, point_in_time=request.point_in_time,
@@ -112,8 +116,10 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
             await self._fail(f"service {request.service!r} has no pitr settings in the catalog (pitr: cloudsql_instance, secret, ...)")
             raise Stop
         self._entry, config = entry, entry.pitr
-        self._clone_desk.set_policy(entry.approval)
-        self._switch_desk.set_policy(entry.approval)
+        self._clone_desk.set_policy(entry.approval, entry.trust)
+        self._switch_desk.set_policy(entry.approval, entry.trust)
+        self._start_verified = self._clone_desk.verify_start(request)
+        self._switch_desk.requester_id = self._clone_desk.requester_id
         source = config.cloudsql_instance
         clone = request.new_instance or clone_name(source, request.point_in_time)
         self._status.source, self._status.clone = source, clone
@@ -121,6 +127,7 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         check: PitrCheck = await self._activity("cloudsql.pitr_check", PitrCheckRequest(
             project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time), PitrCheck, "check the restore point and the destination")
         self._status.window, self._status.backups = (check.earliest, check.latest), check.backups
+        self._source_connection = check.source_connection_name
         if check.problems:
             await self._fail("refused before anything was created: " + "; ".join(check.problems))
             raise Stop
@@ -130,7 +137,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
             self._set_phase(Phase.COMPLETED)
             return PitrResult(status=self._status, no_op=True)
 
-        if not await self._gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}"):
+        shown = clone_plan(request.service, source, clone, request.point_in_time, request.checks)
+        if not await self._gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}", shown):
             return PitrResult(status=self._status)
         self._set_phase(Phase.EXECUTING)
         subject, text = notices.start_notice(request.language, detected_at=self._status.timings["started"], impact=request.reason, cause="data corruption",
@@ -150,25 +158,26 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         self._status.clone_info = info
 
         self._set_phase(Phase.VERIFYING)
+        assert entry.database is not None  # the catalog requires it with pitr
         if request.checks:
             self._status.checks = await self._activity("db.clone_queries", CloneQueriesRequest(
-                namespace=entry.namespace, secret=config.secret, instance=info, checks=request.checks), list[CheckResult], f"verify {clone}")
+                namespace=entry.namespace, deployment=entry.deployment, access=entry.database, source_connection_name=self._source_connection,
+                clone_connection_name=info.connection_name, checks=request.checks), list[CheckResult], f"verify {clone} in a check pod",
+                timeout=entry.database.check_pod_timeout_seconds + 60 * len(request.checks) + 60, heartbeat=30)
         failing = [c for c in self._status.checks if not c.ok]
         if failing:
             await self._fail(f"the clone {clone} failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failing) + f"; nothing was switched, {clone} is kept for inspection", announce=True)
             raise Stop
-        if not await self._gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}"):
+        shown = switch_plan(request.service, entry.deployment, self._source_connection, info.connection_name, self._status.checks)
+        if not await self._gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}", shown):
             return PitrResult(status=self._status)
-        return await self._switch(entry, config, info)
+        return await self._switch(entry, info)
 
-    async def _switch(self, entry: ServiceEntry, config: PitrConfig, info: InstanceInfo) -> PitrResult:
+    async def _switch(self, entry: ServiceEntry, info: InstanceInfo) -> PitrResult:
         self._set_phase(Phase.EXECUTING)
-        target = {config.host_key: info.host, **({config.port_key: str(info.port)} if config.port_key else {})}
-        previous: SecretKeysPrevious = await self._activity("k8s.read_secret_keys", SecretKeysUpdate(namespace=entry.namespace, secret=config.secret, values=target),
-                                                            SecretKeysPrevious, f"read secret/{config.secret}'s database address")
-        await self._point(entry, config, target, f"point secret/{config.secret} at {info.name}")
-        self._status.switched = target
-        healthy, detail = await self._restart_and_check(entry, "after the switch")
+        await self._point(entry, self._source_connection, info.connection_name)
+        self._status.switched = info.connection_name
+        healthy, detail = await self._roll_out_and_check(entry, "after the switch")
         if healthy:
             self._status.timings["mitigated"] = workflow.now()
             subject, text = notices.pitr_complete_notice(self._request.language, done_at=workflow.now(), service=self._request.service,
@@ -177,25 +186,26 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
             self._status.message = f"{self._request.service} now uses {info.name} ({self._request.point_in_time.isoformat()}); {self._status.source} is kept untouched as evidence"
             self._set_phase(Phase.COMPLETED)
             return PitrResult(status=self._status)
-        restore = {k: v for k, v in previous.values.items() if v is not None}
-        await self._point(entry, config, restore, f"point secret/{config.secret} back at {self._status.source}")
-        self._status.switched, self._status.switched_back = {}, True
-        back, back_detail = await self._restart_and_check(entry, "after switching back")
+        await self._point(entry, info.connection_name, self._source_connection)
+        self._status.switched, self._status.switched_back = "", True
+        back, back_detail = await self._roll_out_and_check(entry, "after switching back")
         await self._fail(f"{self._request.service} was not healthy on {info.name} ({detail}); switched back to {self._status.source}"
                          + ("" if back else f", which is not healthy either ({back_detail})") + f"; {info.name} is kept for inspection", announce=True)
         raise Stop
 
-    async def _point(self, entry: ServiceEntry, config: PitrConfig, values: dict[str, str], summary: str) -> None:
-        await self._activity("k8s.update_secret_keys", SecretKeysUpdate(namespace=entry.namespace, secret=config.secret, values=values), SecretKeysPrevious, summary)
-        self._clone_desk.note("modoru", "switch", detail=f"secret/{config.secret}: {', '.join(f'{k}={v}' for k, v in values.items())}")
+    async def _point(self, entry: ServiceEntry, source: str, target: str) -> None:
+        assert entry.database is not None
+        switched: ProxySwitched = await self._activity("k8s.switch_proxy_instance", ProxySwitch(
+            namespace=entry.namespace, deployment=entry.deployment, proxy_container=entry.database.proxy_container,
+            from_connection_name=source, to_connection_name=target), ProxySwitched, f"point {entry.deployment}'s Cloud SQL proxy at {target}")
+        self._clone_desk.note("modoru", "switch", detail=f"deployment/{entry.deployment} {switched.container}: {source} → {target}"
+                              + ("" if switched.changed else " (already so)"))
 
-    async def _restart_and_check(self, entry: ServiceEntry, when: str) -> tuple[bool, str]:
+    async def _roll_out_and_check(self, entry: ServiceEntry, when: str) -> tuple[bool, str]:
         self._set_phase(Phase.WAITING_ROLLOUT)
-        stamp = workflow.now().isoformat()
-        await self._activity("k8s.rollout_restart", RestartRequest(namespace=entry.namespace, deployment=entry.deployment, restarted_at=stamp), str, f"restart {entry.deployment} {when}")
         try:
             await self._activity("k8s.wait_rollout", RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds),
-                                 RolloutOutcome, f"wait for the restart {when}", timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
+                                 RolloutOutcome, f"wait for the rollout {when}", timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
         except ActivityError as err:
             return False, getattr(err.cause, "message", None) or str(err)
         self._set_phase(Phase.VERIFYING)
@@ -206,9 +216,12 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
         return result.ok, failing or "healthy"
 
-    async def _gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str) -> bool:
+    async def _gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str, plan: dict) -> bool:
         self._status.gate = gate  # type: ignore[assignment]
+        if needed == 0 and desk.signed and not desk.immediate_without_approval(self._start_verified, started_by_guard=False):
+            needed = 1
         self._status.approvals_required = needed
+        self._status.pending = desk.show(gate, plan)
         desk.open = True
         if needed == 0:
             desk.note("modoru", "approval", detail=f"{gate}: policy proceeds without approval")
@@ -220,6 +233,7 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         await self._notify("approval_needed", subject, text)
         approved = desk.rejection is None and await desk.wait(needed)
         desk.open = False
+        self._status.pending = None
         if approved:
             return True
         rejection = desk.rejection

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ..kube import podnet
 from .migrate import MIGRATIONS_DIR, MigrateError, Migrator, load_migrations
 from .seed import seed
 
@@ -24,18 +25,35 @@ class UsageError(Exception):
     """Called wrong: exit 2."""
 
 
+def _through_pod_loopback(params: dict[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """In a pod with a Cloud SQL Auth Proxy sidecar, localhost:<port> is the proxy's
+    listener: connect where it leads (sandbox.kube.podnet). MigrateError if nothing listens there."""
+    if podnet.LOOPBACK_ENV not in env or not podnet.is_loopback(params.get("host", "")):
+        return params
+    port = int(params.get("port") or 5432)
+    try:
+        host, port = podnet.translate(params.get("host", ""), port, env)
+    except podnet.Refused:
+        where = f"{params.get('host') or 'localhost'}:{port}/{params.get('dbname') or '?'}"
+        raise MigrateError(f"cannot connect to the database at {where}: Connection refused") from None
+    return {**params, "host": host, "port": str(port)}
+
+
 def conninfo_from_env(env: Mapping[str, str]) -> str:
     """DATABASE_URL, or DATABASE_HOST/PORT/NAME/USER/PASSWORD as the pod's env gives them."""
     if env.get("DATABASE_URL"):
-        return env["DATABASE_URL"]
+        if podnet.LOOPBACK_ENV not in env:
+            return env["DATABASE_URL"]
+        return make_conninfo(**_through_pod_loopback(conninfo_to_dict(env["DATABASE_URL"]), env))
     missing = [key for key in ("DATABASE_HOST", "DATABASE_NAME", "DATABASE_USER") if not env.get(key)]
     if missing:
         raise UsageError(f"no database configured: set DATABASE_URL, or DATABASE_HOST, DATABASE_NAME and DATABASE_USER (missing {', '.join(missing)})")
     port = env.get("DATABASE_PORT") or "5432"
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"DATABASE_PORT must be a port number, not {port!r}")
+    params = _through_pod_loopback({"host": env["DATABASE_HOST"], "port": port, "dbname": env["DATABASE_NAME"]}, env)
     return make_conninfo(
-        host=env["DATABASE_HOST"], port=port, dbname=env["DATABASE_NAME"], user=env["DATABASE_USER"],
+        host=params["host"], port=params["port"], dbname=env["DATABASE_NAME"], user=env["DATABASE_USER"],
         password=env.get("DATABASE_PASSWORD") or None, connect_timeout=10, application_name="tekutoko-api",
     )
 

@@ -14,12 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from ..scenario import FaultRule
-from . import errors, subresources, tables
+from . import errors, subresources, tables, watch
 from .defaults import apply_defaults, validate
 from .exec import PodExec
 from .faults import FaultInjector, RequestLog
 from .kubelet import Kubelet
 from .patch import apply_patch
+from .podnet import Resolver
 from .resources import (
     BY_PATH,
     GROUPS,
@@ -44,7 +45,6 @@ SERVER_VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
-WATCH_IDLE_SECONDS = 1800
 
 
 @dataclass
@@ -56,13 +56,14 @@ class Target:
 
 
 class KubeApi:
-    def __init__(self, store: Store, kubelet: Kubelet, faults: FaultInjector, requests: RequestLog, hooks: Any = None) -> None:
+    def __init__(self, store: Store, kubelet: Kubelet, faults: FaultInjector, requests: RequestLog, hooks: Any = None,
+                 resolve_instance: Resolver | None = None) -> None:
         self.store = store
         self.kubelet = kubelet
         self.faults = faults
         self.requests = requests
         self.hooks = hooks  # objects with before_create(resource, obj), e.g. the load balancer
-        self.pod_exec = PodExec(store, kubelet)
+        self.pod_exec = PodExec(store, kubelet, resolve_instance)
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -233,6 +234,7 @@ class KubeApi:
         return [obj for obj in self.store.iter(t.resource, t.namespace) if labels(obj) and fields(obj)]
 
     def _list(self, request: web.Request, t: Target) -> web.Response:
+        watch.ListOptions.from_query(request.query)
         items = self._selected(request, t)
         token = request.query.get("continue")
         if token:
@@ -267,6 +269,7 @@ class KubeApi:
         return web.json_response(obj, status=status, dumps=_dumps)
 
     async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        options = watch.ListOptions.from_query(request.query)
         labels = parse_label_selector(request.query.get("labelSelector"))
         fields = parse_field_selector(request.query.get("fieldSelector"))
         if t.name:
@@ -274,32 +277,7 @@ class KubeApi:
             fields_and_name = lambda o: fields(o) and by_name(o)  # noqa: E731
         else:
             fields_and_name = fields
-        watcher = self.store.watch(t.resource, t.namespace, lambda o: labels(o) and fields_and_name(o), request.query.get("resourceVersion"))
-        timeout = float(request.query.get("timeoutSeconds", WATCH_IDLE_SECONDS))
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    event_type, obj = await asyncio.wait_for(watcher.queue.get(), timeout=remaining)
-                except TimeoutError:
-                    break
-                if event_type == "CLOSED":
-                    break
-                await response.write((json.dumps({"type": event_type, "object": obj}) + "\n").encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self.store.unwatch(watcher)
-        with contextlib.suppress(ConnectionResetError):
-            await response.write_eof()
-        return response
+        return await watch.serve(self.store, request, t.resource, t.namespace, lambda o: labels(o) and fields_and_name(o), options)
 
     # -- writes --------------------------------------------------------------------
 
@@ -404,7 +382,7 @@ class KubeApi:
 def _verb(request: web.Request, t: Target) -> str:
     method = request.method
     if method == "GET":
-        if request.query.get("watch") in ("true", "1"):
+        if watch.query_bool(request.query.get("watch")):
             return "watch"
         return "get" if t.name else "list"
     if method == "POST":

@@ -23,7 +23,7 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
-    for container in spec.get("containers") or []:
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
         image = container.get("image", "")
         latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
         container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
@@ -120,15 +120,20 @@ def _validate_containers(pod_spec: dict[str, Any], path: str) -> list[tuple[str,
     if not containers:
         return [(f"{path}.containers", "FieldValueRequired", "Required value")]
     seen: set[str] = set()
-    for i, container in enumerate(containers):
+    listed = [("containers", i, c) for i, c in enumerate(containers)]
+    listed += [("initContainers", i, c) for i, c in enumerate(pod_spec.get("initContainers") or [])]
+    for key, i, container in listed:
         cname = container.get("name")
         if not cname:
-            causes.append((f"{path}.containers[{i}].name", "FieldValueRequired", "Required value"))
+            causes.append((f"{path}.{key}[{i}].name", "FieldValueRequired", "Required value"))
         elif cname in seen:
-            causes.append((f"{path}.containers[{i}].name", "FieldValueDuplicate", f'Duplicate value: "{cname}"'))
+            causes.append((f"{path}.{key}[{i}].name", "FieldValueDuplicate", f'Duplicate value: "{cname}"'))
         elif not _DNS1123_LABEL.match(cname):
-            causes.append((f"{path}.containers[{i}].name", "FieldValueInvalid", f'Invalid value: "{cname}": must be a DNS label'))
+            causes.append((f"{path}.{key}[{i}].name", "FieldValueInvalid", f'Invalid value: "{cname}": must be a DNS label'))
         seen.add(cname or "")
         if not container.get("image"):
-            causes.append((f"{path}.containers[{i}].image", "FieldValueRequired", "Required value"))
+            causes.append((f"{path}.{key}[{i}].image", "FieldValueRequired", "Required value"))
+        policy = container.get("restartPolicy")
+        if key == "initContainers" and policy is not None and policy != "Always":
+            causes.append((f"{path}.{key}[{i}].restartPolicy", "FieldValueNotSupported", f'Unsupported value: "{policy}": supported values: "Always"'))
     return causes

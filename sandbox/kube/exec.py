@@ -5,7 +5,9 @@ command.
 Which local program answers for a container's executable is the scenario's
 decision (`ImageProfile.commands`); anything unmapped is "not found", so an exec
 can never reach an arbitrary host binary. The process sees the pod's environment
-(env, envFrom, secret and config map references) and nothing of the host's."""
+(env, envFrom, secret and config map references) and nothing of the host's,
+plus, in a pod with a Cloud SQL Auth Proxy sidecar, the map of its loopback
+(`podnet.LOOPBACK_ENV`) computed from the pod's spec when the command starts."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import errors
+from . import errors, podnet
 from .kubelet import Kubelet
 from .podenv import container_env, containers
 from .resources import PODS
@@ -82,7 +84,8 @@ def parse_options(request: web.Request, pod: dict[str, Any]) -> ExecOptions:
 
 
 def _running(pod: dict[str, Any], container: str) -> bool:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    status = pod.get("status") or {}
+    statuses = [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]
     return any(s.get("name") == container and "running" in (s.get("state") or {}) for s in statuses)
 
 
@@ -226,9 +229,11 @@ class _Session:
 class PodExec:
     """Serves `pods/exec` for the API; `shutdown` ends every session still running."""
 
-    def __init__(self, store: Store, kubelet: Kubelet) -> None:
+    def __init__(self, store: Store, kubelet: Kubelet, resolve_instance: podnet.Resolver | None = None) -> None:
         self.store = store
         self.kubelet = kubelet
+        # Cloud SQL connection name -> the instance's real host and port; None: no instances at all.
+        self.resolve_instance: podnet.Resolver = resolve_instance or (lambda _name: None)
         self.sessions: set[_Session] = set()
         self._log: dict[int, dict[str, Any]] = {}  # id(request) -> fields for its request log entry
 
@@ -247,6 +252,12 @@ class PodExec:
             raise errors.bad_request(
                 f'unable to upgrade connection: container not found ("{options.container}"); '
                 f"it could not start: CreateContainerConfigError: {exc.args[0]}") from None
+        loopback = podnet.pod_loopback(pod, self.resolve_instance)
+        if loopback is not None:
+            ports, problems = loopback
+            env[podnet.LOOPBACK_ENV] = podnet.encode(ports)
+            for container, problem in problems:  # what the proxy would log when the connection comes
+                self.kubelet.sidecar_log(pod["metadata"]["uid"], container, problem, severity="ERROR")
         ws = web.WebSocketResponse(protocols=PROTOCOLS, timeout=2.0, autoping=True)
         if not ws.can_prepare(request).ok:
             spdy = "spdy" in request.headers.get("Upgrade", "").lower()

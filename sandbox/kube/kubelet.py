@@ -1,11 +1,19 @@
 """A simulated kubelet: pods pull, start, become Ready, crash or fail to pull
 according to their image's profile, with the events and container states a real
-node reports."""
+node reports.
+
+The first regular container is the one the image profile drives. Init
+containers start first: a native sidecar (`restartPolicy: Always`, e.g. the
+Cloud SQL Auth Proxy) is reported running, started and ready from then on and
+does not count for the pod's Ready condition's container message; any other
+init container is reported as completed."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +22,7 @@ from typing import Any
 from ..scenario import ImageProfile, Scenario
 from .clock import Clock
 from .events import NODE_NAME, EventRecorder
+from .podnet import ProxyArgsError, is_proxy, parse_proxy_args
 from .resources import PODS, ResourceType
 from .store import Store
 
@@ -35,6 +44,13 @@ class PodRuntime:
     started: bool = False
     ready: bool = False
     logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
+    init_containers: list[dict[str, Any]] = field(default_factory=list)
+    initialized_at: str | None = None
+    init_logs: dict[str, deque] = field(default_factory=dict)
+
+
+def is_sidecar(container: dict[str, Any]) -> bool:
+    return container.get("restartPolicy") == "Always"
 
 
 def go_duration(seconds: float) -> str:
@@ -57,9 +73,25 @@ class Kubelet:
 
     # -- reading, for the API's log endpoint and the load balancer -------------
 
-    def logs(self, uid: str) -> list[str] | None:
+    def logs(self, uid: str, container: str | None = None) -> list[str] | None:
         runtime = self.pods.get(uid)
-        return None if runtime is None else list(runtime.logs)
+        if runtime is None:
+            return None
+        if container is not None and container != runtime.container:
+            return list(runtime.init_logs.get(container, ()))
+        return list(runtime.logs)
+
+    def sidecar_log(self, uid: str, container: str, message: str, *, severity: str = "INFO") -> None:
+        """A line in an init container's log, in the proxy's structured format when it was asked for."""
+        runtime = self.pods.get(uid)
+        if runtime is None or container not in runtime.init_logs:
+            return
+        spec = next((c for c in runtime.init_containers if c["name"] == container), {})
+        if "--structured-logs" in (spec.get("args") or []):
+            line = json.dumps({"severity": severity, "timestamp": self.clock.timestamp(), "message": message}, separators=(",", ":"))
+        else:
+            line = f"{self.clock.timestamp().replace('-', '/').replace('T', ' ').rstrip('Z')} {message}"
+        runtime.init_logs[container].append(f"{self.clock.micro_timestamp()} {line}")
 
     def log(self, uid: str, line: str) -> None:
         runtime = self.pods.get(uid)
@@ -86,6 +118,10 @@ class Kubelet:
                     timer.cancel()
                 if runtime.started:
                     self._event(obj, "Normal", "Killing", f"Stopping container {runtime.container}", runtime)
+                if runtime.initialized_at:
+                    for container in runtime.init_containers:
+                        if is_sidecar(container):
+                            self._event(obj, "Normal", "Killing", f"Stopping container {container['name']}", runtime, container=container)
 
     def _later(self, runtime: PodRuntime, simulated_seconds: float, fn: Callable[[], None]) -> None:
         delay = 0.0 if self.instant else self.clock.real_seconds(simulated_seconds)
@@ -98,11 +134,15 @@ class Kubelet:
             return
         container = pod["spec"]["containers"][0]
         runtime = PodRuntime(namespace, name, container["image"], container["name"], self.scenario.profile_for(container["image"]))
+        runtime.init_containers = list(pod["spec"].get("initContainers") or [])
+        runtime.init_logs = {c["name"]: deque(maxlen=LOG_LINES_KEPT) for c in runtime.init_containers}
         self.pods[uid] = runtime
         self._event(pod, "Normal", "Scheduled", f"Successfully assigned {namespace}/{name} to {NODE_NAME}", runtime, component="default-scheduler")
         self._next_ip += 1
         ip = f"10.8.{(self._next_ip // 250) % 250}.{self._next_ip % 250 + 2}"
-        self._write_status(runtime, {
+        # With init containers, everything waits as PodInitializing first (kubelet's defaultWaitingState).
+        waiting = {"waiting": {"reason": "PodInitializing" if runtime.init_containers else "ContainerCreating"}}
+        status: dict[str, Any] = {
             "phase": "Pending",
             "hostIP": "10.128.0.2",
             "hostIPs": [{"ip": "10.128.0.2"}],
@@ -110,10 +150,59 @@ class Kubelet:
             "podIPs": [{"ip": ip}],
             "startTime": self.clock.timestamp(),
             "qosClass": "BestEffort",
-            "conditions": self._conditions(initialized=True, ready=False),
-            "containerStatuses": [self._container_status(runtime, {"waiting": {"reason": "ContainerCreating"}})],
-        })
+            "conditions": self._conditions(initialized=not runtime.init_containers, ready=False, runtime=runtime),
+            "containerStatuses": [self._container_status(runtime, waiting)],
+        }
+        if runtime.init_containers:
+            status["initContainerStatuses"] = [self._init_status(pod, c, {"waiting": {"reason": "PodInitializing"}}) for c in runtime.init_containers]
+        self._write_status(runtime, status)
+        if runtime.init_containers:
+            self._initialize(runtime)
         self._pull(runtime)
+
+    def _initialize(self, runtime: PodRuntime) -> None:
+        """Run the init containers: ordinary ones complete, sidecars keep running (and are ready once running)."""
+        pod = self._pod(runtime)
+        if pod is None:
+            return
+        now = self.clock.timestamp()
+        statuses = []
+        for container in runtime.init_containers:
+            image = container.get("image", "")
+            self._event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine', runtime, container=container)
+            self._event(pod, "Normal", "Created", f"Created container {container['name']}", runtime, container=container)
+            self._event(pod, "Normal", "Started", f"Started container {container['name']}", runtime, container=container)
+            if is_sidecar(container):
+                statuses.append(self._init_status(pod, container, {"running": {"startedAt": now}}, ready=True))
+                self._proxy_started(runtime, container)
+            else:
+                terminated = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
+                              "containerID": self._container_id(pod, container["name"])}
+                statuses.append(self._init_status(pod, container, {"terminated": terminated}))
+        runtime.initialized_at = now
+        status = copy.deepcopy(pod.get("status") or {})
+        status["initContainerStatuses"] = statuses
+        status["conditions"] = self._conditions(initialized=True, ready=False, runtime=runtime)
+        self._write_status(runtime, status)
+
+    def _proxy_started(self, runtime: PodRuntime, container: dict[str, Any]) -> None:
+        if not is_proxy(container):
+            return
+        name = container["name"]
+        self.sidecar_log_now(runtime, name, "Authorizing with Application Default Credentials")
+        try:
+            listeners = parse_proxy_args([*(container.get("command") or [])[1:], *(container.get("args") or [])])
+        except ProxyArgsError as exc:
+            self.sidecar_log_now(runtime, name, str(exc), severity="ERROR")
+            return
+        for listener in listeners:
+            self.sidecar_log_now(runtime, name, f"[{listener.instance}] Listening on {listener.address}:{listener.port}")
+        self.sidecar_log_now(runtime, name, "The proxy has started successfully and is ready for new connections!")
+
+    def sidecar_log_now(self, runtime: PodRuntime, container: str, message: str, *, severity: str = "INFO") -> None:
+        pod = self._pod(runtime)
+        if pod is not None:
+            self.sidecar_log(pod["metadata"]["uid"], container, message, severity=severity)
 
     def _pull(self, runtime: PodRuntime) -> None:
         pod = self._pod(runtime)
@@ -203,10 +292,29 @@ class Kubelet:
         return self.store.peek(PODS, runtime.namespace, runtime.name)
 
     @staticmethod
-    def _container_id(pod: dict[str, Any]) -> str:
-        return "containerd://" + pod["metadata"]["uid"].replace("-", "")
+    def _container_id(pod: dict[str, Any], container: str | None = None) -> str:
+        if container is None:
+            return "containerd://" + pod["metadata"]["uid"].replace("-", "")
+        return "containerd://" + hashlib.sha256(f"{pod['metadata']['uid']}/{container}".encode()).hexdigest()
 
-    def _conditions(self, *, initialized: bool, ready: bool) -> list[dict[str, Any]]:
+    def _init_status(self, pod: dict[str, Any], container: dict[str, Any], state: dict[str, Any], *, ready: bool = False) -> dict[str, Any]:
+        image = container.get("image", "")
+        began = "waiting" not in state
+        status: dict[str, Any] = {
+            "name": container["name"],
+            "image": image,
+            "imageID": f"{image.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}" if began else "",
+            "ready": ready,
+            "restartCount": 0,
+            "started": "running" in state,
+            "state": state,
+            "lastState": {},
+        }
+        if began:
+            status["containerID"] = self._container_id(pod, container["name"])
+        return status
+
+    def _conditions(self, *, initialized: bool, ready: bool, runtime: PodRuntime | None = None) -> list[dict[str, Any]]:
         now = self.clock.timestamp()
         flag = "True" if ready else "False"
         conditions = [
@@ -219,7 +327,10 @@ class Kubelet:
         if not ready:
             for cond in conditions[2:4]:
                 cond["reason"] = "ContainersNotReady"
-                cond["message"] = "containers with unready status: [app]"
+                cond["message"] = f"containers with unready status: [{runtime.container if runtime else 'app'}]"
+        if not initialized:
+            pending = " ".join(c["name"] for c in (runtime.init_containers if runtime else []))
+            conditions[1].update(reason="ContainersNotInitialized", message=f"containers with incomplete status: [{pending}]")
         return conditions
 
     def _container_status(self, runtime: PodRuntime, state: dict[str, Any], *, ready: bool = False, last_state: dict | None = None) -> dict[str, Any]:
@@ -251,10 +362,7 @@ class Kubelet:
         status["phase"] = phase
         old_ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
         if old_ready != ready or not status.get("conditions"):
-            status["conditions"] = self._conditions(initialized=True, ready=ready)
-            for cond in status["conditions"]:
-                if cond.get("message"):
-                    cond["message"] = f"containers with unready status: [{runtime.container}]"
+            status["conditions"] = self._conditions(initialized=True, ready=ready, runtime=runtime)
         status["containerStatuses"] = [
             self._container_status(runtime, state, ready=ready, last_state=last_state or previous.get("lastState") or None)
         ]
@@ -268,6 +376,12 @@ class Kubelet:
         updated["status"] = status
         self.store.update(PODS, updated, subresource="status", check_version=False)
 
-    def _event(self, pod: dict[str, Any], event_type: str, reason: str, message: str, runtime: PodRuntime, *, component: str = "kubelet") -> None:
-        field_path = None if component != "kubelet" else f"spec.containers{{{runtime.container}}}"
+    def _event(self, pod: dict[str, Any], event_type: str, reason: str, message: str, runtime: PodRuntime, *,
+               component: str = "kubelet", container: dict[str, Any] | None = None) -> None:
+        if component != "kubelet":
+            field_path = None
+        elif container is not None:
+            field_path = f"spec.initContainers{{{container['name']}}}"
+        else:
+            field_path = f"spec.containers{{{runtime.container}}}"
         self.recorder.record(pod, event_type, reason, message, component=component, field_path=field_path)

@@ -239,22 +239,33 @@ class Store:
         namespace: str | None,
         predicate: Predicate,
         since: str | None,
+        *,
+        initial_events: bool | None = None,
     ) -> Watcher:
         """Register a watcher; events after `since` are queued first.
 
-        An empty or "0" `since` starts with ADDED events for the current state.
+        `initial_events=None` is the legacy watch: an empty or "0" `since` starts
+        with ADDED events for the current state, any other version with the events
+        after it. `True` starts with the current state whatever `since` says (the
+        store is always at least as new as any version it gave out); `False` starts
+        after `since`, or now when `since` is empty or "0".
         A version older than the kept history is 410 Gone, as etcd compaction makes it.
         """
         watcher = Watcher(resource, namespace, predicate)
-        if not since or since == "0":
+        legacy_since = not since or since == "0"
+        start = 0
+        if not legacy_since:
+            try:
+                start = int(since or "")
+            except ValueError:
+                raise errors.bad_request(f"invalid resourceVersion {since!r}") from None
+        if initial_events is None:
+            initial_events = legacy_since
+        if initial_events:
             for obj in self.iter(resource, namespace):
                 if predicate(obj):
                     watcher.queue.put_nowait(("ADDED", obj))
-        else:
-            try:
-                start = int(since)
-            except ValueError:
-                raise errors.bad_request(f"invalid resourceVersion {since!r}") from None
+        elif not legacy_since:
             history = self._history.get(resource.key, deque())
             if history and start < history[0][0] - 1 and len(history) == history.maxlen:
                 raise errors.gone(f"too old resource version: {start} ({history[0][0] - 1})")

@@ -18,10 +18,10 @@ from .store import Store
 def pod_log(store: Store, kubelet: Kubelet, request: web.Request, namespace: str, name: str) -> web.Response:
     pod = store.get(PODS, namespace, name)
     container = request.query.get("container")
-    names = [c["name"] for c in pod["spec"]["containers"]]
+    names = [c["name"] for key in ("containers", "initContainers") for c in pod["spec"].get(key) or []]
     if container and container not in names:
         raise errors.bad_request(f"container {container} is not valid for pod {name}")
-    lines = kubelet.logs(pod["metadata"]["uid"]) or []
+    lines = kubelet.logs(pod["metadata"]["uid"], container or None) or []
     tail = request.query.get("tailLines")
     if tail is not None:
         count = int(tail)

@@ -67,11 +67,30 @@ def _age(o: Obj) -> str:
     return human_age(o["metadata"].get("creationTimestamp"))
 
 
+def _sidecars(pod: Obj) -> set[str]:
+    return {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+
+
 def _pod_status(pod: Obj) -> str:
+    # After printPod in kubernetes/pkg/printers/internalversion: init containers first.
     status = pod.get("status") or {}
     if pod["metadata"].get("deletionTimestamp"):
         return "Terminating"
     reason = status.get("reason") or status.get("phase") or "Pending"
+    sidecars = _sidecars(pod)
+    total_init = len(pod["spec"].get("initContainers") or [])
+    for i, cs in enumerate(status.get("initContainerStatuses") or []):
+        state = cs.get("state") or {}
+        terminated, waiting = state.get("terminated") or {}, state.get("waiting") or {}
+        if terminated and terminated.get("exitCode") == 0 or cs.get("name") in sidecars and cs.get("started"):
+            continue
+        if terminated:
+            reason = f"Init:{terminated.get('reason') or 'ExitCode:' + str(terminated.get('exitCode'))}"
+        elif waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            reason = f"Init:{waiting['reason']}"
+        else:
+            reason = f"Init:{i}/{total_init}"
+        return reason
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         if state.get("waiting", {}).get("reason"):
@@ -82,9 +101,12 @@ def _pod_status(pod: Obj) -> str:
 
 
 def _pod_ready(pod: Obj) -> str:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    total = len(pod["spec"].get("containers") or [])
-    return f"{sum(1 for cs in statuses if cs.get('ready'))}/{total}"
+    status = pod.get("status") or {}
+    sidecars = _sidecars(pod)
+    ready = sum(1 for cs in status.get("containerStatuses") or [] if cs.get("ready"))
+    ready += sum(1 for cs in status.get("initContainerStatuses") or [] if cs.get("name") in sidecars and cs.get("started") and cs.get("ready"))
+    total = len(pod["spec"].get("containers") or []) + len(sidecars)
+    return f"{ready}/{total}"
 
 
 def _pod_restarts(pod: Obj) -> str:

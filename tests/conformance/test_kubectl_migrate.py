@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import RunningSandbox, require_kubectl
+from tests.conftest import RunningSandbox
 
 pytestmark = pytest.mark.conformance
-
-
-@pytest.fixture(autouse=True)
-def _kubectl() -> None:
-    require_kubectl()
 
 
 def migrate(sandbox: RunningSandbox, *args: str, check: bool = True):

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import RunningSandbox, require_kubectl
+from tests.conformance.conftest import minor_version
+from tests.conftest import RunningSandbox
 
 pytestmark = pytest.mark.conformance
 DEPLOY = "deployment/tekutoko-api"
 IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
-
-
-@pytest.fixture(autouse=True)
-def _kubectl() -> None:
-    require_kubectl()
 
 
 def current_image(sandbox: RunningSandbox) -> str:
@@ -93,9 +89,10 @@ def test_rollout_restart_makes_a_new_revision(sandbox: RunningSandbox) -> None:
 
 def test_get_pods_by_label_lists_three_running_pods(sandbox: RunningSandbox) -> None:
     out = sandbox.kubectl("get", "pods", "-l", "app=tekutoko-api", "-n", "default").stdout.splitlines()
+    # The app and its Cloud SQL Auth Proxy sidecar: kubectl counts a started native sidecar.
     assert out[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert len(out) == 4
-    assert all(line.split()[1:3] == ["1/1", "Running"] for line in out[1:])
+    assert all(line.split()[1:3] == ["2/2", "Running"] for line in out[1:])
     assert sandbox.kubectl("get", "pods", "-l", "app=nobody", "-n", "default").stderr.strip() == "No resources found in default namespace."
 
 
@@ -119,7 +116,8 @@ def test_delete_an_old_replicaset(sandbox: RunningSandbox) -> None:
     names = sandbox.kubectl("get", "rs", "-n", "default", "-o", "jsonpath={range .items[?(@.spec.replicas==0)]}{.metadata.name} {end}").stdout.split()
     assert len(names) == 2
     out = sandbox.kubectl("delete", "replicaset", names[0], "-n", "default").stdout
-    assert out.strip() == f'replicaset.apps "{names[0]}" deleted'
+    # newer kubectl names the namespace
+    assert out.strip() in (f'replicaset.apps "{names[0]}" deleted', f'replicaset.apps "{names[0]}" deleted from default namespace')
     left = sandbox.kubectl("get", "rs", "-n", "default", "-o", "name").stdout.split()
     assert f"replicaset.apps/{names[0]}" not in left and len(left) == 2
 
@@ -134,3 +132,18 @@ def test_an_image_that_never_pulls_exceeds_the_progress_deadline(sandbox: Runnin
     assert "ErrImagePull" in pods or "ImagePullBackOff" in pods
     events = sandbox.kubectl("get", "events", "-n", "default").stdout
     assert "Failed to pull image" in events
+
+
+def test_rollout_status_lists_by_watch_as_its_client_go_does(sandbox: RunningSandbox, kubectl_binary: str) -> None:
+    """client-go 1.35+ lists by streaming watch and waits for the initial-events-end
+    bookmark; older kubectl lists, then watches from the list's version."""
+    mark = sandbox.mark()
+    status = sandbox.kubectl("rollout", "status", DEPLOY, "-n", "default", "--timeout=30s", timeout=40)
+    assert 'deployment "tekutoko-api" successfully rolled out' in status.stdout
+    watches = [e for e in sandbox.requests_since(mark) if e["resource"] == "deployments" and e["verb"] == "watch"]
+    assert watches and all(e["status"] == 200 for e in watches)
+    watch_list = [e for e in watches if "sendInitialEvents=true" in e["query"]]
+    if minor_version(kubectl_binary) >= 35:
+        assert watch_list and all("allowWatchBookmarks=true" in e["query"] for e in watch_list)
+    else:
+        assert watch_list == []

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import grpc
 import psycopg
 import pytest
+from googleapiclient.http import build_http
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from kubernetes.aio.stream import WsApiClient
@@ -31,11 +31,13 @@ from activities.cloudsql import CloudSqlActivities
 from activities.database import DatabaseActivities
 from activities.notify import NotifyActivities
 from activities.pod_exec import PodExecActivities
+from activities.sqladmin import SqlAdmin
 from activities.verify import VerifyActivities
 from runbook.catalog import (
     ApprovalPolicy,
     Catalog,
     Channel,
+    DatabaseAccess,
     IntegrityCheck,
     MigrationConfig,
     ServiceEntry,
@@ -43,7 +45,6 @@ from runbook.catalog import (
 from runbook.migration_models import MigrationRequest, MigrationResult
 from runbook.models import ApprovalSignal, Phase
 from tests.conftest import RunningSandbox
-from worker.cloud import cloudsql_clients
 from worker.main import WORKFLOWS
 from workflows.migration_rollback import MigrationRollbackWorkflow
 
@@ -100,7 +101,8 @@ async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIter
     entry = ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        migration=MigrationConfig(container="api", cloudsql_instance="tekutoko-db", database_secret="tekutoko-db", integrity_checks=[
+        database=DatabaseAccess(container="api", database="tekutoko_production", user="tekutoko"),
+        migration=MigrationConfig(container="api", cloudsql_instance="tekutoko-db", integrity_checks=[
             IntegrityCheck(name="users", sql="SELECT count(*) FROM users"), IntegrityCheck(name="walks", sql="SELECT count(*) FROM walks"),
         ]),
     )
@@ -108,18 +110,16 @@ async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIter
     await kube_config.load_kube_config(config_file=str(db_sandbox.kubeconfig), client_configuration=configuration)
     api, ws_api = kube.ApiClient(configuration), WsApiClient(configuration=configuration)
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
-    channel = grpc.aio.insecure_channel(endpoints["cloud_sql"])
-    _, runs, operations = cloudsql_clients(channel)
-    cloudsql = CloudSqlActivities(runs, operations, endpoints["cloudsql_project"])
+    cloudsql = CloudSqlActivities(SqlAdmin(endpoints["cloud_sql"], build_http), endpoints["cloudsql_project"])
     queue = f"migrations-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         verify = VerifyActivities(apps, core, session)
-        activities = [CatalogActivities(Catalog(services=[entry])).service, PodExecActivities(kube.CoreV1Api(ws_api), verify).exec_in_pod,
-                      cloudsql.check_backup, DatabaseActivities(core).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
+        pods = PodExecActivities(kube.CoreV1Api(ws_api), verify)
+        activities = [CatalogActivities(Catalog(services=[entry])).service, pods.exec_in_pod,
+                      cloudsql.check_backup, DatabaseActivities(core, apps, pods).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
             env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
             yield MigrationStack(dev_env.client, queue, db_sandbox, apps, env)
-    await channel.close()
     await ws_api.close()
     await api.close()
 

@@ -1,11 +1,11 @@
 """Point-in-time recovery for real: rows written, time T noted, rows deleted
 (the corruption), then the workflow clones the sandbox's Cloud SQL instance to
-T, verifies the clone, switches the app's Secret to it and restarts the app."""
+T, verifies the clone with psql in a check pod whose Auth Proxy names it, and
+switches the app by the instance connection name its proxy sidecar is given."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import json
 import uuid
@@ -13,32 +13,43 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import grpc
 import psycopg
 import pytest
+from googleapiclient.http import build_http
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
+from kubernetes.aio.stream import WsApiClient
+from pydantic import ValidationError
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.catalog import CatalogActivities
 from activities.cloudsql_pitr import PitrActivities
-from activities.database import DatabaseActivities
+from activities.database import CHECK_POD_LABEL, DatabaseActivities
 from activities.kubernetes import KubernetesActivities
 from activities.notify import NotifyActivities
-from activities.switch import RESTARTED_AT, SwitchActivities
+from activities.pod_exec import PodExecActivities
+from activities.sqladmin import SqlAdmin
+from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
-from runbook.catalog import ApprovalPolicy, Catalog, Channel, PitrConfig, ServiceEntry
+from runbook.catalog import (
+    ApprovalPolicy,
+    Catalog,
+    Channel,
+    DatabaseAccess,
+    PitrConfig,
+    ServiceEntry,
+)
 from runbook.models import ApprovalSignal, Phase
 from runbook.pitr_models import ExpectedQuery, PitrCheckRequest, PitrRequest, PitrResult
 from tests.conftest import RunningSandbox
-from worker.cloud import cloudsql_clients
 from worker.main import WORKFLOWS
 from workflows.pitr import PointInTimeRecoveryWorkflow
 
 pytestmark = pytest.mark.integration
 JST = dt.timezone(dt.timedelta(hours=9))
+CONNECTION = "tekutoko-prod:asia-northeast1:{}"
 
 
 @dataclass
@@ -85,23 +96,44 @@ async def recovery(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterat
     entry = ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        pitr=PitrConfig(cloudsql_instance="tekutoko-db", secret="tekutoko-db", operation_poll_seconds=1),
+        database=DatabaseAccess(container="api", database="tekutoko_production", user="tekutoko", check_pod_timeout_seconds=60),
+        pitr=PitrConfig(cloudsql_instance="tekutoko-db", operation_poll_seconds=1),
         verification_window_seconds=20, rollout_timeout_seconds=60,
     )
-    api = await kube_config.new_client_from_config(config_file=str(db_sandbox.kubeconfig))
+    configuration = kube.Configuration()
+    await kube_config.load_kube_config(config_file=str(db_sandbox.kubeconfig), client_configuration=configuration)
+    api, ws_api = kube.ApiClient(configuration), WsApiClient(configuration=configuration)
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
-    channel = grpc.aio.insecure_channel(endpoints["cloud_sql"])
-    pitr = PitrActivities(*cloudsql_clients(channel), endpoints["cloudsql_project"])
+    pitr = PitrActivities(SqlAdmin(endpoints["cloud_sql"], build_http), endpoints["cloudsql_project"])
     queue = f"pitr-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
-        k8s, verify, switch = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), SwitchActivities(apps, core)
+        k8s, verify, switch = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), SwitchActivities(apps)
+        database = DatabaseActivities(core, apps, PodExecActivities(kube.CoreV1Api(ws_api), verify))
         activities = [CatalogActivities(Catalog(services=[entry])).service, pitr.pitr_check, pitr.start_clone, pitr.operation_done, pitr.instance,
-                      DatabaseActivities(core).clone_queries, switch.read_secret_keys, switch.update_secret_keys, switch.rollout_restart,
-                      k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send]
+                      database.clone_queries, switch.switch_proxy_instance, k8s.wait_rollout, verify.verify_service,
+                      NotifyActivities(environ={}, base_dir=tmp_path).send]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
             yield PitrStack(dev_env.client, queue, db_sandbox, apps, core, pitr)
-    await channel.close()
+    await ws_api.close()
     await api.close()
+
+
+async def proxy_args(stack: PitrStack) -> list[str]:
+    deployment = await stack.apps.read_namespaced_deployment("tekutoko-api", "default")
+    (proxy,) = [c for c in deployment.spec.template.spec.init_containers or [] if c.name == "cloud-sql-proxy"]
+    return proxy.args
+
+
+async def check_pods(stack: PitrStack) -> list[str]:
+    pods = await stack.core.list_namespaced_pod("default", label_selector=CHECK_POD_LABEL)
+    return [p.metadata.name for p in pods.items]
+
+
+def count_in_app_pod(stack: PitrStack) -> str:
+    """What the app itself now sees: psql in one of its pods, through its proxy."""
+    done = stack.sandbox.kubectl("exec", "deploy/tekutoko-api", "-c", "api", "--", "psql", "-h", "localhost", "-U", "tekutoko",
+                                 "-d", "tekutoko_production", "-XAtc", "SELECT count(*) FROM walks")
+    return done.stdout.strip()
 
 
 async def corrupt(stack: PitrStack) -> tuple[dt.datetime, int]:
@@ -119,7 +151,8 @@ async def test_recover_to_t_clones_verifies_and_switches(recovery: PitrStack) ->
     at, count = await corrupt(recovery)
     after = (await recovery.query("SELECT count(*) FROM walks"))[0][0]
     assert after < count
-    source_port = recovery.instance().app_env()["DATABASE_PORT"]
+    source_port = recovery.instance().cluster.port
+    assert CONNECTION.format("tekutoko-db") in await proxy_args(recovery)
     result, error = await recovery.run(point_in_time=at.astimezone(JST), new_instance="tekutoko-db-restored",
                                        checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect=str(count))])
     assert error is None, error
@@ -128,22 +161,33 @@ async def test_recover_to_t_clones_verifies_and_switches(recovery: PitrStack) ->
     # The clone has the rows; the source still lacks them and is otherwise untouched.
     assert (await recovery.query("SELECT count(*) FROM walks", "tekutoko-db-restored"))[0][0] == count
     assert (await recovery.query("SELECT count(*) FROM walks"))[0][0] == after
-    assert recovery.instance().app_env()["DATABASE_PORT"] == source_port
-    # The app's Secret names the clone, and the deployment was restarted and is healthy.
-    secret = await recovery.core.read_namespaced_secret("tekutoko-db", "default")
-    assert base64.b64decode(secret.data["DATABASE_PORT"]).decode() == recovery.instance("tekutoko-db-restored").app_env()["DATABASE_PORT"]
-    deployment = await recovery.apps.read_namespaced_deployment("tekutoko-api", "default")
-    assert RESTARTED_AT in (deployment.spec.template.metadata.annotations or {})
-    assert all(c.ok for c in status.health) and status.switched["DATABASE_PORT"] != source_port
+    assert recovery.instance().cluster.port == source_port and recovery.instance().cluster.running
+    # The app's proxy names the clone, its new pods are healthy and see the recovered rows; the check pod is gone.
+    args = await proxy_args(recovery)
+    assert CONNECTION.format("tekutoko-db-restored") in args and CONNECTION.format("tekutoko-db") not in args
+    assert status.switched == CONNECTION.format("tekutoko-db-restored") and all(c.ok for c in status.health)
+    assert await asyncio.to_thread(count_in_app_pod, recovery) == str(count)
+    assert await check_pods(recovery) == []
 
 
 async def test_a_failing_check_stops_before_the_switch(recovery: PitrStack) -> None:
     at, count = await corrupt(recovery)
+    before = await proxy_args(recovery)
     result, error = await recovery.run(gates=1, point_in_time=at, new_instance="tekutoko-db-wrong",
                                        checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect=str(count + 100))])
     assert result is None and "failed verification" in error and "nothing was switched" in error
-    secret = await recovery.core.read_namespaced_secret("tekutoko-db", "default")
-    assert base64.b64decode(secret.data["DATABASE_PORT"]).decode() == recovery.instance().app_env()["DATABASE_PORT"]
+    assert f"→ '{count}'" in error  # the check ran on the clone, through the check pod's proxy
+    assert await proxy_args(recovery) == before and await check_pods(recovery) == []
+
+
+async def test_a_check_that_writes_is_refused_before_anything_is_created(recovery: PitrStack) -> None:
+    before = len(recovery.sandbox.sandbox.cloudsql.instances)
+    mark = recovery.sandbox.mark()
+    for sql in ("DELETE FROM walks", "SELECT 1; DELETE FROM walks", "UPDATE walks SET steps = 0"):
+        with pytest.raises(ValidationError, match="must be one SELECT statement"):
+            await recovery.run(gates=0, point_in_time=dt.datetime.now(dt.UTC), checks=[ExpectedQuery(name="sneaky", sql=sql, expect="1")])
+    assert len(recovery.sandbox.sandbox.cloudsql.instances) == before
+    assert not [e for e in recovery.sandbox.requests_since(mark) if e["verb"] in ("create", "update", "patch", "delete")]
 
 
 async def test_bad_inputs_are_refused_before_anything_is_created(recovery: PitrStack) -> None:

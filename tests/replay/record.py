@@ -1,7 +1,8 @@
-"""Record one history per outcome of DeploymentRollbackWorkflow and
-ReleaseGuardWorkflow, for the replay tests. Run after an intended, compatible workflow change:
+"""Record one history per outcome of the workflows, for the replay tests. Run
+after an intended, compatible workflow change:
 
-    python -m tests.replay.record
+    python -m tests.replay.record             # every history
+    python -m tests.replay.record pitr_ mig   # only the names starting so
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 HERE = Path(__file__).parent / "histories"
+ONLY: tuple[str, ...] = ()
+
+
+def wanted(name: str) -> bool:
+    return not ONLY or name.startswith(ONLY)
 
 
 def request(**changes) -> RollbackRequest:
@@ -44,6 +50,8 @@ async def until(handle, phase: Phase) -> None:
 
 
 async def record(env: WorkflowEnvironment, name: str, fake: FakeCluster, req: RollbackRequest, steer=None) -> None:
+    if not wanted(name):
+        return
     queue = f"record-{name}"
     async with Worker(env.client, task_queue=queue, workflows=[DeploymentRollbackWorkflow], activities=fake.activities()):
         handle = await env.client.start_workflow(DeploymentRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
@@ -74,6 +82,8 @@ async def escalate_then_approve(env, handle) -> None:
 
 
 async def record_guard(env: WorkflowEnvironment, name: str, scripted: ScriptedGuard, req: GuardRequest, steer=None) -> None:
+    if not wanted(name):
+        return
     queue = f"record-{name}"
     activities = [*FakeCluster().activities(), *scripted.activities()]
     async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow], activities=activities,
@@ -102,6 +112,8 @@ def guard(**changes) -> GuardRequest:
 
 
 async def record_migration(env: WorkflowEnvironment, name: str, schema: FakeSchema, req: MigrationRequest, decisions=()) -> None:
+    if not wanted(name):
+        return
     queue = f"record-{name}"
     async with Worker(env.client, task_queue=queue, workflows=[MigrationRollbackWorkflow], activities=schema.activities()):
         handle = await env.client.start_workflow(MigrationRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
@@ -120,6 +132,8 @@ async def record_migration(env: WorkflowEnvironment, name: str, schema: FakeSche
 
 
 async def record_pitr(env: WorkflowEnvironment, name: str, fake: FakeRecovery, gates: tuple[str, ...] = ()) -> None:
+    if not wanted(name):
+        return
     queue = f"record-{name}"
     req = PitrRequest(service="tekutoko-api", point_in_time=T, reason="a job deleted walks", requested_by="oncall",
                       checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect="3")])
@@ -184,4 +198,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    ONLY = tuple(sys.argv[1:])
     asyncio.run(main())

@@ -81,11 +81,29 @@ def test_guard_start_refuses_bad_arguments_before_connecting(args: list[str], ne
     (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "soon"], "--time: 'soon' is not an RFC 3339 time"),
     (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T05:00:00Z", "--check", "walks"], "--check: 'walks' is not NAME=SQL => EXPECTED"),
     (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T05:00:00Z", "--new-instance", "DB_2"], "--new-instance: String should match pattern"),
+    (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T05:00:00Z", "--check", "gone=DELETE FROM walks => 0"],
+     "must be one SELECT statement (SELECT, WITH, VALUES or TABLE), not DELETE"),
+    (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T05:00:00Z", "--check", "two=SELECT 1; DROP TABLE walks => 1"],
+     "must be one SELECT statement, with no ';' inside"),
+    (["pitr", "start", "--service", "tekutoko-api", "--reason", "x", "--time", "2026-11-28T05:00:00Z", "--check", "walks=SELECT count(*) FROM walks =>  "],
+     "the expected answer is empty"),
 ])
 def test_migration_and_recovery_starts_refuse_bad_arguments_before_connecting(args: list[str], needle: str) -> None:
     result = CliRunner().invoke(app, args, env={"MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1"})
     assert result.exit_code == 2, result.output
     assert needle in result.output.replace("\n", " ")
+
+
+def test_a_version_with_leading_zeros_is_accepted_as_the_runbook_writes_it() -> None:
+    # `--to-version 000005` is version 5: the arguments pass, and only the unreachable server stops it.
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "starter.cli", "migrate-down", "start", "--service", "tekutoko-api", "--reason", "x",
+                           "--to-version", "000005"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert "--to-version" not in done.stderr and "127.0.0.1:1" in done.stderr, done.stderr
 
 
 def test_a_check_parses_name_sql_and_expected_answer() -> None:

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from runbook.catalog import ApprovalPolicy, Channel, IntegrityCheck, MigrationConfig, ServiceEntry
+from runbook.catalog import (
+    ApprovalPolicy,
+    Channel,
+    DatabaseAccess,
+    IntegrityCheck,
+    MigrationConfig,
+    ServiceEntry,
+)
 from runbook.migration_models import (
     BackupCheck,
     BackupCheckRequest,
@@ -38,7 +45,8 @@ class FakeSchema:
     entry: ServiceEntry = field(default_factory=lambda: ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead", "dba"]), channels=[Channel(kind="console")],
-        migration=MigrationConfig(cloudsql_instance="tekutoko-db", database_secret="tekutoko-db",
+        database=DatabaseAccess(database="tekutoko_production", user="tekutoko"),
+        migration=MigrationConfig(cloudsql_instance="tekutoko-db",
                                   integrity_checks=[IntegrityCheck(name="users", sql="SELECT count(*) FROM users")]),
     ))
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from runbook.catalog import ApprovalPolicy, Channel, PitrConfig, ServiceEntry
+from runbook.catalog import ApprovalPolicy, Channel, DatabaseAccess, PitrConfig, ServiceEntry
 from runbook.models import (
     CheckResult,
     Notice,
@@ -28,12 +28,12 @@ from runbook.pitr_models import (
     OperationRef,
     PitrCheck,
     PitrCheckRequest,
-    RestartRequest,
-    SecretKeysPrevious,
-    SecretKeysUpdate,
+    ProxySwitch,
+    ProxySwitched,
 )
 
 T = dt.datetime(2026, 11, 28, 5, 0, tzinfo=dt.UTC)
+SOURCE = "tekutoko-prod:asia-northeast1:tekutoko-db"
 
 
 @dataclass
@@ -43,12 +43,13 @@ class FakeRecovery:
     check_ok: bool = True
     healthy_on_clone: bool = True
     calls: list[str] = field(default_factory=list)
-    secret: dict[str, str] = field(default_factory=lambda: {"DATABASE_HOST": "10.0.0.5", "DATABASE_PORT": "5432"})
+    proxy: str = SOURCE  # the instance connection name the app's Auth Proxy is given
     notices: list[Notice] = field(default_factory=list)
     entry: ServiceEntry = field(default_factory=lambda: ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead", "dba"]), channels=[Channel(kind="console")],
-        pitr=PitrConfig(cloudsql_instance="tekutoko-db", secret="tekutoko-db", operation_poll_seconds=1),
+        database=DatabaseAccess(database="tekutoko_production", user="tekutoko"),
+        pitr=PitrConfig(cloudsql_instance="tekutoko-db", operation_poll_seconds=1),
     ))
 
     def activities(self) -> list:
@@ -61,7 +62,7 @@ class FakeRecovery:
         @activity.defn(name="cloudsql.pitr_check")
         async def pitr_check(request: PitrCheckRequest) -> PitrCheck:
             self.calls.append("check")
-            return PitrCheck(pitr_enabled=True, earliest=T - dt.timedelta(days=1), latest=T + dt.timedelta(hours=1), destination_free=True, problems=self.problems)
+            return PitrCheck(pitr_enabled=True, source_connection_name=SOURCE, earliest=T - dt.timedelta(days=1), latest=T + dt.timedelta(hours=1), destination_free=True, problems=self.problems)
 
         @activity.defn(name="cloudsql.start_clone")
         async def start_clone(request: CloneRequest) -> OperationRef:
@@ -78,27 +79,19 @@ class FakeRecovery:
 
         @activity.defn(name="cloudsql.instance")
         async def instance(ref: InstanceRef) -> InstanceInfo:
-            return InstanceInfo(name=ref.name, host="10.0.0.9", port=5432, state="RUNNABLE")
+            return InstanceInfo(name=ref.name, host="10.0.0.9", port=5432, connection_name=f"tekutoko-prod:asia-northeast1:{ref.name}", state="RUNNABLE")
 
         @activity.defn(name="db.clone_queries")
         async def clone_queries(request: CloneQueriesRequest) -> list[CheckResult]:
             self.calls.append("verify clone")
             return [CheckResult(name=c.name, ok=self.check_ok, detail=f"{c.sql} → '3' (expected {c.expect!r})") for c in request.checks]
 
-        @activity.defn(name="k8s.read_secret_keys")
-        async def read_keys(request: SecretKeysUpdate) -> SecretKeysPrevious:
-            return SecretKeysPrevious(values={k: self.secret.get(k) for k in request.values})
-
-        @activity.defn(name="k8s.update_secret_keys")
-        async def update_keys(request: SecretKeysUpdate) -> SecretKeysPrevious:
-            self.calls.append(f"secret {request.values['DATABASE_HOST']}")
-            self.secret.update(request.values)
-            return SecretKeysPrevious(values=dict(request.values))
-
-        @activity.defn(name="k8s.rollout_restart")
-        async def restart(request: RestartRequest) -> str:
-            self.calls.append("restart")
-            return "restarted"
+        @activity.defn(name="k8s.switch_proxy_instance")
+        async def switch_proxy(request: ProxySwitch) -> ProxySwitched:
+            self.calls.append(f"proxy {request.to_connection_name.rsplit(':', 1)[1]}")
+            changed = self.proxy != request.to_connection_name
+            self.proxy = request.to_connection_name
+            return ProxySwitched(changed=changed, container="cloud-sql-proxy", args=["--private-ip", request.to_connection_name])
 
         @activity.defn(name="k8s.wait_rollout")
         async def wait(request: RolloutWaitRequest) -> RolloutOutcome:
@@ -106,7 +99,7 @@ class FakeRecovery:
 
         @activity.defn(name="verify.service")
         async def verify(request: VerifyRequest) -> VerifyResult:
-            ok = self.healthy_on_clone or self.secret["DATABASE_HOST"] != "10.0.0.9"
+            ok = self.healthy_on_clone or self.proxy == SOURCE
             return VerifyResult(ok=ok, checks=[CheckResult(name="health", ok=ok, detail="GET /health: " + ("200" if ok else "503"))], attempts=1)
 
         @activity.defn(name="notify.send")
@@ -114,4 +107,4 @@ class FakeRecovery:
             self.notices.append(notice)
             return NoticeResult(delivered=["console"])
 
-        return [service, pitr_check, start_clone, operation_done, instance, clone_queries, read_keys, update_keys, restart, wait, verify, notify]
+        return [service, pitr_check, start_clone, operation_done, instance, clone_queries, switch_proxy, wait, verify, notify]

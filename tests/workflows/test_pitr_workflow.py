@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 
 from runbook.models import ApprovalSignal, Phase, RejectSignal
 from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrResult, PitrStatus, clone_name
-from tests.workflows.pitr_fakes import FakeRecovery, T
+from tests.workflows.pitr_fakes import SOURCE, FakeRecovery, T
 from workflows.pitr import PointInTimeRecoveryWorkflow
 
 QUEUE = "test-pitr"
@@ -60,15 +60,15 @@ async def test_clone_verify_switch_after_two_gates(time_skipping_env) -> None:
         assert fake.calls == ["check"]  # nothing created before the first approvals
         await approve_both(handle, "clone")
         waiting = await at_gate(handle, "switch")
-        assert [c.ok for c in waiting.checks] == [True] and "secret 10.0.0.9" not in fake.calls
+        assert [c.ok for c in waiting.checks] == [True] and not any(c.startswith("proxy") for c in fake.calls)
         await approve_both(handle, "switch")
         result: PitrResult = await handle.result()
     status = result.status
     clone = clone_name("tekutoko-db", T)
     assert status.phase is Phase.COMPLETED and status.clone == clone == "tekutoko-db-pitr-20261128050000"
     assert status.approvals == ["sre-lead", "dba"] and status.switch_approvals == ["sre-lead", "dba"]
-    assert fake.calls == ["check", f"clone {clone}", "poll", "poll", "verify clone", "secret 10.0.0.9", "restart"]
-    assert fake.secret["DATABASE_HOST"] == "10.0.0.9" and status.switched == {"DATABASE_HOST": "10.0.0.9", "DATABASE_PORT": "5432"}
+    assert fake.calls == ["check", f"clone {clone}", "poll", "poll", "verify clone", f"proxy {clone}"]
+    assert fake.proxy == status.switched == f"tekutoko-prod:asia-northeast1:{clone}"
     assert "kept untouched" in status.message
     assert [n.kind for n in fake.notices] == ["approval_needed", "start", "approval_needed", "complete"]
 
@@ -80,7 +80,7 @@ async def test_a_failed_check_stops_before_the_switch(time_skipping_env) -> None
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     assert "failed verification" in failure.value.cause.message and "nothing was switched" in failure.value.cause.message
-    assert not any(c.startswith("secret") for c in fake.calls)
+    assert not any(c.startswith("proxy") for c in fake.calls)
 
 
 async def test_an_unhealthy_app_is_switched_back(time_skipping_env) -> None:
@@ -91,8 +91,8 @@ async def test_an_unhealthy_app_is_switched_back(time_skipping_env) -> None:
             await handle.result()
         status = await handle.query(PointInTimeRecoveryWorkflow.status)
     assert "switched back to tekutoko-db" in failure.value.cause.message
-    assert fake.calls[-4:] == ["secret 10.0.0.9", "restart", "secret 10.0.0.5", "restart"]
-    assert fake.secret == {"DATABASE_HOST": "10.0.0.5", "DATABASE_PORT": "5432"} and status.switched_back
+    assert fake.calls[-2:] == [f"proxy {status.clone}", "proxy tekutoko-db"]
+    assert fake.proxy == SOURCE and status.switched_back and status.switched == ""
 
 
 async def test_rejecting_the_switch_keeps_the_clone_and_the_app(time_skipping_env) -> None:
@@ -104,7 +104,7 @@ async def test_rejecting_the_switch_keeps_the_clone_and_the_app(time_skipping_en
         await handle.signal(PointInTimeRecoveryWorkflow.reject, RejectSignal(by="dba", reason="the clone lacks today's orders"))
         result: PitrResult = await handle.result()
     assert result.status.phase is Phase.REJECTED and "is kept, the app was not switched" in result.status.message
-    assert not any(c.startswith("secret") for c in fake.calls)
+    assert not any(c.startswith("proxy") for c in fake.calls)
 
 
 async def test_pre_check_problems_refuse_before_anything_is_created(time_skipping_env) -> None:

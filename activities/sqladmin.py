@@ -1,0 +1,128 @@
+"""The Cloud SQL Admin API as Google serves it: REST, through the discovery-based
+`google-api-python-client` built from the `sqladmin v1` document the package
+ships (no network needed to build it, and the same document is the contract the
+sandbox's emulator is tested against).
+
+The client is synchronous (httplib2), so each call runs in a thread with an
+`Http` of its own (httplib2 objects are not thread-safe). 429 and 5xx are
+retried a few times here with the library's backoff, then handed to Temporal's
+retry policy as a retryable failure; any other 4xx is permanent and carries the
+API's own message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from googleapiclient import discovery
+from googleapiclient.errors import HttpError
+from googleapiclient.http import HttpRequest, build_http
+from temporalio.exceptions import ApplicationError
+
+from .errors import permanent
+
+SCOPE = "https://www.googleapis.com/auth/sqlservice.admin"
+IN_CALL_RETRIES = 2
+TRANSIENT = {408, 429, 500, 502, 503, 504}
+
+
+class NotFound(Exception):
+    """The API answered 404: the caller decides whether that is an error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Conflict(Exception):
+    """The API answered 409 (e.g. a clone into a name that exists)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def api_message(error: HttpError) -> tuple[str, str]:
+    """(status, message) of Google's JSON error body, or the HTTP reason."""
+    try:
+        body = json.loads(error.content.decode("utf-8", "replace"))["error"]
+        return str(body.get("status") or error.status_code), str(body.get("message") or error.reason)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return str(error.status_code), str(error.reason or "no message")
+
+
+class SqlAdmin:
+    """Calls of the Cloud SQL Admin API v1; responses are the API's JSON as dicts.
+
+    `http_factory` makes a fresh (authorized) `Http` per call: google-auth's
+    `AuthorizedHttp` around `build_http()` in production, a plain one against
+    the sandbox's emulator."""
+
+    def __init__(self, endpoint: str | None, http_factory: Callable[[], Any]) -> None:
+        options = {"api_endpoint": endpoint} if endpoint else None
+        self._http_factory = http_factory
+        self.service = discovery.build("sqladmin", "v1", static_discovery=True, http=build_http(), client_options=options)
+
+    async def call(self, what: str, request: HttpRequest) -> dict[str, Any]:
+        """Execute `request`; `what` names it in failures ("listing backup runs of tekutoko-db")."""
+        try:
+            return await asyncio.to_thread(request.execute, http=self._http_factory(), num_retries=IN_CALL_RETRIES)
+        except HttpError as exc:
+            status, message = api_message(exc)
+            code = exc.status_code
+            if code == 404:
+                raise NotFound(message) from None
+            if code == 409:
+                raise Conflict(message) from None
+            if code in TRANSIENT:
+                raise ApplicationError(f"Cloud SQL Admin API {code} {status} while {what}: {message}; retrying", type="CloudSqlTransient") from None
+            if code in (401, 403):
+                raise permanent(f"Cloud SQL Admin API refused {what} ({code} {status}: {message}): the worker's service account needs "
+                                "roles/cloudsql.viewer (roles/cloudsql.editor for backups and clones)", "CloudSqlDenied") from None
+            raise permanent(f"Cloud SQL Admin API rejected {what} ({code} {status}): {message}", "CloudSqlRejected") from None
+        except (OSError, TimeoutError) as exc:  # connection refused or reset, DNS, socket timeout
+            raise ApplicationError(f"cannot reach the Cloud SQL Admin API while {what}: {type(exc).__name__}: {exc}; retrying",
+                                   type="CloudSqlTransient") from None
+
+    # -- the methods modoru uses ----------------------------------------------------------
+
+    async def instance(self, project: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.call(f"reading instance {name}", self.service.instances().get(project=project, instance=name))
+        except NotFound:
+            return None
+
+    async def backup_runs(self, project: str, instance: str, max_results: int = 50) -> list[dict[str, Any]]:
+        found = await self.call(f"listing backup runs of {instance}",
+                                self.service.backupRuns().list(project=project, instance=instance, maxResults=max_results))
+        return found.get("items", [])
+
+    async def insert_backup_run(self, project: str, instance: str, description: str) -> dict[str, Any]:
+        return await self.call(f"starting an on-demand backup of {instance}", self.service.backupRuns().insert(
+            project=project, instance=instance, body={"kind": "sql#backupRun", "description": description}))
+
+    async def operation(self, project: str, name: str) -> dict[str, Any]:
+        return await self.call(f"reading operation {name}", self.service.operations().get(project=project, operation=name))
+
+    async def operations(self, project: str, instance: str) -> list[dict[str, Any]]:
+        found = await self.call(f"listing operations of {instance}", self.service.operations().list(project=project, instance=instance))
+        return found.get("items", [])
+
+    async def latest_recovery_time(self, project: str, instance: str) -> dict[str, Any]:
+        return await self.call(f"reading the recovery window of {instance}",
+                               self.service.projects().instances().getLatestRecoveryTime(project=project, instance=instance))
+
+    async def clone(self, project: str, instance: str, clone_context: dict[str, Any]) -> dict[str, Any]:
+        return await self.call(f"cloning {instance}", self.service.instances().clone(
+            project=project, instance=instance, body={"cloneContext": {"kind": "sql#cloneContext", **clone_context}}))
+
+
+def operation_error(operation: dict[str, Any]) -> str | None:
+    """'CODE: message' of a DONE operation's first error, or None if it succeeded."""
+    errors = (operation.get("error") or {}).get("errors") or []
+    if not errors:
+        return None
+    first = errors[0]
+    return f"{first.get('code', 'UNKNOWN')}: {first.get('message', 'no message')}"

@@ -1,0 +1,136 @@
+"""Signed decisions bound to the plan. A person's start, approval, rejection or
+stop is a payload naming the workflow, its run, the gate, a digest of the plan
+they were shown, who they are, when, until when (30 minutes at most) and a
+nonce, signed with their SSH key. The workflow and the activities that change
+things judge each one the same way: a signature that fails, a key that is not
+the signer's, another run, gate or plan, an expired or replayed payload does
+not count."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .identity import Identity, normalize_id
+from .signatures import BadSignature, signer_key
+
+MAX_VALIDITY = dt.timedelta(minutes=30)
+CLOCK_SKEW = dt.timedelta(minutes=2)
+Decision = Literal["start", "approve", "reject", "stop"]
+
+
+def canonical(value: Any) -> str:
+    """One text for one value: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def plan_digest(plan: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(plan).encode("utf-8")).hexdigest()
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GateView(Model):
+    """What a signer is shown and signs over: the gate awaiting decisions and its plan."""
+
+    workflow_id: str
+    run_id: str
+    gate: str
+    plan: dict[str, Any]
+    digest: str
+    signed: bool = Field(description="whether this run counts signed decisions only (the catalog has identities)")
+
+
+class DecisionPayload(Model):
+    v: Literal[1] = 1
+    workflow_id: str = Field(min_length=1)
+    run_id: str = Field("", description="empty only for a start, made before the run exists")
+    gate: str = Field(min_length=1)
+    decision: Decision
+    plan: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the canonical plan the signer was shown")
+    signer: str = Field(min_length=1, max_length=63)
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    nonce: str = Field(min_length=16, max_length=64)
+    note: str = Field("", max_length=2000, description="a comment or the reason")
+
+    def text(self) -> str:
+        return canonical(self.model_dump(mode="json"))
+
+
+class SignedDecision(Model):
+    payload: str = Field(min_length=2, max_length=8000, description="the exact canonical JSON that was signed")
+    signature: str = Field(min_length=20, max_length=4000, description="armored SSH signature, namespace modoru")
+
+
+@dataclass(frozen=True)
+class Expected:
+    workflow_id: str
+    run_id: str
+    gate: str
+    plan: str
+
+
+@dataclass(frozen=True)
+class Judged:
+    counted: bool
+    reason: str
+    signer: str = ""  # the identity id, once the signature holds
+    payload: DecisionPayload | None = None
+
+
+def judge(signed: SignedDecision, decision: Decision, expected: Expected, identities: list[Identity], now: dt.datetime,
+          seen_nonces: set[str]) -> Judged:
+    """Whether `signed` is a valid `decision` for `expected`, and by whom. Roles and
+    the requester rule are the caller's (they differ by decision)."""
+    try:
+        payload = DecisionPayload.model_validate_json(signed.payload)
+    except ValidationError as exc:
+        return Judged(False, f"unreadable decision payload: {exc.errors()[0]['msg']}")
+    if payload.text() != signed.payload:
+        return Judged(False, "the payload is not in canonical form (sorted keys, no spaces): sign what `modoru approve --payload` prints")
+    try:
+        key = signer_key(signed.payload, signed.signature)
+    except BadSignature as exc:
+        return Judged(False, str(exc))
+    who = normalize_id(payload.signer)
+    identity = next((i for i in identities if i.id == who), None)
+    if identity is None:
+        return Judged(False, f"{payload.signer!r} is not an identity in the catalog")
+    if key not in identity.keys:
+        return Judged(False, f"the signing key is not one of {identity.id}'s keys in the catalog")
+    problems = []
+    if payload.decision != decision:
+        problems.append(f"it is a {payload.decision}, not a {decision}")
+    if payload.workflow_id != expected.workflow_id:
+        problems.append(f"it names workflow {payload.workflow_id}")
+    if expected.run_id and payload.run_id != expected.run_id:
+        problems.append(f"it names run {payload.run_id or '(none)'}, not this run")
+    if payload.gate != expected.gate:
+        problems.append(f"it is for gate {payload.gate!r}, not {expected.gate!r}")
+    if payload.plan != expected.plan:
+        problems.append("it approves another plan than the one this run would carry out")
+    if payload.expires_at - payload.issued_at > MAX_VALIDITY:
+        problems.append(f"it is valid for longer than {int(MAX_VALIDITY.total_seconds() // 60)} minutes")
+    if payload.issued_at > now + CLOCK_SKEW:
+        problems.append("it is issued in the future")
+    if payload.expires_at <= now:
+        problems.append(f"it expired at {payload.expires_at.isoformat()}")
+    if payload.nonce in seen_nonces:
+        problems.append("its nonce was used before (a replay)")
+    if problems:
+        return Judged(False, f"signed by {identity.id}, but " + "; ".join(problems), identity.id, payload)
+    return Judged(True, f"signed by {identity.id}", identity.id, payload)
+
+
+def has_role(identities: list[Identity], who: str, roles: list[str]) -> bool:
+    identity = next((i for i in identities if i.id == normalize_id(who)), None)
+    wanted = {normalize_id(r) for r in roles}
+    return identity is not None and (bool(wanted & set(identity.roles)) or identity.id in wanted)

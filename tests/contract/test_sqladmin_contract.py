@@ -1,0 +1,150 @@
+"""The Cloud SQL emulator against Google's published contract: the `sqladmin v1`
+discovery document shipped in google-api-python-client. Every route it serves
+is a method of the document (same HTTP method and path), every body it accepts
+or answers fits the document's schema exactly (no unknown field, no wrong
+type), and what Google refuses it refuses the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httplib2
+import pytest
+from googleapiclient import discovery as gdiscovery
+
+from sandbox import discovery
+from sandbox.cloudsql import CloudSqlEmulator
+from sandbox.cloudsql_rest import ROUTES, build_app
+from tests.sqladmin_client import ApiFailure, SqlAdminApi
+
+PROJECT, NAME = "tekutoko-prod", "contract-db"
+METHODS = discovery.methods("sqladmin", "v1")
+
+
+class RecordingHttp(httplib2.Http):
+    """Keeps every exchange: (HTTP method, URI, request body, status, response body)."""
+
+    exchanges: list[tuple[str, str, Any, int, Any]] = []
+
+    def request(self, uri, method="GET", body=None, headers=None, *args, **kwargs):  # type: ignore[override]
+        response, content = super().request(uri, method, body, headers, *args, **kwargs)
+        parsed = json.loads(content) if content else None
+        self.exchanges.append((method, uri, json.loads(body) if body else None, response.status, parsed))
+        return response, content
+
+
+@pytest.fixture(scope="module")
+async def emulator() -> AsyncIterator[CloudSqlEmulator]:
+    root = Path(tempfile.mkdtemp(prefix="modoru-contract-"))
+    root.chmod(0o755)
+    emulator = CloudSqlEmulator(root / "state")
+    try:
+        await emulator.start()
+        await emulator.add_instance(NAME, database="shop", user="shop_app", password="contract-secret")
+        yield emulator
+    finally:
+        await emulator.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def method_for(http_method: str, uri: str) -> discovery.Method:
+    path = uri.split("://", 1)[1].split("/", 1)[1].split("?", 1)[0]
+    for spec in METHODS.values():
+        template = spec.path.split("/")
+        parts = path.split("/")
+        if spec.http_method == http_method and len(template) == len(parts) and all(
+                t == p or t.startswith("{") for t, p in zip(template, parts, strict=True)):
+            return spec
+    raise AssertionError(f"{http_method} /{path} is no method of sqladmin v1")
+
+
+def test_every_route_is_a_method_of_the_discovery_document() -> None:
+    app = build_app(object.__new__(CloudSqlEmulator))
+    served = {(route.method, route.resource.canonical) for route in app.router.routes() if route.method != "*"}
+    for method_id in ROUTES:
+        spec = METHODS[method_id]
+        assert (spec.http_method, "/" + spec.path) in served, method_id
+    assert len(served) == len(ROUTES)
+    # The document says getLatestRecoveryTime is a GET (some guides show POST).
+    assert METHODS["sql.projects.instances.getLatestRecoveryTime"].http_method == "GET"
+
+
+@pytest.mark.parametrize("bad", [
+    {"kind": "sql#backupRun", "bogus": 1},
+    {"id": 5},  # int64 travels as a string
+    {"id": "five"},
+    {"startTime": "2026-11-28 10:00"},  # no offset
+    {"error": {"code": "X", "unknown": True}},
+    {"status": "NOT_A_STATUS"},
+])
+def test_the_schema_check_refuses_what_google_refuses(bad) -> None:
+    with pytest.raises(discovery.SchemaViolation):
+        discovery.check("sqladmin", "v1", "BackupRun", bad)
+
+
+async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
+    RecordingHttp.exchanges = []
+    service = gdiscovery.build("sqladmin", "v1", static_discovery=True, http=httplib2.Http(), client_options={"api_endpoint": emulator.url})
+
+    async def run(request) -> dict:
+        return await asyncio.to_thread(request.execute, http=RecordingHttp())
+
+    await run(service.instances().get(project=PROJECT, instance=NAME))
+    await run(service.instances().list(project=PROJECT))
+    runs = await run(service.backupRuns().list(project=PROJECT, instance=NAME, maxResults=5))
+    await run(service.backupRuns().get(project=PROJECT, instance=NAME, id=runs["items"][0]["id"]))
+    backup = await run(service.backupRuns().insert(project=PROJECT, instance=NAME, body={"kind": "sql#backupRun", "description": "contract"}))
+    while (await run(service.operations().get(project=PROJECT, operation=backup["name"])))["status"] != "DONE":
+        await asyncio.sleep(0.1)
+    window = await run(service.projects().instances().getLatestRecoveryTime(project=PROJECT, instance=NAME))
+    clone = await run(service.instances().clone(project=PROJECT, instance=NAME, body={
+        "cloneContext": {"kind": "sql#cloneContext", "destinationInstanceName": "contract-clone", "pointInTime": window["latestRecoveryTime"]}}))
+    while (await run(service.operations().get(project=PROJECT, operation=clone["name"])))["status"] != "DONE":
+        await asyncio.sleep(0.1)
+    await run(service.operations().list(project=PROJECT, instance=NAME))
+
+    used = set()
+    for http_method, uri, body, status, answer in RecordingHttp.exchanges:
+        spec = method_for(http_method, uri)
+        used.add(spec.id)
+        assert status == 200, (uri, answer)
+        if spec.request:
+            discovery.check("sqladmin", "v1", spec.request, body)
+        discovery.check("sqladmin", "v1", spec.response, answer)
+    assert used == set(ROUTES)
+
+
+async def test_a_request_the_api_refuses_is_refused_the_same_way(emulator) -> None:
+    api = SqlAdminApi(emulator.url)
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    cases = [
+        (api("instances", "clone", project=PROJECT, instance=NAME, body={"cloneContext": {"destinationInstanceName": "x1", "pointInTime": now, "speed": "fast"}}),
+         400, "INVALID_ARGUMENT", 'Unknown name "speed" at \'body.clone_context\': Cannot find field.'),
+        (api("instances", "clone", project=PROJECT, instance=NAME, body={"cloneContext": {"destinationInstanceName": NAME, "pointInTime": now}}),
+         409, "ALREADY_EXISTS", "already exists"),
+        (api("backupRuns", "insert", project=PROJECT, instance=NAME, body={"id": 12}), 400, "INVALID_ARGUMENT", "Invalid value at 'body.id' (TYPE_INT64), 12"),
+    ]
+    for call, code, status, message in cases:
+        with pytest.raises(ApiFailure) as failure:
+            await call
+        assert (failure.value.code, failure.value.status) == (code, status) and message in failure.value.message
+    # A missing required parameter never leaves the client; a path without it is not a method of the API.
+    with pytest.raises(TypeError, match="Missing required parameter"):
+        api.request("instances", "clone", project=PROJECT, body={})
+    for path, code, text in [(f"v1/projects/{PROJECT}/instances/{NAME}/backupRuns?orderBy=id", 400, "Cannot bind query parameter"),
+                             (f"v1/projects/{PROJECT}/instances//clone", 404, "not found"),
+                             (f"v1/projects/{PROJECT}/instances/{NAME}/backupRuns?maxResults=ten", 400, "Invalid value")]:
+        with pytest.raises(urllib.error.HTTPError) as raw:
+            await asyncio.to_thread(urllib.request.urlopen, emulator.url + path, timeout=10)
+        error = json.loads(raw.value.read())["error"]
+        assert raw.value.code == code == error["code"] and text in error["message"] and error["status"]
+    assert {i.name for i in emulator.instances} == {NAME, "contract-clone"}

@@ -174,6 +174,8 @@ class Scenario(Strict):
     name: str
     description: str = ""
     clock_speed: float = Field(1.0, gt=0, le=1000)
+    metrics_ingestion_delay_seconds: float = Field(
+        10.0, ge=0, le=600, description="metric seconds after its minute ends before a point is visible (Google: up to 210 s for load-balancer metrics)")
     namespaces: list[str] = Field(default_factory=lambda: ["default"])
     images: list[ImageRule] = Field(default_factory=list)
     default_image: ImageProfile = Field(default_factory=ImageProfile)

@@ -120,10 +120,11 @@ class Sandbox:
         self.deployments = DeploymentController(self.store, self.recorder, self.clock)
         self.load_balancers = LoadBalancers(self.store, self.kubelet, scenario, seed=seed)
         self.faults = FaultInjector(seed=seed)
-        self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic))
+        self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic), now=self.clock.metric_time,
+                                                ingestion_delay_seconds=scenario.metrics_ingestion_delay_seconds)
         self.alerts = AlertsEmulator(
             lambda: list(self.load_balancers.traffic), lambda: [f"{ns}/{name}" for ns, name in self.load_balancers.frontends],
-            project=self.monitoring.project,
+            project=self.monitoring.project, now=self.clock.metric_time,
         )
         self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
         self.cloudsql = (CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project, region=CLOUDSQL_REGION)
@@ -335,6 +336,8 @@ class Sandbox:
             "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
             "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
+            # Metric time = epoch + (wall - epoch) * speed: a client's clock for the monitoring emulators.
+            "metric_clock": {"epoch": self.clock.epoch, "speed": self.clock.speed},
             **({"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
         }
 

@@ -76,13 +76,17 @@ class ArtifactRegistryEmulator:
         self.created = started - timedelta(days=365)
         self.images = [Image(i.package, i.digest or _digest(i.package, i.tags), list(i.tags), point_in_time(i.pushed, started),
                              40_000_000 + int(_digest(i.package, i.tags)[7:13], 16) % 9_000_000) for i in seed.images]
-        self.requests = RequestLog(log_path)
+        self._log_path = log_path
+        self.requests = RequestLog()  # reopened on start with its file (the state dir may not exist yet)
         self.port = 0
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._log_path is not None:
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.requests = RequestLog(self._log_path)
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

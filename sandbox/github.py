@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 API_VERSIONS = ("2022-11-28", "2026-03-10")
 MAX_INPUTS = 25
 DOWNLOAD_URL_SECONDS = 60
+API_VERSION = web.RequestKey("api_version", str)
 STEPS = ["Set up job", "Check image in Artifact Registry", "Back up deployment", "Deploy", "Wait for rollout", "Complete job"]
 
 
@@ -223,7 +224,7 @@ class GitHubEmulator:
                 version = request.headers.get("X-GitHub-Api-Version", API_VERSIONS[0])
                 if version not in API_VERSIONS:
                     raise GitHubError(400, f"The requested API version '{version}' is not supported. Supported versions: {', '.join(API_VERSIONS)}.")
-                request["api_version"] = version
+                request[API_VERSION] = version
             response = await handler(request)
         except GitHubError as exc:
             response = exc.response()
@@ -311,7 +312,7 @@ class GitHubEmulator:
         task = asyncio.create_task(self._drive(run), name=f"github-run-{run.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if details or request["api_version"] == "2026-03-10":
+        if details or request[API_VERSION] == "2026-03-10":
             return web.json_response({"workflow_run_id": run.id, "run_url": f"{self.shapes.repo_url}/actions/runs/{run.id}",
                                       "html_url": self.shapes.run(run)["html_url"]})
         return web.Response(status=204)

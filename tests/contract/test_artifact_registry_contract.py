@@ -169,3 +169,12 @@ def test_the_scenario_keeps_the_registry_and_the_deployments_consistent() -> Non
         Scenario.model_validate(base)
     with pytest.raises(ValueError, match="-missing are the ones absent"):
         RegistrySeed.model_validate({"images": [{"tags": ["1.0.0-missing"]}]})
+
+
+def test_the_github_section_needs_the_registry_and_its_deployment() -> None:
+    deployments = [{"name": "tekutoko-api", "revisions": [{"image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.2.0"}]}]
+    with pytest.raises(ValueError, match="add a registry section"):
+        Scenario.model_validate({"name": "t", "deployments": deployments, "github": {}})
+    with pytest.raises(ValueError, match="'web' is not one of the scenario's deployments"):
+        Scenario.model_validate({"name": "t", "deployments": deployments, "registry": seed().model_dump(), "github": {"cd": {"deployment": "web"}}})
+    assert Scenario.model_validate({"name": "t", "deployments": deployments, "registry": seed().model_dump(), "github": {}}).github.cd.file == "cd-production.yml"

@@ -58,6 +58,10 @@ async def run(args: argparse.Namespace) -> int:
     print(f"  endpoints:  {sandbox.endpoints_path}", flush=True)
     for key, url in sandbox.endpoints()["services"].items():
         print(f"  service {key}: {url}", flush=True)
+    if sandbox.registry is not None:
+        print(f"  Artifact Registry: {sandbox.registry.url}", flush=True)
+    if sandbox.github is not None:  # the token stays in its file
+        print(f"  GitHub API: {sandbox.github.url} (token in {sandbox.github_token_path})", flush=True)
     try:
         await stop.wait()
     finally:

@@ -14,6 +14,7 @@ from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from kubernetes.aio.stream import WsApiClient
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.catalog import CatalogActivities
 from activities.cloudsql import CloudSqlActivities
@@ -40,6 +41,9 @@ from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
 
 log = logging.getLogger("modoru.worker")
+# Signature checks run inside workflows: the crypto libraries (a Rust extension
+# among them) are used as they are, never re-imported in the workflow sandbox.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
 WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
 
 
@@ -97,6 +101,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     async with aiohttp.ClientSession() as session:
         worker = Worker(
             client,
+            workflow_runner=WORKFLOW_RUNNER,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
             activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings)),

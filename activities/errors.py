@@ -54,10 +54,11 @@ def raise_for_api_status(status: int | None, what: str, body: str | None = None,
         raise permanent(
             f"the Kubernetes API refused {what} ({status}): check the worker's credentials and RBAC (deploy/kubernetes has the Role it needs)",
             "KubernetesForbidden",
-        )
+        ) from None
+    # `from None`: the client's exception (headers and all) must not ride along as the cause.
     if status is None or status in TRANSIENT_STATUSES:
-        raise transient(status, what, headers)
-    raise permanent(f"the Kubernetes API rejected {what} ({status}): {_reason(body)}", "KubernetesRejected")
+        raise transient(status, what, headers) from None
+    raise permanent(f"the Kubernetes API rejected {what} ({status}): {_reason(body)}", "KubernetesRejected") from None
 
 
 def raise_for_api_error(exc: Any, what: str) -> NoReturn:

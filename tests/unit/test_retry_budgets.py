@@ -42,7 +42,7 @@ def raised(exc: ApiException, what: str = "reading deployment/x") -> Application
 
 
 def test_the_budget_is_the_time_to_the_deadline_plus_a_margin_with_a_floor() -> None:
-    assert SLA_RETRY.maximum_attempts == 0 and SLA_RETRY.maximum_interval == timedelta(seconds=10)
+    assert SLA_RETRY.maximum_attempts == 0 and SLA_RETRY.maximum_interval == timedelta(seconds=5)
     assert budget(NOW + timedelta(minutes=5), NOW) == timedelta(minutes=5) + MARGIN
     assert budget(NOW - timedelta(minutes=5), NOW) == FLOOR  # past the deadline (a late approval): still a fair try
     assert budget(None, NOW) == FLOOR
@@ -71,9 +71,9 @@ def test_permanent_statuses_fail_at_once(status) -> None:
     assert raised(api_error(status, "No")).non_retryable
 
 
-def activity_error(cause: BaseException) -> ActivityError:
+def activity_error(cause: BaseException, state: RetryState = RetryState.TIMEOUT) -> ActivityError:
     err = ActivityError("activity error", scheduled_event_id=1, started_event_id=2, identity="w", activity_type="k8s.plan_rollback",
-                        activity_id="1", retry_state=RetryState.TIMEOUT)
+                        activity_id="1", retry_state=state)
     err.__cause__ = cause
     return err
 
@@ -84,7 +84,7 @@ def test_an_exhausted_budget_fails_naming_the_last_error() -> None:
     err = activity_error(timeout)
     assert failure_message(err) == "gave up retrying at the runbook's deadline; the last error was: Kubernetes API 503 Service Unavailable on reading deployment/x"
     assert failure_type(err, "RollbackFailed") == "RetryBudgetExhausted"
-    refused = activity_error(ApplicationError("deployment/nope does not exist", type="DeploymentNotFound", non_retryable=True))
+    refused = activity_error(ApplicationError("deployment/nope does not exist", type="DeploymentNotFound", non_retryable=True), RetryState.NON_RETRYABLE_FAILURE)
     assert (failure_message(refused), failure_type(refused, "X")) == ("deployment/nope does not exist", "DeploymentNotFound")
 
 
@@ -115,3 +115,18 @@ async def test_exec_past_its_timeout_is_permanent() -> None:
     with pytest.raises(ApplicationError) as info:
         await ActivityEnvironment().run(pods.run, "default", "api-0", "api", ["/migrate", "down-to", "3"], 1.0)
     assert info.value.non_retryable and info.value.type == "ExecTimeout"
+
+
+def test_a_retry_that_would_start_past_the_budget_also_names_the_last_error() -> None:
+    err = activity_error(ApplicationError("Kubernetes API 429 Too Many Requests on patching deployment/x; retrying in 2s (Retry-After)", type="KubernetesTransient"))
+    assert failure_message(err) == "gave up retrying at the runbook's deadline; the last error was: Kubernetes API 429 Too Many Requests on patching deployment/x"
+
+
+def test_the_clients_exception_does_not_ride_along_as_the_cause() -> None:
+    try:
+        try:
+            raise api_error(503, "Service Unavailable")
+        except ApiException as exc:
+            raise_for_api_error(exc, "reading deployment/x")
+    except ApplicationError as err:
+        assert err.__cause__ is None and err.__suppress_context__

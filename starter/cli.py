@@ -277,16 +277,26 @@ def up(
     console.print(f"approve (signed, as the catalog's identities require): modoru approve ROLLBACK_ID --by sre-lead --key {keys / 'sre-lead.key'}",
                   soft_wrap=True)
     console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)
+    raise typer.Exit(supervise(stack, lambda: stopping))
+
+
+def supervise(stack, stopping, interval: float = 0.5) -> int:
+    """`modoru up`'s watch: a dead worker is restarted with a backoff; if Temporal
+    (or the sandbox) dies, say so, stop everything and exit non-zero."""
+    from .embedded import StackError
+
     code = 0
-    while not stopping:
-        problem = stack.failed()
-        if problem:
-            err_console.print(f"modoru: {problem}")
+    while not stopping():
+        try:
+            for line in stack.supervise():
+                err_console.print(f"modoru: {line}", soft_wrap=True)
+        except StackError as exc:
+            err_console.print(f"modoru: {exc}", soft_wrap=True)
             code = 1
             break
-        time.sleep(0.5)
+        time.sleep(interval)
     stack.stop()
-    raise typer.Exit(code)
+    return code
 
 
 @app.command()

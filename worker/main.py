@@ -14,6 +14,7 @@ from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from kubernetes.aio.stream import WsApiClient
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.catalog import CatalogActivities
 from activities.cloudsql import CloudSqlActivities
@@ -42,6 +43,12 @@ from .telemetry import ServiceTagging, configure_logging, runtime_for
 
 log = logging.getLogger("modoru.worker")
 WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
+
+
+# sshsig imports cryptography lazily while a workflow checks a signed decision:
+# re-imported inside the sandbox, cryptography's Rust bindings fail the task
+# (SystemError). Both are pure computation: pass them through.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
@@ -107,6 +114,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
             max_heartbeat_throttle_interval=timedelta(seconds=5),
             interceptors=[ServiceTagging(), PlainApiErrors()],
+            workflow_runner=WORKFLOW_RUNNER,
         )
         async with worker:
             log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,

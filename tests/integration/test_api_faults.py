@@ -32,6 +32,7 @@ from workflows.deployment_rollback import DeploymentRollbackWorkflow
 NS, NAME = "default", "tekutoko-api"
 IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
 ROLLBACKS = int(os.environ.get("MODORU_FAULT_ROLLBACKS", "2"))  # back to back, per fault mix (docs/reliability.md ran 10)
+SCALE = float(os.environ.get("MODORU_FAULT_SCALE", "1"))  # multiplies every fault rate (docs/reliability.md)
 pytestmark = pytest.mark.integration
 
 FIVE_HUNDREDS = [{"status": 500, "rate": 0.1}, {"status": 503, "rate": 0.11}]  # ~20% of all API answers
@@ -69,6 +70,7 @@ async def release_the_broken_version(kube_client) -> None:
 
 
 async def rollbacks_under(rules: list[dict], dev_env: WorkflowEnvironment, sandbox: RunningSandbox, kube_client, queue: str) -> list[float]:
+    rules = [{**r, "rate": min(1.0, r["rate"] * SCALE)} for r in rules]
     seconds = []
     try:
         for i in range(ROLLBACKS):

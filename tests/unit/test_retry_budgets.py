@@ -130,3 +130,31 @@ def test_the_clients_exception_does_not_ride_along_as_the_cause() -> None:
             raise_for_api_error(exc, "reading deployment/x")
     except ApplicationError as err:
         assert err.__cause__ is None and err.__suppress_context__
+
+
+async def test_an_api_error_an_activity_left_unhandled_becomes_one_plain_line() -> None:
+    from worker.api_errors import _PlainApiErrorsInbound
+
+    class Raising:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        async def execute_activity(self, input):
+            raise self.exc
+
+    async def through_the_interceptor(exc: Exception):
+        return await _PlainApiErrorsInbound(Raising(exc)).execute_activity(None)  # type: ignore[arg-type]
+
+    env = ActivityEnvironment()
+    with pytest.raises(ApplicationError) as info:
+        await env.run(through_the_interceptor, api_error(503, "Service Unavailable"))
+    assert info.value.message == "Kubernetes API 503 Service Unavailable on a request made by unknown; retrying"
+    assert not info.value.non_retryable and info.value.__cause__ is None
+    with pytest.raises(ApplicationError) as info:
+        await env.run(through_the_interceptor, api_error(429, "Too Many Requests", **{"Retry-After": "1"}))
+    assert info.value.next_retry_delay == timedelta(seconds=1)
+    with pytest.raises(ApplicationError) as info:
+        await env.run(through_the_interceptor, api_error(404, "Not Found"))
+    assert info.value.non_retryable
+    with pytest.raises(ValueError):
+        await env.run(through_the_interceptor, ValueError("not an API error"))

@@ -120,10 +120,10 @@ async def test_immediate_rollbacks_complete_through_a_fifth_of_500s_and_503s(dev
     seconds = await rollbacks_under(FIVE_HUNDREDS, dev_env, sandbox, kube_client, queue)
     total = [e for e in sandbox.requests_since(0) if e["resource"] in ("deployments", "replicasets", "configmaps", "pods", "namespaces", "services")]
     assert faulted(sandbox, {500, 503}) >= 0.1 * len(total) > 0  # the faults were there to get through
-    print(f"\n500/503 at ~20%: {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}")
+    print(f"\n500/503 at ~{20 * SCALE:g}%: {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}")
 
 
 async def test_immediate_rollbacks_complete_through_a_quarter_of_429s(dev_env, sandbox, kube_client, queue) -> None:
     seconds = await rollbacks_under(TOO_MANY, dev_env, sandbox, kube_client, queue)
     assert faulted(sandbox, {429}) > 0
-    print(f"\n429 (Retry-After 1-2s) at ~25%: {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}")
+    print(f"\n429 (Retry-After 1-2s) at ~{25 * SCALE:g}%: {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}")

@@ -2,10 +2,12 @@
 that polls the service's metrics, health, API and pod restarts on an interval
 and returns as soon as the runbook's decision table calls for a rollback.
 
-An `immediate` breach returns at once. An `investigate` one is confirmed over
-one full metrics window first: the window then holds only traffic served after
-the breach, so a release still rolling out (old and new pods mixed) is judged
-on what the new version really does, and may well turn out `immediate`."""
+An `immediate` breach returns at once. An `investigate` one is confirmed by
+the first complete metrics window that begins after the breach was seen: it
+holds only traffic served after the breach, so a release still rolling out
+(old and new pods mixed) is judged on what the new version really does, and
+may well turn out `immediate`. Windows are whole minutes behind Cloud
+Monitoring's ingestion delay (see `activities.metrics`)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from temporalio import activity
 from runbook.guard import Evidence, judge
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
 from runbook.models import ServiceMetrics
+from runbook.monitoring import floor_minute
 
 from .gatekeeper import Gatekeeper
 from .metrics import Monitoring
@@ -59,10 +62,19 @@ class GuardActivities:
 
     @activity.defn(name="guard.baseline")
     async def baseline(self, request: BaselineRequest) -> GuardBaseline:
-        """What normal looked like: the metrics window that ends when the release began."""
+        """What normal looked like: the newest complete window that ends by the
+        time the release began. The service's metric and alert filters must
+        match something now, before the guard relies on them."""
         restarts, revision, images = await self._restarts(request.namespace, request.deployment)
-        end = request.release_at or _now() - dt.timedelta(seconds=request.monitoring.ingestion_delay_seconds)
-        reading = await self._metrics(request, end=end)
+        end = request.release_at or _now()
+        reading = None
+        if self.monitoring is not None and self.monitoring.project_for(request.monitoring) is not None:
+            _, latest = self.monitoring.latest_window(request.monitoring)
+            end = latest if request.release_at is None else min(latest, floor_minute(self.monitoring.clock.at(request.release_at)))
+            reading = await self._metrics(request, end=end)
+            alerts = self.monitoring.alert_query(request.monitoring, request.namespace, request.service)
+            if alerts is not None:
+                await self.monitoring.check_alert_policies(alerts)
         return GuardBaseline(
             p95_ms=reading.p95_ms if reading else None, error_ratio=reading.error_ratio if reading else None,
             requests=reading.requests if reading else 0, restarts=restarts, window_end=end, revision=revision, images=images,
@@ -101,6 +113,11 @@ class GuardActivities:
             polls, health_failures = saved["polls"], saved["health_failures"]
             confirming = dt.datetime.fromisoformat(saved["confirming"]) if saved.get("confirming") else None
         window = dt.timedelta(seconds=request.monitoring.window_seconds)
+
+        def confirmed(reading: ServiceMetrics | None, since: dt.datetime, at: dt.datetime) -> bool:
+            if reading is not None and self.monitoring is not None:
+                return reading.window_start >= self.monitoring.clock.at(since)
+            return at - since >= window  # no metrics: a window's time on the wall clock
         while True:
             at = _now()
             evidence, reading, health_failures = await self._evidence(request, health_failures)
@@ -111,7 +128,7 @@ class GuardActivities:
                 return self._sealed(report.model_copy(update={"breach_at": confirming or at}), request)
             if verdict.severity is not None:
                 confirming = confirming or at
-                if at - confirming >= window:
+                if confirmed(reading, confirming, at):
                     return self._sealed(report.model_copy(update={"breach_at": confirming, "confirming_since": confirming}), request)
             else:
                 confirming = None  # a blip: the full window after it was clean

@@ -1,13 +1,18 @@
 """Reading a service's error ratio, p95 latency and open alerts from Cloud
 Monitoring: metrics through the official gRPC client, alerts through the REST
 `projects.alerts.list` (the gRPC client has no alerts service) with google-auth.
-Only complete windows are read: the newest, partial points must not look like
-a recovery or an outage."""
+
+Every query keeps Google's rules: windows of whole minutes read with a 60-s
+alignment period, ending at the newest minute older than the preset's
+ingestion delay, so partial points never look like a recovery or an outage.
+A filter that matches no time series, or no alerting policy, is a
+configuration error and fails loudly: silence is never "healthy"."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 import aiohttp
@@ -18,11 +23,46 @@ from temporalio.exceptions import ApplicationError
 
 from runbook.guard import MonitoringConfig
 from runbook.models import AlertQuery, MetricsQuery, OpenAlert, OpenAlerts, ServiceMetrics
+from runbook.monitoring import (
+    MIN_ALIGNMENT_SECONDS,
+    MetricSource,
+    ceil_minute,
+    fill,
+    floor_minute,
+    latest_window,
+)
 
 from .errors import permanent
+from .percentiles import distribution_percentile
 
 REST_ENDPOINT = "https://monitoring.googleapis.com"
 READ_SCOPE = "https://www.googleapis.com/auth/monitoring.read"
+EXISTS_LOOKBACK = dt.timedelta(hours=24)  # a filter with no series in a day matches nothing
+HINTS = {
+    "gke_l7": "is the Service exposed by a GKE Ingress or Gateway? A type: LoadBalancer Service is a passthrough load balancer with no request metrics",
+    "managed_prometheus": "does a PodMonitoring named after the service scrape its pods, and does the app export http_requests_total and the histogram?",
+    "custom": "check the metric types and the filter against Metrics Explorer",
+}
+
+
+class MetricClock:
+    """The clock queries are built on. Production: the wall clock. The sandbox's
+    emulators keep metric time, `epoch + (wall - epoch) * speed`, so its minutes
+    pass faster; the queries themselves are the same."""
+
+    def __init__(self, epoch: float | None = None, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError("metric clock speed must be positive")
+        self.epoch = time.time() if epoch is None else epoch
+        self.speed = speed
+
+    def at(self, wall: dt.datetime) -> dt.datetime:
+        if self.speed == 1.0:
+            return wall
+        return dt.datetime.fromtimestamp(self.epoch + (wall.timestamp() - self.epoch) * self.speed, dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self.at(dt.datetime.now(dt.UTC))
 
 
 class Monitoring:
@@ -30,15 +70,23 @@ class Monitoring:
     (the sandbox's emulator); otherwise google-auth credentials refreshed as needed."""
 
     def __init__(self, client: monitoring_v3.MetricServiceAsyncClient, session: aiohttp.ClientSession, *,
-                 project: str | None, rest_endpoint: str = REST_ENDPOINT, credentials: Any = None) -> None:
+                 project: str | None, rest_endpoint: str = REST_ENDPOINT, credentials: Any = None, clock: MetricClock | None = None) -> None:
         self.client = client
         self.session = session
         self.project = project
         self.rest_endpoint = rest_endpoint.rstrip("/")
         self.credentials = credentials
+        self.clock = clock or MetricClock()
 
     def project_for(self, config: MonitoringConfig) -> str | None:
         return config.project or self.project
+
+    @staticmethod
+    def source(config: MonitoringConfig) -> MetricSource:
+        try:
+            return config.source()
+        except ValueError as exc:
+            raise permanent(f"{exc}; fix the service's monitoring settings in the catalog", "MonitoringNotConfigured") from None
 
     def query(self, config: MonitoringConfig, namespace: str, service: str, *, start: dt.datetime | None = None, end: dt.datetime | None = None) -> MetricsQuery | None:
         project = self.project_for(config)
@@ -50,18 +98,16 @@ class Monitoring:
         project = self.project_for(config)
         if project is None or not config.alerts:
             return None
-        return AlertQuery(project=project, filter=config.alert_filter.format(namespace=namespace, service=service))
+        source = self.source(config)
+        return AlertQuery(project=project, filter=fill(source.alert_filter, namespace, service), policy_filter=fill(source.alert_policy_filter, namespace, service))
+
+    def latest_window(self, config: MonitoringConfig) -> tuple[dt.datetime, dt.datetime]:
+        source = self.source(config)
+        return latest_window(self.clock.now(), source.ingestion_delay_seconds, config.window_seconds)
 
     # -- metrics -----------------------------------------------------------------------
 
-    async def _series(self, query: MetricsQuery, metric_type: str, start: dt.datetime, end: dt.datetime, aggregation: dict) -> list:
-        resource = query.config.resource_filter.format(namespace=query.namespace, service=query.service)
-        request = {
-            "name": f"projects/{query.project}",
-            "filter": f'metric.type = "{metric_type}" AND {resource}',
-            "interval": {"start_time": start, "end_time": end},
-            "aggregation": {"alignment_period": {"seconds": max(1, int((end - start).total_seconds()))}, **aggregation},
-        }
+    async def _list(self, request: dict, metric_type: str) -> list:
         try:
             return [series async for series in await self.client.list_time_series(request=request)]
         except exceptions.InvalidArgument as exc:
@@ -69,23 +115,55 @@ class Monitoring:
         except (exceptions.PermissionDenied, exceptions.Unauthenticated) as exc:
             raise permanent(f"Cloud Monitoring denied access ({exc.message}): the worker needs roles/monitoring.viewer", "MetricAccessDenied") from None
 
+    async def _series(self, query: MetricsQuery, metric_type: str, resource: str, start: dt.datetime, end: dt.datetime, group_by: list[str]) -> list:
+        """Per-minute deltas summed across series: exactly what production is sent."""
+        return await self._list({
+            "name": f"projects/{query.project}",
+            "filter": f'metric.type = "{metric_type}" AND {resource}',
+            "interval": {"start_time": start, "end_time": end},
+            "aggregation": {"alignment_period": {"seconds": MIN_ALIGNMENT_SECONDS}, "per_series_aligner": "ALIGN_DELTA",
+                            "cross_series_reducer": "REDUCE_SUM", "group_by_fields": group_by},
+        }, metric_type)
+
+    async def _must_match(self, query: MetricsQuery, source: MetricSource, metric_type: str, resource: str, end: dt.datetime) -> None:
+        """No series in the window: fine if the service was quiet, a configuration
+        error if the filter matches no series of this metric at all."""
+        found = await self._list({
+            "name": f"projects/{query.project}", "filter": f'metric.type = "{metric_type}" AND {resource}',
+            "interval": {"start_time": end - EXISTS_LOOKBACK, "end_time": end}, "view": "HEADERS",
+        }, metric_type)
+        if not found:
+            raise permanent(
+                f"monitoring: no time series of {metric_type} matches {resource!r} in project {query.project} over the last 24 hours "
+                f"(preset {source.preset}; {HINTS[source.preset]}). A filter that matches nothing is a configuration error, not a healthy "
+                f"service: fix monitoring.preset or monitoring.resource_filter for {query.namespace}/{query.service} in the catalog",
+                "MetricFilterMatchesNothing")
+
     async def service_health(self, query: MetricsQuery) -> ServiceMetrics:
-        end = query.end or dt.datetime.now(dt.UTC) - dt.timedelta(seconds=query.config.ingestion_delay_seconds)
-        start = query.start or end - dt.timedelta(seconds=query.config.window_seconds)
-        label = f"metric.labels.{query.config.class_label}"
-        counts = await self._series(query, query.config.request_count_metric, start, end, {
-            "per_series_aligner": "ALIGN_DELTA", "cross_series_reducer": "REDUCE_SUM", "group_by_fields": [label],
-        })
-        by_class: dict[str, int] = {}
+        source = self.source(query.config)
+        latest_start, latest_end = latest_window(self.clock.now(), source.ingestion_delay_seconds, query.config.window_seconds)
+        end = floor_minute(query.end) if query.end else latest_end
+        start = ceil_minute(query.start) if query.start else end - (latest_end - latest_start)
+        if end <= start:  # not one complete minute yet
+            return ServiceMetrics(window_start=start, window_end=end, requests=0, errors=0, error_ratio=None, p95_ms=None)
+        resource = source.filter_for(query.namespace, query.service)
+        counts = await self._series(query, source.request_count_metric, resource, start, end, [f"metric.labels.{source.class_label}"])
+        if not counts:
+            await self._must_match(query, source, source.request_count_metric, resource, end)
+        total = errors = 0
         for series in counts:
-            code_class = series.metric.labels.get(query.config.class_label, "")
-            by_class[code_class] = by_class.get(code_class, 0) + sum(p.value.int64_value for p in series.points)
-        total = sum(by_class.values())
-        errors = by_class.get("500", 0)
-        latency = await self._series(query, query.config.latency_metric, start, end, {
-            "per_series_aligner": "ALIGN_DELTA", "cross_series_reducer": "REDUCE_PERCENTILE_95",
-        })
-        p95 = next((p.value.double_value for s in latency for p in s.points), None) if total else None
+            n = round(sum(p.value.int64_value or p.value.double_value for p in series.points))
+            total += n
+            if series.metric.labels.get(source.class_label, "").startswith("5"):
+                errors += n
+        p95 = None
+        if total:
+            latency = await self._series(query, source.latency_metric, resource, start, end, [])
+            if not latency:
+                await self._must_match(query, source, source.latency_metric, resource, end)
+            p95 = distribution_percentile([p.value.distribution_value for s in latency for p in s.points], 95)
+            if p95 is not None and source.latency_unit == "s":
+                p95 *= 1000.0
         return ServiceMetrics(window_start=start, window_end=end, requests=total, errors=errors,
                               error_ratio=(errors / total) if total else None, p95_ms=p95)
 
@@ -100,21 +178,37 @@ class Monitoring:
             await asyncio.to_thread(self.credentials.refresh, Request())
         return {"Authorization": f"Bearer {self.credentials.token}"}
 
+    async def _get(self, path: str, params: dict[str, str], what: str) -> dict:
+        url = f"{self.rest_endpoint}/v3/projects/{path}"
+        async with self.session.get(url, params=params, headers=await self._headers(), timeout=aiohttp.ClientTimeout(total=20)) as response:
+            body = await response.json(content_type=None)
+            if response.status in (400, 404):
+                raise permanent(f"Cloud Monitoring refused the {what} query ({response.status}): {_message(body)}; check the catalog's monitoring.{'alert_policy_filter' if what == 'alert policies' else 'alert_filter'} and project", "AlertQueryInvalid")
+            if response.status in (401, 403):
+                raise permanent(f"Cloud Monitoring denied reading {what} ({response.status}): the worker needs roles/monitoring.alertViewer", "AlertAccessDenied")
+            if response.status >= 300:
+                raise ApplicationError(f"Cloud Monitoring answered {response.status} listing {what}; retrying", type="MonitoringTransient")
+        return body if isinstance(body, dict) else {}
+
+    async def check_alert_policies(self, query: AlertQuery) -> None:
+        """With no policy behind the filter, "no open alert" would pass for the wrong reason."""
+        if not query.policy_filter.strip():
+            return
+        body = await self._get(f"{query.project}/alertPolicies", {"filter": query.policy_filter, "pageSize": "1"}, "alert policies")
+        if not body.get("alertPolicies"):
+            raise permanent(
+                f"monitoring.alert_policy_filter {query.policy_filter!r} matches no alerting policy in project {query.project}: with no policy, "
+                "\"no open alert\" would pass for the wrong reason. Label the service's policies (userLabels namespace and service), "
+                "set monitoring.alert_policy_filter, or set monitoring.alerts: false", "AlertPolicyMatchesNothing")
+
     async def open_alerts(self, query: AlertQuery) -> OpenAlerts:
+        await self.check_alert_policies(query)
         wanted = 'state = "OPEN"' + (f" AND {query.filter}" if query.filter.strip() else "")
-        url = f"{self.rest_endpoint}/v3/projects/{query.project}/alerts"
         found: list[OpenAlert] = []
         token = ""
         for _ in range(20):  # pages; an unbounded loop could spin on a server bug
             params = {"filter": wanted, "pageSize": "100", **({"pageToken": token} if token else {})}
-            async with self.session.get(url, params=params, headers=await self._headers(), timeout=aiohttp.ClientTimeout(total=20)) as response:
-                body = await response.json(content_type=None)
-                if response.status in (400, 404):
-                    raise permanent(f"Cloud Monitoring refused the alerts query ({response.status}): {_message(body)}; check the catalog's alert_filter and project", "AlertQueryInvalid")
-                if response.status in (401, 403):
-                    raise permanent(f"Cloud Monitoring denied reading alerts ({response.status}): the worker needs roles/monitoring.alertViewer", "AlertAccessDenied")
-                if response.status >= 300:
-                    raise ApplicationError(f"Cloud Monitoring answered {response.status} listing alerts; retrying", type="MonitoringTransient")
+            body = await self._get(f"{query.project}/alerts", params, "alerts")
             for alert in body.get("alerts", []):
                 found.append(OpenAlert(name=alert.get("name", ""), policy=(alert.get("policy") or {}).get("displayName", ""), opened=alert.get("openTime")))
             token = body.get("nextPageToken", "")

@@ -17,6 +17,7 @@ from temporalio import activity
 
 from runbook.guard import judge_recovery
 from runbook.models import CheckResult, VerifyRequest, VerifyResult
+from runbook.monitoring import ceil_minute
 
 from .errors import permanent, raise_for_api_status
 from .kubernetes import selector_string
@@ -78,23 +79,36 @@ class VerifyActivities:
         return CheckResult(name=name, ok=ok, detail=f"GET {url}: {', '.join(map(str, statuses))}")
 
     async def _metrics(self, request: VerifyRequest, since: dt.datetime) -> list[CheckResult]:
-        """The recovery criteria over the traffic served since verification began."""
+        """The recovery criteria over the complete minutes served since
+        verification began (`since` is wall time; the minutes are Cloud Monitoring's)."""
         if request.monitoring is None:
             return []
         if self.monitoring is None:
             return [CheckResult(name="metrics", ok=True, detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)")]
-        end = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=request.monitoring.ingestion_delay_seconds)
-        query = self.monitoring.query(request.monitoring, request.namespace, request.service, start=since, end=max(end, since + dt.timedelta(seconds=1)))
-        if query is None:
+        if request.monitoring.preset is None:
+            return [CheckResult(name="metrics", ok=True, detail="skipped: monitoring.preset is not set for this service in the catalog (gke_l7, managed_prometheus or custom)")]
+        if self.monitoring.project_for(request.monitoring) is None:
             return [CheckResult(name="metrics", ok=True, detail="skipped: no monitoring project for this service (catalog monitoring.project or MODORU_MONITORING_PROJECT)")]
-        reading = await self.monitoring.service_health(query)
-        requests = reading.requests if end > since else 0
+        source = self.monitoring.source(request.monitoring)
+        start = ceil_minute(self.monitoring.clock.at(since))
+        _, end = self.monitoring.latest_window(request.monitoring)
         alert_query = self.monitoring.alert_query(request.monitoring, request.namespace, request.service)
         alerts = None
         if alert_query is not None and request.recovery.no_open_alerts:
             alerts = [f"{a.policy or a.name}" for a in (await self.monitoring.open_alerts(alert_query)).alerts]
+        if end <= start:
+            first = start + dt.timedelta(seconds=60)
+            wait = (f"waiting for the first complete minute after the rollback ({start:%H:%M:%S}-{first:%H:%M:%S} UTC), "
+                    f"readable {source.ingestion_delay_seconds} s after it ends")
+            found = [("error_ratio", False, wait), ("p95", False, wait)]
+            if alerts is not None:
+                found += [c for c in judge_recovery(0, None, None, alerts, request.recovery) if c[0] == "alerts"]
+            return [CheckResult(name=name, ok=ok, detail=detail) for name, ok, detail in found]
+        query = self.monitoring.query(request.monitoring, request.namespace, request.service, start=start, end=end)
+        assert query is not None
+        reading = await self.monitoring.service_health(query)
         return [CheckResult(name=name, ok=ok, detail=detail)
-                for name, ok, detail in judge_recovery(requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery)]
+                for name, ok, detail in judge_recovery(reading.requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery)]
 
     @activity.defn(name="verify.service")
     async def verify_service(self, request: VerifyRequest) -> VerifyResult:

@@ -1,5 +1,6 @@
 """Approval latency: from the approve signal leaving the CLI's client to the
-undo PATCH arriving at the sandbox.
+undo PATCH arriving at the sandbox, with plain-name approvals and with signed
+ones (checked by the workflow, and again by the undo activity), in one run.
 
     python -m bench.approval [--rollbacks 30]
 """
@@ -12,13 +13,18 @@ import time
 
 from bench.common import print_json_line, print_machine
 from bench.harness import BenchStack, percentile, wait_for_worker
+from runbook.decisions import SignedDecision
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
+from runbook.signatures import new_private_key, public_key_line, sign
+from starter.signing import payload_for
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 
-async def run(rollbacks: int) -> dict:
+async def run(rollbacks: int, signed: bool) -> dict:
     latencies = []
-    with BenchStack(rollbacks) as bench:
+    key = new_private_key()
+    identities = [{"id": "bench-approver", "display_name": "bench", "roles": ["approver"], "keys": [public_key_line(key)]}] if signed else None
+    with BenchStack(rollbacks, identities=identities) as bench:
         wait_for_worker()
         client = await bench.client()
         for i in range(rollbacks):
@@ -28,11 +34,15 @@ async def run(rollbacks: int) -> dict:
                 RollbackRequest(deployment=name, severity=Severity.INVESTIGATE, reason="error rate over 10%", requested_by="bench"),
                 id=rollback_workflow_id("default", name), task_queue=bench.settings.task_queue,
             )
-            while (await handle.query(DeploymentRollbackWorkflow.status)).phase != Phase.AWAITING_APPROVAL:
+            while (status := await handle.query(DeploymentRollbackWorkflow.status)).phase != Phase.AWAITING_APPROVAL:
                 await asyncio.sleep(0.02)
+            signal = ApprovalSignal(by="bench-approver")
+            if signed:  # signed before the clock starts, as a person signs before sending
+                text = payload_for(status.pending, "approve", "bench-approver").text()
+                signal.signed = SignedDecision(payload=text, signature=sign(text, key))
             _, mark = bench.requests_since(0)
             sent = time.time()
-            await handle.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="bench-approver"))
+            await handle.signal(DeploymentRollbackWorkflow.approve, signal)
             patched = None
             while patched is None:
                 entries, _ = bench.requests_since(mark)
@@ -55,12 +65,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.rollbacks < 2:
         parser.error("--rollbacks must be at least 2")
-    result = asyncio.run(run(args.rollbacks))
+    plain = asyncio.run(run(args.rollbacks, signed=False))
+    signed = asyncio.run(run(args.rollbacks, signed=True))
     print_machine()
-    print(f"approve signal → undo PATCH over {result['rollbacks']} rollbacks: "
-          f"p50 {result['signal_to_undo_p50_ms']:.0f} ms, p99 {result['signal_to_undo_p99_ms']:.0f} ms, max {result['signal_to_undo_max_ms']:.0f} ms")
-    print(f"target p99 < 500 ms: {'met' if result['target_p99_under_500_ms'] else 'not met'}")
-    print_json_line("approval", result)
+    for label, result in (("names", plain), ("signed", signed)):
+        print(f"{label:>6}: approve signal → undo PATCH over {result['rollbacks']} rollbacks: "
+              f"p50 {result['signal_to_undo_p50_ms']:.0f} ms, p99 {result['signal_to_undo_p99_ms']:.0f} ms, max {result['signal_to_undo_max_ms']:.0f} ms")
+    ratio = signed["signal_to_undo_p50_ms"] / plain["signal_to_undo_p50_ms"]
+    print(f"signed / names (p50): {ratio:.2f}; target p99 < 500 ms: {'met' if signed['target_p99_under_500_ms'] else 'not met'} (signed)")
+    print_json_line("approval", {"names": plain, "signed": signed, "signed_over_names_p50": ratio})
 
 
 if __name__ == "__main__":

@@ -39,9 +39,10 @@ def fleet_scenario(n: int, bad_error_ratio: float = 0.6) -> dict:
     }
 
 
-def fleet_catalog(state: Path) -> dict:
+def fleet_catalog(state: Path, identities: list[dict] | None = None) -> dict:
     return {
         "services": [],
+        **({"identities": identities} if identities else {}),
         "default": {
             "name": "fleet", "deployment": "fleet", "service": "fleet",
             "approval": {"approvers": ["bench-approver"], "investigate_approvals": 1, "immediate_approvals": 0},
@@ -86,9 +87,10 @@ class RssSampler:
 
 
 class BenchStack:
-    def __init__(self, deployments: int, bad_error_ratio: float = 0.6) -> None:
+    def __init__(self, deployments: int, bad_error_ratio: float = 0.6, identities: list[dict] | None = None) -> None:
         self.deployments = deployments
         self.bad_error_ratio = bad_error_ratio
+        self.identities = identities  # with identities, only signed decisions count (and are checked again by the undo)
         self._tmp = tempfile.TemporaryDirectory(prefix="modoru-bench-")
         self.state = Path(self._tmp.name)
         self.stack: EmbeddedStack | None = None
@@ -97,7 +99,7 @@ class BenchStack:
         scenario = self.state / "fleet.yaml"
         scenario.write_text(yaml.safe_dump(fleet_scenario(self.deployments, self.bad_error_ratio)))
         catalog = self.state / "catalog.yaml"
-        catalog.write_text(yaml.safe_dump(fleet_catalog(self.state)))
+        catalog.write_text(yaml.safe_dump(fleet_catalog(self.state, self.identities)))
         os.environ["MODORU_CATALOG"] = str(catalog)
         os.environ["MODORU_LOG_LEVEL"] = "WARNING"
         self.stack = EmbeddedStack(state_dir=self.state, temporal_port=free_port(), ui_port=free_port(), scenario=str(scenario), persist=False)

@@ -6,9 +6,20 @@ those and start an `immediate` rollback themselves."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .enums import Severity
+from .monitoring import (
+    CUSTOM_REQUIRED,
+    DEFAULTS,
+    MIN_ALIGNMENT_SECONDS,
+    PRESETS,
+    MetricSource,
+    Preset,
+    whole_minutes,
+)
 
 
 class GuardThresholds(BaseModel):
@@ -24,26 +35,54 @@ class GuardThresholds(BaseModel):
 
 
 class MonitoringConfig(BaseModel):
-    """Where a service's load-balancer metrics live in Cloud Monitoring. Teams on
-    Managed Prometheus or internal load balancers name their own types and filter."""
+    """Where a service's request and latency metrics live in Cloud Monitoring:
+    a preset (`gke_l7`, `managed_prometheus`) or `custom`, each field below
+    overriding the preset's default. No preset: the worker refuses to read
+    metrics for the service rather than guess (see `runbook.monitoring`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    request_count_metric: str = "loadbalancing.googleapis.com/https/request_count"
-    latency_metric: str = "loadbalancing.googleapis.com/https/total_latencies"
-    class_label: str = Field("response_code_class", description="the integer label holding 200/300/400/500")
-    resource_filter: str = Field(
-        'resource.labels.forwarding_rule_name = "{namespace}-{service}"',
-        description="added to each query; {namespace} and {service} are filled in",
+    preset: Preset | None = Field(None, description="gke_l7, managed_prometheus or custom; none: metrics are not configured")
+    request_count_metric: str | None = Field(None, description="metric type counting requests; default: the preset's")
+    latency_metric: str | None = Field(None, description="distribution metric type of request latency; default: the preset's")
+    class_label: str | None = Field(None, description="metric label whose value starts with 5 for server errors (500 class or 5xx code)")
+    latency_unit: Literal["ms", "s"] | None = Field(None, description="unit of the latency distribution")
+    resource_filter: str | None = Field(
+        None, description="added to each query; {namespace} and {service} are filled in; must match this service's series",
     )
-    window_seconds: int = Field(300, gt=0, description="how much traffic one reading covers")
-    ingestion_delay_seconds: int = Field(0, ge=0, description="newest data not yet complete (Cloud Monitoring: about 120 s)")
+    window_seconds: int = Field(60, description="how much traffic one reading covers: whole minutes, at least 60 s")
+    ingestion_delay_seconds: int | None = Field(None, ge=0, description="how long points take to become visible; default: the preset's")
     project: str | None = Field(None, description="Cloud project holding the metrics; default: the worker's MODORU_MONITORING_PROJECT")
     alerts: bool = Field(True, description="read open alerts (REST projects.alerts.list) for this service")
-    alert_filter: str = Field(
-        'resource.labels.forwarding_rule_name = "{namespace}-{service}"',
-        description='selects this service\'s alerts; state = "OPEN" is added',
-    )
+    alert_filter: str | None = Field(None, description='selects this service\'s alerts (projects.alerts.list); state = "OPEN" is added')
+    alert_policy_filter: str | None = Field(None, description="selects this service's alerting policies (projects.alertPolicies.list); must match one")
+
+    @field_validator("window_seconds")
+    @classmethod
+    def _whole_minutes(cls, value: int) -> int:
+        if not whole_minutes(value):
+            raise ValueError(f"window_seconds must be whole minutes of at least {MIN_ALIGNMENT_SECONDS} s (Cloud Monitoring's smallest alignment period), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _custom_complete(self) -> MonitoringConfig:
+        if self.preset == "custom":
+            missing = [name for name in CUSTOM_REQUIRED if getattr(self, name) is None]
+            if self.alerts:
+                missing += [name for name in ("alert_filter", "alert_policy_filter") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"monitoring preset custom needs {', '.join(missing)}")
+        return self
+
+    def source(self) -> MetricSource:
+        """The settings with the preset's defaults; ValueError when no preset was chosen."""
+        if self.preset is None:
+            raise ValueError(f"monitoring.preset is not set: choose one of {', '.join(PRESETS)} for this service "
+                             "(a LoadBalancer Service on GKE has no request metrics; gke_l7 needs an Ingress or Gateway)")
+        values = {**DEFAULTS[self.preset], **{k: v for k, v in self.model_dump().items() if v is not None and k in MetricSource.model_fields}}
+        values.setdefault("alert_filter", "")
+        values.setdefault("alert_policy_filter", "")
+        return MetricSource(preset=self.preset, **{k: v for k, v in values.items() if k != "preset"})
 
 
 class RecoveryCriteria(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from .catalog import NAME_PATTERN
+from .decisions import GateView, SignedDecision
 from .guard import Evidence, GuardThresholds, MonitoringConfig, Verdict
 from .models import Model, ServiceMetrics
 
@@ -111,6 +112,8 @@ class WatchReport(Model):
 class StopSignal(Model):
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)
+    signed: SignedDecision | None = Field(None, description="required when the catalog has identities")
+    request_id: str = Field("", max_length=100)
 
 
 class GuardStatus(Model):
@@ -128,6 +131,8 @@ class GuardStatus(Model):
     rollback_workflow_id: str | None = None
     rollback_severity: str | None = None
     rollback_phase: str | None = None
+    pending: GateView | None = Field(None, description="what a stop must be signed over, when the catalog has identities")
+    refused_stops: list[str] = Field(default_factory=list, description="stops that did not count, and why")
     message: str = ""
 
 

@@ -250,6 +250,7 @@ class MetricsQuery(Model):
 class AlertQuery(Model):
     project: str = Field(min_length=1)
     filter: str = Field("", description='Cloud Monitoring alert filter; state = "OPEN" is added')
+    policy_filter: str = Field("", description="alertPolicies.list filter that must match at least one policy; empty: not checked")
 
 
 class OpenAlert(Model):

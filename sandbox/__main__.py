@@ -29,7 +29,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     up.add_argument("--seed", default=None, type=int, help="random seed for reproducible traffic and faults")
     up.add_argument("--traffic-rps", default=0.0, type=float, help="demo API calls per second to each service (default: none)")
     up.add_argument("--traffic-seconds", default=3600.0, type=float, help="stop the demo traffic after this long (default: 3600)")
+    up.add_argument("--clock-speed", default=None, type=float,
+                    help="run sandbox time this many times faster than the wall clock, metric time included (default: the scenario's)")
     args = parser.parse_args(argv)
+    if args.clock_speed is not None and not 0 < args.clock_speed <= 1000:
+        parser.error(f"--clock-speed must be above 0 and at most 1000, got {args.clock_speed}")
     if not 0 <= args.traffic_rps <= 200:
         parser.error(f"--traffic-rps must be between 0 and 200, got {args.traffic_rps}")
     if not 0 < args.traffic_seconds <= 86400:
@@ -41,6 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
+    if args.clock_speed is not None:
+        scenario = scenario.model_copy(update={"clock_speed": args.clock_speed})
     sandbox = Sandbox(scenario, args.state_dir, port=args.port, seed=args.seed, traffic_rps=args.traffic_rps, traffic_seconds=args.traffic_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,6 +58,10 @@ async def run(args: argparse.Namespace) -> int:
     print(f"  endpoints:  {sandbox.endpoints_path}", flush=True)
     for key, url in sandbox.endpoints()["services"].items():
         print(f"  service {key}: {url}", flush=True)
+    if sandbox.registry is not None:
+        print(f"  Artifact Registry: {sandbox.registry.url}", flush=True)
+    if sandbox.github is not None:  # the token stays in its file
+        print(f"  GitHub API: {sandbox.github.url} (token in {sandbox.github_token_path})", flush=True)
     try:
         await stop.wait()
     finally:

@@ -1,9 +1,12 @@
-"""Cloud Monitoring's alerts, as the REST path `GET /v3/projects/{project}/alerts`
-serves them (the gRPC client has no alerts service).
+"""Cloud Monitoring's alerts, as the REST paths `GET /v3/projects/{project}/alerts`
+and `GET /v3/projects/{project}/alertPolicies` serve them (the gRPC client has
+no alerts service).
 
-One alerting policy per load-balanced service, evaluated every second on the
-traffic its front end really served: the alert opens when the error ratio over
-the last window exceeds the policy's threshold and closes once it is back
+One alerting policy per load-balanced service, labelled with its namespace and
+service (`userLabels`), on the load balancer's request count over 60-s
+periods. It is evaluated every second on the traffic the front end really
+served, in metric time (`Clock.metric_time`): the alert opens when the error
+ratio over the last window exceeds the threshold and closes once it is back
 under it. Closed alerts stay listed, as they do in Cloud Monitoring."""
 
 from __future__ import annotations
@@ -19,18 +22,41 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from . import gke_names
 from .kube.loadbalancer import ServedRequest
-from .monitoring import REQUEST_COUNT, RESOURCE_TYPE
+from .monitoring_rules import LB_COUNT
 
 _TERM = re.compile(r'^\s*([\w.]+)\s*=\s*"?([^"]*?)"?\s*$')
 FILTER_FIELDS = ("state", "policy.display_name", "resource.type", "metric.type")
+POLICY_FIELDS = ("display_name", "enabled")
 
 
 @dataclass
 class AlertPolicy:
     error_ratio: float = 0.05
-    window_seconds: float = 20.0
+    window_seconds: float = 60.0  # metric seconds; alerting policies align over 60 s at least
     min_requests: int = 5
+
+
+def policy_json(project: str, service: str, policy: AlertPolicy) -> dict:
+    namespace, name = service.split("/", 1)
+    return {
+        "name": f"projects/{project}/alertPolicies/{namespace}-{name}-errors",
+        "displayName": f"{name} error ratio above {policy.error_ratio:.0%}",
+        "userLabels": {"service": name, "namespace": namespace},
+        "severity": "ERROR",
+        "enabled": True,
+        "combiner": "OR",
+        "conditions": [{
+            "displayName": "5xx share of requests",
+            "conditionThreshold": {
+                "filter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule" AND metric.labels.response_code_class = 500',
+                "denominatorFilter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule"',
+                "aggregations": [{"alignmentPeriod": f"{int(policy.window_seconds)}s", "perSeriesAligner": "ALIGN_RATE"}],
+                "comparison": "COMPARISON_GT", "thresholdValue": policy.error_ratio, "duration": "0s",
+            },
+        }],
+    }
 
 
 @dataclass
@@ -40,25 +66,21 @@ class Alert:
     opened: float
     ratio: float
     closed: float | None = None
+    port: int = 0
 
     def resource(self, project: str) -> dict[str, str]:
         namespace, name = self.service.split("/", 1)
-        return {"project_id": project, "forwarding_rule_name": f"{namespace}-{name}", "backend_target_name": name}
+        return gke_names.https_lb_rule(project, namespace, name, self.port)
 
     def as_json(self, project: str, policy: AlertPolicy) -> dict:
-        namespace, name = self.service.split("/", 1)
+        full = policy_json(project, self.service, policy)
         body = {
             "name": f"projects/{project}/alerts/{self.id}",
             "state": "OPEN" if self.closed is None else "CLOSED",
             "openTime": _rfc3339(self.opened),
-            "policy": {
-                "name": f"projects/{project}/alertPolicies/{namespace}-{name}-errors",
-                "displayName": f"{name} error ratio above {policy.error_ratio:.0%}",
-                "userLabels": {"service": name, "namespace": namespace},
-                "severity": "ERROR",
-            },
-            "resource": {"type": RESOURCE_TYPE, "labels": self.resource(project)},
-            "metric": {"type": REQUEST_COUNT, "labels": {"response_code_class": "500"}},
+            "policy": {k: full[k] for k in ("name", "displayName", "userLabels", "severity")},
+            "resource": {"type": "https_lb_rule", "labels": self.resource(project)},
+            "metric": {"type": LB_COUNT, "labels": {"response_code_class": "500"}},
             "log": {},
         }
         if self.closed is not None:
@@ -89,6 +111,29 @@ def parse_alert_filter(text: str) -> dict[str, str]:
     return terms
 
 
+def parse_policy_filter(text: str) -> dict[str, str]:
+    """alertPolicies.list filters as the sorting-and-filtering reference writes
+    them: `user_label.KEY = "value"` and `display_name = "..."`, joined by AND."""
+    terms: dict[str, str] = {}
+    for part in re.split(r"\s+AND\s+", text.strip()) if text.strip() else []:
+        match = _TERM.match(part)
+        if not match:
+            raise BadFilter(f"cannot parse filter term {part!r}: use field = \"value\" joined by AND")
+        key, value = match.groups()
+        if key not in POLICY_FIELDS and not key.startswith("user_label."):
+            raise BadFilter(f"unknown alert policy field {key!r} (known: {', '.join(POLICY_FIELDS)}, user_label.KEY)")
+        terms[key] = value
+    return terms
+
+
+def _policy_field(policy: dict, key: str) -> str:
+    if key.startswith("user_label."):
+        return policy.get("userLabels", {}).get(key.removeprefix("user_label."), "")
+    if key == "enabled":
+        return "true" if policy.get("enabled") else "false"
+    return policy.get("displayName", "")
+
+
 def _field(alert: dict, key: str) -> str:
     path = key.replace("policy.display_name", "policy.displayName").replace("policy.user_labels", "policy.userLabels").split(".")
     node: object = alert
@@ -98,8 +143,10 @@ def _field(alert: dict, key: str) -> str:
 
 
 class AlertsEmulator:
-    def __init__(self, traffic: Callable[[], Iterable[ServedRequest]], services: Callable[[], Iterable[str]], project: str, policy: AlertPolicy | None = None) -> None:
+    def __init__(self, traffic: Callable[[], Iterable[ServedRequest]], services: Callable[[], Iterable[str]], project: str, policy: AlertPolicy | None = None,
+                 now: Callable[[], float] = time.time) -> None:
         self.traffic = traffic
+        self.now = now  # metric time
         self.services = services
         self.project = project
         self.policy = policy or AlertPolicy()
@@ -110,21 +157,23 @@ class AlertsEmulator:
         self.port = 0
 
     def evaluate(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         since = now - self.policy.window_seconds
         totals: dict[str, list[int]] = {}
+        ports: dict[str, int] = {}
         for served in self.traffic():
-            if served.time > since:
+            if since < served.time <= now:
                 counts = totals.setdefault(served.service, [0, 0])
                 counts[0] += 1
                 counts[1] += served.status >= 500
+                ports[served.service] = served.port
         for service in self.services():
             total, errors = totals.get(service, [0, 0])
             ratio = errors / total if total else 0.0
             firing = total >= self.policy.min_requests and ratio > self.policy.error_ratio
             open_alert = next((a for a in self.alerts if a.service == service and a.closed is None), None)
             if firing and open_alert is None:
-                self.alerts.append(Alert(id=f"{int(now)}-{next(self._ids)}", service=service, opened=now, ratio=ratio))
+                self.alerts.append(Alert(id=f"{int(now)}-{next(self._ids)}", service=service, opened=now, ratio=ratio, port=ports.get(service, 0)))
             elif open_alert is not None and not firing and total >= self.policy.min_requests:
                 open_alert.closed = now  # no traffic is no evidence of recovery: keep it open
 
@@ -139,7 +188,23 @@ class AlertsEmulator:
             body["nextPageToken"] = str(start + page_size)
         return body
 
+    def list_policies(self, project: str, filter_text: str, page_size: int, page_token: str) -> dict:
+        terms = parse_policy_filter(filter_text)
+        rendered = [policy_json(project, service, self.policy) for service in sorted(self.services())]
+        matching = [p for p in rendered if all(_policy_field(p, k) == v for k, v in terms.items())]
+        start = int(page_token) if page_token else 0
+        body: dict = {"alertPolicies": matching[start:start + page_size], "totalSize": len(matching)}
+        if start + page_size < len(matching):
+            body["nextPageToken"] = str(start + page_size)
+        return body
+
+    async def _handle_policies(self, request: web.Request) -> web.Response:
+        return await self._handle(request, self.list_policies)
+
     async def _handle_list(self, request: web.Request) -> web.Response:
+        return await self._handle(request, self.list_alerts)
+
+    async def _handle(self, request: web.Request, lister) -> web.Response:
         project = request.match_info["project"]
         if project != self.project:
             return _error(404, "NOT_FOUND", f"project {project!r} not found (this emulator serves {self.project!r})")
@@ -151,7 +216,7 @@ class AlertsEmulator:
         except ValueError:
             return _error(400, "INVALID_ARGUMENT", "pageSize must be a positive integer and pageToken one returned by a previous call")
         try:
-            return web.json_response(self.list_alerts(project, request.query.get("filter", ""), page_size, page_token))
+            return web.json_response(lister(project, request.query.get("filter", ""), page_size, page_token))
         except BadFilter as exc:
             return _error(400, "INVALID_ARGUMENT", f"invalid filter: {exc}")
 
@@ -163,6 +228,7 @@ class AlertsEmulator:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v3/projects/{project}/alerts", self._handle_list)
+        app.router.add_get("/v3/projects/{project}/alertPolicies", self._handle_policies)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -8,7 +8,9 @@ line on a bad file.
 from __future__ import annotations
 
 import fnmatch
+import re
 import sys
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -170,10 +172,99 @@ class FaultRule(Strict):
     times: int | None = Field(None, ge=1, description="None: no limit")
 
 
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def point_in_time(value: str, now: datetime) -> datetime:
+    """`14d`, `3h`, `90m`, `30s` before `now`, or an RFC 3339 time with an offset."""
+    match = _AGO.match(value)
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r}: a time needs an offset (Z or +09:00)")
+    return moment.astimezone(UTC)
+
+
+class RegistryImage(Strict):
+    """One pushed image: its tags and when it was pushed (`14d` = 14 days before
+    the sandbox starts, or an RFC 3339 time)."""
+
+    package: str = Field("tekutoko-api", pattern=r"^[a-z0-9][-a-z0-9._/]*$")
+    tags: list[str] = Field(min_length=1)
+    pushed: str = Field("1d", description="how long before the sandbox starts, e.g. 14d, 3h; or an RFC 3339 time")
+    digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="default: derived from package and tags")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        for tag in tags:
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+                raise ValueError(f"{tag!r} is not a Docker tag")
+            if tag.endswith("-missing"):
+                raise ValueError(f"{tag}: tags ending in -missing are the ones absent from the registry")
+        return tags
+
+    @field_validator("pushed")
+    @classmethod
+    def _pushed(cls, value: str) -> str:
+        point_in_time(value, datetime.now(UTC))
+        return value
+
+
+class RegistrySeed(Strict):
+    """An Artifact Registry Docker repository (`LOCATION-docker.pkg.dev/PROJECT/REPOSITORY`)."""
+
+    project: str = "tekutoko-prod"
+    location: str = "asia-northeast1"
+    repository: str = "tekutoko"
+    nodes_can_pull: bool = Field(True, description="whether the nodes' service account has artifactregistry.repositories.downloadArtifacts")
+    images: list[RegistryImage] = Field(default_factory=list)
+
+    @property
+    def host_path(self) -> str:
+        return f"{self.location}-docker.pkg.dev/{self.project}/{self.repository}"
+
+    def tagged(self, package: str, tag: str) -> RegistryImage | None:
+        return next((i for i in self.images if i.package == package and tag in i.tags), None)
+
+
+class WorkflowInput(Strict):
+    description: str = ""
+    required: bool = False
+
+
+class CdWorkflowSeed(Strict):
+    """The repository's "CD - Production" workflow: a workflow_dispatch with inputs, one
+    job in an environment with required reviewers that backs up the live Deployment as an
+    artifact, then sets its image to `<image>:<tag>` and waits for the rollout."""
+
+    name: str = "CD - Production"
+    file: str = Field("cd-production.yml", pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$")
+    inputs: dict[str, WorkflowInput] = Field(default_factory=lambda: {"tag": WorkflowInput(description="image tag to deploy", required=True)})
+    environment: str = "production"
+    reviewers: list[str] = Field(default_factory=lambda: ["sre-lead"], min_length=1)
+    deployment: str = Field("tekutoko-api", description="one of the scenario's deployments")
+    image: str = Field("asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api", description="the image, without tag")
+    step_seconds: float = Field(1.0, ge=0, description="simulated seconds each phase of a run takes")
+    rollout_timeout_seconds: float = Field(600.0, gt=0)
+
+
+class GitHubSeed(Strict):
+    repository: str = Field("tekutoko/tekutoko-api", pattern=r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
+    branches: list[str] = Field(default_factory=lambda: ["main"], min_length=1, description="the first is the default branch")
+    token_user: str = Field("oncall-sre", description="the login the sandbox's token belongs to")
+    artifact_retention_days: int = Field(90, ge=1, le=400)
+    cd: CdWorkflowSeed = Field(default_factory=CdWorkflowSeed)
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
     clock_speed: float = Field(1.0, gt=0, le=1000)
+    metrics_ingestion_delay_seconds: float = Field(
+        10.0, ge=0, le=600, description="metric seconds after its minute ends before a point is visible (Google: up to 210 s for load-balancer metrics)")
     namespaces: list[str] = Field(default_factory=lambda: ["default"])
     images: list[ImageRule] = Field(default_factory=list)
     default_image: ImageProfile = Field(default_factory=ImageProfile)
@@ -184,6 +275,8 @@ class Scenario(Strict):
     secrets: list[ConfigSeed] = Field(default_factory=list)
     faults: list[FaultRule] = Field(default_factory=list)
     databases: list[DatabaseSeed] = Field(default_factory=list)
+    registry: RegistrySeed | None = Field(None, description="an Artifact Registry repository holding the deployments' images")
+    github: GitHubSeed | None = Field(None, description="a GitHub repository with the CD workflow (needs registry)")
 
     def profile_for(self, image: str) -> ImageProfile:
         for rule in self.images:
@@ -211,7 +304,27 @@ class Scenario(Strict):
             if databases[proxy.instance].namespace != seed.namespace:
                 raise ValueError(f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} keeps its Secret in namespace "
                                  f"{databases[proxy.instance].namespace!r}, not {seed.namespace!r}")
+        self._registry_consistent()
         return self
+
+    def _registry_consistent(self) -> None:
+        registry = self.registry
+        if registry is not None:
+            for seed in self.deployments:
+                for revision in seed.revisions:
+                    where, _, tag = revision.image.rpartition(":")
+                    if not where.startswith(registry.host_path + "/") or tag.endswith("-missing"):
+                        continue
+                    if registry.tagged(where.removeprefix(registry.host_path + "/"), tag) is None:
+                        raise ValueError(f"{seed.name}: revision image {revision.image} is not in registry.images "
+                                         "(only tags ending in -missing may be absent)")
+        if self.github is not None:
+            if registry is None:
+                raise ValueError("github: the CD workflow checks tags in Artifact Registry; add a registry section")
+            if not any(d.name == self.github.cd.deployment for d in self.deployments):
+                raise ValueError(f"github.cd.deployment {self.github.cd.deployment!r} is not one of the scenario's deployments")
+            if not self.github.cd.image.startswith(registry.host_path + "/"):
+                raise ValueError(f"github.cd.image {self.github.cd.image} is not in the registry {registry.host_path}")
 
     def proxied_database(self, seed: DeploymentSeed) -> DatabaseSeed | None:
         """The database a deployment's proxy sidecar names, if it has one and the scenario still declares it."""

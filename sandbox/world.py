@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import errno
 import json
 import logging
@@ -18,7 +19,10 @@ import yaml
 from aiohttp import web
 
 from .alerts import AlertsEmulator
+from .artifact_registry import ArtifactRegistryEmulator
+from .cd_target import DeploymentTarget, cleaned
 from .cloudsql import CloudSqlEmulator
+from .github import GitHubEmulator
 from .kube.api import KubeApi
 from .kube.clock import Clock
 from .kube.defaults import apply_defaults
@@ -30,6 +34,7 @@ from .kube.loadbalancer import LoadBalancers
 from .kube.replicaset_controller import ReplicaSetController
 from .kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, SERVICES
 from .kube.store import Store
+from .manifests import deployment_manifest, proxy_container  # noqa: F401  (proxy_container: still importable from here)
 from .monitoring import MetricServiceEmulator
 from .scenario import DeploymentSeed, Scenario
 from .traffic import TrafficGenerator
@@ -38,72 +43,11 @@ log = logging.getLogger(__name__)
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 CLOUDSQL_REGION = "asia-northeast1"
-PROXY_CONTAINER = "cloud-sql-proxy"
-DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
-# What psql in the app container reads when the runbook runs it by hand (psql -h localhost ...).
-PSQL_ENV = {"PGUSER": "DATABASE_USER", "PGDATABASE": "DATABASE_NAME", "PGPASSWORD": "DATABASE_PASSWORD"}
 SEED_TIMEOUT_SECONDS = 120.0
 
 
 class SandboxError(Exception):
     """The sandbox cannot start; the message says why in one line."""
-
-
-def proxy_container(seed: DeploymentSeed, connection_name: str) -> dict[str, Any]:
-    """The Cloud SQL Auth Proxy v2 as a native sidecar, after the upstream
-    examples/k8s-sidecar: it listens on 127.0.0.1:<port> in the pod."""
-    proxy = seed.cloudsql_proxy
-    assert proxy is not None
-    return {
-        "name": PROXY_CONTAINER,
-        "image": proxy.image,
-        "restartPolicy": "Always",
-        "args": [*(["--private-ip"] if proxy.private_ip else []), "--structured-logs", f"--port={proxy.port}", connection_name],
-        "securityContext": {"runAsNonRoot": True},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-    }
-
-
-def deployment_manifest(seed: DeploymentSeed, image: str, *, connection_name: str | None = None,
-                        database_secret: str | None = None) -> dict[str, Any]:
-    """The Deployment a seed describes; with a proxy sidecar, `connection_name`
-    is what it is given and `database_secret` feeds the app container's PG* variables."""
-    labels = seed.selector
-    container: dict[str, Any] = {
-        "name": seed.container,
-        "image": image,
-        "ports": [{"containerPort": seed.container_port, "name": "http"}],
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": seed.container_port}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/health", "port": seed.container_port}, "periodSeconds": 10},
-    }
-    env = [{"name": k, "value": v} for k, v in seed.env.items()]
-    if seed.cloudsql_proxy is not None and database_secret:
-        env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": database_secret, "key": key}}} for k, key in PSQL_ENV.items()]
-    if env:
-        container["env"] = env
-    if seed.env_from_secrets:
-        container["envFrom"] = [{"secretRef": {"name": name}} for name in seed.env_from_secrets]
-    pod_spec: dict[str, Any] = {"containers": [container]}
-    template_meta: dict[str, Any] = {"labels": dict(labels)}
-    if seed.cloudsql_proxy is not None:
-        # kubectl exec/logs without -c pick the app, not the sidecar, and say nothing about it.
-        template_meta["annotations"] = {DEFAULT_CONTAINER: seed.container}
-        if connection_name is None:
-            raise ValueError(f"{seed.name}: a Cloud SQL Auth Proxy sidecar needs the instance connection name")
-        pod_spec["initContainers"] = [proxy_container(seed, connection_name)]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": seed.name, "namespace": seed.namespace, "labels": dict(labels)},
-        "spec": {
-            "replicas": seed.replicas,
-            "selector": {"matchLabels": dict(labels)},
-            "progressDeadlineSeconds": seed.progress_deadline_seconds,
-            "revisionHistoryLimit": seed.revision_history_limit,
-            "minReadySeconds": seed.min_ready_seconds,
-            "template": {"metadata": template_meta, "spec": pod_spec},
-        },
-    }
 
 
 class Sandbox:
@@ -120,24 +64,41 @@ class Sandbox:
         self.deployments = DeploymentController(self.store, self.recorder, self.clock)
         self.load_balancers = LoadBalancers(self.store, self.kubelet, scenario, seed=seed)
         self.faults = FaultInjector(seed=seed)
-        self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic))
+        self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic), now=self.clock.metric_time,
+                                                ingestion_delay_seconds=scenario.metrics_ingestion_delay_seconds)
         self.alerts = AlertsEmulator(
             lambda: list(self.load_balancers.traffic), lambda: [f"{ns}/{name}" for ns, name in self.load_balancers.frontends],
-            project=self.monitoring.project,
+            project=self.monitoring.project, now=self.clock.metric_time,
         )
         self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
         self.cloudsql = (CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project, region=CLOUDSQL_REGION)
                          if scenario.databases else None)
         self._database_env: dict[tuple[str, str], dict[str, str]] = {}
+        self.registry = (ArtifactRegistryEmulator(scenario.registry, log_path=self.state_dir / "artifact-registry-requests.jsonl")
+                         if scenario.registry else None)
+        self.github = self._github_emulator()
         self.requests: RequestLog | None = None
         self.api: KubeApi | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
 
+    def _github_emulator(self) -> GitHubEmulator | None:
+        seed = self.scenario.github
+        if seed is None:
+            return None
+        deployment = next(d for d in self.scenario.deployments if d.name == seed.cd.deployment)
+        target = DeploymentTarget(self.store, deployment.namespace, deployment.name, deployment.container)
+        return GitHubEmulator(seed, target=target, registry=self.registry, clock=self.clock,
+                              log_path=self.state_dir / "github-requests.jsonl")
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def github_token_path(self) -> Path:
+        return self.state_dir / "github-token"
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -171,7 +132,11 @@ class Sandbox:
         await self.monitoring.start()
         await self.alerts.start()
         await self._prepare_databases()
+        if self.registry is not None:
+            await self.registry.start()
         await self._seed()
+        if self.github is not None:
+            await self.github.start()
         self.faults.replace(self.scenario.faults)
         self._write_files()
         self.traffic.start()
@@ -192,6 +157,9 @@ class Sandbox:
         await self.load_balancers.close()
         await self.monitoring.stop()
         await self.alerts.stop()
+        for emulator in (self.github, self.registry):
+            if emulator is not None:
+                await emulator.stop()
         if self.cloudsql is not None:
             await self.cloudsql.stop()
         if self._runner is not None:
@@ -289,12 +257,26 @@ class Sandbox:
         if current is None:
             self.store.create(DEPLOYMENTS, manifest, seed.namespace)
             return
+        self._record_past_deploy(seed, step, cleaned(current))
         updated = json.loads(json.dumps(current))
         updated["spec"]["template"] = manifest["spec"]["template"]
         annotations = updated["metadata"].setdefault("annotations", {})
         annotations.pop(CHANGE_CAUSE, None)
         annotations.update(manifest["metadata"].get("annotations", {}))
         self.store.update(DEPLOYMENTS, updated)
+
+    def _record_past_deploy(self, seed: DeploymentSeed, step: int, backup: dict[str, Any]) -> None:
+        """A revision after the first came from a CD run (approved, with its backup of
+        the Deployment before it), some minutes after its image was pushed."""
+        if self.github is None or self.registry is None or seed.name != self.github.cd.deployment:
+            return
+        where, _, tag = seed.revisions[step].image.rpartition(":")
+        if where != self.github.cd.image:
+            return
+        now = self.clock.now()
+        pushed = self.registry.pushed_at(where.rsplit("/", 1)[-1], tag)
+        when = pushed + dt.timedelta(minutes=10) if pushed else now - dt.timedelta(days=len(seed.revisions) - step)
+        self.github.seed_past_run(tag, backup, min(when, now - dt.timedelta(minutes=1)))
 
     async def settle(self, timeout: float = SEED_TIMEOUT_SECONDS) -> None:
         """Wait until the controllers have nothing left to do and every
@@ -335,7 +317,12 @@ class Sandbox:
             "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
             "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
+            # Metric time = epoch + (wall - epoch) * speed: a client's clock for the monitoring emulators.
+            "metric_clock": {"epoch": self.clock.epoch, "speed": self.clock.speed},
             **({"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
+            **({"artifact_registry": self.registry.url, "artifact_registry_repository": self.registry.repo_name} if self.registry else {}),
+            **({"github_api": self.github.url, "github_repository": self.github.seed.repository,
+                "github_token_file": str(self.github_token_path)} if self.github else {}),
         }
 
     def kubeconfig(self) -> dict[str, Any]:
@@ -351,6 +338,8 @@ class Sandbox:
 
     def _write_files(self) -> None:
         _write_private(self.kubeconfig_path, yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+        if self.github is not None:  # the token only in its own 0600 file, never in endpoints.json or the output
+            _write_private(self.github_token_path, self.github.token + "\n")
         existing: dict[str, Any] = {}
         if self.endpoints_path.exists():
             with contextlib.suppress(ValueError):

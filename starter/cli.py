@@ -258,12 +258,13 @@ def up(
     scenario: str = typer.Option("tekutoko", help="The sandbox scenario."),
     traffic_rps: float = typer.Option(10.0, min=0, max=200, help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour)."),
     encrypt_histories: bool = typer.Option(False, "--encrypt-histories", help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state dir) and start a codec server for the Web UI."),
+    clock_speed: float | None = typer.Option(None, min=0.001, max=1000, help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's)."),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     from .embedded import EmbeddedStack, StackError
 
     stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps,
-                          register=True, encrypt=encrypt_histories)
+                          register=True, encrypt=encrypt_histories, clock_speed=clock_speed)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -326,10 +327,12 @@ def sandbox_up(
     scenario: str = typer.Option("tekutoko", help="A bundled scenario name or a YAML file."),
     state_dir: str = typer.Option(".modoru/sandbox", help="Where kubeconfig, endpoints.json and the request log go."),
     port: int = typer.Option(0, min=0, max=65535, help="API port on 127.0.0.1 (0: any free port)."),
+    clock_speed: float | None = typer.Option(None, min=0.001, max=1000, help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's)."),
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C."""
     # The sandbox is its own program: the front door never imports the practice world.
-    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port)])
+    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port),
+                              *(["--clock-speed", str(clock_speed)] if clock_speed else [])])
 
 
 def main(argv: list[str] | None = None) -> None:

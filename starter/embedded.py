@@ -78,6 +78,7 @@ class EmbeddedStack:
     persist: bool = True  # False: the dev server keeps its state in memory (benchmarks)
     traffic_rps: float = 0.0  # demo traffic to each service, bounded by traffic_seconds
     traffic_seconds: float = 3600.0
+    clock_speed: float | None = None  # sandbox (and metric) time this many times faster; None: the scenario's
     register: bool = False  # True for `modoru up`: the CLI in other shells finds this stack's Web UI
     encrypt: bool = False  # encrypted histories: a codec for the worker and CLI, a codec server for the UI
     codec_port: int = field(default_factory=free_port)
@@ -143,6 +144,8 @@ class EmbeddedStack:
         monitoring = {
             "MODORU_MONITORING_ENDPOINT": cloud["cloud_monitoring"], "MODORU_MONITORING_REST_ENDPOINT": cloud["monitoring_rest"],
             "MODORU_MONITORING_PROJECT": cloud["monitoring_project"], "MODORU_MONITORING_INSECURE": "true",
+            **({"MODORU_MONITORING_CLOCK_EPOCH": str(cloud["metric_clock"]["epoch"]), "MODORU_MONITORING_CLOCK_SPEED": str(cloud["metric_clock"]["speed"])}
+               if "metric_clock" in cloud else {}),
         } if "monitoring_rest" in cloud else {}
         cloudsql = {
             "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"], "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"], "MODORU_CLOUDSQL_INSECURE": "true",
@@ -210,6 +213,7 @@ class EmbeddedStack:
             sandbox = self._spawn("sandbox", [
                 sys.executable, "-m", "sandbox", "up", "--scenario", self.scenario, "--state-dir", str(sandbox_dir),
                 "--traffic-rps", str(self.traffic_rps), "--traffic-seconds", str(self.traffic_seconds),
+                *(["--clock-speed", str(self.clock_speed)] if self.clock_speed else []),
             ])
             while not (sandbox_dir / "endpoints.json").exists():
                 if sandbox.poll() is not None or time.monotonic() > deadline:

@@ -7,6 +7,8 @@ import datetime as dt
 import json
 import os
 import re
+import sys
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -204,9 +206,18 @@ def guard_status(deployment: str = typer.Option(...), namespace: str = typer.Opt
 
 @guard_app.command("stop")
 def guard_stop(deployment: str = typer.Option(...), namespace: str = typer.Option("default"),
-               by: str = typer.Option(..., help="Who stops it."), reason: str = typer.Option("")) -> None:
+               by: str = typer.Option(..., help="Who stops it (your identity id)."), reason: str = typer.Option(""),
+               key: Path | None = typer.Option(None, help="Your SSH private key: signs the stop, as the catalog's identities require."),
+               payload: bool = typer.Option(False, "--payload", help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit."),
+               signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."),
+               payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig.")) -> None:
     """Stop watching; a rollback the guard already started carries on."""
     from .cli import first_error, run
+    from .commands import CliError
+    from .signing import payload_for, read_signature, sign_with_key
+
+    if sum(bool(x) for x in (key, payload, signature)) > 1:
+        raise _fail("give one of --key, --payload and --signature")
 
     try:
         signal_ = StopSignal(by=by, reason=reason)
@@ -219,7 +230,28 @@ def guard_stop(deployment: str = typer.Option(...), namespace: str = typer.Optio
         if current.phase in ENDED:
             console.print(f"the guard already ended: {current.phase.value} {current.message}")
             return 0
+        gate = current.pending
+        if key or payload:
+            if gate is None:
+                raise CliError("this guard takes unsigned stops: leave out --key and --payload")
+            text = payload_for(gate, "stop", by, reason).text()
+            if payload:
+                sys.stdout.write(text)
+                return 0
+            signal_.signed = sign_with_key(text, key)  # type: ignore[arg-type]
+        elif signature:
+            signal_.signed = read_signature(signature, payload_file)
+        elif gate is not None:
+            raise CliError("this guard counts signed stops only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)")
+        refused = len(current.refused_stops)
         await handle.signal(ReleaseGuardWorkflow.stop, signal_)
+        for _ in range(40):
+            now = await _status(handle)
+            if len(now.refused_stops) > refused:
+                raise CliError(f"the stop did not count: {now.refused_stops[-1]}", code=1)
+            if now.phase in ENDED or now.phase.value == "stopped":
+                break
+            await asyncio.sleep(0.25)
         final = await follow_guard(handle, quiet=True)
         console.print(f"{final.phase.value}: {final.message}")
         return 0

@@ -29,6 +29,7 @@ from sandbox.scenario import Scenario, load_scenario
 from sandbox.world import Sandbox
 
 TEST_CLOCK_SPEED = 20.0
+METRICS_DELAY = 20  # the ingestion delay test catalogs honour (the emulator shows points after 10 s)
 
 
 class RunningSandbox:
@@ -97,6 +98,26 @@ class RunningSandbox:
                 return value
             time.sleep(interval)
         raise AssertionError(f"timed out waiting for {what}")
+
+    @property
+    def metric_clock(self):
+        from activities.metrics import MetricClock
+
+        return MetricClock(self.sandbox.clock.epoch, self.sandbox.clock.speed)
+
+    def until_readable(self, delay_seconds: float = METRICS_DELAY) -> None:
+        """Sleep until the minute (metric time) now under way is complete and
+        readable by a query honouring `delay_seconds` of ingestion delay."""
+        clock = self.sandbox.clock
+        now = clock.metric_time()
+        ready = (now // 60 + 1) * 60 + delay_seconds
+        time.sleep((ready - now) / clock.speed + 0.05)
+
+    def until_next_minute(self) -> None:
+        """Sleep until a minute of metric time begins, so what follows lands in one minute."""
+        clock = self.sandbox.clock
+        now = clock.metric_time()
+        time.sleep(((now // 60 + 1) * 60 - now) / clock.speed + 0.02)
 
     def stop(self) -> None:
         self.call_async(self.sandbox.stop())

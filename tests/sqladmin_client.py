@@ -4,6 +4,11 @@ tests drive it: dicts in and out, Google's errors as one exception type."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from googleapiclient import discovery
@@ -11,6 +16,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import build_http
 
 from activities.sqladmin import api_message
+from sandbox.cloudsql import CloudSqlEmulator
 
 
 class ApiFailure(Exception):
@@ -37,3 +43,19 @@ class SqlAdminApi:
         except HttpError as exc:
             status, message = api_message(exc)
             raise ApiFailure(exc.status_code, status, message) from None
+
+
+@contextlib.asynccontextmanager
+async def running_emulator(prefix: str, instance: str, *, database: str, user: str, password: str) -> AsyncIterator[CloudSqlEmulator]:
+    """A Cloud SQL emulator with one instance, its files removed afterwards. Not in
+    tmp_path: under root the server runs as a user who must reach the dir."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    emulator = CloudSqlEmulator(root / "state")
+    try:
+        await emulator.start()
+        await emulator.add_instance(instance, database=database, user=user, password=password)
+        yield emulator
+    finally:
+        await emulator.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -16,7 +16,7 @@ from google.cloud.monitoring_v3.services.metric_service.transports import (
 
 from activities.cloudsql import CloudSqlActivities
 from activities.cloudsql_pitr import PitrActivities
-from activities.metrics import READ_SCOPE, Monitoring
+from activities.metrics import READ_SCOPE, MetricClock, Monitoring
 from activities.sqladmin import SCOPE as SQLADMIN_SCOPE
 from activities.sqladmin import SqlAdmin
 
@@ -32,7 +32,10 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
             raise ValueError("MODORU_MONITORING_INSECURE needs MODORU_MONITORING_ENDPOINT (host:port of the emulator)")
         channel = grpc.aio.insecure_channel(settings.monitoring_endpoint)
         client = monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel))
-        return Monitoring(client, session, project=settings.monitoring_project, rest_endpoint=settings.monitoring_rest_endpoint, credentials=None)
+        clock = MetricClock(settings.monitoring_clock_epoch, settings.monitoring_clock_speed)
+        return Monitoring(client, session, project=settings.monitoring_project, rest_endpoint=settings.monitoring_rest_endpoint, credentials=None, clock=clock)
+    if settings.monitoring_clock_speed != 1.0 or settings.monitoring_clock_epoch is not None:
+        raise ValueError("MODORU_MONITORING_CLOCK_* is for the sandbox's emulator only (with MODORU_MONITORING_INSECURE): Cloud Monitoring keeps real time")
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 

@@ -42,13 +42,10 @@ from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
 
 log = logging.getLogger("modoru.worker")
-WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
-
-
-# sshsig imports cryptography lazily while a workflow checks a signed decision:
-# re-imported inside the sandbox, cryptography's Rust bindings fail the task
-# (SystemError). Both are pure computation: pass them through.
+# Signature checks run inside workflows: the crypto libraries (a Rust extension
+# among them) are used as they are, never re-imported in the workflow sandbox.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
+WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
@@ -105,6 +102,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     async with aiohttp.ClientSession() as session:
         worker = Worker(
             client,
+            workflow_runner=WORKFLOW_RUNNER,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
             activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings)),
@@ -114,7 +112,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
             max_heartbeat_throttle_interval=timedelta(seconds=5),
             interceptors=[ServiceTagging(), PlainApiErrors()],
-            workflow_runner=WORKFLOW_RUNNER,
         )
         async with worker:
             log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     monitoring_endpoint: str | None = Field(None, description="gRPC host:port of Cloud Monitoring; default: Google's")
     monitoring_rest_endpoint: str = Field("https://monitoring.googleapis.com", description="base URL for projects.alerts.list")
     monitoring_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
+    monitoring_clock_epoch: float | None = Field(None, description="the sandbox's metric clock (endpoints.json metric_clock); the emulator only")
+    monitoring_clock_speed: float = Field(1.0, gt=0, description="the sandbox's metric clock speed; the emulator only")
     cloudsql_project: str | None = Field(None, description="Cloud project of the Cloud SQL instances (a catalog entry's migration.cloudsql_project overrides it)")
     cloudsql_endpoint: str | None = Field(None, description="base URL of the Cloud SQL Admin REST API (e.g. http://127.0.0.1:PORT/); default: Google's")
     cloudsql_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")

@@ -22,7 +22,8 @@ from temporalio.exceptions import (
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from runbook.catalog import ServiceEntry
+    from runbook.catalog import ServiceEntry, Trust
+    from runbook.decisions import Expected, GateView, has_role, judge, plan_digest
     from runbook.guard_models import (
         BaselineRequest,
         GuardBaseline,
@@ -52,6 +53,11 @@ class ReleaseGuardWorkflow:
         carry = request.carry
         self._request = request
         self._stop: StopSignal | None = None
+        # Stops are judged once the catalog says whether they must be signed.
+        self._inbox: list[StopSignal] | None = []
+        self._trust: Trust | None = None
+        self._stoppers: list[str] = []
+        self._nonces: set[str] = set()
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
         self._status = GuardStatus(
             workflow_id=workflow.info().workflow_id, namespace=request.namespace, deployment=request.deployment,
@@ -65,8 +71,42 @@ class ReleaseGuardWorkflow:
 
     @workflow.signal(name="stop")
     def stop(self, signal: StopSignal) -> None:
-        if self._stop is None:
+        if self._inbox is not None:
+            self._inbox.append(signal)
+        elif self._stop is None:
+            self._judge_stop(signal)
+
+    def _judge_stop(self, signal: StopSignal) -> None:
+        """Without identities in the catalog any stop counts; with them, only one
+        signed for this run by someone holding an approver or the on-call role."""
+        trust, gate = self._trust, self._status.pending
+        if trust is None or gate is None:
             self._stop = signal
+            return
+        if signal.signed is None:
+            self._status.refused_stops.append(f"{signal.by}: unsigned (this catalog counts only signed stops: modoru guard stop --key)")
+            return
+        verdict = judge(signal.signed, "stop", Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest), trust.identities, workflow.now(), self._nonces)
+        if verdict.payload is not None and verdict.signer:
+            self._nonces.add(verdict.payload.nonce)
+        if not verdict.counted:
+            self._status.refused_stops.append(f"{verdict.signer or signal.by}: {verdict.reason}")
+        elif not has_role(trust.identities, verdict.signer, [*self._stoppers, trust.oncall_role]):
+            self._status.refused_stops.append(f"{verdict.signer}: holds neither an approver nor the {trust.oncall_role} role")
+        else:
+            self._stop = signal.model_copy(update={"by": verdict.signer, "reason": verdict.payload.note if verdict.payload else signal.reason})
+
+    def _open_stop_desk(self, entry: ServiceEntry) -> None:
+        trust = entry.trust
+        if trust is not None and trust.identities and workflow.patched("signed-decisions"):
+            self._trust, self._stoppers = trust, list(entry.approval.approvers)
+            info = workflow.info()
+            plan = {"kind": "guard-stop", "namespace": self._request.namespace, "deployment": self._request.deployment}
+            self._status.pending = GateView(workflow_id=info.workflow_id, run_id=info.run_id, gate="stop", plan=plan, digest=plan_digest(plan), signed=True)
+        inbox, self._inbox = self._inbox or [], None
+        for signal in inbox:
+            if self._stop is None:
+                self._judge_stop(signal)
 
     @workflow.query(name="status")
     def status(self) -> GuardStatus:
@@ -86,6 +126,7 @@ class ReleaseGuardWorkflow:
 
     async def _run(self, request: GuardRequest) -> GuardResult:
         entry: ServiceEntry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment), ServiceEntry, "look up the service catalog")
+        self._open_stop_desk(entry)
         carry = request.carry or await self._baseline(entry)
         self._status.baseline = carry.baseline
         health_failures, confirming = carry.health_failures, carry.confirming_since

@@ -14,6 +14,16 @@ class Clock:
         if speed <= 0:
             raise ValueError("clock speed must be positive")
         self.speed = speed
+        self.epoch = time.time()
+
+    def metric_time(self, wall: float | None = None) -> float:
+        """Metric time (epoch seconds) for a wall-clock instant: the clock at the
+        sandbox's start, then running `speed` times faster. The monitoring
+        emulators stamp and judge traffic in it, so a 60-s alignment period
+        (Cloud Monitoring's smallest) passes in 60/speed wall seconds; a client
+        turns its own clock the same way (endpoints.json `metric_clock`)."""
+        at = time.time() if wall is None else wall
+        return self.epoch + (at - self.epoch) * self.speed
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)

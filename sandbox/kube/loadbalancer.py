@@ -48,13 +48,15 @@ class Frontend:
 
 @dataclass
 class ServedRequest:
-    time: float
+    time: float  # metric time (Clock.metric_time): what the monitoring emulators stamp
     service: str
     pod: str
     image: str
     path: str
     status: int
     latency_ms: float
+    port: int = 0  # the Service port that answered
+    method: str = "GET"
 
 
 class LoadBalancers:
@@ -168,7 +170,8 @@ class LoadBalancers:
         pods = self.endpoints(frontend)
         if not pods:
             # Recorded too: an outage must show in the metrics, not read as silence.
-            self.traffic.append(ServedRequest(time.time(), f"{frontend.namespace}/{frontend.name}", "", "", request.path, 503, (time.monotonic() - started) * 1000))
+            self.traffic.append(ServedRequest(self.kubelet.clock.metric_time(), f"{frontend.namespace}/{frontend.name}", "", "", request.path, 503,
+                                              (time.monotonic() - started) * 1000, frontend.port, request.method))
             return web.json_response({"error": "no healthy upstream"}, status=503)
         pod = pods[next(frontend.turn) % len(pods)]
         uid = pod["metadata"]["uid"]
@@ -189,6 +192,7 @@ class LoadBalancers:
         else:
             status, body = 404, {"error": "not found"}
         latency = (time.monotonic() - started) * 1000
-        self.traffic.append(ServedRequest(time.time(), f"{frontend.namespace}/{frontend.name}", pod["metadata"]["name"], image, path, status, latency))
+        self.traffic.append(ServedRequest(self.kubelet.clock.metric_time(), f"{frontend.namespace}/{frontend.name}", pod["metadata"]["name"], image, path, status,
+                                          latency, frontend.port, request.method))
         self.kubelet.log(uid, f'method={request.method} path={path} status={status} duration_ms={latency:.1f}')
         return web.json_response(body, status=status, headers={"X-Served-By": pod["metadata"]["name"]})

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httplib2
@@ -24,7 +21,7 @@ from googleapiclient import discovery as gdiscovery
 from sandbox import discovery
 from sandbox.cloudsql import CloudSqlEmulator
 from sandbox.cloudsql_rest import ROUTES, build_app
-from tests.sqladmin_client import ApiFailure, SqlAdminApi
+from tests.sqladmin_client import ApiFailure, SqlAdminApi, running_emulator
 
 PROJECT, NAME = "tekutoko-prod", "contract-db"
 METHODS = discovery.methods("sqladmin", "v1")
@@ -44,16 +41,8 @@ class RecordingHttp(httplib2.Http):
 
 @pytest.fixture(scope="module")
 async def emulator() -> AsyncIterator[CloudSqlEmulator]:
-    root = Path(tempfile.mkdtemp(prefix="modoru-contract-"))
-    root.chmod(0o755)
-    emulator = CloudSqlEmulator(root / "state")
-    try:
-        await emulator.start()
-        await emulator.add_instance(NAME, database="shop", user="shop_app", password="contract-secret")
-        yield emulator
-    finally:
-        await emulator.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    async with running_emulator("modoru-contract-", NAME, database="shop", user="shop_app", password="contract-secret") as running:
+        yield running
 
 
 def method_for(http_method: str, uri: str) -> discovery.Method:

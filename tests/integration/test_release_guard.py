@@ -37,15 +37,16 @@ from runbook.guard import MonitoringConfig
 from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from sandbox.traffic import TrafficGenerator
-from tests.conftest import RunningSandbox
+from tests.conftest import METRICS_DELAY, TEST_CLOCK_SPEED, RunningSandbox
 from worker.main import WORKFLOWS
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 pytestmark = pytest.mark.integration
-WINDOW = 6  # seconds of traffic per reading
+MINUTE = 60 / TEST_CLOCK_SPEED  # wall seconds per minute of metric time: one reading (60-s alignment)
+READABLE = (2 * 60 + METRICS_DELAY) / TEST_CLOCK_SPEED  # at most until a minute begun now is complete and readable
 INTERVAL = 2.0
-RATE = 40  # requests per second, loopback only
+RATE = 60  # requests per second, loopback only: 180 in a one-minute window, so 15% errors read above 10%
 REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
 
 
@@ -55,14 +56,15 @@ class GuardStack:
     queue: str
     sandbox: RunningSandbox
     apps: kube.AppsV1Api
+    catalog: Catalog
 
 
 @pytest.fixture
-async def guarded(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[GuardStack]:
+async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncIterator[GuardStack]:
+    preset = getattr(request, "param", "gke_l7")  # the guard's tests run with each preset
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
 
     def quicken() -> None:
-        sandbox.sandbox.alerts.policy.window_seconds = WINDOW
         sandbox.sandbox.traffic = TrafficGenerator(sandbox.sandbox._service_urls, ["/v1/walks"], RATE, 300)
         sandbox.sandbox.traffic.start()
 
@@ -70,7 +72,8 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[G
     entry = ServiceEntry(
         name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
         approval=ApprovalPolicy(approvers=["sre-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        monitoring=MonitoringConfig(window_seconds=WINDOW), verification_window_seconds=25, rollout_timeout_seconds=60,
+        monitoring=MonitoringConfig(preset=preset, window_seconds=60, ingestion_delay_seconds=METRICS_DELAY),
+        verification_window_seconds=25, rollout_timeout_seconds=60,
     )
     queue = f"guard-{uuid.uuid4().hex[:8]}"
     api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
@@ -78,14 +81,15 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[G
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     async with aiohttp.ClientSession() as session:
         monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
-                                project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"])
+                                project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"], clock=sandbox.metric_clock)
         k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session, monitoring)
         guard, metrics = GuardActivities(verify, monitoring), MetricsActivities(monitoring)
-        activities = [CatalogActivities(Catalog(services=[entry])).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
+        catalog = Catalog(services=[entry])
+        activities = [CatalogActivities(catalog).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
                       k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send,
                       guard.baseline, guard.watch, metrics.service_health, metrics.open_alerts]
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
-            yield GuardStack(dev_env.client, queue, sandbox, apps)
+            yield GuardStack(dev_env.client, queue, sandbox, apps, catalog)
     await channel.close()
     await api.close()
 
@@ -109,7 +113,8 @@ async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult,
     with contextlib.suppress(Exception):  # another test's rollback of the same deployment
         await leftover.terminate("test isolation")
     await release(stack, "1.2.0")  # a healthy release to start from
-    await asyncio.sleep(WINDOW + 1)  # a full window of healthy traffic for the baseline
+    await asyncio.to_thread(stack.sandbox.until_next_minute)  # a full minute of healthy traffic for the baseline, readable
+    await asyncio.to_thread(stack.sandbox.until_readable)
     request = GuardRequest(deployment="tekutoko-api", duration_seconds=300, interval_seconds=INTERVAL, requested_by="cd-pipeline", language="en")
     handle = await stack.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}", task_queue=stack.queue)
     for _ in range(100):
@@ -137,6 +142,7 @@ async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult,
     return result, rolled_out, started
 
 
+@pytest.mark.parametrize("guarded", ["gke_l7", "managed_prometheus"], indirect=True)
 @pytest.mark.parametrize(("tag", "severity", "confirm_windows"), [
     ("1.3.0", "immediate", 0),  # about 60% errors
     ("1.3.1-flaky", "investigate", 1),  # about 15% errors
@@ -147,11 +153,14 @@ async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(guarded: 
     status = result.status
     assert status.rollback_severity == severity, status.last.verdict if status.last else status
     assert status.phase is GuardPhase.ROLLED_BACK, status.message
-    # The new version serves alone from `rolled_out`: its first full window ends WINDOW
-    # later; an investigate breach is confirmed over one more window; then one poll.
-    bound = WINDOW * (1 + confirm_windows) + INTERVAL + 5
+    # The new version serves alone from `rolled_out`: the first whole minute after it is
+    # readable at most READABLE later; an investigate breach is confirmed by the first
+    # whole minute after the breach was seen; then one poll.
+    bound = READABLE * (1 + confirm_windows) + INTERVAL + 5
     assert started.timestamp() - rolled_out <= bound, f"rollback began {started.timestamp() - rolled_out:.1f}s after the release (bound {bound}s)"
-    assert status.last and status.last.breach_at and started - status.last.breach_at <= dt.timedelta(seconds=WINDOW * confirm_windows + INTERVAL + 5)
+    assert status.last and status.last.breach_at and started - status.last.breach_at <= dt.timedelta(seconds=READABLE * confirm_windows + INTERVAL + 5)
+    if confirm_windows:  # confirmed on a window that began after the breach was first seen
+        assert status.last.metrics and status.last.metrics.window_start >= guarded.sandbox.metric_clock.at(status.last.breach_at)
     rollback = guarded.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
     final = await rollback.query(DeploymentRollbackWorkflow.status)
     assert final.image_diff == [f"{REGISTRY}:{tag} -> {REGISTRY}:1.2.0"]
@@ -171,3 +180,28 @@ async def test_verification_fails_naming_the_criterion_when_the_target_is_bad_to
     status = await handle.query(DeploymentRollbackWorkflow.status)
     assert status.phase is Phase.FAILED
     assert not {c.name: c for c in status.verification.checks}["error_ratio"].ok
+
+
+async def test_filters_that_match_nothing_fail_the_guard_and_the_verification_naming_the_setting(guarded: GuardStack) -> None:
+    await release(guarded, "1.2.0")
+    await asyncio.to_thread(guarded.sandbox.until_next_minute)
+    await asyncio.to_thread(guarded.sandbox.until_readable)
+    entry = guarded.catalog.services[0]
+    # The old guess at a LoadBalancer Service's metrics: GKE names no forwarding rule so.
+    guarded.catalog.services[0] = entry.model_copy(update={"monitoring": entry.monitoring.model_copy(
+        update={"resource_filter": 'resource.labels.forwarding_rule_name = "{namespace}-{service}"'})})
+    request = GuardRequest(deployment="tekutoko-api", duration_seconds=120, interval_seconds=INTERVAL, requested_by="cd-pipeline", language="en")
+    guard = await guarded.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"guard-nothing-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(guard.result(), 60)
+    assert "monitoring.resource_filter" in failure.value.cause.message and "not a healthy service" in failure.value.cause.message
+    assert (await guard.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.FAILED
+    # No alerting policy behind the alert filter: "no open alert" must not pass verification.
+    guarded.catalog.services[0] = entry.model_copy(update={"monitoring": entry.monitoring.model_copy(update={"alert_policy_filter": 'user_label.team = "nobody"'})})
+    await release(guarded, "1.3.0")
+    rollback = await guarded.client.start_workflow(DeploymentRollbackWorkflow.run, RollbackRequest(
+        deployment="tekutoko-api", severity=Severity.IMMEDIATE, reason="drill: alert policies missing", requested_by="oncall"),
+        id=f"rollback-nothing-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(rollback.result(), 90)
+    assert "monitoring.alert_policy_filter" in str(failure.value.cause.message), failure.value.cause.message

@@ -239,3 +239,54 @@ async def test_changing_activities_scheduled_without_valid_approvals_change_noth
     changes = [e for e in signed.sandbox.requests_since(mark) if e["verb"] in ("create", "update", "patch", "delete") or "exec" in e.get("path", "")]
     assert changes == []
     await api.close()
+
+
+async def test_the_worker_process_checks_signatures_in_its_workflow_sandbox(dev_env, tmp_path) -> None:
+    """The real `python -m worker` (whose workflow sandbox imports afresh what a
+    test process has already loaded): a signed approval counts and the undo runs."""
+    import asyncio
+    import signal
+
+    import yaml
+
+    from sandbox.scenario import load_scenario
+    from tests.conftest import RunningSandbox
+    from tests.integration.test_worker_crash import spawn_worker
+
+    sandbox = RunningSandbox(load_scenario("tekutoko").model_copy(update={"clock_speed": 20.0, "databases": []}), tmp_path / "sandbox")
+    worker = None
+    try:
+        keys = {name: key_file(tmp_path, name) for name in ("oncall", "sre-lead")}
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(yaml.safe_dump({
+            "identities": [{"id": n, "display_name": n, "roles": [n], "keys": [public_key_line(k.read_bytes())]} for n, k in keys.items()],
+            "services": [{"name": "tekutoko-api", "deployment": "tekutoko-api", "service": "tekutoko-api",
+                          "approval": {"approvers": ["sre-lead"]}, "channels": [{"kind": "jsonl", "path": "notices.jsonl"}],
+                          "verification_window_seconds": 15, "rollout_timeout_seconds": 60}]}))
+        queue = f"signed-proc-{uuid.uuid4().hex[:8]}"
+        env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue,
+               "MODORU_KUBECONFIG": str(sandbox.kubeconfig), "MODORU_CATALOG": str(catalog), "MODORU_NOTICES_DIR": str(tmp_path)}
+        worker = spawn_worker(env, tmp_path / "worker.log")
+        stack = SignedStack(dev_env.client, None, sandbox, keys, tmp_path)
+        req = request(stack, "oncall")
+        handle = await dev_env.client.start_workflow(DeploymentRollbackWorkflow.run, req, id=rollback_workflow_id("default", "tekutoko-api"), task_queue=queue)
+        for _ in range(300):
+            try:
+                status = await handle.query(DeploymentRollbackWorkflow.status)
+                if status.phase is Phase.AWAITING_APPROVAL:
+                    break
+            except Exception:  # the first workflow task may not have run yet
+                pass
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("never reached the approval gate: " + (tmp_path / "worker.log").read_text()[-2000:])
+        assert any(e.action == "start" and e.counted for e in status.audit)
+        assert await verdict(handle, ApprovalSignal(by="sre-lead", signed=decision(status.pending, keys["sre-lead"], "sre-lead"))) == (True, "signed by sre-lead")
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert result.status.phase is Phase.COMPLETED, result.status.message
+        assert "SystemError" not in (tmp_path / "worker.log").read_text()
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=20)
+        sandbox.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from activities.cloudsql import api_time
 from sandbox.cloudsql import LOCATION_FILE, CloudSqlEmulator
-from tests.sqladmin_client import ApiFailure, SqlAdminApi
+from tests.sqladmin_client import ApiFailure, SqlAdminApi, running_emulator
 
 PROJECT = "tekutoko-prod"
 NAME = "tekutoko-db"
@@ -24,17 +23,8 @@ NAME = "tekutoko-db"
 
 @pytest.fixture(scope="module")
 async def emulator() -> AsyncIterator[CloudSqlEmulator]:
-    # Not tmp_path: under root the server runs as a user who must reach the dir.
-    root = Path(tempfile.mkdtemp(prefix="modoru-csql-"))
-    root.chmod(0o755)
-    emulator = CloudSqlEmulator(root / "state")
-    try:
-        await emulator.start()
-        await emulator.add_instance(NAME, database="tekutoko", user="tekutoko_app", password="walk-secret")
-        yield emulator
-    finally:
-        await emulator.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    async with running_emulator("modoru-csql-", NAME, database="tekutoko", user="tekutoko_app", password="walk-secret") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ the source's real WAL archive into a new instance."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 
 from activities.cloudsql import api_time
 from sandbox.cloudsql import CloudSqlEmulator
-from tests.sqladmin_client import ApiFailure, SqlAdminApi
+from tests.sqladmin_client import ApiFailure, SqlAdminApi, running_emulator
 
 PROJECT = "tekutoko-prod"
 SOURCE = "pitr-src"
@@ -25,17 +23,8 @@ CLONE = "pitr-src-clone"
 
 @pytest.fixture(scope="module")
 async def emulator() -> AsyncIterator[CloudSqlEmulator]:
-    # Not tmp_path: under root the server runs as a user who must reach the dir.
-    root = Path(tempfile.mkdtemp(prefix="modoru-pitr-"))
-    root.chmod(0o755)
-    emulator = CloudSqlEmulator(root / "state")
-    try:
-        await emulator.start()
-        await emulator.add_instance(SOURCE, database="shop", user="shop_app", password="pitr-secret")
-        yield emulator
-    finally:
-        await emulator.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    async with running_emulator("modoru-pitr-", SOURCE, database="shop", user="shop_app", password="pitr-secret") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,42 @@
-"""The Cloud Monitoring emulator through the official gRPC client: series
-computed from the requests the front end really answered."""
+"""The Cloud Monitoring emulator through the official gRPC client: series of
+both presets computed from the requests the front end really answered, read
+by the metrics activity with the queries production is sent."""
 
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 import grpc
 import pytest
 from google.api_core import exceptions
 from google.cloud import monitoring_v3
-from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
+from google.cloud.monitoring_v3.services.metric_service.transports import (
+    MetricServiceGrpcAsyncIOTransport,
+    MetricServiceGrpcTransport,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from tests.conftest import RunningSandbox
+from activities.metrics import MetricsActivities, Monitoring
+from runbook.guard import MonitoringConfig
+from runbook.models import MetricsQuery
+from tests.conftest import METRICS_DELAY, RunningSandbox
 from tests.conftest import http_status as hit
 
-COUNT = "loadbalancing.googleapis.com/https/request_count"
-LATENCY = "loadbalancing.googleapis.com/https/total_latencies"
+PRESETS = ("gke_l7", "managed_prometheus")
+
+
+def config(preset: str, **changes) -> MonitoringConfig:
+    return MonitoringConfig(preset=preset, ingestion_delay_seconds=METRICS_DELAY, **changes)
+
+
+def serve(sandbox: RunningSandbox, n: int, path: str = "/v1/walks") -> list[int]:
+    """n requests within one minute of metric time."""
+    sandbox.until_next_minute()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(hit, [sandbox.service_url() + path] * n))
 
 
 @pytest.fixture
@@ -29,80 +48,87 @@ def metrics(sandbox: RunningSandbox):
     channel.close()
 
 
-def window(seconds: int = 300) -> monitoring_v3.TimeInterval:
-    now = time.time()
-    return monitoring_v3.TimeInterval(start_time={"seconds": int(now - seconds)}, end_time={"seconds": int(now) + 1})
-
-
-def test_request_counts_by_response_class_match_what_was_served(sandbox, metrics) -> None:
+@pytest.mark.parametrize("preset", PRESETS)
+def test_request_counts_by_code_match_what_was_served(sandbox: RunningSandbox, metrics, preset: str) -> None:
     client, project = metrics
-    url = sandbox.service_url() + "/v1/walks"
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = list(pool.map(hit, [url] * 100))
+    statuses = serve(sandbox, 100)
+    sandbox.until_readable()
+    source = config(preset).source()
+    end = int(sandbox.sandbox.clock.metric_time() // 60 * 60)
     series = client.list_time_series(request={
-        "name": project,
-        "filter": f'metric.type = "{COUNT}" AND resource.labels.forwarding_rule_name = "default-tekutoko-api"',
-        "interval": window(),
+        "name": project, "filter": f'metric.type = "{source.request_count_metric}" AND {source.filter_for("default", "tekutoko-api")}',
+        "interval": {"start_time": {"seconds": end - 600}, "end_time": {"seconds": end}},
         "aggregation": {"alignment_period": {"seconds": 600}, "per_series_aligner": "ALIGN_DELTA",
-                        "cross_series_reducer": "REDUCE_SUM", "group_by_fields": ["metric.labels.response_code_class"]},
-        "view": "FULL",
+                        "cross_series_reducer": "REDUCE_SUM", "group_by_fields": [f"metric.labels.{source.class_label}"]},
     })
-    counts = {ts.metric.labels["response_code_class"]: sum(p.value.int64_value for p in ts.points) for ts in series}
+    counts = {ts.metric.labels[source.class_label]: sum(p.value.int64_value or p.value.double_value for p in ts.points) for ts in series}
     assert counts == {"200": statuses.count(200), "500": statuses.count(500)}
     assert 0.42 <= counts["500"] / 100 <= 0.78  # 1.3.0 fails about 60% of calls
 
 
-def test_p95_latency_follows_the_image_profile(sandbox, metrics) -> None:
+def test_points_stay_invisible_until_the_ingestion_delay_has_passed(sandbox: RunningSandbox, metrics) -> None:
     client, project = metrics
-    url = sandbox.service_url() + "/health"
-    for _ in range(40):
-        hit(url)
-    series = list(client.list_time_series(request={
-        "name": project, "filter": f'metric.type = "{LATENCY}"', "interval": window(),
-        "aggregation": {"alignment_period": {"seconds": 600}, "per_series_aligner": "ALIGN_DELTA", "cross_series_reducer": "REDUCE_PERCENTILE_95"},
-    }))
-    p95 = series[0].points[0].value.double_value
-    assert 60 <= p95 <= 400  # 1.3.0: p50 40 ms, p95 150 ms
+    serve(sandbox, 10)
+    now = sandbox.sandbox.clock.metric_time()
+    request = {"name": project, "filter": 'metric.type = "loadbalancing.googleapis.com/https/request_count"',
+               "interval": {"start_time": {"seconds": int(now - 120)}, "end_time": {"seconds": int(now) + 120}}}
+    assert list(client.list_time_series(request=request)) == []  # the minute is not over yet
+    sandbox.until_readable(sandbox.sandbox.monitoring.ingestion_delay_seconds)
+    assert sum(p.value.int64_value for s in client.list_time_series(request=request) for p in s.points) == 10
 
 
-def test_a_wrong_metric_type_or_filter_is_an_error_not_silence(metrics) -> None:
+def test_a_query_google_refuses_is_refused_here_too(metrics) -> None:
     client, project = metrics
-    with pytest.raises(exceptions.InvalidArgument, match="no metric of type"):
-        list(client.list_time_series(request={"name": project, "filter": 'metric.type = "loadbalancing.googleapis.com/https/typo"', "interval": window()}))
-    with pytest.raises(exceptions.InvalidArgument, match="must name exactly one metric.type"):
-        list(client.list_time_series(request={"name": project, "filter": 'resource.type = "https_lb_rule"', "interval": window()}))
-    with pytest.raises(exceptions.InvalidArgument, match="cannot parse filter"):
-        list(client.list_time_series(request={"name": project, "filter": f'metric.type = "{COUNT}" OR nonsense', "interval": window()}))
+    with pytest.raises(exceptions.InvalidArgument, match="alignmentPeriod must be at least 60 seconds"):
+        list(client.list_time_series(request={
+            "name": project, "filter": 'metric.type = "loadbalancing.googleapis.com/https/request_count"',
+            "interval": {"start_time": {"seconds": 1_800_000_000}, "end_time": {"seconds": 1_800_000_010}},
+            "aggregation": {"alignment_period": {"seconds": 10}, "per_series_aligner": "ALIGN_DELTA", "cross_series_reducer": "REDUCE_SUM"},
+        }))
 
 
-async def test_the_metrics_activity_reads_error_ratio_and_p95(sandbox) -> None:
-    import aiohttp
-    from google.cloud.monitoring_v3.services.metric_service.transports import (
-        MetricServiceGrpcAsyncIOTransport,
-    )
-    from temporalio.exceptions import ApplicationError
-    from temporalio.testing import ActivityEnvironment
-
-    from activities.metrics import MetricsActivities, Monitoring
-    from runbook.guard import MonitoringConfig
-    from runbook.models import MetricsQuery
-
+@pytest.mark.parametrize("preset", PRESETS)
+async def test_the_metrics_activity_reads_error_ratio_and_p95(sandbox: RunningSandbox, preset: str) -> None:
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
-    url = sandbox.service_url() + "/v1/walks"
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = list(pool.map(hit, [url] * 80))
+    statuses = serve(sandbox, 80)
+    sandbox.until_readable()
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
-    session = aiohttp.ClientSession()
-    monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session, project=None)
-    activities = MetricsActivities(monitoring)
-    env = ActivityEnvironment()
-    query = MetricsQuery(project=endpoints["monitoring_project"], namespace="default", service="tekutoko-api")
-    reading = await env.run(activities.service_health, query)
-    assert reading.requests == 80 and reading.errors == statuses.count(500)
-    assert 0.42 <= reading.error_ratio <= 0.78 and reading.p95_ms > 0
-    quiet = await env.run(activities.service_health, query.model_copy(update={"service": "nobody"}))
-    assert quiet.requests == 0 and quiet.error_ratio is None  # no traffic is not "healthy"
-    with pytest.raises(ApplicationError, match="refused the query"):
-        await env.run(activities.service_health, query.model_copy(update={"config": MonitoringConfig(request_count_metric="custom.googleapis.com/typo")}))
+    async with aiohttp.ClientSession() as session:
+        monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
+                                project=None, clock=sandbox.metric_clock)
+        env, activities = ActivityEnvironment(), MetricsActivities(monitoring)
+        query = MetricsQuery(project=endpoints["monitoring_project"], namespace="default", service="tekutoko-api", config=config(preset, window_seconds=300))
+        reading = await env.run(activities.service_health, query)
+        assert reading.requests == 80 and reading.errors == statuses.count(500)
+        assert (reading.window_end - reading.window_start).total_seconds() == 300 and reading.window_end.second == 0
+        assert 0.42 <= reading.error_ratio <= 0.78 and 40 <= reading.p95_ms <= 400  # 1.3.0: p50 40 ms, p95 150 ms
+        with pytest.raises(ApplicationError, match="matches no time series|no time series of") as nothing:
+            await env.run(activities.service_health, query.model_copy(update={"service": "nobody"}))
+        assert nothing.value.non_retryable and "monitoring.resource_filter" in nothing.value.message
+        with pytest.raises(ApplicationError, match="Cannot find metric"):
+            await env.run(activities.service_health, query.model_copy(update={"config": config(preset, request_count_metric="custom.googleapis.com/typo")}))
+        with pytest.raises(ApplicationError, match="monitoring.preset is not set") as unset:
+            await env.run(activities.service_health, query.model_copy(update={"config": MonitoringConfig()}))
+        assert unset.value.non_retryable
     await channel.close()
-    await session.close()
+
+
+async def test_answers_no_pod_gave_count_for_the_load_balancer_only(sandbox: RunningSandbox) -> None:
+    endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
+    served_by_pods = serve(sandbox, 10)
+    sandbox.kubectl("scale", "deployment/tekutoko-api", "--replicas=0")
+    sandbox.wait_for(lambda: hit(sandbox.service_url() + "/v1/walks") == 503, what="no ready pod behind the Service")
+    serve(sandbox, 20)
+    sandbox.until_readable()
+    channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
+    async with aiohttp.ClientSession() as session:
+        monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
+                                project=endpoints["monitoring_project"], clock=sandbox.metric_clock)
+        readings = {}
+        for preset in PRESETS:
+            query = monitoring.query(config(preset, window_seconds=300), "default", "tekutoko-api")
+            readings[preset] = await monitoring.service_health(query)
+    await channel.close()
+    assert readings["gke_l7"].errors >= 20 + served_by_pods.count(500)  # the outage shows at the load balancer
+    assert readings["managed_prometheus"].errors == served_by_pods.count(500)  # the app never saw those requests
+    assert readings["managed_prometheus"].requests < readings["gke_l7"].requests

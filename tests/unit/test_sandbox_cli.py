@@ -63,3 +63,8 @@ def test_up_writes_kubeconfig_and_endpoints_then_stops_on_sigterm(tmp_path: Path
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "sandbox stopped" in out
+
+
+def test_a_clock_speed_out_of_range_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "sandbox", "up", "--state-dir", str(tmp_path), "--clock-speed", "0"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--clock-speed must be above 0 and at most 1000, got 0.0" in result.stderr

@@ -145,3 +145,43 @@ def test_bad_guard_requests_are_refused(field_, value) -> None:
 
     with pytest.raises(ValidationError, match=field_):
         GuardRequest(**{"deployment": "tekutoko-api", field_: value})
+
+
+async def test_with_identities_only_a_signed_stop_by_an_approver_counts(time_skipping_env, fake, tmp_path) -> None:
+    from runbook.catalog import Trust
+    from runbook.decisions import DecisionPayload, SignedDecision
+    from runbook.identity import Identity
+    from runbook.signatures import new_private_key, public_key_line, sign
+    from starter.signing import payload_for
+
+    keys = {name: new_private_key() for name in ("sre-lead", "viewer")}
+    fake.entry = fake.entry.model_copy(update={"trust": Trust(identities=[
+        Identity(id="sre-lead", display_name="SRE lead", roles=["sre-lead"], keys=[public_key_line(keys["sre-lead"])]),
+        Identity(id="viewer", display_name="Viewer", roles=["viewer"], keys=[public_key_line(keys["viewer"])]),
+    ])})
+    scripted = ScriptedGuard([clean(2), "block"])
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, deployment_name())
+        for _ in range(100):
+            if len(scripted.watches) == 2:
+                break
+            await asyncio.sleep(0.05)
+        gate = (await handle.query(ReleaseGuardWorkflow.status)).pending
+        assert gate is not None and gate.gate == "stop" and gate.signed
+
+        def signed(who: str, **changes) -> SignedDecision:
+            text = DecisionPayload.model_validate(payload_for(gate, "stop", who, "done").model_copy(update=changes).model_dump()).text()
+            return SignedDecision(payload=text, signature=sign(text, keys[who]))
+
+        for signal in (StopSignal(by="sre-lead"), StopSignal(by="viewer", signed=signed("viewer")),
+                       StopSignal(by="sre-lead", signed=signed("sre-lead", run_id="another-run"))):
+            await handle.signal(ReleaseGuardWorkflow.stop, signal)
+        for _ in range(100):
+            if len((await handle.query(ReleaseGuardWorkflow.status)).refused_stops) == 3:
+                break
+            await asyncio.sleep(0.05)
+        refused = (await handle.query(ReleaseGuardWorkflow.status)).refused_stops
+        assert ["unsigned" in refused[0], "neither an approver" in refused[1], "names run another-run" in refused[2]] == [True] * 3
+        await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="sre-lead", signed=signed("sre-lead")))
+        result: GuardResult = await handle.result()
+    assert result.status.phase is GuardPhase.STOPPED and "stopped by sre-lead: done" in result.status.message

@@ -1,0 +1,406 @@
+"""A GitHub REST emulator for one repository and its "CD - Production" workflow,
+answering as api.github.com does (GitHub's OpenAPI description, as githubkit's
+models carry it): workflow dispatch (204, or 200 with run details), runs and
+their filters, jobs, pending deployments and their review, artifacts and their
+short-lived download URLs, GitHub's error JSON and its 401/404/410/422 refusals.
+
+A dispatched run is queued, then waits for a reviewer of its environment; once
+approved its job checks that the tag is in Artifact Registry, uploads the live
+Deployment as artifact `deployment-backup-YYYYMMDD-HHMMSS`, sets the image to
+`<image>:<tag>` in the sandbox's cluster and waits for the rollout (success,
+or failure). A rejected review fails the run ("If a job is rejected, the
+workflow will fail": docs.github.com, Reviewing deployments)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .cd_target import DeploymentTarget, backup_name, backup_zip
+from .github_query import filter_runs, page_of
+from .github_resources import DOCS, Artifact, Run, Shapes, Step
+from .kube.clock import Clock
+from .kube.faults import RequestLog
+from .scenario import GitHubSeed
+
+if TYPE_CHECKING:
+    from .artifact_registry import ArtifactRegistryEmulator
+
+API_VERSIONS = ("2022-11-28", "2026-03-10")
+MAX_INPUTS = 25
+DOWNLOAD_URL_SECONDS = 60
+API_VERSION = web.RequestKey("api_version", str)
+STEPS = ["Set up job", "Check image in Artifact Registry", "Back up deployment", "Deploy", "Wait for rollout", "Complete job"]
+
+
+class GitHubError(Exception):
+    def __init__(self, status: int, message: str, docs: str = DOCS) -> None:
+        super().__init__(message)
+        self.status, self.message, self.docs = status, message, docs
+
+    def response(self) -> web.Response:
+        return web.json_response({"message": self.message, "documentation_url": self.docs, "status": str(self.status)}, status=self.status)
+
+
+class GitHubEmulator:
+    def __init__(self, seed: GitHubSeed, *, target: DeploymentTarget | None = None, registry: ArtifactRegistryEmulator | None = None,
+                 clock: Clock | None = None, log_path: Path | None = None, token: str | None = None) -> None:
+        self.seed, self.cd, self.target, self.registry = seed, seed.cd, target, registry
+        self.clock = clock or Clock()
+        self.token = token or "ghp_" + secrets.token_urlsafe(27)
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self._log_path = log_path
+        self.requests = RequestLog()  # reopened on start with its file (the state dir may not exist yet)
+        self.runs: dict[int, Run] = {}
+        self.artifacts: dict[int, Artifact] = {}
+        self._reviews: dict[int, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._key = secrets.token_bytes(32)
+        self._ids = {"run": 19_400_000_000, "job": 55_100_000_000, "artifact": 4_800_000_000, "deployment": 2_900_000_000}
+        self._numbers = 0
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self.shapes = self._shapes("http://127.0.0.1:0")
+
+    def _shapes(self, api: str) -> Shapes:
+        workflow_id = 61_000_000 + int(hashlib.sha1(self.cd.file.encode()).hexdigest()[:5], 16)
+        repo_id = 800_000_000 + int(hashlib.sha1(self.seed.repository.encode()).hexdigest()[:6], 16)
+        return Shapes(api, self.seed.repository, repo_id, workflow_id, self.cd.name, self.cd.file, self.cd.environment,
+                      3_100_000_000 + workflow_id % 1000, self.now() - timedelta(days=400))
+
+    def _next(self, kind: str) -> int:
+        self._ids[kind] += 1 + (self._ids[kind] % 7)
+        return self._ids[kind]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._log_path is not None:
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.requests = RequestLog(self._log_path)
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.shapes.api = self.url
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.requests.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def _new_run(self, inputs: dict[str, Any], branch: str, created: datetime, event: str = "workflow_dispatch") -> Run:
+        self._numbers += 1
+        sha = hashlib.sha1(f"{self.seed.repository}:{branch}:{self._numbers}".encode()).hexdigest()
+        run = Run(self._next("run"), self._numbers, event, branch, sha, self.seed.token_user, dict(inputs), created,
+                  job_id=self._next("job"), deployment_id=self._next("deployment"), steps=[Step(name) for name in STEPS])
+        self.runs[run.id] = run
+        return run
+
+    def seed_past_run(self, tag: str, manifest: dict[str, Any], when: datetime) -> Run:
+        """A CD run that deployed `tag` at `when`, approved, with its backup of the Deployment before it."""
+        run = self._new_run({"tag": tag}, self.seed.branches[0], when)
+        run.status, run.conclusion, run.reviewed = "completed", "success", "approved"
+        run.waiting_since, run.started = when + timedelta(seconds=20), when + timedelta(minutes=3)
+        for i, step in enumerate(run.steps):
+            step.status, step.conclusion = "completed", "success"
+            step.started = step.completed = run.started + timedelta(seconds=10 * i)
+        self._upload(run, manifest, run.started + timedelta(seconds=15))
+        run.completed = run.updated = run.started + timedelta(minutes=2)
+        return run
+
+    def _upload(self, run: Run, manifest: dict[str, Any], at: datetime) -> Artifact:
+        name = backup_name(at)
+        artifact = Artifact(self._next("artifact"), name, run.id, at, at + timedelta(days=self.seed.artifact_retention_days),
+                            backup_zip(name, manifest), run.branch, run.sha)
+        self.artifacts[artifact.id] = artifact
+        return artifact
+
+    async def _sleep(self, simulated: float) -> None:
+        await asyncio.sleep(self.clock.real_seconds(simulated))
+
+    async def _drive(self, run: Run) -> None:
+        await self._sleep(self.cd.step_seconds)
+        run.status, run.waiting_since = "waiting", self.now()
+        run.touch(self.now())
+        await self._reviews[run.id].wait()
+        if run.reviewed != "approved":
+            return
+        run.status, run.started = "in_progress", self.now()
+        run.touch(self.now())
+        ok = True
+        for step in run.steps:
+            step.status, step.started = "in_progress", self.now()
+            ok = await self._step(run, step.name)
+            step.status, step.conclusion, step.completed = "completed", "success" if ok else "failure", self.now()
+            run.touch(self.now())
+            if not ok:
+                break
+        self._finish(run, "success" if ok else "failure")
+
+    async def _step(self, run: Run, name: str) -> bool:
+        await self._sleep(self.cd.step_seconds / 2)
+        tag = str(run.inputs.get("tag", ""))
+        package = self.cd.image.rsplit("/", 1)[-1]
+        if name == "Check image in Artifact Registry":
+            return self.registry is not None and self.registry.has(package, tag)
+        if name in ("Back up deployment", "Deploy") and self.target is None:
+            return False
+        if name == "Back up deployment":
+            assert self.target is not None
+            try:
+                self._upload(run, self.target.manifest(), self.now())
+            except LookupError:
+                return False
+        elif name == "Deploy":
+            assert self.target is not None
+            try:
+                run.inputs["_generation"] = self.target.set_image(f"{self.cd.image}:{tag}", f"Update to version {tag}")
+            except Exception:  # LookupError or the API server's refusal: the step fails, as kubectl would
+                return False
+        elif name == "Wait for rollout":
+            assert self.target is not None
+            deadline = asyncio.get_running_loop().time() + self.clock.real_seconds(self.cd.rollout_timeout_seconds)
+            while (state := self.target.rollout(int(run.inputs["_generation"]))) == "progressing":
+                if asyncio.get_running_loop().time() > deadline:
+                    return False
+                await asyncio.sleep(0.05)
+            return state == "complete"
+        return True
+
+    def _finish(self, run: Run, conclusion: str) -> None:
+        run.inputs.pop("_generation", None)
+        now = self.now()
+        for step in run.steps:
+            if step.status != "completed":
+                step.status, step.conclusion, step.completed = "completed", "skipped", now
+        run.status, run.conclusion, run.completed = "completed", conclusion, now
+        run.touch(now)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        base = "/repos/{owner}/{repo}/actions"
+        app.router.add_get("/sandbox/requests", self._requests)
+        app.router.add_get("/_blob/artifacts/{artifact_id}", self._blob)
+        for path, handler in [("/workflows", self._list_workflows), ("/workflows/{workflow_id}", self._get_workflow),
+                              ("/workflows/{workflow_id}/runs", self._list_runs), ("/runs", self._list_runs),
+                              ("/runs/{run_id}", self._get_run), ("/runs/{run_id}/jobs", self._list_jobs),
+                              ("/runs/{run_id}/pending_deployments", self._get_pending), ("/runs/{run_id}/artifacts", self._list_artifacts),
+                              ("/artifacts", self._list_artifacts), ("/artifacts/{artifact_id}", self._get_artifact),
+                              ("/artifacts/{artifact_id}/{archive_format}", self._download)]:
+            app.router.add_get(base + path, handler)
+        app.router.add_post(base + "/workflows/{workflow_id}/dispatches", self._dispatch)
+        app.router.add_post(base + "/runs/{run_id}/pending_deployments", self._review)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        status = 500
+        try:
+            if request.path != "/sandbox/requests" and not request.path.startswith("/_blob/"):
+                self._authenticate(request)
+                version = request.headers.get("X-GitHub-Api-Version", API_VERSIONS[0])
+                if version not in API_VERSIONS:
+                    raise GitHubError(400, f"The requested API version '{version}' is not supported. Supported versions: {', '.join(API_VERSIONS)}.")
+                request[API_VERSION] = version
+            response = await handler(request)
+        except GitHubError as exc:
+            response = exc.response()
+        except web.HTTPException as exc:
+            response = GitHubError(exc.status, "Not Found" if exc.status == 404 else exc.reason).response()
+        status = response.status
+        if request.path != "/sandbox/requests":
+            self.requests.record(method=request.method, path=request.path, query=request.query_string, status=status)
+        return response
+
+    def _authenticate(self, request: web.Request) -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if not header:
+            raise GitHubError(401, "Requires authentication")
+        if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
+            raise GitHubError(401, "Bad credentials")
+
+    def _check_repo(self, request: web.Request) -> None:
+        if f"{request.match_info['owner']}/{request.match_info['repo']}".lower() != self.seed.repository.lower():
+            raise GitHubError(404, "Not Found")
+
+    def _workflow(self, request: web.Request) -> None:
+        self._check_repo(request)
+        wanted = request.match_info["workflow_id"]
+        if wanted not in (str(self.shapes.workflow_id), self.cd.file):
+            raise GitHubError(404, "Not Found", f"{DOCS}/actions/workflows#get-a-workflow")
+
+    def _run(self, request: web.Request) -> Run:
+        self._check_repo(request)
+        raw = request.match_info["run_id"]
+        run = self.runs.get(int(raw)) if raw.isdigit() else None
+        if run is None:
+            raise GitHubError(404, "Not Found", f"{DOCS}/actions/workflow-runs#get-a-workflow-run")
+        return run
+
+    def _artifact(self, request: web.Request) -> Artifact:
+        self._check_repo(request)
+        raw = request.match_info["artifact_id"]
+        artifact = self.artifacts.get(int(raw)) if raw.isdigit() else None
+        if artifact is None:
+            raise GitHubError(404, "Not Found", f"{DOCS}/actions/artifacts#get-an-artifact")
+        return artifact
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        since = int(request.query.get("since", "0"))
+        return web.json_response({"entries": self.requests.since(since), "last": self.requests.last_seq})
+
+    async def _list_workflows(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        return web.json_response({"total_count": 1, "workflows": [self.shapes.workflow()]})
+
+    async def _get_workflow(self, request: web.Request) -> web.Response:
+        self._workflow(request)
+        return web.json_response(self.shapes.workflow())
+
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        self._workflow(request)
+        docs = f"{DOCS}/actions/workflows#create-a-workflow-dispatch-event"
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise GitHubError(400, "Problems parsing JSON", docs) from None
+        if not isinstance(body, dict):
+            raise GitHubError(400, "Problems parsing JSON", docs)
+        if not isinstance(body.get("ref"), str):
+            raise GitHubError(422, 'Invalid request.\n\n"ref" wasn\'t supplied.', docs)
+        inputs = body.get("inputs") or {}
+        details = body.get("return_run_details", False)
+        if not isinstance(inputs, dict) or not isinstance(details, bool):
+            raise GitHubError(422, "Invalid request.\n\nFor 'properties/inputs', the value is not an object.", docs)
+        if len(inputs) > MAX_INPUTS:
+            raise GitHubError(422, f"you may only define up to {MAX_INPUTS} `inputs` for a `workflow_dispatch` event", docs)
+        ref = body["ref"].removeprefix("refs/heads/")
+        if ref not in self.seed.branches:
+            raise GitHubError(422, f"No ref found for: {body['ref']}", docs)
+        unexpected = [name for name in inputs if name not in self.cd.inputs]
+        if unexpected:
+            raise GitHubError(422, f"Unexpected inputs provided: {json.dumps(unexpected)}", docs)
+        for name, spec in self.cd.inputs.items():
+            if spec.required and (name not in inputs or inputs[name] in ("", None)):
+                raise GitHubError(422, f"Required input '{name}' not provided", docs)
+        run = self._new_run({k: str(v) for k, v in inputs.items()}, ref, self.now())
+        self._reviews[run.id] = asyncio.Event()
+        task = asyncio.create_task(self._drive(run), name=f"github-run-{run.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if details or request[API_VERSION] == "2026-03-10":
+            return web.json_response({"workflow_run_id": run.id, "run_url": f"{self.shapes.repo_url}/actions/runs/{run.id}",
+                                      "html_url": self.shapes.run(run)["html_url"]})
+        return web.Response(status=204)
+
+    async def _list_runs(self, request: web.Request) -> web.Response:
+        if "workflow_id" in request.match_info:
+            self._workflow(request)
+        else:
+            self._check_repo(request)
+        runs = filter_runs(sorted(self.runs.values(), key=lambda r: r.created, reverse=True), request.query)
+        return web.json_response({"total_count": len(runs), "workflow_runs": [self.shapes.run(r) for r in page_of(runs, request.query)]})
+
+    async def _get_run(self, request: web.Request) -> web.Response:
+        return web.json_response(self.shapes.run(self._run(request)))
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        run = self._run(request)
+        return web.json_response({"total_count": 1, "jobs": [self.shapes.job(run)]})
+
+    def _can_approve(self) -> bool:
+        return self.seed.token_user in self.cd.reviewers
+
+    async def _get_pending(self, request: web.Request) -> web.Response:
+        run = self._run(request)
+        if run.status != "waiting":
+            return web.json_response([])
+        return web.json_response([self.shapes.pending(run, self.cd.reviewers, self._can_approve())])
+
+    async def _review(self, request: web.Request) -> web.Response:
+        run = self._run(request)
+        docs = f"{DOCS}/actions/workflow-runs#review-pending-deployments-for-a-workflow-run"
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise GitHubError(400, "Problems parsing JSON", docs) from None
+        for name in ("environment_ids", "state", "comment"):
+            if not isinstance(body, dict) or name not in body:
+                raise GitHubError(422, f'Invalid request.\n\n"{name}" wasn\'t supplied.', docs)
+        ids, state = body["environment_ids"], body["state"]
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise GitHubError(422, "Invalid request.\n\nFor 'items', the value is not an integer.", docs)
+        if state not in ("approved", "rejected") or not isinstance(body["comment"], str):
+            raise GitHubError(422, f"Invalid request.\n\nFor 'properties/state', {json.dumps(state)} is not one of [\"approved\", \"rejected\"].", docs)
+        if run.status != "waiting" or self.shapes.environment_id not in ids:
+            raise GitHubError(422, "No pending deployment requests to approve or reject", docs)
+        if not self._can_approve():
+            raise GitHubError(422, f"{self.seed.token_user} is not a required reviewer for environment {self.cd.environment}", docs)
+        run.reviewed = state
+        run.touch(self.now())
+        if state == "rejected":
+            self._finish(run, "failure")
+        self._reviews[run.id].set()
+        return web.json_response([self.shapes.deployment(run)])
+
+    async def _list_artifacts(self, request: web.Request) -> web.Response:
+        if "run_id" in request.match_info:
+            run_id: int | None = self._run(request).id
+        else:
+            self._check_repo(request)
+            run_id = None
+        now = self.now()
+        found = [a for a in sorted(self.artifacts.values(), key=lambda a: a.created, reverse=True)
+                 if (run_id is None or a.run_id == run_id) and request.query.get("name", a.name) == a.name]
+        return web.json_response({"total_count": len(found), "artifacts": [self.shapes.artifact(a, now) for a in page_of(found, request.query)]})
+
+    async def _get_artifact(self, request: web.Request) -> web.Response:
+        return web.json_response(self.shapes.artifact(self._artifact(request), self.now()))
+
+    def _signature(self, artifact_id: int, expires: int) -> str:
+        return hmac.new(self._key, f"{artifact_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    async def _download(self, request: web.Request) -> web.Response:
+        artifact = self._artifact(request)
+        if request.match_info["archive_format"] != "zip":
+            raise GitHubError(404, "Not Found", f"{DOCS}/actions/artifacts#download-an-artifact")
+        if artifact.expired(self.now()):
+            raise GitHubError(410, "Artifact has expired", f"{DOCS}/actions/artifacts#download-an-artifact")
+        expires = int(self.now().timestamp()) + DOWNLOAD_URL_SECONDS
+        location = f"{self.url}/_blob/artifacts/{artifact.id}?se={expires}&sig={self._signature(artifact.id, expires)}"
+        return web.Response(status=302, headers={"Location": location})
+
+    async def _blob(self, request: web.Request) -> web.Response:
+        """The pre-signed storage URL a download redirects to: valid for a minute, no token needed."""
+        raw, expires = request.match_info["artifact_id"], request.query.get("se", "")
+        artifact = self.artifacts.get(int(raw)) if raw.isdigit() else None
+        if artifact is None or not expires.isdigit() or not hmac.compare_digest(self._signature(artifact.id, int(expires)), request.query.get("sig", "")):
+            return web.Response(status=403, text="AuthenticationFailed: signature did not match")
+        if int(expires) < self.now().timestamp():
+            return web.Response(status=403, text="AuthenticationFailed: signed expiry time has passed")
+        return web.Response(body=artifact.data, content_type="application/zip",
+                            headers={"Content-Disposition": f"attachment; filename={artifact.name}.zip"})

@@ -32,7 +32,8 @@ def supervise_until(stack: EmbeddedStack, done: str, timeout: float = 20) -> lis
 
 
 def test_a_killed_worker_is_restarted_and_a_dead_temporal_stops_everything(tmp_path, capsys) -> None:
-    stack = EmbeddedStack(state_dir=tmp_path / "up", temporal_port=free_port(), ui_port=free_port(), persist=False, traffic_rps=0)
+    stack = EmbeddedStack(state_dir=tmp_path / "up", temporal_port=free_port(), ui_port=free_port(), persist=False, traffic_rps=5,
+                          clock_speed=20)  # metric minutes pass in 3 s: verification needs a complete one
     stack.start()
     try:
         for delay in ("1s", "2s"):  # the backoff doubles while the worker keeps dying

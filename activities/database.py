@@ -26,7 +26,7 @@ from runbook.models import CheckResult
 from runbook.pitr_models import CloneQueriesRequest
 from runbook.queries import one_reading_statement
 
-from .errors import permanent, raise_for_api_status
+from .errors import permanent, raise_for_api_error
 from .pod_exec import PodExecActivities
 from .proxy import proxy_container, retarget
 
@@ -141,7 +141,7 @@ class DatabaseActivities:
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(f"deployment/{request.deployment} does not exist in namespace {request.namespace!r}", "DeploymentNotFound") from None
-            raise_for_api_status(exc.status, f"reading deployment/{request.deployment}", exc.body)
+            raise_for_api_error(exc, f"reading deployment/{request.deployment}")
         template: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(deployment.spec.template)
         spec = template["spec"]
         proxy = proxy_container(spec, request.access.proxy_container)
@@ -161,7 +161,7 @@ class DatabaseActivities:
             await self.core.create_namespaced_pod(request.namespace, pod)
         except ApiException as exc:
             if exc.status != 409:  # 409: a retried attempt's pod is still there; use it
-                raise_for_api_status(exc.status, f"creating the check pod {name}", exc.body)
+                raise_for_api_error(exc, f"creating the check pod {name}")
         return name
 
     async def _wait_ready(self, namespace: str, name: str, access: DatabaseAccess) -> str:
@@ -172,7 +172,7 @@ class DatabaseActivities:
             try:
                 pod = await self.core.read_namespaced_pod(name, namespace)
             except ApiException as exc:
-                raise_for_api_status(exc.status, f"reading the check pod {name}", exc.body)
+                raise_for_api_error(exc, f"reading the check pod {name}")
             statuses = pod.status.container_statuses or []
             sidecars = pod.status.init_container_statuses or []
             started = all(s.state and (s.state.running or s.state.terminated and s.state.terminated.exit_code == 0) for s in sidecars)

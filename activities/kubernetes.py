@@ -30,7 +30,7 @@ from runbook.models import (
 from runbook.plans import rollback_plan
 from runbook.policy import approvals_required
 
-from .errors import permanent, raise_for_api_status
+from .errors import permanent, raise_for_api_error
 from .gatekeeper import Gatekeeper
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -114,7 +114,7 @@ class KubernetesActivities:
                 if not await self._namespace_exists(namespace):
                     raise permanent(f"namespace {namespace!r} does not exist", "NamespaceNotFound") from None
                 raise permanent(f"deployment/{name} does not exist in namespace {namespace!r}", "DeploymentNotFound") from None
-            raise_for_api_status(exc.status, f"reading deployment/{name}", exc.body)
+            raise_for_api_error(exc, f"reading deployment/{name}")
 
     async def _namespace_exists(self, namespace: str) -> bool:
         try:
@@ -123,7 +123,7 @@ class KubernetesActivities:
         except ApiException as exc:
             if exc.status == 404:
                 return False
-            raise_for_api_status(exc.status, f"reading namespace {namespace}", exc.body)
+            raise_for_api_error(exc, f"reading namespace {namespace}")
 
     async def _owned_replicasets(self, deployment: Obj) -> list[Obj]:
         """kubectl's GetAllReplicaSets: selected by label and controlled by the deployment."""
@@ -131,7 +131,7 @@ class KubernetesActivities:
         try:
             listed = await self.apps.list_namespaced_replica_set(meta["namespace"], label_selector=selector_string(deployment["spec"]["selector"]))
         except ApiException as exc:
-            raise_for_api_status(exc.status, f"listing the ReplicaSets of deployment/{meta['name']}", exc.body)
+            raise_for_api_error(exc, f"listing the ReplicaSets of deployment/{meta['name']}")
         owned = []
         for rs in (self._serialize(item) for item in listed.items):
             refs = rs["metadata"].get("ownerReferences") or []
@@ -198,7 +198,7 @@ class KubernetesActivities:
             return BackupRef(namespace=request.namespace, configmap=request.backup_name, manifest_yaml=(existing.data or {}).get("deployment.yaml", ""), created=False)
         except ApiException as exc:
             if exc.status != 404:
-                raise_for_api_status(exc.status, f"reading backup configmap/{request.backup_name}", exc.body)
+                raise_for_api_error(exc, f"reading backup configmap/{request.backup_name}")
         deployment = await self._deployment(request.namespace, request.deployment)
         manifest = yaml.safe_dump(clean_manifest(deployment), sort_keys=False)
         body = {
@@ -213,7 +213,7 @@ class KubernetesActivities:
             await self.core.create_namespaced_config_map(request.namespace, body)
         except ApiException as exc:
             if exc.status != 409:
-                raise_for_api_status(exc.status, f"creating backup configmap/{request.backup_name}", exc.body)
+                raise_for_api_error(exc, f"creating backup configmap/{request.backup_name}")
         return BackupRef(namespace=request.namespace, configmap=request.backup_name, manifest_yaml=manifest, created=True)
 
     # -- undo ----------------------------------------------------------------------
@@ -238,7 +238,7 @@ class KubernetesActivities:
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(f"replicaset/{plan.target_replicaset} (revision {plan.to_revision}) was deleted; pick another revision", "RevisionGone") from None
-            raise_for_api_status(exc.status, f"reading replicaset/{plan.target_replicaset}", exc.body)
+            raise_for_api_error(exc, f"reading replicaset/{plan.target_replicaset}")
         if same_template(target["spec"]["template"], deployment["spec"]["template"]):
             return UndoResult(patched=False, message=f"skipped rollback (current template already matches revision {plan.to_revision})")
         current_annotations = deployment["metadata"].get("annotations") or {}
@@ -251,7 +251,7 @@ class KubernetesActivities:
         try:
             await self.apps.patch_namespaced_deployment(plan.deployment, plan.namespace, patch)
         except ApiException as exc:
-            raise_for_api_status(exc.status, f"patching deployment/{plan.deployment}", exc.body)
+            raise_for_api_error(exc, f"patching deployment/{plan.deployment}")
         activity.logger.info("rolled back deployment/%s to revision %s", plan.deployment, plan.to_revision)
         return UndoResult(patched=True, message=f"rolled back to revision {plan.to_revision}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
@@ -17,11 +18,12 @@ from runbook.catalog import Catalog
 from runbook.migration_models import OUTPUT_KEPT, ExecRequest, ExecResult
 from runbook.migrations import fill
 
-from .errors import permanent, raise_for_api_status
+from .errors import permanent, raise_for_api_error
 from .gatekeeper import Gatekeeper
 from .verify import VerifyActivities
 
 STDOUT, STDERR, ERROR = 1, 2, 3
+HEARTBEAT_SECONDS = 2.0  # while a command runs: the workflow's heartbeat timeout (~10 s) notices a lost worker
 
 
 def _tail(data: bytes) -> str:
@@ -53,12 +55,28 @@ class PodExecActivities:
     async def run(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> tuple[str, str, int]:
         """(stdout, stderr, exit code) of `command` in the container; permanent failure past `timeout`."""
         try:
-            out, err, code = await asyncio.wait_for(self._run(namespace, pod, container, command), timeout)
+            out, err, code = await asyncio.wait_for(self._heartbeating(self._run(namespace, pod, container, command), pod), timeout)
         except TimeoutError:
             raise permanent(f"{' '.join(command[:3])} ... in pod {pod} did not finish within {timeout:g}s; check the pod before retrying", "ExecTimeout") from None
         except ApiException as exc:
-            raise_for_api_status(exc.status, f"exec in pod/{pod}", exc.body)
+            raise_for_api_error(exc, f"exec in pod/{pod}")
         return _tail(out), _tail(err), code
+
+    @staticmethod
+    async def _heartbeating(work, pod: str):
+        """Await `work`, heartbeating every HEARTBEAT_SECONDS while it runs (inside an activity)."""
+        task = asyncio.ensure_future(work)
+        if not activity.in_activity():
+            return await task
+        started = time.monotonic()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+                if done:
+                    return task.result()
+                activity.heartbeat({"pod": pod, "running_seconds": round(time.monotonic() - started, 1)})
+        finally:
+            task.cancel()
 
     async def _run(self, namespace: str, pod: str, container: str, command: list[str]) -> tuple[bytes, bytes, int]:
         connect = await self.exec_core.connect_get_namespaced_pod_exec_without_preload_content(

@@ -11,7 +11,7 @@ from temporalio import activity
 
 from runbook.pitr_models import ProxySwitch, ProxySwitched
 
-from .errors import permanent, raise_for_api_status
+from .errors import permanent, raise_for_api_error
 from .gatekeeper import Gatekeeper
 from .proxy import proxy_container, retarget
 
@@ -27,7 +27,7 @@ class SwitchActivities:
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(f"deployment/{name} does not exist in namespace {namespace!r}", "DeploymentNotFound") from None
-            raise_for_api_status(exc.status, f"reading deployment/{name}", exc.body)
+            raise_for_api_error(exc, f"reading deployment/{name}")
 
     @activity.defn(name="k8s.switch_proxy_instance")
     async def switch_proxy_instance(self, request: ProxySwitch) -> ProxySwitched:
@@ -59,5 +59,5 @@ class SwitchActivities:
         try:
             await self.apps.patch_namespaced_deployment(request.deployment, request.namespace, patch)
         except ApiException as exc:
-            raise_for_api_status(exc.status, f"switching the proxy of deployment/{request.deployment}", exc.body)
+            raise_for_api_error(exc, f"switching the proxy of deployment/{request.deployment}")
         return ProxySwitched(changed=True, container=proxy["name"], args=wanted)

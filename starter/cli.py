@@ -4,7 +4,6 @@ them, and run the worker or the embedded default."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import signal
@@ -103,16 +102,18 @@ def rollback_start(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
     """Start a deployment rollback; prints its workflow id and Web UI link."""
+    from .inputs import parse_detected_at
+
     try:
-        detected = dt.datetime.fromisoformat(detected_at) if detected_at else None
+        detected = parse_detected_at(detected_at)
         request = RollbackRequest(
             namespace=namespace, deployment=deployment, to_revision=to_revision, severity=severity, reason=reason,
             impact=impact, cause=cause, detected_at=detected, requested_by=requested_by, dry_run=dry_run, language=language,
         )
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
-    except ValueError:
-        raise fail(f"--detected-at: {detected_at!r} is not an RFC 3339 time") from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     from workflows.deployment_rollback import rollback_workflow_id
 
     from .commands import start_rollback
@@ -168,7 +169,12 @@ def sign_start(request, workflow_id: str, key: Path | None) -> None:
 def decide(workflow_id: str, decision: str, by: str, note: str, key: Path | None, payload: bool, signature: Path | None,
            payload_file: Path | None) -> None:
     from .commands import send_decision
+    from .inputs import check_workflow_id
 
+    try:
+        check_workflow_id(workflow_id)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     if sum(bool(x) for x in (key, payload, signature)) > 1:
         raise fail("give one of --key, --payload and --signature")
     try:
@@ -188,9 +194,15 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
 
     from .commands import query_any_status
     from .guard import render_guard
+    from .inputs import check_workflow_id
     from .migration import render_migration
     from .pitr import render_pitr
     from .stacks import workflow_link
+
+    try:
+        check_workflow_id(workflow_id)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
     async def show(client, settings) -> int:
         current = await query_any_status(client.get_workflow_handle(workflow_id))
@@ -278,16 +290,26 @@ def up(
     console.print(f"approve (signed, as the catalog's identities require): modoru approve ROLLBACK_ID --by sre-lead --key {keys / 'sre-lead.key'}",
                   soft_wrap=True)
     console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)
+    raise typer.Exit(supervise(stack, lambda: stopping))
+
+
+def supervise(stack, stopping, interval: float = 0.5) -> int:
+    """`modoru up`'s watch: a dead worker is restarted with a backoff; if Temporal
+    (or the sandbox) dies, say so, stop everything and exit non-zero."""
+    from .embedded import StackError
+
     code = 0
-    while not stopping:
-        problem = stack.failed()
-        if problem:
-            err_console.print(f"modoru: {problem}")
+    while not stopping():
+        try:
+            for line in stack.supervise():
+                err_console.print(f"modoru: {line}", soft_wrap=True)
+        except StackError as exc:
+            err_console.print(f"modoru: {exc}", soft_wrap=True)
             code = 1
             break
-        time.sleep(0.5)
+        time.sleep(interval)
     stack.stop()
-    raise typer.Exit(code)
+    return code
 
 
 @app.command()
@@ -313,8 +335,26 @@ def sandbox_up(
                               *(["--clock-speed", str(clock_speed)] if clock_speed else [])])
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console script: usage errors (a missing option, a bad value, an
+    unknown command) are one line on stderr, like every other refusal."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort
+
+    try:
+        code = app(args=argv, prog_name="modoru", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        code = 2
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path.removeprefix("modoru").strip() if ctx is not None else ""
+        said = " ".join(exc.format_message().split())
+        err_console.print(f"modoru: {where + ': ' if where else ''}{said}", highlight=False, markup=False)
+        code = exc.exit_code
+    except Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

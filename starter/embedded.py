@@ -23,6 +23,8 @@ from . import stacks
 from .identities import demo_identities, guard_seal_key
 
 STARTUP_SECONDS = 90
+RESTART_FIRST, RESTART_CAP = 1.0, 30.0  # a dead worker is restarted after 1 s, 2 s, 4 s ... at most 30 s
+STEADY_SECONDS = 60.0  # a worker that stayed up this long starts the backoff again from 1 s
 
 
 class StackError(Exception):
@@ -80,6 +82,9 @@ class EmbeddedStack:
     register: bool = False  # True for `modoru up`: the CLI in other shells finds this stack's Web UI
     encrypt: bool = False  # encrypted histories: a codec for the worker and CLI, a codec server for the UI
     codec_port: int = field(default_factory=free_port)
+    worker_restarts: int = 0  # restarts in a row (reset once a worker stays up STEADY_SECONDS)
+    _restart_at: float | None = None
+    _worker_started: float = 0.0
 
     @property
     def temporal_address(self) -> str:
@@ -216,6 +221,7 @@ class EmbeddedStack:
                 time.sleep(0.1)
             self.temporal_config_path.write_text(f'[profile.default]\naddress = "{self.temporal_address}"\nnamespace = "default"\n')
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
+            self._worker_started = time.monotonic()
             self._write_endpoints(sandbox_dir)
             if self.register:
                 stacks.register(self.temporal_address, self.web_ui, self.state_dir)
@@ -234,14 +240,40 @@ class EmbeddedStack:
             endpoints.update(codec_server=self.codec_endpoint, codec_env=self.codec_env())
         self.endpoints_path.write_text(json.dumps(endpoints, indent=2) + "\n")
 
-    def failed(self) -> str | None:
-        for name, proc, _ in self.processes:
-            if proc.poll() is not None:
-                return f"{name} exited with code {proc.returncode}; see {self.state_dir / (name + '.log')}"
-        return None
-
     def restart_worker(self) -> None:
+        for entry in [e for e in self.processes if e[0] == "worker" and e[1].poll() is not None]:
+            self.processes.remove(entry)
+            entry[2].close()
         self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
+        self._worker_started = time.monotonic()
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """One look at the children (`modoru up` calls it twice a second). A dead
+        worker is restarted after a backoff, with a line saying so; Temporal, the
+        sandbox or the codec server dying raises StackError: the stack cannot go
+        on without them, and the caller stops everything."""
+        now = time.monotonic() if now is None else now
+        said: list[str] = []
+        for name, proc, _ in self.processes:
+            if name != "worker" and proc.poll() is not None:
+                what = "the Temporal dev server" if name == "temporal" else f"the {name}"
+                raise StackError(f"{what} exited with code {proc.returncode}; stopping everything (see {self.state_dir / (name + '.log')})")
+        worker = next((proc for name, proc, _ in reversed(self.processes) if name == "worker"), None)
+        if worker is not None and worker.poll() is None:
+            if now - self._worker_started >= STEADY_SECONDS:
+                self.worker_restarts = 0
+            return said
+        if self._restart_at is None:
+            delay = min(RESTART_FIRST * 2 ** self.worker_restarts, RESTART_CAP)
+            self._restart_at = now + delay
+            code = worker.returncode if worker is not None else "?"
+            said.append(f"worker exited with code {code}; restarting in {delay:g}s (see {self.state_dir / 'worker.log'})")
+        if now >= self._restart_at:
+            self.restart_worker()
+            self.worker_restarts += 1
+            self._restart_at = None
+            said.append(f"worker restarted (pid {self.pid('worker')})")
+        return said
 
     def pid(self, name: str) -> int | None:
         return next((proc.pid for n, proc, _ in self.processes if n == name and proc.poll() is None), None)

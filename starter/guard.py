@@ -28,6 +28,7 @@ from .stacks import workflow_link
 
 guard_app = typer.Typer(help="The release guard: watch a release's metrics and roll it back on a breach.", no_args_is_help=True)
 ENDED = {GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.ROLLBACK_FAILED, GuardPhase.STOPPED, GuardPhase.FAILED}
+BASELINE_WAIT_SECONDS = 20.0
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -59,7 +60,7 @@ async def _status(handle: WorkflowHandle) -> GuardStatus:
         return await handle.query(ReleaseGuardWorkflow.status)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no release guard with id {handle.id}: start one with `modoru guard start`") from None
+            raise CliError(f"no modoru workflow with id {handle.id} (no release guard watches that deployment): start one with `modoru guard start`") from None
         raise
 
 
@@ -104,6 +105,8 @@ async def start_guard(client: Client, settings: Settings, request: GuardRequest,
         verb = "started"
     except WorkflowAlreadyStartedError:
         handle, verb = client.get_workflow_handle(workflow_id), "a guard is already watching this deployment; attached to it"
+    if verb == "started":
+        await _past_baseline(handle)
     if not as_json:
         link = workflow_link(settings.web_ui, client.namespace, workflow_id)
         console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
@@ -115,6 +118,24 @@ async def start_guard(client: Client, settings: Settings, request: GuardRequest,
     if as_json:
         print(json.dumps(status.model_dump(mode="json"), ensure_ascii=False))
     return 0 if status.phase in (GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.STOPPED) else 1
+
+
+async def _past_baseline(handle: WorkflowHandle) -> None:
+    """Bad input (no such deployment, a service without metrics) shows in the
+    catalog lookup and the baseline: wait for them, and fail in one line."""
+    from .commands import CliError, failure_of
+
+    for _ in range(int(BASELINE_WAIT_SECONDS / 0.25)):
+        failure = await failure_of(handle)
+        if failure:
+            raise CliError(f"the guard for {handle.id.removeprefix('guard-')} could not start: {failure}", code=1)
+        try:
+            status = await handle.query(ReleaseGuardWorkflow.status)
+        except RPCError:
+            status = None  # no worker has run its first task yet
+        if status is not None and (status.baseline is not None or status.phase in ENDED):
+            return
+        await asyncio.sleep(0.25)
 
 
 async def follow_guard(handle: WorkflowHandle, quiet: bool = False) -> GuardStatus:

@@ -3,7 +3,6 @@ two approvers; `approve`, `reject` and `status` work on it as on rollbacks."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 
@@ -79,15 +78,16 @@ def migrate_start(
 ) -> None:
     """Start a migration rollback; prints its workflow id. Approve it with `modoru approve`."""
     from .cli import fail, first_error, run
+    from .inputs import parse_detected_at
 
     try:
-        detected = dt.datetime.fromisoformat(detected_at) if detected_at else None
+        detected = parse_detected_at(detected_at)
         request = MigrationRequest(service=service, steps=steps, to_version=to_version, reason=reason, severity=severity, detected_at=detected,
                                    requested_by=requested_by, language=language, dry_run=dry_run)
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
-    except ValueError:
-        raise fail(f"--detected-at: {detected_at!r} is not an RFC 3339 time") from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     from .cli import sign_start
 
     sign_start(request, migration_workflow_id(request.service), key)

@@ -95,7 +95,10 @@ def pitr_start(
         request = PitrRequest(service=service, point_in_time=point, new_instance=new_instance, reason=reason, requested_by=requested_by,
                               checks=checks, language=language, dry_run=dry_run)
     except ValidationError as exc:
-        raise fail(first_error(exc).replace("--point-in-time", "--time")) from None
+        said = first_error(exc).replace("--point-in-time", "--time")
+        if said.startswith(("--sql", "--expect", "--name")):  # a --check's parts are fields of its ExpectedQuery
+            said = "--check " + said.removeprefix("--")
+        raise fail(said) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
     from .cli import sign_start

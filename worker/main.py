@@ -33,6 +33,7 @@ from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
+from .api_errors import PlainApiErrors
 from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
 from .cloud import cloudsql_for, monitoring_for
@@ -110,7 +111,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             graceful_shutdown_timeout=timedelta(seconds=10),
             # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
             max_heartbeat_throttle_interval=timedelta(seconds=5),
-            interceptors=[ServiceTagging()],
+            interceptors=[ServiceTagging(), PlainApiErrors()],
         )
         async with worker:
             log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from runbook import notices
@@ -18,8 +17,7 @@ with workflow.unsafe.imports_passed_through():
 
     from . import search_attributes as sa
     from .approval import ApprovalDesk, send_notice
-
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+    from .retries import SLA_RETRY, budget
 
 
 class ChangeSteps:
@@ -30,9 +28,11 @@ class ChangeSteps:
     _notes: ApprovalDesk  # the desk whose audit trail takes the notes
 
     async def _activity(self, name: str, arg, result_type, summary: str, *, timeout: int = 60, heartbeat: int | None = None):
+        """Transient errors are retried until the SLA deadline is near (workflows/retries.py)."""
         return await workflow.execute_activity(
             name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout),
-            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=RETRY, summary=summary,
+            schedule_to_close_timeout=budget(getattr(self._status, "sla_deadline", None), workflow.now(), at_least=timedelta(seconds=timeout)),
+            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=SLA_RETRY, summary=summary,
         )
 
     async def _notify(self, kind: str, subject: str, text: str) -> None:

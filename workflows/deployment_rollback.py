@@ -43,8 +43,8 @@ with workflow.unsafe.imports_passed_through():
 
     from . import search_attributes as sa
     from .approval import ApprovalDesk, escalate
+    from .retries import SLA_RETRY, budget, failure_message, failure_type
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 
@@ -113,12 +113,11 @@ class DeploymentRollbackWorkflow:
         except ActivityError as err:
             # Refused before anything changed (catalog, plan, backup): fail with the
             # activity's own words, so the CLI and the Web UI show what to fix.
-            cause = err.cause
-            message = getattr(cause, "message", None) or str(err)
+            message = failure_message(err)
             self._status.message = message
             self._set_phase(Phase.FAILED)
             self._count("modoru_rollbacks_failed", "rollbacks failed")
-            raise ApplicationError(message, type=getattr(cause, "type", None) or "RollbackRefused", non_retryable=True) from err
+            raise ApplicationError(message, type=failure_type(err, "RollbackRefused"), non_retryable=True) from err
         except ApplicationError:
             self._count("modoru_rollbacks_failed", "rollbacks failed")
             raise
@@ -260,11 +259,13 @@ class DeploymentRollbackWorkflow:
     # -- helpers -------------------------------------------------------------------------
 
     async def _activity(self, name: str, arg, result_type, summary: str, *, timeout: int = 60, heartbeat: int | None = None):
+        """Transient errors are retried until the SLA deadline is near (workflows/retries.py)."""
         return await workflow.execute_activity(
             name, arg, result_type=result_type,
             start_to_close_timeout=timedelta(seconds=timeout),
+            schedule_to_close_timeout=budget(self._status.sla_deadline, workflow.now(), at_least=timedelta(seconds=timeout)),
             heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None,
-            retry_policy=RETRY, summary=summary,
+            retry_policy=SLA_RETRY, summary=summary,
         )
 
     async def _notify(self, kind: str, subject: str, text: str) -> list[str]:
@@ -286,7 +287,7 @@ class DeploymentRollbackWorkflow:
 
     async def _fail(self, err: ActivityError, plan: RollbackPlan, backup: str) -> RollbackResult:
         cause = err.cause
-        message = getattr(cause, "message", None) or str(cause or err)
+        message = failure_message(err)
         problems: list[str] = []
         if isinstance(cause, ApplicationError) and cause.details:
             detail = cause.details[0]
@@ -297,7 +298,7 @@ class DeploymentRollbackWorkflow:
         self._status.message = message
         await self._announce_failure(message, problems)
         self._finish(Phase.FAILED, plan=plan, backup=backup)
-        raise ApplicationError(f"rollback of deployment/{plan.deployment} failed: {message}", self._status.model_dump(mode="json"), type=getattr(cause, "type", None) or "RollbackFailed", non_retryable=True)
+        raise ApplicationError(f"rollback of deployment/{plan.deployment} failed: {message}", self._status.model_dump(mode="json"), type=failure_type(err, "RollbackFailed"), non_retryable=True)
 
     async def _announce_failure(self, message: str, problems: list[str]) -> None:
         self._set_phase(Phase.FAILED)

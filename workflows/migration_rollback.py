@@ -48,8 +48,10 @@ with workflow.unsafe.imports_passed_through():
 
     from .approval import ApprovalDesk, escalate
     from .change import ChangeSteps
+    from .retries import failure_message, failure_type
 
 TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
+EXEC_HEARTBEAT_SECONDS = 10  # k8s.exec heartbeats every 2 s while the command runs: a lost worker is noticed in seconds
 
 
 class Stop(Exception):
@@ -103,9 +105,8 @@ class MigrationRollbackWorkflow(ChangeSteps):
         try:
             return await self._run(request)
         except ActivityError as err:
-            cause = err.cause
-            await self._fail(getattr(cause, "message", None) or str(err), announce=self._status.phase is Phase.EXECUTING)
-            raise ApplicationError(self._status.message, type=getattr(cause, "type", None) or "MigrationRollbackFailed", non_retryable=True) from err
+            await self._fail(failure_message(err), announce=self._status.phase is Phase.EXECUTING)
+            raise ApplicationError(self._status.message, type=failure_type(err, "MigrationRollbackFailed"), non_retryable=True) from err
         except Stop:
             changed = Phase.EXECUTING.value in self._status.timings
             raise ApplicationError(self._status.message, type="MigrationRollbackFailed" if changed else "MigrationRollbackRefused", non_retryable=True) from None
@@ -206,7 +207,7 @@ class MigrationRollbackWorkflow(ChangeSteps):
                     grant: Grant | None = None) -> ExecResult:
         result: ExecResult = await self._activity("k8s.exec", ExecRequest(
             service=self._request.service, action=action, version=version, steps=steps, grant=grant,  # type: ignore[arg-type]
-        ), ExecResult, summary, timeout=config.command_timeout_seconds + 60)
+        ), ExecResult, summary, timeout=config.command_timeout_seconds + 60, heartbeat=EXEC_HEARTBEAT_SECONDS)
         self._status.commands.append(result)
         self._desk.note("modoru", "exec", detail=f"{' '.join(result.command)} in {result.pod}: exit {result.exit_code}")
         return result

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
 
     from .approval import ApprovalDesk
     from .change import ChangeSteps
+    from .retries import failure_message, failure_type
 
 
 
@@ -102,9 +103,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         try:
             return await self._run(request)
         except ActivityError as err:
-            cause = err.cause
-            await self._fail(getattr(cause, "message", None) or str(err), announce=Phase.EXECUTING.value in self._status.timings)
-            raise ApplicationError(self._status.message, type=getattr(cause, "type", None) or "RecoveryFailed", non_retryable=True) from err
+            await self._fail(failure_message(err), announce=Phase.EXECUTING.value in self._status.timings)
+            raise ApplicationError(self._status.message, type=failure_type(err, "RecoveryFailed"), non_retryable=True) from err
         except Stop:
             raise ApplicationError(self._status.message, type="RecoveryFailed" if Phase.EXECUTING.value in self._status.timings else "RecoveryRefused", non_retryable=True) from None
         finally:

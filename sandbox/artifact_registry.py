@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +28,7 @@ from aiohttp import web
 
 from . import discovery
 from .cloudsql_resources import ApiError, rfc3339
+from .google_rest import route_handler
 from .kube.faults import RequestLog
 from .scenario import RegistrySeed, point_in_time
 
@@ -277,44 +276,6 @@ def _error(exc: ApiError) -> web.Response:
     return web.json_response({"error": {"code": exc.http_status, "message": exc.message, "status": exc.status}}, status=exc.http_status)
 
 
-def _handler(emulator: ArtifactRegistryEmulator, spec: discovery.Method) -> Callable[[web.Request], Any]:
-    method = getattr(emulator, ROUTES[spec.id])
-    takes = inspect.signature(method).parameters
-    query_params = {name for name, p in spec.parameters.items() if p.get("location") == "query"}
-    allowed_query = query_params | discovery.standard_parameters(API, VERSION)
-
-    async def handle(request: web.Request) -> web.Response:
-        try:
-            for name, value in request.query.items():
-                if name not in allowed_query:
-                    raise ApiError(400, f"Invalid JSON payload received. Unknown name \"{name}\": Cannot bind query parameter. "
-                                        f"Field '{name}' could not be found in request message.")
-                param = spec.parameters.get(name) or {}
-                if param.get("type") == "integer" and not value.lstrip("-").isdigit():
-                    raise ApiError(400, f"Invalid value at '{discovery._snake(name)}' (TYPE_INT32), \"{value}\"")
-                if "enum" in param and value not in param["enum"]:
-                    raise ApiError(400, f"Invalid value at '{discovery._snake(name)}' (type.googleapis.com/google.devtools."
-                                        f"artifactregistry.v1.VersionView), \"{value}\"")
-            args: dict[str, Any] = {name: request.match_info[name] for name in request.match_info if name in takes}
-            if "query" in takes:
-                args["query"] = {name: request.query[name] for name in query_params if name in request.query}
-            if spec.request:
-                try:
-                    body = await request.json() if request.can_read_body else {}
-                except json.JSONDecodeError as exc:
-                    raise ApiError(400, f"Invalid JSON payload received. {exc.msg}.") from None
-                try:
-                    discovery.check(API, VERSION, spec.request, body, at="body")
-                except discovery.SchemaViolation as exc:
-                    raise ApiError(400, str(exc)) from None
-                args["body"] = body
-            return web.json_response(method(**args))
-        except ApiError as exc:
-            return _error(exc)
-
-    return handle
-
-
 def build_app(emulator: ArtifactRegistryEmulator) -> web.Application:
     @web.middleware
     async def record(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
@@ -332,7 +293,8 @@ def build_app(emulator: ArtifactRegistryEmulator) -> web.Application:
     specs = discovery.methods(API, VERSION)
     for method_id in ROUTES:
         spec = specs[method_id]
-        app.router.add_route(spec.http_method, "/" + spec.path, _handler(emulator, spec))
+        app.router.add_route(spec.http_method, "/" + spec.path, route_handler(API, VERSION, spec, getattr(emulator, ROUTES[spec.id]), _error,
+                                                                            {"view": "type.googleapis.com/google.devtools.artifactregistry.v1.VersionView"}))
 
     async def not_found(request: web.Request) -> web.Response:
         return _error(ApiError(404, f"The requested URL {request.path} was not found on this server."))

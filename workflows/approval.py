@@ -36,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
 SIGNED_DECISIONS = "signed-decisions"  # workflow.patched id: runs recorded before it judge plain names
 
 GIVE_UP = timedelta(hours=24)
+# What the Web UI's timeline calls each timer.
+TIMER_SUMMARY = {"half_time": "half-time escalation at {at}", "deadline": "runbook deadline at {at}: escalate, SLA missed if not mitigated"}
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 
@@ -200,7 +202,7 @@ class ApprovalDesk:
             return self.deadline_passed and policy.on_deadline != "keep_waiting"
 
         try:
-            await workflow.wait_condition(settled, timeout=GIVE_UP)
+            await workflow.wait_condition(settled, timeout=GIVE_UP, timeout_summary=f"approval expiry: give up after {GIVE_UP} without a decision")
         except TimeoutError:
             self.rejection = RejectSignal(by="modoru", reason=f"no approval within {GIVE_UP}")
             self.note("modoru", "expired", counted=True, detail=self.rejection.reason)
@@ -222,7 +224,7 @@ async def escalate(severity, detected_at: dt.datetime, done: Callable[[], bool],
         delay = (at - workflow.now()).total_seconds()
         if delay > 0:
             try:
-                await workflow.wait_condition(done, timeout=delay)
+                await workflow.wait_condition(done, timeout=delay, timeout_summary=TIMER_SUMMARY[point].format(at=at.isoformat(timespec="seconds")))
                 return
             except TimeoutError:
                 pass

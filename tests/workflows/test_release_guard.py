@@ -160,28 +160,30 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(time_ski
         Identity(id="viewer", display_name="Viewer", roles=["viewer"], keys=[public_key_line(keys["viewer"])]),
     ])})
     scripted = ScriptedGuard([clean(2), "block"])
-    async with guard_worker(time_skipping_env, fake, scripted):
-        handle = await start_guard(time_skipping_env, deployment_name())
-        for _ in range(100):
-            if len(scripted.watches) == 2:
-                break
-            await asyncio.sleep(0.05)
-        gate = (await handle.query(ReleaseGuardWorkflow.status)).pending
-        assert gate is not None and gate.gate == "stop" and gate.signed
+    # Signed payloads carry real times: workflow time must not skip past their expiry.
+    with time_skipping_env.auto_time_skipping_disabled():
+        async with guard_worker(time_skipping_env, fake, scripted):
+            handle = await start_guard(time_skipping_env, deployment_name())
+            for _ in range(200):
+                if len(scripted.watches) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            gate = (await handle.query(ReleaseGuardWorkflow.status)).pending
+            assert gate is not None and gate.gate == "stop" and gate.signed
 
-        def signed(who: str, **changes) -> SignedDecision:
-            text = DecisionPayload.model_validate(payload_for(gate, "stop", who, "done").model_copy(update=changes).model_dump()).text()
-            return SignedDecision(payload=text, signature=sign(text, keys[who]))
+            def signed(who: str, **changes) -> SignedDecision:
+                text = DecisionPayload.model_validate(payload_for(gate, "stop", who, "done").model_copy(update=changes).model_dump()).text()
+                return SignedDecision(payload=text, signature=sign(text, keys[who]))
 
-        for signal in (StopSignal(by="sre-lead"), StopSignal(by="viewer", signed=signed("viewer")),
-                       StopSignal(by="sre-lead", signed=signed("sre-lead", run_id="another-run"))):
-            await handle.signal(ReleaseGuardWorkflow.stop, signal)
-        for _ in range(100):
-            if len((await handle.query(ReleaseGuardWorkflow.status)).refused_stops) == 3:
-                break
-            await asyncio.sleep(0.05)
-        refused = (await handle.query(ReleaseGuardWorkflow.status)).refused_stops
-        assert ["unsigned" in refused[0], "neither an approver" in refused[1], "names run another-run" in refused[2]] == [True] * 3
-        await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="sre-lead", signed=signed("sre-lead")))
-        result: GuardResult = await handle.result()
+            for signal in (StopSignal(by="sre-lead"), StopSignal(by="viewer", signed=signed("viewer")),
+                           StopSignal(by="sre-lead", signed=signed("sre-lead", run_id="another-run"))):
+                await handle.signal(ReleaseGuardWorkflow.stop, signal)
+            for _ in range(100):
+                if len((await handle.query(ReleaseGuardWorkflow.status)).refused_stops) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            refused = (await handle.query(ReleaseGuardWorkflow.status)).refused_stops
+            assert ["unsigned" in refused[0], "neither an approver" in refused[1], "names run another-run" in refused[2]] == [True] * 3
+            await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="sre-lead", signed=signed("sre-lead")))
+            result: GuardResult = await handle.result()
     assert result.status.phase is GuardPhase.STOPPED and "stopped by sre-lead: done" in result.status.message

@@ -24,7 +24,7 @@ def signer_key(payload: str, armored: str) -> str:
     """The 'TYPE BASE64' public key that made `armored` over `payload`, or BadSignature."""
     try:
         key = sshsig.check_signature(payload.encode("utf-8"), armored, namespace=NAMESPACE)
-    except (sshsig.InvalidSignature, ValueError, NotImplementedError) as exc:
+    except (sshsig.InvalidSignature, ValueError, RuntimeError) as exc:  # RuntimeError: a key type sshsig does not support
         raise BadSignature(f"the signature does not verify: {exc}") from None
     kind, blob = key.openssh_str().split()[:2]
     return f"{kind} {blob}"

@@ -96,13 +96,20 @@ class BadFilter(ValueError):
     pass
 
 
-def parse_alert_filter(text: str) -> dict[str, str]:
-    terms: dict[str, str] = {}
+def _terms(text: str) -> list[tuple[str, str]]:
+    """`field = "value"` terms joined by AND, as (field, value)."""
+    found = []
     for part in re.split(r"\s+AND\s+", text.strip()) if text.strip() else []:
         match = _TERM.match(part)
         if not match:
             raise BadFilter(f"cannot parse filter term {part!r}: use field = \"value\" joined by AND")
-        key, value = match.groups()
+        found.append((match.group(1), match.group(2)))
+    return found
+
+
+def parse_alert_filter(text: str) -> dict[str, str]:
+    terms: dict[str, str] = {}
+    for key, value in _terms(text):
         if key not in FILTER_FIELDS and not key.startswith(("resource.labels.", "policy.user_labels.", "metric.labels.")):
             raise BadFilter(f"unknown filter field {key!r} (known: {', '.join(FILTER_FIELDS)}, resource.labels.*, policy.user_labels.*, metric.labels.*)")
         if key == "state" and value not in ("OPEN", "CLOSED"):
@@ -115,11 +122,7 @@ def parse_policy_filter(text: str) -> dict[str, str]:
     """alertPolicies.list filters as the sorting-and-filtering reference writes
     them: `user_label.KEY = "value"` and `display_name = "..."`, joined by AND."""
     terms: dict[str, str] = {}
-    for part in re.split(r"\s+AND\s+", text.strip()) if text.strip() else []:
-        match = _TERM.match(part)
-        if not match:
-            raise BadFilter(f"cannot parse filter term {part!r}: use field = \"value\" joined by AND")
-        key, value = match.groups()
+    for key, value in _terms(text):
         if key not in POLICY_FIELDS and not key.startswith("user_label."):
             raise BadFilter(f"unknown alert policy field {key!r} (known: {', '.join(POLICY_FIELDS)}, user_label.KEY)")
         terms[key] = value

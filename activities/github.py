@@ -216,7 +216,7 @@ class GitHubActivities:
         usable = [a for a in listed.artifacts if a.name == request.name and not a.expired]
         if not usable:
             state = "has expired" if any(a.name == request.name for a in listed.artifacts) else "does not exist"
-            raise permanent(f"artifact {request.name} in {cd.repository} {state}: list the backups with `modoru restore backups`", "ArtifactNotFound")
+            raise permanent(f"artifact {request.name} in {cd.repository} {state}: see the Artifacts of the production deploy runs in the Actions tab", "ArtifactNotFound")
         artifact = usable[0]
         owner, repo = cd.repository.split("/")
         async with self._client(cd) as gh:

@@ -173,7 +173,7 @@ class KubernetesOpsActivities(KubernetesActivities):
         if len(diff) > MAX_DIFF_LINES:
             diff = diff[:MAX_DIFF_LINES] + [f"... {len(diff) - MAX_DIFF_LINES} more lines"]
         return RestoreCheck(notes=notes, desired=yaml.safe_dump(desired, sort_keys=False), digest=_digest(desired), diff=diff,
-                            deployment_uid=live["metadata"]["uid"], live_images=images_of(live), images=images_of(desired),
+                            deployment_uid=live["metadata"]["uid"], revision=revision_of(live), live_images=images_of(live), images=images_of(desired),
                             unchanged=applied_view(merged) == applied_view(live))
 
     @staticmethod

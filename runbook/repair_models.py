@@ -56,6 +56,7 @@ class RestoreCheck(Model):
     digest: str = Field("", description="sha256 of the desired manifest's canonical JSON")
     diff: list[str] = Field(default_factory=list, description="unified diff of the live object against the result of the apply")
     deployment_uid: str = ""
+    revision: int = Field(0, description="the live revision when checked")
     live_images: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
     unchanged: bool = False

@@ -172,3 +172,40 @@ def manifest_source(artifact: str | None, backup: str | None, file: Path | None)
         raise ValueError("give exactly one of --artifact NAME, --backup CONFIGMAP and --file PATH")
     kind, value = given[0]
     return ManifestSource(kind=kind, name=str(value))  # type: ignore[arg-type]
+
+
+@restore_app.command("start")
+def restore_start(
+    deployment: str = typer.Option(..., help="The Deployment to restore."),
+    reason: str = typer.Option(..., help="Why: what is broken."),
+    artifact: str | None = typer.Option(None, help="A backup artifact of the production deploy pipeline, e.g. deployment-backup-20250116-120000."),
+    backup: str | None = typer.Option(None, help="One of modoru's backup ConfigMaps, e.g. modoru-backup-tekutoko-api-r3-1a2b3c4d."),
+    file: Path | None = typer.Option(None, help="A manifest file (read here and passed to the workflow)."),
+    namespace: str = typer.Option("default"),
+    severity: Severity = typer.Option(Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."),
+    detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
+    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
+    language: str = typer.Option("ja", help="Notice language: ja or en."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and diff only; change nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Validate a backed-up manifest against the live Deployment, show the diff, and after approval apply it; prints the workflow id."""
+    from runbook.repair_models import RestoreRequest
+    from workflows.restore import RestoreWorkflow, restore_workflow_id
+
+    from .cli import fail, first_error, run, sign_start
+
+    try:
+        source = manifest_source(artifact, backup, file)
+        text = read_manifest_file(file) if file else ""
+        request = RestoreRequest(namespace=namespace, deployment=deployment, source=source, manifest=text, severity=severity, reason=reason,
+                                 requested_by=requested_by, detected_at=_common(severity, detected_at), language=language, dry_run=dry_run)
+    except ValidationError as exc:
+        raise fail(first_error(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    workflow_id = restore_workflow_id(namespace, deployment)
+    sign_start(request, workflow_id, key)
+    run(lambda client, settings: start_cd(client, settings, RestoreWorkflow.run, request, workflow_id=workflow_id, what="restore", wait=wait, as_json=as_json))

@@ -54,6 +54,7 @@ class CdStack:
     endpoints: dict
     env: dict[str, str]
     tmp_path: Path
+    ops: KubernetesOpsActivities
 
     def live_image(self) -> str:
         return self.sandbox.kubectl("get", "deployment/tekutoko-api", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
@@ -99,5 +100,5 @@ async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: Serv
                       github.list_backups, github.download_backup, registry.images, registry.diagnose_pull, NotifyActivities(environ={}, base_dir=tmp_path).send]
         env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
-            yield CdStack(dev_env.client, queue, sandbox, endpoints, env, tmp_path)
+            yield CdStack(dev_env.client, queue, sandbox, endpoints, env, tmp_path, ops)
     await api.close()

@@ -209,3 +209,51 @@ def restore_start(
     workflow_id = restore_workflow_id(namespace, deployment)
     sign_start(request, workflow_id, key)
     run(lambda client, settings: start_cd(client, settings, RestoreWorkflow.run, request, workflow_id=workflow_id, what="restore", wait=wait, as_json=as_json))
+
+
+def _repair(action: str, deployment: str, namespace: str, replicaset: str, reason: str, requested_by: str, key: Path | None, language: str,
+            wait: bool, as_json: bool) -> None:
+    from runbook.repair_models import RepairRequest
+    from workflows.troubleshoot import TroubleshootWorkflow, troubleshoot_workflow_id
+
+    from .cli import fail, first_error, run, sign_start
+
+    try:
+        request = RepairRequest(namespace=namespace, deployment=deployment, action=action, replicaset=replicaset, reason=reason,  # type: ignore[arg-type]
+                                requested_by=requested_by, language=language)
+    except ValidationError as exc:
+        raise fail(first_error(exc)) from None
+    workflow_id = troubleshoot_workflow_id(namespace, deployment)
+    sign_start(request, workflow_id, key)
+    run(lambda client, settings: start_cd(client, settings, TroubleshootWorkflow.run, request, workflow_id=workflow_id, what=action, wait=wait, as_json=as_json))
+
+
+@troubleshoot_app.command("delete-replicaset")
+def delete_replicaset(
+    deployment: str = typer.Option(..., help="The Deployment whose old pods remain."),
+    replicaset: str = typer.Option(..., help="The old ReplicaSet to delete (never the live one)."),
+    reason: str = typer.Option(..., help="Why."),
+    namespace: str = typer.Option("default"),
+    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
+    language: str = typer.Option("ja", help="Notice language: ja or en."),
+    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """`kubectl delete replicaset` of an old ReplicaSet, after approval (its manifest is kept in a ConfigMap first)."""
+    _repair("delete-replicaset", deployment, namespace, replicaset, reason, requested_by, key, language, wait, as_json)
+
+
+@troubleshoot_app.command("restart")
+def restart(
+    deployment: str = typer.Option(..., help="The Deployment to restart."),
+    reason: str = typer.Option(..., help="Why."),
+    namespace: str = typer.Option("default"),
+    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
+    language: str = typer.Option("ja", help="Notice language: ja or en."),
+    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """`kubectl rollout restart`, after approval; the rollout is awaited and verified."""
+    _repair("restart", deployment, namespace, "", reason, requested_by, key, language, wait, as_json)

@@ -34,6 +34,7 @@ from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.redeploy import RedeployWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 from workflows.restore import RestoreWorkflow
+from workflows.troubleshoot import TroubleshootWorkflow
 
 from .api_errors import PlainApiErrors
 from .catalog_file import CatalogError, load_catalog
@@ -48,7 +49,7 @@ log = logging.getLogger("modoru.worker")
 # among them) are used as they are, never re-imported in the workflow sandbox.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
 WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
-WORKFLOWS += [RedeployWorkflow, RestoreWorkflow]  # the runbook's methods 2 and 3 and its troubleshooting
+WORKFLOWS += [RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow]  # the runbook's methods 2 and 3 and its troubleshooting
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .cd_config import TAG_PATTERN, CdConfig, RegistryConfig
 from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
-from .models import AuditEntry, Diagnostics, VerifyResult
+from .models import AuditEntry, ChecklistItem, Diagnostics, VerifyResult
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -201,6 +201,7 @@ class RedeployStatus(Strict):
     problems: list[str] = Field(default_factory=list)
     escalations: list[str] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
+    checklist: list[ChecklistItem] = Field(default_factory=list, description="the runbook's checklist, each item with time and evidence")
     timings: dict[str, dt.datetime] = Field(default_factory=dict)
     message: str = ""
 

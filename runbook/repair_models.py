@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from .cd_models import MAX_MANIFEST_BYTES, ManifestSource, PullDiagnosis
 from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
-from .models import AuditEntry, Diagnostics, Model, VerifyResult
+from .models import AuditEntry, ChecklistItem, Diagnostics, Model, VerifyResult
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -101,6 +101,7 @@ class RestoreStatus(Model):
     pull: PullDiagnosis | None = None
     escalations: list[str] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
+    checklist: list[ChecklistItem] = Field(default_factory=list, description="the runbook's checklist, each item with time and evidence")
     timings: dict[str, dt.datetime] = Field(default_factory=dict)
     message: str = ""
 

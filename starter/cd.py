@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from pydantic import BaseModel, ValidationError
+from rich.markup import escape
 from rich.table import Table
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
@@ -28,6 +29,11 @@ troubleshoot_app = typer.Typer(help="The runbook's troubleshooting remedies, as 
 STATUS_KINDS = ("Redeploy", "Restore", "Troubleshoot")
 
 
+def _row(table: Table, *cells: object) -> None:
+    """Cells are text, never markup: a diff or a log line may hold brackets."""
+    table.add_row(*(escape(str(c)) for c in cells))
+
+
 def render_cd(status: BaseModel) -> None:
     """A redeploy's, restore's or troubleshooting step's status, for humans."""
     data = status.model_dump(mode="json")
@@ -36,41 +42,43 @@ def render_cd(status: BaseModel) -> None:
     table.add_column(overflow="fold")
     for key in ("phase", "namespace", "deployment", "tag", "action", "replicaset", "severity", "requested_by", "reason", "approvals_required", "approvals"):
         if data.get(key) not in (None, "", []):
-            table.add_row(key, str(data[key]))
+            _row(table, key, str(data[key]))
     if data.get("source"):
-        table.add_row("source", f"{data['source']['kind']}: {data['source']['name']}")
+        _row(table, "source", f"{data['source']['kind']}: {data['source']['name']}")
     if data.get("images"):
-        table.add_row("registry", "\n".join(f"{', '.join(i['tags']) or '<untagged>'}  {i['updated'] or ''}  {i['uri']}" for i in data["images"]))
+        _row(table, "registry", "\n".join(f"{', '.join(i['tags']) or '<untagged>'}  {i['updated'] or ''}  {i['uri']}" for i in data["images"]))
     plan = data.get("plan") or {}
     if plan.get("live_image"):
-        table.add_row("plan", f"{plan['live_image']} → {plan['image']} (pushed {data.get('pushed')}; last ran in revision {plan.get('last_revision') or 'none'})")
+        _row(table, "plan", f"{plan['live_image']} → {plan['image']} (pushed {data.get('pushed')}; last ran in revision {plan.get('last_revision') or 'none'})")
     for rs in plan.get("replicasets") or []:
-        table.add_row("replicaset", f"{rs['name']} revision {rs['revision']} ({rs['role']}): {rs['ready']}/{rs['replicas']} ready, {', '.join(rs['images'])}")
+        _row(table, "replicaset", f"{rs['name']} revision {rs['revision']} ({rs['role']}): {rs['ready']}/{rs['replicas']} ready, {', '.join(rs['images'])}")
     check = data.get("check") or {}
     for line in (check.get("problems") or []) + (check.get("notes") or []):
-        table.add_row("check", line)
+        _row(table, "check", line)
     if check.get("diff"):
-        table.add_row("diff", "\n".join(check["diff"]))
+        _row(table, "diff", "\n".join(check["diff"]))
     run = data.get("run") or {}
     if run:
-        table.add_row("cd run", f"#{run['number']} {run['status']} {run.get('conclusion') or ''} {run['html_url']}")
+        _row(table, "cd run", f"#{run['number']} {run['status']} {run.get('conclusion') or ''} {run['html_url']}")
         for pending in run.get("pending") or []:
-            table.add_row("github review", f"environment {pending['environment']}: {', '.join(pending['reviewers'])} (approve in GitHub)")
+            _row(table, "github review", f"environment {pending['environment']}: {', '.join(pending['reviewers'])} (approve in GitHub)")
     if data.get("pending"):
-        table.add_row("awaiting", f"gate {data['pending']['gate']}: modoru approve {data['workflow_id']} --by <you>")
+        _row(table, "awaiting", f"gate {data['pending']['gate']}: modoru approve {data['workflow_id']} --by <you>")
     pull = data.get("pull") or {}
     for line in [v["detail"] for v in pull.get("verdicts") or []] + ([pull["permission_detail"]] if pull.get("permission_detail") else []):
-        table.add_row("image pull", line)
+        _row(table, "image pull", line)
     for c in (data.get("verification") or {}).get("checks") or []:
-        table.add_row(c["name"], ("ok " if c["ok"] else "FAIL ") + c["detail"])
+        _row(table, c["name"], ("ok " if c["ok"] else "FAIL ") + c["detail"])
+    for item in data.get("checklist") or []:
+        _row(table, "done" if item["done_at"] else "todo", f"{item['title']}: {item['evidence']}" if item["evidence"] else item["title"])
     if data.get("message"):
-        table.add_row("message", data["message"])
+        _row(table, "message", data["message"])
     console.print(table)
     audit = Table(title="audit")
     for column in ("at", "actor", "action", "counted", "detail"):
         audit.add_column(column, overflow="fold")
     for entry in data.get("audit") or []:
-        audit.add_row(entry["at"][11:19], entry["actor"], entry["action"], "" if entry["counted"] is None else ("yes" if entry["counted"] else "no"), entry["detail"])
+        _row(audit, entry["at"][11:19], entry["actor"], entry["action"], "" if entry["counted"] is None else ("yes" if entry["counted"] else "no"), entry["detail"])
     console.print(audit)
 
 

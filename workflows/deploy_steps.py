@@ -6,6 +6,8 @@ the failure notice. Deterministic, like the workflows that mix it in."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -95,6 +97,7 @@ class DeploySteps(ChangeSteps):
             raise Stop from None
         self._status.rollout = outcome.message
         self._status.diagnostics = outcome.diagnostics
+        self._check("rollout", outcome.message)
         return outcome
 
     async def _verify(self, entry: ServiceEntry) -> VerifyResult:
@@ -105,11 +108,31 @@ class DeploySteps(ChangeSteps):
                                             window_seconds=entry.verification_window_seconds, monitoring=entry.monitoring, recovery=entry.recovery),
             VerifyResult, "verify pods, health and API", timeout=entry.verification_window_seconds + 60, heartbeat=10)
         self._status.verification = result
+        if result.ok:
+            self._check_done(result)
         if not result.ok:
             failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
             await self._fail_with(f"verification failed after {result.attempts} attempts: {failing}", [])
             raise Stop
         return result
+
+    def _check(self, key: str, evidence: str, *, done: bool = True) -> None:
+        """Tick the runbook's checklist item `key` with its evidence (statuses without a checklist ignore it)."""
+        for item in getattr(self._status, "checklist", []):
+            if item.key == key:
+                item.evidence = evidence
+                item.done_at = workflow.now() if done else None
+
+    def _check_done(self, result: VerifyResult) -> None:
+        by_name = {c.name: c for c in result.checks}
+        for key in ("pods", "health", "api"):
+            if key in by_name and by_name[key].ok:
+                self._check(key, by_name[key].detail)
+        if self._entry is not None:
+            self._check("notify_done", ", ".join(c.label for c in self._entry.channels) or "no channel")
+        due = workflow.now()
+        self._check("rca", f"due {(due + timedelta(hours=24)).isoformat()}", done=False)
+        self._check("postmortem", f"due {(due + timedelta(hours=48)).isoformat()}", done=False)
 
     async def _fail_with(self, message: str, problems: list[str]) -> None:
         self._status.message = message

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         RunState,
         redeploy_plan,
     )
+    from runbook.checklist import new_checklist
     from runbook.models import ApprovalSignal, Phase, RejectSignal, ServiceLookup
     from runbook.policy import approvals_required, sla_deadline
 
@@ -52,10 +53,11 @@ class RedeployWorkflow(DeploySteps):
         self._status = RedeployStatus(
             workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, namespace=request.namespace, deployment=request.deployment, tag=request.tag,
             severity=request.severity, requested_by=request.requested_by, reason=request.reason, detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now},
+            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now}, checklist=new_checklist(request.language),
         )
         self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
         self._desk.note(request.requested_by, "requested", detail=f"redeploy tag {request.tag}: {request.reason}")
+        self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @property
     def _target_label(self) -> str:
@@ -123,6 +125,8 @@ class RedeployWorkflow(DeploySteps):
             await self._fail(f"{image} is already live (revision {plan.live_revision}); nothing was dispatched")
             raise Stop
         last = f"revision {plan.last_revision}" if plan.last_revision else "no revision in the history"
+        self._check("target", f"{plan.live_image} -> {image} (pushed {self._status.pushed.isoformat() if self._status.pushed else 'at an unknown time'})")
+        self._check("history", f"live revision {plan.live_revision}; {request.tag} last ran in {last}")
         workflow.set_current_details(f"**{request.deployment}**: {plan.live_image} → **{image}** (pushed {self._status.pushed}, last ran in {last})")
         if request.dry_run:
             self._status.message = f"dry run: would run {cd.workflow_name} with {cd.tag_input}={request.tag} ({plan.live_image} → {image})"
@@ -140,6 +144,7 @@ class RedeployWorkflow(DeploySteps):
             else f"redeploying {request.tag} through {cd.workflow_name} ({plan.live_image} → {image})",
             expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=10)))
         await self._notify("start", subject, text)
+        self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
         run: RunState = await self._activity("github.dispatch", DispatchRequest(cd=cd, tag=request.tag, not_before=workflow.now(), grant=self._desk.grant(request)),
                                              RunState, f"run {cd.workflow_name} with {cd.tag_input}={request.tag}", timeout=120)
         self._show(run)
@@ -147,6 +152,8 @@ class RedeployWorkflow(DeploySteps):
             run = await self._activity("github.follow_run", RunFollow(cd=cd, run_id=run.run_id, known_status=run.status), RunState,
                                        f"follow run #{run.number} ({run.status})", timeout=cd.run_timeout_minutes * 60, heartbeat=30)
             self._show(run)
+        self._check("undo", f"{cd.workflow_name} run #{run.number} {run.conclusion}: {run.html_url}")
+        self._check("backup", f"the pipeline's deployment-backup artifact of run #{run.number}")
         if run.conclusion != "success":
             steps = f" (failed: {', '.join(run.failed_steps)})" if run.failed_steps else ""
             await self._fail_with(f"{cd.workflow_name} run #{run.number} concluded {run.conclusion}{steps}: {run.html_url}", run.failed_steps)

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import ArtifactsRequest, FetchedManifest
+    from runbook.checklist import new_checklist
     from runbook.models import ApprovalSignal, Phase, RejectSignal, ServiceLookup
     from runbook.policy import approvals_required, sla_deadline
     from runbook.repair_models import (
@@ -51,10 +52,11 @@ class RestoreWorkflow(DeploySteps):
         self._status = RestoreStatus(
             workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, namespace=request.namespace, deployment=request.deployment, source=request.source,
             severity=request.severity, requested_by=request.requested_by, reason=request.reason, detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now},
+            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now}, checklist=new_checklist(request.language),
         )
         self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
         self._desk.note(request.requested_by, "requested", detail=f"restore from {request.source.kind} {request.source.name}: {request.reason}")
+        self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @property
     def _target_label(self) -> str:
@@ -126,6 +128,9 @@ class RestoreWorkflow(DeploySteps):
             raise Stop
         workflow.set_current_details(f"**{request.deployment}** from {request.source.kind} `{request.source.name}`: "
                                      f"{', '.join(check.live_images)} → **{', '.join(check.images)}**\n\n```diff\n" + "\n".join(check.diff[:40]) + "\n```")
+        self._check("backup", self._status.fetched)
+        self._check("target", f"{', '.join(check.live_images)} -> {', '.join(check.images)} ({len(check.diff)} diff lines)")
+        self._check("history", f"live revision {check.revision}")
         if check.unchanged:
             self._status.message = f"deployment/{request.deployment} already matches {request.source.name}; nothing to do"
             self._set_phase(Phase.COMPLETED)
@@ -146,11 +151,13 @@ class RestoreWorkflow(DeploySteps):
                     else f"restoring {request.source.name} ({', '.join(check.images)})"),
             expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)))
         await self._notify("start", subject, text)
+        self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
         applied: ApplyResult = await self._activity("k8s.restore_apply", RestoreApplyRequest(
             namespace=request.namespace, deployment=request.deployment, deployment_uid=check.deployment_uid, desired=check.desired, digest=check.digest,
             grant=self._desk.grant(request)), ApplyResult, f"kubectl apply {request.source.name}")
         self._status.applied = applied
         self._desk.note("modoru", "apply", detail=applied.message)
+        self._check("undo", applied.message)
         outcome = await self._roll_out(entry, f"wait for the rollout of {request.source.name}")
         self._status.timings["mitigated"] = workflow.now()
         self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline

@@ -61,6 +61,9 @@ async def test_redeploy_dispatches_only_after_approval_and_follows_the_run(time_
     assert fake.calls == ["images", "plan", "dispatch 1.2.0", "run waiting", "run in_progress", "run completed", "wait", "verify"]
     assert [n.kind for n in fake.notices] == ["approval_needed", "start", "complete"]
     assert any("waiting for a reviewer of environment production" in e.detail for e in result.status.audit)
+    done = {item.key for item in result.status.checklist if item.done_at}
+    assert {"decide", "target", "history", "notify_start", "undo", "backup", "rollout", "notify_done"} <= done
+    assert {item.key: item.done_at for item in result.status.checklist}["postmortem"] is None  # due, not done
 
 
 @pytest.mark.parametrize(("tag", "said"), [("9.9.9", "is not in Artifact Registry"), ("1.3.0", "is already live")])

@@ -241,8 +241,6 @@ def manifest_from_zip(data: bytes, name: str) -> str:
 
 
 def _names_tag(title: str, tag_input: str, tag: str) -> bool:
-    """Whether a run's title (the workflow's run-name) names the tag: `tag=1.2.0`, or the tag as a word."""
-    if f"{tag_input}={tag}" in title:
-        return True
-    words = title.replace("(", " ").replace(")", " ").replace(",", " ").replace("=", " ").split()
-    return tag in words
+    """Whether a run's title (the workflow's run-name) names the tag: a word `tag=1.2.0`, or the tag as a word."""
+    words = title.replace("(", " ").replace(")", " ").replace(",", " ").split()
+    return f"{tag_input}={tag}" in words or tag in words

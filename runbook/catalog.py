@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .cd_config import CdConfig, RegistryConfig
 from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
 from .identity import Identity, check_identities, normalize_id
 from .queries import one_reading_statement
@@ -138,6 +139,8 @@ class ServiceEntry(Strict):
     trust: Trust | None = Field(None, description="set by the worker from the catalog's identities; not written in a catalog file")
     migration: MigrationConfig | None = Field(None, description="schema rollbacks; None: not offered for this service")
     pitr: PitrConfig | None = Field(None, description="point-in-time recovery; None: not offered for this service")
+    registry: RegistryConfig | None = Field(None, description="the Artifact Registry repository of the service's images (redeploy, image-pull diagnosis)")
+    cd: CdConfig | None = Field(None, description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its manifest backups)")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
 

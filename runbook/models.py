@@ -128,6 +128,7 @@ class Diagnostics(Model):
     events: list[str] = Field(default_factory=list)
     pods: list[PodState] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    logs: list[str] = Field(default_factory=list, description="the last lines of a failing pod's log (kubectl logs --tail=50)")
 
 
 class RolloutOutcome(Model):

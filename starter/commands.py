@@ -42,7 +42,11 @@ async def query_any_status(handle: WorkflowHandle):
 
     try:
         kind = (await handle.describe()).workflow_type
-        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus, "PointInTimeRecovery": PitrStatus}.get(kind, RollbackStatus)
+        from runbook.cd_models import RedeployStatus
+        from runbook.repair_models import RepairStatus, RestoreStatus
+
+        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus, "PointInTimeRecovery": PitrStatus,
+                 "Redeploy": RedeployStatus, "Restore": RestoreStatus, "Troubleshoot": RepairStatus}.get(kind, RollbackStatus)
         return await handle.query("status", result_type=model)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
@@ -177,7 +181,7 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
 
 async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default") -> int:
     """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one deployment's rollbacks."""
-    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard')"
+    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot')"
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:

@@ -150,6 +150,10 @@ class EmbeddedStack:
         cloudsql = {
             "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"], "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"], "MODORU_CLOUDSQL_INSECURE": "true",
         } if "cloud_sql" in cloud else {}
+        # Methods 2 and 3: the GitHub and Artifact Registry emulators; the token stays in its 0600 file.
+        cloudsql.update({"MODORU_GITHUB_API_URL": cloud["github_api"], "MODORU_GITHUB_TOKEN_FILE": cloud["github_token_file"]} if "github_api" in cloud else {})
+        cloudsql.update({"MODORU_ARTIFACT_REGISTRY_ENDPOINT": cloud["artifact_registry"], "MODORU_ARTIFACT_REGISTRY_INSECURE": "true"}
+                        if "artifact_registry" in cloud else {})
         # The worker talks to this stack's Temporal only: none of the user's TEMPORAL_*
         # settings or temporal.toml profiles (a Cloud API key, TLS) reach it.
         own = {key: value for key, value in os.environ.items() if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))}

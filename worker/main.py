@@ -31,7 +31,10 @@ from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
+from workflows.redeploy import RedeployWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
+from workflows.restore import RestoreWorkflow
+from workflows.troubleshoot import TroubleshootWorkflow
 
 from .api_errors import PlainApiErrors
 from .catalog_file import CatalogError, load_catalog
@@ -46,6 +49,7 @@ log = logging.getLogger("modoru.worker")
 # among them) are used as they are, never re-imported in the workflow sandbox.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
 WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
+WORKFLOWS += [RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow]  # the runbook's methods 2 and 3 and its troubleshooting
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
@@ -85,6 +89,9 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
         pods = PodExecActivities(kube.CoreV1Api(ws_api), verify, entries, gatekeeper)
         database = DatabaseActivities(core, apps, pods)
         found += [pods.exec_in_pod, database.snapshot, database.clone_queries]
+    from .cd import cd_activities
+
+    found += cd_activities(api, gatekeeper)
     if cloudsql is not None:
         backups, pitr = cloudsql
         pitr.gatekeeper = gatekeeper

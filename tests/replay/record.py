@@ -154,6 +154,59 @@ async def record_pitr(env: WorkflowEnvironment, name: str, fake: FakeRecovery, g
     print(f"recorded {name}: {len(history.events)} events")
 
 
+async def record_cd(env: WorkflowEnvironment, name: str, fake, workflow, req, decision=None) -> None:
+    """A redeploy, restore or troubleshooting history; `decision` is signalled at the gate."""
+    if not wanted(name):
+        return
+    from workflows.redeploy import RedeployWorkflow
+    from workflows.restore import RestoreWorkflow
+    from workflows.troubleshoot import TroubleshootWorkflow
+
+    queue = f"record-{name}"
+    async with Worker(env.client, task_queue=queue, workflows=[RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow], activities=fake.activities()):
+        handle = await env.client.start_workflow(workflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+        if decision is not None:
+            for _ in range(400):
+                if (await handle.query("status", result_type=dict))["phase"] in ("awaiting_approval", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+            await handle.signal("approve" if isinstance(decision, ApprovalSignal) else "reject", decision)
+        with contextlib.suppress(Exception):
+            await handle.result()
+        history = await handle.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
+async def record_cd_histories(env: WorkflowEnvironment) -> None:
+    from runbook.cd_models import ManifestSource, RedeployRequest
+    from runbook.repair_models import RepairRequest, RestoreRequest
+    from tests.workflows.cd_fakes import FakeCd
+    from workflows.redeploy import RedeployWorkflow
+    from workflows.restore import RestoreWorkflow
+    from workflows.troubleshoot import TroubleshootWorkflow
+
+    def redeploy(**changes) -> RedeployRequest:
+        return RedeployRequest(**{"deployment": "tekutoko-api", "tag": "1.2.0", "reason": "1.3.0 fails", "requested_by": "oncall", **changes})
+
+    def restore(**changes) -> RestoreRequest:
+        return RestoreRequest(**{"deployment": "tekutoko-api", "source": ManifestSource(kind="artifact", name="deployment-backup-20261119-030000"),
+                                 "reason": "cluster state is wrong", "requested_by": "oncall", **changes})
+
+    approve, reject = ApprovalSignal(by="sre-lead"), RejectSignal(by="backend-lead", reason="forward fix")
+    await record_cd(env, "redeploy_completed", FakeCd(), RedeployWorkflow, redeploy(), approve)
+    await record_cd(env, "redeploy_refused_absent_tag", FakeCd(), RedeployWorkflow, redeploy(tag="9.9.9"))
+    await record_cd(env, "redeploy_rejected", FakeCd(), RedeployWorkflow, redeploy(), reject)
+    await record_cd(env, "redeploy_run_failed", FakeCd(conclusion="failure"), RedeployWorkflow, redeploy(), approve)
+    await record_cd(env, "restore_completed", FakeCd(), RestoreWorkflow, restore(), approve)
+    await record_cd(env, "restore_refused", FakeCd(check_problems=["it is deployment/walks-api"]), RestoreWorkflow, restore())
+    await record_cd(env, "restore_pull_failed", FakeCd(pull_fails=True), RestoreWorkflow, restore(), approve)
+    await record_cd(env, "troubleshoot_deleted", FakeCd(), TroubleshootWorkflow,
+                    RepairRequest(deployment="tekutoko-api", action="delete-replicaset", replicaset="api-old", reason="old pods remain", requested_by="oncall"), approve)
+    await record_cd(env, "troubleshoot_restarted", FakeCd(), TroubleshootWorkflow,
+                    RepairRequest(deployment="tekutoko-api", action="restart", reason="stale pods", requested_by="oncall"), approve)
+
+
 def no_pitr_approvals(**changes) -> FakeRecovery:
     entry = FakeRecovery().entry
     return FakeRecovery(entry=entry.model_copy(update={"pitr": entry.pitr.model_copy(update={"approvals": 0})}), **changes)
@@ -193,6 +246,7 @@ async def main() -> None:
         await record_pitr(env, "pitr_check_failed", no_pitr_approvals(check_ok=False))
         await record_pitr(env, "pitr_switched_back", no_pitr_approvals(healthy_on_clone=False))
         await record_pitr(env, "pitr_refused", FakeRecovery(problems=["the restore point is in the future"]))
+        await record_cd_histories(env)
     finally:
         await env.shutdown()
 

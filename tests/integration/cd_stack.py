@@ -1,0 +1,104 @@
+"""A worker with the activities of the runbook's methods 2 and 3 and its
+troubleshooting, against the sandbox's Kubernetes API, GitHub and Artifact
+Registry emulators, on the real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from googleapiclient.http import build_http
+from kubernetes.aio import client as kube
+from kubernetes.aio import config as kube_config
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.artifact_registry import ArtifactRegistry, RegistryActivities
+from activities.catalog import CatalogActivities
+from activities.github import GitHubActivities
+from activities.kubernetes_ops import KubernetesOpsActivities
+from activities.notify import NotifyActivities
+from activities.verify import VerifyActivities
+from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
+from runbook.cd_config import CdConfig, RegistryConfig
+from runbook.models import ApprovalSignal, Phase
+from tests.conftest import RunningSandbox
+from worker.main import WORKFLOWS
+
+IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
+
+
+def cd_entry(tmp_path: Path, **changes) -> ServiceEntry:
+    return ServiceEntry(**{
+        "name": "tekutoko-api", "deployment": "tekutoko-api", "service": "tekutoko-api",
+        "approval": ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), "channels": [Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+        "registry": RegistryConfig(project="tekutoko-prod", location="asia-northeast1", repository="tekutoko", package="tekutoko-api"),
+        "cd": CdConfig(repository="tekutoko/tekutoko-api", token_env="SANDBOX_GITHUB_TOKEN", run_timeout_minutes=5),
+        "verification_window_seconds": 15, "rollout_timeout_seconds": 60, **changes})
+
+
+@dataclass
+class CdStack:
+    client: Client
+    queue: str
+    sandbox: RunningSandbox
+    endpoints: dict
+    env: dict[str, str]
+    tmp_path: Path
+    ops: KubernetesOpsActivities
+
+    def live_image(self) -> str:
+        return self.sandbox.kubectl("get", "deployment/tekutoko-api", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+
+    def github_log(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.endpoints['github_api']}/sandbox/requests", timeout=10) as answer:
+            return json.loads(answer.read())["entries"]
+
+    def dispatches(self) -> list[dict]:
+        return [e for e in self.github_log() if e["method"] == "POST" and e["path"].endswith("/dispatches")]
+
+    def notices(self) -> list[dict]:
+        path = self.tmp_path / "notices.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    async def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "starter.cli", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+    async def approve(self, handle, *, model, who: str = "sre-lead") -> None:
+        for _ in range(600):
+            if (await handle.query("status", result_type=model)).phase is Phase.AWAITING_APPROVAL:
+                break
+            await asyncio.sleep(0.1)
+        await handle.signal("approve", ApprovalSignal(by=who))
+
+
+async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: ServiceEntry) -> AsyncIterator[CdStack]:
+    endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
+    configuration = kube.Configuration()
+    await kube_config.load_kube_config(config_file=str(sandbox.kubeconfig), client_configuration=configuration)
+    api = kube.ApiClient(configuration)
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    queue = f"cd-{uuid.uuid4().hex[:8]}"
+    catalog = Catalog(services=[entry])
+    async with aiohttp.ClientSession() as session:
+        ops, verify = KubernetesOpsActivities(apps, core), VerifyActivities(apps, core, session)
+        github = GitHubActivities(endpoints["github_api"], environ={"SANDBOX_GITHUB_TOKEN_FILE": endpoints["github_token_file"]})
+        registry = RegistryActivities(ArtifactRegistry(endpoints["artifact_registry"], build_http))
+        activities = [CatalogActivities(catalog).lookup, ops.redeploy_plan, ops.read_backup, ops.restore_check, ops.restore_apply, ops.repair_plan,
+                      ops.delete_replicaset, ops.rollout_restart, ops.wait_rollout, verify.verify_service, github.dispatch, github.follow_run,
+                      github.list_backups, github.download_backup, registry.images, registry.diagnose_pull, NotifyActivities(environ={}, base_dir=tmp_path).send]
+        env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
+        async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
+            yield CdStack(dev_env.client, queue, sandbox, endpoints, env, tmp_path, ops)
+    await api.close()

@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 
 from activities.artifact_registry import ArtifactRegistry, RegistryActivities
 from activities.catalog import CatalogActivities
+from activities.gatekeeper import Gatekeeper
 from activities.github import GitHubActivities
 from activities.kubernetes_ops import KubernetesOpsActivities
 from activities.notify import NotifyActivities
@@ -83,17 +84,19 @@ class CdStack:
         await handle.signal("approve", ApprovalSignal(by=who))
 
 
-async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: ServiceEntry) -> AsyncIterator[CdStack]:
+async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: ServiceEntry, catalog: Catalog | None = None) -> AsyncIterator[CdStack]:
+    """`catalog`: one with identities makes the changing activities check the signed approvals, as the worker does."""
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
     configuration = kube.Configuration()
     await kube_config.load_kube_config(config_file=str(sandbox.kubeconfig), client_configuration=configuration)
     api = kube.ApiClient(configuration)
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     queue = f"cd-{uuid.uuid4().hex[:8]}"
-    catalog = Catalog(services=[entry])
+    catalog = catalog or Catalog(services=[entry])
+    gatekeeper = Gatekeeper(catalog, b"s" * 32) if catalog.identities else None
     async with aiohttp.ClientSession() as session:
-        ops, verify = KubernetesOpsActivities(apps, core), VerifyActivities(apps, core, session)
-        github = GitHubActivities(endpoints["github_api"], environ={"SANDBOX_GITHUB_TOKEN_FILE": endpoints["github_token_file"]})
+        ops, verify = KubernetesOpsActivities(apps, core, gatekeeper), VerifyActivities(apps, core, session)
+        github = GitHubActivities(endpoints["github_api"], environ={"SANDBOX_GITHUB_TOKEN_FILE": endpoints["github_token_file"]}, gatekeeper=gatekeeper)
         registry = RegistryActivities(ArtifactRegistry(endpoints["artifact_registry"], build_http))
         activities = [CatalogActivities(catalog).lookup, ops.redeploy_plan, ops.read_backup, ops.restore_check, ops.restore_apply, ops.repair_plan,
                       ops.delete_replicaset, ops.rollout_restart, ops.wait_rollout, verify.verify_service, github.dispatch, github.follow_run,

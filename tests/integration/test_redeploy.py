@@ -99,3 +99,45 @@ async def test_a_rejected_github_review_fails_the_redeploy_and_says_so(stack: Cd
     assert "concluded failure" in failure.value.cause.message
     assert stack.live_image() == f"{IMAGE}:1.3.0"
     assert [n["kind"] for n in stack.notices()][-1] == "failure"
+
+
+async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_dispatch_checks_it(dev_env, sandbox: RunningSandbox, tmp_path) -> None:
+    from runbook.catalog import Catalog
+    from runbook.identity import Identity
+    from runbook.signatures import new_private_key, public_key_line
+    from starter.signing import signed_start
+    from workflows.redeploy import redeploy_workflow_id
+
+    keys = {}
+    for name in ("oncall", "sre-lead"):
+        keys[name] = tmp_path / f"{name}.key"
+        keys[name].write_bytes(new_private_key())
+        keys[name].chmod(0o600)
+    identities = [Identity(id=name, display_name=name, roles=[name], keys=[public_key_line(keys[name].read_bytes())]) for name in keys]
+    entry = cd_entry(tmp_path)
+    async for stack in cd_stack(dev_env, sandbox, tmp_path, entry, Catalog(services=[entry], identities=identities)):
+        request = RedeployRequest(deployment="tekutoko-api", tag="1.2.0", reason="1.3.0 fails", requested_by="oncall", language="en")
+        workflow_id = redeploy_workflow_id("default", "tekutoko-api") + f"-{uuid.uuid4().hex[:6]}"
+        request.start = signed_start(request, workflow_id, keys["oncall"])
+        handle = await stack.client.start_workflow(RedeployWorkflow.run, request, id=workflow_id, task_queue=stack.queue)
+        for _ in range(600):
+            status = await handle.query(RedeployWorkflow.status)
+            if status.phase is Phase.AWAITING_APPROVAL:
+                break
+            await asyncio.sleep(0.1)
+        assert status.pending is not None and status.pending.signed and status.pending.plan["tag"] == "1.2.0"
+        unsigned = await stack.cli("approve", workflow_id, "--by", "sre-lead")
+        assert unsigned.returncode != 0 and "signed decisions only" in unsigned.stderr
+        said = await stack.cli("approve", workflow_id, "--by", "sre-lead", "--key", str(keys["sre-lead"]))
+        assert said.returncode == 0 and "counted" in said.stdout, said.stdout + said.stderr
+        for _ in range(600):
+            status = await handle.query(RedeployWorkflow.status)
+            if status.run is not None and status.run.status == "waiting" or status.phase is Phase.FAILED:
+                break
+            await asyncio.sleep(0.1)
+        assert status.run is not None, status.message  # the dispatching activity accepted the signed approval
+        gh = reviewer(stack)
+        await gh.rest.actions.async_review_pending_deployments_for_run("tekutoko", "tekutoko-api", status.run.run_id,
+                                                                       environment_ids=[status.run.pending[0].environment_id], state="approved", comment="ok")
+        result: RedeployResult = await asyncio.wait_for(handle.result(), 120)
+        assert result.status.phase is Phase.COMPLETED and stack.live_image() == f"{IMAGE}:1.2.0"

@@ -87,8 +87,26 @@ async def test_a_restart_happens_only_after_approval(stack: CdStack) -> None:
     await awaiting(handle)
     await asyncio.sleep(1)
     assert restarted_at() is None
-    await stack.approve(handle, model=RepairStatus)
+    said = await stack.cli("approve", handle.id, "--by", "backend-lead", "--comment", "stale pods")  # the CLI's approve, as a user gives it
+    assert said.returncode == 0 and "counted" in said.stdout, said.stdout + said.stderr
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.status.phase is Phase.COMPLETED, result.status.message
     assert restarted_at() is not None and result.status.verification.ok
     assert "successfully rolled out" in result.status.rollout
+    shown = await stack.cli("status", handle.id)
+    assert shown.returncode == 0 and "restartedAt" not in shown.stderr and "completed" in shown.stdout, shown.stdout + shown.stderr
+    as_json = json.loads((await stack.cli("status", handle.id, "--json")).stdout)
+    assert as_json["action"] == "restart" and as_json["phase"] == "completed"
+
+
+async def test_a_crashing_pods_log_tail_is_in_the_stuck_rollouts_diagnostics(stack: CdStack) -> None:
+    stack.sandbox.kubectl("set", "image", "deployment/tekutoko-api", f"api={IMAGE}:1.3.1-crash")
+    deployment = None
+    for _ in range(100):
+        deployment = stack.ops._serialize(await stack.ops.apps.read_namespaced_deployment("tekutoko-api", "default"))
+        diagnostics = await stack.ops.diagnose(deployment, with_events=True)
+        if diagnostics.logs:
+            break
+        await asyncio.sleep(0.2)
+    assert any("CrashLoopBackOff" in p or "Error" in p for p in diagnostics.problems) or diagnostics.problems
+    assert diagnostics.logs and diagnostics.logs[0].startswith("pod/tekutoko-api-") and len(diagnostics.logs) <= 51

@@ -5,17 +5,19 @@ arguments (one line, nothing started)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import subprocess
 import sys
 import zipfile
 
 import pytest
+import yaml
 from temporalio.exceptions import ApplicationError
 
 from activities.artifact_registry import rfc3339
 from activities.github import _names_tag, manifest_from_zip, read_token
-from activities.kubernetes_ops import desired_manifest, three_way
+from activities.kubernetes_ops import _digest, desired_manifest, three_way
 from runbook.cd_models import image_tag, valid_tag
 
 
@@ -90,3 +92,48 @@ def test_bad_arguments_are_one_line_and_start_nothing(args: list[str], said: str
                             env={"MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1", "PATH": "/usr/bin:/bin"})
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("modoru: ") and said in lines[0], result.stderr
+
+
+async def test_the_changing_activities_refuse_without_the_signed_approval_of_their_plan() -> None:
+    from kubernetes.aio import client as kube
+
+    from activities.gatekeeper import Gatekeeper
+    from activities.github import GitHubActivities
+    from activities.kubernetes_ops import KubernetesOpsActivities
+    from runbook.catalog import Catalog, ServiceEntry
+    from runbook.cd_config import CdConfig
+    from runbook.cd_models import DispatchRequest
+    from runbook.decisions import Grant
+    from runbook.identity import Identity
+    from runbook.repair_models import ReplicaSetDelete, RestartRequest, RestoreApplyRequest
+    from runbook.signatures import new_private_key, public_key_line
+
+    cd = CdConfig(repository="tekutoko/tekutoko-api")
+    entry = ServiceEntry(name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api", cd=cd)
+    identity = Identity(id="sre-lead", display_name="SRE lead", roles=["sre-lead"], keys=[public_key_line(new_private_key())])
+    gatekeeper = Gatekeeper(Catalog(services=[entry], identities=[identity]), b"k" * 32)
+    github = GitHubActivities("http://127.0.0.1:1", environ={}, gatekeeper=gatekeeper)  # no token: a refusal must come first
+    api = kube.ApiClient()
+    ops = KubernetesOpsActivities(kube.AppsV1Api(api), kube.CoreV1Api(api), gatekeeper)
+    now = dt.datetime.now(dt.UTC)
+    other = Grant(gate="approval", plan={"repository": cd.repository, "workflow": cd.workflow, "ref": "main", "tag": "1.1.0", "deployment_uid": "other",
+                                          "replicaset": "rs-x", "restarted_at": "2026-11-29T00:00:00Z", "namespace": "default", "deployment": "tekutoko-api",
+                                          "manifest_sha256": "0" * 64})
+    cases = [
+        (github.dispatch(DispatchRequest(cd=cd, tag="1.2.0", not_before=now)), "no signed approval"),
+        (github.dispatch(DispatchRequest(cd=cd, tag="1.2.0", not_before=now, grant=other)), "differs in tag"),
+        (ops.delete_replicaset(ReplicaSetDelete(namespace="default", deployment="tekutoko-api", deployment_uid="uid-1", replicaset="rs-x", grant=other)),
+         "differs in deployment_uid"),
+        (ops.rollout_restart(RestartRequest(namespace="default", deployment="tekutoko-api", deployment_uid="uid-1", restarted_at="2026-11-29T00:00:00Z")),
+         "no signed approval"),
+    ]
+    desired = "kind: Deployment\n"
+
+
+    cases.append((ops.restore_apply(RestoreApplyRequest(namespace="default", deployment="tekutoko-api", deployment_uid="uid-1", desired=desired,
+                                                        digest=_digest(yaml.safe_load(desired)), grant=other)), "differs in deployment_uid"))
+    for call, said in cases:
+        with pytest.raises(ApplicationError) as refused:
+            await call
+        assert refused.value.non_retryable and said in refused.value.message, refused.value.message
+    await api.close()

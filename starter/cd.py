@@ -82,7 +82,7 @@ def render_cd(status: BaseModel) -> None:
     console.print(audit)
 
 
-async def start_cd(client: Client, settings: Settings, run, request, *, workflow_id: str, what: str, wait: bool, as_json: bool) -> int:
+async def start_cd(client: Client, settings: Settings, run, request, *, workflow_id: str, what: str, wait: bool, as_json: bool, render=None) -> int:
     """Start (or attach to) a redeploy, restore or troubleshooting step, then wait past
     its checks, where a refusal shows, or follow it to the end."""
     from .commands import CliError, failure_of, follow, query_any_status
@@ -103,7 +103,7 @@ async def start_cd(client: Client, settings: Settings, run, request, *, workflow
         console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
     status = None
     if wait:
-        status = await follow(handle, quiet=as_json, render=render_cd)
+        status = await follow(handle, quiet=as_json, render=render or render_cd)
     else:
         for _ in range(160):
             status = await query_any_status(handle)

@@ -42,6 +42,9 @@ def _add_subcommands() -> None:
 
     for name, sub in (("redeploy", redeploy_app), ("restore", restore_app), ("troubleshoot", troubleshoot_app)):
         app.add_typer(sub, name=name)
+    from .forward_fix import forward_fix_app
+
+    app.add_typer(forward_fix_app, name="forward-fix")
 
 
 _add_subcommands()

@@ -43,10 +43,11 @@ async def query_any_status(handle: WorkflowHandle):
     try:
         kind = (await handle.describe()).workflow_type
         from runbook.cd_models import RedeployStatus
+        from runbook.forward_fix_models import ForwardFixStatus
         from runbook.repair_models import RepairStatus, RestoreStatus
 
         model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus, "PointInTimeRecovery": PitrStatus,
-                 "Redeploy": RedeployStatus, "Restore": RestoreStatus, "Troubleshoot": RepairStatus}.get(kind, RollbackStatus)
+                 "Redeploy": RedeployStatus, "Restore": RestoreStatus, "Troubleshoot": RepairStatus, "ForwardFix": ForwardFixStatus}.get(kind, RollbackStatus)
         return await handle.query("status", result_type=model)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:

@@ -26,9 +26,11 @@ from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities, Monitoring
 from activities.notify import NotifyActivities
 from activities.pod_exec import PodExecActivities
+from activities.pod_logs import PodLogActivities
 from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.forward_fix import ForwardFixWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.redeploy import RedeployWorkflow
@@ -50,6 +52,7 @@ log = logging.getLogger("modoru.worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
 WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
 WORKFLOWS += [RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow]  # the runbook's methods 2 and 3 and its troubleshooting
+WORKFLOWS += [ForwardFixWorkflow]
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
@@ -92,6 +95,7 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     from .cd import cd_activities
 
     found += cd_activities(api, gatekeeper)
+    found.append(PodLogActivities(apps, core, gatekeeper).service_logs)
     if cloudsql is not None:
         backups, pitr = cloudsql
         pitr.gatekeeper = gatekeeper

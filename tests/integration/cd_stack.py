@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import grpc
+from google.cloud import monitoring_v3
+from google.cloud.monitoring_v3.services.metric_service.transports import (
+    MetricServiceGrpcAsyncIOTransport,
+)
 from googleapiclient.http import build_http
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
@@ -26,8 +31,11 @@ from activities.artifact_registry import ArtifactRegistry, RegistryActivities
 from activities.catalog import CatalogActivities
 from activities.gatekeeper import Gatekeeper
 from activities.github import GitHubActivities
+from activities.guard import GuardActivities
 from activities.kubernetes_ops import KubernetesOpsActivities
+from activities.metrics import Monitoring
 from activities.notify import NotifyActivities
+from activities.pod_logs import PodLogActivities
 from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
 from runbook.cd_config import CdConfig, RegistryConfig
@@ -84,7 +92,15 @@ class CdStack:
         await handle.signal("approve", ApprovalSignal(by=who))
 
 
-async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: ServiceEntry, catalog: Catalog | None = None) -> AsyncIterator[CdStack]:
+def sandbox_monitoring(endpoints: dict, sandbox: RunningSandbox, session: aiohttp.ClientSession) -> Monitoring:
+    """The official gRPC client against the sandbox's Cloud Monitoring emulator, on the sandbox's metric clock."""
+    channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
+    return Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
+                      project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"], clock=sandbox.metric_clock)
+
+
+async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: ServiceEntry, catalog: Catalog | None = None,
+                   with_metrics: bool = False) -> AsyncIterator[CdStack]:
     """`catalog`: one with identities makes the changing activities check the signed approvals, as the worker does."""
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
     configuration = kube.Configuration()
@@ -95,12 +111,15 @@ async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: Serv
     catalog = catalog or Catalog(services=[entry])
     gatekeeper = Gatekeeper(catalog, b"s" * 32) if catalog.identities else None
     async with aiohttp.ClientSession() as session:
-        ops, verify = KubernetesOpsActivities(apps, core, gatekeeper), VerifyActivities(apps, core, session)
+        monitoring = sandbox_monitoring(endpoints, sandbox, session) if with_metrics else None
+        ops, verify = KubernetesOpsActivities(apps, core, gatekeeper), VerifyActivities(apps, core, session, monitoring)
+        guard = GuardActivities(verify, monitoring)
         github = GitHubActivities(endpoints["github_api"], environ={"SANDBOX_GITHUB_TOKEN_FILE": endpoints["github_token_file"]}, gatekeeper=gatekeeper)
         registry = RegistryActivities(ArtifactRegistry(endpoints["artifact_registry"], build_http))
         activities = [CatalogActivities(catalog).lookup, ops.redeploy_plan, ops.read_backup, ops.restore_check, ops.restore_apply, ops.repair_plan,
                       ops.delete_replicaset, ops.rollout_restart, ops.wait_rollout, verify.verify_service, github.dispatch, github.follow_run,
-                      github.list_backups, github.download_backup, registry.images, registry.diagnose_pull, NotifyActivities(environ={}, base_dir=tmp_path).send]
+                      github.list_backups, github.download_backup, registry.images, registry.diagnose_pull, NotifyActivities(environ={}, base_dir=tmp_path).send,
+                      guard.baseline, guard.watch, PodLogActivities(apps, core).service_logs]
         env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
         async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
             yield CdStack(dev_env.client, queue, sandbox, endpoints, env, tmp_path, ops)

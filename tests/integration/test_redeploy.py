@@ -141,3 +141,22 @@ async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_disp
                                                                        environment_ids=[status.run.pending[0].environment_id], state="approved", comment="ok")
         result: RedeployResult = await asyncio.wait_for(handle.result(), 120)
         assert result.status.phase is Phase.COMPLETED and stack.live_image() == f"{IMAGE}:1.2.0"
+
+
+async def test_a_retried_dispatch_takes_over_its_run_instead_of_deploying_twice(stack: CdStack) -> None:
+    import datetime as dt
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.github import GitHubActivities
+    from runbook.cd_models import DispatchRequest
+
+    github = GitHubActivities(stack.endpoints["github_api"], environ={"SANDBOX_GITHUB_TOKEN_FILE": stack.endpoints["github_token_file"]})
+    request = DispatchRequest(cd=cd_entry(stack.tmp_path).cd, tag="1.2.0", not_before=dt.datetime.now(dt.UTC))
+    env = ActivityEnvironment()
+    first = await env.run(github.dispatch, request)
+    again = await env.run(github.dispatch, request)  # as a retry after a worker lost the first answer
+    assert again.run_id == first.run_id and again.adopted and not first.adopted
+    assert len(stack.dispatches()) == 1  # the 1.2.0 run seeded days ago is not taken: it was created before the dispatch
+    other = await env.run(github.dispatch, request.model_copy(update={"tag": "1.1.0"}))
+    assert other.run_id != first.run_id and len(stack.dispatches()) == 2

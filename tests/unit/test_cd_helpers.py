@@ -85,6 +85,15 @@ def test_image_references_and_tags() -> None:
     (["restore", "start", "--deployment", "tekutoko-api", "--reason", "x", "--artifact", "a", "--file", "b"], "give exactly one of"),
     (["restore", "start", "--deployment", "tekutoko-api", "--reason", "x", "--file", "/nonexistent.yaml"], "--file: /nonexistent.yaml is not a file"),
     (["troubleshoot", "delete-replicaset", "--deployment", "tekutoko-api", "--replicaset", "Bad_Name", "--reason", "x"], "--replicaset"),
+    (["redeploy", "start", "--deployment", "tekutoko-api", "--reason", "x"], "Missing option '--tag'"),
+    (["redeploy", "start", "--deployment", "tekutoko-api", "--tag", "1.2.0", "--reason", "x", "--severity", "urgent"], "'urgent' is not one of"),
+    (["redeploy", "start", "--deployment", "tekutoko-api", "--tag", "1.2.0", "--reason", "x", "--language", "fr"], "--language"),
+    (["redeploy", "start", "--deployment", "tekutoko-api", "--tag", "1.2.0", "--reason", "x", "--detected-at", "yesterday"], "--detected-at"),
+    (["redeploy", "start", "--deployment", "tekutoko-api", "--tag", "1.2.0", "--reason", ""], "--reason"),
+    (["restore", "start", "--deployment", "tekutoko-api", "--reason", "x", "--backup", "b", "extra"], "unexpected extra argument"),
+    (["troubleshoot", "delete-replicaset", "--deployment", "tekutoko-api", "--reason", "x"], "Missing option '--replicaset'"),
+    (["troubleshoot", "restart", "--deployment", "tekutoko-api", "--reason", "x", "--replicaset", "a"], "No such option: --replicaset"),
+    (["troubleshoot", "scale", "--deployment", "tekutoko-api"], "No such command 'scale'"),
 ])
 def test_bad_arguments_are_one_line_and_start_nothing(args: list[str], said: str) -> None:
     # No Temporal is reachable at this address: a refusal must come before any connection.

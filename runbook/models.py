@@ -162,7 +162,7 @@ class VerifyResult(Model):
 
 
 class Notice(Model):
-    kind: Literal["start", "complete", "failure", "escalation", "rejected", "approval_needed"]
+    kind: Literal["start", "complete", "failure", "escalation", "rejected", "approval_needed", "reminder"]
     subject: str
     text: str
     channels: list[Channel]

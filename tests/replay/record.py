@@ -207,6 +207,45 @@ async def record_cd_histories(env: WorkflowEnvironment) -> None:
                     RepairRequest(deployment="tekutoko-api", action="restart", reason="stale pods", requested_by="oncall"), approve)
 
 
+async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
+    """The forward fix with its real redeploy child (scripted registry, GitHub and cluster)."""
+    from runbook.forward_fix_models import ForwardFixRequest, Hotfix
+    from tests.workflows.cd_fakes import FakeCd
+    from tests.workflows.test_forward_fix import FakeWorld
+    from workflows.forward_fix import ForwardFixWorkflow
+    from workflows.redeploy import RedeployWorkflow
+
+    hotfix = Hotfix(branch="hotfix/plan-column", tag="1.3.2", by="backend-dev", staging_verified=True)
+    for name, req in (("forward_fix_recovered", ForwardFixRequest(deployment="tekutoko-api", reason="000006 dropped a column", requested_by="oncall",
+                                                                  hotfix=hotfix)),
+                      ("forward_fix_no_hotfix", ForwardFixRequest(deployment="tekutoko-api", reason="000006 dropped a column", requested_by="oncall",
+                                                                  hotfix_wait_hours=1))):
+        if not wanted(name):
+            continue
+        by_name = {a.__temporal_activity_definition.name: a for a in FakeWorld(client=env.client).activities()}
+        by_name |= {a.__temporal_activity_definition.name: a for a in FakeCd(tags=["1.3.2", "1.3.0", "1.2.0"]).activities()}
+        queue = f"record-{name}"
+        async with Worker(env.client, task_queue=queue, workflows=[ForwardFixWorkflow, RedeployWorkflow], activities=list(by_name.values())):
+            # the id is the history's name, as the replay test names it: the child's id is derived from it
+            handle = await env.client.start_workflow(ForwardFixWorkflow.run, req, id=name, task_queue=queue)
+            if req.hotfix is not None:
+                child = env.client.get_workflow_handle(f"{handle.id}-deploy")
+                phase = ""
+                for _ in range(400):
+                    with contextlib.suppress(Exception):
+                        phase = (await child.query("status", result_type=dict))["phase"]
+                    if phase in ("awaiting_approval", "completed", "failed"):
+                        break
+                    await asyncio.sleep(0.05)
+                if phase == "awaiting_approval":
+                    await child.signal("approve", ApprovalSignal(by="sre-lead"))
+            with contextlib.suppress(Exception):
+                await handle.result()
+            history = await handle.fetch_history()
+        (HERE / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name}: {len(history.events)} events")
+
+
 def no_pitr_approvals(**changes) -> FakeRecovery:
     entry = FakeRecovery().entry
     return FakeRecovery(entry=entry.model_copy(update={"pitr": entry.pitr.model_copy(update={"approvals": 0})}), **changes)
@@ -247,6 +286,7 @@ async def main() -> None:
         await record_pitr(env, "pitr_switched_back", no_pitr_approvals(healthy_on_clone=False))
         await record_pitr(env, "pitr_refused", FakeRecovery(problems=["the restore point is in the future"]))
         await record_cd_histories(env)
+        await record_forward_fix_histories(env)
     finally:
         await env.shutdown()
 

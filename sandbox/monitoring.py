@@ -16,11 +16,13 @@ refuses are refused the same way, INVALID_ARGUMENT naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 from google.api import distribution_pb2
@@ -31,6 +33,7 @@ from . import gke_names
 from .kube.loadbalancer import ServedRequest
 from .monitoring_rules import (
     ALIGN_PERCENTILES,
+    GAUGES,
     LB_LATENCY,
     METRICS,
     PROM_LATENCY,
@@ -51,6 +54,7 @@ from .monitoring_rules import (
     plan,
     resource_descriptor,
 )
+from .pod_load import GaugeSample
 
 MINUTE = 60.0
 PROM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
@@ -110,8 +114,10 @@ def distribution(metric: Metric, values: list[float]) -> distribution_pb2.Distri
 
 class MetricServiceEmulator:
     def __init__(self, traffic: Callable[[], Iterable[ServedRequest]], project: str = "tekutoko-prod", ingestion_delay_seconds: float = 10.0,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, gauges: Callable[[], Iterable[GaugeSample]] | None = None, faults: Any = None) -> None:
         self.traffic = traffic
+        self.gauges = gauges or (lambda: [])
+        self.faults = faults  # the sandbox's FaultInjector: resource "timeSeries", verb "list"
         self.project = project
         self.ingestion_delay_seconds = ingestion_delay_seconds  # metric seconds after a point's minute ends
         self.now = now  # metric time
@@ -136,9 +142,15 @@ class MetricServiceEmulator:
         if self._server is not None:
             await self._server.stop(grace=0.5)
 
-    @staticmethod
-    def _guarded(fn):
+    def _guarded(self, fn):
         async def call(request, context: grpc.aio.ServicerContext):
+            if self.faults is not None and fn.__name__ == "list_time_series":
+                decision = self.faults.decide("timeSeries", "list")
+                if decision.latency_ms:
+                    await asyncio.sleep(decision.latency_ms / 1000)
+                if decision.status is not None:
+                    code = {429: grpc.StatusCode.RESOURCE_EXHAUSTED, 500: grpc.StatusCode.INTERNAL}.get(decision.status, grpc.StatusCode.UNAVAILABLE)
+                    await context.abort(code, f"injected fault: the service answered {decision.status}")
             try:
                 return fn(request)
             except InvalidArgument as exc:
@@ -201,12 +213,35 @@ class MetricServiceEmulator:
                 series[key][minute_end].append(served.latency_ms / scale if latency else 1.0)
         return series, first
 
+    def _gauge_points(self, metric: Metric, terms, start: float, end: float) -> tuple[dict[tuple, dict[float, list[float]]], dict[tuple, float]]:
+        """Gauge series from the pods' sampled load: per minute, the mean of its samples
+        (points end at their minute's end, visible after the ingestion delay)."""
+        visible = self.now() - self.ingestion_delay_seconds
+        kind = GAUGES[metric.type]
+        minutes: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+        first: dict[tuple, float] = {}
+        for sample in self.gauges():
+            if sample.metric != kind:
+                continue
+            minute_end = math.ceil(sample.time / MINUTE) * MINUTE
+            if minute_end > visible or minute_end > end or minute_end <= start:
+                continue
+            fields = {"resource.type": metric.resource, **{f"resource.labels.{k}": v for k, v in sample.resource},
+                      **{f"metric.labels.{k}": v for k, v in sample.labels}}
+            if not all(t.matches(fields.get(t.key, "")) for t in terms if t.key != "metric.type"):
+                continue
+            key = (sample.resource, sample.labels)
+            minutes[key][minute_end].append(sample.value)
+            first[key] = min(first.get(key, minute_end), minute_end)
+        series = {key: {end_: [sum(v) / len(v)] for end_, v in by_minute.items()} for key, by_minute in minutes.items()}
+        return series, first
+
     def list_time_series(self, request: m.ListTimeSeriesRequest) -> m.ListTimeSeriesResponse:
         start, end = check_request(request)
         terms = parse_terms(request.filter)
         metric = metric_for(terms, self.project)
         how = plan(metric, request.aggregation)
-        raw, first = self._points(metric, terms, start, end)
+        raw, first = self._gauge_points(metric, terms, start, end) if metric.type in GAUGES else self._points(metric, terms, start, end)
         headers_only = request.view == m.ListTimeSeriesRequest.TimeSeriesView.HEADERS
         out = []
         if how.aligner == Aligner.ALIGN_NONE:
@@ -231,7 +266,7 @@ class MetricServiceEmulator:
         points, total, cumulative = [], [], metric.kind == Kind.CUMULATIVE
         for minute_end in sorted(minutes):
             total = total + minutes[minute_end] if cumulative else minutes[minute_end]
-            begin = series_start if cumulative else minute_end - MINUTE
+            begin = series_start if cumulative else minute_end if metric.kind == Kind.GAUGE else minute_end - MINUTE
             points.append(m.Point(interval=m.TimeInterval(start_time=_ts(begin), end_time=_ts(minute_end)), value=self._value(metric, metric.value_type, total)))
         return points[::-1]
 

@@ -140,6 +140,10 @@ class PostCheckReader:
         project = self._project(request) or (self.logging.project if self.logging else None)
         if self.logging is None or project is None:
             return CheckResult(name="logs", ok=True, detail="skipped: this worker has no Cloud Logging access (MODORU_LOGGING_*)")
+        clock = self.monitoring.clock if self.monitoring is not None else None
+        covered = ((clock.now() - clock.at(since)) if clock else (dt.datetime.now(dt.UTC) - since)).total_seconds()
+        if covered < checks.log_min_seconds:
+            return CheckResult(name="logs", ok=False, detail=f"waiting: the logs since the rollback cover {covered:.0f} s of the {checks.log_min_seconds} s judged")
         count, messages, more = await guarded("Cloud Logging entries", self.logging.errors(
             project, log_filter(checks, request.namespace, selector, since), checks.evidence_messages))
         name, ok, detail = judge_logs(count, messages, checks, more=more)

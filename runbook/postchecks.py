@@ -52,6 +52,7 @@ class PostChecks(BaseModel):
     max_error_entries: int = Field(0, ge=0, description="log entries with severity >= ERROR tolerated since the rollback")
     min_severity: str = Field("ERROR", description="the least severity counted as an error (Cloud Logging LogSeverity)")
     log_filter: str = Field("", max_length=2000, description="added to the Cloud Logging filter with AND, e.g. NOT textPayload:\"healthz\"")
+    log_min_seconds: int = Field(60, ge=0, le=3600, description="the logs are judged once they cover this long since the rollback")
     evidence_messages: int = Field(5, ge=0, le=50, description="how many error messages are kept as evidence")
     pod_log_lines: int = Field(50, ge=0, le=500, description="kubectl logs --tail of each pod kept in the evidence (0: none)")
     ingestion_delay_seconds: int | None = Field(None, ge=0, le=3600, description="default: Google's published delay per metric")

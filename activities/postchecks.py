@@ -85,6 +85,17 @@ class PostCheckReader:
         end = floor_minute(self.monitoring.clock.now() - dt.timedelta(seconds=delay))
         return start, end
 
+    def _too_short(self, request: VerifyRequest, name: str, what: str, delay: int) -> CheckResult | None:
+        """A window that cannot see one complete minute after the rollback plus the metric's
+        delay would wait in vain: say so with the settings that fix it."""
+        assert self.monitoring is not None
+        needed = (60 + delay) / self.monitoring.clock.speed
+        if request.window_seconds >= needed:
+            return None
+        return CheckResult(name=name, ok=False, detail=(
+            f"cannot be judged: verification_window_seconds {request.window_seconds} is shorter than one complete minute plus {what}'s "
+            f"{delay} s ingestion delay ({needed:.0f} s); raise verification_window_seconds or set post_checks.ingestion_delay_seconds"))
+
     async def release_started(self, request: VerifyRequest, deployment: Any) -> dt.datetime | None:
         """When the release that was rolled back began: the creation of the newest
         ReplicaSet other than the one now live. None when there is none."""
@@ -107,6 +118,9 @@ class PostCheckReader:
         for name, metric, what, fallback in (("cpu", CPU_METRIC, "CPU", checks.max_cpu_utilization),
                                              ("memory", MEMORY_METRIC, "memory", checks.max_memory_utilization)):
             filter_ = container_filter(metric, checks, request.namespace, request.deployment, project)
+            if (short := self._too_short(request, name, what, checks.delay(metric))) is not None:
+                found.append(short)
+                continue
             start, end = self._window(since, checks.delay(metric))
             baseline = None
             if released is not None:
@@ -128,6 +142,8 @@ class PostCheckReader:
             return CheckResult(name="connection_pool", ok=True, detail="skipped: no Cloud SQL instance for this service (post_checks.cloudsql_instance)")
         if self.monitoring is None or project is None:
             return CheckResult(name="connection_pool", ok=True, detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)")
+        if (short := self._too_short(request, "connection_pool", "num_backends", checks.delay(BACKENDS_METRIC))) is not None:
+            return short
         start, end = self._window(since, checks.delay(BACKENDS_METRIC))
         if end <= start:
             return CheckResult(name="connection_pool", ok=False, detail="waiting for the first complete minute of num_backends after the rollback")

@@ -133,3 +133,39 @@ def test_the_completion_notice_says_what_was_checked_with_figures() -> None:
     english = notices.verification_summary("en", checks)
     assert english.startswith("service healthy\n- Pods [OK]") and "Errors in the logs [skipped]" in english
     assert notices.verification_summary("en", []) == "service healthy (no automatic checks were made)"
+
+
+# -- reading: what is "could not read" and what is a finding ------------------------------
+
+async def test_a_failed_read_is_unreadable_and_a_permanent_error_is_not() -> None:
+    from google.api_core import exceptions as google_exceptions
+    from kubernetes.aio.client.exceptions import ApiException
+    from temporalio.exceptions import ApplicationError
+
+    from activities.postchecks import Unreadable, guarded
+
+    async def fail(exc: BaseException):
+        raise exc
+
+    for exc in (google_exceptions.ServiceUnavailable("down"), google_exceptions.TooManyRequests("slow down"),
+                google_exceptions.InternalServerError("oops"), ApplicationError("Cloud Monitoring answered 503 listing alerts; retrying"),
+                ApiException(status=503), TimeoutError()):
+        with pytest.raises(Unreadable, match="could not read the thing"):
+            await guarded("the thing", fail(exc))
+    for exc in (ApplicationError("refused", non_retryable=True), ApiException(status=404), ApiException(status=403)):
+        with pytest.raises(type(exc)):
+            await guarded("the thing", fail(exc))
+
+
+def test_a_window_too_short_for_the_metrics_delay_says_what_to_change() -> None:
+    from types import SimpleNamespace
+
+    from activities.metrics import MetricClock
+    from activities.postchecks import PostCheckReader
+    from runbook.models import VerifyRequest
+
+    reader = PostCheckReader(None, None, SimpleNamespace(clock=MetricClock(speed=1.0), project="p"), None)  # type: ignore[arg-type]
+    request = VerifyRequest(namespace="default", deployment="api", service="api", paths=["/health"], window_seconds=120)
+    short = reader._too_short(request, "cpu", "CPU", 240)
+    assert short is not None and not short.ok and "verification_window_seconds 120" in short.detail and "(300 s)" in short.detail
+    assert reader._too_short(request.model_copy(update={"window_seconds": 300}), "cpu", "CPU", 240) is None

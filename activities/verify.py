@@ -158,6 +158,18 @@ class VerifyActivities:
             groups += [g for g, on in (("resources", checks.resources), ("connection_pool", checks.connection_pool), ("logs", checks.logs)) if on]
         return groups
 
+    async def _evidence(self, request: VerifyRequest, found: dict[str, Any]) -> dict[str, list[str]]:
+        """The pods' recent logs; the pods are read again when a resumed attempt kept their check."""
+        if request.post_checks is None or not request.post_checks.pod_log_lines:
+            return {}
+        pods = found.get("pods")
+        if pods is None:
+            try:
+                _, pods = await guarded("the pods", self.deployment_pods(request.namespace, request.deployment))
+            except (Unreadable, ApplicationError):
+                return {}
+        return await self.post.pod_logs(request.namespace, pods, request.post_checks)
+
     @activity.defn(name="verify.service")
     async def verify_service(self, request: VerifyRequest) -> VerifyResult:
         """Read every group of checks until each has been clean once since the
@@ -195,6 +207,6 @@ class VerifyActivities:
                 if failing and all(c.unread for c in failing):
                     said = "; ".join(c.detail for c in failing)
                     raise ApplicationError(f"verification could not read everything within its window ({said}); retrying", type="VerificationUnreadable")
-                logs = await self.post.pod_logs(request.namespace, found.get("pods") or [], request.post_checks) if request.post_checks else {}
+                logs = await self._evidence(request, found)
                 return VerifyResult(ok=not failing, checks=checks, attempts=attempts, base_url=found.get("base_url"), pod_logs=logs)
             await asyncio.sleep(request.interval_seconds)

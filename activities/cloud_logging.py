@@ -22,6 +22,8 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import build_http
 from temporalio.exceptions import ApplicationError
 
+from runbook.postchecks import redact
+
 from .errors import permanent
 from .sqladmin import TRANSIENT, api_message
 
@@ -84,7 +86,7 @@ def entry_message(entry: dict[str, Any]) -> str:
     if text is None:
         payload = entry.get("jsonPayload") or {}
         text = str(payload.get("message") or payload.get("msg") or payload)
-    return f"{entry.get('timestamp', '')} {pod} {entry.get('severity', '')}: {text}".strip()
+    return redact(f"{entry.get('timestamp', '')} {pod} {entry.get('severity', '')}: {text}".strip())
 
 
 def transient_read(what: str, message: str) -> ApplicationError:

@@ -31,6 +31,7 @@ from runbook.postchecks import (
     judge_pool,
     judge_utilization,
     log_filter,
+    redact,
 )
 
 from .cloud_logging import CloudLogging, LogReadError
@@ -176,7 +177,7 @@ class PostCheckReader:
             container = checks.container or pod.spec.containers[0].name
             try:
                 text = await self.core.read_namespaced_pod_log(name, namespace, container=container, tail_lines=checks.pod_log_lines)
-                found[name] = str(text).splitlines()[-checks.pod_log_lines:]
+                found[name] = [redact(line) for line in str(text).splitlines()[-checks.pod_log_lines:]]
             except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
                 found[name] = [f"(could not read the log: {getattr(exc, 'status', None) or type(exc).__name__})"]
         return found

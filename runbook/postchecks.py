@@ -9,6 +9,7 @@ read. The reading is done by activities (activities/verify.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -147,3 +148,13 @@ def judge_logs(count: int, messages: list[str], checks: PostChecks, *, more: boo
         return "logs", True, head + (f" (<= {checks.max_error_entries} tolerated)" if checks.max_error_entries else "")
     first = "; ".join(m[:200] for m in messages[: checks.evidence_messages])
     return "logs", False, f"{head} (> {checks.max_error_entries} tolerated, {count - checks.max_error_entries}{'+' if more else ''} over)" + (f"; first: {first}" if first else "")
+
+
+_SECRET = re.compile(r"(?i)(bearer\s+|authorization[\"']?\s*[:=]\s*[\"']?(?:bearer\s+|basic\s+)?|"
+                     r"(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&]+)")
+
+
+def redact(line: str) -> str:
+    """Log lines are kept as evidence in histories and notices: a credential an app
+    happened to log (a bearer token, password=..., api_key: ...) is masked."""
+    return _SECRET.sub(lambda m: m.group(1) + "[REDACTED]", line)

@@ -169,3 +169,13 @@ def test_a_window_too_short_for_the_metrics_delay_says_what_to_change() -> None:
     short = reader._too_short(request, "cpu", "CPU", 240)
     assert short is not None and not short.ok and "verification_window_seconds 120" in short.detail and "(300 s)" in short.detail
     assert reader._too_short(request.model_copy(update={"window_seconds": 300}), "cpu", "CPU", 240) is None
+
+
+def test_credentials_in_log_lines_are_masked_before_they_become_evidence() -> None:
+    from runbook.postchecks import redact
+
+    assert redact('level=error msg="upstream 401" authorization="Bearer abc.def" user=walks') == \
+        'level=error msg="upstream 401" authorization="Bearer [REDACTED]" user=walks'
+    assert redact("connect failed password=hunter2 host=db") == "connect failed password=[REDACTED] host=db"
+    assert redact('{"api_key": "AIzaSy123", "msg": "quota"}') == '{"api_key": "[REDACTED]", "msg": "quota"}'
+    assert redact("GET /v1/walks status=500 duration_ms=30.0") == "GET /v1/walks status=500 duration_ms=30.0"

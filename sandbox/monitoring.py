@@ -54,7 +54,7 @@ from .monitoring_rules import (
     plan,
     resource_descriptor,
 )
-from .pod_load import GaugeSample
+from .pod_load import GaugeSeries
 
 MINUTE = 60.0
 PROM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
@@ -114,9 +114,9 @@ def distribution(metric: Metric, values: list[float]) -> distribution_pb2.Distri
 
 class MetricServiceEmulator:
     def __init__(self, traffic: Callable[[], Iterable[ServedRequest]], project: str = "tekutoko-prod", ingestion_delay_seconds: float = 10.0,
-                 now: Callable[[], float] = time.time, gauges: Callable[[], Iterable[GaugeSample]] | None = None, faults: Any = None) -> None:
+                 now: Callable[[], float] = time.time, gauges: Callable[[str], Iterable[GaugeSeries]] | None = None, faults: Any = None) -> None:
         self.traffic = traffic
-        self.gauges = gauges or (lambda: [])
+        self.gauges = gauges or (lambda kind: [])  # the sampled load's series of one kind (sandbox/pod_load.py)
         self.faults = faults  # the sandbox's FaultInjector: resource "timeSeries", verb "list"
         self.project = project
         self.ingestion_delay_seconds = ingestion_delay_seconds  # metric seconds after a point's minute ends
@@ -215,26 +215,26 @@ class MetricServiceEmulator:
 
     def _gauge_points(self, metric: Metric, terms, start: float, end: float) -> tuple[dict[tuple, dict[float, list[float]]], dict[tuple, float]]:
         """Gauge series from the pods' sampled load: per minute, the mean of its samples
-        (points end at their minute's end, visible after the ingestion delay)."""
+        (points end at their minute's end, visible after the ingestion delay). Only the
+        series the filter names are read, each from its newest point back to `start`."""
         visible = self.now() - self.ingestion_delay_seconds
-        kind = GAUGES[metric.type]
-        minutes: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+        filtering = [t for t in terms if t.key not in ("metric.type", "resource.type")]
+        out: dict[tuple, dict[float, list[float]]] = {}
         first: dict[tuple, float] = {}
-        for sample in self.gauges():
-            if sample.metric != kind:
+        for series in self.gauges(GAUGES[metric.type]):
+            if not all(t.matches(series.fields.get(t.key, "")) for t in filtering):
                 continue
-            minute_end = math.ceil(sample.time / MINUTE) * MINUTE
-            if minute_end > visible or minute_end > end or minute_end <= start:
-                continue
-            fields = {"resource.type": metric.resource, **{f"resource.labels.{k}": v for k, v in sample.resource},
-                      **{f"metric.labels.{k}": v for k, v in sample.labels}}
-            if not all(t.matches(fields.get(t.key, "")) for t in terms if t.key != "metric.type"):
-                continue
-            key = (sample.resource, sample.labels)
-            minutes[key][minute_end].append(sample.value)
-            first[key] = min(first.get(key, minute_end), minute_end)
-        series = {key: {end_: [sum(v) / len(v)] for end_, v in by_minute.items()} for key, by_minute in minutes.items()}
-        return series, first
+            minutes: dict[float, list[float]] = {}
+            for minute_end, total, count in reversed(series.minutes):
+                if minute_end <= start:
+                    break
+                if minute_end <= visible and minute_end <= end:
+                    minutes[minute_end] = [total / count]
+            if minutes:
+                key = (series.resource, series.labels)
+                out[key] = minutes
+                first[key] = min(minutes)
+        return out, first
 
     def list_time_series(self, request: m.ListTimeSeriesRequest) -> m.ListTimeSeriesResponse:
         start, end = check_request(request)

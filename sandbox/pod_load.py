@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from .kube.resources import PODS
 from .kube.store import Store
 
 log = logging.getLogger(__name__)
-SAMPLES_KEPT = 200_000
+MINUTES_KEPT = 180  # per series: three hours of metric time (a baseline looks 30 minutes before a release)
 SIDECAR_CPU, SIDECAR_MEMORY = 0.02, 0.08
 
 
@@ -43,6 +44,49 @@ class GaugeSample:
     value: float
 
 
+@dataclass
+class GaugeSeries:
+    """One time series, kept as it is served: per minute of metric time (the end of
+    the minute), the sum and count of its samples, oldest first; its filter fields
+    worked out once."""
+
+    metric: str
+    resource: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    fields: dict[str, str]
+    minutes: deque  # [minute end, sum, count]
+
+
+class GaugeStore:
+    """Samples kept by series and minute, so a query looks only at the series its
+    filter names and, in each, only at the minutes of its interval; memory is
+    bounded by MINUTES_KEPT a series, however many samples a minute has."""
+
+    def __init__(self, minutes_kept: int = MINUTES_KEPT) -> None:
+        self.minutes_kept = minutes_kept
+        self._series: dict[str, dict[tuple, GaugeSeries]] = {}
+
+    def record(self, sample: GaugeSample) -> None:
+        by_key = self._series.setdefault(sample.metric, {})
+        key = (sample.resource, sample.labels)
+        series = by_key.get(key)
+        if series is None:
+            fields = {**{f"resource.labels.{k}": v for k, v in sample.resource}, **{f"metric.labels.{k}": v for k, v in sample.labels}}
+            series = by_key[key] = GaugeSeries(sample.metric, sample.resource, sample.labels, fields, deque(maxlen=self.minutes_kept))
+        minute_end = math.ceil(sample.time / 60) * 60
+        if series.minutes and series.minutes[-1][0] == minute_end:
+            series.minutes[-1][1] += sample.value
+            series.minutes[-1][2] += 1
+        else:
+            series.minutes.append([minute_end, sample.value, 1])
+
+    def series(self, metric: str) -> list[GaugeSeries]:
+        return list(self._series.get(metric, {}).values())
+
+    def __len__(self) -> int:
+        return sum(m[2] for by_key in self._series.values() for s in by_key.values() for m in s.minutes)
+
+
 class PodLoad:
     def __init__(self, store: Store, kubelet: Kubelet, clock: Clock, project: str, *, seed: int | None = None,
                  database_for: Callable[[dict[str, Any]], Any] | None = None, instances: Callable[[], list[Any]] | None = None) -> None:
@@ -50,7 +94,7 @@ class PodLoad:
         self.kubelet = kubelet
         self.clock = clock
         self.project = project
-        self.samples: deque[GaugeSample] = deque(maxlen=SAMPLES_KEPT)
+        self.samples = GaugeStore()
         self.database_for = database_for or (lambda pod: None)
         self.instances = instances or (lambda: [])
         self._random = random.Random(seed)
@@ -101,8 +145,8 @@ class PodLoad:
                 containers += [(c["name"], SIDECAR_CPU, SIDECAR_MEMORY) for c in runtime.init_containers if is_sidecar(c)]
             for container, cpu, memory in containers:
                 resource = tuple(sorted(gke_names.k8s_container(self.project, runtime.namespace, runtime.name, container).items()))
-                self.samples.append(GaugeSample(now, "cpu", resource, (), self._noise(cpu)))
-                self.samples.append(GaugeSample(now, "memory", resource, (("memory_type", "non-evictable"),), self._noise(memory)))
+                self.samples.record(GaugeSample(now, "cpu", resource, (), self._noise(cpu)))
+                self.samples.record(GaugeSample(now, "memory", resource, (("memory_type", "non-evictable"),), self._noise(memory)))
             rate = runtime.profile.background_errors_per_minute
             if rate:
                 owed = self._owed.get(uid, 0.0) + rate * self.interval * self.clock.speed / 60
@@ -160,4 +204,4 @@ class PodLoad:
             for database, count in counts.items():
                 if database == "postgres":
                     continue
-                self.samples.append(GaugeSample(now, "backends", resource, (("database", database),), float(count)))
+                self.samples.record(GaugeSample(now, "backends", resource, (("database", database),), float(count)))

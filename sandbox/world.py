@@ -70,7 +70,7 @@ class Sandbox:
                                 instances=lambda: self.cloudsql.instances if self.cloudsql is not None else [])
         self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic), now=self.clock.metric_time,
                                                 ingestion_delay_seconds=scenario.metrics_ingestion_delay_seconds,
-                                                gauges=lambda: list(self.pod_load.samples), faults=self.faults)
+                                                gauges=self.pod_load.samples.series, faults=self.faults)
         self.logging = CloudLoggingEmulator(lambda: [*self.kubelet.retired, *self._live_pods()], project=self.monitoring.project)
         self.logging.faults = self.faults
         self.alerts = AlertsEmulator(

@@ -44,7 +44,7 @@ from runbook.postchecks import (
 from sandbox import discovery, gke_names
 from sandbox.cloud_logging import CloudLoggingEmulator
 from sandbox.monitoring import MetricServiceEmulator
-from sandbox.pod_load import GaugeSample
+from sandbox.pod_load import GaugeSample, GaugeStore
 
 PROJECT = "tekutoko-prod"
 NOW = math.floor(time.time() / 60) * 60
@@ -168,7 +168,10 @@ def gauges() -> list[GaugeSample]:
 @pytest.fixture(scope="module")
 def metrics() -> Iterator[monitoring_v3.MetricServiceClient]:
     loop = Loop()
-    emulator = MetricServiceEmulator(lambda: [], project=PROJECT, ingestion_delay_seconds=0, now=lambda: NOW + 1, gauges=gauges)
+    store = GaugeStore()
+    for sample in gauges():
+        store.record(sample)
+    emulator = MetricServiceEmulator(lambda: [], project=PROJECT, ingestion_delay_seconds=0, now=lambda: NOW + 1, gauges=store.series)
     loop.run(emulator.start())
     channel = grpc.insecure_channel(f"127.0.0.1:{emulator.port}")
     yield monitoring_v3.MetricServiceClient(transport=MetricServiceGrpcTransport(channel=channel))

@@ -102,7 +102,7 @@ class PodLoad:
         self._counters: dict[str, Any] = {}  # instance name -> superuser connection reading pg_stat_activity
         self._owed: dict[str, float] = {}  # pod uid -> background error lines due
         self._task: asyncio.Task | None = None
-        self.interval = max(0.25, min(5.0, 15.0 / clock.speed))  # real seconds: about four samples a metric minute
+        self.interval = max(0.25, min(5.0, 15.0 / clock.speed))  # real seconds: 15 s of metric time, within 0.25-5 s
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="pod-load")

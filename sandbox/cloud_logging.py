@@ -35,6 +35,7 @@ from .google_rest import route_handler
 API, VERSION = "logging", "v2"
 MAX_FILTER = 20_000  # "The maximum length of a filter is 20,000 characters."
 DEFAULT_PAGE = 50  # "Default is 50."
+NODE = "gke-tekutoko-prod-default-pool-node-1"
 MAX_PAGE = 1000  # the emulator's largest page; fewer than pageSize is allowed, nextPageToken says more
 SEVERITIES = {"DEFAULT": 0, "DEBUG": 100, "INFO": 200, "NOTICE": 300, "WARNING": 400, "ERROR": 500, "CRITICAL": 600, "ALERT": 700, "EMERGENCY": 800}
 LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING", "error": "ERROR", "fatal": "CRITICAL", "panic": "ALERT"}
@@ -144,14 +145,21 @@ class CloudLoggingEmulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self, terms: list[Term] | None = None) -> list[dict[str, Any]]:
+        """The entries of every container's stream, oldest first. Terms on the
+        resource and the pod's labels are judged once a stream, so a query about
+        one service does not turn every other pod's lines into entries."""
+        per_stream = [t for t in terms or [] if t.field.startswith(("resource.", "labels."))]
         found = []
         for runtime, labels in self.pods():
             streams = [(runtime.container, list(runtime.logs))] + [(name, list(lines)) for name, lines in runtime.init_logs.items()]
+            entry_labels = {f"k8s-pod/{k}": v for k, v in labels.items()} | {"compute.googleapis.com/resource_name": NODE}
             for container, lines in streams:
                 resource = {"type": "k8s_container", "labels": gke_names.k8s_container(self.project, runtime.namespace, runtime.name, container)}
+                if not all(matches({"resource": resource, "labels": entry_labels}, t) for t in per_stream):
+                    continue
                 for index, line in enumerate(lines):
-                    found.append(self._entry(runtime, container, index, line, resource, labels))
+                    found.append(self._entry(runtime, container, index, line, resource, entry_labels))
         found.sort(key=lambda e: (e["timestamp"], e["insertId"]))
         return found
 
@@ -173,7 +181,7 @@ class CloudLoggingEmulator:
         return {
             "insertId": hashlib.sha256(f"{runtime.namespace}/{runtime.name}/{container}/{index}/{stamp}".encode()).hexdigest()[:16],
             "logName": f"projects/{self.project}/logs/{stream}", "resource": resource,
-            "labels": {f"k8s-pod/{k}": v for k, v in labels.items()} | {"compute.googleapis.com/resource_name": "gke-tekutoko-prod-default-pool-node-1"},
+            "labels": dict(labels),
             "timestamp": stamp, "receiveTimestamp": stamp, "severity": severity, **payload,
         }
 
@@ -197,7 +205,7 @@ class CloudLoggingEmulator:
         if token and not re.fullmatch(r"o[0-9]+", token):
             raise ApiError(400, "page_token is invalid: pass the nextPageToken of a previous call with the same parameters")
         terms = parse_filter(body.get("filter", ""))
-        found = [e for e in self.entries() if all(matches(e, t) for t in terms)]
+        found = [e for e in self.entries(terms) if all(matches(e, t) for t in terms)]
         if order.strip().lower() == "timestamp desc":
             found.reverse()
         start = int(token[1:]) if token else 0

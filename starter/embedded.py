@@ -147,6 +147,8 @@ class EmbeddedStack:
             **({"MODORU_MONITORING_CLOCK_EPOCH": str(cloud["metric_clock"]["epoch"]), "MODORU_MONITORING_CLOCK_SPEED": str(cloud["metric_clock"]["speed"])}
                if "metric_clock" in cloud else {}),
         } if "monitoring_rest" in cloud else {}
+        logging_env = {"MODORU_LOGGING_ENDPOINT": cloud["cloud_logging"], "MODORU_LOGGING_PROJECT": cloud["logging_project"],
+                       "MODORU_LOGGING_INSECURE": "true"} if "cloud_logging" in cloud else {}
         cloudsql = {
             "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"], "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"], "MODORU_CLOUDSQL_INSECURE": "true",
         } if "cloud_sql" in cloud else {}
@@ -160,6 +162,7 @@ class EmbeddedStack:
         catalog, _ = demo_identities(self.state_dir)
         return {
             **monitoring,
+            **logging_env,
             **cloudsql,
             "MODORU_CATALOG": str(catalog),  # a user's own MODORU_CATALOG (in `own`) wins
             "MODORU_GUARD_SEAL_KEY": guard_seal_key(self.state_dir),

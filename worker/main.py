@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.catalog import CatalogActivities
+from activities.cloud_logging import CloudLogging
 from activities.cloudsql import CloudSqlActivities
 from activities.cloudsql_pitr import PitrActivities
 from activities.database import DatabaseActivities
@@ -41,7 +42,7 @@ from workflows.troubleshoot import TroubleshootWorkflow
 from .api_errors import PlainApiErrors
 from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
-from .cloud import cloudsql_for, monitoring_for
+from .cloud import cloudsql_for, logging_for, monitoring_for
 from .codec import CodecSettingsError, codec_from_settings
 from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
@@ -68,12 +69,13 @@ async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
 
 
 def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None,
-                   ws_api: WsApiClient | None = None, cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None) -> list:
+                   ws_api: WsApiClient | None = None, cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None,
+                   logging: CloudLogging | None = None) -> list:
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     entries = load_catalog(settings.catalog)
     gatekeeper = Gatekeeper(entries, seal_key_from_env())
     k8s = KubernetesActivities(apps, core, gatekeeper)
-    verify = VerifyActivities(apps, core, session, monitoring)
+    verify = VerifyActivities(apps, core, session, monitoring, logging)
     guard = GuardActivities(verify, monitoring, gatekeeper)
     notify = NotifyActivities(base_dir=settings.notices_dir)
     notify.announce_unconfigured(entries.services)
@@ -116,7 +118,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             workflow_runner=WORKFLOW_RUNNER,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings)),
+            activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings),
+                                      logging_for(settings)),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=timedelta(seconds=10),

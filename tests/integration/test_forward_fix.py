@@ -74,6 +74,7 @@ async def test_a_hotfix_goes_out_through_the_cd_and_the_error_rate_falls_before_
     waiting: ForwardFixStatus = await phase_of(handle, Phase.AWAITING_HOTFIX, ForwardFixStatus)
     assert waiting.phase is Phase.AWAITING_HOTFIX, waiting.message
     assert len(waiting.pods_read) == 3 and waiting.lines_read > 0
+    assert waiting.errors and waiting.errors[0].count >= 3 and len(waiting.errors[0].pods) >= 2  # the app logs each 5xx it answers
     assert waiting.at_start is not None and waiting.at_start.error_ratio is not None and waiting.at_start.error_ratio > 0.3
     assert stack.live_image() == f"{IMAGE}:1.3.0"  # nothing deployed without a hotfix
 

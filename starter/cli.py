@@ -333,7 +333,7 @@ def sandbox_up(
     # The sandbox is its own program: the front door never imports the practice world.
     from . import local
 
-    lacking = local.problem()
+    lacking = local.problem(temporal=False)
     if lacking:
         raise fail(lacking)
     os.execve(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port),

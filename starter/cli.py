@@ -342,8 +342,13 @@ def sandbox_up(
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C."""
     # The sandbox is its own program: the front door never imports the practice world.
-    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port),
-                              *(["--clock-speed", str(clock_speed)] if clock_speed else [])])
+    from . import local
+
+    lacking = local.problem(temporal=False)
+    if lacking:
+        raise fail(lacking)
+    os.execve(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port),
+                               *(["--clock-speed", str(clock_speed)] if clock_speed else [])], local.sandbox_env())
 
 
 def main(argv: list[str] | None = None) -> None:

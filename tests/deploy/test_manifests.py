@@ -45,7 +45,7 @@ def test_each_host_port_is_declared_once() -> None:
 
 def test_dockerfile_runs_the_worker_as_a_non_root_user_from_a_slim_base() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.\d+-slim$", text, re.M)
+    assert re.search(r"^FROM python:3\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64} AS python$", text, re.M)  # tests/deploy/test_image.py: the digest
     assert re.search(r"^USER modoru$", text, re.M)
     assert 'ENTRYPOINT ["modoru"]' in text and 'CMD ["worker"]' in text
     assert "[dev]" not in text  # only runtime dependencies in the image

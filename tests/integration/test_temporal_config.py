@@ -31,14 +31,34 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 async def test_temporal_address_alone_reaches_the_server(stack, tmp_path: Path) -> None:
+    """A new user's shell: only TEMPORAL_ADDRESS, naming a dev server on a free
+    port. Each command shows something only that server knows (a rollback
+    started there, or its answer that an id is unknown), never the default
+    127.0.0.1:7233's refusal."""
     address = stack.settings.temporal_address
     assert address != "127.0.0.1:7233"  # a free port: the default would not reach it
-    env = clean_env(tmp_path, TEMPORAL_ADDRESS=address)
-    listed = await stack.cli("list", env=env)
-    assert listed.returncode == 0, listed.stderr
-    unknown = await stack.cli("status", "no-such-rollback", env=env)
-    assert unknown.returncode == 2
-    assert unknown.stderr.strip() == "modoru: no modoru workflow with id no-such-rollback: see `modoru list`"
+    env = clean_env(tmp_path, TEMPORAL_ADDRESS=address, COLUMNS="300")
+    handle = await start(stack, request())
+    await wait_phase(handle, Phase.AWAITING_APPROVAL)
+    try:
+        for args in (["list"], ["list", "--open"], ["history", "--deployment", "tekutoko-api"], ["status", handle.id],
+                     ["status", handle.id, "--json"]):
+            shown = await stack.cli(*args, env=env)
+            assert shown.returncode == 0, (args, shown.stderr)
+            assert handle.id in shown.stdout, (args, shown.stdout)
+        unknown = "rollback-default-no-such-deployment"
+        for args in (["status", unknown], ["approve", unknown, "--by", "sre-lead"], ["reject", unknown, "--by", "sre-lead", "--reason", "no"]):
+            refused = await stack.cli(*args, env=env)
+            assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+            assert refused.stderr.strip() == f"modoru: no modoru workflow with id {unknown}: see `modoru list`", args
+        for args in (["guard", "status", "--deployment", "tekutoko-api"],
+                     ["guard", "stop", "--deployment", "tekutoko-api", "--by", "oncall", "--reason", "done"]):
+            refused = await stack.cli(*args, env=env)
+            assert refused.returncode == 2, (args, refused.stderr)
+            assert "no modoru workflow with id guard-default-tekutoko-api" in refused.stderr, (args, refused.stderr)
+    finally:
+        await stack.cli("reject", handle.id, "--by", "sre-lead", "--reason", "cleanup", env=stack.env)
+        await handle.result()
     nowhere = await stack.cli("list", env=clean_env(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1"))
     assert nowhere.stderr.startswith("modoru: cannot reach Temporal at 127.0.0.1:1")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.migration_models import BackupCheck, BackupCheckRequest, BackupRunInfo
 
 from .errors import permanent
@@ -78,7 +79,7 @@ class CloudSqlActivities:
         if failed:
             raise permanent(f"the on-demand backup of {instance} failed: {failed}", "BackupFailed")
 
-    @activity.defn(name="cloudsql.check_backup")
+    @activity.defn(name=refs.CHECK_BACKUP.name)
     async def check_backup(self, request: BackupCheckRequest) -> BackupCheck:
         project = require_project(request.project, self.project, "migration.cloudsql_project")
         oldest_allowed = dt.datetime.now(dt.UTC) - dt.timedelta(hours=request.max_age_hours)

@@ -20,6 +20,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.catalog import DatabaseAccess
 from runbook.migration_models import DatabaseSnapshot, SnapshotRequest
 from runbook.models import CheckResult
@@ -77,7 +78,7 @@ class DatabaseActivities:
             raise QueryFailed(err or out)
         return [line for line in out.splitlines() if line != ""]
 
-    @activity.defn(name="db.snapshot")
+    @activity.defn(name=refs.DB_SNAPSHOT.name)
     async def snapshot(self, request: SnapshotRequest) -> DatabaseSnapshot:
         access = request.access
         checks = [(check.name, one_select(check.sql, f"integrity check {check.name!r}")) for check in request.checks]
@@ -104,7 +105,7 @@ class DatabaseActivities:
                 raise permanent(f"integrity check {name!r} must return one number, got {rows[:3]!r}", "IntegrityCheckInvalid") from None
         return DatabaseSnapshot(at=dt.datetime.now(dt.UTC), tables=tables, values=values)
 
-    @activity.defn(name="db.clone_queries")
+    @activity.defn(name=refs.CLONE_QUERIES.name)
     async def clone_queries(self, request: CloneQueriesRequest) -> list[CheckResult]:
         """The recovery's checks on the clone, through a check pod whose proxy names it."""
         access = request.access

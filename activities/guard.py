@@ -16,6 +16,7 @@ import datetime as dt
 
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.guard import Evidence, judge
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
 from runbook.models import ServiceMetrics
@@ -60,7 +61,7 @@ class GuardActivities:
         query = self.monitoring.query(request.monitoring, request.namespace, request.service, start=start, end=end)
         return None if query is None else await self.monitoring.service_health(query)
 
-    @activity.defn(name="guard.baseline")
+    @activity.defn(name=refs.GUARD_BASELINE.name)
     async def baseline(self, request: BaselineRequest) -> GuardBaseline:
         """What normal looked like: the newest complete window that ends by the
         time the release began. The service's metric and alert filters must
@@ -104,7 +105,7 @@ class GuardActivities:
         )
         return evidence, reading, health_failures
 
-    @activity.defn(name="guard.watch")
+    @activity.defn(name=refs.GUARD_WATCH.name)
     async def watch(self, request: WatchRequest) -> WatchReport:
         progress = activity.info().heartbeat_details
         polls, health_failures, confirming = 0, request.health_failures, request.confirming_since

@@ -13,6 +13,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.enums import Severity
 from runbook.models import (
     BackupRef,
@@ -141,7 +142,7 @@ class KubernetesActivities:
 
     # -- plan ----------------------------------------------------------------------
 
-    @activity.defn(name="k8s.plan_rollback")
+    @activity.defn(name=refs.PLAN_ROLLBACK.name)
     async def plan_rollback(self, request: PlanRequest) -> RollbackPlan:
         deployment = await self._deployment(request.namespace, request.deployment)
         name = request.deployment
@@ -190,7 +191,7 @@ class KubernetesActivities:
 
     # -- backup --------------------------------------------------------------------
 
-    @activity.defn(name="k8s.backup_deployment")
+    @activity.defn(name=refs.BACKUP_DEPLOYMENT.name)
     async def backup_deployment(self, request: BackupRequest) -> BackupRef:
         """Keep the current manifest in a ConfigMap; a retry finds it and leaves it be."""
         try:
@@ -218,7 +219,7 @@ class KubernetesActivities:
 
     # -- undo ----------------------------------------------------------------------
 
-    @activity.defn(name="k8s.rollout_undo")
+    @activity.defn(name=refs.ROLLOUT_UNDO.name)
     async def rollout_undo(self, request: UndoRequest) -> UndoResult:
         """kubectl rollout undo: a JSON Patch of the template and annotations,
         skipped when the template already matches, so a retry never rolls twice."""
@@ -257,7 +258,7 @@ class KubernetesActivities:
 
     # -- wait ----------------------------------------------------------------------
 
-    @activity.defn(name="k8s.wait_rollout")
+    @activity.defn(name=refs.WAIT_ROLLOUT.name)
     async def wait_rollout(self, request: RolloutWaitRequest) -> RolloutOutcome:
         """kubectl rollout status, heartbeating; fails on an exceeded progress
         deadline with the diagnostics an SRE would look at first."""

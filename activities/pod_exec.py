@@ -14,6 +14,7 @@ from kubernetes.aio.stream import WsApiClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.catalog import Catalog
 from runbook.migration_models import OUTPUT_KEPT, ExecRequest, ExecResult
 from runbook.migrations import fill
@@ -97,7 +98,7 @@ class PodExecActivities:
                     status += payload
         return bytes(out), bytes(err), WsApiClient.parse_error_data(bytes(status)) if status else 0
 
-    @activity.defn(name="k8s.exec")
+    @activity.defn(name=refs.EXEC.name)
     async def exec_in_pod(self, request: ExecRequest) -> ExecResult:
         entry = self.catalog.named(request.service)
         if entry is None or entry.migration is None:

@@ -15,6 +15,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.guard import judge_recovery
 from runbook.models import CheckResult, VerifyRequest, VerifyResult
 from runbook.monitoring import ceil_minute
@@ -110,7 +111,7 @@ class VerifyActivities:
         return [CheckResult(name=name, ok=ok, detail=detail)
                 for name, ok, detail in judge_recovery(reading.requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery)]
 
-    @activity.defn(name="verify.service")
+    @activity.defn(name=refs.VERIFY_SERVICE.name)
     async def verify_service(self, request: VerifyRequest) -> VerifyResult:
         """Retry the checks within the window; pass as soon as one round is clean."""
         deadline = time.monotonic() + request.window_seconds

@@ -1,0 +1,106 @@
+"""Every activity modoru's workflows can call, in one place: its registered name,
+the model it takes and the model it returns.
+
+The activities register under these names (`@activity.defn(name=ROLLOUT_UNDO.name)`),
+the workflows call through these references (so the argument and the result are
+typed), and the worker, the test fakes and the registration test all read this
+list. A reference is plain data: no Temporal, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .catalog import ServiceEntry
+from .guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
+from .migration_models import (
+    BackupCheck,
+    BackupCheckRequest,
+    DatabaseSnapshot,
+    ExecRequest,
+    ExecResult,
+    SnapshotRequest,
+)
+from .models import (
+    AlertQuery,
+    BackupRef,
+    BackupRequest,
+    CheckResult,
+    MetricsQuery,
+    Notice,
+    NoticeResult,
+    OpenAlerts,
+    PlanRequest,
+    RollbackPlan,
+    RolloutOutcome,
+    RolloutWaitRequest,
+    ServiceByName,
+    ServiceLookup,
+    ServiceMetrics,
+    UndoRequest,
+    UndoResult,
+    VerifyRequest,
+    VerifyResult,
+)
+from .pitr_models import (
+    CloneQueriesRequest,
+    CloneRequest,
+    InstanceInfo,
+    InstanceRef,
+    OperationRef,
+    PitrCheck,
+    PitrCheckRequest,
+    ProxySwitch,
+    ProxySwitched,
+)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class ActivityRef(Generic[In, Out]):
+    """An activity as a workflow sees it: `name` takes one `arg` and returns one `result`."""
+
+    name: str
+    arg: type[In]
+    result: type[Out]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+LOOKUP = ActivityRef("catalog.lookup", ServiceLookup, ServiceEntry)
+SERVICE = ActivityRef("catalog.service", ServiceByName, ServiceEntry)
+
+PLAN_ROLLBACK = ActivityRef("k8s.plan_rollback", PlanRequest, RollbackPlan)
+BACKUP_DEPLOYMENT = ActivityRef("k8s.backup_deployment", BackupRequest, BackupRef)
+ROLLOUT_UNDO = ActivityRef("k8s.rollout_undo", UndoRequest, UndoResult)
+WAIT_ROLLOUT = ActivityRef("k8s.wait_rollout", RolloutWaitRequest, RolloutOutcome)
+EXEC = ActivityRef("k8s.exec", ExecRequest, ExecResult)
+SWITCH_PROXY = ActivityRef("k8s.switch_proxy_instance", ProxySwitch, ProxySwitched)
+
+VERIFY_SERVICE = ActivityRef("verify.service", VerifyRequest, VerifyResult)
+NOTIFY = ActivityRef("notify.send", Notice, NoticeResult)
+
+GUARD_BASELINE = ActivityRef("guard.baseline", BaselineRequest, GuardBaseline)
+GUARD_WATCH = ActivityRef("guard.watch", WatchRequest, WatchReport)
+
+SERVICE_HEALTH = ActivityRef("metrics.service_health", MetricsQuery, ServiceMetrics)
+OPEN_ALERTS = ActivityRef("metrics.open_alerts", AlertQuery, OpenAlerts)
+
+DB_SNAPSHOT = ActivityRef("db.snapshot", SnapshotRequest, DatabaseSnapshot)
+CLONE_QUERIES: ActivityRef[CloneQueriesRequest, list[CheckResult]] = ActivityRef(
+    "db.clone_queries", CloneQueriesRequest, list[CheckResult]  # type: ignore[arg-type]
+)
+
+CHECK_BACKUP = ActivityRef("cloudsql.check_backup", BackupCheckRequest, BackupCheck)
+PITR_CHECK = ActivityRef("cloudsql.pitr_check", PitrCheckRequest, PitrCheck)
+START_CLONE = ActivityRef("cloudsql.start_clone", CloneRequest, OperationRef)
+OPERATION_DONE = ActivityRef("cloudsql.operation_done", OperationRef, str)
+INSTANCE = ActivityRef("cloudsql.instance", InstanceRef, InstanceInfo)
+
+ALL: tuple[ActivityRef[object, object], ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, ActivityRef)
+)
+BY_NAME = {ref.name: ref for ref in ALL}

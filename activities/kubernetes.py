@@ -3,7 +3,6 @@ official asyncio client. Each activity is safe to retry."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
+from pydantic import BaseModel
 from temporalio import activity
 
 from runbook import activity_refs as refs
@@ -33,6 +33,7 @@ from runbook.policy import approvals_required
 
 from .errors import permanent, raise_for_api_error
 from .gatekeeper import Gatekeeper
+from .heartbeat import Heartbeat
 
 REVISION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -46,6 +47,15 @@ KEPT_ON_UNDO = (
     "deployment.kubernetes.io/max-replicas",
     "deprecated.deployment.rollback.to",
 )
+
+
+class RolloutProgress(BaseModel):
+    """What the rollout said at the last look."""
+
+    message: str
+    problems: list[str]
+
+
 TROUBLE_REASONS = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName")
 Obj = dict[str, Any]
 
@@ -265,13 +275,15 @@ class KubernetesActivities:
         started = time.monotonic()
         polls = 0
         diagnostics = Diagnostics()
+        heartbeat = Heartbeat(RolloutProgress)
         while True:
             deployment = await self._deployment(request.namespace, request.deployment)
             done, message, stuck = rollout_state(deployment)
             polls += 1
             if stuck or polls % 3 == 1 or done:
                 diagnostics = await self.diagnose(deployment, with_events=stuck)
-            activity.heartbeat({"message": message, "problems": diagnostics.problems})
+            progress = RolloutProgress(message=message, problems=diagnostics.problems)
+            heartbeat.beat(progress)
             if done:
                 return RolloutOutcome(revision=revision_of(deployment), message=message, diagnostics=diagnostics)
             if stuck:
@@ -281,7 +293,7 @@ class KubernetesActivities:
                 raise permanent(f"rollout of deployment/{request.deployment} did not finish within {request.timeout_seconds}s: {message}", "RolloutTimeout", diagnostics.model_dump(mode="json"))
             # Most rollouts finish within a second: look again soon, then back off
             # to the poll interval so a thousand waits do not flood the API.
-            await asyncio.sleep(min(request.poll_seconds, 0.1 * 2 ** (polls - 1)))
+            await heartbeat.sleep(min(request.poll_seconds, 0.1 * 2 ** (polls - 1)), progress)
 
     async def diagnose(self, deployment: Obj, *, with_events: bool) -> Diagnostics:
         """Pod states always; events only when something is wrong, and then only

@@ -5,7 +5,6 @@ and, where Cloud Monitoring is configured, the metrics since the rollback
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import aiohttp
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
+from pydantic import BaseModel
 from temporalio import activity
 
 from runbook import activity_refs as refs
@@ -21,8 +21,18 @@ from runbook.models import CheckResult, VerifyRequest, VerifyResult
 from runbook.monitoring import ceil_minute
 
 from .errors import permanent, raise_for_api_status
+from .heartbeat import Heartbeat
 from .kubernetes import selector_string
 from .metrics import Monitoring
+
+
+class VerifyProgress(BaseModel):
+    """The verification round reached and the checks still failing."""
+
+    attempt: int
+    failing: list[str]
+
+
 
 API_SAMPLES = 5  # one lucky answer must not pass a release that fails most calls
 HTTP_TIMEOUT_SECONDS = 5
@@ -119,6 +129,7 @@ class VerifyActivities:
         attempts = 0
         checks: list[CheckResult] = []
         base_url = None
+        heartbeat = Heartbeat(VerifyProgress)
         while True:
             attempts += 1
             checks = [await self._pods(request)]
@@ -130,9 +141,10 @@ class VerifyActivities:
                     name = ("health", "ready", "api")[i] if i < 3 else path
                     checks.append(await self.http_check(name, base_url + path, API_SAMPLES if name == "api" else 1))
             checks += await self._metrics(request, since)
-            activity.heartbeat({"attempt": attempts, "failing": [c.name for c in checks if not c.ok]})
+            progress = VerifyProgress(attempt=attempts, failing=[c.name for c in checks if not c.ok])
+            heartbeat.beat(progress)
             if all(c.ok for c in checks):
                 return VerifyResult(ok=True, checks=checks, attempts=attempts, base_url=base_url)
             if time.monotonic() + request.interval_seconds > deadline:
                 return VerifyResult(ok=False, checks=checks, attempts=attempts, base_url=base_url)
-            await asyncio.sleep(request.interval_seconds)
+            await heartbeat.sleep(request.interval_seconds, progress)

@@ -103,7 +103,7 @@ class ChangeSteps(Generic[RequestT, StatusT]):
         return await workflow.execute_activity(
             name.name if isinstance(name, ActivityRef) else name, arg, result_type=result_type,
             start_to_close_timeout=timedelta(seconds=timeout),
-            schedule_to_close_timeout=budget(self._status.sla_deadline, workflow.now(), at_least=timedelta(seconds=timeout)),
+            schedule_to_close_timeout=budget(getattr(self._status, "sla_deadline", None), workflow.now(), at_least=timedelta(seconds=timeout)),
             heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=SLA_RETRY, summary=summary,
         )
 

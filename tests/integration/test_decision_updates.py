@@ -4,6 +4,9 @@ prints it; a decision on a finished change is one line."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 
 from runbook.decisions import DecisionVerdict
@@ -60,3 +63,22 @@ async def test_the_cli_prints_the_update_s_verdict_and_refuses_a_finished_change
     late = await stack.cli("reject", handle.id, "--by", "sre-lead", "--reason", "too late")
     lines = [line for line in late.stderr.splitlines() if line.strip()]
     assert late.returncode == 2 and len(lines) == 1 and lines[0].startswith("modoru: ") and handle.id in lines[0], late.stderr
+
+
+async def test_the_stock_temporal_cli_gets_the_verdict_from_the_update(stack) -> None:
+    from tests.workflows.conftest import binary
+
+    handle = await start(stack, request())
+    await wait_phase(handle, Phase.AWAITING_APPROVAL)
+    proc = await asyncio.create_subprocess_exec(
+        binary("temporal"), "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "approval",
+        "--input", '{"by": "backend-lead", "comment": "via temporal CLI"}', "--address", stack.settings.temporal_address, "--output", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    answer = json.loads(out.decode())
+    verdict = DecisionVerdict.model_validate(answer.get("result", answer))
+    assert verdict.counted and verdict.by == "backend-lead" and "via temporal CLI" in verdict.reason, answer
+    final: RollbackResult = await handle.result()
+    assert final.status.approvals == ["backend-lead"]

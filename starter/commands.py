@@ -266,10 +266,30 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
                           f"see `modoru status {workflow_id}`")
         return 1
     except WorkflowUpdateFailedError as exc:
-        raise CliError(f"{workflow_id} could not take the decision: {getattr(exc.cause, 'message', None) or exc.cause}") from None
+        said = getattr(exc.cause, "message", None) or str(exc.cause)
+        if f"handler for '{update}' expected but not found" in said:
+            return await signal_decision(handle, decision, signal)  # a workflow without the decision updates
+        raise CliError(f"{workflow_id} could not take the decision: {said}") from None
     except RPCError as exc:
         raise CliError(f"cannot send the decision to {workflow_id}: {exc.message}") from None
     return say_verdict(verdict)
+
+
+async def signal_decision(handle: WorkflowHandle, decision: str, signal: ApprovalSignal | RejectSignal) -> int:
+    """For a change workflow that takes decisions only as signals: signal, then
+    read the verdict from the audit trail (the entry carrying the request id)."""
+    try:
+        await handle.signal(decision, signal)
+    except RPCError as exc:
+        raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
+    for _ in range(int(DECISION_WAIT_SECONDS / POLL_SECONDS)):
+        status = await query_any_status(handle)
+        entry = next((e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None)
+        if entry is not None:
+            return say_verdict(DecisionVerdict(decision=decision, counted=bool(entry.counted), reason=entry.detail, by=entry.actor))  # type: ignore[arg-type]
+        await asyncio.sleep(POLL_SECONDS)
+    err_console.print(f"sent, but the worker has not judged it yet; see `modoru status {handle.id}`")
+    return 1
 
 
 def say_verdict(verdict: DecisionVerdict) -> int:

@@ -9,7 +9,7 @@ list. A reference is plain data: no Temporal, no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from .catalog import ServiceEntry
 from .guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
@@ -100,7 +100,18 @@ START_CLONE = ActivityRef("cloudsql.start_clone", CloneRequest, OperationRef)
 OPERATION_DONE = ActivityRef("cloudsql.operation_done", OperationRef, str)
 INSTANCE = ActivityRef("cloudsql.instance", InstanceRef, InstanceInfo)
 
-ALL: tuple[ActivityRef[object, object], ...] = tuple(
-    value for value in list(globals().values()) if isinstance(value, ActivityRef)
-)
+
+
+class Listed(Protocol):
+    """Any reference, as the list of them shows it (read only)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def arg(self) -> type[object]: ...
+    @property
+    def result(self) -> object: ...
+
+
+ALL: tuple[Listed, ...] = tuple(value for value in list(globals().values()) if isinstance(value, ActivityRef))
 BY_NAME = {ref.name: ref for ref in ALL}

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 from rich.table import Table
@@ -241,7 +241,7 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
     verdict: counted or not, and why."""
     handle = client.get_workflow_handle(workflow_id)
     status = await query_any_status(handle)  # says clearly when the id is unknown
-    decision = "approve" if isinstance(signal, ApprovalSignal) else "reject"
+    decision: Literal["approve", "reject"] = "approve" if isinstance(signal, ApprovalSignal) else "reject"
     gate = getattr(status, "pending", None)
     if key or print_payload:
         if gate is None:
@@ -275,7 +275,7 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
     return say_verdict(verdict)
 
 
-async def signal_decision(handle: WorkflowHandle, decision: str, signal: ApprovalSignal | RejectSignal) -> int:
+async def signal_decision(handle: WorkflowHandle, decision: Literal["approve", "reject"], signal: ApprovalSignal | RejectSignal) -> int:
     """For a change workflow that takes decisions only as signals: signal, then
     read the verdict from the audit trail (the entry carrying the request id)."""
     try:
@@ -286,7 +286,7 @@ async def signal_decision(handle: WorkflowHandle, decision: str, signal: Approva
         status = await query_any_status(handle)
         entry = next((e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None)
         if entry is not None:
-            return say_verdict(DecisionVerdict(decision=decision, counted=bool(entry.counted), reason=entry.detail, by=entry.actor))  # type: ignore[arg-type]
+            return say_verdict(DecisionVerdict(decision=decision, counted=bool(entry.counted), reason=entry.detail, by=entry.actor))
         await asyncio.sleep(POLL_SECONDS)
     err_console.print(f"sent, but the worker has not judged it yet; see `modoru status {handle.id}`")
     return 1

@@ -15,7 +15,7 @@ from kubernetes.aio.stream import WsApiClient
 from temporalio.activity import _Definition
 
 from runbook import activity_refs as refs
-from runbook.activity_refs import ActivityRef
+from runbook.activity_refs import Listed
 from worker.cloud import cloudsql_for
 from worker.main import activities_for
 from worker.settings import Settings
@@ -24,20 +24,21 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 CALLS = {"_activity", "_call", "execute_activity", "start_activity"}
 
 
-def registration_problems(wanted: Iterable[ActivityRef[object, object]], registered: Iterable[Callable[..., object]]) -> list[str]:
+def registration_problems(wanted: Iterable[Listed], registered: Iterable[Callable[..., object]]) -> list[str]:
     """What is wrong between the references and the worker's activities, one line each."""
-    found = {}
+    found: dict[str, _Definition] = {}
     problems = []
     for fn in registered:
         definition = _Definition.must_from_callable(fn)
+        assert definition.name is not None, "every activity is registered under an explicit name"
         if definition.name in found:
             problems.append(f"{definition.name} is registered twice")
         found[definition.name] = definition
     for ref in wanted:
-        definition = found.pop(ref.name, None)
-        if definition is None:
+        if ref.name not in found:
             problems.append(f"{ref.name} is not registered on the worker")
             continue
+        definition = found.pop(ref.name)
         args = list(definition.arg_types or [])
         if args != [ref.arg]:
             problems.append(f"{ref.name} takes {args}, its reference says {ref.arg}")
@@ -96,7 +97,7 @@ async def test_the_check_fails_on_a_forgotten_renamed_or_retyped_activity() -> N
     without_undo = [fn for fn in registered if fn is not undo]
     assert registration_problems(refs.ALL, without_undo) == ["k8s.rollout_undo is not registered on the worker"]
 
-    retyped = dataclasses.replace(refs.ROLLOUT_UNDO, result=refs.BACKUP_DEPLOYMENT.result)
+    retyped = dataclasses.replace(refs.ROLLOUT_UNDO, result=refs.BACKUP_DEPLOYMENT.result)  # type: ignore[arg-type]
     others = [r for r in refs.ALL if r is not refs.ROLLOUT_UNDO]
     assert registration_problems([*others, retyped], registered) == [
         f"k8s.rollout_undo returns {refs.ROLLOUT_UNDO.result}, its reference says {refs.BACKUP_DEPLOYMENT.result}"]

@@ -113,16 +113,23 @@ ROLLBACK: Kind[RollbackStatus] = Kind(
 )
 
 
+async def status_of(handle: WorkflowHandle):
+    """The status of whichever modoru workflow `handle` names (a deployment
+    rollback, a migration rollback, a recovery or a release guard); RPCError as
+    the server says it."""
+    kind = (await handle.describe()).workflow_type
+    return await handle.query("status", result_type=STATUS_MODELS.get(kind, RollbackStatus))
+
+
 async def query_any_status(handle: WorkflowHandle):
-    """The status of whichever modoru workflow `handle` names: a deployment
-    rollback, a migration rollback, a recovery or a release guard."""
+    """`status_of`, with the server's refusals as one line for the user."""
     try:
-        kind = (await handle.describe()).workflow_type
-        return await handle.query("status", result_type=STATUS_MODELS.get(kind, RollbackStatus))
+        return await status_of(handle)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no modoru workflow with id {handle.id}: see `modoru list`") from None
-        raise
+        # e.g. a finished run whose task queue no worker polls any more: its status is read by replaying it on one
+        raise CliError(f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?") from None
 
 
 async def failure_of(handle: WorkflowHandle) -> str | None:
@@ -173,7 +180,7 @@ async def settle(handle: WorkflowHandle, kind: Kind[S], *, wait: bool = False) -
     status: S | None = None
     for _ in range(int(kind.settle_seconds / POLL_SECONDS)):
         try:
-            status = await query_any_status(handle)
+            status = await status_of(handle)
         except RPCError:
             status = None  # no worker has run its first task yet
         if status is not None and kind.settled(status):

@@ -54,7 +54,7 @@ async def _status(handle: WorkflowHandle) -> GuardStatus:
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no modoru workflow with id {handle.id} (no release guard watches that deployment): start one with `modoru guard start`") from None
-        raise
+        raise CliError(f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?") from None
 
 
 def render_guard(status: GuardStatus) -> None:

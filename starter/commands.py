@@ -165,7 +165,7 @@ async def start(client: Client, settings: Settings, kind: Kind[S], run_fn: Calla
     if settle_attached or not attached:
         status = await settle(handle, kind, wait=wait)
     if wait:
-        status = await follow(handle, kind, quiet=as_json)
+        status = await follow(handle, quiet=as_json, kind=kind)
     if as_json:
         payload = status.model_dump(mode="json") if status is not None else {"workflow_id": workflow_id}
         print(json.dumps({**payload, "attached": attached, "web_ui": link}, ensure_ascii=False))
@@ -198,8 +198,8 @@ async def settle(handle: WorkflowHandle, kind: Kind[S], *, wait: bool = False) -
     return status
 
 
-async def follow(handle: WorkflowHandle, kind: Kind[S] = ROLLBACK, quiet: bool = False,  # type: ignore[assignment]
-                 render: Callable[[S], None] | None = None) -> S:
+async def follow(handle: WorkflowHandle, quiet: bool = False, render: Callable[[S], None] | None = None,
+                 kind: Kind[S] = ROLLBACK) -> S:  # type: ignore[assignment]
     """Follow a change until it ends, saying each phase; shown in full at the end."""
     last = None
     while True:

@@ -107,7 +107,7 @@ async def start_guard(client: Client, settings: Settings, request: GuardRequest,
 
 
 async def follow_guard(handle: WorkflowHandle, quiet: bool = False) -> GuardStatus:
-    return await follow(handle, GUARD, quiet=quiet)
+    return await follow(handle, quiet=quiet, kind=GUARD)
 
 
 @guard_app.command("start")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.catalog import Catalog, ServiceEntry
 from runbook.models import ServiceByName, ServiceLookup
 
@@ -14,7 +15,7 @@ class CatalogActivities:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    @activity.defn(name="catalog.lookup")
+    @activity.defn(name=refs.LOOKUP.name)
     async def lookup(self, request: ServiceLookup) -> ServiceEntry:
         entry = self.catalog.find(request.namespace, request.deployment)
         if entry is None:
@@ -25,7 +26,7 @@ class CatalogActivities:
             )
         return self.catalog.trusted(entry)
 
-    @activity.defn(name="catalog.service")
+    @activity.defn(name=refs.SERVICE.name)
     async def service(self, request: ServiceByName) -> ServiceEntry:
         entry = self.catalog.named(request.name)
         if entry is None:

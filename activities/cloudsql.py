@@ -8,12 +8,23 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.migration_models import BackupCheck, BackupCheckRequest, BackupRunInfo
 
 from .errors import permanent
+from .heartbeat import Heartbeat
 from .sqladmin import NotFound, SqlAdmin, operation_error
+
+
+class BackupProgress(BaseModel):
+    """The on-demand backup operation being followed."""
+
+    operation: str
+
+
 
 POLL_SECONDS = 2.0
 BACKUP_TIMEOUT_SECONDS = 3600
@@ -57,28 +68,28 @@ class CloudSqlActivities:
         return good, (runs[0] if runs else None)
 
     async def _take(self, project: str, instance: str) -> None:
-        info = activity.info()
+        heartbeat = Heartbeat(BackupProgress)
         # A retried attempt follows the operation the first one started instead of starting another.
-        started = info.heartbeat_details[0] if info.heartbeat_details else None
-        name = started.get("operation") if isinstance(started, dict) else None
+        started = heartbeat.resumed()
+        name = started.operation if started else None
         if not name:
             operation = await self.admin.insert_backup_run(project, instance, "modoru: before a migration rollback")
             name = operation["name"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BACKUP_TIMEOUT_SECONDS
         while True:
-            activity.heartbeat({"operation": name})
+            heartbeat.beat(BackupProgress(operation=name))
             operation = await self.admin.operation(project, name)
             if operation.get("status") == "DONE":
                 break
             if loop.time() > deadline:
                 raise permanent(f"the on-demand backup of {instance} ({name}) did not finish within {BACKUP_TIMEOUT_SECONDS}s", "BackupTimeout")
-            await asyncio.sleep(POLL_SECONDS)
+            await heartbeat.sleep(POLL_SECONDS, BackupProgress(operation=name))
         failed = operation_error(operation)
         if failed:
             raise permanent(f"the on-demand backup of {instance} failed: {failed}", "BackupFailed")
 
-    @activity.defn(name="cloudsql.check_backup")
+    @activity.defn(name=refs.CHECK_BACKUP.name)
     async def check_backup(self, request: BackupCheckRequest) -> BackupCheck:
         project = require_project(request.project, self.project, "migration.cloudsql_project")
         oldest_allowed = dt.datetime.now(dt.UTC) - dt.timedelta(hours=request.max_age_hours)

@@ -11,6 +11,7 @@ import datetime as dt
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.pitr_models import (
     CloneRequest,
     InstanceInfo,
@@ -38,7 +39,7 @@ class PitrActivities:
         self.project = project
         self.gatekeeper = gatekeeper
 
-    @activity.defn(name="cloudsql.pitr_check")
+    @activity.defn(name=refs.PITR_CHECK.name)
     async def pitr_check(self, request: PitrCheckRequest) -> PitrCheck:
         """Everything that must hold before a clone is created; problems are listed, not raised."""
         project = require_project(request.project, self.project, SETTING)
@@ -73,7 +74,7 @@ class PitrActivities:
         return PitrCheck(pitr_enabled=enabled, source_connection_name=source.get("connectionName", ""), earliest=earliest, latest=latest, destination_free=free,
                          backups=[backup_run_info(r) for r in runs], problems=problems)
 
-    @activity.defn(name="cloudsql.start_clone")
+    @activity.defn(name=refs.START_CLONE.name)
     async def start_clone(self, request: CloneRequest) -> OperationRef:
         project = require_project(request.project, self.project, SETTING)
         if self.gatekeeper is not None:
@@ -101,7 +102,7 @@ class PitrActivities:
             raise
         return OperationRef(project=project, name=operation["name"])
 
-    @activity.defn(name="cloudsql.operation_done")
+    @activity.defn(name=refs.OPERATION_DONE.name)
     async def operation_done(self, ref: OperationRef) -> str:
         """One look at the operation. Not done yet is a retryable failure, so the
         workflow's retry policy spaces the looks and the history stays small."""
@@ -117,7 +118,7 @@ class PitrActivities:
             raise permanent(f"operation {ref.name} failed: {failed}", "OperationFailed")
         return status
 
-    @activity.defn(name="cloudsql.instance")
+    @activity.defn(name=refs.INSTANCE.name)
     async def instance(self, ref: InstanceRef) -> InstanceInfo:
         project = require_project(ref.project, self.project, SETTING)
         found = await self.admin.instance(project, ref.name)

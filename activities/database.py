@@ -20,6 +20,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.catalog import DatabaseAccess
 from runbook.migration_models import DatabaseSnapshot, SnapshotRequest
 from runbook.models import CheckResult
@@ -27,6 +28,7 @@ from runbook.pitr_models import CloneQueriesRequest
 from runbook.queries import one_reading_statement
 
 from .errors import permanent, raise_for_api_error
+from .heartbeat import Heartbeat, PodProgress
 from .pod_exec import PodExecActivities
 from .proxy import proxy_container, retarget
 
@@ -77,12 +79,12 @@ class DatabaseActivities:
             raise QueryFailed(err or out)
         return [line for line in out.splitlines() if line != ""]
 
-    @activity.defn(name="db.snapshot")
+    @activity.defn(name=refs.DB_SNAPSHOT.name)
     async def snapshot(self, request: SnapshotRequest) -> DatabaseSnapshot:
         access = request.access
         checks = [(check.name, one_select(check.sql, f"integrity check {check.name!r}")) for check in request.checks]
         pod, container = await self.pods.ready_pod(request.namespace, request.deployment, access.container)
-        activity.heartbeat({"pod": pod})
+        Heartbeat(PodProgress).beat(PodProgress(pod=pod))
         try:
             tables = await self._query(request.namespace, pod, container, access, TABLES)
         except QueryFailed as exc:
@@ -104,7 +106,7 @@ class DatabaseActivities:
                 raise permanent(f"integrity check {name!r} must return one number, got {rows[:3]!r}", "IntegrityCheckInvalid") from None
         return DatabaseSnapshot(at=dt.datetime.now(dt.UTC), tables=tables, values=values)
 
-    @activity.defn(name="db.clone_queries")
+    @activity.defn(name=refs.CLONE_QUERIES.name)
     async def clone_queries(self, request: CloneQueriesRequest) -> list[CheckResult]:
         """The recovery's checks on the clone, through a check pod whose proxy names it."""
         access = request.access
@@ -167,8 +169,9 @@ class DatabaseActivities:
     async def _wait_ready(self, namespace: str, name: str, access: DatabaseAccess) -> str:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + access.check_pod_timeout_seconds
+        heartbeat = Heartbeat(PodProgress)
         while True:
-            activity.heartbeat({"pod": name})
+            heartbeat.beat(PodProgress(pod=name))
             try:
                 pod = await self.core.read_namespaced_pod(name, namespace)
             except ApiException as exc:
@@ -188,7 +191,7 @@ class DatabaseActivities:
                 waiting = [f"{s.name}: {s.state.waiting.reason}" for s in statuses if s.state and s.state.waiting]
                 raise permanent(f"the check pod {name} was not running within {access.check_pod_timeout_seconds}s"
                                 + (f" ({'; '.join(waiting)})" if waiting else ""), "CheckPodNotReady")
-            await asyncio.sleep(0.5)
+            await heartbeat.sleep(0.5, PodProgress(pod=name))
 
     async def _remove_pod(self, namespace: str, name: str) -> None:
         try:

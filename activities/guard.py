@@ -11,19 +11,31 @@ Monitoring's ingestion delay (see `activities.metrics`)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
+from pydantic import BaseModel
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.guard import Evidence, judge
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
 from runbook.models import ServiceMetrics
 from runbook.monitoring import floor_minute
 
 from .gatekeeper import Gatekeeper
+from .heartbeat import Heartbeat
 from .metrics import Monitoring
 from .verify import VerifyActivities
+
+
+class WatchProgress(BaseModel):
+    """Where a watch is: a retried attempt resumes from here."""
+
+    polls: int
+    health_failures: int
+    confirming: dt.datetime | None = None
+
+
 
 API_SAMPLES = 3
 
@@ -60,7 +72,7 @@ class GuardActivities:
         query = self.monitoring.query(request.monitoring, request.namespace, request.service, start=start, end=end)
         return None if query is None else await self.monitoring.service_health(query)
 
-    @activity.defn(name="guard.baseline")
+    @activity.defn(name=refs.GUARD_BASELINE.name)
     async def baseline(self, request: BaselineRequest) -> GuardBaseline:
         """What normal looked like: the newest complete window that ends by the
         time the release began. The service's metric and alert filters must
@@ -104,14 +116,14 @@ class GuardActivities:
         )
         return evidence, reading, health_failures
 
-    @activity.defn(name="guard.watch")
+    @activity.defn(name=refs.GUARD_WATCH.name)
     async def watch(self, request: WatchRequest) -> WatchReport:
-        progress = activity.info().heartbeat_details
+        # Beat at least each second while pausing: a stop (a cancel) arrives with a beat's reply.
+        heartbeat = Heartbeat(WatchProgress, every=1.0)
         polls, health_failures, confirming = 0, request.health_failures, request.confirming_since
-        if progress:  # a retry after a worker crash resumes where the last attempt was
-            saved = progress[0]
-            polls, health_failures = saved["polls"], saved["health_failures"]
-            confirming = dt.datetime.fromisoformat(saved["confirming"]) if saved.get("confirming") else None
+        saved = heartbeat.resumed()
+        if saved is not None:  # a retry after a worker crash resumes where the last attempt was
+            polls, health_failures, confirming = saved.polls, saved.health_failures, saved.confirming
         window = dt.timedelta(seconds=request.monitoring.window_seconds)
 
         def confirmed(reading: ServiceMetrics | None, since: dt.datetime, at: dt.datetime) -> bool:
@@ -133,18 +145,10 @@ class GuardActivities:
             else:
                 confirming = None  # a blip: the full window after it was clean
             report.confirming_since = confirming
-            activity.heartbeat({"polls": polls, "health_failures": health_failures, "confirming": confirming.isoformat() if confirming else None})
+            progress = WatchProgress(polls=polls, health_failures=health_failures, confirming=confirming)
+            heartbeat.beat(progress)
             if at + dt.timedelta(seconds=request.interval_seconds) >= request.until:
                 return report.model_copy(update={"window_over": True})
             if polls >= request.max_polls:
                 return report
-            await self._pause(request.interval_seconds, {"polls": polls, "health_failures": health_failures, "confirming": confirming.isoformat() if confirming else None})
-
-    @staticmethod
-    async def _pause(seconds: float, progress: dict) -> None:
-        """Sleep, heartbeating each second so a stop (a cancel) arrives promptly."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + seconds
-        while (left := until - loop.time()) > 0:
-            await asyncio.sleep(min(1.0, left))
-            activity.heartbeat(progress)
+            await heartbeat.sleep(request.interval_seconds, progress)

@@ -3,7 +3,6 @@ official asyncio client. Each activity is safe to retry."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from typing import Any
@@ -11,8 +10,10 @@ from typing import Any
 import yaml
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
+from pydantic import BaseModel
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.enums import Severity
 from runbook.models import (
     BackupRef,
@@ -32,6 +33,7 @@ from runbook.policy import approvals_required
 
 from .errors import permanent, raise_for_api_error
 from .gatekeeper import Gatekeeper
+from .heartbeat import Heartbeat
 
 REVISION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -46,6 +48,15 @@ KEPT_ON_UNDO = (
     "deprecated.deployment.rollback.to",
 )
 LOG_TAIL = 50
+
+
+class RolloutProgress(BaseModel):
+    """What the rollout said at the last look."""
+
+    message: str
+    problems: list[str]
+
+
 TROUBLE_REASONS = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName")
 Obj = dict[str, Any]
 
@@ -142,7 +153,7 @@ class KubernetesActivities:
 
     # -- plan ----------------------------------------------------------------------
 
-    @activity.defn(name="k8s.plan_rollback")
+    @activity.defn(name=refs.PLAN_ROLLBACK.name)
     async def plan_rollback(self, request: PlanRequest) -> RollbackPlan:
         deployment = await self._deployment(request.namespace, request.deployment)
         name = request.deployment
@@ -191,7 +202,7 @@ class KubernetesActivities:
 
     # -- backup --------------------------------------------------------------------
 
-    @activity.defn(name="k8s.backup_deployment")
+    @activity.defn(name=refs.BACKUP_DEPLOYMENT.name)
     async def backup_deployment(self, request: BackupRequest) -> BackupRef:
         """Keep the current manifest in a ConfigMap; a retry finds it and leaves it be."""
         try:
@@ -219,7 +230,7 @@ class KubernetesActivities:
 
     # -- undo ----------------------------------------------------------------------
 
-    @activity.defn(name="k8s.rollout_undo")
+    @activity.defn(name=refs.ROLLOUT_UNDO.name)
     async def rollout_undo(self, request: UndoRequest) -> UndoResult:
         """kubectl rollout undo: a JSON Patch of the template and annotations,
         skipped when the template already matches, so a retry never rolls twice."""
@@ -258,20 +269,22 @@ class KubernetesActivities:
 
     # -- wait ----------------------------------------------------------------------
 
-    @activity.defn(name="k8s.wait_rollout")
+    @activity.defn(name=refs.WAIT_ROLLOUT.name)
     async def wait_rollout(self, request: RolloutWaitRequest) -> RolloutOutcome:
         """kubectl rollout status, heartbeating; fails on an exceeded progress
         deadline with the diagnostics an SRE would look at first."""
         started = time.monotonic()
         polls = 0
         diagnostics = Diagnostics()
+        heartbeat = Heartbeat(RolloutProgress)
         while True:
             deployment = await self._deployment(request.namespace, request.deployment)
             done, message, stuck = rollout_state(deployment)
             polls += 1
             if stuck or polls % 3 == 1 or done:
                 diagnostics = await self.diagnose(deployment, with_events=stuck)
-            activity.heartbeat({"message": message, "problems": diagnostics.problems})
+            progress = RolloutProgress(message=message, problems=diagnostics.problems)
+            heartbeat.beat(progress)
             if done:
                 return RolloutOutcome(revision=revision_of(deployment), message=message, diagnostics=diagnostics)
             if stuck:
@@ -281,7 +294,7 @@ class KubernetesActivities:
                 raise permanent(f"rollout of deployment/{request.deployment} did not finish within {request.timeout_seconds}s: {message}", "RolloutTimeout", diagnostics.model_dump(mode="json"))
             # Most rollouts finish within a second: look again soon, then back off
             # to the poll interval so a thousand waits do not flood the API.
-            await asyncio.sleep(min(request.poll_seconds, 0.1 * 2 ** (polls - 1)))
+            await heartbeat.sleep(min(request.poll_seconds, 0.1 * 2 ** (polls - 1)), progress)
 
     async def diagnose(self, deployment: Obj, *, with_events: bool) -> Diagnostics:
         """Pod states always; events only when something is wrong, and then only

@@ -21,6 +21,7 @@ from google.cloud import monitoring_v3
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.guard import MonitoringConfig
 from runbook.models import AlertQuery, MetricsQuery, OpenAlert, OpenAlerts, ServiceMetrics
 from runbook.monitoring import (
@@ -239,10 +240,10 @@ class MetricsActivities:
     def __init__(self, monitoring: Monitoring) -> None:
         self.monitoring = monitoring
 
-    @activity.defn(name="metrics.service_health")
+    @activity.defn(name=refs.SERVICE_HEALTH.name)
     async def service_health(self, query: MetricsQuery) -> ServiceMetrics:
         return await self.monitoring.service_health(query)
 
-    @activity.defn(name="metrics.open_alerts")
+    @activity.defn(name=refs.OPEN_ALERTS.name)
     async def open_alerts(self, query: AlertQuery) -> OpenAlerts:
         return await self.monitoring.open_alerts(query)

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.catalog import Channel, ServiceEntry
 from runbook.models import Notice, NoticeResult
 
@@ -58,7 +59,7 @@ class NotifyActivities:
                         variable, ", ".join(sorted(set(names))))
         return list(users)
 
-    @activity.defn(name="notify.send")
+    @activity.defn(name=refs.NOTIFY.name)
     async def send(self, notice: Notice) -> NoticeResult:
         """Deliver to every channel; one failing channel does not stop the others.
         A retried send may repeat a console or Slack line, never skip one."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
@@ -14,15 +16,18 @@ from kubernetes.aio.stream import WsApiClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.catalog import Catalog
 from runbook.migration_models import OUTPUT_KEPT, ExecRequest, ExecResult
 from runbook.migrations import fill
 
 from .errors import permanent, raise_for_api_error
 from .gatekeeper import Gatekeeper
+from .heartbeat import Heartbeat, PodProgress
 from .verify import VerifyActivities
 
 STDOUT, STDERR, ERROR = 1, 2, 3
+T = TypeVar("T")
 HEARTBEAT_SECONDS = 2.0  # while a command runs: the workflow's heartbeat timeout (~10 s) notices a lost worker
 
 
@@ -63,20 +68,11 @@ class PodExecActivities:
         return _tail(out), _tail(err), code
 
     @staticmethod
-    async def _heartbeating(work, pod: str):
-        """Await `work`, heartbeating every HEARTBEAT_SECONDS while it runs (inside an activity)."""
-        task = asyncio.ensure_future(work)
-        if not activity.in_activity():
-            return await task
+    async def _heartbeating(work: Awaitable[T], pod: str) -> T:
+        """Await `work`, heartbeating at most every HEARTBEAT_SECONDS while it runs (inside an activity)."""
         started = time.monotonic()
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
-                if done:
-                    return task.result()
-                activity.heartbeat({"pod": pod, "running_seconds": round(time.monotonic() - started, 1)})
-        finally:
-            task.cancel()
+        return await Heartbeat(PodProgress, every=HEARTBEAT_SECONDS).during(
+            work, lambda: PodProgress(pod=pod, running_seconds=round(time.monotonic() - started, 1)))
 
     async def _run(self, namespace: str, pod: str, container: str, command: list[str]) -> tuple[bytes, bytes, int]:
         connect = await self.exec_core.connect_get_namespaced_pod_exec_without_preload_content(
@@ -97,7 +93,7 @@ class PodExecActivities:
                     status += payload
         return bytes(out), bytes(err), WsApiClient.parse_error_data(bytes(status)) if status else 0
 
-    @activity.defn(name="k8s.exec")
+    @activity.defn(name=refs.EXEC.name)
     async def exec_in_pod(self, request: ExecRequest) -> ExecResult:
         entry = self.catalog.named(request.service)
         if entry is None or entry.migration is None:
@@ -113,7 +109,7 @@ class PodExecActivities:
         else:
             command = config.version_command if request.action == "version" else config.history_command
         pod, container = await self.ready_pod(entry.namespace, entry.deployment, config.container)
-        activity.heartbeat({"pod": pod})
+        Heartbeat(PodProgress).beat(PodProgress(pod=pod))
         out, err, code = await self.run(entry.namespace, pod, container, command, config.command_timeout_seconds)
         return ExecResult(pod=pod, container=container, command=command, exit_code=code, stdout=out, stderr=err, at=dt.datetime.now(dt.UTC))
 

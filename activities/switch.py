@@ -9,6 +9,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.pitr_models import ProxySwitch, ProxySwitched
 
 from .errors import permanent, raise_for_api_error
@@ -29,7 +30,7 @@ class SwitchActivities:
                 raise permanent(f"deployment/{name} does not exist in namespace {namespace!r}", "DeploymentNotFound") from None
             raise_for_api_error(exc, f"reading deployment/{name}")
 
-    @activity.defn(name="k8s.switch_proxy_instance")
+    @activity.defn(name=refs.SWITCH_PROXY.name)
     async def switch_proxy_instance(self, request: ProxySwitch) -> ProxySwitched:
         if self.gatekeeper is not None:
             entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)

@@ -18,6 +18,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.guard import judge_recovery
 from runbook.models import CheckResult, VerifyRequest, VerifyResult
 from runbook.monitoring import ceil_minute
@@ -170,7 +171,7 @@ class VerifyActivities:
                 return {}
         return await self.post.pod_logs(request.namespace, pods, request.post_checks)
 
-    @activity.defn(name="verify.service")
+    @activity.defn(name=refs.VERIFY_SERVICE.name)
     async def verify_service(self, request: VerifyRequest) -> VerifyResult:
         """Read every group of checks until each has been clean once since the
         rollback; a group that passed is not read again, so a read that failed

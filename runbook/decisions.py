@@ -149,3 +149,17 @@ def has_role(identities: list[Identity], who: str, roles: list[str]) -> bool:
     identity = next((i for i in identities if i.id == normalize_id(who)), None)
     wanted = {normalize_id(r) for r in roles}
     return identity is not None and (bool(wanted & set(identity.roles)) or identity.id in wanted)
+
+
+class DecisionVerdict(Model):
+    """The answer to an approve or reject update: whether the decision counted and
+    why, as the audit trail records it, and where the gate stands after it."""
+
+    decision: Literal["approve", "reject"]
+    counted: bool
+    reason: str
+    by: str = Field(description="who the decision is from: the signer once a signature holds, else the name given")
+    gate: str = Field("", description="the gate the decision was judged at; empty before a plan is shown")
+    approvals: list[str] = Field(default_factory=list, description="the approvals counted at that gate so far")
+    approvals_required: int = 0
+    phase: str = ""

@@ -3,8 +3,6 @@ methods 2 and 3 and its troubleshooting steps, started as workflows."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 from pathlib import Path
 
@@ -13,15 +11,21 @@ from pydantic import BaseModel, ValidationError
 from rich.markup import escape
 from rich.table import Table
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from runbook.cd_models import MAX_MANIFEST_BYTES, ManifestSource, RedeployRequest, valid_tag
-from runbook.enums import Phase, Severity
+from runbook.enums import Severity
+from runbook.repair_models import RepairRequest, RestoreRequest
 from worker.settings import Settings
 from workflows import search_attributes as sa
+from workflows.redeploy import RedeployWorkflow, redeploy_workflow_id
+from workflows.restore import RestoreWorkflow, restore_workflow_id
+from workflows.troubleshoot import TroubleshootWorkflow, troubleshoot_workflow_id
 
+from .base import fail, first_error
+from .commands import Kind, run, start
+from .inputs import parse_detected_at
 from .render import console
+from .signing import sign_start
 
 redeploy_app = typer.Typer(help="Redeploy a known-good image tag through the CD pipeline (the runbook's method 2).", no_args_is_help=True)
 restore_app = typer.Typer(help="Restore a backed-up Deployment manifest (the runbook's method 3).", no_args_is_help=True)
@@ -82,48 +86,18 @@ def render_cd(status: BaseModel) -> None:
     console.print(audit)
 
 
-async def start_cd(client: Client, settings: Settings, run, request, *, workflow_id: str, what: str, wait: bool, as_json: bool, render=None) -> int:
-    """Start (or attach to) a redeploy, restore or troubleshooting step, then wait past
-    its checks, where a refusal shows, or follow it to the end."""
-    from .commands import CliError, failure_of, follow, query_any_status
-    from .stacks import workflow_link
-
-    attached = False
-    try:
-        handle = await client.start_workflow(
-            run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=sa.for_rollback(request.namespace, request.deployment, request.severity.value),
-            static_summary=f"{what} of {request.namespace}/{request.deployment}", static_details=f"requested by {request.requested_by}: {request.reason}",
-        )
-    except WorkflowAlreadyStartedError:
-        handle, attached = client.get_workflow_handle(workflow_id), True
-    link = workflow_link(settings.web_ui, client.namespace, workflow_id)
-    if not as_json:
-        verb = f"a {what} is already running for this deployment; attached to it" if attached else "started"
-        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
-    status = None
-    if wait:
-        status = await follow(handle, quiet=as_json, render=render or render_cd)
-    else:
-        for _ in range(160):
-            status = await query_any_status(handle)
-            if status.phase is not Phase.PLANNING or await failure_of(handle):
-                break
-            await asyncio.sleep(0.25)
-        failure = await failure_of(handle)
-        if failure:
-            raise CliError(f"{what} refused: {failure}" if status is None or Phase.EXECUTING.value not in status.timings else f"{what} failed: {failure}", code=1)
-        if not as_json and status is not None:
-            console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
-    if as_json:
-        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
-        print(json.dumps({**payload, "attached": attached, "web_ui": link}, ensure_ascii=False))
-    return (0 if status is not None and status.phase is Phase.COMPLETED else 1) if wait else 0
+async def start_cd(client: Client, settings: Settings, run_fn, request, *, workflow_id: str, what: str, wait: bool, as_json: bool,
+                   render=None) -> int:
+    """Start (or attach to) a change made to one Deployment (a redeploy, a restore, a
+    troubleshooting step, a forward fix), through the CLI's one start-or-attach loop."""
+    kind: Kind = Kind(what=what, scope="deployment", render=render or render_cd)
+    return await start(client, settings, kind, run_fn, request, workflow_id=workflow_id,
+                       search_attributes=sa.for_rollback(request.namespace, request.deployment, request.severity.value),
+                       summary=f"{what} of {request.namespace}/{request.deployment}",
+                       details=f"requested by {request.requested_by}: {request.reason}", wait=wait, as_json=as_json)
 
 
 def _common(severity: Severity, detected_at: str | None):
-    from .inputs import parse_detected_at
-
     return parse_detected_at(detected_at)
 
 
@@ -143,9 +117,7 @@ def redeploy_start(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run the CD pipeline with a known-good tag; prints the workflow id. Absent or live tags are refused before anything is dispatched."""
-    from workflows.redeploy import RedeployWorkflow, redeploy_workflow_id
 
-    from .cli import fail, first_error, run, sign_start
 
     if not valid_tag(tag):
         raise fail(f"--tag: {tag!r} is not an image tag (a letter, digit or _, then up to 127 of letters, digits, _ . -)")
@@ -200,10 +172,7 @@ def restore_start(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Validate a backed-up manifest against the live Deployment, show the diff, and after approval apply it; prints the workflow id."""
-    from runbook.repair_models import RestoreRequest
-    from workflows.restore import RestoreWorkflow, restore_workflow_id
 
-    from .cli import fail, first_error, run, sign_start
 
     try:
         source = manifest_source(artifact, backup, file)
@@ -221,10 +190,7 @@ def restore_start(
 
 def _repair(action: str, deployment: str, namespace: str, replicaset: str, reason: str, requested_by: str, key: Path | None, language: str,
             wait: bool, as_json: bool) -> None:
-    from runbook.repair_models import RepairRequest
-    from workflows.troubleshoot import TroubleshootWorkflow, troubleshoot_workflow_id
 
-    from .cli import fail, first_error, run, sign_start
 
     try:
         request = RepairRequest(namespace=namespace, deployment=deployment, action=action, replicaset=replicaset, reason=reason,  # type: ignore[arg-type]

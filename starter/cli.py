@@ -3,23 +3,43 @@ them, and run the worker or the embedded default."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 from pydantic import ValidationError
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer.exceptions import Abort
 
+from runbook.cd_models import RedeployStatus
+from runbook.forward_fix_models import ForwardFixStatus
+from runbook.guard_models import GuardStatus
+from runbook.migration_models import MigrationStatus
 from runbook.models import ApprovalSignal, RejectSignal, RollbackRequest, Severity
-from worker.client import TemporalUnreachable, connect
-from worker.settings import Settings
+from runbook.pitr_models import PitrStatus
+from runbook.repair_models import RepairStatus, RestoreStatus
+from workflows.deployment_rollback import rollback_workflow_id
 
+from .base import CliError, fail, first_error
+from .cd import redeploy_app, render_cd, restore_app, troubleshoot_app
+from .codec import codec_server
+from .commands import list_rollbacks, query_any_status, run, send_decision, start_rollback
+from .demo import run_demo
+from .embedded import EmbeddedStack, StackError
+from .forward_fix import forward_fix_app, render_forward_fix
+from .guard import guard_app, render_guard
+from .inputs import check_workflow_id, parse_detected_at
+from .migration import migrate_app, render_migration
+from .pitr import pitr_app, render_pitr
 from .render import console, err_console, render_status
+from .signing import sign_start
+from .stacks import workflow_link
+
+__all__ = ["CliError", "app", "fail", "first_error", "main", "run", "sign_start"]
 
 app = typer.Typer(help="modoru: durable, approval-gated rollbacks for Kubernetes, as Temporal workflows.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 rollback_app = typer.Typer(help="Deployment rollbacks (the runbook's method 1).", no_args_is_help=True)
@@ -27,68 +47,14 @@ sandbox_app = typer.Typer(help="The practice world: a Kubernetes API, deployment
 app.add_typer(rollback_app, name="rollback")
 app.add_typer(sandbox_app, name="sandbox")
 
-
-def _add_subcommands() -> None:
-    from .codec import codec_server
-    from .guard import guard_app
-    from .migration import migrate_app
-    from .pitr import pitr_app
-
-    app.add_typer(guard_app, name="guard")
-    app.add_typer(migrate_app, name="migrate-down")
-    app.add_typer(pitr_app, name="pitr")
-    app.command("codec-server")(codec_server)
-    from .cd import redeploy_app, restore_app, troubleshoot_app
-
-    for name, sub in (("redeploy", redeploy_app), ("restore", restore_app), ("troubleshoot", troubleshoot_app)):
-        app.add_typer(sub, name=name)
-    from .forward_fix import forward_fix_app
-
-    app.add_typer(forward_fix_app, name="forward-fix")
-
-
-_add_subcommands()
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"modoru: {message}", highlight=False, markup=False)
-    return typer.Exit(code)
-
-
-def run(coro_factory) -> Any:
-    """Connect, run one command, and turn known errors into one line."""
-    from worker.codec import CodecSettingsError
-
-    from .commands import CliError
-
-    async def main() -> int:
-        from .stacks import web_ui_for
-
-        settings = Settings()
-        client = await connect(settings)
-        # Links go to the Web UI of the Temporal this client reached (see starter/stacks.py).
-        settings = settings.model_copy(update={"web_ui": web_ui_for(client.service_client.config.target_host, settings.web_ui)})
-        return await coro_factory(client, settings)
-
-    try:
-        code = asyncio.run(main())
-    except (TemporalUnreachable, CliError, CodecSettingsError) as exc:
-        err_console.print(f"modoru: {exc}", highlight=False, markup=False)
-        code = getattr(exc, "code", 2)
-    # The Temporal client's native runtime can crash while the interpreter tears
-    # down its threads; everything is said and flushed by now, so leave at once.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    message = error["msg"].removeprefix("Value error, ")
-    if not error["loc"]:  # a rule across options, e.g. "give steps or to_version, not both"
-        return message
-    field = ".".join(str(p) for p in error["loc"])
-    return f"--{field.replace('_', '-')}: {message}"
+app.add_typer(guard_app, name="guard")
+app.add_typer(migrate_app, name="migrate-down")
+app.add_typer(pitr_app, name="pitr")
+app.command("codec-server")(codec_server)
+app.add_typer(redeploy_app, name="redeploy")
+app.add_typer(restore_app, name="restore")
+app.add_typer(troubleshoot_app, name="troubleshoot")
+app.add_typer(forward_fix_app, name="forward-fix")
 
 
 @rollback_app.command("start")
@@ -109,8 +75,6 @@ def rollback_start(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
     """Start a deployment rollback; prints its workflow id and Web UI link."""
-    from .inputs import parse_detected_at
-
     try:
         detected = parse_detected_at(detected_at)
         request = RollbackRequest(
@@ -121,9 +85,6 @@ def rollback_start(
         raise fail(first_error(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    from workflows.deployment_rollback import rollback_workflow_id
-
-    from .commands import start_rollback
     sign_start(request, rollback_workflow_id(request.namespace, request.deployment), key)
 
     run(lambda client, settings: start_rollback(client, settings, request, wait=wait, as_json=as_json))
@@ -160,24 +121,8 @@ def reject(
     decide(workflow_id, "reject", by, reason, key, payload, signature, payload_file)
 
 
-def sign_start(request, workflow_id: str, key: Path | None) -> None:
-    """Attach the requester's signed start, or say in one line why it cannot be made."""
-    if key is None:
-        return
-    from .commands import CliError
-    from .signing import signed_start
-
-    try:
-        request.start = signed_start(request, workflow_id, key)
-    except CliError as exc:
-        raise fail(str(exc)) from None
-
-
 def decide(workflow_id: str, decision: str, by: str, note: str, key: Path | None, payload: bool, signature: Path | None,
            payload_file: Path | None) -> None:
-    from .commands import send_decision
-    from .inputs import check_workflow_id
-
     try:
         check_workflow_id(workflow_id)
     except ValueError as exc:
@@ -195,17 +140,6 @@ def decide(workflow_id: str, decision: str, by: str, note: str, key: Path | None
 @app.command()
 def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a rollback's phase, target, SLA, checklist and audit trail (migration rollbacks and guards too)."""
-    from runbook.guard_models import GuardStatus
-    from runbook.migration_models import MigrationStatus
-    from runbook.pitr_models import PitrStatus
-
-    from .commands import query_any_status
-    from .guard import render_guard
-    from .inputs import check_workflow_id
-    from .migration import render_migration
-    from .pitr import render_pitr
-    from .stacks import workflow_link
-
     try:
         check_workflow_id(workflow_id)
     except ValueError as exc:
@@ -223,9 +157,9 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
             render_guard(current)
         elif isinstance(current, PitrStatus):
             render_pitr(current)
-        elif type(current).__name__ in ("RedeployStatus", "RestoreStatus", "RepairStatus"):
-            from .cd import render_cd
-
+        elif isinstance(current, ForwardFixStatus):
+            render_forward_fix(current)
+        elif isinstance(current, RedeployStatus | RestoreStatus | RepairStatus):
             render_cd(current)
         else:
             render_status(current, link)
@@ -240,23 +174,19 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
 @app.command("list")
 def list_(open_only: bool = typer.Option(False, "--open", help="Only running rollbacks.")) -> None:
     """List rollbacks, migration rollbacks, recoveries and release guards."""
-    from .commands import list_rollbacks
-
     run(lambda client, settings: list_rollbacks(client, open_only=open_only))
 
 
 @app.command()
 def history(deployment: str = typer.Option(...), namespace: str = typer.Option("default")) -> None:
     """Every rollback of one deployment."""
-    from .commands import list_rollbacks
-
     run(lambda client, settings: list_rollbacks(client, open_only=False, deployment=deployment, namespace=namespace))
 
 
 @app.command()
 def worker() -> None:
     """Run the worker (settings from MODORU_* environment variables)."""
-    from worker.main import main as worker_main
+    from worker.main import main as worker_main  # the worker's clients load only when it runs
 
     raise typer.Exit(worker_main())
 
@@ -272,8 +202,6 @@ def up(
     clock_speed: float | None = typer.Option(None, min=0.001, max=1000, help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's)."),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
-    from .embedded import EmbeddedStack, StackError
-
     stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps,
                           register=True, encrypt=encrypt_histories, clock_speed=clock_speed)
     stopping = False
@@ -307,8 +235,6 @@ def up(
 def supervise(stack, stopping, interval: float = 0.5) -> int:
     """`modoru up`'s watch: a dead worker is restarted with a backoff; if Temporal
     (or the sandbox) dies, say so, stop everything and exit non-zero."""
-    from .embedded import StackError
-
     code = 0
     while not stopping():
         try:
@@ -328,8 +254,6 @@ def demo(
     state_dir: Path = typer.Option(Path(".modoru/demo"), help="Where the demo's state and logs go."),
 ) -> None:
     """The runbook's story end to end: 1.3.0 is released, the release guard sees its errors, rolls it back and verifies the recovery."""
-    from .demo import run_demo
-
     raise typer.Exit(run_demo(state_dir))
 
 
@@ -354,9 +278,6 @@ def sandbox_up(
 def main(argv: list[str] | None = None) -> None:
     """The console script: usage errors (a missing option, a bad value, an
     unknown command) are one line on stderr, like every other refusal."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-    from typer.exceptions import Abort
-
     try:
         code = app(args=argv, prog_name="modoru", standalone_mode=False)
     except NoArgsIsHelpError as exc:

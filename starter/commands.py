@@ -1,4 +1,9 @@
-"""What the CLI's verbs do against Temporal. Each returns an exit code."""
+"""What the CLI's verbs do against Temporal. Each returns an exit code.
+
+Every kind of change (a rollback, a migration rollback, a recovery, a release
+guard, and the next ones) starts or attaches, waits past its first checks and is
+followed the same way: its `Kind` says what differs (its name, when it is past
+its checks, when it has ended, how it is shown)."""
 
 from __future__ import annotations
 
@@ -6,53 +11,129 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Literal, Protocol, TypeVar
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDReusePolicy
+from pydantic import BaseModel
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from runbook.cd_models import RedeployStatus
+from runbook.decisions import DecisionVerdict
+from runbook.forward_fix_models import ForwardFixStatus
+from runbook.guard_models import GuardStatus
+from runbook.migration_models import MigrationStatus
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, RollbackStatus
+from runbook.pitr_models import PitrStatus
+from runbook.repair_models import RepairStatus, RestoreStatus
 from worker.settings import Settings
 from workflows import search_attributes as sa
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
+from . import base
+from .base import CliError, Command
 from .render import console, err_console, render_status
-from .stacks import workflow_link
+from .signing import payload_for, read_signature, sign_with_key
+from .stacks import web_ui_for, workflow_link
+
+__all__ = ["CliError", "Kind", "follow", "run", "start", "start_change", "start_rollback"]
 
 TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
-PLAN_WAIT_SECONDS = 20
+POLL_SECONDS = 0.25
+DECISION_WAIT_SECONDS = 20.0
+STATUS_MODELS: dict[str, type[BaseModel]] = {
+    "DeploymentRollback": RollbackStatus, "MigrationRollback": MigrationStatus,
+    "PointInTimeRecovery": PitrStatus, "ReleaseGuard": GuardStatus,
+    "Redeploy": RedeployStatus, "Restore": RestoreStatus, "Troubleshoot": RepairStatus, "ForwardFix": ForwardFixStatus,
+}
 
 
-class CliError(Exception):
-    """One line for the user; exit code 2 unless said otherwise."""
+def run(command: Command) -> None:
+    """Run one command (starter/base.py), linking the Web UI of the stack the client reached."""
+    base.run(command, web_ui_for=web_ui_for)
 
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
+
+class Phased(Protocol):
+    """What the CLI reads from any modoru status while following it."""
+
+    workflow_id: str
+    message: str
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, object]: ...
+
+
+S = TypeVar("S", bound=Phased)
+
+
+def phase_of(status: Phased) -> str:
+    phase = getattr(status, "phase", "")
+    return str(getattr(phase, "value", phase))
+
+
+def _not_planning(status: Phased) -> bool:
+    return phase_of(status) != Phase.PLANNING.value
+
+
+@dataclass(frozen=True)
+class Kind(Generic[S]):
+    """How the CLI starts, waits for and follows one kind of change."""
+
+    what: str  # "rollback", "migration rollback", ...
+    scope: str  # what one of them runs for at a time: "deployment", "service"
+    render: Callable[[S], None]
+    ended: frozenset[str] = frozenset({"completed", "failed", "rejected"})
+    succeeded: frozenset[str] = frozenset({"completed"})
+    settled: Callable[[S], bool] = field(default=_not_planning)  # past the first checks, where bad input shows
+    settle_seconds: float = 30.0
+    refusal: str = "{what} {verb}: {message}"  # verb: refused before any change, failed after
+    unsettled: str = ""  # said when the worker has not got past the first checks in time
+
+    def failed(self, status: S, message: str) -> S:
+        phase = getattr(status, "phase")  # noqa: B009 - every status has one, of its own enum
+        status.phase, status.message = type(phase)("failed"), message  # type: ignore[attr-defined]
+        return status
+
+    def refused(self, handle: WorkflowHandle, status: Phased | None, message: str) -> str:
+        changed = status is not None and Phase.EXECUTING.value in (getattr(status, "timings", None) or {})
+        return self.refusal.format(what=self.what, verb="failed" if changed else "refused", message=message,
+                                  name=handle.id.split("-", 1)[-1])
+
+
+ROLLBACK: Kind[RollbackStatus] = Kind(
+    what="rollback", scope="deployment", render=render_status, settle_seconds=20.0,
+    settled=lambda status: status.phase != Phase.PLANNING or status.from_revision is not None,
+    unsettled="the worker has not planned this rollback yet; is `modoru worker` running?",
+)
+
+
+async def status_of(handle: WorkflowHandle):
+    """The status of whichever modoru workflow `handle` names (a deployment
+    rollback, a migration rollback, a recovery or a release guard); RPCError as
+    the server says it."""
+    kind = (await handle.describe()).workflow_type
+    return await handle.query("status", result_type=STATUS_MODELS.get(kind, RollbackStatus))
 
 
 async def query_any_status(handle: WorkflowHandle):
-    """The status of whichever modoru workflow `handle` names: a deployment
-    rollback, a migration rollback or a release guard."""
-    from runbook.guard_models import GuardStatus
-    from runbook.migration_models import MigrationStatus
-    from runbook.pitr_models import PitrStatus
-
+    """`status_of`, with the server's refusals as one line for the user."""
     try:
-        kind = (await handle.describe()).workflow_type
-        from runbook.cd_models import RedeployStatus
-        from runbook.forward_fix_models import ForwardFixStatus
-        from runbook.repair_models import RepairStatus, RestoreStatus
-
-        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus, "PointInTimeRecovery": PitrStatus,
-                 "Redeploy": RedeployStatus, "Restore": RestoreStatus, "Troubleshoot": RepairStatus, "ForwardFix": ForwardFixStatus}.get(kind, RollbackStatus)
-        return await handle.query("status", result_type=model)
+        return await status_of(handle)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no modoru workflow with id {handle.id}: see `modoru list`") from None
-        raise
+        # e.g. a finished run whose task queue no worker polls any more: its status is read by replaying it on one
+        raise CliError(f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?") from None
 
 
 async def failure_of(handle: WorkflowHandle) -> str | None:
@@ -67,70 +148,75 @@ async def failure_of(handle: WorkflowHandle) -> str | None:
     return None
 
 
-async def start_rollback(client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool) -> int:
-    workflow_id = rollback_workflow_id(request.namespace, request.deployment)
-    attributes = sa.for_rollback(request.namespace, request.deployment, request.severity.value)
+async def start(client: Client, settings: Settings, kind: Kind[S], run_fn: Callable[..., Awaitable[object]], request: BaseModel, *,
+                workflow_id: str, search_attributes: TypedSearchAttributes, summary: str, details: str, wait: bool, as_json: bool,
+                settle_attached: bool = True) -> int:
+    """Start a change (or attach to the one running under its id), wait past its
+    first checks, where bad input shows, and either follow it or say where it is."""
     attached = False
     try:
         handle = await client.start_workflow(
-            DeploymentRollbackWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=attributes,
-            static_summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
-            static_details=f"requested by {request.requested_by}: {request.reason}",
+            run_fn, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=search_attributes, static_summary=summary, static_details=details,
         )
     except WorkflowAlreadyStartedError:
-        handle = client.get_workflow_handle(workflow_id)
-        attached = True
+        handle, attached = client.get_workflow_handle(workflow_id), True
     link = workflow_link(settings.web_ui, client.namespace, workflow_id)
     if not as_json:
-        verb = "a rollback is already running for this deployment; attached to it" if attached else "started"
+        verb = f"a {kind.what} is already running for this {kind.scope}; attached to it" if attached else "started"
         console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
-    status = await _past_planning(handle)
-    if status is None:
-        err_console.print("the worker has not planned this rollback yet; is `modoru worker` running?")
-    elif status.phase == Phase.FAILED and not wait:
-        verb = "refused" if status.from_revision is None else "failed"
-        raise CliError(f"rollback {verb}: {status.message}", code=1)
+    status: S | None = None
+    if settle_attached or not attached:
+        status = await settle(handle, kind, wait=wait)
     if wait:
-        status = await follow(handle, quiet=as_json)
+        status = await follow(handle, quiet=as_json, kind=kind)
     if as_json:
-        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
+        payload = status.model_dump(mode="json") if status is not None else {"workflow_id": workflow_id}
         print(json.dumps({**payload, "attached": attached, "web_ui": link}, ensure_ascii=False))
     elif status is not None and not wait:
-        console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
-    return exit_code(status) if wait else 0
+        console.print(f"phase: {phase_of(status)}" + (f" — {status.message}" if status.message else ""))
+    return (0 if status is not None and phase_of(status) in kind.succeeded else 1) if wait else 0
 
 
-async def _past_planning(handle: WorkflowHandle) -> RollbackStatus | None:
-    """The plan is where bad input shows: wait for it to finish or fail."""
-    for _ in range(int(PLAN_WAIT_SECONDS / 0.25)):
+async def settle(handle: WorkflowHandle, kind: Kind[S], *, wait: bool = False) -> S | None:
+    """Wait until the change is past its first checks; a refusal there is one line
+    (CliError, exit 1). None if the worker has not got that far in time."""
+    status: S | None = None
+    for _ in range(int(kind.settle_seconds / POLL_SECONDS)):
         try:
-            status = await handle.query(DeploymentRollbackWorkflow.status)
+            status = await status_of(handle)
         except RPCError:
-            status = None
-        if status is not None and (status.phase != Phase.PLANNING or status.from_revision is not None):
-            return status
+            status = None  # no worker has run its first task yet
+        if status is not None and kind.settled(status):
+            break
         failure = await failure_of(handle)
         if failure:
-            raise CliError(f"rollback refused: {failure}", code=1)
-        await asyncio.sleep(0.25)
-    return None
+            raise CliError(kind.refused(handle, status, failure), code=1)
+        await asyncio.sleep(POLL_SECONDS)
+    else:
+        if kind.unsettled:
+            err_console.print(kind.unsettled)
+        return None
+    if not wait and status is not None and phase_of(status) == "failed":
+        raise CliError(kind.refused(handle, status, await failure_of(handle) or status.message), code=1)
+    return status
 
 
-async def follow(handle: WorkflowHandle, quiet: bool = False, render=None):
-    """Follow a rollback (or, with its `render`, any other change) until it ends, saying each phase."""
+async def follow(handle: WorkflowHandle, quiet: bool = False, render: Callable[[S], None] | None = None,
+                 kind: Kind[S] = ROLLBACK) -> S:  # type: ignore[assignment]
+    """Follow a change until it ends, saying each phase; shown in full at the end."""
     last = None
     while True:
         failure = await failure_of(handle)
-        status = await query_any_status(handle)
-        if status.phase != last and not quiet:
-            console.print(f"[cyan]{status.phase.value}[/] {status.message}")
-            last = status.phase
-        if status.phase in TERMINAL or failure:
-            if failure and status.phase not in TERMINAL:
-                status.phase, status.message = Phase.FAILED, failure
+        status: S = await query_any_status(handle)
+        if failure and phase_of(status) not in kind.ended:
+            status = kind.failed(status, failure)
+        if phase_of(status) != last and not quiet:
+            console.print(f"[cyan]{phase_of(status)}[/] {status.message}")
+            last = phase_of(status)
+        if phase_of(status) in kind.ended:
             if not quiet:
-                (render or render_status)(status)
+                (render or kind.render)(status)
             return status
         await asyncio.sleep(0.5)
 
@@ -141,17 +227,36 @@ def exit_code(status: RollbackStatus | None) -> int:
     return 0 if status.phase == Phase.COMPLETED else 1
 
 
+async def start_rollback(client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool) -> int:
+    return await start(
+        client, settings, ROLLBACK, DeploymentRollbackWorkflow.run, request,
+        workflow_id=rollback_workflow_id(request.namespace, request.deployment),
+        search_attributes=sa.for_rollback(request.namespace, request.deployment, request.severity.value),
+        summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
+        details=f"requested by {request.requested_by}: {request.reason}", wait=wait, as_json=as_json,
+    )
+
+
+async def start_change(client: Client, settings: Settings, run, request, *, workflow_id: str, what: str, summary: str,
+                       render, wait: bool, as_json: bool) -> int:
+    """Start a change made for a service (a migration rollback, a recovery, ...), or attach to the one running."""
+    kind: Kind[Phased] = Kind(what=what, scope="service", render=render)
+    return await start(client, settings, kind, run, request, workflow_id=workflow_id,
+                       search_attributes=sa.for_change(request.service, request.severity.value), summary=summary,
+                       details=f"requested by {request.requested_by}: {request.reason}", wait=wait, as_json=as_json)
+
+
 async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal, *, key: Path | None = None,
                         print_payload: bool = False, signature: Path | None = None, payload_file: Path | None = None) -> int:
-    from .signing import payload_for, read_signature, sign_with_key
-
+    """Approve or reject through the workflow's update, which answers with the
+    verdict: counted or not, and why."""
     handle = client.get_workflow_handle(workflow_id)
     status = await query_any_status(handle)  # says clearly when the id is unknown
-    decision = "approve" if isinstance(signal, ApprovalSignal) else "reject"
+    decision: Literal["approve", "reject"] = "approve" if isinstance(signal, ApprovalSignal) else "reject"
     gate = getattr(status, "pending", None)
     if key or print_payload:
         if gate is None:
-            raise CliError(f"{workflow_id} has no gate awaiting decisions now (phase {status.phase.value})", code=1)
+            raise CliError(f"{workflow_id} has no gate awaiting decisions now (phase {phase_of(status)})", code=1)
         text = payload_for(gate, decision, signal.by, signal.comment if isinstance(signal, ApprovalSignal) else signal.reason).text()
         if print_payload:
             sys.stdout.write(text)  # no newline: ssh-keygen signs the file's exact bytes
@@ -162,21 +267,51 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
     elif gate is not None and gate.signed:
         raise CliError("this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)")
     signal.request_id = uuid.uuid4().hex
+    update = "approval" if decision == "approve" else "rejection"
+    try:
+        verdict = await asyncio.wait_for(
+            handle.execute_update(update, signal, id=f"{decision}-{signal.request_id}", result_type=DecisionVerdict),
+            DECISION_WAIT_SECONDS)
+    except TimeoutError:
+        err_console.print(f"no worker answered within {DECISION_WAIT_SECONDS:g}s; is `modoru worker` running? "
+                          f"see `modoru status {workflow_id}`")
+        return 1
+    except WorkflowUpdateFailedError as exc:
+        said = getattr(exc.cause, "message", None) or str(exc.cause)
+        if f"handler for '{update}' expected but not found" in said:
+            return await signal_decision(handle, decision, signal)  # a workflow without the decision updates
+        raise CliError(f"{workflow_id} could not take the decision: {said}") from None
+    except RPCError as exc:
+        raise CliError(f"cannot send the decision to {workflow_id}: {exc.message}") from None
+    return say_verdict(verdict)
+
+
+async def signal_decision(handle: WorkflowHandle, decision: Literal["approve", "reject"], signal: ApprovalSignal | RejectSignal) -> int:
+    """For a change workflow that takes decisions only as signals: signal, then
+    read the verdict from the audit trail (the entry carrying the request id)."""
     try:
         await handle.signal(decision, signal)
     except RPCError as exc:
-        raise CliError(f"cannot signal {workflow_id}: {exc.message}") from None
-    for _ in range(80):
+        raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
+    for _ in range(int(DECISION_WAIT_SECONDS / POLL_SECONDS)):
         status = await query_any_status(handle)
         entry = next((e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None)
         if entry is not None:
-            if entry.counted:
-                console.print(f"[green]counted[/]: {entry.detail}")
-                return 0
-            err_console.print(f"not counted: {entry.detail}")
-            return 1
-        await asyncio.sleep(0.25)
-    err_console.print("sent, but the worker has not judged it yet; check `modoru status`")
+            return say_verdict(DecisionVerdict(decision=decision, counted=bool(entry.counted), reason=entry.detail, by=entry.actor))
+        await asyncio.sleep(POLL_SECONDS)
+    err_console.print(f"sent, but the worker has not judged it yet; see `modoru status {handle.id}`")
+    return 1
+
+
+def say_verdict(verdict: DecisionVerdict) -> int:
+    """The verdict in one line (counted on stdout, not counted on stderr); the exit code."""
+    standing = ""
+    if verdict.decision == "approve" and verdict.approvals_required:
+        standing = f" ({len(verdict.approvals)}/{verdict.approvals_required} approvals)"
+    if verdict.counted:
+        console.print(f"[green]counted[/]: {verdict.reason}{standing}", highlight=False)
+        return 0
+    err_console.print(f"not counted: {verdict.reason}", highlight=False, markup=False)
     return 1
 
 
@@ -206,8 +341,6 @@ async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | N
         for line in lines:
             print("\t".join(line))
         return 0
-    from rich.table import Table
-
     table = Table()
     for column in header:
         table.add_column(column, no_wrap=True)
@@ -215,40 +348,3 @@ async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | N
         table.add_row(*line)
     console.print(table)
     return 0
-
-
-async def start_change(client: Client, settings: Settings, run, request, *, workflow_id: str, what: str, summary: str,
-                       render, wait: bool, as_json: bool) -> int:
-    """Start a migration rollback or a recovery (or attach to the one running), then
-    either follow it or wait past its checks, where bad input shows."""
-    attached = False
-    try:
-        handle = await client.start_workflow(
-            run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=sa.for_change(request.service, request.severity.value),
-            static_summary=summary, static_details=f"requested by {request.requested_by}: {request.reason}",
-        )
-    except WorkflowAlreadyStartedError:
-        handle, attached = client.get_workflow_handle(workflow_id), True
-    if not as_json:
-        verb = f"a {what} is already running for this service; attached to it" if attached else "started"
-        link = workflow_link(settings.web_ui, client.namespace, workflow_id)
-        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
-    status = None
-    if wait:
-        status = await follow(handle, quiet=as_json, render=render)
-    else:
-        for _ in range(120):
-            status = await query_any_status(handle)
-            if status.phase is not Phase.PLANNING or await failure_of(handle):
-                break
-            await asyncio.sleep(0.25)
-        failure = await failure_of(handle)
-        if failure:
-            raise CliError(f"{what} refused: {failure}", code=1)
-        if not as_json and status is not None:
-            console.print(f"phase: {status.phase.value}" + (f" — {status.message}" if status.message else ""))
-    if as_json:
-        payload = status.model_dump(mode="json") if status else {"workflow_id": workflow_id}
-        print(json.dumps({**payload, "attached": attached}, ensure_ascii=False))
-    return (0 if status is not None and status.phase is Phase.COMPLETED else 1) if wait else 0

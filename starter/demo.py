@@ -20,7 +20,9 @@ from worker.client import connect
 from workflows.deployment_rollback import rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
+from .commands import follow
 from .embedded import EmbeddedStack, StackError, free_port, port_free
+from .guard import follow_guard, render_guard, start_guard
 from .render import console, err_console
 
 DEMO_SCENARIO = "tekutoko-release"
@@ -59,9 +61,6 @@ def release(kubeconfig: Path, image: str) -> None:
 
 
 async def story(stack: EmbeddedStack) -> int:
-    from .commands import follow
-    from .guard import follow_guard, render_guard, start_guard
-
     endpoints = json.loads(stack.endpoints_path.read_text())
     api = endpoints["services"]["default/tekutoko-api"] + "/v1/walks"
     settings = stack.client_settings()

@@ -17,8 +17,14 @@ from rich.table import Table
 from runbook.cd_models import valid_tag
 from runbook.enums import Phase, Severity
 from runbook.forward_fix_models import ForwardFixRequest, ForwardFixStatus, Hotfix
+from workflows.forward_fix import ForwardFixWorkflow, forward_fix_workflow_id
 
+from .base import CliError, fail, first_error
+from .cd import start_cd
+from .commands import query_any_status, run
+from .inputs import parse_detected_at
 from .render import console
+from .signing import sign_start
 
 forward_fix_app = typer.Typer(help="Forward fix: deploy a hotfix through the CD pipeline when rolling back is impossible.", no_args_is_help=True)
 
@@ -86,8 +92,6 @@ def forward_fix_start(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Group the pods' errors, announce, and deploy the hotfix once recorded; prints the workflow id."""
-    from .cli import fail, first_error, run, sign_start
-    from .inputs import parse_detected_at
 
     try:
         hotfix = hotfix_of(hotfix_branch, hotfix_tag, staging_verified, requested_by)
@@ -98,9 +102,6 @@ def forward_fix_start(
         raise fail(first_error(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    from workflows.forward_fix import ForwardFixWorkflow, forward_fix_workflow_id
-
-    from .cd import start_cd
 
     workflow_id = forward_fix_workflow_id(namespace, deployment)
     sign_start(request, workflow_id, key)
@@ -119,8 +120,6 @@ def forward_fix_hotfix(
     note: str = typer.Option("", help="Anything the team should know."),
 ) -> None:
     """Record the hotfix a running forward fix waits for."""
-    from .cli import fail, first_error, run
-    from .commands import CliError, query_any_status
 
     if not staging_verified:
         raise fail("--staging-verified is required: the runbook deploys a hotfix only after it was verified on staging")
@@ -149,8 +148,6 @@ def forward_fix_hotfix(
 
 @forward_fix_app.command("status")
 def forward_fix_status(workflow_id: str = typer.Argument(..., help="The forward fix's id.")) -> None:
-    from .cli import run
-    from .commands import CliError, query_any_status
 
     async def show(client, settings) -> int:
         status = await query_any_status(client.get_workflow_handle(workflow_id))

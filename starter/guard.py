@@ -14,8 +14,6 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from runbook.guard_models import GuardPhase, GuardRequest, GuardStatus, StopSignal
@@ -23,8 +21,10 @@ from worker.settings import Settings
 from workflows import search_attributes as sa
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
-from .render import console, err_console
-from .stacks import workflow_link
+from .base import CliError, fail, first_error
+from .commands import Kind, follow, run, start
+from .render import console
+from .signing import payload_for, read_signature, sign_with_key
 
 guard_app = typer.Typer(help="The release guard: watch a release's metrics and roll it back on a breach.", no_args_is_help=True)
 ENDED = {GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.ROLLBACK_FAILED, GuardPhase.STOPPED, GuardPhase.FAILED}
@@ -48,20 +48,13 @@ def parse_duration(text: str, option: str) -> float:
     return seconds
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"modoru: {message}", highlight=False, markup=False)
-    return typer.Exit(2)
-
-
 async def _status(handle: WorkflowHandle) -> GuardStatus:
-    from .commands import CliError
-
     try:
         return await handle.query(ReleaseGuardWorkflow.status)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no modoru workflow with id {handle.id} (no release guard watches that deployment): start one with `modoru guard start`") from None
-        raise
+        raise CliError(f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?") from None
 
 
 def render_guard(status: GuardStatus) -> None:
@@ -93,68 +86,28 @@ def render_guard(status: GuardStatus) -> None:
     console.print(table)
 
 
+GUARD: Kind[GuardStatus] = Kind(
+    what="release guard", scope="deployment", render=render_guard,
+    ended=frozenset(phase.value for phase in ENDED),
+    succeeded=frozenset({GuardPhase.FINISHED.value, GuardPhase.ROLLED_BACK.value, GuardPhase.STOPPED.value}),
+    # Bad input (no such deployment, a service without metrics) shows in the catalog lookup and the baseline.
+    settled=lambda status: status.baseline is not None or status.phase in ENDED, settle_seconds=BASELINE_WAIT_SECONDS,
+    refusal="the guard for {name} could not start: {message}",
+)
+
+
 async def start_guard(client: Client, settings: Settings, request: GuardRequest, *, wait: bool, as_json: bool) -> int:
-    workflow_id = guard_workflow_id(request.namespace, request.deployment)
-    try:
-        handle = await client.start_workflow(
-            ReleaseGuardWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=sa.for_guard(request.namespace, request.deployment),
-            static_summary=f"release guard for {request.namespace}/{request.deployment}",
-            static_details=f"every {request.interval_seconds:g}s for {request.duration_seconds}s, started by {request.requested_by}",
-        )
-        verb = "started"
-    except WorkflowAlreadyStartedError:
-        handle, verb = client.get_workflow_handle(workflow_id), "a guard is already watching this deployment; attached to it"
-    if verb == "started":
-        await _past_baseline(handle)
-    if not as_json:
-        link = workflow_link(settings.web_ui, client.namespace, workflow_id)
-        console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
-    if not wait:
-        if as_json:
-            print(json.dumps({"workflow_id": workflow_id, "attached": verb != "started"}))
-        return 0
-    status = await follow_guard(handle, quiet=as_json)
-    if as_json:
-        print(json.dumps(status.model_dump(mode="json"), ensure_ascii=False))
-    return 0 if status.phase in (GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.STOPPED) else 1
-
-
-async def _past_baseline(handle: WorkflowHandle) -> None:
-    """Bad input (no such deployment, a service without metrics) shows in the
-    catalog lookup and the baseline: wait for them, and fail in one line."""
-    from .commands import CliError, failure_of
-
-    for _ in range(int(BASELINE_WAIT_SECONDS / 0.25)):
-        failure = await failure_of(handle)
-        if failure:
-            raise CliError(f"the guard for {handle.id.removeprefix('guard-')} could not start: {failure}", code=1)
-        try:
-            status = await handle.query(ReleaseGuardWorkflow.status)
-        except RPCError:
-            status = None  # no worker has run its first task yet
-        if status is not None and (status.baseline is not None or status.phase in ENDED):
-            return
-        await asyncio.sleep(0.25)
+    return await start(
+        client, settings, GUARD, ReleaseGuardWorkflow.run, request, workflow_id=guard_workflow_id(request.namespace, request.deployment),
+        search_attributes=sa.for_guard(request.namespace, request.deployment),
+        summary=f"release guard for {request.namespace}/{request.deployment}",
+        details=f"every {request.interval_seconds:g}s for {request.duration_seconds}s, started by {request.requested_by}",
+        wait=wait, as_json=as_json, settle_attached=False,
+    )
 
 
 async def follow_guard(handle: WorkflowHandle, quiet: bool = False) -> GuardStatus:
-    from .commands import failure_of
-
-    last = None
-    while True:
-        failure = await failure_of(handle)
-        status = await _status(handle)
-        if failure and status.phase not in ENDED:
-            status.phase, status.message = GuardPhase.FAILED, failure
-        if status.phase != last and not quiet:
-            console.print(f"[cyan]{status.phase.value}[/] {status.message}")
-            last = status.phase
-        if status.phase in ENDED:
-            if not quiet:
-                render_guard(status)
-            return status
-        await asyncio.sleep(0.5)
+    return await follow(handle, quiet=quiet, kind=GUARD)
 
 
 @guard_app.command("start")
@@ -171,28 +124,24 @@ def guard_start(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Watch a release; on a breach start the rollback with the computed severity."""
-    from .cli import first_error, run
-
     try:
         duration, every = parse_duration(for_, "--for"), parse_duration(interval, "--interval")
         released = dt.datetime.fromisoformat(release_at) if release_at else None
     except ValueError as exc:
         message = str(exc) if str(exc).startswith("--") else f"--release-at: {release_at!r} is not an RFC 3339 time"
-        raise _fail(message) from None
+        raise fail(message) from None
     try:
         request = GuardRequest(namespace=namespace, deployment=deployment, duration_seconds=int(duration), interval_seconds=every,
                                release_at=released, baseline_p95_ms=baseline_p95_ms, requested_by=requested_by, language=language)
     except ValidationError as exc:
         message = first_error(exc).replace("--duration-seconds", "--for").replace("--interval-seconds", "--interval")
-        raise _fail(message) from None
+        raise fail(message) from None
     run(lambda client, settings: start_guard(client, settings, request, wait=wait, as_json=as_json))
 
 
 @guard_app.command("status")
 def guard_status(deployment: str = typer.Option(...), namespace: str = typer.Option("default"), as_json: bool = typer.Option(False, "--json")) -> None:
     """The guard's baseline, last poll, verdict and any rollback it started."""
-    from .cli import run
-
     async def show(client, settings) -> int:
         current = await _status(client.get_workflow_handle(guard_workflow_id(namespace, deployment)))
         if as_json:
@@ -212,17 +161,13 @@ def guard_stop(deployment: str = typer.Option(...), namespace: str = typer.Optio
                signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."),
                payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig.")) -> None:
     """Stop watching; a rollback the guard already started carries on."""
-    from .cli import first_error, run
-    from .commands import CliError
-    from .signing import payload_for, read_signature, sign_with_key
-
     if sum(bool(x) for x in (key, payload, signature)) > 1:
-        raise _fail("give one of --key, --payload and --signature")
+        raise fail("give one of --key, --payload and --signature")
 
     try:
         signal_ = StopSignal(by=by, reason=reason)
     except ValidationError as exc:
-        raise _fail(first_error(exc)) from None
+        raise fail(first_error(exc)) from None
 
     async def stop(client, settings) -> int:
         handle = client.get_workflow_handle(guard_workflow_id(namespace, deployment))

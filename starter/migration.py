@@ -16,7 +16,11 @@ from runbook.models import Severity
 from worker.settings import Settings
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
+from .base import fail, first_error
+from .commands import run, start_change
+from .inputs import parse_detected_at
 from .render import console, pending_row
+from .signing import sign_start
 
 migrate_app = typer.Typer(help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, verification.", no_args_is_help=True)
 
@@ -55,8 +59,6 @@ def render_migration(status: MigrationStatus) -> None:
 
 
 async def start_migration(client: Client, settings: Settings, request: MigrationRequest, *, wait: bool, as_json: bool) -> int:
-    from .commands import start_change
-
     return await start_change(client, settings, MigrationRollbackWorkflow.run, request, workflow_id=migration_workflow_id(request.service),
                               what="migration rollback", summary=f"migration rollback of {request.service}", render=render_migration, wait=wait, as_json=as_json)
 
@@ -77,9 +79,6 @@ def migrate_start(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Start a migration rollback; prints its workflow id. Approve it with `modoru approve`."""
-    from .cli import fail, first_error, run
-    from .inputs import parse_detected_at
-
     try:
         detected = parse_detected_at(detected_at)
         request = MigrationRequest(service=service, steps=steps, to_version=to_version, reason=reason, severity=severity, detected_at=detected,
@@ -88,8 +87,6 @@ def migrate_start(
         raise fail(first_error(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    from .cli import sign_start
-
     sign_start(request, migration_workflow_id(request.service), key)
     run(lambda client, settings: start_migration(client, settings, request, wait=wait, as_json=as_json))
 

@@ -17,7 +17,10 @@ from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrStatus
 from worker.settings import Settings
 from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
 
+from .base import fail, first_error
+from .commands import run, start_change
 from .render import console, pending_row
+from .signing import sign_start
 
 pitr_app = typer.Typer(help="Point-in-time recovery: clone the database to a time, verify, switch the app (two approvals each).", no_args_is_help=True)
 
@@ -40,8 +43,8 @@ def render_pitr(status: PitrStatus) -> None:
     earliest, latest = status.window
     if earliest or latest:
         table.add_row("window", f"{earliest.isoformat() if earliest else '?'} .. {latest.isoformat() if latest else '?'}")
-    for run in status.backups[:3]:
-        table.add_row("backup", f"run {run.id} {run.status} {run.end_time.isoformat() if run.end_time else ''}")
+    for backup in status.backups[:3]:
+        table.add_row("backup", f"run {backup.id} {backup.status} {backup.end_time.isoformat() if backup.end_time else ''}")
     if status.approvals_required:
         table.add_row("approvals", f"clone {len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}; "
                                    f"switch {len(status.switch_approvals)}/{status.approvals_required} {', '.join(status.switch_approvals)}")
@@ -62,8 +65,6 @@ def render_pitr(status: PitrStatus) -> None:
 
 
 async def start_pitr(client: Client, settings: Settings, request: PitrRequest, *, wait: bool, as_json: bool) -> int:
-    from .commands import start_change
-
     return await start_change(client, settings, PointInTimeRecoveryWorkflow.run, request, workflow_id=pitr_workflow_id(request.service),
                               what="recovery", summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
                               render=render_pitr, wait=wait, as_json=as_json)
@@ -84,8 +85,6 @@ def pitr_start(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Recover a service's database to a point in time; approve each gate with `modoru approve`."""
-    from .cli import fail, first_error, run
-
     try:
         point = dt.datetime.fromisoformat(time.replace("Z", "+00:00"))
     except ValueError:
@@ -101,7 +100,5 @@ def pitr_start(
         raise fail(said) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    from .cli import sign_start
-
     sign_start(request, pitr_workflow_id(request.service), key)
     run(lambda client, settings: start_pitr(client, settings, request, wait=wait, as_json=as_json))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 from runbook.decisions import GateView
 from runbook.models import RollbackStatus
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+from .base import console, err_console
+
+__all__ = ["console", "err_console", "pending_row", "render_status"]
 
 PHASE_STYLE = {"completed": "green", "failed": "red", "rejected": "yellow", "awaiting_approval": "magenta"}
 

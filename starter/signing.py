@@ -16,7 +16,7 @@ from runbook.decisions import Decision, DecisionPayload, GateView, SignedDecisio
 from runbook.plans import start_plan
 from runbook.signatures import sign
 
-from .commands import CliError
+from .base import CliError, fail
 
 VALIDITY = dt.timedelta(minutes=10)
 PASSPHRASE_ENV = "MODORU_KEY_PASSPHRASE"
@@ -58,3 +58,13 @@ def signed_start(request: BaseModel, workflow_id: str, key: Path) -> SignedDecis
     """The requester's start, signed over the request (without the signature)."""
     gate = GateView(workflow_id=workflow_id, run_id="", gate="start", plan={}, digest=plan_digest(start_plan(request)), signed=True)
     return sign_with_key(payload_for(gate, "start", request.requested_by).text(), key)  # type: ignore[attr-defined]
+
+
+def sign_start(request: BaseModel, workflow_id: str, key: Path | None) -> None:
+    """Attach the requester's signed start, or say in one line why it cannot be made."""
+    if key is None:
+        return
+    try:
+        request.start = signed_start(request, workflow_id, key)  # type: ignore[attr-defined]
+    except CliError as exc:
+        raise fail(str(exc)) from None

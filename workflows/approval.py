@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook.catalog import ApprovalPolicy, Channel, Trust
     from runbook.decisions import (
         Expected,
@@ -66,6 +67,14 @@ class ApprovalDesk:
             self._inbox.append(signal)  # judged once the catalog says who may approve
         else:
             self._judge(signal)
+
+    def decide(self, signal: ApprovalSignal | RejectSignal) -> AuditEntry:
+        """Judge `signal` now (the catalog's policy must be known) and return the
+        audit entry the judgement wrote: counted or not, and why."""
+        assert self.policy is not None
+        before = len(self.audit)
+        self._judge(signal)
+        return self.audit[before]
 
     def set_policy(self, policy: ApprovalPolicy, trust: Trust | None = None) -> None:
         self.policy = policy
@@ -237,18 +246,20 @@ async def escalate(severity, detected_at: dt.datetime, done: Callable[[], bool],
         await announce(point)
 
 
-async def send_notice(channels: list[Channel], kind: str, subject: str, text: str, desk: ApprovalDesk) -> None:
-    """Send a notice; failing channels are audited, never fatal: a change must not
-    wait on a chat service."""
+async def send_notice(channels: list[Channel], kind: str, subject: str, text: str, desk: ApprovalDesk) -> list[str]:
+    """Send a notice; returns the channels that took it. Failing channels are
+    audited, never fatal: a change must not wait on a chat service."""
     if not channels:
-        return
+        return []
     try:
         result: NoticeResult = await workflow.execute_activity(
-            "notify.send", Notice(kind=kind, subject=subject, text=text, channels=channels), result_type=NoticeResult,  # type: ignore[arg-type]
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY, summary=f"notify: {subject}",
+            refs.NOTIFY.name, Notice(kind=kind, subject=subject, text=text, channels=channels),  # type: ignore[arg-type]
+            result_type=refs.NOTIFY.result, start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY,
+            summary=f"notify: {subject}",
         )
     except ActivityError:
         desk.note("modoru", "notify_failed", detail=subject)
-        return
+        return []
     for failure in result.failed:
         desk.note("modoru", "notify_failed", detail=f"{subject}: {failure}")
+    return result.delivered

@@ -1,43 +1,117 @@
-"""Steps the change workflows (migration rollback, point-in-time recovery)
-share: activities with one retry policy, notices to the service's channels,
-phases kept in the status and indexed for the Web UI, and failing with a
-notice. Deterministic, like the workflows that mix it in."""
+"""The shell every change workflow runs in (deployment rollback, migration
+rollback, point-in-time recovery, and the next ones): activities called through
+typed references with the runbook's retry budget, notices to the service's
+channels, phases kept in the status and indexed for the Web UI, the approval
+desk with its approve/reject signals and updates, the half-time and deadline
+escalations, the approval gate, and failing with a notice. A change workflow
+brings only its own steps. Deterministic, like the workflows built on it.
+
+`ChangeSteps` is the lower layer (activities, notices, phases, failing);
+`ChangeWorkflow` adds the desk, the gate, the escalations and the run's failure
+handling."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
+from typing import ClassVar, Generic, Literal, Protocol, TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import notices
+    from runbook.activity_refs import ActivityRef
     from runbook.catalog import ServiceEntry
-    from runbook.models import Phase
+    from runbook.decisions import DecisionVerdict, GateView
+    from runbook.enums import Severity
+    from runbook.models import ApprovalSignal, AuditEntry, Phase, RejectSignal
+    from runbook.policy import escalation_points
 
     from . import search_attributes as sa
-    from .approval import ApprovalDesk, send_notice
-    from .retries import SLA_RETRY, budget
+    from .approval import ApprovalDesk, escalate, send_notice
+    from .retries import SLA_RETRY, budget, failure_message, failure_type
+
+TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
+# workflow.patched id: the deployment rollback's gate became the shared one (a
+# rejection before the gate and a deadline abort are announced like the others').
+ONE_GATE = "one-change-gate"
 
 
-class ChangeSteps:
-    _status: Any  # a status with phase, timings and message
-    _request: Any  # a request with service and language
+class Stop(Exception):
+    """Ends the run with the status as it stands (a refusal or a failure)."""
+
+
+class ChangeStatus(Protocol):
+    """What the shell reads and keeps in a change's status."""
+
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def sla_deadline(self) -> datetime | None: ...
+
+    phase: Phase
+    message: str
+    timings: dict[str, datetime]
+    audit: list[AuditEntry]
+    approvals: list[str]
+    approvals_required: int
+    pending: GateView | None
+
+
+class EscalatingStatus(ChangeStatus, Protocol):
+    """A status whose change escalates at half time and at the deadline."""
+
+    sla_met: bool | None
+    escalations: list[str]
+
+
+class ChangeRequest(Protocol):
+    """What the shell reads from a change's request."""
+
+    @property
+    def requested_by(self) -> str: ...
+    @property
+    def severity(self) -> Severity: ...
+    @property
+    def language(self) -> Literal["ja", "en"]: ...
+
+
+StatusT = TypeVar("StatusT", bound=ChangeStatus)
+RequestT = TypeVar("RequestT", bound=ChangeRequest)
+In = TypeVar("In")
+Out = TypeVar("Out")
+Result = TypeVar("Result")
+
+
+class ChangeSteps(Generic[RequestT, StatusT]):
+    _status: StatusT
+    _request: RequestT
     _entry: ServiceEntry | None
     _target_label: str  # how notices name what is being changed
     _notes: ApprovalDesk  # the desk whose audit trail takes the notes
 
-    async def _activity(self, name: str, arg, result_type, summary: str, *, timeout: int = 60, heartbeat: int | None = None):
+    async def _call(self, ref: ActivityRef[In, Out], arg: In, summary: str, *, timeout: int = 60,
+                    heartbeat: int | None = None) -> Out:
+        """Call the activity `ref` names, typed by it; retried as `_activity` says."""
+        return await self._activity(ref, arg, ref.result, summary, timeout=timeout, heartbeat=heartbeat)
+
+    async def _activity(self, name: str | ActivityRef[In, Out], arg: object, result_type: type[Out], summary: str, *,
+                        timeout: int = 60, heartbeat: int | None = None) -> Out:
         """Transient errors are retried until the SLA deadline is near (workflows/retries.py)."""
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout),
+            name.name if isinstance(name, ActivityRef) else name, arg, result_type=result_type,
+            start_to_close_timeout=timedelta(seconds=timeout),
             schedule_to_close_timeout=budget(getattr(self._status, "sla_deadline", None), workflow.now(), at_least=timedelta(seconds=timeout)),
             heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=SLA_RETRY, summary=summary,
         )
 
-    async def _notify(self, kind: str, subject: str, text: str) -> None:
-        if self._entry is not None:
-            await send_notice(self._entry.channels, kind, subject, text, self._notes)
+    async def _notify(self, kind: str, subject: str, text: str) -> list[str]:
+        """Send a notice to the service's channels; returns the channels that took it."""
+        if self._entry is None:
+            return []
+        return await send_notice(self._entry.channels, kind, subject, text, self._notes)
 
     def _set_phase(self, phase: Phase) -> None:
         self._status.phase = phase
@@ -45,9 +119,192 @@ class ChangeSteps:
         if workflow.info().typed_search_attributes.get(sa.PHASE) is not None:  # indexed by the starter
             workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
 
-    async def _fail(self, message: str, *, announce: bool = False) -> None:
+    async def _fail(self, message: str, *, announce: bool = False, problems: list[str] | None = None) -> None:
         self._status.message = message
         self._set_phase(Phase.FAILED)
         if announce:
-            subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=self._target_label, error=message, problems=[])
+            subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=self._target_label,
+                                                   error=message, problems=problems or [])
             await self._notify("failure", subject, text)
+
+
+class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
+    """A change with an approval desk. A subclass sets `KIND` (failure types are
+    `<KIND>Failed` once something changed, `<KIND>Refused` before), calls
+    `_open()` from its `@workflow.init`, defines its `status` query and its
+    `@workflow.run` as `return await self._carry_out(self._run(request))`, and
+    writes its steps with `_call`, `_gate`, `_notify`, `_set_phase` and `_fail`
+    (or `raise Stop` once the status says why)."""
+
+    KIND: ClassVar[str] = "Change"
+    ESCALATE: ClassVar[bool] = True  # half-time and deadline escalations while it runs
+    _desk: ApprovalDesk
+    _detected_at: datetime
+    _start_verified: bool
+
+    def _open(self, request: RequestT, status: StatusT, detected_at: datetime) -> None:
+        """Keep the request and the status and open the desk (from `@workflow.init`)."""
+        self._request, self._status, self._detected_at = request, status, detected_at
+        self._entry = None
+        self._start_verified = False
+        self._desk = ApprovalDesk(request.requested_by, status.audit, status.approvals)
+
+    @property
+    def _notes(self) -> ApprovalDesk:
+        return self._desk
+
+    def _desks(self) -> list[ApprovalDesk]:
+        return [self._desk]
+
+    def _current_desk(self) -> ApprovalDesk:
+        """The desk decisions go to now (a change with two gates has two)."""
+        return self._desk
+
+    # -- decisions: signals for `temporal workflow signal`, updates that answer at once --
+
+    @workflow.signal(name="approve")
+    def approve(self, signal: ApprovalSignal) -> None:
+        self._current_desk().receive(signal)
+
+    @workflow.signal(name="reject")
+    def reject(self, signal: RejectSignal) -> None:
+        self._current_desk().receive(signal)
+
+    @workflow.update(name="approval")
+    async def approval(self, signal: ApprovalSignal) -> DecisionVerdict:
+        """Approve, and hear whether the approval counted and why."""
+        return await self._decide(signal)
+
+    @workflow.update(name="rejection")
+    async def rejection(self, signal: RejectSignal) -> DecisionVerdict:
+        """Reject, and hear whether the rejection counted and why."""
+        return await self._decide(signal)
+
+    async def _decide(self, signal: ApprovalSignal | RejectSignal) -> DecisionVerdict:
+        # Decisions are judged once the catalog says who may decide; until then they wait.
+        await workflow.wait_condition(lambda: self._current_desk().policy is not None or self._status.phase in TERMINAL)
+        desk = self._current_desk()
+        decision: Literal["approve", "reject"] = "approve" if isinstance(signal, ApprovalSignal) else "reject"
+        if desk.policy is None:
+            entry = AuditEntry(at=workflow.now(), actor=signal.by, action=decision, counted=False,
+                               detail=f"the change ended ({self._status.phase.value}) before any decision could count",
+                               request_id=signal.request_id)
+            self._status.audit.append(entry)
+        else:
+            entry = desk.decide(signal)
+        return DecisionVerdict(
+            decision=decision, counted=bool(entry.counted), reason=entry.detail, by=entry.actor,
+            gate=desk.gate.gate if desk.gate else "", approvals=list(desk.approvals),
+            approvals_required=self._status.approvals_required, phase=self._status.phase.value,
+        )
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def _carry_out(self, steps: Awaitable[Result]) -> Result:
+        """Run the change's steps with the escalations beside them; a failed activity
+        or a `Stop` ends the run as failed (announced once something changed) or refused."""
+        escalations = asyncio.create_task(self._escalations()) if self.ESCALATE else None
+        try:
+            return await steps
+        except ActivityError as err:
+            changed = self._changed()
+            await self._fail(failure_message(err), announce=self._announces_failure(changed))
+            raise ApplicationError(self._status.message, type=failure_type(err, self._failure_kind(changed)), non_retryable=True) from err
+        except Stop:
+            raise ApplicationError(self._status.message, type=self._failure_kind(self._changed()), non_retryable=True) from None
+        finally:
+            self._status.timings["finished"] = workflow.now()
+            if escalations is not None:
+                escalations.cancel()
+
+    def _changed(self) -> bool:
+        return Phase.EXECUTING.value in self._status.timings
+
+    def _announces_failure(self, changed: bool) -> bool:
+        """Whether a failed activity is announced: once something has changed."""
+        return changed
+
+    def _failure_kind(self, changed: bool) -> str:
+        return f"{self.KIND}{'Failed' if changed else 'Refused'}"
+
+    # -- the approval gate ---------------------------------------------------------------
+
+    def _approvals_needed(self, desk: ApprovalDesk, needed: int, *, started_by_guard: bool = False) -> int:
+        """In signed mode an immediate change with no approvals needs one, unless the
+        release guard started it or a verified on-call engineer asked for it."""
+        if needed == 0 and desk.signed and not desk.immediate_without_approval(self._start_verified, started_by_guard):
+            return 1
+        return needed
+
+    async def _gate(self, desk: ApprovalDesk, gate: str, needed: int, plan: dict[str, object], *, what: str,
+                    kept: str = "; nothing was changed") -> bool:
+        """Show `plan` at `gate` and wait for `needed` approvals; True to go ahead. On a
+        rejection (or the policy's abort at the deadline) the status says so with `kept`
+        (what is left as it was), the channels hear it, and the phase is rejected.
+        `what` names the change in the notices."""
+        self._status.approvals_required = needed
+        self._status.pending = desk.show(gate, plan)
+        desk.open = True
+        if desk.rejection is None and needed == 0:
+            desk.note("modoru", "approval", detail=f"{gate}: policy proceeds without approval ({self._request.severity.value})")
+            return True
+        if desk.rejection is not None and not self._one_gate():
+            self._set_phase(Phase.REJECTED)  # recorded before the shared gate: no notice
+            return False
+        self._set_phase(Phase.AWAITING_APPROVAL)
+        if desk.rejection is None:
+            assert self._entry is not None
+            subject, text = notices.approval_needed_notice(self._request.language, deployment=what, workflow_id=self._status.workflow_id,
+                                                            approvers=self._entry.approval.approvers,
+                                                            deadline=self._status.sla_deadline or workflow.now())
+            await self._notify("approval_needed", subject, text)
+        self._waiting(True)
+        approved = desk.rejection is None and await desk.wait(needed)
+        self._waiting(False)
+        desk.open = False
+        self._status.pending = None
+        if approved:
+            return True
+        rejection = desk.rejection
+        assert rejection is not None
+        self._status.message = f"{f'{gate} ' if gate != 'approval' else ''}rejected by {rejection.by}: {rejection.reason}{kept}"
+        if not desk.aborted or self._one_gate():
+            subject, text = notices.rejected_notice(self._request.language, deployment=what, by=rejection.by, reason=rejection.reason)
+            await self._notify("rejected", subject, text)
+        self._set_phase(Phase.REJECTED)
+        return False
+
+    def _one_gate(self) -> bool:
+        """False only where a run recorded before the shared gate took another path."""
+        return True
+
+    def _waiting(self, started: bool) -> None:
+        """Called when the gate starts and stops waiting for approvals (for metrics)."""
+
+    # -- escalations ---------------------------------------------------------------------
+
+    async def _escalations(self) -> None:
+        await escalate(self._request.severity, self._detected_at, done=lambda: self._status.phase in TERMINAL,
+                       mitigated=lambda: "mitigated" in self._status.timings, on_deadline=self._on_deadline,
+                       announce=self._escalation)
+
+    def _escalating(self) -> EscalatingStatus:
+        status = self._status
+        assert hasattr(status, "escalations") and hasattr(status, "sla_met"), f"{self.KIND} escalates: its status needs escalations and sla_met"
+        return status  # type: ignore[return-value]
+
+    def _on_deadline(self) -> None:
+        for desk in self._desks():
+            desk.deadline_passed = True
+        if "mitigated" not in self._status.timings:
+            self._escalating().sla_met = False
+
+    async def _escalation(self, point: str) -> None:
+        at = dict(escalation_points(self._request.severity, self._detected_at))[point]
+        deadline = self._status.sla_deadline or at
+        self._escalating().escalations.append(point)
+        self._notes.note("modoru", "escalation", detail=f"{point} at {at.isoformat()} in phase {self._status.phase.value}")
+        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=self._target_label,
+                                                  deadline=deadline, phase=self._status.phase.value)
+        await self._notify("escalation", subject, text)
+

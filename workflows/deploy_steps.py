@@ -12,6 +12,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import PullCheckRequest, PullDiagnosis
@@ -76,9 +77,8 @@ class DeploySteps(ChangeSteps):
         and pods that cannot pull their image with Artifact Registry's verdicts."""
         self._set_phase(Phase.WAITING_ROLLOUT)
         try:
-            outcome: RolloutOutcome = await self._activity(
-                "k8s.wait_rollout", RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds),
-                RolloutOutcome, summary, timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
+            outcome: RolloutOutcome = await self._call(
+                refs.WAIT_ROLLOUT, RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds), summary, timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
         except ActivityError as err:
             message = failure_message(err)
             diagnostics = Diagnostics()
@@ -89,8 +89,7 @@ class DeploySteps(ChangeSteps):
             problems = list(diagnostics.problems)
             pulling = sorted({p.image for p in diagnostics.pods if p.waiting_reason in PULL_REASONS and p.image})
             if pulling and entry.registry is not None:
-                pull: PullDiagnosis = await self._activity("registry.diagnose_pull", PullCheckRequest(registry=entry.registry, images=pulling),
-                                                           PullDiagnosis, "why the image cannot be pulled: Artifact Registry")
+                pull: PullDiagnosis = await self._call(refs.DIAGNOSE_PULL, PullCheckRequest(registry=entry.registry, images=pulling), "why the image cannot be pulled: Artifact Registry")
                 self._status.pull = pull
                 problems += pull.problems
             await self._fail_with(message, problems + diagnostics.logs[:6])
@@ -103,10 +102,9 @@ class DeploySteps(ChangeSteps):
     async def _verify(self, entry: ServiceEntry) -> VerifyResult:
         """Exactly as method 1: pods, health, readiness, the API path and, where configured, the metrics."""
         self._set_phase(Phase.VERIFYING)
-        result: VerifyResult = await self._activity(
-            "verify.service", VerifyRequest(namespace=entry.namespace, deployment=entry.deployment, service=entry.service, paths=entry.check_paths,
-                                            window_seconds=entry.verification_window_seconds, monitoring=entry.monitoring, recovery=entry.recovery),
-            VerifyResult, "verify pods, health and API", timeout=entry.verification_window_seconds + 60, heartbeat=10)
+        result: VerifyResult = await self._call(
+            refs.VERIFY_SERVICE, VerifyRequest(namespace=entry.namespace, deployment=entry.deployment, service=entry.service, paths=entry.check_paths,
+                                            window_seconds=entry.verification_window_seconds, monitoring=entry.monitoring, recovery=entry.recovery), "verify pods, health and API", timeout=entry.verification_window_seconds + 60, heartbeat=10)
         self._status.verification = result
         if result.ok:
             self._check_done(result)

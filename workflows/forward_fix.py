@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import forward_fix_notices as says
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import RedeployRequest, RedeployResult
@@ -96,17 +97,16 @@ class ForwardFixWorkflow(ChangeSteps):
             self._status.timings["finished"] = workflow.now()
 
     async def _run(self, request: ForwardFixRequest) -> ForwardFixResult:
-        entry: ServiceEntry = await self._activity(
-            "catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment), ServiceEntry, "look up the service catalog")
+        entry: ServiceEntry = await self._call(
+            refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
         if entry.cd is None or entry.registry is None:
             await self._fail(f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog; "
                              "a forward fix deploys its hotfix through the CD pipeline")
             raise Stop
         self._entry = entry
 
-        logs: ServiceLogs = await self._activity(
-            "k8s.service_logs", ServiceLogsRequest(namespace=request.namespace, deployment=request.deployment, container=entry.cd.container),
-            ServiceLogs, f"kubectl logs -l <selector of {request.deployment}> --tail=200", heartbeat=30)
+        logs: ServiceLogs = await self._call(
+            refs.SERVICE_LOGS, ServiceLogsRequest(namespace=request.namespace, deployment=request.deployment, container=entry.cd.container), f"kubectl logs -l <selector of {request.deployment}> --tail=200", heartbeat=30)
         self._status.pods_read, self._status.unreadable, self._status.lines_read = logs.pods, logs.unreadable, len(logs.lines)
         self._status.errors = error_groups(logs.lines)
         top = self._status.errors[0].signature if self._status.errors else "no error lines"
@@ -157,9 +157,9 @@ class ForwardFixWorkflow(ChangeSteps):
         return ForwardFixResult(status=self._status, recovered=True)
 
     async def _reading(self, entry: ServiceEntry, *, at, summary: str) -> GuardBaseline:
-        return await self._activity("guard.baseline", BaselineRequest(
+        return await self._call(refs.GUARD_BASELINE, BaselineRequest(
             namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service, monitoring=entry.monitoring,
-            release_at=at), GuardBaseline, summary)
+            release_at=at), summary)
 
     async def _wait_for_hotfix(self, request: ForwardFixRequest) -> Hotfix:
         """Durable: reminders at the request's interval until the hotfix is recorded or the wait is over."""
@@ -193,7 +193,7 @@ class ForwardFixWorkflow(ChangeSteps):
         max_polls = int(watch / interval) + 2
         baseline = self._status.normal or GuardBaseline()
         return await workflow.execute_activity(
-            "guard.watch",
+            refs.GUARD_WATCH.name,
             WatchRequest(namespace=request.namespace, deployment=request.deployment, service=entry.service, health_path=entry.health_path,
                          api_path=entry.api_check_path, monitoring=entry.monitoring, thresholds=entry.guard, baseline=baseline,
                          interval_seconds=interval, until=workflow.now() + timedelta(seconds=watch), max_polls=max_polls),

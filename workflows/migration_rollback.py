@@ -8,13 +8,12 @@ so a retried activity never reverts twice."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import MigrationConfig, ServiceEntry
     from runbook.decisions import Grant
@@ -37,60 +36,37 @@ with workflow.unsafe.imports_passed_through():
         plan_down,
     )
     from runbook.models import (
-        ApprovalSignal,
         CheckResult,
         Phase,
-        RejectSignal,
         ServiceByName,
     )
     from runbook.plans import migration_plan
     from runbook.policy import sla_deadline
 
-    from .approval import ApprovalDesk, escalate
-    from .change import ChangeSteps
-    from .retries import failure_message, failure_type
+    from .change import ONE_GATE, ChangeWorkflow, Stop
 
-TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 EXEC_HEARTBEAT_SECONDS = 10  # k8s.exec heartbeats every 2 s while the command runs: a lost worker is noticed in seconds
 
 
-class Stop(Exception):
-    """Ends the run with the status as it stands (a refusal or a failure)."""
-
-
 @workflow.defn(name="MigrationRollback")
-class MigrationRollbackWorkflow(ChangeSteps):
+class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus]):
+    KIND = "MigrationRollback"
+
     @workflow.init
     def __init__(self, request: MigrationRequest) -> None:
         now = workflow.now()
         detected = request.detected_at or now
-        self._request = request
-        self._entry: ServiceEntry | None = None
-        self._start_verified = False
-        self._status = MigrationStatus(
+        self._open(request, MigrationStatus(
             workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
             requested_by=request.requested_by, reason=request.reason, detected_at=detected,
             sla_deadline=sla_deadline(request.severity, detected), timings={"started": now},
-        )
-        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        ), detected)
         wanted = f"down to version {request.to_version}" if request.to_version is not None else f"down {request.steps or 1} step(s)"
         self._desk.note(request.requested_by, "requested", detail=f"migration rollback {wanted}: {request.reason}")
 
     @property
-    def _notes(self) -> ApprovalDesk:
-        return self._desk
-
-    @property
     def _target_label(self) -> str:
         return f"{self._request.service} (schema)"
-
-    @workflow.signal(name="approve")
-    def approve(self, signal: ApprovalSignal) -> None:
-        self._desk.receive(signal)
-
-    @workflow.signal(name="reject")
-    def reject(self, signal: RejectSignal) -> None:
-        self._desk.receive(signal)
 
     @workflow.query(name="status")
     def status(self) -> MigrationStatus:
@@ -98,24 +74,14 @@ class MigrationRollbackWorkflow(ChangeSteps):
 
     @workflow.run
     async def run(self, request: MigrationRequest) -> MigrationResult:
-        escalations = asyncio.create_task(escalate(
-            request.severity, self._status.detected_at, done=lambda: self._status.phase in TERMINAL,
-            mitigated=lambda: "mitigated" in self._status.timings, on_deadline=self._deadline, announce=self._escalation,
-        ))
-        try:
-            return await self._run(request)
-        except ActivityError as err:
-            await self._fail(failure_message(err), announce=self._status.phase is Phase.EXECUTING)
-            raise ApplicationError(self._status.message, type=failure_type(err, "MigrationRollbackFailed"), non_retryable=True) from err
-        except Stop:
-            changed = Phase.EXECUTING.value in self._status.timings
-            raise ApplicationError(self._status.message, type="MigrationRollbackFailed" if changed else "MigrationRollbackRefused", non_retryable=True) from None
-        finally:
-            self._status.timings["finished"] = workflow.now()
-            escalations.cancel()
+        return await self._carry_out(self._run(request))
+
+    def _announces_failure(self, changed: bool) -> bool:
+        # Runs recorded before the shared shell announced only failures while executing.
+        return changed and (self._status.phase is Phase.EXECUTING or workflow.patched(ONE_GATE))
 
     async def _run(self, request: MigrationRequest) -> MigrationResult:
-        entry: ServiceEntry = await self._activity("catalog.service", ServiceByName(name=request.service), ServiceEntry, "look up the service catalog")
+        entry = await self._call(refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog")
         if entry.migration is None:
             await self._fail(f"service {request.service!r} has no migration settings in the catalog (migration: cloudsql_instance, database_secret, ...)")
             raise Stop
@@ -133,10 +99,10 @@ class MigrationRollbackWorkflow(ChangeSteps):
         self._status.from_version, self._status.to_version, self._status.steps = state.version, target, steps
         workflow.set_current_details(f"**{request.service}** schema {state.version} → {target if target is not None else 'nil'} ({steps} step{'s' if steps != 1 else ''})")
 
-        backup: BackupCheck = await self._activity("cloudsql.check_backup", BackupCheckRequest(
+        backup: BackupCheck = await self._call(refs.CHECK_BACKUP, BackupCheckRequest(
             instance=config.cloudsql_instance, project=config.cloudsql_project, max_age_hours=config.backup_max_age_hours,
             take_if_missing=config.on_demand_backup and not request.dry_run,
-        ), BackupCheck, "check for a fresh Cloud SQL backup", timeout=3700, heartbeat=60)
+        ), "check for a fresh Cloud SQL backup", timeout=3700, heartbeat=60)
         self._status.backup = backup
         self._desk.note("modoru", "backup", counted=backup.ok, detail=backup.detail)
         if not backup.ok:
@@ -205,18 +171,18 @@ class MigrationRollbackWorkflow(ChangeSteps):
 
     async def _exec(self, config: MigrationConfig, action: str, summary: str, *, version: int | None = None, steps: int = 0,
                     grant: Grant | None = None) -> ExecResult:
-        result: ExecResult = await self._activity("k8s.exec", ExecRequest(
+        result = await self._call(refs.EXEC, ExecRequest(
             service=self._request.service, action=action, version=version, steps=steps, grant=grant,  # type: ignore[arg-type]
-        ), ExecResult, summary, timeout=config.command_timeout_seconds + 60, heartbeat=EXEC_HEARTBEAT_SECONDS)
+        ), summary, timeout=config.command_timeout_seconds + 60, heartbeat=EXEC_HEARTBEAT_SECONDS)
         self._status.commands.append(result)
         self._desk.note("modoru", "exec", detail=f"{' '.join(result.command)} in {result.pod}: exit {result.exit_code}")
         return result
 
     async def _snapshot(self, entry: ServiceEntry, config: MigrationConfig, summary: str) -> DatabaseSnapshot:
         assert entry.database is not None  # the catalog requires it with migration
-        return await self._activity("db.snapshot", SnapshotRequest(namespace=entry.namespace, deployment=entry.deployment, access=entry.database,
-                                                                   checks=config.integrity_checks),
-                                    DatabaseSnapshot, summary + " (psql in an app pod)", timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120)
+        return await self._call(refs.DB_SNAPSHOT, SnapshotRequest(namespace=entry.namespace, deployment=entry.deployment, access=entry.database,
+                                                                  checks=config.integrity_checks),
+                                summary + " (psql in an app pod)", timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120)
 
     @staticmethod
     def _compare(config: MigrationConfig, before: DatabaseSnapshot | None, after: DatabaseSnapshot) -> list[CheckResult]:
@@ -235,47 +201,9 @@ class MigrationRollbackWorkflow(ChangeSteps):
         return found
 
     async def _approval_gate(self, needed: int) -> bool:
-        if needed == 0 and self._desk.signed and not self._desk.immediate_without_approval(self._start_verified, started_by_guard=False):
-            needed = 1
-        self._status.approvals_required = needed
         status = self._status
-        self._status.pending = self._desk.show("approval", migration_plan(self._request.service, status.from_version, status.to_version, status.steps or 0))
-        if self._desk.rejection is None and needed == 0:
-            self._desk.note("modoru", "approval", detail="policy proceeds without approval")
-            return True
-        self._set_phase(Phase.AWAITING_APPROVAL)
-        if self._desk.rejection is None:
-            assert self._entry is not None
-            subject, text = notices.approval_needed_notice(self._request.language, deployment=self._target_label, workflow_id=self._status.workflow_id,
-                                                            approvers=self._entry.approval.approvers, deadline=self._status.sla_deadline)
-            await self._notify("approval_needed", subject, text)
-        approved = self._desk.rejection is None and await self._desk.wait(needed)
-        self._desk.open = False
-        self._status.pending = None
-        if approved:
-            return True
-        rejection = self._desk.rejection
-        assert rejection is not None
-        self._status.message = f"rejected by {rejection.by}: {rejection.reason}; nothing was changed"
-        subject, text = notices.rejected_notice(self._request.language, deployment=self._target_label, by=rejection.by, reason=rejection.reason)
-        await self._notify("rejected", subject, text)
-        self._set_phase(Phase.REJECTED)
-        return False
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _deadline(self) -> None:
-        self._desk.deadline_passed = True
-        if "mitigated" not in self._status.timings:
-            self._status.sla_met = False
-
-    async def _escalation(self, point: str) -> None:
-        self._status.escalations.append(point)
-        self._desk.note("modoru", "escalation", detail=f"{point} in phase {self._status.phase.value}")
-        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=self._target_label,
-                                                  deadline=self._status.sla_deadline, phase=self._status.phase.value)
-        await self._notify("escalation", subject, text)
-
+        plan = migration_plan(self._request.service, status.from_version, status.to_version, status.steps or 0)
+        return await self._gate(self._desk, "approval", self._approvals_needed(self._desk, needed), plan, what=self._target_label)
 
 
 def migration_workflow_id(service: str) -> str:

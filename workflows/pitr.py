@@ -12,17 +12,14 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.models import (
-        ApprovalSignal,
-        CheckResult,
         Phase,
-        RejectSignal,
-        RolloutOutcome,
         RolloutWaitRequest,
         ServiceByName,
         VerifyRequest,
@@ -47,52 +44,40 @@ with workflow.unsafe.imports_passed_through():
     from runbook.policy import sla_deadline
 
     from .approval import ApprovalDesk
-    from .change import ChangeSteps
-    from .retries import failure_message, failure_type
-
-
-
-class Stop(Exception):
-    """Ends the run with the status as it stands."""
+    from .change import ChangeWorkflow, Stop
 
 
 @workflow.defn(name="PointInTimeRecovery")
-class PointInTimeRecoveryWorkflow(ChangeSteps):
+class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
+    KIND = "Recovery"
+    ESCALATE = False  # a recovery takes as long as the clone does; its notices say when to expect it
+
     @workflow.init
     def __init__(self, request: PitrRequest) -> None:
         now = workflow.now()
-        self._request = request
-        self._entry: ServiceEntry | None = None
         self._source_connection = ""
-        self._start_verified = False
-        self._status = PitrStatus(
+        self._open(request, PitrStatus(
             workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
             requested_by=request.requested_by, reason=request.reason, point_in_time=request.point_in_time,
             timings={"started": now}, sla_deadline=sla_deadline(request.severity, now),
-        )
-        self._clone_desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        ), now)
         self._switch_desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.switch_approvals)
         self._switch_desk.open = False
-        self._clone_desk.note(request.requested_by, "requested", detail=f"recover to {request.point_in_time.isoformat()}: {request.reason}")
-
-    def _desk(self) -> ApprovalDesk:
-        return self._switch_desk if self._status.gate == "switch" else self._clone_desk
+        self._desk.note(request.requested_by, "requested", detail=f"recover to {request.point_in_time.isoformat()}: {request.reason}")
 
     @property
-    def _notes(self) -> ApprovalDesk:
-        return self._clone_desk
+    def _clone_desk(self) -> ApprovalDesk:
+        return self._desk
+
+    def _desks(self) -> list[ApprovalDesk]:
+        return [self._desk, self._switch_desk]
+
+    def _current_desk(self) -> ApprovalDesk:
+        return self._switch_desk if self._status.gate == "switch" else self._desk
 
     @property
     def _target_label(self) -> str:
         return f"{self._request.service} (point-in-time recovery)"
-
-    @workflow.signal(name="approve")
-    def approve(self, signal: ApprovalSignal) -> None:
-        self._desk().receive(signal)
-
-    @workflow.signal(name="reject")
-    def reject(self, signal: RejectSignal) -> None:
-        self._desk().receive(signal)
 
     @workflow.query(name="status")
     def status(self) -> PitrStatus:
@@ -100,18 +85,10 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
 
     @workflow.run
     async def run(self, request: PitrRequest) -> PitrResult:
-        try:
-            return await self._run(request)
-        except ActivityError as err:
-            await self._fail(failure_message(err), announce=Phase.EXECUTING.value in self._status.timings)
-            raise ApplicationError(self._status.message, type=failure_type(err, "RecoveryFailed"), non_retryable=True) from err
-        except Stop:
-            raise ApplicationError(self._status.message, type="RecoveryFailed" if Phase.EXECUTING.value in self._status.timings else "RecoveryRefused", non_retryable=True) from None
-        finally:
-            self._status.timings["finished"] = workflow.now()
+        return await self._carry_out(self._run(request))
 
     async def _run(self, request: PitrRequest) -> PitrResult:
-        entry: ServiceEntry = await self._activity("catalog.service", ServiceByName(name=request.service), ServiceEntry, "look up the service catalog")
+        entry = await self._call(refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog")
         if entry.pitr is None:
             await self._fail(f"service {request.service!r} has no pitr settings in the catalog (pitr: cloudsql_instance, secret, ...)")
             raise Stop
@@ -124,8 +101,8 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
         clone = request.new_instance or clone_name(source, request.point_in_time)
         self._status.source, self._status.clone = source, clone
 
-        check: PitrCheck = await self._activity("cloudsql.pitr_check", PitrCheckRequest(
-            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time), PitrCheck, "check the restore point and the destination")
+        check: PitrCheck = await self._call(refs.PITR_CHECK, PitrCheckRequest(
+            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time), "check the restore point and the destination")
         self._status.window, self._status.backups = (check.earliest, check.latest), check.backups
         self._source_connection = check.source_connection_name
         if check.problems:
@@ -138,40 +115,40 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
             return PitrResult(status=self._status, no_op=True)
 
         shown = clone_plan(request.service, source, clone, request.point_in_time, request.checks)
-        if not await self._gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}", shown):
+        if not await self._pitr_gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}", shown):
             return PitrResult(status=self._status)
         self._set_phase(Phase.EXECUTING)
         subject, text = notices.start_notice(request.language, detected_at=self._status.timings["started"], impact=request.reason, cause="data corruption",
                                              action=f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} as {clone}",
                                              expected_recovery=workflow.now() + timedelta(minutes=config.clone_timeout_minutes))
         await self._notify("start", subject, text)
-        operation: OperationRef = await self._activity("cloudsql.start_clone", CloneRequest(
+        operation: OperationRef = await self._call(refs.START_CLONE, CloneRequest(
             project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time,
-            grant=self._clone_desk.grant(request)), OperationRef, f"clone {source} as {clone}")
+            grant=self._clone_desk.grant(request)), f"clone {source} as {clone}")
         self._status.operation = operation.name
         await workflow.execute_activity(
-            "cloudsql.operation_done", operation, result_type=str, summary=f"wait for the clone operation {operation.name}",
+            refs.OPERATION_DONE.name, operation, result_type=refs.OPERATION_DONE.result, summary=f"wait for the clone operation {operation.name}",
             start_to_close_timeout=timedelta(seconds=60), schedule_to_close_timeout=timedelta(minutes=config.clone_timeout_minutes),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=config.operation_poll_seconds), backoff_coefficient=1.0,
                                      non_retryable_error_types=["OperationFailed"]),
         )
-        info: InstanceInfo = await self._activity("cloudsql.instance", InstanceRef(project=config.cloudsql_project, name=clone), InstanceInfo, f"read {clone}'s address")
+        info: InstanceInfo = await self._call(refs.INSTANCE, InstanceRef(project=config.cloudsql_project, name=clone), f"read {clone}'s address")
         self._status.clone_info = info
 
         self._set_phase(Phase.VERIFYING)
         assert entry.database is not None  # the catalog requires it with pitr
         if request.checks:
-            self._status.checks = await self._activity("db.clone_queries", CloneQueriesRequest(
+            self._status.checks = await self._call(refs.CLONE_QUERIES, CloneQueriesRequest(
                 namespace=entry.namespace, deployment=entry.deployment, access=entry.database, source_connection_name=self._source_connection,
                 clone_connection_name=info.connection_name, checks=request.checks, grant=self._clone_desk.grant(request)),
-                list[CheckResult], f"verify {clone} in a check pod",
+                f"verify {clone} in a check pod",
                 timeout=entry.database.check_pod_timeout_seconds + 60 * len(request.checks) + 60, heartbeat=30)
         failing = [c for c in self._status.checks if not c.ok]
         if failing:
             await self._fail(f"the clone {clone} failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failing) + f"; nothing was switched, {clone} is kept for inspection", announce=True)
             raise Stop
         shown = switch_plan(request.service, entry.deployment, self._source_connection, info.connection_name, self._status.checks)
-        if not await self._gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}", shown):
+        if not await self._pitr_gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}", shown):
             return PitrResult(status=self._status)
         return await self._switch(entry, info)
 
@@ -197,9 +174,9 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
 
     async def _point(self, entry: ServiceEntry, source: str, target: str) -> None:
         assert entry.database is not None
-        switched: ProxySwitched = await self._activity("k8s.switch_proxy_instance", ProxySwitch(
+        switched: ProxySwitched = await self._call(refs.SWITCH_PROXY, ProxySwitch(
             namespace=entry.namespace, deployment=entry.deployment, proxy_container=entry.database.proxy_container,
-            from_connection_name=source, to_connection_name=target, grant=self._switch_desk.grant(self._request)), ProxySwitched,
+            from_connection_name=source, to_connection_name=target, grant=self._switch_desk.grant(self._request)),
             f"point {entry.deployment}'s Cloud SQL proxy at {target}")
         self._clone_desk.note("modoru", "switch", detail=f"deployment/{entry.deployment} {switched.container}: {source} → {target}"
                               + ("" if switched.changed else " (already so)"))
@@ -207,49 +184,22 @@ class PointInTimeRecoveryWorkflow(ChangeSteps):
     async def _roll_out_and_check(self, entry: ServiceEntry, when: str) -> tuple[bool, str]:
         self._set_phase(Phase.WAITING_ROLLOUT)
         try:
-            await self._activity("k8s.wait_rollout", RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds),
-                                 RolloutOutcome, f"wait for the rollout {when}", timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
+            await self._call(refs.WAIT_ROLLOUT, RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds),
+                             f"wait for the rollout {when}", timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
         except ActivityError as err:
             return False, getattr(err.cause, "message", None) or str(err)
         self._set_phase(Phase.VERIFYING)
-        result: VerifyResult = await self._activity("verify.service", VerifyRequest(
+        result: VerifyResult = await self._call(refs.VERIFY_SERVICE, VerifyRequest(
             namespace=entry.namespace, deployment=entry.deployment, service=entry.service, paths=entry.check_paths, window_seconds=entry.verification_window_seconds),
-            VerifyResult, f"health {when}", timeout=entry.verification_window_seconds + 60, heartbeat=10)
+            f"health {when}", timeout=entry.verification_window_seconds + 60, heartbeat=10)
         self._status.health = result.checks
         failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
         return result.ok, failing or "healthy"
 
-    async def _gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str, plan: dict) -> bool:
+    async def _pitr_gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str, plan: dict[str, object]) -> bool:
         self._status.gate = gate  # type: ignore[assignment]
-        if needed == 0 and desk.signed and not desk.immediate_without_approval(self._start_verified, started_by_guard=False):
-            needed = 1
-        self._status.approvals_required = needed
-        self._status.pending = desk.show(gate, plan)
-        desk.open = True
-        if needed == 0:
-            desk.note("modoru", "approval", detail=f"{gate}: policy proceeds without approval")
-            return True
-        self._set_phase(Phase.AWAITING_APPROVAL)
-        assert self._entry is not None
-        subject, text = notices.approval_needed_notice(self._request.language, deployment=f"{self._request.service}: {what}", workflow_id=self._status.workflow_id,
-                                                        approvers=self._entry.approval.approvers, deadline=self._status.sla_deadline or workflow.now())
-        await self._notify("approval_needed", subject, text)
-        approved = desk.rejection is None and await desk.wait(needed)
-        desk.open = False
-        self._status.pending = None
-        if approved:
-            return True
-        rejection = desk.rejection
-        assert rejection is not None
         kept = f"; {self._status.clone} is kept, the app was not switched" if gate == "switch" else "; nothing was created"
-        self._status.message = f"{gate} rejected by {rejection.by}: {rejection.reason}{kept}"
-        subject, text = notices.rejected_notice(self._request.language, deployment=f"{self._request.service}: {what}", by=rejection.by, reason=rejection.reason)
-        await self._notify("rejected", subject, text)
-        self._set_phase(Phase.REJECTED)
-        return False
-
-    # -- helpers -------------------------------------------------------------------------
-
+        return await self._gate(desk, gate, self._approvals_needed(desk, needed), plan, what=f"{self._request.service}: {what}", kept=kept)
 
 
 def pitr_workflow_id(service: str) -> str:

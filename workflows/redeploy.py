@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import (
@@ -98,8 +99,7 @@ class RedeployWorkflow(DeploySteps):
             escalations.cancel()
 
     async def _run(self, request: RedeployRequest) -> RedeployResult:
-        entry: ServiceEntry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-                                                   ServiceEntry, "look up the service catalog")
+        entry: ServiceEntry = await self._call(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
         if entry.cd is None or entry.registry is None:
             await self._fail(f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog "
                              "(cd: repository, workflow, ...; registry: project, location, repository, package)")
@@ -108,8 +108,7 @@ class RedeployWorkflow(DeploySteps):
         self._desk.set_policy(entry.approval, entry.trust)
         self._start_verified = self._desk.verify_start(request)
 
-        listed: ImageList = await self._activity("registry.images", ImagesRequest(registry=registry, tag=request.tag), ImageList,
-                                                 f"list the newest images in {registry.image}")
+        listed: ImageList = await self._call(refs.REGISTRY_IMAGES, ImagesRequest(registry=registry, tag=request.tag), f"list the newest images in {registry.image}")
         self._status.images = listed.images
         image = f"{registry.image}:{request.tag}"
         if listed.found is None:
@@ -117,9 +116,8 @@ class RedeployWorkflow(DeploySteps):
             await self._fail(f"tag {request.tag} is not in Artifact Registry {registry.image} (newest tags: {newest}); nothing was dispatched")
             raise Stop
         self._status.pushed = listed.found.uploaded or listed.found.updated
-        plan: RedeployPlan = await self._activity("k8s.redeploy_plan", RedeployPlanRequest(namespace=request.namespace, deployment=request.deployment,
-                                                                                           container=cd.container, image=image),
-                                                  RedeployPlan, "plan: read the live image and the revisions")
+        plan: RedeployPlan = await self._call(refs.REDEPLOY_PLAN, RedeployPlanRequest(namespace=request.namespace, deployment=request.deployment,
+                                                                                           container=cd.container, image=image), "plan: read the live image and the revisions")
         self._status.plan = plan
         if plan.live_image == image:
             await self._fail(f"{image} is already live (revision {plan.live_revision}); nothing was dispatched")
@@ -145,12 +143,10 @@ class RedeployWorkflow(DeploySteps):
             expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=10)))
         await self._notify("start", subject, text)
         self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
-        run: RunState = await self._activity("github.dispatch", DispatchRequest(cd=cd, tag=request.tag, not_before=workflow.now(), grant=self._desk.grant(request)),
-                                             RunState, f"run {cd.workflow_name} with {cd.tag_input}={request.tag}", timeout=120)
+        run: RunState = await self._call(refs.DISPATCH, DispatchRequest(cd=cd, tag=request.tag, not_before=workflow.now(), grant=self._desk.grant(request)), f"run {cd.workflow_name} with {cd.tag_input}={request.tag}", timeout=120)
         self._show(run)
         while run.status != "completed":
-            run = await self._activity("github.follow_run", RunFollow(cd=cd, run_id=run.run_id, known_status=run.status), RunState,
-                                       f"follow run #{run.number} ({run.status})", timeout=cd.run_timeout_minutes * 60, heartbeat=30)
+            run = await self._call(refs.FOLLOW_RUN, RunFollow(cd=cd, run_id=run.run_id, known_status=run.status), f"follow run #{run.number} ({run.status})", timeout=cd.run_timeout_minutes * 60, heartbeat=30)
             self._show(run)
         self._check("undo", f"{cd.workflow_name} run #{run.number} {run.conclusion}: {run.html_url}")
         self._check("backup", f"the pipeline's deployment-backup artifact of run #{run.number}")

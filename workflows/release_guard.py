@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -22,6 +23,8 @@ from temporalio.exceptions import (
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
+    from runbook.activity_refs import ActivityRef
     from runbook.catalog import ServiceEntry, Trust
     from runbook.decisions import Expected, GateView, has_role, judge, plan_digest
     from runbook.guard_models import (
@@ -43,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 POLLS_PER_WATCH = 20  # one watch activity covers this many polls, then reports in
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 @workflow.defn(name="ReleaseGuard")
@@ -125,7 +130,7 @@ class ReleaseGuardWorkflow:
             raise ApplicationError(message, type=getattr(err.cause, "type", None) or "GuardFailed", non_retryable=True) from err
 
     async def _run(self, request: GuardRequest) -> GuardResult:
-        entry: ServiceEntry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment), ServiceEntry, "look up the service catalog")
+        entry = await self._activity(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
         self._open_stop_desk(entry)
         carry = request.carry or await self._baseline(entry)
         self._status.baseline = carry.baseline
@@ -156,10 +161,10 @@ class ReleaseGuardWorkflow:
             self._set_phase(GuardPhase.CONFIRMING if confirming else GuardPhase.WATCHING)
 
     async def _baseline(self, entry: ServiceEntry) -> GuardCarry:
-        baseline: GuardBaseline = await self._activity("guard.baseline", BaselineRequest(
+        baseline: GuardBaseline = await self._activity(refs.GUARD_BASELINE, BaselineRequest(
             namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service,
             monitoring=entry.monitoring, release_at=self._request.release_at,
-        ), GuardBaseline, "record the pre-release baseline")
+        ), "record the pre-release baseline")
         if self._request.baseline_p95_ms is not None:
             baseline.p95_ms = self._request.baseline_p95_ms
         workflow.set_current_details(f"baseline: p95 {baseline.p95_ms} ms, error ratio {baseline.error_ratio}, revision {baseline.revision}")
@@ -168,14 +173,14 @@ class ReleaseGuardWorkflow:
     async def _watch(self, entry: ServiceEntry, baseline: GuardBaseline, health_failures: int, confirming, max_polls: int) -> WatchReport | None:
         interval = self._request.interval_seconds
         watch = workflow.start_activity(
-            "guard.watch",
+            refs.GUARD_WATCH.name,
             WatchRequest(
                 namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service,
                 health_path=entry.health_path, api_path=entry.api_check_path, monitoring=entry.monitoring, thresholds=entry.guard,
                 baseline=baseline, interval_seconds=interval, until=self._status.until, max_polls=max_polls,
                 health_failures=health_failures, confirming_since=confirming,
             ),
-            result_type=WatchReport,
+            result_type=refs.GUARD_WATCH.result,
             start_to_close_timeout=timedelta(seconds=max_polls * (interval + 60)),
             heartbeat_timeout=timedelta(seconds=interval + 60),
             retry_policy=RETRY, summary=f"watch {self._request.deployment} every {interval:g}s",
@@ -241,8 +246,10 @@ class ReleaseGuardWorkflow:
         await workflow.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
 
-    async def _activity(self, name: str, arg, result_type, summary: str):
-        return await workflow.execute_activity(name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=60), retry_policy=RETRY, summary=summary)
+    async def _activity(self, ref: ActivityRef[In, Out], arg: In, summary: str) -> Out:
+        # The guard changes nothing itself and has no SLA deadline: a fixed, bounded retry.
+        return await workflow.execute_activity(ref.name, arg, result_type=ref.result, start_to_close_timeout=timedelta(seconds=60),
+                                               retry_policy=RETRY, summary=summary)
 
     def _set_phase(self, phase: GuardPhase) -> None:
         if self._status.phase != phase:

@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import ArtifactsRequest, FetchedManifest
@@ -102,26 +103,24 @@ class RestoreWorkflow(DeploySteps):
             self._status.fetched = f"file {source.name} ({len(request.manifest)} characters, read by the CLI)"
             return request.manifest
         if source.kind == "backup":
-            fetched: FetchedManifest = await self._activity("k8s.read_backup", BackupFetch(namespace=request.namespace, deployment=request.deployment,
-                                                                                            configmap=source.name), FetchedManifest, f"read configmap/{source.name}")
+            fetched: FetchedManifest = await self._call(refs.READ_BACKUP, BackupFetch(namespace=request.namespace, deployment=request.deployment,
+                                                                                            configmap=source.name), f"read configmap/{source.name}")
         else:
             if entry.cd is None:
                 await self._fail(f"refused: deployment/{request.deployment} has no cd section in the catalog, so there is no pipeline to take artifacts from")
                 raise Stop
-            fetched = await self._activity("github.download_backup", ArtifactsRequest(cd=entry.cd, name=source.name), FetchedManifest,
-                                           f"download artifact {source.name}", timeout=120)
+            fetched = await self._call(refs.DOWNLOAD_BACKUP, ArtifactsRequest(cd=entry.cd, name=source.name), f"download artifact {source.name}", timeout=120)
         self._status.fetched = fetched.detail
         return fetched.text
 
     async def _run(self, request: RestoreRequest) -> RestoreResult:
-        entry: ServiceEntry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-                                                   ServiceEntry, "look up the service catalog")
+        entry: ServiceEntry = await self._call(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
         self._entry = entry
         self._desk.set_policy(entry.approval, entry.trust)
         self._start_verified = self._desk.verify_start(request)
         text = await self._fetch(entry, request)
-        check: RestoreCheck = await self._activity("k8s.restore_check", RestoreCheckRequest(namespace=request.namespace, deployment=request.deployment,
-                                                                                           manifest=text), RestoreCheck, "validate the manifest and diff it")
+        check: RestoreCheck = await self._call(refs.RESTORE_CHECK, RestoreCheckRequest(namespace=request.namespace, deployment=request.deployment,
+                                                                                           manifest=text), "validate the manifest and diff it")
         self._status.check = check
         if check.problems:
             await self._fail("the manifest cannot be applied: " + "; ".join(check.problems) + "; nothing was changed")
@@ -152,9 +151,9 @@ class RestoreWorkflow(DeploySteps):
             expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)))
         await self._notify("start", subject, text)
         self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
-        applied: ApplyResult = await self._activity("k8s.restore_apply", RestoreApplyRequest(
+        applied: ApplyResult = await self._call(refs.RESTORE_APPLY, RestoreApplyRequest(
             namespace=request.namespace, deployment=request.deployment, deployment_uid=check.deployment_uid, desired=check.desired, digest=check.digest,
-            grant=self._desk.grant(request)), ApplyResult, f"kubectl apply {request.source.name}")
+            grant=self._desk.grant(request)), f"kubectl apply {request.source.name}")
         self._status.applied = applied
         self._desk.note("modoru", "apply", detail=applied.message)
         self._check("undo", applied.message)

@@ -12,6 +12,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.models import ApprovalSignal, Phase, RejectSignal, ServiceLookup
@@ -84,14 +85,12 @@ class TroubleshootWorkflow(DeploySteps):
             self._status.timings["finished"] = workflow.now()
 
     async def _run(self, request: RepairRequest) -> RepairResult:
-        entry: ServiceEntry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-                                                   ServiceEntry, "look up the service catalog")
+        entry: ServiceEntry = await self._call(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
         self._entry = entry
         self._desk.set_policy(entry.approval, entry.trust)
         self._start_verified = self._desk.verify_start(request)
-        plan: RepairPlan = await self._activity("k8s.repair_plan", RepairPlanRequest(namespace=request.namespace, deployment=request.deployment,
-                                                                                    action=request.action, replicaset=request.replicaset),
-                                                RepairPlan, "read the deployment's ReplicaSets")
+        plan: RepairPlan = await self._call(refs.REPAIR_PLAN, RepairPlanRequest(namespace=request.namespace, deployment=request.deployment,
+                                                                                    action=request.action, replicaset=request.replicaset), "read the deployment's ReplicaSets")
         self._status.plan = plan
         if plan.problems:
             await self._fail("; ".join(plan.problems) + "; nothing was changed")
@@ -110,13 +109,11 @@ class TroubleshootWorkflow(DeploySteps):
         await self._notify("start", subject, text)
         grant = self._desk.grant(request)
         if request.action == "delete-replicaset":
-            done: ApplyResult = await self._activity("k8s.delete_replicaset", ReplicaSetDelete(
-                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, replicaset=request.replicaset, grant=grant),
-                ApplyResult, what)
+            done: ApplyResult = await self._call(refs.DELETE_REPLICASET, ReplicaSetDelete(
+                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, replicaset=request.replicaset, grant=grant), what)
         else:
-            done = await self._activity("k8s.rollout_restart", RestartRequest(
-                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, restarted_at=restarted_at, grant=grant),
-                ApplyResult, what)
+            done = await self._call(refs.ROLLOUT_RESTART, RestartRequest(
+                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, restarted_at=restarted_at, grant=grant), what)
         self._status.done = done
         self._desk.note("modoru", request.action, detail=done.message)
         outcome = await self._roll_out(entry, "wait for the rollout")

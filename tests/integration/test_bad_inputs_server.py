@@ -16,12 +16,13 @@ SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
 ROLLBACK = ["rollback", "start", "--severity", "immediate", "--reason", "error rate 60%", "--requested-by", "oncall"]
 
 CASES = [
-    (["status", "rollback-default-nope"], "no modoru workflow with id rollback-default-nope"),
+    # Ids no test starts (`rollback start --deployment nope` below, and other modules, make rollback-default-nope).
+    (["status", "rollback-default-never-started"], "no modoru workflow with id rollback-default-never-started"),
     (["status", "no such id at all"], "no modoru workflow with id no such id at all"),
-    (["guard", "status", "--deployment", "nope"], "no modoru workflow with id guard-default-nope"),
-    (["guard", "stop", "--deployment", "nope", "--by", "sre-lead"], "no modoru workflow with id guard-default-nope"),
-    (["approve", "rollback-default-nope", "--by", "sre-lead"], "no modoru workflow with id rollback-default-nope"),
-    (["reject", "rollback-default-nope", "--by", "sre-lead", "--reason", "no"], "no modoru workflow with id rollback-default-nope"),
+    (["guard", "status", "--deployment", "never-started"], "no modoru workflow with id guard-default-never-started"),
+    (["guard", "stop", "--deployment", "never-started", "--by", "sre-lead"], "no modoru workflow with id guard-default-never-started"),
+    (["approve", "rollback-default-never-started", "--by", "sre-lead"], "no modoru workflow with id rollback-default-never-started"),
+    (["reject", "rollback-default-never-started", "--by", "sre-lead", "--reason", "no"], "no modoru workflow with id rollback-default-never-started"),
     ([*ROLLBACK, "--deployment", "tekutoko-api", "--detected-at", SOON], "in the future"),
     (["migrate-down", "start", "--service", "tekutoko-api", "--reason", "x", "--detected-at", SOON], "in the future"),
     ([*ROLLBACK, "--deployment", "nope"], "deployment default/nope is not in the service catalog"),

@@ -49,12 +49,14 @@ async def until(handle, phase: Phase) -> None:
         await asyncio.sleep(0.05)
 
 
-async def record(env: WorkflowEnvironment, name: str, fake: FakeCluster, req: RollbackRequest, steer=None) -> None:
+async def record(env: WorkflowEnvironment, name: str, fake: FakeCluster, req: RollbackRequest, steer=None,
+                 rejected_at_start: RejectSignal | None = None) -> None:
     if not wanted(name):
         return
     queue = f"record-{name}"
+    first = {"start_signal": "reject", "start_signal_args": [rejected_at_start]} if rejected_at_start else {}
     async with Worker(env.client, task_queue=queue, workflows=[DeploymentRollbackWorkflow], activities=fake.activities()):
-        handle = await env.client.start_workflow(DeploymentRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+        handle = await env.client.start_workflow(DeploymentRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue, **first)
         if steer is not None:
             await steer(env, handle)
         with contextlib.suppress(Exception):  # failed outcomes are histories too
@@ -267,6 +269,7 @@ async def main() -> None:
         await record(env, "completed_immediate", FakeCluster(), request(severity=Severity.IMMEDIATE))
         await record(env, "completed_after_approval", FakeCluster(), request(), approve)
         await record(env, "rejected", FakeCluster(), request(), reject)
+        await record(env, "rejected_before_gate", FakeCluster(), request(), rejected_at_start=RejectSignal(by="sre-lead", reason="forward fix"))
         await record(env, "escalated", FakeCluster(), request(), escalate_then_approve)
         await record(env, "refused_missing_revision", FakeCluster(plan_error="revision 9 is not in the history"), request(to_revision=9))
         await record(env, "already_at_target", FakeCluster(already_at_target=True), request())

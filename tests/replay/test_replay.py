@@ -25,7 +25,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_there_is_a_history_for_each_outcome() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {"completed_immediate", "completed_after_approval", "rejected", "escalated", "refused_missing_revision", "already_at_target", "verification_failed",
+    assert {"completed_immediate", "completed_after_approval", "rejected", "rejected_before_gate", "escalated", "refused_missing_revision", "already_at_target", "verification_failed",
             "guard_rolled_back", "guard_continued_as_new", "guard_stopped", "guard_window_over",
             "migration_completed", "migration_rejected", "migration_refused_no_backup", "migration_failed_down", "migration_verification_failed",
             "pitr_switched", "pitr_check_failed", "pitr_switched_back", "pitr_refused"} <= names

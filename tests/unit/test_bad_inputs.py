@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 
+import starter.base as base
 import starter.cli as cli
 
 SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
@@ -109,6 +110,7 @@ def no_server(monkeypatch) -> None:
         raise AssertionError("a bad command line reached the server")
 
     monkeypatch.setattr(cli, "run", refuse)
+    monkeypatch.setattr(base, "run", refuse)  # every command reaches the server through starter/base.py
 
 
 # Ids name SOON, not its value: parallel test processes (pytest-xdist) must collect the same ids.

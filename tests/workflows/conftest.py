@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from runbook import activity_refs as refs
 from runbook.catalog import ApprovalPolicy, Channel, ServiceEntry
 from runbook.models import (
     BackupRef,
@@ -72,12 +73,12 @@ class FakeCluster:
     already_at_target: bool = False
 
     def activities(self) -> list:
-        @activity.defn(name="catalog.lookup")
+        @activity.defn(name=refs.LOOKUP.name)
         async def lookup(request: ServiceLookup) -> ServiceEntry:
             self.calls.append("lookup")
             return self.entry
 
-        @activity.defn(name="k8s.plan_rollback")
+        @activity.defn(name=refs.PLAN_ROLLBACK.name)
         async def plan(request: PlanRequest) -> RollbackPlan:
             self.calls.append("plan")
             if self.plan_error:
@@ -89,17 +90,17 @@ class FakeCluster:
                 history=[RevisionInfo(revision=r, replicaset=f"rs{r}", images=[f"img:1.{r}.0"]) for r in (1, 2, 3)],
             )
 
-        @activity.defn(name="k8s.backup_deployment")
+        @activity.defn(name=refs.BACKUP_DEPLOYMENT.name)
         async def backup(request: BackupRequest) -> BackupRef:
             self.calls.append("backup")
             return BackupRef(namespace=request.namespace, configmap=request.backup_name, manifest_yaml="kind: Deployment\n", created=True)
 
-        @activity.defn(name="k8s.rollout_undo")
+        @activity.defn(name=refs.ROLLOUT_UNDO.name)
         async def undo(request: UndoRequest) -> UndoResult:
             self.calls.append("undo")
             return UndoResult(patched=True, message="rolled back")
 
-        @activity.defn(name="k8s.wait_rollout")
+        @activity.defn(name=refs.WAIT_ROLLOUT.name)
         async def wait(request: RolloutWaitRequest) -> RolloutOutcome:
             self.calls.append("wait")
             if self.rollout_seconds:
@@ -108,12 +109,12 @@ class FakeCluster:
                 await asyncio.sleep(self.rollout_seconds)
             return RolloutOutcome(revision=4, message='deployment "tekutoko-api" successfully rolled out')
 
-        @activity.defn(name="verify.service")
+        @activity.defn(name=refs.VERIFY_SERVICE.name)
         async def verify(request: VerifyRequest) -> VerifyResult:
             self.calls.append("verify")
             return VerifyResult(ok=self.verify_ok, checks=[], attempts=1)
 
-        @activity.defn(name="notify.send")
+        @activity.defn(name=refs.NOTIFY.name)
         async def notify(notice: Notice) -> NoticeResult:
             self.notices.append(notice)
             return NoticeResult(delivered=["console"])

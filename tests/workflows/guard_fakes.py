@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
+from runbook import activity_refs as refs
 from runbook.guard import Evidence, Verdict
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
 from runbook.models import ServiceMetrics, Severity
@@ -37,12 +38,12 @@ class ScriptedGuard:
     cancelled: bool = False
 
     def activities(self) -> list:
-        @activity.defn(name="guard.baseline")
+        @activity.defn(name=refs.GUARD_BASELINE.name)
         async def baseline(request: BaselineRequest) -> GuardBaseline:
             self.baselines += 1
             return GuardBaseline(p95_ms=80, error_ratio=0.01, requests=300, restarts=0, revision=3, images=["img:1.3.0"])
 
-        @activity.defn(name="guard.watch")
+        @activity.defn(name=refs.GUARD_WATCH.name)
         async def watch(request: WatchRequest) -> WatchReport:
             self.watches.append(request)
             step = self.script.pop(0) if self.script else "block"

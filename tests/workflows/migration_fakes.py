@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.catalog import (
     ApprovalPolicy,
     Channel,
@@ -69,13 +70,13 @@ class FakeSchema:
         return 2, "", f"unknown action {action}\n"
 
     def activities(self) -> list:
-        @activity.defn(name="catalog.service")
+        @activity.defn(name=refs.SERVICE.name)
         async def service(request: ServiceByName) -> ServiceEntry:
             if request.name != self.entry.name:
                 raise ApplicationError(f"service {request.name!r} is not in the service catalog", type="UnknownService", non_retryable=True)
             return self.entry
 
-        @activity.defn(name="k8s.exec")
+        @activity.defn(name=refs.EXEC.name)
         async def exec_(request: ExecRequest) -> ExecResult:
             config = self.entry.migration
             command = {"version": config.version_command, "history": config.history_command}.get(request.action) \
@@ -84,19 +85,19 @@ class FakeSchema:
             code, out, err = self._answer(command)
             return ExecResult(pod="tekutoko-api-abc", container="api", command=command, exit_code=code, stdout=out, stderr=err)
 
-        @activity.defn(name="cloudsql.check_backup")
+        @activity.defn(name=refs.CHECK_BACKUP.name)
         async def check_backup(request: BackupCheckRequest) -> BackupCheck:
             if self.backup_ok:
                 return BackupCheck(ok=True, detail="backup run 7 finished an hour ago", newest=BackupRunInfo(id=7, status="SUCCESSFUL", end_time=T0))
             return BackupCheck(ok=False, detail="no successful backup run for tekutoko-prod:tekutoko-db")
 
-        @activity.defn(name="db.snapshot")
+        @activity.defn(name=refs.DB_SNAPSHOT.name)
         async def snapshot(request: SnapshotRequest) -> DatabaseSnapshot:
             self.snapshots += 1
             rows = 10.0 if self.snapshots == 1 else self.rows_after
             return DatabaseSnapshot(at=T0, tables=["schema_migrations", "users", "walks"], values={"users": rows})
 
-        @activity.defn(name="notify.send")
+        @activity.defn(name=refs.NOTIFY.name)
         async def notify(notice: Notice) -> NoticeResult:
             self.notices.append(notice)
             return NoticeResult(delivered=["console"])

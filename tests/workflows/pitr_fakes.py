@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from runbook import activity_refs as refs
 from runbook.catalog import ApprovalPolicy, Channel, DatabaseAccess, PitrConfig, ServiceEntry
 from runbook.models import (
     CheckResult,
@@ -55,21 +56,21 @@ class FakeRecovery:
     def activities(self) -> list:
         polls = {"n": 0}
 
-        @activity.defn(name="catalog.service")
+        @activity.defn(name=refs.SERVICE.name)
         async def service(request: ServiceByName) -> ServiceEntry:
             return self.entry
 
-        @activity.defn(name="cloudsql.pitr_check")
+        @activity.defn(name=refs.PITR_CHECK.name)
         async def pitr_check(request: PitrCheckRequest) -> PitrCheck:
             self.calls.append("check")
             return PitrCheck(pitr_enabled=True, source_connection_name=SOURCE, earliest=T - dt.timedelta(days=1), latest=T + dt.timedelta(hours=1), destination_free=True, problems=self.problems)
 
-        @activity.defn(name="cloudsql.start_clone")
+        @activity.defn(name=refs.START_CLONE.name)
         async def start_clone(request: CloneRequest) -> OperationRef:
             self.calls.append(f"clone {request.destination}")
             return OperationRef(project="tekutoko-prod", name="op-1")
 
-        @activity.defn(name="cloudsql.operation_done")
+        @activity.defn(name=refs.OPERATION_DONE.name)
         async def operation_done(ref: OperationRef) -> str:
             polls["n"] += 1
             self.calls.append("poll")
@@ -77,32 +78,32 @@ class FakeRecovery:
                 raise ApplicationError("operation op-1 is RUNNING", type="OperationRunning")
             return "DONE"
 
-        @activity.defn(name="cloudsql.instance")
+        @activity.defn(name=refs.INSTANCE.name)
         async def instance(ref: InstanceRef) -> InstanceInfo:
             return InstanceInfo(name=ref.name, host="10.0.0.9", port=5432, connection_name=f"tekutoko-prod:asia-northeast1:{ref.name}", state="RUNNABLE")
 
-        @activity.defn(name="db.clone_queries")
+        @activity.defn(name=refs.CLONE_QUERIES.name)
         async def clone_queries(request: CloneQueriesRequest) -> list[CheckResult]:
             self.calls.append("verify clone")
             return [CheckResult(name=c.name, ok=self.check_ok, detail=f"{c.sql} → '3' (expected {c.expect!r})") for c in request.checks]
 
-        @activity.defn(name="k8s.switch_proxy_instance")
+        @activity.defn(name=refs.SWITCH_PROXY.name)
         async def switch_proxy(request: ProxySwitch) -> ProxySwitched:
             self.calls.append(f"proxy {request.to_connection_name.rsplit(':', 1)[1]}")
             changed = self.proxy != request.to_connection_name
             self.proxy = request.to_connection_name
             return ProxySwitched(changed=changed, container="cloud-sql-proxy", args=["--private-ip", request.to_connection_name])
 
-        @activity.defn(name="k8s.wait_rollout")
+        @activity.defn(name=refs.WAIT_ROLLOUT.name)
         async def wait(request: RolloutWaitRequest) -> RolloutOutcome:
             return RolloutOutcome(revision=5, message="rolled out")
 
-        @activity.defn(name="verify.service")
+        @activity.defn(name=refs.VERIFY_SERVICE.name)
         async def verify(request: VerifyRequest) -> VerifyResult:
             ok = self.healthy_on_clone or self.proxy == SOURCE
             return VerifyResult(ok=ok, checks=[CheckResult(name="health", ok=ok, detail="GET /health: " + ("200" if ok else "503"))], attempts=1)
 
-        @activity.defn(name="notify.send")
+        @activity.defn(name=refs.NOTIFY.name)
         async def notify(notice: Notice) -> NoticeResult:
             self.notices.append(notice)
             return NoticeResult(delivered=["console"])

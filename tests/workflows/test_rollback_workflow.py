@@ -153,3 +153,16 @@ async def test_failed_verification_fails_the_workflow(time_skipping_env, fake) -
             await handle.result()
     assert "verification failed" in str(info.value.cause)
     assert fake.notices[-1].kind == "failure"
+
+
+async def test_a_rejection_before_the_gate_is_announced_like_any_other(time_skipping_env, fake) -> None:
+    # Signal-with-start: the rejection is in before the catalog says who may reject.
+    async with worker(time_skipping_env, fake):
+        handle = await time_skipping_env.client.start_workflow(
+            DeploymentRollbackWorkflow.run, request(), id=f"rb-{uuid.uuid4()}", task_queue=QUEUE,
+            start_signal="reject", start_signal_args=[RejectSignal(by="sre-lead", reason="forward fix")],
+        )
+        result: RollbackResult = await handle.result()
+    assert result.status.phase == Phase.REJECTED and result.status.message == "rejected by sre-lead: forward fix"
+    assert "undo" not in fake.calls
+    assert [n.kind for n in fake.notices] == ["rejected"]  # no approval was asked for; the channels hear why

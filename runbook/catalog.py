@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
 from .identity import Identity, check_identities, normalize_id
+from .incident_policy import IncidentPolicy
 from .queries import one_reading_statement
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -140,6 +141,7 @@ class ServiceEntry(Strict):
     pitr: PitrConfig | None = Field(None, description="point-in-time recovery; None: not offered for this service")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
+    incident: IncidentPolicy = Field(default_factory=IncidentPolicy, description="follow-up deadlines and confirmation reminders")
 
     @model_validator(mode="after")
     def _database_for_data_changes(self) -> ServiceEntry:

@@ -161,7 +161,7 @@ class VerifyResult(Model):
 
 
 class Notice(Model):
-    kind: Literal["start", "complete", "failure", "escalation", "rejected", "approval_needed"]
+    kind: Literal["start", "complete", "failure", "escalation", "rejected", "approval_needed", "reminder"]
     subject: str
     text: str
     channels: list[Channel]

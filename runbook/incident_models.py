@@ -47,6 +47,7 @@ class IncidentRequest(Model):
     opened_by: str = Field(min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)
     language: Literal["ja", "en"] = "ja"
+    by_name: bool = Field(False, description="service is a catalog name (migration rollbacks, recoveries), not a deployment")
 
     @field_validator("detected_at")
     @classmethod
@@ -119,12 +120,25 @@ class ChangeRecord(Model):
     running: bool = True
     phase: str = ""
     message: str = ""
+    error_type: str = ""
     ended_at: dt.datetime | None = None
     rollback: RollbackStatus | None = Field(None, description="a deployment rollback's final status")
     final: dict[str, Any] = Field(default_factory=dict, description="a migration rollback's or a recovery's final status")
     verified: bool = Field(False, description="the automatic checks passed")
     confirmations: list[Confirmation] = Field(default_factory=list)
     reminders: int = 0
+
+    @property
+    def acted(self) -> bool:
+        """Whether the change touched anything (a rollback's undo ran; a migration or recovery began executing)."""
+        if self.running or self.outcome == "attached":
+            return True
+        if self.rollback is not None:
+            return any(item.key == "undo" and item.done_at for item in self.rollback.checklist)
+        if self.final:
+            return "executing" in self.final.get("timings", {})
+        # Failed with no status: the change workflows call a failure after acting *Failed, a refusal anything else.
+        return self.error_type.endswith("Failed")
 
     @property
     def awaiting(self) -> list[str]:
@@ -179,6 +193,11 @@ class IncidentStatus(Model):
     def change(self, workflow_id: str) -> ChangeRecord | None:
         """The latest change under `workflow_id` (a rollback id is reused by the next rollback)."""
         return next((c for c in reversed(self.changes) if c.workflow_id == workflow_id), None)
+
+    @property
+    def nothing_changed(self) -> bool:
+        """Every change has ended without acting (refused, rejected, a dry run): nothing to follow up."""
+        return bool(self.changes) and all(not c.running and not c.acted for c in self.changes)
 
     @property
     def missing(self) -> list[str]:

@@ -109,52 +109,71 @@ class IncidentWorkflow:
 
     @workflow.run
     async def run(self, request: IncidentRequest) -> IncidentResult:
+        timers = asyncio.create_task(self._open(request))  # changes start at once, whatever the catalog takes
+        self._show()
+        try:
+            while True:
+                await workflow.wait_condition(lambda: bool(self._changes) or self._settled())
+                while self._changes:
+                    await self._start(self._changes.pop(0))
+                    self._show()
+                if self._settled():
+                    break
+        finally:
+            timers.cancel()
+        self._status.state = "closed"
+        self._status.closed_at = workflow.now()
+        if self._status.missing:
+            self._status.message = "closed: nothing was changed for this incident (every change was refused, rejected or a dry run)"
+        else:
+            self._status.message = "closed: root cause, postmortem and prevention recorded"
+            subject, text = incident_notices.closed_notice(request.language, incident_id=self._status.incident_id, service=request.service,
+                                                           closed_at=self._status.closed_at)
+            await self._notify("complete", subject, text)
+        self._index("closed")
+        other = "en" if request.language == "ja" else "ja"
+        return IncidentResult(status=self._status, postmortem_draft=postmortem.render(self._status, request.language),
+                              postmortem_draft_other=postmortem.render(self._status, other))
+
+    def _settled(self) -> bool:
+        if not self._ready:
+            return False
+        if not self._status.missing:
+            return True
+        return self._status.nothing_changed and not any(f.done_at for f in self._status.follow_ups)
+
+    async def _open(self, request: IncidentRequest) -> None:
+        """Catalog, then the follow-up deadlines and the confirmation reminders, until cancelled at close."""
         self._entry = await self._lookup(request)
         policy = self._entry.incident if self._entry is not None else IncidentPolicy()
         if self._entry is not None and self._entry.trust is not None and self._entry.trust.identities:
             self._trust = self._entry.trust
             self._status.signed = True
+        detected = request.detected_at
+        hours = {"rca": policy.rca_hours, "postmortem": policy.postmortem_hours, "prevention": policy.prevention_hours}
+        self._status.follow_ups = [FollowUp(key=key, due_at=detected + timedelta(hours=h)) for key, h in hours.items()]  # type: ignore[arg-type]
         self._ready = True
         for signal in self._confirms:
             self._judge_confirmation(signal)
         self._confirms.clear()
-        detected = request.detected_at
-        hours = {"rca": policy.rca_hours, "postmortem": policy.postmortem_hours, "prevention": policy.prevention_hours}
-        self._status.follow_ups = [FollowUp(key=key, due_at=detected + timedelta(hours=h)) for key, h in hours.items()]  # type: ignore[arg-type]
+        self._show()
         timers = [asyncio.create_task(self._deadlines(f)) for f in self._status.follow_ups]
         timers.append(asyncio.create_task(self._confirmation_reminders(policy)))
-        self._show()
         try:
-            while True:
-                await workflow.wait_condition(lambda: bool(self._changes) or not self._status.missing)
-                while self._changes:
-                    await self._start(self._changes.pop(0))
-                    self._show()
-                if not self._status.missing:
-                    break
+            await asyncio.gather(*timers)
         finally:
             for timer in timers:
                 timer.cancel()
-        self._status.state = "closed"
-        self._status.closed_at = workflow.now()
-        self._status.message = "closed: root cause, postmortem and prevention recorded"
-        self._index("closed")
-        subject, text = incident_notices.closed_notice(request.language, incident_id=self._status.incident_id, service=request.service,
-                                                       closed_at=self._status.closed_at)
-        await self._notify("complete", subject, text)
-        other = "en" if request.language == "ja" else "ja"
-        return IncidentResult(status=self._status, postmortem_draft=postmortem.render(self._status, request.language),
-                              postmortem_draft_other=postmortem.render(self._status, other))
 
     async def _lookup(self, request: IncidentRequest) -> ServiceEntry | None:
-        """The service's catalog entry, by deployment, else by name; None (notices skipped, audited) when it has none."""
-        for name, arg in (("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.service)),
-                          ("catalog.service", ServiceByName(name=request.service))):
-            try:
-                return await workflow.execute_activity(name, arg, result_type=ServiceEntry, start_to_close_timeout=timedelta(seconds=30),
-                                                       schedule_to_close_timeout=LOOKUP_BUDGET, retry_policy=LOOKUP_RETRY, summary="look up the service catalog")
-            except ActivityError as err:
-                reason = getattr(err.cause, "message", None) or str(err)
+        """The service's catalog entry (by deployment, or by name); None (notices skipped, audited) when it has none."""
+        name, arg = (("catalog.service", ServiceByName(name=request.service)) if request.by_name
+                     else ("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.service)))
+        try:
+            return await workflow.execute_activity(name, arg, result_type=ServiceEntry, start_to_close_timeout=timedelta(seconds=30),
+                                                   schedule_to_close_timeout=LOOKUP_BUDGET, retry_policy=LOOKUP_RETRY, summary="look up the service catalog")
+        except ActivityError as err:
+            reason = getattr(err.cause, "message", None) or str(err)
         self._audit("modoru", "catalog", counted=False, detail=f"no catalog entry, so no notices and unsigned confirmations: {reason}")
         return None
 
@@ -196,6 +215,7 @@ class IncidentWorkflow:
         except ChildWorkflowError as err:
             cause = err.cause
             record.phase, record.message = "failed", getattr(cause, "message", None) or str(err)
+            record.error_type = str(getattr(cause, "type", "") or "")
             details = getattr(cause, "details", None) or ()
             if record.kind == "rollback" and details and isinstance(details[0], dict):
                 with contextlib.suppress(ValueError):

@@ -188,3 +188,13 @@ async def test_the_incident_closes_only_when_everything_is_in_and_returns_the_dr
         assert event in draft, event
     assert "SLA 達成" in draft
     assert "## 3. Timeline (JST)" in result.postmortem_draft_other and "Rollout done" in result.postmortem_draft_other
+
+
+async def test_an_incident_whose_only_change_was_refused_closes_without_follow_ups(time_skipping_env, fake) -> None:
+    fake.plan_error = "revision 9 is not in the history of deployment/tekutoko-api (revisions: 1, 2, 3)"
+    async with worker(time_skipping_env, fake):
+        handle, _, _ = await open_incident(time_skipping_env)
+        result: IncidentResult = await handle.result()
+    assert result.status.state == "closed" and "nothing was changed" in result.status.message
+    assert result.status.changes[0].phase == "failed" and not result.status.changes[0].acted
+    assert "undo" not in fake.calls and not any(n.kind in ("reminder", "escalation") for n in fake.notices)

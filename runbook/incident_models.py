@@ -69,6 +69,7 @@ class ChangeSignal(Model):
     summary: str = Field("", max_length=400)
     details: str = Field("", max_length=4000)
     search_attributes: bool = Field(True, description="index the child with modoru's search attributes")
+    notify_workflow: str = Field("", max_length=255, description="a workflow (the release guard) signalled `change_ended` with the record when the change ends")
 
     @model_validator(mode="after")
     def _one_request(self) -> ChangeSignal:
@@ -127,6 +128,7 @@ class ChangeRecord(Model):
     verified: bool = Field(False, description="the automatic checks passed")
     confirmations: list[Confirmation] = Field(default_factory=list)
     reminders: int = 0
+    notify: list[str] = Field(default_factory=list, description="workflows told when the change ends")
 
     @property
     def acted(self) -> bool:

@@ -81,8 +81,9 @@ def rollback_events(status: RollbackStatus, language: str) -> list[tuple[dt.date
             events.append((at, w[label] + (f" (revision {status.from_revision} → {status.to_revision})" if key == "undo" else "")))
     if "mitigated" in status.timings:
         events.append((status.timings["mitigated"], w["rollout"]))
-    if status.verification is not None and status.verification.ok and "completed" in status.timings:
-        events.append((status.timings["completed"], w["verified"]))
+    checked = [at for at in (_done(status, key) for key in ("pods", "health", "api")) if at]
+    if status.verification is not None and status.verification.ok and (checked or "completed" in status.timings):
+        events.append((max(checked) if checked else status.timings["completed"], w["verified"]))
     elif "failed" in status.timings:
         events.append((status.timings["failed"], f"{w['verify_failed']}: {status.message}"))
     at = _done(status, "notify_done")

@@ -31,6 +31,7 @@ app.add_typer(sandbox_app, name="sandbox")
 def _add_subcommands() -> None:
     from .codec import codec_server
     from .guard import guard_app
+    from .incident import confirm, incident_app
     from .migration import migrate_app
     from .pitr import pitr_app
 
@@ -38,6 +39,8 @@ def _add_subcommands() -> None:
     app.add_typer(migrate_app, name="migrate-down")
     app.add_typer(pitr_app, name="pitr")
     app.command("codec-server")(codec_server)
+    app.add_typer(incident_app, name="incident")
+    app.command("confirm")(confirm)
 
 
 _add_subcommands()
@@ -194,6 +197,7 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
 
     from .commands import query_any_status
     from .guard import render_guard
+    from .incident import incident_line
     from .inputs import check_workflow_id
     from .migration import render_migration
     from .pitr import render_pitr
@@ -208,7 +212,8 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
         current = await query_any_status(client.get_workflow_handle(workflow_id))
         link = workflow_link(settings.web_ui, client.namespace, workflow_id)
         if as_json:
-            print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
+            part = await incident_line(client, workflow_id)
+            print(json.dumps({**current.model_dump(mode="json"), **({"incident": part} if part else {})}, ensure_ascii=False, indent=2))
             return 0
         if isinstance(current, MigrationStatus):
             render_migration(current)
@@ -218,6 +223,9 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
             render_pitr(current)
         else:
             render_status(current, link)
+            if (part := await incident_line(client, workflow_id)) is not None:
+                console.print(f"incident: {part['incident_id']}" + (f"; verified, awaiting confirmation: {', '.join(part['awaiting_confirmations'])}"
+                              if part["awaiting_confirmations"] else "; fully verified" if part["fully_verified"] else ""), highlight=False)
             return 0
         if link:
             console.print(f"web ui: {link}", highlight=False)

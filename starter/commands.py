@@ -9,8 +9,6 @@ import uuid
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, RollbackStatus
@@ -65,17 +63,14 @@ async def failure_of(handle: WorkflowHandle) -> str | None:
 async def start_rollback(client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool) -> int:
     workflow_id = rollback_workflow_id(request.namespace, request.deployment)
     attributes = sa.for_rollback(request.namespace, request.deployment, request.severity.value)
-    attached = False
-    try:
-        handle = await client.start_workflow(
-            DeploymentRollbackWorkflow.run, request, id=workflow_id, task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=attributes,
-            static_summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
-            static_details=f"requested by {request.requested_by}: {request.reason}",
-        )
-    except WorkflowAlreadyStartedError:
-        handle = client.get_workflow_handle(workflow_id)
-        attached = True
+    # The incident starts the rollback as its child, under this id.
+    from .incident import start_in_incident
+
+    handle, attached = await start_in_incident(
+        client, settings, request, workflow_id, search_attributes=attributes,
+        summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
+        details=f"requested by {request.requested_by}: {request.reason}",
+    )
     link = workflow_link(settings.web_ui, client.namespace, workflow_id)
     if not as_json:
         verb = "a rollback is already running for this deployment; attached to it" if attached else "started"
@@ -177,7 +172,7 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
 
 async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default") -> int:
     """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one deployment's rollbacks."""
-    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard')"
+    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Incident')"
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:
@@ -216,15 +211,13 @@ async def start_change(client: Client, settings: Settings, run, request, *, work
                        render, wait: bool, as_json: bool) -> int:
     """Start a migration rollback or a recovery (or attach to the one running), then
     either follow it or wait past its checks, where bad input shows."""
-    attached = False
-    try:
-        handle = await client.start_workflow(
-            run, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=sa.for_change(request.service, request.severity.value),
-            static_summary=summary, static_details=f"requested by {request.requested_by}: {request.reason}",
-        )
-    except WorkflowAlreadyStartedError:
-        handle, attached = client.get_workflow_handle(workflow_id), True
+    # The incident starts the change as its child, under this id.
+    from .incident import start_in_incident
+
+    handle, attached = await start_in_incident(
+        client, settings, request, workflow_id, search_attributes=sa.for_change(request.service, request.severity.value),
+        summary=summary, details=f"requested by {request.requested_by}: {request.reason}",
+    )
     if not as_json:
         verb = f"a {what} is already running for this service; attached to it" if attached else "started"
         link = workflow_link(settings.web_ui, client.namespace, workflow_id)

@@ -29,6 +29,7 @@ from activities.pod_exec import PodExecActivities
 from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
@@ -45,7 +46,7 @@ log = logging.getLogger("modoru.worker")
 # Signature checks run inside workflows: the crypto libraries (a Rust extension
 # among them) are used as they are, never re-imported in the workflow sandbox.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
-WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
+WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow, IncidentWorkflow]
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:

@@ -181,9 +181,12 @@ class IncidentWorkflow:
         now = workflow.now()
         running = self._status.change(signal.workflow_id)
         if running is not None and running.running:
+            if signal.notify_workflow:
+                running.notify.append(signal.notify_workflow)
             self._audit("modoru", "change", counted=True, detail=f"{signal.workflow_id} is already running for this incident; attached", request_id=signal.request_id)
             return
-        record = ChangeRecord(workflow_id=signal.workflow_id, kind=signal.kind, requested_at=now)
+        record = ChangeRecord(workflow_id=signal.workflow_id, kind=signal.kind, requested_at=now,
+                              notify=[signal.notify_workflow] if signal.notify_workflow else [])
         request = signal.request
         attributes = None
         if self._indexed and signal.search_attributes:
@@ -203,6 +206,7 @@ class IncidentWorkflow:
             record.detail = f"{signal.workflow_id} was already running outside this incident; it is not followed here"
             self._status.changes.append(record)
             self._audit("modoru", "change", counted=True, detail=record.detail, request_id=signal.request_id)
+            await self._tell(record)
             return
         self._status.changes.append(record)
         self._audit(getattr(request, "requested_by", "modoru"), "change", counted=True,
@@ -233,6 +237,15 @@ class IncidentWorkflow:
         record.running, record.ended_at = False, workflow.now()
         self._audit("modoru", "change_ended", detail=f"{record.kind} {record.workflow_id}: {record.phase} {record.message}".strip())
         self._show()
+        await self._tell(record)
+
+    async def _tell(self, record: ChangeRecord) -> None:
+        """Signal `change_ended` to the workflows that asked (a release guard following its rollback)."""
+        for target in record.notify:
+            try:
+                await workflow.get_external_workflow_handle(target).signal("change_ended", record)
+            except Exception as err:  # a guard that has ended no longer listens; nothing else depends on it
+                self._audit("modoru", "notify_failed", detail=f"change_ended to {target}: {type(err).__name__}")
 
     # -- follow-ups and confirmations ----------------------------------------------------------
 
@@ -375,3 +388,4 @@ class IncidentWorkflow:
 
     def _audit(self, actor: str, action: str, *, counted: bool | None = None, detail: str = "", request_id: str = "") -> None:
         self._status.audit.append(AuditEntry(at=workflow.now(), actor=actor, action=action, counted=counted, detail=detail, request_id=request_id))
+

@@ -26,6 +26,7 @@ from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
 from tests.workflows.migration_fakes import FakeSchema
 from tests.workflows.pitr_fakes import FakeRecovery, T
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
@@ -86,7 +87,7 @@ async def record_guard(env: WorkflowEnvironment, name: str, scripted: ScriptedGu
         return
     queue = f"record-{name}"
     activities = [*FakeCluster().activities(), *scripted.activities()]
-    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow], activities=activities,
+    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow, IncidentWorkflow], activities=activities,
                       max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100)):
         handle = await env.client.start_workflow(ReleaseGuardWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
         if steer is not None:

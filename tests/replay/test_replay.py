@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
@@ -29,7 +30,7 @@ def test_there_is_a_history_for_each_outcome() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    replayer = Replayer(workflows=[DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow, IncidentWorkflow], data_converter=pydantic_data_converter)
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

@@ -25,7 +25,8 @@ def test_there_is_a_history_for_each_outcome() -> None:
     assert {"completed_immediate", "completed_after_approval", "rejected", "escalated", "refused_missing_revision", "already_at_target", "verification_failed",
             "guard_rolled_back", "guard_continued_as_new", "guard_stopped", "guard_window_over",
             "migration_completed", "migration_rejected", "migration_refused_no_backup", "migration_failed_down", "migration_verification_failed",
-            "pitr_switched", "pitr_check_failed", "pitr_switched_back", "pitr_refused"} <= names
+            "pitr_switched", "pitr_check_failed", "pitr_switched_back", "pitr_refused",
+            "guard_rolled_back_in_incident", "incident_closed", "incident_deadlines_missed", "incident_nothing_changed"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

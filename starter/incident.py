@@ -65,6 +65,20 @@ async def open_incident_for(client: Client, service: str, task_queue: str) -> st
     return None
 
 
+async def _new_incident_id(client: Client, service: str, detected: dt.datetime, task_queue: str) -> str:
+    """The id from the detection minute, unless an incident of that id runs for other workers (another task queue)."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    candidate = incident_workflow_id(service, detected)
+    try:
+        description = await client.get_workflow_handle(candidate).describe()
+    except RPCError:
+        return candidate
+    if description.status == WorkflowExecutionStatus.RUNNING and description.task_queue != task_queue:
+        return f"{candidate}-{uuid.uuid4().hex[:6]}"
+    return candidate
+
+
 async def _verdict(handle: WorkflowHandle, request_id: str):
     """The incident's audit entry for `request_id`, or None if the worker has not judged it in time."""
     loop = asyncio.get_running_loop()
@@ -100,7 +114,7 @@ async def start_in_incident(client: Client, settings: Settings, request, workflo
     service = request.deployment if kind == "rollback" else request.service
     namespace = request.namespace if kind == "rollback" else "default"
     detected = getattr(request, "detected_at", None) or dt.datetime.now(dt.UTC)
-    incident_id = await open_incident_for(client, service, settings.task_queue) or incident_workflow_id(service, detected)
+    incident_id = await open_incident_for(client, service, settings.task_queue) or await _new_incident_id(client, service, detected, settings.task_queue)
     request_id = uuid.uuid4().hex
     change = ChangeSignal(kind=kind, workflow_id=workflow_id, request_id=request_id, summary=summary, details=details,
                           search_attributes=search_attributes is not None, **{kind: request})

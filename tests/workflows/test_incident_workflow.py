@@ -10,9 +10,13 @@ import asyncio
 import datetime as dt
 import uuid
 
+from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from runbook.catalog import ServiceEntry, Trust
+from runbook.decisions import DecisionPayload, SignedDecision
+from runbook.identity import Identity
 from runbook.incident_models import (
     ChangeSignal,
     ConfirmSignal,
@@ -21,7 +25,8 @@ from runbook.incident_models import (
     IncidentResult,
     IncidentStatus,
 )
-from runbook.models import RollbackRequest, Severity
+from runbook.models import RollbackRequest, ServiceLookup, Severity
+from runbook.signatures import new_private_key, public_key_line, sign
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.incident import IncidentWorkflow
 
@@ -198,3 +203,47 @@ async def test_an_incident_whose_only_change_was_refused_closes_without_follow_u
     assert result.status.state == "closed" and "nothing was changed" in result.status.message
     assert result.status.changes[0].phase == "failed" and not result.status.changes[0].acted
     assert "undo" not in fake.calls and not any(n.kind in ("reminder", "escalation") for n in fake.notices)
+
+
+async def test_with_identities_only_signed_confirmations_for_this_gate_count(time_skipping_env, fake) -> None:
+    keys = {name: new_private_key() for name in ("sre-lead", "stranger")}
+    trusted = fake.entry.model_copy(update={"trust": Trust(identities=[Identity(id="sre-lead", display_name="SRE lead", roles=["sre-lead"],
+                                                                                  keys=[public_key_line(keys["sre-lead"])])])})
+
+    # The incident gets the catalog's identities; the rollback under it runs as in the unsigned tests.
+    @activity.defn(name="catalog.lookup")
+    async def lookup(request: ServiceLookup) -> ServiceEntry:
+        return trusted if activity.info().workflow_type == "Incident" else fake.entry
+
+    activities = [lookup, *[a for a in fake.activities() if a.__temporal_activity_definition.name != "catalog.lookup"]]
+    async with Worker(time_skipping_env.client, task_queue=QUEUE, workflows=[IncidentWorkflow, DeploymentRollbackWorkflow], activities=activities,
+                      workflow_failure_exception_types=[Exception]):
+        handle, rollback_id, _ = await open_incident(time_skipping_env)
+        current = await until(handle, verified, "the rollback verified")
+        assert current.signed
+        gate = next(g for g in current.confirm_gates if g.gate == "confirm.dashboards")
+        now = await time_skipping_env.get_current_time()
+
+        def signed(signer: str, key: str, view=gate) -> SignedDecision:
+            text = DecisionPayload(workflow_id=view.workflow_id, run_id=view.run_id, gate=view.gate, decision="approve", plan=view.digest,
+                                   signer=signer, issued_at=now, expires_at=now + dt.timedelta(minutes=10), nonce=uuid.uuid4().hex).text()
+            return SignedDecision(payload=text, signature=sign(text, keys[key]))
+
+        other_gate = next(g for g in current.confirm_gates if g.gate == "confirm.user_reports")
+        attempts = {
+            "plain": ConfirmSignal(item="dashboards", by="sre-lead", request_id="plain"),
+            "stranger": ConfirmSignal(item="dashboards", by="stranger", signed=signed("stranger", "stranger"), request_id="stranger"),
+            "wrong-key": ConfirmSignal(item="dashboards", by="sre-lead", signed=signed("sre-lead", "stranger"), request_id="wrong-key"),
+            "other-item": ConfirmSignal(item="dashboards", by="sre-lead", signed=signed("sre-lead", "sre-lead", other_gate), request_id="other-item"),
+            "ok": ConfirmSignal(item="dashboards", by="someone", signed=signed("sre-lead", "sre-lead"), request_id="ok"),
+        }
+        for signal in attempts.values():
+            await handle.signal(IncidentWorkflow.confirm, signal)
+        current = await until(handle, lambda s: any(e.request_id == "ok" for e in s.audit), "the signed confirmation")
+        await handle.terminate("test over")
+    assert "only signed confirmations" in audit(current, "plain").detail
+    assert "not an identity in the catalog" in audit(current, "stranger").detail
+    assert "not one of sre-lead's keys" in audit(current, "wrong-key").detail
+    assert "not 'confirm.dashboards'" in audit(current, "other-item").detail
+    assert [audit(current, r).counted for r in attempts] == [False, False, False, False, True]
+    assert [(c.item, c.by) for c in current.changes[0].confirmations] == [("dashboards", "sre-lead")]  # the signer, not the name typed

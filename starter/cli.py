@@ -225,7 +225,7 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
             render_status(current, link)
             if (part := await incident_line(client, workflow_id)) is not None:
                 console.print(f"incident: {part['incident_id']}" + (f"; verified, awaiting confirmation: {', '.join(part['awaiting_confirmations'])}"
-                              if part["awaiting_confirmations"] else "; fully verified" if part["fully_verified"] else ""), highlight=False)
+                              if part["awaiting_confirmations"] else "; fully verified" if part["fully_verified"] else ""), highlight=False, soft_wrap=True)
             return 0
         if link:
             console.print(f"web ui: {link}", highlight=False)

@@ -37,7 +37,7 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
     description = await stack.client.get_workflow_handle(rollback_id).describe()
     incident_id = description.parent_id
     assert incident_id and incident_id.startswith(f"incident-{NAME}-")
-    incident = stack.client.get_workflow_handle(incident_id)
+    incident = stack.client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
     for _ in range(80):
         current: IncidentStatus = await incident.query(IncidentWorkflow.status)
         if current.changes and not current.changes[0].running:

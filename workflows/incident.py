@@ -206,12 +206,13 @@ class IncidentWorkflow:
             record.detail = f"{signal.workflow_id} was already running outside this incident; it is not followed here"
             self._status.changes.append(record)
             self._audit("modoru", "change", counted=True, detail=record.detail, request_id=signal.request_id)
-            await self._tell(record)
+            await self._tell(record, "change_ended")
             return
         self._status.changes.append(record)
         self._audit(getattr(request, "requested_by", "modoru"), "change", counted=True,
                     detail=f"started {signal.kind} {signal.workflow_id}", request_id=signal.request_id)
         self._following.append(asyncio.create_task(self._follow(handle, record)))
+        await self._tell(record, "change_started")
 
     async def _follow(self, handle, record: ChangeRecord) -> None:
         try:
@@ -237,15 +238,15 @@ class IncidentWorkflow:
         record.running, record.ended_at = False, workflow.now()
         self._audit("modoru", "change_ended", detail=f"{record.kind} {record.workflow_id}: {record.phase} {record.message}".strip())
         self._show()
-        await self._tell(record)
+        await self._tell(record, "change_ended")
 
-    async def _tell(self, record: ChangeRecord) -> None:
-        """Signal `change_ended` to the workflows that asked (a release guard following its rollback)."""
+    async def _tell(self, record: ChangeRecord, name: str) -> None:
+        """Signal `change_started` / `change_ended` to the workflows that asked (a release guard following its rollback)."""
         for target in record.notify:
             try:
-                await workflow.get_external_workflow_handle(target).signal("change_ended", record)
+                await workflow.get_external_workflow_handle(target).signal(name, record)
             except Exception as err:  # a guard that has ended no longer listens; nothing else depends on it
-                self._audit("modoru", "notify_failed", detail=f"change_ended to {target}: {type(err).__name__}")
+                self._audit("modoru", "notify_failed", detail=f"{name} to {target}: {type(err).__name__}")
 
     # -- follow-ups and confirmations ----------------------------------------------------------
 

@@ -55,7 +55,9 @@ class ReleaseGuardWorkflow:
         carry = request.carry
         self._request = request
         self._stop: StopSignal | None = None
-        self._change_ended: ChangeRecord | None = None  # the incident's word on the rollback it started for this guard
+        # The incident's word on the rollback it starts for this guard.
+        self._change_started: ChangeRecord | None = None
+        self._change_ended: ChangeRecord | None = None
         # Stops are judged once the catalog says whether they must be signed.
         self._inbox: list[StopSignal] | None = []
         self._trust: Trust | None = None
@@ -110,6 +112,10 @@ class ReleaseGuardWorkflow:
         for signal in inbox:
             if self._stop is None:
                 self._judge_stop(signal)
+
+    @workflow.signal(name="change_started")
+    def change_started(self, record: ChangeRecord) -> None:
+        self._change_started = record
 
     @workflow.signal(name="change_ended")
     def change_ended(self, record: ChangeRecord) -> None:
@@ -246,9 +252,13 @@ class ReleaseGuardWorkflow:
     async def _roll_back_in_incident(self, request: RollbackRequest, rollback_id: str, evidence: list[str]) -> GuardResult:
         """The rollback as the child of the deployment's incident, which tells this guard when it ends."""
         severity = request.severity.value
+        self._status.rollback_workflow_id = None  # named once the incident has started it, so it can be followed at once
         incident_id = await join_incident(request, rollback_id, indexed=self._indexed,
                                           summary=f"{severity} rollback of {request.namespace}/{request.deployment} (release guard)")
         workflow.set_current_details(f"**{severity}** rollback {rollback_id} (incident {incident_id})\n\n" + "\n".join(f"- {e}" for e in evidence))
+        await self._until_done_or_stopped(asyncio.ensure_future(workflow.wait_condition(lambda: (self._change_started or self._change_ended) is not None)))
+        if (self._change_started or self._change_ended) is not None:
+            self._status.rollback_workflow_id = rollback_id
         await self._until_done_or_stopped(asyncio.ensure_future(workflow.wait_condition(lambda: self._change_ended is not None)))
         record = self._change_ended
         if record is None:

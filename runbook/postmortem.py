@@ -22,8 +22,8 @@ WORDS = {
         "undo": "ロールバック実行", "rollout": "ロールアウト完了（緩和）", "verified": "動作確認（自動）完了",
         "verify_failed": "動作確認失敗", "notify_done": "完了通知", "confirmed": "人による確認", "sla": "SLA",
         "met": "達成", "missed": "未達", "pending": "未確定", "deadline": "期限", "severity": "重大度",
-        "impact_time": "影響時間（検知からロールアウト完了まで）", "guard": "リリースガードの観測",
-        "checks": "自動確認", "human": "人による確認", "awaiting": "未確認", "done": "完了", "due": "期限",
+        "impact_time": "影響時間（検知からロールアウト完了まで）", "guard": "メトリクス: 事前（ベースライン）と最悪時（リリースガードの観測）",
+        "checks": "事後: 自動確認", "human": "人による確認", "awaiting": "未確認", "done": "完了", "due": "期限",
         "by": "記録者", "to_fill": "（人が記入）", "notice": "通知", "followup": "フォローアップ記録",
         "refused": "開始されず", "running": "実行中", "phase": "状態", "change_started": "開始",
         "measure": "対策", "owner": "担当",
@@ -38,8 +38,8 @@ WORDS = {
         "undo": "Rollback run", "rollout": "Rollout done (mitigated)", "verified": "Verified (automatic checks)",
         "verify_failed": "Verification failed", "notify_done": "Completion notice", "confirmed": "Confirmed by a person", "sla": "SLA",
         "met": "met", "missed": "missed", "pending": "not settled", "deadline": "deadline", "severity": "Severity",
-        "impact_time": "Time impacted (detection to rollout done)", "guard": "What the release guard saw",
-        "checks": "Automatic checks", "human": "Human confirmations", "awaiting": "awaiting", "done": "done", "due": "due",
+        "impact_time": "Time impacted (detection to rollout done)", "guard": "Metrics before (baseline) and at worst (what the release guard saw)",
+        "checks": "After: automatic checks", "human": "Human confirmations", "awaiting": "awaiting", "done": "done", "due": "due",
         "by": "by", "to_fill": "(to be written by people)", "notice": "Notice", "followup": "Follow-up recorded",
         "refused": "not started", "running": "running", "phase": "phase", "change_started": "started",
         "measure": "Measure", "owner": "Owner",
@@ -161,15 +161,15 @@ def _evidence(status: IncidentStatus, language: str) -> list[str]:
         if rollback is None:
             continue
         if rollback.evidence:
-            lines.append(f"**{w['guard']}** (`{change.workflow_id}`)")
-            lines += [f"- {_cell(e)}" for e in rollback.evidence]
+            lines += [f"**{w['guard']}** (`{change.workflow_id}`)", ""]
+            lines += [f"- {_cell(e)}" for e in rollback.evidence] + [""]
         if rollback.verification is not None:
-            lines.append(f"**{w['checks']}** (`{change.workflow_id}`, {rollback.verification.attempts} attempt(s))")
-            lines += [f"- {'✅' if c.ok else '❌'} {c.name}: {_cell(c.detail)}" for c in rollback.verification.checks]
+            lines += [f"**{w['checks']}** (`{change.workflow_id}`, {rollback.verification.attempts} attempt(s))", ""]
+            lines += [f"- {'✅' if c.ok else '❌'} {c.name}: {_cell(c.detail)}" for c in rollback.verification.checks] + [""]
         if rollback.diagnostics is not None and rollback.diagnostics.problems:
-            lines += [f"- {_cell(p)}" for p in rollback.diagnostics.problems]
+            lines += [f"- {_cell(p)}" for p in rollback.diagnostics.problems] + [""]
         if change.kind == "rollback" and change.verified:
-            lines.append(f"**{w['human']}**")
+            lines += [f"**{w['human']}**", ""]
             for item in CONFIRM_TITLES:
                 got = next((c for c in change.confirmations if c.item == item), None)
                 title = CONFIRM_TITLES[item][0 if language == "ja" else 1]

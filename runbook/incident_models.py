@@ -35,9 +35,11 @@ FOLLOW_UP_TITLES: dict[str, tuple[str, str]] = {
 WORKFLOW_KINDS: dict[str, str] = {"rollback": "DeploymentRollback", "migration": "MigrationRollback", "pitr": "PointInTimeRecovery"}
 
 
-def incident_workflow_id(service: str, detected_at: dt.datetime) -> str:
-    """One incident per service and detection minute (UTC), e.g. incident-tekutoko-api-20261129-0212."""
-    return f"incident-{service}-{detected_at.astimezone(dt.UTC):%Y%m%d-%H%M}"
+def incident_workflow_id(service: str, detected_at: dt.datetime, *, seconds: bool = False) -> str:
+    """One incident per service and detection minute (UTC), e.g. incident-tekutoko-api-20261129-0212;
+    with `seconds`, per detection second (a release guard's breach: the guard cannot
+    see which incidents run, the CLI joins the guard's through the search attributes)."""
+    return f"incident-{service}-{detected_at.astimezone(dt.UTC):%Y%m%d-%H%M{'%S' if seconds else ''}}"
 
 
 class IncidentRequest(Model):

@@ -29,7 +29,7 @@ async def join_incident(request: RollbackRequest, rollback_id: str, *, indexed: 
     running) and ask it to start the rollback under `rollback_id`; the incident
     signals `change_ended` back. Returns the incident's id."""
     detected = request.detected_at or workflow.now()
-    incident_id = incident_workflow_id(request.deployment, detected)
+    incident_id = incident_workflow_id(request.deployment, detected, seconds=True)
     change = ChangeSignal(kind="rollback", workflow_id=rollback_id, rollback=request, summary=summary, details=request.reason,
                           search_attributes=indexed, notify_workflow=workflow.info().workflow_id, request_id=f"guard-{workflow.info().run_id}")
     opening = IncidentRequest(service=request.deployment, namespace=request.namespace, detected_at=detected, opened_by=request.requested_by,

@@ -220,6 +220,7 @@ def list_cmd(open_only: bool = typer.Option(False, "--open", help="Only incident
         if not rows:
             console.print("no incidents found")
             return 0
+        print("\t".join(("incident id", "status", "started (UTC)", "closed (UTC)")))
         for e in rows:
             print("\t".join((e.id, e.status.name.lower() if e.status else "", e.start_time.strftime("%Y-%m-%d %H:%M:%S"),
                              e.close_time.strftime("%Y-%m-%d %H:%M:%S") if e.close_time else "")))

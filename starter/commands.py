@@ -216,7 +216,7 @@ async def start_change(client: Client, settings: Settings, run, request, *, work
 
     handle, attached = await start_in_incident(
         client, settings, request, workflow_id, search_attributes=sa.for_change(request.service, request.severity.value),
-        summary=summary, details=f"requested by {request.requested_by}: {request.reason}",
+        summary=summary, details=f"requested by {request.requested_by}: {request.reason}", run=run,
     )
     if not as_json:
         verb = f"a {what} is already running for this service; attached to it" if attached else "started"

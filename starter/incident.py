@@ -96,16 +96,17 @@ async def _verdict(handle: WorkflowHandle, request_id: str):
 
 
 async def start_in_incident(client: Client, settings: Settings, request, workflow_id: str, *, summary: str, details: str,
-                            search_attributes: TypedSearchAttributes | None = None) -> tuple[WorkflowHandle, bool]:
+                            search_attributes: TypedSearchAttributes | None = None, run=None) -> tuple[WorkflowHandle, bool]:
     """Start a change under its service's incident (the running one, else a new one
     named after the detection time); returns the change's handle and whether a
-    change of that id was already running. A dry run changes nothing and opens no incident."""
+    change of that id was already running. A dry run changes nothing and opens no
+    incident; a kind of change the incident does not know is started directly with `run`."""
     from .commands import CliError
 
-    kind = KINDS[type(request).__name__]
-    if getattr(request, "dry_run", False):
+    kind = KINDS.get(type(request).__name__)
+    if kind is None or getattr(request, "dry_run", False):  # a kind of change the incident does not start (yet): as before
         try:
-            await client.start_workflow(WORKFLOW_KINDS[kind], request, id=workflow_id, task_queue=settings.task_queue,
+            await client.start_workflow(run or WORKFLOW_KINDS[kind or ""], request, id=workflow_id, task_queue=settings.task_queue,
                                         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=search_attributes,
                                         static_summary=summary, static_details=details)
             return client.get_workflow_handle(workflow_id), False

@@ -45,6 +45,7 @@ KEPT_ON_UNDO = (
     "deployment.kubernetes.io/max-replicas",
     "deprecated.deployment.rollback.to",
 )
+LOG_TAIL = 50
 TROUBLE_REASONS = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName")
 Obj = dict[str, Any]
 
@@ -310,9 +311,25 @@ class KubernetesActivities:
                 diagnostics.problems.append(f"pod/{state.name} ({state.image}): {waiting}, {state.restarts} restarts")
         if with_events:
             diagnostics.events = await self._events(meta["namespace"], [("Deployment", meta["name"])] + [("Pod", name) for name in troubled[:3]])
+            if troubled:
+                diagnostics.logs = await self._log_tail(meta["namespace"], troubled[0])
             if not diagnostics.problems:  # no pod says what is wrong: the warnings may
                 diagnostics.problems = [line for line in diagnostics.events if line.startswith("Warning ")][-3:]
         return diagnostics
+
+    async def _log_tail(self, namespace: str, pod: str, lines: int = LOG_TAIL) -> list[str]:
+        """`kubectl logs POD --tail=50` of a failing pod (its previous container's, after a crash)."""
+        for previous in (False, True):
+            try:
+                text = await self.core.read_namespaced_pod_log(pod, namespace, tail_lines=lines, previous=previous or None)
+            except ApiException as exc:
+                said = _reason_of(exc)
+                if previous:
+                    return [f"pod/{pod}: no logs ({said})"]
+                continue
+            if text and text.strip():
+                return [f"pod/{pod}{' (previous container)' if previous else ''}:"] + text.splitlines()[-lines:]
+        return [f"pod/{pod}: the log is empty"]
 
     async def _events(self, namespace: str, objects: list[tuple[str, str]]) -> list[str]:
         found = []
@@ -327,6 +344,15 @@ class KubernetesActivities:
             f"{e.get('type')} {e.get('reason')} {e['involvedObject'].get('kind', '').lower()}/{e['involvedObject'].get('name')}: {e.get('message')}"
             for e in found[-15:]
         ]
+
+def _reason_of(exc: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body or "{}").get("message") or f"HTTP {exc.status}"
+    except ValueError:
+        return f"HTTP {exc.status}"
+
 
 def rollout_state(deployment: Obj) -> tuple[bool, str, bool]:
     """(done, message, stuck) with kubectl rollout status's words."""

@@ -167,6 +167,18 @@ class Monitoring:
         return ServiceMetrics(window_start=start, window_end=end, requests=total, errors=errors,
                               error_ratio=(errors / total) if total else None, p95_ms=p95)
 
+    async def gauge_minutes(self, project: str, metric_type: str, filter_: str, start: dt.datetime, end: dt.datetime, *,
+                            reducer: str = "REDUCE_MAX") -> list[float]:
+        """One value per minute in (start, end]: each series' one-minute mean
+        (ALIGN_MEAN, 60 s), combined across series by `reducer` (the busiest
+        container with REDUCE_MAX, a database instance's total with REDUCE_SUM)."""
+        found = await self._list({
+            "name": f"projects/{project}", "filter": filter_, "interval": {"start_time": start, "end_time": end},
+            "aggregation": {"alignment_period": {"seconds": MIN_ALIGNMENT_SECONDS}, "per_series_aligner": "ALIGN_MEAN", "cross_series_reducer": reducer},
+        }, metric_type)
+        return [p.value.double_value if p.value.double_value or not p.value.int64_value else float(p.value.int64_value)
+                for series in found for p in series.points]
+
     # -- alerts ------------------------------------------------------------------------
 
     async def _headers(self) -> dict[str, str]:

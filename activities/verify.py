@@ -1,7 +1,9 @@
 """Verification after a rollback: pods Running and Ready, the service's
 health, readiness and API paths answering 2xx through its external address,
 and, where Cloud Monitoring is configured, the metrics since the rollback
-(error ratio, p95, open alerts) within the catalog's recovery criteria."""
+(error ratio, p95, open alerts) within the catalog's recovery criteria; then
+the runbook's post-checks (activities/postchecks.py): CPU and memory, the
+database connection pool and errors in the logs."""
 
 from __future__ import annotations
 
@@ -14,25 +16,30 @@ import aiohttp
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from runbook.guard import judge_recovery
 from runbook.models import CheckResult, VerifyRequest, VerifyResult
 from runbook.monitoring import ceil_minute
 
+from .cloud_logging import CloudLogging
 from .errors import permanent, raise_for_api_status
 from .kubernetes import selector_string
 from .metrics import Monitoring
+from .postchecks import PostCheckReader, Unreadable, guarded
 
 API_SAMPLES = 5  # one lucky answer must not pass a release that fails most calls
 HTTP_TIMEOUT_SECONDS = 5
 
 
 class VerifyActivities:
-    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api, session: aiohttp.ClientSession, monitoring: Monitoring | None = None) -> None:
+    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api, session: aiohttp.ClientSession, monitoring: Monitoring | None = None,
+                 logging: CloudLogging | None = None) -> None:
         self.apps = apps
         self.core = core
         self.session = session
         self.monitoring = monitoring
+        self.post = PostCheckReader(apps, core, monitoring, logging)
 
     async def base_url(self, namespace: str, service: str) -> str | None:
         try:
@@ -47,18 +54,22 @@ class VerifyActivities:
         host = ingress[0].ip or ingress[0].hostname
         return f"http://{host}:{svc.spec.ports[0].port}"
 
-    async def deployment_pods(self, namespace: str, name: str) -> tuple[Any, list[Any]]:
+    async def deployment_pods(self, namespace: str, name: str, *, pods: bool = True) -> tuple[Any, list[Any]]:
         try:
             deployment = await self.apps.read_namespaced_deployment(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(f"deployment/{name} does not exist in namespace {namespace!r}", "DeploymentNotFound") from None
             raise_for_api_status(exc.status, f"reading deployment/{name}", exc.body)
-        pods = await self.core.list_namespaced_pod(namespace, label_selector=selector_string(self.apps.api_client.sanitize_for_serialization(deployment.spec.selector)))
-        return deployment, pods.items
+        if not pods:
+            return deployment, []
+        found = await self.core.list_namespaced_pod(namespace, label_selector=selector_string(self.apps.api_client.sanitize_for_serialization(deployment.spec.selector)))
+        return deployment, found.items
 
-    async def _pods(self, request: VerifyRequest) -> CheckResult:
+    async def _pods(self, request: VerifyRequest, found: dict[str, Any] | None = None) -> CheckResult:
         deployment, items = await self.deployment_pods(request.namespace, request.deployment)
+        if found is not None:
+            found["pods"] = items
         want = deployment.spec.replicas or 0
         ready = [
             p for p in items
@@ -110,28 +121,92 @@ class VerifyActivities:
         return [CheckResult(name=name, ok=ok, detail=detail)
                 for name, ok, detail in judge_recovery(reading.requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery)]
 
+    async def _group(self, name: str, request: VerifyRequest, since: dt.datetime, found: dict[str, Any]) -> list[CheckResult]:
+        """One group of checks, read together; Unreadable when a read failed on the reader's side."""
+        checks = request.post_checks
+        if name == "pods":
+            return [await guarded("the pods", self._pods(request, found))]
+        if name == "http":
+            base_url = await guarded(f"service/{request.service}", self.base_url(request.namespace, request.service))
+            found["base_url"] = base_url
+            if base_url is None:
+                return [CheckResult(name="address", ok=False, detail=f"service/{request.service} has no external address yet")]
+            results = []
+            for i, path in enumerate(request.paths):
+                check = ("health", "ready", "api")[i] if i < 3 else path
+                results.append(await self.http_check(check, base_url + path, API_SAMPLES if check == "api" else 1))
+            return results
+        if name == "metrics":
+            return await guarded("Cloud Monitoring", self._metrics(request, since))
+        assert checks is not None
+        if name == "resources":
+            deployment = await guarded(f"deployment/{request.deployment}", self._deployment(request))
+            return await self.post.resources(request, checks, since, deployment)
+        if name == "connection_pool":
+            return [await self.post.connection_pool(request, checks, since)]
+        deployment = await guarded(f"deployment/{request.deployment}", self._deployment(request))
+        return [await self.post.logs(request, checks, since, (deployment.spec.selector.match_labels or {}))]
+
+    async def _deployment(self, request: VerifyRequest) -> Any:
+        deployment, _ = await self.deployment_pods(request.namespace, request.deployment, pods=False)
+        return deployment
+
+    def _groups(self, request: VerifyRequest) -> list[str]:
+        groups = ["pods", "http", "metrics"]
+        checks = request.post_checks
+        if checks is not None:
+            groups += [g for g, on in (("resources", checks.resources), ("connection_pool", checks.connection_pool), ("logs", checks.logs)) if on]
+        return groups
+
+    async def _evidence(self, request: VerifyRequest, found: dict[str, Any]) -> dict[str, list[str]]:
+        """The pods' recent logs; the pods are read again when a resumed attempt kept their check."""
+        if request.post_checks is None or not request.post_checks.pod_log_lines:
+            return {}
+        pods = found.get("pods")
+        if pods is None:
+            try:
+                _, pods = await guarded("the pods", self.deployment_pods(request.namespace, request.deployment))
+            except (Unreadable, ApplicationError):
+                return {}
+        return await self.post.pod_logs(request.namespace, pods, request.post_checks)
+
     @activity.defn(name="verify.service")
     async def verify_service(self, request: VerifyRequest) -> VerifyResult:
-        """Retry the checks within the window; pass as soon as one round is clean."""
+        """Read every group of checks until each has been clean once since the
+        rollback; a group that passed is not read again, so a read that failed
+        (429, 5xx, no answer) is retried alone. When the window ends with only
+        unread checks left, the activity fails retryably (resuming from its
+        heartbeat): "could not read" is never reported as an unhealthy service."""
         deadline = time.monotonic() + request.window_seconds
-        since = dt.datetime.now(dt.UTC)
-        attempts = 0
-        checks: list[CheckResult] = []
-        base_url = None
+        resumed = (activity.info().heartbeat_details or [None])[0] if activity.info().attempt > 1 else None
+        resumed = resumed if isinstance(resumed, dict) and "since" in resumed else None
+        since = dt.datetime.fromisoformat(resumed["since"]) if resumed else dt.datetime.now(dt.UTC)
+        kept: dict[str, list[CheckResult]] = {g: [CheckResult.model_validate(c) for c in cs] for g, cs in (resumed or {}).get("kept", {}).items()}
+        attempts = int((resumed or {}).get("attempts", 0))
+        found: dict[str, Any] = {"base_url": (resumed or {}).get("base_url")}
+        groups = self._groups(request)
         while True:
             attempts += 1
-            checks = [await self._pods(request)]
-            base_url = await self.base_url(request.namespace, request.service)
-            if base_url is None:
-                checks.append(CheckResult(name="address", ok=False, detail=f"service/{request.service} has no external address yet"))
-            else:
-                for i, path in enumerate(request.paths):
-                    name = ("health", "ready", "api")[i] if i < 3 else path
-                    checks.append(await self.http_check(name, base_url + path, API_SAMPLES if name == "api" else 1))
-            checks += await self._metrics(request, since)
-            activity.heartbeat({"attempt": attempts, "failing": [c.name for c in checks if not c.ok]})
-            if all(c.ok for c in checks):
-                return VerifyResult(ok=True, checks=checks, attempts=attempts, base_url=base_url)
-            if time.monotonic() + request.interval_seconds > deadline:
-                return VerifyResult(ok=False, checks=checks, attempts=attempts, base_url=base_url)
+            latest: dict[str, list[CheckResult]] = {}
+            for group in groups:
+                if group in kept:
+                    continue
+                try:
+                    latest[group] = await self._group(group, request, since, found)
+                except Unreadable as exc:
+                    latest[group] = [CheckResult(name=group, ok=False, detail=str(exc), unread=True)]
+                if all(c.ok for c in latest[group]):
+                    kept[group] = latest.pop(group)
+            checks = [c for g in groups for c in kept.get(g) or latest.get(g) or []]
+            activity.heartbeat({"since": since.isoformat(), "attempts": attempts, "base_url": found.get("base_url"),
+                                "kept": {g: [c.model_dump() for c in cs] for g, cs in kept.items()},
+                                "failing": [c.name for c in checks if not c.ok]})
+            failing = [c for c in checks if not c.ok]
+            done = not failing or time.monotonic() + request.interval_seconds > deadline
+            if done:
+                if failing and all(c.unread for c in failing):
+                    said = "; ".join(c.detail for c in failing)
+                    raise ApplicationError(f"verification could not read everything within its window ({said}); retrying", type="VerificationUnreadable")
+                logs = await self._evidence(request, found)
+                return VerifyResult(ok=not failing, checks=checks, attempts=attempts, base_url=found.get("base_url"), pod_logs=logs)
             await asyncio.sleep(request.interval_seconds)

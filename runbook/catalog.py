@@ -7,9 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .cd_config import CdConfig, RegistryConfig
 from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
 from .identity import Identity, check_identities, normalize_id
 from .incident_policy import IncidentPolicy
+from .postchecks import PostChecks
 from .queries import one_reading_statement
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -139,15 +141,28 @@ class ServiceEntry(Strict):
     trust: Trust | None = Field(None, description="set by the worker from the catalog's identities; not written in a catalog file")
     migration: MigrationConfig | None = Field(None, description="schema rollbacks; None: not offered for this service")
     pitr: PitrConfig | None = Field(None, description="point-in-time recovery; None: not offered for this service")
+    registry: RegistryConfig | None = Field(None, description="the Artifact Registry repository of the service's images (redeploy, image-pull diagnosis)")
+    cd: CdConfig | None = Field(None, description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its manifest backups)")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
     incident: IncidentPolicy = Field(default_factory=IncidentPolicy, description="follow-up deadlines and confirmation reminders")
+    post_checks: PostChecks = Field(default_factory=PostChecks, description="CPU/memory, connection pool and log checks after a rollback")
 
     @model_validator(mode="after")
     def _database_for_data_changes(self) -> ServiceEntry:
         if (self.migration is not None or self.pitr is not None) and self.database is None:
             raise ValueError(f"service {self.name}: migration and pitr need a database section (database: user, database, proxy_container, ...)")
         return self
+
+    def post_checks_resolved(self) -> PostChecks:
+        """The post-checks with the Cloud SQL instance filled in from migration or pitr."""
+        checks = self.post_checks
+        if checks.cloudsql_instance is None:
+            source = self.migration or self.pitr
+            if source is not None:
+                checks = checks.model_copy(update={"cloudsql_instance": source.cloudsql_instance,
+                                                   "cloudsql_project": checks.cloudsql_project or source.cloudsql_project})
+        return checks
 
     @property
     def check_paths(self) -> list[str]:

@@ -13,6 +13,7 @@ class Severity(StrEnum):
 class Phase(StrEnum):
     PLANNING = "planning"
     AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_HOTFIX = "awaiting_hotfix"
     EXECUTING = "executing"
     WAITING_ROLLOUT = "waiting_rollout"
     VERIFYING = "verifying"

@@ -12,6 +12,7 @@ from .catalog import NAME_PATTERN, Channel
 from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
 from .guard import MonitoringConfig, RecoveryCriteria
+from .postchecks import PostChecks
 
 
 class Model(BaseModel):
@@ -128,6 +129,7 @@ class Diagnostics(Model):
     events: list[str] = Field(default_factory=list)
     pods: list[PodState] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    logs: list[str] = Field(default_factory=list, description="the last lines of a failing pod's log (kubectl logs --tail=50)")
 
 
 class RolloutOutcome(Model):
@@ -145,12 +147,14 @@ class VerifyRequest(Model):
     interval_seconds: float = Field(2.0, gt=0)
     monitoring: MonitoringConfig | None = Field(None, description="None: no metric criteria")
     recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria)
+    post_checks: PostChecks | None = Field(None, description="CPU/memory, connection pool and logs; None: not checked")
 
 
 class CheckResult(Model):
     name: str
     ok: bool
     detail: str
+    unread: bool = Field(False, description="the check could not be read (an API error), which says nothing about the service")
 
 
 class VerifyResult(Model):
@@ -158,6 +162,7 @@ class VerifyResult(Model):
     checks: list[CheckResult]
     attempts: int
     base_url: str | None = None
+    pod_logs: dict[str, list[str]] = Field(default_factory=dict, description="kubectl logs --tail of each pod, as evidence")
 
 
 class Notice(Model):

@@ -33,6 +33,40 @@ def start_notice(language: str, *, detected_at: dt.datetime, impact: str, cause:
     )
 
 
+CHECK_LABELS: dict[str, tuple[str, str]] = {
+    # check name -> (Japanese, English)
+    "pods": ("Pod状態", "Pods"),
+    "address": ("外部アドレス", "External address"),
+    "health": ("ヘルスチェック", "Health check"),
+    "ready": ("レディネスチェック", "Readiness check"),
+    "api": ("API動作確認", "API check"),
+    "error_ratio": ("エラー率", "Error rate"),
+    "p95": ("レスポンス時間 (p95)", "Response time (p95)"),
+    "alerts": ("アラート", "Alerts"),
+    "metrics": ("メトリクス", "Metrics"),
+    "cpu": ("CPU使用率", "CPU utilization"),
+    "memory": ("メモリ使用率", "Memory utilization"),
+    "connection_pool": ("DB接続プール", "Database connection pool"),
+    "logs": ("ログのエラー", "Errors in the logs"),
+}
+
+
+def verification_summary(language: str, checks: list) -> str:
+    """確認結果: what verification actually checked, one line each with its figures
+    (`checks` are CheckResults: name, ok, detail). Skipped checks say so."""
+    ja = language == "ja"
+    passed = all(c.ok for c in checks)
+    head = ("サービス正常稼働中" if passed else "一部の確認が未達") if ja else ("service healthy" if passed else "some checks not met")
+    if not checks:
+        return head + ("（自動確認なし）" if ja else " (no automatic checks were made)")
+    lines = []
+    for c in checks:
+        label = CHECK_LABELS.get(c.name, (c.name, c.name))[0 if ja else 1]
+        mark = ("スキップ" if ja else "skipped") if c.detail.startswith("skipped") else ("OK" if c.ok else ("NG" if ja else "FAILED"))
+        lines.append(f"- {label} [{mark}]: {c.detail}")
+    return head + "\n" + "\n".join(lines)
+
+
 def complete_notice(language: str, *, recovered_at: dt.datetime, from_revision: int, to_revision: int, result: str) -> tuple[str, str]:
     if language == "ja":
         return "【ロールバック完了・復旧】", (

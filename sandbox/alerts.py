@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -158,6 +159,7 @@ class AlertsEmulator:
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task | None = None
         self.port = 0
+        self.faults: Any = None
 
     def evaluate(self, now: float | None = None) -> None:
         now = self.now() if now is None else now
@@ -208,6 +210,16 @@ class AlertsEmulator:
         return await self._handle(request, self.list_alerts)
 
     async def _handle(self, request: web.Request, lister) -> web.Response:
+        if self.faults is not None:  # the sandbox's FaultInjector: resources "alerts" and "alertPolicies", verb "list"
+            decision = self.faults.decide(request.path.rsplit("/", 1)[-1], "list")
+            if decision.latency_ms:
+                await asyncio.sleep(decision.latency_ms / 1000)
+            if decision.status is not None:
+                status = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}.get(decision.status, "UNAVAILABLE")
+                response = _error(decision.status, status, f"injected fault: the service answered {decision.status}")
+                if decision.status == 429:
+                    response.headers["Retry-After"] = str(decision.retry_after)
+                return response
         project = request.match_info["project"]
         if project != self.project:
             return _error(404, "NOT_FOUND", f"project {project!r} not found (this emulator serves {self.project!r})")

@@ -112,6 +112,15 @@ class ArtifactRegistryEmulator:
         image = self._tagged(package, tag)
         return image.uploaded if image else None
 
+    def push(self, package: str, tags: list[str], now: datetime | None = None) -> Image:
+        """What a pipeline's build does (a hotfix branch's image): a new image, its tags moved off older ones, as a docker push."""
+        for image in self.images:
+            if image.package == package:
+                image.tags = [t for t in image.tags if t not in tags]
+        image = Image(package, _digest(package, tags), list(tags), now or datetime.now(UTC), 41_000_000)
+        self.images.append(image)
+        return image
+
     def _tagged(self, package: str, tag: str) -> Image | None:
         return next((i for i in self.images if i.package == package and tag in i.tags), None)
 
@@ -288,8 +297,17 @@ def build_app(emulator: ArtifactRegistryEmulator) -> web.Application:
         since = int(request.query.get("since", "0"))
         return web.json_response({"entries": emulator.requests.since(since), "last": emulator.requests.last_seq})
 
+    async def push(request: web.Request) -> web.Response:
+        body = await request.json()
+        package, tags = body.get("package"), body.get("tags")
+        if not isinstance(package, str) or not package or not isinstance(tags, list) or not tags or not all(isinstance(t, str) and t for t in tags):
+            return web.json_response({"error": "give package (a name) and tags (a non-empty list of names)"}, status=400)
+        image = emulator.push(package, tags)
+        return web.json_response({"digest": image.digest, "tags": image.tags, "uploaded": image.uploaded.isoformat()})
+
     app = web.Application(middlewares=[record])
     app.router.add_get("/sandbox/requests", requests)
+    app.router.add_post("/sandbox/push", push)  # the practice world's build: not an Artifact Registry API
     specs = discovery.methods(API, VERSION)
     for method_id in ROUTES:
         spec = specs[method_id]

@@ -53,3 +53,9 @@ def https_lb_rule(project: str, namespace: str, service: str, port: int) -> dict
 def prometheus_target(project: str, namespace: str, job: str, pod: str) -> dict[str, str]:
     """A pod scraped by a PodMonitoring named `job`: instance is pod:port-name."""
     return {"project_id": project, "location": LOCATION, "cluster": CLUSTER, "namespace": namespace, "job": job, "instance": f"{pod}:http"}
+
+
+def k8s_container(project: str, namespace: str, pod: str, container: str) -> dict[str, str]:
+    """The k8s_container monitored resource of a container (GKE system metrics and logs)."""
+    return {"project_id": project, "location": LOCATION, "cluster_name": CLUSTER, "namespace_name": namespace,
+            "pod_name": pod, "container_name": container}

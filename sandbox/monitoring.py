@@ -16,11 +16,13 @@ refuses are refused the same way, INVALID_ARGUMENT naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 from google.api import distribution_pb2
@@ -31,6 +33,7 @@ from . import gke_names
 from .kube.loadbalancer import ServedRequest
 from .monitoring_rules import (
     ALIGN_PERCENTILES,
+    GAUGES,
     LB_LATENCY,
     METRICS,
     PROM_LATENCY,
@@ -51,6 +54,7 @@ from .monitoring_rules import (
     plan,
     resource_descriptor,
 )
+from .pod_load import GaugeSeries
 
 MINUTE = 60.0
 PROM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
@@ -110,8 +114,10 @@ def distribution(metric: Metric, values: list[float]) -> distribution_pb2.Distri
 
 class MetricServiceEmulator:
     def __init__(self, traffic: Callable[[], Iterable[ServedRequest]], project: str = "tekutoko-prod", ingestion_delay_seconds: float = 10.0,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, gauges: Callable[[str], Iterable[GaugeSeries]] | None = None, faults: Any = None) -> None:
         self.traffic = traffic
+        self.gauges = gauges or (lambda kind: [])  # the sampled load's series of one kind (sandbox/pod_load.py)
+        self.faults = faults  # the sandbox's FaultInjector: resource "timeSeries", verb "list"
         self.project = project
         self.ingestion_delay_seconds = ingestion_delay_seconds  # metric seconds after a point's minute ends
         self.now = now  # metric time
@@ -136,9 +142,15 @@ class MetricServiceEmulator:
         if self._server is not None:
             await self._server.stop(grace=0.5)
 
-    @staticmethod
-    def _guarded(fn):
+    def _guarded(self, fn):
         async def call(request, context: grpc.aio.ServicerContext):
+            if self.faults is not None and fn.__name__ == "list_time_series":
+                decision = self.faults.decide("timeSeries", "list")
+                if decision.latency_ms:
+                    await asyncio.sleep(decision.latency_ms / 1000)
+                if decision.status is not None:
+                    code = {429: grpc.StatusCode.RESOURCE_EXHAUSTED, 500: grpc.StatusCode.INTERNAL}.get(decision.status, grpc.StatusCode.UNAVAILABLE)
+                    await context.abort(code, f"injected fault: the service answered {decision.status}")
             try:
                 return fn(request)
             except InvalidArgument as exc:
@@ -201,12 +213,35 @@ class MetricServiceEmulator:
                 series[key][minute_end].append(served.latency_ms / scale if latency else 1.0)
         return series, first
 
+    def _gauge_points(self, metric: Metric, terms, start: float, end: float) -> tuple[dict[tuple, dict[float, list[float]]], dict[tuple, float]]:
+        """Gauge series from the pods' sampled load: per minute, the mean of its samples
+        (points end at their minute's end, visible after the ingestion delay). Only the
+        series the filter names are read, each from its newest point back to `start`."""
+        visible = self.now() - self.ingestion_delay_seconds
+        filtering = [t for t in terms if t.key not in ("metric.type", "resource.type")]
+        out: dict[tuple, dict[float, list[float]]] = {}
+        first: dict[tuple, float] = {}
+        for series in self.gauges(GAUGES[metric.type]):
+            if not all(t.matches(series.fields.get(t.key, "")) for t in filtering):
+                continue
+            minutes: dict[float, list[float]] = {}
+            for minute_end, total, count in reversed(series.minutes):
+                if minute_end <= start:
+                    break
+                if minute_end <= visible and minute_end <= end:
+                    minutes[minute_end] = [total / count]
+            if minutes:
+                key = (series.resource, series.labels)
+                out[key] = minutes
+                first[key] = min(minutes)
+        return out, first
+
     def list_time_series(self, request: m.ListTimeSeriesRequest) -> m.ListTimeSeriesResponse:
         start, end = check_request(request)
         terms = parse_terms(request.filter)
         metric = metric_for(terms, self.project)
         how = plan(metric, request.aggregation)
-        raw, first = self._points(metric, terms, start, end)
+        raw, first = self._gauge_points(metric, terms, start, end) if metric.type in GAUGES else self._points(metric, terms, start, end)
         headers_only = request.view == m.ListTimeSeriesRequest.TimeSeriesView.HEADERS
         out = []
         if how.aligner == Aligner.ALIGN_NONE:
@@ -231,7 +266,7 @@ class MetricServiceEmulator:
         points, total, cumulative = [], [], metric.kind == Kind.CUMULATIVE
         for minute_end in sorted(minutes):
             total = total + minutes[minute_end] if cumulative else minutes[minute_end]
-            begin = series_start if cumulative else minute_end - MINUTE
+            begin = series_start if cumulative else minute_end if metric.kind == Kind.GAUGE else minute_end - MINUTE
             points.append(m.Point(interval=m.TimeInterval(start_time=_ts(begin), end_time=_ts(minute_end)), value=self._value(metric, metric.value_type, total)))
         return points[::-1]
 

@@ -34,7 +34,9 @@ class Unimplemented(Exception):
 HTTPS_LB_RULE = ("project_id", "region", "url_map_name", "forwarding_rule_name", "target_proxy_name", "matched_url_path_rule",
                  "backend_target_name", "backend_target_type", "backend_name", "backend_type", "backend_scope", "backend_scope_type")
 PROMETHEUS_TARGET = ("project_id", "location", "cluster", "namespace", "job", "instance")
-RESOURCES = {"https_lb_rule": HTTPS_LB_RULE, "prometheus_target": PROMETHEUS_TARGET}
+K8S_CONTAINER = ("project_id", "location", "cluster_name", "namespace_name", "pod_name", "container_name")
+CLOUDSQL_DATABASE = ("project_id", "database_id", "region")
+RESOURCES = {"https_lb_rule": HTTPS_LB_RULE, "prometheus_target": PROMETHEUS_TARGET, "k8s_container": K8S_CONTAINER, "cloudsql_database": CLOUDSQL_DATABASE}
 LB_LABELS = {"response_code_class": "INT64", "response_code": "INT64", "protocol": "STRING", "cache_result": "STRING", "client_country": "STRING", "proxy_continent": "STRING"}
 PROM_LABELS = {"code": "STRING", "method": "STRING"}
 
@@ -54,7 +56,18 @@ LB_COUNT = "loadbalancing.googleapis.com/https/request_count"
 LB_LATENCY = "loadbalancing.googleapis.com/https/total_latencies"
 PROM_COUNT = "prometheus.googleapis.com/http_requests_total/counter"
 PROM_LATENCY = "prometheus.googleapis.com/http_request_duration_seconds/histogram"
+CPU_LIMIT = "kubernetes.io/container/cpu/limit_utilization"
+MEMORY_LIMIT = "kubernetes.io/container/memory/limit_utilization"
+NUM_BACKENDS = "cloudsql.googleapis.com/database/postgresql/num_backends"
+GAUGES = {CPU_LIMIT: "cpu", MEMORY_LIMIT: "memory", NUM_BACKENDS: "backends"}  # metric type -> the sampler's name (sandbox/pod_load.py)
 METRICS = {d.type: d for d in (
+    # GKE system metrics and Cloud SQL's, as Google's metrics lists publish them (kinds, value types, labels).
+    Metric(CPU_LIMIT, Kind.GAUGE, Type.DOUBLE, "1", "k8s_container", {},
+           "The fraction of the CPU limit that is currently in use on the instance. This value can be greater than 1 as a container might be allowed to exceed its CPU limit."),
+    Metric(MEMORY_LIMIT, Kind.GAUGE, Type.DOUBLE, "1", "k8s_container", {"memory_type": "STRING"},
+           "The fraction of the memory limit that is currently in use on the instance. This value cannot exceed 1 as usage cannot exceed the limit."),
+    Metric(NUM_BACKENDS, Kind.GAUGE, Type.INT64, "1", "cloudsql_database", {"database": "STRING"},
+           "Number of connections to the Cloud SQL PostgreSQL instance."),
     Metric(LB_COUNT, Kind.DELTA, Type.INT64, "1", "https_lb_rule", LB_LABELS, "Requests served by the external Application Load Balancer."),
     Metric(LB_LATENCY, Kind.DELTA, Type.DISTRIBUTION, "ms", "https_lb_rule", LB_LABELS, "Time from the proxy receiving the request to the last response byte."),
     Metric(PROM_COUNT, Kind.CUMULATIVE, Type.DOUBLE, "1", "prometheus_target", PROM_LABELS, "http_requests_total, scraped by Managed Service for Prometheus."),

@@ -59,6 +59,10 @@ class ImageProfile(Strict):
         f"an item exactly {PYTHON_PLACEHOLDER} is the sandbox's own interpreter. Unmapped commands are not found.",
     )
     exec_timeout_seconds: float = Field(300.0, gt=0, le=86400, description="Wall-clock bound on one exec")
+    cpu_utilization: float = Field(0.25, ge=0, le=10, description="CPU use as a share of the container's limit (GKE cpu/limit_utilization; may exceed 1)")
+    memory_utilization: float = Field(0.4, ge=0, le=1, description="memory use as a share of the container's limit (memory/limit_utilization)")
+    db_connections: int = Field(0, ge=0, le=100, description="database connections each running pod holds open (its pool), really, in the PostgreSQL")
+    background_errors_per_minute: float = Field(0.0, ge=0, le=600, description="level=error lines a pod logs each minute besides its 5xx answers")
 
     @field_validator("commands")
     @classmethod

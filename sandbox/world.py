@@ -21,6 +21,7 @@ from aiohttp import web
 from .alerts import AlertsEmulator
 from .artifact_registry import ArtifactRegistryEmulator
 from .cd_target import DeploymentTarget, cleaned
+from .cloud_logging import CloudLoggingEmulator
 from .cloudsql import CloudSqlEmulator
 from .github import GitHubEmulator
 from .kube.api import KubeApi
@@ -32,10 +33,11 @@ from .kube.faults import FaultInjector, RequestLog
 from .kube.kubelet import Kubelet
 from .kube.loadbalancer import LoadBalancers
 from .kube.replicaset_controller import ReplicaSetController
-from .kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, SERVICES
+from .kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, PODS, SECRETS, SERVICES
 from .kube.store import Store
 from .manifests import deployment_manifest, proxy_container  # noqa: F401  (proxy_container: still importable from here)
 from .monitoring import MetricServiceEmulator
+from .pod_load import PodLoad
 from .scenario import DeploymentSeed, Scenario
 from .traffic import TrafficGenerator
 
@@ -64,12 +66,18 @@ class Sandbox:
         self.deployments = DeploymentController(self.store, self.recorder, self.clock)
         self.load_balancers = LoadBalancers(self.store, self.kubelet, scenario, seed=seed)
         self.faults = FaultInjector(seed=seed)
+        self.pod_load = PodLoad(self.store, self.kubelet, self.clock, "tekutoko-prod", seed=seed, database_for=self._database_for,
+                                instances=lambda: self.cloudsql.instances if self.cloudsql is not None else [])
         self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic), now=self.clock.metric_time,
-                                                ingestion_delay_seconds=scenario.metrics_ingestion_delay_seconds)
+                                                ingestion_delay_seconds=scenario.metrics_ingestion_delay_seconds,
+                                                gauges=self.pod_load.samples.series, faults=self.faults)
+        self.logging = CloudLoggingEmulator(lambda: [*self.kubelet.retired, *self._live_pods()], project=self.monitoring.project)
+        self.logging.faults = self.faults
         self.alerts = AlertsEmulator(
             lambda: list(self.load_balancers.traffic), lambda: [f"{ns}/{name}" for ns, name in self.load_balancers.frontends],
             project=self.monitoring.project, now=self.clock.metric_time,
         )
+        self.alerts.faults = self.faults
         self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
         self.cloudsql = (CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project, region=CLOUDSQL_REGION)
                          if scenario.databases else None)
@@ -131,6 +139,7 @@ class Sandbox:
         ]
         await self.monitoring.start()
         await self.alerts.start()
+        await self.logging.start()
         await self._prepare_databases()
         if self.registry is not None:
             await self.registry.start()
@@ -140,9 +149,11 @@ class Sandbox:
         self.faults.replace(self.scenario.faults)
         self._write_files()
         self.traffic.start()
+        self.pod_load.start()
 
     async def stop(self) -> None:
         await self.traffic.stop()
+        await self.pod_load.stop()
         self.store.close_watches()
         for task in self._tasks:
             task.cancel()
@@ -157,6 +168,7 @@ class Sandbox:
         await self.load_balancers.close()
         await self.monitoring.stop()
         await self.alerts.stop()
+        await self.logging.stop()
         for emulator in (self.github, self.registry):
             if emulator is not None:
                 await emulator.stop()
@@ -166,6 +178,23 @@ class Sandbox:
             await self._runner.cleanup()
         if self.requests is not None:
             self.requests.close()
+
+    def _live_pods(self) -> list[tuple[Any, dict[str, str]]]:
+        found = []
+        for runtime in list(self.kubelet.pods.values()):
+            pod = self.store.peek(PODS, runtime.namespace, runtime.name)
+            found.append((runtime, dict((pod or {}).get("metadata", {}).get("labels") or {})))
+        return found
+
+    def _database_for(self, pod: dict[str, Any]) -> Any:
+        """The Cloud SQL instance a pod's proxy sidecar reaches (its deployment's cloudsql_proxy)."""
+        if self.cloudsql is None:
+            return None
+        labels = pod["metadata"].get("labels") or {}
+        for seed in self.scenario.deployments:
+            if seed.namespace == pod["metadata"]["namespace"] and seed.cloudsql_proxy and all(labels.get(k) == v for k, v in seed.selector.items()):
+                return next((i for i in self.cloudsql.instances if i.name == seed.cloudsql_proxy.instance), None)
+        return None
 
     def connection_name(self, instance: str) -> str:
         """PROJECT:REGION:INSTANCE, as Cloud SQL names an instance of this sandbox's project."""
@@ -317,6 +346,7 @@ class Sandbox:
             "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
             "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
+            "cloud_logging": self.logging.url, "logging_project": self.logging.project,
             # Metric time = epoch + (wall - epoch) * speed: a client's clock for the monitoring emulators.
             "metric_clock": {"epoch": self.clock.epoch, "speed": self.clock.speed},
             **({"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),

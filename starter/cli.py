@@ -39,6 +39,13 @@ def _add_subcommands() -> None:
     app.add_typer(migrate_app, name="migrate-down")
     app.add_typer(pitr_app, name="pitr")
     app.command("codec-server")(codec_server)
+    from .cd import redeploy_app, restore_app, troubleshoot_app
+
+    for name, sub in (("redeploy", redeploy_app), ("restore", restore_app), ("troubleshoot", troubleshoot_app)):
+        app.add_typer(sub, name=name)
+    from .forward_fix import forward_fix_app
+
+    app.add_typer(forward_fix_app, name="forward-fix")
     app.add_typer(incident_app, name="incident")
     app.command("confirm")(confirm)
 
@@ -221,6 +228,10 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
             render_guard(current)
         elif isinstance(current, PitrStatus):
             render_pitr(current)
+        elif type(current).__name__ in ("RedeployStatus", "RestoreStatus", "RepairStatus"):
+            from .cd import render_cd
+
+            render_cd(current)
         else:
             render_status(current, link)
             if (part := await incident_line(client, workflow_id)) is not None:

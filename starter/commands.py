@@ -40,7 +40,12 @@ async def query_any_status(handle: WorkflowHandle):
 
     try:
         kind = (await handle.describe()).workflow_type
-        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus, "PointInTimeRecovery": PitrStatus}.get(kind, RollbackStatus)
+        from runbook.cd_models import RedeployStatus
+        from runbook.forward_fix_models import ForwardFixStatus
+        from runbook.repair_models import RepairStatus, RestoreStatus
+
+        model = {"MigrationRollback": MigrationStatus, "ReleaseGuard": GuardStatus, "PointInTimeRecovery": PitrStatus,
+                 "Redeploy": RedeployStatus, "Restore": RestoreStatus, "Troubleshoot": RepairStatus, "ForwardFix": ForwardFixStatus}.get(kind, RollbackStatus)
         return await handle.query("status", result_type=model)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
@@ -172,7 +177,7 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
 
 async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default") -> int:
     """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one deployment's rollbacks."""
-    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Incident')"
+    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot', 'Incident')"
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:

@@ -147,15 +147,22 @@ class EmbeddedStack:
             **({"MODORU_MONITORING_CLOCK_EPOCH": str(cloud["metric_clock"]["epoch"]), "MODORU_MONITORING_CLOCK_SPEED": str(cloud["metric_clock"]["speed"])}
                if "metric_clock" in cloud else {}),
         } if "monitoring_rest" in cloud else {}
+        logging_env = {"MODORU_LOGGING_ENDPOINT": cloud["cloud_logging"], "MODORU_LOGGING_PROJECT": cloud["logging_project"],
+                       "MODORU_LOGGING_INSECURE": "true"} if "cloud_logging" in cloud else {}
         cloudsql = {
             "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"], "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"], "MODORU_CLOUDSQL_INSECURE": "true",
         } if "cloud_sql" in cloud else {}
+        # Methods 2 and 3: the GitHub and Artifact Registry emulators; the token stays in its 0600 file.
+        cloudsql.update({"MODORU_GITHUB_API_URL": cloud["github_api"], "MODORU_GITHUB_TOKEN_FILE": cloud["github_token_file"]} if "github_api" in cloud else {})
+        cloudsql.update({"MODORU_ARTIFACT_REGISTRY_ENDPOINT": cloud["artifact_registry"], "MODORU_ARTIFACT_REGISTRY_INSECURE": "true"}
+                        if "artifact_registry" in cloud else {})
         # The worker talks to this stack's Temporal only: none of the user's TEMPORAL_*
         # settings or temporal.toml profiles (a Cloud API key, TLS) reach it.
         own = {key: value for key, value in os.environ.items() if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))}
         catalog, _ = demo_identities(self.state_dir)
         return {
             **monitoring,
+            **logging_env,
             **cloudsql,
             "MODORU_CATALOG": str(catalog),  # a user's own MODORU_CATALOG (in `own`) wins
             "MODORU_GUARD_SEAL_KEY": guard_seal_key(self.state_dir),

@@ -47,7 +47,7 @@ def render_status(status: RollbackStatus, link: str | None = None) -> None:
         table.add_row("backup", f"configmap/{status.backup_configmap}")
     if status.verification is not None:
         for check in status.verification.checks:
-            mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+            mark = "[green]ok[/]" if check.ok else "[yellow]UNREAD[/]" if check.unread else "[red]FAIL[/]"
             table.add_row(f"check {check.name}", f"{mark} {check.detail}")
     if status.diagnostics and status.diagnostics.problems:
         for problem in status.diagnostics.problems:

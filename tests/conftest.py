@@ -124,6 +124,13 @@ class RunningSandbox:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+        # A Cloud SQL data root outside the test's own directory (/tmp/modoru-cloudsql-*,
+        # chosen when the server user cannot reach pytest's) is the test's to remove.
+        note = self.sandbox.state_dir / "cloudsql" / "cloudsql-location.txt"
+        if note.is_file():
+            root = Path(note.read_text().strip())
+            if root.name.startswith("modoru-cloudsql-") and root.parent == Path("/tmp"):
+                shutil.rmtree(root, ignore_errors=True)
 
 
 def http_status(url: str) -> int:

@@ -14,6 +14,8 @@ from google.cloud.monitoring_v3.services.metric_service.transports import (
     MetricServiceGrpcAsyncIOTransport,
 )
 
+from activities.cloud_logging import READ_SCOPE as LOGGING_SCOPE
+from activities.cloud_logging import CloudLogging
 from activities.cloudsql import CloudSqlActivities
 from activities.cloudsql_pitr import PitrActivities
 from activities.metrics import READ_SCOPE, MetricClock, Monitoring
@@ -72,3 +74,25 @@ def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities
         admin = SqlAdmin(settings.cloudsql_endpoint, lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()))
         project = settings.cloudsql_project or default_project
     return CloudSqlActivities(admin, project), PitrActivities(admin, project)
+
+
+def logging_for(settings: Settings) -> CloudLogging | None:
+    """None when the worker has no way to read Cloud Logging (no emulator, no credentials)."""
+    from googleapiclient.http import build_http
+
+    project = settings.logging_project or settings.monitoring_project
+    if settings.logging_insecure:
+        if not settings.logging_endpoint:
+            raise ValueError("MODORU_LOGGING_INSECURE needs MODORU_LOGGING_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)")
+        return CloudLogging(settings.logging_endpoint, build_http, project=project)
+    import google.auth
+    import google_auth_httplib2
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, default_project = google.auth.default(scopes=[LOGGING_SCOPE])
+    except DefaultCredentialsError:
+        log.warning("no Google credentials: the post-rollback log check is off")
+        return None
+    return CloudLogging(settings.logging_endpoint, lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()),
+                        project=project or default_project)

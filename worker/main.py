@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.catalog import CatalogActivities
+from activities.cloud_logging import CloudLogging
 from activities.cloudsql import CloudSqlActivities
 from activities.cloudsql_pitr import PitrActivities
 from activities.database import DatabaseActivities
@@ -26,18 +27,23 @@ from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities, Monitoring
 from activities.notify import NotifyActivities
 from activities.pod_exec import PodExecActivities
+from activities.pod_logs import PodLogActivities
 from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.forward_fix import ForwardFixWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
+from workflows.redeploy import RedeployWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
+from workflows.restore import RestoreWorkflow
+from workflows.troubleshoot import TroubleshootWorkflow
 
 from .api_errors import PlainApiErrors
 from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
-from .cloud import cloudsql_for, monitoring_for
+from .cloud import cloudsql_for, logging_for, monitoring_for
 from .codec import CodecSettingsError, codec_from_settings
 from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
@@ -46,7 +52,10 @@ log = logging.getLogger("modoru.worker")
 # Signature checks run inside workflows: the crypto libraries (a Rust extension
 # among them) are used as they are, never re-imported in the workflow sandbox.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
-WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow, IncidentWorkflow]
+WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
+WORKFLOWS += [RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow]  # the runbook's methods 2 and 3 and its troubleshooting
+WORKFLOWS += [ForwardFixWorkflow]
+WORKFLOWS += [IncidentWorkflow]  # the parent of the changes made for an incident
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
@@ -62,12 +71,13 @@ async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
 
 
 def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None,
-                   ws_api: WsApiClient | None = None, cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None) -> list:
+                   ws_api: WsApiClient | None = None, cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None,
+                   logging: CloudLogging | None = None) -> list:
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     entries = load_catalog(settings.catalog)
     gatekeeper = Gatekeeper(entries, seal_key_from_env())
     k8s = KubernetesActivities(apps, core, gatekeeper)
-    verify = VerifyActivities(apps, core, session, monitoring)
+    verify = VerifyActivities(apps, core, session, monitoring, logging)
     guard = GuardActivities(verify, monitoring, gatekeeper)
     notify = NotifyActivities(base_dir=settings.notices_dir)
     notify.announce_unconfigured(entries.services)
@@ -86,6 +96,10 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
         pods = PodExecActivities(kube.CoreV1Api(ws_api), verify, entries, gatekeeper)
         database = DatabaseActivities(core, apps, pods)
         found += [pods.exec_in_pod, database.snapshot, database.clone_queries]
+    from .cd import cd_activities
+
+    found += cd_activities(api, gatekeeper)
+    found.append(PodLogActivities(apps, core, gatekeeper).service_logs)
     if cloudsql is not None:
         backups, pitr = cloudsql
         pitr.gatekeeper = gatekeeper
@@ -106,7 +120,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             workflow_runner=WORKFLOW_RUNNER,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings)),
+            activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings),
+                                      logging_for(settings)),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=timedelta(seconds=10),

@@ -14,7 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.catalog import ServiceEntry
-    from runbook.checklist import new_checklist
+    from runbook.checklist import new_checklist, verified_items
     from runbook.models import (
         ApprovalSignal,
         AuditEntry,
@@ -183,16 +183,14 @@ class DeploymentRollbackWorkflow:
                 "verify.service",
                 VerifyRequest(namespace=request.namespace, deployment=request.deployment, service=self._entry.service,
                               paths=self._entry.check_paths, window_seconds=self._entry.verification_window_seconds,
-                              monitoring=self._entry.monitoring, recovery=self._entry.recovery),
+                              monitoring=self._entry.monitoring, recovery=self._entry.recovery, post_checks=self._entry.post_checks_resolved()),
                 VerifyResult, "verify pods, health and API", timeout=self._entry.verification_window_seconds + 60, heartbeat=10,
             )
         except ActivityError as err:
             return await self._fail(err, plan, backup.manifest_yaml)
         self._status.verification = verification
-        by_name = {c.name: c for c in verification.checks}
-        for key, check in (("pods", "pods"), ("health", "health"), ("api", "api")):
-            if check in by_name and by_name[check].ok:
-                self._check(key, by_name[check].detail)
+        for key, evidence in verified_items(verification):
+            self._check(key, evidence)
         if not verification.ok:
             failing = "; ".join(f"{c.name}: {c.detail}" for c in verification.checks if not c.ok)
             self._status.message = f"verification failed after {verification.attempts} attempts: {failing}"
@@ -201,7 +199,7 @@ class DeploymentRollbackWorkflow:
         self._record_sla()
         subject, text = notices.complete_notice(
             request.language, recovered_at=self._status.timings["mitigated"], from_revision=plan.from_revision,
-            to_revision=plan.to_revision, result=("サービス正常稼働中" if request.language == "ja" else "service healthy"),
+            to_revision=plan.to_revision, result=notices.verification_summary(request.language, verification.checks),
         )
         delivered = await self._notify("complete", subject, text)
         self._check("notify_done", ", ".join(delivered) or "no channel took the notice", done=bool(delivered))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ class FaultInjector:
     def __init__(self, rules: list[FaultRule] | None = None, seed: int | None = None) -> None:
         self._random = random.Random(seed)
         self._rules: list[list[Any]] = []  # [rule, remaining times]
+        self.injected: Counter[tuple[str, int]] = Counter()  # (resource, status) -> answers faulted
         self.replace(rules or [])
 
     def replace(self, rules: list[FaultRule]) -> None:
@@ -54,6 +55,7 @@ class FaultInjector:
             if rule.status is not None and decision.status is None:
                 decision.status = rule.status
                 decision.retry_after = rule.retry_after_seconds
+                self.injected[(resource, rule.status)] += 1
         return decision
 
 

@@ -29,6 +29,7 @@ from .store import Store
 MAX_BACKOFF_SECONDS = 300.0
 FIRST_BACKOFF_SECONDS = 10.0
 LOG_LINES_KEPT = 2000
+RETIRED_KEPT = 200
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Kubelet:
         self.clock = clock
         self.instant = False  # while seeding a scenario, pods start at once
         self.pods: dict[str, PodRuntime] = {}
+        # Deleted pods with their labels: their logs stay readable in Cloud Logging.
+        self.retired: deque[tuple[PodRuntime, dict[str, str]]] = deque(maxlen=RETIRED_KEPT)
         self._next_ip = 0
         store.add_listener(self._on_change)
 
@@ -114,6 +117,7 @@ class Kubelet:
         elif event_type == "DELETED":
             runtime = self.pods.pop(uid, None)
             if runtime is not None:
+                self.retired.append((runtime, dict(obj["metadata"].get("labels") or {})))
                 for timer in runtime.timers:
                     timer.cancel()
                 if runtime.started:

@@ -194,5 +194,8 @@ class LoadBalancers:
         latency = (time.monotonic() - started) * 1000
         self.traffic.append(ServedRequest(self.kubelet.clock.metric_time(), f"{frontend.namespace}/{frontend.name}", pod["metadata"]["name"], image, path, status,
                                           latency, frontend.port, request.method))
-        self.kubelet.log(uid, f'method={request.method} path={path} status={status} duration_ms={latency:.1f}')
+        if status >= 500:  # the sample app logs each failed request as an error
+            self.kubelet.log(uid, f'level=error msg="request failed" method={request.method} path={path} status={status} duration_ms={latency:.1f}')
+        else:
+            self.kubelet.log(uid, f'method={request.method} path={path} status={status} duration_ms={latency:.1f}')
         return web.json_response(body, status=status, headers={"X-Served-By": pod["metadata"]["name"]})

@@ -161,6 +161,98 @@ async def record_pitr(env: WorkflowEnvironment, name: str, fake: FakeRecovery, g
     print(f"recorded {name}: {len(history.events)} events")
 
 
+async def record_cd(env: WorkflowEnvironment, name: str, fake, workflow, req, decision=None) -> None:
+    """A redeploy, restore or troubleshooting history; `decision` is signalled at the gate."""
+    if not wanted(name):
+        return
+    from workflows.redeploy import RedeployWorkflow
+    from workflows.restore import RestoreWorkflow
+    from workflows.troubleshoot import TroubleshootWorkflow
+
+    queue = f"record-{name}"
+    async with Worker(env.client, task_queue=queue, workflows=[RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow], activities=fake.activities()):
+        handle = await env.client.start_workflow(workflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+        if decision is not None:
+            for _ in range(400):
+                if (await handle.query("status", result_type=dict))["phase"] in ("awaiting_approval", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+            await handle.signal("approve" if isinstance(decision, ApprovalSignal) else "reject", decision)
+        with contextlib.suppress(Exception):
+            await handle.result()
+        history = await handle.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
+async def record_cd_histories(env: WorkflowEnvironment) -> None:
+    from runbook.cd_models import ManifestSource, RedeployRequest
+    from runbook.repair_models import RepairRequest, RestoreRequest
+    from tests.workflows.cd_fakes import FakeCd
+    from workflows.redeploy import RedeployWorkflow
+    from workflows.restore import RestoreWorkflow
+    from workflows.troubleshoot import TroubleshootWorkflow
+
+    def redeploy(**changes) -> RedeployRequest:
+        return RedeployRequest(**{"deployment": "tekutoko-api", "tag": "1.2.0", "reason": "1.3.0 fails", "requested_by": "oncall", **changes})
+
+    def restore(**changes) -> RestoreRequest:
+        return RestoreRequest(**{"deployment": "tekutoko-api", "source": ManifestSource(kind="artifact", name="deployment-backup-20261119-030000"),
+                                 "reason": "cluster state is wrong", "requested_by": "oncall", **changes})
+
+    approve, reject = ApprovalSignal(by="sre-lead"), RejectSignal(by="backend-lead", reason="forward fix")
+    await record_cd(env, "redeploy_completed", FakeCd(), RedeployWorkflow, redeploy(), approve)
+    await record_cd(env, "redeploy_refused_absent_tag", FakeCd(), RedeployWorkflow, redeploy(tag="9.9.9"))
+    await record_cd(env, "redeploy_rejected", FakeCd(), RedeployWorkflow, redeploy(), reject)
+    await record_cd(env, "redeploy_run_failed", FakeCd(conclusion="failure"), RedeployWorkflow, redeploy(), approve)
+    await record_cd(env, "restore_completed", FakeCd(), RestoreWorkflow, restore(), approve)
+    await record_cd(env, "restore_refused", FakeCd(check_problems=["it is deployment/walks-api"]), RestoreWorkflow, restore())
+    await record_cd(env, "restore_pull_failed", FakeCd(pull_fails=True), RestoreWorkflow, restore(), approve)
+    await record_cd(env, "troubleshoot_deleted", FakeCd(), TroubleshootWorkflow,
+                    RepairRequest(deployment="tekutoko-api", action="delete-replicaset", replicaset="api-old", reason="old pods remain", requested_by="oncall"), approve)
+    await record_cd(env, "troubleshoot_restarted", FakeCd(), TroubleshootWorkflow,
+                    RepairRequest(deployment="tekutoko-api", action="restart", reason="stale pods", requested_by="oncall"), approve)
+
+
+async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
+    """The forward fix with its real redeploy child (scripted registry, GitHub and cluster)."""
+    from runbook.forward_fix_models import ForwardFixRequest, Hotfix
+    from tests.workflows.cd_fakes import FakeCd
+    from tests.workflows.test_forward_fix import FakeWorld
+    from workflows.forward_fix import ForwardFixWorkflow
+    from workflows.redeploy import RedeployWorkflow
+
+    hotfix = Hotfix(branch="hotfix/plan-column", tag="1.3.2", by="backend-dev", staging_verified=True)
+    for name, req in (("forward_fix_recovered", ForwardFixRequest(deployment="tekutoko-api", reason="000006 dropped a column", requested_by="oncall",
+                                                                  hotfix=hotfix)),
+                      ("forward_fix_no_hotfix", ForwardFixRequest(deployment="tekutoko-api", reason="000006 dropped a column", requested_by="oncall",
+                                                                  hotfix_wait_hours=1))):
+        if not wanted(name):
+            continue
+        by_name = {a.__temporal_activity_definition.name: a for a in FakeWorld(client=env.client).activities()}
+        by_name |= {a.__temporal_activity_definition.name: a for a in FakeCd(tags=["1.3.2", "1.3.0", "1.2.0"]).activities()}
+        queue = f"record-{name}"
+        async with Worker(env.client, task_queue=queue, workflows=[ForwardFixWorkflow, RedeployWorkflow], activities=list(by_name.values())):
+            # the id is the history's name, as the replay test names it: the child's id is derived from it
+            handle = await env.client.start_workflow(ForwardFixWorkflow.run, req, id=name, task_queue=queue)
+            if req.hotfix is not None:
+                child = env.client.get_workflow_handle(f"{handle.id}-deploy")
+                phase = ""
+                for _ in range(400):
+                    with contextlib.suppress(Exception):
+                        phase = (await child.query("status", result_type=dict))["phase"]
+                    if phase in ("awaiting_approval", "completed", "failed"):
+                        break
+                    await asyncio.sleep(0.05)
+                if phase == "awaiting_approval":
+                    await child.signal("approve", ApprovalSignal(by="sre-lead"))
+            with contextlib.suppress(Exception):
+                await handle.result()
+            history = await handle.fetch_history()
+        (HERE / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name}: {len(history.events)} events")
+
+
 async def record_incident(env: WorkflowEnvironment, name: str, fake: FakeCluster, steer, *, rollback: bool = True) -> None:
     if not wanted(name):
         return
@@ -256,6 +348,8 @@ async def main() -> None:
         await record_pitr(env, "pitr_check_failed", no_pitr_approvals(check_ok=False))
         await record_pitr(env, "pitr_switched_back", no_pitr_approvals(healthy_on_clone=False))
         await record_pitr(env, "pitr_refused", FakeRecovery(problems=["the restore point is in the future"]))
+        await record_cd_histories(env)
+        await record_forward_fix_histories(env)
     finally:
         await env.shutdown()
 

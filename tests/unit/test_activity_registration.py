@@ -17,7 +17,7 @@ from worker.main import activities_for
 from worker.settings import Settings
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-NAME = re.compile(r'"((?:catalog|cloudsql|db|guard|k8s|verify|notify|metrics)\.[a-z_]+)"')
+NAME = re.compile(r'"((?:catalog|cloudsql|db|guard|k8s|verify|notify|metrics|github|registry)\.[a-z_]+)"')
 
 
 def called_by_workflows() -> set[str]:

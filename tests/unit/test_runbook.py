@@ -79,7 +79,7 @@ def test_completion_notice_names_both_revisions_and_next_actions() -> None:
 
 def test_checklist_keeps_the_runbook_order() -> None:
     items = new_checklist("ja")
-    assert items[0].title == "ロールバックの必要性を判断" and items[-1].key == "postmortem"
+    assert items[0].title == "ロールバックの必要性を判断" and items[-1].key == "prevention" and len(items) == 16
     assert new_checklist("en")[0].title == "Decide that a rollback is needed"
 
 

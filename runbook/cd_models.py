@@ -1,0 +1,237 @@
+"""The runbook's methods 2 and 3 as data: where a service's images live
+(Artifact Registry) and how its CD pipeline is started (GitHub Actions), and
+what flows through a redeploy of a known-good tag and a restore of a backed-up
+manifest. Pure models: nothing here reads a file or the network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .cd_config import TAG_PATTERN, CdConfig, RegistryConfig
+from .decisions import GateView, Grant, SignedDecision
+from .enums import Phase, Severity
+from .models import AuditEntry, ChecklistItem, Diagnostics, VerifyResult
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_MANIFEST_BYTES = 256 * 1024
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- Artifact Registry ------------------------------------------------------------------
+
+
+class ImagesRequest(Strict):
+    registry: RegistryConfig
+    tag: str = Field("", description="also find this tag, however old")
+    limit: int = Field(10, ge=1, le=100)
+
+
+class RegistryImage(Strict):
+    uri: str
+    tags: list[str] = Field(default_factory=list)
+    uploaded: dt.datetime | None = None
+    updated: dt.datetime | None = None
+
+
+class ImageList(Strict):
+    images: list[RegistryImage] = Field(description="the newest first, as gcloud's --sort-by=~update_time --limit")
+    found: RegistryImage | None = Field(None, description="the image carrying the requested tag, None if no image has it")
+
+
+class PullCheckRequest(Strict):
+    registry: RegistryConfig
+    images: list[str] = Field(description="the image references that fail to pull")
+
+
+class PullVerdict(Strict):
+    image: str
+    in_registry: bool | None = Field(None, description="None: the image is not in this registry, so it was not looked up")
+    pushed: dt.datetime | None = None
+    detail: str
+
+
+class PullDiagnosis(Strict):
+    verdicts: list[PullVerdict] = Field(default_factory=list)
+    can_pull: bool | None = Field(None, description="testIamPermissions for artifactregistry.repositories.downloadArtifacts; None: unknown")
+    permission_detail: str = ""
+
+    @property
+    def problems(self) -> list[str]:
+        return [v.detail for v in self.verdicts] + ([self.permission_detail] if self.permission_detail else [])
+
+
+# -- GitHub Actions -----------------------------------------------------------------------
+
+
+class DispatchRequest(Strict):
+    cd: CdConfig
+    tag: str = Field(pattern=TAG_PATTERN)
+    not_before: dt.datetime = Field(description="runs created before this are never taken for this dispatch")
+    grant: Grant | None = Field(None, description="the signed approvals, checked again by the activity")
+
+
+class PendingDeployment(Strict):
+    environment: str
+    environment_id: int
+    reviewers: list[str] = Field(default_factory=list)
+    current_user_can_approve: bool = False
+    waiting_since: dt.datetime | None = None
+
+
+class RunState(Strict):
+    run_id: int
+    number: int = 0
+    html_url: str = ""
+    status: str = "queued"
+    conclusion: str | None = None
+    title: str = ""
+    pending: list[PendingDeployment] = Field(default_factory=list)
+    failed_steps: list[str] = Field(default_factory=list)
+    adopted: bool = Field(False, description="found among the runs instead of dispatched (a retried dispatch)")
+
+
+class RunFollow(Strict):
+    cd: CdConfig
+    run_id: int
+    known_status: str = Field("", description="return as soon as the run's status differs from this, or it completed")
+    poll_seconds: float = Field(2.0, gt=0)
+
+
+class ArtifactsRequest(Strict):
+    cd: CdConfig
+    name: str = Field("", description="one artifact by name; empty: the pipeline's backups")
+    limit: int = Field(20, ge=1, le=100)
+
+
+class ArtifactInfo(Strict):
+    id: int
+    name: str
+    run_id: int | None = None
+    created: dt.datetime | None = None
+    expired: bool = False
+    size: int = 0
+
+
+class ArtifactList(Strict):
+    artifacts: list[ArtifactInfo]
+
+
+class ManifestSource(Strict):
+    kind: Literal["artifact", "backup", "file"]
+    name: str = Field(min_length=1, max_length=253, description="artifact name, ConfigMap name or file path")
+
+
+class FetchedManifest(Strict):
+    source: ManifestSource
+    text: str = Field(max_length=MAX_MANIFEST_BYTES)
+    detail: str = ""
+
+
+# -- method 2: redeploy -------------------------------------------------------------------
+
+
+class RedeployRequest(Strict):
+    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
+    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
+    tag: str = Field(pattern=TAG_PATTERN, description="a known-good image tag in Artifact Registry")
+    severity: Severity = Severity.INVESTIGATE
+    reason: str = Field(min_length=1, max_length=2000)
+    requested_by: str = Field(min_length=1, max_length=200)
+    detected_at: dt.datetime | None = None
+    dry_run: bool = False
+    language: Literal["ja", "en"] = "ja"
+    start: SignedDecision | None = None
+
+    @field_validator("detected_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("detected_at needs a time zone offset, e.g. 2026-01-16T12:00:00+09:00")
+        return value
+
+
+class RedeployPlanRequest(Strict):
+    namespace: str
+    deployment: str
+    container: str | None = None
+    image: str = Field(description="the image to run, with its tag")
+
+
+class RedeployPlan(Strict):
+    namespace: str
+    deployment: str
+    deployment_uid: str
+    container: str
+    live_image: str
+    live_revision: int
+    image: str
+    last_revision: int | None = Field(None, description="the newest revision whose template ran `image`")
+
+
+class RedeployStatus(Strict):
+    workflow_id: str
+    phase: Phase
+    namespace: str
+    deployment: str
+    tag: str
+    severity: Severity
+    requested_by: str
+    reason: str
+    detected_at: dt.datetime
+    sla_deadline: dt.datetime
+    sla_met: bool | None = None
+    images: list[RegistryImage] = Field(default_factory=list, description="the registry's newest images when planned")
+    plan: RedeployPlan | None = None
+    pushed: dt.datetime | None = None
+    approvals_required: int = 0
+    approvals: list[str] = Field(default_factory=list)
+    pending: GateView | None = None
+    run: RunState | None = None
+    rollout: str = ""
+    verification: VerifyResult | None = None
+    diagnostics: Diagnostics | None = None
+    pull: PullDiagnosis | None = None
+    problems: list[str] = Field(default_factory=list)
+    escalations: list[str] = Field(default_factory=list)
+    audit: list[AuditEntry] = Field(default_factory=list)
+    checklist: list[ChecklistItem] = Field(default_factory=list, description="the runbook's checklist, each item with time and evidence")
+    timings: dict[str, dt.datetime] = Field(default_factory=dict)
+    message: str = ""
+
+
+class RedeployResult(Strict):
+    status: RedeployStatus
+    no_op: bool = False
+
+
+def image_tag(image: str) -> tuple[str, str]:
+    """(repository path, tag) of an image reference; the tag is '' for a digest or none."""
+    if "@" in image:
+        return image.split("@", 1)[0], ""
+    path, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        return image, ""
+    return path, tag
+
+
+def valid_tag(tag: str) -> bool:
+    return re.fullmatch(TAG_PATTERN, tag) is not None
+
+
+def redeploy_plan(plan: RedeployPlan, tag: str, cd: CdConfig, pushed: dt.datetime | None) -> dict:
+    """What approvers of a redeploy sign: the image change and the pipeline run that makes it."""
+    return {"kind": "redeploy", "namespace": plan.namespace, "deployment": plan.deployment, "deployment_uid": plan.deployment_uid,
+            "from_image": plan.live_image, "to_image": plan.image, "tag": tag, "pushed": pushed.isoformat() if pushed else None,
+            "last_revision": plan.last_revision, **dispatch_facts(cd, tag)}
+
+
+def dispatch_facts(cd: CdConfig, tag: str) -> dict:
+    """The facts of a redeploy the dispatching activity checks against the approved plan."""
+    return {"repository": cd.repository, "workflow": cd.workflow, "ref": cd.ref, "tag": tag}

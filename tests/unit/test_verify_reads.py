@@ -1,0 +1,67 @@
+"""Verification retries only what it could not read: a group of checks that
+passed is not read again, a failed read is read again alone, and a window that
+ends with only unread checks fails retryably (resumed from the heartbeat)
+rather than reporting an unhealthy service."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.postchecks import Unreadable
+from activities.verify import VerifyActivities
+from runbook.models import CheckResult, VerifyRequest
+from runbook.postchecks import PostChecks
+
+REQUEST = VerifyRequest(namespace="default", deployment="api", service="api", paths=["/health"], window_seconds=2, interval_seconds=0.01,
+                        post_checks=PostChecks(connection_pool=False, pod_log_lines=0))
+
+
+class Scripted(VerifyActivities):
+    """Each group answers from a script: "ok", "bad" or "unread", the last answer repeating."""
+
+    def __init__(self, script: dict[str, list[str]]) -> None:
+        super().__init__(None, None, None)  # type: ignore[arg-type]
+        self.script = script
+        self.reads: Counter[str] = Counter()
+
+    async def _group(self, name, request, since, found):
+        self.reads[name] += 1
+        answers = self.script.get(name, ["ok"])
+        answer = answers[min(self.reads[name], len(answers)) - 1]
+        if answer == "unread":
+            raise Unreadable(f"could not read {name}: 503")
+        return [CheckResult(name=name, ok=answer == "ok", detail=answer)]
+
+
+async def test_a_failed_read_is_read_again_alone() -> None:
+    verify = Scripted({"metrics": ["unread", "unread", "ok"], "logs": ["bad", "ok"]})
+    result = await ActivityEnvironment().run(verify.verify_service, REQUEST)
+    assert result.ok and result.attempts == 3
+    assert verify.reads == Counter({"pods": 1, "http": 1, "metrics": 3, "resources": 1, "logs": 2})
+
+
+async def test_a_window_with_only_unread_checks_left_fails_retryably_never_as_unhealthy() -> None:
+    env = ActivityEnvironment()
+    beats: list = []
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    with pytest.raises(ApplicationError) as failure:
+        await env.run(Scripted({"resources": ["unread"]}).verify_service, REQUEST)
+    assert not failure.value.non_retryable and failure.value.type == "VerificationUnreadable"
+    assert "could not read resources: 503" in failure.value.message
+    # The next attempt resumes: what passed is kept, only the unread group is read.
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[beats[-1]])
+    verify = Scripted({"resources": ["ok"]})
+    result = await env.run(verify.verify_service, REQUEST)
+    assert result.ok and verify.reads == Counter({"resources": 1})
+    assert [c.name for c in result.checks] == ["pods", "http", "metrics", "resources", "logs"]
+
+
+async def test_an_unhealthy_check_is_reported_with_the_unread_ones_marked() -> None:
+    result = await ActivityEnvironment().run(Scripted({"http": ["bad"], "logs": ["unread"]}).verify_service, REQUEST)
+    checks = {c.name: c for c in result.checks}
+    assert not result.ok and not checks["http"].ok and not checks["http"].unread and checks["logs"].unread

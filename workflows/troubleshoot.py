@@ -1,0 +1,135 @@
+"""The runbook's troubleshooting remedies for old pods that remain, as approved
+steps: delete a named old ReplicaSet (never the live one, nor one still serving
+while the new revision is not available; its manifest is kept in a ConfigMap
+first), or `kubectl rollout restart`. Each goes through the approval desk and
+the audit trail, then the rollout is awaited and verified as method 1."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from runbook import notices
+    from runbook.catalog import ServiceEntry
+    from runbook.models import ApprovalSignal, Phase, RejectSignal, ServiceLookup
+    from runbook.policy import approvals_required, sla_deadline
+    from runbook.repair_models import (
+        ApplyResult,
+        RepairPlan,
+        RepairPlanRequest,
+        RepairRequest,
+        RepairResult,
+        RepairStatus,
+        ReplicaSetDelete,
+        RestartRequest,
+        repair_plan,
+    )
+
+    from .approval import ApprovalDesk
+    from .deploy_steps import DeploySteps, Stop
+    from .retries import failure_message, failure_type
+
+
+@workflow.defn(name="Troubleshoot")
+class TroubleshootWorkflow(DeploySteps):
+    @workflow.init
+    def __init__(self, request: RepairRequest) -> None:
+        now = workflow.now()
+        self._request = request
+        self._entry: ServiceEntry | None = None
+        self._start_verified = False
+        self._status = RepairStatus(
+            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, namespace=request.namespace, deployment=request.deployment,
+            action=request.action, replicaset=request.replicaset, severity=request.severity, requested_by=request.requested_by, reason=request.reason,
+            sla_deadline=sla_deadline(request.severity, now), timings={"started": now},
+        )
+        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        what = f"delete replicaset/{request.replicaset}" if request.action == "delete-replicaset" else "rollout restart"
+        self._desk.note(request.requested_by, "requested", detail=f"{what}: {request.reason}")
+
+    @property
+    def _target_label(self) -> str:
+        return f"deployment/{self._request.deployment}"
+
+    @workflow.signal(name="approve")
+    def approve(self, signal: ApprovalSignal) -> None:
+        self._desk.receive(signal)
+
+    @workflow.signal(name="reject")
+    def reject(self, signal: RejectSignal) -> None:
+        self._desk.receive(signal)
+
+    @workflow.query(name="status")
+    def status(self) -> RepairStatus:
+        return self._status
+
+    @workflow.run
+    async def run(self, request: RepairRequest) -> RepairResult:
+        try:
+            return await self._run(request)
+        except ActivityError as err:
+            changed = Phase.EXECUTING.value in self._status.timings
+            if changed:
+                await self._fail_with(failure_message(err), [])
+            else:
+                await self._fail(failure_message(err))
+            raise ApplicationError(self._status.message, type=failure_type(err, "RepairFailed" if changed else "RepairRefused"), non_retryable=True) from err
+        except Stop:
+            changed = Phase.EXECUTING.value in self._status.timings
+            raise ApplicationError(self._status.message, type="RepairFailed" if changed else "RepairRefused", non_retryable=True) from None
+        finally:
+            self._status.timings["finished"] = workflow.now()
+
+    async def _run(self, request: RepairRequest) -> RepairResult:
+        entry: ServiceEntry = await self._activity("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+                                                   ServiceEntry, "look up the service catalog")
+        self._entry = entry
+        self._desk.set_policy(entry.approval, entry.trust)
+        self._start_verified = self._desk.verify_start(request)
+        plan: RepairPlan = await self._activity("k8s.repair_plan", RepairPlanRequest(namespace=request.namespace, deployment=request.deployment,
+                                                                                    action=request.action, replicaset=request.replicaset),
+                                                RepairPlan, "read the deployment's ReplicaSets")
+        self._status.plan = plan
+        if plan.problems:
+            await self._fail("; ".join(plan.problems) + "; nothing was changed")
+            raise Stop
+        # kubectl's value (RFC 3339, seconds), fixed here so a retried restart is the same restart.
+        restarted_at = workflow.now().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if request.action == "restart" else ""
+        what = f"delete replicaset/{request.replicaset}" if request.action == "delete-replicaset" else f"rollout restart deployment/{request.deployment}"
+        workflow.set_current_details(f"**{request.deployment}**: {what}")
+        shown = repair_plan(request.namespace, request.deployment, plan.deployment_uid, request.action, request.replicaset, restarted_at)
+        if not await self._gate(approvals_required(request.severity, entry.approval), shown, what):
+            return RepairResult(status=self._status)
+
+        self._set_phase(Phase.EXECUTING)
+        subject, text = notices.start_notice(request.language, detected_at=self._status.timings["started"], impact=request.reason, cause="",
+                                             action=what, expected_recovery=max(self._status.sla_deadline, workflow.now()))
+        await self._notify("start", subject, text)
+        grant = self._desk.grant(request)
+        if request.action == "delete-replicaset":
+            done: ApplyResult = await self._activity("k8s.delete_replicaset", ReplicaSetDelete(
+                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, replicaset=request.replicaset, grant=grant),
+                ApplyResult, what)
+        else:
+            done = await self._activity("k8s.rollout_restart", RestartRequest(
+                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, restarted_at=restarted_at, grant=grant),
+                ApplyResult, what)
+        self._status.done = done
+        self._desk.note("modoru", request.action, detail=done.message)
+        outcome = await self._roll_out(entry, "wait for the rollout")
+        self._status.timings["mitigated"] = workflow.now()
+        await self._verify(entry)
+        subject, text = notices.complete_notice(request.language, recovered_at=self._status.timings["mitigated"], from_revision=plan.revision,
+                                                to_revision=outcome.revision, result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
+                                                + f" ({done.message})")
+        await self._notify("complete", subject, text)
+        self._status.message = f"{done.message}; the rollout finished and verified"
+        self._set_phase(Phase.COMPLETED)
+        return RepairResult(status=self._status)
+
+
+def troubleshoot_workflow_id(namespace: str, deployment: str) -> str:
+    return f"troubleshoot-{namespace}-{deployment}"

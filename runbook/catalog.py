@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .cd_config import CdConfig, RegistryConfig
 from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
 from .identity import Identity, check_identities, normalize_id
+from .incident_policy import IncidentPolicy
 from .postchecks import PostChecks
 from .queries import one_reading_statement
 
@@ -144,6 +145,7 @@ class ServiceEntry(Strict):
     cd: CdConfig | None = Field(None, description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its manifest backups)")
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
+    incident: IncidentPolicy = Field(default_factory=IncidentPolicy, description="follow-up deadlines and confirmation reminders")
     post_checks: PostChecks = Field(default_factory=PostChecks, description="CPU/memory, connection pool and log checks after a rollback")
 
     @model_validator(mode="after")

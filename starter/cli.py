@@ -32,6 +32,7 @@ from .demo import run_demo
 from .embedded import EmbeddedStack, StackError
 from .forward_fix import forward_fix_app, render_forward_fix
 from .guard import guard_app, render_guard
+from .incident import confirm, incident_app, incident_line
 from .inputs import check_workflow_id, parse_detected_at
 from .migration import migrate_app, render_migration
 from .pitr import pitr_app, render_pitr
@@ -55,6 +56,8 @@ app.add_typer(redeploy_app, name="redeploy")
 app.add_typer(restore_app, name="restore")
 app.add_typer(troubleshoot_app, name="troubleshoot")
 app.add_typer(forward_fix_app, name="forward-fix")
+app.add_typer(incident_app, name="incident")
+app.command("confirm")(confirm)
 
 
 @rollback_app.command("start")
@@ -149,7 +152,8 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
         current = await query_any_status(client.get_workflow_handle(workflow_id))
         link = workflow_link(settings.web_ui, client.namespace, workflow_id)
         if as_json:
-            print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
+            part = await incident_line(client, workflow_id)
+            print(json.dumps({**current.model_dump(mode="json"), **({"incident": part} if part else {})}, ensure_ascii=False, indent=2))
             return 0
         if isinstance(current, MigrationStatus):
             render_migration(current)
@@ -163,6 +167,9 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
             render_cd(current)
         else:
             render_status(current, link)
+            if (part := await incident_line(client, workflow_id)) is not None:
+                console.print(f"incident: {part['incident_id']}" + (f"; verified, awaiting confirmation: {', '.join(part['awaiting_confirmations'])}"
+                              if part["awaiting_confirmations"] else "; fully verified" if part["fully_verified"] else ""), highlight=False, soft_wrap=True)
             return 0
         if link:
             console.print(f"web ui: {link}", highlight=False)

@@ -25,8 +25,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from runbook.cd_models import RedeployStatus
@@ -43,6 +42,7 @@ from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_w
 
 from . import base
 from .base import CliError, Command
+from .incident_start import start_in_incident
 from .render import console, err_console, render_status
 from .signing import payload_for, read_signature, sign_with_key
 from .stacks import web_ui_for, workflow_link
@@ -153,14 +153,10 @@ async def start(client: Client, settings: Settings, kind: Kind[S], run_fn: Calla
                 settle_attached: bool = True) -> int:
     """Start a change (or attach to the one running under its id), wait past its
     first checks, where bad input shows, and either follow it or say where it is."""
-    attached = False
-    try:
-        handle = await client.start_workflow(
-            run_fn, request, id=workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=search_attributes, static_summary=summary, static_details=details,
-        )
-    except WorkflowAlreadyStartedError:
-        handle, attached = client.get_workflow_handle(workflow_id), True
+    # Rollbacks, migration rollbacks and recoveries start as their incident's children,
+    # under this id; other changes start directly (starter/incident_start.py).
+    handle, attached = await start_in_incident(client, settings, request, workflow_id, search_attributes=search_attributes,
+                                               summary=summary, details=details, run=run_fn)
     link = workflow_link(settings.web_ui, client.namespace, workflow_id)
     if not as_json:
         verb = f"a {kind.what} is already running for this {kind.scope}; attached to it" if attached else "started"
@@ -317,7 +313,7 @@ def say_verdict(verdict: DecisionVerdict) -> int:
 
 async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default") -> int:
     """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one deployment's rollbacks."""
-    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot')"
+    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot', 'ForwardFix', 'Incident')"
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:

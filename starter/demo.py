@@ -102,13 +102,47 @@ async def story(stack: EmbeddedStack) -> int:
     final = await follow(client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api")))
     guard_final = await follow_guard(guard, quiet=True)
 
+    draft_path = await save_postmortem_draft(client, stack, final.workflow_id)
+
     console.rule("5. after")
     console.print(f"error ratio of {api}: {error_ratio(api):.0%}")
     console.print(f"guard: {guard_final.phase.value}: {guard_final.message}")
     console.print(f"Web UI: {stack.web_ui}/namespaces/default/workflows/{final.workflow_id}")
     verified = final.phase == Phase.COMPLETED and final.verification is not None and final.verification.ok and guard_final.phase is GuardPhase.ROLLED_BACK
+    if draft_path is not None:
+        console.print(f"postmortem draft: {draft_path} (rollback history beside it: {draft_path.with_name('rollback-history.json')})")
     console.print("[green]rolled back and verified[/]" if verified else "[red]the rollback did not verify[/]")
     return 0 if verified else 1
+
+
+async def save_postmortem_draft(client, stack: EmbeddedStack, rollback_id: str) -> Path | None:
+    """The incident the guard's rollback ran under: print its postmortem draft and
+    save it, with the rollback's history, in the state dir (the stack stops after the demo)."""
+    from runbook.postmortem import render
+
+    from .incident import incident_status, render_incident, resolve
+
+    console.rule("the incident and its postmortem draft")
+    try:
+        incident, _ = await resolve(client, rollback_id)
+        for _ in range(80):  # the incident records the rollback's end a moment after it
+            status = await incident_status(incident)
+            change = status.change(rollback_id)
+            if change is not None and not change.running:
+                break
+            await asyncio.sleep(0.25)
+    except Exception as exc:  # the demo's story is the rollback; say why the draft is missing
+        err_console.print(f"no incident for {rollback_id}: {exc}")
+        return None
+    render_incident(status)
+    draft = render(status, "ja")
+    console.print(draft, markup=False, highlight=False)
+    path = stack.state_dir / "postmortem-draft.md"
+    path.write_text(draft, encoding="utf-8")
+    (stack.state_dir / "postmortem-draft.en.md").write_text(render(status, "en"), encoding="utf-8")
+    history = await client.get_workflow_handle(rollback_id).fetch_history()
+    (stack.state_dir / "rollback-history.json").write_text(history.to_json(), encoding="utf-8")
+    return path
 
 
 def run_demo(state_dir: Path) -> int:

@@ -32,6 +32,7 @@ from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.forward_fix import ForwardFixWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.redeploy import RedeployWorkflow
@@ -54,6 +55,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.defau
 WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
 WORKFLOWS += [RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow]  # the runbook's methods 2 and 3 and its troubleshooting
 WORKFLOWS += [ForwardFixWorkflow]
+WORKFLOWS += [IncidentWorkflow]  # the parent of the changes made for an incident
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:

@@ -39,10 +39,12 @@ with workflow.unsafe.imports_passed_through():
         WatchReport,
         WatchRequest,
     )
+    from runbook.incident_models import ChangeRecord
     from runbook.models import Phase, RollbackRequest, RollbackResult, ServiceLookup
 
     from . import search_attributes as sa
     from .deployment_rollback import rollback_workflow_id
+    from .incident_join import INCIDENT_PARENT, join_incident
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 POLLS_PER_WATCH = 20  # one watch activity covers this many polls, then reports in
@@ -58,6 +60,9 @@ class ReleaseGuardWorkflow:
         carry = request.carry
         self._request = request
         self._stop: StopSignal | None = None
+        # The incident's word on the rollback it starts for this guard.
+        self._change_started: ChangeRecord | None = None
+        self._change_ended: ChangeRecord | None = None
         # Stops are judged once the catalog says whether they must be signed.
         self._inbox: list[StopSignal] | None = []
         self._trust: Trust | None = None
@@ -112,6 +117,14 @@ class ReleaseGuardWorkflow:
         for signal in inbox:
             if self._stop is None:
                 self._judge_stop(signal)
+
+    @workflow.signal(name="change_started")
+    def change_started(self, record: ChangeRecord) -> None:
+        self._change_started = record
+
+    @workflow.signal(name="change_ended")
+    def change_ended(self, record: ChangeRecord) -> None:
+        self._change_ended = record
 
     @workflow.query(name="status")
     def status(self) -> GuardStatus:
@@ -215,6 +228,8 @@ class ReleaseGuardWorkflow:
             detected_at=report.breach_at, requested_by=self._request.requested_by, language=self._request.language, evidence=evidence,
             guard_seal=report.seal, guard_facts=report.sealed,
         )
+        if workflow.patched(INCIDENT_PARENT):
+            return await self._roll_back_in_incident(request, rollback_id, evidence)
         try:
             child = await workflow.start_child_workflow(
                 "DeploymentRollback", request, id=rollback_id, result_type=RollbackResult,
@@ -238,6 +253,27 @@ class ReleaseGuardWorkflow:
         if result.status.phase is Phase.COMPLETED:
             return self._end(GuardPhase.ROLLED_BACK, f"{severity.value} rollback {rollback_id}: {result.status.message}")
         return self._end(GuardPhase.ROLLBACK_FAILED, f"{severity.value} rollback {rollback_id} ended {result.status.phase.value}: {result.status.message}")
+
+    async def _roll_back_in_incident(self, request: RollbackRequest, rollback_id: str, evidence: list[str]) -> GuardResult:
+        """The rollback as the child of the deployment's incident, which tells this guard when it ends."""
+        severity = request.severity.value
+        self._status.rollback_workflow_id = None  # named once the incident has started it, so it can be followed at once
+        incident_id = await join_incident(request, rollback_id, indexed=self._indexed,
+                                          summary=f"{severity} rollback of {request.namespace}/{request.deployment} (release guard)")
+        workflow.set_current_details(f"**{severity}** rollback {rollback_id} (incident {incident_id})\n\n" + "\n".join(f"- {e}" for e in evidence))
+        await self._until_done_or_stopped(asyncio.ensure_future(workflow.wait_condition(lambda: (self._change_started or self._change_ended) is not None)))
+        if (self._change_started or self._change_ended) is not None:
+            self._status.rollback_workflow_id = rollback_id
+        await self._until_done_or_stopped(asyncio.ensure_future(workflow.wait_condition(lambda: self._change_ended is not None)))
+        record = self._change_ended
+        if record is None:
+            return self._end(GuardPhase.STOPPED, f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on (incident {incident_id})")
+        if record.outcome == "attached":
+            return self._end(GuardPhase.STOPPED, f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another")
+        self._status.rollback_phase = record.phase or Phase.FAILED.value
+        if record.phase == Phase.COMPLETED.value:
+            return self._end(GuardPhase.ROLLED_BACK, f"{severity} rollback {rollback_id}: {record.message} (incident {incident_id})")
+        return self._end(GuardPhase.ROLLBACK_FAILED, f"{severity} rollback {rollback_id} ended {record.phase}: {record.message} (incident {incident_id})")
 
     # -- helpers -------------------------------------------------------------------------
 

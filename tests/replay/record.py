@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from runbook.guard_models import GuardRequest, StopSignal
+from runbook.incident_models import ChangeSignal, ConfirmSignal, FollowUpSignal, IncidentRequest
 from runbook.migration_models import MigrationRequest
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, Severity
 from runbook.pitr_models import ExpectedQuery, PitrRequest
@@ -26,6 +27,7 @@ from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
 from tests.workflows.migration_fakes import FakeSchema
 from tests.workflows.pitr_fakes import FakeRecovery, T
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
@@ -88,7 +90,7 @@ async def record_guard(env: WorkflowEnvironment, name: str, scripted: ScriptedGu
         return
     queue = f"record-{name}"
     activities = [*FakeCluster().activities(), *scripted.activities()]
-    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow], activities=activities,
+    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow, IncidentWorkflow], activities=activities,
                       max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100)):
         handle = await env.client.start_workflow(ReleaseGuardWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
         if steer is not None:
@@ -97,6 +99,11 @@ async def record_guard(env: WorkflowEnvironment, name: str, scripted: ScriptedGu
             await handle.result()
         # The first run's history: for continue-as-new, the run that handed over.
         history = await env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id or handle.result_run_id).fetch_history()
+        for event in history.events:  # the incident a guard opened waits days for people: end it, or time cannot skip for the next recording
+            if event.HasField("child_workflow_execution_started_event_attributes"):
+                child = event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+                with contextlib.suppress(Exception):
+                    await env.client.get_workflow_handle(child).terminate("recorded")
     (HERE / f"{name}.json").write_text(history.to_json())
     print(f"recorded {name}: {len(history.events)} events")
 
@@ -248,6 +255,58 @@ async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
         print(f"recorded {name}: {len(history.events)} events")
 
 
+async def record_incident(env: WorkflowEnvironment, name: str, fake: FakeCluster, steer, *, rollback: bool = True) -> None:
+    if not wanted(name):
+        return
+    queue = f"record-{name}"
+    async with Worker(env.client, task_queue=queue, workflows=[IncidentWorkflow, DeploymentRollbackWorkflow], activities=fake.activities()):
+        detected = await env.get_current_time()
+        incident_id = f"replay-{name}-{uuid.uuid4().hex[:6]}"
+        handle = await env.client.start_workflow(IncidentWorkflow.run, IncidentRequest(service="tekutoko-api", detected_at=detected, opened_by="oncall",
+                                                                                      reason="error rate 60%"), id=incident_id, task_queue=queue)
+        if rollback:
+            change = ChangeSignal(kind="rollback", workflow_id=f"{incident_id}-rollback", rollback=request(severity=Severity.IMMEDIATE, detected_at=detected))
+            await handle.signal(IncidentWorkflow.change, change)
+        await steer(env, handle)
+        with contextlib.suppress(Exception):
+            await handle.result()
+        history = await handle.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
+async def incident_until(handle, check) -> None:
+    for _ in range(400):
+        if check(await handle.query(IncidentWorkflow.status)):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def follow_ups(handle) -> None:
+    await handle.signal(IncidentWorkflow.rca, FollowUpSignal(by="oncall", summary="1.3.0 dropped an index", link="https://docs.example/rca"))
+    await handle.signal(IncidentWorkflow.postmortem, FollowUpSignal(by="sre-lead", link="https://docs.example/pm"))
+    await handle.signal(IncidentWorkflow.prevention, FollowUpSignal(by="sre-lead", summary="index check in CI"))
+
+
+async def confirm_everything(env, handle) -> None:
+    await incident_until(handle, lambda s: s.changes and s.changes[0].verified)
+    await env.sleep(dt.timedelta(minutes=61))  # one confirmation reminder
+    for item in ("user_reports", "main_features", "dashboards"):
+        await handle.signal(IncidentWorkflow.confirm, ConfirmSignal(item=item, by="sre-lead"))
+    await follow_ups(handle)
+
+
+async def miss_the_deadlines(env, handle) -> None:
+    await incident_until(handle, lambda s: len(s.follow_ups) == 3)
+    await env.sleep(dt.timedelta(hours=49))  # every reminder and escalation
+    await handle.signal(IncidentWorkflow.rca, FollowUpSignal(by="oncall", request_id="bad"))  # refused: nothing to record
+    await follow_ups(handle)
+
+
+async def nothing(env, handle) -> None:
+    return None
+
+
 def no_pitr_approvals(**changes) -> FakeRecovery:
     entry = FakeRecovery().entry
     return FakeRecovery(entry=entry.model_copy(update={"pitr": entry.pitr.model_copy(update={"approvals": 0})}), **changes)
@@ -279,6 +338,10 @@ async def main() -> None:
         await record_guard(env, "guard_stopped", ScriptedGuard([clean(2), "block"]), guard(), stop_guard)
         await record_guard(env, "guard_window_over", ScriptedGuard([clean(2), "over"]), guard())
         two = (ApprovalSignal(by="sre-lead"), ApprovalSignal(by="backend-lead"))
+        await record_guard(env, "guard_rolled_back_in_incident", ScriptedGuard([clean(4), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]), guard())
+        await record_incident(env, "incident_closed", FakeCluster(), confirm_everything)
+        await record_incident(env, "incident_deadlines_missed", FakeCluster(), miss_the_deadlines, rollback=False)
+        await record_incident(env, "incident_nothing_changed", FakeCluster(plan_error="revision 9 is not in the history"), nothing)
         await record_migration(env, "migration_completed", FakeSchema(), migration(), two)
         await record_migration(env, "migration_rejected", FakeSchema(), migration(), (RejectSignal(by="dba", reason="forward fix"),))
         await record_migration(env, "migration_refused_no_backup", FakeSchema(backup_ok=False), migration())

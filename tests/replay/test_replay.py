@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.forward_fix import ForwardFixWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.redeploy import RedeployWorkflow
@@ -32,12 +33,13 @@ def test_there_is_a_history_for_each_outcome() -> None:
     assert {"redeploy_completed", "redeploy_refused_absent_tag", "redeploy_rejected", "redeploy_run_failed", "restore_completed", "restore_refused",
             "restore_pull_failed", "troubleshoot_deleted", "troubleshoot_restarted"} <= names
     assert {"forward_fix_recovered", "forward_fix_no_hotfix"} <= names
+    assert {"guard_rolled_back_in_incident", "incident_closed", "incident_deadlines_missed", "incident_nothing_changed"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
     replayer = Replayer(workflows=[DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow,
-                                   RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow, ForwardFixWorkflow], data_converter=pydantic_data_converter)
+                                   RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow, ForwardFixWorkflow, IncidentWorkflow], data_converter=pydantic_data_converter)
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

@@ -101,6 +101,18 @@ CASES = [
     (["up", "--traffic-rps", "500"], "--traffic-rps"),
     (["sandbox", "up", "--port", "99999"], "--port"),
     (["codec-server", "--port", "0"], "--port"),
+    # incidents and confirmations
+    (["confirm", "rollback-default-tekutoko-api", "--item", "vibes", "--by", "oncall"], "--item: 'vibes' is not one of"),
+    (["confirm", "rollback-default-tekutoko-api", "--item", "dashboards"], "Missing option '--by'"),
+    (["confirm", "", "--item", "dashboards", "--by", "oncall"], "the workflow id is empty"),
+    (["confirm", "x", "--item", "dashboards", "--by", "oncall", "--payload", "--key", "k"], "give one of --key, --payload and --signature"),
+    (["confirm", "x", "--item", "dashboards", "--by", ""], "--by"),
+    (["incident", "postmortem", "incident-x"], "Missing option '--link'"),
+    (["incident", "prevention", "incident-x"], "Missing option '--summary'"),
+    (["incident", "postmortem-draft", "incident-x", "--lang", "fr"], "--lang: 'fr' is not ja or en"),
+    (["incident", "status", " "], "the workflow id is empty"),
+    (["incident", "rca", "incident-x", "--by", ""], "--by"),
+    (["incident", "close"], "No such command 'close'"),
 ]
 
 

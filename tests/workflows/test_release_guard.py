@@ -23,12 +23,13 @@ from runbook.guard_models import (
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from tests.workflows.guard_fakes import NOW, ScriptedGuard, breach, clean
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
+from workflows.incident import IncidentWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 QUEUE = "test-guard"
 def guard_worker(env: WorkflowEnvironment, fake, scripted: ScriptedGuard) -> Worker:
     lookup_and_rollback = fake.activities()
-    return Worker(env.client, task_queue=QUEUE, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow],
+    return Worker(env.client, task_queue=QUEUE, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow, IncidentWorkflow],
                   activities=[*lookup_and_rollback, *scripted.activities()], workflow_failure_exception_types=[Exception],
                   max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100))
 

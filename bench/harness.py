@@ -87,8 +87,9 @@ class RssSampler:
 
 
 class BenchStack:
-    def __init__(self, deployments: int, bad_error_ratio: float = 0.6, identities: list[dict] | None = None) -> None:
+    def __init__(self, deployments: int, bad_error_ratio: float = 0.6, identities: list[dict] | None = None, traffic_rps: float = 0.0) -> None:
         self.deployments = deployments
+        self.traffic_rps = traffic_rps  # steady API calls a second to every service (verification then never waits for probes)
         self.bad_error_ratio = bad_error_ratio
         self.identities = identities  # with identities, only signed decisions count (and are checked again by the undo)
         self._tmp = tempfile.TemporaryDirectory(prefix="modoru-bench-")
@@ -102,7 +103,8 @@ class BenchStack:
         catalog.write_text(yaml.safe_dump(fleet_catalog(self.state, self.identities)))
         os.environ["MODORU_CATALOG"] = str(catalog)
         os.environ["MODORU_LOG_LEVEL"] = "WARNING"
-        self.stack = EmbeddedStack(state_dir=self.state, temporal_port=free_port(), ui_port=free_port(), scenario=str(scenario), persist=False)
+        self.stack = EmbeddedStack(state_dir=self.state, temporal_port=free_port(), ui_port=free_port(), scenario=str(scenario), persist=False,
+                                   traffic_rps=self.traffic_rps)
         self.stack.start()
         return self
 

@@ -92,6 +92,20 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     return found
 
 
+def worker_options(settings: Settings) -> dict:
+    """The Worker options every modoru worker runs with (bench/overhead.py builds
+    its worker from them too, so its comparison is like for like)."""
+    return {
+        "workflow_runner": WORKFLOW_RUNNER,
+        "max_concurrent_activities": settings.max_concurrent_activities,
+        "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
+        "graceful_shutdown_timeout": timedelta(seconds=10),
+        # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
+        "max_heartbeat_throttle_interval": timedelta(seconds=5),
+        "interceptors": [ServiceTagging(), PlainApiErrors()],
+    }
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings, runtime=runtime_for(settings))
     added = await ensure_search_attributes(client)
@@ -102,16 +116,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     async with aiohttp.ClientSession() as session:
         worker = Worker(
             client,
-            workflow_runner=WORKFLOW_RUNNER,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
             activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings)),
-            max_concurrent_activities=settings.max_concurrent_activities,
-            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-            graceful_shutdown_timeout=timedelta(seconds=10),
-            # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
-            max_heartbeat_throttle_interval=timedelta(seconds=5),
-            interceptors=[ServiceTagging(), PlainApiErrors()],
+            **worker_options(settings),
         )
         async with worker:
             log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,

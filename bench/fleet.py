@@ -27,7 +27,7 @@ from pathlib import Path
 from temporalio.common import WorkflowIDReusePolicy
 
 from bench.common import print_json_line, print_machine
-from bench.harness import BenchStack, RssSampler, percentile, wait_for_worker
+from bench.harness import BenchStack, RssSampler, percentile, wait_for_pollers, wait_for_worker
 from runbook.models import Phase, RollbackRequest, RollbackResult, Severity
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
@@ -101,6 +101,9 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
             extra.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True))
         wait_for_worker()
+        client = await bench.client()
+        await wait_for_pollers(client, bench.settings.task_queue)  # the profile starts once the worker is ready
+        await asyncio.sleep(1.0 * workers)
         pid = bench.worker_pid()
         raw = Path(tempfile.mkdtemp(prefix="modoru-fleet-profile-")) / "worker.raw"
         profiler = start_profile(pid, raw) if profile else None
@@ -108,7 +111,6 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         processes.update({f"worker {i + 2}": proc.pid for i, proc in enumerate(extra)})
         cpu_before = {name: cpu_seconds(p) for name, p in processes.items()}
         idle_kib = RssSampler(pid).rss_kib()
-        client = await bench.client()
         _, mark = bench.requests_since(0)
         names = [f"svc-{i:04d}" for i in range(deployments)]
         started: dict[str, float] = {}

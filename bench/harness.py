@@ -3,6 +3,7 @@ sandbox whose pods are Ready at once, and one worker, each its own process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -145,3 +146,23 @@ def percentile(values: list[float], q: float) -> float:
 
 def wait_for_worker(seconds: float = 3.0) -> None:
     time.sleep(seconds)  # the worker registers and starts polling
+
+
+async def wait_for_pollers(client, task_queue: str, timeout: float = 120.0) -> None:
+    """Until a worker polls `task_queue` for workflow and activity tasks (it has
+    imported everything and built its activities)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = []
+        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind))
+            found.append(bool(answer.pollers))
+        if all(found):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"no worker polled {task_queue} within {timeout:g}s")

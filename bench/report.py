@@ -34,7 +34,7 @@ def bench(name: str, *args: str) -> tuple[dict, float]:
     print(f"== python -m bench.{name} {' '.join(args)}", flush=True)
     done = subprocess.run([sys.executable, "-m", f"bench.{name}", *args], cwd=ROOT, capture_output=True, text=True)
     took = time.monotonic() - started
-    lines = [line for line in done.stdout.splitlines() if line.startswith('{"benchmark"')]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{") and '"benchmark": "' in line]
     if done.returncode or not lines:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise SystemExit(f"bench.{name} failed (exit {done.returncode}):\n{tail}")

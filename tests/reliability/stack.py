@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from bench.harness import fleet_catalog, fleet_scenario
@@ -200,28 +200,35 @@ async def retried_activities(handle: WorkflowHandle) -> dict[str, int]:
 
 async def kill_at_boundaries(handle: WorkflowHandle, worker: WorkerProcess, boundaries: set[int] | None, started: float,
                              on_poll: Any = None) -> list[Kill]:
-    """Follow the history as it grows; when it shows the n-th ActivityTaskScheduled
-    (n counted from 1) and n is one of `boundaries` (None: every one), SIGKILL the
-    worker and start a new one. `on_poll` (async, may be None) runs after every look,
-    e.g. to approve a gate. Returns when the workflow has closed."""
+    """Follow the history as it grows (a long poll: new events arrive as they are
+    written); when it shows the n-th ActivityTaskScheduled (n counted from 1) and
+    n is one of `boundaries` (None: every one), SIGKILL the worker and start a new
+    one. `on_poll` (async, may be None) runs every 0.1 s meanwhile, e.g. to approve
+    a gate. Returns when the workflow has closed."""
     kills: list[Kill] = []
-    seen = 0
-    next_event = 1
-    while True:
-        async for event in handle.fetch_history_events():
-            if event.event_id < next_event:
-                continue
-            next_event = event.event_id + 1
+
+    async def follow() -> None:
+        seen = 0
+        async for event in handle.fetch_history_events(wait_new_event=True):
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 seen += 1
                 if boundaries is None or seen in boundaries:
                     worker.replace()
                     kills.append(Kill(at=f"#{seen} {event.activity_task_scheduled_event_attributes.activity_type.name}",
                                       seconds=time.monotonic() - started))
-        description = await handle.describe()
-        if description.raw_description.workflow_execution_info.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
-            return kills
-        worker.check()
-        if on_poll is not None:
-            await on_poll()
-        await asyncio.sleep(0.05)
+
+    async def watch() -> None:
+        while True:
+            worker.check()
+            if on_poll is not None:
+                await on_poll()
+            await asyncio.sleep(0.1)
+
+    following, watching = asyncio.create_task(follow()), asyncio.create_task(watch())
+    done, _ = await asyncio.wait({following, watching}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (following, watching):
+        if task not in done:
+            task.cancel()
+    for task in done:
+        task.result()  # a dead worker or a failed look raises here
+    return kills

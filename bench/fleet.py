@@ -63,6 +63,9 @@ def short_frame(frame: str) -> str:
     return f"{match['name']} ({path})"
 
 
+IDLE = ("EpollSelector.select (", "_worker (concurrent/futures/thread.py)", "Condition.wait (", "Thread.join (")  # waits, not work
+
+
 def profile_top(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
     """Shares of the samples: by the innermost frame (self) and by any frame on the stack (inclusive)."""
     self_time: collections.Counter[str] = collections.Counter()
@@ -75,6 +78,8 @@ def profile_top(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
         n = int(count)
         total += n
         frames = [short_frame(f) for f in stack.split(";")]
+        if frames[-1].startswith(IDLE):
+            continue
         self_time[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n

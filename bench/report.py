@@ -146,8 +146,9 @@ def profile_section(fleet1: dict) -> str:
 ## Where the worker's time goes
 
 py-spy sampled the one worker through the {fleet1['deployments']}-rollback fleet run
-(`--profile`, 50 samples a second, idle waits left out). Functions by their own
-share of the samples:
+(`--profile`, 50 samples a second; samples waiting in the event loop's `select`
+or in idle pool threads are left out, so shares are of the time it worked).
+Functions by their own share of the samples:
 
 | share | function (file) |
 |---|---|

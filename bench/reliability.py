@@ -8,9 +8,10 @@ date.
 
     python -m bench.reliability [--short] [--write-doc]
 
---short is the version CI runs (about two minutes; plain `pytest` runs the
-same short tests); without it every boundary and every workflow kind is
-killed, the server stays down 45 s and each fault mix runs 10 rollbacks.
+--short is the version CI runs (a few minutes, most of it the fault mixes;
+plain `pytest` runs the same short tests); without it every boundary of every
+workflow kind is killed, the server stays down 45 s and each fault mix runs 10
+rollbacks (about half an hour on 2 cores).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def write_doc(text: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--short", action="store_true", help="the CI version (about two minutes)")
+    parser.add_argument("--short", action="store_true", help="the CI version (a few minutes)")
     parser.add_argument("--write-doc", action="store_true", help=f"put the results in {DOC.relative_to(ROOT)}")
     parser.add_argument("--only", default="", help="run only the parts whose name contains this text")
     args = parser.parse_args()

@@ -237,6 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the command, not figures to publish")
     parser.add_argument("--skip-detection", action="store_true", help="leave out the Cloud Monitoring timings")
+    parser.add_argument("--fleet", type=int, default=None, help="deployments in the fleet runs (default 1000; 100 with --quick)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--render-only", action="store_true", help="write the page again from the figures the last run saved beside it (.json)")
     args = parser.parse_args()
@@ -247,7 +248,12 @@ def main() -> None:
         return
     sizes = ({"overhead": 6, "fleet": 100, "approval": 6, "scale_small": 50, "scale_large": 200, "minutes": 4} if args.quick else
              {"overhead": 20, "fleet": 1000, "approval": 30, "scale_small": 100, "scale_large": 1000, "minutes": 20})
-    sizes["flags"] = (" --quick" if args.quick else "") + (" --skip-detection" if args.skip_detection else "")
+    if args.fleet is not None:
+        if args.fleet < 1:
+            parser.error("--fleet must be at least 1")
+        sizes["fleet"] = args.fleet
+    sizes["flags"] = ((" --quick" if args.quick else "") + (f" --fleet {args.fleet}" if args.fleet is not None else "")
+                      + (" --skip-detection" if args.skip_detection else ""))
     load_before = os.getloadavg()[0]
     commit = measured_commit()  # the code measured is the code at the start
     scale, _ = bench("sandbox_scale", "--small", str(sizes["scale_small"]), "--large", str(sizes["scale_large"]))

@@ -107,7 +107,10 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
                                           start_new_session=True))
         wait_for_worker()
         client = await bench.client()
-        await wait_for_pollers(client, bench.settings.task_queue)  # the profile starts once the worker is ready
+        try:
+            await wait_for_pollers(client, bench.settings.task_queue)  # the profile starts once the worker is ready
+        except TimeoutError as exc:
+            print(f"{exc}; going on (the worker is {'running' if bench.stack.pid('worker') else 'not running'})", flush=True)
         await asyncio.sleep(1.0 * workers)
         pid = bench.worker_pid()
         raw = Path(tempfile.mkdtemp(prefix="modoru-fleet-profile-")) / "worker.raw"

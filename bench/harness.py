@@ -3,6 +3,7 @@ sandbox whose pods are Ready at once, and one worker, each its own process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -87,8 +88,9 @@ class RssSampler:
 
 
 class BenchStack:
-    def __init__(self, deployments: int, bad_error_ratio: float = 0.6, identities: list[dict] | None = None) -> None:
+    def __init__(self, deployments: int, bad_error_ratio: float = 0.6, identities: list[dict] | None = None, traffic_rps: float = 0.0) -> None:
         self.deployments = deployments
+        self.traffic_rps = traffic_rps  # steady API calls a second to every service (verification then never waits for probes)
         self.bad_error_ratio = bad_error_ratio
         self.identities = identities  # with identities, only signed decisions count (and are checked again by the undo)
         self._tmp = tempfile.TemporaryDirectory(prefix="modoru-bench-")
@@ -102,7 +104,8 @@ class BenchStack:
         catalog.write_text(yaml.safe_dump(fleet_catalog(self.state, self.identities)))
         os.environ["MODORU_CATALOG"] = str(catalog)
         os.environ["MODORU_LOG_LEVEL"] = "WARNING"
-        self.stack = EmbeddedStack(state_dir=self.state, temporal_port=free_port(), ui_port=free_port(), scenario=str(scenario), persist=False)
+        self.stack = EmbeddedStack(state_dir=self.state, temporal_port=free_port(), ui_port=free_port(), scenario=str(scenario), persist=False,
+                                   traffic_rps=self.traffic_rps)
         self.stack.start()
         return self
 
@@ -143,3 +146,23 @@ def percentile(values: list[float], q: float) -> float:
 
 def wait_for_worker(seconds: float = 3.0) -> None:
     time.sleep(seconds)  # the worker registers and starts polling
+
+
+async def wait_for_pollers(client, task_queue: str, timeout: float = 120.0) -> None:
+    """Until a worker polls `task_queue` for workflow and activity tasks (it has
+    imported everything and built its activities)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = []
+        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind))
+            found.append(bool(answer.pollers))
+        if all(found):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"no worker polled {task_queue} within {timeout:g}s")

@@ -63,6 +63,7 @@ from .cloudsql_resources import (
     utcnow,
 )
 from .cloudsql_rest import build_app
+from .kube.faults import FaultInjector, RequestLog
 from .postgres import _MAX_SOCKET_DIR, PostgresCluster, PostgresError, _blocked_dir, _server_user
 
 __all__ = ["BackupRunRecord", "CloudSqlEmulator", "Instance", "OperationRecord"]
@@ -83,8 +84,10 @@ def _page(items: Sequence[Any], query: dict[str, str]) -> tuple[list[Any], str |
 
 
 class CloudSqlEmulator:
-    def __init__(self, state_dir: Path, project: str = "tekutoko-prod", region: str = "asia-northeast1") -> None:
+    def __init__(self, state_dir: Path, project: str = "tekutoko-prod", region: str = "asia-northeast1", seed: int | None = None) -> None:
         self.state_dir = Path(state_dir).absolute()
+        self.faults = FaultInjector(seed=seed)  # PUT /sandbox/faults on the REST port (cloudsql_rest.py)
+        self.requests = RequestLog()
         self.project = project
         self.region = region
         self.port = 0

@@ -1,10 +1,20 @@
 """The Cloud SQL emulator's HTTP face: the REST routes of `sqladmin.v1.json`,
 taken from the document itself (method id → HTTP method and path template),
 with the front end's checks before any method runs (sandbox/google_rest.py);
-a path the document does not have is a 404."""
+a path the document does not have is a 404.
+
+Fault injection, as the Kubernetes API's (`sandbox/kube/faults.py`): rules
+put at `PUT /sandbox/faults` (resource: the REST collection, `instances`,
+`backupRuns`, `operations`; verb: the HTTP method in lower case) answer a
+request with 429, 500 or 503 in Google's JSON error shape (`RESOURCE_EXHAUSTED`
+/ `rateLimitExceeded`, `INTERNAL` / `backendError`, `UNAVAILABLE` /
+`backendError`), after added latency, or drop it; every request is in the log
+at `GET /sandbox/requests?since=N`. Google's own paths all start with `/v1/`,
+so the `/sandbox/` routes cannot shadow one."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,6 +23,8 @@ from aiohttp import web
 from . import discovery
 from .cloudsql_resources import ApiError
 from .google_rest import route_handler
+from .kube.faults import FaultInjector, RequestLog
+from .scenario import FaultRule
 
 if TYPE_CHECKING:
     from .cloudsql import CloudSqlEmulator
@@ -38,8 +50,79 @@ def _error(exc: ApiError) -> web.Response:
     return web.json_response(exc.body(), status=exc.http_status)
 
 
+# What Google's front end says for each injected status (google.rpc.Code, legacy reason, message).
+FAULTS = {
+    429: ("RESOURCE_EXHAUSTED", "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' "
+          "of service 'sqladmin.googleapis.com'."),
+    500: ("INTERNAL", "backendError", "Internal error encountered."),
+    503: ("UNAVAILABLE", "backendError", "The service is currently unavailable."),
+}
+
+
+COLLECTIONS = {"instances", "backupRuns", "operations", "backups", "databases", "users", "sslCerts", "tiers", "flags"}
+
+
+def _collection(path: str) -> str:
+    """The REST collection a path names: `/v1/projects/p/instances/i/backupRuns` is backupRuns,
+    `/v1/projects/p/instances/i/clone` is instances (a custom method of one)."""
+    parts = [p for p in path.split("/") if p][2:]  # after v1/projects
+    collections = [parts[i] for i in range(1, len(parts), 2) if parts[i] in COLLECTIONS]  # {project}/<collection>/{id}/<collection>...
+    return collections[-1] if collections else ""
+
+
+def fault_middleware(faults: FaultInjector, requests: RequestLog):
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if request.path.startswith("/sandbox/"):
+            return await handler(request)
+        resource, verb, status = _collection(request.path), request.method.lower(), 500
+        try:
+            decision = faults.decide(resource, verb)
+            if decision.latency_ms:
+                await asyncio.sleep(decision.latency_ms / 1000)
+            if decision.drop:
+                status = 0
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("dropped by fault injection")
+            if decision.status is not None:
+                status = decision.status
+                code, reason, message = FAULTS[decision.status]
+                headers = {"Retry-After": str(decision.retry_after)} if decision.status == 429 and decision.retry_after else None
+                failure = ApiError(decision.status, message, reason=reason, status=code)
+                return web.json_response(failure.body(), status=failure.http_status, headers=headers)
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            requests.record(method=request.method, verb=verb, path=request.path, query=request.query_string, resource=resource, status=status)
+
+    return middleware
+
+
+def admin_routes(app: web.Application, faults: FaultInjector, requests: RequestLog) -> None:
+    async def get_requests(request: web.Request) -> web.Response:
+        return web.json_response({"entries": requests.since(int(request.query.get("since", "0"))), "last": requests.last_seq})
+
+    async def get_faults(request: web.Request) -> web.Response:
+        return web.json_response({"rules": faults.rules()})
+
+    async def put_faults(request: web.Request) -> web.Response:
+        try:
+            rules = [FaultRule.model_validate(r) for r in (await request.json()).get("rules", [])]
+        except Exception as exc:  # pydantic or JSON errors: tell the caller what was wrong
+            return web.json_response({"error": str(exc)}, status=400)
+        faults.replace(rules)
+        return web.json_response({"rules": faults.rules()})
+
+    app.router.add_get("/sandbox/requests", get_requests)
+    app.router.add_get("/sandbox/faults", get_faults)
+    app.router.add_put("/sandbox/faults", put_faults)
+
+
 def build_app(emulator: CloudSqlEmulator) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[fault_middleware(emulator.faults, emulator.requests)])
+    admin_routes(app, emulator.faults, emulator.requests)
     specs = discovery.methods(API, VERSION)
     for method_id in ROUTES:
         spec = specs[method_id]

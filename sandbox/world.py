@@ -79,7 +79,7 @@ class Sandbox:
         )
         self.alerts.faults = self.faults
         self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
-        self.cloudsql = (CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project, region=CLOUDSQL_REGION)
+        self.cloudsql = (CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project, region=CLOUDSQL_REGION, seed=seed)
                          if scenario.databases else None)
         self._database_env: dict[tuple[str, str], dict[str, str]] = {}
         self.registry = (ArtifactRegistryEmulator(scenario.registry, log_path=self.state_dir / "artifact-registry-requests.jsonl")

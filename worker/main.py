@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -58,15 +59,24 @@ WORKFLOWS += [ForwardFixWorkflow]
 WORKFLOWS += [IncidentWorkflow]  # the parent of the changes made for an incident
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
     configuration = kube.Configuration()
     if settings.kubeconfig:
         await kube_config.load_kube_config(config_file=str(settings.kubeconfig), context=settings.kube_context, client_configuration=configuration)
-        return configuration
-    try:
-        kube_config.load_incluster_config(client_configuration=configuration)
-    except kube_config.ConfigException:
-        await kube_config.load_kube_config(context=settings.kube_context, client_configuration=configuration)
+    else:
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        except kube_config.ConfigException:
+            await kube_config.load_kube_config(context=settings.kube_context, client_configuration=configuration)
+    # The client's aiohttp session trusts the environment by default: it looks for
+    # proxy variables and reads ~/.netrc on every request (a measurable share of the
+    # worker's CPU under a fleet of rollbacks). Without proxy variables there is
+    # nothing to find; a kubeconfig's proxy-url is passed on each request anyway.
+    if not any(os.environ.get(name) for name in PROXY_VARIABLES):
+        configuration.client_session_kwargs = {**(getattr(configuration, "client_session_kwargs", None) or {}), "trust_env": False}
     return configuration
 
 
@@ -107,6 +117,20 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     return found
 
 
+def worker_options(settings: Settings) -> dict:
+    """The Worker options every modoru worker runs with (bench/overhead.py builds
+    its worker from them too, so its comparison is like for like)."""
+    return {
+        "workflow_runner": WORKFLOW_RUNNER,
+        "max_concurrent_activities": settings.max_concurrent_activities,
+        "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
+        "graceful_shutdown_timeout": timedelta(seconds=10),
+        # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
+        "max_heartbeat_throttle_interval": timedelta(seconds=5),
+        "interceptors": [ServiceTagging(), PlainApiErrors()],
+    }
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings, runtime=runtime_for(settings))
     added = await ensure_search_attributes(client)
@@ -117,17 +141,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     async with aiohttp.ClientSession() as session:
         worker = Worker(
             client,
-            workflow_runner=WORKFLOW_RUNNER,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
             activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings),
                                       logging_for(settings)),
-            max_concurrent_activities=settings.max_concurrent_activities,
-            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-            graceful_shutdown_timeout=timedelta(seconds=10),
-            # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
-            max_heartbeat_throttle_interval=timedelta(seconds=5),
-            interceptors=[ServiceTagging(), PlainApiErrors()],
+            **worker_options(settings),
         )
         async with worker:
             log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,

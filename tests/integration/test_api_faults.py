@@ -36,6 +36,7 @@ SCALE = float(os.environ.get("MODORU_FAULT_SCALE", "1"))  # multiplies every fau
 pytestmark = pytest.mark.integration
 
 FIVE_HUNDREDS = [{"status": 500, "rate": 0.1}, {"status": 503, "rate": 0.11}]  # ~20% of all API answers
+LATENCY = [{"latency_ms": 300, "rate": 1.0}, {"latency_ms": 2000, "rate": 0.1}]  # every answer 0.3 s late, one in ten 2 s more
 TOO_MANY = [{"status": 429, "rate": 0.125, "retry_after_seconds": 1}, {"status": 429, "rate": 0.143, "retry_after_seconds": 2}]  # ~25%
 
 
@@ -127,3 +128,8 @@ async def test_immediate_rollbacks_complete_through_a_quarter_of_429s(dev_env, s
     seconds = await rollbacks_under(TOO_MANY, dev_env, sandbox, kube_client, queue)
     assert faulted(sandbox, {429}) > 0
     print(f"\n429 (Retry-After 1-2s) at ~{25 * SCALE:g}%: {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}")
+
+
+async def test_immediate_rollbacks_complete_through_a_slow_api(dev_env, sandbox, kube_client, queue) -> None:
+    seconds = await rollbacks_under(LATENCY, dev_env, sandbox, kube_client, queue)
+    print(f"\nlatency (every answer +0.3 s, ~10% +2 s more): {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}")

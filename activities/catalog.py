@@ -19,7 +19,9 @@ class CatalogActivities:
     async def lookup(self, request: ServiceLookup) -> ServiceEntry:
         entry = self.catalog.find(request.namespace, request.deployment)
         if entry is None:
-            known = ", ".join(f"{s.namespace}/{s.deployment}" for s in self.catalog.services) or "none"
+            known = (
+                ", ".join(f"{s.namespace}/{s.deployment}" for s in self.catalog.services) or "none"
+            )
             raise permanent(
                 f"deployment {request.namespace}/{request.deployment} is not in the service catalog (known: {known}); add it to the catalog file",
                 "UnknownService",
@@ -31,5 +33,8 @@ class CatalogActivities:
         entry = self.catalog.named(request.name)
         if entry is None:
             known = ", ".join(s.name for s in self.catalog.services) or "none"
-            raise permanent(f"service {request.name!r} is not in the service catalog (known: {known})", "UnknownService")
+            raise permanent(
+                f"service {request.name!r} is not in the service catalog (known: {known})",
+                "UnknownService",
+            )
         return self.catalog.trusted(entry)

@@ -40,33 +40,52 @@ class CloudLogging:
     """`http_factory` makes a fresh `Http` per call: google-auth's `AuthorizedHttp`
     in production, a plain one against the sandbox's emulator."""
 
-    def __init__(self, endpoint: str | None, http_factory: Callable[[], Any], *, project: str | None) -> None:
+    def __init__(
+        self, endpoint: str | None, http_factory: Callable[[], Any], *, project: str | None
+    ) -> None:
         options = {"api_endpoint": endpoint} if endpoint else None
         self._http_factory = http_factory
         self.project = project
-        self.service = discovery.build("logging", "v2", static_discovery=True, http=build_http(), client_options=options)
+        self.service = discovery.build(
+            "logging", "v2", static_discovery=True, http=build_http(), client_options=options
+        )
 
     async def _list(self, body: dict[str, Any]) -> dict[str, Any]:
         request = self.service.entries().list(body=body)
         try:
-            return await asyncio.to_thread(request.execute, http=self._http_factory(), num_retries=0)
+            return await asyncio.to_thread(
+                request.execute, http=self._http_factory(), num_retries=0
+            )
         except HttpError as exc:
             status, message = api_message(exc)
             if exc.status_code in TRANSIENT:
-                raise LogReadError(f"Cloud Logging {exc.status_code} {status} listing entries: {message}") from None
+                raise LogReadError(
+                    f"Cloud Logging {exc.status_code} {status} listing entries: {message}"
+                ) from None
             if exc.status_code in (401, 403):
-                raise permanent(f"Cloud Logging denied listing entries ({exc.status_code} {status}: {message}): the worker needs roles/logging.viewer",
-                                "LoggingAccessDenied") from None
-            raise permanent(f"Cloud Logging refused the query ({exc.status_code} {status}): {message}; check the catalog's post_checks.log_filter",
-                            "LogQueryInvalid") from None
+                raise permanent(
+                    f"Cloud Logging denied listing entries ({exc.status_code} {status}: {message}): the worker needs roles/logging.viewer",
+                    "LoggingAccessDenied",
+                ) from None
+            raise permanent(
+                f"Cloud Logging refused the query ({exc.status_code} {status}): {message}; check the catalog's post_checks.log_filter",
+                "LogQueryInvalid",
+            ) from None
         except (OSError, TimeoutError) as exc:
-            raise LogReadError(f"Cloud Logging did not answer listing entries: {type(exc).__name__}") from None
+            raise LogReadError(
+                f"Cloud Logging did not answer listing entries: {type(exc).__name__}"
+            ) from None
 
     async def errors(self, project: str, filter_: str, keep: int) -> tuple[int, list[str], bool]:
         """(entries matched, the first `keep` messages, whether more were left unread)."""
         count, messages, token = 0, [], ""
         for _ in range(MAX_PAGES):
-            body: dict[str, Any] = {"resourceNames": [f"projects/{project}"], "filter": filter_, "orderBy": "timestamp asc", "pageSize": PAGE_SIZE}
+            body: dict[str, Any] = {
+                "resourceNames": [f"projects/{project}"],
+                "filter": filter_,
+                "orderBy": "timestamp asc",
+                "pageSize": PAGE_SIZE,
+            }
             if token:
                 body["pageToken"] = token
             page = await self._list(body)

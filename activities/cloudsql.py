@@ -25,7 +25,6 @@ class BackupProgress(BaseModel):
     operation: str
 
 
-
 POLL_SECONDS = 2.0
 BACKUP_TIMEOUT_SECONDS = 3600
 
@@ -39,14 +38,22 @@ def api_time(value: str | None) -> dt.datetime | None:
 
 
 def backup_run_info(run: dict[str, Any]) -> BackupRunInfo:
-    return BackupRunInfo(id=int(run["id"]), status=run.get("status", "SQL_BACKUP_RUN_STATUS_UNSPECIFIED"), type=run.get("type", ""),
-                         start_time=api_time(run.get("startTime")), end_time=api_time(run.get("endTime")))
+    return BackupRunInfo(
+        id=int(run["id"]),
+        status=run.get("status", "SQL_BACKUP_RUN_STATUS_UNSPECIFIED"),
+        type=run.get("type", ""),
+        start_time=api_time(run.get("startTime")),
+        end_time=api_time(run.get("endTime")),
+    )
 
 
 def require_project(given: str | None, default: str | None, setting: str) -> str:
     project = given or default
     if not project:
-        raise permanent(f"no Cloud SQL project: set the catalog's {setting} or MODORU_CLOUDSQL_PROJECT", "CloudSqlNotConfigured")
+        raise permanent(
+            f"no Cloud SQL project: set the catalog's {setting} or MODORU_CLOUDSQL_PROJECT",
+            "CloudSqlNotConfigured",
+        )
     return project
 
 
@@ -55,15 +62,22 @@ class CloudSqlActivities:
         self.admin = admin
         self.project = project
 
-    async def _newest(self, project: str, instance: str) -> tuple[BackupRunInfo | None, BackupRunInfo | None]:
+    async def _newest(
+        self, project: str, instance: str
+    ) -> tuple[BackupRunInfo | None, BackupRunInfo | None]:
         """(newest successful run, newest run of any status)."""
         try:
             items = await self.admin.backup_runs(project, instance)
         except NotFound as exc:
-            raise permanent(f"Cloud SQL instance {instance!r} not found in project {project!r} ({exc.message}); check the catalog's migration.cloudsql_instance",
-                            "CloudSqlNotFound") from None
+            raise permanent(
+                f"Cloud SQL instance {instance!r} not found in project {project!r} ({exc.message}); check the catalog's migration.cloudsql_instance",
+                "CloudSqlNotFound",
+            ) from None
         runs = [backup_run_info(run) for run in items]
-        runs.sort(key=lambda r: r.end_time or r.start_time or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
+        runs.sort(
+            key=lambda r: r.end_time or r.start_time or dt.datetime.min.replace(tzinfo=dt.UTC),
+            reverse=True,
+        )
         good = next((r for r in runs if r.status == "SUCCESSFUL" and r.end_time), None)
         return good, (runs[0] if runs else None)
 
@@ -73,7 +87,9 @@ class CloudSqlActivities:
         started = heartbeat.resumed()
         name = started.operation if started else None
         if not name:
-            operation = await self.admin.insert_backup_run(project, instance, "modoru: before a migration rollback")
+            operation = await self.admin.insert_backup_run(
+                project, instance, "modoru: before a migration rollback"
+            )
             name = operation["name"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BACKUP_TIMEOUT_SECONDS
@@ -83,7 +99,10 @@ class CloudSqlActivities:
             if operation.get("status") == "DONE":
                 break
             if loop.time() > deadline:
-                raise permanent(f"the on-demand backup of {instance} ({name}) did not finish within {BACKUP_TIMEOUT_SECONDS}s", "BackupTimeout")
+                raise permanent(
+                    f"the on-demand backup of {instance} ({name}) did not finish within {BACKUP_TIMEOUT_SECONDS}s",
+                    "BackupTimeout",
+                )
             await heartbeat.sleep(POLL_SECONDS, BackupProgress(operation=name))
         failed = operation_error(operation)
         if failed:
@@ -95,16 +114,39 @@ class CloudSqlActivities:
         oldest_allowed = dt.datetime.now(dt.UTC) - dt.timedelta(hours=request.max_age_hours)
         good, newest = await self._newest(project, request.instance)
         if good is not None and good.end_time and good.end_time >= oldest_allowed:
-            return BackupCheck(ok=True, newest=good, detail=f"backup run {good.id} ({good.type}) finished {good.end_time.isoformat()}, within {request.max_age_hours:g} h")
+            return BackupCheck(
+                ok=True,
+                newest=good,
+                detail=f"backup run {good.id} ({good.type}) finished {good.end_time.isoformat()}, within {request.max_age_hours:g} h",
+            )
         if good is None:
-            missing = "no successful backup run" + (f" (newest run {newest.id} is {newest.status})" if newest else "")
+            missing = "no successful backup run" + (
+                f" (newest run {newest.id} is {newest.status})" if newest else ""
+            )
         else:
-            age = (dt.datetime.now(dt.UTC) - good.end_time).total_seconds() / 3600 if good.end_time else float("inf")
+            age = (
+                (dt.datetime.now(dt.UTC) - good.end_time).total_seconds() / 3600
+                if good.end_time
+                else float("inf")
+            )
             missing = f"the newest successful backup (run {good.id}) is {age:.1f} h old, older than {request.max_age_hours:g} h"
         if not request.take_if_missing:
-            return BackupCheck(ok=False, newest=good, detail=f"{missing} for {project}:{request.instance}; take one (gcloud sql backups create --instance {request.instance}) or allow on_demand_backup in the catalog")
+            return BackupCheck(
+                ok=False,
+                newest=good,
+                detail=f"{missing} for {project}:{request.instance}; take one (gcloud sql backups create --instance {request.instance}) or allow on_demand_backup in the catalog",
+            )
         await self._take(project, request.instance)
         good, _ = await self._newest(project, request.instance)
         if good is None or not good.end_time or good.end_time < oldest_allowed:
-            return BackupCheck(ok=False, newest=good, detail=f"{missing}, and the on-demand backup did not produce a successful run")
-        return BackupCheck(ok=True, newest=good, taken=True, detail=f"{missing}; took on-demand backup run {good.id}, finished {good.end_time.isoformat()}")
+            return BackupCheck(
+                ok=False,
+                newest=good,
+                detail=f"{missing}, and the on-demand backup did not produce a successful run",
+            )
+        return BackupCheck(
+            ok=True,
+            newest=good,
+            taken=True,
+            detail=f"{missing}; took on-demand backup run {good.id}, finished {good.end_time.isoformat()}",
+        )

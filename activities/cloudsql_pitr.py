@@ -34,7 +34,9 @@ def rfc3339(moment: dt.datetime) -> str:
 
 
 class PitrActivities:
-    def __init__(self, admin: SqlAdmin, project: str | None, gatekeeper: Gatekeeper | None = None) -> None:
+    def __init__(
+        self, admin: SqlAdmin, project: str | None, gatekeeper: Gatekeeper | None = None
+    ) -> None:
         self.admin = admin
         self.project = project
         self.gatekeeper = gatekeeper
@@ -45,34 +47,62 @@ class PitrActivities:
         project = require_project(request.project, self.project, SETTING)
         source = await self.admin.instance(project, request.source)
         if source is None:
-            return PitrCheck(pitr_enabled=False, destination_free=False, problems=[f"Cloud SQL instance {request.source!r} does not exist in project {project!r}"])
+            return PitrCheck(
+                pitr_enabled=False,
+                destination_free=False,
+                problems=[
+                    f"Cloud SQL instance {request.source!r} does not exist in project {project!r}"
+                ],
+            )
         problems: list[str] = []
         backup_config = (source.get("settings") or {}).get("backupConfiguration") or {}
         enabled = bool(backup_config.get("pointInTimeRecoveryEnabled"))
         earliest = latest = None
         if not enabled:
-            problems.append(f"point-in-time recovery is not enabled on {request.source}: enable it (gcloud sql instances patch {request.source} --enable-point-in-time-recovery); it only covers time after that")
+            problems.append(
+                f"point-in-time recovery is not enabled on {request.source}: enable it (gcloud sql instances patch {request.source} --enable-point-in-time-recovery); it only covers time after that"
+            )
         else:
             try:
                 window = await self.admin.latest_recovery_time(project, request.source)
-                earliest, latest = api_time(window.get("earliestRecoveryTime")), api_time(window.get("latestRecoveryTime"))
+                earliest, latest = (
+                    api_time(window.get("earliestRecoveryTime")),
+                    api_time(window.get("latestRecoveryTime")),
+                )
             except ApplicationError as exc:
                 if exc.non_retryable is False:
                     raise
-                problems.append(f"cannot read the recovery window of {request.source}: {exc.message}")
+                problems.append(
+                    f"cannot read the recovery window of {request.source}: {exc.message}"
+                )
         now = dt.datetime.now(dt.UTC)
         if request.point_in_time > now:
-            problems.append(f"the restore point {request.point_in_time.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})")
+            problems.append(
+                f"the restore point {request.point_in_time.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})"
+            )
         elif earliest and request.point_in_time < earliest:
-            problems.append(f"the restore point {request.point_in_time.isoformat()} is before the recovery window ({earliest.isoformat()} .. {latest.isoformat() if latest else '?'})")
+            problems.append(
+                f"the restore point {request.point_in_time.isoformat()} is before the recovery window ({earliest.isoformat()} .. {latest.isoformat() if latest else '?'})"
+            )
         elif latest and request.point_in_time > latest:
-            problems.append(f"the restore point {request.point_in_time.isoformat()} is after the latest recoverable time {latest.isoformat()}")
+            problems.append(
+                f"the restore point {request.point_in_time.isoformat()} is after the latest recoverable time {latest.isoformat()}"
+            )
         free = await self.admin.instance(project, request.destination) is None
         if not free:
-            problems.append(f"an instance named {request.destination!r} already exists: choose another --new-instance")
+            problems.append(
+                f"an instance named {request.destination!r} already exists: choose another --new-instance"
+            )
         runs = await self.admin.backup_runs(project, request.source, max_results=10)
-        return PitrCheck(pitr_enabled=enabled, source_connection_name=source.get("connectionName", ""), earliest=earliest, latest=latest, destination_free=free,
-                         backups=[backup_run_info(r) for r in runs], problems=problems)
+        return PitrCheck(
+            pitr_enabled=enabled,
+            source_connection_name=source.get("connectionName", ""),
+            earliest=earliest,
+            latest=latest,
+            destination_free=free,
+            backups=[backup_run_info(r) for r in runs],
+            problems=problems,
+        )
 
     @activity.defn(name=refs.START_CLONE.name)
     async def start_clone(self, request: CloneRequest) -> OperationRef:
@@ -80,12 +110,27 @@ class PitrActivities:
         if self.gatekeeper is not None:
             plan = request.grant.plan if request.grant else {}
             entry = self.gatekeeper.catalog.named(str(plan.get("service", "")))
-            if entry is not None and (entry.pitr is None or entry.pitr.cloudsql_instance != request.source):
+            if entry is not None and (
+                entry.pitr is None or entry.pitr.cloudsql_instance != request.source
+            ):
                 entry = None  # the service's catalog entry does not name this source
-            facts = {"kind": "pitr-clone", "source": request.source, "clone": request.destination,
-                     "point_in_time": request.point_in_time.astimezone(dt.UTC).isoformat()}
-            self.gatekeeper.require(request.grant, entry, entry.pitr.approvals if entry and entry.pitr else 1, facts, f"clone {request.source}")
-        context = {"destinationInstanceName": request.destination, "pointInTime": rfc3339(request.point_in_time)}
+            facts = {
+                "kind": "pitr-clone",
+                "source": request.source,
+                "clone": request.destination,
+                "point_in_time": request.point_in_time.astimezone(dt.UTC).isoformat(),
+            }
+            self.gatekeeper.require(
+                request.grant,
+                entry,
+                entry.pitr.approvals if entry and entry.pitr else 1,
+                facts,
+                f"clone {request.source}",
+            )
+        context = {
+            "destinationInstanceName": request.destination,
+            "pointInTime": rfc3339(request.point_in_time),
+        }
         try:
             operation = await self.admin.clone(project, request.source, context)
         except Conflict:
@@ -93,12 +138,20 @@ class PitrActivities:
             for op in await self.admin.operations(project, request.destination):
                 if op.get("operationType") == "CLONE" and op.get("targetId") == request.destination:
                     return OperationRef(project=project, name=op["name"])
-            raise permanent(f"an instance named {request.destination!r} already exists and was not made by this recovery", "DestinationTaken") from None
+            raise permanent(
+                f"an instance named {request.destination!r} already exists and was not made by this recovery",
+                "DestinationTaken",
+            ) from None
         except NotFound as exc:
-            raise permanent(f"Cloud SQL refused the clone of {request.source}: {exc.message}", "CloneRefused") from None
+            raise permanent(
+                f"Cloud SQL refused the clone of {request.source}: {exc.message}", "CloneRefused"
+            ) from None
         except ApplicationError as exc:
             if exc.non_retryable:
-                raise permanent(f"Cloud SQL refused the clone of {request.source} to {request.point_in_time.isoformat()}: {exc.message}", "CloneRefused") from None
+                raise permanent(
+                    f"Cloud SQL refused the clone of {request.source} to {request.point_in_time.isoformat()}: {exc.message}",
+                    "CloneRefused",
+                ) from None
             raise
         return OperationRef(project=project, name=operation["name"])
 
@@ -109,7 +162,10 @@ class PitrActivities:
         try:
             operation = await self.admin.operation(ref.project, ref.name)
         except NotFound as exc:
-            raise permanent(f"operation {ref.name} does not exist in project {ref.project}: {exc.message}", "OperationFailed") from None
+            raise permanent(
+                f"operation {ref.name} does not exist in project {ref.project}: {exc.message}",
+                "OperationFailed",
+            ) from None
         status = operation.get("status", "SQL_OPERATION_STATUS_UNSPECIFIED")
         if status != "DONE":
             raise ApplicationError(f"operation {ref.name} is {status}", type="OperationRunning")
@@ -123,9 +179,19 @@ class PitrActivities:
         project = require_project(ref.project, self.project, SETTING)
         found = await self.admin.instance(project, ref.name)
         if found is None:
-            raise permanent(f"Cloud SQL instance {ref.name!r} does not exist in project {project!r}", "CloudSqlNotFound")
-        addresses = {ip.get("type"): ip.get("ipAddress", "") for ip in found.get("ipAddresses") or []}
+            raise permanent(
+                f"Cloud SQL instance {ref.name!r} does not exist in project {project!r}",
+                "CloudSqlNotFound",
+            )
+        addresses = {
+            ip.get("type"): ip.get("ipAddress", "") for ip in found.get("ipAddresses") or []
+        }
         # The proxy's --private-ip reaches PRIVATE; a public-IP set-up has only PRIMARY.
         host = addresses.get("PRIVATE") or addresses.get("PRIMARY") or ""
-        return InstanceInfo(name=found["name"], host=host, port=5432, connection_name=found.get("connectionName", ""),
-                            state=found.get("state", ""))
+        return InstanceInfo(
+            name=found["name"],
+            host=host,
+            port=5432,
+            connection_name=found.get("connectionName", ""),
+            state=found.get("state", ""),
+        )

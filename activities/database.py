@@ -32,8 +32,10 @@ from .heartbeat import Heartbeat, PodProgress
 from .pod_exec import PodExecActivities
 from .proxy import proxy_container, retarget
 
-TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
-          "AND table_type = 'BASE TABLE' ORDER BY 1")
+TABLES = (
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+    "AND table_type = 'BASE TABLE' ORDER BY 1"
+)
 _MISSING_RELATION = re.compile(r'relation "[^"]+" does not exist')
 CHECK_POD_LABEL = "modoru.dev/pitr-check"
 
@@ -41,7 +43,12 @@ CHECK_POD_LABEL = "modoru.dev/pitr-check"
 class QueryFailed(Exception):
     def __init__(self, stderr: str) -> None:
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
-        super().__init__(next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "psql failed"))
+        super().__init__(
+            next(
+                (line for line in lines if line.startswith("ERROR")),
+                lines[-1] if lines else "psql failed",
+            )
+        )
 
 
 def one_select(sql: str, what: str) -> str:
@@ -56,8 +63,17 @@ def one_select(sql: str, what: str) -> str:
 def psql_argv(access: DatabaseAccess, sql: str) -> list[str]:
     fill = {"port": str(access.port), "user": access.user, "database": access.database}
     base = [part.format(**fill) for part in access.psql_command]
-    return [*base, "-c", "BEGIN TRANSACTION READ ONLY", "-c", f"SET LOCAL statement_timeout = '{access.query_timeout_seconds}s'",
-            "-c", sql, "-c", "ROLLBACK"]
+    return [
+        *base,
+        "-c",
+        "BEGIN TRANSACTION READ ONLY",
+        "-c",
+        f"SET LOCAL statement_timeout = '{access.query_timeout_seconds}s'",
+        "-c",
+        sql,
+        "-c",
+        "ROLLBACK",
+    ]
 
 
 def check_pod_name(deployment: str, connection_name: str) -> str:
@@ -66,15 +82,21 @@ def check_pod_name(deployment: str, connection_name: str) -> str:
 
 
 class DatabaseActivities:
-    def __init__(self, core: client.CoreV1Api, apps: client.AppsV1Api, pods: PodExecActivities) -> None:
+    def __init__(
+        self, core: client.CoreV1Api, apps: client.AppsV1Api, pods: PodExecActivities
+    ) -> None:
         self.core = core
         self.apps = apps
         self.pods = pods
         self.gatekeeper = pods.gatekeeper
 
-    async def _query(self, namespace: str, pod: str, container: str, access: DatabaseAccess, sql: str) -> list[str]:
+    async def _query(
+        self, namespace: str, pod: str, container: str, access: DatabaseAccess, sql: str
+    ) -> list[str]:
         """The rows psql prints (one line each, fields separated by spaces)."""
-        out, err, code = await self.pods.run(namespace, pod, container, psql_argv(access, sql), access.query_timeout_seconds + 30)
+        out, err, code = await self.pods.run(
+            namespace, pod, container, psql_argv(access, sql), access.query_timeout_seconds + 30
+        )
         if code != 0:
             raise QueryFailed(err or out)
         return [line for line in out.splitlines() if line != ""]
@@ -82,14 +104,22 @@ class DatabaseActivities:
     @activity.defn(name=refs.DB_SNAPSHOT.name)
     async def snapshot(self, request: SnapshotRequest) -> DatabaseSnapshot:
         access = request.access
-        checks = [(check.name, one_select(check.sql, f"integrity check {check.name!r}")) for check in request.checks]
-        pod, container = await self.pods.ready_pod(request.namespace, request.deployment, access.container)
+        checks = [
+            (check.name, one_select(check.sql, f"integrity check {check.name!r}"))
+            for check in request.checks
+        ]
+        pod, container = await self.pods.ready_pod(
+            request.namespace, request.deployment, access.container
+        )
         Heartbeat(PodProgress).beat(PodProgress(pod=pod))
         try:
             tables = await self._query(request.namespace, pod, container, access, TABLES)
         except QueryFailed as exc:
             # Retried: the proxy or the instance may be restarting.
-            raise ApplicationError(f"psql in pod {pod} could not read the table list: {exc}", type="DatabaseUnreachable") from None
+            raise ApplicationError(
+                f"psql in pod {pod} could not read the table list: {exc}",
+                type="DatabaseUnreachable",
+            ) from None
         values: dict[str, float | None] = {}
         for name, sql in checks:
             try:
@@ -98,25 +128,41 @@ class DatabaseActivities:
                 if _MISSING_RELATION.search(str(exc)):
                     values[name] = None  # the table is gone: reported, judged by the workflow
                     continue
-                raise permanent(f"integrity check {name!r} failed to run in pod {pod}: {exc}; fix its SQL in the catalog", "IntegrityCheckInvalid") from None
+                raise permanent(
+                    f"integrity check {name!r} failed to run in pod {pod}: {exc}; fix its SQL in the catalog",
+                    "IntegrityCheckInvalid",
+                ) from None
             try:
                 (value,) = rows
                 values[name] = None if value == "NULL" else float(value)
             except ValueError:
-                raise permanent(f"integrity check {name!r} must return one number, got {rows[:3]!r}", "IntegrityCheckInvalid") from None
+                raise permanent(
+                    f"integrity check {name!r} must return one number, got {rows[:3]!r}",
+                    "IntegrityCheckInvalid",
+                ) from None
         return DatabaseSnapshot(at=dt.datetime.now(dt.UTC), tables=tables, values=values)
 
     @activity.defn(name=refs.CLONE_QUERIES.name)
     async def clone_queries(self, request: CloneQueriesRequest) -> list[CheckResult]:
         """The recovery's checks on the clone, through a check pod whose proxy names it."""
         access = request.access
-        checks = [(check, one_select(check.sql, f"check {check.name!r}")) for check in request.checks]
+        checks = [
+            (check, one_select(check.sql, f"check {check.name!r}")) for check in request.checks
+        ]
         if self.gatekeeper is not None:
             entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
-            facts = {"kind": "pitr-clone", "clone": request.clone_connection_name.rsplit(":", 1)[-1],
-                     "checks": [c.model_dump(mode="json") for c in request.checks]}
-            self.gatekeeper.require(request.grant, entry, entry.pitr.approvals if entry and entry.pitr else 1, facts,
-                                    f"run checks on {request.clone_connection_name}")
+            facts = {
+                "kind": "pitr-clone",
+                "clone": request.clone_connection_name.rsplit(":", 1)[-1],
+                "checks": [c.model_dump(mode="json") for c in request.checks],
+            }
+            self.gatekeeper.require(
+                request.grant,
+                entry,
+                entry.pitr.approvals if entry and entry.pitr else 1,
+                facts,
+                f"run checks on {request.clone_connection_name}",
+            )
         name = await self._check_pod(request)
         try:
             container = await self._wait_ready(request.namespace, name, access)
@@ -125,13 +171,26 @@ class DatabaseActivities:
                 try:
                     rows = await self._query(request.namespace, name, container, access, sql)
                     # Only the one value compared is recorded: query results never go into the history.
-                    actual = rows[0][:200] if len(rows) == 1 else f"{len(rows)} rows (one value expected; not recorded)"
+                    actual = (
+                        rows[0][:200]
+                        if len(rows) == 1
+                        else f"{len(rows)} rows (one value expected; not recorded)"
+                    )
                 except QueryFailed as exc:
                     if "could not connect" in str(exc) or "Connection refused" in str(exc):
-                        raise ApplicationError(f"the check pod {name} cannot reach {request.clone_connection_name}: {exc}", type="DatabaseUnreachable") from None
+                        raise ApplicationError(
+                            f"the check pod {name} cannot reach {request.clone_connection_name}: {exc}",
+                            type="DatabaseUnreachable",
+                        ) from None
                     actual = f"error: {exc}"
                 ok = actual == check.expect.strip()
-                results.append(CheckResult(name=check.name, ok=ok, detail=f"{check.sql} → {actual!r} (expected {check.expect.strip()!r})"))
+                results.append(
+                    CheckResult(
+                        name=check.name,
+                        ok=ok,
+                        detail=f"{check.sql} → {actual!r} (expected {check.expect.strip()!r})",
+                    )
+                )
             return results
         finally:
             await self._remove_pod(request.namespace, name)
@@ -139,26 +198,47 @@ class DatabaseActivities:
     async def _check_pod(self, request: CloneQueriesRequest) -> str:
         name = check_pod_name(request.deployment, request.clone_connection_name)
         try:
-            deployment = await self.apps.read_namespaced_deployment(request.deployment, request.namespace)
+            deployment = await self.apps.read_namespaced_deployment(
+                request.deployment, request.namespace
+            )
         except ApiException as exc:
             if exc.status == 404:
-                raise permanent(f"deployment/{request.deployment} does not exist in namespace {request.namespace!r}", "DeploymentNotFound") from None
+                raise permanent(
+                    f"deployment/{request.deployment} does not exist in namespace {request.namespace!r}",
+                    "DeploymentNotFound",
+                ) from None
             raise_for_api_error(exc, f"reading deployment/{request.deployment}")
-        template: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(deployment.spec.template)
+        template: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(
+            deployment.spec.template
+        )
         spec = template["spec"]
         proxy = proxy_container(spec, request.access.proxy_container)
         if proxy is None:
-            raise permanent(f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container {request.access.proxy_container!r}; "
-                            "fix the catalog's database.proxy_container", "ProxyNotFound")
-        proxy["args"] = retarget(proxy.get("args") or [], request.source_connection_name, request.clone_connection_name, request.deployment)
+            raise permanent(
+                f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container {request.access.proxy_container!r}; "
+                "fix the catalog's database.proxy_container",
+                "ProxyNotFound",
+            )
+        proxy["args"] = retarget(
+            proxy.get("args") or [],
+            request.source_connection_name,
+            request.clone_connection_name,
+            request.deployment,
+        )
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             for container in spec.get("containers") or []:
                 container.pop(probe, None)  # a check pod answers no traffic
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": request.namespace,
-                            "labels": {"app.kubernetes.io/managed-by": "modoru", CHECK_POD_LABEL: "true"},
-                            "annotations": {"modoru.dev/instance": request.clone_connection_name}},
-               "spec": {**spec, "restartPolicy": "Never"}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": request.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "modoru", CHECK_POD_LABEL: "true"},
+                "annotations": {"modoru.dev/instance": request.clone_connection_name},
+            },
+            "spec": {**spec, "restartPolicy": "Never"},
+        }
         try:
             await self.core.create_namespaced_pod(request.namespace, pod)
         except ApiException as exc:
@@ -178,19 +258,41 @@ class DatabaseActivities:
                 raise_for_api_error(exc, f"reading the check pod {name}")
             statuses = pod.status.container_statuses or []
             sidecars = pod.status.init_container_statuses or []
-            started = all(s.state and (s.state.running or s.state.terminated and s.state.terminated.exit_code == 0) for s in sidecars)
-            if pod.status.phase == "Running" and statuses and started and all(s.state and s.state.running for s in statuses):
+            started = all(
+                s.state
+                and (s.state.running or s.state.terminated and s.state.terminated.exit_code == 0)
+                for s in sidecars
+            )
+            if (
+                pod.status.phase == "Running"
+                and statuses
+                and started
+                and all(s.state and s.state.running for s in statuses)
+            ):
                 names = [c.name for c in pod.spec.containers]
                 container = access.container or names[0]
                 if container not in names:
-                    raise permanent(f"the app's pods have no container {container!r} (containers: {', '.join(names)}); fix the catalog's database.container", "ContainerNotFound")
+                    raise permanent(
+                        f"the app's pods have no container {container!r} (containers: {', '.join(names)}); fix the catalog's database.container",
+                        "ContainerNotFound",
+                    )
                 return container
             if pod.status.phase in ("Failed", "Succeeded"):
-                raise permanent(f"the check pod {name} ended ({pod.status.phase}) before the checks could run", "CheckPodFailed")
+                raise permanent(
+                    f"the check pod {name} ended ({pod.status.phase}) before the checks could run",
+                    "CheckPodFailed",
+                )
             if loop.time() > deadline:
-                waiting = [f"{s.name}: {s.state.waiting.reason}" for s in statuses if s.state and s.state.waiting]
-                raise permanent(f"the check pod {name} was not running within {access.check_pod_timeout_seconds}s"
-                                + (f" ({'; '.join(waiting)})" if waiting else ""), "CheckPodNotReady")
+                waiting = [
+                    f"{s.name}: {s.state.waiting.reason}"
+                    for s in statuses
+                    if s.state and s.state.waiting
+                ]
+                raise permanent(
+                    f"the check pod {name} was not running within {access.check_pod_timeout_seconds}s"
+                    + (f" ({'; '.join(waiting)})" if waiting else ""),
+                    "CheckPodNotReady",
+                )
             await heartbeat.sleep(0.5, PodProgress(pod=name))
 
     async def _remove_pod(self, namespace: str, name: str) -> None:
@@ -198,4 +300,6 @@ class DatabaseActivities:
             await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
         except ApiException as exc:
             if exc.status != 404:
-                activity.logger.warning("could not remove the check pod %s (%s): remove it by hand", name, exc.status)
+                activity.logger.warning(
+                    "could not remove the check pod %s (%s): remove it by hand", name, exc.status
+                )

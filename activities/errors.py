@@ -34,7 +34,9 @@ def retry_after(headers: Mapping[str, str] | None) -> timedelta | None:
     return min(timedelta(seconds=seconds), RETRY_AFTER_CAP)
 
 
-def transient(status: int | None, what: str, headers: Mapping[str, str] | None = None) -> ApplicationError:
+def transient(
+    status: int | None, what: str, headers: Mapping[str, str] | None = None
+) -> ApplicationError:
     """One plain line for a retryable API answer; a 429's Retry-After becomes the next retry's delay."""
     if status is None:
         said = "gave no answer"
@@ -45,10 +47,16 @@ def transient(status: int | None, what: str, headers: Mapping[str, str] | None =
             said = str(status)
     delay = retry_after(headers) if status == 429 else None
     wait = f" in {delay.total_seconds():g}s (Retry-After)" if delay is not None else ""
-    return ApplicationError(f"Kubernetes API {said} on {what}; retrying{wait}", type="KubernetesTransient", next_retry_delay=delay)
+    return ApplicationError(
+        f"Kubernetes API {said} on {what}; retrying{wait}",
+        type="KubernetesTransient",
+        next_retry_delay=delay,
+    )
 
 
-def raise_for_api_status(status: int | None, what: str, body: str | None = None, headers: Mapping[str, str] | None = None) -> NoReturn:
+def raise_for_api_status(
+    status: int | None, what: str, body: str | None = None, headers: Mapping[str, str] | None = None
+) -> NoReturn:
     """Raise the right failure for a Kubernetes API status on `what`."""
     if status in (401, 403):
         raise permanent(
@@ -58,12 +66,19 @@ def raise_for_api_status(status: int | None, what: str, body: str | None = None,
     # `from None`: the client's exception (headers and all) must not ride along as the cause.
     if status is None or status in TRANSIENT_STATUSES:
         raise transient(status, what, headers) from None
-    raise permanent(f"the Kubernetes API rejected {what} ({status}): {_reason(body)}", "KubernetesRejected") from None
+    raise permanent(
+        f"the Kubernetes API rejected {what} ({status}): {_reason(body)}", "KubernetesRejected"
+    ) from None
 
 
 def raise_for_api_error(exc: Any, what: str) -> NoReturn:
     """raise_for_api_status for a kubernetes client ApiException (status, body and headers)."""
-    raise_for_api_status(getattr(exc, "status", None), what, getattr(exc, "body", None), getattr(exc, "headers", None))
+    raise_for_api_status(
+        getattr(exc, "status", None),
+        what,
+        getattr(exc, "body", None),
+        getattr(exc, "headers", None),
+    )
 
 
 def _reason(body: str | None) -> str:

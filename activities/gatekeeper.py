@@ -62,53 +62,99 @@ class Gatekeeper:
 
         return hmac.new(self.seal_key, canonical(facts).encode(), hashlib.sha256).hexdigest()
 
-    def require(self, grant: Grant | None, entry: ServiceEntry | None, needed: int, facts: dict[str, Any], what: str) -> None:
+    def require(
+        self,
+        grant: Grant | None,
+        entry: ServiceEntry | None,
+        needed: int,
+        facts: dict[str, Any],
+        what: str,
+    ) -> None:
         """Raise a permanent failure unless `grant` approves `facts` (a subset of the
         signed plan's items) for this run; nothing when the catalog has no identities."""
         if not self.enforcing:
             return
         if grant is None:
-            raise permanent(f"refused to {what}: no signed approval came with the request", "ApprovalMissing")
+            raise permanent(
+                f"refused to {what}: no signed approval came with the request", "ApprovalMissing"
+            )
         if entry is None:
-            raise permanent(f"refused to {what}: the service is not in this worker's catalog", "ApprovalInvalid")
+            raise permanent(
+                f"refused to {what}: the service is not in this worker's catalog", "ApprovalInvalid"
+            )
         mismatched = [key for key, value in facts.items() if grant.plan.get(key) != value]
         if mismatched:
-            raise permanent(f"refused to {what}: the approved plan differs in {', '.join(mismatched)}", "ApprovalInvalid")
+            raise permanent(
+                f"refused to {what}: the approved plan differs in {', '.join(mismatched)}",
+                "ApprovalInvalid",
+            )
         info = activity.info()
         identities = self.catalog.identities
         now = dt.datetime.now(dt.UTC)
         requester, start_ok = self._requester(grant, info.workflow_id, now)
-        if needed == 0 and not self._no_approval_allowed(grant, start_ok, requester, info.workflow_id):
+        if needed == 0 and not self._no_approval_allowed(
+            grant, start_ok, requester, info.workflow_id
+        ):
             needed = 1
-        expected = Expected(info.workflow_id, info.workflow_run_id, grant.gate, plan_digest(grant.plan))
+        expected = Expected(
+            info.workflow_id, info.workflow_run_id, grant.gate, plan_digest(grant.plan)
+        )
         people: set[str] = set()
         seen: set[str] = set()
         for decision in grant.decisions:
             verdict = judge(decision, "approve", expected, identities, now, seen)
             if verdict.payload is not None:
                 seen.add(verdict.payload.nonce)
-            if verdict.counted and verdict.signer != requester and entry is not None and has_role(identities, verdict.signer, entry.approval.approvers):
+            if (
+                verdict.counted
+                and verdict.signer != requester
+                and entry is not None
+                and has_role(identities, verdict.signer, entry.approval.approvers)
+            ):
                 people.add(verdict.signer)
         if len(people) < needed:
-            raise permanent(f"refused to {what}: {len(people)} valid signed approval(s) for this run and plan, {needed} needed", "ApprovalInvalid")
+            raise permanent(
+                f"refused to {what}: {len(people)} valid signed approval(s) for this run and plan, {needed} needed",
+                "ApprovalInvalid",
+            )
 
     def _requester(self, grant: Grant, workflow_id: str, now: dt.datetime) -> tuple[str, bool]:
         requested_by = normalize_id(str(grant.request.get("requested_by", "")))
         if grant.start is None:
             return requested_by, False
         # A start may be judged after its expiry: it was checked when the run began; here it names the requester.
-        verdict = judge(grant.start, "start", Expected(workflow_id, "", "start", start_plan_digest(grant.request_kind, grant.request)),
-                        self.catalog.identities, min(now, _issued(grant.start) + dt.timedelta(seconds=1)), set())
-        return (verdict.signer, True) if verdict.counted and verdict.signer == requested_by else (requested_by, False)
+        verdict = judge(
+            grant.start,
+            "start",
+            Expected(
+                workflow_id, "", "start", start_plan_digest(grant.request_kind, grant.request)
+            ),
+            self.catalog.identities,
+            min(now, _issued(grant.start) + dt.timedelta(seconds=1)),
+            set(),
+        )
+        return (
+            (verdict.signer, True)
+            if verdict.counted and verdict.signer == requested_by
+            else (requested_by, False)
+        )
 
-    def _no_approval_allowed(self, grant: Grant, start_ok: bool, requester: str, workflow_id: str) -> bool:
+    def _no_approval_allowed(
+        self, grant: Grant, start_ok: bool, requester: str, workflow_id: str
+    ) -> bool:
         facts = grant.guard_facts
         if grant.guard_seal and hmac.compare_digest(grant.guard_seal, self.seal(facts)):
             try:
-                recent = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(str(facts.get("at"))) <= GUARD_SEAL_VALIDITY
+                recent = (
+                    dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(str(facts.get("at")))
+                    <= GUARD_SEAL_VALIDITY
+                )
             except ValueError:
                 recent = False
-            same = (facts.get("namespace"), facts.get("deployment")) == (grant.plan.get("namespace"), grant.plan.get("deployment"))
+            same = (facts.get("namespace"), facts.get("deployment")) == (
+                grant.plan.get("namespace"),
+                grant.plan.get("deployment"),
+            )
             if recent and same and facts.get("severity") == "immediate":
                 return True
         return start_ok and has_role(self.catalog.identities, requester, [self.catalog.oncall_role])

@@ -58,9 +58,15 @@ def read_token(env_name: str, environ: Mapping[str, str]) -> str:
             with open(path, encoding="utf-8") as handle:
                 value = handle.read().strip()
         except OSError as exc:
-            raise permanent(f"cannot read the GitHub token file named by {env_name}_FILE ({exc.strerror})", "GitHubTokenMissing") from None
+            raise permanent(
+                f"cannot read the GitHub token file named by {env_name}_FILE ({exc.strerror})",
+                "GitHubTokenMissing",
+            ) from None
     if not value:
-        raise permanent(f"no GitHub token on this worker: set {env_name} (or {env_name}_FILE) to a token that may run the workflow", "GitHubTokenMissing")
+        raise permanent(
+            f"no GitHub token on this worker: set {env_name} (or {env_name}_FILE) to a token that may run the workflow",
+            "GitHubTokenMissing",
+        )
     return value
 
 
@@ -73,13 +79,22 @@ def failure(exc: RequestError, what: str, token_env: str) -> ApplicationError:
         except ValueError:
             message = ""
         if status == 401:
-            return permanent(f"GitHub refused the token in {token_env} while {what} (401 {message or 'Bad credentials'})", "GitHubDenied")
+            return permanent(
+                f"GitHub refused the token in {token_env} while {what} (401 {message or 'Bad credentials'})",
+                "GitHubDenied",
+            )
         limited = status == 429 or (status == 403 and "rate limit" in message.lower())
         if limited or status >= 500:
-            return ApplicationError(f"GitHub answered {status} while {what}: {message}; retrying", type="GitHubTransient")
+            return ApplicationError(
+                f"GitHub answered {status} while {what}: {message}; retrying",
+                type="GitHubTransient",
+            )
         if status in (403, 404):
-            return permanent(f"GitHub answered {status} while {what}: {message or 'Not Found'} (wrong repository or workflow, or the token in "
-                             f"{token_env} may not see it: it needs actions:write)", "GitHubRejected")
+            return permanent(
+                f"GitHub answered {status} while {what}: {message or 'Not Found'} (wrong repository or workflow, or the token in "
+                f"{token_env} may not see it: it needs actions:write)",
+                "GitHubRejected",
+            )
         return permanent(f"GitHub rejected {what} ({status}): {message}", "GitHubRejected")
     kind = "timed out" if isinstance(exc, RequestTimeout) else f"failed ({type(exc.exc).__name__})"
     return ApplicationError(f"GitHub request {kind} while {what}; retrying", type="GitHubTransient")
@@ -90,16 +105,24 @@ def _when(value: Any) -> dt.datetime | None:
 
 
 class GitHubActivities:
-    def __init__(self, api_url: str = "https://api.github.com", environ: Mapping[str, str] | None = None,
-                 gatekeeper: Gatekeeper | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str = "https://api.github.com",
+        environ: Mapping[str, str] | None = None,
+        gatekeeper: Gatekeeper | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.environ = os.environ if environ is None else environ
         self.gatekeeper = gatekeeper
 
     def _client(self, cd: CdConfig) -> GitHub:
         # No retries inside the client: Temporal's retry policy (the runbook's budget) decides.
-        return GitHub(TokenAuthStrategy(read_token(cd.token_env, self.environ)), base_url=self.api_url, auto_retry=False,
-                      timeout=httpx.Timeout(30.0))
+        return GitHub(
+            TokenAuthStrategy(read_token(cd.token_env, self.environ)),
+            base_url=self.api_url,
+            auto_retry=False,
+            timeout=httpx.Timeout(30.0),
+        )
 
     async def _call(self, cd: CdConfig, what: str, call):
         try:
@@ -116,10 +139,27 @@ class GitHubActivities:
         a previous attempt's and is taken instead of dispatching again."""
         cd = request.cd
         if self.gatekeeper is not None:
-            entry = next((e for e in self.gatekeeper.catalog.services if e.cd is not None and e.cd.repository == cd.repository), None)
-            severity = Severity(request.grant.request.get("severity", "investigate")) if request.grant else Severity.INVESTIGATE
+            entry = next(
+                (
+                    e
+                    for e in self.gatekeeper.catalog.services
+                    if e.cd is not None and e.cd.repository == cd.repository
+                ),
+                None,
+            )
+            severity = (
+                Severity(request.grant.request.get("severity", "investigate"))
+                if request.grant
+                else Severity.INVESTIGATE
+            )
             needed = approvals_required(severity, entry.approval) if entry else 1
-            self.gatekeeper.require(request.grant, entry, needed, dispatch_facts(cd, request.tag), f"dispatch {cd.workflow_name} with tag {request.tag}")
+            self.gatekeeper.require(
+                request.grant,
+                entry,
+                needed,
+                dispatch_facts(cd, request.tag),
+                f"dispatch {cd.workflow_name} with tag {request.tag}",
+            )
         owner, repo = cd.repository.split("/")
         async with self._client(cd) as gh:
             rest = gh.rest(API_VERSION)
@@ -127,12 +167,28 @@ class GitHubActivities:
             if earlier is not None:
                 return await self._state(rest, cd, earlier, adopted=True)
             what = f"dispatching {cd.workflow} on {cd.ref} in {cd.repository}"
-            answer = await self._call(cd, what, rest.actions.async_create_workflow_dispatch(
-                owner, repo, cd.workflow, ref=cd.ref, inputs={cd.tag_input: request.tag}, return_run_details=True))
+            answer = await self._call(
+                cd,
+                what,
+                rest.actions.async_create_workflow_dispatch(
+                    owner,
+                    repo,
+                    cd.workflow,
+                    ref=cd.ref,
+                    inputs={cd.tag_input: request.tag},
+                    return_run_details=True,
+                ),
+            )
             activity.logger.info("dispatched %s with %s=%s", cd.workflow, cd.tag_input, request.tag)
             if answer.status_code == 200:
                 run_id = int(answer.json()["workflow_run_id"])
-                run = (await self._call(cd, f"reading run {run_id}", rest.actions.async_get_workflow_run(owner, repo, run_id))).parsed_data
+                run = (
+                    await self._call(
+                        cd,
+                        f"reading run {run_id}",
+                        rest.actions.async_get_workflow_run(owner, repo, run_id),
+                    )
+                ).parsed_data
                 return await self._state(rest, cd, run)
             # 204 (a server without run details): the run is the one that appears for the tag.
             deadline = time.monotonic() + FIND_RUN_SECONDS
@@ -141,16 +197,33 @@ class GitHubActivities:
                 if run is not None:
                     return await self._state(rest, cd, run)
                 await asyncio.sleep(1)
-        raise permanent(f"{cd.workflow_name} was dispatched with {cd.tag_input}={request.tag}, but no run titled with the tag appeared on "
-                        f"{cd.ref} within {FIND_RUN_SECONDS}s: find it in the Actions tab (the workflow's run-name should name the tag)",
-                        "GitHubRunNotFound")
+        raise permanent(
+            f"{cd.workflow_name} was dispatched with {cd.tag_input}={request.tag}, but no run titled with the tag appeared on "
+            f"{cd.ref} within {FIND_RUN_SECONDS}s: find it in the Actions tab (the workflow's run-name should name the tag)",
+            "GitHubRunNotFound",
+        )
 
     async def _find_run(self, rest, cd: CdConfig, tag: str, since: dt.datetime):
         owner, repo = cd.repository.split("/")
         created = ">=" + since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        listed = await self._call(cd, f"listing the runs of {cd.workflow}", rest.actions.async_list_workflow_runs(
-            owner, repo, cd.workflow, event="workflow_dispatch", branch=cd.ref, created=created, per_page=50))
-        mine = [r for r in listed.parsed_data.workflow_runs if _names_tag(r.display_title or "", cd.tag_input, tag)]
+        listed = await self._call(
+            cd,
+            f"listing the runs of {cd.workflow}",
+            rest.actions.async_list_workflow_runs(
+                owner,
+                repo,
+                cd.workflow,
+                event="workflow_dispatch",
+                branch=cd.ref,
+                created=created,
+                per_page=50,
+            ),
+        )
+        mine = [
+            r
+            for r in listed.parsed_data.workflow_runs
+            if _names_tag(r.display_title or "", cd.tag_input, tag)
+        ]
         return min(mine, key=lambda r: r.created_at) if mine else None
 
     # -- follow ------------------------------------------------------------------------------
@@ -164,7 +237,13 @@ class GitHubActivities:
         async with self._client(cd) as gh:
             rest = gh.rest(API_VERSION)
             while True:
-                run = (await self._call(cd, f"reading run {request.run_id}", rest.actions.async_get_workflow_run(owner, repo, request.run_id))).parsed_data
+                run = (
+                    await self._call(
+                        cd,
+                        f"reading run {request.run_id}",
+                        rest.actions.async_get_workflow_run(owner, repo, request.run_id),
+                    )
+                ).parsed_data
                 activity.heartbeat({"status": run.status})
                 if run.status != request.known_status or run.status == "completed":
                     return await self._state(rest, cd, run)
@@ -172,19 +251,53 @@ class GitHubActivities:
 
     async def _state(self, rest, cd: CdConfig, run, *, adopted: bool = False) -> RunState:
         owner, repo = cd.repository.split("/")
-        state = RunState(run_id=run.id, number=run.run_number, html_url=run.html_url, status=run.status or "", conclusion=run.conclusion,
-                         title=run.display_title or "", adopted=adopted)
+        state = RunState(
+            run_id=run.id,
+            number=run.run_number,
+            html_url=run.html_url,
+            status=run.status or "",
+            conclusion=run.conclusion,
+            title=run.display_title or "",
+            adopted=adopted,
+        )
         if run.status == "waiting":
-            pending = (await self._call(cd, f"reading the pending deployments of run {run.id}",
-                                        rest.actions.async_get_pending_deployments_for_run(owner, repo, run.id))).parsed_data
+            pending = (
+                await self._call(
+                    cd,
+                    f"reading the pending deployments of run {run.id}",
+                    rest.actions.async_get_pending_deployments_for_run(owner, repo, run.id),
+                )
+            ).parsed_data
             for item in pending:
-                reviewers = [getattr(r.reviewer, "login", None) or getattr(r.reviewer, "slug", None) or getattr(r.reviewer, "name", "?") for r in item.reviewers]
-                state.pending.append(PendingDeployment(environment=item.environment.name or "", environment_id=item.environment.id or 0,
-                                                       reviewers=[str(r) for r in reviewers], current_user_can_approve=item.current_user_can_approve,
-                                                       waiting_since=_when(item.wait_timer_started_at)))
+                reviewers = [
+                    getattr(r.reviewer, "login", None)
+                    or getattr(r.reviewer, "slug", None)
+                    or getattr(r.reviewer, "name", "?")
+                    for r in item.reviewers
+                ]
+                state.pending.append(
+                    PendingDeployment(
+                        environment=item.environment.name or "",
+                        environment_id=item.environment.id or 0,
+                        reviewers=[str(r) for r in reviewers],
+                        current_user_can_approve=item.current_user_can_approve,
+                        waiting_since=_when(item.wait_timer_started_at),
+                    )
+                )
         if run.status == "completed" and run.conclusion != "success":
-            jobs = (await self._call(cd, f"reading the jobs of run {run.id}", rest.actions.async_list_jobs_for_workflow_run(owner, repo, run.id))).parsed_data
-            state.failed_steps = [f"{job.name}: {step.name}" for job in jobs.jobs for step in (job.steps or []) if step.conclusion == "failure"]
+            jobs = (
+                await self._call(
+                    cd,
+                    f"reading the jobs of run {run.id}",
+                    rest.actions.async_list_jobs_for_workflow_run(owner, repo, run.id),
+                )
+            ).parsed_data
+            state.failed_steps = [
+                f"{job.name}: {step.name}"
+                for job in jobs.jobs
+                for step in (job.steps or [])
+                if step.conclusion == "failure"
+            ]
         return state
 
     # -- artifacts -----------------------------------------------------------------------------
@@ -198,11 +311,27 @@ class GitHubActivities:
             kwargs: dict[str, Any] = {"per_page": request.limit}
             if request.name:
                 kwargs["name"] = request.name
-            listed = (await self._call(cd, f"listing the artifacts of {cd.repository}", gh.rest(API_VERSION).actions.async_list_artifacts_for_repo(
-                owner, repo, **kwargs))).parsed_data
-        found = [ArtifactInfo(id=a.id, name=a.name, run_id=getattr(a.workflow_run, "id", None) if a.workflow_run else None,
-                              created=_when(a.created_at), expired=a.expired, size=a.size_in_bytes)
-                 for a in listed.artifacts if request.name or a.name.startswith(cd.backup_prefix)]
+            listed = (
+                await self._call(
+                    cd,
+                    f"listing the artifacts of {cd.repository}",
+                    gh.rest(API_VERSION).actions.async_list_artifacts_for_repo(
+                        owner, repo, **kwargs
+                    ),
+                )
+            ).parsed_data
+        found = [
+            ArtifactInfo(
+                id=a.id,
+                name=a.name,
+                run_id=getattr(a.workflow_run, "id", None) if a.workflow_run else None,
+                created=_when(a.created_at),
+                expired=a.expired,
+                size=a.size_in_bytes,
+            )
+            for a in listed.artifacts
+            if request.name or a.name.startswith(cd.backup_prefix)
+        ]
         found.sort(key=lambda a: a.created or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
         return ArtifactList(artifacts=found)
 
@@ -211,19 +340,37 @@ class GitHubActivities:
         """Download a backup artifact (a zip, as upload-artifact stores it) and return the one manifest in it."""
         cd = request.cd
         if not request.name:
-            raise permanent("name the backup artifact to download (e.g. deployment-backup-20250116-120000)", "ArtifactNotFound")
+            raise permanent(
+                "name the backup artifact to download (e.g. deployment-backup-20250116-120000)",
+                "ArtifactNotFound",
+            )
         listed = await self.list_backups(request)
         usable = [a for a in listed.artifacts if a.name == request.name and not a.expired]
         if not usable:
-            state = "has expired" if any(a.name == request.name for a in listed.artifacts) else "does not exist"
-            raise permanent(f"artifact {request.name} in {cd.repository} {state}: see the Artifacts of the production deploy runs in the Actions tab", "ArtifactNotFound")
+            state = (
+                "has expired"
+                if any(a.name == request.name for a in listed.artifacts)
+                else "does not exist"
+            )
+            raise permanent(
+                f"artifact {request.name} in {cd.repository} {state}: see the Artifacts of the production deploy runs in the Actions tab",
+                "ArtifactNotFound",
+            )
         artifact = usable[0]
         owner, repo = cd.repository.split("/")
         async with self._client(cd) as gh:
-            answer = await self._call(cd, f"downloading artifact {artifact.name}", gh.rest(API_VERSION).actions.async_download_artifact(
-                owner, repo, artifact.id, "zip"))
-        return FetchedManifest(source=ManifestSource(kind="artifact", name=artifact.name), text=manifest_from_zip(answer.content, artifact.name),
-                               detail=f"artifact {artifact.name} (id {artifact.id}, run {artifact.run_id}, created {artifact.created})")
+            answer = await self._call(
+                cd,
+                f"downloading artifact {artifact.name}",
+                gh.rest(API_VERSION).actions.async_download_artifact(
+                    owner, repo, artifact.id, "zip"
+                ),
+            )
+        return FetchedManifest(
+            source=ManifestSource(kind="artifact", name=artifact.name),
+            text=manifest_from_zip(answer.content, artifact.name),
+            detail=f"artifact {artifact.name} (id {artifact.id}, run {artifact.run_id}, created {artifact.created})",
+        )
 
 
 def manifest_from_zip(data: bytes, name: str) -> str:
@@ -231,12 +378,19 @@ def manifest_from_zip(data: bytes, name: str) -> str:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise permanent(f"artifact {name} is not a zip archive", "ArtifactUnreadable") from None
-    manifests = [i for i in archive.infolist() if i.filename.endswith((".yaml", ".yml")) and not i.is_dir()]
+    manifests = [
+        i for i in archive.infolist() if i.filename.endswith((".yaml", ".yml")) and not i.is_dir()
+    ]
     if len(manifests) != 1:
-        raise permanent(f"artifact {name} holds {len(manifests)} YAML files ({', '.join(i.filename for i in manifests) or 'none'}); expected one manifest",
-                        "ArtifactUnreadable")
+        raise permanent(
+            f"artifact {name} holds {len(manifests)} YAML files ({', '.join(i.filename for i in manifests) or 'none'}); expected one manifest",
+            "ArtifactUnreadable",
+        )
     if manifests[0].file_size > MAX_MANIFEST_BYTES:
-        raise permanent(f"the manifest in artifact {name} is larger than {MAX_MANIFEST_BYTES} bytes", "ArtifactUnreadable")
+        raise permanent(
+            f"the manifest in artifact {name} is larger than {MAX_MANIFEST_BYTES} bytes",
+            "ArtifactUnreadable",
+        )
     return archive.read(manifests[0]).decode("utf-8", "replace")
 
 

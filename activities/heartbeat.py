@@ -18,7 +18,9 @@ from temporalio.exceptions import ApplicationError
 Details = TypeVar("Details", bound=BaseModel)
 T = TypeVar("T")
 
-SHARE_OF_TIMEOUT = 3  # beat at least three times per heartbeat timeout: one late beat is no lost worker
+SHARE_OF_TIMEOUT = (
+    3  # beat at least three times per heartbeat timeout: one late beat is no lost worker
+)
 LONGEST = 30.0  # seconds between beats when no heartbeat timeout was given
 SHORTEST = 0.2
 
@@ -27,7 +29,10 @@ class WorkerShutdown(ApplicationError):
     """Retryable: the worker is going away; the next attempt resumes from the last heartbeat."""
 
     def __init__(self) -> None:
-        super().__init__("the worker is shutting down; the next attempt resumes from the last heartbeat", type="WorkerShutdown")
+        super().__init__(
+            "the worker is shutting down; the next attempt resumes from the last heartbeat",
+            type="WorkerShutdown",
+        )
 
 
 class Heartbeat(Generic[Details]):
@@ -58,7 +63,9 @@ class Heartbeat(Generic[Details]):
         try:
             return self.model.model_validate(details[0])
         except ValidationError:
-            activity.logger.warning("ignoring unreadable heartbeat details from the last attempt: %r", details[0])
+            activity.logger.warning(
+                "ignoring unreadable heartbeat details from the last attempt: %r", details[0]
+            )
             return None
 
     def beat(self, details: Details) -> None:

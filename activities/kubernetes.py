@@ -58,7 +58,13 @@ class RolloutProgress(BaseModel):
     problems: list[str]
 
 
-TROUBLE_REASONS = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName")
+TROUBLE_REASONS = (
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+)
 Obj = dict[str, Any]
 
 
@@ -94,8 +100,14 @@ def selector_string(selector: Obj | None) -> str:
     parts = [f"{k}={v}" for k, v in sorted(((selector or {}).get("matchLabels") or {}).items())]
     for expr in (selector or {}).get("matchExpressions") or []:
         values = ",".join(sorted(expr.get("values") or []))
-        parts.append({"In": f"{expr['key']} in ({values})", "NotIn": f"{expr['key']} notin ({values})",
-                      "Exists": expr["key"], "DoesNotExist": f"!{expr['key']}"}[expr["operator"]])
+        parts.append(
+            {
+                "In": f"{expr['key']} in ({values})",
+                "NotIn": f"{expr['key']} notin ({values})",
+                "Exists": expr["key"],
+                "DoesNotExist": f"!{expr['key']}",
+            }[expr["operator"]]
+        )
     return ",".join(parts)
 
 
@@ -104,7 +116,14 @@ def clean_manifest(deployment: Obj) -> Obj:
     manifest = copy.deepcopy(deployment)
     manifest.pop("status", None)
     meta = manifest.get("metadata") or {}
-    for key in ("managedFields", "uid", "resourceVersion", "generation", "creationTimestamp", "selfLink"):
+    for key in (
+        "managedFields",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "selfLink",
+    ):
         meta.pop(key, None)
     manifest["apiVersion"], manifest["kind"] = "apps/v1", "Deployment"
     return manifest
@@ -122,7 +141,9 @@ async def read_json(response: Any) -> Obj:
 
 
 class KubernetesActivities:
-    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api, gatekeeper: Gatekeeper | None = None) -> None:
+    def __init__(
+        self, apps: client.AppsV1Api, core: client.CoreV1Api, gatekeeper: Gatekeeper | None = None
+    ) -> None:
         self.apps = apps
         self.core = core
         self.gatekeeper = gatekeeper
@@ -132,12 +153,19 @@ class KubernetesActivities:
 
     async def _deployment(self, namespace: str, name: str) -> Obj:
         try:
-            return await read_json(await self.apps.read_namespaced_deployment_without_preload_content(name, namespace))
+            return await read_json(
+                await self.apps.read_namespaced_deployment_without_preload_content(name, namespace)
+            )
         except ApiException as exc:
             if exc.status == 404:
                 if not await self._namespace_exists(namespace):
-                    raise permanent(f"namespace {namespace!r} does not exist", "NamespaceNotFound") from None
-                raise permanent(f"deployment/{name} does not exist in namespace {namespace!r}", "DeploymentNotFound") from None
+                    raise permanent(
+                        f"namespace {namespace!r} does not exist", "NamespaceNotFound"
+                    ) from None
+                raise permanent(
+                    f"deployment/{name} does not exist in namespace {namespace!r}",
+                    "DeploymentNotFound",
+                ) from None
             raise_for_api_error(exc, f"reading deployment/{name}")
 
     async def _namespace_exists(self, namespace: str) -> bool:
@@ -153,7 +181,9 @@ class KubernetesActivities:
         """kubectl's GetAllReplicaSets: selected by label and controlled by the deployment."""
         meta = deployment["metadata"]
         try:
-            listed = await self.apps.list_namespaced_replica_set(meta["namespace"], label_selector=selector_string(deployment["spec"]["selector"]))
+            listed = await self.apps.list_namespaced_replica_set(
+                meta["namespace"], label_selector=selector_string(deployment["spec"]["selector"])
+            )
         except ApiException as exc:
             raise_for_api_error(exc, f"listing the ReplicaSets of deployment/{meta['name']}")
         owned = []
@@ -176,12 +206,15 @@ class KubernetesActivities:
             )
         owned = await self._owned_replicasets(deployment)
         history = sorted(
-            (RevisionInfo(
-                revision=revision_of(rs),
-                replicaset=rs["metadata"]["name"],
-                images=[c["image"] for c in rs["spec"]["template"]["spec"]["containers"]],
-                change_cause=(rs["metadata"].get("annotations") or {}).get(CHANGE_CAUSE),
-            ) for rs in owned),
+            (
+                RevisionInfo(
+                    revision=revision_of(rs),
+                    replicaset=rs["metadata"]["name"],
+                    images=[c["image"] for c in rs["spec"]["template"]["spec"]["containers"]],
+                    change_cause=(rs["metadata"].get("annotations") or {}).get(CHANGE_CAUSE),
+                )
+                for rs in owned
+            ),
             key=lambda info: info.revision,
         )
         if not history:
@@ -192,10 +225,16 @@ class KubernetesActivities:
             target_revision = request.to_revision
             if target_revision not in by_revision:
                 known = ", ".join(str(h.revision) for h in history)
-                raise permanent(f"revision {target_revision} is not in the history of deployment/{name} (revisions: {known})", "RevisionNotFound")
+                raise permanent(
+                    f"revision {target_revision} is not in the history of deployment/{name} (revisions: {known})",
+                    "RevisionNotFound",
+                )
         else:
             if len(history) < 2:
-                raise permanent(f"deployment/{name} has no previous revision to roll back to", "NoPreviousRevision")
+                raise permanent(
+                    f"deployment/{name} has no previous revision to roll back to",
+                    "NoPreviousRevision",
+                )
             target_revision = history[-2].revision
         target = by_revision[target_revision]
         return RollbackPlan(
@@ -208,7 +247,9 @@ class KubernetesActivities:
             from_images=[c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]],
             to_images=[c["image"] for c in target["spec"]["template"]["spec"]["containers"]],
             history=history,
-            already_at_target=same_template(target["spec"]["template"], deployment["spec"]["template"]),
+            already_at_target=same_template(
+                target["spec"]["template"], deployment["spec"]["template"]
+            ),
             replicas=deployment["spec"].get("replicas", 1),
         )
 
@@ -218,8 +259,15 @@ class KubernetesActivities:
     async def backup_deployment(self, request: BackupRequest) -> BackupRef:
         """Keep the current manifest in a ConfigMap; a retry finds it and leaves it be."""
         try:
-            existing = await self.core.read_namespaced_config_map(request.backup_name, request.namespace)
-            return BackupRef(namespace=request.namespace, configmap=request.backup_name, manifest_yaml=(existing.data or {}).get("deployment.yaml", ""), created=False)
+            existing = await self.core.read_namespaced_config_map(
+                request.backup_name, request.namespace
+            )
+            return BackupRef(
+                namespace=request.namespace,
+                configmap=request.backup_name,
+                manifest_yaml=(existing.data or {}).get("deployment.yaml", ""),
+                created=False,
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise_for_api_error(exc, f"reading backup configmap/{request.backup_name}")
@@ -228,7 +276,10 @@ class KubernetesActivities:
         body = {
             "metadata": {
                 "name": request.backup_name,
-                "labels": {"app.kubernetes.io/managed-by": "modoru", "modoru.dev/deployment": request.deployment},
+                "labels": {
+                    "app.kubernetes.io/managed-by": "modoru",
+                    "modoru.dev/deployment": request.deployment,
+                },
                 "annotations": {"modoru.dev/revision": str(request.from_revision)},
             },
             "data": {"deployment.yaml": manifest},
@@ -238,7 +289,12 @@ class KubernetesActivities:
         except ApiException as exc:
             if exc.status != 409:
                 raise_for_api_error(exc, f"creating backup configmap/{request.backup_name}")
-        return BackupRef(namespace=request.namespace, configmap=request.backup_name, manifest_yaml=manifest, created=True)
+        return BackupRef(
+            namespace=request.namespace,
+            configmap=request.backup_name,
+            manifest_yaml=manifest,
+            created=True,
+        )
 
     # -- undo ----------------------------------------------------------------------
 
@@ -249,34 +305,74 @@ class KubernetesActivities:
         plan = request.plan
         if self.gatekeeper is not None:
             entry = self.gatekeeper.catalog.find(plan.namespace, plan.deployment)
-            severity = Severity(request.grant.request.get("severity", "investigate")) if request.grant else Severity.INVESTIGATE
+            severity = (
+                Severity(request.grant.request.get("severity", "investigate"))
+                if request.grant
+                else Severity.INVESTIGATE
+            )
             needed = approvals_required(severity, entry.approval) if entry else 1
-            self.gatekeeper.require(request.grant, entry, needed, rollback_plan(plan), f"roll deployment/{plan.deployment} back")
+            self.gatekeeper.require(
+                request.grant,
+                entry,
+                needed,
+                rollback_plan(plan),
+                f"roll deployment/{plan.deployment} back",
+            )
         deployment = await self._deployment(plan.namespace, plan.deployment)
         if deployment["metadata"]["uid"] != plan.deployment_uid:
-            raise permanent(f"deployment/{plan.deployment} was deleted and re-created since the plan; start a new rollback", "DeploymentReplaced")
+            raise permanent(
+                f"deployment/{plan.deployment} was deleted and re-created since the plan; start a new rollback",
+                "DeploymentReplaced",
+            )
         if deployment["spec"].get("paused"):
-            raise permanent(f"deployment/{plan.deployment} was paused after the plan; resume it and start again", "DeploymentPaused")
+            raise permanent(
+                f"deployment/{plan.deployment} was paused after the plan; resume it and start again",
+                "DeploymentPaused",
+            )
         try:
-            target = self._serialize(await self.apps.read_namespaced_replica_set(plan.target_replicaset, plan.namespace))
+            target = self._serialize(
+                await self.apps.read_namespaced_replica_set(plan.target_replicaset, plan.namespace)
+            )
         except ApiException as exc:
             if exc.status == 404:
-                raise permanent(f"replicaset/{plan.target_replicaset} (revision {plan.to_revision}) was deleted; pick another revision", "RevisionGone") from None
+                raise permanent(
+                    f"replicaset/{plan.target_replicaset} (revision {plan.to_revision}) was deleted; pick another revision",
+                    "RevisionGone",
+                ) from None
             raise_for_api_error(exc, f"reading replicaset/{plan.target_replicaset}")
         if same_template(target["spec"]["template"], deployment["spec"]["template"]):
-            return UndoResult(patched=False, message=f"skipped rollback (current template already matches revision {plan.to_revision})")
+            return UndoResult(
+                patched=False,
+                message=f"skipped rollback (current template already matches revision {plan.to_revision})",
+            )
         current_annotations = deployment["metadata"].get("annotations") or {}
         annotations = {k: current_annotations[k] for k in KEPT_ON_UNDO if k in current_annotations}
-        annotations.update({k: v for k, v in (target["metadata"].get("annotations") or {}).items() if k not in KEPT_ON_UNDO})
+        annotations.update(
+            {
+                k: v
+                for k, v in (target["metadata"].get("annotations") or {}).items()
+                if k not in KEPT_ON_UNDO
+            }
+        )
         patch = [
-            {"op": "replace", "path": "/spec/template", "value": template_without_hash(target["spec"]["template"])},
-            {"op": "replace" if "annotations" in deployment["metadata"] else "add", "path": "/metadata/annotations", "value": annotations},
+            {
+                "op": "replace",
+                "path": "/spec/template",
+                "value": template_without_hash(target["spec"]["template"]),
+            },
+            {
+                "op": "replace" if "annotations" in deployment["metadata"] else "add",
+                "path": "/metadata/annotations",
+                "value": annotations,
+            },
         ]
         try:
             await self.apps.patch_namespaced_deployment(plan.deployment, plan.namespace, patch)
         except ApiException as exc:
             raise_for_api_error(exc, f"patching deployment/{plan.deployment}")
-        activity.logger.info("rolled back deployment/%s to revision %s", plan.deployment, plan.to_revision)
+        activity.logger.info(
+            "rolled back deployment/%s to revision %s", plan.deployment, plan.to_revision
+        )
         return UndoResult(patched=True, message=f"rolled back to revision {plan.to_revision}")
 
     # -- wait ----------------------------------------------------------------------
@@ -298,12 +394,22 @@ class KubernetesActivities:
             progress = RolloutProgress(message=message, problems=diagnostics.problems)
             heartbeat.beat(progress)
             if done:
-                return RolloutOutcome(revision=revision_of(deployment), message=message, diagnostics=diagnostics)
+                return RolloutOutcome(
+                    revision=revision_of(deployment), message=message, diagnostics=diagnostics
+                )
             if stuck:
-                raise permanent(f"{message}; {'; '.join(diagnostics.problems) or 'no pod problems seen'}", "RolloutStuck", diagnostics.model_dump(mode="json"))
+                raise permanent(
+                    f"{message}; {'; '.join(diagnostics.problems) or 'no pod problems seen'}",
+                    "RolloutStuck",
+                    diagnostics.model_dump(mode="json"),
+                )
             if time.monotonic() - started > request.timeout_seconds:
                 diagnostics = await self.diagnose(deployment, with_events=True)
-                raise permanent(f"rollout of deployment/{request.deployment} did not finish within {request.timeout_seconds}s: {message}", "RolloutTimeout", diagnostics.model_dump(mode="json"))
+                raise permanent(
+                    f"rollout of deployment/{request.deployment} did not finish within {request.timeout_seconds}s: {message}",
+                    "RolloutTimeout",
+                    diagnostics.model_dump(mode="json"),
+                )
             # Most rollouts finish within a second: look again soon, then back off
             # to the poll interval so a thousand waits do not flood the API.
             await heartbeat.sleep(min(request.poll_seconds, 0.1 * 2 ** (polls - 1)), progress)
@@ -313,16 +419,29 @@ class KubernetesActivities:
         those of the deployment and its troubled pods (as kubectl describe
         selects them), so a thousand waits never list a namespace's events."""
         meta = deployment["metadata"]
-        diagnostics = Diagnostics(conditions=(deployment.get("status") or {}).get("conditions") or [])
+        diagnostics = Diagnostics(
+            conditions=(deployment.get("status") or {}).get("conditions") or []
+        )
         try:
-            pods = await read_json(await self.core.list_namespaced_pod_without_preload_content(
-                meta["namespace"], label_selector=selector_string(deployment["spec"]["selector"])))
+            pods = await read_json(
+                await self.core.list_namespaced_pod_without_preload_content(
+                    meta["namespace"],
+                    label_selector=selector_string(deployment["spec"]["selector"]),
+                )
+            )
         except ApiException:
             return diagnostics  # diagnostics are best effort: the rollout state decides
         troubled = []
         for pod in pods.get("items") or []:
             statuses = (pod.get("status") or {}).get("containerStatuses") or []
-            waiting = next((s["state"]["waiting"].get("reason") for s in statuses if (s.get("state") or {}).get("waiting")), None)
+            waiting = next(
+                (
+                    s["state"]["waiting"].get("reason")
+                    for s in statuses
+                    if (s.get("state") or {}).get("waiting")
+                ),
+                None,
+            )
             state = PodState(
                 name=pod["metadata"]["name"],
                 phase=(pod.get("status") or {}).get("phase", "Unknown"),
@@ -334,34 +453,48 @@ class KubernetesActivities:
             diagnostics.pods.append(state)
             if waiting in TROUBLE_REASONS:
                 troubled.append(state.name)
-                diagnostics.problems.append(f"pod/{state.name} ({state.image}): {waiting}, {state.restarts} restarts")
+                diagnostics.problems.append(
+                    f"pod/{state.name} ({state.image}): {waiting}, {state.restarts} restarts"
+                )
         if with_events:
-            diagnostics.events = await self._events(meta["namespace"], [("Deployment", meta["name"])] + [("Pod", name) for name in troubled[:3]])
+            diagnostics.events = await self._events(
+                meta["namespace"],
+                [("Deployment", meta["name"])] + [("Pod", name) for name in troubled[:3]],
+            )
             if troubled:
                 diagnostics.logs = await self._log_tail(meta["namespace"], troubled[0])
             if not diagnostics.problems:  # no pod says what is wrong: the warnings may
-                diagnostics.problems = [line for line in diagnostics.events if line.startswith("Warning ")][-3:]
+                diagnostics.problems = [
+                    line for line in diagnostics.events if line.startswith("Warning ")
+                ][-3:]
         return diagnostics
 
     async def _log_tail(self, namespace: str, pod: str, lines: int = LOG_TAIL) -> list[str]:
         """`kubectl logs POD --tail=50` of a failing pod (its previous container's, after a crash)."""
         for previous in (False, True):
             try:
-                text = await self.core.read_namespaced_pod_log(pod, namespace, tail_lines=lines, previous=previous or None)
+                text = await self.core.read_namespaced_pod_log(
+                    pod, namespace, tail_lines=lines, previous=previous or None
+                )
             except ApiException as exc:
                 said = _reason_of(exc)
                 if previous:
                     return [f"pod/{pod}: no logs ({said})"]
                 continue
             if text and text.strip():
-                return [f"pod/{pod}{' (previous container)' if previous else ''}:"] + text.splitlines()[-lines:]
+                return [
+                    f"pod/{pod}{' (previous container)' if previous else ''}:"
+                ] + text.splitlines()[-lines:]
         return [f"pod/{pod}: the log is empty"]
 
     async def _events(self, namespace: str, objects: list[tuple[str, str]]) -> list[str]:
         found = []
         for kind, name in objects:
             try:
-                listed = await self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}")
+                listed = await self.core.list_namespaced_event(
+                    namespace,
+                    field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+                )
             except ApiException:
                 continue
             found += [self._serialize(e) for e in listed.items]
@@ -370,6 +503,7 @@ class KubernetesActivities:
             f"{e.get('type')} {e.get('reason')} {e['involvedObject'].get('kind', '').lower()}/{e['involvedObject'].get('name')}: {e.get('message')}"
             for e in found[-15:]
         ]
+
 
 def _reason_of(exc: ApiException) -> str:
     import json
@@ -392,9 +526,21 @@ def rollout_state(deployment: Obj) -> tuple[bool, str, bool]:
             return False, f'deployment "{name}" exceeded its progress deadline', True
     updated = status.get("updatedReplicas", 0)
     if updated < spec_replicas:
-        return False, f'Waiting for deployment "{name}" rollout to finish: {updated} out of {spec_replicas} new replicas have been updated...', False
+        return (
+            False,
+            f'Waiting for deployment "{name}" rollout to finish: {updated} out of {spec_replicas} new replicas have been updated...',
+            False,
+        )
     if status.get("replicas", 0) > updated:
-        return False, f'Waiting for deployment "{name}" rollout to finish: {status["replicas"] - updated} old replicas are pending termination...', False
+        return (
+            False,
+            f'Waiting for deployment "{name}" rollout to finish: {status["replicas"] - updated} old replicas are pending termination...',
+            False,
+        )
     if status.get("availableReplicas", 0) < updated:
-        return False, f'Waiting for deployment "{name}" rollout to finish: {status.get("availableReplicas", 0)} of {updated} updated replicas are available...', False
+        return (
+            False,
+            f'Waiting for deployment "{name}" rollout to finish: {status.get("availableReplicas", 0)} of {updated} updated replicas are available...',
+            False,
+        )
     return True, f'deployment "{name}" successfully rolled out', False

@@ -60,7 +60,9 @@ class MetricClock:
     def at(self, wall: dt.datetime) -> dt.datetime:
         if self.speed == 1.0:
             return wall
-        return dt.datetime.fromtimestamp(self.epoch + (wall.timestamp() - self.epoch) * self.speed, dt.UTC)
+        return dt.datetime.fromtimestamp(
+            self.epoch + (wall.timestamp() - self.epoch) * self.speed, dt.UTC
+        )
 
     def now(self) -> dt.datetime:
         return self.at(dt.datetime.now(dt.UTC))
@@ -70,8 +72,16 @@ class Monitoring:
     """The worker's view of Cloud Monitoring. `credentials` None means anonymous
     (the sandbox's emulator); otherwise google-auth credentials refreshed as needed."""
 
-    def __init__(self, client: monitoring_v3.MetricServiceAsyncClient, session: aiohttp.ClientSession, *,
-                 project: str | None, rest_endpoint: str = REST_ENDPOINT, credentials: Any = None, clock: MetricClock | None = None) -> None:
+    def __init__(
+        self,
+        client: monitoring_v3.MetricServiceAsyncClient,
+        session: aiohttp.ClientSession,
+        *,
+        project: str | None,
+        rest_endpoint: str = REST_ENDPOINT,
+        credentials: Any = None,
+        clock: MetricClock | None = None,
+    ) -> None:
         self.client = client
         self.session = session
         self.project = project
@@ -87,24 +97,50 @@ class Monitoring:
         try:
             return config.source()
         except ValueError as exc:
-            raise permanent(f"{exc}; fix the service's monitoring settings in the catalog", "MonitoringNotConfigured") from None
+            raise permanent(
+                f"{exc}; fix the service's monitoring settings in the catalog",
+                "MonitoringNotConfigured",
+            ) from None
 
-    def query(self, config: MonitoringConfig, namespace: str, service: str, *, start: dt.datetime | None = None, end: dt.datetime | None = None) -> MetricsQuery | None:
+    def query(
+        self,
+        config: MonitoringConfig,
+        namespace: str,
+        service: str,
+        *,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> MetricsQuery | None:
         project = self.project_for(config)
         if project is None:
             return None
-        return MetricsQuery(project=project, namespace=namespace, service=service, config=config, start=start, end=end)
+        return MetricsQuery(
+            project=project,
+            namespace=namespace,
+            service=service,
+            config=config,
+            start=start,
+            end=end,
+        )
 
-    def alert_query(self, config: MonitoringConfig, namespace: str, service: str) -> AlertQuery | None:
+    def alert_query(
+        self, config: MonitoringConfig, namespace: str, service: str
+    ) -> AlertQuery | None:
         project = self.project_for(config)
         if project is None or not config.alerts:
             return None
         source = self.source(config)
-        return AlertQuery(project=project, filter=fill(source.alert_filter, namespace, service), policy_filter=fill(source.alert_policy_filter, namespace, service))
+        return AlertQuery(
+            project=project,
+            filter=fill(source.alert_filter, namespace, service),
+            policy_filter=fill(source.alert_policy_filter, namespace, service),
+        )
 
     def latest_window(self, config: MonitoringConfig) -> tuple[dt.datetime, dt.datetime]:
         source = self.source(config)
-        return latest_window(self.clock.now(), source.ingestion_delay_seconds, config.window_seconds)
+        return latest_window(
+            self.clock.now(), source.ingestion_delay_seconds, config.window_seconds
+        )
 
     # -- metrics -----------------------------------------------------------------------
 
@@ -112,43 +148,93 @@ class Monitoring:
         try:
             return [series async for series in await self.client.list_time_series(request=request)]
         except exceptions.InvalidArgument as exc:
-            raise permanent(f"Cloud Monitoring refused the query for {metric_type}: {exc.message}; check the catalog's monitoring settings", "MetricQueryInvalid") from None
+            raise permanent(
+                f"Cloud Monitoring refused the query for {metric_type}: {exc.message}; check the catalog's monitoring settings",
+                "MetricQueryInvalid",
+            ) from None
         except (exceptions.PermissionDenied, exceptions.Unauthenticated) as exc:
-            raise permanent(f"Cloud Monitoring denied access ({exc.message}): the worker needs roles/monitoring.viewer", "MetricAccessDenied") from None
+            raise permanent(
+                f"Cloud Monitoring denied access ({exc.message}): the worker needs roles/monitoring.viewer",
+                "MetricAccessDenied",
+            ) from None
 
-    async def _series(self, query: MetricsQuery, metric_type: str, resource: str, start: dt.datetime, end: dt.datetime, group_by: list[str]) -> list:
+    async def _series(
+        self,
+        query: MetricsQuery,
+        metric_type: str,
+        resource: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        group_by: list[str],
+    ) -> list:
         """Per-minute deltas summed across series: exactly what production is sent."""
-        return await self._list({
-            "name": f"projects/{query.project}",
-            "filter": f'metric.type = "{metric_type}" AND {resource}',
-            "interval": {"start_time": start, "end_time": end},
-            "aggregation": {"alignment_period": {"seconds": MIN_ALIGNMENT_SECONDS}, "per_series_aligner": "ALIGN_DELTA",
-                            "cross_series_reducer": "REDUCE_SUM", "group_by_fields": group_by},
-        }, metric_type)
+        return await self._list(
+            {
+                "name": f"projects/{query.project}",
+                "filter": f'metric.type = "{metric_type}" AND {resource}',
+                "interval": {"start_time": start, "end_time": end},
+                "aggregation": {
+                    "alignment_period": {"seconds": MIN_ALIGNMENT_SECONDS},
+                    "per_series_aligner": "ALIGN_DELTA",
+                    "cross_series_reducer": "REDUCE_SUM",
+                    "group_by_fields": group_by,
+                },
+            },
+            metric_type,
+        )
 
-    async def _must_match(self, query: MetricsQuery, source: MetricSource, metric_type: str, resource: str, end: dt.datetime) -> None:
+    async def _must_match(
+        self,
+        query: MetricsQuery,
+        source: MetricSource,
+        metric_type: str,
+        resource: str,
+        end: dt.datetime,
+    ) -> None:
         """No series in the window: fine if the service was quiet, a configuration
         error if the filter matches no series of this metric at all."""
-        found = await self._list({
-            "name": f"projects/{query.project}", "filter": f'metric.type = "{metric_type}" AND {resource}',
-            "interval": {"start_time": end - EXISTS_LOOKBACK, "end_time": end}, "view": "HEADERS",
-        }, metric_type)
+        found = await self._list(
+            {
+                "name": f"projects/{query.project}",
+                "filter": f'metric.type = "{metric_type}" AND {resource}',
+                "interval": {"start_time": end - EXISTS_LOOKBACK, "end_time": end},
+                "view": "HEADERS",
+            },
+            metric_type,
+        )
         if not found:
             raise permanent(
                 f"monitoring: no time series of {metric_type} matches {resource!r} in project {query.project} over the last 24 hours "
                 f"(preset {source.preset}; {HINTS[source.preset]}). A filter that matches nothing is a configuration error, not a healthy "
                 f"service: fix monitoring.preset or monitoring.resource_filter for {query.namespace}/{query.service} in the catalog",
-                "MetricFilterMatchesNothing")
+                "MetricFilterMatchesNothing",
+            )
 
     async def service_health(self, query: MetricsQuery) -> ServiceMetrics:
         source = self.source(query.config)
-        latest_start, latest_end = latest_window(self.clock.now(), source.ingestion_delay_seconds, query.config.window_seconds)
+        latest_start, latest_end = latest_window(
+            self.clock.now(), source.ingestion_delay_seconds, query.config.window_seconds
+        )
         end = floor_minute(query.end) if query.end else latest_end
         start = ceil_minute(query.start) if query.start else end - (latest_end - latest_start)
         if end <= start:  # not one complete minute yet
-            return ServiceMetrics(window_start=start, window_end=end, requests=0, errors=0, error_ratio=None, p95_ms=None)
+            return ServiceMetrics(
+                window_start=start,
+                window_end=end,
+                requests=0,
+                errors=0,
+                error_ratio=None,
+                p95_ms=None,
+            )
         resource = source.filter_for(query.namespace, query.service)
-        counts = await self._series(query, source.request_count_metric, resource, start, end, [f"metric.labels.{source.class_label}"])
+        counts = await self._series(
+            query,
+            source.request_count_metric,
+            resource,
+            start,
+            end,
+            [f"metric.labels.{source.class_label}"],
+        )
         if not counts:
             await self._must_match(query, source, source.request_count_metric, resource, end)
         total = errors = 0
@@ -162,23 +248,53 @@ class Monitoring:
             latency = await self._series(query, source.latency_metric, resource, start, end, [])
             if not latency:
                 await self._must_match(query, source, source.latency_metric, resource, end)
-            p95 = distribution_percentile([p.value.distribution_value for s in latency for p in s.points], 95)
+            p95 = distribution_percentile(
+                [p.value.distribution_value for s in latency for p in s.points], 95
+            )
             if p95 is not None and source.latency_unit == "s":
                 p95 *= 1000.0
-        return ServiceMetrics(window_start=start, window_end=end, requests=total, errors=errors,
-                              error_ratio=(errors / total) if total else None, p95_ms=p95)
+        return ServiceMetrics(
+            window_start=start,
+            window_end=end,
+            requests=total,
+            errors=errors,
+            error_ratio=(errors / total) if total else None,
+            p95_ms=p95,
+        )
 
-    async def gauge_minutes(self, project: str, metric_type: str, filter_: str, start: dt.datetime, end: dt.datetime, *,
-                            reducer: str = "REDUCE_MAX") -> list[float]:
+    async def gauge_minutes(
+        self,
+        project: str,
+        metric_type: str,
+        filter_: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        reducer: str = "REDUCE_MAX",
+    ) -> list[float]:
         """One value per minute in (start, end]: each series' one-minute mean
         (ALIGN_MEAN, 60 s), combined across series by `reducer` (the busiest
         container with REDUCE_MAX, a database instance's total with REDUCE_SUM)."""
-        found = await self._list({
-            "name": f"projects/{project}", "filter": filter_, "interval": {"start_time": start, "end_time": end},
-            "aggregation": {"alignment_period": {"seconds": MIN_ALIGNMENT_SECONDS}, "per_series_aligner": "ALIGN_MEAN", "cross_series_reducer": reducer},
-        }, metric_type)
-        return [p.value.double_value if p.value.double_value or not p.value.int64_value else float(p.value.int64_value)
-                for series in found for p in series.points]
+        found = await self._list(
+            {
+                "name": f"projects/{project}",
+                "filter": filter_,
+                "interval": {"start_time": start, "end_time": end},
+                "aggregation": {
+                    "alignment_period": {"seconds": MIN_ALIGNMENT_SECONDS},
+                    "per_series_aligner": "ALIGN_MEAN",
+                    "cross_series_reducer": reducer,
+                },
+            },
+            metric_type,
+        )
+        return [
+            p.value.double_value
+            if p.value.double_value or not p.value.int64_value
+            else float(p.value.int64_value)
+            for series in found
+            for p in series.points
+        ]
 
     # -- alerts ------------------------------------------------------------------------
 
@@ -193,26 +309,46 @@ class Monitoring:
 
     async def _get(self, path: str, params: dict[str, str], what: str) -> dict:
         url = f"{self.rest_endpoint}/v3/projects/{path}"
-        async with self.session.get(url, params=params, headers=await self._headers(), timeout=aiohttp.ClientTimeout(total=20)) as response:
+        async with self.session.get(
+            url,
+            params=params,
+            headers=await self._headers(),
+            timeout=aiohttp.ClientTimeout(total=20),
+        ) as response:
             body = await response.json(content_type=None)
             if response.status in (400, 404):
-                raise permanent(f"Cloud Monitoring refused the {what} query ({response.status}): {_message(body)}; check the catalog's monitoring.{'alert_policy_filter' if what == 'alert policies' else 'alert_filter'} and project", "AlertQueryInvalid")
+                raise permanent(
+                    f"Cloud Monitoring refused the {what} query ({response.status}): {_message(body)}; check the catalog's monitoring.{'alert_policy_filter' if what == 'alert policies' else 'alert_filter'} and project",
+                    "AlertQueryInvalid",
+                )
             if response.status in (401, 403):
-                raise permanent(f"Cloud Monitoring denied reading {what} ({response.status}): the worker needs roles/monitoring.alertViewer", "AlertAccessDenied")
+                raise permanent(
+                    f"Cloud Monitoring denied reading {what} ({response.status}): the worker needs roles/monitoring.alertViewer",
+                    "AlertAccessDenied",
+                )
             if response.status >= 300:
-                raise ApplicationError(f"Cloud Monitoring answered {response.status} listing {what}; retrying", type="MonitoringTransient")
+                raise ApplicationError(
+                    f"Cloud Monitoring answered {response.status} listing {what}; retrying",
+                    type="MonitoringTransient",
+                )
         return body if isinstance(body, dict) else {}
 
     async def check_alert_policies(self, query: AlertQuery) -> None:
         """With no policy behind the filter, "no open alert" would pass for the wrong reason."""
         if not query.policy_filter.strip():
             return
-        body = await self._get(f"{query.project}/alertPolicies", {"filter": query.policy_filter, "pageSize": "1"}, "alert policies")
+        body = await self._get(
+            f"{query.project}/alertPolicies",
+            {"filter": query.policy_filter, "pageSize": "1"},
+            "alert policies",
+        )
         if not body.get("alertPolicies"):
             raise permanent(
                 f"monitoring.alert_policy_filter {query.policy_filter!r} matches no alerting policy in project {query.project}: with no policy, "
-                "\"no open alert\" would pass for the wrong reason. Label the service's policies (userLabels namespace and service), "
-                "set monitoring.alert_policy_filter, or set monitoring.alerts: false", "AlertPolicyMatchesNothing")
+                '"no open alert" would pass for the wrong reason. Label the service\'s policies (userLabels namespace and service), '
+                "set monitoring.alert_policy_filter, or set monitoring.alerts: false",
+                "AlertPolicyMatchesNothing",
+            )
 
     async def open_alerts(self, query: AlertQuery) -> OpenAlerts:
         await self.check_alert_policies(query)
@@ -220,10 +356,20 @@ class Monitoring:
         found: list[OpenAlert] = []
         token = ""
         for _ in range(20):  # pages; an unbounded loop could spin on a server bug
-            params = {"filter": wanted, "pageSize": "100", **({"pageToken": token} if token else {})}
+            params = {
+                "filter": wanted,
+                "pageSize": "100",
+                **({"pageToken": token} if token else {}),
+            }
             body = await self._get(f"{query.project}/alerts", params, "alerts")
             for alert in body.get("alerts", []):
-                found.append(OpenAlert(name=alert.get("name", ""), policy=(alert.get("policy") or {}).get("displayName", ""), opened=alert.get("openTime")))
+                found.append(
+                    OpenAlert(
+                        name=alert.get("name", ""),
+                        policy=(alert.get("policy") or {}).get("displayName", ""),
+                        opened=alert.get("openTime"),
+                    )
+                )
             token = body.get("nextPageToken", "")
             if not token:
                 break

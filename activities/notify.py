@@ -39,7 +39,9 @@ class NoticeFailed(Exception):
 
 
 class NotifyActivities:
-    def __init__(self, environ: Mapping[str, str] | None = None, base_dir: Path | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, base_dir: Path | None = None
+    ) -> None:
         self.environ = os.environ if environ is None else environ
         self.base_dir = base_dir or Path.cwd()
 
@@ -55,8 +57,11 @@ class NotifyActivities:
                 if channel.kind == "slack" and self._webhook(channel) is None:
                     users.setdefault(channel.webhook_env or "", []).append(service.name)
         for variable, names in users.items():
-            log.warning("Slack channel $%s is not configured (the variable is not set): its notices for %s are skipped",
-                        variable, ", ".join(sorted(set(names))))
+            log.warning(
+                "Slack channel $%s is not configured (the variable is not set): its notices for %s are skipped",
+                variable,
+                ", ".join(sorted(set(names))),
+            )
         return list(users)
 
     @activity.defn(name=refs.NOTIFY.name)
@@ -73,7 +78,9 @@ class NotifyActivities:
                 delivered.append(channel.label)
             except NoticeFailed as exc:
                 failed.append(f"{channel.label}: {exc}")
-            except Exception as exc:  # a notice must never fail the rollback; its text may hold a path or URL
+            except (
+                Exception
+            ) as exc:  # a notice must never fail the rollback; its text may hold a path or URL
                 failed.append(f"{channel.label}: failed ({type(exc).__name__})")
         return NoticeResult(delivered=delivered, failed=failed, skipped=skipped)
 
@@ -85,7 +92,12 @@ class NotifyActivities:
             path = Path(channel.path or "")
             path = path if path.is_absolute() else self.base_dir / path
             path.parent.mkdir(parents=True, exist_ok=True)
-            entry = {"at": dt.datetime.now(dt.UTC).isoformat(), "kind": notice.kind, "subject": notice.subject, "text": notice.text}
+            entry = {
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+                "kind": notice.kind,
+                "subject": notice.subject,
+                "text": notice.text,
+            }
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         elif channel.kind == "slack":
@@ -99,9 +111,18 @@ async def post_to_slack(url: str, text: str) -> None:
     """Post under a span of our own with the scheme and host only; the HTTP
     client's instrumentation, which would record the URL, is suppressed."""
     parts = urlsplit(url)
-    attributes = {"url.scheme": parts.scheme, "server.address": parts.hostname or "", "http.request.method": "POST"}
-    with tracer.start_as_current_span("slack.webhook", kind=SpanKind.CLIENT, attributes=attributes,
-                                      record_exception=False, set_status_on_exception=False) as span:
+    attributes = {
+        "url.scheme": parts.scheme,
+        "server.address": parts.hostname or "",
+        "http.request.method": "POST",
+    }
+    with tracer.start_as_current_span(
+        "slack.webhook",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
         try:
             with suppress_http_instrumentation():
                 response = await AsyncWebhookClient(url, logger=quiet_slack_log).send(text=text)

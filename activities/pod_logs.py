@@ -22,10 +22,15 @@ class PodLogActivities(KubernetesActivities):
         containers = deployment["spec"]["template"]["spec"]["containers"]
         container = request.container or containers[0]["name"]
         if container not in {c["name"] for c in containers}:
-            raise permanent(f"deployment/{request.deployment} has no container {container!r} "
-                            f"(it has {', '.join(c['name'] for c in containers)})", "ContainerNotFound")
+            raise permanent(
+                f"deployment/{request.deployment} has no container {container!r} "
+                f"(it has {', '.join(c['name'] for c in containers)})",
+                "ContainerNotFound",
+            )
         try:
-            pods = await self.core.list_namespaced_pod(request.namespace, label_selector=selector_string(deployment["spec"]["selector"]))
+            pods = await self.core.list_namespaced_pod(
+                request.namespace, label_selector=selector_string(deployment["spec"]["selector"])
+            )
         except ApiException as exc:
             raise_for_api_error(exc, f"listing the pods of deployment/{request.deployment}")
         names = sorted(p.metadata.name for p in pods.items)
@@ -33,12 +38,19 @@ class PodLogActivities(KubernetesActivities):
         unreadable: list[str] = []
         for pod in names:
             try:
-                text = await self.core.read_namespaced_pod_log(pod, request.namespace, container=container, tail_lines=request.tail)
+                text = await self.core.read_namespaced_pod_log(
+                    pod, request.namespace, container=container, tail_lines=request.tail
+                )
             except ApiException as exc:
                 if exc.status in (429,) or exc.status >= 500:
-                    raise_for_api_error(exc, f"reading the log of pod/{pod}")  # transient: the activity is retried
+                    raise_for_api_error(
+                        exc, f"reading the log of pod/{pod}"
+                    )  # transient: the activity is retried
                 unreadable.append(f"pod/{pod}: {_reason_of(exc)}")
                 continue
-            lines += [LogLine(pod=pod, container=container, text=line) for line in (text or "").splitlines()[-request.tail:]]
+            lines += [
+                LogLine(pod=pod, container=container, text=line)
+                for line in (text or "").splitlines()[-request.tail :]
+            ]
             activity.heartbeat(pod)
         return ServiceLogs(pods=names, lines=lines, unreadable=unreadable)

@@ -59,7 +59,13 @@ async def guarded(what: str, coro):
         if exc.non_retryable:
             raise
         raise unreadable(what, exc) from None
-    except (google_exceptions.GoogleAPICallError, google_exceptions.RetryError, LogReadError, aiohttp.ClientError, TimeoutError) as exc:
+    except (
+        google_exceptions.GoogleAPICallError,
+        google_exceptions.RetryError,
+        LogReadError,
+        aiohttp.ClientError,
+        TimeoutError,
+    ) as exc:
         raise unreadable(what, exc) from None
     except ApiException as exc:
         if exc.status in (401, 403, 404):
@@ -68,7 +74,13 @@ async def guarded(what: str, coro):
 
 
 class PostCheckReader:
-    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api, monitoring: Monitoring | None, logging: CloudLogging | None) -> None:
+    def __init__(
+        self,
+        apps: client.AppsV1Api,
+        core: client.CoreV1Api,
+        monitoring: Monitoring | None,
+        logging: CloudLogging | None,
+    ) -> None:
         self.apps = apps
         self.core = core
         self.monitoring = monitoring
@@ -86,39 +98,66 @@ class PostCheckReader:
         end = floor_minute(self.monitoring.clock.now() - dt.timedelta(seconds=delay))
         return start, end
 
-    def _too_short(self, request: VerifyRequest, name: str, what: str, delay: int) -> CheckResult | None:
+    def _too_short(
+        self, request: VerifyRequest, name: str, what: str, delay: int
+    ) -> CheckResult | None:
         """A window that cannot see one complete minute after the rollback plus the metric's
         delay would wait in vain: say so with the settings that fix it."""
         assert self.monitoring is not None
         needed = (60 + delay) / self.monitoring.clock.speed
         if request.window_seconds >= needed:
             return None
-        return CheckResult(name=name, ok=False, detail=(
-            f"cannot be judged: verification_window_seconds {request.window_seconds} is shorter than one complete minute plus {what}'s "
-            f"{delay} s ingestion delay ({needed:.0f} s); raise verification_window_seconds or set post_checks.ingestion_delay_seconds"))
+        return CheckResult(
+            name=name,
+            ok=False,
+            detail=(
+                f"cannot be judged: verification_window_seconds {request.window_seconds} is shorter than one complete minute plus {what}'s "
+                f"{delay} s ingestion delay ({needed:.0f} s); raise verification_window_seconds or set post_checks.ingestion_delay_seconds"
+            ),
+        )
 
     async def release_started(self, request: VerifyRequest, deployment: Any) -> dt.datetime | None:
         """When the release that was rolled back began: the creation of the newest
         ReplicaSet other than the one now live. None when there is none."""
-        selector = selector_string(self.apps.api_client.sanitize_for_serialization(deployment.spec.selector))
-        sets = (await self.apps.list_namespaced_replica_set(request.namespace, label_selector=selector)).items
+        selector = selector_string(
+            self.apps.api_client.sanitize_for_serialization(deployment.spec.selector)
+        )
+        sets = (
+            await self.apps.list_namespaced_replica_set(request.namespace, label_selector=selector)
+        ).items
         live = (deployment.metadata.annotations or {}).get(REVISION)
         others = [rs for rs in sets if (rs.metadata.annotations or {}).get(REVISION) != live]
         if not others:
             return None
-        newest = max(others, key=lambda rs: int((rs.metadata.annotations or {}).get(REVISION, "0") or 0))
+        newest = max(
+            others, key=lambda rs: int((rs.metadata.annotations or {}).get(REVISION, "0") or 0)
+        )
         return newest.metadata.creation_timestamp
 
-    async def resources(self, request: VerifyRequest, checks: PostChecks, since: dt.datetime, deployment: Any) -> list[CheckResult]:
+    async def resources(
+        self, request: VerifyRequest, checks: PostChecks, since: dt.datetime, deployment: Any
+    ) -> list[CheckResult]:
         project = self._project(request)
         if self.monitoring is None or project is None:
-            why = "this worker has no Cloud Monitoring access (MODORU_MONITORING_*)" if self.monitoring is None else "no monitoring project"
-            return [CheckResult(name=n, ok=True, detail=f"skipped: {why}") for n in ("cpu", "memory")]
-        released = await guarded("the deployment's ReplicaSets", self.release_started(request, deployment))
+            why = (
+                "this worker has no Cloud Monitoring access (MODORU_MONITORING_*)"
+                if self.monitoring is None
+                else "no monitoring project"
+            )
+            return [
+                CheckResult(name=n, ok=True, detail=f"skipped: {why}") for n in ("cpu", "memory")
+            ]
+        released = await guarded(
+            "the deployment's ReplicaSets", self.release_started(request, deployment)
+        )
         found = []
-        for name, metric, what, fallback in (("cpu", CPU_METRIC, "CPU", checks.max_cpu_utilization),
-                                             ("memory", MEMORY_METRIC, "memory", checks.max_memory_utilization)):
-            filter_ = container_filter(metric, checks, request.namespace, request.deployment, project)
+        for name, metric, what, fallback in (
+            ("cpu", CPU_METRIC, "CPU", checks.max_cpu_utilization),
+            ("memory", MEMORY_METRIC, "memory", checks.max_memory_utilization),
+        ):
+            filter_ = container_filter(
+                metric, checks, request.namespace, request.deployment, project
+            )
             if (short := self._too_short(request, name, what, checks.delay(metric))) is not None:
                 found.append(short)
                 continue
@@ -126,47 +165,115 @@ class PostCheckReader:
             baseline = None
             if released is not None:
                 b_end = floor_minute(self.monitoring.clock.at(released))
-                minutes = await guarded(f"{what} baseline", self.monitoring.gauge_minutes(
-                    project, metric, filter_, b_end - dt.timedelta(minutes=checks.baseline_minutes), b_end))
+                minutes = await guarded(
+                    f"{what} baseline",
+                    self.monitoring.gauge_minutes(
+                        project,
+                        metric,
+                        filter_,
+                        b_end - dt.timedelta(minutes=checks.baseline_minutes),
+                        b_end,
+                    ),
+                )
                 baseline = sum(minutes) / len(minutes) if minutes else None
             if end <= start:
-                found.append(CheckResult(name=name, ok=False, detail=f"waiting for the first complete minute of {what} data after the rollback"))
+                found.append(
+                    CheckResult(
+                        name=name,
+                        ok=False,
+                        detail=f"waiting for the first complete minute of {what} data after the rollback",
+                    )
+                )
                 continue
-            minutes = await guarded(f"{what} utilization", self.monitoring.gauge_minutes(project, metric, filter_, start, end))
-            n, ok, detail = judge_utilization(name, what, max(minutes) if minutes else None, baseline, fallback, checks)
+            minutes = await guarded(
+                f"{what} utilization",
+                self.monitoring.gauge_minutes(project, metric, filter_, start, end),
+            )
+            n, ok, detail = judge_utilization(
+                name, what, max(minutes) if minutes else None, baseline, fallback, checks
+            )
             found.append(CheckResult(name=n, ok=ok, detail=detail + f" over {len(minutes)} min"))
         return found
 
-    async def connection_pool(self, request: VerifyRequest, checks: PostChecks, since: dt.datetime) -> CheckResult:
+    async def connection_pool(
+        self, request: VerifyRequest, checks: PostChecks, since: dt.datetime
+    ) -> CheckResult:
         project = self._project(request)
         if checks.cloudsql_instance is None:
-            return CheckResult(name="connection_pool", ok=True, detail="skipped: no Cloud SQL instance for this service (post_checks.cloudsql_instance)")
+            return CheckResult(
+                name="connection_pool",
+                ok=True,
+                detail="skipped: no Cloud SQL instance for this service (post_checks.cloudsql_instance)",
+            )
         if self.monitoring is None or project is None:
-            return CheckResult(name="connection_pool", ok=True, detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)")
-        if (short := self._too_short(request, "connection_pool", "num_backends", checks.delay(BACKENDS_METRIC))) is not None:
+            return CheckResult(
+                name="connection_pool",
+                ok=True,
+                detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)",
+            )
+        if (
+            short := self._too_short(
+                request, "connection_pool", "num_backends", checks.delay(BACKENDS_METRIC)
+            )
+        ) is not None:
             return short
         start, end = self._window(since, checks.delay(BACKENDS_METRIC))
         if end <= start:
-            return CheckResult(name="connection_pool", ok=False, detail="waiting for the first complete minute of num_backends after the rollback")
-        filter_ = database_filter(project, checks.cloudsql_project or project, checks.cloudsql_instance)
-        minutes = await guarded("num_backends", self.monitoring.gauge_minutes(project, BACKENDS_METRIC, filter_, start, end, reducer="REDUCE_SUM"))
+            return CheckResult(
+                name="connection_pool",
+                ok=False,
+                detail="waiting for the first complete minute of num_backends after the rollback",
+            )
+        filter_ = database_filter(
+            project, checks.cloudsql_project or project, checks.cloudsql_instance
+        )
+        minutes = await guarded(
+            "num_backends",
+            self.monitoring.gauge_minutes(
+                project, BACKENDS_METRIC, filter_, start, end, reducer="REDUCE_SUM"
+            ),
+        )
         name, ok, detail = judge_pool(round(max(minutes)) if minutes else None, checks)
         return CheckResult(name=name, ok=ok, detail=detail)
 
-    async def logs(self, request: VerifyRequest, checks: PostChecks, since: dt.datetime, selector: dict[str, str]) -> CheckResult:
+    async def logs(
+        self,
+        request: VerifyRequest,
+        checks: PostChecks,
+        since: dt.datetime,
+        selector: dict[str, str],
+    ) -> CheckResult:
         project = self._project(request) or (self.logging.project if self.logging else None)
         if self.logging is None or project is None:
-            return CheckResult(name="logs", ok=True, detail="skipped: this worker has no Cloud Logging access (MODORU_LOGGING_*)")
+            return CheckResult(
+                name="logs",
+                ok=True,
+                detail="skipped: this worker has no Cloud Logging access (MODORU_LOGGING_*)",
+            )
         clock = self.monitoring.clock if self.monitoring is not None else None
-        covered = ((clock.now() - clock.at(since)) if clock else (dt.datetime.now(dt.UTC) - since)).total_seconds()
+        covered = (
+            (clock.now() - clock.at(since)) if clock else (dt.datetime.now(dt.UTC) - since)
+        ).total_seconds()
         if covered < checks.log_min_seconds:
-            return CheckResult(name="logs", ok=False, detail=f"waiting: the logs since the rollback cover {covered:.0f} s of the {checks.log_min_seconds} s judged")
-        count, messages, more = await guarded("Cloud Logging entries", self.logging.errors(
-            project, log_filter(checks, request.namespace, selector, since), checks.evidence_messages))
+            return CheckResult(
+                name="logs",
+                ok=False,
+                detail=f"waiting: the logs since the rollback cover {covered:.0f} s of the {checks.log_min_seconds} s judged",
+            )
+        count, messages, more = await guarded(
+            "Cloud Logging entries",
+            self.logging.errors(
+                project,
+                log_filter(checks, request.namespace, selector, since),
+                checks.evidence_messages,
+            ),
+        )
         name, ok, detail = judge_logs(count, messages, checks, more=more)
         return CheckResult(name=name, ok=ok, detail=detail)
 
-    async def pod_logs(self, namespace: str, pods: list[Any], checks: PostChecks) -> dict[str, list[str]]:
+    async def pod_logs(
+        self, namespace: str, pods: list[Any], checks: PostChecks
+    ) -> dict[str, list[str]]:
         """`kubectl logs POD --tail=N` of each pod (its first container); a pod whose
         log cannot be read says why instead. Evidence only: never judged."""
         found: dict[str, list[str]] = {}
@@ -176,8 +283,14 @@ class PostCheckReader:
             name = pod.metadata.name
             container = checks.container or pod.spec.containers[0].name
             try:
-                text = await self.core.read_namespaced_pod_log(name, namespace, container=container, tail_lines=checks.pod_log_lines)
-                found[name] = [redact(line) for line in str(text).splitlines()[-checks.pod_log_lines:]]
+                text = await self.core.read_namespaced_pod_log(
+                    name, namespace, container=container, tail_lines=checks.pod_log_lines
+                )
+                found[name] = [
+                    redact(line) for line in str(text).splitlines()[-checks.pod_log_lines :]
+                ]
             except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-                found[name] = [f"(could not read the log: {getattr(exc, 'status', None) or type(exc).__name__})"]
+                found[name] = [
+                    f"(could not read the log: {getattr(exc, 'status', None) or type(exc).__name__})"
+                ]
         return found

@@ -18,8 +18,9 @@ PROXY_IMAGE = "cloud-sql-proxy"
 
 def proxy_container(spec: dict[str, Any], name: str) -> dict[str, Any] | None:
     containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
-    return (next((c for c in containers if c.get("name") == name), None)
-            or next((c for c in containers if PROXY_IMAGE in str(c.get("image", ""))), None))
+    return next((c for c in containers if c.get("name") == name), None) or next(
+        (c for c in containers if PROXY_IMAGE in str(c.get("image", ""))), None
+    )
 
 
 def names_instance(arg: str, connection_name: str) -> bool:
@@ -29,9 +30,14 @@ def names_instance(arg: str, connection_name: str) -> bool:
 def retarget(args: list[str], source: str, target: str, deployment: str) -> list[str]:
     """`args` with `source` replaced by `target` (its query kept); already pointing at
     `target` is fine (a retry); naming neither is a permanent failure."""
-    if any(names_instance(arg, target) for arg in args) and not any(names_instance(arg, source) for arg in args):
+    if any(names_instance(arg, target) for arg in args) and not any(
+        names_instance(arg, source) for arg in args
+    ):
         return list(args)
     if not any(names_instance(arg, source) for arg in args):
-        raise permanent(f"the Cloud SQL Auth Proxy of deployment/{deployment} does not name {source} in its arguments ({' '.join(args)}); "
-                        "modoru switches only a proxy whose arguments name the instance directly", "ProxyArgsUnexpected")
-    return [target + arg[len(source):] if names_instance(arg, source) else arg for arg in args]
+        raise permanent(
+            f"the Cloud SQL Auth Proxy of deployment/{deployment} does not name {source} in its arguments ({' '.join(args)}); "
+            "modoru switches only a proxy whose arguments name the instance directly",
+            "ProxyArgsUnexpected",
+        )
+    return [target + arg[len(source) :] if names_instance(arg, source) else arg for arg in args]

@@ -48,7 +48,9 @@ def api_message(error: HttpError) -> tuple[str, str]:
     """(status, message) of Google's JSON error body, or the HTTP reason."""
     try:
         body = json.loads(error.content.decode("utf-8", "replace"))["error"]
-        return str(body.get("status") or error.status_code), str(body.get("message") or error.reason)
+        return str(body.get("status") or error.status_code), str(
+            body.get("message") or error.reason
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         return str(error.status_code), str(error.reason or "no message")
 
@@ -63,12 +65,16 @@ class SqlAdmin:
     def __init__(self, endpoint: str | None, http_factory: Callable[[], Any]) -> None:
         options = {"api_endpoint": endpoint} if endpoint else None
         self._http_factory = http_factory
-        self.service = discovery.build("sqladmin", "v1", static_discovery=True, http=build_http(), client_options=options)
+        self.service = discovery.build(
+            "sqladmin", "v1", static_discovery=True, http=build_http(), client_options=options
+        )
 
     async def call(self, what: str, request: HttpRequest) -> dict[str, Any]:
         """Execute `request`; `what` names it in failures ("listing backup runs of tekutoko-db")."""
         try:
-            return await asyncio.to_thread(request.execute, http=self._http_factory(), num_retries=IN_CALL_RETRIES)
+            return await asyncio.to_thread(
+                request.execute, http=self._http_factory(), num_retries=IN_CALL_RETRIES
+            )
         except HttpError as exc:
             status, message = api_message(exc)
             code = exc.status_code
@@ -77,46 +83,92 @@ class SqlAdmin:
             if code == 409:
                 raise Conflict(message) from None
             if code in TRANSIENT:
-                raise ApplicationError(f"Cloud SQL Admin API {code} {status} while {what}: {message}; retrying", type="CloudSqlTransient") from None
+                raise ApplicationError(
+                    f"Cloud SQL Admin API {code} {status} while {what}: {message}; retrying",
+                    type="CloudSqlTransient",
+                ) from None
             if code in (401, 403):
-                raise permanent(f"Cloud SQL Admin API refused {what} ({code} {status}: {message}): the worker's service account needs "
-                                "roles/cloudsql.viewer (roles/cloudsql.editor for backups and clones)", "CloudSqlDenied") from None
-            raise permanent(f"Cloud SQL Admin API rejected {what} ({code} {status}): {message}", "CloudSqlRejected") from None
+                raise permanent(
+                    f"Cloud SQL Admin API refused {what} ({code} {status}: {message}): the worker's service account needs "
+                    "roles/cloudsql.viewer (roles/cloudsql.editor for backups and clones)",
+                    "CloudSqlDenied",
+                ) from None
+            raise permanent(
+                f"Cloud SQL Admin API rejected {what} ({code} {status}): {message}",
+                "CloudSqlRejected",
+            ) from None
         except (OSError, TimeoutError) as exc:  # connection refused or reset, DNS, socket timeout
-            raise ApplicationError(f"cannot reach the Cloud SQL Admin API while {what}: {type(exc).__name__}: {exc}; retrying",
-                                   type="CloudSqlTransient") from None
+            raise ApplicationError(
+                f"cannot reach the Cloud SQL Admin API while {what}: {type(exc).__name__}: {exc}; retrying",
+                type="CloudSqlTransient",
+            ) from None
 
     # -- the methods modoru uses ----------------------------------------------------------
 
     async def instance(self, project: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.call(f"reading instance {name}", self.service.instances().get(project=project, instance=name))
+            return await self.call(
+                f"reading instance {name}",
+                self.service.instances().get(project=project, instance=name),
+            )
         except NotFound:
             return None
 
-    async def backup_runs(self, project: str, instance: str, max_results: int = 50) -> list[dict[str, Any]]:
-        found = await self.call(f"listing backup runs of {instance}",
-                                self.service.backupRuns().list(project=project, instance=instance, maxResults=max_results))
+    async def backup_runs(
+        self, project: str, instance: str, max_results: int = 50
+    ) -> list[dict[str, Any]]:
+        found = await self.call(
+            f"listing backup runs of {instance}",
+            self.service.backupRuns().list(
+                project=project, instance=instance, maxResults=max_results
+            ),
+        )
         return found.get("items", [])
 
-    async def insert_backup_run(self, project: str, instance: str, description: str) -> dict[str, Any]:
-        return await self.call(f"starting an on-demand backup of {instance}", self.service.backupRuns().insert(
-            project=project, instance=instance, body={"kind": "sql#backupRun", "description": description}))
+    async def insert_backup_run(
+        self, project: str, instance: str, description: str
+    ) -> dict[str, Any]:
+        return await self.call(
+            f"starting an on-demand backup of {instance}",
+            self.service.backupRuns().insert(
+                project=project,
+                instance=instance,
+                body={"kind": "sql#backupRun", "description": description},
+            ),
+        )
 
     async def operation(self, project: str, name: str) -> dict[str, Any]:
-        return await self.call(f"reading operation {name}", self.service.operations().get(project=project, operation=name))
+        return await self.call(
+            f"reading operation {name}",
+            self.service.operations().get(project=project, operation=name),
+        )
 
     async def operations(self, project: str, instance: str) -> list[dict[str, Any]]:
-        found = await self.call(f"listing operations of {instance}", self.service.operations().list(project=project, instance=instance))
+        found = await self.call(
+            f"listing operations of {instance}",
+            self.service.operations().list(project=project, instance=instance),
+        )
         return found.get("items", [])
 
     async def latest_recovery_time(self, project: str, instance: str) -> dict[str, Any]:
-        return await self.call(f"reading the recovery window of {instance}",
-                               self.service.projects().instances().getLatestRecoveryTime(project=project, instance=instance))
+        return await self.call(
+            f"reading the recovery window of {instance}",
+            self.service.projects()
+            .instances()
+            .getLatestRecoveryTime(project=project, instance=instance),
+        )
 
-    async def clone(self, project: str, instance: str, clone_context: dict[str, Any]) -> dict[str, Any]:
-        return await self.call(f"cloning {instance}", self.service.instances().clone(
-            project=project, instance=instance, body={"cloneContext": {"kind": "sql#cloneContext", **clone_context}}))
+    async def clone(
+        self, project: str, instance: str, clone_context: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.call(
+            f"cloning {instance}",
+            self.service.instances().clone(
+                project=project,
+                instance=instance,
+                body={"cloneContext": {"kind": "sql#cloneContext", **clone_context}},
+            ),
+        )
 
 
 def operation_error(operation: dict[str, Any]) -> str | None:

@@ -34,8 +34,14 @@ HTTP_TIMEOUT_SECONDS = 5
 
 
 class VerifyActivities:
-    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api, session: aiohttp.ClientSession, monitoring: Monitoring | None = None,
-                 logging: CloudLogging | None = None) -> None:
+    def __init__(
+        self,
+        apps: client.AppsV1Api,
+        core: client.CoreV1Api,
+        session: aiohttp.ClientSession,
+        monitoring: Monitoring | None = None,
+        logging: CloudLogging | None = None,
+    ) -> None:
         self.apps = apps
         self.core = core
         self.session = session
@@ -47,43 +53,69 @@ class VerifyActivities:
             svc = await self.core.read_namespaced_service(service, namespace)
         except ApiException as exc:
             if exc.status == 404:
-                raise permanent(f"service/{service} does not exist in namespace {namespace!r}: fix the catalog's service name", "ServiceNotFound") from None
+                raise permanent(
+                    f"service/{service} does not exist in namespace {namespace!r}: fix the catalog's service name",
+                    "ServiceNotFound",
+                ) from None
             raise_for_api_status(exc.status, f"reading service/{service}", exc.body)
-        ingress = (svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None) or []
+        ingress = (
+            svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None
+        ) or []
         if not ingress or not svc.spec.ports:
             return None
         host = ingress[0].ip or ingress[0].hostname
         return f"http://{host}:{svc.spec.ports[0].port}"
 
-    async def deployment_pods(self, namespace: str, name: str, *, pods: bool = True) -> tuple[Any, list[Any]]:
+    async def deployment_pods(
+        self, namespace: str, name: str, *, pods: bool = True
+    ) -> tuple[Any, list[Any]]:
         try:
             deployment = await self.apps.read_namespaced_deployment(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
-                raise permanent(f"deployment/{name} does not exist in namespace {namespace!r}", "DeploymentNotFound") from None
+                raise permanent(
+                    f"deployment/{name} does not exist in namespace {namespace!r}",
+                    "DeploymentNotFound",
+                ) from None
             raise_for_api_status(exc.status, f"reading deployment/{name}", exc.body)
         if not pods:
             return deployment, []
-        found = await self.core.list_namespaced_pod(namespace, label_selector=selector_string(self.apps.api_client.sanitize_for_serialization(deployment.spec.selector)))
+        found = await self.core.list_namespaced_pod(
+            namespace,
+            label_selector=selector_string(
+                self.apps.api_client.sanitize_for_serialization(deployment.spec.selector)
+            ),
+        )
         return deployment, found.items
 
-    async def _pods(self, request: VerifyRequest, found: dict[str, Any] | None = None) -> CheckResult:
+    async def _pods(
+        self, request: VerifyRequest, found: dict[str, Any] | None = None
+    ) -> CheckResult:
         deployment, items = await self.deployment_pods(request.namespace, request.deployment)
         if found is not None:
             found["pods"] = items
         want = deployment.spec.replicas or 0
         ready = [
-            p for p in items
-            if p.status.phase == "Running" and all(cs.ready for cs in (p.status.container_statuses or [])) and p.metadata.deletion_timestamp is None
+            p
+            for p in items
+            if p.status.phase == "Running"
+            and all(cs.ready for cs in (p.status.container_statuses or []))
+            and p.metadata.deletion_timestamp is None
         ]
         ok = len(ready) == want == len(items)
-        return CheckResult(name="pods", ok=ok, detail=f"{len(ready)}/{want} Running and Ready, {len(items)} pods in all")
+        return CheckResult(
+            name="pods",
+            ok=ok,
+            detail=f"{len(ready)}/{want} Running and Ready, {len(items)} pods in all",
+        )
 
     async def http_check(self, name: str, url: str, samples: int) -> CheckResult:
         statuses = []
         for _ in range(samples):
             try:
-                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_SECONDS)) as response:
+                async with self.session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_SECONDS)
+                ) as response:
                     statuses.append(response.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 return CheckResult(name=name, ok=False, detail=f"GET {url}: {type(exc).__name__}")
@@ -96,77 +128,146 @@ class VerifyActivities:
         if request.monitoring is None:
             return []
         if self.monitoring is None:
-            return [CheckResult(name="metrics", ok=True, detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)")]
+            return [
+                CheckResult(
+                    name="metrics",
+                    ok=True,
+                    detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)",
+                )
+            ]
         if request.monitoring.preset is None:
-            return [CheckResult(name="metrics", ok=True, detail="skipped: monitoring.preset is not set for this service in the catalog (gke_l7, managed_prometheus or custom)")]
+            return [
+                CheckResult(
+                    name="metrics",
+                    ok=True,
+                    detail="skipped: monitoring.preset is not set for this service in the catalog (gke_l7, managed_prometheus or custom)",
+                )
+            ]
         if self.monitoring.project_for(request.monitoring) is None:
-            return [CheckResult(name="metrics", ok=True, detail="skipped: no monitoring project for this service (catalog monitoring.project or MODORU_MONITORING_PROJECT)")]
+            return [
+                CheckResult(
+                    name="metrics",
+                    ok=True,
+                    detail="skipped: no monitoring project for this service (catalog monitoring.project or MODORU_MONITORING_PROJECT)",
+                )
+            ]
         source = self.monitoring.source(request.monitoring)
         start = ceil_minute(self.monitoring.clock.at(since))
         _, end = self.monitoring.latest_window(request.monitoring)
-        alert_query = self.monitoring.alert_query(request.monitoring, request.namespace, request.service)
+        alert_query = self.monitoring.alert_query(
+            request.monitoring, request.namespace, request.service
+        )
         alerts = None
         if alert_query is not None and request.recovery.no_open_alerts:
-            alerts = [f"{a.policy or a.name}" for a in (await self.monitoring.open_alerts(alert_query)).alerts]
+            alerts = [
+                f"{a.policy or a.name}"
+                for a in (await self.monitoring.open_alerts(alert_query)).alerts
+            ]
         if end <= start:
             first = start + dt.timedelta(seconds=60)
-            wait = (f"waiting for the first complete minute after the rollback ({start:%H:%M:%S}-{first:%H:%M:%S} UTC), "
-                    f"readable {source.ingestion_delay_seconds} s after it ends")
+            wait = (
+                f"waiting for the first complete minute after the rollback ({start:%H:%M:%S}-{first:%H:%M:%S} UTC), "
+                f"readable {source.ingestion_delay_seconds} s after it ends"
+            )
             found = [("error_ratio", False, wait), ("p95", False, wait)]
             if alerts is not None:
-                found += [c for c in judge_recovery(0, None, None, alerts, request.recovery) if c[0] == "alerts"]
+                found += [
+                    c
+                    for c in judge_recovery(0, None, None, alerts, request.recovery)
+                    if c[0] == "alerts"
+                ]
             return [CheckResult(name=name, ok=ok, detail=detail) for name, ok, detail in found]
-        query = self.monitoring.query(request.monitoring, request.namespace, request.service, start=start, end=end)
+        query = self.monitoring.query(
+            request.monitoring, request.namespace, request.service, start=start, end=end
+        )
         assert query is not None
         reading = await self.monitoring.service_health(query)
-        return [CheckResult(name=name, ok=ok, detail=detail)
-                for name, ok, detail in judge_recovery(reading.requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery)]
+        return [
+            CheckResult(name=name, ok=ok, detail=detail)
+            for name, ok, detail in judge_recovery(
+                reading.requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery
+            )
+        ]
 
-    async def _group(self, name: str, request: VerifyRequest, since: dt.datetime, found: dict[str, Any]) -> list[CheckResult]:
+    async def _group(
+        self, name: str, request: VerifyRequest, since: dt.datetime, found: dict[str, Any]
+    ) -> list[CheckResult]:
         """One group of checks, read together; Unreadable when a read failed on the reader's side."""
         checks = request.post_checks
         if name == "pods":
             return [await guarded("the pods", self._pods(request, found))]
         if name == "http":
-            base_url = await guarded(f"service/{request.service}", self.base_url(request.namespace, request.service))
+            base_url = await guarded(
+                f"service/{request.service}", self.base_url(request.namespace, request.service)
+            )
             found["base_url"] = base_url
             if base_url is None:
-                return [CheckResult(name="address", ok=False, detail=f"service/{request.service} has no external address yet")]
+                return [
+                    CheckResult(
+                        name="address",
+                        ok=False,
+                        detail=f"service/{request.service} has no external address yet",
+                    )
+                ]
             results = []
             for i, path in enumerate(request.paths):
                 check = ("health", "ready", "api")[i] if i < 3 else path
-                results.append(await self.http_check(check, base_url + path, API_SAMPLES if check == "api" else 1))
+                results.append(
+                    await self.http_check(
+                        check, base_url + path, API_SAMPLES if check == "api" else 1
+                    )
+                )
             return results
         if name == "metrics":
             return await guarded("Cloud Monitoring", self._metrics(request, since))
         assert checks is not None
         if name == "resources":
-            deployment = await guarded(f"deployment/{request.deployment}", self._deployment(request))
+            deployment = await guarded(
+                f"deployment/{request.deployment}", self._deployment(request)
+            )
             return await self.post.resources(request, checks, since, deployment)
         if name == "connection_pool":
             return [await self.post.connection_pool(request, checks, since)]
         deployment = await guarded(f"deployment/{request.deployment}", self._deployment(request))
-        return [await self.post.logs(request, checks, since, (deployment.spec.selector.match_labels or {}))]
+        return [
+            await self.post.logs(
+                request, checks, since, (deployment.spec.selector.match_labels or {})
+            )
+        ]
 
     async def _deployment(self, request: VerifyRequest) -> Any:
-        deployment, _ = await self.deployment_pods(request.namespace, request.deployment, pods=False)
+        deployment, _ = await self.deployment_pods(
+            request.namespace, request.deployment, pods=False
+        )
         return deployment
 
     def _groups(self, request: VerifyRequest) -> list[str]:
         groups = ["pods", "http", "metrics"]
         checks = request.post_checks
         if checks is not None:
-            groups += [g for g, on in (("resources", checks.resources), ("connection_pool", checks.connection_pool), ("logs", checks.logs)) if on]
+            groups += [
+                g
+                for g, on in (
+                    ("resources", checks.resources),
+                    ("connection_pool", checks.connection_pool),
+                    ("logs", checks.logs),
+                )
+                if on
+            ]
         return groups
 
-    async def _evidence(self, request: VerifyRequest, found: dict[str, Any]) -> dict[str, list[str]]:
+    async def _evidence(
+        self, request: VerifyRequest, found: dict[str, Any]
+    ) -> dict[str, list[str]]:
         """The pods' recent logs; the pods are read again when a resumed attempt kept their check."""
         if request.post_checks is None or not request.post_checks.pod_log_lines:
             return {}
         pods = found.get("pods")
         if pods is None:
             try:
-                _, pods = await guarded("the pods", self.deployment_pods(request.namespace, request.deployment))
+                _, pods = await guarded(
+                    "the pods", self.deployment_pods(request.namespace, request.deployment)
+                )
             except (Unreadable, ApplicationError):
                 return {}
         return await self.post.pod_logs(request.namespace, pods, request.post_checks)
@@ -179,10 +280,17 @@ class VerifyActivities:
         unread checks left, the activity fails retryably (resuming from its
         heartbeat): "could not read" is never reported as an unhealthy service."""
         deadline = time.monotonic() + request.window_seconds
-        resumed = (activity.info().heartbeat_details or [None])[0] if activity.info().attempt > 1 else None
+        resumed = (
+            (activity.info().heartbeat_details or [None])[0]
+            if activity.info().attempt > 1
+            else None
+        )
         resumed = resumed if isinstance(resumed, dict) and "since" in resumed else None
         since = dt.datetime.fromisoformat(resumed["since"]) if resumed else dt.datetime.now(dt.UTC)
-        kept: dict[str, list[CheckResult]] = {g: [CheckResult.model_validate(c) for c in cs] for g, cs in (resumed or {}).get("kept", {}).items()}
+        kept: dict[str, list[CheckResult]] = {
+            g: [CheckResult.model_validate(c) for c in cs]
+            for g, cs in (resumed or {}).get("kept", {}).items()
+        }
         attempts = int((resumed or {}).get("attempts", 0))
         found: dict[str, Any] = {"base_url": (resumed or {}).get("base_url")}
         groups = self._groups(request)
@@ -195,19 +303,36 @@ class VerifyActivities:
                 try:
                     latest[group] = await self._group(group, request, since, found)
                 except Unreadable as exc:
-                    latest[group] = [CheckResult(name=group, ok=False, detail=str(exc), unread=True)]
+                    latest[group] = [
+                        CheckResult(name=group, ok=False, detail=str(exc), unread=True)
+                    ]
                 if all(c.ok for c in latest[group]):
                     kept[group] = latest.pop(group)
             checks = [c for g in groups for c in kept.get(g) or latest.get(g) or []]
-            activity.heartbeat({"since": since.isoformat(), "attempts": attempts, "base_url": found.get("base_url"),
-                                "kept": {g: [c.model_dump() for c in cs] for g, cs in kept.items()},
-                                "failing": [c.name for c in checks if not c.ok]})
+            activity.heartbeat(
+                {
+                    "since": since.isoformat(),
+                    "attempts": attempts,
+                    "base_url": found.get("base_url"),
+                    "kept": {g: [c.model_dump() for c in cs] for g, cs in kept.items()},
+                    "failing": [c.name for c in checks if not c.ok],
+                }
+            )
             failing = [c for c in checks if not c.ok]
             done = not failing or time.monotonic() + request.interval_seconds > deadline
             if done:
                 if failing and all(c.unread for c in failing):
                     said = "; ".join(c.detail for c in failing)
-                    raise ApplicationError(f"verification could not read everything within its window ({said}); retrying", type="VerificationUnreadable")
+                    raise ApplicationError(
+                        f"verification could not read everything within its window ({said}); retrying",
+                        type="VerificationUnreadable",
+                    )
                 logs = await self._evidence(request, found)
-                return VerifyResult(ok=not failing, checks=checks, attempts=attempts, base_url=found.get("base_url"), pod_logs=logs)
+                return VerifyResult(
+                    ok=not failing,
+                    checks=checks,
+                    attempts=attempts,
+                    base_url=found.get("base_url"),
+                    pod_logs=logs,
+                )
             await asyncio.sleep(request.interval_seconds)

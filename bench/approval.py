@@ -23,7 +23,18 @@ from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_w
 async def run(rollbacks: int, signed: bool) -> dict:
     latencies = []
     key = new_private_key()
-    identities = [{"id": "bench-approver", "display_name": "bench", "roles": ["approver"], "keys": [public_key_line(key)]}] if signed else None
+    identities = (
+        [
+            {
+                "id": "bench-approver",
+                "display_name": "bench",
+                "roles": ["approver"],
+                "keys": [public_key_line(key)],
+            }
+        ]
+        if signed
+        else None
+    )
     with BenchStack(rollbacks, identities=identities) as bench:
         wait_for_worker()
         client = await bench.client()
@@ -31,10 +42,18 @@ async def run(rollbacks: int, signed: bool) -> dict:
             name = f"svc-{i:04d}"
             handle = await client.start_workflow(
                 DeploymentRollbackWorkflow.run,
-                RollbackRequest(deployment=name, severity=Severity.INVESTIGATE, reason="error rate over 10%", requested_by="bench"),
-                id=rollback_workflow_id("default", name), task_queue=bench.settings.task_queue,
+                RollbackRequest(
+                    deployment=name,
+                    severity=Severity.INVESTIGATE,
+                    reason="error rate over 10%",
+                    requested_by="bench",
+                ),
+                id=rollback_workflow_id("default", name),
+                task_queue=bench.settings.task_queue,
             )
-            while (status := await handle.query(DeploymentRollbackWorkflow.status)).phase != Phase.AWAITING_APPROVAL:
+            while (
+                status := await handle.query(DeploymentRollbackWorkflow.status)
+            ).phase != Phase.AWAITING_APPROVAL:
                 await asyncio.sleep(0.02)
             signal = ApprovalSignal(by="bench-approver")
             if signed:  # signed before the clock starts, as a person signs before sending
@@ -46,7 +65,16 @@ async def run(rollbacks: int, signed: bool) -> dict:
             patched = None
             while patched is None:
                 entries, _ = bench.requests_since(mark)
-                patched = next((e["time"] for e in entries if e["resource"] == "deployments" and e["verb"] == "patch" and e["name"] == name), None)
+                patched = next(
+                    (
+                        e["time"]
+                        for e in entries
+                        if e["resource"] == "deployments"
+                        and e["verb"] == "patch"
+                        and e["name"] == name
+                    ),
+                    None,
+                )
                 await asyncio.sleep(0.01)
             latencies.append((patched - sent) * 1000)
             await handle.result()
@@ -60,7 +88,9 @@ async def run(rollbacks: int, signed: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rollbacks", type=int, default=30)
     args = parser.parse_args()
     if args.rollbacks < 2:
@@ -69,10 +99,14 @@ def main() -> None:
     signed = asyncio.run(run(args.rollbacks, signed=True))
     print_machine()
     for label, result in (("names", plain), ("signed", signed)):
-        print(f"{label:>6}: approve signal → undo PATCH over {result['rollbacks']} rollbacks: "
-              f"p50 {result['signal_to_undo_p50_ms']:.0f} ms, p99 {result['signal_to_undo_p99_ms']:.0f} ms, max {result['signal_to_undo_max_ms']:.0f} ms")
+        print(
+            f"{label:>6}: approve signal → undo PATCH over {result['rollbacks']} rollbacks: "
+            f"p50 {result['signal_to_undo_p50_ms']:.0f} ms, p99 {result['signal_to_undo_p99_ms']:.0f} ms, max {result['signal_to_undo_max_ms']:.0f} ms"
+        )
     ratio = signed["signal_to_undo_p50_ms"] / plain["signal_to_undo_p50_ms"]
-    print(f"signed / names (p50): {ratio:.2f}; target p99 < 500 ms: {'met' if signed['target_p99_under_500_ms'] else 'not met'} (signed)")
+    print(
+        f"signed / names (p50): {ratio:.2f}; target p99 < 500 ms: {'met' if signed['target_p99_under_500_ms'] else 'not met'} (signed)"
+    )
     print_json_line("approval", {"names": plain, "signed": signed, "signed_over_names_p50": ratio})
 
 

@@ -25,7 +25,11 @@ def machine() -> dict[str, object]:
 
 
 def print_json_line(name: str, payload: dict[str, object]) -> None:
-    print(json.dumps({"benchmark": name, "machine": machine(), **payload}, sort_keys=True), file=sys.stdout, flush=True)
+    print(
+        json.dumps({"benchmark": name, "machine": machine(), **payload}, sort_keys=True),
+        file=sys.stdout,
+        flush=True,
+    )
 
 
 def print_machine() -> None:

@@ -40,18 +40,32 @@ REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
 RELEASES = (("1.3.0", "immediate"), ("1.3.1-flaky", "investigate"), ("1.3.1-slow", "investigate"))
 DELAY = 20  # the bundled catalog's ingestion_delay_seconds
 POLL_SECONDS = 1.0
-TRAFFIC_RPS = 60  # 180 requests a one-minute window at 20x: a 15% error ratio reads above 10% reliably
+TRAFFIC_RPS = (
+    60  # 180 requests a one-minute window at 20x: a 15% error ratio reads above 10% reliably
+)
 
 
 def release(apps: kube.AppsV1Api, tag: str) -> float:
     """Set the image; returns the wall time when the new pods serve alone."""
-    apps.patch_namespaced_deployment("tekutoko-api", "default", {
-        "metadata": {"annotations": {"kubernetes.io/change-cause": f"release {tag}"}},
-        "spec": {"template": {"spec": {"containers": [{"name": "api", "image": f"{REGISTRY}:{tag}"}]}}}})
+    apps.patch_namespaced_deployment(
+        "tekutoko-api",
+        "default",
+        {
+            "metadata": {"annotations": {"kubernetes.io/change-cause": f"release {tag}"}},
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "api", "image": f"{REGISTRY}:{tag}"}]}
+                }
+            },
+        },
+    )
     while True:
         d = apps.read_namespaced_deployment("tekutoko-api", "default")
         s = d.status
-        if s.observed_generation >= d.metadata.generation and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas:
+        if (
+            s.observed_generation >= d.metadata.generation
+            and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas
+        ):
             return time.time()
         time.sleep(0.05)
 
@@ -68,11 +82,24 @@ async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag
     await asyncio.to_thread(release, apps, "1.2.0")
     await asyncio.to_thread(sleep_until_readable, clock)  # a baseline of the healthy release
     guard = await client.start_workflow(
-        ReleaseGuardWorkflow.run, GuardRequest(deployment="tekutoko-api", duration_seconds=600, interval_seconds=POLL_SECONDS, requested_by="bench", language="en"),
-        id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}", task_queue=settings.task_queue)
-    while (phase := (await guard.query(ReleaseGuardWorkflow.status)).phase) is not GuardPhase.WATCHING:
+        ReleaseGuardWorkflow.run,
+        GuardRequest(
+            deployment="tekutoko-api",
+            duration_seconds=600,
+            interval_seconds=POLL_SECONDS,
+            requested_by="bench",
+            language="en",
+        ),
+        id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}",
+        task_queue=settings.task_queue,
+    )
+    while (
+        phase := (await guard.query(ReleaseGuardWorkflow.status)).phase
+    ) is not GuardPhase.WATCHING:
         if phase is GuardPhase.FAILED:
-            raise RuntimeError(f"the guard failed: {(await guard.query(ReleaseGuardWorkflow.status)).message}")
+            raise RuntimeError(
+                f"the guard failed: {(await guard.query(ReleaseGuardWorkflow.status)).message}"
+            )
         await asyncio.sleep(0.1)
     rolled_out = await asyncio.to_thread(release, apps, tag)
     while not (status := await guard.query(ReleaseGuardWorkflow.status)).rollback_workflow_id:
@@ -83,7 +110,9 @@ async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag
     started = (await rollback.describe()).start_time.timestamp()
     go = started
     if status.rollback_severity == "investigate":  # the approver answers at once
-        while (await rollback.query(DeploymentRollbackWorkflow.status)).phase is not Phase.AWAITING_APPROVAL:
+        while (
+            await rollback.query(DeploymentRollbackWorkflow.status)
+        ).phase is not Phase.AWAITING_APPROVAL:
             await asyncio.sleep(0.05)
         go = time.time()
         await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
@@ -91,7 +120,12 @@ async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag
     if result.status.phase is not GuardPhase.ROLLED_BACK:
         raise RuntimeError(f"the rollback did not verify: {result.status.message}")
     closed = (await rollback.describe()).close_time.timestamp()
-    return {"tag": tag, "severity": status.rollback_severity, "detect_s": started - rolled_out, "verify_s": closed - go}
+    return {
+        "tag": tag,
+        "severity": status.rollback_severity,
+        "detect_s": started - rolled_out,
+        "verify_s": closed - go,
+    }
 
 
 async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
@@ -103,8 +137,16 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
         entry["approval"]["approvers"] = ["sre-lead"]
     (state / "catalog.yaml").write_text(yaml.safe_dump(catalog))
     os.environ["MODORU_CATALOG"] = str(state / "catalog.yaml")
-    stack = EmbeddedStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), scenario="tekutoko-release", persist=False,
-                          traffic_rps=TRAFFIC_RPS, traffic_seconds=3600, clock_speed=speed)
+    stack = EmbeddedStack(
+        state_dir=state,
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        scenario="tekutoko-release",
+        persist=False,
+        traffic_rps=TRAFFIC_RPS,
+        traffic_seconds=3600,
+        clock_speed=speed,
+    )
     stack.start()
     try:
         endpoints = json.loads(stack.endpoints_path.read_text())
@@ -116,7 +158,10 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
         for _ in range(rounds):
             for tag, _severity in RELEASES:
                 result = await one(client, settings, apps, endpoints["metric_clock"], tag)
-                print(f"{preset:18} {tag:12} {result['severity']:11} release→decision {result['detect_s']:5.1f} s, rollback→verified {result['verify_s']:5.1f} s", flush=True)
+                print(
+                    f"{preset:18} {tag:12} {result['severity']:11} release→decision {result['detect_s']:5.1f} s, rollback→verified {result['verify_s']:5.1f} s",
+                    flush=True,
+                )
                 found.append({"preset": preset, **result})
         api.close()
         return found
@@ -126,22 +171,51 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
 
 async def main(rounds: int, speed: float) -> None:
     print_machine()
-    print(f"sandbox clock {speed:g}x: one minute of metric time is {60 / speed:g} s; 60-s windows, {DELAY} s ingestion delay, "
-          f"polls every {POLL_SECONDS:g} s, {TRAFFIC_RPS} requests/s")
+    print(
+        f"sandbox clock {speed:g}x: one minute of metric time is {60 / speed:g} s; 60-s windows, {DELAY} s ingestion delay, "
+        f"polls every {POLL_SECONDS:g} s, {TRAFFIC_RPS} requests/s"
+    )
     results = []
     for preset in ("gke_l7", "managed_prometheus"):
         results += await run_preset(preset, rounds, speed)
     print()
-    print(f"{'preset':18} {'release':12} {'decision wall':>14} {'(metric)':>9} {'verified wall':>14} {'(metric)':>9}")
+    print(
+        f"{'preset':18} {'release':12} {'decision wall':>14} {'(metric)':>9} {'verified wall':>14} {'(metric)':>9}"
+    )
     summary = []
     for preset in ("gke_l7", "managed_prometheus"):
         for tag, _ in RELEASES:
             rows = [r for r in results if r["preset"] == preset and r["tag"] == tag]
-            detect, verify = statistics.median(r["detect_s"] for r in rows), statistics.median(r["verify_s"] for r in rows)
-            print(f"{preset:18} {tag:12} {detect:12.1f} s {detect * speed:7.0f} s {verify:12.1f} s {verify * speed:7.0f} s")
-            summary.append({"preset": preset, "tag": tag, "severity": rows[0]["severity"], "detect_wall_s": round(detect, 2), "detect_metric_s": round(detect * speed),
-                            "verify_wall_s": round(verify, 2), "verify_metric_s": round(verify * speed), "rounds": len(rows)})
-    print_json_line("detection", {"clock_speed": speed, "ingestion_delay_s": DELAY, "window_s": 60, "poll_s": POLL_SECONDS, "traffic_rps": TRAFFIC_RPS, "results": summary})
+            detect, verify = (
+                statistics.median(r["detect_s"] for r in rows),
+                statistics.median(r["verify_s"] for r in rows),
+            )
+            print(
+                f"{preset:18} {tag:12} {detect:12.1f} s {detect * speed:7.0f} s {verify:12.1f} s {verify * speed:7.0f} s"
+            )
+            summary.append(
+                {
+                    "preset": preset,
+                    "tag": tag,
+                    "severity": rows[0]["severity"],
+                    "detect_wall_s": round(detect, 2),
+                    "detect_metric_s": round(detect * speed),
+                    "verify_wall_s": round(verify, 2),
+                    "verify_metric_s": round(verify * speed),
+                    "rounds": len(rows),
+                }
+            )
+    print_json_line(
+        "detection",
+        {
+            "clock_speed": speed,
+            "ingestion_delay_s": DELAY,
+            "window_s": 60,
+            "poll_s": POLL_SECONDS,
+            "traffic_rps": TRAFFIC_RPS,
+            "results": summary,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,23 @@ def start_profile(pid: int, out: Path) -> subprocess.Popen | None:
     if binary is None:
         print("py-spy is not installed (pip install py-spy): no profile", flush=True)
         return None
-    return subprocess.Popen([binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "--nonblocking", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -58,12 +73,21 @@ def short_frame(frame: str) -> str:
     if not match:
         return frame
     path = match["file"]
-    for marker in ("/site-packages/", "/lib/python3.11/", str(Path(__file__).resolve().parents[1]) + "/"):
+    for marker in (
+        "/site-packages/",
+        "/lib/python3.11/",
+        str(Path(__file__).resolve().parents[1]) + "/",
+    ):
         path = path.split(marker)[-1]
     return f"{match['name']} ({path})"
 
 
-IDLE = ("EpollSelector.select (", "_worker (concurrent/futures/thread.py)", "Condition.wait (", "Thread.join (")  # waits, not work
+IDLE = (
+    "EpollSelector.select (",
+    "_worker (concurrent/futures/thread.py)",
+    "Condition.wait (",
+    "Thread.join (",
+)  # waits, not work
 
 
 def profile_top(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
@@ -85,8 +109,10 @@ def profile_top(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
             inclusive[frame] += n
     if not total:
         return {"self": [], "inclusive": []}
-    return {"self": [(f, c / total) for f, c in self_time.most_common(top)],
-            "inclusive": [(f, c / total) for f, c in inclusive.most_common(top * 3)]}
+    return {
+        "self": [(f, c / total) for f, c in self_time.most_common(top)],
+        "inclusive": [(f, c / total) for f, c in inclusive.most_common(top * 3)],
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -95,27 +121,45 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime, stime, cutime, cstime
+    return sum(int(v) for v in fields[11:15]) / os.sysconf(
+        "SC_CLK_TCK"
+    )  # utime, stime, cutime, cstime
 
 
 async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict:
     with BenchStack(deployments) as bench:
         extra = []
         for _ in range(workers - 1):  # more worker processes on the same task queue
-            env = {k: v for k, v in bench.stack.worker_env().items() if k != "MODORU_METRICS_ADDRESS"}
-            extra.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
+            env = {
+                k: v for k, v in bench.stack.worker_env().items() if k != "MODORU_METRICS_ADDRESS"
+            }
+            extra.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "worker"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         wait_for_worker()
         client = await bench.client()
         try:
-            await wait_for_pollers(client, bench.settings.task_queue)  # the profile starts once the worker is ready
+            await wait_for_pollers(
+                client, bench.settings.task_queue
+            )  # the profile starts once the worker is ready
         except TimeoutError as exc:
-            print(f"{exc}; going on (the worker is {'running' if bench.stack.pid('worker') else 'not running'})", flush=True)
+            print(
+                f"{exc}; going on (the worker is {'running' if bench.stack.pid('worker') else 'not running'})",
+                flush=True,
+            )
         await asyncio.sleep(1.0 * workers)
         pid = bench.worker_pid()
         raw = Path(tempfile.mkdtemp(prefix="modoru-fleet-profile-")) / "worker.raw"
         profiler = start_profile(pid, raw) if profile else None
-        processes = {name: proc.pid for name, proc, _ in bench.stack.processes if proc.poll() is None}
+        processes = {
+            name: proc.pid for name, proc, _ in bench.stack.processes if proc.poll() is None
+        }
         processes.update({f"worker {i + 2}": proc.pid for i, proc in enumerate(extra)})
         cpu_before = {name: cpu_seconds(p) for name, p in processes.items()}
         idle_kib = RssSampler(pid).rss_kib()
@@ -129,8 +173,14 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
                 started[name] = time.time()
                 return await client.start_workflow(
                     DeploymentRollbackWorkflow.run,
-                    RollbackRequest(deployment=name, severity=Severity.IMMEDIATE, reason="shared release 1.1.0 is failing", requested_by="bench"),
-                    id=rollback_workflow_id("default", name), task_queue=bench.settings.task_queue,
+                    RollbackRequest(
+                        deployment=name,
+                        severity=Severity.IMMEDIATE,
+                        reason="shared release 1.1.0 is failing",
+                        requested_by="bench",
+                    ),
+                    id=rollback_workflow_id("default", name),
+                    task_queue=bench.settings.task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 )
 
@@ -147,9 +197,17 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         for proc in extra:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
-    undo_at = {e["name"]: e["time"] for e in entries if e["resource"] == "deployments" and e["verb"] == "patch"}
+    undo_at = {
+        e["name"]: e["time"]
+        for e in entries
+        if e["resource"] == "deployments" and e["verb"] == "patch"
+    }
     to_undo = [undo_at[n] - started[n] for n in names if n in undo_at]
-    verified = sum(1 for r in results if r.status.phase == Phase.COMPLETED and r.status.verification and r.status.verification.ok)
+    verified = sum(
+        1
+        for r in results
+        if r.status.phase == Phase.COMPLETED and r.status.verification and r.status.verification.ok
+    )
     all_undone = max(undo_at.values()) - t0 if len(undo_at) == deployments else float("nan")
     all_verified = max(r.status.timings["completed"].timestamp() for r in results) - t0
     return {
@@ -171,10 +229,14 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes on the task queue")
-    parser.add_argument("--profile", action="store_true", help="sample the first worker with py-spy")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the first worker with py-spy"
+    )
     args = parser.parse_args()
     if args.deployments < 1:
         parser.error("--deployments must be at least 1")
@@ -186,10 +248,16 @@ def main() -> None:
     print(f"{'undos applied / verified':<28}{result['undos_applied']} / {result['verified']}")
     print(f"{'every undo applied after':<28}{result['all_undone_s']:.1f} s")
     print(f"{'every rollout verified after':<28}{result['all_verified_s']:.1f} s")
-    print(f"{'time to undo p50 / p99':<28}{result['time_to_undo_p50_s']:.2f} s / {result['time_to_undo_p99_s']:.2f} s")
-    print(f"{'worker RSS idle / peak':<28}{result['worker_rss_idle_mib']:.0f} MiB / {result['worker_rss_peak_mib']:.0f} MiB")
+    print(
+        f"{'time to undo p50 / p99':<28}{result['time_to_undo_p50_s']:.2f} s / {result['time_to_undo_p99_s']:.2f} s"
+    )
+    print(
+        f"{'worker RSS idle / peak':<28}{result['worker_rss_idle_mib']:.0f} MiB / {result['worker_rss_peak_mib']:.0f} MiB"
+    )
     print(f"{'within the runbook 5 min':<28}{'yes' if result['within_runbook_5_min'] else 'no'}")
-    print(f"{'CPU seconds during the run':<28}{', '.join(f'{k} {v:.1f}' for k, v in result['cpu_seconds'].items())}")
+    print(
+        f"{'CPU seconds during the run':<28}{', '.join(f'{k} {v:.1f}' for k, v in result['cpu_seconds'].items())}"
+    )
     if result["profile"]:
         print("worker profile, share of samples in the function itself:")
         for frame, share in result["profile"]["self"]:

@@ -31,12 +31,19 @@ def fleet_scenario(n: int, bad_error_ratio: float = 0.6) -> dict:
             {"match": "*", "profile": instant},
         ],
         "deployments": [
-            {"name": f"svc-{i:04d}", "replicas": 1, "revisions": [
-                {"image": IMAGE.format(i=i, version="1.0.0"), "change_cause": "good"},
-                {"image": IMAGE.format(i=i, version="1.1.0"), "change_cause": "bad"},
-            ]} for i in range(n)
+            {
+                "name": f"svc-{i:04d}",
+                "replicas": 1,
+                "revisions": [
+                    {"image": IMAGE.format(i=i, version="1.0.0"), "change_cause": "good"},
+                    {"image": IMAGE.format(i=i, version="1.1.0"), "change_cause": "bad"},
+                ],
+            }
+            for i in range(n)
         ],
-        "services": [{"name": f"svc-{i:04d}", "selector": {"app": f"svc-{i:04d}"}} for i in range(n)],
+        "services": [
+            {"name": f"svc-{i:04d}", "selector": {"app": f"svc-{i:04d}"}} for i in range(n)
+        ],
     }
 
 
@@ -45,10 +52,17 @@ def fleet_catalog(state: Path, identities: list[dict] | None = None) -> dict:
         "services": [],
         **({"identities": identities} if identities else {}),
         "default": {
-            "name": "fleet", "deployment": "fleet", "service": "fleet",
-            "approval": {"approvers": ["bench-approver"], "investigate_approvals": 1, "immediate_approvals": 0},
+            "name": "fleet",
+            "deployment": "fleet",
+            "service": "fleet",
+            "approval": {
+                "approvers": ["bench-approver"],
+                "investigate_approvals": 1,
+                "immediate_approvals": 0,
+            },
             "channels": [{"kind": "jsonl", "path": str(state / "notices.jsonl")}],
-            "verification_window_seconds": 120, "rollout_timeout_seconds": 240,
+            "verification_window_seconds": 120,
+            "rollout_timeout_seconds": 240,
         },
     }
 
@@ -88,7 +102,13 @@ class RssSampler:
 
 
 class BenchStack:
-    def __init__(self, deployments: int, bad_error_ratio: float = 0.6, identities: list[dict] | None = None, traffic_rps: float = 0.0) -> None:
+    def __init__(
+        self,
+        deployments: int,
+        bad_error_ratio: float = 0.6,
+        identities: list[dict] | None = None,
+        traffic_rps: float = 0.0,
+    ) -> None:
         self.deployments = deployments
         self.traffic_rps = traffic_rps  # steady API calls a second to every service (verification then never waits for probes)
         self.bad_error_ratio = bad_error_ratio
@@ -104,8 +124,14 @@ class BenchStack:
         catalog.write_text(yaml.safe_dump(fleet_catalog(self.state, self.identities)))
         os.environ["MODORU_CATALOG"] = str(catalog)
         os.environ["MODORU_LOG_LEVEL"] = "WARNING"
-        self.stack = EmbeddedStack(state_dir=self.state, temporal_port=free_port(), ui_port=free_port(), scenario=str(scenario), persist=False,
-                                   traffic_rps=self.traffic_rps)
+        self.stack = EmbeddedStack(
+            state_dir=self.state,
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            scenario=str(scenario),
+            persist=False,
+            traffic_rps=self.traffic_rps,
+        )
         self.stack.start()
         return self
 
@@ -131,7 +157,9 @@ class BenchStack:
         return pid
 
     def requests_since(self, seq: int) -> tuple[list[dict], int]:
-        with urllib.request.urlopen(f"{self.endpoints['sandbox_admin']}/requests?since={seq}", timeout=30) as response:
+        with urllib.request.urlopen(
+            f"{self.endpoints['sandbox_admin']}/requests?since={seq}", timeout=30
+        ) as response:
             body = json.loads(response.read())
         return body["entries"], body["last"]
 
@@ -158,9 +186,17 @@ async def wait_for_pollers(client, task_queue: str, timeout: float = 120.0) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = []
-        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
-            answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind))
+        for kind in (
+            TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        ):
+            answer = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=kind,
+                )
+            )
             found.append(bool(answer.pollers))
         if all(found):
             return

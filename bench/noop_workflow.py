@@ -17,5 +17,7 @@ class NoOpWorkflow:
     @workflow.run
     async def run(self, steps: int) -> int:
         for step in range(steps):
-            await workflow.execute_activity("bench.nothing", step, start_to_close_timeout=timedelta(seconds=30))
+            await workflow.execute_activity(
+                "bench.nothing", step, start_to_close_timeout=timedelta(seconds=30)
+            )
         return steps

@@ -59,8 +59,11 @@ async def one_rollback(client, queue: str) -> tuple[float, int]:
     started = time.perf_counter()
     result = await client.execute_workflow(
         DeploymentRollbackWorkflow.run,
-        RollbackRequest(deployment=NAME, severity=Severity.IMMEDIATE, reason="overhead", requested_by="bench"),
-        id=rollback_workflow_id("default", NAME), task_queue=queue,
+        RollbackRequest(
+            deployment=NAME, severity=Severity.IMMEDIATE, reason="overhead", requested_by="bench"
+        ),
+        id=rollback_workflow_id("default", NAME),
+        task_queue=queue,
     )
     assert not result.no_op and result.status.verification.ok, result.status.message
     return time.perf_counter() - started, result.status.verification.attempts
@@ -68,11 +71,15 @@ async def one_rollback(client, queue: str) -> tuple[float, int]:
 
 async def one_noop(client, queue: str) -> float:
     started = time.perf_counter()
-    await client.execute_workflow(NoOpWorkflow.run, ACTIVITIES_PER_ROLLBACK, id=f"noop-{uuid.uuid4().hex}", task_queue=queue)
+    await client.execute_workflow(
+        NoOpWorkflow.run, ACTIVITIES_PER_ROLLBACK, id=f"noop-{uuid.uuid4().hex}", task_queue=queue
+    )
     return time.perf_counter() - started
 
 
-async def side_by_side(bench: BenchStack, client, n: int, warm_up: int = 2) -> tuple[list[float], list[float], list[int]]:
+async def side_by_side(
+    bench: BenchStack, client, n: int, warm_up: int = 2
+) -> tuple[list[float], list[float], list[int]]:
     """The workflow and the no-op taking turns on one worker built as the production worker is."""
     queue = f"bench-overhead-{uuid.uuid4().hex[:6]}"
     with mock.patch.dict(os.environ, {**bench.stack.worker_env(), "MODORU_TASK_QUEUE": queue}):
@@ -82,7 +89,13 @@ async def side_by_side(bench: BenchStack, client, n: int, warm_up: int = 2) -> t
     flows, noops, rounds = [], [], []
     async with aiohttp.ClientSession() as session:
         activities = activities_for(api, session, settings, monitoring_for(settings, session))
-        async with Worker(client, task_queue=queue, workflows=[*WORKFLOWS, NoOpWorkflow], activities=[*activities, nothing], **worker_options(settings)):
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[*WORKFLOWS, NoOpWorkflow],
+            activities=[*activities, nothing],
+            **worker_options(settings),
+        ):
             for i in range(warm_up + n):
                 took, attempts = await one_rollback(client, queue)
                 noop = await one_noop(client, queue)
@@ -102,17 +115,54 @@ async def direct(bench: BenchStack, n: int) -> list[float]:
     env = ActivityEnvironment()
     durations = []
     async with aiohttp.ClientSession() as session:
-        k8s, verify, notify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session), NotifyActivities(base_dir=bench.state)
+        k8s, verify, notify = (
+            KubernetesActivities(apps, core),
+            VerifyActivities(apps, core, session),
+            NotifyActivities(base_dir=bench.state),
+        )
         for i in range(n):
             started = time.perf_counter()
-            entry = await env.run(CatalogActivities(catalog).lookup, ServiceLookup(namespace="default", deployment=NAME))
-            plan = await env.run(k8s.plan_rollback, PlanRequest(namespace="default", deployment=NAME))
-            await env.run(k8s.backup_deployment, BackupRequest(namespace="default", deployment=NAME, from_revision=plan.from_revision, backup_name=f"direct-{i}-{uuid.uuid4().hex[:6]}"))
-            await env.run(notify.send, Notice(kind="start", subject="s", text="t", channels=entry.channels))
+            entry = await env.run(
+                CatalogActivities(catalog).lookup,
+                ServiceLookup(namespace="default", deployment=NAME),
+            )
+            plan = await env.run(
+                k8s.plan_rollback, PlanRequest(namespace="default", deployment=NAME)
+            )
+            await env.run(
+                k8s.backup_deployment,
+                BackupRequest(
+                    namespace="default",
+                    deployment=NAME,
+                    from_revision=plan.from_revision,
+                    backup_name=f"direct-{i}-{uuid.uuid4().hex[:6]}",
+                ),
+            )
+            await env.run(
+                notify.send, Notice(kind="start", subject="s", text="t", channels=entry.channels)
+            )
             await env.run(k8s.rollout_undo, UndoRequest(plan=plan))
-            await env.run(k8s.wait_rollout, RolloutWaitRequest(namespace="default", deployment=NAME, timeout_seconds=entry.rollout_timeout_seconds))
-            await env.run(verify.verify_service, VerifyRequest(namespace="default", deployment=NAME, service=entry.service, paths=entry.check_paths, window_seconds=entry.verification_window_seconds))
-            await env.run(notify.send, Notice(kind="complete", subject="s", text="t", channels=entry.channels))
+            await env.run(
+                k8s.wait_rollout,
+                RolloutWaitRequest(
+                    namespace="default",
+                    deployment=NAME,
+                    timeout_seconds=entry.rollout_timeout_seconds,
+                ),
+            )
+            await env.run(
+                verify.verify_service,
+                VerifyRequest(
+                    namespace="default",
+                    deployment=NAME,
+                    service=entry.service,
+                    paths=entry.check_paths,
+                    window_seconds=entry.verification_window_seconds,
+                ),
+            )
+            await env.run(
+                notify.send, Notice(kind="complete", subject="s", text="t", channels=entry.channels)
+            )
             durations.append(time.perf_counter() - started)
     await api.close()
     return durations
@@ -126,8 +176,14 @@ async def run(n: int) -> dict:
         flows, noops, rounds = await side_by_side(bench, client, n)
         await direct(bench, 2)  # warm-up: connections, caches
         directs = await direct(bench, n)
-    p50 = {key: percentile(values, 50) for key, values in (("workflow", flows), ("direct", directs), ("noop", noops))}
-    p95 = {key: percentile(values, 95) for key, values in (("workflow", flows), ("direct", directs), ("noop", noops))}
+    p50 = {
+        key: percentile(values, 50)
+        for key, values in (("workflow", flows), ("direct", directs), ("noop", noops))
+    }
+    p95 = {
+        key: percentile(values, 95)
+        for key, values in (("workflow", flows), ("direct", directs), ("noop", noops))
+    }
     paired = statistics.median(f / o for f, o in zip(flows, noops, strict=True))
     return {
         "rollbacks": n,
@@ -143,7 +199,9 @@ async def run(n: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rollbacks", type=int, default=20)
     args = parser.parse_args()
     if args.rollbacks < 2:
@@ -153,8 +211,10 @@ def main() -> None:
     print(f"{'per rollback':<16}{'p50 s':>8}{'p95 s':>8}")
     for key in ("workflow", "direct", "noop"):
         print(f"{key:<16}{result['p50_s'][key]:>8.3f}{result['p95_s'][key]:>8.3f}")
-    print(f"workflow / no-op: {result['workflow_over_noop']:.2f} (target ≤ 1.3; median of paired runs {result['workflow_over_noop_paired_median']:.2f})   "
-          f"workflow / direct: {result['workflow_over_direct']:.2f}   verification rounds p50: {result['verification_rounds_p50']:g}")
+    print(
+        f"workflow / no-op: {result['workflow_over_noop']:.2f} (target ≤ 1.3; median of paired runs {result['workflow_over_noop_paired_median']:.2f})   "
+        f"workflow / direct: {result['workflow_over_direct']:.2f}   verification rounds p50: {result['verification_rounds_p50']:g}"
+    )
     print_json_line("overhead", result)
 
 

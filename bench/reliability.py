@@ -46,20 +46,48 @@ class Part:
 
 
 PARTS = [
-    Part("worker kills: deployment rollback", "SIGKILL at activity boundaries (short: the two heartbeating waits; full: every one, and 4 rollbacks with 2 random kills each)",
-         ["tests/reliability/test_rollback_worker_kills.py"]),
-    Part("worker kills: migration, PITR, release guard", "SIGKILL at every activity boundary of one run of each",
-         ["tests/reliability/test_workflow_worker_kills.py"], full_only=True),
-    Part("worker kill during migrate down-to", "the exec heartbeats: a new worker finishes within a minute, one step down",
-         ["tests/integration/test_migration_worker_crash.py"], full_only=True),
-    Part("Temporal server restart", "SIGKILL and restart on the same SQLite file, at an approval gate and during the rollout wait (short: down 3 s; full: 45 s)",
-         ["tests/reliability/test_temporal_restart.py"]),
-    Part("Kubernetes API faults", "immediate rollbacks through ~20% 500/503, ~25% 429 with Retry-After 1-2 s, and added latency (short: 2 per mix; full: 10)",
-         ["tests/integration/test_api_faults.py"], env={"MODORU_FAULT_ROLLBACKS": "2"}, full_env={"MODORU_FAULT_ROLLBACKS": "10"}),
-    Part("Cloud SQL Admin faults", "the emulator's injected 429/500/503 through modoru's client; a point-in-time recovery through ~20% 5xx and ~25% 429 (full)",
-         ["tests/sandbox/test_cloudsql_faults.py", "tests/reliability/test_cloudsql_fault_workflows.py"]),
-    Part("bad inputs", "every command line of the corpus: one line naming the problem, no mutating request",
-         ["tests/unit/test_bad_inputs.py", "tests/integration/test_bad_inputs_server.py"]),
+    Part(
+        "worker kills: deployment rollback",
+        "SIGKILL at activity boundaries (short: the two heartbeating waits; full: every one, and 4 rollbacks with 2 random kills each)",
+        ["tests/reliability/test_rollback_worker_kills.py"],
+    ),
+    Part(
+        "worker kills: migration, PITR, release guard",
+        "SIGKILL at every activity boundary of one run of each",
+        ["tests/reliability/test_workflow_worker_kills.py"],
+        full_only=True,
+    ),
+    Part(
+        "worker kill during migrate down-to",
+        "the exec heartbeats: a new worker finishes within a minute, one step down",
+        ["tests/integration/test_migration_worker_crash.py"],
+        full_only=True,
+    ),
+    Part(
+        "Temporal server restart",
+        "SIGKILL and restart on the same SQLite file, at an approval gate and during the rollout wait (short: down 3 s; full: 45 s)",
+        ["tests/reliability/test_temporal_restart.py"],
+    ),
+    Part(
+        "Kubernetes API faults",
+        "immediate rollbacks through ~20% 500/503, ~25% 429 with Retry-After 1-2 s, and added latency (short: 2 per mix; full: 10)",
+        ["tests/integration/test_api_faults.py"],
+        env={"MODORU_FAULT_ROLLBACKS": "2"},
+        full_env={"MODORU_FAULT_ROLLBACKS": "10"},
+    ),
+    Part(
+        "Cloud SQL Admin faults",
+        "the emulator's injected 429/500/503 through modoru's client; a point-in-time recovery through ~20% 5xx and ~25% 429 (full)",
+        [
+            "tests/sandbox/test_cloudsql_faults.py",
+            "tests/reliability/test_cloudsql_fault_workflows.py",
+        ],
+    ),
+    Part(
+        "bad inputs",
+        "every command line of the corpus: one line naming the problem, no mutating request",
+        ["tests/unit/test_bad_inputs.py", "tests/integration/test_bad_inputs_server.py"],
+    ),
 ]
 
 
@@ -78,7 +106,10 @@ class Outcome:
         return self.failed == 0 and self.passed > 0
 
 
-FIGURE = re.compile(r"^(?:run \d+:|\d+ rollbacks|waiting:|executing:|500/503|429|latency|boundaries:|kills in|migration:|pitr:|guard:|the new worker|cloud sql)", re.I)
+FIGURE = re.compile(
+    r"^(?:run \d+:|\d+ rollbacks|waiting:|executing:|500/503|429|latency|boundaries:|kills in|migration:|pitr:|guard:|the new worker|cloud sql)",
+    re.I,
+)
 
 
 def run_part(part: Part, full: bool, logs: Path) -> Outcome:
@@ -88,35 +119,72 @@ def run_part(part: Part, full: bool, logs: Path) -> Outcome:
         outcome.failures.append("no test file")
         return outcome
     junit = logs / f"{re.sub(r'[^a-z]+', '-', part.name.lower())}.xml"
-    env = {**os.environ, **part.env, **(part.full_env if full else {}), "MODORU_RELIABILITY": "full" if full else "short"}
+    env = {
+        **os.environ,
+        **part.env,
+        **(part.full_env if full else {}),
+        "MODORU_RELIABILITY": "full" if full else "short",
+    }
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", *existing, "-q", "-s", "-p", "no:cacheprovider", f"--junitxml={junit}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *existing,
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     outcome.seconds = time.monotonic() - started
     (logs / junit.with_suffix(".log").name).write_text(done.stdout + done.stderr)
     for line in done.stdout.splitlines():
-        text = line.strip().lstrip(".")  # pytest's progress dots share the line with what a test printed
+        text = line.strip().lstrip(
+            "."
+        )  # pytest's progress dots share the line with what a test printed
         if FIGURE.match(text):
             outcome.figures.append(text)
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
             if case.find("failure") is not None or case.find("error") is not None:
                 outcome.failed += 1
-                bad = case.find("failure") if case.find("failure") is not None else case.find("error")
-                outcome.failures.append(f"{case.get('name')}: {(bad.get('message') or '').splitlines()[0][:200] if bad.get('message') else ''}")
+                bad = (
+                    case.find("failure") if case.find("failure") is not None else case.find("error")
+                )
+                outcome.failures.append(
+                    f"{case.get('name')}: {(bad.get('message') or '').splitlines()[0][:200] if bad.get('message') else ''}"
+                )
             elif case.find("skipped") is not None:
                 outcome.skipped += 1
             else:
                 outcome.passed += 1
     elif done.returncode:
         outcome.failed += 1
-        outcome.failures.append(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else f"pytest exited {done.returncode}")
+        outcome.failures.append(
+            done.stdout.strip().splitlines()[-1]
+            if done.stdout.strip()
+            else f"pytest exited {done.returncode}"
+        )
     return outcome
 
 
 def commit() -> str:
-    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return (found.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
@@ -131,7 +199,9 @@ def table(outcomes: list[Outcome], full: bool) -> str:
         "|---|---|---|---|---|",
     ]
     for o in outcomes:
-        lines.append(f"| {o.part.name} | {o.part.what} | {o.passed} | {o.failed} | {o.seconds:.0f} |")
+        lines.append(
+            f"| {o.part.name} | {o.part.what} | {o.passed} | {o.failed} | {o.seconds:.0f} |"
+        )
     lines.append("")
     for o in outcomes:
         if o.figures or o.failures:
@@ -155,24 +225,38 @@ def write_doc(text: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--short", action="store_true", help="the CI version (a few minutes)")
-    parser.add_argument("--write-doc", action="store_true", help=f"put the results in {DOC.relative_to(ROOT)}")
-    parser.add_argument("--only", default="", help="run only the parts whose name contains this text")
+    parser.add_argument(
+        "--write-doc", action="store_true", help=f"put the results in {DOC.relative_to(ROOT)}"
+    )
+    parser.add_argument(
+        "--only", default="", help="run only the parts whose name contains this text"
+    )
     args = parser.parse_args()
     full = not args.short
     parts = [p for p in PARTS if (full or not p.full_only) and args.only.lower() in p.name.lower()]
     if not parts:
-        parser.error(f"--only {args.only!r} matches no part; parts: {', '.join(p.name for p in PARTS)}")
+        parser.error(
+            f"--only {args.only!r} matches no part; parts: {', '.join(p.name for p in PARTS)}"
+        )
     logs = Path(tempfile.mkdtemp(prefix="modoru-reliability-"))
     print_machine()
-    print(f"{'full' if full else 'short'} suite, {len(parts)} parts; pytest logs in {logs}", flush=True)
+    print(
+        f"{'full' if full else 'short'} suite, {len(parts)} parts; pytest logs in {logs}",
+        flush=True,
+    )
     outcomes = []
     for part in parts:
         outcome = run_part(part, full, logs)
         outcomes.append(outcome)
         mark = "ok  " if outcome.ok else "FAIL"
-        print(f"{mark} {part.name:<46} {outcome.passed:>3} passed {outcome.failed:>2} failed {outcome.seconds:>6.0f} s", flush=True)
+        print(
+            f"{mark} {part.name:<46} {outcome.passed:>3} passed {outcome.failed:>2} failed {outcome.seconds:>6.0f} s",
+            flush=True,
+        )
         for line in outcome.figures:
             print(f"       {line}")
         for line in outcome.failures:
@@ -181,8 +265,23 @@ def main() -> int:
     if args.write_doc:
         write_doc(text)
         print(f"wrote {DOC.relative_to(ROOT)}")
-    print_json_line("reliability", {"full": full, "parts": [{"name": o.part.name, "passed": o.passed, "failed": o.failed, "skipped": o.skipped,
-                                                             "seconds": round(o.seconds, 1), "figures": o.figures} for o in outcomes]})
+    print_json_line(
+        "reliability",
+        {
+            "full": full,
+            "parts": [
+                {
+                    "name": o.part.name,
+                    "passed": o.passed,
+                    "failed": o.failed,
+                    "skipped": o.skipped,
+                    "seconds": round(o.seconds, 1),
+                    "figures": o.figures,
+                }
+                for o in outcomes
+            ],
+        },
+    )
     return 0 if all(o.ok for o in outcomes) else 1
 
 

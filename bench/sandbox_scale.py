@@ -30,7 +30,11 @@ def fleet(n: int) -> Scenario:
         name=f"fleet-{n}",
         images=[ImageRule(match="*", profile=instant)],
         deployments=[
-            DeploymentSeed(name=f"svc-{i:04d}", replicas=1, revisions=[Revision(image=f"registry.local/svc-{i:04d}:1.0.0")])
+            DeploymentSeed(
+                name=f"svc-{i:04d}",
+                replicas=1,
+                revisions=[Revision(image=f"registry.local/svc-{i:04d}:1.0.0")],
+            )
             for i in range(n)
         ],
     )
@@ -40,17 +44,35 @@ async def roll_all(sandbox: Sandbox, n: int) -> float:
     started = time.perf_counter()
     limit = asyncio.Semaphore(CONCURRENCY)
     async with aiohttp.ClientSession() as session:
+
         async def roll(i: int) -> None:
-            body = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": f"registry.local/svc-{i:04d}:1.1.0"}]}}}}
-            async with limit, session.patch(
-                f"{sandbox.url}/apis/apps/v1/namespaces/default/deployments/svc-{i:04d}",
-                json=body, headers={"Content-Type": "application/strategic-merge-patch+json"},
-            ) as response:
+            body = {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {"name": "app", "image": f"registry.local/svc-{i:04d}:1.1.0"}
+                            ]
+                        }
+                    }
+                }
+            }
+            async with (
+                limit,
+                session.patch(
+                    f"{sandbox.url}/apis/apps/v1/namespaces/default/deployments/svc-{i:04d}",
+                    json=body,
+                    headers={"Content-Type": "application/strategic-merge-patch+json"},
+                ) as response,
+            ):
                 response.raise_for_status()
 
         await asyncio.gather(*(roll(i) for i in range(n)))
     await sandbox.settle(timeout=600)
-    assert all(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2" for d in sandbox.store.iter(DEPLOYMENTS))
+    assert all(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+        for d in sandbox.store.iter(DEPLOYMENTS)
+    )
     return time.perf_counter() - started
 
 
@@ -71,14 +93,18 @@ async def main_async(small: int, large: int) -> None:
     print_machine()
     print(f"{'deployments':>12} {'seed s':>8} {'roll-all s':>11} {'ms/deployment':>14}")
     for r in results:
-        print(f"{r['n']:>12} {r['seed_s']:>8.2f} {r['roll_s']:>11.2f} {r['roll_ms_per_deployment']:>14.2f}")
+        print(
+            f"{r['n']:>12} {r['seed_s']:>8.2f} {r['roll_s']:>11.2f} {r['roll_ms_per_deployment']:>14.2f}"
+        )
     print(f"cost per deployment, {large} vs {small}: {ratio:.2f}x (1.0 = linear)")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print_json_line("sandbox_scale", {"results": results, "per_deployment_ratio": ratio})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=1000)
     args = parser.parse_args()

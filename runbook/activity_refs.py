@@ -117,7 +117,9 @@ OPEN_ALERTS = ActivityRef("metrics.open_alerts", AlertQuery, OpenAlerts)
 
 DB_SNAPSHOT = ActivityRef("db.snapshot", SnapshotRequest, DatabaseSnapshot)
 CLONE_QUERIES: ActivityRef[CloneQueriesRequest, list[CheckResult]] = ActivityRef(
-    "db.clone_queries", CloneQueriesRequest, list[CheckResult]  # type: ignore[arg-type]
+    "db.clone_queries",
+    CloneQueriesRequest,
+    list[CheckResult],  # type: ignore[arg-type]
 )
 
 CHECK_BACKUP = ActivityRef("cloudsql.check_backup", BackupCheckRequest, BackupCheck)
@@ -143,7 +145,6 @@ ROLLOUT_RESTART = ActivityRef("k8s.rollout_restart", RestartRequest, ApplyResult
 SERVICE_LOGS = ActivityRef("k8s.service_logs", ServiceLogsRequest, ServiceLogs)
 
 
-
 class Listed(Protocol):
     """Any reference, as the list of them shows it (read only)."""
 
@@ -155,5 +156,7 @@ class Listed(Protocol):
     def result(self) -> object: ...
 
 
-ALL: tuple[Listed, ...] = tuple(value for value in list(globals().values()) if isinstance(value, ActivityRef))
+ALL: tuple[Listed, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, ActivityRef)
+)
 BY_NAME = {ref.name: ref for ref in ALL}

@@ -27,19 +27,27 @@ class Channel(Strict):
 
     kind: Literal["console", "jsonl", "slack"]
     path: str | None = Field(None, description="jsonl: the file to append to")
-    webhook_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="slack: env var with the webhook URL")
+    webhook_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="slack: env var with the webhook URL"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Channel:
         if self.kind == "jsonl" and not self.path:
             raise ValueError("a jsonl channel needs a path")
         if self.kind == "slack" and not self.webhook_env:
-            raise ValueError("a slack channel needs webhook_env, the name of the variable holding the webhook URL")
+            raise ValueError(
+                "a slack channel needs webhook_env, the name of the variable holding the webhook URL"
+            )
         return self
 
     @property
     def label(self) -> str:
-        return {"console": "console", "jsonl": f"jsonl:{self.path}", "slack": f"slack:${self.webhook_env}"}[self.kind]
+        return {
+            "console": "console",
+            "jsonl": f"jsonl:{self.path}",
+            "slack": f"slack:${self.webhook_env}",
+        }[self.kind]
 
 
 class Trust(Strict):
@@ -50,9 +58,14 @@ class Trust(Strict):
 
 
 class ApprovalPolicy(Strict):
-    approvers: list[str] = Field(default_factory=list, description="roles (or identity ids) whose holders may approve and reject")
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="roles (or identity ids) whose holders may approve and reject",
+    )
     investigate_approvals: int = Field(1, ge=0)
-    immediate_approvals: int = Field(0, ge=0, description="0: an immediate rollback proceeds at once")
+    immediate_approvals: int = Field(
+        0, ge=0, description="0: an immediate rollback proceeds at once"
+    )
     on_deadline: Literal["keep_waiting", "proceed", "abort"] = Field(
         "keep_waiting", description="What a missed deadline does while approval is still awaited"
     )
@@ -62,7 +75,10 @@ class IntegrityCheck(Strict):
     """A read-only query returning one number, compared before and after a migration rollback."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    sql: str = Field(min_length=1, description="SELECT returning a single number, e.g. SELECT count(*) FROM walks")
+    sql: str = Field(
+        min_length=1,
+        description="SELECT returning a single number, e.g. SELECT count(*) FROM walks",
+    )
     must_not_drop: bool = Field(True, description="fail the verification if the number went down")
 
     @field_validator("sql")
@@ -72,8 +88,27 @@ class IntegrityCheck(Strict):
         return value
 
 
-PSQL_COMMAND = ["psql", "-h", "localhost", "-p", "{port}", "-U", "{user}", "-d", "{database}", "-X", "-q", "-A", "-t",
-                "-F", " ", "-P", "null=NULL", "-v", "ON_ERROR_STOP=1"]
+PSQL_COMMAND = [
+    "psql",
+    "-h",
+    "localhost",
+    "-p",
+    "{port}",
+    "-U",
+    "{user}",
+    "-d",
+    "{database}",
+    "-X",
+    "-q",
+    "-A",
+    "-t",
+    "-F",
+    " ",
+    "-P",
+    "null=NULL",
+    "-v",
+    "ON_ERROR_STOP=1",
+]
 
 
 class DatabaseAccess(Strict):
@@ -81,35 +116,66 @@ class DatabaseAccess(Strict):
     inside an app pod, whose Cloud SQL Auth Proxy sidecar listens on localhost and
     names the instance (PROJECT:REGION:INSTANCE) in its arguments."""
 
-    mode: Literal["pod_exec"] = Field("pod_exec", description="the only mode: modoru never connects to the database itself")
-    container: str | None = Field(None, description="the container psql runs in; default: the pod's first")
-    proxy_container: str = Field("cloud-sql-proxy", description="the Auth Proxy sidecar (initContainers with restartPolicy Always, or containers)")
+    mode: Literal["pod_exec"] = Field(
+        "pod_exec", description="the only mode: modoru never connects to the database itself"
+    )
+    container: str | None = Field(
+        None, description="the container psql runs in; default: the pod's first"
+    )
+    proxy_container: str = Field(
+        "cloud-sql-proxy",
+        description="the Auth Proxy sidecar (initContainers with restartPolicy Always, or containers)",
+    )
     port: int = Field(5432, gt=0, lt=65536, description="the proxy's --port")
     database: str = Field(min_length=1, max_length=63, description="e.g. tekutoko_production")
-    user: str = Field(min_length=1, max_length=63, description="the app's database role; its password, if any, is PGPASSWORD in the container")
-    psql_command: list[str] = Field(default_factory=lambda: list(PSQL_COMMAND), min_length=1,
-                                    description="{port}, {user} and {database} are filled in; the query follows as -c arguments")
-    query_timeout_seconds: int = Field(30, gt=0, le=600, description="statement_timeout of every query")
-    check_pod_timeout_seconds: int = Field(180, gt=0, le=1800, description="how long a PITR check pod may take to become Ready")
+    user: str = Field(
+        min_length=1,
+        max_length=63,
+        description="the app's database role; its password, if any, is PGPASSWORD in the container",
+    )
+    psql_command: list[str] = Field(
+        default_factory=lambda: list(PSQL_COMMAND),
+        min_length=1,
+        description="{port}, {user} and {database} are filled in; the query follows as -c arguments",
+    )
+    query_timeout_seconds: int = Field(
+        30, gt=0, le=600, description="statement_timeout of every query"
+    )
+    check_pod_timeout_seconds: int = Field(
+        180, gt=0, le=1800, description="how long a PITR check pod may take to become Ready"
+    )
 
 
 class MigrationConfig(Strict):
     """How a service's schema is rolled back: the app's own migrate command, run in
     one of its pods, and the Cloud SQL instance whose backups gate it."""
 
-    container: str | None = Field(None, description="container to exec in; default: the pod's first")
-    version_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "version"], min_length=1)
-    history_command: list[str] = Field(default_factory=lambda: ["/api", "migrate", "history"], min_length=1)
+    container: str | None = Field(
+        None, description="container to exec in; default: the pod's first"
+    )
+    version_command: list[str] = Field(
+        default_factory=lambda: ["/api", "migrate", "version"], min_length=1
+    )
+    history_command: list[str] = Field(
+        default_factory=lambda: ["/api", "migrate", "history"], min_length=1
+    )
     down_to_command: list[str] = Field(
-        default_factory=lambda: ["/api", "migrate", "down-to", "{version}"], min_length=1,
+        default_factory=lambda: ["/api", "migrate", "down-to", "{version}"],
+        min_length=1,
         description="steps are turned into the version they lead to, so a retried step down never reverts twice",
     )
     command_timeout_seconds: int = Field(300, gt=0, le=3600)
     cloudsql_instance: str = Field(pattern=NAME_PATTERN)
-    cloudsql_project: str | None = Field(None, description="default: the worker's MODORU_CLOUDSQL_PROJECT")
+    cloudsql_project: str | None = Field(
+        None, description="default: the worker's MODORU_CLOUDSQL_PROJECT"
+    )
     backup_max_age_hours: float = Field(24.0, gt=0)
-    on_demand_backup: bool = Field(False, description="take a backup first when none is fresh enough, instead of refusing")
-    approvals: int = Field(2, ge=0, description="data is at risk: two approvers by default, neither the requester")
+    on_demand_backup: bool = Field(
+        False, description="take a backup first when none is fresh enough, instead of refusing"
+    )
+    approvals: int = Field(
+        2, ge=0, description="data is at risk: two approvers by default, neither the requester"
+    )
     integrity_checks: list[IntegrityCheck] = Field(default_factory=list)
 
 
@@ -118,9 +184,13 @@ class PitrConfig(Strict):
     clone by the instance connection name its Auth Proxy sidecar is given (and back)."""
 
     cloudsql_instance: str = Field(pattern=NAME_PATTERN)
-    cloudsql_project: str | None = Field(None, description="default: the worker's MODORU_CLOUDSQL_PROJECT")
+    cloudsql_project: str | None = Field(
+        None, description="default: the worker's MODORU_CLOUDSQL_PROJECT"
+    )
     approvals: int = Field(2, ge=0, description="for the clone, and again for the switch")
-    operation_poll_seconds: int = Field(10, ge=1, le=600, description="how often the clone's operation is checked")
+    operation_poll_seconds: int = Field(
+        10, ge=1, le=600, description="how often the clone's operation is checked"
+    )
     clone_timeout_minutes: int = Field(120, ge=1)
 
 
@@ -128,30 +198,58 @@ class ServiceEntry(Strict):
     name: str
     namespace: str = Field("default", pattern=NAME_PATTERN)
     deployment: str = Field(pattern=NAME_PATTERN)
-    service: str = Field(pattern=NAME_PATTERN, description="The Kubernetes Service with the external address")
+    service: str = Field(
+        pattern=NAME_PATTERN, description="The Kubernetes Service with the external address"
+    )
     health_path: str = "/health"
     ready_path: str = "/ready"
     api_check_path: str = "/v1/walks"
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     channels: list[Channel] = Field(default_factory=lambda: [Channel(kind="console")])
-    guard: GuardThresholds = Field(default_factory=GuardThresholds, description="release-guard thresholds")
+    guard: GuardThresholds = Field(
+        default_factory=GuardThresholds, description="release-guard thresholds"
+    )
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
-    recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria, description="metric criteria after a rollback")
-    database: DatabaseAccess | None = Field(None, description="how the service's database is read (migration checks, PITR checks)")
-    trust: Trust | None = Field(None, description="set by the worker from the catalog's identities; not written in a catalog file")
-    migration: MigrationConfig | None = Field(None, description="schema rollbacks; None: not offered for this service")
-    pitr: PitrConfig | None = Field(None, description="point-in-time recovery; None: not offered for this service")
-    registry: RegistryConfig | None = Field(None, description="the Artifact Registry repository of the service's images (redeploy, image-pull diagnosis)")
-    cd: CdConfig | None = Field(None, description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its manifest backups)")
+    recovery: RecoveryCriteria = Field(
+        default_factory=RecoveryCriteria, description="metric criteria after a rollback"
+    )
+    database: DatabaseAccess | None = Field(
+        None, description="how the service's database is read (migration checks, PITR checks)"
+    )
+    trust: Trust | None = Field(
+        None,
+        description="set by the worker from the catalog's identities; not written in a catalog file",
+    )
+    migration: MigrationConfig | None = Field(
+        None, description="schema rollbacks; None: not offered for this service"
+    )
+    pitr: PitrConfig | None = Field(
+        None, description="point-in-time recovery; None: not offered for this service"
+    )
+    registry: RegistryConfig | None = Field(
+        None,
+        description="the Artifact Registry repository of the service's images (redeploy, image-pull diagnosis)",
+    )
+    cd: CdConfig | None = Field(
+        None,
+        description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its manifest backups)",
+    )
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
-    incident: IncidentPolicy = Field(default_factory=IncidentPolicy, description="follow-up deadlines and confirmation reminders")
-    post_checks: PostChecks = Field(default_factory=PostChecks, description="CPU/memory, connection pool and log checks after a rollback")
+    incident: IncidentPolicy = Field(
+        default_factory=IncidentPolicy, description="follow-up deadlines and confirmation reminders"
+    )
+    post_checks: PostChecks = Field(
+        default_factory=PostChecks,
+        description="CPU/memory, connection pool and log checks after a rollback",
+    )
 
     @model_validator(mode="after")
     def _database_for_data_changes(self) -> ServiceEntry:
         if (self.migration is not None or self.pitr is not None) and self.database is None:
-            raise ValueError(f"service {self.name}: migration and pitr need a database section (database: user, database, proxy_container, ...)")
+            raise ValueError(
+                f"service {self.name}: migration and pitr need a database section (database: user, database, proxy_container, ...)"
+            )
         return self
 
     def post_checks_resolved(self) -> PostChecks:
@@ -160,8 +258,12 @@ class ServiceEntry(Strict):
         if checks.cloudsql_instance is None:
             source = self.migration or self.pitr
             if source is not None:
-                checks = checks.model_copy(update={"cloudsql_instance": source.cloudsql_instance,
-                                                   "cloudsql_project": checks.cloudsql_project or source.cloudsql_project})
+                checks = checks.model_copy(
+                    update={
+                        "cloudsql_instance": source.cloudsql_instance,
+                        "cloudsql_project": checks.cloudsql_project or source.cloudsql_project,
+                    }
+                )
         return checks
 
     @property
@@ -171,23 +273,39 @@ class ServiceEntry(Strict):
 
 class Catalog(Strict):
     services: list[ServiceEntry]
-    default: ServiceEntry | None = Field(None, description="Used for deployments not listed, if set")
-    identities: list[Identity] = Field(default_factory=list, description="who may sign decisions; with none, decisions are unsigned names")
-    oncall_role: str = Field("oncall", description="identities with this role may start an immediate rollback without approval")
+    default: ServiceEntry | None = Field(
+        None, description="Used for deployments not listed, if set"
+    )
+    identities: list[Identity] = Field(
+        default_factory=list,
+        description="who may sign decisions; with none, decisions are unsigned names",
+    )
+    oncall_role: str = Field(
+        "oncall",
+        description="identities with this role may start an immediate rollback without approval",
+    )
 
     @model_validator(mode="after")
     def _trust_root(self) -> Catalog:
         check_identities(self.identities)
         for entry in [*self.services, *([self.default] if self.default else [])]:
             if entry.trust is not None:
-                raise ValueError(f"service {entry.name}: identities belong at the top of the catalog, not in a service")
+                raise ValueError(
+                    f"service {entry.name}: identities belong at the top of the catalog, not in a service"
+                )
         return self
 
     def trusted(self, entry: ServiceEntry) -> ServiceEntry:
         """`entry` with the catalog's identities, as workflows receive it."""
         if not self.identities:
             return entry
-        return entry.model_copy(update={"trust": Trust(identities=self.identities, oncall_role=normalize_id(self.oncall_role))})
+        return entry.model_copy(
+            update={
+                "trust": Trust(
+                    identities=self.identities, oncall_role=normalize_id(self.oncall_role)
+                )
+            }
+        )
 
     def named(self, name: str) -> ServiceEntry | None:
         return next((entry for entry in self.services if entry.name == name), None)
@@ -197,5 +315,12 @@ class Catalog(Strict):
             if entry.namespace == namespace and entry.deployment == deployment:
                 return entry
         if self.default is not None:
-            return self.default.model_copy(update={"name": deployment, "namespace": namespace, "deployment": deployment, "service": deployment})
+            return self.default.model_copy(
+                update={
+                    "name": deployment,
+                    "namespace": namespace,
+                    "deployment": deployment,
+                    "service": deployment,
+                }
+            )
         return None

@@ -42,12 +42,24 @@ class CdConfig(Strict):
     variable holding it (or `<token_env>_FILE`, a file with it)."""
 
     repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name")
-    workflow: str = Field("cd-production.yml", min_length=1, description="the workflow's file name (or numeric id)")
+    workflow: str = Field(
+        "cd-production.yml", min_length=1, description="the workflow's file name (or numeric id)"
+    )
     workflow_name: str = Field("CD - Production", description="how the Actions tab names it")
     ref: str = Field("main", min_length=1, description="the branch the workflow is dispatched on")
-    tag_input: str = Field("tag", min_length=1, description="the workflow_dispatch input taking the image tag")
-    environment: str = Field("production", description="the environment whose reviewers approve the deploy in GitHub")
-    container: str | None = Field(None, description="the container whose image the pipeline sets; default: the first")
+    tag_input: str = Field(
+        "tag", min_length=1, description="the workflow_dispatch input taking the image tag"
+    )
+    environment: str = Field(
+        "production", description="the environment whose reviewers approve the deploy in GitHub"
+    )
+    container: str | None = Field(
+        None, description="the container whose image the pipeline sets; default: the first"
+    )
     token_env: str = Field("MODORU_GITHUB_TOKEN", pattern=ENV_NAME)
-    backup_prefix: str = Field("deployment-backup-", description="the name prefix of the pipeline's manifest backups")
-    run_timeout_minutes: int = Field(60, ge=1, le=24 * 60, description="how long a dispatched run may take, its review included")
+    backup_prefix: str = Field(
+        "deployment-backup-", description="the name prefix of the pipeline's manifest backups"
+    )
+    run_timeout_minutes: int = Field(
+        60, ge=1, le=24 * 60, description="how long a dispatched run may take, its review included"
+    )

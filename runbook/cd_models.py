@@ -41,8 +41,12 @@ class RegistryImage(Strict):
 
 
 class ImageList(Strict):
-    images: list[RegistryImage] = Field(description="the newest first, as gcloud's --sort-by=~update_time --limit")
-    found: RegistryImage | None = Field(None, description="the image carrying the requested tag, None if no image has it")
+    images: list[RegistryImage] = Field(
+        description="the newest first, as gcloud's --sort-by=~update_time --limit"
+    )
+    found: RegistryImage | None = Field(
+        None, description="the image carrying the requested tag, None if no image has it"
+    )
 
 
 class PullCheckRequest(Strict):
@@ -52,19 +56,26 @@ class PullCheckRequest(Strict):
 
 class PullVerdict(Strict):
     image: str
-    in_registry: bool | None = Field(None, description="None: the image is not in this registry, so it was not looked up")
+    in_registry: bool | None = Field(
+        None, description="None: the image is not in this registry, so it was not looked up"
+    )
     pushed: dt.datetime | None = None
     detail: str
 
 
 class PullDiagnosis(Strict):
     verdicts: list[PullVerdict] = Field(default_factory=list)
-    can_pull: bool | None = Field(None, description="testIamPermissions for artifactregistry.repositories.downloadArtifacts; None: unknown")
+    can_pull: bool | None = Field(
+        None,
+        description="testIamPermissions for artifactregistry.repositories.downloadArtifacts; None: unknown",
+    )
     permission_detail: str = ""
 
     @property
     def problems(self) -> list[str]:
-        return [v.detail for v in self.verdicts] + ([self.permission_detail] if self.permission_detail else [])
+        return [v.detail for v in self.verdicts] + (
+            [self.permission_detail] if self.permission_detail else []
+        )
 
 
 # -- GitHub Actions -----------------------------------------------------------------------
@@ -73,8 +84,12 @@ class PullDiagnosis(Strict):
 class DispatchRequest(Strict):
     cd: CdConfig
     tag: str = Field(pattern=TAG_PATTERN)
-    not_before: dt.datetime = Field(description="runs created before this are never taken for this dispatch")
-    grant: Grant | None = Field(None, description="the signed approvals, checked again by the activity")
+    not_before: dt.datetime = Field(
+        description="runs created before this are never taken for this dispatch"
+    )
+    grant: Grant | None = Field(
+        None, description="the signed approvals, checked again by the activity"
+    )
 
 
 class PendingDeployment(Strict):
@@ -94,13 +109,17 @@ class RunState(Strict):
     title: str = ""
     pending: list[PendingDeployment] = Field(default_factory=list)
     failed_steps: list[str] = Field(default_factory=list)
-    adopted: bool = Field(False, description="found among the runs instead of dispatched (a retried dispatch)")
+    adopted: bool = Field(
+        False, description="found among the runs instead of dispatched (a retried dispatch)"
+    )
 
 
 class RunFollow(Strict):
     cd: CdConfig
     run_id: int
-    known_status: str = Field("", description="return as soon as the run's status differs from this, or it completed")
+    known_status: str = Field(
+        "", description="return as soon as the run's status differs from this, or it completed"
+    )
     poll_seconds: float = Field(2.0, gt=0)
 
 
@@ -125,7 +144,9 @@ class ArtifactList(Strict):
 
 class ManifestSource(Strict):
     kind: Literal["artifact", "backup", "file"]
-    name: str = Field(min_length=1, max_length=253, description="artifact name, ConfigMap name or file path")
+    name: str = Field(
+        min_length=1, max_length=253, description="artifact name, ConfigMap name or file path"
+    )
 
 
 class FetchedManifest(Strict):
@@ -172,7 +193,9 @@ class RedeployPlan(Strict):
     live_image: str
     live_revision: int
     image: str
-    last_revision: int | None = Field(None, description="the newest revision whose template ran `image`")
+    last_revision: int | None = Field(
+        None, description="the newest revision whose template ran `image`"
+    )
 
 
 class RedeployStatus(Strict):
@@ -187,7 +210,9 @@ class RedeployStatus(Strict):
     detected_at: dt.datetime
     sla_deadline: dt.datetime
     sla_met: bool | None = None
-    images: list[RegistryImage] = Field(default_factory=list, description="the registry's newest images when planned")
+    images: list[RegistryImage] = Field(
+        default_factory=list, description="the registry's newest images when planned"
+    )
     plan: RedeployPlan | None = None
     pushed: dt.datetime | None = None
     approvals_required: int = 0
@@ -201,7 +226,10 @@ class RedeployStatus(Strict):
     problems: list[str] = Field(default_factory=list)
     escalations: list[str] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
-    checklist: list[ChecklistItem] = Field(default_factory=list, description="the runbook's checklist, each item with time and evidence")
+    checklist: list[ChecklistItem] = Field(
+        default_factory=list,
+        description="the runbook's checklist, each item with time and evidence",
+    )
     timings: dict[str, dt.datetime] = Field(default_factory=dict)
     message: str = ""
 
@@ -227,9 +255,18 @@ def valid_tag(tag: str) -> bool:
 
 def redeploy_plan(plan: RedeployPlan, tag: str, cd: CdConfig, pushed: dt.datetime | None) -> dict:
     """What approvers of a redeploy sign: the image change and the pipeline run that makes it."""
-    return {"kind": "redeploy", "namespace": plan.namespace, "deployment": plan.deployment, "deployment_uid": plan.deployment_uid,
-            "from_image": plan.live_image, "to_image": plan.image, "tag": tag, "pushed": pushed.isoformat() if pushed else None,
-            "last_revision": plan.last_revision, **dispatch_facts(cd, tag)}
+    return {
+        "kind": "redeploy",
+        "namespace": plan.namespace,
+        "deployment": plan.deployment,
+        "deployment_uid": plan.deployment_uid,
+        "from_image": plan.live_image,
+        "to_image": plan.image,
+        "tag": tag,
+        "pushed": pushed.isoformat() if pushed else None,
+        "last_revision": plan.last_revision,
+        **dispatch_facts(cd, tag),
+    }
 
 
 def dispatch_facts(cd: CdConfig, tag: str) -> dict:

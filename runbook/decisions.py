@@ -45,7 +45,9 @@ class GateView(Model):
     gate: str
     plan: dict[str, Any]
     digest: str
-    signed: bool = Field(description="whether this run counts signed decisions only (the catalog has identities)")
+    signed: bool = Field(
+        description="whether this run counts signed decisions only (the catalog has identities)"
+    )
 
 
 class DecisionPayload(Model):
@@ -54,7 +56,9 @@ class DecisionPayload(Model):
     run_id: str = Field("", description="empty only for a start, made before the run exists")
     gate: str = Field(min_length=1)
     decision: Decision
-    plan: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the canonical plan the signer was shown")
+    plan: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of the canonical plan the signer was shown"
+    )
     signer: str = Field(min_length=1, max_length=63)
     issued_at: dt.datetime
     expires_at: dt.datetime
@@ -66,8 +70,12 @@ class DecisionPayload(Model):
 
 
 class SignedDecision(Model):
-    payload: str = Field(min_length=2, max_length=8000, description="the exact canonical JSON that was signed")
-    signature: str = Field(min_length=20, max_length=4000, description="armored SSH signature, namespace modoru")
+    payload: str = Field(
+        min_length=2, max_length=8000, description="the exact canonical JSON that was signed"
+    )
+    signature: str = Field(
+        min_length=20, max_length=4000, description="armored SSH signature, namespace modoru"
+    )
 
 
 class Grant(Model):
@@ -101,8 +109,14 @@ class Judged:
     payload: DecisionPayload | None = None
 
 
-def judge(signed: SignedDecision, decision: Decision, expected: Expected, identities: list[Identity], now: dt.datetime,
-          seen_nonces: set[str]) -> Judged:
+def judge(
+    signed: SignedDecision,
+    decision: Decision,
+    expected: Expected,
+    identities: list[Identity],
+    now: dt.datetime,
+    seen_nonces: set[str],
+) -> Judged:
     """Whether `signed` is a valid `decision` for `expected`, and by whom. Roles and
     the requester rule are the caller's (they differ by decision)."""
     try:
@@ -110,7 +124,10 @@ def judge(signed: SignedDecision, decision: Decision, expected: Expected, identi
     except ValidationError as exc:
         return Judged(False, f"unreadable decision payload: {exc.errors()[0]['msg']}")
     if payload.text() != signed.payload:
-        return Judged(False, "the payload is not in canonical form (sorted keys, no spaces): sign what `modoru approve --payload` prints")
+        return Judged(
+            False,
+            "the payload is not in canonical form (sorted keys, no spaces): sign what `modoru approve --payload` prints",
+        )
     try:
         key = signer_key(signed.payload, signed.signature)
     except BadSignature as exc:
@@ -133,7 +150,9 @@ def judge(signed: SignedDecision, decision: Decision, expected: Expected, identi
     if payload.plan != expected.plan:
         problems.append("it approves another plan than the one this run would carry out")
     if payload.expires_at - payload.issued_at > MAX_VALIDITY:
-        problems.append(f"it is valid for longer than {int(MAX_VALIDITY.total_seconds() // 60)} minutes")
+        problems.append(
+            f"it is valid for longer than {int(MAX_VALIDITY.total_seconds() // 60)} minutes"
+        )
     if payload.issued_at > now + CLOCK_SKEW:
         problems.append("it is issued in the future")
     if payload.expires_at <= now:
@@ -141,7 +160,9 @@ def judge(signed: SignedDecision, decision: Decision, expected: Expected, identi
     if payload.nonce in seen_nonces:
         problems.append("its nonce was used before (a replay)")
     if problems:
-        return Judged(False, f"signed by {identity.id}, but " + "; ".join(problems), identity.id, payload)
+        return Judged(
+            False, f"signed by {identity.id}, but " + "; ".join(problems), identity.id, payload
+        )
     return Judged(True, f"signed by {identity.id}", identity.id, payload)
 
 
@@ -158,8 +179,14 @@ class DecisionVerdict(Model):
     decision: Literal["approve", "reject"]
     counted: bool
     reason: str
-    by: str = Field(description="who the decision is from: the signer once a signature holds, else the name given")
-    gate: str = Field("", description="the gate the decision was judged at; empty before a plan is shown")
-    approvals: list[str] = Field(default_factory=list, description="the approvals counted at that gate so far")
+    by: str = Field(
+        description="who the decision is from: the signer once a signature holds, else the name given"
+    )
+    gate: str = Field(
+        "", description="the gate the decision was judged at; empty before a plan is shown"
+    )
+    approvals: list[str] = Field(
+        default_factory=list, description="the approvals counted at that gate so far"
+    )
     approvals_required: int = 0
     phase: str = ""

@@ -33,7 +33,9 @@ class Hotfix(Strict):
     branch: str = Field(pattern=BRANCH_PATTERN)
     tag: str = Field(pattern=TAG_PATTERN)
     by: str = Field(min_length=1, max_length=200)
-    staging_verified: bool = Field(description="the hotfix passed staging; a forward fix does not deploy one that did not")
+    staging_verified: bool = Field(
+        description="the hotfix passed staging; a forward fix does not deploy one that did not"
+    )
     link: str = Field("", max_length=500, description="the pull request or the staging run")
     note: str = Field("", max_length=2000)
 
@@ -41,7 +43,9 @@ class Hotfix(Strict):
     @classmethod
     def _verified(cls, value: bool) -> bool:
         if not value:
-            raise ValueError("the runbook deploys a hotfix only after it was verified on staging (--staging-verified)")
+            raise ValueError(
+                "the runbook deploys a hotfix only after it was verified on staging (--staging-verified)"
+            )
         return value
 
 
@@ -52,11 +56,30 @@ class ForwardFixRequest(Strict):
     reason: str = Field(min_length=1, max_length=2000, description="why rolling back is impossible")
     requested_by: str = Field(min_length=1, max_length=200)
     detected_at: dt.datetime | None = None
-    hotfix: Hotfix | None = Field(None, description="known at the start; otherwise sent later with the hotfix signal")
-    hotfix_wait_hours: float = Field(24.0, gt=0, le=72, description="how long to wait for the hotfix before giving up")
-    reminder_minutes: int = Field(30, ge=1, le=1440, description="how often to remind the channels while waiting for the hotfix")
-    recovery_windows: int = Field(2, ge=1, le=30, description="metric windows the error rate must stay under the guard's thresholds")
-    watch_seconds: int | None = Field(None, ge=1, le=3600, description="how long to watch after the hotfix is live; default: the recovery windows")
+    hotfix: Hotfix | None = Field(
+        None, description="known at the start; otherwise sent later with the hotfix signal"
+    )
+    hotfix_wait_hours: float = Field(
+        24.0, gt=0, le=72, description="how long to wait for the hotfix before giving up"
+    )
+    reminder_minutes: int = Field(
+        30,
+        ge=1,
+        le=1440,
+        description="how often to remind the channels while waiting for the hotfix",
+    )
+    recovery_windows: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="metric windows the error rate must stay under the guard's thresholds",
+    )
+    watch_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=3600,
+        description="how long to watch after the hotfix is live; default: the recovery windows",
+    )
     language: Literal["ja", "en"] = "ja"
     start: SignedDecision | None = None
 
@@ -78,7 +101,9 @@ class ServiceLogsRequest(Strict):
 class ServiceLogs(Strict):
     pods: list[str]
     lines: list[LogLine]
-    unreadable: list[str] = Field(default_factory=list, description="pods whose log could not be read, with why")
+    unreadable: list[str] = Field(
+        default_factory=list, description="pods whose log could not be read, with why"
+    )
 
 
 class ForwardFixStatus(Strict):
@@ -94,9 +119,13 @@ class ForwardFixStatus(Strict):
     pods_read: list[str] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list)
     lines_read: int = 0
-    errors: list[ErrorGroup] = Field(default_factory=list, description="the pods' error lines grouped, the most frequent first")
+    errors: list[ErrorGroup] = Field(
+        default_factory=list, description="the pods' error lines grouped, the most frequent first"
+    )
     normal: GuardBaseline | None = Field(None, description="the metrics before the incident")
-    at_start: GuardBaseline | None = Field(None, description="the metrics when the forward fix began")
+    at_start: GuardBaseline | None = Field(
+        None, description="the metrics when the forward fix began"
+    )
     hotfix: Hotfix | None = None
     deploy_workflow_id: str = ""
     deploy_message: str = ""

@@ -19,7 +19,15 @@ def _top(errors: list[ErrorGroup], count: int = 3) -> str:
     return "\n".join(f"- {g.count}x ({len(g.pods)} pod(s)) {g.signature}" for g in errors[:count])
 
 
-def start(language: str, *, deployment: str, detected_at: dt.datetime, reason: str, errors: list[ErrorGroup], error_ratio: float | None) -> tuple[str, str]:
+def start(
+    language: str,
+    *,
+    deployment: str,
+    detected_at: dt.datetime,
+    reason: str,
+    errors: list[ErrorGroup],
+    error_ratio: float | None,
+) -> tuple[str, str]:
     top = _top(errors)
     if language == "ja":
         return "【フォワードフィックス開始】", (
@@ -36,7 +44,9 @@ def start(language: str, *, deployment: str, detected_at: dt.datetime, reason: s
     )
 
 
-def waiting(language: str, *, deployment: str, since: dt.datetime, workflow_id: str) -> tuple[str, str]:
+def waiting(
+    language: str, *, deployment: str, since: dt.datetime, workflow_id: str
+) -> tuple[str, str]:
     if language == "ja":
         return "【フォワードフィックス: ホットフィックス待ち】", (
             f"【フォワードフィックス: ホットフィックス待ち】\n\n対象: {deployment}\n開始: {_when(since)}\n"
@@ -48,7 +58,16 @@ def waiting(language: str, *, deployment: str, since: dt.datetime, workflow_id: 
     )
 
 
-def recovered(language: str, *, deployment: str, at: dt.datetime, tag: str, branch: str, before: float | None, after: float | None) -> tuple[str, str]:
+def recovered(
+    language: str,
+    *,
+    deployment: str,
+    at: dt.datetime,
+    tag: str,
+    branch: str,
+    before: float | None,
+    after: float | None,
+) -> tuple[str, str]:
     if language == "ja":
         return "【フォワードフィックス完了・復旧】", (
             f"【フォワードフィックス完了・復旧】\n\n対象: {deployment}\n復旧時刻: {_when(at)}\n"
@@ -64,5 +83,11 @@ def recovered(language: str, *, deployment: str, at: dt.datetime, tag: str, bran
 
 def failed(language: str, *, deployment: str, at: dt.datetime, error: str) -> tuple[str, str]:
     if language == "ja":
-        return "【フォワードフィックス失敗】", f"【フォワードフィックス失敗】\n\n時刻: {_when(at)}\n対象: {deployment}\nエラー: {error}\n"
-    return "[Forward fix failed]", f"[Forward fix failed]\n\nTime: {_when(at)}\nTarget: {deployment}\nError: {error}\n"
+        return (
+            "【フォワードフィックス失敗】",
+            f"【フォワードフィックス失敗】\n\n時刻: {_when(at)}\n対象: {deployment}\nエラー: {error}\n",
+        )
+    return (
+        "[Forward fix failed]",
+        f"[Forward fix failed]\n\nTime: {_when(at)}\nTarget: {deployment}\nError: {error}\n",
+    )

@@ -27,11 +27,26 @@ class GuardThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    immediate_error_ratio: float = Field(0.50, gt=0, le=1, description="error ratio above this: roll back within 5 minutes")
-    investigate_error_ratio: float = Field(0.10, gt=0, le=1, description="error ratio above this: roll back after a look, within 15 minutes")
-    latency_factor: float = Field(3.0, gt=1, description="p95 at or above this many times the pre-release baseline: investigate")
-    health_failures_in_a_row: int = Field(3, ge=1, description="consecutive failed health checks meaning the service is down")
-    restarts_in_window: int = Field(3, ge=1, description="pod restarts within the window meaning restarts are frequent")
+    immediate_error_ratio: float = Field(
+        0.50, gt=0, le=1, description="error ratio above this: roll back within 5 minutes"
+    )
+    investigate_error_ratio: float = Field(
+        0.10,
+        gt=0,
+        le=1,
+        description="error ratio above this: roll back after a look, within 15 minutes",
+    )
+    latency_factor: float = Field(
+        3.0,
+        gt=1,
+        description="p95 at or above this many times the pre-release baseline: investigate",
+    )
+    health_failures_in_a_row: int = Field(
+        3, ge=1, description="consecutive failed health checks meaning the service is down"
+    )
+    restarts_in_window: int = Field(
+        3, ge=1, description="pod restarts within the window meaning restarts are frequent"
+    )
 
 
 class MonitoringConfig(BaseModel):
@@ -42,26 +57,55 @@ class MonitoringConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Preset | None = Field(None, description="gke_l7, managed_prometheus or custom; none: metrics are not configured")
-    request_count_metric: str | None = Field(None, description="metric type counting requests; default: the preset's")
-    latency_metric: str | None = Field(None, description="distribution metric type of request latency; default: the preset's")
-    class_label: str | None = Field(None, description="metric label whose value starts with 5 for server errors (500 class or 5xx code)")
-    latency_unit: Literal["ms", "s"] | None = Field(None, description="unit of the latency distribution")
-    resource_filter: str | None = Field(
-        None, description="added to each query; {namespace} and {service} are filled in; must match this service's series",
+    preset: Preset | None = Field(
+        None, description="gke_l7, managed_prometheus or custom; none: metrics are not configured"
     )
-    window_seconds: int = Field(60, description="how much traffic one reading covers: whole minutes, at least 60 s")
-    ingestion_delay_seconds: int | None = Field(None, ge=0, description="how long points take to become visible; default: the preset's")
-    project: str | None = Field(None, description="Cloud project holding the metrics; default: the worker's MODORU_MONITORING_PROJECT")
-    alerts: bool = Field(True, description="read open alerts (REST projects.alerts.list) for this service")
-    alert_filter: str | None = Field(None, description='selects this service\'s alerts (projects.alerts.list); state = "OPEN" is added')
-    alert_policy_filter: str | None = Field(None, description="selects this service's alerting policies (projects.alertPolicies.list); must match one")
+    request_count_metric: str | None = Field(
+        None, description="metric type counting requests; default: the preset's"
+    )
+    latency_metric: str | None = Field(
+        None, description="distribution metric type of request latency; default: the preset's"
+    )
+    class_label: str | None = Field(
+        None,
+        description="metric label whose value starts with 5 for server errors (500 class or 5xx code)",
+    )
+    latency_unit: Literal["ms", "s"] | None = Field(
+        None, description="unit of the latency distribution"
+    )
+    resource_filter: str | None = Field(
+        None,
+        description="added to each query; {namespace} and {service} are filled in; must match this service's series",
+    )
+    window_seconds: int = Field(
+        60, description="how much traffic one reading covers: whole minutes, at least 60 s"
+    )
+    ingestion_delay_seconds: int | None = Field(
+        None, ge=0, description="how long points take to become visible; default: the preset's"
+    )
+    project: str | None = Field(
+        None,
+        description="Cloud project holding the metrics; default: the worker's MODORU_MONITORING_PROJECT",
+    )
+    alerts: bool = Field(
+        True, description="read open alerts (REST projects.alerts.list) for this service"
+    )
+    alert_filter: str | None = Field(
+        None,
+        description='selects this service\'s alerts (projects.alerts.list); state = "OPEN" is added',
+    )
+    alert_policy_filter: str | None = Field(
+        None,
+        description="selects this service's alerting policies (projects.alertPolicies.list); must match one",
+    )
 
     @field_validator("window_seconds")
     @classmethod
     def _whole_minutes(cls, value: int) -> int:
         if not whole_minutes(value):
-            raise ValueError(f"window_seconds must be whole minutes of at least {MIN_ALIGNMENT_SECONDS} s (Cloud Monitoring's smallest alignment period), got {value}")
+            raise ValueError(
+                f"window_seconds must be whole minutes of at least {MIN_ALIGNMENT_SECONDS} s (Cloud Monitoring's smallest alignment period), got {value}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -69,7 +113,11 @@ class MonitoringConfig(BaseModel):
         if self.preset == "custom":
             missing = [name for name in CUSTOM_REQUIRED if getattr(self, name) is None]
             if self.alerts:
-                missing += [name for name in ("alert_filter", "alert_policy_filter") if getattr(self, name) is None]
+                missing += [
+                    name
+                    for name in ("alert_filter", "alert_policy_filter")
+                    if getattr(self, name) is None
+                ]
             if missing:
                 raise ValueError(f"monitoring preset custom needs {', '.join(missing)}")
         return self
@@ -77,12 +125,23 @@ class MonitoringConfig(BaseModel):
     def source(self) -> MetricSource:
         """The settings with the preset's defaults; ValueError when no preset was chosen."""
         if self.preset is None:
-            raise ValueError(f"monitoring.preset is not set: choose one of {', '.join(PRESETS)} for this service "
-                             "(a LoadBalancer Service on GKE has no request metrics; gke_l7 needs an Ingress or Gateway)")
-        values = {**DEFAULTS[self.preset], **{k: v for k, v in self.model_dump().items() if v is not None and k in MetricSource.model_fields}}
+            raise ValueError(
+                f"monitoring.preset is not set: choose one of {', '.join(PRESETS)} for this service "
+                "(a LoadBalancer Service on GKE has no request metrics; gke_l7 needs an Ingress or Gateway)"
+            )
+        values = {
+            **DEFAULTS[self.preset],
+            **{
+                k: v
+                for k, v in self.model_dump().items()
+                if v is not None and k in MetricSource.model_fields
+            },
+        }
         values.setdefault("alert_filter", "")
         values.setdefault("alert_policy_filter", "")
-        return MetricSource(preset=self.preset, **{k: v for k, v in values.items() if k != "preset"})
+        return MetricSource(
+            preset=self.preset, **{k: v for k, v in values.items() if k != "preset"}
+        )
 
 
 class RecoveryCriteria(BaseModel):
@@ -93,7 +152,9 @@ class RecoveryCriteria(BaseModel):
     max_error_ratio: float = Field(0.01, ge=0, le=1, description="error ratio must stay below this")
     max_p95_ms: float = Field(500.0, gt=0, description="p95 latency must stay below this")
     no_open_alerts: bool = True
-    min_requests: int = Field(20, ge=1, description="fewer requests since the rollback than this is too little to judge")
+    min_requests: int = Field(
+        20, ge=1, description="fewer requests since the rollback than this is too little to judge"
+    )
 
 
 class Evidence(BaseModel):
@@ -114,7 +175,9 @@ class Verdict(BaseModel):
 
     severity: Severity | None  # None: no rollback called for
     reasons: list[str]
-    missing: list[str] = Field(default_factory=list, description="evidence that could not be judged")
+    missing: list[str] = Field(
+        default_factory=list, description="evidence that could not be judged"
+    )
 
 
 def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verdict:
@@ -123,45 +186,90 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
     investigate: list[str] = []
     missing: list[str] = []
     if evidence.health_failures_in_a_row >= t.health_failures_in_a_row:
-        immediate.append(f"health check failed {evidence.health_failures_in_a_row} times in a row (service down)")
+        immediate.append(
+            f"health check failed {evidence.health_failures_in_a_row} times in a row (service down)"
+        )
     if evidence.error_ratio is None:
         missing.append("error ratio")
     elif evidence.error_ratio > t.immediate_error_ratio:
         immediate.append(f"error ratio {evidence.error_ratio:.1%} > {t.immediate_error_ratio:.0%}")
     elif evidence.error_ratio > t.investigate_error_ratio:
-        investigate.append(f"error ratio {evidence.error_ratio:.1%} > {t.investigate_error_ratio:.0%}")
+        investigate.append(
+            f"error ratio {evidence.error_ratio:.1%} > {t.investigate_error_ratio:.0%}"
+        )
     if evidence.p95_ms is None or evidence.baseline_p95_ms is None:
         missing.append("p95 latency" if evidence.p95_ms is None else "p95 baseline")
     elif evidence.p95_ms >= t.latency_factor * evidence.baseline_p95_ms:
-        investigate.append(f"p95 {evidence.p95_ms:.0f} ms is {evidence.p95_ms / evidence.baseline_p95_ms:.1f}x the baseline {evidence.baseline_p95_ms:.0f} ms")
+        investigate.append(
+            f"p95 {evidence.p95_ms:.0f} ms is {evidence.p95_ms / evidence.baseline_p95_ms:.1f}x the baseline {evidence.baseline_p95_ms:.0f} ms"
+        )
     if evidence.restarts_in_window >= t.restarts_in_window:
         investigate.append(f"{evidence.restarts_in_window} pod restarts in the window")
     if evidence.api_check_failing:
         investigate.append("the API check is failing (a feature is broken)")
     if immediate:
-        return Verdict(severity=Severity.IMMEDIATE, reasons=immediate + investigate, missing=missing)
+        return Verdict(
+            severity=Severity.IMMEDIATE, reasons=immediate + investigate, missing=missing
+        )
     if investigate:
         return Verdict(severity=Severity.INVESTIGATE, reasons=investigate, missing=missing)
     return Verdict(severity=None, reasons=[], missing=missing)
 
 
-def judge_recovery(requests: int, error_ratio: float | None, p95_ms: float | None, open_alerts: list[str] | None,
-                   criteria: RecoveryCriteria) -> list[tuple[str, bool, str]]:
+def judge_recovery(
+    requests: int,
+    error_ratio: float | None,
+    p95_ms: float | None,
+    open_alerts: list[str] | None,
+    criteria: RecoveryCriteria,
+) -> list[tuple[str, bool, str]]:
     """(criterion, met, detail) for each recovery criterion; too little data is
     not met, so silence never passes as health."""
     found: list[tuple[str, bool, str]] = []
     if requests < criteria.min_requests or error_ratio is None:
-        found.append(("error_ratio", False, f"only {requests} requests since the rollback; need {criteria.min_requests} to judge"))
+        found.append(
+            (
+                "error_ratio",
+                False,
+                f"only {requests} requests since the rollback; need {criteria.min_requests} to judge",
+            )
+        )
     else:
         ok = error_ratio < criteria.max_error_ratio
-        over = "" if ok else f", {error_ratio / criteria.max_error_ratio:.1f}x the limit" if criteria.max_error_ratio else ""
-        found.append(("error_ratio", ok, f"error ratio {error_ratio:.2%} over {requests} requests ({'<' if ok else '>='} {criteria.max_error_ratio:.0%}{over})"))
+        over = (
+            ""
+            if ok
+            else f", {error_ratio / criteria.max_error_ratio:.1f}x the limit"
+            if criteria.max_error_ratio
+            else ""
+        )
+        found.append(
+            (
+                "error_ratio",
+                ok,
+                f"error ratio {error_ratio:.2%} over {requests} requests ({'<' if ok else '>='} {criteria.max_error_ratio:.0%}{over})",
+            )
+        )
     if p95_ms is None:
         found.append(("p95", False, "no latency data since the rollback"))
     else:
         ok = p95_ms < criteria.max_p95_ms
         over = "" if ok else f", {p95_ms - criteria.max_p95_ms:.0f} ms over"
-        found.append(("p95", ok, f"p95 {p95_ms:.0f} ms ({'<' if ok else '>='} {criteria.max_p95_ms:.0f} ms{over})"))
+        found.append(
+            (
+                "p95",
+                ok,
+                f"p95 {p95_ms:.0f} ms ({'<' if ok else '>='} {criteria.max_p95_ms:.0f} ms{over})",
+            )
+        )
     if criteria.no_open_alerts and open_alerts is not None:
-        found.append(("alerts", not open_alerts, "no open alert" if not open_alerts else f"{len(open_alerts)} open: {'; '.join(open_alerts)}"))
+        found.append(
+            (
+                "alerts",
+                not open_alerts,
+                "no open alert"
+                if not open_alerts
+                else f"{len(open_alerts)} open: {'; '.join(open_alerts)}",
+            )
+        )
     return found

@@ -54,12 +54,19 @@ class GuardCarry(Model):
 class GuardRequest(Model):
     namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
     deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
-    duration_seconds: int = Field(1800, ge=10, le=MAX_GUARD_SECONDS, description="how long to watch the release")
+    duration_seconds: int = Field(
+        1800, ge=10, le=MAX_GUARD_SECONDS, description="how long to watch the release"
+    )
     interval_seconds: float = Field(15.0, ge=1, le=600, description="seconds between polls")
     requested_by: str = Field("release-guard", min_length=1, max_length=200)
-    release_at: dt.datetime | None = Field(None, description="when the release began; the baseline ends here (default: the guard's start)")
+    release_at: dt.datetime | None = Field(
+        None,
+        description="when the release began; the baseline ends here (default: the guard's start)",
+    )
     baseline_p95_ms: float | None = Field(None, gt=0, description="override the measured baseline")
-    polls_per_run: int = Field(240, ge=1, le=5000, description="polls before continue-as-new bounds the history")
+    polls_per_run: int = Field(
+        240, ge=1, le=5000, description="polls before continue-as-new bounds the history"
+    )
     language: Literal["ja", "en"] = "ja"
     carry: GuardCarry | None = None
 
@@ -103,16 +110,24 @@ class WatchReport(Model):
     metrics: ServiceMetrics | None = None
     health_failures: int = 0
     confirming_since: dt.datetime | None = None
-    breach_at: dt.datetime | None = Field(None, description="first poll that saw the breach, when the verdict calls for a rollback")
+    breach_at: dt.datetime | None = Field(
+        None, description="first poll that saw the breach, when the verdict calls for a rollback"
+    )
     window_over: bool = Field(False, description="the guard's time is up")
-    seal: str = Field("", description="the worker's HMAC over sealed, when the verdict calls for a rollback")
-    sealed: dict[str, Any] = Field(default_factory=dict, description="the breach facts the seal covers")
+    seal: str = Field(
+        "", description="the worker's HMAC over sealed, when the verdict calls for a rollback"
+    )
+    sealed: dict[str, Any] = Field(
+        default_factory=dict, description="the breach facts the seal covers"
+    )
 
 
 class StopSignal(Model):
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)
-    signed: SignedDecision | None = Field(None, description="required when the catalog has identities")
+    signed: SignedDecision | None = Field(
+        None, description="required when the catalog has identities"
+    )
     request_id: str = Field("", max_length=100)
 
 
@@ -131,8 +146,12 @@ class GuardStatus(Model):
     rollback_workflow_id: str | None = None
     rollback_severity: str | None = None
     rollback_phase: str | None = None
-    pending: GateView | None = Field(None, description="what a stop must be signed over, when the catalog has identities")
-    refused_stops: list[str] = Field(default_factory=list, description="stops that did not count, and why")
+    pending: GateView | None = Field(
+        None, description="what a stop must be signed over, when the catalog has identities"
+    )
+    refused_stops: list[str] = Field(
+        default_factory=list, description="stops that did not count, and why"
+    )
     message: str = ""
 
 

@@ -26,7 +26,9 @@ def key_identity(line: str) -> str:
     """'TYPE BASE64' of an OpenSSH public key line (the comment dropped), or ValueError."""
     parts = line.split()
     if len(parts) < 2 or parts[0] not in KEY_TYPES:
-        raise ValueError(f"not an OpenSSH public key of a supported type ({', '.join(KEY_TYPES)}): {line[:40]!r}")
+        raise ValueError(
+            f"not an OpenSSH public key of a supported type ({', '.join(KEY_TYPES)}): {line[:40]!r}"
+        )
     try:
         base64.b64decode(parts[1], validate=True)
     except ValueError:
@@ -49,7 +51,9 @@ class Identity(BaseModel):
     def _ascii_id(cls, value: str) -> str:
         normal = normalize_id(value)
         if not _ID.match(normal):
-            raise ValueError(f"identity id {value!r} must be lowercase ASCII letters, digits, '.', '_' or '-'")
+            raise ValueError(
+                f"identity id {value!r} must be lowercase ASCII letters, digits, '.', '_' or '-'"
+            )
         return normal
 
     @field_validator("roles")
@@ -73,5 +77,7 @@ def check_identities(identities: list[Identity]) -> None:
         seen[identity.id] = identity.id
         for key in identity.keys:
             if key in owners and owners[key] != identity.id:
-                raise ValueError(f"one key is listed under two identities ({owners[key]!r} and {identity.id!r}): each person signs with their own key")
+                raise ValueError(
+                    f"one key is listed under two identities ({owners[key]!r} and {identity.id!r}): each person signs with their own key"
+                )
             owners[key] = identity.id

@@ -19,9 +19,13 @@ from .models import AuditEntry, Model, RollbackRequest, RollbackStatus
 from .pitr_models import PitrRequest
 from .repair_models import RepairRequest, RestoreRequest
 
-ChangeKind = Literal["rollback", "migration", "pitr", "redeploy", "restore", "troubleshoot", "forward_fix"]
+ChangeKind = Literal[
+    "rollback", "migration", "pitr", "redeploy", "restore", "troubleshoot", "forward_fix"
+]
 # Changes made to one Deployment (the others, migration rollbacks and recoveries, to a service's database).
-DEPLOYMENT_KINDS: frozenset[str] = frozenset({"rollback", "redeploy", "restore", "troubleshoot", "forward_fix"})
+DEPLOYMENT_KINDS: frozenset[str] = frozenset(
+    {"rollback", "redeploy", "restore", "troubleshoot", "forward_fix"}
+)
 ConfirmItem = Literal["user_reports", "main_features", "dashboards"]
 FollowUpKey = Literal["rca", "postmortem", "prevention"]
 
@@ -30,32 +34,51 @@ CONFIRM_ITEMS: tuple[str, ...] = ("user_reports", "main_features", "dashboards")
 CONFIRM_TITLES: dict[str, tuple[str, str]] = {
     "user_reports": ("ユーザーからの障害報告がない", "No reports of trouble from users"),
     "main_features": ("主要機能の動作確認完了", "Main features checked and working"),
-    "dashboards": ("Cloud Monitoring ダッシュボードで異常なし", "Nothing unusual on the Cloud Monitoring dashboards"),
+    "dashboards": (
+        "Cloud Monitoring ダッシュボードで異常なし",
+        "Nothing unusual on the Cloud Monitoring dashboards",
+    ),
 }
 FOLLOW_UP_TITLES: dict[str, tuple[str, str]] = {
     "rca": ("原因調査（24時間以内）", "Root-cause investigation (within 24 h)"),
     "postmortem": ("ポストモーテム作成（48時間以内）", "Postmortem (within 48 h)"),
     "prevention": ("再発防止策の立案", "Prevention measures"),
 }
-WORKFLOW_KINDS: dict[str, str] = {"rollback": "DeploymentRollback", "migration": "MigrationRollback", "pitr": "PointInTimeRecovery",
-                                  "redeploy": "Redeploy", "restore": "Restore", "troubleshoot": "Troubleshoot", "forward_fix": "ForwardFix"}
+WORKFLOW_KINDS: dict[str, str] = {
+    "rollback": "DeploymentRollback",
+    "migration": "MigrationRollback",
+    "pitr": "PointInTimeRecovery",
+    "redeploy": "Redeploy",
+    "restore": "Restore",
+    "troubleshoot": "Troubleshoot",
+    "forward_fix": "ForwardFix",
+}
 
 
 def incident_workflow_id(service: str, detected_at: dt.datetime, *, seconds: bool = False) -> str:
     """One incident per service and detection minute (UTC), e.g. incident-tekutoko-api-20261129-0212;
     with `seconds`, per detection second (a release guard's breach: the guard cannot
     see which incidents run, the CLI joins the guard's through the search attributes)."""
-    return f"incident-{service}-{detected_at.astimezone(dt.UTC):%Y%m%d-%H%M{'%S' if seconds else ''}}"
+    return (
+        f"incident-{service}-{detected_at.astimezone(dt.UTC):%Y%m%d-%H%M{'%S' if seconds else ''}}"
+    )
 
 
 class IncidentRequest(Model):
-    service: str = Field(pattern=NAME_PATTERN, max_length=200, description="the deployment (and catalog service) the incident is about")
+    service: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=200,
+        description="the deployment (and catalog service) the incident is about",
+    )
     namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
     detected_at: dt.datetime
     opened_by: str = Field(min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)
     language: Literal["ja", "en"] = "ja"
-    by_name: bool = Field(False, description="service is a catalog name (migration rollbacks, recoveries), not a deployment")
+    by_name: bool = Field(
+        False,
+        description="service is a catalog name (migration rollbacks, recoveries), not a deployment",
+    )
 
     @field_validator("detected_at")
     @classmethod
@@ -80,8 +103,14 @@ class ChangeSignal(Model):
     forward_fix: ForwardFixRequest | None = None
     summary: str = Field("", max_length=400)
     details: str = Field("", max_length=4000)
-    search_attributes: bool = Field(True, description="index the child with modoru's search attributes")
-    notify_workflow: str = Field("", max_length=255, description="a workflow (the release guard) signalled `change_ended` with the record when the change ends")
+    search_attributes: bool = Field(
+        True, description="index the child with modoru's search attributes"
+    )
+    notify_workflow: str = Field(
+        "",
+        max_length=255,
+        description="a workflow (the release guard) signalled `change_ended` with the record when the change ends",
+    )
 
     @model_validator(mode="after")
     def _one_request(self) -> ChangeSignal:
@@ -109,11 +138,17 @@ class ConfirmSignal(Model):
 
     item: ConfirmItem
     by: str = Field(min_length=1, max_length=200)
-    target: str = Field("", max_length=255, description="the change confirmed; empty: the incident's latest rollback")
+    target: str = Field(
+        "",
+        max_length=255,
+        description="the change confirmed; empty: the incident's latest rollback",
+    )
     note: str = Field("", max_length=2000)
     link: str = Field("", max_length=2000)
     request_id: str = Field("", max_length=100)
-    signed: SignedDecision | None = Field(None, description="required when the catalog has identities")
+    signed: SignedDecision | None = Field(
+        None, description="required when the catalog has identities"
+    )
 
 
 class Confirmation(Model):
@@ -135,12 +170,18 @@ class ChangeRecord(Model):
     message: str = ""
     error_type: str = ""
     ended_at: dt.datetime | None = None
-    rollback: RollbackStatus | None = Field(None, description="a deployment rollback's final status")
-    final: dict[str, Any] = Field(default_factory=dict, description="a migration rollback's or a recovery's final status")
+    rollback: RollbackStatus | None = Field(
+        None, description="a deployment rollback's final status"
+    )
+    final: dict[str, Any] = Field(
+        default_factory=dict, description="a migration rollback's or a recovery's final status"
+    )
     verified: bool = Field(False, description="the automatic checks passed")
     confirmations: list[Confirmation] = Field(default_factory=list)
     reminders: int = 0
-    notify: list[str] = Field(default_factory=list, description="workflows told when the change ends")
+    notify: list[str] = Field(
+        default_factory=list, description="workflows told when the change ends"
+    )
 
     @property
     def acted(self) -> bool:
@@ -174,8 +215,12 @@ class FollowUp(Model):
     by: str = ""
     summary: str = ""
     link: str = ""
-    started_at: dt.datetime | None = Field(None, description="rca: when the investigation was first recorded as started")
-    reminders: list[str] = Field(default_factory=list, description="half_time / deadline notices sent")
+    started_at: dt.datetime | None = Field(
+        None, description="rca: when the investigation was first recorded as started"
+    )
+    reminders: list[str] = Field(
+        default_factory=list, description="half_time / deadline notices sent"
+    )
 
 
 class NoticeRecord(Model):
@@ -200,8 +245,12 @@ class IncidentStatus(Model):
     follow_ups: list[FollowUp] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
     notices: list[NoticeRecord] = Field(default_factory=list)
-    signed: bool = Field(False, description="confirmations count only when signed (the catalog has identities)")
-    confirm_gates: list[GateView] = Field(default_factory=list, description="what a signed confirmation names, per awaited item")
+    signed: bool = Field(
+        False, description="confirmations count only when signed (the catalog has identities)"
+    )
+    confirm_gates: list[GateView] = Field(
+        default_factory=list, description="what a signed confirmation names, per awaited item"
+    )
     message: str = ""
 
     def change(self, workflow_id: str) -> ChangeRecord | None:

@@ -22,7 +22,10 @@ _LEADING_LEVEL = re.compile(r"^\[?(ERROR|FATAL|CRITICAL|PANIC)\]?[:\s]", re.IGNO
 # Variable parts of a message, most specific first: the order matters, so a
 # UUID is not read as a run of hex words and numbers.
 _VARIABLE_PARTS = [
-    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
+    (
+        re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),
+        "<uuid>",
+    ),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<addr>"),
     (re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{12,}\b", re.I), "<hex>"),
     (re.compile(r"'[^']*'"), "'<value>'"),
@@ -59,8 +62,12 @@ def error_groups(lines: list[LogLine], *, limit: int = 10) -> list[ErrorGroup]:
         group = groups.get(signature)
         if group is None:
             groups[signature] = ErrorGroup(
-                signature=signature, count=1, pods=[line.pod], first_seen=timestamp,
-                last_seen=timestamp, sample=line.text[:SAMPLE_LENGTH],
+                signature=signature,
+                count=1,
+                pods=[line.pod],
+                first_seen=timestamp,
+                last_seen=timestamp,
+                sample=line.text[:SAMPLE_LENGTH],
             )
             continue
         group.count += 1
@@ -84,7 +91,7 @@ def _error_message(text: str) -> tuple[str, str] | None:
     match = _TIMESTAMP.match(text)
     if match:
         timestamp = match.group(0).strip()
-        text = text[match.end():]
+        text = text[match.end() :]
     body = text.strip()
     if body.startswith("{"):
         return _json_error(timestamp, body)
@@ -96,7 +103,7 @@ def _error_message(text: str) -> tuple[str, str] | None:
         return timestamp, pairs.get("msg") or pairs.get("message") or body
     leading = _LEADING_LEVEL.match(body)
     if leading:
-        return timestamp, body[leading.end():].strip()
+        return timestamp, body[leading.end() :].strip()
     return None
 
 

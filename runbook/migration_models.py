@@ -17,7 +17,9 @@ OUTPUT_KEPT = 8000  # characters of stdout/stderr kept per command in the audit 
 
 
 class MigrationRequest(Model):
-    service: str = Field(pattern=NAME_PATTERN, max_length=253, description="a service in the catalog")
+    service: str = Field(
+        pattern=NAME_PATTERN, max_length=253, description="a service in the catalog"
+    )
     steps: int | None = Field(None, ge=1, le=1000, description="migrations to revert; default 1")
     to_version: int | None = Field(None, ge=0, description="revert down to this version (0: all)")
     severity: Severity = Severity.INVESTIGATE
@@ -50,7 +52,9 @@ class ExecRequest(Model):
     action: Literal["version", "history", "down_to"]
     version: int | None = Field(None, ge=0, description="down_to: the target version")
     steps: int = Field(0, ge=0)
-    grant: Grant | None = Field(None, description="down_to: the signed approvals, checked again by the activity")
+    grant: Grant | None = Field(
+        None, description="down_to: the signed approvals, checked again by the activity"
+    )
 
 
 class ExecResult(Model):
@@ -119,7 +123,9 @@ class MigrationStatus(Model):
     backup: BackupCheck | None = None
     approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
-    pending: GateView | None = Field(None, description="the gate awaiting decisions and the plan to sign")
+    pending: GateView | None = Field(
+        None, description="the gate awaiting decisions and the plan to sign"
+    )
     escalations: list[str] = Field(default_factory=list)
     commands: list[ExecResult] = Field(default_factory=list)
     before: DatabaseSnapshot | None = None

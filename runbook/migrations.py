@@ -36,7 +36,9 @@ def parse_version(stdout: str, stderr: str = "") -> tuple[int | None, bool]:
                 return version, match.group(2) is not None
         if "no migration" in text:
             return None, False
-    raise ValueError(f"cannot read a version from the migrate output: {(stdout or stderr).strip()[:200]!r}")
+    raise ValueError(
+        f"cannot read a version from the migrate output: {(stdout or stderr).strip()[:200]!r}"
+    )
 
 
 def parse_history(stdout: str) -> tuple[list[int], list[int]]:
@@ -56,10 +58,14 @@ def parse_history(stdout: str) -> tuple[list[int], list[int]]:
     return sorted(applied), sorted(set(available))
 
 
-def plan_down(state: SchemaState, steps: int | None, to_version: int | None) -> tuple[int, int | None]:
+def plan_down(
+    state: SchemaState, steps: int | None, to_version: int | None
+) -> tuple[int, int | None]:
     """(steps to revert, target version; None means no version at all)."""
     if state.dirty:
-        raise MigrationRefused(f"the schema is dirty at version {state.version}: a migration failed or was interrupted; fix it and force the version before any rollback")
+        raise MigrationRefused(
+            f"the schema is dirty at version {state.version}: a migration failed or was interrupted; fix it and force the version before any rollback"
+        )
     if state.version is None or not state.applied:
         raise MigrationRefused("no migration is applied: there is nothing to roll back")
     applied = [v for v in state.applied if v <= state.version]
@@ -67,14 +73,20 @@ def plan_down(state: SchemaState, steps: int | None, to_version: int | None) -> 
         if to_version == state.version:
             raise MigrationRefused(f"the schema is already at version {to_version}")
         if to_version > state.version:
-            raise MigrationRefused(f"version {to_version} is newer than the current {state.version}: a rollback only goes down")
+            raise MigrationRefused(
+                f"version {to_version} is newer than the current {state.version}: a rollback only goes down"
+            )
         if to_version != 0 and to_version not in applied:
-            raise MigrationRefused(f"version {to_version} is not in the migration history (applied: {', '.join(map(str, applied))})")
+            raise MigrationRefused(
+                f"version {to_version} is not in the migration history (applied: {', '.join(map(str, applied))})"
+            )
         count = len([v for v in applied if v > to_version])
         return count, (to_version or None)
     count = steps or 1
     if count > len(applied):
-        raise MigrationRefused(f"{count} steps is more than the {len(applied)} applied migrations ({', '.join(map(str, applied))})")
+        raise MigrationRefused(
+            f"{count} steps is more than the {len(applied)} applied migrations ({', '.join(map(str, applied))})"
+        )
     remaining = applied[: len(applied) - count]
     return count, (remaining[-1] if remaining else None)
 

@@ -22,19 +22,33 @@ class Model(BaseModel):
 class RollbackRequest(Model):
     namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
     deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
-    to_revision: int | None = Field(None, gt=0, description="None: the previous revision, as kubectl")
+    to_revision: int | None = Field(
+        None, gt=0, description="None: the previous revision, as kubectl"
+    )
     severity: Severity
     reason: str = Field(min_length=1, max_length=2000)
     impact: str = Field("", max_length=2000)
     cause: str = Field("", max_length=2000)
-    detected_at: dt.datetime | None = Field(None, description="When the problem was seen; default: the start")
+    detected_at: dt.datetime | None = Field(
+        None, description="When the problem was seen; default: the start"
+    )
     requested_by: str = Field(min_length=1, max_length=200)
     dry_run: bool = False
     language: Literal["ja", "en"] = "ja"
-    evidence: list[str] = Field(default_factory=list, max_length=50, description="what a release guard saw, when one started this")
-    start: SignedDecision | None = Field(None, description="the requester's signed start (payload over this request without it)")
-    guard_seal: str = Field("", description="the release guard's seal on its breach, when the guard started this")
-    guard_facts: dict[str, Any] = Field(default_factory=dict, description="what the guard's seal covers")
+    evidence: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="what a release guard saw, when one started this",
+    )
+    start: SignedDecision | None = Field(
+        None, description="the requester's signed start (payload over this request without it)"
+    )
+    guard_seal: str = Field(
+        "", description="the release guard's seal on its breach, when the guard started this"
+    )
+    guard_facts: dict[str, Any] = Field(
+        default_factory=dict, description="what the guard's seal covers"
+    )
 
     @field_validator("detected_at")
     @classmethod
@@ -81,7 +95,9 @@ class RollbackPlan(Model):
 
     @property
     def image_diff(self) -> list[str]:
-        return [f"{a} -> {b}" for a, b in zip(self.from_images, self.to_images, strict=False) if a != b]
+        return [
+            f"{a} -> {b}" for a, b in zip(self.from_images, self.to_images, strict=False) if a != b
+        ]
 
 
 class BackupRequest(Model):
@@ -100,7 +116,9 @@ class BackupRef(Model):
 
 class UndoRequest(Model):
     plan: RollbackPlan
-    grant: Grant | None = Field(None, description="the signed approvals, checked again by the activity")
+    grant: Grant | None = Field(
+        None, description="the signed approvals, checked again by the activity"
+    )
 
 
 class UndoResult(Model):
@@ -129,7 +147,10 @@ class Diagnostics(Model):
     events: list[str] = Field(default_factory=list)
     pods: list[PodState] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
-    logs: list[str] = Field(default_factory=list, description="the last lines of a failing pod's log (kubectl logs --tail=50)")
+    logs: list[str] = Field(
+        default_factory=list,
+        description="the last lines of a failing pod's log (kubectl logs --tail=50)",
+    )
 
 
 class RolloutOutcome(Model):
@@ -147,14 +168,19 @@ class VerifyRequest(Model):
     interval_seconds: float = Field(2.0, gt=0)
     monitoring: MonitoringConfig | None = Field(None, description="None: no metric criteria")
     recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria)
-    post_checks: PostChecks | None = Field(None, description="CPU/memory, connection pool and logs; None: not checked")
+    post_checks: PostChecks | None = Field(
+        None, description="CPU/memory, connection pool and logs; None: not checked"
+    )
 
 
 class CheckResult(Model):
     name: str
     ok: bool
     detail: str
-    unread: bool = Field(False, description="the check could not be read (an API error), which says nothing about the service")
+    unread: bool = Field(
+        False,
+        description="the check could not be read (an API error), which says nothing about the service",
+    )
 
 
 class VerifyResult(Model):
@@ -162,11 +188,15 @@ class VerifyResult(Model):
     checks: list[CheckResult]
     attempts: int
     base_url: str | None = None
-    pod_logs: dict[str, list[str]] = Field(default_factory=dict, description="kubectl logs --tail of each pod, as evidence")
+    pod_logs: dict[str, list[str]] = Field(
+        default_factory=dict, description="kubectl logs --tail of each pod, as evidence"
+    )
 
 
 class Notice(Model):
-    kind: Literal["start", "complete", "failure", "escalation", "rejected", "approval_needed", "reminder"]
+    kind: Literal[
+        "start", "complete", "failure", "escalation", "rejected", "approval_needed", "reminder"
+    ]
     subject: str
     text: str
     channels: list[Channel]
@@ -175,14 +205,19 @@ class Notice(Model):
 class NoticeResult(Model):
     delivered: list[str]
     failed: list[str] = Field(default_factory=list)
-    skipped: list[str] = Field(default_factory=list, description="channels not configured on this worker (a Slack channel without its webhook)")
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="channels not configured on this worker (a Slack channel without its webhook)",
+    )
 
 
 class ApprovalSignal(Model):
     by: str = Field(min_length=1, max_length=200)
     comment: str = Field("", max_length=2000)
     request_id: str = Field("", max_length=100)
-    signed: SignedDecision | None = Field(None, description="required when the catalog has identities")
+    signed: SignedDecision | None = Field(
+        None, description="required when the catalog has identities"
+    )
 
 
 class RejectSignal(Model):
@@ -225,7 +260,9 @@ class RollbackStatus(Model):
     escalations: list[str] = Field(default_factory=list)
     approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
-    pending: GateView | None = Field(None, description="the gate awaiting decisions and the plan to sign")
+    pending: GateView | None = Field(
+        None, description="the gate awaiting decisions and the plan to sign"
+    )
     timings: dict[str, dt.datetime] = Field(default_factory=dict)
     checklist: list[ChecklistItem] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
@@ -248,14 +285,21 @@ class MetricsQuery(Model):
     namespace: str
     service: str
     config: MonitoringConfig = Field(default_factory=MonitoringConfig)
-    start: dt.datetime | None = Field(None, description="start of the reading; default: end less the window")
-    end: dt.datetime | None = Field(None, description="end of the reading; default: now less the ingestion delay")
+    start: dt.datetime | None = Field(
+        None, description="start of the reading; default: end less the window"
+    )
+    end: dt.datetime | None = Field(
+        None, description="end of the reading; default: now less the ingestion delay"
+    )
 
 
 class AlertQuery(Model):
     project: str = Field(min_length=1)
     filter: str = Field("", description='Cloud Monitoring alert filter; state = "OPEN" is added')
-    policy_filter: str = Field("", description="alertPolicies.list filter that must match at least one policy; empty: not checked")
+    policy_filter: str = Field(
+        "",
+        description="alertPolicies.list filter that must match at least one policy; empty: not checked",
+    )
 
 
 class OpenAlert(Model):
@@ -273,5 +317,7 @@ class ServiceMetrics(Model):
     window_end: dt.datetime
     requests: int
     errors: int
-    error_ratio: float | None = Field(None, description="None: no traffic in the window, so nothing to judge")
+    error_ratio: float | None = Field(
+        None, description="None: no traffic in the window, so nothing to judge"
+    )
     p95_ms: float | None = None

@@ -53,7 +53,9 @@ def fill(template: str, namespace: str, service: str) -> str:
     return template.replace("{namespace}", namespace).replace("{service}", service)
 
 
-ALERTS_BY_LABELS = 'policy.user_labels.namespace = "{namespace}" AND policy.user_labels.service = "{service}"'
+ALERTS_BY_LABELS = (
+    'policy.user_labels.namespace = "{namespace}" AND policy.user_labels.service = "{service}"'
+)
 POLICIES_BY_LABELS = 'user_label.namespace = "{namespace}" AND user_label.service = "{service}"'
 
 DEFAULTS: dict[str, dict[str, object]] = {
@@ -80,7 +82,14 @@ DEFAULTS: dict[str, dict[str, object]] = {
     },
     "custom": {},
 }
-CUSTOM_REQUIRED = ("request_count_metric", "latency_metric", "class_label", "latency_unit", "resource_filter", "ingestion_delay_seconds")
+CUSTOM_REQUIRED = (
+    "request_count_metric",
+    "latency_metric",
+    "class_label",
+    "latency_unit",
+    "resource_filter",
+    "ingestion_delay_seconds",
+)
 
 
 def whole_minutes(seconds: int) -> bool:
@@ -96,7 +105,9 @@ def ceil_minute(at: dt.datetime) -> dt.datetime:
     return floored if floored == at else floored + dt.timedelta(seconds=MIN_ALIGNMENT_SECONDS)
 
 
-def latest_window(now: dt.datetime, delay_seconds: int, window_seconds: int) -> tuple[dt.datetime, dt.datetime]:
+def latest_window(
+    now: dt.datetime, delay_seconds: int, window_seconds: int
+) -> tuple[dt.datetime, dt.datetime]:
     """The most recent complete window of whole minutes whose points are visible."""
     end = floor_minute(now - dt.timedelta(seconds=delay_seconds))
     return end - dt.timedelta(seconds=window_seconds), end

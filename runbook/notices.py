@@ -13,7 +13,15 @@ def _when(at: dt.datetime, with_date: bool = True) -> str:
     return local.strftime("%Y-%m-%d %H:%M JST" if with_date else "%H:%M JST")
 
 
-def start_notice(language: str, *, detected_at: dt.datetime, impact: str, cause: str, action: str, expected_recovery: dt.datetime) -> tuple[str, str]:
+def start_notice(
+    language: str,
+    *,
+    detected_at: dt.datetime,
+    impact: str,
+    cause: str,
+    action: str,
+    expected_recovery: dt.datetime,
+) -> tuple[str, str]:
     if language == "ja":
         return "【ロールバック開始】", (
             "【ロールバック開始】\n\n"
@@ -56,18 +64,28 @@ def verification_summary(language: str, checks: list) -> str:
     (`checks` are CheckResults: name, ok, detail). Skipped checks say so."""
     ja = language == "ja"
     passed = all(c.ok for c in checks)
-    head = ("サービス正常稼働中" if passed else "一部の確認が未達") if ja else ("service healthy" if passed else "some checks not met")
+    head = (
+        ("サービス正常稼働中" if passed else "一部の確認が未達")
+        if ja
+        else ("service healthy" if passed else "some checks not met")
+    )
     if not checks:
         return head + ("（自動確認なし）" if ja else " (no automatic checks were made)")
     lines = []
     for c in checks:
         label = CHECK_LABELS.get(c.name, (c.name, c.name))[0 if ja else 1]
-        mark = ("スキップ" if ja else "skipped") if c.detail.startswith("skipped") else ("OK" if c.ok else ("NG" if ja else "FAILED"))
+        mark = (
+            ("スキップ" if ja else "skipped")
+            if c.detail.startswith("skipped")
+            else ("OK" if c.ok else ("NG" if ja else "FAILED"))
+        )
         lines.append(f"- {label} [{mark}]: {c.detail}")
     return head + "\n" + "\n".join(lines)
 
 
-def complete_notice(language: str, *, recovered_at: dt.datetime, from_revision: int, to_revision: int, result: str) -> tuple[str, str]:
+def complete_notice(
+    language: str, *, recovered_at: dt.datetime, from_revision: int, to_revision: int, result: str
+) -> tuple[str, str]:
     if language == "ja":
         return "【ロールバック完了・復旧】", (
             "【ロールバック完了・復旧】\n\n"
@@ -85,7 +103,9 @@ def complete_notice(language: str, *, recovered_at: dt.datetime, from_revision: 
     )
 
 
-def failure_notice(language: str, *, at: dt.datetime, deployment: str, error: str, problems: list[str]) -> tuple[str, str]:
+def failure_notice(
+    language: str, *, at: dt.datetime, deployment: str, error: str, problems: list[str]
+) -> tuple[str, str]:
     details = "\n".join(f"- {p}" for p in problems)
     if language == "ja":
         return "【ロールバック失敗】", (
@@ -100,7 +120,9 @@ def failure_notice(language: str, *, at: dt.datetime, deployment: str, error: st
     )
 
 
-def escalation_notice(language: str, *, point: str, deployment: str, deadline: dt.datetime, phase: str) -> tuple[str, str]:
+def escalation_notice(
+    language: str, *, point: str, deployment: str, deadline: dt.datetime, phase: str
+) -> tuple[str, str]:
     if language == "ja":
         label = "期限の半分が経過" if point == "half_time" else "期限超過"
         return f"【エスカレーション: {label}】", (
@@ -112,7 +134,9 @@ def escalation_notice(language: str, *, point: str, deployment: str, deadline: d
     )
 
 
-def approval_needed_notice(language: str, *, deployment: str, workflow_id: str, approvers: list[str], deadline: dt.datetime) -> tuple[str, str]:
+def approval_needed_notice(
+    language: str, *, deployment: str, workflow_id: str, approvers: list[str], deadline: dt.datetime
+) -> tuple[str, str]:
     names = ", ".join(approvers)
     if language == "ja":
         return "【承認依頼】", (
@@ -127,15 +151,29 @@ def approval_needed_notice(language: str, *, deployment: str, workflow_id: str, 
 
 def rejected_notice(language: str, *, deployment: str, by: str, reason: str) -> tuple[str, str]:
     if language == "ja":
-        return "【ロールバック中止】", f"【ロールバック中止】\n\n対象: {deployment}\n却下: {by}\n理由: {reason}\n変更は行っていません。"
-    return "[Rollback rejected]", f"[Rollback rejected]\n\nTarget: {deployment}\nRejected by: {by}\nReason: {reason}\nNothing was changed."
+        return (
+            "【ロールバック中止】",
+            f"【ロールバック中止】\n\n対象: {deployment}\n却下: {by}\n理由: {reason}\n変更は行っていません。",
+        )
+    return (
+        "[Rollback rejected]",
+        f"[Rollback rejected]\n\nTarget: {deployment}\nRejected by: {by}\nReason: {reason}\nNothing was changed.",
+    )
 
 
 def _version(v: int | None) -> str:
     return "nil" if v is None else str(v)
 
 
-def migration_complete_notice(language: str, *, done_at: dt.datetime, service: str, from_version: int | None, to_version: int | None, result: str) -> tuple[str, str]:
+def migration_complete_notice(
+    language: str,
+    *,
+    done_at: dt.datetime,
+    service: str,
+    from_version: int | None,
+    to_version: int | None,
+    result: str,
+) -> tuple[str, str]:
     if language == "ja":
         return "【マイグレーションロールバック完了】", (
             "【マイグレーションロールバック完了】\n\n"
@@ -153,7 +191,15 @@ def migration_complete_notice(language: str, *, done_at: dt.datetime, service: s
     )
 
 
-def pitr_complete_notice(language: str, *, done_at: dt.datetime, service: str, source: str, clone: str, point_in_time: dt.datetime) -> tuple[str, str]:
+def pitr_complete_notice(
+    language: str,
+    *,
+    done_at: dt.datetime,
+    service: str,
+    source: str,
+    clone: str,
+    point_in_time: dt.datetime,
+) -> tuple[str, str]:
     if language == "ja":
         return "【ポイントインタイムリカバリ完了】", (
             "【ポイントインタイムリカバリ完了】\n\n"

@@ -24,7 +24,9 @@ class ExpectedQuery(Model):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     sql: str = Field(min_length=1, max_length=4000)
-    expect: str = Field(description="the answer as psql prints it (fields separated by spaces, rows by newlines)")
+    expect: str = Field(
+        description="the answer as psql prints it (fields separated by spaces, rows by newlines)"
+    )
 
     @field_validator("sql")
     @classmethod
@@ -42,8 +44,12 @@ class ExpectedQuery(Model):
 
 class PitrRequest(Model):
     service: str = Field(pattern=NAME_PATTERN, max_length=253)
-    point_in_time: dt.datetime = Field(description="RFC 3339 with an offset, e.g. 2026-11-28T14:05:00+09:00")
-    new_instance: str | None = Field(None, pattern=INSTANCE_NAME, description="default: <source>-pitr-<UTC yyyymmddhhmm>")
+    point_in_time: dt.datetime = Field(
+        description="RFC 3339 with an offset, e.g. 2026-11-28T14:05:00+09:00"
+    )
+    new_instance: str | None = Field(
+        None, pattern=INSTANCE_NAME, description="default: <source>-pitr-<UTC yyyymmddhhmm>"
+    )
     reason: str = Field(min_length=1, max_length=2000)
     requested_by: str = Field(min_length=1, max_length=200)
     checks: list[ExpectedQuery] = Field(default_factory=list, max_length=50)
@@ -56,7 +62,9 @@ class PitrRequest(Model):
     @classmethod
     def _aware(cls, value: dt.datetime) -> dt.datetime:
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("point_in_time needs a time zone offset (e.g. +09:00 or Z): a naive time is ambiguous")
+            raise ValueError(
+                "point_in_time needs a time zone offset (e.g. +09:00 or Z): a naive time is ambiguous"
+            )
         return value
 
 
@@ -75,7 +83,9 @@ class PitrCheckRequest(Model):
 
 class PitrCheck(Model):
     pitr_enabled: bool
-    source_connection_name: str = Field("", description="PROJECT:REGION:INSTANCE of the source, as the app's proxy names it")
+    source_connection_name: str = Field(
+        "", description="PROJECT:REGION:INSTANCE of the source, as the app's proxy names it"
+    )
     earliest: dt.datetime | None = None
     latest: dt.datetime | None = None
     destination_free: bool
@@ -158,8 +168,13 @@ class PitrStatus(Model):
     approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
     switch_approvals: list[str] = Field(default_factory=list)
-    pending: GateView | None = Field(None, description="the gate awaiting decisions and the plan to sign")
-    switched: str = Field("", description="the instance connection name the app's proxy now names, once switched to the clone")
+    pending: GateView | None = Field(
+        None, description="the gate awaiting decisions and the plan to sign"
+    )
+    switched: str = Field(
+        "",
+        description="the instance connection name the app's proxy now names, once switched to the clone",
+    )
     switched_back: bool = False
     health: list[CheckResult] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)

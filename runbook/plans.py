@@ -29,19 +29,54 @@ def start_plan_digest(kind: str, request: dict[str, Any]) -> str:
 
 
 def rollback_plan(plan: RollbackPlan) -> dict[str, Any]:
-    return {"kind": "rollback", "namespace": plan.namespace, "deployment": plan.deployment, "deployment_uid": plan.deployment_uid,
-            "from_revision": plan.from_revision, "to_revision": plan.to_revision, "to_images": plan.to_images}
+    return {
+        "kind": "rollback",
+        "namespace": plan.namespace,
+        "deployment": plan.deployment,
+        "deployment_uid": plan.deployment_uid,
+        "from_revision": plan.from_revision,
+        "to_revision": plan.to_revision,
+        "to_images": plan.to_images,
+    }
 
 
-def migration_plan(service: str, from_version: int | None, to_version: int | None, steps: int) -> dict[str, Any]:
-    return {"kind": "migration", "service": service, "from_version": from_version, "to_version": to_version, "steps": steps}
+def migration_plan(
+    service: str, from_version: int | None, to_version: int | None, steps: int
+) -> dict[str, Any]:
+    return {
+        "kind": "migration",
+        "service": service,
+        "from_version": from_version,
+        "to_version": to_version,
+        "steps": steps,
+    }
 
 
-def clone_plan(service: str, source: str, clone: str, point_in_time: dt.datetime, checks: list[BaseModel]) -> dict[str, Any]:
-    return {"kind": "pitr-clone", "service": service, "source": source, "clone": clone,
-            "point_in_time": point_in_time.astimezone(dt.UTC).isoformat(), "checks": [c.model_dump(mode="json") for c in checks]}
+def clone_plan(
+    service: str, source: str, clone: str, point_in_time: dt.datetime, checks: list[BaseModel]
+) -> dict[str, Any]:
+    return {
+        "kind": "pitr-clone",
+        "service": service,
+        "source": source,
+        "clone": clone,
+        "point_in_time": point_in_time.astimezone(dt.UTC).isoformat(),
+        "checks": [c.model_dump(mode="json") for c in checks],
+    }
 
 
-def switch_plan(service: str, deployment: str, source_connection: str, clone_connection: str, results: list[BaseModel]) -> dict[str, Any]:
-    return {"kind": "pitr-switch", "service": service, "deployment": deployment, "from": source_connection, "to": clone_connection,
-            "checks": [r.model_dump(mode="json") for r in results]}
+def switch_plan(
+    service: str,
+    deployment: str,
+    source_connection: str,
+    clone_connection: str,
+    results: list[BaseModel],
+) -> dict[str, Any]:
+    return {
+        "kind": "pitr-switch",
+        "service": service,
+        "deployment": deployment,
+        "from": source_connection,
+        "to": clone_connection,
+        "checks": [r.model_dump(mode="json") for r in results],
+    }

@@ -18,5 +18,7 @@ def one_reading_statement(sql: str) -> str:
     if ";" in text:
         raise ValueError(f"must be one SELECT statement, with no ';' inside: {sql.strip()[:200]!r}")
     if not _READING.match(text):
-        raise ValueError(f"must be one SELECT statement (SELECT, WITH, VALUES or TABLE), not {text.split()[0].upper()}: {sql.strip()[:200]!r}")
+        raise ValueError(
+            f"must be one SELECT statement (SELECT, WITH, VALUES or TABLE), not {text.split()[0].upper()}: {sql.strip()[:200]!r}"
+        )
     return text

@@ -20,7 +20,11 @@ class RestoreRequest(Model):
     namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
     deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
     source: ManifestSource
-    manifest: str = Field("", max_length=MAX_MANIFEST_BYTES, description="the file's text, read by the CLI (source kind file)")
+    manifest: str = Field(
+        "",
+        max_length=MAX_MANIFEST_BYTES,
+        description="the file's text, read by the CLI (source kind file)",
+    )
     severity: Severity = Severity.INVESTIGATE
     reason: str = Field(min_length=1, max_length=2000)
     requested_by: str = Field(min_length=1, max_length=200)
@@ -50,11 +54,18 @@ class RestoreCheckRequest(Model):
 
 
 class RestoreCheck(Model):
-    problems: list[str] = Field(default_factory=list, description="why the manifest cannot be applied; empty: it can")
+    problems: list[str] = Field(
+        default_factory=list, description="why the manifest cannot be applied; empty: it can"
+    )
     notes: list[str] = Field(default_factory=list)
-    desired: str = Field("", description="the manifest as it will be applied (server-set fields removed), YAML")
+    desired: str = Field(
+        "", description="the manifest as it will be applied (server-set fields removed), YAML"
+    )
     digest: str = Field("", description="sha256 of the desired manifest's canonical JSON")
-    diff: list[str] = Field(default_factory=list, description="unified diff of the live object against the result of the apply")
+    diff: list[str] = Field(
+        default_factory=list,
+        description="unified diff of the live object against the result of the apply",
+    )
     deployment_uid: str = ""
     revision: int = Field(0, description="the live revision when checked")
     live_images: list[str] = Field(default_factory=list)
@@ -101,7 +112,10 @@ class RestoreStatus(Model):
     pull: PullDiagnosis | None = None
     escalations: list[str] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
-    checklist: list[ChecklistItem] = Field(default_factory=list, description="the runbook's checklist, each item with time and evidence")
+    checklist: list[ChecklistItem] = Field(
+        default_factory=list,
+        description="the runbook's checklist, each item with time and evidence",
+    )
     timings: dict[str, dt.datetime] = Field(default_factory=dict)
     message: str = ""
 
@@ -120,7 +134,9 @@ class RepairRequest(Model):
     namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
     deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
     action: RepairAction
-    replicaset: str = Field("", max_length=253, description="delete-replicaset: the old ReplicaSet's name")
+    replicaset: str = Field(
+        "", max_length=253, description="delete-replicaset: the old ReplicaSet's name"
+    )
     reason: str = Field(min_length=1, max_length=2000)
     requested_by: str = Field(min_length=1, max_length=200)
     severity: Severity = Severity.INVESTIGATE
@@ -133,7 +149,9 @@ class RepairRequest(Model):
         import re
 
         if value and not re.fullmatch(NAME_PATTERN, value):
-            raise ValueError(f"{value!r} is not a ReplicaSet name (lowercase letters, digits and -)")
+            raise ValueError(
+                f"{value!r} is not a ReplicaSet name (lowercase letters, digits and -)"
+            )
         return value
 
 
@@ -172,7 +190,9 @@ class RestartRequest(Model):
     namespace: str
     deployment: str
     deployment_uid: str
-    restarted_at: str = Field(description="the kubectl.kubernetes.io/restartedAt value, fixed by the workflow so a retry restarts once")
+    restarted_at: str = Field(
+        description="the kubectl.kubernetes.io/restartedAt value, fixed by the workflow so a retry restarts once"
+    )
     grant: Grant | None = None
 
 
@@ -205,11 +225,33 @@ class RepairResult(Model):
     status: RepairStatus
 
 
-def restore_plan(namespace: str, deployment: str, uid: str, source: ManifestSource, digest: str, images: list[str]) -> dict:
-    return {"kind": "restore", "namespace": namespace, "deployment": deployment, "deployment_uid": uid,
-            "source": f"{source.kind}:{source.name}", "manifest_sha256": digest, "images": images}
+def restore_plan(
+    namespace: str,
+    deployment: str,
+    uid: str,
+    source: ManifestSource,
+    digest: str,
+    images: list[str],
+) -> dict:
+    return {
+        "kind": "restore",
+        "namespace": namespace,
+        "deployment": deployment,
+        "deployment_uid": uid,
+        "source": f"{source.kind}:{source.name}",
+        "manifest_sha256": digest,
+        "images": images,
+    }
 
 
-def repair_plan(namespace: str, deployment: str, uid: str, action: str, replicaset: str, restarted_at: str) -> dict:
-    return {"kind": f"repair-{action}", "namespace": namespace, "deployment": deployment, "deployment_uid": uid,
-            "replicaset": replicaset, "restarted_at": restarted_at}
+def repair_plan(
+    namespace: str, deployment: str, uid: str, action: str, replicaset: str, restarted_at: str
+) -> dict:
+    return {
+        "kind": f"repair-{action}",
+        "namespace": namespace,
+        "deployment": deployment,
+        "deployment_uid": uid,
+        "replicaset": replicaset,
+        "restarted_at": restarted_at,
+    }

@@ -24,7 +24,11 @@ def signer_key(payload: str, armored: str) -> str:
     """The 'TYPE BASE64' public key that made `armored` over `payload`, or BadSignature."""
     try:
         key = sshsig.check_signature(payload.encode("utf-8"), armored, namespace=NAMESPACE)
-    except (sshsig.InvalidSignature, ValueError, RuntimeError) as exc:  # RuntimeError: a key type sshsig does not support
+    except (
+        sshsig.InvalidSignature,
+        ValueError,
+        RuntimeError,
+    ) as exc:  # RuntimeError: a key type sshsig does not support
         raise BadSignature(f"the signature does not verify: {exc}") from None
     kind, blob = key.openssh_str().split()[:2]
     return f"{kind} {blob}"
@@ -40,24 +44,48 @@ def sign(payload: str, private_key: bytes, passphrase: bytes | None = None) -> s
     key = serialization.load_ssh_private_key(private_key, password=passphrase)
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ValueError("modoru signs with ed25519 keys only; make one with ssh-keygen -t ed25519")
-    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     public_blob = _string(b"ssh-ed25519") + _string(public)
     digest = hashlib.sha512(payload.encode("utf-8")).digest()
-    signed = b"SSHSIG" + _string(NAMESPACE.encode()) + _string(b"") + _string(b"sha512") + _string(digest)
+    signed = (
+        b"SSHSIG"
+        + _string(NAMESPACE.encode())
+        + _string(b"")
+        + _string(b"sha512")
+        + _string(digest)
+    )
     signature = _string(b"ssh-ed25519") + _string(key.sign(signed))
-    raw = b"SSHSIG" + struct.pack(">I", 1) + _string(public_blob) + _string(NAMESPACE.encode()) + _string(b"") + _string(b"sha512") + _string(signature)
+    raw = (
+        b"SSHSIG"
+        + struct.pack(">I", 1)
+        + _string(public_blob)
+        + _string(NAMESPACE.encode())
+        + _string(b"")
+        + _string(b"sha512")
+        + _string(signature)
+    )
     return sshsig.sshsig.ssh_enarmor_sshsig(raw)
 
 
 def public_key_line(private_key: bytes, passphrase: bytes | None = None) -> str:
     key = serialization.load_ssh_private_key(private_key, password=passphrase)
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 def new_private_key() -> bytes:
     """A fresh ed25519 key in OpenSSH format (the demo's identities)."""
     key = ed25519.Ed25519PrivateKey.generate()
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
 
 
 __all__ = ["NAMESPACE", "BadSignature", "new_private_key", "public_key_line", "sign", "signer_key"]

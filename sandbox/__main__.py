@@ -20,17 +20,47 @@ from .world import Sandbox, SandboxError  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="modoru sandbox", description="The modoru practice world: a Kubernetes API with a deployment controller and service front ends.")
+    parser = argparse.ArgumentParser(
+        prog="modoru sandbox",
+        description="The modoru practice world: a Kubernetes API with a deployment controller and service front ends.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the sandbox in the foreground until Ctrl-C")
-    up.add_argument("--scenario", default="tekutoko", help="a bundled scenario name or a YAML file (default: tekutoko)")
-    up.add_argument("--state-dir", default=".modoru/sandbox", type=Path, help="where kubeconfig, endpoints.json and the request log go")
-    up.add_argument("--port", default=0, type=int, help="API port on 127.0.0.1 (default: any free port)")
-    up.add_argument("--seed", default=None, type=int, help="random seed for reproducible traffic and faults")
-    up.add_argument("--traffic-rps", default=0.0, type=float, help="demo API calls per second to each service (default: none)")
-    up.add_argument("--traffic-seconds", default=3600.0, type=float, help="stop the demo traffic after this long (default: 3600)")
-    up.add_argument("--clock-speed", default=None, type=float,
-                    help="run sandbox time this many times faster than the wall clock, metric time included (default: the scenario's)")
+    up.add_argument(
+        "--scenario",
+        default="tekutoko",
+        help="a bundled scenario name or a YAML file (default: tekutoko)",
+    )
+    up.add_argument(
+        "--state-dir",
+        default=".modoru/sandbox",
+        type=Path,
+        help="where kubeconfig, endpoints.json and the request log go",
+    )
+    up.add_argument(
+        "--port", default=0, type=int, help="API port on 127.0.0.1 (default: any free port)"
+    )
+    up.add_argument(
+        "--seed", default=None, type=int, help="random seed for reproducible traffic and faults"
+    )
+    up.add_argument(
+        "--traffic-rps",
+        default=0.0,
+        type=float,
+        help="demo API calls per second to each service (default: none)",
+    )
+    up.add_argument(
+        "--traffic-seconds",
+        default=3600.0,
+        type=float,
+        help="stop the demo traffic after this long (default: 3600)",
+    )
+    up.add_argument(
+        "--clock-speed",
+        default=None,
+        type=float,
+        help="run sandbox time this many times faster than the wall clock, metric time included (default: the scenario's)",
+    )
     args = parser.parse_args(argv)
     if args.clock_speed is not None and not 0 < args.clock_speed <= 1000:
         parser.error(f"--clock-speed must be above 0 and at most 1000, got {args.clock_speed}")
@@ -47,7 +77,14 @@ async def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     if args.clock_speed is not None:
         scenario = scenario.model_copy(update={"clock_speed": args.clock_speed})
-    sandbox = Sandbox(scenario, args.state_dir, port=args.port, seed=args.seed, traffic_rps=args.traffic_rps, traffic_seconds=args.traffic_seconds)
+    sandbox = Sandbox(
+        scenario,
+        args.state_dir,
+        port=args.port,
+        seed=args.seed,
+        traffic_rps=args.traffic_rps,
+        traffic_seconds=args.traffic_seconds,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -61,7 +98,9 @@ async def run(args: argparse.Namespace) -> int:
     if sandbox.registry is not None:
         print(f"  Artifact Registry: {sandbox.registry.url}", flush=True)
     if sandbox.github is not None:  # the token stays in its file
-        print(f"  GitHub API: {sandbox.github.url} (token in {sandbox.github_token_path})", flush=True)
+        print(
+            f"  GitHub API: {sandbox.github.url} (token in {sandbox.github_token_path})", flush=True
+        )
     try:
         await stop.wait()
     finally:

@@ -48,15 +48,24 @@ def policy_json(project: str, service: str, policy: AlertPolicy) -> dict:
         "severity": "ERROR",
         "enabled": True,
         "combiner": "OR",
-        "conditions": [{
-            "displayName": "5xx share of requests",
-            "conditionThreshold": {
-                "filter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule" AND metric.labels.response_code_class = 500',
-                "denominatorFilter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule"',
-                "aggregations": [{"alignmentPeriod": f"{int(policy.window_seconds)}s", "perSeriesAligner": "ALIGN_RATE"}],
-                "comparison": "COMPARISON_GT", "thresholdValue": policy.error_ratio, "duration": "0s",
-            },
-        }],
+        "conditions": [
+            {
+                "displayName": "5xx share of requests",
+                "conditionThreshold": {
+                    "filter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule" AND metric.labels.response_code_class = 500',
+                    "denominatorFilter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule"',
+                    "aggregations": [
+                        {
+                            "alignmentPeriod": f"{int(policy.window_seconds)}s",
+                            "perSeriesAligner": "ALIGN_RATE",
+                        }
+                    ],
+                    "comparison": "COMPARISON_GT",
+                    "thresholdValue": policy.error_ratio,
+                    "duration": "0s",
+                },
+            }
+        ],
     }
 
 
@@ -103,7 +112,7 @@ def _terms(text: str) -> list[tuple[str, str]]:
     for part in re.split(r"\s+AND\s+", text.strip()) if text.strip() else []:
         match = _TERM.match(part)
         if not match:
-            raise BadFilter(f"cannot parse filter term {part!r}: use field = \"value\" joined by AND")
+            raise BadFilter(f'cannot parse filter term {part!r}: use field = "value" joined by AND')
         found.append((match.group(1), match.group(2)))
     return found
 
@@ -111,8 +120,12 @@ def _terms(text: str) -> list[tuple[str, str]]:
 def parse_alert_filter(text: str) -> dict[str, str]:
     terms: dict[str, str] = {}
     for key, value in _terms(text):
-        if key not in FILTER_FIELDS and not key.startswith(("resource.labels.", "policy.user_labels.", "metric.labels.")):
-            raise BadFilter(f"unknown filter field {key!r} (known: {', '.join(FILTER_FIELDS)}, resource.labels.*, policy.user_labels.*, metric.labels.*)")
+        if key not in FILTER_FIELDS and not key.startswith(
+            ("resource.labels.", "policy.user_labels.", "metric.labels.")
+        ):
+            raise BadFilter(
+                f"unknown filter field {key!r} (known: {', '.join(FILTER_FIELDS)}, resource.labels.*, policy.user_labels.*, metric.labels.*)"
+            )
         if key == "state" and value not in ("OPEN", "CLOSED"):
             raise BadFilter(f'state must be "OPEN" or "CLOSED", got {value!r}')
         terms[key] = value
@@ -125,7 +138,9 @@ def parse_policy_filter(text: str) -> dict[str, str]:
     terms: dict[str, str] = {}
     for key, value in _terms(text):
         if key not in POLICY_FIELDS and not key.startswith("user_label."):
-            raise BadFilter(f"unknown alert policy field {key!r} (known: {', '.join(POLICY_FIELDS)}, user_label.KEY)")
+            raise BadFilter(
+                f"unknown alert policy field {key!r} (known: {', '.join(POLICY_FIELDS)}, user_label.KEY)"
+            )
         terms[key] = value
     return terms
 
@@ -139,7 +154,11 @@ def _policy_field(policy: dict, key: str) -> str:
 
 
 def _field(alert: dict, key: str) -> str:
-    path = key.replace("policy.display_name", "policy.displayName").replace("policy.user_labels", "policy.userLabels").split(".")
+    path = (
+        key.replace("policy.display_name", "policy.displayName")
+        .replace("policy.user_labels", "policy.userLabels")
+        .split(".")
+    )
     node: object = alert
     for part in path:
         node = node.get(part, "") if isinstance(node, dict) else ""
@@ -147,8 +166,14 @@ def _field(alert: dict, key: str) -> str:
 
 
 class AlertsEmulator:
-    def __init__(self, traffic: Callable[[], Iterable[ServedRequest]], services: Callable[[], Iterable[str]], project: str, policy: AlertPolicy | None = None,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        traffic: Callable[[], Iterable[ServedRequest]],
+        services: Callable[[], Iterable[str]],
+        project: str,
+        policy: AlertPolicy | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.traffic = traffic
         self.now = now  # metric time
         self.services = services
@@ -176,9 +201,19 @@ class AlertsEmulator:
             total, errors = totals.get(service, [0, 0])
             ratio = errors / total if total else 0.0
             firing = total >= self.policy.min_requests and ratio > self.policy.error_ratio
-            open_alert = next((a for a in self.alerts if a.service == service and a.closed is None), None)
+            open_alert = next(
+                (a for a in self.alerts if a.service == service and a.closed is None), None
+            )
             if firing and open_alert is None:
-                self.alerts.append(Alert(id=f"{int(now)}-{next(self._ids)}", service=service, opened=now, ratio=ratio, port=ports.get(service, 0)))
+                self.alerts.append(
+                    Alert(
+                        id=f"{int(now)}-{next(self._ids)}",
+                        service=service,
+                        opened=now,
+                        ratio=ratio,
+                        port=ports.get(service, 0),
+                    )
+                )
             elif open_alert is not None and not firing and total >= self.policy.min_requests:
                 open_alert.closed = now  # no traffic is no evidence of recovery: keep it open
 
@@ -187,18 +222,25 @@ class AlertsEmulator:
         rendered = [a.as_json(project, self.policy) for a in reversed(self.alerts)]
         matching = [a for a in rendered if all(_field(a, k) == v for k, v in terms.items())]
         start = int(page_token) if page_token else 0
-        page = matching[start:start + page_size]
+        page = matching[start : start + page_size]
         body: dict = {"alerts": page, "totalSize": len(matching)}
         if start + page_size < len(matching):
             body["nextPageToken"] = str(start + page_size)
         return body
 
-    def list_policies(self, project: str, filter_text: str, page_size: int, page_token: str) -> dict:
+    def list_policies(
+        self, project: str, filter_text: str, page_size: int, page_token: str
+    ) -> dict:
         terms = parse_policy_filter(filter_text)
-        rendered = [policy_json(project, service, self.policy) for service in sorted(self.services())]
+        rendered = [
+            policy_json(project, service, self.policy) for service in sorted(self.services())
+        ]
         matching = [p for p in rendered if all(_policy_field(p, k) == v for k, v in terms.items())]
         start = int(page_token) if page_token else 0
-        body: dict = {"alertPolicies": matching[start:start + page_size], "totalSize": len(matching)}
+        body: dict = {
+            "alertPolicies": matching[start : start + page_size],
+            "totalSize": len(matching),
+        }
         if start + page_size < len(matching):
             body["nextPageToken"] = str(start + page_size)
         return body
@@ -210,28 +252,46 @@ class AlertsEmulator:
         return await self._handle(request, self.list_alerts)
 
     async def _handle(self, request: web.Request, lister) -> web.Response:
-        if self.faults is not None:  # the sandbox's FaultInjector: resources "alerts" and "alertPolicies", verb "list"
+        if (
+            self.faults is not None
+        ):  # the sandbox's FaultInjector: resources "alerts" and "alertPolicies", verb "list"
             decision = self.faults.decide(request.path.rsplit("/", 1)[-1], "list")
             if decision.latency_ms:
                 await asyncio.sleep(decision.latency_ms / 1000)
             if decision.status is not None:
-                status = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}.get(decision.status, "UNAVAILABLE")
-                response = _error(decision.status, status, f"injected fault: the service answered {decision.status}")
+                status = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}.get(
+                    decision.status, "UNAVAILABLE"
+                )
+                response = _error(
+                    decision.status,
+                    status,
+                    f"injected fault: the service answered {decision.status}",
+                )
                 if decision.status == 429:
                     response.headers["Retry-After"] = str(decision.retry_after)
                 return response
         project = request.match_info["project"]
         if project != self.project:
-            return _error(404, "NOT_FOUND", f"project {project!r} not found (this emulator serves {self.project!r})")
+            return _error(
+                404,
+                "NOT_FOUND",
+                f"project {project!r} not found (this emulator serves {self.project!r})",
+            )
         try:
             page_size = int(request.query.get("pageSize", "100"))
             page_token = request.query.get("pageToken", "")
             if page_size <= 0 or (page_token and not page_token.isdigit()):
                 raise ValueError
         except ValueError:
-            return _error(400, "INVALID_ARGUMENT", "pageSize must be a positive integer and pageToken one returned by a previous call")
+            return _error(
+                400,
+                "INVALID_ARGUMENT",
+                "pageSize must be a positive integer and pageToken one returned by a previous call",
+            )
         try:
-            return web.json_response(lister(project, request.query.get("filter", ""), page_size, page_token))
+            return web.json_response(
+                lister(project, request.query.get("filter", ""), page_size, page_token)
+            )
         except BadFilter as exc:
             return _error(400, "INVALID_ARGUMENT", f"invalid filter: {exc}")
 
@@ -244,7 +304,9 @@ class AlertsEmulator:
         app = web.Application()
         app.router.add_get("/v3/projects/{project}/alerts", self._handle_list)
         app.router.add_get("/v3/projects/{project}/alertPolicies", self._handle_policies)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -261,4 +323,6 @@ class AlertsEmulator:
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": status, "message": message, "status": code}}, status=status)
+    return web.json_response(
+        {"error": {"code": status, "message": message, "status": code}}, status=status
+    )

@@ -46,12 +46,27 @@ ROUTES: dict[str, str] = {
     _PREFIX + "packages.tags.list": "list_tags",
 }
 MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-READ_PERMISSIONS = {f"artifactregistry.{p}" for p in (
-    "repositories.get", "repositories.list", "dockerimages.get", "dockerimages.list", "packages.get", "packages.list",
-    "versions.get", "versions.list", "tags.get", "tags.list")}
+READ_PERMISSIONS = {
+    f"artifactregistry.{p}"
+    for p in (
+        "repositories.get",
+        "repositories.list",
+        "dockerimages.get",
+        "dockerimages.list",
+        "packages.get",
+        "packages.list",
+        "versions.get",
+        "versions.list",
+        "tags.get",
+        "tags.list",
+    )
+}
 PULL_PERMISSION = "artifactregistry.repositories.downloadArtifacts"
-ORDER_FIELDS = {"list_docker_images": {"upload_time", "update_time", "build_time", "name"},
-                "list_versions": {"create_time", "update_time", "name"}, "list_packages": {"create_time", "update_time", "name"}}
+ORDER_FIELDS = {
+    "list_docker_images": {"upload_time", "update_time", "build_time", "name"},
+    "list_versions": {"create_time", "update_time", "name"},
+    "list_packages": {"create_time", "update_time", "name"},
+}
 
 
 @dataclass
@@ -68,15 +83,27 @@ def _digest(package: str, tags: list[str]) -> str:
 
 
 class ArtifactRegistryEmulator:
-    def __init__(self, seed: RegistrySeed, *, log_path: Path | None = None, now: datetime | None = None) -> None:
+    def __init__(
+        self, seed: RegistrySeed, *, log_path: Path | None = None, now: datetime | None = None
+    ) -> None:
         self.seed = seed
         self.project, self.location, self.repository = seed.project, seed.location, seed.repository
         started = now or datetime.now(UTC)
         self.created = started - timedelta(days=365)
-        self.images = [Image(i.package, i.digest or _digest(i.package, i.tags), list(i.tags), point_in_time(i.pushed, started),
-                             40_000_000 + int(_digest(i.package, i.tags)[7:13], 16) % 9_000_000) for i in seed.images]
+        self.images = [
+            Image(
+                i.package,
+                i.digest or _digest(i.package, i.tags),
+                list(i.tags),
+                point_in_time(i.pushed, started),
+                40_000_000 + int(_digest(i.package, i.tags)[7:13], 16) % 9_000_000,
+            )
+            for i in seed.images
+        ]
         self._log_path = log_path
-        self.requests = RequestLog()  # reopened on start with its file (the state dir may not exist yet)
+        self.requests = (
+            RequestLog()
+        )  # reopened on start with its file (the state dir may not exist yet)
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -86,7 +113,9 @@ class ArtifactRegistryEmulator:
         if self._log_path is not None:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self.requests = RequestLog(self._log_path)
-        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -117,7 +146,9 @@ class ArtifactRegistryEmulator:
         for image in self.images:
             if image.package == package:
                 image.tags = [t for t in image.tags if t not in tags]
-        image = Image(package, _digest(package, tags), list(tags), now or datetime.now(UTC), 41_000_000)
+        image = Image(
+            package, _digest(package, tags), list(tags), now or datetime.now(UTC), 41_000_000
+        )
         self.images.append(image)
         return image
 
@@ -133,10 +164,19 @@ class ArtifactRegistryEmulator:
     def _version_name(self, image: Image) -> str:
         return f"{self.repo_name}/packages/{image.package}/versions/{image.digest}"
 
-    def _check_repo(self, projects_id: str, locations_id: str, repositories_id: str, permission: str) -> None:
-        if (projects_id, locations_id, repositories_id) != (self.project, self.location, self.repository):
-            raise ApiError(403, f"Permission '{permission}' denied on resource '//artifactregistry.googleapis.com/projects/"
-                                f"{projects_id}/locations/{locations_id}/repositories/{repositories_id}' (or it may not exist).")
+    def _check_repo(
+        self, projects_id: str, locations_id: str, repositories_id: str, permission: str
+    ) -> None:
+        if (projects_id, locations_id, repositories_id) != (
+            self.project,
+            self.location,
+            self.repository,
+        ):
+            raise ApiError(
+                403,
+                f"Permission '{permission}' denied on resource '//artifactregistry.googleapis.com/projects/"
+                f"{projects_id}/locations/{locations_id}/repositories/{repositories_id}' (or it may not exist).",
+            )
 
     def _package(self, package: str) -> list[Image]:
         images = [i for i in self.images if i.package == package]
@@ -148,71 +188,132 @@ class ArtifactRegistryEmulator:
 
     def _docker_image(self, image: Image) -> dict[str, Any]:
         host = f"{self.location}-docker.pkg.dev/{self.project}/{self.repository}"
-        return {"name": f"{self.repo_name}/dockerImages/{image.package}@{image.digest}", "uri": f"{host}/{image.package}@{image.digest}",
-                "tags": list(image.tags), "imageSizeBytes": str(image.size), "uploadTime": rfc3339(image.uploaded),
-                "mediaType": MEDIA_TYPE, "buildTime": rfc3339(image.uploaded - timedelta(minutes=4)), "updateTime": rfc3339(image.uploaded)}
+        return {
+            "name": f"{self.repo_name}/dockerImages/{image.package}@{image.digest}",
+            "uri": f"{host}/{image.package}@{image.digest}",
+            "tags": list(image.tags),
+            "imageSizeBytes": str(image.size),
+            "uploadTime": rfc3339(image.uploaded),
+            "mediaType": MEDIA_TYPE,
+            "buildTime": rfc3339(image.uploaded - timedelta(minutes=4)),
+            "updateTime": rfc3339(image.uploaded),
+        }
 
     def _version(self, image: Image, full: bool) -> dict[str, Any]:
-        version: dict[str, Any] = {"name": self._version_name(image), "createTime": rfc3339(image.uploaded), "updateTime": rfc3339(image.uploaded)}
+        version: dict[str, Any] = {
+            "name": self._version_name(image),
+            "createTime": rfc3339(image.uploaded),
+            "updateTime": rfc3339(image.uploaded),
+        }
         if full:
             version["relatedTags"] = [self._tag(image, t) for t in image.tags]
-            version["metadata"] = {"name": self._docker_image(image)["name"], "mediaType": MEDIA_TYPE,
-                                   "imageSizeBytes": str(image.size), "buildTime": rfc3339(image.uploaded - timedelta(minutes=4))}
+            version["metadata"] = {
+                "name": self._docker_image(image)["name"],
+                "mediaType": MEDIA_TYPE,
+                "imageSizeBytes": str(image.size),
+                "buildTime": rfc3339(image.uploaded - timedelta(minutes=4)),
+            }
         return version
 
     def _tag(self, image: Image, tag: str) -> dict[str, Any]:
-        return {"name": f"{self.repo_name}/packages/{image.package}/tags/{tag}", "version": self._version_name(image)}
+        return {
+            "name": f"{self.repo_name}/packages/{image.package}/tags/{tag}",
+            "version": self._version_name(image),
+        }
 
     def _package_resource(self, package: str) -> dict[str, Any]:
         images = self._package(package)
-        return {"name": f"{self.repo_name}/packages/{package}", "displayName": package,
-                "createTime": rfc3339(min(i.uploaded for i in images)), "updateTime": rfc3339(max(i.uploaded for i in images))}
+        return {
+            "name": f"{self.repo_name}/packages/{package}",
+            "displayName": package,
+            "createTime": rfc3339(min(i.uploaded for i in images)),
+            "updateTime": rfc3339(max(i.uploaded for i in images)),
+        }
 
     # -- methods (named by ROUTES) ------------------------------------------------------------
 
-    def get_repository(self, projectsId: str, locationsId: str, repositoriesId: str) -> dict[str, Any]:
-        self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.repositories.get")
-        return {"name": self.repo_name, "format": "DOCKER", "mode": "STANDARD_REPOSITORY", "description": "tekutoko images",
-                "createTime": rfc3339(self.created), "updateTime": rfc3339(max((i.uploaded for i in self.images), default=self.created)),
-                "registryUri": f"{self.location}-docker.pkg.dev/{self.project}/{self.repository}",
-                "sizeBytes": str(sum(i.size for i in self.images)), "satisfiesPzs": False, "satisfiesPzi": False}
+    def get_repository(
+        self, projectsId: str, locationsId: str, repositoriesId: str
+    ) -> dict[str, Any]:
+        self._check_repo(
+            projectsId, locationsId, repositoriesId, "artifactregistry.repositories.get"
+        )
+        return {
+            "name": self.repo_name,
+            "format": "DOCKER",
+            "mode": "STANDARD_REPOSITORY",
+            "description": "tekutoko images",
+            "createTime": rfc3339(self.created),
+            "updateTime": rfc3339(max((i.uploaded for i in self.images), default=self.created)),
+            "registryUri": f"{self.location}-docker.pkg.dev/{self.project}/{self.repository}",
+            "sizeBytes": str(sum(i.size for i in self.images)),
+            "satisfiesPzs": False,
+            "satisfiesPzi": False,
+        }
 
-    def test_iam_permissions(self, projectsId: str, locationsId: str, repositoriesId: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.repositories.getIamPolicy")
+    def test_iam_permissions(
+        self, projectsId: str, locationsId: str, repositoriesId: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._check_repo(
+            projectsId, locationsId, repositoriesId, "artifactregistry.repositories.getIamPolicy"
+        )
         requested = body.get("permissions") or []
         for permission in requested:
             if "*" in permission:
-                raise ApiError(400, f"Permissions ('{permission}') with wildcards (*) are not allowed.")
+                raise ApiError(
+                    400, f"Permissions ('{permission}') with wildcards (*) are not allowed."
+                )
         granted = READ_PERMISSIONS | ({PULL_PERMISSION} if self.seed.nodes_can_pull else set())
         allowed = [p for p in dict.fromkeys(requested) if p in granted]
         return {"permissions": allowed} if allowed else {}
 
-    def list_docker_images(self, projectsId: str, locationsId: str, repositoriesId: str, query: dict[str, str]) -> dict[str, Any]:
-        self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.dockerimages.list")
+    def list_docker_images(
+        self, projectsId: str, locationsId: str, repositoriesId: str, query: dict[str, str]
+    ) -> dict[str, Any]:
+        self._check_repo(
+            projectsId, locationsId, repositoriesId, "artifactregistry.dockerimages.list"
+        )
         images = _ordered(self.images, query.get("orderBy", ""), "list_docker_images")
         page, token = _page([self._docker_image(i) for i in images], query)
         return _listing("dockerImages", page, token)
 
-    def get_docker_image(self, projectsId: str, locationsId: str, repositoriesId: str, dockerImagesId: str) -> dict[str, Any]:
-        self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.dockerimages.get")
+    def get_docker_image(
+        self, projectsId: str, locationsId: str, repositoriesId: str, dockerImagesId: str
+    ) -> dict[str, Any]:
+        self._check_repo(
+            projectsId, locationsId, repositoriesId, "artifactregistry.dockerimages.get"
+        )
         package, _, reference = dockerImagesId.partition("@")
-        image = next((i for i in self.images if i.package == package and i.digest == reference), None)
+        image = next(
+            (i for i in self.images if i.package == package and i.digest == reference), None
+        )
         if image is None:
             raise ApiError(404, "Requested entity was not found.")
         return self._docker_image(image)
 
-    def list_packages(self, projectsId: str, locationsId: str, repositoriesId: str, query: dict[str, str]) -> dict[str, Any]:
+    def list_packages(
+        self, projectsId: str, locationsId: str, repositoriesId: str, query: dict[str, str]
+    ) -> dict[str, Any]:
         self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.packages.list")
         packages = [self._package_resource(p) for p in sorted({i.package for i in self.images})]
         packages = [p for p in packages if _matches(p, query.get("filter", ""), {"name"})]
         page, token = _page(packages, query)
         return _listing("packages", page, token)
 
-    def get_package(self, projectsId: str, locationsId: str, repositoriesId: str, packagesId: str) -> dict[str, Any]:
+    def get_package(
+        self, projectsId: str, locationsId: str, repositoriesId: str, packagesId: str
+    ) -> dict[str, Any]:
         self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.packages.get")
         return self._package_resource(packagesId)
 
-    def list_versions(self, projectsId: str, locationsId: str, repositoriesId: str, packagesId: str, query: dict[str, str]) -> dict[str, Any]:
+    def list_versions(
+        self,
+        projectsId: str,
+        locationsId: str,
+        repositoriesId: str,
+        packagesId: str,
+        query: dict[str, str],
+    ) -> dict[str, Any]:
         self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.versions.list")
         images = _ordered(self._package(packagesId), query.get("orderBy", ""), "list_versions")
         versions = [self._version(i, query.get("view") == "FULL") for i in images]
@@ -220,17 +321,35 @@ class ArtifactRegistryEmulator:
         page, token = _page(versions, query)
         return _listing("versions", page, token)
 
-    def get_version(self, projectsId: str, locationsId: str, repositoriesId: str, packagesId: str, versionsId: str,
-                    query: dict[str, str]) -> dict[str, Any]:
+    def get_version(
+        self,
+        projectsId: str,
+        locationsId: str,
+        repositoriesId: str,
+        packagesId: str,
+        versionsId: str,
+        query: dict[str, str],
+    ) -> dict[str, Any]:
         self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.versions.get")
         image = next((i for i in self._package(packagesId) if i.digest == versionsId), None)
         if image is None:
             raise ApiError(404, "Requested entity was not found.")
         return self._version(image, query.get("view") == "FULL")
 
-    def list_tags(self, projectsId: str, locationsId: str, repositoriesId: str, packagesId: str, query: dict[str, str]) -> dict[str, Any]:
+    def list_tags(
+        self,
+        projectsId: str,
+        locationsId: str,
+        repositoriesId: str,
+        packagesId: str,
+        query: dict[str, str],
+    ) -> dict[str, Any]:
         self._check_repo(projectsId, locationsId, repositoriesId, "artifactregistry.tags.list")
-        tags = [self._tag(i, t) for i in sorted(self._package(packagesId), key=lambda i: i.uploaded) for t in i.tags]
+        tags = [
+            self._tag(i, t)
+            for i in sorted(self._package(packagesId), key=lambda i: i.uploaded)
+            for t in i.tags
+        ]
         tags = [t for t in tags if _matches(t, query.get("filter", ""), {"name", "version"})]
         page, token = _page(tags, query)
         return _listing("tags", page, token)
@@ -260,7 +379,9 @@ def _matches(resource: dict[str, Any], expression: str, fields: set[str]) -> boo
     return True
 
 
-def _page(items: list[dict[str, Any]], query: dict[str, str]) -> tuple[list[dict[str, Any]], str | None]:
+def _page(
+    items: list[dict[str, Any]], query: dict[str, str]
+) -> tuple[list[dict[str, Any]], str | None]:
     size = int(query.get("pageSize") or 0) or 1000
     if size < 0:
         raise ApiError(400, "page_size must not be negative")
@@ -270,7 +391,9 @@ def _page(items: list[dict[str, Any]], query: dict[str, str]) -> tuple[list[dict
     except ValueError:
         raise ApiError(400, "Invalid page token.") from None
     end = start + size
-    return items[start:end], base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
+    return items[start:end], base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(
+        items
+    ) else None
 
 
 def _listing(key: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
@@ -282,40 +405,76 @@ def _listing(key: str, items: list[dict[str, Any]], token: str | None) -> dict[s
 
 def _error(exc: ApiError) -> web.Response:
     # Google's error shape (cloud.google.com/apis/design/errors), without Cloud SQL's legacy `errors` list.
-    return web.json_response({"error": {"code": exc.http_status, "message": exc.message, "status": exc.status}}, status=exc.http_status)
+    return web.json_response(
+        {"error": {"code": exc.http_status, "message": exc.message, "status": exc.status}},
+        status=exc.http_status,
+    )
 
 
 def build_app(emulator: ArtifactRegistryEmulator) -> web.Application:
     @web.middleware
-    async def record(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    async def record(
+        request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
         response = await handler(request)
         if request.path != "/sandbox/requests":
-            emulator.requests.record(method=request.method, path=request.path, query=request.query_string, status=response.status)
+            emulator.requests.record(
+                method=request.method,
+                path=request.path,
+                query=request.query_string,
+                status=response.status,
+            )
         return response
 
     async def requests(request: web.Request) -> web.Response:
         since = int(request.query.get("since", "0"))
-        return web.json_response({"entries": emulator.requests.since(since), "last": emulator.requests.last_seq})
+        return web.json_response(
+            {"entries": emulator.requests.since(since), "last": emulator.requests.last_seq}
+        )
 
     async def push(request: web.Request) -> web.Response:
         body = await request.json()
         package, tags = body.get("package"), body.get("tags")
-        if not isinstance(package, str) or not package or not isinstance(tags, list) or not tags or not all(isinstance(t, str) and t for t in tags):
-            return web.json_response({"error": "give package (a name) and tags (a non-empty list of names)"}, status=400)
+        if (
+            not isinstance(package, str)
+            or not package
+            or not isinstance(tags, list)
+            or not tags
+            or not all(isinstance(t, str) and t for t in tags)
+        ):
+            return web.json_response(
+                {"error": "give package (a name) and tags (a non-empty list of names)"}, status=400
+            )
         image = emulator.push(package, tags)
-        return web.json_response({"digest": image.digest, "tags": image.tags, "uploaded": image.uploaded.isoformat()})
+        return web.json_response(
+            {"digest": image.digest, "tags": image.tags, "uploaded": image.uploaded.isoformat()}
+        )
 
     app = web.Application(middlewares=[record])
     app.router.add_get("/sandbox/requests", requests)
-    app.router.add_post("/sandbox/push", push)  # the practice world's build: not an Artifact Registry API
+    app.router.add_post(
+        "/sandbox/push", push
+    )  # the practice world's build: not an Artifact Registry API
     specs = discovery.methods(API, VERSION)
     for method_id in ROUTES:
         spec = specs[method_id]
-        app.router.add_route(spec.http_method, "/" + spec.path, route_handler(API, VERSION, spec, getattr(emulator, ROUTES[spec.id]), _error,
-                                                                            {"view": "type.googleapis.com/google.devtools.artifactregistry.v1.VersionView"}))
+        app.router.add_route(
+            spec.http_method,
+            "/" + spec.path,
+            route_handler(
+                API,
+                VERSION,
+                spec,
+                getattr(emulator, ROUTES[spec.id]),
+                _error,
+                {"view": "type.googleapis.com/google.devtools.artifactregistry.v1.VersionView"},
+            ),
+        )
 
     async def not_found(request: web.Request) -> web.Response:
-        return _error(ApiError(404, f"The requested URL {request.path} was not found on this server."))
+        return _error(
+            ApiError(404, f"The requested URL {request.path} was not found on this server.")
+        )
 
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -40,7 +40,10 @@ def cleaned(obj: dict[str, Any]) -> dict[str, Any]:
     manifest = copy.deepcopy(obj)
     manifest.pop("status", None)
     manifest.get("metadata", {}).pop("managedFields", None)
-    ordered = {"apiVersion": manifest.pop("apiVersion", "apps/v1"), "kind": manifest.pop("kind", "Deployment")}
+    ordered = {
+        "apiVersion": manifest.pop("apiVersion", "apps/v1"),
+        "kind": manifest.pop("kind", "Deployment"),
+    }
     ordered.update(manifest)
     return ordered
 
@@ -86,6 +89,9 @@ class DeploymentTarget:
         if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
             return "failed"
         replicas = d["spec"].get("replicas", 1)
-        done = (status.get("updatedReplicas", 0) == replicas and status.get("replicas", 0) == replicas
-                and status.get("availableReplicas", 0) == replicas)
+        done = (
+            status.get("updatedReplicas", 0) == replicas
+            and status.get("replicas", 0) == replicas
+            and status.get("availableReplicas", 0) == replicas
+        )
         return "complete" if done else "progressing"

@@ -36,11 +36,33 @@ API, VERSION = "logging", "v2"
 MAX_FILTER = 20_000  # "The maximum length of a filter is 20,000 characters."
 DEFAULT_PAGE = 50  # "Default is 50."
 NODE = "gke-tekutoko-prod-default-pool-node-1"
-MAX_PAGE = 1000  # the emulator's largest page; fewer than pageSize is allowed, nextPageToken says more
-SEVERITIES = {"DEFAULT": 0, "DEBUG": 100, "INFO": 200, "NOTICE": 300, "WARNING": 400, "ERROR": 500, "CRITICAL": 600, "ALERT": 700, "EMERGENCY": 800}
-LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING", "error": "ERROR", "fatal": "CRITICAL", "panic": "ALERT"}
+MAX_PAGE = (
+    1000  # the emulator's largest page; fewer than pageSize is allowed, nextPageToken says more
+)
+SEVERITIES = {
+    "DEFAULT": 0,
+    "DEBUG": 100,
+    "INFO": 200,
+    "NOTICE": 300,
+    "WARNING": 400,
+    "ERROR": 500,
+    "CRITICAL": 600,
+    "ALERT": 700,
+    "EMERGENCY": 800,
+}
+LEVELS = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "fatal": "CRITICAL",
+    "panic": "ALERT",
+}
 _LEVEL = re.compile(r"\blevel=(\w+)")
-_TERM = re.compile(r'^(?P<field>[A-Za-z_][\w.]*(?:\."[^"]*")?(?:\.[\w]+)*)\s*(?P<op>>=|<=|!=|=|>|<|:)\s*(?P<value>"(?:[^"\\]|\\.)*"|[^\s()"]+)$')
+_TERM = re.compile(
+    r'^(?P<field>[A-Za-z_][\w.]*(?:\."[^"]*")?(?:\.[\w]+)*)\s*(?P<op>>=|<=|!=|=|>|<|:)\s*(?P<value>"(?:[^"\\]|\\.)*"|[^\s()"]+)$'
+)
 _SPLIT = re.compile(r"\s+AND\s+")
 
 
@@ -61,11 +83,16 @@ def _unquote(value: str) -> str:
 
 def parse_filter(text: str) -> list[Term]:
     if len(text) > MAX_FILTER:
-        raise ApiError(400, f"filter is {len(text)} characters long; the maximum length of a filter is {MAX_FILTER} characters")
+        raise ApiError(
+            400,
+            f"filter is {len(text)} characters long; the maximum length of a filter is {MAX_FILTER} characters",
+        )
     if text.count('"') - text.count('\\"') * 1 < 0 or (text.count('"') - text.count('\\"')) % 2:
         raise ApiError(400, f"Unparseable filter: unterminated string in {text[:100]!r}")
     if re.search(r"(^|\s)(OR|NOT)\s|(^|[\s(])-[A-Za-z]|=~|!~|\bSEARCH\(", text):
-        raise Unsupported("the sandbox evaluates comparisons joined by AND only (no OR, NOT, - or regular expressions)")
+        raise Unsupported(
+            "the sandbox evaluates comparisons joined by AND only (no OR, NOT, - or regular expressions)"
+        )
     terms = []
     for part in _SPLIT.split(text.strip()) if text.strip() else []:
         part = part.strip()
@@ -83,17 +110,26 @@ def parse_filter(text: str) -> list[Term]:
 def _term(part: str) -> Term:
     match = _TERM.match(part)
     if not match:
-        raise ApiError(400, f"Unparseable filter: cannot parse {part!r}; use FIELD OPERATOR VALUE comparisons joined by AND")
+        raise ApiError(
+            400,
+            f"Unparseable filter: cannot parse {part!r}; use FIELD OPERATOR VALUE comparisons joined by AND",
+        )
     field, op, value = match["field"], match["op"], _unquote(match["value"])
     field = re.sub(r'\."([^"]*)"', r".\1", field)
     if field == "severity":
         if value.upper() not in SEVERITIES and not value.isdigit():
-            raise ApiError(400, f"Unparseable filter: invalid severity {value!r} (one of {', '.join(SEVERITIES)} or a number)")
+            raise ApiError(
+                400,
+                f"Unparseable filter: invalid severity {value!r} (one of {', '.join(SEVERITIES)} or a number)",
+            )
     elif field in ("timestamp", "receiveTimestamp"):
         try:
             _time(value)
         except ValueError:
-            raise ApiError(400, f"Unparseable filter: invalid timestamp {value!r} (RFC 3339, e.g. 2026-01-16T12:00:00Z)") from None
+            raise ApiError(
+                400,
+                f"Unparseable filter: invalid timestamp {value!r} (RFC 3339, e.g. 2026-01-16T12:00:00Z)",
+            ) from None
     return Term(field, op, value)
 
 
@@ -105,7 +141,14 @@ def _time(value: str) -> datetime:
 
 
 def _compare(op: str, left: Any, right: Any) -> bool:
-    return {"=": left == right, "!=": left != right, ">=": left >= right, ">": left > right, "<=": left <= right, "<": left < right}[op]
+    return {
+        "=": left == right,
+        "!=": left != right,
+        ">=": left >= right,
+        ">": left > right,
+        "<=": left <= right,
+        "<": left < right,
+    }[op]
 
 
 def _field(entry: dict[str, Any], path: str) -> Any:
@@ -123,7 +166,9 @@ def matches(entry: dict[str, Any], term: Term) -> bool:
         want = SEVERITIES.get(term.value.upper(), int(term.value) if term.value.isdigit() else 0)
         return _compare("=" if term.op == ":" else term.op, SEVERITIES[entry["severity"]], want)
     if term.field in ("timestamp", "receiveTimestamp"):
-        return _compare("=" if term.op == ":" else term.op, _time(entry[term.field]), _time(term.value))
+        return _compare(
+            "=" if term.op == ":" else term.op, _time(entry[term.field]), _time(term.value)
+        )
     value = _field(entry, term.field)
     if value is None:
         return term.op == "!="  # a field an entry does not have matches nothing but inequality
@@ -133,7 +178,9 @@ def matches(entry: dict[str, Any], term: Term) -> bool:
 
 
 class CloudLoggingEmulator:
-    def __init__(self, pods: Callable[[], Iterable[tuple[Any, dict[str, str]]]], project: str) -> None:
+    def __init__(
+        self, pods: Callable[[], Iterable[tuple[Any, dict[str, str]]]], project: str
+    ) -> None:
         """`pods`: (PodRuntime, pod labels) of live and deleted pods, oldest first."""
         self.pods = pods
         self.project = project
@@ -152,18 +199,39 @@ class CloudLoggingEmulator:
         per_stream = [t for t in terms or [] if t.field.startswith(("resource.", "labels."))]
         found = []
         for runtime, labels in self.pods():
-            streams = [(runtime.container, list(runtime.logs))] + [(name, list(lines)) for name, lines in runtime.init_logs.items()]
-            entry_labels = {f"k8s-pod/{k}": v for k, v in labels.items()} | {"compute.googleapis.com/resource_name": NODE}
+            streams = [(runtime.container, list(runtime.logs))] + [
+                (name, list(lines)) for name, lines in runtime.init_logs.items()
+            ]
+            entry_labels = {f"k8s-pod/{k}": v for k, v in labels.items()} | {
+                "compute.googleapis.com/resource_name": NODE
+            }
             for container, lines in streams:
-                resource = {"type": "k8s_container", "labels": gke_names.k8s_container(self.project, runtime.namespace, runtime.name, container)}
-                if not all(matches({"resource": resource, "labels": entry_labels}, t) for t in per_stream):
+                resource = {
+                    "type": "k8s_container",
+                    "labels": gke_names.k8s_container(
+                        self.project, runtime.namespace, runtime.name, container
+                    ),
+                }
+                if not all(
+                    matches({"resource": resource, "labels": entry_labels}, t) for t in per_stream
+                ):
                     continue
                 for index, line in enumerate(lines):
-                    found.append(self._entry(runtime, container, index, line, resource, entry_labels))
+                    found.append(
+                        self._entry(runtime, container, index, line, resource, entry_labels)
+                    )
         found.sort(key=lambda e: (e["timestamp"], e["insertId"]))
         return found
 
-    def _entry(self, runtime: Any, container: str, index: int, line: str, resource: dict, labels: dict[str, str]) -> dict[str, Any]:
+    def _entry(
+        self,
+        runtime: Any,
+        container: str,
+        index: int,
+        line: str,
+        resource: dict,
+        labels: dict[str, str],
+    ) -> dict[str, Any]:
         stamp, _, text = line.partition(" ")
         severity = "INFO"
         payload: dict[str, Any] = {"textPayload": text}
@@ -171,7 +239,11 @@ class CloudLoggingEmulator:
             try:
                 body = json.loads(text)
                 severity = str(body.get("severity", "INFO")).upper()
-                payload = {"jsonPayload": {k: v for k, v in body.items() if k not in ("severity", "timestamp")}}
+                payload = {
+                    "jsonPayload": {
+                        k: v for k, v in body.items() if k not in ("severity", "timestamp")
+                    }
+                }
             except ValueError:
                 pass
         elif (level := _LEVEL.search(text)) is not None:
@@ -179,37 +251,59 @@ class CloudLoggingEmulator:
         severity = severity if severity in SEVERITIES else "DEFAULT"
         stream = "stderr" if SEVERITIES[severity] >= SEVERITIES["ERROR"] else "stdout"
         return {
-            "insertId": hashlib.sha256(f"{runtime.namespace}/{runtime.name}/{container}/{index}/{stamp}".encode()).hexdigest()[:16],
-            "logName": f"projects/{self.project}/logs/{stream}", "resource": resource,
+            "insertId": hashlib.sha256(
+                f"{runtime.namespace}/{runtime.name}/{container}/{index}/{stamp}".encode()
+            ).hexdigest()[:16],
+            "logName": f"projects/{self.project}/logs/{stream}",
+            "resource": resource,
             "labels": dict(labels),
-            "timestamp": stamp, "receiveTimestamp": stamp, "severity": severity, **payload,
+            "timestamp": stamp,
+            "receiveTimestamp": stamp,
+            "severity": severity,
+            **payload,
         }
 
     def list_entries(self, body: dict[str, Any]) -> dict[str, Any]:
-        names = list(body.get("resourceNames") or []) + [f"projects/{p}" for p in body.get("projectIds") or []]
+        names = list(body.get("resourceNames") or []) + [
+            f"projects/{p}" for p in body.get("projectIds") or []
+        ]
         if not names:
-            raise ApiError(400, "resourceNames is required: name at least one parent, e.g. projects/PROJECT_ID")
+            raise ApiError(
+                400, "resourceNames is required: name at least one parent, e.g. projects/PROJECT_ID"
+            )
         for name in names:
-            if not re.fullmatch(r"(projects|organizations|folders|billingAccounts)/[^/]+(/locations/[^/]+/buckets/[^/]+/views/[^/]+)?", name):
+            if not re.fullmatch(
+                r"(projects|organizations|folders|billingAccounts)/[^/]+(/locations/[^/]+/buckets/[^/]+/views/[^/]+)?",
+                name,
+            ):
                 raise ApiError(400, f"Invalid resource name {name!r} in resourceNames")
             if name.split("/")[:2] != ["projects", self.project]:
-                raise ApiError(403, f"The caller does not have permission to read logs of {name} (this emulator serves projects/{self.project})")
+                raise ApiError(
+                    403,
+                    f"The caller does not have permission to read logs of {name} (this emulator serves projects/{self.project})",
+                )
         order = body.get("orderBy", "") or "timestamp asc"
         if order.strip().lower() not in ("timestamp asc", "timestamp desc"):
-            raise ApiError(400, f"orderBy {order!r} is not supported: the only permitted values are \"timestamp asc\" and \"timestamp desc\"")
+            raise ApiError(
+                400,
+                f'orderBy {order!r} is not supported: the only permitted values are "timestamp asc" and "timestamp desc"',
+            )
         size = int(body.get("pageSize", 0) or 0)
         if size < 0:
             raise ApiError(400, f"pageSize must not be negative, got {size}")
         size = min(size or DEFAULT_PAGE, MAX_PAGE)
         token = body.get("pageToken", "")
         if token and not re.fullmatch(r"o[0-9]+", token):
-            raise ApiError(400, "page_token is invalid: pass the nextPageToken of a previous call with the same parameters")
+            raise ApiError(
+                400,
+                "page_token is invalid: pass the nextPageToken of a previous call with the same parameters",
+            )
         terms = parse_filter(body.get("filter", ""))
         found = [e for e in self.entries(terms) if all(matches(e, t) for t in terms)]
         if order.strip().lower() == "timestamp desc":
             found.reverse()
         start = int(token[1:]) if token else 0
-        answer: dict[str, Any] = {"entries": found[start:start + size]}
+        answer: dict[str, Any] = {"entries": found[start : start + size]}
         if start + size < len(found):
             answer["nextPageToken"] = f"o{start + size}"
         return answer
@@ -223,7 +317,13 @@ class CloudLoggingEmulator:
         if decision.status is None:
             return None
         status = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}.get(decision.status, "UNAVAILABLE")
-        response = _error(ApiError(decision.status, f"injected fault: the service answered {decision.status}", status=status))
+        response = _error(
+            ApiError(
+                decision.status,
+                f"injected fault: the service answered {decision.status}",
+                status=status,
+            )
+        )
         if decision.status == 429:
             response.headers["Retry-After"] = str(decision.retry_after)
         return response
@@ -244,18 +344,24 @@ class CloudLoggingEmulator:
             try:
                 return await inner(request)
             except Unsupported as exc:
-                return _error(ApiError(501, f"not implemented in the sandbox: {exc}", status="UNIMPLEMENTED"))
+                return _error(
+                    ApiError(501, f"not implemented in the sandbox: {exc}", status="UNIMPLEMENTED")
+                )
 
         app.router.add_route(spec.http_method, "/" + spec.path, handle)
 
         async def not_found(request: web.Request) -> web.Response:
-            return _error(ApiError(404, f"The requested URL {request.path} was not found on this server."))
+            return _error(
+                ApiError(404, f"The requested URL {request.path} was not found on this server.")
+            )
 
         app.router.add_route("*", "/{tail:.*}", not_found)
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -267,7 +373,10 @@ class CloudLoggingEmulator:
 
 
 def _error(exc: ApiError) -> web.Response:
-    return web.json_response({"error": {"code": exc.http_status, "message": exc.message, "status": exc.status}}, status=exc.http_status)
+    return web.json_response(
+        {"error": {"code": exc.http_status, "message": exc.message, "status": exc.status}},
+        status=exc.http_status,
+    )
 
 
 def now_rfc3339() -> str:

@@ -84,9 +84,17 @@ def _page(items: Sequence[Any], query: dict[str, str]) -> tuple[list[Any], str |
 
 
 class CloudSqlEmulator:
-    def __init__(self, state_dir: Path, project: str = "tekutoko-prod", region: str = "asia-northeast1", seed: int | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        project: str = "tekutoko-prod",
+        region: str = "asia-northeast1",
+        seed: int | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir).absolute()
-        self.faults = FaultInjector(seed=seed)  # PUT /sandbox/faults on the REST port (cloudsql_rest.py)
+        self.faults = FaultInjector(
+            seed=seed
+        )  # PUT /sandbox/faults on the REST port (cloudsql_rest.py)
         self.requests = RequestLog()
         self.project = project
         self.region = region
@@ -106,7 +114,9 @@ class CloudSqlEmulator:
         # Decide (and record) where the data goes before anything asks.
         if self._root is None:
             self._root = self._choose_root()
-        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -164,7 +174,12 @@ class CloudSqlEmulator:
             root = preferred
             root.mkdir(exist_ok=True)
             root.chmod(0o755)
-        elif previous is not None and previous.is_dir() and reachable(previous) and len(str(previous)) <= _MAX_ROOT:
+        elif (
+            previous is not None
+            and previous.is_dir()
+            and reachable(previous)
+            and len(str(previous)) <= _MAX_ROOT
+        ):
             root = previous  # a restart finds the data of the last run
         else:
             root = Path(tempfile.mkdtemp(prefix="modoru-cloudsql-", dir="/tmp"))
@@ -181,16 +196,35 @@ class CloudSqlEmulator:
     def instances(self) -> list[Instance]:
         return list(self._instances.values())
 
-    async def add_instance(self, name: str, *, database: str, user: str, password: str, pitr: bool = True, initial_backup: bool = True) -> Instance:
+    async def add_instance(
+        self,
+        name: str,
+        *,
+        database: str,
+        user: str,
+        password: str,
+        pitr: bool = True,
+        initial_backup: bool = True,
+    ) -> Instance:
         """A running instance with `database` owned by the login role `user`;
         with `initial_backup`, one SUCCESSFUL automated backup run as well."""
         if not INSTANCE_NAME.match(name):
-            raise ValueError(f"instance name {name!r} is not a valid Cloud SQL instance ID (lowercase letters, digits and hyphens, starting with a letter)")
+            raise ValueError(
+                f"instance name {name!r} is not a valid Cloud SQL instance ID (lowercase letters, digits and hyphens, starting with a letter)"
+            )
         if name in self._instances or name in self._claimed:
             raise ValueError(f"instance {name!r} already exists")
         cluster = PostgresCluster(self.data_root / "instances" / name)
-        instance = Instance(name=name, cluster=cluster, database=database, user=user, password=password,
-                            project=self.project, region=self.region, pitr_enabled=pitr)
+        instance = Instance(
+            name=name,
+            cluster=cluster,
+            database=database,
+            user=user,
+            password=password,
+            project=self.project,
+            region=self.region,
+            pitr_enabled=pitr,
+        )
         op = self._new_operation(instance, "CREATE")
         op.begin()
         try:
@@ -211,7 +245,9 @@ class CloudSqlEmulator:
             await self.take_backup(name, kind="AUTOMATED")
         return instance
 
-    async def take_backup(self, name: str, *, kind: str = "AUTOMATED", description: str = "") -> BackupRunRecord:
+    async def take_backup(
+        self, name: str, *, kind: str = "AUTOMATED", description: str = ""
+    ) -> BackupRunRecord:
         """Run a backup to the end; raises PostgresError if it FAILED (the run
         stays listed, FAILED, as on Cloud SQL)."""
         instance = self.instance(name)
@@ -228,24 +264,41 @@ class CloudSqlEmulator:
         deadline = time.monotonic() + timeout
         while op.status != "DONE":
             if time.monotonic() > deadline:
-                raise TimeoutError(f"operation {name} ({op.operation_type} of {op.instance}) is still {op.status} after {timeout:.0f}s")
+                raise TimeoutError(
+                    f"operation {name} ({op.operation_type} of {op.instance}) is still {op.status} after {timeout:.0f}s"
+                )
             await asyncio.sleep(0.05)
         return op
 
-    def _new_operation(self, instance: Instance, operation_type: str, backup_run_id: int | None = None) -> OperationRecord:
-        op = OperationRecord(name=str(uuid.uuid4()), operation_type=operation_type, instance=instance.name,
-                             insert_time=utcnow(), backup_run_id=backup_run_id)
+    def _new_operation(
+        self, instance: Instance, operation_type: str, backup_run_id: int | None = None
+    ) -> OperationRecord:
+        op = OperationRecord(
+            name=str(uuid.uuid4()),
+            operation_type=operation_type,
+            instance=instance.name,
+            insert_time=utcnow(),
+            backup_run_id=backup_run_id,
+        )
         instance.operations.append(op)
         self._operations[op.name] = (instance, op)
         return op
 
-    def _enqueue_backup(self, instance: Instance, kind: str, description: str) -> tuple[BackupRunRecord, OperationRecord]:
+    def _enqueue_backup(
+        self, instance: Instance, kind: str, description: str
+    ) -> tuple[BackupRunRecord, OperationRecord]:
         if kind not in RUN_TYPES:
             raise ValueError(f"backup kind must be one of {', '.join(RUN_TYPES)}, not {kind!r}")
         # Real run IDs are the enqueue time in epoch milliseconds.
         run_id = self._last_run_id = max(self._last_run_id + 1, int(time.time() * 1000))
-        run = BackupRunRecord(id=run_id, instance=instance.name, type=kind, path=instance.backups_dir / str(run_id),
-                              enqueued_time=utcnow(), description=description)
+        run = BackupRunRecord(
+            id=run_id,
+            instance=instance.name,
+            type=kind,
+            path=instance.backups_dir / str(run_id),
+            enqueued_time=utcnow(),
+            description=description,
+        )
         instance.backup_runs.append(run)
         return run, self._new_operation(instance, "BACKUP_VOLUME", backup_run_id=run_id)
 
@@ -253,14 +306,22 @@ class CloudSqlEmulator:
         async with instance.backup_lock:
             run.status, run.start_time = "RUNNING", utcnow()
             try:
-                run.backup = await instance.cluster.base_backup(run.path, label=f"Cloud SQL backup run {run.id}")
+                run.backup = await instance.cluster.base_backup(
+                    run.path, label=f"Cloud SQL backup run {run.id}"
+                )
             except BaseException as exc:
-                message = str(exc) if isinstance(exc, PostgresError | OSError) else "the backup was interrupted (the emulator stopped)"
+                message = (
+                    str(exc)
+                    if isinstance(exc, PostgresError | OSError)
+                    else "the backup was interrupted (the emulator stopped)"
+                )
                 run.status, run.end_time, run.error = "FAILED", utcnow(), message
                 raise
             run.status, run.end_time = "SUCCESSFUL", utcnow()
 
-    async def _run_operation(self, op: OperationRecord, work: Callable[[], Awaitable[None]]) -> None:
+    async def _run_operation(
+        self, op: OperationRecord, work: Callable[[], Awaitable[None]]
+    ) -> None:
         op.begin()
         try:
             await work()
@@ -281,14 +342,18 @@ class CloudSqlEmulator:
 
     def _check_project(self, project: str) -> None:
         if project != self.project:
-            raise ApiError(403, "The client is not authorized to make this request.", reason="notAuthorized")
+            raise ApiError(
+                403, "The client is not authorized to make this request.", reason="notAuthorized"
+            )
 
     def _find_instance(self, project: str, name: str) -> Instance:
         self._check_project(project)
         try:
             return self._instances[name]
         except KeyError:
-            raise ApiError(404, "The Cloud SQL instance does not exist.", reason="instanceDoesNotExist") from None
+            raise ApiError(
+                404, "The Cloud SQL instance does not exist.", reason="instanceDoesNotExist"
+            ) from None
 
     # --- the API's methods (sandbox/cloudsql_rest.py routes requests here) ------------
 
@@ -298,15 +363,24 @@ class CloudSqlEmulator:
     def list_instances(self, project: str, query: dict[str, str]) -> dict[str, Any]:
         self._check_project(project)
         if query.get("filter"):
-            raise ApiError(400, f"Invalid request: the emulator does not support filters ({query['filter']!r}); list all and filter locally.")
+            raise ApiError(
+                400,
+                f"Invalid request: the emulator does not support filters ({query['filter']!r}); list all and filter locally.",
+            )
         items, token = _page(sorted(self._instances.values(), key=lambda i: i.name), query)
         return _listing("sql#instancesList", [instance_resource(i) for i in items], token)
 
     async def get_latest_recovery_time(self, project: str, instance: str) -> dict[str, Any]:
         earliest, latest = await recovery_window(self._find_instance(project, instance))
-        return {"kind": "sql#getLatestRecoveryTime", "latestRecoveryTime": rfc3339(latest), "earliestRecoveryTime": rfc3339(earliest)}
+        return {
+            "kind": "sql#getLatestRecoveryTime",
+            "latestRecoveryTime": rfc3339(latest),
+            "earliestRecoveryTime": rfc3339(earliest),
+        }
 
-    async def clone_instance(self, project: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def clone_instance(
+        self, project: str, instance: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         """A point-in-time clone: checked at once (nothing is created for a bad
         request), answered with a PENDING CLONE operation targeting the new
         instance, restored in the background."""
@@ -315,7 +389,9 @@ class CloudSqlEmulator:
             raise ApiError(400, "Invalid request: cloneContext is required.")
         context = body["cloneContext"]
         name = context.get("destinationInstanceName", "")
-        check_destination(name, name in self._instances or name in self._claimed, self.data_root / "instances")
+        check_destination(
+            name, name in self._instances or name in self._claimed, self.data_root / "instances"
+        )
         self._claimed.add(name)
         try:
             point = requested_point(context, self.project)
@@ -331,7 +407,9 @@ class CloudSqlEmulator:
 
     async def _restore_clone(self, source: Instance, op: OperationRecord, point: datetime) -> None:
         try:
-            clone = await restore_clone(source, op.instance, point, self.data_root / "instances" / op.instance)
+            clone = await restore_clone(
+                source, op.instance, point, self.data_root / "instances" / op.instance
+            )
             clone.operations.append(op)
             self._instances[clone.name] = clone
         finally:
@@ -342,21 +420,30 @@ class CloudSqlEmulator:
         try:
             return backup_run_resource(found, found.backup_run(int(id)))
         except (KeyError, ValueError):
-            raise ApiError(404, "The backup run does not exist.", reason="backupRunDoesNotExist") from None
+            raise ApiError(
+                404, "The backup run does not exist.", reason="backupRunDoesNotExist"
+            ) from None
 
-    def list_backup_runs(self, project: str, instance: str, query: dict[str, str]) -> dict[str, Any]:
+    def list_backup_runs(
+        self, project: str, instance: str, query: dict[str, str]
+    ) -> dict[str, Any]:
         # "-" lists the runs of every instance in the project, as on the real API.
         if instance == "-":
             self._check_project(project)
-            runs = sorted(((i, r) for i in self._instances.values() for r in i.backup_runs),
-                          key=lambda pair: (pair[1].enqueued_time, pair[1].id), reverse=True)
+            runs = sorted(
+                ((i, r) for i in self._instances.values() for r in i.backup_runs),
+                key=lambda pair: (pair[1].enqueued_time, pair[1].id),
+                reverse=True,
+            )
         else:
             found = self._find_instance(project, instance)
             runs = [(found, run) for run in found.runs_newest_first()]
         items, token = _page(runs, query)
         return _listing("sql#backupRunsList", [backup_run_resource(i, r) for i, r in items], token)
 
-    def insert_backup_run(self, project: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
+    def insert_backup_run(
+        self, project: str, instance: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         """An on-demand backup: answered at once with a PENDING operation, run in the background."""
         found = self._find_instance(project, instance)
         run, op = self._enqueue_backup(found, "ON_DEMAND", body.get("description", ""))
@@ -368,7 +455,9 @@ class CloudSqlEmulator:
         self._check_project(project)
         found = self._operations.get(operation)
         if found is None:
-            raise ApiError(404, "The Cloud SQL operation does not exist.", reason="operationDoesNotExist")
+            raise ApiError(
+                404, "The Cloud SQL operation does not exist.", reason="operationDoesNotExist"
+            )
         return operation_resource(*found)
 
     def list_operations(self, project: str, query: dict[str, str]) -> dict[str, Any]:
@@ -392,4 +481,8 @@ class CloudSqlEmulator:
 
 def _listing(kind: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
     # An empty page has no "items" on the real API; the client reads a missing list as none.
-    return {"kind": kind, **({"items": items} if items else {}), **({"nextPageToken": token} if token else {})}
+    return {
+        "kind": kind,
+        **({"items": items} if items else {}),
+        **({"nextPageToken": token} if token else {}),
+    }

@@ -22,24 +22,45 @@ RUN_TYPES = ("AUTOMATED", "ON_DEMAND")
 INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,97}$")
 
 # Google's canonical error codes (google.rpc.Code) by the HTTP status each maps to.
-STATUS_FOR_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                   409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-                   501: "NOT_IMPLEMENTED", 503: "UNAVAILABLE"}
+STATUS_FOR_HTTP = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+}
 
 
 class ApiError(Exception):
     """An error answer in Google's JSON shape: HTTP status, canonical status, message,
     and the legacy `errors[].reason` the Cloud SQL API still sends."""
 
-    def __init__(self, http_status: int, message: str, *, reason: str = "", status: str | None = None) -> None:
+    def __init__(
+        self, http_status: int, message: str, *, reason: str = "", status: str | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status, self.message = http_status, message
         self.status = status or STATUS_FOR_HTTP.get(http_status, "UNKNOWN")
-        self.reason = reason or {400: "invalid", 403: "forbidden", 404: "notFound", 409: "alreadyExists"}.get(http_status, "backendError")
+        self.reason = reason or {
+            400: "invalid",
+            403: "forbidden",
+            404: "notFound",
+            409: "alreadyExists",
+        }.get(http_status, "backendError")
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.http_status, "message": self.message, "status": self.status,
-                          "errors": [{"message": self.message, "domain": "global", "reason": self.reason}]}}
+        return {
+            "error": {
+                "code": self.http_status,
+                "message": self.message,
+                "status": self.status,
+                "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
+            }
+        }
 
 
 def utcnow() -> datetime:
@@ -171,28 +192,49 @@ class Instance:
 def instance_resource(instance: Instance) -> dict[str, Any]:
     running = instance.cluster.running
     backup = {
-        "kind": "sql#backupConfiguration", "enabled": instance.backups_enabled, "startTime": instance.backup_start_time,
+        "kind": "sql#backupConfiguration",
+        "enabled": instance.backups_enabled,
+        "startTime": instance.backup_start_time,
         "pointInTimeRecoveryEnabled": instance.pitr_enabled,
         "transactionLogRetentionDays": instance.transaction_log_retention_days,
-        "backupRetentionSettings": {"retentionUnit": "COUNT", "retainedBackups": instance.retained_backups},
+        "backupRetentionSettings": {
+            "retentionUnit": "COUNT",
+            "retainedBackups": instance.retained_backups,
+        },
     }
     settings = {
-        "kind": "sql#settings", "settingsVersion": "1", "tier": instance.tier, "edition": "ENTERPRISE",
-        "availabilityType": "ZONAL", "pricingPlan": "PER_USE",
+        "kind": "sql#settings",
+        "settingsVersion": "1",
+        "tier": instance.tier,
+        "edition": "ENTERPRISE",
+        "availabilityType": "ZONAL",
+        "pricingPlan": "PER_USE",
         # A stopped cluster reads like an instance someone stopped: still RUNNABLE, policy NEVER.
         "activationPolicy": "ALWAYS" if running else "NEVER",
-        "dataDiskType": "PD_SSD", "dataDiskSizeGb": "10",
+        "dataDiskType": "PD_SSD",
+        "dataDiskSizeGb": "10",
         # Private IP, as a GKE app reaches it through the Auth Proxy's --private-ip.
-        "ipConfiguration": {"ipv4Enabled": False, "privateNetwork": f"projects/{instance.project}/global/networks/default",
-                            "sslMode": "ENCRYPTED_ONLY"},
+        "ipConfiguration": {
+            "ipv4Enabled": False,
+            "privateNetwork": f"projects/{instance.project}/global/networks/default",
+            "sslMode": "ENCRYPTED_ONLY",
+        },
         "backupConfiguration": backup,
     }
     return _resource(
-        kind="sql#instance", name=instance.name, project=instance.project, region=instance.region,
-        gceZone=f"{instance.region}-b", databaseVersion=instance.database_version,
-        databaseInstalledVersion=instance.installed_version, state="RUNNABLE",
-        backendType="SECOND_GEN", instanceType="CLOUD_SQL_INSTANCE",
-        connectionName=instance.connection_name, selfLink=instance.self_link, createTime=rfc3339(instance.created_at),
+        kind="sql#instance",
+        name=instance.name,
+        project=instance.project,
+        region=instance.region,
+        gceZone=f"{instance.region}-b",
+        databaseVersion=instance.database_version,
+        databaseInstalledVersion=instance.installed_version,
+        state="RUNNABLE",
+        backendType="SECOND_GEN",
+        instanceType="CLOUD_SQL_INSTANCE",
+        connectionName=instance.connection_name,
+        selfLink=instance.self_link,
+        createTime=rfc3339(instance.created_at),
         ipAddresses=[{"type": "PRIVATE", "ipAddress": instance.private_ip}],
         settings=settings,
     )
@@ -200,12 +242,23 @@ def instance_resource(instance: Instance) -> dict[str, Any]:
 
 def backup_run_resource(instance: Instance, run: BackupRunRecord) -> dict[str, Any]:
     return _resource(
-        kind="sql#backupRun", id=str(run.id), instance=instance.name,
-        selfLink=f"{instance.self_link}/backupRuns/{run.id}", status=run.status,
-        type=run.type, backupKind="SNAPSHOT", databaseVersion=instance.database_version, description=run.description or None,
-        enqueuedTime=rfc3339(run.enqueued_time), windowStartTime=rfc3339(run.enqueued_time), startTime=rfc3339(run.start_time),
-        endTime=rfc3339(run.end_time), timeZone="UTC",
-        error={"kind": "sql#operationError", "code": "INTERNAL_ERROR", "message": run.error} if run.error else None,
+        kind="sql#backupRun",
+        id=str(run.id),
+        instance=instance.name,
+        selfLink=f"{instance.self_link}/backupRuns/{run.id}",
+        status=run.status,
+        type=run.type,
+        backupKind="SNAPSHOT",
+        databaseVersion=instance.database_version,
+        description=run.description or None,
+        enqueuedTime=rfc3339(run.enqueued_time),
+        windowStartTime=rfc3339(run.enqueued_time),
+        startTime=rfc3339(run.start_time),
+        endTime=rfc3339(run.end_time),
+        timeZone="UTC",
+        error={"kind": "sql#operationError", "code": "INTERNAL_ERROR", "message": run.error}
+        if run.error
+        else None,
     )
 
 
@@ -213,11 +266,28 @@ def operation_resource(instance: Instance, op: OperationRecord) -> dict[str, Any
     error = None
     if op.error is not None:
         code, message = op.error
-        error = {"kind": "sql#operationErrors", "errors": [{"kind": "sql#operationError", "code": code, "message": message}]}
-    backup = {"kind": "sql#backupContext", "backupId": str(op.backup_run_id)} if op.backup_run_id is not None else None
+        error = {
+            "kind": "sql#operationErrors",
+            "errors": [{"kind": "sql#operationError", "code": code, "message": message}],
+        }
+    backup = (
+        {"kind": "sql#backupContext", "backupId": str(op.backup_run_id)}
+        if op.backup_run_id is not None
+        else None
+    )
     return _resource(
-        kind="sql#operation", name=op.name, status=op.status, operationType=op.operation_type, user=op.user,
-        targetId=op.instance, targetProject=instance.project, targetLink=f"{API_ROOT}/projects/{instance.project}/instances/{op.instance}",
+        kind="sql#operation",
+        name=op.name,
+        status=op.status,
+        operationType=op.operation_type,
+        user=op.user,
+        targetId=op.instance,
+        targetProject=instance.project,
+        targetLink=f"{API_ROOT}/projects/{instance.project}/instances/{op.instance}",
         selfLink=f"{API_ROOT}/projects/{instance.project}/operations/{op.name}",
-        insertTime=rfc3339(op.insert_time), startTime=rfc3339(op.start_time), endTime=rfc3339(op.end_time), error=error, backupContext=backup,
+        insertTime=rfc3339(op.insert_time),
+        startTime=rfc3339(op.start_time),
+        endTime=rfc3339(op.end_time),
+        error=error,
+        backupContext=backup,
     )

@@ -52,21 +52,37 @@ def _error(exc: ApiError) -> web.Response:
 
 # What Google's front end says for each injected status (google.rpc.Code, legacy reason, message).
 FAULTS = {
-    429: ("RESOURCE_EXHAUSTED", "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' "
-          "of service 'sqladmin.googleapis.com'."),
+    429: (
+        "RESOURCE_EXHAUSTED",
+        "rateLimitExceeded",
+        "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' "
+        "of service 'sqladmin.googleapis.com'.",
+    ),
     500: ("INTERNAL", "backendError", "Internal error encountered."),
     503: ("UNAVAILABLE", "backendError", "The service is currently unavailable."),
 }
 
 
-COLLECTIONS = {"instances", "backupRuns", "operations", "backups", "databases", "users", "sslCerts", "tiers", "flags"}
+COLLECTIONS = {
+    "instances",
+    "backupRuns",
+    "operations",
+    "backups",
+    "databases",
+    "users",
+    "sslCerts",
+    "tiers",
+    "flags",
+}
 
 
 def _collection(path: str) -> str:
     """The REST collection a path names: `/v1/projects/p/instances/i/backupRuns` is backupRuns,
     `/v1/projects/p/instances/i/clone` is instances (a custom method of one)."""
     parts = [p for p in path.split("/") if p][2:]  # after v1/projects
-    collections = [parts[i] for i in range(1, len(parts), 2) if parts[i] in COLLECTIONS]  # {project}/<collection>/{id}/<collection>...
+    collections = [
+        parts[i] for i in range(1, len(parts), 2) if parts[i] in COLLECTIONS
+    ]  # {project}/<collection>/{id}/<collection>...
     return collections[-1] if collections else ""
 
 
@@ -88,21 +104,39 @@ def fault_middleware(faults: FaultInjector, requests: RequestLog):
             if decision.status is not None:
                 status = decision.status
                 code, reason, message = FAULTS[decision.status]
-                headers = {"Retry-After": str(decision.retry_after)} if decision.status == 429 and decision.retry_after else None
+                headers = (
+                    {"Retry-After": str(decision.retry_after)}
+                    if decision.status == 429 and decision.retry_after
+                    else None
+                )
                 failure = ApiError(decision.status, message, reason=reason, status=code)
-                return web.json_response(failure.body(), status=failure.http_status, headers=headers)
+                return web.json_response(
+                    failure.body(), status=failure.http_status, headers=headers
+                )
             response = await handler(request)
             status = response.status
             return response
         finally:
-            requests.record(method=request.method, verb=verb, path=request.path, query=request.query_string, resource=resource, status=status)
+            requests.record(
+                method=request.method,
+                verb=verb,
+                path=request.path,
+                query=request.query_string,
+                resource=resource,
+                status=status,
+            )
 
     return middleware
 
 
 def admin_routes(app: web.Application, faults: FaultInjector, requests: RequestLog) -> None:
     async def get_requests(request: web.Request) -> web.Response:
-        return web.json_response({"entries": requests.since(int(request.query.get("since", "0"))), "last": requests.last_seq})
+        return web.json_response(
+            {
+                "entries": requests.since(int(request.query.get("since", "0"))),
+                "last": requests.last_seq,
+            }
+        )
 
     async def get_faults(request: web.Request) -> web.Response:
         return web.json_response({"rules": faults.rules()})
@@ -126,10 +160,16 @@ def build_app(emulator: CloudSqlEmulator) -> web.Application:
     specs = discovery.methods(API, VERSION)
     for method_id in ROUTES:
         spec = specs[method_id]
-        app.router.add_route(spec.http_method, "/" + spec.path, route_handler(API, VERSION, spec, getattr(emulator, ROUTES[method_id]), _error))
+        app.router.add_route(
+            spec.http_method,
+            "/" + spec.path,
+            route_handler(API, VERSION, spec, getattr(emulator, ROUTES[method_id]), _error),
+        )
 
     async def not_found(request: web.Request) -> web.Response:
-        return _error(ApiError(404, f"The requested URL {request.path} was not found on this server."))
+        return _error(
+            ApiError(404, f"The requested URL {request.path} was not found on this server.")
+        )
 
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

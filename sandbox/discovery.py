@@ -44,8 +44,14 @@ def methods(api: str, version: str) -> dict[str, Method]:
     def walk(resources: dict[str, Any]) -> None:
         for resource in resources.values():
             for spec in (resource.get("methods") or {}).values():
-                found[spec["id"]] = Method(spec["id"], spec["httpMethod"], spec.get("flatPath") or spec["path"], spec.get("parameters") or {},
-                                           (spec.get("request") or {}).get("$ref"), (spec.get("response") or {}).get("$ref"))
+                found[spec["id"]] = Method(
+                    spec["id"],
+                    spec["httpMethod"],
+                    spec.get("flatPath") or spec["path"],
+                    spec.get("parameters") or {},
+                    (spec.get("request") or {}).get("$ref"),
+                    (spec.get("response") or {}).get("$ref"),
+                )
             walk(resource.get("resources") or {})
 
     walk(document(api, version).get("resources") or {})
@@ -85,11 +91,15 @@ def _check(schemas: dict[str, Any], spec: dict[str, Any], value: Any, at: str) -
     kind = spec.get("type")
     if kind == "object" and "properties" in spec:
         if not isinstance(value, dict):
-            raise SchemaViolation(f"Invalid value at '{at}' ({_type_label(spec)}), {json.dumps(value)}")
+            raise SchemaViolation(
+                f"Invalid value at '{at}' ({_type_label(spec)}), {json.dumps(value)}"
+            )
         properties = spec["properties"]
         for name, item in value.items():
             if name not in properties:
-                raise SchemaViolation(f"Invalid JSON payload received. Unknown name \"{name}\" at '{at}': Cannot find field.")
+                raise SchemaViolation(
+                    f"Invalid JSON payload received. Unknown name \"{name}\" at '{at}': Cannot find field."
+                )
             _check(schemas, properties[name], item, f"{at}.{_snake(name)}")
         return
     if kind == "object":  # a map: additionalProperties gives the values' schema
@@ -101,7 +111,9 @@ def _check(schemas: dict[str, Any], spec: dict[str, Any], value: Any, at: str) -
         return
     if kind == "array":
         if not isinstance(value, list):
-            raise SchemaViolation(f"Invalid value at '{at}' ({_type_label(spec['items'])}), {json.dumps(value)}")
+            raise SchemaViolation(
+                f"Invalid value at '{at}' ({_type_label(spec['items'])}), {json.dumps(value)}"
+            )
         for index, item in enumerate(value):
             _check(schemas, spec["items"], item, f"{at}[{index}]")
         return
@@ -122,7 +134,9 @@ def _check(schemas: dict[str, Any], spec: dict[str, Any], value: Any, at: str) -
         if "enum" in spec and value not in spec["enum"]:
             raise SchemaViolation(f"Invalid value at '{at}' ({_type_label(spec)}), \"{value}\"")
     elif kind == "integer":
-        if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, str) and _INT.match(value)):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or isinstance(value, str) and _INT.match(value)
+        ):
             raise bad
     elif kind == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -39,7 +39,14 @@ API_VERSIONS = ("2022-11-28", "2026-03-10")
 MAX_INPUTS = 25
 DOWNLOAD_URL_SECONDS = 60
 API_VERSION = web.RequestKey("api_version", str)
-STEPS = ["Set up job", "Check image in Artifact Registry", "Back up deployment", "Deploy", "Wait for rollout", "Complete job"]
+STEPS = [
+    "Set up job",
+    "Check image in Artifact Registry",
+    "Back up deployment",
+    "Deploy",
+    "Wait for rollout",
+    "Complete job",
+]
 
 
 class GitHubError(Exception):
@@ -48,24 +55,42 @@ class GitHubError(Exception):
         self.status, self.message, self.docs = status, message, docs
 
     def response(self) -> web.Response:
-        return web.json_response({"message": self.message, "documentation_url": self.docs, "status": str(self.status)}, status=self.status)
+        return web.json_response(
+            {"message": self.message, "documentation_url": self.docs, "status": str(self.status)},
+            status=self.status,
+        )
 
 
 class GitHubEmulator:
-    def __init__(self, seed: GitHubSeed, *, target: DeploymentTarget | None = None, registry: ArtifactRegistryEmulator | None = None,
-                 clock: Clock | None = None, log_path: Path | None = None, token: str | None = None) -> None:
+    def __init__(
+        self,
+        seed: GitHubSeed,
+        *,
+        target: DeploymentTarget | None = None,
+        registry: ArtifactRegistryEmulator | None = None,
+        clock: Clock | None = None,
+        log_path: Path | None = None,
+        token: str | None = None,
+    ) -> None:
         self.seed, self.cd, self.target, self.registry = seed, seed.cd, target, registry
         self.clock = clock or Clock()
         self.token = token or "ghp_" + secrets.token_urlsafe(27)
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._log_path = log_path
-        self.requests = RequestLog()  # reopened on start with its file (the state dir may not exist yet)
+        self.requests = (
+            RequestLog()
+        )  # reopened on start with its file (the state dir may not exist yet)
         self.runs: dict[int, Run] = {}
         self.artifacts: dict[int, Artifact] = {}
         self._reviews: dict[int, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._key = secrets.token_bytes(32)
-        self._ids = {"run": 19_400_000_000, "job": 55_100_000_000, "artifact": 4_800_000_000, "deployment": 2_900_000_000}
+        self._ids = {
+            "run": 19_400_000_000,
+            "job": 55_100_000_000,
+            "artifact": 4_800_000_000,
+            "deployment": 2_900_000_000,
+        }
         self._numbers = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -74,8 +99,17 @@ class GitHubEmulator:
     def _shapes(self, api: str) -> Shapes:
         workflow_id = 61_000_000 + int(hashlib.sha1(self.cd.file.encode()).hexdigest()[:5], 16)
         repo_id = 800_000_000 + int(hashlib.sha1(self.seed.repository.encode()).hexdigest()[:6], 16)
-        return Shapes(api, self.seed.repository, repo_id, workflow_id, self.cd.name, self.cd.file, self.cd.environment,
-                      3_100_000_000 + workflow_id % 1000, self.now() - timedelta(days=400))
+        return Shapes(
+            api,
+            self.seed.repository,
+            repo_id,
+            workflow_id,
+            self.cd.name,
+            self.cd.file,
+            self.cd.environment,
+            3_100_000_000 + workflow_id % 1000,
+            self.now() - timedelta(days=400),
+        )
 
     def _next(self, kind: str) -> int:
         self._ids[kind] += 1 + (self._ids[kind] % 7)
@@ -87,7 +121,9 @@ class GitHubEmulator:
         if self._log_path is not None:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self.requests = RequestLog(self._log_path)
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -109,11 +145,28 @@ class GitHubEmulator:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def _new_run(self, inputs: dict[str, Any], branch: str, created: datetime, event: str = "workflow_dispatch") -> Run:
+    def _new_run(
+        self,
+        inputs: dict[str, Any],
+        branch: str,
+        created: datetime,
+        event: str = "workflow_dispatch",
+    ) -> Run:
         self._numbers += 1
         sha = hashlib.sha1(f"{self.seed.repository}:{branch}:{self._numbers}".encode()).hexdigest()
-        run = Run(self._next("run"), self._numbers, event, branch, sha, self.seed.token_user, dict(inputs), created,
-                  job_id=self._next("job"), deployment_id=self._next("deployment"), steps=[Step(name) for name in STEPS])
+        run = Run(
+            self._next("run"),
+            self._numbers,
+            event,
+            branch,
+            sha,
+            self.seed.token_user,
+            dict(inputs),
+            created,
+            job_id=self._next("job"),
+            deployment_id=self._next("deployment"),
+            steps=[Step(name) for name in STEPS],
+        )
         self.runs[run.id] = run
         return run
 
@@ -131,8 +184,16 @@ class GitHubEmulator:
 
     def _upload(self, run: Run, manifest: dict[str, Any], at: datetime) -> Artifact:
         name = backup_name(at)
-        artifact = Artifact(self._next("artifact"), name, run.id, at, at + timedelta(days=self.seed.artifact_retention_days),
-                            backup_zip(name, manifest), run.branch, run.sha)
+        artifact = Artifact(
+            self._next("artifact"),
+            name,
+            run.id,
+            at,
+            at + timedelta(days=self.seed.artifact_retention_days),
+            backup_zip(name, manifest),
+            run.branch,
+            run.sha,
+        )
         self.artifacts[artifact.id] = artifact
         return artifact
 
@@ -152,7 +213,11 @@ class GitHubEmulator:
         for step in run.steps:
             step.status, step.started = "in_progress", self.now()
             ok = await self._step(run, step.name)
-            step.status, step.conclusion, step.completed = "completed", "success" if ok else "failure", self.now()
+            step.status, step.conclusion, step.completed = (
+                "completed",
+                "success" if ok else "failure",
+                self.now(),
+            )
             run.touch(self.now())
             if not ok:
                 break
@@ -175,12 +240,18 @@ class GitHubEmulator:
         elif name == "Deploy":
             assert self.target is not None
             try:
-                run.inputs["_generation"] = self.target.set_image(f"{self.cd.image}:{tag}", f"Update to version {tag}")
-            except Exception:  # LookupError or the API server's refusal: the step fails, as kubectl would
+                run.inputs["_generation"] = self.target.set_image(
+                    f"{self.cd.image}:{tag}", f"Update to version {tag}"
+                )
+            except (
+                Exception
+            ):  # LookupError or the API server's refusal: the step fails, as kubectl would
                 return False
         elif name == "Wait for rollout":
             assert self.target is not None
-            deadline = asyncio.get_running_loop().time() + self.clock.real_seconds(self.cd.rollout_timeout_seconds)
+            deadline = asyncio.get_running_loop().time() + self.clock.real_seconds(
+                self.cd.rollout_timeout_seconds
+            )
             while (state := self.target.rollout(int(run.inputs["_generation"]))) == "progressing":
                 if asyncio.get_running_loop().time() > deadline:
                     return False
@@ -204,35 +275,51 @@ class GitHubEmulator:
         base = "/repos/{owner}/{repo}/actions"
         app.router.add_get("/sandbox/requests", self._requests)
         app.router.add_get("/_blob/artifacts/{artifact_id}", self._blob)
-        for path, handler in [("/workflows", self._list_workflows), ("/workflows/{workflow_id}", self._get_workflow),
-                              ("/workflows/{workflow_id}/runs", self._list_runs), ("/runs", self._list_runs),
-                              ("/runs/{run_id}", self._get_run), ("/runs/{run_id}/jobs", self._list_jobs),
-                              ("/runs/{run_id}/pending_deployments", self._get_pending), ("/runs/{run_id}/artifacts", self._list_artifacts),
-                              ("/artifacts", self._list_artifacts), ("/artifacts/{artifact_id}", self._get_artifact),
-                              ("/artifacts/{artifact_id}/{archive_format}", self._download)]:
+        for path, handler in [
+            ("/workflows", self._list_workflows),
+            ("/workflows/{workflow_id}", self._get_workflow),
+            ("/workflows/{workflow_id}/runs", self._list_runs),
+            ("/runs", self._list_runs),
+            ("/runs/{run_id}", self._get_run),
+            ("/runs/{run_id}/jobs", self._list_jobs),
+            ("/runs/{run_id}/pending_deployments", self._get_pending),
+            ("/runs/{run_id}/artifacts", self._list_artifacts),
+            ("/artifacts", self._list_artifacts),
+            ("/artifacts/{artifact_id}", self._get_artifact),
+            ("/artifacts/{artifact_id}/{archive_format}", self._download),
+        ]:
             app.router.add_get(base + path, handler)
         app.router.add_post(base + "/workflows/{workflow_id}/dispatches", self._dispatch)
         app.router.add_post(base + "/runs/{run_id}/pending_deployments", self._review)
         return app
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
         status = 500
         try:
             if request.path != "/sandbox/requests" and not request.path.startswith("/_blob/"):
                 self._authenticate(request)
                 version = request.headers.get("X-GitHub-Api-Version", API_VERSIONS[0])
                 if version not in API_VERSIONS:
-                    raise GitHubError(400, f"The requested API version '{version}' is not supported. Supported versions: {', '.join(API_VERSIONS)}.")
+                    raise GitHubError(
+                        400,
+                        f"The requested API version '{version}' is not supported. Supported versions: {', '.join(API_VERSIONS)}.",
+                    )
                 request[API_VERSION] = version
             response = await handler(request)
         except GitHubError as exc:
             response = exc.response()
         except web.HTTPException as exc:
-            response = GitHubError(exc.status, "Not Found" if exc.status == 404 else exc.reason).response()
+            response = GitHubError(
+                exc.status, "Not Found" if exc.status == 404 else exc.reason
+            ).response()
         status = response.status
         if request.path != "/sandbox/requests":
-            self.requests.record(method=request.method, path=request.path, query=request.query_string, status=status)
+            self.requests.record(
+                method=request.method, path=request.path, query=request.query_string, status=status
+            )
         return response
 
     def _authenticate(self, request: web.Request) -> None:
@@ -240,11 +327,16 @@ class GitHubEmulator:
         scheme, _, credential = header.partition(" ")
         if not header:
             raise GitHubError(401, "Requires authentication")
-        if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
+        if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
+            credential.strip().encode(), self.token.encode()
+        ):
             raise GitHubError(401, "Bad credentials")
 
     def _check_repo(self, request: web.Request) -> None:
-        if f"{request.match_info['owner']}/{request.match_info['repo']}".lower() != self.seed.repository.lower():
+        if (
+            f"{request.match_info['owner']}/{request.match_info['repo']}".lower()
+            != self.seed.repository.lower()
+        ):
             raise GitHubError(404, "Not Found")
 
     def _workflow(self, request: web.Request) -> None:
@@ -271,7 +363,9 @@ class GitHubEmulator:
 
     async def _requests(self, request: web.Request) -> web.Response:
         since = int(request.query.get("since", "0"))
-        return web.json_response({"entries": self.requests.since(since), "last": self.requests.last_seq})
+        return web.json_response(
+            {"entries": self.requests.since(since), "last": self.requests.last_seq}
+        )
 
     async def _list_workflows(self, request: web.Request) -> web.Response:
         self._check_repo(request)
@@ -295,9 +389,17 @@ class GitHubEmulator:
         inputs = body.get("inputs") or {}
         details = body.get("return_run_details", False)
         if not isinstance(inputs, dict) or not isinstance(details, bool):
-            raise GitHubError(422, "Invalid request.\n\nFor 'properties/inputs', the value is not an object.", docs)
+            raise GitHubError(
+                422,
+                "Invalid request.\n\nFor 'properties/inputs', the value is not an object.",
+                docs,
+            )
         if len(inputs) > MAX_INPUTS:
-            raise GitHubError(422, f"you may only define up to {MAX_INPUTS} `inputs` for a `workflow_dispatch` event", docs)
+            raise GitHubError(
+                422,
+                f"you may only define up to {MAX_INPUTS} `inputs` for a `workflow_dispatch` event",
+                docs,
+            )
         ref = body["ref"].removeprefix("refs/heads/")
         if ref not in self.seed.branches:
             raise GitHubError(422, f"No ref found for: {body['ref']}", docs)
@@ -313,8 +415,13 @@ class GitHubEmulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if details or request[API_VERSION] == "2026-03-10":
-            return web.json_response({"workflow_run_id": run.id, "run_url": f"{self.shapes.repo_url}/actions/runs/{run.id}",
-                                      "html_url": self.shapes.run(run)["html_url"]})
+            return web.json_response(
+                {
+                    "workflow_run_id": run.id,
+                    "run_url": f"{self.shapes.repo_url}/actions/runs/{run.id}",
+                    "html_url": self.shapes.run(run)["html_url"],
+                }
+            )
         return web.Response(status=204)
 
     async def _list_runs(self, request: web.Request) -> web.Response:
@@ -322,8 +429,15 @@ class GitHubEmulator:
             self._workflow(request)
         else:
             self._check_repo(request)
-        runs = filter_runs(sorted(self.runs.values(), key=lambda r: r.created, reverse=True), request.query)
-        return web.json_response({"total_count": len(runs), "workflow_runs": [self.shapes.run(r) for r in page_of(runs, request.query)]})
+        runs = filter_runs(
+            sorted(self.runs.values(), key=lambda r: r.created, reverse=True), request.query
+        )
+        return web.json_response(
+            {
+                "total_count": len(runs),
+                "workflow_runs": [self.shapes.run(r) for r in page_of(runs, request.query)],
+            }
+        )
 
     async def _get_run(self, request: web.Request) -> web.Response:
         return web.json_response(self.shapes.run(self._run(request)))
@@ -352,14 +466,26 @@ class GitHubEmulator:
             if not isinstance(body, dict) or name not in body:
                 raise GitHubError(422, f'Invalid request.\n\n"{name}" wasn\'t supplied.', docs)
         ids, state = body["environment_ids"], body["state"]
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise GitHubError(422, "Invalid request.\n\nFor 'items', the value is not an integer.", docs)
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise GitHubError(
+                422, "Invalid request.\n\nFor 'items', the value is not an integer.", docs
+            )
         if state not in ("approved", "rejected") or not isinstance(body["comment"], str):
-            raise GitHubError(422, f"Invalid request.\n\nFor 'properties/state', {json.dumps(state)} is not one of [\"approved\", \"rejected\"].", docs)
+            raise GitHubError(
+                422,
+                f'Invalid request.\n\nFor \'properties/state\', {json.dumps(state)} is not one of ["approved", "rejected"].',
+                docs,
+            )
         if run.status != "waiting" or self.shapes.environment_id not in ids:
             raise GitHubError(422, "No pending deployment requests to approve or reject", docs)
         if not self._can_approve():
-            raise GitHubError(422, f"{self.seed.token_user} is not a required reviewer for environment {self.cd.environment}", docs)
+            raise GitHubError(
+                422,
+                f"{self.seed.token_user} is not a required reviewer for environment {self.cd.environment}",
+                docs,
+            )
         run.reviewed = state
         run.touch(self.now())
         if state == "rejected":
@@ -374,9 +500,18 @@ class GitHubEmulator:
             self._check_repo(request)
             run_id = None
         now = self.now()
-        found = [a for a in sorted(self.artifacts.values(), key=lambda a: a.created, reverse=True)
-                 if (run_id is None or a.run_id == run_id) and request.query.get("name", a.name) == a.name]
-        return web.json_response({"total_count": len(found), "artifacts": [self.shapes.artifact(a, now) for a in page_of(found, request.query)]})
+        found = [
+            a
+            for a in sorted(self.artifacts.values(), key=lambda a: a.created, reverse=True)
+            if (run_id is None or a.run_id == run_id)
+            and request.query.get("name", a.name) == a.name
+        ]
+        return web.json_response(
+            {
+                "total_count": len(found),
+                "artifacts": [self.shapes.artifact(a, now) for a in page_of(found, request.query)],
+            }
+        )
 
     async def _get_artifact(self, request: web.Request) -> web.Response:
         return web.json_response(self.shapes.artifact(self._artifact(request), self.now()))
@@ -389,7 +524,9 @@ class GitHubEmulator:
         if request.match_info["archive_format"] != "zip":
             raise GitHubError(404, "Not Found", f"{DOCS}/actions/artifacts#download-an-artifact")
         if artifact.expired(self.now()):
-            raise GitHubError(410, "Artifact has expired", f"{DOCS}/actions/artifacts#download-an-artifact")
+            raise GitHubError(
+                410, "Artifact has expired", f"{DOCS}/actions/artifacts#download-an-artifact"
+            )
         expires = int(self.now().timestamp()) + DOWNLOAD_URL_SECONDS
         location = f"{self.url}/_blob/artifacts/{artifact.id}?se={expires}&sig={self._signature(artifact.id, expires)}"
         return web.Response(status=302, headers={"Location": location})
@@ -398,9 +535,20 @@ class GitHubEmulator:
         """The pre-signed storage URL a download redirects to: valid for a minute, no token needed."""
         raw, expires = request.match_info["artifact_id"], request.query.get("se", "")
         artifact = self.artifacts.get(int(raw)) if raw.isdigit() else None
-        if artifact is None or not expires.isdigit() or not hmac.compare_digest(self._signature(artifact.id, int(expires)), request.query.get("sig", "")):
+        if (
+            artifact is None
+            or not expires.isdigit()
+            or not hmac.compare_digest(
+                self._signature(artifact.id, int(expires)), request.query.get("sig", "")
+            )
+        ):
             return web.Response(status=403, text="AuthenticationFailed: signature did not match")
         if int(expires) < self.now().timestamp():
-            return web.Response(status=403, text="AuthenticationFailed: signed expiry time has passed")
-        return web.Response(body=artifact.data, content_type="application/zip",
-                            headers={"Content-Disposition": f"attachment; filename={artifact.name}.zip"})
+            return web.Response(
+                status=403, text="AuthenticationFailed: signed expiry time has passed"
+            )
+        return web.Response(
+            body=artifact.data,
+            content_type="application/zip",
+            headers={"Content-Disposition": f"attachment; filename={artifact.name}.zip"},
+        )

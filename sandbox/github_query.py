@@ -14,7 +14,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
-CONCLUSIONS = {"success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required", "stale", "startup_failure"}
+CONCLUSIONS = {
+    "success",
+    "failure",
+    "neutral",
+    "cancelled",
+    "skipped",
+    "timed_out",
+    "action_required",
+    "stale",
+    "startup_failure",
+}
 
 
 def _moment(text: str) -> tuple[datetime, datetime]:
@@ -33,11 +43,18 @@ def created_matches(created: datetime, expression: str) -> bool:
     try:
         if ".." in expression:
             low, high = expression.split("..", 1)
-            return (low in ("", "*") or created >= _moment(low)[0]) and (high in ("", "*") or created < _moment(high)[1])
+            return (low in ("", "*") or created >= _moment(low)[0]) and (
+                high in ("", "*") or created < _moment(high)[1]
+            )
         for op in (">=", "<=", ">", "<"):
             if expression.startswith(op):
-                start, end = _moment(expression[len(op):])
-                return {">=": created >= start, "<=": created < end, ">": created >= end, "<": created < start}[op]
+                start, end = _moment(expression[len(op) :])
+                return {
+                    ">=": created >= start,
+                    "<=": created < end,
+                    ">": created >= end,
+                    "<": created < start,
+                }[op]
         start, end = _moment(expression)
         return start <= created < end
     except ValueError:
@@ -71,4 +88,4 @@ def page_of(items: list[T], query: Mapping[str, Any]) -> list[T]:
 
     per_page = min(number("per_page", 30), 100)
     page = number("page", 1)
-    return items[(page - 1) * per_page: page * per_page]
+    return items[(page - 1) * per_page : page * per_page]

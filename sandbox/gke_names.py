@@ -39,23 +39,40 @@ def ingress_name(project: str, kind: str, namespace: str, ingress: str) -> str:
 def https_lb_rule(project: str, namespace: str, service: str, port: int) -> dict[str, str]:
     backend = neg_name(project, namespace, service, port)
     return {
-        "project_id": project, "region": "global",
+        "project_id": project,
+        "region": "global",
         "url_map_name": ingress_name(project, "um", namespace, service),
         "forwarding_rule_name": ingress_name(project, "fr", namespace, service),
         "target_proxy_name": ingress_name(project, "tp", namespace, service),
         "matched_url_path_rule": "UNMATCHED",
-        "backend_target_name": backend, "backend_target_type": "BACKEND_SERVICE",
-        "backend_name": backend, "backend_type": "NETWORK_ENDPOINT_GROUP",
-        "backend_scope": ZONE, "backend_scope_type": "ZONE",
+        "backend_target_name": backend,
+        "backend_target_type": "BACKEND_SERVICE",
+        "backend_name": backend,
+        "backend_type": "NETWORK_ENDPOINT_GROUP",
+        "backend_scope": ZONE,
+        "backend_scope_type": "ZONE",
     }
 
 
 def prometheus_target(project: str, namespace: str, job: str, pod: str) -> dict[str, str]:
     """A pod scraped by a PodMonitoring named `job`: instance is pod:port-name."""
-    return {"project_id": project, "location": LOCATION, "cluster": CLUSTER, "namespace": namespace, "job": job, "instance": f"{pod}:http"}
+    return {
+        "project_id": project,
+        "location": LOCATION,
+        "cluster": CLUSTER,
+        "namespace": namespace,
+        "job": job,
+        "instance": f"{pod}:http",
+    }
 
 
 def k8s_container(project: str, namespace: str, pod: str, container: str) -> dict[str, str]:
     """The k8s_container monitored resource of a container (GKE system metrics and logs)."""
-    return {"project_id": project, "location": LOCATION, "cluster_name": CLUSTER, "namespace_name": namespace,
-            "pod_name": pod, "container_name": container}
+    return {
+        "project_id": project,
+        "location": LOCATION,
+        "cluster_name": CLUSTER,
+        "namespace_name": namespace,
+        "pod_name": pod,
+        "container_name": container,
+    }

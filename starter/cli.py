@@ -42,9 +42,19 @@ from .stacks import workflow_link
 
 __all__ = ["CliError", "app", "fail", "first_error", "main", "run", "sign_start"]
 
-app = typer.Typer(help="modoru: durable, approval-gated rollbacks for Kubernetes, as Temporal workflows.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-rollback_app = typer.Typer(help="Deployment rollbacks (the runbook's method 1).", no_args_is_help=True)
-sandbox_app = typer.Typer(help="The practice world: a Kubernetes API, deployment controller and service front ends.", no_args_is_help=True)
+app = typer.Typer(
+    help="modoru: durable, approval-gated rollbacks for Kubernetes, as Temporal workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+rollback_app = typer.Typer(
+    help="Deployment rollbacks (the runbook's method 1).", no_args_is_help=True
+)
+sandbox_app = typer.Typer(
+    help="The practice world: a Kubernetes API, deployment controller and service front ends.",
+    no_args_is_help=True,
+)
 app.add_typer(rollback_app, name="rollback")
 app.add_typer(sandbox_app, name="sandbox")
 
@@ -63,15 +73,26 @@ app.command("confirm")(confirm)
 @rollback_app.command("start")
 def rollback_start(
     deployment: str = typer.Option(..., help="The Deployment to roll back."),
-    severity: Severity = typer.Option(..., help="immediate (within 5 min) or investigate (within 15 min, needs approval)."),
+    severity: Severity = typer.Option(
+        ..., help="immediate (within 5 min) or investigate (within 15 min, needs approval)."
+    ),
     reason: str = typer.Option(..., help="Why: what is broken."),
     namespace: str = typer.Option("default"),
-    to_revision: int | None = typer.Option(None, help="Target revision; default: the previous one, as kubectl."),
+    to_revision: int | None = typer.Option(
+        None, help="Target revision; default: the previous one, as kubectl."
+    ),
     impact: str = typer.Option("", help="User impact, for the start notice."),
     cause: str = typer.Option("", help="Suspected cause, for the start notice."),
-    detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
-    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks for the rollback (your identity id)."),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start (an immediate rollback needs an on-call signer)."),
+    detected_at: str | None = typer.Option(
+        None, help="When the problem was seen (RFC 3339 with offset); default: now."
+    ),
+    requested_by: str = typer.Option(
+        os.environ.get("USER") or "oncall", help="Who asks for the rollback (your identity id)."
+    ),
+    key: Path | None = typer.Option(
+        None,
+        help="Your SSH private key: signs the start (an immediate rollback needs an on-call signer).",
+    ),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; change nothing."),
     wait: bool = typer.Option(False, "--wait", help="Follow the rollback until it ends."),
@@ -81,8 +102,17 @@ def rollback_start(
     try:
         detected = parse_detected_at(detected_at)
         request = RollbackRequest(
-            namespace=namespace, deployment=deployment, to_revision=to_revision, severity=severity, reason=reason,
-            impact=impact, cause=cause, detected_at=detected, requested_by=requested_by, dry_run=dry_run, language=language,
+            namespace=namespace,
+            deployment=deployment,
+            to_revision=to_revision,
+            severity=severity,
+            reason=reason,
+            impact=impact,
+            cause=cause,
+            detected_at=detected,
+            requested_by=requested_by,
+            dry_run=dry_run,
+            language=language,
         )
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
@@ -90,10 +120,16 @@ def rollback_start(
         raise fail(str(exc)) from None
     sign_start(request, rollback_workflow_id(request.namespace, request.deployment), key)
 
-    run(lambda client, settings: start_rollback(client, settings, request, wait=wait, as_json=as_json))
+    run(
+        lambda client, settings: start_rollback(
+            client, settings, request, wait=wait, as_json=as_json
+        )
+    )
 
 
-KEY_HELP = "Your SSH private key (ed25519): signs the decision, as the catalog's identities require."
+KEY_HELP = (
+    "Your SSH private key (ed25519): signs the decision, as the catalog's identities require."
+)
 
 
 @app.command()
@@ -102,9 +138,17 @@ def approve(
     by: str = typer.Option(..., help="Your identity id in the catalog."),
     comment: str = typer.Option(""),
     key: Path | None = typer.Option(None, help=KEY_HELP),
-    payload: bool = typer.Option(False, "--payload", help="Print the payload to sign (for ssh-keygen -Y sign -n modoru) and exit."),
-    signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."),
-    payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig."),
+    payload: bool = typer.Option(
+        False,
+        "--payload",
+        help="Print the payload to sign (for ssh-keygen -Y sign -n modoru) and exit.",
+    ),
+    signature: Path | None = typer.Option(
+        None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."
+    ),
+    payload_file: Path | None = typer.Option(
+        None, help="The signed payload, when it is not the signature's path without .sig."
+    ),
 ) -> None:
     """Approve a change at its current gate; says at once whether the approval counted."""
     decide(workflow_id, "approve", by, comment, key, payload, signature, payload_file)
@@ -117,15 +161,27 @@ def reject(
     reason: str = typer.Option(...),
     key: Path | None = typer.Option(None, help=KEY_HELP),
     payload: bool = typer.Option(False, "--payload", help="Print the payload to sign and exit."),
-    signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output."),
-    payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig."),
+    signature: Path | None = typer.Option(
+        None, help="A signature made with ssh-keygen over the --payload output."
+    ),
+    payload_file: Path | None = typer.Option(
+        None, help="The signed payload, when it is not the signature's path without .sig."
+    ),
 ) -> None:
     """Reject a change before it acts; nothing is changed."""
     decide(workflow_id, "reject", by, reason, key, payload, signature, payload_file)
 
 
-def decide(workflow_id: str, decision: str, by: str, note: str, key: Path | None, payload: bool, signature: Path | None,
-           payload_file: Path | None) -> None:
+def decide(
+    workflow_id: str,
+    decision: str,
+    by: str,
+    note: str,
+    key: Path | None,
+    payload: bool,
+    signature: Path | None,
+    payload_file: Path | None,
+) -> None:
     try:
         check_workflow_id(workflow_id)
     except ValueError as exc:
@@ -133,11 +189,24 @@ def decide(workflow_id: str, decision: str, by: str, note: str, key: Path | None
     if sum(bool(x) for x in (key, payload, signature)) > 1:
         raise fail("give one of --key, --payload and --signature")
     try:
-        signal_ = ApprovalSignal(by=by, comment=note) if decision == "approve" else RejectSignal(by=by, reason=note)
+        signal_ = (
+            ApprovalSignal(by=by, comment=note)
+            if decision == "approve"
+            else RejectSignal(by=by, reason=note)
+        )
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
-    run(lambda client, settings: send_decision(client, workflow_id, signal_, key=key, print_payload=payload,
-                                               signature=signature, payload_file=payload_file))
+    run(
+        lambda client, settings: send_decision(
+            client,
+            workflow_id,
+            signal_,
+            key=key,
+            print_payload=payload,
+            signature=signature,
+            payload_file=payload_file,
+        )
+    )
 
 
 @app.command()
@@ -153,7 +222,13 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
         link = workflow_link(settings.web_ui, client.namespace, workflow_id)
         if as_json:
             part = await incident_line(client, workflow_id)
-            print(json.dumps({**current.model_dump(mode="json"), **({"incident": part} if part else {})}, ensure_ascii=False, indent=2))
+            print(
+                json.dumps(
+                    {**current.model_dump(mode="json"), **({"incident": part} if part else {})},
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
             return 0
         if isinstance(current, MigrationStatus):
             render_migration(current)
@@ -168,8 +243,18 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
         else:
             render_status(current, link)
             if (part := await incident_line(client, workflow_id)) is not None:
-                console.print(f"incident: {part['incident_id']}" + (f"; verified, awaiting confirmation: {', '.join(part['awaiting_confirmations'])}"
-                              if part["awaiting_confirmations"] else "; fully verified" if part["fully_verified"] else ""), highlight=False, soft_wrap=True)
+                console.print(
+                    f"incident: {part['incident_id']}"
+                    + (
+                        f"; verified, awaiting confirmation: {', '.join(part['awaiting_confirmations'])}"
+                        if part["awaiting_confirmations"]
+                        else "; fully verified"
+                        if part["fully_verified"]
+                        else ""
+                    ),
+                    highlight=False,
+                    soft_wrap=True,
+                )
             return 0
         if link:
             console.print(f"web ui: {link}", highlight=False)
@@ -187,7 +272,11 @@ def list_(open_only: bool = typer.Option(False, "--open", help="Only running rol
 @app.command()
 def history(deployment: str = typer.Option(...), namespace: str = typer.Option("default")) -> None:
     """Every rollback of one deployment."""
-    run(lambda client, settings: list_rollbacks(client, open_only=False, deployment=deployment, namespace=namespace))
+    run(
+        lambda client, settings: list_rollbacks(
+            client, open_only=False, deployment=deployment, namespace=namespace
+        )
+    )
 
 
 @app.command()
@@ -200,17 +289,41 @@ def worker() -> None:
 
 @app.command()
 def up(
-    state_dir: Path = typer.Option(Path(".modoru"), help="Where the Temporal database, logs and endpoints.json go."),
+    state_dir: Path = typer.Option(
+        Path(".modoru"), help="Where the Temporal database, logs and endpoints.json go."
+    ),
     temporal_port: int = typer.Option(7233, min=1, max=65535),
     ui_port: int = typer.Option(8233, min=1, max=65535),
     scenario: str = typer.Option("tekutoko", help="The sandbox scenario."),
-    traffic_rps: float = typer.Option(10.0, min=0, max=200, help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour)."),
-    encrypt_histories: bool = typer.Option(False, "--encrypt-histories", help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state dir) and start a codec server for the Web UI."),
-    clock_speed: float | None = typer.Option(None, min=0.001, max=1000, help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's)."),
+    traffic_rps: float = typer.Option(
+        10.0,
+        min=0,
+        max=200,
+        help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour).",
+    ),
+    encrypt_histories: bool = typer.Option(
+        False,
+        "--encrypt-histories",
+        help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state dir) and start a codec server for the Web UI.",
+    ),
+    clock_speed: float | None = typer.Option(
+        None,
+        min=0.001,
+        max=1000,
+        help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's).",
+    ),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=scenario, traffic_rps=traffic_rps,
-                          register=True, encrypt=encrypt_histories, clock_speed=clock_speed)
+    stack = EmbeddedStack(
+        state_dir=state_dir,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        scenario=scenario,
+        traffic_rps=traffic_rps,
+        register=True,
+        encrypt=encrypt_histories,
+        clock_speed=clock_speed,
+    )
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -227,15 +340,29 @@ def up(
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
     codec = "".join(f" {k}={v}" for k, v in stack.codec_env().items())
     if stack.encrypt:
-        console.print(f"histories are encrypted; the Web UI decodes them through {stack.codec_endpoint}", soft_wrap=True)
-    console.print(f"in another shell: export TEMPORAL_ADDRESS={stack.temporal_address} "
-                  f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}{codec}", soft_wrap=True)
+        console.print(
+            f"histories are encrypted; the Web UI decodes them through {stack.codec_endpoint}",
+            soft_wrap=True,
+        )
+    console.print(
+        f"in another shell: export TEMPORAL_ADDRESS={stack.temporal_address} "
+        f"KUBECONFIG={stack.state_dir / 'sandbox' / 'kubeconfig'}{codec}",
+        soft_wrap=True,
+    )
     keys = stack.state_dir / "identities"
-    console.print(f"then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%' "
-                  f"--requested-by oncall --key {keys / 'oncall.key'}", soft_wrap=True)
-    console.print(f"approve (signed, as the catalog's identities require): modoru approve ROLLBACK_ID --by sre-lead --key {keys / 'sre-lead.key'}",
-                  soft_wrap=True)
-    console.print("or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s", soft_wrap=True)
+    console.print(
+        f"then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%' "
+        f"--requested-by oncall --key {keys / 'oncall.key'}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"approve (signed, as the catalog's identities require): modoru approve ROLLBACK_ID --by sre-lead --key {keys / 'sre-lead.key'}",
+        soft_wrap=True,
+    )
+    console.print(
+        "or watch a release: modoru guard start --deployment tekutoko-api --for 30m --interval 5s",
+        soft_wrap=True,
+    )
     raise typer.Exit(supervise(stack, lambda: stopping))
 
 
@@ -258,7 +385,9 @@ def supervise(stack, stopping, interval: float = 0.5) -> int:
 
 @app.command()
 def demo(
-    state_dir: Path = typer.Option(Path(".modoru/demo"), help="Where the demo's state and logs go."),
+    state_dir: Path = typer.Option(
+        Path(".modoru/demo"), help="Where the demo's state and logs go."
+    ),
 ) -> None:
     """The runbook's story end to end: 1.3.0 is released, the release guard sees its errors, rolls it back and verifies the recovery."""
     raise typer.Exit(run_demo(state_dir))
@@ -267,9 +396,16 @@ def demo(
 @sandbox_app.command("up")
 def sandbox_up(
     scenario: str = typer.Option("tekutoko", help="A bundled scenario name or a YAML file."),
-    state_dir: str = typer.Option(".modoru/sandbox", help="Where kubeconfig, endpoints.json and the request log go."),
+    state_dir: str = typer.Option(
+        ".modoru/sandbox", help="Where kubeconfig, endpoints.json and the request log go."
+    ),
     port: int = typer.Option(0, min=0, max=65535, help="API port on 127.0.0.1 (0: any free port)."),
-    clock_speed: float | None = typer.Option(None, min=0.001, max=1000, help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's)."),
+    clock_speed: float | None = typer.Option(
+        None,
+        min=0.001,
+        max=1000,
+        help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's).",
+    ),
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C."""
     # The sandbox is its own program: the front door never imports the practice world.
@@ -278,8 +414,23 @@ def sandbox_up(
     lacking = local.problem(temporal=False)
     if lacking:
         raise fail(lacking)
-    os.execve(sys.executable, [sys.executable, "-m", "sandbox", "up", "--scenario", scenario, "--state-dir", state_dir, "--port", str(port),
-                               *(["--clock-speed", str(clock_speed)] if clock_speed else [])], local.sandbox_env())
+    os.execve(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "up",
+            "--scenario",
+            scenario,
+            "--state-dir",
+            state_dir,
+            "--port",
+            str(port),
+            *(["--clock-speed", str(clock_speed)] if clock_speed else []),
+        ],
+        local.sandbox_env(),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -294,7 +445,9 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path.removeprefix("modoru").strip() if ctx is not None else ""
         said = " ".join(exc.format_message().split())
-        err_console.print(f"modoru: {where + ': ' if where else ''}{said}", highlight=False, markup=False)
+        err_console.print(
+            f"modoru: {where + ': ' if where else ''}{said}", highlight=False, markup=False
+        )
         code = exc.exit_code
     except Abort:
         code = 130

@@ -53,9 +53,14 @@ TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
 POLL_SECONDS = 0.25
 DECISION_WAIT_SECONDS = 20.0
 STATUS_MODELS: dict[str, type[BaseModel]] = {
-    "DeploymentRollback": RollbackStatus, "MigrationRollback": MigrationStatus,
-    "PointInTimeRecovery": PitrStatus, "ReleaseGuard": GuardStatus,
-    "Redeploy": RedeployStatus, "Restore": RestoreStatus, "Troubleshoot": RepairStatus, "ForwardFix": ForwardFixStatus,
+    "DeploymentRollback": RollbackStatus,
+    "MigrationRollback": MigrationStatus,
+    "PointInTimeRecovery": PitrStatus,
+    "ReleaseGuard": GuardStatus,
+    "Redeploy": RedeployStatus,
+    "Restore": RestoreStatus,
+    "Troubleshoot": RepairStatus,
+    "ForwardFix": ForwardFixStatus,
 }
 
 
@@ -94,7 +99,9 @@ class Kind(Generic[S]):
     render: Callable[[S], None]
     ended: frozenset[str] = frozenset({"completed", "failed", "rejected"})
     succeeded: frozenset[str] = frozenset({"completed"})
-    settled: Callable[[S], bool] = field(default=_not_planning)  # past the first checks, where bad input shows
+    settled: Callable[[S], bool] = field(
+        default=_not_planning
+    )  # past the first checks, where bad input shows
     settle_seconds: float = 30.0
     refusal: str = "{what} {verb}: {message}"  # verb: refused before any change, failed after
     unsettled: str = ""  # said when the worker has not got past the first checks in time
@@ -105,13 +112,22 @@ class Kind(Generic[S]):
         return status
 
     def refused(self, handle: WorkflowHandle, status: Phased | None, message: str) -> str:
-        changed = status is not None and Phase.EXECUTING.value in (getattr(status, "timings", None) or {})
-        return self.refusal.format(what=self.what, verb="failed" if changed else "refused", message=message,
-                                  name=handle.id.split("-", 1)[-1])
+        changed = status is not None and Phase.EXECUTING.value in (
+            getattr(status, "timings", None) or {}
+        )
+        return self.refusal.format(
+            what=self.what,
+            verb="failed" if changed else "refused",
+            message=message,
+            name=handle.id.split("-", 1)[-1],
+        )
 
 
 ROLLBACK: Kind[RollbackStatus] = Kind(
-    what="rollback", scope="deployment", render=render_status, settle_seconds=20.0,
+    what="rollback",
+    scope="deployment",
+    render=render_status,
+    settle_seconds=20.0,
     settled=lambda status: status.phase != Phase.PLANNING or status.from_revision is not None,
     unsettled="the worker has not planned this rollback yet; is `modoru worker` running?",
 )
@@ -133,12 +149,18 @@ async def query_any_status(handle: WorkflowHandle):
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no modoru workflow with id {handle.id}: see `modoru list`") from None
         # e.g. a finished run whose task queue no worker polls any more: its status is read by replaying it on one
-        raise CliError(f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?") from None
+        raise CliError(
+            f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?"
+        ) from None
 
 
 async def failure_of(handle: WorkflowHandle) -> str | None:
     description = await handle.describe()
-    if description.status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT):
+    if description.status in (
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.TIMED_OUT,
+    ):
         try:
             await handle.result()
         except WorkflowFailureError as exc:
@@ -148,18 +170,42 @@ async def failure_of(handle: WorkflowHandle) -> str | None:
     return None
 
 
-async def start(client: Client, settings: Settings, kind: Kind[S], run_fn: Callable[..., Awaitable[object]], request: BaseModel, *,
-                workflow_id: str, search_attributes: TypedSearchAttributes, summary: str, details: str, wait: bool, as_json: bool,
-                settle_attached: bool = True) -> int:
+async def start(
+    client: Client,
+    settings: Settings,
+    kind: Kind[S],
+    run_fn: Callable[..., Awaitable[object]],
+    request: BaseModel,
+    *,
+    workflow_id: str,
+    search_attributes: TypedSearchAttributes,
+    summary: str,
+    details: str,
+    wait: bool,
+    as_json: bool,
+    settle_attached: bool = True,
+) -> int:
     """Start a change (or attach to the one running under its id), wait past its
     first checks, where bad input shows, and either follow it or say where it is."""
     # Rollbacks, migration rollbacks and recoveries start as their incident's children,
     # under this id; other changes start directly (starter/incident_start.py).
-    handle, attached = await start_in_incident(client, settings, request, workflow_id, search_attributes=search_attributes,
-                                               summary=summary, details=details, run=run_fn)
+    handle, attached = await start_in_incident(
+        client,
+        settings,
+        request,
+        workflow_id,
+        search_attributes=search_attributes,
+        summary=summary,
+        details=details,
+        run=run_fn,
+    )
     link = workflow_link(settings.web_ui, client.namespace, workflow_id)
     if not as_json:
-        verb = f"a {kind.what} is already running for this {kind.scope}; attached to it" if attached else "started"
+        verb = (
+            f"a {kind.what} is already running for this {kind.scope}; attached to it"
+            if attached
+            else "started"
+        )
         console.print(f"{verb}: [bold]{workflow_id}[/]" + (f"\nweb ui: {link}" if link else ""))
     status: S | None = None
     if settle_attached or not attached:
@@ -167,10 +213,14 @@ async def start(client: Client, settings: Settings, kind: Kind[S], run_fn: Calla
     if wait:
         status = await follow(handle, quiet=as_json, kind=kind)
     if as_json:
-        payload = status.model_dump(mode="json") if status is not None else {"workflow_id": workflow_id}
+        payload = (
+            status.model_dump(mode="json") if status is not None else {"workflow_id": workflow_id}
+        )
         print(json.dumps({**payload, "attached": attached, "web_ui": link}, ensure_ascii=False))
     elif status is not None and not wait:
-        console.print(f"phase: {phase_of(status)}" + (f" — {status.message}" if status.message else ""))
+        console.print(
+            f"phase: {phase_of(status)}" + (f" — {status.message}" if status.message else "")
+        )
     return (0 if status is not None and phase_of(status) in kind.succeeded else 1) if wait else 0
 
 
@@ -194,12 +244,18 @@ async def settle(handle: WorkflowHandle, kind: Kind[S], *, wait: bool = False) -
             err_console.print(kind.unsettled)
         return None
     if not wait and status is not None and phase_of(status) == "failed":
-        raise CliError(kind.refused(handle, status, await failure_of(handle) or status.message), code=1)
+        raise CliError(
+            kind.refused(handle, status, await failure_of(handle) or status.message), code=1
+        )
     return status
 
 
-async def follow(handle: WorkflowHandle, quiet: bool = False, render: Callable[[S], None] | None = None,
-                 kind: Kind[S] = ROLLBACK) -> S:  # type: ignore[assignment]
+async def follow(
+    handle: WorkflowHandle,
+    quiet: bool = False,
+    render: Callable[[S], None] | None = None,
+    kind: Kind[S] = ROLLBACK,
+) -> S:  # type: ignore[assignment]
     """Follow a change until it ends, saying each phase; shown in full at the end."""
     last = None
     while True:
@@ -223,37 +279,86 @@ def exit_code(status: RollbackStatus | None) -> int:
     return 0 if status.phase == Phase.COMPLETED else 1
 
 
-async def start_rollback(client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool) -> int:
+async def start_rollback(
+    client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool
+) -> int:
     return await start(
-        client, settings, ROLLBACK, DeploymentRollbackWorkflow.run, request,
+        client,
+        settings,
+        ROLLBACK,
+        DeploymentRollbackWorkflow.run,
+        request,
         workflow_id=rollback_workflow_id(request.namespace, request.deployment),
-        search_attributes=sa.for_rollback(request.namespace, request.deployment, request.severity.value),
+        search_attributes=sa.for_rollback(
+            request.namespace, request.deployment, request.severity.value
+        ),
         summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
-        details=f"requested by {request.requested_by}: {request.reason}", wait=wait, as_json=as_json,
+        details=f"requested by {request.requested_by}: {request.reason}",
+        wait=wait,
+        as_json=as_json,
     )
 
 
-async def start_change(client: Client, settings: Settings, run, request, *, workflow_id: str, what: str, summary: str,
-                       render, wait: bool, as_json: bool) -> int:
+async def start_change(
+    client: Client,
+    settings: Settings,
+    run,
+    request,
+    *,
+    workflow_id: str,
+    what: str,
+    summary: str,
+    render,
+    wait: bool,
+    as_json: bool,
+) -> int:
     """Start a change made for a service (a migration rollback, a recovery, ...), or attach to the one running."""
     kind: Kind[Phased] = Kind(what=what, scope="service", render=render)
-    return await start(client, settings, kind, run, request, workflow_id=workflow_id,
-                       search_attributes=sa.for_change(request.service, request.severity.value), summary=summary,
-                       details=f"requested by {request.requested_by}: {request.reason}", wait=wait, as_json=as_json)
+    return await start(
+        client,
+        settings,
+        kind,
+        run,
+        request,
+        workflow_id=workflow_id,
+        search_attributes=sa.for_change(request.service, request.severity.value),
+        summary=summary,
+        details=f"requested by {request.requested_by}: {request.reason}",
+        wait=wait,
+        as_json=as_json,
+    )
 
 
-async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal | RejectSignal, *, key: Path | None = None,
-                        print_payload: bool = False, signature: Path | None = None, payload_file: Path | None = None) -> int:
+async def send_decision(
+    client: Client,
+    workflow_id: str,
+    signal: ApprovalSignal | RejectSignal,
+    *,
+    key: Path | None = None,
+    print_payload: bool = False,
+    signature: Path | None = None,
+    payload_file: Path | None = None,
+) -> int:
     """Approve or reject through the workflow's update, which answers with the
     verdict: counted or not, and why."""
     handle = client.get_workflow_handle(workflow_id)
     status = await query_any_status(handle)  # says clearly when the id is unknown
-    decision: Literal["approve", "reject"] = "approve" if isinstance(signal, ApprovalSignal) else "reject"
+    decision: Literal["approve", "reject"] = (
+        "approve" if isinstance(signal, ApprovalSignal) else "reject"
+    )
     gate = getattr(status, "pending", None)
     if key or print_payload:
         if gate is None:
-            raise CliError(f"{workflow_id} has no gate awaiting decisions now (phase {phase_of(status)})", code=1)
-        text = payload_for(gate, decision, signal.by, signal.comment if isinstance(signal, ApprovalSignal) else signal.reason).text()
+            raise CliError(
+                f"{workflow_id} has no gate awaiting decisions now (phase {phase_of(status)})",
+                code=1,
+            )
+        text = payload_for(
+            gate,
+            decision,
+            signal.by,
+            signal.comment if isinstance(signal, ApprovalSignal) else signal.reason,
+        ).text()
         if print_payload:
             sys.stdout.write(text)  # no newline: ssh-keygen signs the file's exact bytes
             return 0
@@ -261,28 +366,41 @@ async def send_decision(client: Client, workflow_id: str, signal: ApprovalSignal
     elif signature:
         signal.signed = read_signature(signature, payload_file)
     elif gate is not None and gate.signed:
-        raise CliError("this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)")
+        raise CliError(
+            "this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)"
+        )
     signal.request_id = uuid.uuid4().hex
     update = "approval" if decision == "approve" else "rejection"
     try:
         verdict = await asyncio.wait_for(
-            handle.execute_update(update, signal, id=f"{decision}-{signal.request_id}", result_type=DecisionVerdict),
-            DECISION_WAIT_SECONDS)
+            handle.execute_update(
+                update, signal, id=f"{decision}-{signal.request_id}", result_type=DecisionVerdict
+            ),
+            DECISION_WAIT_SECONDS,
+        )
     except TimeoutError:
-        err_console.print(f"no worker answered within {DECISION_WAIT_SECONDS:g}s; is `modoru worker` running? "
-                          f"see `modoru status {workflow_id}`")
+        err_console.print(
+            f"no worker answered within {DECISION_WAIT_SECONDS:g}s; is `modoru worker` running? "
+            f"see `modoru status {workflow_id}`"
+        )
         return 1
     except WorkflowUpdateFailedError as exc:
         said = getattr(exc.cause, "message", None) or str(exc.cause)
         if f"handler for '{update}' expected but not found" in said:
-            return await signal_decision(handle, decision, signal)  # a workflow without the decision updates
+            return await signal_decision(
+                handle, decision, signal
+            )  # a workflow without the decision updates
         raise CliError(f"{workflow_id} could not take the decision: {said}") from None
     except RPCError as exc:
         raise CliError(f"cannot send the decision to {workflow_id}: {exc.message}") from None
     return say_verdict(verdict)
 
 
-async def signal_decision(handle: WorkflowHandle, decision: Literal["approve", "reject"], signal: ApprovalSignal | RejectSignal) -> int:
+async def signal_decision(
+    handle: WorkflowHandle,
+    decision: Literal["approve", "reject"],
+    signal: ApprovalSignal | RejectSignal,
+) -> int:
     """For a change workflow that takes decisions only as signals: signal, then
     read the verdict from the audit trail (the entry carrying the request id)."""
     try:
@@ -291,11 +409,22 @@ async def signal_decision(handle: WorkflowHandle, decision: Literal["approve", "
         raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
     for _ in range(int(DECISION_WAIT_SECONDS / POLL_SECONDS)):
         status = await query_any_status(handle)
-        entry = next((e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None)
+        entry = next(
+            (e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None
+        )
         if entry is not None:
-            return say_verdict(DecisionVerdict(decision=decision, counted=bool(entry.counted), reason=entry.detail, by=entry.actor))
+            return say_verdict(
+                DecisionVerdict(
+                    decision=decision,
+                    counted=bool(entry.counted),
+                    reason=entry.detail,
+                    by=entry.actor,
+                )
+            )
         await asyncio.sleep(POLL_SECONDS)
-    err_console.print(f"sent, but the worker has not judged it yet; see `modoru status {handle.id}`")
+    err_console.print(
+        f"sent, but the worker has not judged it yet; see `modoru status {handle.id}`"
+    )
     return 1
 
 
@@ -311,13 +440,18 @@ def say_verdict(verdict: DecisionVerdict) -> int:
     return 1
 
 
-async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default") -> int:
+async def list_rollbacks(
+    client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default"
+) -> int:
     """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one deployment's rollbacks."""
     query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot', 'ForwardFix', 'Incident')"
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:
-        query = f"WorkflowType = 'DeploymentRollback' AND WorkflowId = '{rollback_workflow_id(namespace, deployment)}'" + (" AND ExecutionStatus = 'Running'" if open_only else "")
+        query = (
+            f"WorkflowType = 'DeploymentRollback' AND WorkflowId = '{rollback_workflow_id(namespace, deployment)}'"
+            + (" AND ExecutionStatus = 'Running'" if open_only else "")
+        )
     rows = []
     async for execution in client.list_workflows(query):
         rows.append(execution)
@@ -326,11 +460,17 @@ async def list_rollbacks(client: Client, *, open_only: bool, deployment: str | N
         return 0
     lines = []
     for execution in rows:
-        lines.append((
-            execution.workflow_type, execution.id, execution.run_id[:8], execution.status.name.lower() if execution.status else "",
-            execution.typed_search_attributes.get(sa.PHASE) or "", execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
-            execution.close_time.strftime("%H:%M:%S") if execution.close_time else "",
-        ))
+        lines.append(
+            (
+                execution.workflow_type,
+                execution.id,
+                execution.run_id[:8],
+                execution.status.name.lower() if execution.status else "",
+                execution.typed_search_attributes.get(sa.PHASE) or "",
+                execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+                execution.close_time.strftime("%H:%M:%S") if execution.close_time else "",
+            )
+        )
     header = ("kind", "workflow id", "run id", "status", "phase", "started", "closed")
     if not console.is_terminal:  # scripts get tab-separated lines, nothing cut
         print("\t".join(header))

@@ -52,10 +52,18 @@ def release(kubeconfig: Path, image: str) -> None:
     """What a CD pipeline does: set the image, with a change cause for the history."""
     api = kube_config.new_client_from_config(config_file=str(kubeconfig))
     try:
-        kube.AppsV1Api(api).patch_namespaced_deployment("tekutoko-api", "default", {
-            "metadata": {"annotations": {"kubernetes.io/change-cause": f"Update to version {image.rsplit(':', 1)[-1]}"}},
-            "spec": {"template": {"spec": {"containers": [{"name": "api", "image": image}]}}},
-        })
+        kube.AppsV1Api(api).patch_namespaced_deployment(
+            "tekutoko-api",
+            "default",
+            {
+                "metadata": {
+                    "annotations": {
+                        "kubernetes.io/change-cause": f"Update to version {image.rsplit(':', 1)[-1]}"
+                    }
+                },
+                "spec": {"template": {"spec": {"containers": [{"name": "api", "image": image}]}}},
+            },
+        )
     finally:
         api.close()
 
@@ -67,12 +75,19 @@ async def story(stack: EmbeddedStack) -> int:
     client = await connect(settings)
 
     console.rule("1. tekutoko-api 1.2.0 is live, serving steady traffic")
-    console.print(f"error ratio of {api}: {error_ratio(api):.0%}; letting {BASELINE_SECONDS:.0f}s of traffic build the baseline "
-                  f"(sandbox time runs {CLOCK_SPEED:g}x: a one-minute Cloud Monitoring reading takes {60 / CLOCK_SPEED:g}s)")
+    console.print(
+        f"error ratio of {api}: {error_ratio(api):.0%}; letting {BASELINE_SECONDS:.0f}s of traffic build the baseline "
+        f"(sandbox time runs {CLOCK_SPEED:g}x: a one-minute Cloud Monitoring reading takes {60 / CLOCK_SPEED:g}s)"
+    )
     await asyncio.sleep(BASELINE_SECONDS)
 
     console.rule("2. the CD pipeline starts the release guard, then releases 1.3.0")
-    request = GuardRequest(deployment="tekutoko-api", duration_seconds=600, interval_seconds=3, requested_by="cd-pipeline")
+    request = GuardRequest(
+        deployment="tekutoko-api",
+        duration_seconds=600,
+        interval_seconds=3,
+        requested_by="cd-pipeline",
+    )
     await start_guard(client, settings, request, wait=False, as_json=False)
     guard = client.get_workflow_handle(guard_workflow_id("default", "tekutoko-api"))
     for _ in range(120):
@@ -89,7 +104,9 @@ async def story(stack: EmbeddedStack) -> int:
         if status.last is not None and status.last.polls != last:
             last = status.last.polls
             ratio = status.last.evidence.error_ratio
-            console.print(f"poll {status.polls}: error ratio {'no data' if ratio is None else f'{ratio:.0%}'}, phase {status.phase.value}")
+            console.print(
+                f"poll {status.polls}: error ratio {'no data' if ratio is None else f'{ratio:.0%}'}, phase {status.phase.value}"
+            )
         if status.rollback_workflow_id or status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
             break
         await asyncio.sleep(0.5)
@@ -99,7 +116,9 @@ async def story(stack: EmbeddedStack) -> int:
         return 1
 
     console.rule("4. the rollback runs: immediate, so no approval is waited for")
-    final = await follow(client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api")))
+    final = await follow(
+        client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
+    )
     guard_final = await follow_guard(guard, quiet=True)
 
     draft_path = await save_postmortem_draft(client, stack, final.workflow_id)
@@ -108,10 +127,19 @@ async def story(stack: EmbeddedStack) -> int:
     console.print(f"error ratio of {api}: {error_ratio(api):.0%}")
     console.print(f"guard: {guard_final.phase.value}: {guard_final.message}")
     console.print(f"Web UI: {stack.web_ui}/namespaces/default/workflows/{final.workflow_id}")
-    verified = final.phase == Phase.COMPLETED and final.verification is not None and final.verification.ok and guard_final.phase is GuardPhase.ROLLED_BACK
+    verified = (
+        final.phase == Phase.COMPLETED
+        and final.verification is not None
+        and final.verification.ok
+        and guard_final.phase is GuardPhase.ROLLED_BACK
+    )
     if draft_path is not None:
-        console.print(f"postmortem draft: {draft_path} (rollback history beside it: {draft_path.with_name('rollback-history.json')})")
-    console.print("[green]rolled back and verified[/]" if verified else "[red]the rollback did not verify[/]")
+        console.print(
+            f"postmortem draft: {draft_path} (rollback history beside it: {draft_path.with_name('rollback-history.json')})"
+        )
+    console.print(
+        "[green]rolled back and verified[/]" if verified else "[red]the rollback did not verify[/]"
+    )
     return 0 if verified else 1
 
 
@@ -150,8 +178,15 @@ def run_demo(state_dir: Path) -> int:
     ui_port = 8233 if port_free(8233) else free_port()
     if os.path.exists(state_dir / "temporal.db"):
         (state_dir / "temporal.db").unlink()  # each demo tells the story from the start
-    stack = EmbeddedStack(state_dir=state_dir, temporal_port=temporal_port, ui_port=ui_port, scenario=DEMO_SCENARIO,
-                          traffic_rps=TRAFFIC_RPS, traffic_seconds=600, clock_speed=CLOCK_SPEED)
+    stack = EmbeddedStack(
+        state_dir=state_dir,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        scenario=DEMO_SCENARIO,
+        traffic_rps=TRAFFIC_RPS,
+        traffic_seconds=600,
+        clock_speed=CLOCK_SPEED,
+    )
     try:
         stack.start()
     except StackError as exc:

@@ -22,7 +22,10 @@ from . import local, stacks
 from .identities import demo_identities, guard_seal_key
 
 STARTUP_SECONDS = 90
-RESTART_FIRST, RESTART_CAP = 1.0, 30.0  # a dead worker is restarted after 1 s, 2 s, 4 s ... at most 30 s
+RESTART_FIRST, RESTART_CAP = (
+    1.0,
+    30.0,
+)  # a dead worker is restarted after 1 s, 2 s, 4 s ... at most 30 s
 STEADY_SECONDS = 60.0  # a worker that stayed up this long starts the backoff again from 1 s
 
 
@@ -60,7 +63,9 @@ def wait_port(port: int, deadline: float, proc: subprocess.Popen, what: str, log
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise StackError(f"{what} did not start listening on 127.0.0.1:{port} in {STARTUP_SECONDS}s; see {log}")
+    raise StackError(
+        f"{what} did not start listening on 127.0.0.1:{port} in {STARTUP_SECONDS}s; see {log}"
+    )
 
 
 @dataclass
@@ -74,9 +79,15 @@ class EmbeddedStack:
     persist: bool = True  # False: the dev server keeps its state in memory (benchmarks)
     traffic_rps: float = 0.0  # demo traffic to each service, bounded by traffic_seconds
     traffic_seconds: float = 3600.0
-    clock_speed: float | None = None  # sandbox (and metric) time this many times faster; None: the scenario's
-    register: bool = False  # True for `modoru up`: the CLI in other shells finds this stack's Web UI
-    encrypt: bool = False  # encrypted histories: a codec for the worker and CLI, a codec server for the UI
+    clock_speed: float | None = (
+        None  # sandbox (and metric) time this many times faster; None: the scenario's
+    )
+    register: bool = (
+        False  # True for `modoru up`: the CLI in other shells finds this stack's Web UI
+    )
+    encrypt: bool = (
+        False  # encrypted histories: a codec for the worker and CLI, a codec server for the UI
+    )
     codec_port: int = field(default_factory=free_port)
     worker_restarts: int = 0  # restarts in a row (reset once a worker stays up STEADY_SECONDS)
     _restart_at: float | None = None
@@ -97,7 +108,12 @@ class EmbeddedStack:
     def client_settings(self) -> Settings:
         """Settings for a client of this stack's own Temporal: the user's Temporal
         profile or TLS settings, meant for another server, do not apply."""
-        return Settings(temporal_address=self.temporal_address, temporal_namespace="default", temporal_tls=False, web_ui=self.web_ui)
+        return Settings(
+            temporal_address=self.temporal_address,
+            temporal_namespace="default",
+            temporal_tls=False,
+            web_ui=self.web_ui,
+        )
 
     @property
     def temporal_config_path(self) -> Path:
@@ -116,7 +132,11 @@ class EmbeddedStack:
     def codec_env(self) -> dict[str, str]:
         """Where the worker, the codec server and the CLI find the keys: the
         caller's MODORU_CODEC_KEYS(_FILE) if set, else the state dir's key file."""
-        if not self.encrypt or os.environ.get("MODORU_CODEC_KEYS") or os.environ.get("MODORU_CODEC_KEYS_FILE"):
+        if (
+            not self.encrypt
+            or os.environ.get("MODORU_CODEC_KEYS")
+            or os.environ.get("MODORU_CODEC_KEYS_FILE")
+        ):
             return {}
         return {"MODORU_CODEC_KEYS_FILE": str(self.codec_keys_file)}
 
@@ -130,31 +150,75 @@ class EmbeddedStack:
             with os.fdopen(fd, "w") as handle:
                 handle.write(new_key_entry("k1") + "\n")
         try:
-            codec_from_settings(Settings(**({"codec_keys_file": self.codec_keys_file} if env else {})))
+            codec_from_settings(
+                Settings(**({"codec_keys_file": self.codec_keys_file} if env else {}))
+            )
         except CodecSettingsError as exc:
             raise StackError(str(exc)) from None
 
     def worker_env(self) -> dict[str, str]:
         sandbox_endpoints = self.state_dir / "sandbox" / "endpoints.json"
         cloud = json.loads(sandbox_endpoints.read_text()) if sandbox_endpoints.exists() else {}
-        monitoring = {
-            "MODORU_MONITORING_ENDPOINT": cloud["cloud_monitoring"], "MODORU_MONITORING_REST_ENDPOINT": cloud["monitoring_rest"],
-            "MODORU_MONITORING_PROJECT": cloud["monitoring_project"], "MODORU_MONITORING_INSECURE": "true",
-            **({"MODORU_MONITORING_CLOCK_EPOCH": str(cloud["metric_clock"]["epoch"]), "MODORU_MONITORING_CLOCK_SPEED": str(cloud["metric_clock"]["speed"])}
-               if "metric_clock" in cloud else {}),
-        } if "monitoring_rest" in cloud else {}
-        logging_env = {"MODORU_LOGGING_ENDPOINT": cloud["cloud_logging"], "MODORU_LOGGING_PROJECT": cloud["logging_project"],
-                       "MODORU_LOGGING_INSECURE": "true"} if "cloud_logging" in cloud else {}
-        cloudsql = {
-            "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"], "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"], "MODORU_CLOUDSQL_INSECURE": "true",
-        } if "cloud_sql" in cloud else {}
+        monitoring = (
+            {
+                "MODORU_MONITORING_ENDPOINT": cloud["cloud_monitoring"],
+                "MODORU_MONITORING_REST_ENDPOINT": cloud["monitoring_rest"],
+                "MODORU_MONITORING_PROJECT": cloud["monitoring_project"],
+                "MODORU_MONITORING_INSECURE": "true",
+                **(
+                    {
+                        "MODORU_MONITORING_CLOCK_EPOCH": str(cloud["metric_clock"]["epoch"]),
+                        "MODORU_MONITORING_CLOCK_SPEED": str(cloud["metric_clock"]["speed"]),
+                    }
+                    if "metric_clock" in cloud
+                    else {}
+                ),
+            }
+            if "monitoring_rest" in cloud
+            else {}
+        )
+        logging_env = (
+            {
+                "MODORU_LOGGING_ENDPOINT": cloud["cloud_logging"],
+                "MODORU_LOGGING_PROJECT": cloud["logging_project"],
+                "MODORU_LOGGING_INSECURE": "true",
+            }
+            if "cloud_logging" in cloud
+            else {}
+        )
+        cloudsql = (
+            {
+                "MODORU_CLOUDSQL_ENDPOINT": cloud["cloud_sql"],
+                "MODORU_CLOUDSQL_PROJECT": cloud["cloudsql_project"],
+                "MODORU_CLOUDSQL_INSECURE": "true",
+            }
+            if "cloud_sql" in cloud
+            else {}
+        )
         # Methods 2 and 3: the GitHub and Artifact Registry emulators; the token stays in its 0600 file.
-        cloudsql.update({"MODORU_GITHUB_API_URL": cloud["github_api"], "MODORU_GITHUB_TOKEN_FILE": cloud["github_token_file"]} if "github_api" in cloud else {})
-        cloudsql.update({"MODORU_ARTIFACT_REGISTRY_ENDPOINT": cloud["artifact_registry"], "MODORU_ARTIFACT_REGISTRY_INSECURE": "true"}
-                        if "artifact_registry" in cloud else {})
+        cloudsql.update(
+            {
+                "MODORU_GITHUB_API_URL": cloud["github_api"],
+                "MODORU_GITHUB_TOKEN_FILE": cloud["github_token_file"],
+            }
+            if "github_api" in cloud
+            else {}
+        )
+        cloudsql.update(
+            {
+                "MODORU_ARTIFACT_REGISTRY_ENDPOINT": cloud["artifact_registry"],
+                "MODORU_ARTIFACT_REGISTRY_INSECURE": "true",
+            }
+            if "artifact_registry" in cloud
+            else {}
+        )
         # The worker talks to this stack's Temporal only: none of the user's TEMPORAL_*
         # settings or temporal.toml profiles (a Cloud API key, TLS) reach it.
-        own = {key: value for key, value in os.environ.items() if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))}
+        own = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))
+        }
         catalog, _ = demo_identities(self.state_dir)
         return {
             **monitoring,
@@ -174,10 +238,23 @@ class EmbeddedStack:
 
     def temporal_argv(self) -> list[str]:
         argv = [
-            temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--ui-ip", "127.0.0.1",
-            "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-            "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-            "--log-level", "warn",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--ui-ip",
+            "127.0.0.1",
+            "--port",
+            str(self.temporal_port),
+            "--ui-port",
+            str(self.ui_port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--log-level",
+            "warn",
         ]
         if self.encrypt:
             argv += ["--ui-codec-endpoint", self.codec_endpoint]
@@ -187,10 +264,19 @@ class EmbeddedStack:
             argv += ["--search-attribute", f"{key.name}=Keyword"]
         return argv
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log_path = self.state_dir / f"{name}.log"
         log = log_path.open("ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         self.processes.append((name, proc, log))
         return proc
 
@@ -201,31 +287,74 @@ class EmbeddedStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for port, flag in ((self.temporal_port, "--temporal-port"), (self.ui_port, "--ui-port")):
             if not port_free(port):
-                raise StackError(f"port {port} on 127.0.0.1 is already in use; pick another with {flag}")
+                raise StackError(
+                    f"port {port} on 127.0.0.1 is already in use; pick another with {flag}"
+                )
         deadline = time.monotonic() + STARTUP_SECONDS
         try:
             if self.encrypt:
                 self._prepare_keys()
-                codec = self._spawn("codec-server", [
-                    sys.executable, "-m", "worker.codec_server", "--port", str(self.codec_port),
-                    "--ui-origin", self.web_ui, "--ui-origin", f"http://localhost:{self.ui_port}",
-                ], env={**os.environ, **self.codec_env()})
-                wait_port(self.codec_port, deadline, codec, "the codec server", self.state_dir / "codec-server.log")
+                codec = self._spawn(
+                    "codec-server",
+                    [
+                        sys.executable,
+                        "-m",
+                        "worker.codec_server",
+                        "--port",
+                        str(self.codec_port),
+                        "--ui-origin",
+                        self.web_ui,
+                        "--ui-origin",
+                        f"http://localhost:{self.ui_port}",
+                    ],
+                    env={**os.environ, **self.codec_env()},
+                )
+                wait_port(
+                    self.codec_port,
+                    deadline,
+                    codec,
+                    "the codec server",
+                    self.state_dir / "codec-server.log",
+                )
             temporal = self._spawn("temporal", self.temporal_argv())
-            wait_port(self.temporal_port, deadline, temporal, "the Temporal dev server", self.state_dir / "temporal.log")
+            wait_port(
+                self.temporal_port,
+                deadline,
+                temporal,
+                "the Temporal dev server",
+                self.state_dir / "temporal.log",
+            )
             sandbox_dir = self.state_dir / "sandbox"
             with contextlib.suppress(FileNotFoundError):
                 (sandbox_dir / "endpoints.json").unlink()
-            sandbox = self._spawn("sandbox", [
-                sys.executable, "-m", "sandbox", "up", "--scenario", self.scenario, "--state-dir", str(sandbox_dir),
-                "--traffic-rps", str(self.traffic_rps), "--traffic-seconds", str(self.traffic_seconds),
-                *(["--clock-speed", str(self.clock_speed)] if self.clock_speed else []),
-            ], env=local.sandbox_env())
+            sandbox = self._spawn(
+                "sandbox",
+                [
+                    sys.executable,
+                    "-m",
+                    "sandbox",
+                    "up",
+                    "--scenario",
+                    self.scenario,
+                    "--state-dir",
+                    str(sandbox_dir),
+                    "--traffic-rps",
+                    str(self.traffic_rps),
+                    "--traffic-seconds",
+                    str(self.traffic_seconds),
+                    *(["--clock-speed", str(self.clock_speed)] if self.clock_speed else []),
+                ],
+                env=local.sandbox_env(),
+            )
             while not (sandbox_dir / "endpoints.json").exists():
                 if sandbox.poll() is not None or time.monotonic() > deadline:
-                    raise StackError(f"the sandbox did not start; see {self.state_dir / 'sandbox.log'}")
+                    raise StackError(
+                        f"the sandbox did not start; see {self.state_dir / 'sandbox.log'}"
+                    )
                 time.sleep(0.1)
-            self.temporal_config_path.write_text(f'[profile.default]\naddress = "{self.temporal_address}"\nnamespace = "default"\n')
+            self.temporal_config_path.write_text(
+                f'[profile.default]\naddress = "{self.temporal_address}"\nnamespace = "default"\n'
+            )
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
             self._worker_started = time.monotonic()
             self._write_endpoints(sandbox_dir)
@@ -233,15 +362,21 @@ class EmbeddedStack:
                 stacks.register(self.temporal_address, self.web_ui, self.state_dir)
             time.sleep(0.5)
             if worker.poll() is not None:
-                raise StackError(f"the worker exited with code {worker.returncode}; see {self.state_dir / 'worker.log'}")
+                raise StackError(
+                    f"the worker exited with code {worker.returncode}; see {self.state_dir / 'worker.log'}"
+                )
         except BaseException:
             self.stop()
             raise
 
     def _write_endpoints(self, sandbox_dir: Path) -> None:
         endpoints = json.loads((sandbox_dir / "endpoints.json").read_text())
-        endpoints.update(temporal=self.temporal_address, web_ui=self.web_ui, temporal_namespace="default",
-                         worker_metrics=f"http://127.0.0.1:{self.metrics_port}/metrics")
+        endpoints.update(
+            temporal=self.temporal_address,
+            web_ui=self.web_ui,
+            temporal_namespace="default",
+            worker_metrics=f"http://127.0.0.1:{self.metrics_port}/metrics",
+        )
         if self.encrypt:
             endpoints.update(codec_server=self.codec_endpoint, codec_env=self.codec_env())
         self.endpoints_path.write_text(json.dumps(endpoints, indent=2) + "\n")
@@ -263,17 +398,23 @@ class EmbeddedStack:
         for name, proc, _ in self.processes:
             if name != "worker" and proc.poll() is not None:
                 what = "the Temporal dev server" if name == "temporal" else f"the {name}"
-                raise StackError(f"{what} exited with code {proc.returncode}; stopping everything (see {self.state_dir / (name + '.log')})")
-        worker = next((proc for name, proc, _ in reversed(self.processes) if name == "worker"), None)
+                raise StackError(
+                    f"{what} exited with code {proc.returncode}; stopping everything (see {self.state_dir / (name + '.log')})"
+                )
+        worker = next(
+            (proc for name, proc, _ in reversed(self.processes) if name == "worker"), None
+        )
         if worker is not None and worker.poll() is None:
             if now - self._worker_started >= STEADY_SECONDS:
                 self.worker_restarts = 0
             return said
         if self._restart_at is None:
-            delay = min(RESTART_FIRST * 2 ** self.worker_restarts, RESTART_CAP)
+            delay = min(RESTART_FIRST * 2**self.worker_restarts, RESTART_CAP)
             self._restart_at = now + delay
             code = worker.returncode if worker is not None else "?"
-            said.append(f"worker exited with code {code}; restarting in {delay:g}s (see {self.state_dir / 'worker.log'})")
+            said.append(
+                f"worker exited with code {code}; restarting in {delay:g}s (see {self.state_dir / 'worker.log'})"
+            )
         if now >= self._restart_at:
             self.restart_worker()
             self.worker_restarts += 1
@@ -282,7 +423,9 @@ class EmbeddedStack:
         return said
 
     def pid(self, name: str) -> int | None:
-        return next((proc.pid for n, proc, _ in self.processes if n == name and proc.poll() is None), None)
+        return next(
+            (proc.pid for n, proc, _ in self.processes if n == name and proc.poll() is None), None
+        )
 
     def kill_worker(self) -> None:
         for name, proc, _ in self.processes:

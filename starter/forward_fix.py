@@ -26,7 +26,10 @@ from .inputs import parse_detected_at
 from .render import console
 from .signing import sign_start
 
-forward_fix_app = typer.Typer(help="Forward fix: deploy a hotfix through the CD pipeline when rolling back is impossible.", no_args_is_help=True)
+forward_fix_app = typer.Typer(
+    help="Forward fix: deploy a hotfix through the CD pipeline when rolling back is impossible.",
+    no_args_is_help=True,
+)
 
 
 def render_forward_fix(status: ForwardFixStatus) -> None:
@@ -40,19 +43,39 @@ def render_forward_fix(status: ForwardFixStatus) -> None:
     row("phase", status.phase.value)
     row("deployment", f"{status.namespace}/{status.deployment}")
     row("reason", status.reason)
-    row("logs", f"{status.lines_read} lines from {len(status.pods_read)} pod(s)" + (f"; unreadable: {'; '.join(status.unreadable)}" if status.unreadable else ""))
+    row(
+        "logs",
+        f"{status.lines_read} lines from {len(status.pods_read)} pod(s)"
+        + (f"; unreadable: {'; '.join(status.unreadable)}" if status.unreadable else ""),
+    )
     for group in status.errors[:5]:
-        row("error", f"{group.count}x in {', '.join(group.pods)}: {group.signature}  (first {group.first_seen or '?'}, last {group.last_seen or '?'})")
+        row(
+            "error",
+            f"{group.count}x in {', '.join(group.pods)}: {group.signature}  (first {group.first_seen or '?'}, last {group.last_seen or '?'})",
+        )
     for label, reading in (("before", status.normal), ("at start", status.at_start)):
         if reading is not None and reading.error_ratio is not None:
-            row(f"error ratio {label}", f"{reading.error_ratio:.1%} over {reading.requests} requests")
+            row(
+                f"error ratio {label}",
+                f"{reading.error_ratio:.1%} over {reading.requests} requests",
+            )
     if status.hotfix is not None:
-        row("hotfix", f"{status.hotfix.tag} (branch {status.hotfix.branch}) recorded by {status.hotfix.by}" + (f": {status.hotfix.link}" if status.hotfix.link else ""))
+        row(
+            "hotfix",
+            f"{status.hotfix.tag} (branch {status.hotfix.branch}) recorded by {status.hotfix.by}"
+            + (f": {status.hotfix.link}" if status.hotfix.link else ""),
+        )
     elif status.phase is Phase.AWAITING_HOTFIX:
-        row("next", f"modoru forward-fix hotfix {status.workflow_id} --branch B --tag T --staging-verified --by <you>")
+        row(
+            "next",
+            f"modoru forward-fix hotfix {status.workflow_id} --branch B --tag T --staging-verified --by <you>",
+        )
     if status.deploy_workflow_id:
-        row("deploy", f"{status.deploy_workflow_id} (approve with: modoru approve {status.deploy_workflow_id} --by <you>)"
-            + (f" — {status.deploy_message}" if status.deploy_message else ""))
+        row(
+            "deploy",
+            f"{status.deploy_workflow_id} (approve with: modoru approve {status.deploy_workflow_id} --by <you>)"
+            + (f" — {status.deploy_message}" if status.deploy_message else ""),
+        )
     if status.watch is not None:
         verdict = "; ".join(status.watch.verdict.reasons) or "within the guard's thresholds"
         row("watch", f"{status.watch.polls} poll(s): {verdict}")
@@ -61,7 +84,14 @@ def render_forward_fix(status: ForwardFixStatus) -> None:
     console.print(table)
 
 
-def hotfix_of(branch: str | None, tag: str | None, staging_verified: bool, by: str, link: str = "", note: str = "") -> Hotfix | None:
+def hotfix_of(
+    branch: str | None,
+    tag: str | None,
+    staging_verified: bool,
+    by: str,
+    link: str = "",
+    note: str = "",
+) -> Hotfix | None:
     """The hotfix given on the command line, None when none was; ValueError naming the problem."""
     if branch is None and tag is None:
         if staging_verified:
@@ -70,22 +100,40 @@ def hotfix_of(branch: str | None, tag: str | None, staging_verified: bool, by: s
     if not branch or not tag:
         raise ValueError("give both the hotfix's branch and its tag")
     if not valid_tag(tag):
-        raise ValueError(f"tag {tag!r} is not an image tag (a letter, digit or _, then up to 127 of letters, digits, _ . -)")
-    return Hotfix(branch=branch, tag=tag, by=by, staging_verified=staging_verified, link=link, note=note)
+        raise ValueError(
+            f"tag {tag!r} is not an image tag (a letter, digit or _, then up to 127 of letters, digits, _ . -)"
+        )
+    return Hotfix(
+        branch=branch, tag=tag, by=by, staging_verified=staging_verified, link=link, note=note
+    )
 
 
 @forward_fix_app.command("start")
 def forward_fix_start(
     deployment: str = typer.Option(..., help="The Deployment to fix forward."),
-    reason: str = typer.Option(..., help="Why rolling back is impossible (e.g. an irreversible schema change)."),
+    reason: str = typer.Option(
+        ..., help="Why rolling back is impossible (e.g. an irreversible schema change)."
+    ),
     namespace: str = typer.Option("default"),
-    severity: Severity = typer.Option(Severity.IMMEDIATE, help="immediate (5 min) or investigate (15 min)."),
-    detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
+    severity: Severity = typer.Option(
+        Severity.IMMEDIATE, help="immediate (5 min) or investigate (15 min)."
+    ),
+    detected_at: str | None = typer.Option(
+        None, help="When the problem was seen (RFC 3339 with offset); default: now."
+    ),
     requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks."),
-    hotfix_branch: str | None = typer.Option(None, help="The hotfix branch, when it is already built."),
-    hotfix_tag: str | None = typer.Option(None, help="The hotfix's image tag in Artifact Registry."),
-    staging_verified: bool = typer.Option(False, "--staging-verified", help="The hotfix passed staging (required with a hotfix)."),
-    reminder_minutes: int = typer.Option(30, help="Remind the channels this often while the hotfix is awaited."),
+    hotfix_branch: str | None = typer.Option(
+        None, help="The hotfix branch, when it is already built."
+    ),
+    hotfix_tag: str | None = typer.Option(
+        None, help="The hotfix's image tag in Artifact Registry."
+    ),
+    staging_verified: bool = typer.Option(
+        False, "--staging-verified", help="The hotfix passed staging (required with a hotfix)."
+    ),
+    reminder_minutes: int = typer.Option(
+        30, help="Remind the channels this often while the hotfix is awaited."
+    ),
     key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
     wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
@@ -95,9 +143,17 @@ def forward_fix_start(
 
     try:
         hotfix = hotfix_of(hotfix_branch, hotfix_tag, staging_verified, requested_by)
-        request = ForwardFixRequest(namespace=namespace, deployment=deployment, severity=severity, reason=reason, requested_by=requested_by,
-                                    detected_at=parse_detected_at(detected_at), hotfix=hotfix, reminder_minutes=reminder_minutes,
-                                    language=language)
+        request = ForwardFixRequest(
+            namespace=namespace,
+            deployment=deployment,
+            severity=severity,
+            reason=reason,
+            requested_by=requested_by,
+            detected_at=parse_detected_at(detected_at),
+            hotfix=hotfix,
+            reminder_minutes=reminder_minutes,
+            language=language,
+        )
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
     except ValueError as exc:
@@ -105,24 +161,41 @@ def forward_fix_start(
 
     workflow_id = forward_fix_workflow_id(namespace, deployment)
     sign_start(request, workflow_id, key)
-    run(lambda client, settings: start_cd(client, settings, ForwardFixWorkflow.run, request, workflow_id=workflow_id, what="forward fix",
-                                          wait=wait, as_json=as_json, render=render_forward_fix))
+    run(
+        lambda client, settings: start_cd(
+            client,
+            settings,
+            ForwardFixWorkflow.run,
+            request,
+            workflow_id=workflow_id,
+            what="forward fix",
+            wait=wait,
+            as_json=as_json,
+            render=render_forward_fix,
+        )
+    )
 
 
 @forward_fix_app.command("hotfix")
 def forward_fix_hotfix(
-    workflow_id: str = typer.Argument(..., help="The forward fix's id (forward-fix-NAMESPACE-DEPLOYMENT)."),
+    workflow_id: str = typer.Argument(
+        ..., help="The forward fix's id (forward-fix-NAMESPACE-DEPLOYMENT)."
+    ),
     branch: str = typer.Option(..., help="The hotfix branch."),
     tag: str = typer.Option(..., help="The hotfix's image tag in Artifact Registry."),
     by: str = typer.Option(..., help="Who built and verified it."),
-    staging_verified: bool = typer.Option(False, "--staging-verified", help="The hotfix passed staging (the runbook requires it)."),
+    staging_verified: bool = typer.Option(
+        False, "--staging-verified", help="The hotfix passed staging (the runbook requires it)."
+    ),
     link: str = typer.Option("", help="The pull request or the staging run."),
     note: str = typer.Option("", help="Anything the team should know."),
 ) -> None:
     """Record the hotfix a running forward fix waits for."""
 
     if not staging_verified:
-        raise fail("--staging-verified is required: the runbook deploys a hotfix only after it was verified on staging")
+        raise fail(
+            "--staging-verified is required: the runbook deploys a hotfix only after it was verified on staging"
+        )
     try:
         hotfix = hotfix_of(branch, tag, staging_verified, by, link, note)
     except ValidationError as exc:
@@ -136,18 +209,26 @@ def forward_fix_hotfix(
         if not isinstance(status, ForwardFixStatus):
             raise CliError(f"{workflow_id} is not a forward fix")
         if status.hotfix is not None:
-            raise CliError(f"{workflow_id} already has hotfix {status.hotfix.tag} (recorded by {status.hotfix.by})")
+            raise CliError(
+                f"{workflow_id} already has hotfix {status.hotfix.tag} (recorded by {status.hotfix.by})"
+            )
         if status.phase in (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED):
-            raise CliError(f"{workflow_id} has ended ({status.phase.value}); start a new forward fix")
+            raise CliError(
+                f"{workflow_id} has ended ({status.phase.value}); start a new forward fix"
+            )
         await handle.signal("hotfix", hotfix)
-        console.print(f"hotfix {tag} recorded for {workflow_id}; the deploy waits for approval: modoru status {workflow_id}-deploy")
+        console.print(
+            f"hotfix {tag} recorded for {workflow_id}; the deploy waits for approval: modoru status {workflow_id}-deploy"
+        )
         return 0
 
     run(send)
 
 
 @forward_fix_app.command("status")
-def forward_fix_status(workflow_id: str = typer.Argument(..., help="The forward fix's id.")) -> None:
+def forward_fix_status(
+    workflow_id: str = typer.Argument(..., help="The forward fix's id."),
+) -> None:
 
     async def show(client, settings) -> int:
         status = await query_any_status(client.get_workflow_handle(workflow_id))

@@ -26,8 +26,17 @@ from .commands import Kind, follow, run, start
 from .render import console
 from .signing import payload_for, read_signature, sign_with_key
 
-guard_app = typer.Typer(help="The release guard: watch a release's metrics and roll it back on a breach.", no_args_is_help=True)
-ENDED = {GuardPhase.FINISHED, GuardPhase.ROLLED_BACK, GuardPhase.ROLLBACK_FAILED, GuardPhase.STOPPED, GuardPhase.FAILED}
+guard_app = typer.Typer(
+    help="The release guard: watch a release's metrics and roll it back on a breach.",
+    no_args_is_help=True,
+)
+ENDED = {
+    GuardPhase.FINISHED,
+    GuardPhase.ROLLED_BACK,
+    GuardPhase.ROLLBACK_FAILED,
+    GuardPhase.STOPPED,
+    GuardPhase.FAILED,
+}
 BASELINE_WAIT_SECONDS = 20.0
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -40,7 +49,9 @@ def parse_duration(text: str, option: str) -> float:
     except ValueError:
         match = _DURATION.match(value)
         if not value or not match or not any(match.groups()):
-            raise ValueError(f"{option}: {text!r} is not a duration; use e.g. 30m, 15s, 1h30m") from None
+            raise ValueError(
+                f"{option}: {text!r} is not a duration; use e.g. 30m, 15s, 1h30m"
+            ) from None
         hours, minutes, secs = match.groups()
         seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(secs or 0)
     if seconds <= 0:
@@ -53,8 +64,12 @@ async def _status(handle: WorkflowHandle) -> GuardStatus:
         return await handle.query(ReleaseGuardWorkflow.status)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no modoru workflow with id {handle.id} (no release guard watches that deployment): start one with `modoru guard start`") from None
-        raise CliError(f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?") from None
+            raise CliError(
+                f"no modoru workflow with id {handle.id} (no release guard watches that deployment): start one with `modoru guard start`"
+            ) from None
+        raise CliError(
+            f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?"
+        ) from None
 
 
 def render_guard(status: GuardStatus) -> None:
@@ -62,47 +77,83 @@ def render_guard(status: GuardStatus) -> None:
     table.add_row("guard", status.workflow_id)
     table.add_row("phase", status.phase.value)
     table.add_row("target", f"{status.namespace}/{status.deployment}")
-    table.add_row("window", f"{status.started_at:%H:%M:%S} → {status.until:%H:%M:%S} UTC, every {status.interval_seconds:g}s, {status.polls} polls, run {status.runs}")
+    table.add_row(
+        "window",
+        f"{status.started_at:%H:%M:%S} → {status.until:%H:%M:%S} UTC, every {status.interval_seconds:g}s, {status.polls} polls, run {status.runs}",
+    )
     if status.baseline is not None:
         b = status.baseline
         p95 = f"{b.p95_ms:.0f} ms" if b.p95_ms is not None else "no data"
         ratio = f"{b.error_ratio:.1%}" if b.error_ratio is not None else "no data"
-        table.add_row("baseline", f"p95 {p95}, error ratio {ratio} over {b.requests} requests; revision {b.revision}")
+        table.add_row(
+            "baseline",
+            f"p95 {p95}, error ratio {ratio} over {b.requests} requests; revision {b.revision}",
+        )
     if status.last is not None:
         e, m = status.last.evidence, status.last.metrics
         ratio = f"{e.error_ratio:.1%}" if e.error_ratio is not None else "no data"
         p95 = f"{e.p95_ms:.0f} ms" if e.p95_ms is not None else "no data"
-        window = f" ({m.requests} requests {m.window_start:%H:%M:%S}-{m.window_end:%H:%M:%S})" if m else ""
-        table.add_row("last poll", f"{status.last.at:%H:%M:%S}: error ratio {ratio}, p95 {p95}{window}")
-        table.add_row("checks", f"health failures in a row {e.health_failures_in_a_row}, restarts {e.restarts_in_window}, API failing {'yes' if e.api_check_failing else 'no'}")
+        window = (
+            f" ({m.requests} requests {m.window_start:%H:%M:%S}-{m.window_end:%H:%M:%S})"
+            if m
+            else ""
+        )
+        table.add_row(
+            "last poll", f"{status.last.at:%H:%M:%S}: error ratio {ratio}, p95 {p95}{window}"
+        )
+        table.add_row(
+            "checks",
+            f"health failures in a row {e.health_failures_in_a_row}, restarts {e.restarts_in_window}, API failing {'yes' if e.api_check_failing else 'no'}",
+        )
         verdict = status.last.verdict
-        table.add_row("verdict", (verdict.severity.value if verdict.severity else "no rollback called for") + (f": {'; '.join(verdict.reasons)}" if verdict.reasons else ""))
+        table.add_row(
+            "verdict",
+            (verdict.severity.value if verdict.severity else "no rollback called for")
+            + (f": {'; '.join(verdict.reasons)}" if verdict.reasons else ""),
+        )
         if verdict.missing:
             table.add_row("not measured", ", ".join(verdict.missing))
     if status.rollback_workflow_id:
-        table.add_row("rollback", f"{status.rollback_severity} {status.rollback_workflow_id} ({status.rollback_phase or 'running'})")
+        table.add_row(
+            "rollback",
+            f"{status.rollback_severity} {status.rollback_workflow_id} ({status.rollback_phase or 'running'})",
+        )
     if status.message:
         table.add_row("message", status.message)
     console.print(table)
 
 
 GUARD: Kind[GuardStatus] = Kind(
-    what="release guard", scope="deployment", render=render_guard,
+    what="release guard",
+    scope="deployment",
+    render=render_guard,
     ended=frozenset(phase.value for phase in ENDED),
-    succeeded=frozenset({GuardPhase.FINISHED.value, GuardPhase.ROLLED_BACK.value, GuardPhase.STOPPED.value}),
+    succeeded=frozenset(
+        {GuardPhase.FINISHED.value, GuardPhase.ROLLED_BACK.value, GuardPhase.STOPPED.value}
+    ),
     # Bad input (no such deployment, a service without metrics) shows in the catalog lookup and the baseline.
-    settled=lambda status: status.baseline is not None or status.phase in ENDED, settle_seconds=BASELINE_WAIT_SECONDS,
+    settled=lambda status: status.baseline is not None or status.phase in ENDED,
+    settle_seconds=BASELINE_WAIT_SECONDS,
     refusal="the guard for {name} could not start: {message}",
 )
 
 
-async def start_guard(client: Client, settings: Settings, request: GuardRequest, *, wait: bool, as_json: bool) -> int:
+async def start_guard(
+    client: Client, settings: Settings, request: GuardRequest, *, wait: bool, as_json: bool
+) -> int:
     return await start(
-        client, settings, GUARD, ReleaseGuardWorkflow.run, request, workflow_id=guard_workflow_id(request.namespace, request.deployment),
+        client,
+        settings,
+        GUARD,
+        ReleaseGuardWorkflow.run,
+        request,
+        workflow_id=guard_workflow_id(request.namespace, request.deployment),
         search_attributes=sa.for_guard(request.namespace, request.deployment),
         summary=f"release guard for {request.namespace}/{request.deployment}",
         details=f"every {request.interval_seconds:g}s for {request.duration_seconds}s, started by {request.requested_by}",
-        wait=wait, as_json=as_json, settle_attached=False,
+        wait=wait,
+        as_json=as_json,
+        settle_attached=False,
     )
 
 
@@ -116,9 +167,17 @@ def guard_start(
     namespace: str = typer.Option("default"),
     for_: str = typer.Option("30m", "--for", help="How long to watch: 30m, 1h, 90s."),
     interval: str = typer.Option("15s", help="Time between polls, at least 1s."),
-    release_at: str | None = typer.Option(None, help="When the release began (RFC 3339 with offset); the baseline ends there. Default: now."),
-    baseline_p95_ms: float | None = typer.Option(None, help="Use this p95 as the baseline instead of measuring it."),
-    requested_by: str = typer.Option(os.environ.get("USER") or "release-guard", help="Who starts the guard (its rollbacks are requested in this name)."),
+    release_at: str | None = typer.Option(
+        None,
+        help="When the release began (RFC 3339 with offset); the baseline ends there. Default: now.",
+    ),
+    baseline_p95_ms: float | None = typer.Option(
+        None, help="Use this p95 as the baseline instead of measuring it."
+    ),
+    requested_by: str = typer.Option(
+        os.environ.get("USER") or "release-guard",
+        help="Who starts the guard (its rollbacks are requested in this name).",
+    ),
     language: str = typer.Option("ja", help="Notice language of its rollbacks: ja or en."),
     wait: bool = typer.Option(False, "--wait", help="Follow the guard until it ends."),
     as_json: bool = typer.Option(False, "--json"),
@@ -128,22 +187,45 @@ def guard_start(
         duration, every = parse_duration(for_, "--for"), parse_duration(interval, "--interval")
         released = dt.datetime.fromisoformat(release_at) if release_at else None
     except ValueError as exc:
-        message = str(exc) if str(exc).startswith("--") else f"--release-at: {release_at!r} is not an RFC 3339 time"
+        message = (
+            str(exc)
+            if str(exc).startswith("--")
+            else f"--release-at: {release_at!r} is not an RFC 3339 time"
+        )
         raise fail(message) from None
     try:
-        request = GuardRequest(namespace=namespace, deployment=deployment, duration_seconds=int(duration), interval_seconds=every,
-                               release_at=released, baseline_p95_ms=baseline_p95_ms, requested_by=requested_by, language=language)
+        request = GuardRequest(
+            namespace=namespace,
+            deployment=deployment,
+            duration_seconds=int(duration),
+            interval_seconds=every,
+            release_at=released,
+            baseline_p95_ms=baseline_p95_ms,
+            requested_by=requested_by,
+            language=language,
+        )
     except ValidationError as exc:
-        message = first_error(exc).replace("--duration-seconds", "--for").replace("--interval-seconds", "--interval")
+        message = (
+            first_error(exc)
+            .replace("--duration-seconds", "--for")
+            .replace("--interval-seconds", "--interval")
+        )
         raise fail(message) from None
     run(lambda client, settings: start_guard(client, settings, request, wait=wait, as_json=as_json))
 
 
 @guard_app.command("status")
-def guard_status(deployment: str = typer.Option(...), namespace: str = typer.Option("default"), as_json: bool = typer.Option(False, "--json")) -> None:
+def guard_status(
+    deployment: str = typer.Option(...),
+    namespace: str = typer.Option("default"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """The guard's baseline, last poll, verdict and any rollback it started."""
+
     async def show(client, settings) -> int:
-        current = await _status(client.get_workflow_handle(guard_workflow_id(namespace, deployment)))
+        current = await _status(
+            client.get_workflow_handle(guard_workflow_id(namespace, deployment))
+        )
         if as_json:
             print(json.dumps(current.model_dump(mode="json"), ensure_ascii=False, indent=2))
         else:
@@ -154,12 +236,26 @@ def guard_status(deployment: str = typer.Option(...), namespace: str = typer.Opt
 
 
 @guard_app.command("stop")
-def guard_stop(deployment: str = typer.Option(...), namespace: str = typer.Option("default"),
-               by: str = typer.Option(..., help="Who stops it (your identity id)."), reason: str = typer.Option(""),
-               key: Path | None = typer.Option(None, help="Your SSH private key: signs the stop, as the catalog's identities require."),
-               payload: bool = typer.Option(False, "--payload", help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit."),
-               signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."),
-               payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig.")) -> None:
+def guard_stop(
+    deployment: str = typer.Option(...),
+    namespace: str = typer.Option("default"),
+    by: str = typer.Option(..., help="Who stops it (your identity id)."),
+    reason: str = typer.Option(""),
+    key: Path | None = typer.Option(
+        None, help="Your SSH private key: signs the stop, as the catalog's identities require."
+    ),
+    payload: bool = typer.Option(
+        False,
+        "--payload",
+        help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit.",
+    ),
+    signature: Path | None = typer.Option(
+        None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."
+    ),
+    payload_file: Path | None = typer.Option(
+        None, help="The signed payload, when it is not the signature's path without .sig."
+    ),
+) -> None:
     """Stop watching; a rollback the guard already started carries on."""
     if sum(bool(x) for x in (key, payload, signature)) > 1:
         raise fail("give one of --key, --payload and --signature")
@@ -187,7 +283,9 @@ def guard_stop(deployment: str = typer.Option(...), namespace: str = typer.Optio
         elif signature:
             signal_.signed = read_signature(signature, payload_file)
         elif gate is not None:
-            raise CliError("this guard counts signed stops only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)")
+            raise CliError(
+                "this guard counts signed stops only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)"
+            )
         refused = len(current.refused_stops)
         await handle.signal(ReleaseGuardWorkflow.stop, signal_)
         for _ in range(40):

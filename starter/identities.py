@@ -33,12 +33,24 @@ def demo_identities(state_dir: Path) -> tuple[Path, dict[str, Path]]:
             _private(key, new_private_key())
         keys[name] = key
     catalog = yaml.safe_load(bundled_catalog().read_text(encoding="utf-8"))
-    catalog["identities"] = [{"id": name, "display_name": f"demo {name}", "roles": roles, "keys": [public_key_line(keys[name].read_bytes())]}
-                             for name, roles in DEMO_PEOPLE.items()]
+    catalog["identities"] = [
+        {
+            "id": name,
+            "display_name": f"demo {name}",
+            "roles": roles,
+            "keys": [public_key_line(keys[name].read_bytes())],
+        }
+        for name, roles in DEMO_PEOPLE.items()
+    ]
     catalog["oncall_role"] = "oncall"
-    path = folder / "catalog.yaml"  # beside the keys: a catalog of the user's own in the state dir is left alone
-    path.write_text("# Made by modoru up: the bundled catalog plus demo identities (their keys beside this file).\n"
-                    + yaml.safe_dump(catalog, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path = (
+        folder / "catalog.yaml"
+    )  # beside the keys: a catalog of the user's own in the state dir is left alone
+    path.write_text(
+        "# Made by modoru up: the bundled catalog plus demo identities (their keys beside this file).\n"
+        + yaml.safe_dump(catalog, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
     return path, keys
 
 

@@ -37,8 +37,10 @@ from .inputs import check_workflow_id
 from .render import console, err_console
 from .signing import payload_for, read_signature, sign_with_key
 
-incident_app = typer.Typer(help="Incidents: the changes made for one, its root-cause and postmortem deadlines, and the postmortem draft.",
-                           no_args_is_help=True)
+incident_app = typer.Typer(
+    help="Incidents: the changes made for one, its root-cause and postmortem deadlines, and the postmortem draft.",
+    no_args_is_help=True,
+)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -52,12 +54,16 @@ async def resolve(client: Client, workflow_id: str) -> tuple[WorkflowHandle, str
         description = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no modoru workflow with id {workflow_id}: see `modoru incident list` or `modoru list`") from None
+            raise CliError(
+                f"no modoru workflow with id {workflow_id}: see `modoru incident list` or `modoru list`"
+            ) from None
         raise
     if description.workflow_type == "Incident":
         return client.get_workflow_handle(workflow_id), ""
     if not description.parent_id:
-        raise CliError(f"{workflow_id} was not started under an incident; give the incident's id (modoru incident list)")
+        raise CliError(
+            f"{workflow_id} was not started under an incident; give the incident's id (modoru incident list)"
+        )
     return client.get_workflow_handle(description.parent_id), workflow_id
 
 
@@ -68,20 +74,37 @@ async def incident_status(handle: WorkflowHandle) -> IncidentStatus:
 def render_incident(status: IncidentStatus) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("incident", status.incident_id)
-    table.add_row("state", ("[green]" if status.state == "closed" else "[yellow]") + status.state + "[/]")
+    table.add_row(
+        "state", ("[green]" if status.state == "closed" else "[yellow]") + status.state + "[/]"
+    )
     table.add_row("service", f"{status.namespace}/{status.service}")
     table.add_row("detected", f"{status.detected_at.isoformat()} (opened by {status.opened_by})")
     for change in status.changes:
         state = "running" if change.running else (change.phase or change.outcome)
         if change.kind == "rollback" and change.verified:
-            state = "fully verified" if change.fully_verified else f"verified, awaiting confirmation: {', '.join(change.awaiting)}"
-        table.add_row(change.kind, f"{change.workflow_id}: {state}" + (f" — {change.message}" if change.message else ""))
+            state = (
+                "fully verified"
+                if change.fully_verified
+                else f"verified, awaiting confirmation: {', '.join(change.awaiting)}"
+            )
+        table.add_row(
+            change.kind,
+            f"{change.workflow_id}: {state}" + (f" — {change.message}" if change.message else ""),
+        )
         for c in change.confirmations:
-            table.add_row("  confirmed", f"{c.item} by {c.by} at {c.at:%Y-%m-%d %H:%M:%S} UTC" + "".join(f" — {x}" for x in (c.note, c.link) if x))
+            table.add_row(
+                "  confirmed",
+                f"{c.item} by {c.by} at {c.at:%Y-%m-%d %H:%M:%S} UTC"
+                + "".join(f" — {x}" for x in (c.note, c.link) if x),
+            )
     for f in status.follow_ups:
         if f.done_at:
             late = " (late)" if f.done_at > f.due_at else ""
-            table.add_row(f.key, f"[green]recorded[/] {f.done_at:%Y-%m-%d %H:%M} UTC by {f.by}{late}" + "".join(f" — {x}" for x in (f.summary, f.link) if x))
+            table.add_row(
+                f.key,
+                f"[green]recorded[/] {f.done_at:%Y-%m-%d %H:%M} UTC by {f.by}{late}"
+                + "".join(f" — {x}" for x in (f.summary, f.link) if x),
+            )
         else:
             sent = f"; {', '.join(f.reminders)} sent" if f.reminders else ""
             table.add_row(f.key, f"due {f.due_at:%Y-%m-%d %H:%M} UTC{sent}")
@@ -109,7 +132,13 @@ def status_cmd(workflow_id: str, as_json: bool = typer.Option(False, "--json")) 
         handle, _ = await resolve(client, workflow_id)
         current = await incident_status(handle)
         if as_json:
-            print(json.dumps({**current.model_dump(mode="json"), "missing": current.missing}, ensure_ascii=False, indent=2))
+            print(
+                json.dumps(
+                    {**current.model_dump(mode="json"), "missing": current.missing},
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
         else:
             render_incident(current)
         return 0
@@ -118,18 +147,31 @@ def status_cmd(workflow_id: str, as_json: bool = typer.Option(False, "--json")) 
 
 
 @incident_app.command("list")
-def list_cmd(open_only: bool = typer.Option(False, "--open", help="Only incidents still open.")) -> None:
+def list_cmd(
+    open_only: bool = typer.Option(False, "--open", help="Only incidents still open."),
+) -> None:
     """Every incident, newest first."""
+
     async def show(client, settings) -> int:
-        query = "WorkflowType = 'Incident'" + (" AND ExecutionStatus = 'Running'" if open_only else "")
+        query = "WorkflowType = 'Incident'" + (
+            " AND ExecutionStatus = 'Running'" if open_only else ""
+        )
         rows = [e async for e in client.list_workflows(query)]
         if not rows:
             console.print("no incidents found")
             return 0
         print("\t".join(("incident id", "status", "started (UTC)", "closed (UTC)")))
         for e in rows:
-            print("\t".join((e.id, e.status.name.lower() if e.status else "", e.start_time.strftime("%Y-%m-%d %H:%M:%S"),
-                             e.close_time.strftime("%Y-%m-%d %H:%M:%S") if e.close_time else "")))
+            print(
+                "\t".join(
+                    (
+                        e.id,
+                        e.status.name.lower() if e.status else "",
+                        e.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+                        e.close_time.strftime("%Y-%m-%d %H:%M:%S") if e.close_time else "",
+                    )
+                )
+            )
         return 0
 
     _run(show)
@@ -157,7 +199,9 @@ async def _signal_and_say(handle: WorkflowHandle, name: str, signal) -> int:
         raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
     entry = await _verdict(handle, signal.request_id)
     if entry is None:
-        err_console.print("sent, but the worker has not judged it yet; check `modoru incident status`")
+        err_console.print(
+            "sent, but the worker has not judged it yet; check `modoru incident status`"
+        )
         return 1
     if entry.counted:
         console.print(f"[green]recorded[/]: {entry.detail}", highlight=False)
@@ -170,29 +214,46 @@ BY = typer.Option(os.environ.get("USER") or "oncall", help="Who records it (your
 
 
 @incident_app.command("rca")
-def rca_cmd(workflow_id: str, summary: str = typer.Option("", help="What the investigation found or where it stands."),
-            link: str = typer.Option("", help="Where the investigation is written up."), by: str = BY) -> None:
+def rca_cmd(
+    workflow_id: str,
+    summary: str = typer.Option("", help="What the investigation found or where it stands."),
+    link: str = typer.Option("", help="Where the investigation is written up."),
+    by: str = BY,
+) -> None:
     """Record the root-cause investigation (runbook: within 24 hours)."""
     _follow_up("rca", workflow_id, by, summary, link)
 
 
 @incident_app.command("postmortem")
-def postmortem_cmd(workflow_id: str, link: str = typer.Option(..., help="Where the postmortem is."), summary: str = typer.Option(""),
-                   by: str = BY) -> None:
+def postmortem_cmd(
+    workflow_id: str,
+    link: str = typer.Option(..., help="Where the postmortem is."),
+    summary: str = typer.Option(""),
+    by: str = BY,
+) -> None:
     """Record the postmortem (runbook: within 48 hours)."""
     _follow_up("postmortem", workflow_id, by, summary, link)
 
 
 @incident_app.command("prevention")
-def prevention_cmd(workflow_id: str, summary: str = typer.Option(..., help="The prevention measures agreed."), link: str = typer.Option(""),
-                   by: str = BY) -> None:
+def prevention_cmd(
+    workflow_id: str,
+    summary: str = typer.Option(..., help="The prevention measures agreed."),
+    link: str = typer.Option(""),
+    by: str = BY,
+) -> None:
     """Record the prevention measures."""
     _follow_up("prevention", workflow_id, by, summary, link)
 
 
 @incident_app.command("postmortem-draft")
-def postmortem_draft_cmd(workflow_id: str, lang: str = typer.Option("ja", help="ja or en."),
-                         output: Path | None = typer.Option(None, help="Write the Markdown here instead of printing it.")) -> None:
+def postmortem_draft_cmd(
+    workflow_id: str,
+    lang: str = typer.Option("ja", help="ja or en."),
+    output: Path | None = typer.Option(
+        None, help="Write the Markdown here instead of printing it."
+    ),
+) -> None:
     """The postmortem draft in Markdown, from the incident's own record."""
     _check_id(workflow_id)
     if lang not in ("ja", "en"):
@@ -212,15 +273,28 @@ def postmortem_draft_cmd(workflow_id: str, lang: str = typer.Option("ja", help="
 
 
 def confirm(
-    workflow_id: str = typer.Argument(..., help="The rollback's id, or the incident's (its latest rollback)."),
+    workflow_id: str = typer.Argument(
+        ..., help="The rollback's id, or the incident's (its latest rollback)."
+    ),
     item: str = typer.Option(..., help="user_reports, main_features or dashboards."),
     by: str = typer.Option(..., help="Your identity id in the catalog."),
     note: str = typer.Option(""),
     link: str = typer.Option(""),
-    key: Path | None = typer.Option(None, help="Your SSH private key (ed25519): signs the confirmation, as the catalog's identities require."),
-    payload: bool = typer.Option(False, "--payload", help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit."),
-    signature: Path | None = typer.Option(None, help="A signature made with ssh-keygen over the --payload output."),
-    payload_file: Path | None = typer.Option(None, help="The signed payload, when it is not the signature's path without .sig."),
+    key: Path | None = typer.Option(
+        None,
+        help="Your SSH private key (ed25519): signs the confirmation, as the catalog's identities require.",
+    ),
+    payload: bool = typer.Option(
+        False,
+        "--payload",
+        help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit.",
+    ),
+    signature: Path | None = typer.Option(
+        None, help="A signature made with ssh-keygen over the --payload output."
+    ),
+    payload_file: Path | None = typer.Option(
+        None, help="The signed payload, when it is not the signature's path without .sig."
+    ),
 ) -> None:
     """Confirm, as a person, one of the checks after a rollback: no user reports, main features work, dashboards normal."""
     _check_id(workflow_id)
@@ -239,9 +313,19 @@ def confirm(
         rollbacks = [c for c in current.changes if c.kind == "rollback"]
         signal.target = target or (rollbacks[-1].workflow_id if rollbacks else "")
         if key or payload:
-            gate = next((g for g in current.confirm_gates if g.gate == f"confirm.{item}" and g.plan.get("target") == signal.target), None)
+            gate = next(
+                (
+                    g
+                    for g in current.confirm_gates
+                    if g.gate == f"confirm.{item}" and g.plan.get("target") == signal.target
+                ),
+                None,
+            )
             if gate is None:
-                raise CliError(f"{signal.target or current.incident_id} awaits no {item} confirmation now", code=1)
+                raise CliError(
+                    f"{signal.target or current.incident_id} awaits no {item} confirmation now",
+                    code=1,
+                )
             text = payload_for(gate, "approve", by, note).text()
             if payload:
                 sys.stdout.write(text)
@@ -250,7 +334,9 @@ def confirm(
         elif signature:
             signal.signed = read_signature(signature, payload_file)
         elif current.signed:
-            raise CliError("this catalog counts signed confirmations only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)")
+            raise CliError(
+                "this catalog counts signed confirmations only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)"
+            )
         return await _signal_and_say(handle, "confirm", signal)
 
     _run(send)
@@ -268,5 +354,9 @@ async def incident_line(client: Client, workflow_id: str) -> dict | None:
     change = current.change(workflow_id)
     if change is None:
         return None
-    return {"incident_id": current.incident_id, "verified": change.verified, "fully_verified": change.fully_verified,
-            "awaiting_confirmations": change.awaiting}
+    return {
+        "incident_id": current.incident_id,
+        "verified": change.verified,
+        "fully_verified": change.fully_verified,
+        "awaiting_confirmations": change.awaiting,
+    }

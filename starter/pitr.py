@@ -22,7 +22,10 @@ from .commands import run, start_change
 from .render import console, pending_row
 from .signing import sign_start
 
-pitr_app = typer.Typer(help="Point-in-time recovery: clone the database to a time, verify, switch the app (two approvals each).", no_args_is_help=True)
+pitr_app = typer.Typer(
+    help="Point-in-time recovery: clone the database to a time, verify, switch the app (two approvals each).",
+    no_args_is_help=True,
+)
 
 
 def parse_check(text: str) -> ExpectedQuery:
@@ -30,57 +33,106 @@ def parse_check(text: str) -> ExpectedQuery:
     name, sep, rest = text.partition("=")
     query, arrow, expect = rest.rpartition("=>")
     if not sep or not arrow or not name.strip() or not query.strip():
-        raise ValueError(f"--check: {text!r} is not NAME=SQL => EXPECTED, e.g. 'walks=SELECT count(*) FROM walks => 1204'")
+        raise ValueError(
+            f"--check: {text!r} is not NAME=SQL => EXPECTED, e.g. 'walks=SELECT count(*) FROM walks => 1204'"
+        )
     return ExpectedQuery(name=name.strip(), sql=query.strip(), expect=expect.strip())
 
 
 def render_pitr(status: PitrStatus) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("workflow", status.workflow_id)
-    table.add_row("phase", status.phase.value + (f" (gate: {status.gate})" if status.phase is Phase.AWAITING_APPROVAL else ""))
+    table.add_row(
+        "phase",
+        status.phase.value
+        + (f" (gate: {status.gate})" if status.phase is Phase.AWAITING_APPROVAL else ""),
+    )
     table.add_row("service", status.service)
-    table.add_row("restore", f"{status.source} as of {status.point_in_time.isoformat()} → {status.clone}")
+    table.add_row(
+        "restore", f"{status.source} as of {status.point_in_time.isoformat()} → {status.clone}"
+    )
     earliest, latest = status.window
     if earliest or latest:
-        table.add_row("window", f"{earliest.isoformat() if earliest else '?'} .. {latest.isoformat() if latest else '?'}")
+        table.add_row(
+            "window",
+            f"{earliest.isoformat() if earliest else '?'} .. {latest.isoformat() if latest else '?'}",
+        )
     for backup in status.backups[:3]:
-        table.add_row("backup", f"run {backup.id} {backup.status} {backup.end_time.isoformat() if backup.end_time else ''}")
+        table.add_row(
+            "backup",
+            f"run {backup.id} {backup.status} {backup.end_time.isoformat() if backup.end_time else ''}",
+        )
     if status.approvals_required:
-        table.add_row("approvals", f"clone {len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}; "
-                                   f"switch {len(status.switch_approvals)}/{status.approvals_required} {', '.join(status.switch_approvals)}")
+        table.add_row(
+            "approvals",
+            f"clone {len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}; "
+            f"switch {len(status.switch_approvals)}/{status.approvals_required} {', '.join(status.switch_approvals)}",
+        )
     pending_row(table, status.pending)
     if status.clone_info:
-        table.add_row("clone", f"{status.clone_info.name} at {status.clone_info.host}:{status.clone_info.port} ({status.clone_info.state})")
+        table.add_row(
+            "clone",
+            f"{status.clone_info.name} at {status.clone_info.host}:{status.clone_info.port} ({status.clone_info.state})",
+        )
     for check in status.checks:
-        table.add_row(f"check {check.name}", f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}")
+        table.add_row(
+            f"check {check.name}",
+            f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
+        )
     if status.switched:
         table.add_row("switched", ", ".join(f"{k}={v}" for k, v in status.switched.items()))
     if status.switched_back:
         table.add_row("switched back", f"to {status.source}")
     for check in status.health:
-        table.add_row(f"health {check.name}", f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}")
+        table.add_row(
+            f"health {check.name}",
+            f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
+        )
     if status.message:
         table.add_row("message", status.message)
     console.print(table)
 
 
-async def start_pitr(client: Client, settings: Settings, request: PitrRequest, *, wait: bool, as_json: bool) -> int:
-    return await start_change(client, settings, PointInTimeRecoveryWorkflow.run, request, workflow_id=pitr_workflow_id(request.service),
-                              what="recovery", summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
-                              render=render_pitr, wait=wait, as_json=as_json)
+async def start_pitr(
+    client: Client, settings: Settings, request: PitrRequest, *, wait: bool, as_json: bool
+) -> int:
+    return await start_change(
+        client,
+        settings,
+        PointInTimeRecoveryWorkflow.run,
+        request,
+        workflow_id=pitr_workflow_id(request.service),
+        what="recovery",
+        summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
+        render=render_pitr,
+        wait=wait,
+        as_json=as_json,
+    )
 
 
 @pitr_app.command("start")
 def pitr_start(
     service: str = typer.Option(..., help="The service, as named in the catalog."),
-    time: str = typer.Option(..., "--time", help="Restore point, RFC 3339 with an offset: 2026-11-28T14:05:00+09:00 or ...Z."),
+    time: str = typer.Option(
+        ...,
+        "--time",
+        help="Restore point, RFC 3339 with an offset: 2026-11-28T14:05:00+09:00 or ...Z.",
+    ),
     reason: str = typer.Option(..., help="What was corrupted."),
-    new_instance: str | None = typer.Option(None, help="Name of the clone; default: <source>-pitr-<UTC time>."),
-    check: list[str] = typer.Option([], help="NAME=SQL => EXPECTED, run on the clone before the switch; repeatable."),
-    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."),
+    new_instance: str | None = typer.Option(
+        None, help="Name of the clone; default: <source>-pitr-<UTC time>."
+    ),
+    check: list[str] = typer.Option(
+        [], help="NAME=SQL => EXPECTED, run on the clone before the switch; repeatable."
+    ),
+    requested_by: str = typer.Option(
+        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
+    ),
     key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check the restore point and the name; create nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the restore point and the name; create nothing."
+    ),
     wait: bool = typer.Option(False, "--wait"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -91,11 +143,21 @@ def pitr_start(
         raise fail(f"--time: {time!r} is not an RFC 3339 time") from None
     try:
         checks = [parse_check(c) for c in check]
-        request = PitrRequest(service=service, point_in_time=point, new_instance=new_instance, reason=reason, requested_by=requested_by,
-                              checks=checks, language=language, dry_run=dry_run)
+        request = PitrRequest(
+            service=service,
+            point_in_time=point,
+            new_instance=new_instance,
+            reason=reason,
+            requested_by=requested_by,
+            checks=checks,
+            language=language,
+            dry_run=dry_run,
+        )
     except ValidationError as exc:
         said = first_error(exc).replace("--point-in-time", "--time")
-        if said.startswith(("--sql", "--expect", "--name")):  # a --check's parts are fields of its ExpectedQuery
+        if said.startswith(
+            ("--sql", "--expect", "--name")
+        ):  # a --check's parts are fields of its ExpectedQuery
             said = "--check " + said.removeprefix("--")
         raise fail(said) from None
     except ValueError as exc:

@@ -11,7 +11,12 @@ from .base import console, err_console
 
 __all__ = ["console", "err_console", "pending_row", "render_status"]
 
-PHASE_STYLE = {"completed": "green", "failed": "red", "rejected": "yellow", "awaiting_approval": "magenta"}
+PHASE_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "rejected": "yellow",
+    "awaiting_approval": "magenta",
+}
 
 
 def pending_row(table: Table, pending: GateView | None) -> None:
@@ -21,8 +26,12 @@ def pending_row(table: Table, pending: GateView | None) -> None:
     how = "signed decisions only (--key)" if pending.signed else "names"
     table.add_row("awaiting", f"gate {pending.gate}, plan sha256 {pending.digest[:16]}… ({how})")
     for check in pending.plan.get("checks", []):
-        if isinstance(check, dict) and "sql" in check:  # what approvers of a recovery agree will be checked
-            table.add_row("planned check", f"{check.get('name')}: {check['sql']} => {check.get('expect')}")
+        if (
+            isinstance(check, dict) and "sql" in check
+        ):  # what approvers of a recovery agree will be checked
+            table.add_row(
+                "planned check", f"{check.get('name')}: {check['sql']} => {check.get('expect')}"
+            )
 
 
 def render_status(status: RollbackStatus, link: str | None = None) -> None:
@@ -39,7 +48,10 @@ def render_status(status: RollbackStatus, link: str | None = None) -> None:
     sla = "pending" if status.sla_met is None else ("met" if status.sla_met else "[red]breached[/]")
     table.add_row("deadline", f"{status.sla_deadline.isoformat()} (SLA {sla})")
     if status.approvals_required:
-        table.add_row("approvals", f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}")
+        table.add_row(
+            "approvals",
+            f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}",
+        )
     pending_row(table, status.pending)
     for line in status.evidence:
         table.add_row("evidence", line)
@@ -47,7 +59,13 @@ def render_status(status: RollbackStatus, link: str | None = None) -> None:
         table.add_row("backup", f"configmap/{status.backup_configmap}")
     if status.verification is not None:
         for check in status.verification.checks:
-            mark = "[green]ok[/]" if check.ok else "[yellow]UNREAD[/]" if check.unread else "[red]FAIL[/]"
+            mark = (
+                "[green]ok[/]"
+                if check.ok
+                else "[yellow]UNREAD[/]"
+                if check.unread
+                else "[red]FAIL[/]"
+            )
             table.add_row(f"check {check.name}", f"{mark} {check.detail}")
     if status.diagnostics and status.diagnostics.problems:
         for problem in status.diagnostics.problems:
@@ -70,5 +88,7 @@ def render_status(status: RollbackStatus, link: str | None = None) -> None:
             audit.add_column(column, overflow="fold")
         for entry in status.audit:
             counted = "" if entry.counted is None else ("yes" if entry.counted else "no")
-            audit.add_row(entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, counted, entry.detail)
+            audit.add_row(
+                entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, counted, entry.detail
+            )
         console.print(audit)

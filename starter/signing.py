@@ -24,8 +24,18 @@ PASSPHRASE_ENV = "MODORU_KEY_PASSPHRASE"
 
 def payload_for(gate: GateView, decision: Decision, signer: str, note: str = "") -> DecisionPayload:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    return DecisionPayload(workflow_id=gate.workflow_id, run_id=gate.run_id, gate=gate.gate, decision=decision, plan=gate.digest,
-                           signer=signer, issued_at=now, expires_at=now + VALIDITY, nonce=uuid.uuid4().hex, note=note)
+    return DecisionPayload(
+        workflow_id=gate.workflow_id,
+        run_id=gate.run_id,
+        gate=gate.gate,
+        decision=decision,
+        plan=gate.digest,
+        signer=signer,
+        issued_at=now,
+        expires_at=now + VALIDITY,
+        nonce=uuid.uuid4().hex,
+        note=note,
+    )
 
 
 def sign_with_key(payload: str, key: Path) -> SignedDecision:
@@ -37,7 +47,11 @@ def sign_with_key(payload: str, key: Path) -> SignedDecision:
     try:
         armored = sign(payload, private, passphrase.encode() if passphrase else None)
     except (ValueError, TypeError) as exc:
-        hint = "" if passphrase else f" (a key with a passphrase: set {PASSPHRASE_ENV}, or sign with --payload and ssh-keygen -Y sign -n modoru)"
+        hint = (
+            ""
+            if passphrase
+            else f" (a key with a passphrase: set {PASSPHRASE_ENV}, or sign with --payload and ssh-keygen -Y sign -n modoru)"
+        )
         raise CliError(f"--key: cannot sign with {key}: {exc}{hint}") from None
     return SignedDecision(payload=payload, signature=armored)
 
@@ -49,14 +63,24 @@ def read_signature(signature: Path, payload_file: Path | None) -> SignedDecision
     if source is None:
         raise CliError("--signature: give --payload-file too (the file that was signed)")
     try:
-        return SignedDecision(payload=source.read_text(encoding="utf-8"), signature=signature.read_text(encoding="ascii"))
+        return SignedDecision(
+            payload=source.read_text(encoding="utf-8"),
+            signature=signature.read_text(encoding="ascii"),
+        )
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"--signature: cannot read {signature} or {source}: {exc}") from None
 
 
 def signed_start(request: BaseModel, workflow_id: str, key: Path) -> SignedDecision:
     """The requester's start, signed over the request (without the signature)."""
-    gate = GateView(workflow_id=workflow_id, run_id="", gate="start", plan={}, digest=plan_digest(start_plan(request)), signed=True)
+    gate = GateView(
+        workflow_id=workflow_id,
+        run_id="",
+        gate="start",
+        plan={},
+        digest=plan_digest(start_plan(request)),
+        signed=True,
+    )
     return sign_with_key(payload_for(gate, "start", request.requested_by).text(), key)  # type: ignore[attr-defined]
 
 

@@ -23,7 +23,11 @@ CLOUD_UI = "https://cloud.temporal.io"
 
 def registry_dir(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
-    base = Path(environ["XDG_STATE_HOME"]) if environ.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
+    base = (
+        Path(environ["XDG_STATE_HOME"])
+        if environ.get("XDG_STATE_HOME")
+        else Path.home() / ".local" / "state"
+    )
     return base / "modoru" / "stacks"
 
 
@@ -39,7 +43,12 @@ def _entry_path(address: str, environ: Mapping[str, str] | None = None) -> Path:
 def register(address: str, web_ui: str, state_dir: Path, pid: int | None = None) -> Path:
     path = _entry_path(address)
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"temporal": address, "web_ui": web_ui, "state_dir": str(state_dir.resolve()), "pid": pid or os.getpid()}
+    entry = {
+        "temporal": address,
+        "web_ui": web_ui,
+        "state_dir": str(state_dir.resolve()),
+        "pid": pid or os.getpid(),
+    }
     path.write_text(json.dumps(entry, indent=2) + "\n")
     return path
 
@@ -76,7 +85,9 @@ def registered_web_ui(address: str, environ: Mapping[str, str] | None = None) ->
     return web_ui if isinstance(web_ui, str) and web_ui else None
 
 
-def web_ui_for(address: str, configured: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+def web_ui_for(
+    address: str, configured: str | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
     if configured:
         return configured.rstrip("/")
     found = registered_web_ui(address, environ)

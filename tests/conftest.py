@@ -30,7 +30,9 @@ from sandbox.scenario import Scenario, load_scenario
 from sandbox.world import Sandbox
 
 TEST_CLOCK_SPEED = 20.0
-METRICS_DELAY = 20  # the ingestion delay test catalogs honour (the emulator shows points after 10 s)
+METRICS_DELAY = (
+    20  # the ingestion delay test catalogs honour (the emulator shows points after 10 s)
+)
 
 
 class RunningSandbox:
@@ -66,20 +68,33 @@ class RunningSandbox:
     # The binary `kubectl` runs; the conformance tests set it per test, once for each kubectl they drive.
     kubectl_binary: str | None = None
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         binary = self.kubectl_binary or default_kubectl()
         assert binary, "kubectl is not installed"
         result = subprocess.run(
-            [binary, "--kubeconfig", str(self.kubeconfig), *args], input=input,
-            capture_output=True, text=True, timeout=timeout, env={**os.environ, "KUBECACHEDIR": str(self.kubeconfig.parent / "kcache")},
+            [binary, "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "KUBECACHEDIR": str(self.kubeconfig.parent / "kcache")},
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+            )
         return result
 
     def admin(self, path: str, method: str = "GET", body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}/sandbox/{path}", data=data, method=method, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/sandbox/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
@@ -90,7 +105,13 @@ class RunningSandbox:
     def requests_since(self, seq: int = 0) -> list[dict[str, Any]]:
         return self.admin(f"requests?since={seq}")["entries"]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float = 20.0,
+        interval: float = 0.05,
+        what: str = "condition",
+    ) -> Any:
         """Poll `predicate` from the test's thread (it may call the sandbox over HTTP)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -179,7 +200,10 @@ def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
 def db_sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
     """The sandbox with its Cloud SQL instance (a real PostgreSQL at the app's
     schema) and the healthy 1.2.0 live."""
-    running = RunningSandbox(fast_scenario("tekutoko-release", databases=load_scenario("tekutoko-release").databases), tmp_path / "sandbox")
+    running = RunningSandbox(
+        fast_scenario("tekutoko-release", databases=load_scenario("tekutoko-release").databases),
+        tmp_path / "sandbox",
+    )
     try:
         yield running
     finally:

@@ -27,7 +27,13 @@ class ApiFailure(Exception):
 
 class SqlAdminApi:
     def __init__(self, url: str) -> None:
-        self.service = discovery.build("sqladmin", "v1", static_discovery=True, http=build_http(), client_options={"api_endpoint": url})
+        self.service = discovery.build(
+            "sqladmin",
+            "v1",
+            static_discovery=True,
+            http=build_http(),
+            client_options={"api_endpoint": url},
+        )
 
     def request(self, resource: str, method: str, **params: Any) -> Any:
         target = self.service
@@ -46,7 +52,9 @@ class SqlAdminApi:
 
 
 @contextlib.asynccontextmanager
-async def running_emulator(prefix: str, instance: str, *, database: str, user: str, password: str) -> AsyncIterator[CloudSqlEmulator]:
+async def running_emulator(
+    prefix: str, instance: str, *, database: str, user: str, password: str
+) -> AsyncIterator[CloudSqlEmulator]:
     """A Cloud SQL emulator with one instance, its files removed afterwards. Not in
     tmp_path: under root the server runs as a user who must reach the dir."""
     root = Path(tempfile.mkdtemp(prefix=prefix))

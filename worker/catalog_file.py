@@ -20,7 +20,9 @@ def load_catalog(path: Path) -> Catalog:
     except FileNotFoundError:
         raise CatalogError(f"catalog file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise CatalogError(f"catalog file {path} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise CatalogError(
+            f"catalog file {path} is not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:

@@ -24,9 +24,16 @@ log = logging.getLogger("modoru.worker")
 class CdSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODORU_", env_file=".env", extra="ignore")
 
-    github_api_url: str = Field("https://api.github.com", description="GitHub's REST API (GitHub Enterprise Server: https://HOST/api/v3)")
-    artifact_registry_endpoint: str | None = Field(None, description="the Artifact Registry REST API's base URL; default: Google's")
-    artifact_registry_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
+    github_api_url: str = Field(
+        "https://api.github.com",
+        description="GitHub's REST API (GitHub Enterprise Server: https://HOST/api/v3)",
+    )
+    artifact_registry_endpoint: str | None = Field(
+        None, description="the Artifact Registry REST API's base URL; default: Google's"
+    )
+    artifact_registry_insecure: bool = Field(
+        False, description="plain text, no credentials: the sandbox's emulator only"
+    )
 
 
 def registry_for(settings: CdSettings) -> ArtifactRegistry:
@@ -34,7 +41,9 @@ def registry_for(settings: CdSettings) -> ArtifactRegistry:
 
     if settings.artifact_registry_insecure:
         if not settings.artifact_registry_endpoint:
-            raise ValueError("MODORU_ARTIFACT_REGISTRY_INSECURE needs MODORU_ARTIFACT_REGISTRY_ENDPOINT (the emulator's base URL)")
+            raise ValueError(
+                "MODORU_ARTIFACT_REGISTRY_INSECURE needs MODORU_ARTIFACT_REGISTRY_ENDPOINT (the emulator's base URL)"
+            )
         return ArtifactRegistry(settings.artifact_registry_endpoint, build_http)
     import google.auth
     import google_auth_httplib2
@@ -43,22 +52,43 @@ def registry_for(settings: CdSettings) -> ArtifactRegistry:
     try:
         credentials, _ = google.auth.default(scopes=[REGISTRY_SCOPE])
     except DefaultCredentialsError:
-        log.warning("no Google credentials: redeploys and image-pull diagnoses cannot read Artifact Registry")
+        log.warning(
+            "no Google credentials: redeploys and image-pull diagnoses cannot read Artifact Registry"
+        )
 
         def refuse():
-            raise permanent("this worker has no Google credentials for Artifact Registry (Workload Identity or GOOGLE_APPLICATION_CREDENTIALS, "
-                            "roles/artifactregistry.reader)", "RegistryDenied")
+            raise permanent(
+                "this worker has no Google credentials for Artifact Registry (Workload Identity or GOOGLE_APPLICATION_CREDENTIALS, "
+                "roles/artifactregistry.reader)",
+                "RegistryDenied",
+            )
 
         return ArtifactRegistry(settings.artifact_registry_endpoint, refuse)
-    return ArtifactRegistry(settings.artifact_registry_endpoint, lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()))
+    return ArtifactRegistry(
+        settings.artifact_registry_endpoint,
+        lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()),
+    )
 
 
-def cd_activities(api: kube.ApiClient, gatekeeper: Gatekeeper | None, settings: CdSettings | None = None) -> list:
+def cd_activities(
+    api: kube.ApiClient, gatekeeper: Gatekeeper | None, settings: CdSettings | None = None
+) -> list:
     """The activities of methods 2 and 3 and the troubleshooting steps."""
     settings = settings or CdSettings()
     ops = KubernetesOpsActivities(kube.AppsV1Api(api), kube.CoreV1Api(api), gatekeeper)
     github = GitHubActivities(settings.github_api_url, gatekeeper=gatekeeper)
-    found = [ops.redeploy_plan, ops.read_backup, ops.restore_check, ops.restore_apply, ops.repair_plan, ops.delete_replicaset, ops.rollout_restart,
-             github.dispatch, github.follow_run, github.list_backups, github.download_backup]
+    found = [
+        ops.redeploy_plan,
+        ops.read_backup,
+        ops.restore_check,
+        ops.restore_apply,
+        ops.repair_plan,
+        ops.delete_replicaset,
+        ops.rollout_restart,
+        github.dispatch,
+        github.follow_run,
+        github.list_backups,
+        github.download_backup,
+    ]
     registry = RegistryActivities(registry_for(settings))
     return found + [registry.images, registry.diagnose_pull]

@@ -39,8 +39,12 @@ def connect_config(settings: Settings, environ: Mapping[str, str] | None = None)
     try:
         profile = ClientConfigProfile.load(override_env_vars=environ)
     except RuntimeError as exc:  # the bridge's ConfigError: a bad file, an unknown profile
-        source = (environ if environ is not None else os.environ).get("TEMPORAL_CONFIG_FILE") or "temporal.toml"
-        raise TemporalConfigError(f"Temporal client configuration ({source}): {str(exc).splitlines()[0]}") from None
+        source = (environ if environ is not None else os.environ).get(
+            "TEMPORAL_CONFIG_FILE"
+        ) or "temporal.toml"
+        raise TemporalConfigError(
+            f"Temporal client configuration ({source}): {str(exc).splitlines()[0]}"
+        ) from None
     config: dict[str, Any] = dict(profile.to_client_connect_config())
     config.setdefault("target_host", DEFAULT_ADDRESS)
     config.setdefault("namespace", DEFAULT_NAMESPACE)
@@ -56,8 +60,11 @@ def connect_config(settings: Settings, environ: Mapping[str, str] | None = None)
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         base = config.get("tls")
         base = base if isinstance(base, TLSConfig) else TLSConfig()
-        config["tls"] = dataclasses.replace(base, client_cert=settings.temporal_tls_cert.read_bytes(),
-                                            client_private_key=settings.temporal_tls_key.read_bytes())
+        config["tls"] = dataclasses.replace(
+            base,
+            client_cert=settings.temporal_tls_cert.read_bytes(),
+            client_private_key=settings.temporal_tls_key.read_bytes(),
+        )
     return config
 
 
@@ -74,7 +81,9 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
             runtime=runtime,
         )
     except RuntimeError as exc:
-        raise TemporalUnreachable(f"cannot reach Temporal at {config['target_host']}: {str(exc).splitlines()[0]}") from None
+        raise TemporalUnreachable(
+            f"cannot reach Temporal at {config['target_host']}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:
@@ -87,13 +96,19 @@ async def ensure_search_attributes(client: Client) -> list[str]:
     )
 
     try:
-        existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
     except RPCError:
         return []
     missing = [key.name for key in sa.ALL if key.name not in existing.custom_attributes]
     if missing:
-        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-            namespace=client.namespace,
-            search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing},
-        ))
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes={
+                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing
+                },
+            )
+        )
     return missing

@@ -31,13 +31,26 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
     """None when the worker has no way to read metrics (no emulator, no credentials)."""
     if settings.monitoring_insecure:
         if not settings.monitoring_endpoint:
-            raise ValueError("MODORU_MONITORING_INSECURE needs MODORU_MONITORING_ENDPOINT (host:port of the emulator)")
+            raise ValueError(
+                "MODORU_MONITORING_INSECURE needs MODORU_MONITORING_ENDPOINT (host:port of the emulator)"
+            )
         channel = grpc.aio.insecure_channel(settings.monitoring_endpoint)
-        client = monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel))
+        client = monitoring_v3.MetricServiceAsyncClient(
+            transport=MetricServiceGrpcAsyncIOTransport(channel=channel)
+        )
         clock = MetricClock(settings.monitoring_clock_epoch, settings.monitoring_clock_speed)
-        return Monitoring(client, session, project=settings.monitoring_project, rest_endpoint=settings.monitoring_rest_endpoint, credentials=None, clock=clock)
+        return Monitoring(
+            client,
+            session,
+            project=settings.monitoring_project,
+            rest_endpoint=settings.monitoring_rest_endpoint,
+            credentials=None,
+            clock=clock,
+        )
     if settings.monitoring_clock_speed != 1.0 or settings.monitoring_clock_epoch is not None:
-        raise ValueError("MODORU_MONITORING_CLOCK_* is for the sandbox's emulator only (with MODORU_MONITORING_INSECURE): Cloud Monitoring keeps real time")
+        raise ValueError(
+            "MODORU_MONITORING_CLOCK_* is for the sandbox's emulator only (with MODORU_MONITORING_INSECURE): Cloud Monitoring keeps real time"
+        )
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -46,10 +59,17 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
     except DefaultCredentialsError:
         log.warning("no Google credentials: metric checks and the release guard's metrics are off")
         return None
-    options = {"api_endpoint": settings.monitoring_endpoint} if settings.monitoring_endpoint else None
+    options = (
+        {"api_endpoint": settings.monitoring_endpoint} if settings.monitoring_endpoint else None
+    )
     client = monitoring_v3.MetricServiceAsyncClient(credentials=credentials, client_options=options)
-    return Monitoring(client, session, project=settings.monitoring_project or default_project,
-                      rest_endpoint=settings.monitoring_rest_endpoint, credentials=credentials)
+    return Monitoring(
+        client,
+        session,
+        project=settings.monitoring_project or default_project,
+        rest_endpoint=settings.monitoring_rest_endpoint,
+        credentials=credentials,
+    )
 
 
 def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities] | None:
@@ -58,7 +78,9 @@ def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities
 
     if settings.cloudsql_insecure:
         if not settings.cloudsql_endpoint:
-            raise ValueError("MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)")
+            raise ValueError(
+                "MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)"
+            )
         admin = SqlAdmin(settings.cloudsql_endpoint, build_http)
         project = settings.cloudsql_project
     else:
@@ -69,9 +91,14 @@ def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities
         try:
             credentials, default_project = google.auth.default(scopes=[SQLADMIN_SCOPE])
         except DefaultCredentialsError:
-            log.warning("no Google credentials: migration rollbacks and point-in-time recovery cannot reach Cloud SQL")
+            log.warning(
+                "no Google credentials: migration rollbacks and point-in-time recovery cannot reach Cloud SQL"
+            )
             return None
-        admin = SqlAdmin(settings.cloudsql_endpoint, lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()))
+        admin = SqlAdmin(
+            settings.cloudsql_endpoint,
+            lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()),
+        )
         project = settings.cloudsql_project or default_project
     return CloudSqlActivities(admin, project), PitrActivities(admin, project)
 
@@ -83,7 +110,9 @@ def logging_for(settings: Settings) -> CloudLogging | None:
     project = settings.logging_project or settings.monitoring_project
     if settings.logging_insecure:
         if not settings.logging_endpoint:
-            raise ValueError("MODORU_LOGGING_INSECURE needs MODORU_LOGGING_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)")
+            raise ValueError(
+                "MODORU_LOGGING_INSECURE needs MODORU_LOGGING_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)"
+            )
         return CloudLogging(settings.logging_endpoint, build_http, project=project)
     import google.auth
     import google_auth_httplib2
@@ -94,5 +123,8 @@ def logging_for(settings: Settings) -> CloudLogging | None:
     except DefaultCredentialsError:
         log.warning("no Google credentials: the post-rollback log check is off")
         return None
-    return CloudLogging(settings.logging_endpoint, lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()),
-                        project=project or default_project)
+    return CloudLogging(
+        settings.logging_endpoint,
+        lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()),
+        project=project or default_project,
+    )

@@ -57,7 +57,12 @@ class EncryptionCodec(PayloadCodec):
             nonce = os.urandom(NONCE_BYTES)
             # The key id is authenticated too: relabelling a payload breaks it.
             sealed = cipher.encrypt(nonce, payload.SerializeToString(), self.key_id.encode())
-            encoded.append(Payload(metadata={"encoding": ENCODING, KEY_ID: self.key_id.encode()}, data=nonce + sealed))
+            encoded.append(
+                Payload(
+                    metadata={"encoding": ENCODING, KEY_ID: self.key_id.encode()},
+                    data=nonce + sealed,
+                )
+            )
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -69,32 +74,44 @@ class EncryptionCodec(PayloadCodec):
             key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
             cipher = self._ciphers.get(key_id)
             if cipher is None:
-                raise ValueError(f"payload encrypted with unknown key id {key_id!r}; known key ids: {', '.join(self._ciphers)}")
+                raise ValueError(
+                    f"payload encrypted with unknown key id {key_id!r}; known key ids: {', '.join(self._ciphers)}"
+                )
             try:
-                plain = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode())
+                plain = cipher.decrypt(
+                    payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode()
+                )
             except InvalidTag:
-                raise ValueError(f"payload with key id {key_id!r} does not decrypt: tampered with, or a different key under that id") from None
+                raise ValueError(
+                    f"payload with key id {key_id!r} does not decrypt: tampered with, or a different key under that id"
+                ) from None
             decoded.append(Payload.FromString(plain))
         return decoded
 
 
 def parse_keys(text: str, setting: str) -> list[tuple[str, bytes]]:
-    """"id:base64" entries separated by commas or newlines, current key first."""
+    """\"id:base64" entries separated by commas or newlines, current key first."""
     keys: list[tuple[str, bytes]] = []
     entries = [e.strip() for e in re.split(r"[,\n]", text) if e.strip()]
     if not entries:
-        raise CodecSettingsError(f"{setting}: no keys given (expected id:base64-of-32-bytes, current key first)")
+        raise CodecSettingsError(
+            f"{setting}: no keys given (expected id:base64-of-32-bytes, current key first)"
+        )
     for number, entry in enumerate(entries, 1):
         key_id, sep, encoded = entry.partition(":")
         key_id = key_id.strip()
         if not sep or not KEY_ID_PATTERN.match(key_id):
-            raise CodecSettingsError(f"{setting}: entry {number} is not id:base64-of-32-bytes (an id is letters, digits, '.', '_' or '-')")
+            raise CodecSettingsError(
+                f"{setting}: entry {number} is not id:base64-of-32-bytes (an id is letters, digits, '.', '_' or '-')"
+            )
         try:
             key = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
             raise CodecSettingsError(f"{setting}: key {key_id!r} is not valid base64") from None
         if len(key) != 32:
-            raise CodecSettingsError(f"{setting}: key {key_id!r} is {len(key)} bytes; AES-256 needs 32 (head -c 32 /dev/urandom | base64)")
+            raise CodecSettingsError(
+                f"{setting}: key {key_id!r} is {len(key)} bytes; AES-256 needs 32 (head -c 32 /dev/urandom | base64)"
+            )
         if any(key_id == known for known, _ in keys):
             raise CodecSettingsError(f"{setting}: key id {key_id!r} is listed twice")
         keys.append((key_id, key))
@@ -104,14 +121,20 @@ def parse_keys(text: str, setting: str) -> list[tuple[str, bytes]]:
 def codec_from_settings(settings: Settings) -> EncryptionCodec | None:
     """The codec the settings describe, or None when encryption is off."""
     if settings.codec_keys is not None and settings.codec_keys_file is not None:
-        raise CodecSettingsError("MODORU_CODEC_KEYS and MODORU_CODEC_KEYS_FILE are both set; give one")
+        raise CodecSettingsError(
+            "MODORU_CODEC_KEYS and MODORU_CODEC_KEYS_FILE are both set; give one"
+        )
     if settings.codec_keys is not None:
-        return EncryptionCodec(parse_keys(settings.codec_keys.get_secret_value(), "MODORU_CODEC_KEYS"))
+        return EncryptionCodec(
+            parse_keys(settings.codec_keys.get_secret_value(), "MODORU_CODEC_KEYS")
+        )
     if settings.codec_keys_file is not None:
         try:
             text = settings.codec_keys_file.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise CodecSettingsError(f"MODORU_CODEC_KEYS_FILE: cannot read {settings.codec_keys_file} ({type(exc).__name__})") from None
+            raise CodecSettingsError(
+                f"MODORU_CODEC_KEYS_FILE: cannot read {settings.codec_keys_file} ({type(exc).__name__})"
+            ) from None
         return EncryptionCodec(parse_keys(text, "MODORU_CODEC_KEYS_FILE"))
     return None
 
@@ -120,7 +143,11 @@ def data_converter_for(codec: PayloadCodec | None) -> DataConverter:
     """pydantic's converter, with payloads and failure messages encrypted when a codec is given."""
     if codec is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec, failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 def new_key_entry(key_id: str = "k1") -> str:

@@ -31,13 +31,21 @@ Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
 
 def origin_of(url: str) -> str:
     parts = urlsplit(url.strip())
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.scheme and parts.netloc else url.strip().rstrip("/")
+    return (
+        f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        if parts.scheme and parts.netloc
+        else url.strip().rstrip("/")
+    )
 
 
 def cors_origins(settings: Settings, given: Iterable[str] = ()) -> set[str]:
     """The Web UI origins allowed to call: given ones, else MODORU_CODEC_CORS_ORIGINS, else the web_ui setting's
     (the dev server's default UI when none is set)."""
-    chosen = list(given) or [o for o in (settings.codec_cors_origins or "").split(",") if o.strip()] or [settings.web_ui or DEFAULT_UI]
+    chosen = (
+        list(given)
+        or [o for o in (settings.codec_cors_origins or "").split(",") if o.strip()]
+        or [settings.web_ui or DEFAULT_UI]
+    )
     return {origin_of(o) for o in chosen}
 
 
@@ -55,7 +63,10 @@ def build_app(codec: PayloadCodec, origins: Iterable[str]) -> web.Application:
         return response
 
     async def preflight(request: web.Request) -> web.StreamResponse:
-        return with_cors(request, web.Response(status=204 if request.headers.get(hdrs.ORIGIN) in allowed else 403))
+        return with_cors(
+            request,
+            web.Response(status=204 if request.headers.get(hdrs.ORIGIN) in allowed else 403),
+        )
 
     def handler(transform: Transform) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -63,24 +74,38 @@ def build_app(codec: PayloadCodec, origins: Iterable[str]) -> web.Application:
             if origin is not None and origin not in allowed:
                 return web.json_response({"error": "origin not allowed"}, status=403)
             try:
-                payloads = json_format.Parse(await request.read(), Payloads(), ignore_unknown_fields=True)
+                payloads = json_format.Parse(
+                    await request.read(), Payloads(), ignore_unknown_fields=True
+                )
             except (json_format.ParseError, UnicodeDecodeError):
-                return with_cors(request, web.json_response({"error": 'expected {"payloads": [...]} in proto JSON'}, status=400))
+                return with_cors(
+                    request,
+                    web.json_response(
+                        {"error": 'expected {"payloads": [...]} in proto JSON'}, status=400
+                    ),
+                )
             try:
                 result = Payloads(payloads=await transform(payloads.payloads))
             except ValueError as exc:  # the codec's messages name key ids, never keys or data
                 return with_cors(request, web.json_response({"error": str(exc)}, status=422))
-            return with_cors(request, web.Response(text=json_format.MessageToJson(result), content_type="application/json"))
+            return with_cors(
+                request,
+                web.Response(
+                    text=json_format.MessageToJson(result), content_type="application/json"
+                ),
+            )
 
         return handle
 
     app = web.Application(client_max_size=MAX_BODY)
-    app.add_routes([
-        web.post("/encode", handler(codec.encode)),
-        web.post("/decode", handler(codec.decode)),
-        web.options("/encode", preflight),
-        web.options("/decode", preflight),
-    ])
+    app.add_routes(
+        [
+            web.post("/encode", handler(codec.encode)),
+            web.post("/decode", handler(codec.decode)),
+            web.options("/encode", preflight),
+            web.options("/decode", preflight),
+        ]
+    )
     return app
 
 
@@ -93,20 +118,38 @@ def serve(port: int, host: str = "127.0.0.1", origins: Iterable[str] = ()) -> in
         print(f"modoru codec-server: {exc}", file=sys.stderr)
         return 2
     if codec is None:
-        print("modoru codec-server: no keys: set MODORU_CODEC_KEYS or MODORU_CODEC_KEYS_FILE", file=sys.stderr)
+        print(
+            "modoru codec-server: no keys: set MODORU_CODEC_KEYS or MODORU_CODEC_KEYS_FILE",
+            file=sys.stderr,
+        )
         return 2
     allowed = cors_origins(settings, origins)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("codec server on http://%s:%d (current key %s; CORS for %s)", host, port, codec.key_id, ", ".join(sorted(allowed)))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log.info(
+        "codec server on http://%s:%d (current key %s; CORS for %s)",
+        host,
+        port,
+        codec.key_id,
+        ", ".join(sorted(allowed)),
+    )
     web.run_app(build_app(codec, allowed), host=host, port=port, print=None, access_log=None)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.codec_server", description="Codec server for the Temporal Web UI.")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.codec_server", description="Codec server for the Temporal Web UI."
+    )
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--ui-origin", action="append", default=[], help="a Web UI origin allowed by CORS (repeatable)")
+    parser.add_argument(
+        "--ui-origin",
+        action="append",
+        default=[],
+        help="a Web UI origin allowed by CORS (repeatable)",
+    )
     args = parser.parse_args(argv)
     return serve(args.port, args.host, args.ui_origin)
 

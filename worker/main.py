@@ -52,37 +52,70 @@ from .telemetry import ServiceTagging, configure_logging, runtime_for
 log = logging.getLogger("modoru.worker")
 # Signature checks run inside workflows: the crypto libraries (a Rust extension
 # among them) are used as they are, never re-imported in the workflow sandbox.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
-WORKFLOWS = [DeploymentRollbackWorkflow, ReleaseGuardWorkflow, MigrationRollbackWorkflow, PointInTimeRecoveryWorkflow]
-WORKFLOWS += [RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow]  # the runbook's methods 2 and 3 and its troubleshooting
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig")
+)
+WORKFLOWS = [
+    DeploymentRollbackWorkflow,
+    ReleaseGuardWorkflow,
+    MigrationRollbackWorkflow,
+    PointInTimeRecoveryWorkflow,
+]
+WORKFLOWS += [
+    RedeployWorkflow,
+    RestoreWorkflow,
+    TroubleshootWorkflow,
+]  # the runbook's methods 2 and 3 and its troubleshooting
 WORKFLOWS += [ForwardFixWorkflow]
 WORKFLOWS += [IncidentWorkflow]  # the parent of the changes made for an incident
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 
 
 async def kubernetes_configuration(settings: Settings) -> kube.Configuration:
     configuration = kube.Configuration()
     if settings.kubeconfig:
-        await kube_config.load_kube_config(config_file=str(settings.kubeconfig), context=settings.kube_context, client_configuration=configuration)
+        await kube_config.load_kube_config(
+            config_file=str(settings.kubeconfig),
+            context=settings.kube_context,
+            client_configuration=configuration,
+        )
     else:
         try:
             kube_config.load_incluster_config(client_configuration=configuration)
         except kube_config.ConfigException:
-            await kube_config.load_kube_config(context=settings.kube_context, client_configuration=configuration)
+            await kube_config.load_kube_config(
+                context=settings.kube_context, client_configuration=configuration
+            )
     # The client's aiohttp session trusts the environment by default: it looks for
     # proxy variables and reads ~/.netrc on every request (a measurable share of the
     # worker's CPU under a fleet of rollbacks). Without proxy variables there is
     # nothing to find; a kubeconfig's proxy-url is passed on each request anyway.
     if not any(os.environ.get(name) for name in PROXY_VARIABLES):
-        configuration.client_session_kwargs = {**(getattr(configuration, "client_session_kwargs", None) or {}), "trust_env": False}
+        configuration.client_session_kwargs = {
+            **(getattr(configuration, "client_session_kwargs", None) or {}),
+            "trust_env": False,
+        }
     return configuration
 
 
-def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings: Settings, monitoring: Monitoring | None = None,
-                   ws_api: WsApiClient | None = None, cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None,
-                   logging: CloudLogging | None = None) -> list:
+def activities_for(
+    api: kube.ApiClient,
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    monitoring: Monitoring | None = None,
+    ws_api: WsApiClient | None = None,
+    cloudsql: tuple[CloudSqlActivities, PitrActivities] | None = None,
+    logging: CloudLogging | None = None,
+) -> list:
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     entries = load_catalog(settings.catalog)
     gatekeeper = Gatekeeper(entries, seal_key_from_env())
@@ -94,10 +127,21 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     catalog = CatalogActivities(entries)
     switch = SwitchActivities(apps, gatekeeper)
     if not entries.identities:
-        log.warning("the catalog lists no identities: approvals are unsigned names that anyone with Temporal access can give")
+        log.warning(
+            "the catalog lists no identities: approvals are unsigned names that anyone with Temporal access can give"
+        )
     found = [
-        catalog.lookup, catalog.service, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo, k8s.wait_rollout,
-        verify.verify_service, notify.send, guard.baseline, guard.watch, switch.switch_proxy_instance,
+        catalog.lookup,
+        catalog.service,
+        k8s.plan_rollback,
+        k8s.backup_deployment,
+        k8s.rollout_undo,
+        k8s.wait_rollout,
+        verify.verify_service,
+        notify.send,
+        guard.baseline,
+        guard.watch,
+        switch.switch_proxy_instance,
     ]
     if monitoring is not None:
         metrics = MetricsActivities(monitoring)
@@ -113,7 +157,13 @@ def activities_for(api: kube.ApiClient, session: aiohttp.ClientSession, settings
     if cloudsql is not None:
         backups, pitr = cloudsql
         pitr.gatekeeper = gatekeeper
-        found += [backups.check_backup, pitr.pitr_check, pitr.start_clone, pitr.operation_done, pitr.instance]
+        found += [
+            backups.check_backup,
+            pitr.pitr_check,
+            pitr.start_clone,
+            pitr.operation_done,
+            pitr.instance,
+        ]
     return found
 
 
@@ -143,13 +193,25 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=activities_for(api, session, settings, monitoring_for(settings, session), ws_api, cloudsql_for(settings),
-                                      logging_for(settings)),
+            activities=activities_for(
+                api,
+                session,
+                settings,
+                monitoring_for(settings, session),
+                ws_api,
+                cloudsql_for(settings),
+                logging_for(settings),
+            ),
             **worker_options(settings),
         )
         async with worker:
-            log.info("polling %s on %s (namespace %s)%s", settings.task_queue, client.service_client.config.target_host, client.namespace,
-                     f"; metrics on {settings.metrics_address}" if settings.metrics_address else "")
+            log.info(
+                "polling %s on %s (namespace %s)%s",
+                settings.task_queue,
+                client.service_client.config.target_host,
+                client.namespace,
+                f"; metrics on {settings.metrics_address}" if settings.metrics_address else "",
+            )
             await stop.wait()
         await api.close()
         await ws_api.close()
@@ -165,7 +227,9 @@ def main() -> int:
         print(f"modoru worker: {exc}", file=sys.stderr)
         return 2
     if codec is not None:
-        log.info("payloads encrypted with key %s (%d key(s) known)", codec.key_id, len(codec.key_ids))
+        log.info(
+            "payloads encrypted with key %s (%d key(s) known)", codec.key_id, len(codec.key_ids)
+        )
 
     async def runner() -> None:
         stop = asyncio.Event()

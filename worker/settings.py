@@ -22,36 +22,89 @@ class Settings(BaseSettings):
     # Temporal's own client configuration comes first (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
     # TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE, temporal.toml: see worker/client.py);
     # these override it where set.
-    temporal_address: str | None = Field(None, description="host:port of the Temporal frontend; overrides TEMPORAL_ADDRESS")
+    temporal_address: str | None = Field(
+        None, description="host:port of the Temporal frontend; overrides TEMPORAL_ADDRESS"
+    )
     temporal_namespace: str | None = Field(None, description="overrides TEMPORAL_NAMESPACE")
-    temporal_tls: bool | None = Field(None, description="server-only TLS on (true) or off (false); overrides TEMPORAL_TLS")
+    temporal_tls: bool | None = Field(
+        None, description="server-only TLS on (true) or off (false); overrides TEMPORAL_TLS"
+    )
     temporal_tls_cert: Path | None = Field(None, description="client certificate for mTLS")
     temporal_tls_key: Path | None = None
-    temporal_api_key: SecretStr | None = Field(None, description="Temporal Cloud API key; overrides TEMPORAL_API_KEY")
+    temporal_api_key: SecretStr | None = Field(
+        None, description="Temporal Cloud API key; overrides TEMPORAL_API_KEY"
+    )
     task_queue: str = TASK_QUEUE
-    web_ui: str | None = Field(None, description="base URL of the Temporal Web UI, for links; default: the one `modoru up` started for the address in use")
-    kubeconfig: Path | None = Field(None, description="kubeconfig file; none: in-cluster config, then ~/.kube/config")
+    web_ui: str | None = Field(
+        None,
+        description="base URL of the Temporal Web UI, for links; default: the one `modoru up` started for the address in use",
+    )
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; none: in-cluster config, then ~/.kube/config"
+    )
     kube_context: str | None = None
     catalog: Path = Field(default_factory=bundled_catalog)
-    notices_dir: Path = Field(Path("."), description="where relative jsonl notice paths are written")
-    otel_exporter: Literal["none", "console", "otlp"] = Field("none", description="where traces go; otlp reads OTEL_EXPORTER_OTLP_*")
-    metrics_address: str | None = Field(None, description="host:port for the worker's Prometheus /metrics, e.g. 0.0.0.0:9464")
+    notices_dir: Path = Field(
+        Path("."), description="where relative jsonl notice paths are written"
+    )
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        "none", description="where traces go; otlp reads OTEL_EXPORTER_OTLP_*"
+    )
+    metrics_address: str | None = Field(
+        None, description="host:port for the worker's Prometheus /metrics, e.g. 0.0.0.0:9464"
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
-    monitoring_project: str | None = Field(None, description="Cloud project with the services' metrics and alerts")
-    monitoring_endpoint: str | None = Field(None, description="gRPC host:port of Cloud Monitoring; default: Google's")
-    monitoring_rest_endpoint: str = Field("https://monitoring.googleapis.com", description="base URL for projects.alerts.list")
-    monitoring_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
-    monitoring_clock_epoch: float | None = Field(None, description="the sandbox's metric clock (endpoints.json metric_clock); the emulator only")
-    monitoring_clock_speed: float = Field(1.0, gt=0, description="the sandbox's metric clock speed; the emulator only")
-    logging_endpoint: str | None = Field(None, description="base URL of the Cloud Logging REST API (e.g. http://127.0.0.1:PORT/); default: Google's")
-    logging_project: str | None = Field(None, description="Cloud project with the services' logs; default: the monitoring project")
-    logging_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
-    cloudsql_project: str | None = Field(None, description="Cloud project of the Cloud SQL instances (a catalog entry's migration.cloudsql_project overrides it)")
-    cloudsql_endpoint: str | None = Field(None, description="base URL of the Cloud SQL Admin REST API (e.g. http://127.0.0.1:PORT/); default: Google's")
-    cloudsql_insecure: bool = Field(False, description="plain text, no credentials: the sandbox's emulator only")
+    monitoring_project: str | None = Field(
+        None, description="Cloud project with the services' metrics and alerts"
+    )
+    monitoring_endpoint: str | None = Field(
+        None, description="gRPC host:port of Cloud Monitoring; default: Google's"
+    )
+    monitoring_rest_endpoint: str = Field(
+        "https://monitoring.googleapis.com", description="base URL for projects.alerts.list"
+    )
+    monitoring_insecure: bool = Field(
+        False, description="plain text, no credentials: the sandbox's emulator only"
+    )
+    monitoring_clock_epoch: float | None = Field(
+        None,
+        description="the sandbox's metric clock (endpoints.json metric_clock); the emulator only",
+    )
+    monitoring_clock_speed: float = Field(
+        1.0, gt=0, description="the sandbox's metric clock speed; the emulator only"
+    )
+    logging_endpoint: str | None = Field(
+        None,
+        description="base URL of the Cloud Logging REST API (e.g. http://127.0.0.1:PORT/); default: Google's",
+    )
+    logging_project: str | None = Field(
+        None, description="Cloud project with the services' logs; default: the monitoring project"
+    )
+    logging_insecure: bool = Field(
+        False, description="plain text, no credentials: the sandbox's emulator only"
+    )
+    cloudsql_project: str | None = Field(
+        None,
+        description="Cloud project of the Cloud SQL instances (a catalog entry's migration.cloudsql_project overrides it)",
+    )
+    cloudsql_endpoint: str | None = Field(
+        None,
+        description="base URL of the Cloud SQL Admin REST API (e.g. http://127.0.0.1:PORT/); default: Google's",
+    )
+    cloudsql_insecure: bool = Field(
+        False, description="plain text, no credentials: the sandbox's emulator only"
+    )
     max_concurrent_activities: int = Field(200, gt=0)
     max_concurrent_workflow_tasks: int = Field(100, gt=0)
-    codec_keys: SecretStr | None = Field(None, description="payload encryption keys, id:base64 of 32 bytes, comma-separated, current first; none: off")
-    codec_keys_file: Path | None = Field(None, description="a file with the same keys (commas or newlines), e.g. a mounted Secret")
-    codec_cors_origins: str | None = Field(None, description="Web UI origins the codec server answers, comma-separated; default: the web_ui setting's origin")
+    codec_keys: SecretStr | None = Field(
+        None,
+        description="payload encryption keys, id:base64 of 32 bytes, comma-separated, current first; none: off",
+    )
+    codec_keys_file: Path | None = Field(
+        None, description="a file with the same keys (commas or newlines), e.g. a mounted Secret"
+    )
+    codec_cors_origins: str | None = Field(
+        None,
+        description="Web UI origins the codec server answers, comma-separated; default: the web_ui setting's origin",
+    )

@@ -20,7 +20,9 @@ from .settings import Settings
 # Hosts whose URL path is itself a credential (incoming webhooks): spans get scheme and host only.
 SECRET_PATH_HOSTS = {"hooks.slack.com", "hooks.slack-gov.com"}
 
-current_service: contextvars.ContextVar[str | None] = contextvars.ContextVar("modoru_service", default=None)
+current_service: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "modoru_service", default=None
+)
 _tracing_ready = False
 
 
@@ -41,7 +43,9 @@ def configure_tracing(settings: Settings) -> bool:
     if settings.otel_exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # OTEL_EXPORTER_OTLP_* say where
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter())
+        )  # OTEL_EXPORTER_OTLP_* say where
     else:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
@@ -79,7 +83,13 @@ def runtime_for(settings: Settings) -> Runtime | None:
     """A Temporal runtime that serves Prometheus metrics, when an address is set."""
     if not settings.metrics_address:
         return None
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics_address, durations_as_seconds=True)))
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=settings.metrics_address, durations_as_seconds=True
+            )
+        )
+    )
 
 
 class ServiceTagging(Interceptor):
@@ -117,8 +127,19 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        details = getattr(record, "temporal_activity", None) or getattr(record, "temporal_workflow", None) or {}
-        for key in ("workflow_id", "run_id", "workflow_run_id", "activity_type", "workflow_type", "attempt"):
+        details = (
+            getattr(record, "temporal_activity", None)
+            or getattr(record, "temporal_workflow", None)
+            or {}
+        )
+        for key in (
+            "workflow_id",
+            "run_id",
+            "workflow_run_id",
+            "activity_type",
+            "workflow_type",
+            "attempt",
+        ):
             if key in details:
                 entry["run_id" if key == "workflow_run_id" else key] = details[key]
         service = current_service.get()

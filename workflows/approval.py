@@ -34,11 +34,16 @@ with workflow.unsafe.imports_passed_through():
     from runbook.plans import start_plan, start_request
     from runbook.policy import escalation_points, judge_approval, judge_rejection
 
-SIGNED_DECISIONS = "signed-decisions"  # workflow.patched id: runs recorded before it judge plain names
+SIGNED_DECISIONS = (
+    "signed-decisions"  # workflow.patched id: runs recorded before it judge plain names
+)
 
 GIVE_UP = timedelta(hours=24)
 # What the Web UI's timeline calls each timer.
-TIMER_SUMMARY = {"half_time": "half-time escalation at {at}", "deadline": "runbook deadline at {at}: escalate, SLA missed if not mitigated"}
+TIMER_SUMMARY = {
+    "half_time": "half-time escalation at {at}",
+    "deadline": "runbook deadline at {at}: escalate, SLA missed if not mitigated",
+}
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 
@@ -59,8 +64,25 @@ class ApprovalDesk:
         self.counted: list[SignedDecision] = []  # handed to the activities that act on them
         self.requester_id = normalize_id(requested_by)
 
-    def note(self, actor: str, action: str, *, counted: bool | None = None, detail: str = "", request_id: str = "") -> None:
-        self.audit.append(AuditEntry(at=workflow.now(), actor=actor, action=action, counted=counted, detail=detail, request_id=request_id))
+    def note(
+        self,
+        actor: str,
+        action: str,
+        *,
+        counted: bool | None = None,
+        detail: str = "",
+        request_id: str = "",
+    ) -> None:
+        self.audit.append(
+            AuditEntry(
+                at=workflow.now(),
+                actor=actor,
+                action=action,
+                counted=counted,
+                detail=detail,
+                request_id=request_id,
+            )
+        )
 
     def receive(self, signal: ApprovalSignal | RejectSignal) -> None:
         if self.policy is None:
@@ -96,15 +118,36 @@ class ApprovalDesk:
         info = workflow.info()
         start = getattr(request, "start", None)
         if start is None:
-            self.note(request.requested_by, "start", counted=False, detail="unsigned start: the requester is not verified")
+            self.note(
+                request.requested_by,
+                "start",
+                counted=False,
+                detail="unsigned start: the requester is not verified",
+            )
             return False
         digest = plan_digest(start_plan(request))
-        verdict = judge(start, "start", Expected(info.workflow_id, "", "start", digest), self.trust.identities, workflow.now(), self.nonces)
+        verdict = judge(
+            start,
+            "start",
+            Expected(info.workflow_id, "", "start", digest),
+            self.trust.identities,
+            workflow.now(),
+            self.nonces,
+        )
         if verdict.payload is not None and verdict.signer:
             self.nonces.add(verdict.payload.nonce)
         if verdict.counted and verdict.signer != normalize_id(request.requested_by):
-            verdict = type(verdict)(False, f"{verdict.reason}, but the request names {request.requested_by!r} as the requester", verdict.signer)
-        self.note(verdict.signer or request.requested_by, "start", counted=verdict.counted, detail=verdict.reason)
+            verdict = type(verdict)(
+                False,
+                f"{verdict.reason}, but the request names {request.requested_by!r} as the requester",
+                verdict.signer,
+            )
+        self.note(
+            verdict.signer or request.requested_by,
+            "start",
+            counted=verdict.counted,
+            detail=verdict.reason,
+        )
         if verdict.counted:
             self.requester_id = verdict.signer
         return verdict.counted
@@ -114,24 +157,44 @@ class ApprovalDesk:
         with its evidence, or a verified requester holding the on-call role."""
         if self.trust is None or started_by_guard:
             return True
-        if start_verified and has_role(self.trust.identities, self.requester_id, [self.trust.oncall_role]):
+        if start_verified and has_role(
+            self.trust.identities, self.requester_id, [self.trust.oncall_role]
+        ):
             return True
-        self.note("modoru", "approval", counted=None,
-                  detail=f"immediate requested by {self.requester_id}, who is not a verified {self.trust.oncall_role}: one approval is needed")
+        self.note(
+            "modoru",
+            "approval",
+            counted=None,
+            detail=f"immediate requested by {self.requester_id}, who is not a verified {self.trust.oncall_role}: one approval is needed",
+        )
         return False
 
     def grant(self, request) -> Grant | None:
         """The approvals of the gate shown, for the activity that acts on them (None without identities)."""
         if self.trust is None or self.gate is None:
             return None
-        return Grant(gate=self.gate.gate, plan=self.gate.plan, decisions=list(self.counted), request_kind=type(request).__name__,
-                     request=start_request(request), start=getattr(request, "start", None),
-                     guard_seal=getattr(request, "guard_seal", ""), guard_facts=getattr(request, "guard_facts", {}))
+        return Grant(
+            gate=self.gate.gate,
+            plan=self.gate.plan,
+            decisions=list(self.counted),
+            request_kind=type(request).__name__,
+            request=start_request(request),
+            start=getattr(request, "start", None),
+            guard_seal=getattr(request, "guard_seal", ""),
+            guard_facts=getattr(request, "guard_facts", {}),
+        )
 
     def show(self, gate: str, plan: dict) -> GateView:
         """Open `gate` on `plan`: from now on decisions must name this gate and plan."""
         info = workflow.info()
-        self.gate = GateView(workflow_id=info.workflow_id, run_id=info.run_id, gate=gate, plan=plan, digest=plan_digest(plan), signed=self.signed)
+        self.gate = GateView(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            gate=gate,
+            plan=plan,
+            digest=plan_digest(plan),
+            signed=self.signed,
+        )
         return self.gate
 
     def _judge(self, signal: ApprovalSignal | RejectSignal) -> None:
@@ -143,31 +206,65 @@ class ApprovalDesk:
             verdict = judge_rejection(self.policy, signal.by)
             by_requester = signal.by.strip().lower() == self.requested_by.strip().lower()
             counted = verdict.counted or by_requester
-            detail = verdict.reason if verdict.counted or not counted else f"rejected by the requester {signal.by}"
+            detail = (
+                verdict.reason
+                if verdict.counted or not counted
+                else f"rejected by the requester {signal.by}"
+            )
             if counted and not self.open:
                 counted, detail = False, "too late to reject: the change is already under way"
             if counted:
                 self.rejection = signal
-            self.note(signal.by, "reject", counted=counted, detail=f"{detail}: {signal.reason}", request_id=signal.request_id)
+            self.note(
+                signal.by,
+                "reject",
+                counted=counted,
+                detail=f"{detail}: {signal.reason}",
+                request_id=signal.request_id,
+            )
             return
         if not self.open:
-            self.note(signal.by, "approve", counted=False, detail="no approval pending", request_id=signal.request_id)
+            self.note(
+                signal.by,
+                "approve",
+                counted=False,
+                detail="no approval pending",
+                request_id=signal.request_id,
+            )
             return
         verdict = judge_approval(self.policy, self.requested_by, signal.by, self.approvals)
         if verdict.counted:
             self.approvals.append(signal.by.strip())
-        self.note(signal.by, "approve", counted=verdict.counted, detail=verdict.reason + (f" ({signal.comment})" if signal.comment else ""), request_id=signal.request_id)
+        self.note(
+            signal.by,
+            "approve",
+            counted=verdict.counted,
+            detail=verdict.reason + (f" ({signal.comment})" if signal.comment else ""),
+            request_id=signal.request_id,
+        )
 
     def _judge_signed(self, signal: ApprovalSignal | RejectSignal) -> None:
         assert self.policy is not None and self.trust is not None
         reject = isinstance(signal, RejectSignal)
         action = "reject" if reject else "approve"
         if signal.signed is None:
-            self.note(signal.by, action, counted=False, detail="unsigned: this catalog counts only signed decisions (modoru approve --key)", request_id=signal.request_id)
+            self.note(
+                signal.by,
+                action,
+                counted=False,
+                detail="unsigned: this catalog counts only signed decisions (modoru approve --key)",
+                request_id=signal.request_id,
+            )
             return
         gate = self.gate
-        expected = Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest) if gate else Expected(workflow.info().workflow_id, workflow.info().run_id, "", "")
-        verdict = judge(signal.signed, action, expected, self.trust.identities, workflow.now(), self.nonces)
+        expected = (
+            Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest)
+            if gate
+            else Expected(workflow.info().workflow_id, workflow.info().run_id, "", "")
+        )
+        verdict = judge(
+            signal.signed, action, expected, self.trust.identities, workflow.now(), self.nonces
+        )
         if verdict.payload is not None and verdict.signer:
             self.nonces.add(verdict.payload.nonce)
         who = verdict.signer or signal.by
@@ -177,27 +274,78 @@ class ApprovalDesk:
             return
         note = verdict.payload.note if verdict.payload else ""
         if reject:
-            allowed = has_role(self.trust.identities, who, self.policy.approvers) or who == self.requester_id
+            allowed = (
+                has_role(self.trust.identities, who, self.policy.approvers)
+                or who == self.requester_id
+            )
             if not allowed:
-                self.note(who, "reject", counted=False, detail=f"{verdict.reason}, but {who} holds no approver role and did not request this", request_id=signal.request_id)
+                self.note(
+                    who,
+                    "reject",
+                    counted=False,
+                    detail=f"{verdict.reason}, but {who} holds no approver role and did not request this",
+                    request_id=signal.request_id,
+                )
             elif not self.open:
-                self.note(who, "reject", counted=False, detail="too late to reject: the change is already under way", request_id=signal.request_id)
+                self.note(
+                    who,
+                    "reject",
+                    counted=False,
+                    detail="too late to reject: the change is already under way",
+                    request_id=signal.request_id,
+                )
             else:
                 self.rejection = RejectSignal(by=who, reason=note or signal.reason)
-                self.note(who, "reject", counted=True, detail=f"{verdict.reason}: {self.rejection.reason}", request_id=signal.request_id)
+                self.note(
+                    who,
+                    "reject",
+                    counted=True,
+                    detail=f"{verdict.reason}: {self.rejection.reason}",
+                    request_id=signal.request_id,
+                )
             return
         if not self.open:
-            self.note(who, "approve", counted=False, detail="no approval pending", request_id=signal.request_id)
+            self.note(
+                who,
+                "approve",
+                counted=False,
+                detail="no approval pending",
+                request_id=signal.request_id,
+            )
         elif who == self.requester_id:
-            self.note(who, "approve", counted=False, detail=f"{who} requested this change and cannot approve it", request_id=signal.request_id)
+            self.note(
+                who,
+                "approve",
+                counted=False,
+                detail=f"{who} requested this change and cannot approve it",
+                request_id=signal.request_id,
+            )
         elif not has_role(self.trust.identities, who, self.policy.approvers):
-            self.note(who, "approve", counted=False, detail=f"{who} holds none of the approver roles ({', '.join(self.policy.approvers) or 'none'})", request_id=signal.request_id)
+            self.note(
+                who,
+                "approve",
+                counted=False,
+                detail=f"{who} holds none of the approver roles ({', '.join(self.policy.approvers) or 'none'})",
+                request_id=signal.request_id,
+            )
         elif who in self.approvals:
-            self.note(who, "approve", counted=False, detail=f"{who} has already approved: two approvals are two people", request_id=signal.request_id)
+            self.note(
+                who,
+                "approve",
+                counted=False,
+                detail=f"{who} has already approved: two approvals are two people",
+                request_id=signal.request_id,
+            )
         else:
             self.approvals.append(who)
             self.counted.append(signal.signed)
-            self.note(who, "approve", counted=True, detail=verdict.reason + (f" ({note})" if note else ""), request_id=signal.request_id)
+            self.note(
+                who,
+                "approve",
+                counted=True,
+                detail=verdict.reason + (f" ({note})" if note else ""),
+                request_id=signal.request_id,
+            )
 
     async def wait(self, needed: int) -> bool:
         """True once `needed` approvals are in; False on a rejection, after the give-up
@@ -211,7 +359,11 @@ class ApprovalDesk:
             return self.deadline_passed and policy.on_deadline != "keep_waiting"
 
         try:
-            await workflow.wait_condition(settled, timeout=GIVE_UP, timeout_summary=f"approval expiry: give up after {GIVE_UP} without a decision")
+            await workflow.wait_condition(
+                settled,
+                timeout=GIVE_UP,
+                timeout_summary=f"approval expiry: give up after {GIVE_UP} without a decision",
+            )
         except TimeoutError:
             self.rejection = RejectSignal(by="modoru", reason=f"no approval within {GIVE_UP}")
             self.note("modoru", "expired", counted=True, detail=self.rejection.reason)
@@ -219,21 +371,40 @@ class ApprovalDesk:
             return False
         if len(self.approvals) < needed:
             if policy.on_deadline == "abort":
-                self.rejection = RejectSignal(by="modoru", reason="deadline missed without approval; policy aborts")
+                self.rejection = RejectSignal(
+                    by="modoru", reason="deadline missed without approval; policy aborts"
+                )
                 self.aborted = True
                 return False
-            self.note("modoru", "approval", counted=None, detail="deadline missed without approval; policy proceeds")
+            self.note(
+                "modoru",
+                "approval",
+                counted=None,
+                detail="deadline missed without approval; policy proceeds",
+            )
         return True
 
 
-async def escalate(severity, detected_at: dt.datetime, done: Callable[[], bool], mitigated: Callable[[], bool],
-                   on_deadline: Callable[[], None], announce: Callable[[str], Awaitable[None]]) -> None:
+async def escalate(
+    severity,
+    detected_at: dt.datetime,
+    done: Callable[[], bool],
+    mitigated: Callable[[], bool],
+    on_deadline: Callable[[], None],
+    announce: Callable[[str], Awaitable[None]],
+) -> None:
     """Half-time and deadline escalations until `done`; nothing once mitigated."""
     for point, at in escalation_points(severity, detected_at):
         delay = (at - workflow.now()).total_seconds()
         if delay > 0:
             try:
-                await workflow.wait_condition(done, timeout=delay, timeout_summary=TIMER_SUMMARY[point].format(at=at.isoformat(timespec="seconds")))
+                await workflow.wait_condition(
+                    done,
+                    timeout=delay,
+                    timeout_summary=TIMER_SUMMARY[point].format(
+                        at=at.isoformat(timespec="seconds")
+                    ),
+                )
                 return
             except TimeoutError:
                 pass
@@ -246,15 +417,20 @@ async def escalate(severity, detected_at: dt.datetime, done: Callable[[], bool],
         await announce(point)
 
 
-async def send_notice(channels: list[Channel], kind: str, subject: str, text: str, desk: ApprovalDesk) -> list[str]:
+async def send_notice(
+    channels: list[Channel], kind: str, subject: str, text: str, desk: ApprovalDesk
+) -> list[str]:
     """Send a notice; returns the channels that took it. Failing channels are
     audited, never fatal: a change must not wait on a chat service."""
     if not channels:
         return []
     try:
         result: NoticeResult = await workflow.execute_activity(
-            refs.NOTIFY.name, Notice(kind=kind, subject=subject, text=text, channels=channels),  # type: ignore[arg-type]
-            result_type=refs.NOTIFY.result, start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY,
+            refs.NOTIFY.name,
+            Notice(kind=kind, subject=subject, text=text, channels=channels),  # type: ignore[arg-type]
+            result_type=refs.NOTIFY.result,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTIFY_RETRY,
             summary=f"notify: {subject}",
         )
     except ActivityError:

@@ -92,19 +92,44 @@ class ChangeSteps(Generic[RequestT, StatusT]):
     _target_label: str  # how notices name what is being changed
     _notes: ApprovalDesk  # the desk whose audit trail takes the notes
 
-    async def _call(self, ref: ActivityRef[In, Out], arg: In, summary: str, *, timeout: int = 60,
-                    heartbeat: int | None = None) -> Out:
+    async def _call(
+        self,
+        ref: ActivityRef[In, Out],
+        arg: In,
+        summary: str,
+        *,
+        timeout: int = 60,
+        heartbeat: int | None = None,
+    ) -> Out:
         """Call the activity `ref` names, typed by it; retried as `_activity` says."""
-        return await self._activity(ref, arg, ref.result, summary, timeout=timeout, heartbeat=heartbeat)
+        return await self._activity(
+            ref, arg, ref.result, summary, timeout=timeout, heartbeat=heartbeat
+        )
 
-    async def _activity(self, name: str | ActivityRef[In, Out], arg: object, result_type: type[Out], summary: str, *,
-                        timeout: int = 60, heartbeat: int | None = None) -> Out:
+    async def _activity(
+        self,
+        name: str | ActivityRef[In, Out],
+        arg: object,
+        result_type: type[Out],
+        summary: str,
+        *,
+        timeout: int = 60,
+        heartbeat: int | None = None,
+    ) -> Out:
         """Transient errors are retried until the SLA deadline is near (workflows/retries.py)."""
         return await workflow.execute_activity(
-            name.name if isinstance(name, ActivityRef) else name, arg, result_type=result_type,
+            name.name if isinstance(name, ActivityRef) else name,
+            arg,
+            result_type=result_type,
             start_to_close_timeout=timedelta(seconds=timeout),
-            schedule_to_close_timeout=budget(getattr(self._status, "sla_deadline", None), workflow.now(), at_least=timedelta(seconds=timeout)),
-            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None, retry_policy=SLA_RETRY, summary=summary,
+            schedule_to_close_timeout=budget(
+                getattr(self._status, "sla_deadline", None),
+                workflow.now(),
+                at_least=timedelta(seconds=timeout),
+            ),
+            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None,
+            retry_policy=SLA_RETRY,
+            summary=summary,
         )
 
     async def _notify(self, kind: str, subject: str, text: str) -> list[str]:
@@ -116,15 +141,24 @@ class ChangeSteps(Generic[RequestT, StatusT]):
     def _set_phase(self, phase: Phase) -> None:
         self._status.phase = phase
         self._status.timings[phase.value] = workflow.now()
-        if workflow.info().typed_search_attributes.get(sa.PHASE) is not None:  # indexed by the starter
+        if (
+            workflow.info().typed_search_attributes.get(sa.PHASE) is not None
+        ):  # indexed by the starter
             workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
 
-    async def _fail(self, message: str, *, announce: bool = False, problems: list[str] | None = None) -> None:
+    async def _fail(
+        self, message: str, *, announce: bool = False, problems: list[str] | None = None
+    ) -> None:
         self._status.message = message
         self._set_phase(Phase.FAILED)
         if announce:
-            subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=self._target_label,
-                                                   error=message, problems=problems or [])
+            subject, text = notices.failure_notice(
+                self._request.language,
+                at=workflow.now(),
+                deployment=self._target_label,
+                error=message,
+                problems=problems or [],
+            )
             await self._notify("failure", subject, text)
 
 
@@ -182,20 +216,34 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
 
     async def _decide(self, signal: ApprovalSignal | RejectSignal) -> DecisionVerdict:
         # Decisions are judged once the catalog says who may decide; until then they wait.
-        await workflow.wait_condition(lambda: self._current_desk().policy is not None or self._status.phase in TERMINAL)
+        await workflow.wait_condition(
+            lambda: self._current_desk().policy is not None or self._status.phase in TERMINAL
+        )
         desk = self._current_desk()
-        decision: Literal["approve", "reject"] = "approve" if isinstance(signal, ApprovalSignal) else "reject"
+        decision: Literal["approve", "reject"] = (
+            "approve" if isinstance(signal, ApprovalSignal) else "reject"
+        )
         if desk.policy is None:
-            entry = AuditEntry(at=workflow.now(), actor=signal.by, action=decision, counted=False,
-                               detail=f"the change ended ({self._status.phase.value}) before any decision could count",
-                               request_id=signal.request_id)
+            entry = AuditEntry(
+                at=workflow.now(),
+                actor=signal.by,
+                action=decision,
+                counted=False,
+                detail=f"the change ended ({self._status.phase.value}) before any decision could count",
+                request_id=signal.request_id,
+            )
             self._status.audit.append(entry)
         else:
             entry = desk.decide(signal)
         return DecisionVerdict(
-            decision=decision, counted=bool(entry.counted), reason=entry.detail, by=entry.actor,
-            gate=desk.gate.gate if desk.gate else "", approvals=list(desk.approvals),
-            approvals_required=self._status.approvals_required, phase=self._status.phase.value,
+            decision=decision,
+            counted=bool(entry.counted),
+            reason=entry.detail,
+            by=entry.actor,
+            gate=desk.gate.gate if desk.gate else "",
+            approvals=list(desk.approvals),
+            approvals_required=self._status.approvals_required,
+            phase=self._status.phase.value,
         )
 
     # -- the run -----------------------------------------------------------------------
@@ -209,9 +257,15 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         except ActivityError as err:
             changed = self._changed()
             await self._fail(failure_message(err), announce=self._announces_failure(changed))
-            raise ApplicationError(self._status.message, type=failure_type(err, self._failure_kind(changed)), non_retryable=True) from err
+            raise ApplicationError(
+                self._status.message,
+                type=failure_type(err, self._failure_kind(changed)),
+                non_retryable=True,
+            ) from err
         except Stop:
-            raise ApplicationError(self._status.message, type=self._failure_kind(self._changed()), non_retryable=True) from None
+            raise ApplicationError(
+                self._status.message, type=self._failure_kind(self._changed()), non_retryable=True
+            ) from None
         finally:
             self._status.timings["finished"] = workflow.now()
             if escalations is not None:
@@ -229,15 +283,29 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
 
     # -- the approval gate ---------------------------------------------------------------
 
-    def _approvals_needed(self, desk: ApprovalDesk, needed: int, *, started_by_guard: bool = False) -> int:
+    def _approvals_needed(
+        self, desk: ApprovalDesk, needed: int, *, started_by_guard: bool = False
+    ) -> int:
         """In signed mode an immediate change with no approvals needs one, unless the
         release guard started it or a verified on-call engineer asked for it."""
-        if needed == 0 and desk.signed and not desk.immediate_without_approval(self._start_verified, started_by_guard):
+        if (
+            needed == 0
+            and desk.signed
+            and not desk.immediate_without_approval(self._start_verified, started_by_guard)
+        ):
             return 1
         return needed
 
-    async def _gate(self, desk: ApprovalDesk, gate: str, needed: int, plan: dict[str, object], *, what: str,
-                    kept: str = "; nothing was changed") -> bool:
+    async def _gate(
+        self,
+        desk: ApprovalDesk,
+        gate: str,
+        needed: int,
+        plan: dict[str, object],
+        *,
+        what: str,
+        kept: str = "; nothing was changed",
+    ) -> bool:
         """Show `plan` at `gate` and wait for `needed` approvals; True to go ahead. On a
         rejection (or the policy's abort at the deadline) the status says so with `kept`
         (what is left as it was), the channels hear it, and the phase is rejected.
@@ -246,7 +314,11 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         self._status.pending = desk.show(gate, plan)
         desk.open = True
         if desk.rejection is None and needed == 0:
-            desk.note("modoru", "approval", detail=f"{gate}: policy proceeds without approval ({self._request.severity.value})")
+            desk.note(
+                "modoru",
+                "approval",
+                detail=f"{gate}: policy proceeds without approval ({self._request.severity.value})",
+            )
             return True
         if desk.rejection is not None and not self._one_gate():
             self._set_phase(Phase.REJECTED)  # recorded before the shared gate: no notice
@@ -254,9 +326,13 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         self._set_phase(Phase.AWAITING_APPROVAL)
         if desk.rejection is None:
             assert self._entry is not None
-            subject, text = notices.approval_needed_notice(self._request.language, deployment=what, workflow_id=self._status.workflow_id,
-                                                            approvers=self._entry.approval.approvers,
-                                                            deadline=self._status.sla_deadline or workflow.now())
+            subject, text = notices.approval_needed_notice(
+                self._request.language,
+                deployment=what,
+                workflow_id=self._status.workflow_id,
+                approvers=self._entry.approval.approvers,
+                deadline=self._status.sla_deadline or workflow.now(),
+            )
             await self._notify("approval_needed", subject, text)
         self._waiting(True)
         approved = desk.rejection is None and await desk.wait(needed)
@@ -269,7 +345,9 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         assert rejection is not None
         self._status.message = f"{f'{gate} ' if gate != 'approval' else ''}rejected by {rejection.by}: {rejection.reason}{kept}"
         if not desk.aborted or self._one_gate():
-            subject, text = notices.rejected_notice(self._request.language, deployment=what, by=rejection.by, reason=rejection.reason)
+            subject, text = notices.rejected_notice(
+                self._request.language, deployment=what, by=rejection.by, reason=rejection.reason
+            )
             await self._notify("rejected", subject, text)
         self._set_phase(Phase.REJECTED)
         return False
@@ -284,13 +362,20 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
     # -- escalations ---------------------------------------------------------------------
 
     async def _escalations(self) -> None:
-        await escalate(self._request.severity, self._detected_at, done=lambda: self._status.phase in TERMINAL,
-                       mitigated=lambda: "mitigated" in self._status.timings, on_deadline=self._on_deadline,
-                       announce=self._escalation)
+        await escalate(
+            self._request.severity,
+            self._detected_at,
+            done=lambda: self._status.phase in TERMINAL,
+            mitigated=lambda: "mitigated" in self._status.timings,
+            on_deadline=self._on_deadline,
+            announce=self._escalation,
+        )
 
     def _escalating(self) -> EscalatingStatus:
         status = self._status
-        assert hasattr(status, "escalations") and hasattr(status, "sla_met"), f"{self.KIND} escalates: its status needs escalations and sla_met"
+        assert hasattr(status, "escalations") and hasattr(status, "sla_met"), (
+            f"{self.KIND} escalates: its status needs escalations and sla_met"
+        )
         return status  # type: ignore[return-value]
 
     def _on_deadline(self) -> None:
@@ -303,8 +388,16 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         at = dict(escalation_points(self._request.severity, self._detected_at))[point]
         deadline = self._status.sla_deadline or at
         self._escalating().escalations.append(point)
-        self._notes.note("modoru", "escalation", detail=f"{point} at {at.isoformat()} in phase {self._status.phase.value}")
-        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=self._target_label,
-                                                  deadline=deadline, phase=self._status.phase.value)
+        self._notes.note(
+            "modoru",
+            "escalation",
+            detail=f"{point} at {at.isoformat()} in phase {self._status.phase.value}",
+        )
+        subject, text = notices.escalation_notice(
+            self._request.language,
+            point=point,
+            deployment=self._target_label,
+            deadline=deadline,
+            phase=self._status.phase.value,
+        )
         await self._notify("escalation", subject, text)
-

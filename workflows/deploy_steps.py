@@ -46,7 +46,11 @@ class DeploySteps(ChangeSteps):
     async def _gate(self, needed: int, plan: dict, what: str) -> bool:
         """Show the plan and wait for the approvals; False (and a notice) on a rejection."""
         desk = self._desk
-        if needed == 0 and desk.signed and not desk.immediate_without_approval(self._start_verified, started_by_guard=False):
+        if (
+            needed == 0
+            and desk.signed
+            and not desk.immediate_without_approval(self._start_verified, started_by_guard=False)
+        ):
             needed = 1
         self._status.approvals_required = needed
         self._status.pending = desk.show("approval", plan)
@@ -56,8 +60,13 @@ class DeploySteps(ChangeSteps):
         self._set_phase(Phase.AWAITING_APPROVAL)
         assert self._entry is not None
         if desk.rejection is None:
-            subject, text = notices.approval_needed_notice(self._request.language, deployment=f"{self._target_label}: {what}", workflow_id=self._status.workflow_id,
-                                                            approvers=self._entry.approval.approvers, deadline=self._status.sla_deadline)
+            subject, text = notices.approval_needed_notice(
+                self._request.language,
+                deployment=f"{self._target_label}: {what}",
+                workflow_id=self._status.workflow_id,
+                approvers=self._entry.approval.approvers,
+                deadline=self._status.sla_deadline,
+            )
             await self._notify("approval_needed", subject, text)
         approved = desk.rejection is None and await desk.wait(needed)
         desk.open = False
@@ -66,8 +75,15 @@ class DeploySteps(ChangeSteps):
             return True
         rejection = desk.rejection
         assert rejection is not None
-        self._status.message = f"rejected by {rejection.by}: {rejection.reason}; nothing was changed"
-        subject, text = notices.rejected_notice(self._request.language, deployment=self._target_label, by=rejection.by, reason=rejection.reason)
+        self._status.message = (
+            f"rejected by {rejection.by}: {rejection.reason}; nothing was changed"
+        )
+        subject, text = notices.rejected_notice(
+            self._request.language,
+            deployment=self._target_label,
+            by=rejection.by,
+            reason=rejection.reason,
+        )
         await self._notify("rejected", subject, text)
         self._set_phase(Phase.REJECTED)
         return False
@@ -78,18 +94,37 @@ class DeploySteps(ChangeSteps):
         self._set_phase(Phase.WAITING_ROLLOUT)
         try:
             outcome: RolloutOutcome = await self._call(
-                refs.WAIT_ROLLOUT, RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds), summary, timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
+                refs.WAIT_ROLLOUT,
+                RolloutWaitRequest(
+                    namespace=entry.namespace,
+                    deployment=entry.deployment,
+                    timeout_seconds=entry.rollout_timeout_seconds,
+                ),
+                summary,
+                timeout=entry.rollout_timeout_seconds + 60,
+                heartbeat=10,
+            )
         except ActivityError as err:
             message = failure_message(err)
             diagnostics = Diagnostics()
             cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+            if (
+                isinstance(cause, ApplicationError)
+                and cause.details
+                and isinstance(cause.details[0], dict)
+            ):
                 diagnostics = Diagnostics.model_validate(cause.details[0])
             self._status.diagnostics = diagnostics
             problems = list(diagnostics.problems)
-            pulling = sorted({p.image for p in diagnostics.pods if p.waiting_reason in PULL_REASONS and p.image})
+            pulling = sorted(
+                {p.image for p in diagnostics.pods if p.waiting_reason in PULL_REASONS and p.image}
+            )
             if pulling and entry.registry is not None:
-                pull: PullDiagnosis = await self._call(refs.DIAGNOSE_PULL, PullCheckRequest(registry=entry.registry, images=pulling), "why the image cannot be pulled: Artifact Registry")
+                pull: PullDiagnosis = await self._call(
+                    refs.DIAGNOSE_PULL,
+                    PullCheckRequest(registry=entry.registry, images=pulling),
+                    "why the image cannot be pulled: Artifact Registry",
+                )
                 self._status.pull = pull
                 problems += pull.problems
             await self._fail_with(message, problems + diagnostics.logs[:6])
@@ -103,14 +138,28 @@ class DeploySteps(ChangeSteps):
         """Exactly as method 1: pods, health, readiness, the API path and, where configured, the metrics."""
         self._set_phase(Phase.VERIFYING)
         result: VerifyResult = await self._call(
-            refs.VERIFY_SERVICE, VerifyRequest(namespace=entry.namespace, deployment=entry.deployment, service=entry.service, paths=entry.check_paths,
-                                            window_seconds=entry.verification_window_seconds, monitoring=entry.monitoring, recovery=entry.recovery), "verify pods, health and API", timeout=entry.verification_window_seconds + 60, heartbeat=10)
+            refs.VERIFY_SERVICE,
+            VerifyRequest(
+                namespace=entry.namespace,
+                deployment=entry.deployment,
+                service=entry.service,
+                paths=entry.check_paths,
+                window_seconds=entry.verification_window_seconds,
+                monitoring=entry.monitoring,
+                recovery=entry.recovery,
+            ),
+            "verify pods, health and API",
+            timeout=entry.verification_window_seconds + 60,
+            heartbeat=10,
+        )
         self._status.verification = result
         if result.ok:
             self._check_done(result)
         if not result.ok:
             failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
-            await self._fail_with(f"verification failed after {result.attempts} attempts: {failing}", [])
+            await self._fail_with(
+                f"verification failed after {result.attempts} attempts: {failing}", []
+            )
             raise Stop
         return result
 
@@ -127,7 +176,9 @@ class DeploySteps(ChangeSteps):
             if key in by_name and by_name[key].ok:
                 self._check(key, by_name[key].detail)
         if self._entry is not None:
-            self._check("notify_done", ", ".join(c.label for c in self._entry.channels) or "no channel")
+            self._check(
+                "notify_done", ", ".join(c.label for c in self._entry.channels) or "no channel"
+            )
         due = workflow.now()
         self._check("rca", f"due {(due + timedelta(hours=24)).isoformat()}", done=False)
         self._check("postmortem", f"due {(due + timedelta(hours=48)).isoformat()}", done=False)
@@ -135,7 +186,13 @@ class DeploySteps(ChangeSteps):
     async def _fail_with(self, message: str, problems: list[str]) -> None:
         self._status.message = message
         self._set_phase(Phase.FAILED)
-        subject, text = notices.failure_notice(self._request.language, at=workflow.now(), deployment=self._target_label, error=message, problems=problems)
+        subject, text = notices.failure_notice(
+            self._request.language,
+            at=workflow.now(),
+            deployment=self._target_label,
+            error=message,
+            problems=problems,
+        )
         await self._notify("failure", subject, text)
 
     def _deadline(self) -> None:
@@ -145,7 +202,14 @@ class DeploySteps(ChangeSteps):
 
     async def _escalation(self, point: str) -> None:
         self._status.escalations.append(point)
-        self._desk.note("modoru", "escalation", detail=f"{point} in phase {self._status.phase.value}")
-        subject, text = notices.escalation_notice(self._request.language, point=point, deployment=self._target_label,
-                                                  deadline=self._status.sla_deadline, phase=self._status.phase.value)
+        self._desk.note(
+            "modoru", "escalation", detail=f"{point} in phase {self._status.phase.value}"
+        )
+        subject, text = notices.escalation_notice(
+            self._request.language,
+            point=point,
+            deployment=self._target_label,
+            deadline=self._status.sla_deadline,
+            phase=self._status.phase.value,
+        )
         await self._notify("escalation", subject, text)

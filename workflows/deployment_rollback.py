@@ -52,22 +52,30 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         # run with them: a server without modoru's attributes registered would
         # otherwise reject every workflow task.
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
-        self._open(request, RollbackStatus(
-            workflow_id=workflow.info().workflow_id,
-            phase=Phase.PLANNING,
-            namespace=request.namespace,
-            deployment=request.deployment,
-            severity=request.severity,
-            requested_by=request.requested_by,
-            reason=request.reason,
-            to_revision=request.to_revision,
-            detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected),
-            timings={"started": now},
-            checklist=new_checklist(request.language),
-            evidence=request.evidence,
-        ), detected)
-        self._desk.note(request.requested_by, "requested", detail=f"{request.severity.value} rollback: {request.reason}")
+        self._open(
+            request,
+            RollbackStatus(
+                workflow_id=workflow.info().workflow_id,
+                phase=Phase.PLANNING,
+                namespace=request.namespace,
+                deployment=request.deployment,
+                severity=request.severity,
+                requested_by=request.requested_by,
+                reason=request.reason,
+                to_revision=request.to_revision,
+                detected_at=detected,
+                sla_deadline=sla_deadline(request.severity, detected),
+                timings={"started": now},
+                checklist=new_checklist(request.language),
+                evidence=request.evidence,
+            ),
+            detected,
+        )
+        self._desk.note(
+            request.requested_by,
+            "requested",
+            detail=f"{request.severity.value} rollback: {request.reason}",
+        )
         self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @property
@@ -88,22 +96,43 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         except ApplicationError:
             self._count("modoru_rollbacks_failed", "rollbacks failed")
             raise
-        outcome = {Phase.COMPLETED: "completed", Phase.REJECTED: "rejected"}.get(result.status.phase, "failed")
+        outcome = {Phase.COMPLETED: "completed", Phase.REJECTED: "rejected"}.get(
+            result.status.phase, "failed"
+        )
         self._count(f"modoru_rollbacks_{outcome}", f"rollbacks {outcome}")
         return result
 
     async def _run(self, request: RollbackRequest) -> RollbackResult:
-        self._entry = await self._call(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
+        self._entry = await self._call(
+            refs.LOOKUP,
+            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+            "look up the service catalog",
+        )
         self._desk.set_policy(self._entry.approval, self._entry.trust)
         self._start_verified = self._desk.verify_start(request)
         self._set_phase(Phase.PLANNING)
-        plan = await self._call(refs.PLAN_ROLLBACK, PlanRequest(namespace=request.namespace, deployment=request.deployment, to_revision=request.to_revision), "plan: read the deployment and its history")
+        plan = await self._call(
+            refs.PLAN_ROLLBACK,
+            PlanRequest(
+                namespace=request.namespace,
+                deployment=request.deployment,
+                to_revision=request.to_revision,
+            ),
+            "plan: read the deployment and its history",
+        )
         self._plan = plan
         self._status.from_revision, self._status.to_revision = plan.from_revision, plan.to_revision
         self._status.image_diff = plan.image_diff
-        self._check("target", f"revision {plan.from_revision} -> {plan.to_revision}: {'; '.join(plan.image_diff) or 'same images'}")
-        self._check("history", ", ".join(f"{h.revision}:{h.change_cause or '<none>'}" for h in plan.history))
-        workflow.set_current_details(f"**{request.deployment}**: revision {plan.from_revision} → {plan.to_revision}\n\n{chr(10).join(plan.image_diff)}")
+        self._check(
+            "target",
+            f"revision {plan.from_revision} -> {plan.to_revision}: {'; '.join(plan.image_diff) or 'same images'}",
+        )
+        self._check(
+            "history", ", ".join(f"{h.revision}:{h.change_cause or '<none>'}" for h in plan.history)
+        )
+        workflow.set_current_details(
+            f"**{request.deployment}**: revision {plan.from_revision} → {plan.to_revision}\n\n{chr(10).join(plan.image_diff)}"
+        )
         if plan.already_at_target:
             self._status.message = f"deployment/{request.deployment} already runs revision {plan.to_revision}'s template; nothing to do"
             return self._finish(Phase.COMPLETED, plan=plan, no_op=True)
@@ -111,35 +140,64 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
             self._status.message = f"dry run: would roll deployment/{request.deployment} back from revision {plan.from_revision} to {plan.to_revision}"
             return self._finish(Phase.COMPLETED, plan=plan, no_op=True)
 
-        backup = await self._call(refs.BACKUP_DEPLOYMENT, BackupRequest(
-            namespace=request.namespace, deployment=request.deployment, from_revision=plan.from_revision,
-            backup_name=f"modoru-backup-{request.deployment}-r{plan.from_revision}-{workflow.info().run_id[:8]}"[:253],
-        ), "back up the current deployment")
+        backup = await self._call(
+            refs.BACKUP_DEPLOYMENT,
+            BackupRequest(
+                namespace=request.namespace,
+                deployment=request.deployment,
+                from_revision=plan.from_revision,
+                backup_name=f"modoru-backup-{request.deployment}-r{plan.from_revision}-{workflow.info().run_id[:8]}"[
+                    :253
+                ],
+            ),
+            "back up the current deployment",
+        )
         self._status.backup_configmap = backup.configmap
         self._check("backup", f"configmap/{backup.configmap}")
 
         if not await self._approval_gate(plan):
-            return RollbackResult(status=self._status, plan=plan, backup_manifest=backup.manifest_yaml)
+            return RollbackResult(
+                status=self._status, plan=plan, backup_manifest=backup.manifest_yaml
+            )
 
         self._set_phase(Phase.EXECUTING)
         expected = max(self._status.sla_deadline, workflow.now() + timedelta(minutes=2))
         subject, text = notices.start_notice(
-            request.language, detected_at=self._status.detected_at, impact=request.impact or request.reason, cause=request.cause,
-            action=("ロールバックを開始します" if request.language == "ja" else "starting the rollback") + f" (revision {plan.from_revision} → {plan.to_revision})",
+            request.language,
+            detected_at=self._status.detected_at,
+            impact=request.impact or request.reason,
+            cause=request.cause,
+            action=(
+                "ロールバックを開始します" if request.language == "ja" else "starting the rollback"
+            )
+            + f" (revision {plan.from_revision} → {plan.to_revision})",
             expected_recovery=expected,
         )
         delivered = await self._notify("start", subject, text)
-        self._check("notify_start", ", ".join(delivered) or "no channel took the notice", done=bool(delivered))
+        self._check(
+            "notify_start",
+            ", ".join(delivered) or "no channel took the notice",
+            done=bool(delivered),
+        )
         try:
             self._status.pending = None
-            undo: UndoResult = await self._call(refs.ROLLOUT_UNDO, UndoRequest(plan=plan, grant=self._desk.grant(request)),
-                                                f"undo to revision {plan.to_revision}")
+            undo: UndoResult = await self._call(
+                refs.ROLLOUT_UNDO,
+                UndoRequest(plan=plan, grant=self._desk.grant(request)),
+                f"undo to revision {plan.to_revision}",
+            )
             self._check("undo", undo.message)
             self._set_phase(Phase.WAITING_ROLLOUT)
             outcome: RolloutOutcome = await self._call(
                 refs.WAIT_ROLLOUT,
-                RolloutWaitRequest(namespace=request.namespace, deployment=request.deployment, timeout_seconds=self._entry.rollout_timeout_seconds),
-                "wait for the rollout", timeout=self._entry.rollout_timeout_seconds + 60, heartbeat=10,
+                RolloutWaitRequest(
+                    namespace=request.namespace,
+                    deployment=request.deployment,
+                    timeout_seconds=self._entry.rollout_timeout_seconds,
+                ),
+                "wait for the rollout",
+                timeout=self._entry.rollout_timeout_seconds + 60,
+                heartbeat=10,
             )
             self._status.timings["mitigated"] = workflow.now()
             self._observe_mitigation()
@@ -148,10 +206,19 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
             self._set_phase(Phase.VERIFYING)
             verification: VerifyResult = await self._call(
                 refs.VERIFY_SERVICE,
-                VerifyRequest(namespace=request.namespace, deployment=request.deployment, service=self._entry.service,
-                              paths=self._entry.check_paths, window_seconds=self._entry.verification_window_seconds,
-                              monitoring=self._entry.monitoring, recovery=self._entry.recovery, post_checks=self._entry.post_checks_resolved()),
-                "verify pods, health and API", timeout=self._entry.verification_window_seconds + 60, heartbeat=10,
+                VerifyRequest(
+                    namespace=request.namespace,
+                    deployment=request.deployment,
+                    service=self._entry.service,
+                    paths=self._entry.check_paths,
+                    window_seconds=self._entry.verification_window_seconds,
+                    monitoring=self._entry.monitoring,
+                    recovery=self._entry.recovery,
+                    post_checks=self._entry.post_checks_resolved(),
+                ),
+                "verify pods, health and API",
+                timeout=self._entry.verification_window_seconds + 60,
+                heartbeat=10,
             )
         except ActivityError as err:
             return await self._fail_rollout(err, plan, backup)
@@ -160,15 +227,27 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
             self._check(key, evidence)
         if not verification.ok:
             failing = "; ".join(f"{c.name}: {c.detail}" for c in verification.checks if not c.ok)
-            await self._fail(f"verification failed after {verification.attempts} attempts: {failing}", announce=True)
-            raise ApplicationError(self._status.message, type="VerificationFailed", non_retryable=True)
+            await self._fail(
+                f"verification failed after {verification.attempts} attempts: {failing}",
+                announce=True,
+            )
+            raise ApplicationError(
+                self._status.message, type="VerificationFailed", non_retryable=True
+            )
         self._record_sla()
         subject, text = notices.complete_notice(
-            request.language, recovered_at=self._status.timings["mitigated"], from_revision=plan.from_revision,
-            to_revision=plan.to_revision, result=notices.verification_summary(request.language, verification.checks),
+            request.language,
+            recovered_at=self._status.timings["mitigated"],
+            from_revision=plan.from_revision,
+            to_revision=plan.to_revision,
+            result=notices.verification_summary(request.language, verification.checks),
         )
         delivered = await self._notify("complete", subject, text)
-        self._check("notify_done", ", ".join(delivered) or "no channel took the notice", done=bool(delivered))
+        self._check(
+            "notify_done",
+            ", ".join(delivered) or "no channel took the notice",
+            done=bool(delivered),
+        )
         self._status.message = f"rolled back deployment/{request.deployment} from revision {plan.from_revision} to {plan.to_revision} and verified"
         return self._finish(Phase.COMPLETED, plan=plan, backup=backup.manifest_yaml)
 
@@ -178,16 +257,28 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         guard = workflow.info().parent is not None and bool(self._request.evidence)
         needed = approvals_required(self._request.severity, entry.approval)
         needed = self._approvals_needed(self._desk, needed, started_by_guard=guard)
-        return await self._gate(self._desk, "approval", needed, rollback_plan(plan), what=self._request.deployment, kept="")
+        return await self._gate(
+            self._desk,
+            "approval",
+            needed,
+            rollback_plan(plan),
+            what=self._request.deployment,
+            kept="",
+        )
 
     def _one_gate(self) -> bool:
         return workflow.patched(ONE_GATE)
 
     def _waiting(self, started: bool) -> None:
         if started:
-            self._count("modoru_approval_waits_started", "rollbacks that began waiting for approval")
+            self._count(
+                "modoru_approval_waits_started", "rollbacks that began waiting for approval"
+            )
         else:
-            self._count("modoru_approval_waits_ended", "rollbacks that stopped waiting for approval (waiting = started - ended)")
+            self._count(
+                "modoru_approval_waits_ended",
+                "rollbacks that stopped waiting for approval (waiting = started - ended)",
+            )
 
     def _on_deadline(self) -> None:
         super()._on_deadline()
@@ -197,7 +288,9 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _fail_rollout(self, err: ActivityError, plan: RollbackPlan, backup: BackupRef) -> RollbackResult:
+    async def _fail_rollout(
+        self, err: ActivityError, plan: RollbackPlan, backup: BackupRef
+    ) -> RollbackResult:
         """The undo, the rollout or the verification failed: announce it with the
         rollout's diagnostics and fail with the status attached."""
         cause = err.cause
@@ -211,8 +304,12 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         await self._fail(failure_message(err), announce=True, problems=problems)
         if not workflow.patched(ONE_GATE):
             self._set_phase(Phase.FAILED)  # runs recorded before the shared shell set it twice
-        raise ApplicationError(f"rollback of deployment/{plan.deployment} failed: {self._status.message}", self._status.model_dump(mode="json"),
-                               type=failure_type(err, "RollbackFailed"), non_retryable=True)
+        raise ApplicationError(
+            f"rollback of deployment/{plan.deployment} failed: {self._status.message}",
+            self._status.model_dump(mode="json"),
+            type=failure_type(err, "RollbackFailed"),
+            non_retryable=True,
+        )
 
     def _record_sla(self) -> None:
         met = self._status.timings["mitigated"] <= self._status.sla_deadline
@@ -221,7 +318,14 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         self._status.sla_met = met
         self._index(sa.SLA.value_set("met" if met else "breached"))
 
-    def _finish(self, phase: Phase, *, plan: RollbackPlan | None = None, backup: str | None = None, no_op: bool = False) -> RollbackResult:
+    def _finish(
+        self,
+        phase: Phase,
+        *,
+        plan: RollbackPlan | None = None,
+        backup: str | None = None,
+        no_op: bool = False,
+    ) -> RollbackResult:
         self._set_phase(phase)
         if phase is Phase.COMPLETED and not no_op:
             due = workflow.now()
@@ -231,19 +335,30 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
 
     def _set_phase(self, phase: Phase) -> None:
         super()._set_phase(phase)
-        self._desk.open = phase in (Phase.PLANNING, Phase.AWAITING_APPROVAL)  # decisions count until the rollback acts
+        self._desk.open = phase in (
+            Phase.PLANNING,
+            Phase.AWAITING_APPROVAL,
+        )  # decisions count until the rollback acts
 
     def _count(self, name: str, description: str) -> None:
         """modoru's own metrics, by service and severity (skipped on replay)."""
-        meter = workflow.metric_meter().with_additional_attributes({
-            "service": self._request.deployment, "namespace": self._request.namespace, "severity": self._request.severity.value,
-        })
+        meter = workflow.metric_meter().with_additional_attributes(
+            {
+                "service": self._request.deployment,
+                "namespace": self._request.namespace,
+                "severity": self._request.severity.value,
+            }
+        )
         meter.create_counter(name, description).add(1)
 
     def _observe_mitigation(self) -> None:
         seconds = (self._status.timings["mitigated"] - self._status.detected_at).total_seconds()
-        meter = workflow.metric_meter().with_additional_attributes({"service": self._request.deployment, "severity": self._request.severity.value})
-        meter.create_histogram_float("modoru_time_to_mitigate", "seconds from detection to a finished rollout", "s").record(max(seconds, 0.0))
+        meter = workflow.metric_meter().with_additional_attributes(
+            {"service": self._request.deployment, "severity": self._request.severity.value}
+        )
+        meter.create_histogram_float(
+            "modoru_time_to_mitigate", "seconds from detection to a finished rollout", "s"
+        ).record(max(seconds, 0.0))
 
     def _index(self, update) -> None:
         if self._indexed:
@@ -259,4 +374,3 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
 def rollback_workflow_id(namespace: str, deployment: str) -> str:
     """One rollback per deployment at a time: the id is the deployment's."""
     return f"rollback-{namespace}-{deployment}"
-

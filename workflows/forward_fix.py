@@ -50,9 +50,16 @@ class ForwardFixWorkflow(ChangeSteps):
         self._request = request
         self._entry: ServiceEntry | None = None
         self._status = ForwardFixStatus(
-            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, namespace=request.namespace, deployment=request.deployment,
-            severity=request.severity, requested_by=request.requested_by, reason=request.reason, detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now},
+            workflow_id=workflow.info().workflow_id,
+            phase=Phase.PLANNING,
+            namespace=request.namespace,
+            deployment=request.deployment,
+            severity=request.severity,
+            requested_by=request.requested_by,
+            reason=request.reason,
+            detected_at=detected,
+            sla_deadline=sla_deadline(request.severity, detected),
+            timings={"started": now},
         )
         self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
         self._desk.note(request.requested_by, "requested", detail=f"forward fix: {request.reason}")
@@ -70,7 +77,12 @@ class ForwardFixWorkflow(ChangeSteps):
     @workflow.signal(name="hotfix")
     def hotfix(self, hotfix: Hotfix) -> None:
         if self._status.hotfix is not None:
-            self._desk.note(hotfix.by, "hotfix_ignored", counted=False, detail=f"{hotfix.tag}: hotfix {self._status.hotfix.tag} was recorded first")
+            self._desk.note(
+                hotfix.by,
+                "hotfix_ignored",
+                counted=False,
+                detail=f"{hotfix.tag}: hotfix {self._status.hotfix.tag} was recorded first",
+            )
             return
         self._record(hotfix)
 
@@ -81,8 +93,12 @@ class ForwardFixWorkflow(ChangeSteps):
     def _record(self, hotfix: Hotfix) -> None:
         self._status.hotfix = hotfix
         self._status.timings["hotfix_recorded"] = workflow.now()
-        detail = f"branch {hotfix.branch}, tag {hotfix.tag}, verified on staging" + (f": {hotfix.link}" if hotfix.link else "")
-        self._desk.note(hotfix.by, "hotfix", detail=detail + (f" ({hotfix.note})" if hotfix.note else ""))
+        detail = f"branch {hotfix.branch}, tag {hotfix.tag}, verified on staging" + (
+            f": {hotfix.link}" if hotfix.link else ""
+        )
+        self._desk.note(
+            hotfix.by, "hotfix", detail=detail + (f" ({hotfix.note})" if hotfix.note else "")
+        )
 
     @workflow.run
     async def run(self, request: ForwardFixRequest) -> ForwardFixResult:
@@ -90,50 +106,97 @@ class ForwardFixWorkflow(ChangeSteps):
             return await self._run(request)
         except ActivityError as err:
             await self._give_up(failure_message(err))
-            raise ApplicationError(self._status.message, type=failure_type(err, "ForwardFixFailed"), non_retryable=True) from err
+            raise ApplicationError(
+                self._status.message, type=failure_type(err, "ForwardFixFailed"), non_retryable=True
+            ) from err
         except Stop:
-            raise ApplicationError(self._status.message, type="ForwardFixFailed", non_retryable=True) from None
+            raise ApplicationError(
+                self._status.message, type="ForwardFixFailed", non_retryable=True
+            ) from None
         finally:
             self._status.timings["finished"] = workflow.now()
 
     async def _run(self, request: ForwardFixRequest) -> ForwardFixResult:
         entry: ServiceEntry = await self._call(
-            refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
+            refs.LOOKUP,
+            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+            "look up the service catalog",
+        )
         if entry.cd is None or entry.registry is None:
-            await self._fail(f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog; "
-                             "a forward fix deploys its hotfix through the CD pipeline")
+            await self._fail(
+                f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog; "
+                "a forward fix deploys its hotfix through the CD pipeline"
+            )
             raise Stop
         self._entry = entry
 
         logs: ServiceLogs = await self._call(
-            refs.SERVICE_LOGS, ServiceLogsRequest(namespace=request.namespace, deployment=request.deployment, container=entry.cd.container), f"kubectl logs -l <selector of {request.deployment}> --tail=200", heartbeat=30)
-        self._status.pods_read, self._status.unreadable, self._status.lines_read = logs.pods, logs.unreadable, len(logs.lines)
+            refs.SERVICE_LOGS,
+            ServiceLogsRequest(
+                namespace=request.namespace,
+                deployment=request.deployment,
+                container=entry.cd.container,
+            ),
+            f"kubectl logs -l <selector of {request.deployment}> --tail=200",
+            heartbeat=30,
+        )
+        self._status.pods_read, self._status.unreadable, self._status.lines_read = (
+            logs.pods,
+            logs.unreadable,
+            len(logs.lines),
+        )
         self._status.errors = error_groups(logs.lines)
         top = self._status.errors[0].signature if self._status.errors else "no error lines"
-        self._desk.note("modoru", "logs", detail=f"{len(logs.lines)} lines from {len(logs.pods)} pod(s); {len(self._status.errors)} error group(s); most frequent: {top}")
-        self._status.normal = await self._reading(entry, at=self._status.detected_at, summary="the metrics before the incident")
+        self._desk.note(
+            "modoru",
+            "logs",
+            detail=f"{len(logs.lines)} lines from {len(logs.pods)} pod(s); {len(self._status.errors)} error group(s); most frequent: {top}",
+        )
+        self._status.normal = await self._reading(
+            entry, at=self._status.detected_at, summary="the metrics before the incident"
+        )
         self._status.at_start = await self._reading(entry, at=None, summary="the metrics now")
-        subject, text = says.start(request.language, deployment=self._target_label, detected_at=self._status.detected_at, reason=request.reason,
-                                   errors=self._status.errors, error_ratio=self._status.at_start.error_ratio)
+        subject, text = says.start(
+            request.language,
+            deployment=self._target_label,
+            detected_at=self._status.detected_at,
+            reason=request.reason,
+            errors=self._status.errors,
+            error_ratio=self._status.at_start.error_ratio,
+        )
         await self._notify("start", subject, text)
 
         hotfix = await self._wait_for_hotfix(request)
         self._set_phase(Phase.EXECUTING)
         child_id = f"{workflow.info().workflow_id}-deploy"
         self._status.deploy_workflow_id = child_id
-        workflow.set_current_details(f"**{request.deployment}**: deploying hotfix **{hotfix.tag}** (branch {hotfix.branch}) through "
-                                     f"{entry.cd.workflow_name}; approve it in modoru as `{child_id}`")
+        workflow.set_current_details(
+            f"**{request.deployment}**: deploying hotfix **{hotfix.tag}** (branch {hotfix.branch}) through "
+            f"{entry.cd.workflow_name}; approve it in modoru as `{child_id}`"
+        )
         try:
             deployed: RedeployResult = await workflow.execute_child_workflow(
                 RedeployWorkflow.run,
-                RedeployRequest(namespace=request.namespace, deployment=request.deployment, tag=hotfix.tag, severity=request.severity,
-                                reason=f"forward fix ({hotfix.branch}): {request.reason}"[:2000], requested_by=hotfix.by,
-                                detected_at=self._status.detected_at, language=request.language),
-                id=child_id, parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                RedeployRequest(
+                    namespace=request.namespace,
+                    deployment=request.deployment,
+                    tag=hotfix.tag,
+                    severity=request.severity,
+                    reason=f"forward fix ({hotfix.branch}): {request.reason}"[:2000],
+                    requested_by=hotfix.by,
+                    detected_at=self._status.detected_at,
+                    language=request.language,
+                ),
+                id=child_id,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 static_summary=f"hotfix {hotfix.tag} for {request.deployment}",
             )
         except ChildWorkflowError as err:
-            cause = err.cause.message if err.cause is not None and hasattr(err.cause, "message") else str(err)
+            cause = (
+                err.cause.message
+                if err.cause is not None and hasattr(err.cause, "message")
+                else str(err)
+            )
             await self._give_up(f"the hotfix deploy {child_id} did not complete: {cause}")
             raise Stop from None
         self._status.deploy_message = deployed.status.message
@@ -143,23 +206,42 @@ class ForwardFixWorkflow(ChangeSteps):
         self._status.watch = report
         after = report.evidence.error_ratio
         if report.verdict.severity is not None:
-            await self._give_up(f"hotfix {hotfix.tag} is live but the error rate has not fallen: {'; '.join(report.verdict.reasons)}")
+            await self._give_up(
+                f"hotfix {hotfix.tag} is live but the error rate has not fallen: {'; '.join(report.verdict.reasons)}"
+            )
             raise Stop
         self._status.timings["recovered"] = workflow.now()
-        subject, text = says.recovered(request.language, deployment=self._target_label, at=workflow.now(), tag=hotfix.tag, branch=hotfix.branch,
-                                       before=self._status.at_start.error_ratio, after=after)
+        subject, text = says.recovered(
+            request.language,
+            deployment=self._target_label,
+            at=workflow.now(),
+            tag=hotfix.tag,
+            branch=hotfix.branch,
+            before=self._status.at_start.error_ratio,
+            after=after,
+        )
         await self._notify("complete", subject, text)
         measured = "not measured (no metrics configured)" if after is None else f"{after:.1%}"
-        self._status.message = (f"hotfix {hotfix.tag} deployed ({deployed.status.message}); error ratio "
-                                f"{'n/a' if self._status.at_start.error_ratio is None else f'{self._status.at_start.error_ratio:.1%}'} → {measured} "
-                                f"watched {report.polls} time(s) under the guard's thresholds")
+        self._status.message = (
+            f"hotfix {hotfix.tag} deployed ({deployed.status.message}); error ratio "
+            f"{'n/a' if self._status.at_start.error_ratio is None else f'{self._status.at_start.error_ratio:.1%}'} → {measured} "
+            f"watched {report.polls} time(s) under the guard's thresholds"
+        )
         self._set_phase(Phase.COMPLETED)
         return ForwardFixResult(status=self._status, recovered=True)
 
     async def _reading(self, entry: ServiceEntry, *, at, summary: str) -> GuardBaseline:
-        return await self._call(refs.GUARD_BASELINE, BaselineRequest(
-            namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service, monitoring=entry.monitoring,
-            release_at=at), summary)
+        return await self._call(
+            refs.GUARD_BASELINE,
+            BaselineRequest(
+                namespace=self._request.namespace,
+                deployment=self._request.deployment,
+                service=entry.service,
+                monitoring=entry.monitoring,
+                release_at=at,
+            ),
+            summary,
+        )
 
     async def _wait_for_hotfix(self, request: ForwardFixRequest) -> Hotfix:
         """Durable: reminders at the request's interval until the hotfix is recorded or the wait is over."""
@@ -167,20 +249,31 @@ class ForwardFixWorkflow(ChangeSteps):
         give_up = workflow.now() + timedelta(hours=request.hotfix_wait_hours)
         every = timedelta(minutes=request.reminder_minutes)
         while self._status.hotfix is None:
-            workflow.set_current_details(f"**{request.deployment}**: waiting for a hotfix verified on staging: "
-                                         f"`modoru forward-fix hotfix {self._status.workflow_id} --branch ... --tag ... --staging-verified --by ...`")
+            workflow.set_current_details(
+                f"**{request.deployment}**: waiting for a hotfix verified on staging: "
+                f"`modoru forward-fix hotfix {self._status.workflow_id} --branch ... --tag ... --staging-verified --by ...`"
+            )
             left = give_up - workflow.now()
             if left <= timedelta(0):
-                await self._give_up(f"no hotfix was recorded within {request.hotfix_wait_hours:g} h")
+                await self._give_up(
+                    f"no hotfix was recorded within {request.hotfix_wait_hours:g} h"
+                )
                 raise Stop
             try:
-                await workflow.wait_condition(lambda: self._status.hotfix is not None, timeout=min(every, left),
-                                              timeout_summary="forward fix: remind the channels that a hotfix is awaited")
+                await workflow.wait_condition(
+                    lambda: self._status.hotfix is not None,
+                    timeout=min(every, left),
+                    timeout_summary="forward fix: remind the channels that a hotfix is awaited",
+                )
             except TimeoutError:
                 if workflow.now() < give_up:
                     self._status.reminders += 1
-                    subject, text = says.waiting(request.language, deployment=self._target_label, since=self._status.timings["started"],
-                                                 workflow_id=self._status.workflow_id)
+                    subject, text = says.waiting(
+                        request.language,
+                        deployment=self._target_label,
+                        since=self._status.timings["started"],
+                        workflow_id=self._status.workflow_id,
+                    )
                     await self._notify("reminder", subject, text)
         assert self._status.hotfix is not None
         return self._status.hotfix
@@ -194,17 +287,31 @@ class ForwardFixWorkflow(ChangeSteps):
         baseline = self._status.normal or GuardBaseline()
         return await workflow.execute_activity(
             refs.GUARD_WATCH.name,
-            WatchRequest(namespace=request.namespace, deployment=request.deployment, service=entry.service, health_path=entry.health_path,
-                         api_path=entry.api_check_path, monitoring=entry.monitoring, thresholds=entry.guard, baseline=baseline,
-                         interval_seconds=interval, until=workflow.now() + timedelta(seconds=watch), max_polls=max_polls),
-            result_type=WatchReport, start_to_close_timeout=timedelta(seconds=max_polls * (interval + 60)),
-            heartbeat_timeout=timedelta(seconds=interval + 60), summary=f"watch the error rate for {watch} s with the guard's thresholds",
+            WatchRequest(
+                namespace=request.namespace,
+                deployment=request.deployment,
+                service=entry.service,
+                health_path=entry.health_path,
+                api_path=entry.api_check_path,
+                monitoring=entry.monitoring,
+                thresholds=entry.guard,
+                baseline=baseline,
+                interval_seconds=interval,
+                until=workflow.now() + timedelta(seconds=watch),
+                max_polls=max_polls,
+            ),
+            result_type=WatchReport,
+            start_to_close_timeout=timedelta(seconds=max_polls * (interval + 60)),
+            heartbeat_timeout=timedelta(seconds=interval + 60),
+            summary=f"watch the error rate for {watch} s with the guard's thresholds",
         )
 
     async def _give_up(self, message: str) -> None:
         self._status.message = message
         self._set_phase(Phase.FAILED)
-        subject, text = says.failed(self._request.language, deployment=self._target_label, at=workflow.now(), error=message)
+        subject, text = says.failed(
+            self._request.language, deployment=self._target_label, at=workflow.now(), error=message
+        )
         await self._notify("failure", subject, text)
 
 

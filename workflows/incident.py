@@ -50,9 +50,14 @@ with workflow.unsafe.imports_passed_through():
     from . import search_attributes as sa
 
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-LOOKUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+LOOKUP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
 LOOKUP_BUDGET = timedelta(minutes=10)
-FOLLOW_UP_SUMMARY = {"half_time": "{key}: reminder at half time, {at}", "deadline": "{key}: escalation at the deadline, {at}"}
+FOLLOW_UP_SUMMARY = {
+    "half_time": "{key}: reminder at half time, {at}",
+    "deadline": "{key}: escalation at the deadline, {at}",
+}
 
 
 @workflow.defn(name="Incident")
@@ -61,8 +66,14 @@ class IncidentWorkflow:
     def __init__(self, request: IncidentRequest) -> None:
         self._request = request
         self._status = IncidentStatus(
-            incident_id=workflow.info().workflow_id, service=request.service, namespace=request.namespace, opened_by=request.opened_by,
-            reason=request.reason, language=request.language, detected_at=request.detected_at, opened_at=workflow.now(),
+            incident_id=workflow.info().workflow_id,
+            service=request.service,
+            namespace=request.namespace,
+            opened_by=request.opened_by,
+            reason=request.reason,
+            language=request.language,
+            detected_at=request.detected_at,
+            opened_at=workflow.now(),
         )
         self._entry: ServiceEntry | None = None
         self._trust: Trust | None = None
@@ -72,14 +83,24 @@ class IncidentWorkflow:
         self._nonces: set[str] = set()
         self._following: list[asyncio.Task] = []
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
-        self._audit(request.opened_by, "opened", detail=request.reason or f"incident for {request.namespace}/{request.service}")
+        self._audit(
+            request.opened_by,
+            "opened",
+            detail=request.reason or f"incident for {request.namespace}/{request.service}",
+        )
 
     # -- signals and queries -------------------------------------------------------------
 
     @workflow.signal(name="change")
     def change(self, signal: ChangeSignal) -> None:
         if self._status.state == "closed":
-            self._audit("modoru", "change", counted=False, detail=f"the incident is closed; {signal.workflow_id} was not started", request_id=signal.request_id)
+            self._audit(
+                "modoru",
+                "change",
+                counted=False,
+                detail=f"the incident is closed; {signal.workflow_id} was not started",
+                request_id=signal.request_id,
+            )
             return
         self._changes.append(signal)
 
@@ -100,7 +121,9 @@ class IncidentWorkflow:
         if self._ready:
             self._judge_confirmation(signal)
         else:
-            self._confirms.append(signal)  # judged once the catalog says whether signatures are needed
+            self._confirms.append(
+                signal
+            )  # judged once the catalog says whether signatures are needed
 
     @workflow.query(name="status")
     def status(self) -> IncidentStatus:
@@ -110,7 +133,9 @@ class IncidentWorkflow:
 
     @workflow.run
     async def run(self, request: IncidentRequest) -> IncidentResult:
-        timers = asyncio.create_task(self._open(request))  # changes start at once, whatever the catalog takes
+        timers = asyncio.create_task(
+            self._open(request)
+        )  # changes start at once, whatever the catalog takes
         self._show()
         try:
             while True:
@@ -128,13 +153,20 @@ class IncidentWorkflow:
             self._status.message = "closed: nothing was changed for this incident (every change was refused, rejected or a dry run)"
         else:
             self._status.message = "closed: root cause, postmortem and prevention recorded"
-            subject, text = incident_notices.closed_notice(request.language, incident_id=self._status.incident_id, service=request.service,
-                                                           closed_at=self._status.closed_at)
+            subject, text = incident_notices.closed_notice(
+                request.language,
+                incident_id=self._status.incident_id,
+                service=request.service,
+                closed_at=self._status.closed_at,
+            )
             await self._notify("complete", subject, text)
         self._index("closed")
         other = "en" if request.language == "ja" else "ja"
-        return IncidentResult(status=self._status, postmortem_draft=postmortem.render(self._status, request.language),
-                              postmortem_draft_other=postmortem.render(self._status, other))
+        return IncidentResult(
+            status=self._status,
+            postmortem_draft=postmortem.render(self._status, request.language),
+            postmortem_draft_other=postmortem.render(self._status, other),
+        )
 
     def _settled(self) -> bool:
         if not self._ready:
@@ -147,12 +179,22 @@ class IncidentWorkflow:
         """Catalog, then the follow-up deadlines and the confirmation reminders, until cancelled at close."""
         self._entry = await self._lookup(request)
         policy = self._entry.incident if self._entry is not None else IncidentPolicy()
-        if self._entry is not None and self._entry.trust is not None and self._entry.trust.identities:
+        if (
+            self._entry is not None
+            and self._entry.trust is not None
+            and self._entry.trust.identities
+        ):
             self._trust = self._entry.trust
             self._status.signed = True
         detected = request.detected_at
-        hours = {"rca": policy.rca_hours, "postmortem": policy.postmortem_hours, "prevention": policy.prevention_hours}
-        self._status.follow_ups = [FollowUp(key=key, due_at=detected + timedelta(hours=h)) for key, h in hours.items()]  # type: ignore[arg-type]
+        hours = {
+            "rca": policy.rca_hours,
+            "postmortem": policy.postmortem_hours,
+            "prevention": policy.prevention_hours,
+        }
+        self._status.follow_ups = [
+            FollowUp(key=key, due_at=detected + timedelta(hours=h)) for key, h in hours.items()
+        ]  # type: ignore[arg-type]
         self._ready = True
         for signal in self._confirms:
             self._judge_confirmation(signal)
@@ -168,14 +210,32 @@ class IncidentWorkflow:
 
     async def _lookup(self, request: IncidentRequest) -> ServiceEntry | None:
         """The service's catalog entry (by deployment, or by name); None (notices skipped, audited) when it has none."""
-        name, arg = (("catalog.service", ServiceByName(name=request.service)) if request.by_name
-                     else ("catalog.lookup", ServiceLookup(namespace=request.namespace, deployment=request.service)))
+        name, arg = (
+            ("catalog.service", ServiceByName(name=request.service))
+            if request.by_name
+            else (
+                "catalog.lookup",
+                ServiceLookup(namespace=request.namespace, deployment=request.service),
+            )
+        )
         try:
-            return await workflow.execute_activity(name, arg, result_type=ServiceEntry, start_to_close_timeout=timedelta(seconds=30),
-                                                   schedule_to_close_timeout=LOOKUP_BUDGET, retry_policy=LOOKUP_RETRY, summary="look up the service catalog")
+            return await workflow.execute_activity(
+                name,
+                arg,
+                result_type=ServiceEntry,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=LOOKUP_BUDGET,
+                retry_policy=LOOKUP_RETRY,
+                summary="look up the service catalog",
+            )
         except ActivityError as err:
             reason = getattr(err.cause, "message", None) or str(err)
-        self._audit("modoru", "catalog", counted=False, detail=f"no catalog entry, so no notices and unsigned confirmations: {reason}")
+        self._audit(
+            "modoru",
+            "catalog",
+            counted=False,
+            detail=f"no catalog entry, so no notices and unsigned confirmations: {reason}",
+        )
         return None
 
     async def _start(self, signal: ChangeSignal) -> None:
@@ -184,34 +244,60 @@ class IncidentWorkflow:
         if running is not None and running.running:
             if signal.notify_workflow:
                 running.notify.append(signal.notify_workflow)
-            self._audit("modoru", "change", counted=True, detail=f"{signal.workflow_id} is already running for this incident; attached", request_id=signal.request_id)
+            self._audit(
+                "modoru",
+                "change",
+                counted=True,
+                detail=f"{signal.workflow_id} is already running for this incident; attached",
+                request_id=signal.request_id,
+            )
             return
-        record = ChangeRecord(workflow_id=signal.workflow_id, kind=signal.kind, requested_at=now,
-                              notify=[signal.notify_workflow] if signal.notify_workflow else [])
+        record = ChangeRecord(
+            workflow_id=signal.workflow_id,
+            kind=signal.kind,
+            requested_at=now,
+            notify=[signal.notify_workflow] if signal.notify_workflow else [],
+        )
         request = signal.request
         attributes = None
         if self._indexed and signal.search_attributes:
             severity = request.severity.value
-            attributes = (sa.for_rollback(request.namespace, request.deployment, severity) if signal.kind in DEPLOYMENT_KINDS
-                          else sa.for_change(request.service, severity))
+            attributes = (
+                sa.for_rollback(request.namespace, request.deployment, severity)
+                if signal.kind in DEPLOYMENT_KINDS
+                else sa.for_change(request.service, severity)
+            )
         result_type = RollbackResult if signal.kind == "rollback" else dict
         try:
             handle = await workflow.start_child_workflow(
-                WORKFLOW_KINDS[signal.kind], request, id=signal.workflow_id, result_type=result_type,
+                WORKFLOW_KINDS[signal.kind],
+                request,
+                id=signal.workflow_id,
+                result_type=result_type,
                 parent_close_policy=ParentClosePolicy.ABANDON,  # nothing a person needs ends with the incident
-                search_attributes=attributes, static_summary=signal.summary or None,
-                static_details=(signal.details + f"\n\nincident {self._status.incident_id}").strip(),
+                search_attributes=attributes,
+                static_summary=signal.summary or None,
+                static_details=(
+                    signal.details + f"\n\nincident {self._status.incident_id}"
+                ).strip(),
             )
         except WorkflowAlreadyStartedError:
             record.outcome, record.running = "attached", False
             record.detail = f"{signal.workflow_id} was already running outside this incident; it is not followed here"
             self._status.changes.append(record)
-            self._audit("modoru", "change", counted=True, detail=record.detail, request_id=signal.request_id)
+            self._audit(
+                "modoru", "change", counted=True, detail=record.detail, request_id=signal.request_id
+            )
             await self._tell(record, "change_ended")
             return
         self._status.changes.append(record)
-        self._audit(getattr(request, "requested_by", "modoru"), "change", counted=True,
-                    detail=f"started {signal.kind} {signal.workflow_id}", request_id=signal.request_id)
+        self._audit(
+            getattr(request, "requested_by", "modoru"),
+            "change",
+            counted=True,
+            detail=f"started {signal.kind} {signal.workflow_id}",
+            request_id=signal.request_id,
+        )
         self._following.append(asyncio.create_task(self._follow(handle, record)))
         await self._tell(record, "change_started")
 
@@ -231,13 +317,25 @@ class IncidentWorkflow:
                 record.rollback = result.status
                 record.phase, record.message = result.status.phase.value, result.status.message
                 verification = result.status.verification
-                record.verified = result.status.phase.value == "completed" and not result.no_op and verification is not None and verification.ok
+                record.verified = (
+                    result.status.phase.value == "completed"
+                    and not result.no_op
+                    and verification is not None
+                    and verification.ok
+                )
             else:
                 final = result.get("status", {}) if isinstance(result, dict) else {}
                 record.final = final
-                record.phase, record.message = str(final.get("phase", "")), str(final.get("message", ""))
+                record.phase, record.message = (
+                    str(final.get("phase", "")),
+                    str(final.get("message", "")),
+                )
         record.running, record.ended_at = False, workflow.now()
-        self._audit("modoru", "change_ended", detail=f"{record.kind} {record.workflow_id}: {record.phase} {record.message}".strip())
+        self._audit(
+            "modoru",
+            "change_ended",
+            detail=f"{record.kind} {record.workflow_id}: {record.phase} {record.message}".strip(),
+        )
         self._show()
         await self._tell(record, "change_ended")
 
@@ -246,60 +344,117 @@ class IncidentWorkflow:
         for target in record.notify:
             try:
                 await workflow.get_external_workflow_handle(target).signal(name, record)
-            except Exception as err:  # a guard that has ended no longer listens; nothing else depends on it
-                self._audit("modoru", "notify_failed", detail=f"{name} to {target}: {type(err).__name__}")
+            except (
+                Exception
+            ) as err:  # a guard that has ended no longer listens; nothing else depends on it
+                self._audit(
+                    "modoru", "notify_failed", detail=f"{name} to {target}: {type(err).__name__}"
+                )
 
     # -- follow-ups and confirmations ----------------------------------------------------------
 
     def _record(self, key: str, signal: FollowUpSignal, need: tuple[str, ...]) -> None:
         action = key
         if self._status.state == "closed":
-            self._audit(signal.by, action, counted=False, detail="the incident is closed", request_id=signal.request_id)
+            self._audit(
+                signal.by,
+                action,
+                counted=False,
+                detail="the incident is closed",
+                request_id=signal.request_id,
+            )
             return
         if not any(getattr(signal, field).strip() for field in need):
             said = " or ".join(f"--{field}" for field in need)
-            self._audit(signal.by, action, counted=False, detail=f"nothing recorded: give {said}", request_id=signal.request_id)
+            self._audit(
+                signal.by,
+                action,
+                counted=False,
+                detail=f"nothing recorded: give {said}",
+                request_id=signal.request_id,
+            )
             return
         follow_up = next((f for f in self._status.follow_ups if f.key == key), None)
         if follow_up is None:  # before the catalog answered: the deadlines are set right after
-            self._audit(signal.by, action, counted=False, detail="the incident is still opening; send it again in a moment", request_id=signal.request_id)
+            self._audit(
+                signal.by,
+                action,
+                counted=False,
+                detail="the incident is still opening; send it again in a moment",
+                request_id=signal.request_id,
+            )
             return
         now = workflow.now()
         if key == "rca" and follow_up.started_at is None:
             follow_up.started_at = now
-        follow_up.by, follow_up.summary, follow_up.link = signal.by.strip(), signal.summary.strip(), signal.link.strip()
+        follow_up.by, follow_up.summary, follow_up.link = (
+            signal.by.strip(),
+            signal.summary.strip(),
+            signal.link.strip(),
+        )
         late = follow_up.done_at is None and now > follow_up.due_at
         follow_up.done_at = follow_up.done_at or now
-        self._audit(signal.by, action, counted=True, request_id=signal.request_id,
-                    detail=f"recorded{' after the deadline' if late else ''}: {signal.summary.strip()} {signal.link.strip()}".strip())
+        self._audit(
+            signal.by,
+            action,
+            counted=True,
+            request_id=signal.request_id,
+            detail=f"recorded{' after the deadline' if late else ''}: {signal.summary.strip()} {signal.link.strip()}".strip(),
+        )
         self._show()
 
     def _gate(self, target: str, item: str) -> GateView:
         info = workflow.info()
         plan = {"incident": self._status.incident_id, "target": target, "item": item}
-        return GateView(workflow_id=info.workflow_id, run_id=info.run_id, gate=f"confirm.{item}", plan=plan, digest=plan_digest(plan),
-                        signed=self._trust is not None)
+        return GateView(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            gate=f"confirm.{item}",
+            plan=plan,
+            digest=plan_digest(plan),
+            signed=self._trust is not None,
+        )
 
     def _judge_confirmation(self, signal: ConfirmSignal) -> None:
         def refuse(reason: str, who: str = signal.by) -> None:
             self._audit(who, "confirm", counted=False, detail=reason, request_id=signal.request_id)
 
         rollbacks = [c for c in self._status.changes if c.kind == "rollback"]
-        change = self._status.change(signal.target) if signal.target else (rollbacks[-1] if rollbacks else None)
+        change = (
+            self._status.change(signal.target)
+            if signal.target
+            else (rollbacks[-1] if rollbacks else None)
+        )
         if change is None:
-            return refuse(f"no change {signal.target} in this incident" if signal.target else "this incident has no rollback to confirm yet")
+            return refuse(
+                f"no change {signal.target} in this incident"
+                if signal.target
+                else "this incident has no rollback to confirm yet"
+            )
         if change.kind != "rollback":
-            return refuse(f"{change.workflow_id} is a {change.kind}: confirmations are for deployment rollbacks")
+            return refuse(
+                f"{change.workflow_id} is a {change.kind}: confirmations are for deployment rollbacks"
+            )
         if not change.verified:
             state = "still running" if change.running else f"ended {change.phase or change.outcome}"
-            return refuse(f"{change.workflow_id} is not verified ({state}): confirm once its automatic checks have passed")
+            return refuse(
+                f"{change.workflow_id} is not verified ({state}): confirm once its automatic checks have passed"
+            )
         who = signal.by.strip()
         if self._trust is not None:
             if signal.signed is None:
-                return refuse("unsigned: this catalog counts only signed confirmations (modoru confirm --key)")
+                return refuse(
+                    "unsigned: this catalog counts only signed confirmations (modoru confirm --key)"
+                )
             gate = self._gate(change.workflow_id, signal.item)
-            verdict = judge(signal.signed, "approve", Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest),
-                            self._trust.identities, workflow.now(), self._nonces)
+            verdict = judge(
+                signal.signed,
+                "approve",
+                Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest),
+                self._trust.identities,
+                workflow.now(),
+                self._nonces,
+            )
             if verdict.payload is not None and verdict.signer:
                 self._nonces.add(verdict.payload.nonce)
             if not verdict.counted:
@@ -308,10 +463,24 @@ class IncidentWorkflow:
         done = next((c for c in change.confirmations if c.item == signal.item), None)
         if done is not None:
             return refuse(f"{signal.item} was already confirmed by {done.by}", who)
-        change.confirmations.append(Confirmation(item=signal.item, by=who, at=workflow.now(), note=signal.note.strip(), link=signal.link.strip()))
+        change.confirmations.append(
+            Confirmation(
+                item=signal.item,
+                by=who,
+                at=workflow.now(),
+                note=signal.note.strip(),
+                link=signal.link.strip(),
+            )
+        )
         left = change.awaiting
-        self._audit(who, "confirm", counted=True, request_id=signal.request_id,
-                    detail=f"{signal.item} for {change.workflow_id}" + (f"; awaiting {', '.join(left)}" if left else "; fully verified"))
+        self._audit(
+            who,
+            "confirm",
+            counted=True,
+            request_id=signal.request_id,
+            detail=f"{signal.item} for {change.workflow_id}"
+            + (f"; awaiting {', '.join(left)}" if left else "; fully verified"),
+        )
         self._show()
 
     async def _deadlines(self, follow_up: FollowUp) -> None:
@@ -321,36 +490,65 @@ class IncidentWorkflow:
             delay = (at - workflow.now()).total_seconds()
             if delay > 0:
                 try:
-                    await workflow.wait_condition(lambda: follow_up.done_at is not None, timeout=delay,
-                                                  timeout_summary=FOLLOW_UP_SUMMARY[point].format(key=follow_up.key, at=at.isoformat(timespec="seconds")))
+                    await workflow.wait_condition(
+                        lambda: follow_up.done_at is not None,
+                        timeout=delay,
+                        timeout_summary=FOLLOW_UP_SUMMARY[point].format(
+                            key=follow_up.key, at=at.isoformat(timespec="seconds")
+                        ),
+                    )
                     return
                 except TimeoutError:
                     pass
             if follow_up.done_at is not None:
                 return
             follow_up.reminders.append(point)
-            self._audit("modoru", "reminder" if point == "half_time" else "escalation", detail=f"{follow_up.key} due {follow_up.due_at.isoformat()}")
-            subject, text = incident_notices.follow_up_notice(self._request.language, point=point, key=follow_up.key,
-                                                              incident_id=self._status.incident_id, service=self._status.service, due_at=follow_up.due_at)
+            self._audit(
+                "modoru",
+                "reminder" if point == "half_time" else "escalation",
+                detail=f"{follow_up.key} due {follow_up.due_at.isoformat()}",
+            )
+            subject, text = incident_notices.follow_up_notice(
+                self._request.language,
+                point=point,
+                key=follow_up.key,
+                incident_id=self._status.incident_id,
+                service=self._status.service,
+                due_at=follow_up.due_at,
+            )
             await self._notify("reminder" if point == "half_time" else "escalation", subject, text)
 
     async def _confirmation_reminders(self, policy: IncidentPolicy) -> None:
         """Every `confirmation_reminder_minutes`, remind of verified rollbacks still awaiting people."""
+
         def waiting() -> list[ChangeRecord]:
-            return [c for c in self._status.changes if c.awaiting and c.reminders < policy.confirmation_reminders]
+            return [
+                c
+                for c in self._status.changes
+                if c.awaiting and c.reminders < policy.confirmation_reminders
+            ]
 
         interval = timedelta(minutes=policy.confirmation_reminder_minutes)
         while True:
             await workflow.wait_condition(lambda: bool(waiting()))
             try:
-                await workflow.wait_condition(lambda: not waiting(), timeout=interval, timeout_summary=f"confirmation reminder every {interval}")
+                await workflow.wait_condition(
+                    lambda: not waiting(),
+                    timeout=interval,
+                    timeout_summary=f"confirmation reminder every {interval}",
+                )
                 continue
             except TimeoutError:
                 pass
             for change in waiting():
                 change.reminders += 1
-                subject, text = incident_notices.confirmation_reminder(self._request.language, incident_id=self._status.incident_id,
-                                                                        target=change.workflow_id, service=self._status.service, awaiting=change.awaiting)
+                subject, text = incident_notices.confirmation_reminder(
+                    self._request.language,
+                    incident_id=self._status.incident_id,
+                    target=change.workflow_id,
+                    service=self._status.service,
+                    awaiting=change.awaiting,
+                )
                 await self._notify("reminder", subject, text)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -363,8 +561,12 @@ class IncidentWorkflow:
             return
         try:
             result: NoticeResult = await workflow.execute_activity(
-                "notify.send", Notice(kind=kind, subject=subject, text=text, channels=self._entry.channels), result_type=NoticeResult,  # type: ignore[arg-type]
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY, summary=f"notify: {subject}",
+                "notify.send",
+                Notice(kind=kind, subject=subject, text=text, channels=self._entry.channels),
+                result_type=NoticeResult,  # type: ignore[arg-type]
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"notify: {subject}",
             )
         except ActivityError:
             self._audit("modoru", "notify_failed", detail=subject)
@@ -375,19 +577,56 @@ class IncidentWorkflow:
 
     def _show(self) -> None:
         """Keep the pending gates, the message and the Web UI's details in step with the record."""
-        self._status.confirm_gates = [self._gate(c.workflow_id, item) for c in self._status.changes for item in c.awaiting] if self._ready else []
+        self._status.confirm_gates = (
+            [self._gate(c.workflow_id, item) for c in self._status.changes for item in c.awaiting]
+            if self._ready
+            else []
+        )
         missing = self._status.missing
-        self._status.message = "waiting for: " + "; ".join(missing) if missing else "everything is in"
-        lines = [f"**incident {self._status.incident_id}** ({self._status.namespace}/{self._status.service})", ""]
-        lines += [f"- {c.kind} {c.workflow_id}: {'running' if c.running else c.phase or c.outcome}"
-                  + (f", awaiting {', '.join(c.awaiting)}" if c.awaiting else ", fully verified" if c.fully_verified else "") for c in self._status.changes]
-        lines += [f"- {f.key}: {'recorded' if f.done_at else 'due ' + f.due_at.isoformat(timespec='minutes')}" for f in self._status.follow_ups]
+        self._status.message = (
+            "waiting for: " + "; ".join(missing) if missing else "everything is in"
+        )
+        lines = [
+            f"**incident {self._status.incident_id}** ({self._status.namespace}/{self._status.service})",
+            "",
+        ]
+        lines += [
+            f"- {c.kind} {c.workflow_id}: {'running' if c.running else c.phase or c.outcome}"
+            + (
+                f", awaiting {', '.join(c.awaiting)}"
+                if c.awaiting
+                else ", fully verified"
+                if c.fully_verified
+                else ""
+            )
+            for c in self._status.changes
+        ]
+        lines += [
+            f"- {f.key}: {'recorded' if f.done_at else 'due ' + f.due_at.isoformat(timespec='minutes')}"
+            for f in self._status.follow_ups
+        ]
         workflow.set_current_details("\n".join(lines))
 
     def _index(self, phase: str) -> None:
         if self._indexed:
             workflow.upsert_search_attributes([sa.PHASE.value_set(phase)])
 
-    def _audit(self, actor: str, action: str, *, counted: bool | None = None, detail: str = "", request_id: str = "") -> None:
-        self._status.audit.append(AuditEntry(at=workflow.now(), actor=actor, action=action, counted=counted, detail=detail, request_id=request_id))
-
+    def _audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        counted: bool | None = None,
+        detail: str = "",
+        request_id: str = "",
+    ) -> None:
+        self._status.audit.append(
+            AuditEntry(
+                at=workflow.now(),
+                actor=actor,
+                action=action,
+                counted=counted,
+                detail=detail,
+                request_id=request_id,
+            )
+        )

@@ -45,7 +45,9 @@ with workflow.unsafe.imports_passed_through():
 
     from .change import ONE_GATE, ChangeWorkflow, Stop
 
-EXEC_HEARTBEAT_SECONDS = 10  # k8s.exec heartbeats every 2 s while the command runs: a lost worker is noticed in seconds
+EXEC_HEARTBEAT_SECONDS = (
+    10  # k8s.exec heartbeats every 2 s while the command runs: a lost worker is noticed in seconds
+)
 
 
 @workflow.defn(name="MigrationRollback")
@@ -56,13 +58,31 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
     def __init__(self, request: MigrationRequest) -> None:
         now = workflow.now()
         detected = request.detected_at or now
-        self._open(request, MigrationStatus(
-            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
-            requested_by=request.requested_by, reason=request.reason, detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now},
-        ), detected)
-        wanted = f"down to version {request.to_version}" if request.to_version is not None else f"down {request.steps or 1} step(s)"
-        self._desk.note(request.requested_by, "requested", detail=f"migration rollback {wanted}: {request.reason}")
+        self._open(
+            request,
+            MigrationStatus(
+                workflow_id=workflow.info().workflow_id,
+                phase=Phase.PLANNING,
+                service=request.service,
+                severity=request.severity,
+                requested_by=request.requested_by,
+                reason=request.reason,
+                detected_at=detected,
+                sla_deadline=sla_deadline(request.severity, detected),
+                timings={"started": now},
+            ),
+            detected,
+        )
+        wanted = (
+            f"down to version {request.to_version}"
+            if request.to_version is not None
+            else f"down {request.steps or 1} step(s)"
+        )
+        self._desk.note(
+            request.requested_by,
+            "requested",
+            detail=f"migration rollback {wanted}: {request.reason}",
+        )
 
     @property
     def _target_label(self) -> str:
@@ -81,9 +101,13 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         return changed and (self._status.phase is Phase.EXECUTING or workflow.patched(ONE_GATE))
 
     async def _run(self, request: MigrationRequest) -> MigrationResult:
-        entry = await self._call(refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog")
+        entry = await self._call(
+            refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog"
+        )
         if entry.migration is None:
-            await self._fail(f"service {request.service!r} has no migration settings in the catalog (migration: cloudsql_instance, database_secret, ...)")
+            await self._fail(
+                f"service {request.service!r} has no migration settings in the catalog (migration: cloudsql_instance, database_secret, ...)"
+            )
             raise Stop
         self._entry, config = entry, entry.migration
         self._desk.set_policy(entry.approval, entry.trust)
@@ -96,13 +120,27 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         except MigrationRefused as refused:
             await self._fail(f"refused before any change: {refused}")
             raise Stop from None
-        self._status.from_version, self._status.to_version, self._status.steps = state.version, target, steps
-        workflow.set_current_details(f"**{request.service}** schema {state.version} → {target if target is not None else 'nil'} ({steps} step{'s' if steps != 1 else ''})")
+        self._status.from_version, self._status.to_version, self._status.steps = (
+            state.version,
+            target,
+            steps,
+        )
+        workflow.set_current_details(
+            f"**{request.service}** schema {state.version} → {target if target is not None else 'nil'} ({steps} step{'s' if steps != 1 else ''})"
+        )
 
-        backup: BackupCheck = await self._call(refs.CHECK_BACKUP, BackupCheckRequest(
-            instance=config.cloudsql_instance, project=config.cloudsql_project, max_age_hours=config.backup_max_age_hours,
-            take_if_missing=config.on_demand_backup and not request.dry_run,
-        ), "check for a fresh Cloud SQL backup", timeout=3700, heartbeat=60)
+        backup: BackupCheck = await self._call(
+            refs.CHECK_BACKUP,
+            BackupCheckRequest(
+                instance=config.cloudsql_instance,
+                project=config.cloudsql_project,
+                max_age_hours=config.backup_max_age_hours,
+                take_if_missing=config.on_demand_backup and not request.dry_run,
+            ),
+            "check for a fresh Cloud SQL backup",
+            timeout=3700,
+            heartbeat=60,
+        )
         self._status.backup = backup
         self._desk.note("modoru", "backup", counted=backup.ok, detail=backup.detail)
         if not backup.ok:
@@ -112,38 +150,65 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             self._status.message = f"dry run: would roll {request.service}'s schema back from version {state.version} to {target if target is not None else 'nil'} ({steps} steps)"
             self._set_phase(Phase.COMPLETED)
             return MigrationResult(status=self._status, no_op=True)
-        self._status.before = await self._snapshot(entry, config, "read the tables and integrity numbers before")
+        self._status.before = await self._snapshot(
+            entry, config, "read the tables and integrity numbers before"
+        )
 
         if not await self._approval_gate(config.approvals):
             return MigrationResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)
         subject, text = notices.start_notice(
-            request.language, detected_at=self._status.detected_at, impact=request.reason, cause="",
+            request.language,
+            detected_at=self._status.detected_at,
+            impact=request.reason,
+            cause="",
             action=f"migrate down-to {target if target is not None else 0} ({state.version} → {target if target is not None else 'nil'})",
             expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)),
         )
         await self._notify("start", subject, text)
         self._status.pending = None
-        down = await self._exec(config, "down_to", "migrate down", version=target or 0, steps=steps, grant=self._desk.grant(request))
+        down = await self._exec(
+            config,
+            "down_to",
+            "migrate down",
+            version=target or 0,
+            steps=steps,
+            grant=self._desk.grant(request),
+        )
         version, dirty = await self._version(config)
         if down.exit_code != 0 or dirty or version != target:
             said = (down.stderr or down.stdout).strip().splitlines()[-1:] or [""]
             self._status.dirty = dirty
-            await self._fail(f"{' '.join(down.command)} exited {down.exit_code}: {said[0]}; the schema is now at version {version if version is not None else 'nil'}{' (dirty)' if dirty else ''}; nothing further was run", announce=True)
+            await self._fail(
+                f"{' '.join(down.command)} exited {down.exit_code}: {said[0]}; the schema is now at version {version if version is not None else 'nil'}{' (dirty)' if dirty else ''}; nothing further was run",
+                announce=True,
+            )
             raise Stop
         self._status.timings["mitigated"] = workflow.now()
         self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
 
         self._set_phase(Phase.VERIFYING)
-        self._status.after = await self._snapshot(entry, config, "read the tables and integrity numbers after")
+        self._status.after = await self._snapshot(
+            entry, config, "read the tables and integrity numbers after"
+        )
         self._status.integrity = self._compare(config, self._status.before, self._status.after)
         failing = [c for c in self._status.integrity if not c.ok]
         if failing:
-            await self._fail("verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failing), announce=True)
+            await self._fail(
+                "verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failing),
+                announce=True,
+            )
             raise Stop
-        subject, text = notices.migration_complete_notice(request.language, done_at=workflow.now(), service=request.service,
-                                                          from_version=state.version, to_version=target, result="; ".join(c.detail for c in self._status.integrity) or "schema at the target version")
+        subject, text = notices.migration_complete_notice(
+            request.language,
+            done_at=workflow.now(),
+            service=request.service,
+            from_version=state.version,
+            to_version=target,
+            result="; ".join(c.detail for c in self._status.integrity)
+            or "schema at the target version",
+        )
         await self._notify("complete", subject, text)
         self._status.message = f"rolled {request.service}'s schema back from version {state.version} to {target if target is not None else 'nil'} and verified"
         self._set_phase(Phase.COMPLETED)
@@ -155,11 +220,15 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         version, dirty = await self._version(config)
         history = await self._exec(config, "history", "migrate history")
         if history.exit_code != 0:
-            await self._fail(f"{' '.join(history.command)} exited {history.exit_code}: {history.stderr.strip()[-300:]}")
+            await self._fail(
+                f"{' '.join(history.command)} exited {history.exit_code}: {history.stderr.strip()[-300:]}"
+            )
             raise Stop
         applied, available = parse_history(history.stdout)
         self._status.from_version, self._status.dirty = version, dirty
-        return SchemaState(version=version, dirty=dirty, applied=tuple(applied), available=tuple(available))
+        return SchemaState(
+            version=version, dirty=dirty, applied=tuple(applied), available=tuple(available)
+        )
 
     async def _version(self, config: MigrationConfig) -> tuple[int | None, bool]:
         result = await self._exec(config, "version", "migrate version")
@@ -169,41 +238,107 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             await self._fail(f"{' '.join(result.command)} exited {result.exit_code}: {exc}")
             raise Stop from None
 
-    async def _exec(self, config: MigrationConfig, action: str, summary: str, *, version: int | None = None, steps: int = 0,
-                    grant: Grant | None = None) -> ExecResult:
-        result = await self._call(refs.EXEC, ExecRequest(
-            service=self._request.service, action=action, version=version, steps=steps, grant=grant,  # type: ignore[arg-type]
-        ), summary, timeout=config.command_timeout_seconds + 60, heartbeat=EXEC_HEARTBEAT_SECONDS)
+    async def _exec(
+        self,
+        config: MigrationConfig,
+        action: str,
+        summary: str,
+        *,
+        version: int | None = None,
+        steps: int = 0,
+        grant: Grant | None = None,
+    ) -> ExecResult:
+        result = await self._call(
+            refs.EXEC,
+            ExecRequest(
+                service=self._request.service,
+                action=action,
+                version=version,
+                steps=steps,
+                grant=grant,  # type: ignore[arg-type]
+            ),
+            summary,
+            timeout=config.command_timeout_seconds + 60,
+            heartbeat=EXEC_HEARTBEAT_SECONDS,
+        )
         self._status.commands.append(result)
-        self._desk.note("modoru", "exec", detail=f"{' '.join(result.command)} in {result.pod}: exit {result.exit_code}")
+        self._desk.note(
+            "modoru",
+            "exec",
+            detail=f"{' '.join(result.command)} in {result.pod}: exit {result.exit_code}",
+        )
         return result
 
-    async def _snapshot(self, entry: ServiceEntry, config: MigrationConfig, summary: str) -> DatabaseSnapshot:
+    async def _snapshot(
+        self, entry: ServiceEntry, config: MigrationConfig, summary: str
+    ) -> DatabaseSnapshot:
         assert entry.database is not None  # the catalog requires it with migration
-        return await self._call(refs.DB_SNAPSHOT, SnapshotRequest(namespace=entry.namespace, deployment=entry.deployment, access=entry.database,
-                                                                  checks=config.integrity_checks),
-                                summary + " (psql in an app pod)", timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120)
+        return await self._call(
+            refs.DB_SNAPSHOT,
+            SnapshotRequest(
+                namespace=entry.namespace,
+                deployment=entry.deployment,
+                access=entry.database,
+                checks=config.integrity_checks,
+            ),
+            summary + " (psql in an app pod)",
+            timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120,
+        )
 
     @staticmethod
-    def _compare(config: MigrationConfig, before: DatabaseSnapshot | None, after: DatabaseSnapshot) -> list[CheckResult]:
+    def _compare(
+        config: MigrationConfig, before: DatabaseSnapshot | None, after: DatabaseSnapshot
+    ) -> list[CheckResult]:
         assert before is not None
         gone = sorted(set(before.tables) - set(after.tables))
         added = sorted(set(after.tables) - set(before.tables))
-        found = [CheckResult(name="tables", ok=True, detail=f"{len(after.tables)} tables; dropped: {', '.join(gone) or 'none'}; added: {', '.join(added) or 'none'}")]
+        found = [
+            CheckResult(
+                name="tables",
+                ok=True,
+                detail=f"{len(after.tables)} tables; dropped: {', '.join(gone) or 'none'}; added: {', '.join(added) or 'none'}",
+            )
+        ]
         for check in config.integrity_checks:
             was, now = before.values.get(check.name), after.values.get(check.name)
             if now is None and was is not None:
-                found.append(CheckResult(name=check.name, ok=not check.must_not_drop, detail=f"was {was:g}, now unreadable (its table is gone)"))
+                found.append(
+                    CheckResult(
+                        name=check.name,
+                        ok=not check.must_not_drop,
+                        detail=f"was {was:g}, now unreadable (its table is gone)",
+                    )
+                )
             elif was is not None and now is not None and now < was:
-                found.append(CheckResult(name=check.name, ok=not check.must_not_drop, detail=f"dropped from {was:g} to {now:g} ({now - was:+g})"))
+                found.append(
+                    CheckResult(
+                        name=check.name,
+                        ok=not check.must_not_drop,
+                        detail=f"dropped from {was:g} to {now:g} ({now - was:+g})",
+                    )
+                )
             else:
-                found.append(CheckResult(name=check.name, ok=True, detail=f"{was if was is None else f'{was:g}'} → {now if now is None else f'{now:g}'}"))
+                found.append(
+                    CheckResult(
+                        name=check.name,
+                        ok=True,
+                        detail=f"{was if was is None else f'{was:g}'} → {now if now is None else f'{now:g}'}",
+                    )
+                )
         return found
 
     async def _approval_gate(self, needed: int) -> bool:
         status = self._status
-        plan = migration_plan(self._request.service, status.from_version, status.to_version, status.steps or 0)
-        return await self._gate(self._desk, "approval", self._approvals_needed(self._desk, needed), plan, what=self._target_label)
+        plan = migration_plan(
+            self._request.service, status.from_version, status.to_version, status.steps or 0
+        )
+        return await self._gate(
+            self._desk,
+            "approval",
+            self._approvals_needed(self._desk, needed),
+            plan,
+            what=self._target_label,
+        )
 
 
 def migration_workflow_id(service: str) -> str:

@@ -50,20 +50,38 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="PointInTimeRecovery")
 class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
     KIND = "Recovery"
-    ESCALATE = False  # a recovery takes as long as the clone does; its notices say when to expect it
+    ESCALATE = (
+        False  # a recovery takes as long as the clone does; its notices say when to expect it
+    )
 
     @workflow.init
     def __init__(self, request: PitrRequest) -> None:
         now = workflow.now()
         self._source_connection = ""
-        self._open(request, PitrStatus(
-            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, service=request.service, severity=request.severity,
-            requested_by=request.requested_by, reason=request.reason, point_in_time=request.point_in_time,
-            timings={"started": now}, sla_deadline=sla_deadline(request.severity, now),
-        ), now)
-        self._switch_desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.switch_approvals)
+        self._open(
+            request,
+            PitrStatus(
+                workflow_id=workflow.info().workflow_id,
+                phase=Phase.PLANNING,
+                service=request.service,
+                severity=request.severity,
+                requested_by=request.requested_by,
+                reason=request.reason,
+                point_in_time=request.point_in_time,
+                timings={"started": now},
+                sla_deadline=sla_deadline(request.severity, now),
+            ),
+            now,
+        )
+        self._switch_desk = ApprovalDesk(
+            request.requested_by, self._status.audit, self._status.switch_approvals
+        )
         self._switch_desk.open = False
-        self._desk.note(request.requested_by, "requested", detail=f"recover to {request.point_in_time.isoformat()}: {request.reason}")
+        self._desk.note(
+            request.requested_by,
+            "requested",
+            detail=f"recover to {request.point_in_time.isoformat()}: {request.reason}",
+        )
 
     @property
     def _clone_desk(self) -> ApprovalDesk:
@@ -88,9 +106,13 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         return await self._carry_out(self._run(request))
 
     async def _run(self, request: PitrRequest) -> PitrResult:
-        entry = await self._call(refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog")
+        entry = await self._call(
+            refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog"
+        )
         if entry.pitr is None:
-            await self._fail(f"service {request.service!r} has no pitr settings in the catalog (pitr: cloudsql_instance, secret, ...)")
+            await self._fail(
+                f"service {request.service!r} has no pitr settings in the catalog (pitr: cloudsql_instance, secret, ...)"
+            )
             raise Stop
         self._entry, config = entry, entry.pitr
         self._clone_desk.set_policy(entry.approval, entry.trust)
@@ -101,54 +123,123 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         clone = request.new_instance or clone_name(source, request.point_in_time)
         self._status.source, self._status.clone = source, clone
 
-        check: PitrCheck = await self._call(refs.PITR_CHECK, PitrCheckRequest(
-            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time), "check the restore point and the destination")
+        check: PitrCheck = await self._call(
+            refs.PITR_CHECK,
+            PitrCheckRequest(
+                project=config.cloudsql_project,
+                source=source,
+                destination=clone,
+                point_in_time=request.point_in_time,
+            ),
+            "check the restore point and the destination",
+        )
         self._status.window, self._status.backups = (check.earliest, check.latest), check.backups
         self._source_connection = check.source_connection_name
         if check.problems:
             await self._fail("refused before anything was created: " + "; ".join(check.problems))
             raise Stop
-        workflow.set_current_details(f"**{source}** → **{clone}** at {request.point_in_time.isoformat()}")
+        workflow.set_current_details(
+            f"**{source}** → **{clone}** at {request.point_in_time.isoformat()}"
+        )
         if request.dry_run:
-            self._status.message = f"dry run: would clone {source} to {request.point_in_time.isoformat()} as {clone}"
+            self._status.message = (
+                f"dry run: would clone {source} to {request.point_in_time.isoformat()} as {clone}"
+            )
             self._set_phase(Phase.COMPLETED)
             return PitrResult(status=self._status, no_op=True)
 
         shown = clone_plan(request.service, source, clone, request.point_in_time, request.checks)
-        if not await self._pitr_gate("clone", self._clone_desk, config.approvals, f"clone {source} to {request.point_in_time.isoformat()} as {clone}", shown):
+        if not await self._pitr_gate(
+            "clone",
+            self._clone_desk,
+            config.approvals,
+            f"clone {source} to {request.point_in_time.isoformat()} as {clone}",
+            shown,
+        ):
             return PitrResult(status=self._status)
         self._set_phase(Phase.EXECUTING)
-        subject, text = notices.start_notice(request.language, detected_at=self._status.timings["started"], impact=request.reason, cause="data corruption",
-                                             action=f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} as {clone}",
-                                             expected_recovery=workflow.now() + timedelta(minutes=config.clone_timeout_minutes))
+        subject, text = notices.start_notice(
+            request.language,
+            detected_at=self._status.timings["started"],
+            impact=request.reason,
+            cause="data corruption",
+            action=f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} as {clone}",
+            expected_recovery=workflow.now() + timedelta(minutes=config.clone_timeout_minutes),
+        )
         await self._notify("start", subject, text)
-        operation: OperationRef = await self._call(refs.START_CLONE, CloneRequest(
-            project=config.cloudsql_project, source=source, destination=clone, point_in_time=request.point_in_time,
-            grant=self._clone_desk.grant(request)), f"clone {source} as {clone}")
+        operation: OperationRef = await self._call(
+            refs.START_CLONE,
+            CloneRequest(
+                project=config.cloudsql_project,
+                source=source,
+                destination=clone,
+                point_in_time=request.point_in_time,
+                grant=self._clone_desk.grant(request),
+            ),
+            f"clone {source} as {clone}",
+        )
         self._status.operation = operation.name
         await workflow.execute_activity(
-            refs.OPERATION_DONE.name, operation, result_type=refs.OPERATION_DONE.result, summary=f"wait for the clone operation {operation.name}",
-            start_to_close_timeout=timedelta(seconds=60), schedule_to_close_timeout=timedelta(minutes=config.clone_timeout_minutes),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=config.operation_poll_seconds), backoff_coefficient=1.0,
-                                     non_retryable_error_types=["OperationFailed"]),
+            refs.OPERATION_DONE.name,
+            operation,
+            result_type=refs.OPERATION_DONE.result,
+            summary=f"wait for the clone operation {operation.name}",
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=timedelta(minutes=config.clone_timeout_minutes),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=config.operation_poll_seconds),
+                backoff_coefficient=1.0,
+                non_retryable_error_types=["OperationFailed"],
+            ),
         )
-        info: InstanceInfo = await self._call(refs.INSTANCE, InstanceRef(project=config.cloudsql_project, name=clone), f"read {clone}'s address")
+        info: InstanceInfo = await self._call(
+            refs.INSTANCE,
+            InstanceRef(project=config.cloudsql_project, name=clone),
+            f"read {clone}'s address",
+        )
         self._status.clone_info = info
 
         self._set_phase(Phase.VERIFYING)
         assert entry.database is not None  # the catalog requires it with pitr
         if request.checks:
-            self._status.checks = await self._call(refs.CLONE_QUERIES, CloneQueriesRequest(
-                namespace=entry.namespace, deployment=entry.deployment, access=entry.database, source_connection_name=self._source_connection,
-                clone_connection_name=info.connection_name, checks=request.checks, grant=self._clone_desk.grant(request)),
+            self._status.checks = await self._call(
+                refs.CLONE_QUERIES,
+                CloneQueriesRequest(
+                    namespace=entry.namespace,
+                    deployment=entry.deployment,
+                    access=entry.database,
+                    source_connection_name=self._source_connection,
+                    clone_connection_name=info.connection_name,
+                    checks=request.checks,
+                    grant=self._clone_desk.grant(request),
+                ),
                 f"verify {clone} in a check pod",
-                timeout=entry.database.check_pod_timeout_seconds + 60 * len(request.checks) + 60, heartbeat=30)
+                timeout=entry.database.check_pod_timeout_seconds + 60 * len(request.checks) + 60,
+                heartbeat=30,
+            )
         failing = [c for c in self._status.checks if not c.ok]
         if failing:
-            await self._fail(f"the clone {clone} failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failing) + f"; nothing was switched, {clone} is kept for inspection", announce=True)
+            await self._fail(
+                f"the clone {clone} failed verification: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in failing)
+                + f"; nothing was switched, {clone} is kept for inspection",
+                announce=True,
+            )
             raise Stop
-        shown = switch_plan(request.service, entry.deployment, self._source_connection, info.connection_name, self._status.checks)
-        if not await self._pitr_gate("switch", self._switch_desk, config.approvals, f"switch {request.service} from {source} to {clone}", shown):
+        shown = switch_plan(
+            request.service,
+            entry.deployment,
+            self._source_connection,
+            info.connection_name,
+            self._status.checks,
+        )
+        if not await self._pitr_gate(
+            "switch",
+            self._switch_desk,
+            config.approvals,
+            f"switch {request.service} from {source} to {clone}",
+            shown,
+        ):
             return PitrResult(status=self._status)
         return await self._switch(entry, info)
 
@@ -159,8 +250,14 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         healthy, detail = await self._roll_out_and_check(entry, "after the switch")
         if healthy:
             self._status.timings["mitigated"] = workflow.now()
-            subject, text = notices.pitr_complete_notice(self._request.language, done_at=workflow.now(), service=self._request.service,
-                                                         source=self._status.source, clone=info.name, point_in_time=self._request.point_in_time)
+            subject, text = notices.pitr_complete_notice(
+                self._request.language,
+                done_at=workflow.now(),
+                service=self._request.service,
+                source=self._status.source,
+                clone=info.name,
+                point_in_time=self._request.point_in_time,
+            )
             await self._notify("complete", subject, text)
             self._status.message = f"{self._request.service} now uses {info.name} ({self._request.point_in_time.isoformat()}); {self._status.source} is kept untouched as evidence"
             self._set_phase(Phase.COMPLETED)
@@ -168,40 +265,87 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         await self._point(entry, info.connection_name, self._source_connection)
         self._status.switched, self._status.switched_back = "", True
         back, back_detail = await self._roll_out_and_check(entry, "after switching back")
-        await self._fail(f"{self._request.service} was not healthy on {info.name} ({detail}); switched back to {self._status.source}"
-                         + ("" if back else f", which is not healthy either ({back_detail})") + f"; {info.name} is kept for inspection", announce=True)
+        await self._fail(
+            f"{self._request.service} was not healthy on {info.name} ({detail}); switched back to {self._status.source}"
+            + ("" if back else f", which is not healthy either ({back_detail})")
+            + f"; {info.name} is kept for inspection",
+            announce=True,
+        )
         raise Stop
 
     async def _point(self, entry: ServiceEntry, source: str, target: str) -> None:
         assert entry.database is not None
-        switched: ProxySwitched = await self._call(refs.SWITCH_PROXY, ProxySwitch(
-            namespace=entry.namespace, deployment=entry.deployment, proxy_container=entry.database.proxy_container,
-            from_connection_name=source, to_connection_name=target, grant=self._switch_desk.grant(self._request)),
-            f"point {entry.deployment}'s Cloud SQL proxy at {target}")
-        self._clone_desk.note("modoru", "switch", detail=f"deployment/{entry.deployment} {switched.container}: {source} → {target}"
-                              + ("" if switched.changed else " (already so)"))
+        switched: ProxySwitched = await self._call(
+            refs.SWITCH_PROXY,
+            ProxySwitch(
+                namespace=entry.namespace,
+                deployment=entry.deployment,
+                proxy_container=entry.database.proxy_container,
+                from_connection_name=source,
+                to_connection_name=target,
+                grant=self._switch_desk.grant(self._request),
+            ),
+            f"point {entry.deployment}'s Cloud SQL proxy at {target}",
+        )
+        self._clone_desk.note(
+            "modoru",
+            "switch",
+            detail=f"deployment/{entry.deployment} {switched.container}: {source} → {target}"
+            + ("" if switched.changed else " (already so)"),
+        )
 
     async def _roll_out_and_check(self, entry: ServiceEntry, when: str) -> tuple[bool, str]:
         self._set_phase(Phase.WAITING_ROLLOUT)
         try:
-            await self._call(refs.WAIT_ROLLOUT, RolloutWaitRequest(namespace=entry.namespace, deployment=entry.deployment, timeout_seconds=entry.rollout_timeout_seconds),
-                             f"wait for the rollout {when}", timeout=entry.rollout_timeout_seconds + 60, heartbeat=10)
+            await self._call(
+                refs.WAIT_ROLLOUT,
+                RolloutWaitRequest(
+                    namespace=entry.namespace,
+                    deployment=entry.deployment,
+                    timeout_seconds=entry.rollout_timeout_seconds,
+                ),
+                f"wait for the rollout {when}",
+                timeout=entry.rollout_timeout_seconds + 60,
+                heartbeat=10,
+            )
         except ActivityError as err:
             return False, getattr(err.cause, "message", None) or str(err)
         self._set_phase(Phase.VERIFYING)
-        result: VerifyResult = await self._call(refs.VERIFY_SERVICE, VerifyRequest(
-            namespace=entry.namespace, deployment=entry.deployment, service=entry.service, paths=entry.check_paths, window_seconds=entry.verification_window_seconds),
-            f"health {when}", timeout=entry.verification_window_seconds + 60, heartbeat=10)
+        result: VerifyResult = await self._call(
+            refs.VERIFY_SERVICE,
+            VerifyRequest(
+                namespace=entry.namespace,
+                deployment=entry.deployment,
+                service=entry.service,
+                paths=entry.check_paths,
+                window_seconds=entry.verification_window_seconds,
+            ),
+            f"health {when}",
+            timeout=entry.verification_window_seconds + 60,
+            heartbeat=10,
+        )
         self._status.health = result.checks
         failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
         return result.ok, failing or "healthy"
 
-    async def _pitr_gate(self, gate: str, desk: ApprovalDesk, needed: int, what: str, plan: dict[str, object]) -> bool:
+    async def _pitr_gate(
+        self, gate: str, desk: ApprovalDesk, needed: int, what: str, plan: dict[str, object]
+    ) -> bool:
         self._status.gate = gate  # type: ignore[assignment]
-        kept = f"; {self._status.clone} is kept, the app was not switched" if gate == "switch" else "; nothing was created"
-        return await self._gate(desk, gate, self._approvals_needed(desk, needed), plan, what=f"{self._request.service}: {what}", kept=kept)
+        kept = (
+            f"; {self._status.clone} is kept, the app was not switched"
+            if gate == "switch"
+            else "; nothing was created"
+        )
+        return await self._gate(
+            desk,
+            gate,
+            self._approvals_needed(desk, needed),
+            plan,
+            what=f"{self._request.service}: {what}",
+            kept=kept,
+        )
 
 
 def pitr_workflow_id(service: str) -> str:
     return f"pitr-{service}"
-

@@ -52,12 +52,25 @@ class RedeployWorkflow(DeploySteps):
         self._entry: ServiceEntry | None = None
         self._start_verified = False
         self._status = RedeployStatus(
-            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, namespace=request.namespace, deployment=request.deployment, tag=request.tag,
-            severity=request.severity, requested_by=request.requested_by, reason=request.reason, detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now}, checklist=new_checklist(request.language),
+            workflow_id=workflow.info().workflow_id,
+            phase=Phase.PLANNING,
+            namespace=request.namespace,
+            deployment=request.deployment,
+            tag=request.tag,
+            severity=request.severity,
+            requested_by=request.requested_by,
+            reason=request.reason,
+            detected_at=detected,
+            sla_deadline=sla_deadline(request.severity, detected),
+            timings={"started": now},
+            checklist=new_checklist(request.language),
         )
         self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
-        self._desk.note(request.requested_by, "requested", detail=f"redeploy tag {request.tag}: {request.reason}")
+        self._desk.note(
+            request.requested_by,
+            "requested",
+            detail=f"redeploy tag {request.tag}: {request.reason}",
+        )
         self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @property
@@ -78,10 +91,16 @@ class RedeployWorkflow(DeploySteps):
 
     @workflow.run
     async def run(self, request: RedeployRequest) -> RedeployResult:
-        escalations = asyncio.create_task(escalate(
-            request.severity, self._status.detected_at, done=lambda: self._status.phase in TERMINAL,
-            mitigated=lambda: "mitigated" in self._status.timings, on_deadline=self._deadline, announce=self._escalation,
-        ))
+        escalations = asyncio.create_task(
+            escalate(
+                request.severity,
+                self._status.detected_at,
+                done=lambda: self._status.phase in TERMINAL,
+                mitigated=lambda: "mitigated" in self._status.timings,
+                on_deadline=self._deadline,
+                announce=self._escalation,
+            )
+        )
         try:
             return await self._run(request)
         except ActivityError as err:
@@ -90,78 +109,149 @@ class RedeployWorkflow(DeploySteps):
                 await self._fail_with(failure_message(err), [])
             else:
                 await self._fail(failure_message(err))
-            raise ApplicationError(self._status.message, type=failure_type(err, "RedeployFailed" if changed else "RedeployRefused"), non_retryable=True) from err
+            raise ApplicationError(
+                self._status.message,
+                type=failure_type(err, "RedeployFailed" if changed else "RedeployRefused"),
+                non_retryable=True,
+            ) from err
         except Stop:
             changed = Phase.EXECUTING.value in self._status.timings
-            raise ApplicationError(self._status.message, type="RedeployFailed" if changed else "RedeployRefused", non_retryable=True) from None
+            raise ApplicationError(
+                self._status.message,
+                type="RedeployFailed" if changed else "RedeployRefused",
+                non_retryable=True,
+            ) from None
         finally:
             self._status.timings["finished"] = workflow.now()
             escalations.cancel()
 
     async def _run(self, request: RedeployRequest) -> RedeployResult:
-        entry: ServiceEntry = await self._call(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
+        entry: ServiceEntry = await self._call(
+            refs.LOOKUP,
+            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+            "look up the service catalog",
+        )
         if entry.cd is None or entry.registry is None:
-            await self._fail(f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog "
-                             "(cd: repository, workflow, ...; registry: project, location, repository, package)")
+            await self._fail(
+                f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog "
+                "(cd: repository, workflow, ...; registry: project, location, repository, package)"
+            )
             raise Stop
         self._entry, cd, registry = entry, entry.cd, entry.registry
         self._desk.set_policy(entry.approval, entry.trust)
         self._start_verified = self._desk.verify_start(request)
 
-        listed: ImageList = await self._call(refs.REGISTRY_IMAGES, ImagesRequest(registry=registry, tag=request.tag), f"list the newest images in {registry.image}")
+        listed: ImageList = await self._call(
+            refs.REGISTRY_IMAGES,
+            ImagesRequest(registry=registry, tag=request.tag),
+            f"list the newest images in {registry.image}",
+        )
         self._status.images = listed.images
         image = f"{registry.image}:{request.tag}"
         if listed.found is None:
             newest = ", ".join(t for i in listed.images for t in i.tags) or "none"
-            await self._fail(f"tag {request.tag} is not in Artifact Registry {registry.image} (newest tags: {newest}); nothing was dispatched")
+            await self._fail(
+                f"tag {request.tag} is not in Artifact Registry {registry.image} (newest tags: {newest}); nothing was dispatched"
+            )
             raise Stop
         self._status.pushed = listed.found.uploaded or listed.found.updated
-        plan: RedeployPlan = await self._call(refs.REDEPLOY_PLAN, RedeployPlanRequest(namespace=request.namespace, deployment=request.deployment,
-                                                                                           container=cd.container, image=image), "plan: read the live image and the revisions")
+        plan: RedeployPlan = await self._call(
+            refs.REDEPLOY_PLAN,
+            RedeployPlanRequest(
+                namespace=request.namespace,
+                deployment=request.deployment,
+                container=cd.container,
+                image=image,
+            ),
+            "plan: read the live image and the revisions",
+        )
         self._status.plan = plan
         if plan.live_image == image:
-            await self._fail(f"{image} is already live (revision {plan.live_revision}); nothing was dispatched")
+            await self._fail(
+                f"{image} is already live (revision {plan.live_revision}); nothing was dispatched"
+            )
             raise Stop
-        last = f"revision {plan.last_revision}" if plan.last_revision else "no revision in the history"
-        self._check("target", f"{plan.live_image} -> {image} (pushed {self._status.pushed.isoformat() if self._status.pushed else 'at an unknown time'})")
-        self._check("history", f"live revision {plan.live_revision}; {request.tag} last ran in {last}")
-        workflow.set_current_details(f"**{request.deployment}**: {plan.live_image} → **{image}** (pushed {self._status.pushed}, last ran in {last})")
+        last = (
+            f"revision {plan.last_revision}" if plan.last_revision else "no revision in the history"
+        )
+        self._check(
+            "target",
+            f"{plan.live_image} -> {image} (pushed {self._status.pushed.isoformat() if self._status.pushed else 'at an unknown time'})",
+        )
+        self._check(
+            "history", f"live revision {plan.live_revision}; {request.tag} last ran in {last}"
+        )
+        workflow.set_current_details(
+            f"**{request.deployment}**: {plan.live_image} → **{image}** (pushed {self._status.pushed}, last ran in {last})"
+        )
         if request.dry_run:
             self._status.message = f"dry run: would run {cd.workflow_name} with {cd.tag_input}={request.tag} ({plan.live_image} → {image})"
             self._set_phase(Phase.COMPLETED)
             return RedeployResult(status=self._status, no_op=True)
 
         shown = redeploy_plan(plan, request.tag, cd, self._status.pushed)
-        if not await self._gate(approvals_required(request.severity, entry.approval), shown, f"redeploy {image}"):
+        if not await self._gate(
+            approvals_required(request.severity, entry.approval), shown, f"redeploy {image}"
+        ):
             return RedeployResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)
         subject, text = notices.start_notice(
-            request.language, detected_at=self._status.detected_at, impact=request.reason, cause="",
-            action=f"{cd.workflow_name} で {request.tag} を再デプロイします ({plan.live_image} → {image})" if request.language == "ja"
+            request.language,
+            detected_at=self._status.detected_at,
+            impact=request.reason,
+            cause="",
+            action=f"{cd.workflow_name} で {request.tag} を再デプロイします ({plan.live_image} → {image})"
+            if request.language == "ja"
             else f"redeploying {request.tag} through {cd.workflow_name} ({plan.live_image} → {image})",
-            expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=10)))
+            expected_recovery=max(
+                self._status.sla_deadline, workflow.now() + timedelta(minutes=10)
+            ),
+        )
         await self._notify("start", subject, text)
         self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
-        run: RunState = await self._call(refs.DISPATCH, DispatchRequest(cd=cd, tag=request.tag, not_before=workflow.now(), grant=self._desk.grant(request)), f"run {cd.workflow_name} with {cd.tag_input}={request.tag}", timeout=120)
+        run: RunState = await self._call(
+            refs.DISPATCH,
+            DispatchRequest(
+                cd=cd, tag=request.tag, not_before=workflow.now(), grant=self._desk.grant(request)
+            ),
+            f"run {cd.workflow_name} with {cd.tag_input}={request.tag}",
+            timeout=120,
+        )
         self._show(run)
         while run.status != "completed":
-            run = await self._call(refs.FOLLOW_RUN, RunFollow(cd=cd, run_id=run.run_id, known_status=run.status), f"follow run #{run.number} ({run.status})", timeout=cd.run_timeout_minutes * 60, heartbeat=30)
+            run = await self._call(
+                refs.FOLLOW_RUN,
+                RunFollow(cd=cd, run_id=run.run_id, known_status=run.status),
+                f"follow run #{run.number} ({run.status})",
+                timeout=cd.run_timeout_minutes * 60,
+                heartbeat=30,
+            )
             self._show(run)
-        self._check("undo", f"{cd.workflow_name} run #{run.number} {run.conclusion}: {run.html_url}")
+        self._check(
+            "undo", f"{cd.workflow_name} run #{run.number} {run.conclusion}: {run.html_url}"
+        )
         self._check("backup", f"the pipeline's deployment-backup artifact of run #{run.number}")
         if run.conclusion != "success":
             steps = f" (failed: {', '.join(run.failed_steps)})" if run.failed_steps else ""
-            await self._fail_with(f"{cd.workflow_name} run #{run.number} concluded {run.conclusion}{steps}: {run.html_url}", run.failed_steps)
+            await self._fail_with(
+                f"{cd.workflow_name} run #{run.number} concluded {run.conclusion}{steps}: {run.html_url}",
+                run.failed_steps,
+            )
             raise Stop
 
         outcome = await self._roll_out(entry, f"wait for the rollout of {image}")
         self._status.timings["mitigated"] = workflow.now()
         self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
         await self._verify(entry)
-        subject, text = notices.complete_notice(request.language, recovered_at=self._status.timings["mitigated"], from_revision=plan.live_revision,
-                                                to_revision=outcome.revision, result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
-                                                + f" ({image})")
+        subject, text = notices.complete_notice(
+            request.language,
+            recovered_at=self._status.timings["mitigated"],
+            from_revision=plan.live_revision,
+            to_revision=outcome.revision,
+            result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
+            + f" ({image})",
+        )
         await self._notify("complete", subject, text)
         self._status.message = f"redeployed {image} through {cd.workflow_name} run #{run.number} (revision {plan.live_revision} → {outcome.revision}) and verified"
         self._set_phase(Phase.COMPLETED)
@@ -172,17 +262,29 @@ class RedeployWorkflow(DeploySteps):
         before = self._status.run
         self._status.run = run
         if before is None or before.status != run.status:
-            detail = f"run #{run.number} {run.status}" + (f" ({run.conclusion})" if run.conclusion else "") + f": {run.html_url}"
+            detail = (
+                f"run #{run.number} {run.status}"
+                + (f" ({run.conclusion})" if run.conclusion else "")
+                + f": {run.html_url}"
+            )
             if run.adopted and before is None:
                 detail += " (taken over from an earlier attempt of this dispatch)"
             for pending in run.pending:
-                detail += (f"; waiting for a reviewer of environment {pending.environment} in GitHub: {', '.join(pending.reviewers) or 'anyone with access'}"
-                           f"{' (the token may approve)' if pending.current_user_can_approve else ''}")
+                detail += (
+                    f"; waiting for a reviewer of environment {pending.environment} in GitHub: {', '.join(pending.reviewers) or 'anyone with access'}"
+                    f"{' (the token may approve)' if pending.current_user_can_approve else ''}"
+                )
             self._desk.note("github", "cd_run", detail=detail)
         assert self._entry is not None and self._entry.cd is not None
-        waiting = f"; waiting for a reviewer of **{run.pending[0].environment}** in GitHub" if run.pending else ""
-        workflow.set_current_details(f"**{self._request.deployment}** → {self._request.tag}: [{self._entry.cd.workflow_name} run #{run.number}]({run.html_url}) "
-                                     f"{run.status}{f' ({run.conclusion})' if run.conclusion else ''}{waiting}")
+        waiting = (
+            f"; waiting for a reviewer of **{run.pending[0].environment}** in GitHub"
+            if run.pending
+            else ""
+        )
+        workflow.set_current_details(
+            f"**{self._request.deployment}** → {self._request.tag}: [{self._entry.cd.workflow_name} run #{run.number}]({run.html_url}) "
+            f"{run.status}{f' ({run.conclusion})' if run.conclusion else ''}{waiting}"
+        )
 
 
 def redeploy_workflow_id(namespace: str, deployment: str) -> str:

@@ -46,7 +46,12 @@ with workflow.unsafe.imports_passed_through():
     from .deployment_rollback import rollback_workflow_id
     from .incident_join import INCIDENT_PARENT, join_incident
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+)
 POLLS_PER_WATCH = 20  # one watch activity covers this many polls, then reports in
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -70,12 +75,15 @@ class ReleaseGuardWorkflow:
         self._nonces: set[str] = set()
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
         self._status = GuardStatus(
-            workflow_id=workflow.info().workflow_id, namespace=request.namespace, deployment=request.deployment,
+            workflow_id=workflow.info().workflow_id,
+            namespace=request.namespace,
+            deployment=request.deployment,
             phase=GuardPhase.WATCHING if carry else GuardPhase.BASELINE,
             started_at=carry.started_at if carry else now,
             until=carry.until if carry else now + timedelta(seconds=request.duration_seconds),
             interval_seconds=request.interval_seconds,
-            polls=carry.polls if carry else 0, runs=carry.runs if carry else 1,
+            polls=carry.polls if carry else 0,
+            runs=carry.runs if carry else 1,
             baseline=carry.baseline if carry else None,
         )
 
@@ -94,25 +102,52 @@ class ReleaseGuardWorkflow:
             self._stop = signal
             return
         if signal.signed is None:
-            self._status.refused_stops.append(f"{signal.by}: unsigned (this catalog counts only signed stops: modoru guard stop --key)")
+            self._status.refused_stops.append(
+                f"{signal.by}: unsigned (this catalog counts only signed stops: modoru guard stop --key)"
+            )
             return
-        verdict = judge(signal.signed, "stop", Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest), trust.identities, workflow.now(), self._nonces)
+        verdict = judge(
+            signal.signed,
+            "stop",
+            Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest),
+            trust.identities,
+            workflow.now(),
+            self._nonces,
+        )
         if verdict.payload is not None and verdict.signer:
             self._nonces.add(verdict.payload.nonce)
         if not verdict.counted:
             self._status.refused_stops.append(f"{verdict.signer or signal.by}: {verdict.reason}")
         elif not has_role(trust.identities, verdict.signer, [*self._stoppers, trust.oncall_role]):
-            self._status.refused_stops.append(f"{verdict.signer}: holds neither an approver nor the {trust.oncall_role} role")
+            self._status.refused_stops.append(
+                f"{verdict.signer}: holds neither an approver nor the {trust.oncall_role} role"
+            )
         else:
-            self._stop = signal.model_copy(update={"by": verdict.signer, "reason": verdict.payload.note if verdict.payload else signal.reason})
+            self._stop = signal.model_copy(
+                update={
+                    "by": verdict.signer,
+                    "reason": verdict.payload.note if verdict.payload else signal.reason,
+                }
+            )
 
     def _open_stop_desk(self, entry: ServiceEntry) -> None:
         trust = entry.trust
         if trust is not None and trust.identities and workflow.patched("signed-decisions"):
             self._trust, self._stoppers = trust, list(entry.approval.approvers)
             info = workflow.info()
-            plan = {"kind": "guard-stop", "namespace": self._request.namespace, "deployment": self._request.deployment}
-            self._status.pending = GateView(workflow_id=info.workflow_id, run_id=info.run_id, gate="stop", plan=plan, digest=plan_digest(plan), signed=True)
+            plan = {
+                "kind": "guard-stop",
+                "namespace": self._request.namespace,
+                "deployment": self._request.deployment,
+            }
+            self._status.pending = GateView(
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                gate="stop",
+                plan=plan,
+                digest=plan_digest(plan),
+                signed=True,
+            )
         inbox, self._inbox = self._inbox or [], None
         for signal in inbox:
             if self._stop is None:
@@ -140,10 +175,16 @@ class ReleaseGuardWorkflow:
             message = getattr(err.cause, "message", None) or str(err)
             self._set_phase(GuardPhase.FAILED)
             self._status.message = message
-            raise ApplicationError(message, type=getattr(err.cause, "type", None) or "GuardFailed", non_retryable=True) from err
+            raise ApplicationError(
+                message, type=getattr(err.cause, "type", None) or "GuardFailed", non_retryable=True
+            ) from err
 
     async def _run(self, request: GuardRequest) -> GuardResult:
-        entry = await self._activity(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
+        entry = await self._activity(
+            refs.LOOKUP,
+            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+            "look up the service catalog",
+        )
         self._open_stop_desk(entry)
         carry = request.carry or await self._baseline(entry)
         self._status.baseline = carry.baseline
@@ -152,15 +193,42 @@ class ReleaseGuardWorkflow:
         self._set_phase(GuardPhase.CONFIRMING if confirming else GuardPhase.WATCHING)
         while True:
             if self._stop is not None:
-                return self._end(GuardPhase.STOPPED, f"stopped by {self._stop.by}" + (f": {self._stop.reason}" if self._stop.reason else ""))
+                return self._end(
+                    GuardPhase.STOPPED,
+                    f"stopped by {self._stop.by}"
+                    + (f": {self._stop.reason}" if self._stop.reason else ""),
+                )
             if workflow.now() >= self._status.until:
-                return self._end(GuardPhase.FINISHED, f"no breach in {self._status.polls} polls; the release held up")
-            if polls_this_run >= request.polls_per_run or workflow.info().is_continue_as_new_suggested():
-                workflow.continue_as_new(request.model_copy(update={"carry": GuardCarry(
-                    started_at=self._status.started_at, until=self._status.until, baseline=carry.baseline,
-                    polls=self._status.polls, runs=self._status.runs + 1, health_failures=health_failures, confirming_since=confirming,
-                )}))
-            report = await self._watch(entry, carry.baseline, health_failures, confirming, min(POLLS_PER_WATCH, request.polls_per_run - polls_this_run))
+                return self._end(
+                    GuardPhase.FINISHED,
+                    f"no breach in {self._status.polls} polls; the release held up",
+                )
+            if (
+                polls_this_run >= request.polls_per_run
+                or workflow.info().is_continue_as_new_suggested()
+            ):
+                workflow.continue_as_new(
+                    request.model_copy(
+                        update={
+                            "carry": GuardCarry(
+                                started_at=self._status.started_at,
+                                until=self._status.until,
+                                baseline=carry.baseline,
+                                polls=self._status.polls,
+                                runs=self._status.runs + 1,
+                                health_failures=health_failures,
+                                confirming_since=confirming,
+                            )
+                        }
+                    )
+                )
+            report = await self._watch(
+                entry,
+                carry.baseline,
+                health_failures,
+                confirming,
+                min(POLLS_PER_WATCH, request.polls_per_run - polls_this_run),
+            )
             if report is None:
                 continue  # stopped while watching
             polls_this_run += report.polls
@@ -170,33 +238,64 @@ class ReleaseGuardWorkflow:
             if report.verdict.severity is not None and report.breach_at is not None:
                 return await self._roll_back(report)
             if report.window_over:
-                return self._end(GuardPhase.FINISHED, f"no breach in {self._status.polls} polls; the release held up")
+                return self._end(
+                    GuardPhase.FINISHED,
+                    f"no breach in {self._status.polls} polls; the release held up",
+                )
             self._set_phase(GuardPhase.CONFIRMING if confirming else GuardPhase.WATCHING)
 
     async def _baseline(self, entry: ServiceEntry) -> GuardCarry:
-        baseline: GuardBaseline = await self._activity(refs.GUARD_BASELINE, BaselineRequest(
-            namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service,
-            monitoring=entry.monitoring, release_at=self._request.release_at,
-        ), "record the pre-release baseline")
+        baseline: GuardBaseline = await self._activity(
+            refs.GUARD_BASELINE,
+            BaselineRequest(
+                namespace=self._request.namespace,
+                deployment=self._request.deployment,
+                service=entry.service,
+                monitoring=entry.monitoring,
+                release_at=self._request.release_at,
+            ),
+            "record the pre-release baseline",
+        )
         if self._request.baseline_p95_ms is not None:
             baseline.p95_ms = self._request.baseline_p95_ms
-        workflow.set_current_details(f"baseline: p95 {baseline.p95_ms} ms, error ratio {baseline.error_ratio}, revision {baseline.revision}")
-        return GuardCarry(started_at=self._status.started_at, until=self._status.until, baseline=baseline)
+        workflow.set_current_details(
+            f"baseline: p95 {baseline.p95_ms} ms, error ratio {baseline.error_ratio}, revision {baseline.revision}"
+        )
+        return GuardCarry(
+            started_at=self._status.started_at, until=self._status.until, baseline=baseline
+        )
 
-    async def _watch(self, entry: ServiceEntry, baseline: GuardBaseline, health_failures: int, confirming, max_polls: int) -> WatchReport | None:
+    async def _watch(
+        self,
+        entry: ServiceEntry,
+        baseline: GuardBaseline,
+        health_failures: int,
+        confirming,
+        max_polls: int,
+    ) -> WatchReport | None:
         interval = self._request.interval_seconds
         watch = workflow.start_activity(
             refs.GUARD_WATCH.name,
             WatchRequest(
-                namespace=self._request.namespace, deployment=self._request.deployment, service=entry.service,
-                health_path=entry.health_path, api_path=entry.api_check_path, monitoring=entry.monitoring, thresholds=entry.guard,
-                baseline=baseline, interval_seconds=interval, until=self._status.until, max_polls=max_polls,
-                health_failures=health_failures, confirming_since=confirming,
+                namespace=self._request.namespace,
+                deployment=self._request.deployment,
+                service=entry.service,
+                health_path=entry.health_path,
+                api_path=entry.api_check_path,
+                monitoring=entry.monitoring,
+                thresholds=entry.guard,
+                baseline=baseline,
+                interval_seconds=interval,
+                until=self._status.until,
+                max_polls=max_polls,
+                health_failures=health_failures,
+                confirming_since=confirming,
             ),
             result_type=refs.GUARD_WATCH.result,
             start_to_close_timeout=timedelta(seconds=max_polls * (interval + 60)),
             heartbeat_timeout=timedelta(seconds=interval + 60),
-            retry_policy=RETRY, summary=f"watch {self._request.deployment} every {interval:g}s",
+            retry_policy=RETRY,
+            summary=f"watch {self._request.deployment} every {interval:g}s",
             # On stop, end only once the watch has stopped polling: nothing keeps
             # probing a service nobody guards any more.
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -213,67 +312,137 @@ class ReleaseGuardWorkflow:
         severity = report.verdict.severity
         assert severity is not None
         rollback_id = rollback_workflow_id(self._request.namespace, self._request.deployment)
-        self._status.rollback_workflow_id, self._status.rollback_severity = rollback_id, severity.value
+        self._status.rollback_workflow_id, self._status.rollback_severity = (
+            rollback_id,
+            severity.value,
+        )
         self._set_phase(GuardPhase.ROLLING_BACK)
         metrics = report.metrics
         evidence = [*report.verdict.reasons]
         if metrics is not None:
-            evidence.append(f"window {metrics.window_start:%H:%M:%S}-{metrics.window_end:%H:%M:%S} UTC: {metrics.requests} requests, {metrics.errors} errors, p95 {metrics.p95_ms or 0:.0f} ms")
+            evidence.append(
+                f"window {metrics.window_start:%H:%M:%S}-{metrics.window_end:%H:%M:%S} UTC: {metrics.requests} requests, {metrics.errors} errors, p95 {metrics.p95_ms or 0:.0f} ms"
+            )
         if self._status.baseline and self._status.baseline.p95_ms:
-            evidence.append(f"baseline p95 {self._status.baseline.p95_ms:.0f} ms before the release")
+            evidence.append(
+                f"baseline p95 {self._status.baseline.p95_ms:.0f} ms before the release"
+            )
         evidence += [f"not measured: {m}" for m in report.verdict.missing]
         request = RollbackRequest(
-            namespace=self._request.namespace, deployment=self._request.deployment, severity=severity,
-            reason=f"release guard: {'; '.join(report.verdict.reasons)}"[:2000], impact="; ".join(report.verdict.reasons)[:2000],
-            detected_at=report.breach_at, requested_by=self._request.requested_by, language=self._request.language, evidence=evidence,
-            guard_seal=report.seal, guard_facts=report.sealed,
+            namespace=self._request.namespace,
+            deployment=self._request.deployment,
+            severity=severity,
+            reason=f"release guard: {'; '.join(report.verdict.reasons)}"[:2000],
+            impact="; ".join(report.verdict.reasons)[:2000],
+            detected_at=report.breach_at,
+            requested_by=self._request.requested_by,
+            language=self._request.language,
+            evidence=evidence,
+            guard_seal=report.seal,
+            guard_facts=report.sealed,
         )
         if workflow.patched(INCIDENT_PARENT):
             return await self._roll_back_in_incident(request, rollback_id, evidence)
         try:
             child = await workflow.start_child_workflow(
-                "DeploymentRollback", request, id=rollback_id, result_type=RollbackResult,
+                "DeploymentRollback",
+                request,
+                id=rollback_id,
+                result_type=RollbackResult,
                 parent_close_policy=ParentClosePolicy.ABANDON,  # a stopped guard must not stop a rollback
-                search_attributes=sa.for_rollback(request.namespace, request.deployment, severity.value) if self._indexed else None,
+                search_attributes=sa.for_rollback(
+                    request.namespace, request.deployment, severity.value
+                )
+                if self._indexed
+                else None,
                 static_summary=f"{severity.value} rollback of {request.namespace}/{request.deployment} (release guard)",
                 static_details=request.reason,
             )
         except WorkflowAlreadyStartedError:
-            return self._end(GuardPhase.STOPPED, f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another")
-        workflow.set_current_details(f"**{severity.value}** rollback {rollback_id}\n\n" + "\n".join(f"- {e}" for e in evidence))
+            return self._end(
+                GuardPhase.STOPPED,
+                f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another",
+            )
+        workflow.set_current_details(
+            f"**{severity.value}** rollback {rollback_id}\n\n"
+            + "\n".join(f"- {e}" for e in evidence)
+        )
         await self._until_done_or_stopped(child)
         if not child.done():
-            return self._end(GuardPhase.STOPPED, f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on")
+            return self._end(
+                GuardPhase.STOPPED,
+                f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on",
+            )
         try:
             result: RollbackResult = child.result()
         except ChildWorkflowError as err:
             self._status.rollback_phase = Phase.FAILED.value
-            return self._end(GuardPhase.ROLLBACK_FAILED, f"{severity.value} rollback {rollback_id} failed: {getattr(err.cause, 'message', None) or err}")
+            return self._end(
+                GuardPhase.ROLLBACK_FAILED,
+                f"{severity.value} rollback {rollback_id} failed: {getattr(err.cause, 'message', None) or err}",
+            )
         self._status.rollback_phase = result.status.phase.value
         if result.status.phase is Phase.COMPLETED:
-            return self._end(GuardPhase.ROLLED_BACK, f"{severity.value} rollback {rollback_id}: {result.status.message}")
-        return self._end(GuardPhase.ROLLBACK_FAILED, f"{severity.value} rollback {rollback_id} ended {result.status.phase.value}: {result.status.message}")
+            return self._end(
+                GuardPhase.ROLLED_BACK,
+                f"{severity.value} rollback {rollback_id}: {result.status.message}",
+            )
+        return self._end(
+            GuardPhase.ROLLBACK_FAILED,
+            f"{severity.value} rollback {rollback_id} ended {result.status.phase.value}: {result.status.message}",
+        )
 
-    async def _roll_back_in_incident(self, request: RollbackRequest, rollback_id: str, evidence: list[str]) -> GuardResult:
+    async def _roll_back_in_incident(
+        self, request: RollbackRequest, rollback_id: str, evidence: list[str]
+    ) -> GuardResult:
         """The rollback as the child of the deployment's incident, which tells this guard when it ends."""
         severity = request.severity.value
-        self._status.rollback_workflow_id = None  # named once the incident has started it, so it can be followed at once
-        incident_id = await join_incident(request, rollback_id, indexed=self._indexed,
-                                          summary=f"{severity} rollback of {request.namespace}/{request.deployment} (release guard)")
-        workflow.set_current_details(f"**{severity}** rollback {rollback_id} (incident {incident_id})\n\n" + "\n".join(f"- {e}" for e in evidence))
-        await self._until_done_or_stopped(asyncio.ensure_future(workflow.wait_condition(lambda: (self._change_started or self._change_ended) is not None)))
+        self._status.rollback_workflow_id = (
+            None  # named once the incident has started it, so it can be followed at once
+        )
+        incident_id = await join_incident(
+            request,
+            rollback_id,
+            indexed=self._indexed,
+            summary=f"{severity} rollback of {request.namespace}/{request.deployment} (release guard)",
+        )
+        workflow.set_current_details(
+            f"**{severity}** rollback {rollback_id} (incident {incident_id})\n\n"
+            + "\n".join(f"- {e}" for e in evidence)
+        )
+        await self._until_done_or_stopped(
+            asyncio.ensure_future(
+                workflow.wait_condition(
+                    lambda: (self._change_started or self._change_ended) is not None
+                )
+            )
+        )
         if (self._change_started or self._change_ended) is not None:
             self._status.rollback_workflow_id = rollback_id
-        await self._until_done_or_stopped(asyncio.ensure_future(workflow.wait_condition(lambda: self._change_ended is not None)))
+        await self._until_done_or_stopped(
+            asyncio.ensure_future(workflow.wait_condition(lambda: self._change_ended is not None))
+        )
         record = self._change_ended
         if record is None:
-            return self._end(GuardPhase.STOPPED, f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on (incident {incident_id})")
+            return self._end(
+                GuardPhase.STOPPED,
+                f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on (incident {incident_id})",
+            )
         if record.outcome == "attached":
-            return self._end(GuardPhase.STOPPED, f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another")
+            return self._end(
+                GuardPhase.STOPPED,
+                f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another",
+            )
         self._status.rollback_phase = record.phase or Phase.FAILED.value
         if record.phase == Phase.COMPLETED.value:
-            return self._end(GuardPhase.ROLLED_BACK, f"{severity} rollback {rollback_id}: {record.message} (incident {incident_id})")
-        return self._end(GuardPhase.ROLLBACK_FAILED, f"{severity} rollback {rollback_id} ended {record.phase}: {record.message} (incident {incident_id})")
+            return self._end(
+                GuardPhase.ROLLED_BACK,
+                f"{severity} rollback {rollback_id}: {record.message} (incident {incident_id})",
+            )
+        return self._end(
+            GuardPhase.ROLLBACK_FAILED,
+            f"{severity} rollback {rollback_id} ended {record.phase}: {record.message} (incident {incident_id})",
+        )
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -284,8 +453,14 @@ class ReleaseGuardWorkflow:
 
     async def _activity(self, ref: ActivityRef[In, Out], arg: In, summary: str) -> Out:
         # The guard changes nothing itself and has no SLA deadline: a fixed, bounded retry.
-        return await workflow.execute_activity(ref.name, arg, result_type=ref.result, start_to_close_timeout=timedelta(seconds=60),
-                                               retry_policy=RETRY, summary=summary)
+        return await workflow.execute_activity(
+            ref.name,
+            arg,
+            result_type=ref.result,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RETRY,
+            summary=summary,
+        )
 
     def _set_phase(self, phase: GuardPhase) -> None:
         if self._status.phase != phase:

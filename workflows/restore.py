@@ -51,12 +51,25 @@ class RestoreWorkflow(DeploySteps):
         self._entry: ServiceEntry | None = None
         self._start_verified = False
         self._status = RestoreStatus(
-            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, namespace=request.namespace, deployment=request.deployment, source=request.source,
-            severity=request.severity, requested_by=request.requested_by, reason=request.reason, detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected), timings={"started": now}, checklist=new_checklist(request.language),
+            workflow_id=workflow.info().workflow_id,
+            phase=Phase.PLANNING,
+            namespace=request.namespace,
+            deployment=request.deployment,
+            source=request.source,
+            severity=request.severity,
+            requested_by=request.requested_by,
+            reason=request.reason,
+            detected_at=detected,
+            sla_deadline=sla_deadline(request.severity, detected),
+            timings={"started": now},
+            checklist=new_checklist(request.language),
         )
         self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
-        self._desk.note(request.requested_by, "requested", detail=f"restore from {request.source.kind} {request.source.name}: {request.reason}")
+        self._desk.note(
+            request.requested_by,
+            "requested",
+            detail=f"restore from {request.source.kind} {request.source.name}: {request.reason}",
+        )
         self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @property
@@ -77,10 +90,16 @@ class RestoreWorkflow(DeploySteps):
 
     @workflow.run
     async def run(self, request: RestoreRequest) -> RestoreResult:
-        escalations = asyncio.create_task(escalate(
-            request.severity, self._status.detected_at, done=lambda: self._status.phase in TERMINAL,
-            mitigated=lambda: "mitigated" in self._status.timings, on_deadline=self._deadline, announce=self._escalation,
-        ))
+        escalations = asyncio.create_task(
+            escalate(
+                request.severity,
+                self._status.detected_at,
+                done=lambda: self._status.phase in TERMINAL,
+                mitigated=lambda: "mitigated" in self._status.timings,
+                on_deadline=self._deadline,
+                announce=self._escalation,
+            )
+        )
         try:
             return await self._run(request)
         except ActivityError as err:
@@ -89,10 +108,18 @@ class RestoreWorkflow(DeploySteps):
                 await self._fail_with(failure_message(err), [])
             else:
                 await self._fail(failure_message(err))
-            raise ApplicationError(self._status.message, type=failure_type(err, "RestoreFailed" if changed else "RestoreRefused"), non_retryable=True) from err
+            raise ApplicationError(
+                self._status.message,
+                type=failure_type(err, "RestoreFailed" if changed else "RestoreRefused"),
+                non_retryable=True,
+            ) from err
         except Stop:
             changed = Phase.EXECUTING.value in self._status.timings
-            raise ApplicationError(self._status.message, type="RestoreFailed" if changed else "RestoreRefused", non_retryable=True) from None
+            raise ApplicationError(
+                self._status.message,
+                type="RestoreFailed" if changed else "RestoreRefused",
+                non_retryable=True,
+            ) from None
         finally:
             self._status.timings["finished"] = workflow.now()
             escalations.cancel()
@@ -100,35 +127,71 @@ class RestoreWorkflow(DeploySteps):
     async def _fetch(self, entry: ServiceEntry, request: RestoreRequest) -> str:
         source = request.source
         if source.kind == "file":
-            self._status.fetched = f"file {source.name} ({len(request.manifest)} characters, read by the CLI)"
+            self._status.fetched = (
+                f"file {source.name} ({len(request.manifest)} characters, read by the CLI)"
+            )
             return request.manifest
         if source.kind == "backup":
-            fetched: FetchedManifest = await self._call(refs.READ_BACKUP, BackupFetch(namespace=request.namespace, deployment=request.deployment,
-                                                                                            configmap=source.name), f"read configmap/{source.name}")
+            fetched: FetchedManifest = await self._call(
+                refs.READ_BACKUP,
+                BackupFetch(
+                    namespace=request.namespace,
+                    deployment=request.deployment,
+                    configmap=source.name,
+                ),
+                f"read configmap/{source.name}",
+            )
         else:
             if entry.cd is None:
-                await self._fail(f"refused: deployment/{request.deployment} has no cd section in the catalog, so there is no pipeline to take artifacts from")
+                await self._fail(
+                    f"refused: deployment/{request.deployment} has no cd section in the catalog, so there is no pipeline to take artifacts from"
+                )
                 raise Stop
-            fetched = await self._call(refs.DOWNLOAD_BACKUP, ArtifactsRequest(cd=entry.cd, name=source.name), f"download artifact {source.name}", timeout=120)
+            fetched = await self._call(
+                refs.DOWNLOAD_BACKUP,
+                ArtifactsRequest(cd=entry.cd, name=source.name),
+                f"download artifact {source.name}",
+                timeout=120,
+            )
         self._status.fetched = fetched.detail
         return fetched.text
 
     async def _run(self, request: RestoreRequest) -> RestoreResult:
-        entry: ServiceEntry = await self._call(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
+        entry: ServiceEntry = await self._call(
+            refs.LOOKUP,
+            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+            "look up the service catalog",
+        )
         self._entry = entry
         self._desk.set_policy(entry.approval, entry.trust)
         self._start_verified = self._desk.verify_start(request)
         text = await self._fetch(entry, request)
-        check: RestoreCheck = await self._call(refs.RESTORE_CHECK, RestoreCheckRequest(namespace=request.namespace, deployment=request.deployment,
-                                                                                           manifest=text), "validate the manifest and diff it")
+        check: RestoreCheck = await self._call(
+            refs.RESTORE_CHECK,
+            RestoreCheckRequest(
+                namespace=request.namespace, deployment=request.deployment, manifest=text
+            ),
+            "validate the manifest and diff it",
+        )
         self._status.check = check
         if check.problems:
-            await self._fail("the manifest cannot be applied: " + "; ".join(check.problems) + "; nothing was changed")
+            await self._fail(
+                "the manifest cannot be applied: "
+                + "; ".join(check.problems)
+                + "; nothing was changed"
+            )
             raise Stop
-        workflow.set_current_details(f"**{request.deployment}** from {request.source.kind} `{request.source.name}`: "
-                                     f"{', '.join(check.live_images)} → **{', '.join(check.images)}**\n\n```diff\n" + "\n".join(check.diff[:40]) + "\n```")
+        workflow.set_current_details(
+            f"**{request.deployment}** from {request.source.kind} `{request.source.name}`: "
+            f"{', '.join(check.live_images)} → **{', '.join(check.images)}**\n\n```diff\n"
+            + "\n".join(check.diff[:40])
+            + "\n```"
+        )
         self._check("backup", self._status.fetched)
-        self._check("target", f"{', '.join(check.live_images)} -> {', '.join(check.images)} ({len(check.diff)} diff lines)")
+        self._check(
+            "target",
+            f"{', '.join(check.live_images)} -> {', '.join(check.images)} ({len(check.diff)} diff lines)",
+        )
         self._check("history", f"live revision {check.revision}")
         if check.unchanged:
             self._status.message = f"deployment/{request.deployment} already matches {request.source.name}; nothing to do"
@@ -139,21 +202,48 @@ class RestoreWorkflow(DeploySteps):
             self._set_phase(Phase.COMPLETED)
             return RestoreResult(status=self._status, no_op=True)
 
-        shown = restore_plan(request.namespace, request.deployment, check.deployment_uid, request.source, check.digest, check.images)
-        if not await self._gate(approvals_required(request.severity, entry.approval), shown, f"apply {request.source.name}"):
+        shown = restore_plan(
+            request.namespace,
+            request.deployment,
+            check.deployment_uid,
+            request.source,
+            check.digest,
+            check.images,
+        )
+        if not await self._gate(
+            approvals_required(request.severity, entry.approval),
+            shown,
+            f"apply {request.source.name}",
+        ):
             return RestoreResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)
         subject, text = notices.start_notice(
-            request.language, detected_at=self._status.detected_at, impact=request.reason, cause="",
-            action=(f"バックアップ {request.source.name} から復元します ({', '.join(check.images)})" if request.language == "ja"
-                    else f"restoring {request.source.name} ({', '.join(check.images)})"),
-            expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)))
+            request.language,
+            detected_at=self._status.detected_at,
+            impact=request.reason,
+            cause="",
+            action=(
+                f"バックアップ {request.source.name} から復元します ({', '.join(check.images)})"
+                if request.language == "ja"
+                else f"restoring {request.source.name} ({', '.join(check.images)})"
+            ),
+            expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)),
+        )
         await self._notify("start", subject, text)
         self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
-        applied: ApplyResult = await self._call(refs.RESTORE_APPLY, RestoreApplyRequest(
-            namespace=request.namespace, deployment=request.deployment, deployment_uid=check.deployment_uid, desired=check.desired, digest=check.digest,
-            grant=self._desk.grant(request)), f"kubectl apply {request.source.name}")
+        applied: ApplyResult = await self._call(
+            refs.RESTORE_APPLY,
+            RestoreApplyRequest(
+                namespace=request.namespace,
+                deployment=request.deployment,
+                deployment_uid=check.deployment_uid,
+                desired=check.desired,
+                digest=check.digest,
+                grant=self._desk.grant(request),
+            ),
+            f"kubectl apply {request.source.name}",
+        )
         self._status.applied = applied
         self._desk.note("modoru", "apply", detail=applied.message)
         self._check("undo", applied.message)
@@ -161,9 +251,14 @@ class RestoreWorkflow(DeploySteps):
         self._status.timings["mitigated"] = workflow.now()
         self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
         await self._verify(entry)
-        subject, text = notices.complete_notice(request.language, recovered_at=self._status.timings["mitigated"], from_revision=check.revision,
-                                                to_revision=outcome.revision, result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
-                                                + f" ({request.source.name})")
+        subject, text = notices.complete_notice(
+            request.language,
+            recovered_at=self._status.timings["mitigated"],
+            from_revision=check.revision,
+            to_revision=outcome.revision,
+            result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
+            + f" ({request.source.name})",
+        )
         await self._notify("complete", subject, text)
         self._status.message = f"restored deployment/{request.deployment} from {request.source.kind} {request.source.name} (revision {check.revision} → {outcome.revision}) and verified"
         self._set_phase(Phase.COMPLETED)

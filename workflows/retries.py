@@ -13,12 +13,18 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, RetryState, TimeoutError
 
 # No maximum_attempts: the schedule-to-close budget ends the retries.
-SLA_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=5))
+SLA_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+)
 MARGIN = timedelta(seconds=60)  # keep trying a little past the deadline: a late rollback beats none
 FLOOR = timedelta(minutes=2)  # an approval that came late still gets a fair try
 
 
-def budget(deadline: datetime | None, now: datetime, *, at_least: timedelta = timedelta(0)) -> timedelta:
+def budget(
+    deadline: datetime | None, now: datetime, *, at_least: timedelta = timedelta(0)
+) -> timedelta:
     """schedule_to_close for an activity started `now`: the time to `deadline`
     plus the margin, at least the floor and at least `at_least` (the activity's
     own start_to_close, so one attempt is never cut short by the budget)."""
@@ -46,7 +52,9 @@ def failure_message(err: ActivityError) -> str:
     said = getattr(last, "message", None) or (str(last) if last else "")
     if said:
         return GAVE_UP + said.split("; retrying")[0]
-    return f"{err.activity_type} timed out at the runbook's deadline ({getattr(cause, 'message', '')})"
+    return (
+        f"{err.activity_type} timed out at the runbook's deadline ({getattr(cause, 'message', '')})"
+    )
 
 
 def failure_type(err: ActivityError, default: str) -> str:

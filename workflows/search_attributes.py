@@ -17,22 +17,35 @@ ALL = (SERVICE, NAMESPACE, DEPLOYMENT, SEVERITY, PHASE, SLA)
 
 def for_rollback(namespace: str, deployment: str, severity: str) -> TypedSearchAttributes:
     """A new rollback's attributes: planning, its SLA still pending."""
-    return TypedSearchAttributes([
-        SearchAttributePair(SERVICE, deployment), SearchAttributePair(NAMESPACE, namespace),
-        SearchAttributePair(DEPLOYMENT, deployment), SearchAttributePair(SEVERITY, severity),
-        SearchAttributePair(PHASE, "planning"), SearchAttributePair(SLA, "pending"),
-    ])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SERVICE, deployment),
+            SearchAttributePair(NAMESPACE, namespace),
+            SearchAttributePair(DEPLOYMENT, deployment),
+            SearchAttributePair(SEVERITY, severity),
+            SearchAttributePair(PHASE, "planning"),
+            SearchAttributePair(SLA, "pending"),
+        ]
+    )
 
 
 def for_guard(namespace: str, deployment: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes([
-        SearchAttributePair(SERVICE, deployment), SearchAttributePair(NAMESPACE, namespace),
-        SearchAttributePair(DEPLOYMENT, deployment), SearchAttributePair(PHASE, "watching"),
-    ])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SERVICE, deployment),
+            SearchAttributePair(NAMESPACE, namespace),
+            SearchAttributePair(DEPLOYMENT, deployment),
+            SearchAttributePair(PHASE, "watching"),
+        ]
+    )
 
 
 def for_change(service: str, severity: str) -> TypedSearchAttributes:
     """A migration rollback's or a recovery's attributes."""
-    return TypedSearchAttributes([
-        SearchAttributePair(SERVICE, service), SearchAttributePair(SEVERITY, severity), SearchAttributePair(PHASE, "planning"),
-    ])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SERVICE, service),
+            SearchAttributePair(SEVERITY, severity),
+            SearchAttributePair(PHASE, "planning"),
+        ]
+    )

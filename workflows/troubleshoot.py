@@ -43,12 +43,24 @@ class TroubleshootWorkflow(DeploySteps):
         self._entry: ServiceEntry | None = None
         self._start_verified = False
         self._status = RepairStatus(
-            workflow_id=workflow.info().workflow_id, phase=Phase.PLANNING, namespace=request.namespace, deployment=request.deployment,
-            action=request.action, replicaset=request.replicaset, severity=request.severity, requested_by=request.requested_by, reason=request.reason,
-            sla_deadline=sla_deadline(request.severity, now), timings={"started": now},
+            workflow_id=workflow.info().workflow_id,
+            phase=Phase.PLANNING,
+            namespace=request.namespace,
+            deployment=request.deployment,
+            action=request.action,
+            replicaset=request.replicaset,
+            severity=request.severity,
+            requested_by=request.requested_by,
+            reason=request.reason,
+            sla_deadline=sla_deadline(request.severity, now),
+            timings={"started": now},
         )
         self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
-        what = f"delete replicaset/{request.replicaset}" if request.action == "delete-replicaset" else "rollout restart"
+        what = (
+            f"delete replicaset/{request.replicaset}"
+            if request.action == "delete-replicaset"
+            else "rollout restart"
+        )
         self._desk.note(request.requested_by, "requested", detail=f"{what}: {request.reason}")
 
     @property
@@ -77,51 +89,115 @@ class TroubleshootWorkflow(DeploySteps):
                 await self._fail_with(failure_message(err), [])
             else:
                 await self._fail(failure_message(err))
-            raise ApplicationError(self._status.message, type=failure_type(err, "RepairFailed" if changed else "RepairRefused"), non_retryable=True) from err
+            raise ApplicationError(
+                self._status.message,
+                type=failure_type(err, "RepairFailed" if changed else "RepairRefused"),
+                non_retryable=True,
+            ) from err
         except Stop:
             changed = Phase.EXECUTING.value in self._status.timings
-            raise ApplicationError(self._status.message, type="RepairFailed" if changed else "RepairRefused", non_retryable=True) from None
+            raise ApplicationError(
+                self._status.message,
+                type="RepairFailed" if changed else "RepairRefused",
+                non_retryable=True,
+            ) from None
         finally:
             self._status.timings["finished"] = workflow.now()
 
     async def _run(self, request: RepairRequest) -> RepairResult:
-        entry: ServiceEntry = await self._call(refs.LOOKUP, ServiceLookup(namespace=request.namespace, deployment=request.deployment), "look up the service catalog")
+        entry: ServiceEntry = await self._call(
+            refs.LOOKUP,
+            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+            "look up the service catalog",
+        )
         self._entry = entry
         self._desk.set_policy(entry.approval, entry.trust)
         self._start_verified = self._desk.verify_start(request)
-        plan: RepairPlan = await self._call(refs.REPAIR_PLAN, RepairPlanRequest(namespace=request.namespace, deployment=request.deployment,
-                                                                                    action=request.action, replicaset=request.replicaset), "read the deployment's ReplicaSets")
+        plan: RepairPlan = await self._call(
+            refs.REPAIR_PLAN,
+            RepairPlanRequest(
+                namespace=request.namespace,
+                deployment=request.deployment,
+                action=request.action,
+                replicaset=request.replicaset,
+            ),
+            "read the deployment's ReplicaSets",
+        )
         self._status.plan = plan
         if plan.problems:
             await self._fail("; ".join(plan.problems) + "; nothing was changed")
             raise Stop
         # kubectl's value (RFC 3339, seconds), fixed here so a retried restart is the same restart.
-        restarted_at = workflow.now().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if request.action == "restart" else ""
-        what = f"delete replicaset/{request.replicaset}" if request.action == "delete-replicaset" else f"rollout restart deployment/{request.deployment}"
+        restarted_at = (
+            workflow.now().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if request.action == "restart"
+            else ""
+        )
+        what = (
+            f"delete replicaset/{request.replicaset}"
+            if request.action == "delete-replicaset"
+            else f"rollout restart deployment/{request.deployment}"
+        )
         workflow.set_current_details(f"**{request.deployment}**: {what}")
-        shown = repair_plan(request.namespace, request.deployment, plan.deployment_uid, request.action, request.replicaset, restarted_at)
+        shown = repair_plan(
+            request.namespace,
+            request.deployment,
+            plan.deployment_uid,
+            request.action,
+            request.replicaset,
+            restarted_at,
+        )
         if not await self._gate(approvals_required(request.severity, entry.approval), shown, what):
             return RepairResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)
-        subject, text = notices.start_notice(request.language, detected_at=self._status.timings["started"], impact=request.reason, cause="",
-                                             action=what, expected_recovery=max(self._status.sla_deadline, workflow.now()))
+        subject, text = notices.start_notice(
+            request.language,
+            detected_at=self._status.timings["started"],
+            impact=request.reason,
+            cause="",
+            action=what,
+            expected_recovery=max(self._status.sla_deadline, workflow.now()),
+        )
         await self._notify("start", subject, text)
         grant = self._desk.grant(request)
         if request.action == "delete-replicaset":
-            done: ApplyResult = await self._call(refs.DELETE_REPLICASET, ReplicaSetDelete(
-                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, replicaset=request.replicaset, grant=grant), what)
+            done: ApplyResult = await self._call(
+                refs.DELETE_REPLICASET,
+                ReplicaSetDelete(
+                    namespace=request.namespace,
+                    deployment=request.deployment,
+                    deployment_uid=plan.deployment_uid,
+                    replicaset=request.replicaset,
+                    grant=grant,
+                ),
+                what,
+            )
         else:
-            done = await self._call(refs.ROLLOUT_RESTART, RestartRequest(
-                namespace=request.namespace, deployment=request.deployment, deployment_uid=plan.deployment_uid, restarted_at=restarted_at, grant=grant), what)
+            done = await self._call(
+                refs.ROLLOUT_RESTART,
+                RestartRequest(
+                    namespace=request.namespace,
+                    deployment=request.deployment,
+                    deployment_uid=plan.deployment_uid,
+                    restarted_at=restarted_at,
+                    grant=grant,
+                ),
+                what,
+            )
         self._status.done = done
         self._desk.note("modoru", request.action, detail=done.message)
         outcome = await self._roll_out(entry, "wait for the rollout")
         self._status.timings["mitigated"] = workflow.now()
         await self._verify(entry)
-        subject, text = notices.complete_notice(request.language, recovered_at=self._status.timings["mitigated"], from_revision=plan.revision,
-                                                to_revision=outcome.revision, result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
-                                                + f" ({done.message})")
+        subject, text = notices.complete_notice(
+            request.language,
+            recovered_at=self._status.timings["mitigated"],
+            from_revision=plan.revision,
+            to_revision=outcome.revision,
+            result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
+            + f" ({done.message})",
+        )
         await self._notify("complete", subject, text)
         self._status.message = f"{done.message}; the rollout finished and verified"
         self._set_phase(Phase.COMPLETED)

@@ -35,7 +35,9 @@ def _through_pod_loopback(params: dict[str, str], env: Mapping[str, str]) -> dic
         host, port = podnet.translate(params.get("host", ""), port, env)
     except podnet.Refused:
         where = f"{params.get('host') or 'localhost'}:{port}/{params.get('dbname') or '?'}"
-        raise MigrateError(f"cannot connect to the database at {where}: Connection refused") from None
+        raise MigrateError(
+            f"cannot connect to the database at {where}: Connection refused"
+        ) from None
     return {**params, "host": host, "port": str(port)}
 
 
@@ -45,16 +47,27 @@ def conninfo_from_env(env: Mapping[str, str]) -> str:
         if podnet.LOOPBACK_ENV not in env:
             return env["DATABASE_URL"]
         return make_conninfo(**_through_pod_loopback(conninfo_to_dict(env["DATABASE_URL"]), env))
-    missing = [key for key in ("DATABASE_HOST", "DATABASE_NAME", "DATABASE_USER") if not env.get(key)]
+    missing = [
+        key for key in ("DATABASE_HOST", "DATABASE_NAME", "DATABASE_USER") if not env.get(key)
+    ]
     if missing:
-        raise UsageError(f"no database configured: set DATABASE_URL, or DATABASE_HOST, DATABASE_NAME and DATABASE_USER (missing {', '.join(missing)})")
+        raise UsageError(
+            f"no database configured: set DATABASE_URL, or DATABASE_HOST, DATABASE_NAME and DATABASE_USER (missing {', '.join(missing)})"
+        )
     port = env.get("DATABASE_PORT") or "5432"
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"DATABASE_PORT must be a port number, not {port!r}")
-    params = _through_pod_loopback({"host": env["DATABASE_HOST"], "port": port, "dbname": env["DATABASE_NAME"]}, env)
+    params = _through_pod_loopback(
+        {"host": env["DATABASE_HOST"], "port": port, "dbname": env["DATABASE_NAME"]}, env
+    )
     return make_conninfo(
-        host=params["host"], port=params["port"], dbname=env["DATABASE_NAME"], user=env["DATABASE_USER"],
-        password=env.get("DATABASE_PASSWORD") or None, connect_timeout=10, application_name="tekutoko-api",
+        host=params["host"],
+        port=params["port"],
+        dbname=env["DATABASE_NAME"],
+        user=env["DATABASE_USER"],
+        password=env.get("DATABASE_PASSWORD") or None,
+        connect_timeout=10,
+        application_name="tekutoko-api",
     )
 
 
@@ -63,7 +76,9 @@ def _int_at_least(minimum: int, what: str):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a whole number, not {text!r}"
+            ) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, not {value}")
         return value
@@ -73,20 +88,47 @@ def _int_at_least(minimum: int, what: str):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--migrations", type=Path, default=argparse.SUPPRESS, metavar="DIR", help=f"migration files (default: MIGRATIONS_DIR or {MIGRATIONS_DIR.name}/ beside this app)")
-    parser = argparse.ArgumentParser(prog="python -m sandbox.app", description="tekutoko-api database chores. Connection from DATABASE_URL or DATABASE_HOST/PORT/NAME/USER/PASSWORD.")
+    common.add_argument(
+        "--migrations",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help=f"migration files (default: MIGRATIONS_DIR or {MIGRATIONS_DIR.name}/ beside this app)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.app",
+        description="tekutoko-api database chores. Connection from DATABASE_URL or DATABASE_HOST/PORT/NAME/USER/PASSWORD.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{migrate,seed}")
-    migrate = commands.add_parser("migrate", parents=[common], help="golang-migrate style schema migrations")
-    actions = migrate.add_subparsers(dest="action", required=True, metavar="{version,history,up,down,down-to,force}")
-    actions.add_parser("version", parents=[common], help="print the current version ('N (dirty)' when dirty)")
-    actions.add_parser("history", parents=[common], help="list the migrations and which are applied")
-    up = actions.add_parser("up", parents=[common], help="apply all pending migrations, or the next N")
+    migrate = commands.add_parser(
+        "migrate", parents=[common], help="golang-migrate style schema migrations"
+    )
+    actions = migrate.add_subparsers(
+        dest="action", required=True, metavar="{version,history,up,down,down-to,force}"
+    )
+    actions.add_parser(
+        "version", parents=[common], help="print the current version ('N (dirty)' when dirty)"
+    )
+    actions.add_parser(
+        "history", parents=[common], help="list the migrations and which are applied"
+    )
+    up = actions.add_parser(
+        "up", parents=[common], help="apply all pending migrations, or the next N"
+    )
     up.add_argument("n", nargs="?", type=_int_at_least(1, "N"), metavar="N")
     down = actions.add_parser("down", parents=[common], help="revert the last N migrations")
     down.add_argument("n", type=_int_at_least(1, "N"), metavar="N")
-    down_to = actions.add_parser("down-to", parents=[common], help="revert migrations until the database is at version V (0: all)")
+    down_to = actions.add_parser(
+        "down-to",
+        parents=[common],
+        help="revert migrations until the database is at version V (0: all)",
+    )
     down_to.add_argument("v", type=_int_at_least(0, "V"), metavar="V")
-    force = actions.add_parser("force", parents=[common], help="set version V and clear dirty without running SQL (-1: no version)")
+    force = actions.add_parser(
+        "force",
+        parents=[common],
+        help="set version V and clear dirty without running SQL (-1: no version)",
+    )
     force.add_argument("v", type=_int_at_least(-1, "V"), metavar="V")
     commands.add_parser("seed", help="insert sample users and walks (safe to repeat)")
     return parser

@@ -63,7 +63,9 @@ def load_migrations(directory: Path) -> list[Migration]:
         version, name, direction = int(match.group(1)), match.group(2), match.group(3)
         entry = found.setdefault(version, {"name": name})
         if direction in entry:
-            raise MigrateError(f"duplicate migration file: {path.name} (version {version} already has an {direction} file)")
+            raise MigrateError(
+                f"duplicate migration file: {path.name} (version {version} already has an {direction} file)"
+            )
         entry[direction] = path
     return [
         Migration(version, str(entry["name"]), entry.get("up"), entry.get("down"))  # type: ignore[arg-type]
@@ -73,8 +75,13 @@ def load_migrations(directory: Path) -> list[Migration]:
 
 class Migrator:
     def __init__(
-        self, conn: psycopg.Connection, migrations: list[Migration], *,
-        fail_version: int | None = None, out: TextIO | None = None, err: TextIO | None = None,
+        self,
+        conn: psycopg.Connection,
+        migrations: list[Migration],
+        *,
+        fail_version: int | None = None,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
     ) -> None:
         self.conn = conn
         self.migrations = migrations
@@ -87,7 +94,9 @@ class Migrator:
     # --- the version row ------------------------------------------------------------
 
     def ensure_table(self) -> None:
-        self.conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)"
+        )
 
     def current(self) -> tuple[int | None, bool]:
         """(version, dirty); version None when nothing was ever applied."""
@@ -104,7 +113,10 @@ class Migrator:
             # golang-migrate's nil version is -1, stored only when dirty (a
             # failed down of the first migration).
             if version is not None or dirty:
-                self.conn.execute("INSERT INTO schema_migrations (version, dirty) VALUES (%s, %s)", (-1 if version is None else version, dirty))
+                self.conn.execute(
+                    "INSERT INTO schema_migrations (version, dirty) VALUES (%s, %s)",
+                    (-1 if version is None else version, dirty),
+                )
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -113,7 +125,9 @@ class Migrator:
         deadline = time.monotonic() + LOCK_TIMEOUT
         while not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
             if time.monotonic() > deadline:
-                raise MigrateError(f"timed out after {LOCK_TIMEOUT:.0f}s waiting for another migrate run on this database to finish")
+                raise MigrateError(
+                    f"timed out after {LOCK_TIMEOUT:.0f}s waiting for another migrate run on this database to finish"
+                )
             time.sleep(0.1)
         try:
             yield
@@ -141,7 +155,9 @@ class Migrator:
         started = time.monotonic()
         self._set_version(target, dirty=True)
         if path is None:
-            print(f"warning: {label} has no {direction} file: only the version moves", file=self.err)
+            print(
+                f"warning: {label} has no {direction} file: only the version moves", file=self.err
+            )
         try:
             with self.conn.transaction():
                 if path is not None:
@@ -150,7 +166,9 @@ class Migrator:
                     # A fault injected by the sandbox: fail after the SQL ran, as a
                     # statement late in a long migration would.
                     self.conn.execute(
-                        "DO $$ BEGIN RAISE EXCEPTION 'injected failure in migration %', " + str(migration.version) + "; END $$"
+                        "DO $$ BEGIN RAISE EXCEPTION 'injected failure in migration %', "
+                        + str(migration.version)
+                        + "; END $$"
                     )
                 self._set_version(target, dirty=False)
         except psycopg.Error as exc:
@@ -186,7 +204,9 @@ class Migrator:
             for migration in pending[:limit]:
                 self._run(migration, "up", migration.version)
             if limit is not None and limit > len(pending):
-                raise MigrateError(f"limit {limit} short by {limit - len(pending)}: only {len(pending)} migrations were pending")
+                raise MigrateError(
+                    f"limit {limit} short by {limit - len(pending)}: only {len(pending)} migrations were pending"
+                )
 
     def down(self, count: int) -> None:
         with self._locked():
@@ -195,20 +215,28 @@ class Migrator:
                 raise MigrateError("no migration to revert: the database has no version")
             done = self._steps_down(version, count)
             if done < count:
-                raise MigrateError(f"limit {count} short by {count - done}: reverted {done}, no older migration is applied")
+                raise MigrateError(
+                    f"limit {count} short by {count - done}: reverted {done}, no older migration is applied"
+                )
 
     def down_to(self, target: int) -> None:
         """Revert every migration newer than `target` (0: all of them)."""
         with self._locked():
             version = self._start()
             if target != 0 and target not in self.by_version:
-                raise MigrateError(f"no migration found for version {target}: known versions are {', '.join(str(m.version) for m in self.migrations)}")
+                raise MigrateError(
+                    f"no migration found for version {target}: known versions are {', '.join(str(m.version) for m in self.migrations)}"
+                )
             if version is None or version == target:
                 print("no change", file=self.out)
                 return
             if target > version:
-                raise MigrateError(f"cannot go down to version {target}: the database is at version {version}; use `migrate up`")
-            self._steps_down(version, sum(1 for m in self.migrations if target < m.version <= version))
+                raise MigrateError(
+                    f"cannot go down to version {target}: the database is at version {version}; use `migrate up`"
+                )
+            self._steps_down(
+                version, sum(1 for m in self.migrations if target < m.version <= version)
+            )
 
     def force(self, version: int) -> None:
         """Set the version and clear dirty without running anything (-1: no version)."""
@@ -235,7 +263,9 @@ class Migrator:
                 state = "dirty (current; failed or interrupted)" if dirty else "applied (current)"
             lines.append(f"{m.version:<8} {m.name:<{width}} {state}")
         if version is not None and version not in self.by_version:
-            lines.append(f"{version:<8} {'?':<{width}} {'dirty ' if dirty else ''}(current; not in these migrations)")
+            lines.append(
+                f"{version:<8} {'?':<{width}} {'dirty ' if dirty else ''}(current; not in these migrations)"
+            )
         if version is None and dirty:
             lines.append(f"{'nil':<8} {'':<{width}} dirty (a revert of the first migration failed)")
         return lines

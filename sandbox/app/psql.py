@@ -25,8 +25,22 @@ from ..kube import podnet
 
 # psql's getopt string: "aAbc:d:eEf:F:h:HlL:no:p:P:qR:sStT:U:v:VwWxXz?01"
 SHORT_WITH_VALUE = set("cdfFhLopPRTUv")
-LONG_WITH_VALUE = {"command", "dbname", "file", "field-separator", "host", "log-file", "output", "port", "pset",
-                   "record-separator", "table-attr", "username", "set", "variable"}
+LONG_WITH_VALUE = {
+    "command",
+    "dbname",
+    "file",
+    "field-separator",
+    "host",
+    "log-file",
+    "output",
+    "port",
+    "pset",
+    "record-separator",
+    "table-attr",
+    "username",
+    "set",
+    "variable",
+}
 EXIT_CONNECTION = 2  # psql: "the connection to the server went bad"
 
 
@@ -43,7 +57,7 @@ class Args:
         while i < len(argv):
             arg = argv[i]
             if arg == "--":
-                for rest in argv[i + 1:]:
+                for rest in argv[i + 1 :]:
                     self._positional(rest, positional)
                     positional += 1
                 break
@@ -61,9 +75,9 @@ class Args:
                 item = [arg]
                 for j, letter in enumerate(arg[1:], start=1):
                     if letter in SHORT_WITH_VALUE:
-                        value = arg[j + 1:]
+                        value = arg[j + 1 :]
                         if value:
-                            item = [arg[:j + 1], value]
+                            item = [arg[: j + 1], value]
                         elif i + 1 < len(argv):
                             i += 1
                             value = argv[i]
@@ -117,8 +131,10 @@ def _is_conninfo(text: str) -> bool:
 def refused(host: str, port: int) -> str:
     shown = host or "localhost"
     address = "127.0.0.1" if shown in ("localhost", "") else shown
-    return (f'psql: error: connection to server at "{shown}" ({address}), port {port} failed: Connection refused\n'
-            "\tIs the server running on that host and accepting TCP/IP connections?\n")
+    return (
+        f'psql: error: connection to server at "{shown}" ({address}), port {port} failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?\n"
+    )
 
 
 def rewrite(argv: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:

@@ -33,7 +33,9 @@ _CENTRE = (35.6852, 139.7528)
 
 
 def _tables(conn: psycopg.Connection) -> set[str]:
-    rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()").fetchall()
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    ).fetchall()
     return {name for (name,) in rows}
 
 
@@ -64,7 +66,10 @@ def seed(conn: psycopg.Connection) -> dict[str, int]:
                     (email, name, steps_goal),
                 )
             else:
-                cur = conn.execute("INSERT INTO users (email, display_name) VALUES (%s, %s) ON CONFLICT (email) DO NOTHING", (email, name))
+                cur = conn.execute(
+                    "INSERT INTO users (email, display_name) VALUES (%s, %s) ON CONFLICT (email) DO NOTHING",
+                    (email, name),
+                )
             added["users"] += cur.rowcount
         for email, start, minutes, metres, steps in WALKS:
             cur = conn.execute(
@@ -89,7 +94,8 @@ def _seed_points(conn: psycopg.Connection) -> int:
     added = 0
     for index, (email, start, minutes, metres, _steps) in enumerate(WALKS):
         walk = conn.execute(
-            "SELECT w.id FROM walks w JOIN users u ON u.id = w.user_id WHERE u.email = %s AND w.started_at = %s", (email, start)
+            "SELECT w.id FROM walks w JOIN users u ON u.id = w.user_id WHERE u.email = %s AND w.started_at = %s",
+            (email, start),
         ).fetchone()
         if walk is None:
             continue
@@ -99,7 +105,15 @@ def _seed_points(conn: psycopg.Connection) -> int:
         for seq in range(POINTS_PER_WALK):
             angle = 2 * math.pi * seq / (POINTS_PER_WALK - 1) + index
             at = start + timedelta(minutes=minutes * seq / (POINTS_PER_WALK - 1))
-            points.append((walk[0], seq, at, _CENTRE[0] + radius * math.sin(angle), _CENTRE[1] + radius * math.cos(angle)))
+            points.append(
+                (
+                    walk[0],
+                    seq,
+                    at,
+                    _CENTRE[0] + radius * math.sin(angle),
+                    _CENTRE[1] + radius * math.cos(angle),
+                )
+            )
         with conn.cursor() as cur:
             for point in points:
                 cur.execute(

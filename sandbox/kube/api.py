@@ -56,8 +56,15 @@ class Target:
 
 
 class KubeApi:
-    def __init__(self, store: Store, kubelet: Kubelet, faults: FaultInjector, requests: RequestLog, hooks: Any = None,
-                 resolve_instance: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        kubelet: Kubelet,
+        faults: FaultInjector,
+        requests: RequestLog,
+        hooks: Any = None,
+        resolve_instance: Resolver | None = None,
+    ) -> None:
         self.store = store
         self.kubelet = kubelet
         self.faults = faults
@@ -90,11 +97,15 @@ class KubeApi:
         return web.Response(text="ok")
 
     async def _core_versions(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "kind": "APIVersions",
-            "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}],
-        })
+        return web.json_response(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}
+                ],
+            }
+        )
 
     @staticmethod
     def _group_entry(group: str) -> dict[str, Any]:
@@ -102,23 +113,31 @@ class KubeApi:
         return {"name": group, "versions": versions, "preferredVersion": versions[0]}
 
     async def _groups(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "kind": "APIGroupList",
-            "apiVersion": "v1",
-            "groups": [self._group_entry(g) for g in GROUPS],
-        })
+        return web.json_response(
+            {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [self._group_entry(g) for g in GROUPS],
+            }
+        )
 
     async def _group(self, request: web.Request) -> web.Response:
         group = request.match_info["group"]
         if group not in GROUPS:
-            return _status_response(errors.ApiError(404, "NotFound", "the server could not find the requested resource"))
-        return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **self._group_entry(group)})
+            return _status_response(
+                errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            )
+        return web.json_response(
+            {"kind": "APIGroup", "apiVersion": "v1", **self._group_entry(group)}
+        )
 
     # -- admin endpoints for tests -------------------------------------------------
 
     async def _get_requests(self, request: web.Request) -> web.Response:
         since = int(request.query.get("since", "0"))
-        return web.json_response({"entries": self.requests.since(since), "last": self.requests.last_seq})
+        return web.json_response(
+            {"entries": self.requests.since(since), "last": self.requests.last_seq}
+        )
 
     async def _get_faults(self, request: web.Request) -> web.Response:
         return web.json_response({"rules": self.faults.rules()})
@@ -146,7 +165,9 @@ class KubeApi:
                 if (group or "") in GROUPS or (not group and version == "v1"):
                     status = 200
                     return web.json_response(resource_list(group, version))
-                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+                raise errors.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
             target = self._parse(group, version, tail)
             verb = _verb(request, target)
             decision = self.faults.decide(target.resource.plural, verb)
@@ -158,9 +179,21 @@ class KubeApi:
                     request.transport.abort()
                 raise ConnectionResetError("dropped by fault injection")
             if decision.status is not None:
-                headers = {"Retry-After": str(decision.retry_after)} if decision.status == 429 else {}
-                reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}[decision.status]
-                raise errors.ApiError(decision.status, reason, f"injected fault for {verb} {target.resource.plural}", headers=headers, details={"retryAfterSeconds": decision.retry_after} if decision.status == 429 else None)
+                headers = (
+                    {"Retry-After": str(decision.retry_after)} if decision.status == 429 else {}
+                )
+                reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}[
+                    decision.status
+                ]
+                raise errors.ApiError(
+                    decision.status,
+                    reason,
+                    f"injected fault for {verb} {target.resource.plural}",
+                    headers=headers,
+                    details={"retryAfterSeconds": decision.retry_after}
+                    if decision.status == 429
+                    else None,
+                )
             response = await self._dispatch(request, target, verb)
             status = response.status
             return response
@@ -191,22 +224,32 @@ class KubeApi:
             parts = parts[2:]
         resource = BY_PATH.get((group, version, parts[0]))
         if resource is None or len(parts) > 3:
-            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
         name = parts[1] if len(parts) > 1 else None
         sub = parts[2] if len(parts) > 2 else None
         if sub is not None and sub not in resource.subresources:
-            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
         if resource.namespaced and name is not None and namespace is None:
-            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
         return Target(resource, namespace, name, sub)
 
     async def _dispatch(self, request: web.Request, t: Target, verb: str) -> web.StreamResponse:
         if t.subresource == "log":
-            return subresources.pod_log(self.store, self.kubelet, request, t.namespace or "", t.name or "")
+            return subresources.pod_log(
+                self.store, self.kubelet, request, t.namespace or "", t.name or ""
+            )
         if t.subresource == "exec":
             return await self.pod_exec.handle(request, t.namespace or "", t.name or "")
         if t.subresource == "scale":
-            return await subresources.scale(self.store, request, t.resource, t.namespace or "", t.name or "", verb)
+            return await subresources.scale(
+                self.store, request, t.resource, t.namespace or "", t.name or "", verb
+            )
         if verb == "list":
             return self._list(request, t)
         if verb == "watch":
@@ -231,7 +274,9 @@ class KubeApi:
     def _selected(self, request: web.Request, t: Target) -> list[dict[str, Any]]:
         labels = parse_label_selector(request.query.get("labelSelector"))
         fields = parse_field_selector(request.query.get("fieldSelector"))
-        return [obj for obj in self.store.iter(t.resource, t.namespace) if labels(obj) and fields(obj)]
+        return [
+            obj for obj in self.store.iter(t.resource, t.namespace) if labels(obj) and fields(obj)
+        ]
 
     def _list(self, request: web.Request, t: Target) -> web.Response:
         watch.ListOptions.from_query(request.query)
@@ -242,29 +287,53 @@ class KubeApi:
                 after = json.loads(base64.urlsafe_b64decode(token.encode()).decode())
             except ValueError:
                 raise errors.bad_request("invalid continue token") from None
-            items = [o for o in items if [o["metadata"].get("namespace", ""), o["metadata"]["name"]] > after]
+            items = [
+                o
+                for o in items
+                if [o["metadata"].get("namespace", ""), o["metadata"]["name"]] > after
+            ]
         next_token = None
         limit = int(request.query.get("limit", "0") or 0)
         if limit and len(items) > limit:
             items = items[:limit]
             last = items[-1]["metadata"]
-            next_token = base64.urlsafe_b64encode(json.dumps([last.get("namespace", ""), last["name"]]).encode()).decode()
+            next_token = base64.urlsafe_b64encode(
+                json.dumps([last.get("namespace", ""), last["name"]]).encode()
+            ).decode()
         rv = str(self.store.resource_version)
         if tables.wants_table(request.headers.get("Accept", "")):
-            return web.json_response(tables.to_table(t.resource, items, rv, request.query.get("includeObject", "Metadata"), next_token))
+            return web.json_response(
+                tables.to_table(
+                    t.resource,
+                    items,
+                    rv,
+                    request.query.get("includeObject", "Metadata"),
+                    next_token,
+                )
+            )
         metadata: dict[str, Any] = {"resourceVersion": rv}
         if next_token:
             metadata["continue"] = next_token
-        return web.json_response({
-            "kind": t.resource.list_kind,
-            "apiVersion": t.resource.api_version,
-            "metadata": metadata,
-            "items": items,
-        }, dumps=_dumps)
+        return web.json_response(
+            {
+                "kind": t.resource.list_kind,
+                "apiVersion": t.resource.api_version,
+                "metadata": metadata,
+                "items": items,
+            },
+            dumps=_dumps,
+        )
 
-    def _object_response(self, request: web.Request, resource: ResourceType, obj: dict[str, Any], status: int = 200) -> web.Response:
+    def _object_response(
+        self, request: web.Request, resource: ResourceType, obj: dict[str, Any], status: int = 200
+    ) -> web.Response:
         if request.method == "GET" and tables.wants_table(request.headers.get("Accept", "")):
-            body = tables.to_table(resource, [obj], obj["metadata"].get("resourceVersion", ""), request.query.get("includeObject", "Metadata"))
+            body = tables.to_table(
+                resource,
+                [obj],
+                obj["metadata"].get("resourceVersion", ""),
+                request.query.get("includeObject", "Metadata"),
+            )
             return web.json_response(body, status=status)
         return web.json_response(obj, status=status, dumps=_dumps)
 
@@ -277,7 +346,14 @@ class KubeApi:
             fields_and_name = lambda o: fields(o) and by_name(o)  # noqa: E731
         else:
             fields_and_name = fields
-        return await watch.serve(self.store, request, t.resource, t.namespace, lambda o: labels(o) and fields_and_name(o), options)
+        return await watch.serve(
+            self.store,
+            request,
+            t.resource,
+            t.namespace,
+            lambda o: labels(o) and fields_and_name(o),
+            options,
+        )
 
     # -- writes --------------------------------------------------------------------
 
@@ -304,7 +380,9 @@ class KubeApi:
         meta = body.setdefault("metadata", {})
         if t.resource.namespaced:
             if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = t.namespace
         apply_defaults(t.resource, body)
         validate(t.resource, body)
@@ -319,7 +397,9 @@ class KubeApi:
         body = await self._read_body(request)
         meta = body.setdefault("metadata", {})
         if meta.get("name") and meta["name"] != t.name:
-            raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({t.name})")
+            raise errors.bad_request(
+                f"the name of the object ({meta['name']}) does not match the name on the URL ({t.name})"
+            )
         meta["name"] = t.name
         if t.resource.namespaced:
             meta["namespace"] = t.namespace
@@ -328,7 +408,9 @@ class KubeApi:
 
     async def _patch(self, request: web.Request, t: Target) -> web.Response:
         current = self.store.get(t.resource, t.namespace or "", t.name or "")
-        patched = apply_patch(request.headers.get("Content-Type", ""), current, await request.read())
+        patched = apply_patch(
+            request.headers.get("Content-Type", ""), current, await request.read()
+        )
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch did not produce an object")
         meta = patched.setdefault("metadata", {})
@@ -337,7 +419,9 @@ class KubeApi:
             meta["namespace"] = t.namespace
         return self._store_update(request, t, patched, current)
 
-    def _store_update(self, request: web.Request, t: Target, new: dict[str, Any], current: dict[str, Any]) -> web.Response:
+    def _store_update(
+        self, request: web.Request, t: Target, new: dict[str, Any], current: dict[str, Any]
+    ) -> web.Response:
         if t.subresource != "status":
             apply_defaults(t.resource, new)
             validate(t.resource, new, current)
@@ -354,29 +438,51 @@ class KubeApi:
                 if isinstance(options, dict):
                     propagation = options.get("propagationPolicy") or propagation
                     if "All" in (options.get("dryRun") or []):
-                        return web.json_response(self.store.get(t.resource, t.namespace or "", t.name or ""))
+                        return web.json_response(
+                            self.store.get(t.resource, t.namespace or "", t.name or "")
+                        )
         if self._dry_run(request):
             return web.json_response(self.store.get(t.resource, t.namespace or "", t.name or ""))
-        gone = self.store.delete(t.resource, t.namespace or "", t.name or "", propagation=propagation or "Background")
+        gone = self.store.delete(
+            t.resource, t.namespace or "", t.name or "", propagation=propagation or "Background"
+        )
         if t.resource is PODS:
             return web.json_response(gone)
-        return web.json_response({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Success",
-            "details": {"name": t.name, "group": t.resource.group, "kind": t.resource.plural, "uid": gone["metadata"]["uid"]},
-        })
+        return web.json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    "name": t.name,
+                    "group": t.resource.group,
+                    "kind": t.resource.plural,
+                    "uid": gone["metadata"]["uid"],
+                },
+            }
+        )
 
     async def _delete_collection(self, request: web.Request, t: Target) -> web.Response:
         items = self._selected(request, t)
         for obj in items:
-            if self.store.peek(t.resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not None:
-                self.store.delete(t.resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-        return web.json_response({
-            "kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
-            "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": items,
-        })
+            if (
+                self.store.peek(
+                    t.resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+                )
+                is not None
+            ):
+                self.store.delete(
+                    t.resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+                )
+        return web.json_response(
+            {
+                "kind": t.resource.list_kind,
+                "apiVersion": t.resource.api_version,
+                "metadata": {"resourceVersion": str(self.store.resource_version)},
+                "items": items,
+            }
+        )
 
 
 def _verb(request: web.Request, t: Target) -> str:

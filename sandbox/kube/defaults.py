@@ -9,7 +9,9 @@ from . import errors
 from .resources import CONFIGMAPS, DEPLOYMENTS, PODS, REPLICASETS, SECRETS, SERVICES, ResourceType
 from .selectors import selector_from_match_labels
 
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN_HELP = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
@@ -63,17 +65,27 @@ def apply_defaults(resource: ResourceType, obj: dict[str, Any]) -> None:
         obj.setdefault("type", "Opaque")
 
 
-def validate(resource: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
+def validate(
+    resource: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None = None
+) -> None:
     """Raise a 422 Invalid listing every problem found, as field.ErrorList does."""
     causes: list[tuple[str, str, str]] = []
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
     pattern = _DNS1123_LABEL if resource.kind in ("Namespace", "Service") else _DNS1123_SUBDOMAIN
     if name and (not pattern.match(name) or len(name) > 253):
-        causes.append(("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {_SUBDOMAIN_HELP}'))
+        causes.append(
+            ("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {_SUBDOMAIN_HELP}')
+        )
     for key, value in (meta.get("labels") or {}).items():
         if not isinstance(value, str):
-            causes.append((f"metadata.labels[{key}]", "FieldValueInvalid", "Invalid value: label values must be strings"))
+            causes.append(
+                (
+                    f"metadata.labels[{key}]",
+                    "FieldValueInvalid",
+                    "Invalid value: label values must be strings",
+                )
+            )
     if resource in (DEPLOYMENTS, REPLICASETS):
         causes += _validate_workload(obj, old)
     elif resource is PODS:
@@ -82,35 +94,67 @@ def validate(resource: ResourceType, obj: dict[str, Any], old: dict[str, Any] | 
         for i, port in enumerate((obj.get("spec") or {}).get("ports") or []):
             value = port.get("port")
             if not isinstance(value, int) or not 0 <= value <= 65535:
-                causes.append((f"spec.ports[{i}].port", "FieldValueInvalid", f"Invalid value: {value}: must be between 1 and 65535, inclusive"))
+                causes.append(
+                    (
+                        f"spec.ports[{i}].port",
+                        "FieldValueInvalid",
+                        f"Invalid value: {value}: must be between 1 and 65535, inclusive",
+                    )
+                )
     elif resource in (CONFIGMAPS, SECRETS):
         for key, value in (obj.get("data") or {}).items():
             if not isinstance(value, str):
-                causes.append((f"data[{key}]", "FieldValueInvalid", "Invalid value: must be a string"))
+                causes.append(
+                    (f"data[{key}]", "FieldValueInvalid", "Invalid value: must be a string")
+                )
     if causes:
         raise errors.invalid(resource.group, resource.kind, name, causes)
 
 
-def _validate_workload(obj: dict[str, Any], old: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+def _validate_workload(
+    obj: dict[str, Any], old: dict[str, Any] | None
+) -> list[tuple[str, str, str]]:
     causes: list[tuple[str, str, str]] = []
     spec = obj.get("spec") or {}
     replicas = spec.get("replicas")
     if not isinstance(replicas, int) or replicas < 0:
-        causes.append(("spec.replicas", "FieldValueInvalid", f"Invalid value: {replicas}: must be greater than or equal to 0"))
+        causes.append(
+            (
+                "spec.replicas",
+                "FieldValueInvalid",
+                f"Invalid value: {replicas}: must be greater than or equal to 0",
+            )
+        )
     selector = spec.get("selector")
     template = spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
         causes.append(("spec.selector", "FieldValueRequired", "Required value"))
     elif not selector_from_match_labels(selector)({"metadata": {"labels": labels}}):
-        causes.append(("spec.template.metadata.labels", "FieldValueInvalid", f"Invalid value: {labels}: `selector` does not match template `labels`"))
+        causes.append(
+            (
+                "spec.template.metadata.labels",
+                "FieldValueInvalid",
+                f"Invalid value: {labels}: `selector` does not match template `labels`",
+            )
+        )
     if old is not None and (old.get("spec") or {}).get("selector") != selector:
-        causes.append(("spec.selector", "FieldValueInvalid", f"Invalid value: {selector}: field is immutable"))
+        causes.append(
+            ("spec.selector", "FieldValueInvalid", f"Invalid value: {selector}: field is immutable")
+        )
     causes += _validate_containers(template.get("spec") or {}, "spec.template.spec")
     if old is None or obj.get("kind") == "Deployment":
         progress = spec.get("progressDeadlineSeconds")
-        if progress is not None and (not isinstance(progress, int) or progress <= (spec.get("minReadySeconds") or 0)):
-            causes.append(("spec.progressDeadlineSeconds", "FieldValueInvalid", f"Invalid value: {progress}: must be greater than minReadySeconds"))
+        if progress is not None and (
+            not isinstance(progress, int) or progress <= (spec.get("minReadySeconds") or 0)
+        ):
+            causes.append(
+                (
+                    "spec.progressDeadlineSeconds",
+                    "FieldValueInvalid",
+                    f"Invalid value: {progress}: must be greater than minReadySeconds",
+                )
+            )
     return causes
 
 
@@ -127,13 +171,27 @@ def _validate_containers(pod_spec: dict[str, Any], path: str) -> list[tuple[str,
         if not cname:
             causes.append((f"{path}.{key}[{i}].name", "FieldValueRequired", "Required value"))
         elif cname in seen:
-            causes.append((f"{path}.{key}[{i}].name", "FieldValueDuplicate", f'Duplicate value: "{cname}"'))
+            causes.append(
+                (f"{path}.{key}[{i}].name", "FieldValueDuplicate", f'Duplicate value: "{cname}"')
+            )
         elif not _DNS1123_LABEL.match(cname):
-            causes.append((f"{path}.{key}[{i}].name", "FieldValueInvalid", f'Invalid value: "{cname}": must be a DNS label'))
+            causes.append(
+                (
+                    f"{path}.{key}[{i}].name",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{cname}": must be a DNS label',
+                )
+            )
         seen.add(cname or "")
         if not container.get("image"):
             causes.append((f"{path}.{key}[{i}].image", "FieldValueRequired", "Required value"))
         policy = container.get("restartPolicy")
         if key == "initContainers" and policy is not None and policy != "Always":
-            causes.append((f"{path}.{key}[{i}].restartPolicy", "FieldValueNotSupported", f'Unsupported value: "{policy}": supported values: "Always"'))
+            causes.append(
+                (
+                    f"{path}.{key}[{i}].restartPolicy",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{policy}": supported values: "Always"',
+                )
+            )
     return causes

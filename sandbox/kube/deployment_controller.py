@@ -33,14 +33,16 @@ REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
-ANNOTATIONS_NOT_COPIED = frozenset({
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION,
-    REVISION_HISTORY,
-    DESIRED_REPLICAS,
-    MAX_REPLICAS,
-    "deprecated.deployment.rollback.to",
-})
+ANNOTATIONS_NOT_COPIED = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        REVISION_HISTORY,
+        DESIRED_REPLICAS,
+        MAX_REPLICAS,
+        "deprecated.deployment.rollback.to",
+    }
+)
 REVISION_HISTORY_MAX_CHARS = 2000
 
 
@@ -76,7 +78,9 @@ def templates_equal(a: Obj, b: Obj) -> bool:
 
 def compute_hash(template: Obj, collision_count: int | None) -> str:
     data = json.dumps(template_without_hash(template), sort_keys=True, separators=(",", ":"))
-    digest = int.from_bytes(hashlib.blake2b(f"{data}|{collision_count or 0}".encode(), digest_size=4).digest(), "big")
+    digest = int.from_bytes(
+        hashlib.blake2b(f"{data}|{collision_count or 0}".encode(), digest_size=4).digest(), "big"
+    )
     return "".join(NAME_SUFFIX_ALPHABET[ord(c) % len(NAME_SUFFIX_ALPHABET)] for c in str(digest))
 
 
@@ -109,7 +113,9 @@ class DeploymentController:
         self.queue = WorkQueue("deployment-controller", self.sync)
         store.add_listener(self._on_change)
 
-    def _on_change(self, event_type: str, resource: ResourceType, obj: Obj, old: Obj | None) -> None:
+    def _on_change(
+        self, event_type: str, resource: ResourceType, obj: Obj, old: Obj | None
+    ) -> None:
         ns = obj["metadata"].get("namespace", "")
         if resource is DEPLOYMENTS and event_type != "DELETED":
             self.queue.add((ns, obj["metadata"]["name"]))
@@ -130,9 +136,16 @@ class DeploymentController:
         selects = selector_from_match_labels(d["spec"].get("selector"))
         uid = d["metadata"]["uid"]
         rss = [
-            copy.deepcopy(rs) for rs in self.store.children(uid, REPLICASETS)
+            copy.deepcopy(rs)
+            for rs in self.store.children(uid, REPLICASETS)
             if (controller_ref(rs) or {}).get("uid") == uid
-            and selects({"metadata": {"labels": (rs["spec"]["template"].get("metadata") or {}).get("labels") or {}}})
+            and selects(
+                {
+                    "metadata": {
+                        "labels": (rs["spec"]["template"].get("metadata") or {}).get("labels") or {}
+                    }
+                }
+            )
         ]
         status = copy.deepcopy(previous_status)
         status.setdefault("conditions", [])
@@ -143,7 +156,12 @@ class DeploymentController:
         if paused:
             self._scale_only(d, new_rs, old_rss)
             self._cleanup(d, old_rss)
-            self._write_status(d, calculate_status(d, all_rss, new_rs, status, fenceposts(d)[1], self.clock.timestamp()))
+            self._write_status(
+                d,
+                calculate_status(
+                    d, all_rss, new_rs, status, fenceposts(d)[1], self.clock.timestamp()
+                ),
+            )
             return
         if d["spec"].get("strategy", {}).get("type") == "Recreate":
             self._rollout_recreate(d, new_rs, old_rss)
@@ -154,23 +172,40 @@ class DeploymentController:
 
     # -- revisions and the new ReplicaSet ----------------------------------------
 
-    def _sync_revision(self, d: Obj, rss: list[Obj], *, create: bool, status: Obj) -> tuple[Obj | None, list[Obj]]:
+    def _sync_revision(
+        self, d: Obj, rss: list[Obj], *, create: bool, status: Obj
+    ) -> tuple[Obj | None, list[Obj]]:
         rss.sort(key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]))
-        new_rs = next((rs for rs in rss if templates_equal(rs["spec"]["template"], d["spec"]["template"])), None)
+        new_rs = next(
+            (rs for rs in rss if templates_equal(rs["spec"]["template"], d["spec"]["template"])),
+            None,
+        )
         old_rss = [rs for rs in rss if rs is not new_rs]
         new_revision = str(max((revision_of(rs) for rs in old_rss), default=0) + 1)
         if new_rs is not None:
             updated = copy.deepcopy(new_rs)
             changed = self._set_new_rs_annotations(d, updated, new_revision, exists=True)
-            if changed or updated["spec"].get("minReadySeconds", 0) != d["spec"].get("minReadySeconds", 0):
+            if changed or updated["spec"].get("minReadySeconds", 0) != d["spec"].get(
+                "minReadySeconds", 0
+            ):
                 updated["spec"]["minReadySeconds"] = d["spec"].get("minReadySeconds", 0)
                 new_rs = self.store.update(REPLICASETS, updated, check_version=False)
-            if not any(c["type"] == "Progressing" for c in status["conditions"]) and not d["spec"].get("paused"):
-                self._set_condition(status, "Progressing", "True", "FoundNewReplicaSet", f'Found new replica set "{new_rs["metadata"]["name"]}"')
+            if not any(c["type"] == "Progressing" for c in status["conditions"]) and not d[
+                "spec"
+            ].get("paused"):
+                self._set_condition(
+                    status,
+                    "Progressing",
+                    "True",
+                    "FoundNewReplicaSet",
+                    f'Found new replica set "{new_rs["metadata"]["name"]}"',
+                )
         elif create:
             new_rs = self._create_new_rs(d, old_rss, new_revision, status)
         if new_rs is not None:
-            self._set_deployment_revision(d, (new_rs["metadata"].get("annotations") or {}).get(REVISION, new_revision))
+            self._set_deployment_revision(
+                d, (new_rs["metadata"].get("annotations") or {}).get(REVISION, new_revision)
+            )
         return new_rs, old_rss
 
     def _set_new_rs_annotations(self, d: Obj, rs: Obj, new_revision: str, *, exists: bool) -> bool:
@@ -224,23 +259,41 @@ class DeploymentController:
         except ApiError as exc:
             if exc.code != 409:
                 raise
-            existing = self.store.peek(REPLICASETS, d["metadata"]["namespace"], rs["metadata"]["name"])
-            if existing is not None and (controller_ref(existing) or {}).get("uid") == d["metadata"]["uid"] \
-                    and templates_equal(existing["spec"]["template"], d["spec"]["template"]):
+            existing = self.store.peek(
+                REPLICASETS, d["metadata"]["namespace"], rs["metadata"]["name"]
+            )
+            if (
+                existing is not None
+                and (controller_ref(existing) or {}).get("uid") == d["metadata"]["uid"]
+                and templates_equal(existing["spec"]["template"], d["spec"]["template"])
+            ):
                 return copy.deepcopy(existing)
             status["collisionCount"] = (status.get("collisionCount") or 0) + 1
-            self._write_status(d, {**(d.get("status") or {}), "collisionCount": status["collisionCount"]})
+            self._write_status(
+                d, {**(d.get("status") or {}), "collisionCount": status["collisionCount"]}
+            )
             raise
         if created["spec"]["replicas"] > 0:
-            self._event(d, f"Scaled up replica set {created['metadata']['name']} to {created['spec']['replicas']}")
-        self._set_condition(status, "Progressing", "True", "NewReplicaSetCreated", f'Created new replica set "{created["metadata"]["name"]}"')
+            self._event(
+                d,
+                f"Scaled up replica set {created['metadata']['name']} to {created['spec']['replicas']}",
+            )
+        self._set_condition(
+            status,
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            f'Created new replica set "{created["metadata"]["name"]}"',
+        )
         return created
 
     def _set_deployment_revision(self, d: Obj, revision: str) -> None:
         annotations = d["metadata"].get("annotations") or {}
         if annotations.get(REVISION) == revision:
             return
-        updated = copy.deepcopy(self.store.peek(DEPLOYMENTS, d["metadata"]["namespace"], d["metadata"]["name"]))
+        updated = copy.deepcopy(
+            self.store.peek(DEPLOYMENTS, d["metadata"]["namespace"], d["metadata"]["name"])
+        )
         updated["metadata"].setdefault("annotations", {})[REVISION] = revision
         stored = self.store.update(DEPLOYMENTS, updated, check_version=False)
         d["metadata"] = stored["metadata"]
@@ -256,14 +309,20 @@ class DeploymentController:
         max_total = replicas + surge
         if current >= max_total:
             return new_rs["spec"]["replicas"]
-        return new_rs["spec"]["replicas"] + min(max_total - current, replicas - new_rs["spec"]["replicas"])
+        return new_rs["spec"]["replicas"] + min(
+            max_total - current, replicas - new_rs["spec"]["replicas"]
+        )
 
     def _scale(self, d: Obj, rs: Obj, count: int) -> bool:
         before = rs["spec"]["replicas"]
         surge, _ = fenceposts(d)
         annotations = rs["metadata"].setdefault("annotations", {})
         want_desired, want_max = str(d["spec"]["replicas"]), str(d["spec"]["replicas"] + surge)
-        if before == count and annotations.get(DESIRED_REPLICAS) == want_desired and annotations.get(MAX_REPLICAS) == want_max:
+        if (
+            before == count
+            and annotations.get(DESIRED_REPLICAS) == want_desired
+            and annotations.get(MAX_REPLICAS) == want_max
+        ):
             return False
         rs["spec"]["replicas"] = count
         annotations[DESIRED_REPLICAS] = want_desired
@@ -273,7 +332,10 @@ class DeploymentController:
         rs.update(stored)
         if before != count:
             direction = "up" if count > before else "down"
-            self._event(d, f"Scaled {direction} replica set {rs['metadata']['name']} to {count} from {before}")
+            self._event(
+                d,
+                f"Scaled {direction} replica set {rs['metadata']['name']} to {count} from {before}",
+            )
         return before != count
 
     def _scale_only(self, d: Obj, new_rs: Obj | None, old_rss: list[Obj]) -> None:
@@ -282,12 +344,16 @@ class DeploymentController:
         if len(active) == 1 and active[0]["spec"]["replicas"] != d["spec"]["replicas"]:
             self._scale(d, active[0], d["spec"]["replicas"])
 
-    def _rollout_rolling(self, d: Obj, new_rs: Obj, old_rss: list[Obj], previous_status: Obj) -> None:
+    def _rollout_rolling(
+        self, d: Obj, new_rs: Obj, old_rss: list[Obj], previous_status: Obj
+    ) -> None:
         replicas = d["spec"]["replicas"]
         if new_rs["spec"]["replicas"] > replicas:
             if self._scale(d, new_rs, replicas):
                 return
-        elif new_rs["spec"]["replicas"] < replicas and self._scale(d, new_rs, self._new_rs_replicas(d, old_rss, new_rs)):
+        elif new_rs["spec"]["replicas"] < replicas and self._scale(
+            d, new_rs, self._new_rs_replicas(d, old_rss, new_rs)
+        ):
             return
         if self._reconcile_old(d, new_rs, old_rss):
             return
@@ -300,11 +366,17 @@ class DeploymentController:
         _, max_unavailable = fenceposts(d)
         min_available = d["spec"]["replicas"] - max_unavailable
         all_rss = old_rss + [new_rs]
-        new_unavailable = new_rs["spec"]["replicas"] - (new_rs.get("status") or {}).get("availableReplicas", 0)
-        max_scaled_down = sum(rs["spec"]["replicas"] for rs in all_rss) - min_available - new_unavailable
+        new_unavailable = new_rs["spec"]["replicas"] - (new_rs.get("status") or {}).get(
+            "availableReplicas", 0
+        )
+        max_scaled_down = (
+            sum(rs["spec"]["replicas"] for rs in all_rss) - min_available - new_unavailable
+        )
         if max_scaled_down <= 0:
             return False
-        oldest_first = sorted(old_rss, key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]))
+        oldest_first = sorted(
+            old_rss, key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"])
+        )
         cleaned = 0
         for rs in oldest_first:
             if cleaned >= max_scaled_down:
@@ -316,7 +388,9 @@ class DeploymentController:
             cut = min(max_scaled_down - cleaned, unhealthy)
             self._scale(d, rs, rs["spec"]["replicas"] - cut)
             cleaned += cut
-        available_total = sum((rs.get("status") or {}).get("availableReplicas", 0) for rs in all_rss)
+        available_total = sum(
+            (rs.get("status") or {}).get("availableReplicas", 0) for rs in all_rss
+        )
         scaled = 0
         if available_total > min_available:
             budget = available_total - min_available
@@ -347,36 +421,78 @@ class DeploymentController:
         excess = len(cleanable) - limit
         if excess <= 0:
             return
-        cleanable.sort(key=lambda rs: (revision_of(rs), rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]))
+        cleanable.sort(
+            key=lambda rs: (
+                revision_of(rs),
+                rs["metadata"]["creationTimestamp"],
+                rs["metadata"]["name"],
+            )
+        )
         for rs in cleanable[:excess]:
             rs_status = rs.get("status") or {}
             if rs_status.get("replicas", 0) or rs["spec"]["replicas"]:
                 continue
             if rs["metadata"].get("generation", 1) > rs_status.get("observedGeneration", 0):
                 continue
-            if self.store.peek(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"]) is not None:
+            if (
+                self.store.peek(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"])
+                is not None
+            ):
                 self.store.delete(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"])
 
     # -- status --------------------------------------------------------------------
 
-    def _sync_rollout_status(self, d: Obj, all_rss: list[Obj], new_rs: Obj | None, status: Obj, previous: Obj) -> None:
-        new_status = calculate_status(d, all_rss, new_rs, status, fenceposts(d)[1], self.clock.timestamp())
-        subject = f'ReplicaSet "{new_rs["metadata"]["name"]}"' if new_rs else f'Deployment "{d["metadata"]["name"]}"'
+    def _sync_rollout_status(
+        self, d: Obj, all_rss: list[Obj], new_rs: Obj | None, status: Obj, previous: Obj
+    ) -> None:
+        new_status = calculate_status(
+            d, all_rss, new_rs, status, fenceposts(d)[1], self.clock.timestamp()
+        )
+        subject = (
+            f'ReplicaSet "{new_rs["metadata"]["name"]}"'
+            if new_rs
+            else f'Deployment "{d["metadata"]["name"]}"'
+        )
         current = condition(new_status, "Progressing")
         deadline = d["spec"].get("progressDeadlineSeconds")
         key = (d["metadata"]["namespace"], d["metadata"]["name"])
         if deadline is not None:
             if complete(d, new_status):
-                self._set_condition(new_status, "Progressing", "True", "NewReplicaSetAvailable", f"{subject} has successfully progressed.")
+                self._set_condition(
+                    new_status,
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    f"{subject} has successfully progressed.",
+                )
             elif progressing(new_status, previous):
                 keep = current is not None and current["status"] == "True"
-                self._set_condition(new_status, "Progressing", "True", "ReplicaSetUpdated", f"{subject} is progressing.", force=True, keep_transition=keep)
+                self._set_condition(
+                    new_status,
+                    "Progressing",
+                    "True",
+                    "ReplicaSetUpdated",
+                    f"{subject} is progressing.",
+                    force=True,
+                    keep_transition=keep,
+                )
             elif timed_out(d, new_status, self.clock):
-                self._set_condition(new_status, "Progressing", "False", "ProgressDeadlineExceeded", f"{subject} has timed out progressing.")
+                self._set_condition(
+                    new_status,
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    f"{subject} has timed out progressing.",
+                )
             now_progressing = condition(new_status, "Progressing")
-            if now_progressing is not None and now_progressing["reason"] not in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded"):
+            if now_progressing is not None and now_progressing["reason"] not in (
+                "NewReplicaSetAvailable",
+                "ProgressDeadlineExceeded",
+            ):
                 updated_at = parse_timestamp(now_progressing["lastUpdateTime"]).timestamp()
-                remaining = updated_at + self.clock.real_seconds(deadline) - self.clock.now().timestamp()
+                remaining = (
+                    updated_at + self.clock.real_seconds(deadline) - self.clock.now().timestamp()
+                )
                 self.queue.add_after(key, remaining + 0.05)
         self._write_status(d, new_status)
 
@@ -389,11 +505,17 @@ class DeploymentController:
         paused = bool(d["spec"].get("paused"))
         was_paused = cond is not None and cond["reason"] == "DeploymentPaused"
         if paused and not was_paused:
-            self._set_condition(status, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused")
+            self._set_condition(
+                status, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused"
+            )
         elif not paused and was_paused:
-            self._set_condition(status, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed")
+            self._set_condition(
+                status, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed"
+            )
 
-    def _set_condition(self, status: Obj, kind: str, value: str, reason: str, message: str, **options: bool) -> None:
+    def _set_condition(
+        self, status: Obj, kind: str, value: str, reason: str, message: str, **options: bool
+    ) -> None:
         set_condition(status, kind, value, reason, message, self.clock.timestamp(), **options)
 
     def _write_status(self, d: Obj, status: Obj) -> None:
@@ -405,5 +527,6 @@ class DeploymentController:
         self.store.update(DEPLOYMENTS, updated, subresource="status", check_version=False)
 
     def _event(self, d: Obj, message: str) -> None:
-        self.recorder.record(d, "Normal", "ScalingReplicaSet", message, component="deployment-controller")
-
+        self.recorder.record(
+            d, "Normal", "ScalingReplicaSet", message, component="deployment-controller"
+        )

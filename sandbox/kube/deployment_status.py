@@ -21,7 +21,9 @@ def complete(d: Obj, status: Obj) -> bool:
     )
 
 
-def calculate_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None, status: Obj, max_unavailable: int, now: str) -> Obj:
+def calculate_status(
+    d: Obj, all_rss: list[Obj], new_rs: Obj | None, status: Obj, max_unavailable: int, now: str
+) -> Obj:
     def total(field: str) -> int:
         return sum((rs.get("status") or {}).get(field, 0) for rs in all_rss)
 
@@ -39,9 +41,23 @@ def calculate_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None, status: Obj
     if status.get("collisionCount") is not None:
         result["collisionCount"] = status["collisionCount"]
     if available >= d["spec"]["replicas"] - max_unavailable:
-        set_condition(result, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", now)
+        set_condition(
+            result,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            now,
+        )
     else:
-        set_condition(result, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", now)
+        set_condition(
+            result,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            now,
+        )
     return result
 
 
@@ -52,24 +68,52 @@ def timed_out(d: Obj, status: Obj, clock: Clock) -> bool:
     if cond["reason"] == "ProgressDeadlineExceeded":
         return True
     updated_at = parse_timestamp(cond["lastUpdateTime"]).timestamp()
-    return updated_at + clock.real_seconds(d["spec"]["progressDeadlineSeconds"]) < clock.now().timestamp()
+    return (
+        updated_at + clock.real_seconds(d["spec"]["progressDeadlineSeconds"])
+        < clock.now().timestamp()
+    )
 
 
-def set_condition(status: Obj, kind: str, value: str, reason: str, message: str, now: str, *, force: bool = False, keep_transition: bool = False) -> None:
+def set_condition(
+    status: Obj,
+    kind: str,
+    value: str,
+    reason: str,
+    message: str,
+    now: str,
+    *,
+    force: bool = False,
+    keep_transition: bool = False,
+) -> None:
     """SetDeploymentCondition: same status and reason is a no-op unless forced;
     the transition time moves only when the status changes."""
     conditions = status.setdefault("conditions", [])
     existing = next((c for c in conditions if c["type"] == kind), None)
-    if existing is not None and existing["status"] == value and existing["reason"] == reason and not force:
+    if (
+        existing is not None
+        and existing["status"] == value
+        and existing["reason"] == reason
+        and not force
+    ):
         return
     transition = now
-    if existing is not None and existing["status"] == value and (existing["reason"] != reason or keep_transition):
+    if (
+        existing is not None
+        and existing["status"] == value
+        and (existing["reason"] != reason or keep_transition)
+    ):
         transition = existing["lastTransitionTime"]
     conditions[:] = [c for c in conditions if c["type"] != kind]
-    conditions.append({
-        "type": kind, "status": value, "lastUpdateTime": now, "lastTransitionTime": transition,
-        "reason": reason, "message": message,
-    })
+    conditions.append(
+        {
+            "type": kind,
+            "status": value,
+            "lastUpdateTime": now,
+            "lastTransitionTime": transition,
+            "reason": reason,
+            "message": message,
+        }
+    )
 
 
 def condition(status: Obj, kind: str) -> Obj | None:

@@ -84,8 +84,7 @@ def invalid(group: str, kind: str, name: str, causes: list[tuple[str, str, str]]
             "group": group,
             "kind": kind,
             "causes": [
-                {"reason": reason, "message": msg, "field": field}
-                for field, reason, msg in causes
+                {"reason": reason, "message": msg, "field": field} for field, reason, msg in causes
             ],
         },
     )
@@ -105,5 +104,7 @@ def method_not_allowed(message: str) -> ApiError:
 
 def unsupported_media_type(content_type: str) -> ApiError:
     return ApiError(
-        415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type!r})"
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type!r})",
     )

@@ -34,9 +34,17 @@ from .resources import PODS
 from .store import Store
 
 # Offered in the server's order of preference; the client's order decides (RFC 6455).
-PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
+PROTOCOLS = (
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+)
 V5 = PROTOCOLS[0]
-STATUS_PROTOCOLS = PROTOCOLS[:2]  # v4+ put a metav1.Status on the error channel, older ones plain text
+STATUS_PROTOCOLS = PROTOCOLS[
+    :2
+]  # v4+ put a metav1.Status on the error channel, older ones plain text
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 READ_CHUNK = 32 * 1024
 OUTPUT_GRACE_SECONDS = 2.0
@@ -67,14 +75,20 @@ def parse_options(request: web.Request, pod: dict[str, Any]) -> ExecOptions:
     container = request.query.get("container", "")
     if not container:
         if len(regular) != 1:
-            raise errors.bad_request(f"a container name must be specified for pod {name}, choose one of: [{' '.join(regular)}]")
+            raise errors.bad_request(
+                f"a container name must be specified for pod {name}, choose one of: [{' '.join(regular)}]"
+            )
         container = regular[0]
     elif container not in [c["name"] for c in containers(pod)]:
         raise errors.bad_request(f"container {container} is not valid for pod {name}")
     tty = _flag(request, "tty", False)
     options = ExecOptions(
-        command=request.query.getall("command", []), container=container, stdin=_flag(request, "stdin", False),
-        stdout=_flag(request, "stdout", True), stderr=_flag(request, "stderr", True) and not tty, tty=tty,
+        command=request.query.getall("command", []),
+        container=container,
+        stdin=_flag(request, "stdin", False),
+        stdout=_flag(request, "stdout", True),
+        stderr=_flag(request, "stderr", True) and not tty,
+        tty=tty,
     )
     if not (options.stdin or options.stdout or options.stderr):
         raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
@@ -85,7 +99,10 @@ def parse_options(request: web.Request, pod: dict[str, Any]) -> ExecOptions:
 
 def _running(pod: dict[str, Any], container: str) -> bool:
     status = pod.get("status") or {}
-    statuses = [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]
+    statuses = [
+        *(status.get("containerStatuses") or []),
+        *(status.get("initContainerStatuses") or []),
+    ]
     return any(s.get("name") == container and "running" in (s.get("state") or {}) for s in statuses)
 
 
@@ -96,14 +113,21 @@ def exit_status(code: int, message: str | None = None) -> dict[str, Any]:
     if code == 0:
         return {"metadata": {}, "status": "Success"}
     return {
-        "metadata": {}, "status": "Failure",
-        "message": message or f"command terminated with non-zero exit code: command terminated with exit code {code}",
-        "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+        "metadata": {},
+        "status": "Failure",
+        "message": message
+        or f"command terminated with non-zero exit code: command terminated with exit code {code}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
     }
 
 
 def _not_found_message(executable: str) -> str:
-    why = f"stat {executable}: no such file or directory" if "/" in executable else "executable file not found in $PATH"
+    why = (
+        f"stat {executable}: no such file or directory"
+        if "/" in executable
+        else "executable file not found in $PATH"
+    )
     return f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{executable}": {why}: unknown'
 
 
@@ -116,7 +140,9 @@ class _Session:
     def __init__(self, ws: web.WebSocketResponse, options: ExecOptions) -> None:
         self.ws = ws
         self.options = options
-        self.protocol = ws.ws_protocol or PROTOCOLS[-1]  # no subprotocol: the unversioned one, like wsstream
+        self.protocol = (
+            ws.ws_protocol or PROTOCOLS[-1]
+        )  # no subprotocol: the unversioned one, like wsstream
         self.proc: asyncio.subprocess.Process | None = None
         self.stdin: asyncio.StreamWriter | None = None
         self.outputs: list[tuple[asyncio.StreamReader, int]] = []
@@ -141,28 +167,48 @@ class _Session:
             self.master_fd, slave = pty.openpty()
             try:
                 self.proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=WORKDIR, start_new_session=True)
+                    *argv,
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    env=env,
+                    cwd=WORKDIR,
+                    start_new_session=True,
+                )
             finally:
                 os.close(slave)
             reader = asyncio.StreamReader()
             transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(self.master_fd), "rb", 0))
+                lambda: asyncio.StreamReaderProtocol(reader),
+                os.fdopen(os.dup(self.master_fd), "rb", 0),
+            )
             self.pty_pipes.append(transport)
             self.outputs = [(reader, STDOUT)]
             if o.stdin:
                 transport, protocol = await loop.connect_write_pipe(
-                    lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(os.dup(self.master_fd), "wb", 0))
+                    lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
+                    os.fdopen(os.dup(self.master_fd), "wb", 0),
+                )
                 self.pty_pipes.append(transport)
                 self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
             return
         pipe = asyncio.subprocess.PIPE
         devnull = asyncio.subprocess.DEVNULL
         self.proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=pipe if o.stdin else devnull, stdout=pipe if o.stdout else devnull,
-            stderr=pipe if o.stderr else devnull, env=env, cwd=WORKDIR, start_new_session=True,
+            *argv,
+            stdin=pipe if o.stdin else devnull,
+            stdout=pipe if o.stdout else devnull,
+            stderr=pipe if o.stderr else devnull,
+            env=env,
+            cwd=WORKDIR,
+            start_new_session=True,
         )
         self.stdin = self.proc.stdin
-        self.outputs = [(s, ch) for s, ch in ((self.proc.stdout, STDOUT), (self.proc.stderr, STDERR)) if s is not None]
+        self.outputs = [
+            (s, ch)
+            for s, ch in ((self.proc.stdout, STDOUT), (self.proc.stderr, STDERR))
+            if s is not None
+        ]
 
     async def diagnostic(self, text: str) -> None:
         """A message from the runtime rather than the command; a tty merges it into stdout."""
@@ -194,13 +240,22 @@ class _Session:
                     await self.stdin.drain()
                 except (ConnectionError, BrokenPipeError):
                     self.stdin = None  # the process closed its stdin; later input has nowhere to go
-            elif channel == CLOSE and self.protocol == V5 and payload[:1] == bytes([STDIN]) and self.stdin is not None:
+            elif (
+                channel == CLOSE
+                and self.protocol == V5
+                and payload[:1] == bytes([STDIN])
+                and self.stdin is not None
+            ):
                 self.stdin.close()
                 self.stdin = None
             elif channel == RESIZE and self.master_fd is not None:
                 with contextlib.suppress(ValueError, TypeError, KeyError, OSError):
                     size = json.loads(payload)
-                    fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", size["Height"], size["Width"], 0, 0))
+                    fcntl.ioctl(
+                        self.master_fd,
+                        termios.TIOCSWINSZ,
+                        struct.pack("HHHH", size["Height"], size["Width"], 0, 0),
+                    )
         self.client_gone = True
 
     def kill(self) -> None:
@@ -212,7 +267,12 @@ class _Session:
         if self.protocol in STATUS_PROTOCOLS:
             await self.send(ERROR, json.dumps(exit_status(code, message)).encode())
         elif code != 0:
-            await self.send(ERROR, (message or f"command terminated with non-zero exit code: exit status {code}").encode())
+            await self.send(
+                ERROR,
+                (
+                    message or f"command terminated with non-zero exit code: exit status {code}"
+                ).encode(),
+            )
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.close()
@@ -229,7 +289,9 @@ class _Session:
 class PodExec:
     """Serves `pods/exec` for the API; `shutdown` ends every session still running."""
 
-    def __init__(self, store: Store, kubelet: Kubelet, resolve_instance: podnet.Resolver | None = None) -> None:
+    def __init__(
+        self, store: Store, kubelet: Kubelet, resolve_instance: podnet.Resolver | None = None
+    ) -> None:
         self.store = store
         self.kubelet = kubelet
         # Cloud SQL connection name -> the instance's real host and port; None: no instances at all.
@@ -245,39 +307,71 @@ class PodExec:
         pod = self.store.get(PODS, namespace, name)
         options = parse_options(request, pod)
         if not _running(pod, options.container):
-            raise errors.bad_request(f'unable to upgrade connection: container not found ("{options.container}")')
+            raise errors.bad_request(
+                f'unable to upgrade connection: container not found ("{options.container}")'
+            )
         try:
             env = container_env(self.store, pod, options.container, tty=options.tty)
         except LookupError as exc:
             raise errors.bad_request(
                 f'unable to upgrade connection: container not found ("{options.container}"); '
-                f"it could not start: CreateContainerConfigError: {exc.args[0]}") from None
+                f"it could not start: CreateContainerConfigError: {exc.args[0]}"
+            ) from None
         loopback = podnet.pod_loopback(pod, self.resolve_instance)
         if loopback is not None:
             ports, problems = loopback
             env[podnet.LOOPBACK_ENV] = podnet.encode(ports)
-            for container, problem in problems:  # what the proxy would log when the connection comes
-                self.kubelet.sidecar_log(pod["metadata"]["uid"], container, problem, severity="ERROR")
+            for (
+                container,
+                problem,
+            ) in problems:  # what the proxy would log when the connection comes
+                self.kubelet.sidecar_log(
+                    pod["metadata"]["uid"], container, problem, severity="ERROR"
+                )
         ws = web.WebSocketResponse(protocols=PROTOCOLS, timeout=2.0, autoping=True)
         if not ws.can_prepare(request).ok:
             spdy = "spdy" in request.headers.get("Upgrade", "").lower()
-            raise errors.bad_request("Upgrade request required" + (
-                f"; this sandbox serves pods/exec over WebSocket only ({', '.join(PROTOCOLS)}), not SPDY" if spdy else ""))
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+            raise errors.bad_request(
+                "Upgrade request required"
+                + (
+                    f"; this sandbox serves pods/exec over WebSocket only ({', '.join(PROTOCOLS)}), not SPDY"
+                    if spdy
+                    else ""
+                )
+            )
+        offered = [
+            p.strip()
+            for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        ]
         if offered and not set(offered) & set(PROTOCOLS):
-            raise errors.bad_request(f"requested protocol(s) are not supported: {offered}; supports {list(PROTOCOLS)}")
+            raise errors.bad_request(
+                f"requested protocol(s) are not supported: {offered}; supports {list(PROTOCOLS)}"
+            )
         image = next(c["image"] for c in containers(pod) if c["name"] == options.container)
         profile = self.kubelet.scenario.profile_for(image)
         await ws.prepare(request)
         session = _Session(ws, options)
         # Env values may hold secrets: they are never part of what is logged.
-        log: dict[str, Any] = {"container": options.container, "protocol": session.protocol, "exit_code": None}
+        log: dict[str, Any] = {
+            "container": options.container,
+            "protocol": session.protocol,
+            "exit_code": None,
+        }
         self._log[id(request)] = {"exec": log}
         self.sessions.add(session)
         started = time.monotonic()
         try:
-            log["exit_code"], log["outcome"] = await self._run(session, profile.exec_argv(options.command), env, profile.exec_timeout_seconds, image)
-        except asyncio.CancelledError:  # aiohttp cancels the handler when the client's connection drops
+            log["exit_code"], log["outcome"] = await self._run(
+                session,
+                profile.exec_argv(options.command),
+                env,
+                profile.exec_timeout_seconds,
+                image,
+            )
+        except (
+            asyncio.CancelledError
+        ):  # aiohttp cancels the handler when the client's connection drops
             log["outcome"] = "client disconnected"
             raise
         finally:
@@ -287,11 +381,20 @@ class PodExec:
             log["seconds"] = round(time.monotonic() - started, 3)
         return ws
 
-    async def _run(self, session: _Session, argv: list[str] | None, env: dict[str, str], timeout: float, image: str) -> tuple[int | None, str]:
+    async def _run(
+        self,
+        session: _Session,
+        argv: list[str] | None,
+        env: dict[str, str],
+        timeout: float,
+        image: str,
+    ) -> tuple[int | None, str]:
         executable = session.options.command[0]
         if argv is None:
             message = _not_found_message(executable)
-            await session.diagnostic(f"{message}\n(sandbox: the scenario maps no command {executable!r} for image {image})\n")
+            await session.diagnostic(
+                f"{message}\n(sandbox: the scenario maps no command {executable!r} for image {image})\n"
+            )
             await session.finish(127, message)
             return 127, "not found"
         try:
@@ -305,15 +408,22 @@ class PodExec:
         assert session.proc is not None
         exited = asyncio.ensure_future(session.proc.wait())
         client = asyncio.ensure_future(session.read_client())
-        pumps = [asyncio.ensure_future(session.pump(stream, channel)) for stream, channel in session.outputs]
+        pumps = [
+            asyncio.ensure_future(session.pump(stream, channel))
+            for stream, channel in session.outputs
+        ]
         outcome = "exited"
         try:
-            await asyncio.wait({exited, client}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {exited, client}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if not exited.done():
                 outcome = "client disconnected" if client.done() else "timed out"
                 session.kill()
             code = await exited
-            if pumps:  # let the last output through, but not forever: a stray child may hold the pipe
+            if (
+                pumps
+            ):  # let the last output through, but not forever: a stray child may hold the pipe
                 await asyncio.wait(pumps, timeout=OUTPUT_GRACE_SECONDS)
             session.kill()
         finally:
@@ -324,7 +434,9 @@ class PodExec:
         if outcome == "client disconnected":
             return code, outcome
         if outcome == "timed out":
-            await session.diagnostic(f"sandbox: the command ran longer than {timeout:g}s and was killed\n")
+            await session.diagnostic(
+                f"sandbox: the command ran longer than {timeout:g}s and was killed\n"
+            )
         await session.finish(code)
         return code, outcome
 

@@ -60,7 +60,9 @@ class ServedRequest:
 
 
 class LoadBalancers:
-    def __init__(self, store: Store, kubelet: Kubelet, scenario: Scenario, seed: int | None = None) -> None:
+    def __init__(
+        self, store: Store, kubelet: Kubelet, scenario: Scenario, seed: int | None = None
+    ) -> None:
         self.store = store
         self.kubelet = kubelet
         self.scenario = scenario
@@ -77,7 +79,10 @@ class LoadBalancers:
     def before_create(self, resource: ResourceType, svc: dict[str, Any]) -> None:
         if resource is not SERVICES:
             return
-        if self.store.peek(SERVICES, svc["metadata"]["namespace"], svc["metadata"]["name"]) is not None:
+        if (
+            self.store.peek(SERVICES, svc["metadata"]["namespace"], svc["metadata"]["name"])
+            is not None
+        ):
             return  # the create will fail with AlreadyExists
         spec = svc["spec"]
         n = next(self._next_cluster_ip)
@@ -92,9 +97,18 @@ class LoadBalancers:
             sock.bind(("127.0.0.1", port.get("port") or 0))
         except OSError:
             sock.close()
-            raise errors.invalid("", "Service", svc["metadata"].get("name", ""), [
-                ("spec.ports[0].port", "FieldValueInvalid", f"Invalid value: {port.get('port')}: provided port is already allocated on 127.0.0.1"),
-            ]) from None
+            raise errors.invalid(
+                "",
+                "Service",
+                svc["metadata"].get("name", ""),
+                [
+                    (
+                        "spec.ports[0].port",
+                        "FieldValueInvalid",
+                        f"Invalid value: {port.get('port')}: provided port is already allocated on 127.0.0.1",
+                    ),
+                ],
+            ) from None
         sock.listen(128)
         sock.setblocking(False)
         port["port"] = sock.getsockname()[1]
@@ -102,7 +116,9 @@ class LoadBalancers:
         key = (svc["metadata"]["namespace"], svc["metadata"]["name"])
         self.frontends[key] = Frontend(*key, sock=sock)
 
-    def _on_change(self, event_type: str, resource: ResourceType, obj: dict, old: dict | None) -> None:
+    def _on_change(
+        self, event_type: str, resource: ResourceType, obj: dict, old: dict | None
+    ) -> None:
         if resource is not SERVICES:
             return
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
@@ -119,13 +135,17 @@ class LoadBalancers:
     async def _serve(self, frontend: Frontend) -> None:
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", functools.partial(self._handle, frontend))
-        frontend.runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+        frontend.runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await frontend.runner.setup()
         await web.SockSite(frontend.runner, frontend.sock).start()
         svc = self.store.peek(SERVICES, frontend.namespace, frontend.name)
         if svc is not None:
             updated = copy.deepcopy(svc)
-            updated["status"] = {"loadBalancer": {"ingress": [{"ip": "127.0.0.1", "ipMode": "VIP"}]}}
+            updated["status"] = {
+                "loadBalancer": {"ingress": [{"ip": "127.0.0.1", "ipMode": "VIP"}]}
+            }
             self.store.update(SERVICES, updated, subresource="status", check_version=False)
 
     async def _close(self, frontend: Frontend) -> None:
@@ -155,9 +175,11 @@ class LoadBalancers:
         if not selector:
             return []
         return [
-            pod for pod in self.store.iter(PODS, frontend.namespace)
+            pod
+            for pod in self.store.iter(PODS, frontend.namespace)
             if all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-            and pod_is_ready(pod) and not pod["metadata"].get("deletionTimestamp")
+            and pod_is_ready(pod)
+            and not pod["metadata"].get("deletionTimestamp")
         ]
 
     def _latency_ms(self, profile: ImageProfile) -> float:
@@ -170,8 +192,19 @@ class LoadBalancers:
         pods = self.endpoints(frontend)
         if not pods:
             # Recorded too: an outage must show in the metrics, not read as silence.
-            self.traffic.append(ServedRequest(self.kubelet.clock.metric_time(), f"{frontend.namespace}/{frontend.name}", "", "", request.path, 503,
-                                              (time.monotonic() - started) * 1000, frontend.port, request.method))
+            self.traffic.append(
+                ServedRequest(
+                    self.kubelet.clock.metric_time(),
+                    f"{frontend.namespace}/{frontend.name}",
+                    "",
+                    "",
+                    request.path,
+                    503,
+                    (time.monotonic() - started) * 1000,
+                    frontend.port,
+                    request.method,
+                )
+            )
             return web.json_response({"error": "no healthy upstream"}, status=503)
         pod = pods[next(frontend.turn) % len(pods)]
         uid = pod["metadata"]["uid"]
@@ -185,17 +218,40 @@ class LoadBalancers:
             body = {"status": "ok" if status < 400 else "unhealthy", "version": version}
         elif path == "/ready":
             status, body = 200, {"status": "ready", "version": version}
-        elif any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.scenario.api_paths):
+        elif any(
+            path == p or path.startswith(p.rstrip("/") + "/") for p in self.scenario.api_paths
+        ):
             failed = self._random.random() < profile.error_ratio
             status = 500 if failed else 200
-            body = {"error": "internal server error"} if failed else {"items": [], "version": version}
+            body = (
+                {"error": "internal server error"} if failed else {"items": [], "version": version}
+            )
         else:
             status, body = 404, {"error": "not found"}
         latency = (time.monotonic() - started) * 1000
-        self.traffic.append(ServedRequest(self.kubelet.clock.metric_time(), f"{frontend.namespace}/{frontend.name}", pod["metadata"]["name"], image, path, status,
-                                          latency, frontend.port, request.method))
+        self.traffic.append(
+            ServedRequest(
+                self.kubelet.clock.metric_time(),
+                f"{frontend.namespace}/{frontend.name}",
+                pod["metadata"]["name"],
+                image,
+                path,
+                status,
+                latency,
+                frontend.port,
+                request.method,
+            )
+        )
         if status >= 500:  # the sample app logs each failed request as an error
-            self.kubelet.log(uid, f'level=error msg="request failed" method={request.method} path={path} status={status} duration_ms={latency:.1f}')
+            self.kubelet.log(
+                uid,
+                f'level=error msg="request failed" method={request.method} path={path} status={status} duration_ms={latency:.1f}',
+            )
         else:
-            self.kubelet.log(uid, f'method={request.method} path={path} status={status} duration_ms={latency:.1f}')
-        return web.json_response(body, status=status, headers={"X-Served-By": pod["metadata"]["name"]})
+            self.kubelet.log(
+                uid,
+                f"method={request.method} path={path} status={status} duration_ms={latency:.1f}",
+            )
+        return web.json_response(
+            body, status=status, headers={"X-Served-By": pod["metadata"]["name"]}
+        )

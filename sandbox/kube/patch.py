@@ -53,7 +53,11 @@ def apply_patch(content_type: str, target: dict[str, Any], body: bytes) -> dict[
         try:
             return jsonpatch.apply_patch(target, patch)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise errors.ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}") from None
+            raise errors.ApiError(
+                422,
+                "Invalid",
+                f"the server rejected our request due to an error in our request: {exc}",
+            ) from None
     if not isinstance(patch, dict):
         raise errors.bad_request("merge patch must be a JSON object")
     if media == MERGE_PATCH:
@@ -133,7 +137,11 @@ def _merge_list(current: list, patch: list, merge_key: str, parent_kind: str) ->
             result.append(copy.deepcopy(item))
             continue
         index = next(
-            (i for i, existing in enumerate(result) if isinstance(existing, dict) and existing.get(merge_key) == item[merge_key]),
+            (
+                i
+                for i, existing in enumerate(result)
+                if isinstance(existing, dict) and existing.get(merge_key) == item[merge_key]
+            ),
             None,
         )
         if item.get("$patch") == "delete":

@@ -22,10 +22,16 @@ _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z0-9]+)\)")
 def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     """Every container of the pod, init and ephemeral ones included."""
     spec = pod["spec"]
-    return [c for key in ("containers", "initContainers", "ephemeralContainers") for c in spec.get(key) or []]
+    return [
+        c
+        for key in ("containers", "initContainers", "ephemeralContainers")
+        for c in spec.get(key) or []
+    ]
 
 
-def _source(store: Store, kind: str, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
+def _source(
+    store: Store, kind: str, namespace: str, name: str, optional: bool
+) -> dict[str, str] | None:
     resource = SECRETS if kind == "Secret" else CONFIGMAPS
     obj = store.peek(resource, namespace, name)
     if obj is None:
@@ -34,7 +40,10 @@ def _source(store: Store, kind: str, namespace: str, name: str, optional: bool) 
         raise LookupError(f'{kind.lower()} "{name}" not found')
     if resource is CONFIGMAPS:
         return dict(obj.get("data") or {})
-    values = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
+    values = {
+        k: base64.b64decode(v).decode("utf-8", "replace")
+        for k, v in (obj.get("data") or {}).items()
+    }
     return {**(obj.get("stringData") or {}), **values}
 
 
@@ -46,16 +55,22 @@ def _key_ref(store: Store, namespace: str, kind: str, ref: dict[str, Any]) -> st
     if ref.get("key") not in values:
         if optional:
             return None
-        raise LookupError(f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name', '')}")
+        raise LookupError(
+            f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name', '')}"
+        )
     return values[ref["key"]]
 
 
 def _field_ref(pod: dict[str, Any], path: str) -> str | None:
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     simple = {
-        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"), "metadata.uid": meta.get("uid"),
-        "spec.nodeName": spec.get("nodeName"), "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.hostIP": status.get("hostIP"), "status.podIP": status.get("podIP"),
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName"),
+        "status.hostIP": status.get("hostIP"),
+        "status.podIP": status.get("podIP"),
     }
     if path in simple:
         return simple[path] or ""
@@ -68,16 +83,28 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), value)
 
 
-def container_env(store: Store, pod: dict[str, Any], container: str, *, tty: bool = False) -> dict[str, str]:
+def container_env(
+    store: Store, pod: dict[str, Any], container: str, *, tty: bool = False
+) -> dict[str, str]:
     """The environment a process in `container` sees; LookupError if a reference cannot be resolved."""
     namespace = pod["metadata"]["namespace"]
     spec = next(c for c in containers(pod) if c["name"] == container)
-    env = {"PATH": CONTAINER_PATH, "HOSTNAME": pod["metadata"]["name"], "HOME": os.environ.get("HOME", "/root")}
+    env = {
+        "PATH": CONTAINER_PATH,
+        "HOSTNAME": pod["metadata"]["name"],
+        "HOME": os.environ.get("HOME", "/root"),
+    }
     if tty:
         env["TERM"] = "xterm"
     for source in spec.get("envFrom") or []:
-        kind, ref = ("Secret", source["secretRef"]) if source.get("secretRef") else ("ConfigMap", source.get("configMapRef") or {})
-        values = _source(store, kind, namespace, ref.get("name", ""), bool(ref.get("optional"))) or {}
+        kind, ref = (
+            ("Secret", source["secretRef"])
+            if source.get("secretRef")
+            else ("ConfigMap", source.get("configMapRef") or {})
+        )
+        values = (
+            _source(store, kind, namespace, ref.get("name", ""), bool(ref.get("optional"))) or {}
+        )
         prefix = source.get("prefix", "")
         env.update({prefix + k: v for k, v in values.items() if "=" not in k and "\0" not in k})
     for var in spec.get("env") or []:

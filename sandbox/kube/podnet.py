@@ -56,20 +56,55 @@ PROXY_IMAGE_PATTERN = "*cloud-sql-proxy*"
 DEFAULT_PORT = 5432
 DEFAULT_ADDRESS = "127.0.0.1"
 DEAD = "-"
-LOOPBACK_HOSTS = frozenset({"", "localhost", "localhost.localdomain", "ip6-localhost", "::1", "0.0.0.0", "::"})
+LOOPBACK_HOSTS = frozenset(
+    {"", "localhost", "localhost.localdomain", "ip6-localhost", "::1", "0.0.0.0", "::"}
+)
 _REACHABLE_ADDRESSES = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::", "::1"})
 
 # v2 proxy flags that take a value (cmd/root.go); any other flag is a boolean.
-_VALUE_FLAGS = frozenset({
-    "address", "port", "credentials-file", "token", "login-token", "json-credentials", "api-endpoint",
-    "sqladmin-api-endpoint", "universe-domain", "http-address", "http-port", "admin-port", "max-connections",
-    "max-sigterm-delay", "min-sigterm-delay", "quota-project", "impersonate-service-account", "unix-socket",
-    "fuse", "fuse-tmp-dir", "telemetry-project", "telemetry-prefix", "telemetry-sample-rate",
-    "prometheus-namespace", "user-agent", "config-file", "refresh-strategy", "exit-zero-on-sigterm-delay",
-    "dial-timeout",
-})
-_SHORT = {"a": "address", "p": "port", "c": "credentials-file", "t": "token", "i": "impersonate-service-account",
-          "u": "unix-socket", "j": "json-credentials", "g": "gcloud-auth"}
+_VALUE_FLAGS = frozenset(
+    {
+        "address",
+        "port",
+        "credentials-file",
+        "token",
+        "login-token",
+        "json-credentials",
+        "api-endpoint",
+        "sqladmin-api-endpoint",
+        "universe-domain",
+        "http-address",
+        "http-port",
+        "admin-port",
+        "max-connections",
+        "max-sigterm-delay",
+        "min-sigterm-delay",
+        "quota-project",
+        "impersonate-service-account",
+        "unix-socket",
+        "fuse",
+        "fuse-tmp-dir",
+        "telemetry-project",
+        "telemetry-prefix",
+        "telemetry-sample-rate",
+        "prometheus-namespace",
+        "user-agent",
+        "config-file",
+        "refresh-strategy",
+        "exit-zero-on-sigterm-delay",
+        "dial-timeout",
+    }
+)
+_SHORT = {
+    "a": "address",
+    "p": "port",
+    "c": "credentials-file",
+    "t": "token",
+    "i": "impersonate-service-account",
+    "u": "unix-socket",
+    "j": "json-credentials",
+    "g": "gcloud-auth",
+}
 
 # The real host:port an instance connection name leads to, or None if the proxy cannot reach it.
 Resolver = Callable[[str], "tuple[str, int] | None"]
@@ -94,7 +129,9 @@ def is_proxy(container: Mapping[str, Any]) -> bool:
 
 def proxy_containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     spec = pod.get("spec") or {}
-    return [c for key in ("initContainers", "containers") for c in spec.get(key) or [] if is_proxy(c)]
+    return [
+        c for key in ("initContainers", "containers") for c in spec.get(key) or [] if is_proxy(c)
+    ]
 
 
 def _port(text: str, what: str) -> int:
@@ -145,7 +182,9 @@ def parse_proxy_args(args: list[str]) -> list[Listener]:
     return listeners
 
 
-def pod_loopback(pod: Mapping[str, Any], resolve: Resolver) -> tuple[dict[int, tuple[str, int] | None], list[tuple[str, str]]] | None:
+def pod_loopback(
+    pod: Mapping[str, Any], resolve: Resolver
+) -> tuple[dict[int, tuple[str, int] | None], list[tuple[str, str]]] | None:
     """The pod's loopback ports and where each leads (None: refused), with a
     (proxy container, message) for each listener that cannot reach its
     instance or proxy that would not start; None if no proxy runs in the pod."""
@@ -167,13 +206,20 @@ def pod_loopback(pod: Mapping[str, Any], resolve: Resolver) -> tuple[dict[int, t
             target = resolve(listener.instance)
             ports[listener.port] = target
             if target is None:
-                problems.append((str(container.get("name")), f"[{listener.instance}] failed to connect to instance: "
-                                 "the instance does not exist in this project and region, or is not running"))
+                problems.append(
+                    (
+                        str(container.get("name")),
+                        f"[{listener.instance}] failed to connect to instance: "
+                        "the instance does not exist in this project and region, or is not running",
+                    )
+                )
     return ports, problems
 
 
 def encode(ports: Mapping[int, tuple[str, int] | None]) -> str:
-    return ",".join(f"{port}={DEAD if to is None else f'{to[0]}:{to[1]}'}" for port, to in sorted(ports.items()))
+    return ",".join(
+        f"{port}={DEAD if to is None else f'{to[0]}:{to[1]}'}" for port, to in sorted(ports.items())
+    )
 
 
 def decode(text: str) -> dict[int, tuple[str, int] | None]:
@@ -190,14 +236,18 @@ def decode(text: str) -> dict[int, tuple[str, int] | None]:
 
 def is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
-    return host in LOOPBACK_HOSTS or host.startswith("127.") or host.startswith("/")  # a socket dir: "no host"
+    return (
+        host in LOOPBACK_HOSTS or host.startswith("127.") or host.startswith("/")
+    )  # a socket dir: "no host"
 
 
 class Refused(ConnectionRefusedError):
     """The pod's loopback has nothing listening on that port."""
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(f'connection to server at "{host or "localhost"}", port {port} refused: nothing listens there in the pod')
+        super().__init__(
+            f'connection to server at "{host or "localhost"}", port {port} refused: nothing listens there in the pod'
+        )
         self.host, self.port = host, port
 
 
@@ -212,4 +262,3 @@ def translate(host: str, port: int, env: Mapping[str, str] | None = None) -> tup
     if target is None:
         raise Refused(host, port)
     return target
-

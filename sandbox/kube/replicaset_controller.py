@@ -34,7 +34,10 @@ def owner_reference(owner: Obj) -> Obj:
 
 
 def pod_is_ready(pod: Obj) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in pod.get("status", {}).get("conditions") or []
+    )
 
 
 def ready_since(pod: Obj) -> float | None:
@@ -52,7 +55,9 @@ class ReplicaSetController:
         self.queue = WorkQueue("replicaset-controller", self.sync)
         store.add_listener(self._on_change)
 
-    def _on_change(self, event_type: str, resource: ResourceType, obj: Obj, old: Obj | None) -> None:
+    def _on_change(
+        self, event_type: str, resource: ResourceType, obj: Obj, old: Obj | None
+    ) -> None:
         ns = obj["metadata"].get("namespace", "")
         if resource is REPLICASETS and event_type != "DELETED":
             self.queue.add((ns, obj["metadata"]["name"]))
@@ -64,7 +69,8 @@ class ReplicaSetController:
     def active_pods(self, rs: Obj) -> list[Obj]:
         uid = rs["metadata"]["uid"]
         return [
-            pod for pod in self.store.children(uid, PODS)
+            pod
+            for pod in self.store.children(uid, PODS)
             if (controller_ref(pod) or {}).get("uid") == uid
             and not pod["metadata"].get("deletionTimestamp")
             and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
@@ -83,7 +89,13 @@ class ReplicaSetController:
         elif len(pods) > want:
             for pod in sorted(pods, key=_deletion_rank)[: len(pods) - want]:
                 self.store.delete(PODS, namespace, pod["metadata"]["name"])
-                self.recorder.record(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", component="replicaset-controller")
+                self.recorder.record(
+                    rs,
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"Deleted pod: {pod['metadata']['name']}",
+                    component="replicaset-controller",
+                )
             pods = self.active_pods(rs)
         self._update_status(rs, pods)
 
@@ -102,7 +114,13 @@ class ReplicaSetController:
         if meta.get("annotations"):
             pod["metadata"]["annotations"] = meta["annotations"]
         created = self.store.create(PODS, pod, rs["metadata"]["namespace"])
-        self.recorder.record(rs, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component="replicaset-controller")
+        self.recorder.record(
+            rs,
+            "Normal",
+            "SuccessfulCreate",
+            f"Created pod: {created['metadata']['name']}",
+            component="replicaset-controller",
+        )
         return created
 
     def _update_status(self, rs: Obj, pods: list[Obj]) -> None:
@@ -121,13 +139,19 @@ class ReplicaSetController:
                 wake_in = remaining if wake_in is None else min(wake_in, remaining)
         status = {
             "replicas": len(pods),
-            "fullyLabeledReplicas": sum(1 for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())),
+            "fullyLabeledReplicas": sum(
+                1
+                for p in pods
+                if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+            ),
             "readyReplicas": len(ready),
             "availableReplicas": available,
             "observedGeneration": rs["metadata"].get("generation", 1),
         }
         if wake_in is not None:
-            self.queue.add_after((rs["metadata"]["namespace"], rs["metadata"]["name"]), wake_in + 0.05)
+            self.queue.add_after(
+                (rs["metadata"]["namespace"], rs["metadata"]["name"]), wake_in + 0.05
+            )
         if rs.get("status") != status:
             updated = dict(rs)
             updated["status"] = status
@@ -136,8 +160,13 @@ class ReplicaSetController:
 
 def _deletion_rank(pod: Obj) -> tuple:
     """Pods the upstream controller deletes first sort first."""
-    phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(pod.get("status", {}).get("phase", "Pending"), 0)
-    restarts = max((c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses") or []), default=0)
+    phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(
+        pod.get("status", {}).get("phase", "Pending"), 0
+    )
+    restarts = max(
+        (c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses") or []),
+        default=0,
+    )
     created = pod["metadata"].get("creationTimestamp", "")
     return (
         bool(pod["spec"].get("nodeName")),

@@ -38,25 +38,53 @@ class ResourceType:
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
 
-NAMESPACES = ResourceType("", "v1", "namespaces", "Namespace", "namespace", namespaced=False, short_names=("ns",))
+NAMESPACES = ResourceType(
+    "", "v1", "namespaces", "Namespace", "namespace", namespaced=False, short_names=("ns",)
+)
 PODS = ResourceType(
-    "", "v1", "pods", "Pod", "pod", short_names=("po",), categories=("all",),
+    "",
+    "v1",
+    "pods",
+    "Pod",
+    "pod",
+    short_names=("po",),
+    categories=("all",),
     subresources={"log": "Pod", "exec": "PodExecOptions", "status": "Pod"},
 )
 EVENTS = ResourceType("", "v1", "events", "Event", "event", short_names=("ev",))
 SERVICES = ResourceType(
-    "", "v1", "services", "Service", "service", short_names=("svc",), categories=("all",),
+    "",
+    "v1",
+    "services",
+    "Service",
+    "service",
+    short_names=("svc",),
+    categories=("all",),
     subresources={"status": "Service"},
 )
 SECRETS = ResourceType("", "v1", "secrets", "Secret", "secret")
 CONFIGMAPS = ResourceType("", "v1", "configmaps", "ConfigMap", "configmap", short_names=("cm",))
 DEPLOYMENTS = ResourceType(
-    "apps", "v1", "deployments", "Deployment", "deployment", short_names=("deploy",),
-    categories=("all",), subresources={"status": "Deployment", "scale": "Scale"}, has_generation=True,
+    "apps",
+    "v1",
+    "deployments",
+    "Deployment",
+    "deployment",
+    short_names=("deploy",),
+    categories=("all",),
+    subresources={"status": "Deployment", "scale": "Scale"},
+    has_generation=True,
 )
 REPLICASETS = ResourceType(
-    "apps", "v1", "replicasets", "ReplicaSet", "replicaset", short_names=("rs",),
-    categories=("all",), subresources={"status": "ReplicaSet", "scale": "Scale"}, has_generation=True,
+    "apps",
+    "v1",
+    "replicasets",
+    "ReplicaSet",
+    "replicaset",
+    short_names=("rs",),
+    categories=("all",),
+    subresources={"status": "ReplicaSet", "scale": "Scale"},
+    has_generation=True,
 )
 
 ALL = (NAMESPACES, PODS, EVENTS, SERVICES, SECRETS, CONFIGMAPS, DEPLOYMENTS, REPLICASETS)

@@ -88,7 +88,9 @@ class Store:
     def children(self, owner_uid: str, resource: ResourceType | None = None) -> list[Obj]:
         """Objects whose ownerReferences name `owner_uid`, read-only."""
         found = []
-        for res, ns, name in sorted(self._children.get(owner_uid, ()), key=lambda t: (t[0].key, t[1], t[2])):
+        for res, ns, name in sorted(
+            self._children.get(owner_uid, ()), key=lambda t: (t[0].key, t[1], t[2])
+        ):
             if resource is not None and res is not resource:
                 continue
             obj = self.peek(res, ns, name)
@@ -126,8 +128,16 @@ class Store:
                 meta["name"] = candidate
             else:
                 raise errors.invalid(
-                    resource.group, resource.kind, "",
-                    [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")],
+                    resource.group,
+                    resource.kind,
+                    "",
+                    [
+                        (
+                            "metadata.name",
+                            "FieldValueRequired",
+                            "Required value: name or generateName is required",
+                        )
+                    ],
                 )
         name = meta["name"]
         bucket = self._objects.setdefault(resource.key, {})
@@ -175,7 +185,14 @@ class Store:
             new = updated
         else:
             new_meta = new.setdefault("metadata", {})
-            for immutable in ("uid", "creationTimestamp", "namespace", "name", "generation", "deletionTimestamp"):
+            for immutable in (
+                "uid",
+                "creationTimestamp",
+                "namespace",
+                "name",
+                "generation",
+                "deletionTimestamp",
+            ):
                 if immutable in current["metadata"]:
                     new_meta[immutable] = current["metadata"][immutable]
                 else:
@@ -189,7 +206,13 @@ class Store:
                 new_meta["generation"] = current["metadata"].get("generation", 1) + 1
         new["apiVersion"] = resource.api_version
         new["kind"] = resource.kind
-        if new == {**current, "metadata": {**current["metadata"], "resourceVersion": new["metadata"].get("resourceVersion")}}:
+        if new == {
+            **current,
+            "metadata": {
+                **current["metadata"],
+                "resourceVersion": new["metadata"].get("resourceVersion"),
+            },
+        }:
             return copy.deepcopy(current)  # no-op writes do not bump the version, as upstream
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._objects[resource.key][(ns, name)] = new
@@ -197,7 +220,9 @@ class Store:
         self._publish("MODIFIED", resource, new, current)
         return copy.deepcopy(new)
 
-    def delete(self, resource: ResourceType, namespace: str, name: str, *, propagation: str = "Background") -> Obj:
+    def delete(
+        self, resource: ResourceType, namespace: str, name: str, *, propagation: str = "Background"
+    ) -> Obj:
         ns = namespace if resource.namespaced else ""
         current = self.peek(resource, ns, name)
         if current is None:
@@ -217,7 +242,9 @@ class Store:
             if propagation == "Orphan":
                 orphan = copy.deepcopy(child)
                 orphan["metadata"]["ownerReferences"] = [
-                    ref for ref in child["metadata"].get("ownerReferences", []) if ref.get("uid") != uid
+                    ref
+                    for ref in child["metadata"].get("ownerReferences", [])
+                    if ref.get("uid") != uid
                 ]
                 if not orphan["metadata"]["ownerReferences"]:
                     del orphan["metadata"]["ownerReferences"]
@@ -300,7 +327,9 @@ class Store:
         def owners(obj: Obj | None) -> set[str]:
             if obj is None:
                 return set()
-            return {ref["uid"] for ref in obj["metadata"].get("ownerReferences", []) if ref.get("uid")}
+            return {
+                ref["uid"] for ref in obj["metadata"].get("ownerReferences", []) if ref.get("uid")
+            }
 
         source = new or old
         assert source is not None
@@ -309,4 +338,3 @@ class Store:
             self._children.get(uid, set()).discard(key)
         for uid in owners(new):
             self._children.setdefault(uid, set()).add(key)
-

@@ -15,10 +15,14 @@ from .selectors import label_selector_string
 from .store import Store
 
 
-def pod_log(store: Store, kubelet: Kubelet, request: web.Request, namespace: str, name: str) -> web.Response:
+def pod_log(
+    store: Store, kubelet: Kubelet, request: web.Request, namespace: str, name: str
+) -> web.Response:
     pod = store.get(PODS, namespace, name)
     container = request.query.get("container")
-    names = [c["name"] for key in ("containers", "initContainers") for c in pod["spec"].get(key) or []]
+    names = [
+        c["name"] for key in ("containers", "initContainers") for c in pod["spec"].get(key) or []
+    ]
     if container and container not in names:
         raise errors.bad_request(f"container {container} is not valid for pod {name}")
     lines = kubelet.logs(pod["metadata"]["uid"], container or None) or []
@@ -36,7 +40,11 @@ def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
         "spec": {"replicas": obj["spec"].get("replicas", 0)},
         "status": {
             "replicas": (obj.get("status") or {}).get("replicas", 0),
@@ -45,7 +53,9 @@ def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def scale(store: Store, request: web.Request, resource: ResourceType, namespace: str, name: str, verb: str) -> web.Response:
+async def scale(
+    store: Store, request: web.Request, resource: ResourceType, namespace: str, name: str, verb: str
+) -> web.Response:
     if resource not in (DEPLOYMENTS, REPLICASETS):
         raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
     current = store.get(resource, namespace, name)
@@ -57,12 +67,27 @@ async def scale(store: Store, request: web.Request, resource: ResourceType, name
         except ValueError:
             raise errors.bad_request("the request body is not valid JSON") from None
     elif verb == "patch":
-        body = apply_patch(request.headers.get("Content-Type", ""), scale_of(current), await request.read())
+        body = apply_patch(
+            request.headers.get("Content-Type", ""), scale_of(current), await request.read()
+        )
     else:
-        raise errors.method_not_allowed(f"{request.method} is not supported on the scale subresource")
+        raise errors.method_not_allowed(
+            f"{request.method} is not supported on the scale subresource"
+        )
     replicas = ((body or {}).get("spec") or {}).get("replicas")
     if not isinstance(replicas, int) or replicas < 0:
-        raise errors.invalid("autoscaling", "Scale", name, [("spec.replicas", "FieldValueInvalid", f"Invalid value: {replicas}: must be greater than or equal to 0")])
+        raise errors.invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            [
+                (
+                    "spec.replicas",
+                    "FieldValueInvalid",
+                    f"Invalid value: {replicas}: must be greater than or equal to 0",
+                )
+            ],
+        )
     sent_rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
     updated = copy.deepcopy(current)
     updated["spec"]["replicas"] = replicas

@@ -68,7 +68,11 @@ def _age(o: Obj) -> str:
 
 
 def _sidecars(pod: Obj) -> set[str]:
-    return {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+    return {
+        c["name"]
+        for c in pod["spec"].get("initContainers") or []
+        if c.get("restartPolicy") == "Always"
+    }
 
 
 def _pod_status(pod: Obj) -> str:
@@ -82,10 +86,17 @@ def _pod_status(pod: Obj) -> str:
     for i, cs in enumerate(status.get("initContainerStatuses") or []):
         state = cs.get("state") or {}
         terminated, waiting = state.get("terminated") or {}, state.get("waiting") or {}
-        if terminated and terminated.get("exitCode") == 0 or cs.get("name") in sidecars and cs.get("started"):
+        if (
+            terminated
+            and terminated.get("exitCode") == 0
+            or cs.get("name") in sidecars
+            and cs.get("started")
+        ):
             continue
         if terminated:
-            reason = f"Init:{terminated.get('reason') or 'ExitCode:' + str(terminated.get('exitCode'))}"
+            reason = (
+                f"Init:{terminated.get('reason') or 'ExitCode:' + str(terminated.get('exitCode'))}"
+            )
         elif waiting.get("reason") and waiting["reason"] != "PodInitializing":
             reason = f"Init:{waiting['reason']}"
         else:
@@ -104,7 +115,11 @@ def _pod_ready(pod: Obj) -> str:
     status = pod.get("status") or {}
     sidecars = _sidecars(pod)
     ready = sum(1 for cs in status.get("containerStatuses") or [] if cs.get("ready"))
-    ready += sum(1 for cs in status.get("initContainerStatuses") or [] if cs.get("name") in sidecars and cs.get("started") and cs.get("ready"))
+    ready += sum(
+        1
+        for cs in status.get("initContainerStatuses") or []
+        if cs.get("name") in sidecars and cs.get("started") and cs.get("ready")
+    )
     total = len(pod["spec"].get("containers") or []) + len(sidecars)
     return f"{ready}/{total}"
 
@@ -164,7 +179,14 @@ COLUMNS: dict[str, list[Column]] = {
     ],
     DEPLOYMENTS.key: [
         ("Name", "string", 0, _name),
-        ("Ready", "string", 0, lambda d: f"{(d.get('status') or {}).get('readyReplicas', 0)}/{d['spec'].get('replicas', 0)}"),
+        (
+            "Ready",
+            "string",
+            0,
+            lambda d: (
+                f"{(d.get('status') or {}).get('readyReplicas', 0)}/{d['spec'].get('replicas', 0)}"
+            ),
+        ),
         ("Up-to-date", "integer", 0, lambda d: (d.get("status") or {}).get("updatedReplicas", 0)),
         ("Available", "integer", 0, lambda d: (d.get("status") or {}).get("availableReplicas", 0)),
         ("Age", "string", 0, _age),
@@ -183,7 +205,12 @@ COLUMNS: dict[str, list[Column]] = {
         ("Selector", "string", 1, lambda r: label_selector_string(r["spec"].get("selector"))),
     ],
     EVENTS.key: [
-        ("Last Seen", "string", 0, lambda e: human_age(e.get("lastTimestamp") or e.get("firstTimestamp"))),
+        (
+            "Last Seen",
+            "string",
+            0,
+            lambda e: human_age(e.get("lastTimestamp") or e.get("firstTimestamp")),
+        ),
         ("Type", "string", 0, lambda e: e.get("type", "")),
         ("Reason", "string", 0, lambda e: e.get("reason", "")),
         ("Object", "string", 0, _event_object),
@@ -196,7 +223,15 @@ COLUMNS: dict[str, list[Column]] = {
         ("External-IP", "string", 0, _external_ip),
         ("Port(s)", "string", 0, _service_ports),
         ("Age", "string", 0, _age),
-        ("Selector", "string", 1, lambda s: ",".join(f"{k}={v}" for k, v in sorted((s["spec"].get("selector") or {}).items())) or "<none>"),
+        (
+            "Selector",
+            "string",
+            1,
+            lambda s: (
+                ",".join(f"{k}={v}" for k, v in sorted((s["spec"].get("selector") or {}).items()))
+                or "<none>"
+            ),
+        ),
     ],
     CONFIGMAPS.key: [
         ("Name", "string", 0, _name),
@@ -218,10 +253,20 @@ COLUMNS: dict[str, list[Column]] = {
 
 
 def _partial_metadata(obj: Obj) -> Obj:
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj["metadata"],
+    }
 
 
-def to_table(resource: ResourceType, objects: list[Obj], resource_version: str, include_object: str = "Metadata", continue_token: str | None = None) -> Obj:
+def to_table(
+    resource: ResourceType,
+    objects: list[Obj],
+    resource_version: str,
+    include_object: str = "Metadata",
+    continue_token: str | None = None,
+) -> Obj:
     columns = COLUMNS[resource.key]
     rows = []
     for obj in objects:
@@ -239,7 +284,13 @@ def to_table(resource: ResourceType, objects: list[Obj], resource_version: str, 
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
         "columnDefinitions": [
-            {"name": name, "type": kind, "format": "name" if name == "Name" else "", "description": "", "priority": priority}
+            {
+                "name": name,
+                "type": kind,
+                "format": "name" if name == "Name" else "",
+                "description": "",
+                "priority": priority,
+            }
             for name, kind, priority, _ in columns
         ],
         "rows": rows,

@@ -84,29 +84,63 @@ class ListOptions:
         match = self.resource_version_match
         if match:
             if not self.resource_version:
-                causes.append(_forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"))
+                causes.append(
+                    _forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    )
+                )
             if self.continue_token:
-                causes.append(_forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"))
+                causes.append(
+                    _forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    )
+                )
             if match not in (EXACT, NOT_OLDER_THAN):
-                causes.append(_not_supported("resourceVersionMatch", match, [EXACT, NOT_OLDER_THAN, ""]))
+                causes.append(
+                    _not_supported("resourceVersionMatch", match, [EXACT, NOT_OLDER_THAN, ""])
+                )
             if match == EXACT and self.resource_version == "0":
-                causes.append(_forbidden("resourceVersionMatch", 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'))
+                causes.append(
+                    _forbidden(
+                        "resourceVersionMatch",
+                        'resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
+                    )
+                )
         if self.send_initial_events is not None:
-            causes.append(_forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"))
+            causes.append(
+                _forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list")
+            )
         return causes
 
     def _watch_causes(self) -> list[tuple[str, str, str]]:
         causes = []
         match = self.resource_version_match
         if self.send_initial_events is not None and match != NOT_OLDER_THAN:
-            causes.append(_forbidden("resourceVersionMatch", f"sendInitialEvents requires setting resourceVersionMatch to {NOT_OLDER_THAN}"))
+            causes.append(
+                _forbidden(
+                    "resourceVersionMatch",
+                    f"sendInitialEvents requires setting resourceVersionMatch to {NOT_OLDER_THAN}",
+                )
+            )
         if match:
             if self.send_initial_events is None:
-                causes.append(_forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"))
+                causes.append(
+                    _forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                    )
+                )
             if match != NOT_OLDER_THAN:
                 causes.append(_not_supported("resourceVersionMatch", match, [NOT_OLDER_THAN]))
             if self.continue_token:
-                causes.append(_forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"))
+                causes.append(
+                    _forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    )
+                )
         return causes
 
     @property
@@ -121,7 +155,11 @@ def _forbidden(field: str, detail: str) -> tuple[str, str, str]:
 
 def _not_supported(field: str, value: str, supported: list[str]) -> tuple[str, str, str]:
     listed = ", ".join(f'"{s}"' for s in supported)
-    return field, "FieldValueNotSupported", f'Unsupported value: "{value}": supported values: {listed}'
+    return (
+        field,
+        "FieldValueNotSupported",
+        f'Unsupported value: "{value}": supported values: {listed}',
+    )
 
 
 def initial_events_end(resource: ResourceType, resource_version: str) -> dict[str, Any]:
@@ -129,26 +167,44 @@ def initial_events_end(resource: ResourceType, resource_version: str) -> dict[st
     return {
         "kind": resource.kind,
         "apiVersion": resource.api_version,
-        "metadata": {"resourceVersion": resource_version, "annotations": {INITIAL_EVENTS_END: "true"}},
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": {INITIAL_EVENTS_END: "true"},
+        },
     }
 
 
-async def serve(store: Store, request: web.Request, resource: ResourceType, namespace: str | None,
-                predicate: Predicate, options: ListOptions) -> web.StreamResponse:
+async def serve(
+    store: Store,
+    request: web.Request,
+    resource: ResourceType,
+    namespace: str | None,
+    predicate: Predicate,
+    options: ListOptions,
+) -> web.StreamResponse:
     """Stream watch events as newline-delimited JSON until the timeout, the
     client leaving or the store closing its watches."""
     if options.send_initial_events is None:  # a plain watch from a version
         watcher = store.watch(resource, namespace, predicate, options.resource_version)
     else:
-        watcher = store.watch(resource, namespace, predicate, options.resource_version,
-                              initial_events=options.send_initial_events)
+        watcher = store.watch(
+            resource,
+            namespace,
+            predicate,
+            options.resource_version,
+            initial_events=options.send_initial_events,
+        )
         if options.is_watch_list:
-            watcher.queue.put_nowait(("BOOKMARK", initial_events_end(resource, str(store.resource_version))))
+            watcher.queue.put_nowait(
+                ("BOOKMARK", initial_events_end(resource, str(store.resource_version)))
+            )
     try:
         timeout = float(request.query.get("timeoutSeconds", WATCH_IDLE_SECONDS))
     except ValueError:
         store.unwatch(watcher)
-        raise errors.bad_request(f"invalid timeoutSeconds {request.query.get('timeoutSeconds')!r}") from None
+        raise errors.bad_request(
+            f"invalid timeoutSeconds {request.query.get('timeoutSeconds')!r}"
+        ) from None
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
     await response.prepare(request)

@@ -15,7 +15,9 @@ from tests.conftest import RunningSandbox, kubectl_binaries, require_kubectl
 
 @functools.cache
 def client_version(binary: str) -> str:
-    out = subprocess.run([binary, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [binary, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30
+    )
     try:
         return json.loads(out.stdout)["clientVersion"]["gitVersion"]
     except (ValueError, KeyError):
@@ -32,7 +34,12 @@ def minor_version(binary: str) -> int:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kubectl_binary" in metafunc.fixturenames:
         binaries = kubectl_binaries() or [None]
-        metafunc.parametrize("kubectl_binary", binaries, ids=[f"kubectl-{client_version(b)}" if b else "no-kubectl" for b in binaries], scope="session")
+        metafunc.parametrize(
+            "kubectl_binary",
+            binaries,
+            ids=[f"kubectl-{client_version(b)}" if b else "no-kubectl" for b in binaries],
+            scope="session",
+        )
 
 
 @pytest.fixture(autouse=True)

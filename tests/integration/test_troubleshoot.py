@@ -25,20 +25,39 @@ MUTATING = ("create", "update", "patch", "delete")
 
 @pytest.fixture
 async def stack(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[CdStack]:
-    sandbox.kubectl("set", "image", "deployment/tekutoko-api", f"api={IMAGE}:1.2.0")  # healthy, so verification can pass
+    sandbox.kubectl(
+        "set", "image", "deployment/tekutoko-api", f"api={IMAGE}:1.2.0"
+    )  # healthy, so verification can pass
     sandbox.kubectl("rollout", "status", "deployment/tekutoko-api", "--timeout=60s")
     async for running in cd_stack(dev_env, sandbox, tmp_path, cd_entry(tmp_path)):
         yield running
 
 
 def replicasets(stack: CdStack) -> dict[int, dict]:
-    listed = json.loads(stack.sandbox.kubectl("get", "replicasets", "-l", "app=tekutoko-api", "-o", "json").stdout)["items"]
-    return {int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]): rs for rs in listed}
+    listed = json.loads(
+        stack.sandbox.kubectl("get", "replicasets", "-l", "app=tekutoko-api", "-o", "json").stdout
+    )["items"]
+    return {
+        int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]): rs for rs in listed
+    }
 
 
 async def start(stack: CdStack, **changes):
-    request = RepairRequest(**{"deployment": "tekutoko-api", "reason": "old pods remain", "requested_by": "oncall", "language": "en", **changes})
-    return await stack.client.start_workflow(TroubleshootWorkflow.run, request, id=f"troubleshoot-{uuid.uuid4().hex[:8]}", task_queue=stack.queue)
+    request = RepairRequest(
+        **{
+            "deployment": "tekutoko-api",
+            "reason": "old pods remain",
+            "requested_by": "oncall",
+            "language": "en",
+            **changes,
+        }
+    )
+    return await stack.client.start_workflow(
+        TroubleshootWorkflow.run,
+        request,
+        id=f"troubleshoot-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.queue,
+    )
 
 
 async def awaiting(handle) -> RepairStatus:
@@ -55,17 +74,27 @@ async def test_an_old_replicaset_is_deleted_only_after_approval_and_kept(stack: 
     handle = await start(stack, action="delete-replicaset", replicaset=old)
     mark = stack.sandbox.mark()
     status = await awaiting(handle)
-    assert status.phase is Phase.AWAITING_APPROVAL and {rs.role for rs in status.plan.replicasets if rs.name == old} == {"old"}
+    assert status.phase is Phase.AWAITING_APPROVAL and {
+        rs.role for rs in status.plan.replicasets if rs.name == old
+    } == {"old"}
     await asyncio.sleep(1)
-    assert [e for e in stack.sandbox.requests_since(mark) if e["verb"] in MUTATING] == []  # nothing before the approval
+    assert [
+        e for e in stack.sandbox.requests_since(mark) if e["verb"] in MUTATING
+    ] == []  # nothing before the approval
     assert old in [rs["metadata"]["name"] for rs in replicasets(stack).values()]
     await stack.approve(handle, model=RepairStatus)
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.status.phase is Phase.COMPLETED, result.status.message
     assert old not in [rs["metadata"]["name"] for rs in replicasets(stack).values()]
-    kept = json.loads(stack.sandbox.kubectl("get", f"configmap/modoru-backup-rs-{old}", "-o", "json").stdout)
+    kept = json.loads(
+        stack.sandbox.kubectl("get", f"configmap/modoru-backup-rs-{old}", "-o", "json").stdout
+    )
     assert f"name: {old}" in kept["data"]["replicaset.yaml"]
-    assert [(e.actor, e.action) for e in result.status.audit if e.action in ("approve", "delete-replicaset")] == [("sre-lead", "approve"), ("modoru", "delete-replicaset")]
+    assert [
+        (e.actor, e.action)
+        for e in result.status.audit
+        if e.action in ("approve", "delete-replicaset")
+    ] == [("sre-lead", "approve"), ("modoru", "delete-replicaset")]
 
 
 async def test_the_live_replicaset_is_never_deleted(stack: CdStack) -> None:
@@ -74,39 +103,61 @@ async def test_the_live_replicaset_is_never_deleted(stack: CdStack) -> None:
     handle = await start(stack, action="delete-replicaset", replicaset=live)
     with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(handle.result(), 30)
-    assert "is the live one" in failure.value.cause.message and "nothing was changed" in failure.value.cause.message
+    assert (
+        "is the live one" in failure.value.cause.message
+        and "nothing was changed" in failure.value.cause.message
+    )
     assert [e for e in stack.sandbox.requests_since(mark) if e["verb"] in MUTATING] == []
 
 
 async def test_a_restart_happens_only_after_approval(stack: CdStack) -> None:
     def restarted_at() -> str | None:
-        deployment = json.loads(stack.sandbox.kubectl("get", "deployment/tekutoko-api", "-o", "json").stdout)
-        return (deployment["spec"]["template"]["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/restartedAt")
+        deployment = json.loads(
+            stack.sandbox.kubectl("get", "deployment/tekutoko-api", "-o", "json").stdout
+        )
+        return (deployment["spec"]["template"]["metadata"].get("annotations") or {}).get(
+            "kubectl.kubernetes.io/restartedAt"
+        )
 
     handle = await start(stack, action="restart")
     await awaiting(handle)
     await asyncio.sleep(1)
     assert restarted_at() is None
-    said = await stack.cli("approve", handle.id, "--by", "backend-lead", "--comment", "stale pods")  # the CLI's approve, as a user gives it
+    said = await stack.cli(
+        "approve", handle.id, "--by", "backend-lead", "--comment", "stale pods"
+    )  # the CLI's approve, as a user gives it
     assert said.returncode == 0 and "counted" in said.stdout, said.stdout + said.stderr
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.status.phase is Phase.COMPLETED, result.status.message
     assert restarted_at() is not None and result.status.verification.ok
     assert "successfully rolled out" in result.status.rollout
     shown = await stack.cli("status", handle.id)
-    assert shown.returncode == 0 and "restartedAt" not in shown.stderr and "completed" in shown.stdout, shown.stdout + shown.stderr
+    assert (
+        shown.returncode == 0 and "restartedAt" not in shown.stderr and "completed" in shown.stdout
+    ), shown.stdout + shown.stderr
     as_json = json.loads((await stack.cli("status", handle.id, "--json")).stdout)
     assert as_json["action"] == "restart" and as_json["phase"] == "completed"
 
 
-async def test_a_crashing_pods_log_tail_is_in_the_stuck_rollouts_diagnostics(stack: CdStack) -> None:
+async def test_a_crashing_pods_log_tail_is_in_the_stuck_rollouts_diagnostics(
+    stack: CdStack,
+) -> None:
     stack.sandbox.kubectl("set", "image", "deployment/tekutoko-api", f"api={IMAGE}:1.3.1-crash")
     deployment = None
     for _ in range(100):
-        deployment = stack.ops._serialize(await stack.ops.apps.read_namespaced_deployment("tekutoko-api", "default"))
+        deployment = stack.ops._serialize(
+            await stack.ops.apps.read_namespaced_deployment("tekutoko-api", "default")
+        )
         diagnostics = await stack.ops.diagnose(deployment, with_events=True)
         if diagnostics.logs:
             break
         await asyncio.sleep(0.2)
-    assert any("CrashLoopBackOff" in p or "Error" in p for p in diagnostics.problems) or diagnostics.problems
-    assert diagnostics.logs and diagnostics.logs[0].startswith("pod/tekutoko-api-") and len(diagnostics.logs) <= 51
+    assert (
+        any("CrashLoopBackOff" in p or "Error" in p for p in diagnostics.problems)
+        or diagnostics.problems
+    )
+    assert (
+        diagnostics.logs
+        and diagnostics.logs[0].startswith("pod/tekutoko-api-")
+        and len(diagnostics.logs) <= 51
+    )

@@ -31,9 +31,17 @@ def supervise_until(stack: EmbeddedStack, done: str, timeout: float = 20) -> lis
     raise AssertionError(f"never saw {done!r}: {lines}")
 
 
-def test_a_killed_worker_is_restarted_and_a_dead_temporal_stops_everything(tmp_path, capsys) -> None:
-    stack = EmbeddedStack(state_dir=tmp_path / "up", temporal_port=free_port(), ui_port=free_port(), persist=False, traffic_rps=5,
-                          clock_speed=20)  # metric minutes pass in 3 s: verification needs a complete one
+def test_a_killed_worker_is_restarted_and_a_dead_temporal_stops_everything(
+    tmp_path, capsys
+) -> None:
+    stack = EmbeddedStack(
+        state_dir=tmp_path / "up",
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        persist=False,
+        traffic_rps=5,
+        clock_speed=20,
+    )  # metric minutes pass in 3 s: verification needs a complete one
     stack.start()
     try:
         for delay in ("1s", "2s"):  # the backoff doubles while the worker keeps dying
@@ -42,18 +50,53 @@ def test_a_killed_worker_is_restarted_and_a_dead_temporal_stops_everything(tmp_p
             os.killpg(before, signal.SIGKILL)
             started = time.monotonic()
             lines = supervise_until(stack, "worker restarted")
-            assert lines[0] == f"worker exited with code -9; restarting in {delay} (see {stack.state_dir / 'worker.log'})"
+            assert (
+                lines[0]
+                == f"worker exited with code -9; restarting in {delay} (see {stack.state_dir / 'worker.log'})"
+            )
             assert time.monotonic() - started >= float(delay[:-1]) - 0.2
             after = stack.pid("worker")
-            assert after is not None and after != before and lines[-1] == f"worker restarted (pid {after})"
-            assert stack.pid("temporal") and stack.pid("sandbox")  # Temporal and the sandbox kept running
+            assert (
+                after is not None
+                and after != before
+                and lines[-1] == f"worker restarted (pid {after})"
+            )
+            assert stack.pid("temporal") and stack.pid(
+                "sandbox"
+            )  # Temporal and the sandbox kept running
 
         # The restarted worker does the work: an immediate rollback through the CLI completes.
         keys = stack.state_dir / "identities"
-        env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": stack.temporal_address, "TEMPORAL_CONFIG_FILE": str(stack.temporal_config_path)}
-        done = subprocess.run([sys.executable, "-m", "starter.cli", "rollback", "start", "--deployment", "tekutoko-api", "--severity", "immediate",
-                               "--reason", "error rate 60%", "--requested-by", "oncall", "--key", str(keys / "oncall.key"), "--wait", "--json"],
-                              capture_output=True, text=True, env=env, timeout=120)
+        env = {
+            **os.environ,
+            "MODORU_TEMPORAL_ADDRESS": stack.temporal_address,
+            "TEMPORAL_CONFIG_FILE": str(stack.temporal_config_path),
+        }
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "starter.cli",
+                "rollback",
+                "start",
+                "--deployment",
+                "tekutoko-api",
+                "--severity",
+                "immediate",
+                "--reason",
+                "error rate 60%",
+                "--requested-by",
+                "oncall",
+                "--key",
+                str(keys / "oncall.key"),
+                "--wait",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout.strip().splitlines()[-1])["phase"] == "completed"
 
@@ -63,7 +106,10 @@ def test_a_killed_worker_is_restarted_and_a_dead_temporal_stops_everything(tmp_p
         capsys.readouterr()
         assert supervise(stack, lambda: False, interval=0.1) == 1
         said = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert len(said) == 1 and re.fullmatch(r"modoru: the Temporal dev server exited with code -9; stopping everything \(see .*temporal\.log\)", said[0]), said
+        assert len(said) == 1 and re.fullmatch(
+            r"modoru: the Temporal dev server exited with code -9; stopping everything \(see .*temporal\.log\)",
+            said[0],
+        ), said
         assert stack.processes == []  # everything stopped
     finally:
         stack.stop()

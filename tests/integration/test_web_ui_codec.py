@@ -22,8 +22,15 @@ from workflows.deployment_rollback import DeploymentRollbackWorkflow
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 MARKER = "ui-marker-0b7e: payments 502s"
 
 
@@ -53,23 +60,37 @@ async def test_the_web_ui_decodes_payloads_through_the_codec_server() -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", codec_port).start()
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"), search_attributes=sa.ALL, ui=True, ui_port=ui_port,
-        dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}"], dev_server_log_level="error",
+        dev_server_existing_path=binary("temporal"),
+        search_attributes=sa.ALL,
+        ui=True,
+        ui_port=ui_port,
+        dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}"],
+        dev_server_log_level="error",
     )
     try:
-        client = await Client.connect(env.client.service_client.config.target_host, data_converter=data_converter_for(codec))
+        client = await Client.connect(
+            env.client.service_client.config.target_host, data_converter=data_converter_for(codec)
+        )
         workflow_id = f"ui-{uuid.uuid4().hex[:8]}"
         # No worker polls this queue: the started event's input is all the UI has to show.
         await client.start_workflow(
             DeploymentRollbackWorkflow.run,
-            RollbackRequest(deployment="tekutoko-api", severity=Severity.IMMEDIATE, reason=MARKER, requested_by="oncall"),
-            id=workflow_id, task_queue=f"nobody-{workflow_id}",
+            RollbackRequest(
+                deployment="tekutoko-api",
+                severity=Severity.IMMEDIATE,
+                reason=MARKER,
+                requested_by="oncall",
+            ),
+            id=workflow_id,
+            task_queue=f"nobody-{workflow_id}",
         )
         async with playwright.async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             try:
                 page = await browser.new_page()
-                await page.goto(f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/{workflow_id}")
+                await page.goto(
+                    f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/{workflow_id}"
+                )
                 await page.get_by_text(MARKER).first.wait_for(timeout=60_000)
             finally:
                 await browser.close()

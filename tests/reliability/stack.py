@@ -27,7 +27,9 @@ from bench.harness import fleet_catalog, fleet_scenario
 from starter.embedded import EmbeddedStack, free_port, wait_port
 from worker.client import connect
 
-FULL = os.environ.get("MODORU_RELIABILITY", "short") == "full"  # `python -m bench.reliability` sets it; plain pytest runs the short suite
+FULL = (
+    os.environ.get("MODORU_RELIABILITY", "short") == "full"
+)  # `python -m bench.reliability` sets it; plain pytest runs the short suite
 MUTATING = ("create", "update", "patch", "delete", "deletecollection")
 
 
@@ -51,16 +53,28 @@ class WorkerProcess:
     def start(self) -> None:
         self.spawned += 1
         log = (self.logs / f"worker-{self.env['MODORU_TASK_QUEUE']}-{self.spawned}.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
 
     def check(self) -> None:
         """Fail at once if the worker died on its own (not by our SIGKILL)."""
-        if self.proc is not None and self.proc.poll() is not None and self.proc.returncode != -signal.SIGKILL:
+        if (
+            self.proc is not None
+            and self.proc.poll() is not None
+            and self.proc.returncode != -signal.SIGKILL
+        ):
             log = self.logs / f"worker-{self.env['MODORU_TASK_QUEUE']}-{self.spawned}.log"
             tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-            raise AssertionError(f"the worker exited with code {self.proc.returncode}: {' | '.join(tail)}")
+            raise AssertionError(
+                f"the worker exited with code {self.proc.returncode}: {' | '.join(tail)}"
+            )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -85,7 +99,9 @@ class WorkerProcess:
 class ReliabilityStack:
     state: Path
     deployments: int = 8
-    scenario: str | None = None  # a bundled scenario's name; None: `deployments` instant services (bench.harness)
+    scenario: str | None = (
+        None  # a bundled scenario's name; None: `deployments` instant services (bench.harness)
+    )
     catalog: dict[str, Any] | None = None
     clock_speed: float | None = None
     traffic_rps: float = 0.0
@@ -101,8 +117,15 @@ class ReliabilityStack:
             scenario = str(path)
         self.catalog_path = self.state / "catalog.yaml"
         self.catalog_path.write_text(yaml.safe_dump(self.catalog or fleet_catalog(self.state)))
-        self.stack = EmbeddedStack(state_dir=self.state / "stack", temporal_port=free_port(), ui_port=free_port(), scenario=scenario,
-                                   persist=True, traffic_rps=self.traffic_rps, clock_speed=self.clock_speed)
+        self.stack = EmbeddedStack(
+            state_dir=self.state / "stack",
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            scenario=scenario,
+            persist=True,
+            traffic_rps=self.traffic_rps,
+            clock_speed=self.clock_speed,
+        )
         self._catalog_before = os.environ.get("MODORU_CATALOG")
         os.environ["MODORU_CATALOG"] = str(self.catalog_path)  # the stack's own worker reads it too
         self.stack.start()
@@ -128,19 +151,35 @@ class ReliabilityStack:
     def worker(self, queue: str | None = None, **env: str) -> WorkerProcess:
         """A started worker process on a task queue of its own."""
         queue = queue or f"rel-{uuid.uuid4().hex[:8]}"
-        own = {k: v for k, v in self.stack.worker_env().items() if k != "MODORU_METRICS_ADDRESS"}  # the stack's worker has that port
-        process = WorkerProcess({**own, "MODORU_CATALOG": str(self.catalog_path), "MODORU_TASK_QUEUE": queue,
-                                 "MODORU_LOG_LEVEL": "WARNING", **env}, self.state)
+        own = {
+            k: v for k, v in self.stack.worker_env().items() if k != "MODORU_METRICS_ADDRESS"
+        }  # the stack's worker has that port
+        process = WorkerProcess(
+            {
+                **own,
+                "MODORU_CATALOG": str(self.catalog_path),
+                "MODORU_TASK_QUEUE": queue,
+                "MODORU_LOG_LEVEL": "WARNING",
+                **env,
+            },
+            self.state,
+        )
         process.start()
         self.workers.append(process)
         return process
 
     # -- the sandbox's request log and fault rules --------------------------------------------
 
-    def admin(self, path: str, method: str = "GET", body: Any = None, base: str | None = None) -> Any:
+    def admin(
+        self, path: str, method: str = "GET", body: Any = None, base: str | None = None
+    ) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{base or self.endpoints['sandbox_admin']}/{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{base or self.endpoints['sandbox_admin']}/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -152,8 +191,14 @@ class ReliabilityStack:
 
     def writes(self, since: int, resource: str, name: str | None = None) -> list[dict[str, Any]]:
         """Mutating requests the API accepted (2xx) on `resource` (and `name`)."""
-        return [e for e in self.requests_since(since) if e["resource"] == resource and e["verb"] in MUTATING
-                and 200 <= e["status"] < 300 and (name is None or e["name"] == name)]
+        return [
+            e
+            for e in self.requests_since(since)
+            if e["resource"] == resource
+            and e["verb"] in MUTATING
+            and 200 <= e["status"] < 300
+            and (name is None or e["name"] == name)
+        ]
 
     # -- the Temporal server -------------------------------------------------------------------
 
@@ -169,7 +214,13 @@ class ReliabilityStack:
         entry[2].close()
         time.sleep(down_seconds)
         proc = stack._spawn("temporal", stack.temporal_argv())
-        wait_port(stack.temporal_port, time.monotonic() + 60, proc, "the Temporal dev server", stack.state_dir / "temporal.log")
+        wait_port(
+            stack.temporal_port,
+            time.monotonic() + 60,
+            proc,
+            "the Temporal dev server",
+            stack.state_dir / "temporal.log",
+        )
         return time.monotonic() - killed
 
 
@@ -190,7 +241,9 @@ async def retried_activities(handle: WorkflowHandle) -> dict[str, int]:
     scheduled, found = {}, {}
     async for event in handle.fetch_history_events():
         if event.HasField("activity_task_scheduled_event_attributes"):
-            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = (
+                event.activity_task_scheduled_event_attributes.activity_type.name
+            )
         elif event.HasField("activity_task_started_event_attributes"):
             started = event.activity_task_started_event_attributes
             if started.attempt > 1:
@@ -198,8 +251,13 @@ async def retried_activities(handle: WorkflowHandle) -> dict[str, int]:
     return found
 
 
-async def kill_at_boundaries(handle: WorkflowHandle, worker: WorkerProcess, boundaries: set[int] | None, started: float,
-                             on_poll: Any = None) -> list[Kill]:
+async def kill_at_boundaries(
+    handle: WorkflowHandle,
+    worker: WorkerProcess,
+    boundaries: set[int] | None,
+    started: float,
+    on_poll: Any = None,
+) -> list[Kill]:
     """Follow the history as it grows (a long poll: new events arrive as they are
     written); when it shows the n-th ActivityTaskScheduled (n counted from 1) and
     n is one of `boundaries` (None: every one), SIGKILL the worker and start a new
@@ -214,8 +272,12 @@ async def kill_at_boundaries(handle: WorkflowHandle, worker: WorkerProcess, boun
                 seen += 1
                 if boundaries is None or seen in boundaries:
                     worker.replace()
-                    kills.append(Kill(at=f"#{seen} {event.activity_task_scheduled_event_attributes.activity_type.name}",
-                                      seconds=time.monotonic() - started))
+                    kills.append(
+                        Kill(
+                            at=f"#{seen} {event.activity_task_scheduled_event_attributes.activity_type.name}",
+                            seconds=time.monotonic() - started,
+                        )
+                    )
 
     async def watch() -> None:
         while True:

@@ -16,12 +16,18 @@ from tests.integration.conftest import dev_env  # noqa: F401 - the fixture, for 
 from tests.integration.test_pitr import JST, PitrStack, corrupt, recovery  # noqa: F401 - the fixture
 from tests.reliability.stack import FULL
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability,
-              pytest.mark.skipif(not FULL, reason="full reliability suite only (MODORU_RELIABILITY=full)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.reliability,
+    pytest.mark.skipif(not FULL, reason="full reliability suite only (MODORU_RELIABILITY=full)"),
+]
 
 MIXES = {
     "~20% 500/503": [FaultRule(status=500, rate=0.1), FaultRule(status=503, rate=0.11)],
-    "~25% 429": [FaultRule(status=429, rate=0.125, retry_after_seconds=1), FaultRule(status=429, rate=0.143, retry_after_seconds=2)],
+    "~25% 429": [
+        FaultRule(status=429, rate=0.125, retry_after_seconds=1),
+        FaultRule(status=429, rate=0.143, retry_after_seconds=2),
+    ],
 }
 
 
@@ -33,8 +39,13 @@ async def test_a_recovery_completes_through_cloud_sql_faults(recovery: PitrStack
     recovery.sandbox.call(lambda: cloudsql.faults.replace(MIXES[mix]))
     started = dt.datetime.now(dt.UTC)
     try:
-        result, error = await recovery.run(point_in_time=at.astimezone(JST), new_instance="tekutoko-db-faults",
-                                           checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect=str(count))])
+        result, error = await recovery.run(
+            point_in_time=at.astimezone(JST),
+            new_instance="tekutoko-db-faults",
+            checks=[
+                ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect=str(count))
+            ],
+        )
     finally:
         recovery.sandbox.call(lambda: cloudsql.faults.replace([]))
     took = (dt.datetime.now(dt.UTC) - started).total_seconds()
@@ -45,4 +56,7 @@ async def test_a_recovery_completes_through_cloud_sql_faults(recovery: PitrStack
     faulted = [e for e in entries if e["status"] in (429, 500, 503)]
     assert len(clones) == 1, clones
     assert faulted, "the faults were there to get through"
-    print(f"cloud sql {mix}: recovery completed in {took:.0f}s through {len(faulted)} faulted answers of {len(entries)}; one clone", flush=True)
+    print(
+        f"cloud sql {mix}: recovery completed in {took:.0f}s through {len(faulted)} faulted answers of {len(entries)}; one clone",
+        flush=True,
+    )

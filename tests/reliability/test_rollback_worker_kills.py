@@ -41,12 +41,21 @@ SLA_SECONDS = 300
 async def start(client, queue: str, name: str):
     return await client.start_workflow(
         DeploymentRollbackWorkflow.run,
-        RollbackRequest(deployment=name, severity=Severity.IMMEDIATE, reason="shared release 1.1.0 is failing", requested_by="reliability"),
-        id=rollback_workflow_id("default", name), task_queue=queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        RollbackRequest(
+            deployment=name,
+            severity=Severity.IMMEDIATE,
+            reason="shared release 1.1.0 is failing",
+            requested_by="reliability",
+        ),
+        id=rollback_workflow_id("default", name),
+        task_queue=queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )
 
 
-async def kill_at_random(handle, worker: WorkerProcess, started: float, rng: random.Random) -> list[Kill]:
+async def kill_at_random(
+    handle, worker: WorkerProcess, started: float, rng: random.Random
+) -> list[Kill]:
     kills = []
     for _ in range(RANDOM_KILLS):
         await asyncio.sleep(rng.uniform(0.2, 4.0))
@@ -60,7 +69,9 @@ async def kill_at_random(handle, worker: WorkerProcess, started: float, rng: ran
 
 
 def backups_of(core: kube.CoreV1Api, name: str) -> list[str]:
-    found = core.list_namespaced_config_map("default", label_selector=f"modoru.dev/deployment={name}")
+    found = core.list_namespaced_config_map(
+        "default", label_selector=f"modoru.dev/deployment={name}"
+    )
     return [c.metadata.name for c in found.items]
 
 
@@ -76,9 +87,14 @@ async def one_rollback(rel: ReliabilityStack, client, core, name: str, how) -> d
     took = time.monotonic() - started
     undos = rel.writes(mark, "deployments", name)
     found = {
-        "deployment": name, "kills": [f"{k.at} at {k.seconds:.1f}s" for k in kills], "seconds": round(took, 1),
-        "phase": result.status.phase.value, "verified": bool(result.status.verification and result.status.verification.ok),
-        "undo_patches": len(undos), "backups": len(backups_of(core, name)), "sla_met": result.status.sla_met,
+        "deployment": name,
+        "kills": [f"{k.at} at {k.seconds:.1f}s" for k in kills],
+        "seconds": round(took, 1),
+        "phase": result.status.phase.value,
+        "verified": bool(result.status.verification and result.status.verification.ok),
+        "undo_patches": len(undos),
+        "backups": len(backups_of(core, name)),
+        "sla_met": result.status.sla_met,
         "retried": await retried_activities(handle),
     }
     worker.stop()
@@ -86,7 +102,9 @@ async def one_rollback(rel: ReliabilityStack, client, core, name: str, how) -> d
     return found
 
 
-async def test_rollbacks_survive_a_worker_killed_at_every_boundary_and_at_random(tmp_path: Path) -> None:
+async def test_rollbacks_survive_a_worker_killed_at_every_boundary_and_at_random(
+    tmp_path: Path,
+) -> None:
     boundaries_wanted = None if FULL else {"k8s.wait_rollout", "verify.service"}
     count = 16 if FULL else 4
     with ReliabilityStack(tmp_path, deployments=count) as rel:
@@ -94,17 +112,45 @@ async def test_rollbacks_survive_a_worker_killed_at_every_boundary_and_at_random
         api = kube_config.new_client_from_config(config_file=rel.endpoints["kubeconfig"])
         core = kube.CoreV1Api(api)
         # One rollback without kills names the boundaries.
-        plain = await one_rollback(rel, client, core, "svc-0000", lambda h, w, s: asyncio.sleep(0, result=[]))
-        sequence = await scheduled_activities(client.get_workflow_handle(rollback_workflow_id("default", "svc-0000")))
+        plain = await one_rollback(
+            rel, client, core, "svc-0000", lambda h, w, s: asyncio.sleep(0, result=[])
+        )
+        sequence = await scheduled_activities(
+            client.get_workflow_handle(rollback_workflow_id("default", "svc-0000"))
+        )
         assert plain["phase"] == "completed" and plain["undo_patches"] == 1, plain
-        chosen = [n for n, kind in enumerate(sequence, 1) if boundaries_wanted is None or kind in boundaries_wanted]
-        print(f"\nboundaries: {', '.join(f'#{n} {kind}' for n, kind in enumerate(sequence, 1))}; killing at {chosen}", flush=True)
-        runs = [one_rollback(rel, client, core, f"svc-{i + 1:04d}", lambda h, w, s, n=n: kill_at_boundaries(h, w, {n}, s))
-                for i, n in enumerate(chosen)]
+        chosen = [
+            n
+            for n, kind in enumerate(sequence, 1)
+            if boundaries_wanted is None or kind in boundaries_wanted
+        ]
+        print(
+            f"\nboundaries: {', '.join(f'#{n} {kind}' for n, kind in enumerate(sequence, 1))}; killing at {chosen}",
+            flush=True,
+        )
+        runs = [
+            one_rollback(
+                rel,
+                client,
+                core,
+                f"svc-{i + 1:04d}",
+                lambda h, w, s, n=n: kill_at_boundaries(h, w, {n}, s),
+            )
+            for i, n in enumerate(chosen)
+        ]
         if FULL:
             rng = random.Random(18)
             base = len(chosen) + 1
-            runs += [one_rollback(rel, client, core, f"svc-{base + i:04d}", lambda h, w, s: kill_at_random(h, w, s, rng)) for i in range(RANDOM_RUNS)]
+            runs += [
+                one_rollback(
+                    rel,
+                    client,
+                    core,
+                    f"svc-{base + i:04d}",
+                    lambda h, w, s: kill_at_random(h, w, s, rng),
+                )
+                for i in range(RANDOM_RUNS)
+            ]
         results = await asyncio.gather(*runs)
         api.close()
     for found in results:
@@ -114,6 +160,9 @@ async def test_rollbacks_survive_a_worker_killed_at_every_boundary_and_at_random
         assert found["kills"], found
     killed = sum(len(f["kills"]) for f in results)
     slowest = max(f["seconds"] for f in results)
-    print(f"{len(results)} rollbacks through {killed} worker kills: all completed and verified, one undo and one backup each; "
-          f"slowest {slowest:.1f}s; SLA met by {sum(1 for f in results if f['sla_met'])}", flush=True)
+    print(
+        f"{len(results)} rollbacks through {killed} worker kills: all completed and verified, one undo and one backup each; "
+        f"slowest {slowest:.1f}s; SLA met by {sum(1 for f in results if f['sla_met'])}",
+        flush=True,
+    )
     assert slowest < SLA_SECONDS

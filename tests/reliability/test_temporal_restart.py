@@ -37,7 +37,9 @@ async def until(predicate, timeout: float = 60, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_a_temporal_restart_loses_neither_a_waiting_nor_an_executing_rollback(tmp_path: Path) -> None:
+async def test_a_temporal_restart_loses_neither_a_waiting_nor_an_executing_rollback(
+    tmp_path: Path,
+) -> None:
     with ReliabilityStack(tmp_path, deployments=2) as rel:
         worker = rel.worker()
         queue = worker.env["MODORU_TASK_QUEUE"]
@@ -48,24 +50,45 @@ async def test_a_temporal_restart_loses_neither_a_waiting_nor_an_executing_rollb
         async def start(name: str, severity: Severity):
             return await client.start_workflow(
                 DeploymentRollbackWorkflow.run,
-                RollbackRequest(deployment=name, severity=severity, reason="shared release 1.1.0 is failing", requested_by="reliability"),
-                id=rollback_workflow_id("default", name), task_queue=queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+                RollbackRequest(
+                    deployment=name,
+                    severity=severity,
+                    reason="shared release 1.1.0 is failing",
+                    requested_by="reliability",
+                ),
+                id=rollback_workflow_id("default", name),
+                task_queue=queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
 
         # 1. Waiting: an `investigate` rollback at its approval gate, timers running.
         waiting = await start("svc-0000", Severity.INVESTIGATE)
-        before = await until(lambda: _phase_is(waiting, Phase.AWAITING_APPROVAL), what="the approval gate")
+        before = await until(
+            lambda: _phase_is(waiting, Phase.AWAITING_APPROVAL), what="the approval gate"
+        )
         timers_before = await _timers(waiting)
         down = rel.restart_temporal(DOWN_SECONDS)
         client = await rel.client()
         waiting = client.get_workflow_handle_for(DeploymentRollbackWorkflow.run, waiting.id)
-        after = await until(lambda: _phase_is(waiting, Phase.AWAITING_APPROVAL), what="the gate after the restart")
+        after = await until(
+            lambda: _phase_is(waiting, Phase.AWAITING_APPROVAL), what="the gate after the restart"
+        )
         assert after.sla_deadline == before.sla_deadline
-        assert set(timers_before) <= set(await _timers(waiting)), "the approval timers survive the restart"
-        await waiting.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="bench-approver"))
+        assert set(timers_before) <= set(await _timers(waiting)), (
+            "the approval timers survive the restart"
+        )
+        await waiting.signal(
+            DeploymentRollbackWorkflow.approve, ApprovalSignal(by="bench-approver")
+        )
         result: RollbackResult = await asyncio.wait_for(waiting.result(), 120)
-        assert result.status.phase is Phase.COMPLETED and result.status.verification.ok, result.status.message
+        assert result.status.phase is Phase.COMPLETED and result.status.verification.ok, (
+            result.status.message
+        )
         assert len(rel.writes(mark, "deployments", "svc-0000")) == 1
-        print(f"\nwaiting: Temporal down {down:.1f}s at the approval gate; {len(timers_before)} timers kept; completed after approval", flush=True)
+        print(
+            f"\nwaiting: Temporal down {down:.1f}s at the approval gate; {len(timers_before)} timers kept; completed after approval",
+            flush=True,
+        )
 
         # 2. Executing: an `immediate` rollback, the server killed when the rollout wait is scheduled.
         started = time.monotonic()
@@ -76,9 +99,14 @@ async def test_a_temporal_restart_loses_neither_a_waiting_nor_an_executing_rollb
         executing = client.get_workflow_handle_for(DeploymentRollbackWorkflow.run, executing.id)
         result = await asyncio.wait_for(executing.result(), 180)
         took = time.monotonic() - started
-        assert result.status.phase is Phase.COMPLETED and result.status.verification.ok, result.status.message
+        assert result.status.phase is Phase.COMPLETED and result.status.verification.ok, (
+            result.status.message
+        )
         assert len(rel.writes(mark, "deployments", "svc-0001")) == 1
-        print(f"executing: Temporal down {down:.1f}s during the rollout wait; completed {took:.1f}s after the start, one undo", flush=True)
+        print(
+            f"executing: Temporal down {down:.1f}s during the rollout wait; completed {took:.1f}s after the start, one undo",
+            flush=True,
+        )
 
 
 async def _phase_is(handle, phase: Phase):
@@ -101,6 +129,9 @@ async def _timers(handle) -> list[int]:
 
 async def _scheduled(handle, activity: str) -> bool:
     async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and event.activity_task_scheduled_event_attributes.activity_type.name == activity:
+        if (
+            event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and event.activity_task_scheduled_event_attributes.activity_type.name == activity
+        ):
             return True
     return False

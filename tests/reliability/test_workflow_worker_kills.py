@@ -34,8 +34,11 @@ from workflows.migration_rollback import MigrationRollbackWorkflow
 from workflows.pitr import PointInTimeRecoveryWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability,
-              pytest.mark.skipif(not FULL, reason="full reliability suite only (MODORU_RELIABILITY=full)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.reliability,
+    pytest.mark.skipif(not FULL, reason="full reliability suite only (MODORU_RELIABILITY=full)"),
+]
 APPROVERS = ("sre-lead", "backend-lead")
 
 
@@ -65,8 +68,16 @@ def approver(handle, workflow, gates: set[str]):
     return on_poll
 
 
-async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundary(tmp_path: Path) -> None:
-    with ReliabilityStack(tmp_path, scenario="tekutoko-release", catalog=catalog(tmp_path), clock_speed=20, traffic_rps=30) as rel:
+async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundary(
+    tmp_path: Path,
+) -> None:
+    with ReliabilityStack(
+        tmp_path,
+        scenario="tekutoko-release",
+        catalog=catalog(tmp_path),
+        clock_speed=20,
+        traffic_rps=30,
+    ) as rel:
         client = await rel.client()
         endpoints = rel.endpoints
         sqladmin = endpoints["cloud_sql"].rstrip("/") + "/sandbox"
@@ -76,16 +87,28 @@ async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundar
         worker = rel.worker()
         await asyncio.sleep(3)
         started = time.monotonic()
-        handle = await client.start_workflow(MigrationRollbackWorkflow.run, MigrationRequest(
-            service="tekutoko-api", reason="1.3.0's migration broke walks", requested_by="reliability", language="en"),
-            id=f"rel-migrate-{uuid.uuid4().hex[:6]}", task_queue=worker.env["MODORU_TASK_QUEUE"])
-        kills = await kill_at_boundaries(handle, worker, None, started, approver(handle, MigrationRollbackWorkflow, {"approval"}))
+        handle = await client.start_workflow(
+            MigrationRollbackWorkflow.run,
+            MigrationRequest(
+                service="tekutoko-api",
+                reason="1.3.0's migration broke walks",
+                requested_by="reliability",
+                language="en",
+            ),
+            id=f"rel-migrate-{uuid.uuid4().hex[:6]}",
+            task_queue=worker.env["MODORU_TASK_QUEUE"],
+        )
+        kills = await kill_at_boundaries(
+            handle, worker, None, started, approver(handle, MigrationRollbackWorkflow, {"approval"})
+        )
         result: MigrationResult = await handle.result()
         assert result.status.phase is Phase.COMPLETED, result.status.message
         assert (result.status.from_version, result.status.to_version) == (5, 4)
         downs = [c for c in result.status.commands if "down-to" in c.command]
         assert len(downs) == 1 and downs[0].exit_code == 0, downs
-        summary.append(f"migration: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed 5 -> 4 in {time.monotonic() - started:.0f}s, one down-to")
+        summary.append(
+            f"migration: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed 5 -> 4 in {time.monotonic() - started:.0f}s, one down-to"
+        )
         print(summary[-1], flush=True)
         worker.stop()
 
@@ -94,18 +117,38 @@ async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundar
         await asyncio.sleep(3)
         mark = rel.admin("requests?since=0", base=sqladmin)["last"]
         started = time.monotonic()
-        handle = await client.start_workflow(PointInTimeRecoveryWorkflow.run, PitrRequest(
-            service="tekutoko-api", point_in_time=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2), new_instance="tekutoko-db-rel",
-            reason="a cleanup job deleted walks", requested_by="reliability", language="en",
-            checks=[ExpectedQuery(name="one", sql="SELECT 1", expect="1")]),
-            id=f"rel-pitr-{uuid.uuid4().hex[:6]}", task_queue=worker.env["MODORU_TASK_QUEUE"])
-        kills = await kill_at_boundaries(handle, worker, None, started, approver(handle, PointInTimeRecoveryWorkflow, {"clone", "switch"}))
+        handle = await client.start_workflow(
+            PointInTimeRecoveryWorkflow.run,
+            PitrRequest(
+                service="tekutoko-api",
+                point_in_time=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2),
+                new_instance="tekutoko-db-rel",
+                reason="a cleanup job deleted walks",
+                requested_by="reliability",
+                language="en",
+                checks=[ExpectedQuery(name="one", sql="SELECT 1", expect="1")],
+            ),
+            id=f"rel-pitr-{uuid.uuid4().hex[:6]}",
+            task_queue=worker.env["MODORU_TASK_QUEUE"],
+        )
+        kills = await kill_at_boundaries(
+            handle,
+            worker,
+            None,
+            started,
+            approver(handle, PointInTimeRecoveryWorkflow, {"clone", "switch"}),
+        )
         result: PitrResult = await handle.result()
         assert result.status.phase is Phase.COMPLETED, result.status.message
-        clones = [e for e in rel.admin(f"requests?since={mark}", base=sqladmin)["entries"]
-                  if e["path"].endswith("/clone") and e["method"] == "POST" and e["status"] == 200]
+        clones = [
+            e
+            for e in rel.admin(f"requests?since={mark}", base=sqladmin)["entries"]
+            if e["path"].endswith("/clone") and e["method"] == "POST" and e["status"] == 200
+        ]
         assert len(clones) == 1, clones
-        summary.append(f"pitr: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed in {time.monotonic() - started:.0f}s, one clone")
+        summary.append(
+            f"pitr: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed in {time.monotonic() - started:.0f}s, one clone"
+        )
         print(summary[-1], flush=True)
         worker.stop()
 
@@ -116,9 +159,18 @@ async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundar
         await asyncio.to_thread(release, apps, "1.2.0")
         await asyncio.to_thread(sleep_until_readable, endpoints["metric_clock"])
         started = time.monotonic()
-        handle = await client.start_workflow(ReleaseGuardWorkflow.run, GuardRequest(
-            deployment="tekutoko-api", duration_seconds=900, interval_seconds=1, requested_by="reliability", language="en"),
-            id=f"rel-guard-{uuid.uuid4().hex[:6]}", task_queue=worker.env["MODORU_TASK_QUEUE"])
+        handle = await client.start_workflow(
+            ReleaseGuardWorkflow.run,
+            GuardRequest(
+                deployment="tekutoko-api",
+                duration_seconds=900,
+                interval_seconds=1,
+                requested_by="reliability",
+                language="en",
+            ),
+            id=f"rel-guard-{uuid.uuid4().hex[:6]}",
+            task_queue=worker.env["MODORU_TASK_QUEUE"],
+        )
         released = False
 
         async def release_when_watching() -> None:
@@ -141,8 +193,10 @@ async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundar
         child = client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
         patches = rel.writes(mark_box[0], "deployments", "tekutoko-api")
         assert len(patches) == 2, patches  # the release itself, then exactly one undo
-        summary.append(f"guard: {len(kills)} kills ({', '.join(k.at for k in kills)}); rolled back and verified in {time.monotonic() - started:.0f}s, "
-                       f"one undo; the rollback's own activities: {', '.join(await scheduled_activities(child))}")
+        summary.append(
+            f"guard: {len(kills)} kills ({', '.join(k.at for k in kills)}); rolled back and verified in {time.monotonic() - started:.0f}s, "
+            f"one undo; the rollback's own activities: {', '.join(await scheduled_activities(child))}"
+        )
         print(summary[-1], flush=True)
         api.close()
         worker.stop()

@@ -41,7 +41,15 @@ def wanted(name: str) -> bool:
 
 
 def request(**changes) -> RollbackRequest:
-    return RollbackRequest(**{"deployment": "tekutoko-api", "severity": Severity.INVESTIGATE, "reason": "error rate 60%", "requested_by": "oncall", **changes})
+    return RollbackRequest(
+        **{
+            "deployment": "tekutoko-api",
+            "severity": Severity.INVESTIGATE,
+            "reason": "error rate 60%",
+            "requested_by": "oncall",
+            **changes,
+        }
+    )
 
 
 async def until(handle, phase: Phase) -> None:
@@ -51,14 +59,35 @@ async def until(handle, phase: Phase) -> None:
         await asyncio.sleep(0.05)
 
 
-async def record(env: WorkflowEnvironment, name: str, fake: FakeCluster, req: RollbackRequest, steer=None,
-                 rejected_at_start: RejectSignal | None = None) -> None:
+async def record(
+    env: WorkflowEnvironment,
+    name: str,
+    fake: FakeCluster,
+    req: RollbackRequest,
+    steer=None,
+    rejected_at_start: RejectSignal | None = None,
+) -> None:
     if not wanted(name):
         return
     queue = f"record-{name}"
-    first = {"start_signal": "reject", "start_signal_args": [rejected_at_start]} if rejected_at_start else {}
-    async with Worker(env.client, task_queue=queue, workflows=[DeploymentRollbackWorkflow], activities=fake.activities()):
-        handle = await env.client.start_workflow(DeploymentRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue, **first)
+    first = (
+        {"start_signal": "reject", "start_signal_args": [rejected_at_start]}
+        if rejected_at_start
+        else {}
+    )
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[DeploymentRollbackWorkflow],
+        activities=fake.activities(),
+    ):
+        handle = await env.client.start_workflow(
+            DeploymentRollbackWorkflow.run,
+            req,
+            id=f"replay-{name}-{uuid.uuid4().hex[:6]}",
+            task_queue=queue,
+            **first,
+        )
         if steer is not None:
             await steer(env, handle)
         with contextlib.suppress(Exception):  # failed outcomes are histories too
@@ -76,7 +105,9 @@ async def approve(env, handle) -> None:
 
 async def reject(env, handle) -> None:
     await until(handle, Phase.AWAITING_APPROVAL)
-    await handle.signal(DeploymentRollbackWorkflow.reject, RejectSignal(by="backend-lead", reason="forward fix"))
+    await handle.signal(
+        DeploymentRollbackWorkflow.reject, RejectSignal(by="backend-lead", reason="forward fix")
+    )
 
 
 async def escalate_then_approve(env, handle) -> None:
@@ -85,20 +116,34 @@ async def escalate_then_approve(env, handle) -> None:
     await handle.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
 
 
-async def record_guard(env: WorkflowEnvironment, name: str, scripted: ScriptedGuard, req: GuardRequest, steer=None) -> None:
+async def record_guard(
+    env: WorkflowEnvironment, name: str, scripted: ScriptedGuard, req: GuardRequest, steer=None
+) -> None:
     if not wanted(name):
         return
     queue = f"record-{name}"
     activities = [*FakeCluster().activities(), *scripted.activities()]
-    async with Worker(env.client, task_queue=queue, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow, IncidentWorkflow], activities=activities,
-                      max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100)):
-        handle = await env.client.start_workflow(ReleaseGuardWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow, IncidentWorkflow],
+        activities=activities,
+        max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100),
+    ):
+        handle = await env.client.start_workflow(
+            ReleaseGuardWorkflow.run,
+            req,
+            id=f"replay-{name}-{uuid.uuid4().hex[:6]}",
+            task_queue=queue,
+        )
         if steer is not None:
             await steer(scripted, handle)
         with contextlib.suppress(Exception):
             await handle.result()
         # The first run's history: for continue-as-new, the run that handed over.
-        history = await env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id or handle.result_run_id).fetch_history()
+        history = await env.client.get_workflow_handle(
+            handle.id, run_id=handle.first_execution_run_id or handle.result_run_id
+        ).fetch_history()
         for event in history.events:  # the incident a guard opened waits days for people: end it, or time cannot skip for the next recording
             if event.HasField("child_workflow_execution_started_event_attributes"):
                 child = event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
@@ -113,26 +158,51 @@ async def stop_guard(scripted: ScriptedGuard, handle) -> None:
         if len(scripted.watches) >= 2:
             break
         await asyncio.sleep(0.05)
-    await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="verified by hand"))
+    await handle.signal(
+        ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="verified by hand")
+    )
 
 
 def guard(**changes) -> GuardRequest:
-    return GuardRequest(**{"deployment": f"api-{uuid.uuid4().hex[:6]}", "duration_seconds": 1800, "interval_seconds": 15, **changes})
+    return GuardRequest(
+        **{
+            "deployment": f"api-{uuid.uuid4().hex[:6]}",
+            "duration_seconds": 1800,
+            "interval_seconds": 15,
+            **changes,
+        }
+    )
 
 
-async def record_migration(env: WorkflowEnvironment, name: str, schema: FakeSchema, req: MigrationRequest, decisions=()) -> None:
+async def record_migration(
+    env: WorkflowEnvironment, name: str, schema: FakeSchema, req: MigrationRequest, decisions=()
+) -> None:
     if not wanted(name):
         return
     queue = f"record-{name}"
-    async with Worker(env.client, task_queue=queue, workflows=[MigrationRollbackWorkflow], activities=schema.activities()):
-        handle = await env.client.start_workflow(MigrationRollbackWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[MigrationRollbackWorkflow],
+        activities=schema.activities(),
+    ):
+        handle = await env.client.start_workflow(
+            MigrationRollbackWorkflow.run,
+            req,
+            id=f"replay-{name}-{uuid.uuid4().hex[:6]}",
+            task_queue=queue,
+        )
         if decisions:
             for _ in range(200):
-                if (await handle.query(MigrationRollbackWorkflow.status)).phase == Phase.AWAITING_APPROVAL:
+                if (
+                    await handle.query(MigrationRollbackWorkflow.status)
+                ).phase == Phase.AWAITING_APPROVAL:
                     break
                 await asyncio.sleep(0.05)
             for signal in decisions:
-                await handle.signal("approve" if isinstance(signal, ApprovalSignal) else "reject", signal)
+                await handle.signal(
+                    "approve" if isinstance(signal, ApprovalSignal) else "reject", signal
+                )
         with contextlib.suppress(Exception):
             await handle.result()
         history = await handle.fetch_history()
@@ -140,14 +210,31 @@ async def record_migration(env: WorkflowEnvironment, name: str, schema: FakeSche
     print(f"recorded {name}: {len(history.events)} events")
 
 
-async def record_pitr(env: WorkflowEnvironment, name: str, fake: FakeRecovery, gates: tuple[str, ...] = ()) -> None:
+async def record_pitr(
+    env: WorkflowEnvironment, name: str, fake: FakeRecovery, gates: tuple[str, ...] = ()
+) -> None:
     if not wanted(name):
         return
     queue = f"record-{name}"
-    req = PitrRequest(service="tekutoko-api", point_in_time=T, reason="a job deleted walks", requested_by="oncall",
-                      checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect="3")])
-    async with Worker(env.client, task_queue=queue, workflows=[PointInTimeRecoveryWorkflow], activities=fake.activities()):
-        handle = await env.client.start_workflow(PointInTimeRecoveryWorkflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+    req = PitrRequest(
+        service="tekutoko-api",
+        point_in_time=T,
+        reason="a job deleted walks",
+        requested_by="oncall",
+        checks=[ExpectedQuery(name="walks", sql="SELECT count(*) FROM walks", expect="3")],
+    )
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[PointInTimeRecoveryWorkflow],
+        activities=fake.activities(),
+    ):
+        handle = await env.client.start_workflow(
+            PointInTimeRecoveryWorkflow.run,
+            req,
+            id=f"replay-{name}-{uuid.uuid4().hex[:6]}",
+            task_queue=queue,
+        )
         for gate in gates:
             for _ in range(400):
                 status = await handle.query(PointInTimeRecoveryWorkflow.status)
@@ -163,7 +250,9 @@ async def record_pitr(env: WorkflowEnvironment, name: str, fake: FakeRecovery, g
     print(f"recorded {name}: {len(history.events)} events")
 
 
-async def record_cd(env: WorkflowEnvironment, name: str, fake, workflow, req, decision=None) -> None:
+async def record_cd(
+    env: WorkflowEnvironment, name: str, fake, workflow, req, decision=None
+) -> None:
     """A redeploy, restore or troubleshooting history; `decision` is signalled at the gate."""
     if not wanted(name):
         return
@@ -172,14 +261,26 @@ async def record_cd(env: WorkflowEnvironment, name: str, fake, workflow, req, de
     from workflows.troubleshoot import TroubleshootWorkflow
 
     queue = f"record-{name}"
-    async with Worker(env.client, task_queue=queue, workflows=[RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow], activities=fake.activities()):
-        handle = await env.client.start_workflow(workflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow],
+        activities=fake.activities(),
+    ):
+        handle = await env.client.start_workflow(
+            workflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue
+        )
         if decision is not None:
             for _ in range(400):
-                if (await handle.query("status", result_type=dict))["phase"] in ("awaiting_approval", "failed"):
+                if (await handle.query("status", result_type=dict))["phase"] in (
+                    "awaiting_approval",
+                    "failed",
+                ):
                     break
                 await asyncio.sleep(0.05)
-            await handle.signal("approve" if isinstance(decision, ApprovalSignal) else "reject", decision)
+            await handle.signal(
+                "approve" if isinstance(decision, ApprovalSignal) else "reject", decision
+            )
         with contextlib.suppress(Exception):
             await handle.result()
         history = await handle.fetch_history()
@@ -196,24 +297,79 @@ async def record_cd_histories(env: WorkflowEnvironment) -> None:
     from workflows.troubleshoot import TroubleshootWorkflow
 
     def redeploy(**changes) -> RedeployRequest:
-        return RedeployRequest(**{"deployment": "tekutoko-api", "tag": "1.2.0", "reason": "1.3.0 fails", "requested_by": "oncall", **changes})
+        return RedeployRequest(
+            **{
+                "deployment": "tekutoko-api",
+                "tag": "1.2.0",
+                "reason": "1.3.0 fails",
+                "requested_by": "oncall",
+                **changes,
+            }
+        )
 
     def restore(**changes) -> RestoreRequest:
-        return RestoreRequest(**{"deployment": "tekutoko-api", "source": ManifestSource(kind="artifact", name="deployment-backup-20261119-030000"),
-                                 "reason": "cluster state is wrong", "requested_by": "oncall", **changes})
+        return RestoreRequest(
+            **{
+                "deployment": "tekutoko-api",
+                "source": ManifestSource(kind="artifact", name="deployment-backup-20261119-030000"),
+                "reason": "cluster state is wrong",
+                "requested_by": "oncall",
+                **changes,
+            }
+        )
 
-    approve, reject = ApprovalSignal(by="sre-lead"), RejectSignal(by="backend-lead", reason="forward fix")
+    approve, reject = (
+        ApprovalSignal(by="sre-lead"),
+        RejectSignal(by="backend-lead", reason="forward fix"),
+    )
     await record_cd(env, "redeploy_completed", FakeCd(), RedeployWorkflow, redeploy(), approve)
-    await record_cd(env, "redeploy_refused_absent_tag", FakeCd(), RedeployWorkflow, redeploy(tag="9.9.9"))
+    await record_cd(
+        env, "redeploy_refused_absent_tag", FakeCd(), RedeployWorkflow, redeploy(tag="9.9.9")
+    )
     await record_cd(env, "redeploy_rejected", FakeCd(), RedeployWorkflow, redeploy(), reject)
-    await record_cd(env, "redeploy_run_failed", FakeCd(conclusion="failure"), RedeployWorkflow, redeploy(), approve)
+    await record_cd(
+        env,
+        "redeploy_run_failed",
+        FakeCd(conclusion="failure"),
+        RedeployWorkflow,
+        redeploy(),
+        approve,
+    )
     await record_cd(env, "restore_completed", FakeCd(), RestoreWorkflow, restore(), approve)
-    await record_cd(env, "restore_refused", FakeCd(check_problems=["it is deployment/walks-api"]), RestoreWorkflow, restore())
-    await record_cd(env, "restore_pull_failed", FakeCd(pull_fails=True), RestoreWorkflow, restore(), approve)
-    await record_cd(env, "troubleshoot_deleted", FakeCd(), TroubleshootWorkflow,
-                    RepairRequest(deployment="tekutoko-api", action="delete-replicaset", replicaset="api-old", reason="old pods remain", requested_by="oncall"), approve)
-    await record_cd(env, "troubleshoot_restarted", FakeCd(), TroubleshootWorkflow,
-                    RepairRequest(deployment="tekutoko-api", action="restart", reason="stale pods", requested_by="oncall"), approve)
+    await record_cd(
+        env,
+        "restore_refused",
+        FakeCd(check_problems=["it is deployment/walks-api"]),
+        RestoreWorkflow,
+        restore(),
+    )
+    await record_cd(
+        env, "restore_pull_failed", FakeCd(pull_fails=True), RestoreWorkflow, restore(), approve
+    )
+    await record_cd(
+        env,
+        "troubleshoot_deleted",
+        FakeCd(),
+        TroubleshootWorkflow,
+        RepairRequest(
+            deployment="tekutoko-api",
+            action="delete-replicaset",
+            replicaset="api-old",
+            reason="old pods remain",
+            requested_by="oncall",
+        ),
+        approve,
+    )
+    await record_cd(
+        env,
+        "troubleshoot_restarted",
+        FakeCd(),
+        TroubleshootWorkflow,
+        RepairRequest(
+            deployment="tekutoko-api", action="restart", reason="stale pods", requested_by="oncall"
+        ),
+        approve,
+    )
 
 
 async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
@@ -224,19 +380,50 @@ async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
     from workflows.forward_fix import ForwardFixWorkflow
     from workflows.redeploy import RedeployWorkflow
 
-    hotfix = Hotfix(branch="hotfix/plan-column", tag="1.3.2", by="backend-dev", staging_verified=True)
-    for name, req in (("forward_fix_recovered", ForwardFixRequest(deployment="tekutoko-api", reason="000006 dropped a column", requested_by="oncall",
-                                                                  hotfix=hotfix)),
-                      ("forward_fix_no_hotfix", ForwardFixRequest(deployment="tekutoko-api", reason="000006 dropped a column", requested_by="oncall",
-                                                                  hotfix_wait_hours=1))):
+    hotfix = Hotfix(
+        branch="hotfix/plan-column", tag="1.3.2", by="backend-dev", staging_verified=True
+    )
+    for name, req in (
+        (
+            "forward_fix_recovered",
+            ForwardFixRequest(
+                deployment="tekutoko-api",
+                reason="000006 dropped a column",
+                requested_by="oncall",
+                hotfix=hotfix,
+            ),
+        ),
+        (
+            "forward_fix_no_hotfix",
+            ForwardFixRequest(
+                deployment="tekutoko-api",
+                reason="000006 dropped a column",
+                requested_by="oncall",
+                hotfix_wait_hours=1,
+            ),
+        ),
+    ):
         if not wanted(name):
             continue
-        by_name = {a.__temporal_activity_definition.name: a for a in FakeWorld(client=env.client).activities()}
-        by_name |= {a.__temporal_activity_definition.name: a for a in FakeCd(tags=["1.3.2", "1.3.0", "1.2.0"]).activities()}
+        by_name = {
+            a.__temporal_activity_definition.name: a
+            for a in FakeWorld(client=env.client).activities()
+        }
+        by_name |= {
+            a.__temporal_activity_definition.name: a
+            for a in FakeCd(tags=["1.3.2", "1.3.0", "1.2.0"]).activities()
+        }
         queue = f"record-{name}"
-        async with Worker(env.client, task_queue=queue, workflows=[ForwardFixWorkflow, RedeployWorkflow], activities=list(by_name.values())):
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[ForwardFixWorkflow, RedeployWorkflow],
+            activities=list(by_name.values()),
+        ):
             # the id is the history's name, as the replay test names it: the child's id is derived from it
-            handle = await env.client.start_workflow(ForwardFixWorkflow.run, req, id=name, task_queue=queue)
+            handle = await env.client.start_workflow(
+                ForwardFixWorkflow.run, req, id=name, task_queue=queue
+            )
             if req.hotfix is not None:
                 child = env.client.get_workflow_handle(f"{handle.id}-deploy")
                 phase = ""
@@ -255,17 +442,37 @@ async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
         print(f"recorded {name}: {len(history.events)} events")
 
 
-async def record_incident(env: WorkflowEnvironment, name: str, fake: FakeCluster, steer, *, rollback: bool = True) -> None:
+async def record_incident(
+    env: WorkflowEnvironment, name: str, fake: FakeCluster, steer, *, rollback: bool = True
+) -> None:
     if not wanted(name):
         return
     queue = f"record-{name}"
-    async with Worker(env.client, task_queue=queue, workflows=[IncidentWorkflow, DeploymentRollbackWorkflow], activities=fake.activities()):
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[IncidentWorkflow, DeploymentRollbackWorkflow],
+        activities=fake.activities(),
+    ):
         detected = await env.get_current_time()
         incident_id = f"replay-{name}-{uuid.uuid4().hex[:6]}"
-        handle = await env.client.start_workflow(IncidentWorkflow.run, IncidentRequest(service="tekutoko-api", detected_at=detected, opened_by="oncall",
-                                                                                      reason="error rate 60%"), id=incident_id, task_queue=queue)
+        handle = await env.client.start_workflow(
+            IncidentWorkflow.run,
+            IncidentRequest(
+                service="tekutoko-api",
+                detected_at=detected,
+                opened_by="oncall",
+                reason="error rate 60%",
+            ),
+            id=incident_id,
+            task_queue=queue,
+        )
         if rollback:
-            change = ChangeSignal(kind="rollback", workflow_id=f"{incident_id}-rollback", rollback=request(severity=Severity.IMMEDIATE, detected_at=detected))
+            change = ChangeSignal(
+                kind="rollback",
+                workflow_id=f"{incident_id}-rollback",
+                rollback=request(severity=Severity.IMMEDIATE, detected_at=detected),
+            )
             await handle.signal(IncidentWorkflow.change, change)
         await steer(env, handle)
         with contextlib.suppress(Exception):
@@ -283,9 +490,18 @@ async def incident_until(handle, check) -> None:
 
 
 async def follow_ups(handle) -> None:
-    await handle.signal(IncidentWorkflow.rca, FollowUpSignal(by="oncall", summary="1.3.0 dropped an index", link="https://docs.example/rca"))
-    await handle.signal(IncidentWorkflow.postmortem, FollowUpSignal(by="sre-lead", link="https://docs.example/pm"))
-    await handle.signal(IncidentWorkflow.prevention, FollowUpSignal(by="sre-lead", summary="index check in CI"))
+    await handle.signal(
+        IncidentWorkflow.rca,
+        FollowUpSignal(
+            by="oncall", summary="1.3.0 dropped an index", link="https://docs.example/rca"
+        ),
+    )
+    await handle.signal(
+        IncidentWorkflow.postmortem, FollowUpSignal(by="sre-lead", link="https://docs.example/pm")
+    )
+    await handle.signal(
+        IncidentWorkflow.prevention, FollowUpSignal(by="sre-lead", summary="index check in CI")
+    )
 
 
 async def confirm_everything(env, handle) -> None:
@@ -299,7 +515,9 @@ async def confirm_everything(env, handle) -> None:
 async def miss_the_deadlines(env, handle) -> None:
     await incident_until(handle, lambda s: len(s.follow_ups) == 3)
     await env.sleep(dt.timedelta(hours=49))  # every reminder and escalation
-    await handle.signal(IncidentWorkflow.rca, FollowUpSignal(by="oncall", request_id="bad"))  # refused: nothing to record
+    await handle.signal(
+        IncidentWorkflow.rca, FollowUpSignal(by="oncall", request_id="bad")
+    )  # refused: nothing to record
     await follow_ups(handle)
 
 
@@ -309,48 +527,127 @@ async def nothing(env, handle) -> None:
 
 def no_pitr_approvals(**changes) -> FakeRecovery:
     entry = FakeRecovery().entry
-    return FakeRecovery(entry=entry.model_copy(update={"pitr": entry.pitr.model_copy(update={"approvals": 0})}), **changes)
+    return FakeRecovery(
+        entry=entry.model_copy(update={"pitr": entry.pitr.model_copy(update={"approvals": 0})}),
+        **changes,
+    )
 
 
 def migration(**changes) -> MigrationRequest:
-    return MigrationRequest(**{"service": "tekutoko-api", "reason": "migration 5 broke walks", "requested_by": "oncall", **changes})
+    return MigrationRequest(
+        **{
+            "service": "tekutoko-api",
+            "reason": "migration 5 broke walks",
+            "requested_by": "oncall",
+            **changes,
+        }
+    )
 
 
 def no_approvals(**changes) -> FakeSchema:
     entry = FakeSchema().entry
-    return FakeSchema(entry=entry.model_copy(update={"migration": entry.migration.model_copy(update={"approvals": 0})}), **changes)
+    return FakeSchema(
+        entry=entry.model_copy(
+            update={"migration": entry.migration.model_copy(update={"approvals": 0})}
+        ),
+        **changes,
+    )
 
 
 async def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter)
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
     try:
-        await record(env, "completed_immediate", FakeCluster(), request(severity=Severity.IMMEDIATE))
+        await record(
+            env, "completed_immediate", FakeCluster(), request(severity=Severity.IMMEDIATE)
+        )
         await record(env, "completed_after_approval", FakeCluster(), request(), approve)
         await record(env, "rejected", FakeCluster(), request(), reject)
-        await record(env, "rejected_before_gate", FakeCluster(), request(), rejected_at_start=RejectSignal(by="sre-lead", reason="forward fix"))
+        await record(
+            env,
+            "rejected_before_gate",
+            FakeCluster(),
+            request(),
+            rejected_at_start=RejectSignal(by="sre-lead", reason="forward fix"),
+        )
         await record(env, "escalated", FakeCluster(), request(), escalate_then_approve)
-        await record(env, "refused_missing_revision", FakeCluster(plan_error="revision 9 is not in the history"), request(to_revision=9))
+        await record(
+            env,
+            "refused_missing_revision",
+            FakeCluster(plan_error="revision 9 is not in the history"),
+            request(to_revision=9),
+        )
         await record(env, "already_at_target", FakeCluster(already_at_target=True), request())
-        await record(env, "verification_failed", FakeCluster(verify_ok=False), request(severity=Severity.IMMEDIATE))
-        await record_guard(env, "guard_rolled_back", ScriptedGuard([clean(4), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]), guard())
-        await record_guard(env, "guard_continued_as_new", ScriptedGuard([clean(3), clean(3), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]), guard(polls_per_run=3))
-        await record_guard(env, "guard_stopped", ScriptedGuard([clean(2), "block"]), guard(), stop_guard)
+        await record(
+            env,
+            "verification_failed",
+            FakeCluster(verify_ok=False),
+            request(severity=Severity.IMMEDIATE),
+        )
+        await record_guard(
+            env,
+            "guard_rolled_back",
+            ScriptedGuard([clean(4), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]),
+            guard(),
+        )
+        await record_guard(
+            env,
+            "guard_continued_as_new",
+            ScriptedGuard(
+                [clean(3), clean(3), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]
+            ),
+            guard(polls_per_run=3),
+        )
+        await record_guard(
+            env, "guard_stopped", ScriptedGuard([clean(2), "block"]), guard(), stop_guard
+        )
         await record_guard(env, "guard_window_over", ScriptedGuard([clean(2), "over"]), guard())
         two = (ApprovalSignal(by="sre-lead"), ApprovalSignal(by="backend-lead"))
-        await record_guard(env, "guard_rolled_back_in_incident", ScriptedGuard([clean(4), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]), guard())
+        await record_guard(
+            env,
+            "guard_rolled_back_in_incident",
+            ScriptedGuard([clean(4), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")]),
+            guard(),
+        )
         await record_incident(env, "incident_closed", FakeCluster(), confirm_everything)
-        await record_incident(env, "incident_deadlines_missed", FakeCluster(), miss_the_deadlines, rollback=False)
-        await record_incident(env, "incident_nothing_changed", FakeCluster(plan_error="revision 9 is not in the history"), nothing)
+        await record_incident(
+            env, "incident_deadlines_missed", FakeCluster(), miss_the_deadlines, rollback=False
+        )
+        await record_incident(
+            env,
+            "incident_nothing_changed",
+            FakeCluster(plan_error="revision 9 is not in the history"),
+            nothing,
+        )
         await record_migration(env, "migration_completed", FakeSchema(), migration(), two)
-        await record_migration(env, "migration_rejected", FakeSchema(), migration(), (RejectSignal(by="dba", reason="forward fix"),))
-        await record_migration(env, "migration_refused_no_backup", FakeSchema(backup_ok=False), migration())
-        await record_migration(env, "migration_failed_down", no_approvals(fail_down=True), migration())
-        await record_migration(env, "migration_verification_failed", no_approvals(rows_after=7), migration(to_version=3))
+        await record_migration(
+            env,
+            "migration_rejected",
+            FakeSchema(),
+            migration(),
+            (RejectSignal(by="dba", reason="forward fix"),),
+        )
+        await record_migration(
+            env, "migration_refused_no_backup", FakeSchema(backup_ok=False), migration()
+        )
+        await record_migration(
+            env, "migration_failed_down", no_approvals(fail_down=True), migration()
+        )
+        await record_migration(
+            env,
+            "migration_verification_failed",
+            no_approvals(rows_after=7),
+            migration(to_version=3),
+        )
         await record_pitr(env, "pitr_switched", FakeRecovery(), ("clone", "switch"))
         await record_pitr(env, "pitr_check_failed", no_pitr_approvals(check_ok=False))
         await record_pitr(env, "pitr_switched_back", no_pitr_approvals(healthy_on_clone=False))
-        await record_pitr(env, "pitr_refused", FakeRecovery(problems=["the restore point is in the future"]))
+        await record_pitr(
+            env, "pitr_refused", FakeRecovery(problems=["the restore point is in the future"])
+        )
         await record_cd_histories(env)
         await record_forward_fix_histories(env)
     finally:

@@ -26,15 +26,38 @@ def write_scenario(folder: Path) -> Path:
         "clock_speed": 20.0,
         "namespaces": ["default"],
         "images": [
-            {"match": NEVER_PULLS_IMAGE, "profile": {"pull": "fail", "commands": {"/bin/tool": tool}}},
-            {"match": SHORT_TIMEOUT_IMAGE, "profile": {"ready_after_seconds": 0.1, "exec_timeout_seconds": 1, "commands": {"/bin/tool": tool}}},
-            {"match": "example.test/tools:*", "profile": {"ready_after_seconds": 0.1, "commands": {
-                "/bin/tool": tool, "/bin/gone": ["/nonexistent/sandbox-test-binary"]}}},
+            {
+                "match": NEVER_PULLS_IMAGE,
+                "profile": {"pull": "fail", "commands": {"/bin/tool": tool}},
+            },
+            {
+                "match": SHORT_TIMEOUT_IMAGE,
+                "profile": {
+                    "ready_after_seconds": 0.1,
+                    "exec_timeout_seconds": 1,
+                    "commands": {"/bin/tool": tool},
+                },
+            },
+            {
+                "match": "example.test/tools:*",
+                "profile": {
+                    "ready_after_seconds": 0.1,
+                    "commands": {
+                        "/bin/tool": tool,
+                        "/bin/gone": ["/nonexistent/sandbox-test-binary"],
+                    },
+                },
+            },
         ],
-        "deployments": [{
-            "name": "tools", "replicas": 1, "container": "main", "env": {"GREETING": "hello"},
-            "revisions": [{"image": TOOLS_IMAGE}],
-        }],
+        "deployments": [
+            {
+                "name": "tools",
+                "replicas": 1,
+                "container": "main",
+                "env": {"GREETING": "hello"},
+                "revisions": [{"image": TOOLS_IMAGE}],
+            }
+        ],
         "secrets": [{"name": "db", "data": {"PASSWORD": "s3cret-value", "USER": "app"}}],
         "configmaps": [{"name": "settings", "data": {"LOG_LEVEL": "debug"}}],
     }

@@ -42,10 +42,18 @@ class App:
             return cursor.fetchall() if cursor.description else []
 
     def tables(self) -> set[str]:
-        return {name for (name,) in self.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        return {
+            name
+            for (name,) in self.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
 
     def columns(self, table: str) -> set[str]:
-        return {name for (name,) in self.sql(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'")}
+        return {
+            name
+            for (name,) in self.sql(
+                f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'"
+            )
+        }
 
 
 @pytest.fixture
@@ -58,7 +66,11 @@ def test_up_applies_everything_once(app: App) -> None:
     assert (code, err.strip()) == (1, "error: no migration")
     out = app.ok("migrate", "up")
     assert [line.split(" (")[0] for line in out.splitlines()] == [
-        "1/u create_users", "2/u create_walks", "3/u create_walk_points", "4/u add_users_daily_step_goal", "5/u create_badges",
+        "1/u create_users",
+        "2/u create_walks",
+        "3/u create_walk_points",
+        "4/u add_users_daily_step_goal",
+        "5/u create_badges",
     ]
     assert app.ok("migrate", "version").strip() == str(LATEST)
     assert app.sql("SELECT version, dirty FROM schema_migrations") == [(LATEST, False)]
@@ -71,7 +83,13 @@ def test_up_n_and_history(app: App) -> None:
     history = app.ok("migrate", "history").splitlines()
     assert history[0].split() == ["VERSION", "NAME", "STATE"]
     states = {line.split()[0]: line.split(None, 2)[2] for line in history[1:]}
-    assert states == {"1": "applied", "2": "applied (current)", "3": "pending", "4": "pending", "5": "pending"}
+    assert states == {
+        "1": "applied",
+        "2": "applied (current)",
+        "3": "pending",
+        "4": "pending",
+        "5": "pending",
+    }
 
 
 def test_down_one_really_changes_the_schema(app: App) -> None:
@@ -90,11 +108,17 @@ def test_down_one_really_changes_the_schema(app: App) -> None:
 def test_down_to_a_version_and_to_zero(app: App) -> None:
     app.ok("migrate", "up")
     out = app.ok("migrate", "down-to", "2")
-    assert [line.split(" (")[0] for line in out.splitlines()] == ["5/d create_badges", "4/d add_users_daily_step_goal", "3/d create_walk_points"]
+    assert [line.split(" (")[0] for line in out.splitlines()] == [
+        "5/d create_badges",
+        "4/d add_users_daily_step_goal",
+        "3/d create_walk_points",
+    ]
     assert app.ok("migrate", "version").strip() == "2"
     assert {"users", "walks"} <= app.tables() and "walk_points" not in app.tables()
     assert app.ok("migrate", "down-to", "2").strip() == "no change"
-    assert app.ok("migrate", "down-to", "000002").strip() == "no change"  # the runbook writes versions as 000005
+    assert (
+        app.ok("migrate", "down-to", "000002").strip() == "no change"
+    )  # the runbook writes versions as 000005
     code, _, err = app("migrate", "down-to", "4")
     assert code == 1 and "cannot go down to version 4: the database is at version 2" in err
     app.ok("migrate", "down-to", "0")
@@ -165,9 +189,14 @@ def test_seed_is_idempotent(app: App) -> None:
     app.ok("migrate", "up")
     first = app.ok("seed")
     assert "4 new users" in first and "6 new walks" in first and "36 new walk_points" in first
-    assert app.ok("seed").strip() == "seeded: 0 new users, 0 new walks, 0 new walk_points, 0 new user_badges"
+    assert (
+        app.ok("seed").strip()
+        == "seeded: 0 new users, 0 new walks, 0 new walk_points, 0 new user_badges"
+    )
     assert app.sql("SELECT count(*) FROM walks") == [(6,)]
-    assert app.sql("SELECT daily_step_goal FROM users WHERE email = 'sota@example.com'") == [(12000,)]
+    assert app.sql("SELECT daily_step_goal FROM users WHERE email = 'sota@example.com'") == [
+        (12000,)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -180,10 +209,15 @@ def test_seed_is_idempotent(app: App) -> None:
         (["migrate", "down", "0"], "N must be at least 1, not 0"),
         (["migrate", "down", "two"], "N must be a whole number, not 'two'"),
         (["migrate", "down-to", "-3"], "V must be at least 0, not -3"),
-        (["migrate", "up", "--migrations", "/no/such/dir"], "migrations dir /no/such/dir does not exist"),
+        (
+            ["migrate", "up", "--migrations", "/no/such/dir"],
+            "migrations dir /no/such/dir does not exist",
+        ),
     ],
 )
-def test_bad_arguments_exit_2_with_a_clear_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_exit_2_with_a_clear_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = {"DATABASE_URL": "postgresql://app@127.0.0.1:1/never-reached"}
     assert main(argv, env) == 2
     assert message in capsys.readouterr().err
@@ -191,8 +225,16 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv: list[str], message: str
 
 def test_missing_or_bad_connection_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "version"], {}) == 2
-    assert "set DATABASE_URL, or DATABASE_HOST, DATABASE_NAME and DATABASE_USER" in capsys.readouterr().err
-    env = {"DATABASE_HOST": "127.0.0.1", "DATABASE_NAME": "x", "DATABASE_USER": "y", "DATABASE_PORT": "fifty"}
+    assert (
+        "set DATABASE_URL, or DATABASE_HOST, DATABASE_NAME and DATABASE_USER"
+        in capsys.readouterr().err
+    )
+    env = {
+        "DATABASE_HOST": "127.0.0.1",
+        "DATABASE_NAME": "x",
+        "DATABASE_USER": "y",
+        "DATABASE_PORT": "fifty",
+    }
     assert main(["migrate", "version"], env) == 2
     assert "DATABASE_PORT must be a port number" in capsys.readouterr().err
 
@@ -209,12 +251,23 @@ def test_unreachable_database_is_named(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_runs_as_a_module_with_database_url(app_db: dict[str, str], pg_cluster) -> None:
-    url = pg_cluster.url(app_db["DATABASE_NAME"], app_db["DATABASE_USER"], app_db["DATABASE_PASSWORD"])
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DATABASE_")} | {"DATABASE_URL": url}
+    url = pg_cluster.url(
+        app_db["DATABASE_NAME"], app_db["DATABASE_USER"], app_db["DATABASE_PASSWORD"]
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DATABASE_")} | {
+        "DATABASE_URL": url
+    }
     root = Path(__file__).resolve().parents[2]
 
     def run(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "sandbox.app", *argv], capture_output=True, text=True, env=env, cwd=root, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "sandbox.app", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
+            timeout=60,
+        )
 
     assert run("migrate", "up").returncode == 0
     result = run("migrate", "version")

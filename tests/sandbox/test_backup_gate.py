@@ -24,7 +24,9 @@ NAME = "gate-db"
 
 @pytest.fixture(scope="module")
 async def emulator() -> AsyncIterator[CloudSqlEmulator]:
-    async with running_emulator("modoru-gate-", NAME, database="shop", user="shop_app", password="gate-secret") as running:
+    async with running_emulator(
+        "modoru-gate-", NAME, database="shop", user="shop_app", password="gate-secret"
+    ) as running:
         yield running
 
 
@@ -33,29 +35,51 @@ def gate(emulator: CloudSqlEmulator) -> CloudSqlActivities:
 
 
 async def test_a_fresh_backup_passes_the_gate(emulator) -> None:
-    check = await ActivityEnvironment().run(gate(emulator).check_backup, BackupCheckRequest(instance=NAME, max_age_hours=24))
-    assert check.ok and not check.taken and check.newest.status == "SUCCESSFUL" and "within 24 h" in check.detail
+    check = await ActivityEnvironment().run(
+        gate(emulator).check_backup, BackupCheckRequest(instance=NAME, max_age_hours=24)
+    )
+    assert (
+        check.ok
+        and not check.taken
+        and check.newest.status == "SUCCESSFUL"
+        and "within 24 h" in check.detail
+    )
 
 
 async def test_a_stale_backup_is_refused_or_replaced_on_demand(emulator) -> None:
     for run in emulator.instance(NAME).backup_runs:
         run.end_time = dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)
     before = len(emulator.instance(NAME).backup_runs)
-    refused = await ActivityEnvironment().run(gate(emulator).check_backup, BackupCheckRequest(instance=NAME, max_age_hours=24))
-    assert not refused.ok and "h old, older than 24 h" in refused.detail and "gcloud sql backups create" in refused.detail
+    refused = await ActivityEnvironment().run(
+        gate(emulator).check_backup, BackupCheckRequest(instance=NAME, max_age_hours=24)
+    )
+    assert (
+        not refused.ok
+        and "h old, older than 24 h" in refused.detail
+        and "gcloud sql backups create" in refused.detail
+    )
     assert len(emulator.instance(NAME).backup_runs) == before  # refusing took nothing
 
     beats: list = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details)
-    taken = await env.run(gate(emulator).check_backup, BackupCheckRequest(instance=NAME, max_age_hours=24, take_if_missing=True))
+    taken = await env.run(
+        gate(emulator).check_backup,
+        BackupCheckRequest(instance=NAME, max_age_hours=24, take_if_missing=True),
+    )
     assert taken.ok and taken.taken and "took on-demand backup run" in taken.detail
     runs = emulator.instance(NAME).backup_runs
-    assert len(runs) == before + 1 and runs[-1].type == "ON_DEMAND" and runs[-1].status == "SUCCESSFUL"
+    assert (
+        len(runs) == before + 1 and runs[-1].type == "ON_DEMAND" and runs[-1].status == "SUCCESSFUL"
+    )
     assert beats and "operation" in beats[0][0]  # a retried attempt follows the same operation
 
 
 async def test_an_unknown_instance_is_a_permanent_failure_naming_the_setting(emulator) -> None:
-    with pytest.raises(ApplicationError, match="check the catalog's migration.cloudsql_instance") as failure:
-        await ActivityEnvironment().run(gate(emulator).check_backup, BackupCheckRequest(instance="no-such-db", max_age_hours=24))
+    with pytest.raises(
+        ApplicationError, match="check the catalog's migration.cloudsql_instance"
+    ) as failure:
+        await ActivityEnvironment().run(
+            gate(emulator).check_backup, BackupCheckRequest(instance="no-such-db", max_age_hours=24)
+        )
     assert failure.value.non_retryable

@@ -29,7 +29,10 @@ def test_injected_503_on_one_resource_and_verb_only(sandbox, kube_client) -> Non
 
 def test_injected_429_carries_retry_after(sandbox, kube_client) -> None:
     apps, _ = kube_client
-    set_faults(sandbox, {"resource": "deployments", "verb": "patch", "status": 429, "retry_after_seconds": 3})
+    set_faults(
+        sandbox,
+        {"resource": "deployments", "verb": "patch", "status": 429, "retry_after_seconds": 3},
+    )
     with pytest.raises(ApiException) as info:
         apps.patch_namespaced_deployment(NAME, NS, {"metadata": {"labels": {"x": "y"}}})
     assert info.value.status == 429
@@ -39,7 +42,11 @@ def test_injected_429_carries_retry_after(sandbox, kube_client) -> None:
 
 def test_times_limits_a_fault_and_rate_zero_never_fires(sandbox, kube_client) -> None:
     apps, _ = kube_client
-    set_faults(sandbox, {"resource": "replicasets", "status": 500, "times": 2}, {"resource": "deployments", "status": 500, "rate": 0})
+    set_faults(
+        sandbox,
+        {"resource": "replicasets", "status": 500, "times": 2},
+        {"resource": "deployments", "status": 500, "rate": 0},
+    )
     for _ in range(2):
         with pytest.raises(ApiException):
             apps.list_namespaced_replica_set(NS)
@@ -75,9 +82,19 @@ def test_request_log_shows_verbs_and_that_reads_mutate_nothing(sandbox, kube_cli
     apps.read_namespaced_deployment(NAME, NS)
     apps.list_namespaced_replica_set(NS, label_selector="app=tekutoko-api")
     entries = sandbox.requests_since(mark)
-    assert [(e["verb"], e["resource"], e["status"]) for e in entries] == [("get", "deployments", 200), ("list", "replicasets", 200)]
+    assert [(e["verb"], e["resource"], e["status"]) for e in entries] == [
+        ("get", "deployments", 200),
+        ("list", "replicasets", 200),
+    ]
     assert not [e for e in entries if e["verb"] in ("create", "update", "patch", "delete")]
     apps.patch_namespaced_deployment(NAME, NS, {"metadata": {"labels": {"x": "y"}}})
     patch = sandbox.requests_since(mark)[-1]
-    assert (patch["verb"], patch["name"], patch["content_type"]) == ("patch", NAME, "application/strategic-merge-patch+json")
-    assert sandbox.sandbox.state_dir.joinpath("requests.jsonl").read_text().count('"verb": "patch"') == 1
+    assert (patch["verb"], patch["name"], patch["content_type"]) == (
+        "patch",
+        NAME,
+        "application/strategic-merge-patch+json",
+    )
+    assert (
+        sandbox.sandbox.state_dir.joinpath("requests.jsonl").read_text().count('"verb": "patch"')
+        == 1
+    )

@@ -53,11 +53,21 @@ def pod(core: client.CoreV1Api) -> str:
     return only.metadata.name
 
 
-def run(core: client.CoreV1Api, pod: str, *command: str, stdin: str | None = None, **options: Any) -> tuple[str, str, int]:
+def run(
+    core: client.CoreV1Api, pod: str, *command: str, stdin: str | None = None, **options: Any
+) -> tuple[str, str, int]:
     """Run `command`, returning stdout, stderr and the exit code the client reads."""
     resp = stream(
-        core.connect_get_namespaced_pod_exec, pod, NS, command=list(command),
-        stdout=True, stderr=True, stdin=stdin is not None, tty=False, _preload_content=False, **options,
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        NS,
+        command=list(command),
+        stdout=True,
+        stderr=True,
+        stdin=stdin is not None,
+        tty=False,
+        _preload_content=False,
+        **options,
     )
     if stdin is not None:
         resp.write_stdin(stdin)
@@ -67,11 +77,16 @@ def run(core: client.CoreV1Api, pod: str, *command: str, stdin: str | None = Non
     return resp.read_stdout(), resp.read_stderr(), resp.returncode
 
 
-def create_pod(core: client.CoreV1Api, name: str, image: str = TOOLS_IMAGE, **container: Any) -> None:
-    core.create_namespaced_pod(NS, {
-        "metadata": {"name": name, "labels": {"team": "sre"}},
-        "spec": {"containers": [{"name": "main", "image": image, **container}]},
-    })
+def create_pod(
+    core: client.CoreV1Api, name: str, image: str = TOOLS_IMAGE, **container: Any
+) -> None:
+    core.create_namespaced_pod(
+        NS,
+        {
+            "metadata": {"name": name, "labels": {"team": "sre"}},
+            "spec": {"containers": [{"name": "main", "image": image, **container}]},
+        },
+    )
 
 
 def wait_running(sandbox: RunningSandbox, core: client.CoreV1Api, name: str) -> None:
@@ -87,8 +102,16 @@ def exec_entries(sandbox: RunningSandbox, since: int = 0) -> list[dict[str, Any]
 
 
 def test_preloaded_output_is_stdout_and_stderr(core, pod) -> None:
-    out = stream(core.connect_get_namespaced_pod_exec, pod, NS, command=["/bin/tool", "echo", "hello", "world"],
-                 stdout=True, stderr=True, stdin=False, tty=False)
+    out = stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        NS,
+        command=["/bin/tool", "echo", "hello", "world"],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+    )
     assert out == "hello world\n"
 
 
@@ -99,8 +122,17 @@ def test_stdout_stderr_and_exit_code_stay_apart(core, pod) -> None:
 
 
 def test_the_error_channel_carries_a_status_like_the_kubelet(core, pod) -> None:
-    resp = stream(core.connect_get_namespaced_pod_exec, pod, NS, command=["/bin/tool", "exit", "42"],
-                  stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        NS,
+        command=["/bin/tool", "exit", "42"],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+        _preload_content=False,
+    )
     resp.run_forever(timeout=30)
     assert resp.subprotocol == "v5.channel.k8s.io"
     status = json.loads(resp.read_channel(3))
@@ -115,21 +147,60 @@ def test_stdin_is_forwarded_and_closing_it_ends_the_command(core, pod) -> None:
 
 def test_the_process_sees_the_pods_environment_and_the_log_never_does(exec_sandbox, core) -> None:
     mark = exec_sandbox.mark()
-    create_pod(core, "env-check", env=[
-        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "PASSWORD"}}},
-        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LOG_LEVEL"}}},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
-        {"name": "GREETING", "value": "hi $(DB_USER), $$(literal)"},
-        {"name": "MAYBE", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "X", "optional": True}}},
-    ], envFrom=[{"secretRef": {"name": "db"}, "prefix": "DB_"}, {"configMapRef": {"name": "settings"}}])
+    create_pod(
+        core,
+        "env-check",
+        env=[
+            {
+                "name": "DB_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "db", "key": "PASSWORD"}},
+            },
+            {
+                "name": "LEVEL",
+                "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LOG_LEVEL"}},
+            },
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
+            {"name": "GREETING", "value": "hi $(DB_USER), $$(literal)"},
+            {
+                "name": "MAYBE",
+                "valueFrom": {"secretKeyRef": {"name": "absent", "key": "X", "optional": True}},
+            },
+        ],
+        envFrom=[
+            {"secretRef": {"name": "db"}, "prefix": "DB_"},
+            {"configMapRef": {"name": "settings"}},
+        ],
+    )
     wait_running(exec_sandbox, core, "env-check")
-    out, _, code = run(core, "env-check", "/bin/tool", "env", "DB_PASSWORD", "DB_USER", "LEVEL", "LOG_LEVEL",
-                       "POD_NAME", "TEAM", "GREETING", "MAYBE", "HOSTNAME", "PYTEST_CURRENT_TEST")
+    out, _, code = run(
+        core,
+        "env-check",
+        "/bin/tool",
+        "env",
+        "DB_PASSWORD",
+        "DB_USER",
+        "LEVEL",
+        "LOG_LEVEL",
+        "POD_NAME",
+        "TEAM",
+        "GREETING",
+        "MAYBE",
+        "HOSTNAME",
+        "PYTEST_CURRENT_TEST",
+    )
     assert code == 0
     assert out.splitlines() == [
-        "DB_PASSWORD=s3cret-value", "DB_USER=app", "LEVEL=debug", "LOG_LEVEL=debug", "POD_NAME=env-check",
-        "TEAM=sre", "GREETING=hi app, $(literal)", "MAYBE=<unset>", "HOSTNAME=env-check", "PYTEST_CURRENT_TEST=<unset>",
+        "DB_PASSWORD=s3cret-value",
+        "DB_USER=app",
+        "LEVEL=debug",
+        "LOG_LEVEL=debug",
+        "POD_NAME=env-check",
+        "TEAM=sre",
+        "GREETING=hi app, $(literal)",
+        "MAYBE=<unset>",
+        "HOSTNAME=env-check",
+        "PYTEST_CURRENT_TEST=<unset>",
     ]
     logged = json.dumps(exec_sandbox.requests_since(mark))
     assert "s3cret-value" not in logged
@@ -137,12 +208,19 @@ def test_the_process_sees_the_pods_environment_and_the_log_never_does(exec_sandb
 
 
 def test_an_unresolvable_reference_is_a_container_that_cannot_start(exec_sandbox, core) -> None:
-    create_pod(core, "bad-ref", env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "NOPE"}}}])
+    create_pod(
+        core,
+        "bad-ref",
+        env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "NOPE"}}}],
+    )
     wait_running(exec_sandbox, core, "bad-ref")
     with pytest.raises(ApiException) as info:
         run(core, "bad-ref", "/bin/tool", "echo")
     assert "400" in info.value.reason
-    assert "CreateContainerConfigError: couldn't find key NOPE in Secret default/db" in info.value.reason
+    assert (
+        "CreateContainerConfigError: couldn't find key NOPE in Secret default/db"
+        in info.value.reason
+    )
 
 
 def test_an_unknown_pod_is_404(core) -> None:
@@ -154,13 +232,29 @@ def test_an_unknown_pod_is_404(core) -> None:
 def test_unknown_and_ambiguous_containers_are_400(exec_sandbox, core, pod) -> None:
     with pytest.raises(ApiException) as info:
         run(core, pod, "/bin/tool", "echo", container="sidecar")
-    assert "400" in info.value.reason and f"container sidecar is not valid for pod {pod}" in info.value.reason
-    core.create_namespaced_pod(NS, {"metadata": {"name": "two"}, "spec": {"containers": [
-        {"name": "main", "image": TOOLS_IMAGE}, {"name": "proxy", "image": TOOLS_IMAGE}]}})
+    assert (
+        "400" in info.value.reason
+        and f"container sidecar is not valid for pod {pod}" in info.value.reason
+    )
+    core.create_namespaced_pod(
+        NS,
+        {
+            "metadata": {"name": "two"},
+            "spec": {
+                "containers": [
+                    {"name": "main", "image": TOOLS_IMAGE},
+                    {"name": "proxy", "image": TOOLS_IMAGE},
+                ]
+            },
+        },
+    )
     wait_running(exec_sandbox, core, "two")
     with pytest.raises(ApiException) as info:
         run(core, "two", "/bin/tool", "echo")
-    assert "a container name must be specified for pod two, choose one of: [main proxy]" in info.value.reason
+    assert (
+        "a container name must be specified for pod two, choose one of: [main proxy]"
+        in info.value.reason
+    )
     assert run(core, "two", "/bin/tool", "echo", "main", container="main") == ("main\n", "", 0)
     with pytest.raises(ApiException) as info:  # the sandbox's kubelet runs only the first container
         run(core, "two", "/bin/tool", "echo", container="proxy")
@@ -169,11 +263,19 @@ def test_unknown_and_ambiguous_containers_are_400(exec_sandbox, core, pod) -> No
 
 def test_a_container_that_is_not_running_cannot_be_exec_d_into(exec_sandbox, core) -> None:
     create_pod(core, "stuck", image=NEVER_PULLS_IMAGE)
-    exec_sandbox.wait_for(lambda: "Err" in json.dumps(core.read_namespaced_pod("stuck", NS).to_dict()["status"], default=str),
-                          what="the image pull to fail")
+    exec_sandbox.wait_for(
+        lambda: (
+            "Err"
+            in json.dumps(core.read_namespaced_pod("stuck", NS).to_dict()["status"], default=str)
+        ),
+        what="the image pull to fail",
+    )
     with pytest.raises(ApiException) as info:
         run(core, "stuck", "/bin/tool", "echo")
-    assert "400" in info.value.reason and 'unable to upgrade connection: container not found (\\"main\\")' in info.value.reason
+    assert (
+        "400" in info.value.reason
+        and 'unable to upgrade connection: container not found (\\"main\\")' in info.value.reason
+    )
 
 
 def test_large_output_arrives_whole_and_in_order(core, pod) -> None:
@@ -201,11 +303,22 @@ def test_a_command_past_its_time_is_killed(exec_sandbox, core, tmp_path) -> None
     assert "ran longer than 1s and was killed" in err
 
 
-def test_a_client_that_goes_away_takes_its_process_with_it(exec_sandbox, core, pod, tmp_path) -> None:
+def test_a_client_that_goes_away_takes_its_process_with_it(
+    exec_sandbox, core, pod, tmp_path
+) -> None:
     mark = exec_sandbox.mark()
     pidfile = tmp_path / "pid"
-    resp = stream(core.connect_get_namespaced_pod_exec, pod, NS, command=["/bin/tool", "sleep", "120", str(pidfile)],
-                  stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        NS,
+        command=["/bin/tool", "sleep", "120", str(pidfile)],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+        _preload_content=False,
+    )
     assert resp.readline_stdout(timeout=15) == "sleeping"
     pid = int(pidfile.read_text())
     resp.close()
@@ -218,7 +331,9 @@ def test_a_client_that_goes_away_takes_its_process_with_it(exec_sandbox, core, p
         return False
 
     exec_sandbox.wait_for(gone, timeout=15, what="the exec'd process to be killed")
-    entry = exec_sandbox.wait_for(lambda: exec_entries(exec_sandbox, mark), what="the exec in the request log")[0]
+    entry = exec_sandbox.wait_for(
+        lambda: exec_entries(exec_sandbox, mark), what="the exec in the request log"
+    )[0]
     assert entry["exec"]["outcome"] == "client disconnected"
 
 
@@ -228,9 +343,17 @@ def test_stopping_the_sandbox_ends_running_execs(tmp_path) -> None:
     try:
         core = client.CoreV1Api(api_client)
         [only] = core.list_namespaced_pod(NS, label_selector="app=tools").items
-        resp = stream(core.connect_get_namespaced_pod_exec, only.metadata.name, NS,
-                      command=["/bin/tool", "sleep", "120", str(tmp_path / "pid")],
-                      stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+        resp = stream(
+            core.connect_get_namespaced_pod_exec,
+            only.metadata.name,
+            NS,
+            command=["/bin/tool", "sleep", "120", str(tmp_path / "pid")],
+            stdout=True,
+            stderr=True,
+            stdin=False,
+            tty=False,
+            _preload_content=False,
+        )
         assert resp.readline_stdout(timeout=15) == "sleeping"
         pid = int((tmp_path / "pid").read_text())
     finally:
@@ -245,15 +368,27 @@ def test_stopping_the_sandbox_ends_running_execs(tmp_path) -> None:
 
 
 def test_a_tty_gets_a_terminal(core, pod) -> None:
-    resp = stream(core.connect_get_namespaced_pod_exec, pod, NS, command=["/bin/tool", "tty"],
-                  stdout=True, stderr=True, stdin=True, tty=True, _preload_content=False)
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        NS,
+        command=["/bin/tool", "tty"],
+        stdout=True,
+        stderr=True,
+        stdin=True,
+        tty=True,
+        _preload_content=False,
+    )
     resp.run_forever(timeout=30)
     assert resp.read_stdout().strip() == "stdin=True stdout=True"
     assert resp.returncode == 0
 
 
 def test_older_protocols_use_plain_text_errors(exec_sandbox, pod) -> None:
-    url = exec_sandbox.url.replace("http://", "ws://") + f"/api/v1/namespaces/{NS}/pods/{pod}/exec?command=/bin/tool&command=exit&command=5"
+    url = (
+        exec_sandbox.url.replace("http://", "ws://")
+        + f"/api/v1/namespaces/{NS}/pods/{pod}/exec?command=/bin/tool&command=exit&command=5"
+    )
     ws = websocket.create_connection(url, subprotocols=["v2.channel.k8s.io"], timeout=30)
     frames = {}
     try:
@@ -276,13 +411,29 @@ def test_the_asyncio_client_runs_commands_too(exec_sandbox, pod) -> None:
 
     async def scenario() -> tuple[str, int]:
         conf = aio_client.Configuration()
-        await aio_config.load_kube_config(config_file=str(exec_sandbox.kubeconfig), client_configuration=conf)
+        await aio_config.load_kube_config(
+            config_file=str(exec_sandbox.kubeconfig), client_configuration=conf
+        )
         async with WsApiClient(configuration=conf) as api:
             core = aio_client.CoreV1Api(api_client=api)
             out = await core.connect_get_namespaced_pod_exec(
-                pod, NS, command=["/bin/tool", "echo", "from", "aio"], stderr=True, stdin=False, stdout=True, tty=False)
+                pod,
+                NS,
+                command=["/bin/tool", "echo", "from", "aio"],
+                stderr=True,
+                stdin=False,
+                stdout=True,
+                tty=False,
+            )
             connect = await core.connect_get_namespaced_pod_exec_without_preload_content(
-                pod, NS, command=["/bin/tool", "exit", "7"], stderr=True, stdin=False, stdout=True, tty=False)
+                pod,
+                NS,
+                command=["/bin/tool", "exit", "7"],
+                stderr=True,
+                stdin=False,
+                stdout=True,
+                tty=False,
+            )
             error = b""
             async with connect as ws:
                 async for msg in ws:
@@ -306,17 +457,32 @@ def test_each_exec_is_one_request_log_entry(exec_sandbox, core, pod) -> None:
 def test_the_bundled_scenario_maps_api_to_the_sample_app() -> None:
     scenario = load_scenario("tekutoko")
     image = scenario.deployments[0].revisions[-1].image
-    assert scenario.profile_for(image).exec_argv(["/api", "migrate", "up"]) == [sys.executable, "-m", "sandbox.app", "migrate", "up"]
-    assert scenario.profile_for(image.rsplit(":", 1)[0] + ":9.9.9").exec_argv(["/api"]) == [sys.executable, "-m", "sandbox.app"]
+    assert scenario.profile_for(image).exec_argv(["/api", "migrate", "up"]) == [
+        sys.executable,
+        "-m",
+        "sandbox.app",
+        "migrate",
+        "up",
+    ]
+    assert scenario.profile_for(image.rsplit(":", 1)[0] + ":9.9.9").exec_argv(["/api"]) == [
+        sys.executable,
+        "-m",
+        "sandbox.app",
+    ]
     assert scenario.profile_for(image).exec_argv(["/bin/sh"]) is None
 
 
-@pytest.mark.parametrize(("commands", "message"), [
-    ("{'/api migrate': ['x']}", "the key is one executable path"),
-    ("{/api: []}", "non-empty list"),
-    ("{/api: ['{pyhton}', '-m', 'app']}", "unknown placeholder {pyhton}"),
-])
-def test_a_bad_commands_mapping_is_one_clear_line(tmp_path: Path, commands: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("commands", "message"),
+    [
+        ("{'/api migrate': ['x']}", "the key is one executable path"),
+        ("{/api: []}", "non-empty list"),
+        ("{/api: ['{pyhton}', '-m', 'app']}", "unknown placeholder {pyhton}"),
+    ],
+)
+def test_a_bad_commands_mapping_is_one_clear_line(
+    tmp_path: Path, commands: str, message: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(f"name: x\nimages:\n  - match: '*'\n    profile: {{commands: {commands}}}\n")
     with pytest.raises(ScenarioError) as info:

@@ -16,9 +16,11 @@ WAL_SEGMENT_BYTES = 16 * 1024 * 1024
 
 
 async def test_serves_sql_on_loopback_with_settings_for_pitr(pg_cluster: PostgresCluster) -> None:
-    settings = dict(await pg_cluster.execute(
-        "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', 'wal_level', 'archive_mode', 'unix_socket_directories', 'server_version_num')"
-    ))
+    settings = dict(
+        await pg_cluster.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', 'wal_level', 'archive_mode', 'unix_socket_directories', 'server_version_num')"
+        )
+    )
     assert settings["listen_addresses"] == "127.0.0.1"
     assert settings["wal_level"] == "replica"
     assert settings["archive_mode"] == "on"
@@ -31,7 +33,9 @@ async def test_app_role_logs_in_with_its_password_only(pg_cluster: PostgresClust
     await pg_cluster.create_role("walker", "right-password")
     await pg_cluster.create_database("walks_pw", owner="walker")
     try:
-        async with await psycopg.AsyncConnection.connect(pg_cluster.url("walks_pw", "walker", "right-password")) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            pg_cluster.url("walks_pw", "walker", "right-password")
+        ) as conn:
             assert (await (await conn.execute("SELECT current_user")).fetchone())[0] == "walker"
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             await psycopg.AsyncConnection.connect(pg_cluster.url("walks_pw", "walker", "wrong"))
@@ -64,7 +68,9 @@ async def test_switch_wal_archives_the_closed_segment(pg_cluster: PostgresCluste
     assert last == walfile
 
 
-async def test_plain_base_backup_is_recorded_and_starts_as_a_cluster(pg_cluster: PostgresCluster, pg_state_root: Path) -> None:
+async def test_plain_base_backup_is_recorded_and_starts_as_a_cluster(
+    pg_cluster: PostgresCluster, pg_state_root: Path
+) -> None:
     await pg_cluster.execute("CREATE TABLE IF NOT EXISTS before_backup (x int)")
     await pg_cluster.execute("INSERT INTO before_backup VALUES (7)")
     restored_state = pg_state_root / "restored"
@@ -105,9 +111,13 @@ async def test_busy_port_is_named(pg_state_root: Path) -> None:
             await PostgresCluster(pg_state_root / "busy", port=port).start()
 
 
-async def test_missing_binaries_are_named(pg_state_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_binaries_are_named(
+    pg_state_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODORU_PG_BIN", str(pg_state_root / "no-such-bin"))
-    with pytest.raises(PostgresError, match="PostgreSQL binaries not found: .*no-such-bin has no initdb"):
+    with pytest.raises(
+        PostgresError, match="PostgreSQL binaries not found: .*no-such-bin has no initdb"
+    ):
         await PostgresCluster(pg_state_root / "nobin").start()
 
 
@@ -118,7 +128,9 @@ async def test_second_server_on_same_data_dir_is_refused(pg_cluster: PostgresClu
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server-user dance only happens as root")
-async def test_as_root_the_server_runs_unprivileged(pg_cluster: PostgresCluster, tmp_path: Path) -> None:
+async def test_as_root_the_server_runs_unprivileged(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
     (pid_file,) = (await pg_cluster.execute("SELECT pg_read_file('postmaster.pid', 0, 20)"))[0]
     pid = int(pid_file.splitlines()[0])
     assert os.stat(f"/proc/{pid}").st_uid != 0

@@ -31,7 +31,15 @@ def test_the_bad_release_fails_most_api_calls_and_the_good_one_none(sandbox, kub
     apps, _ = kube_client
     bad = error_ratio(sandbox)
     assert 0.42 <= bad <= 0.78, bad  # 60% with room for sampling noise
-    apps.patch_namespaced_deployment(NAME, NS, {"spec": {"template": {"spec": {"containers": [{"name": "api", "image": f"{IMAGE}:1.2.0"}]}}}})
+    apps.patch_namespaced_deployment(
+        NAME,
+        NS,
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "api", "image": f"{IMAGE}:1.2.0"}]}}
+            }
+        },
+    )
     sandbox.wait_for(lambda: _all_pods_on(sandbox, ":1.2.0"), timeout=30, what="all pods on 1.2.0")
     assert error_ratio(sandbox) == 0.0
 
@@ -41,7 +49,9 @@ def _all_pods_on(sandbox: RunningSandbox, suffix: str) -> bool:
     from sandbox.kube.resources import PODS
 
     pods = sandbox.call(lambda: list(sandbox.sandbox.store.iter(PODS, NS)))
-    return bool(pods) and all(p["spec"]["containers"][0]["image"].endswith(suffix) and pod_is_ready(p) for p in pods)
+    return bool(pods) and all(
+        p["spec"]["containers"][0]["image"].endswith(suffix) and pod_is_ready(p) for p in pods
+    )
 
 
 def test_latency_follows_the_profile(sandbox: RunningSandbox) -> None:

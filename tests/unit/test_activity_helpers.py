@@ -7,17 +7,36 @@ from activities.kubernetes import clean_manifest, rollout_state, same_template, 
 
 def deployment(**status) -> dict:
     return {
-        "metadata": {"name": "api", "generation": 2, "uid": "u", "resourceVersion": "9", "managedFields": [{}], "creationTimestamp": "t"},
+        "metadata": {
+            "name": "api",
+            "generation": 2,
+            "uid": "u",
+            "resourceVersion": "9",
+            "managedFields": [{}],
+            "creationTimestamp": "t",
+        },
         "spec": {"replicas": 3},
         "status": {"observedGeneration": 2, **status},
     }
 
 
 def test_rollout_state_speaks_like_kubectl() -> None:
-    assert rollout_state(deployment(updatedReplicas=1, replicas=3)) == (False, 'Waiting for deployment "api" rollout to finish: 1 out of 3 new replicas have been updated...', False)
-    assert rollout_state(deployment(updatedReplicas=3, replicas=4))[1].endswith("1 old replicas are pending termination...")
-    assert rollout_state(deployment(updatedReplicas=3, replicas=3, availableReplicas=2))[1].endswith("2 of 3 updated replicas are available...")
-    assert rollout_state(deployment(updatedReplicas=3, replicas=3, availableReplicas=3)) == (True, 'deployment "api" successfully rolled out', False)
+    assert rollout_state(deployment(updatedReplicas=1, replicas=3)) == (
+        False,
+        'Waiting for deployment "api" rollout to finish: 1 out of 3 new replicas have been updated...',
+        False,
+    )
+    assert rollout_state(deployment(updatedReplicas=3, replicas=4))[1].endswith(
+        "1 old replicas are pending termination..."
+    )
+    assert rollout_state(deployment(updatedReplicas=3, replicas=3, availableReplicas=2))[
+        1
+    ].endswith("2 of 3 updated replicas are available...")
+    assert rollout_state(deployment(updatedReplicas=3, replicas=3, availableReplicas=3)) == (
+        True,
+        'deployment "api" successfully rolled out',
+        False,
+    )
     stuck = deployment(conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}])
     assert rollout_state(stuck) == (False, 'deployment "api" exceeded its progress deadline', True)
     unobserved = deployment()
@@ -26,8 +45,14 @@ def test_rollout_state_speaks_like_kubectl() -> None:
 
 
 def test_templates_compare_without_the_hash_label_and_empty_fields() -> None:
-    a = {"metadata": {"labels": {"app": "x", "pod-template-hash": "abc"}}, "spec": {"containers": [{"name": "c", "image": "i:1", "env": []}]}}
-    b = {"metadata": {"labels": {"app": "x"}, "annotations": {}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}
+    a = {
+        "metadata": {"labels": {"app": "x", "pod-template-hash": "abc"}},
+        "spec": {"containers": [{"name": "c", "image": "i:1", "env": []}]},
+    }
+    b = {
+        "metadata": {"labels": {"app": "x"}, "annotations": {}},
+        "spec": {"containers": [{"name": "c", "image": "i:1"}]},
+    }
     assert same_template(a, b)
     b["spec"]["containers"][0]["image"] = "i:2"
     assert not same_template(a, b)
@@ -41,4 +66,12 @@ def test_backup_manifest_is_clean() -> None:
 
 
 def test_selector_string_matches_kubectl() -> None:
-    assert selector_string({"matchLabels": {"b": "2", "a": "1"}, "matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["x"]}]}) == "a=1,b=2,t notin (x)"
+    assert (
+        selector_string(
+            {
+                "matchLabels": {"b": "2", "a": "1"},
+                "matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["x"]}],
+            }
+        )
+        == "a=1,b=2,t notin (x)"
+    )

@@ -24,7 +24,9 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 CALLS = {"_activity", "_call", "execute_activity", "start_activity"}
 
 
-def registration_problems(wanted: Iterable[Listed], registered: Iterable[Callable[..., object]]) -> list[str]:
+def registration_problems(
+    wanted: Iterable[Listed], registered: Iterable[Callable[..., object]]
+) -> list[str]:
     """What is wrong between the references and the worker's activities, one line each."""
     found: dict[str, _Definition] = {}
     problems = []
@@ -43,14 +45,23 @@ def registration_problems(wanted: Iterable[Listed], registered: Iterable[Callabl
         if args != [ref.arg]:
             problems.append(f"{ref.name} takes {args}, its reference says {ref.arg}")
         if definition.ret_type != ref.result:
-            problems.append(f"{ref.name} returns {definition.ret_type}, its reference says {ref.result}")
-    problems += [f"{name} is registered but has no reference in runbook/activity_refs.py" for name in found]
+            problems.append(
+                f"{ref.name} returns {definition.ret_type}, its reference says {ref.result}"
+            )
+    problems += [
+        f"{name} is registered but has no reference in runbook/activity_refs.py" for name in found
+    ]
     return problems
 
 
 async def worker_activities() -> list[Callable[..., object]]:
     """The worker's activities with every optional part (Monitoring, exec, Cloud SQL) configured."""
-    settings = Settings(_env_file=None, cloudsql_insecure=True, cloudsql_endpoint="http://127.0.0.1:1/", cloudsql_project="p")
+    settings = Settings(
+        _env_file=None,
+        cloudsql_insecure=True,
+        cloudsql_endpoint="http://127.0.0.1:1/",
+        cloudsql_project="p",
+    )
     api, ws_api = kube.ApiClient(), WsApiClient()
     async with aiohttp.ClientSession() as session:
         monitoring = object()  # only handed to the activities' constructors
@@ -68,7 +79,11 @@ def names_called_by_workflows() -> dict[str, str]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call) or not node.args:
                 continue
-            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            called = (
+                node.func.attr
+                if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", "")
+            )
             first = node.args[0]
             if called in CALLS and isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found[first.value] = f"{path.name}:{node.lineno}"
@@ -76,31 +91,53 @@ def names_called_by_workflows() -> dict[str, str]:
 
 
 async def test_every_referenced_activity_is_registered_with_its_types() -> None:
-    assert len(refs.ALL) >= 20 and {refs.ROLLOUT_UNDO, refs.EXEC, refs.START_CLONE, refs.GUARD_WATCH} <= set(refs.ALL)
+    assert len(refs.ALL) >= 20 and {
+        refs.ROLLOUT_UNDO,
+        refs.EXEC,
+        refs.START_CLONE,
+        refs.GUARD_WATCH,
+    } <= set(refs.ALL)
     assert registration_problems(refs.ALL, await worker_activities()) == []
 
 
 def test_activities_named_by_string_in_a_workflow_have_a_reference() -> None:
-    unknown = {name: where for name, where in names_called_by_workflows().items() if name not in refs.BY_NAME}
-    assert unknown == {}, f"add these to runbook/activity_refs.py (and register them on the worker): {unknown}"
+    unknown = {
+        name: where
+        for name, where in names_called_by_workflows().items()
+        if name not in refs.BY_NAME
+    }
+    assert unknown == {}, (
+        f"add these to runbook/activity_refs.py (and register them on the worker): {unknown}"
+    )
 
 
 def test_the_workflow_scan_sees_string_names(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "new.py").write_text('async def f(self):\n    await self._activity("github.dispatch", 1, int, "x")\n')
+    (tmp_path / "new.py").write_text(
+        'async def f(self):\n    await self._activity("github.dispatch", 1, int, "x")\n'
+    )
     monkeypatch.setattr(__import__(__name__, fromlist=["WORKFLOWS"]), "WORKFLOWS", tmp_path)
     assert names_called_by_workflows() == {"github.dispatch": "new.py:2"}
 
 
 async def test_the_check_fails_on_a_forgotten_renamed_or_retyped_activity() -> None:
     registered = await worker_activities()
-    undo = next(fn for fn in registered if _Definition.must_from_callable(fn).name == refs.ROLLOUT_UNDO.name)
+    undo = next(
+        fn for fn in registered if _Definition.must_from_callable(fn).name == refs.ROLLOUT_UNDO.name
+    )
     without_undo = [fn for fn in registered if fn is not undo]
-    assert registration_problems(refs.ALL, without_undo) == ["k8s.rollout_undo is not registered on the worker"]
+    assert registration_problems(refs.ALL, without_undo) == [
+        "k8s.rollout_undo is not registered on the worker"
+    ]
 
     retyped = dataclasses.replace(refs.ROLLOUT_UNDO, result=refs.BACKUP_DEPLOYMENT.result)  # type: ignore[arg-type]
     others = [r for r in refs.ALL if r is not refs.ROLLOUT_UNDO]
     assert registration_problems([*others, retyped], registered) == [
-        f"k8s.rollout_undo returns {refs.ROLLOUT_UNDO.result}, its reference says {refs.BACKUP_DEPLOYMENT.result}"]
+        f"k8s.rollout_undo returns {refs.ROLLOUT_UNDO.result}, its reference says {refs.BACKUP_DEPLOYMENT.result}"
+    ]
 
-    assert registration_problems(others, registered) == ["k8s.rollout_undo is registered but has no reference in runbook/activity_refs.py"]
-    assert registration_problems(refs.ALL, [*registered, undo]) == ["k8s.rollout_undo is registered twice"]
+    assert registration_problems(others, registered) == [
+        "k8s.rollout_undo is registered but has no reference in runbook/activity_refs.py"
+    ]
+    assert registration_problems(refs.ALL, [*registered, undo]) == [
+        "k8s.rollout_undo is registered twice"
+    ]

@@ -30,7 +30,12 @@ def b64(key: bytes) -> str:
 
 
 def request() -> RollbackRequest:
-    return RollbackRequest(deployment="tekutoko-api", severity=Severity.IMMEDIATE, reason="secret-reason-7391", requested_by="oncall")
+    return RollbackRequest(
+        deployment="tekutoko-api",
+        severity=Severity.IMMEDIATE,
+        reason="secret-reason-7391",
+        requested_by="oncall",
+    )
 
 
 async def test_round_trip_through_the_data_converter_hides_the_plaintext() -> None:
@@ -38,7 +43,10 @@ async def test_round_trip_through_the_data_converter_hides_the_plaintext() -> No
     [payload] = await converter.encode([request()])
     assert payload.metadata["encoding"] == b"binary/encrypted"
     assert payload.metadata["encryption-key-id"] == b"k1"
-    assert b"secret-reason-7391" not in payload.SerializeToString() and b"tekutoko-api" not in payload.data
+    assert (
+        b"secret-reason-7391" not in payload.SerializeToString()
+        and b"tekutoko-api" not in payload.data
+    )
     [back] = await converter.decode([payload], [RollbackRequest])
     assert back == request()
 
@@ -52,11 +60,18 @@ async def test_each_encoding_uses_a_fresh_nonce() -> None:
 
 async def test_rotation_new_payloads_use_the_first_key_and_old_ones_still_decode() -> None:
     old = EncryptionCodec([("k1", K1)])
-    [written_before] = await old.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"before"')])
+    [written_before] = await old.encode(
+        [Payload(metadata={"encoding": b"json/plain"}, data=b'"before"')]
+    )
     rotated = EncryptionCodec(parse_keys(f"k2:{b64(K2)},k1:{b64(K1)}", "MODORU_CODEC_KEYS"))
-    [written_after] = await rotated.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"after"')])
+    [written_after] = await rotated.encode(
+        [Payload(metadata={"encoding": b"json/plain"}, data=b'"after"')]
+    )
     assert written_after.metadata["encryption-key-id"] == b"k2"
-    assert [p.data for p in await rotated.decode([written_before, written_after])] == [b'"before"', b'"after"']
+    assert [p.data for p in await rotated.decode([written_before, written_after])] == [
+        b'"before"',
+        b'"after"',
+    ]
     with pytest.raises(ValueError, match="unknown key id 'k2'"):
         await old.decode([written_after])
 
@@ -76,18 +91,23 @@ async def test_tampered_ciphertext_and_relabelled_key_ids_are_refused() -> None:
         await codec.decode([tampered])
     relabelled = Payload()
     relabelled.CopyFrom(sealed)
-    relabelled.metadata["encryption-key-id"] = b"k0"  # same key bytes, another id: the id is authenticated
+    relabelled.metadata["encryption-key-id"] = (
+        b"k0"  # same key bytes, another id: the id is authenticated
+    )
     with pytest.raises(ValueError, match="does not decrypt"):
         await codec.decode([relabelled])
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (f"k1:{b64(K1[:16])}", "MODORU_CODEC_KEYS: key 'k1' is 16 bytes; AES-256 needs 32"),
-    ("k1:not*base64!", "MODORU_CODEC_KEYS: key 'k1' is not valid base64"),
-    (f"k1:{b64(K1)},k1:{b64(K2)}", "MODORU_CODEC_KEYS: key id 'k1' is listed twice"),
-    (b64(K1), "MODORU_CODEC_KEYS: entry 1 is not id:base64"),
-    (" , ", "MODORU_CODEC_KEYS: no keys given"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"k1:{b64(K1[:16])}", "MODORU_CODEC_KEYS: key 'k1' is 16 bytes; AES-256 needs 32"),
+        ("k1:not*base64!", "MODORU_CODEC_KEYS: key 'k1' is not valid base64"),
+        (f"k1:{b64(K1)},k1:{b64(K2)}", "MODORU_CODEC_KEYS: key id 'k1' is listed twice"),
+        (b64(K1), "MODORU_CODEC_KEYS: entry 1 is not id:base64"),
+        (" , ", "MODORU_CODEC_KEYS: no keys given"),
+    ],
+)
 def test_bad_keys_name_the_setting_and_never_echo_key_material(text: str, expected: str) -> None:
     with pytest.raises(CodecSettingsError) as info:
         codec_from_settings(Settings(_env_file=None, codec_keys=text))
@@ -115,15 +135,30 @@ def test_new_key_entries_parse() -> None:
 def test_the_worker_refuses_a_bad_key_in_one_line_without_the_key() -> None:
     bad = b64(K1[:31])
     env = {"PATH": "/usr/bin:/bin", "MODORU_CODEC_KEYS": f"k1:{bad}"}
-    done = subprocess.run([sys.executable, "-m", "worker"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
-    assert done.stderr.strip() == "modoru worker: MODORU_CODEC_KEYS: key 'k1' is 31 bytes; AES-256 needs 32 (head -c 32 /dev/urandom | base64)"
+    assert (
+        done.stderr.strip()
+        == "modoru worker: MODORU_CODEC_KEYS: key 'k1' is 31 bytes; AES-256 needs 32 (head -c 32 /dev/urandom | base64)"
+    )
     assert bad not in done.stdout + done.stderr
 
 
 def test_the_cli_refuses_a_duplicate_key_id_in_one_line() -> None:
-    env = {"PATH": "/usr/bin:/bin", "MODORU_CODEC_KEYS": f"k1:{b64(K1)},k1:{b64(K2)}", "MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "starter.cli", "list"], env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MODORU_CODEC_KEYS": f"k1:{b64(K1)},k1:{b64(K2)}",
+        "MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "starter.cli", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "modoru: MODORU_CODEC_KEYS: key id 'k1' is listed twice"
     assert b64(K1) not in done.stderr and b64(K2) not in done.stderr
@@ -135,7 +170,9 @@ async def test_failure_messages_are_encrypted_too() -> None:
 
     converter = data_converter_for(EncryptionCodec([("k1", K1)]))
     failure = Failure()
-    await converter.encode_failure(ApplicationError("cannot reach db-password-host-77", non_retryable=True), failure)
+    await converter.encode_failure(
+        ApplicationError("cannot reach db-password-host-77", non_retryable=True), failure
+    )
     assert "db-password-host-77" not in str(failure)
     assert failure.encoded_attributes.metadata["encoding"] == b"binary/encrypted"
     back = await converter.decode_failure(failure)

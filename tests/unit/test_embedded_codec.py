@@ -37,7 +37,10 @@ def test_a_generated_key_is_private_and_kept_across_runs(tmp_path) -> None:
 
 def test_off_by_default(tmp_path) -> None:
     stack = EmbeddedStack(state_dir=tmp_path)
-    assert "MODORU_CODEC_KEYS_FILE" not in stack.worker_env() and "--ui-codec-endpoint" not in stack.temporal_argv()
+    assert (
+        "MODORU_CODEC_KEYS_FILE" not in stack.worker_env()
+        and "--ui-codec-endpoint" not in stack.temporal_argv()
+    )
 
 
 def test_keys_given_by_the_caller_are_used_and_checked(tmp_path, monkeypatch) -> None:
@@ -46,9 +49,14 @@ def test_keys_given_by_the_caller_are_used_and_checked(tmp_path, monkeypatch) ->
     stack = EmbeddedStack(state_dir=tmp_path, encrypt=True)
     stack._prepare_keys()
     assert not (tmp_path / "codec-keys").exists()
-    assert stack.worker_env()["MODORU_CODEC_KEYS"] == good and "MODORU_CODEC_KEYS_FILE" not in stack.worker_env()
+    assert (
+        stack.worker_env()["MODORU_CODEC_KEYS"] == good
+        and "MODORU_CODEC_KEYS_FILE" not in stack.worker_env()
+    )
     short = base64.b64encode(bytes(8)).decode()
     monkeypatch.setenv("MODORU_CODEC_KEYS", f"k9:{short}")
     with pytest.raises(StackError) as info:
         stack._prepare_keys()
-    assert str(info.value).startswith("MODORU_CODEC_KEYS: key 'k9' is 8 bytes") and short not in str(info.value)
+    assert str(info.value).startswith(
+        "MODORU_CODEC_KEYS: key 'k9' is 8 bytes"
+    ) and short not in str(info.value)

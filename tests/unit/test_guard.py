@@ -19,9 +19,16 @@ def test_a_healthy_release_calls_for_nothing() -> None:
     assert result.severity is None and result.reasons == [] and result.missing == []
 
 
-@pytest.mark.parametrize(("ratio", "severity"), [
-    (0.10, None), (0.1001, Severity.INVESTIGATE), (0.50, Severity.INVESTIGATE), (0.5001, Severity.IMMEDIATE), (0.60, Severity.IMMEDIATE),
-])
+@pytest.mark.parametrize(
+    ("ratio", "severity"),
+    [
+        (0.10, None),
+        (0.1001, Severity.INVESTIGATE),
+        (0.50, Severity.INVESTIGATE),
+        (0.5001, Severity.IMMEDIATE),
+        (0.60, Severity.IMMEDIATE),
+    ],
+)
 def test_error_ratio_thresholds(ratio, severity) -> None:
     assert verdict(error_ratio=ratio).severity == severity
 
@@ -60,7 +67,9 @@ def test_missing_data_is_never_read_as_healthy_silence() -> None:
 
 def test_catalog_thresholds_override_the_runbook_defaults() -> None:
     strict = GuardThresholds(investigate_error_ratio=0.02, latency_factor=1.5)
-    assert judge(Evidence(**{**HEALTHY, "error_ratio": 0.03}), strict).severity == Severity.INVESTIGATE
+    assert (
+        judge(Evidence(**{**HEALTHY, "error_ratio": 0.03}), strict).severity == Severity.INVESTIGATE
+    )
     assert judge(Evidence(**{**HEALTHY, "p95_ms": 150.0}), strict).severity == Severity.INVESTIGATE
     with pytest.raises(ValueError):
         GuardThresholds(latency_factor=1.0)

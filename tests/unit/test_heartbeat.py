@@ -19,10 +19,15 @@ class Step(BaseModel):
     step: int
 
 
-def environment(timeout: float | None = None, details: list[object] | None = None) -> tuple[ActivityEnvironment, list[object]]:
+def environment(
+    timeout: float | None = None, details: list[object] | None = None
+) -> tuple[ActivityEnvironment, list[object]]:
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, heartbeat_timeout=dt.timedelta(seconds=timeout) if timeout else None,
-                                   heartbeat_details=details or [])
+    env.info = dataclasses.replace(
+        env.info,
+        heartbeat_timeout=dt.timedelta(seconds=timeout) if timeout else None,
+        heartbeat_details=details or [],
+    )
     beats: list[object] = []
     env.on_heartbeat = lambda *args: beats.append(args[0])
     return env, beats
@@ -33,7 +38,10 @@ async def test_the_interval_is_a_third_of_the_heartbeat_timeout_capped_by_every(
         return Heartbeat(Step).interval, Heartbeat(Step, every=1.0).interval
 
     assert await environment(30)[0].run(intervals) == (10.0, 1.0)
-    assert await environment(None)[0].run(intervals) == (30.0, 1.0)  # no timeout given: a slow, steady beat
+    assert await environment(None)[0].run(intervals) == (
+        30.0,
+        1.0,
+    )  # no timeout given: a slow, steady beat
 
 
 async def test_a_retry_reads_the_last_details_back_as_the_model() -> None:
@@ -42,9 +50,12 @@ async def test_a_retry_reads_the_last_details_back_as_the_model() -> None:
 
     saved = {"polls": 7, "health_failures": 1, "confirming": "2026-11-28T05:00:00+00:00"}
     assert await environment(10, [saved])[0].run(resumed) == WatchProgress(
-        polls=7, health_failures=1, confirming=dt.datetime(2026, 11, 28, 5, tzinfo=dt.UTC))
+        polls=7, health_failures=1, confirming=dt.datetime(2026, 11, 28, 5, tzinfo=dt.UTC)
+    )
     assert await environment(10, [])[0].run(resumed) is None  # the first attempt
-    assert await environment(10, [{"polls": "many"}])[0].run(resumed) is None  # unreadable: start over rather than fail
+    assert (
+        await environment(10, [{"polls": "many"}])[0].run(resumed) is None
+    )  # unreadable: start over rather than fail
 
 
 async def test_details_are_sent_as_the_json_a_retry_reads() -> None:
@@ -52,10 +63,17 @@ async def test_details_are_sent_as_the_json_a_retry_reads() -> None:
 
     async def beat() -> None:
         Heartbeat(PodProgress).beat(PodProgress(pod="api-0"))
-        Heartbeat(WatchProgress).beat(WatchProgress(polls=2, health_failures=0, confirming=dt.datetime(2026, 11, 28, tzinfo=dt.UTC)))
+        Heartbeat(WatchProgress).beat(
+            WatchProgress(
+                polls=2, health_failures=0, confirming=dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+            )
+        )
 
     await env.run(beat)
-    assert beats == [{"pod": "api-0"}, {"polls": 2, "health_failures": 0, "confirming": "2026-11-28T00:00:00Z"}]
+    assert beats == [
+        {"pod": "api-0"},
+        {"polls": 2, "health_failures": 0, "confirming": "2026-11-28T00:00:00Z"},
+    ]
 
 
 async def test_during_beats_while_the_work_runs_and_returns_its_result() -> None:

@@ -100,7 +100,9 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_project_has_no_import_cycle() -> None:
     edges = graph()
-    assert {"starter.cli", "starter.base", "workflows.change", "runbook.activity_refs"} <= set(edges)
+    assert {"starter.cli", "starter.base", "workflows.change", "runbook.activity_refs"} <= set(
+        edges
+    )
     assert cycles(edges) == []
 
 
@@ -112,7 +114,9 @@ def test_the_check_finds_a_circle_held_by_an_import_inside_a_function(tmp_path: 
     (tmp_path / "a.py").write_text("from b import x\n")
     (tmp_path / "b.py").write_text("def f():\n    from c import y\n")
     (tmp_path / "c.py").write_text("import a\n")
-    (tmp_path / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nimport c\n")
+    (tmp_path / "d.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nimport c\n"
+    )
     known = {p.stem: p for p in tmp_path.glob("*.py")}
     edges = {name: imports_of(name, path, known) for name, path in known.items()}
     assert cycles(edges) == [["a", "b", "c"]]

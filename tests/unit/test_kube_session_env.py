@@ -10,7 +10,9 @@ from worker.main import PROXY_VARIABLES, kubernetes_configuration
 from worker.settings import Settings
 
 KUBECONFIG = {
-    "apiVersion": "v1", "kind": "Config", "current-context": "c",
+    "apiVersion": "v1",
+    "kind": "Config",
+    "current-context": "c",
     "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:6443"}}],
     "users": [{"name": "u", "user": {"token": "t"}}],
     "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
@@ -35,4 +37,6 @@ async def test_no_proxy_in_the_environment_means_no_lookups(kubeconfig) -> None:
 async def test_a_proxy_in_the_environment_is_still_honoured(kubeconfig, monkeypatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     configuration = await kubernetes_configuration(Settings(kubeconfig=kubeconfig))
-    assert (getattr(configuration, "client_session_kwargs", None) or {}).get("trust_env", True) is True
+    assert (getattr(configuration, "client_session_kwargs", None) or {}).get(
+        "trust_env", True
+    ) is True

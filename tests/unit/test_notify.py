@@ -28,9 +28,21 @@ async def test_console_jsonl_and_slack(tmp_path, capsys) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        notify = NotifyActivities(environ={"TEAM_HOOK": f"http://127.0.0.1:{port}/hook"}, base_dir=tmp_path)
-        channels = [Channel(kind="console"), Channel(kind="jsonl", path="n/notices.jsonl"), Channel(kind="slack", webhook_env="TEAM_HOOK"), Channel(kind="slack", webhook_env="UNSET_HOOK")]
-        notice = Notice(kind="start", subject="【ロールバック開始】", text="【ロールバック開始】\n対応: ロールバックを開始します", channels=channels)
+        notify = NotifyActivities(
+            environ={"TEAM_HOOK": f"http://127.0.0.1:{port}/hook"}, base_dir=tmp_path
+        )
+        channels = [
+            Channel(kind="console"),
+            Channel(kind="jsonl", path="n/notices.jsonl"),
+            Channel(kind="slack", webhook_env="TEAM_HOOK"),
+            Channel(kind="slack", webhook_env="UNSET_HOOK"),
+        ]
+        notice = Notice(
+            kind="start",
+            subject="【ロールバック開始】",
+            text="【ロールバック開始】\n対応: ロールバックを開始します",
+            channels=channels,
+        )
         result = await notify.send(notice)
     finally:
         await runner.cleanup()
@@ -44,23 +56,57 @@ async def test_console_jsonl_and_slack(tmp_path, capsys) -> None:
     assert "127.0.0.1" not in notice.model_dump_json()  # the webhook URL never enters the notice
 
 
-async def test_an_unconfigured_slack_channel_is_announced_once_and_skipped_not_failed(tmp_path, caplog) -> None:
+async def test_an_unconfigured_slack_channel_is_announced_once_and_skipped_not_failed(
+    tmp_path, caplog
+) -> None:
     slack = Channel(kind="slack", webhook_env="TEAM_HOOK")
-    services = [ServiceEntry(name=name, deployment=name, service=name, channels=[Channel(kind="console"), slack]) for name in ("api", "web")]
+    services = [
+        ServiceEntry(
+            name=name, deployment=name, service=name, channels=[Channel(kind="console"), slack]
+        )
+        for name in ("api", "web")
+    ]
     notify = NotifyActivities(environ={}, base_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="modoru.notices"):
         assert notify.announce_unconfigured(services) == ["TEAM_HOOK"]
-        results = [await notify.send(Notice(kind="start", subject=f"n{i}", text=f"n{i}", channels=[Channel(kind="console"), slack])) for i in range(3)]
+        results = [
+            await notify.send(
+                Notice(
+                    kind="start",
+                    subject=f"n{i}",
+                    text=f"n{i}",
+                    channels=[Channel(kind="console"), slack],
+                )
+            )
+            for i in range(3)
+        ]
     announced = [r.getMessage() for r in caplog.records if "TEAM_HOOK" in r.getMessage()]
-    assert announced == ["Slack channel $TEAM_HOOK is not configured (the variable is not set): its notices for api, web are skipped"]
-    assert all((r.delivered, r.failed, r.skipped) == (["console"], [], ["slack:$TEAM_HOOK"]) for r in results)
+    assert announced == [
+        "Slack channel $TEAM_HOOK is not configured (the variable is not set): its notices for api, web are skipped"
+    ]
+    assert all(
+        (r.delivered, r.failed, r.skipped) == (["console"], [], ["slack:$TEAM_HOOK"])
+        for r in results
+    )
 
 
-async def test_a_configured_slack_channel_is_not_announced_and_its_errors_still_fail(tmp_path, caplog) -> None:
+async def test_a_configured_slack_channel_is_not_announced_and_its_errors_still_fail(
+    tmp_path, caplog
+) -> None:
     slack = Channel(kind="slack", webhook_env="TEAM_HOOK")
     notify = NotifyActivities(environ={"TEAM_HOOK": "http://127.0.0.1:1/hook"}, base_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="modoru.notices"):
-        assert notify.announce_unconfigured([ServiceEntry(name="api", deployment="api", service="api", channels=[slack])]) == []
+        assert (
+            notify.announce_unconfigured(
+                [ServiceEntry(name="api", deployment="api", service="api", channels=[slack])]
+            )
+            == []
+        )
     assert not [r for r in caplog.records if "TEAM_HOOK" in r.getMessage()]
     result = await notify.send(Notice(kind="start", subject="s", text="t", channels=[slack]))
-    assert result.delivered == [] and result.skipped == [] and len(result.failed) == 1 and result.failed[0].startswith("slack:$TEAM_HOOK: ")
+    assert (
+        result.delivered == []
+        and result.skipped == []
+        and len(result.failed) == 1
+        and result.failed[0].startswith("slack:$TEAM_HOOK: ")
+    )

@@ -26,15 +26,21 @@ from worker.catalog_file import CatalogError, load_catalog
 
 def test_cpu_against_the_baseline_before_the_incident() -> None:
     checks = PostChecks()
-    name, ok, detail = judge_utilization("cpu", "CPU", 0.30, 0.25, checks.max_cpu_utilization, checks)
+    name, ok, detail = judge_utilization(
+        "cpu", "CPU", 0.30, 0.25, checks.max_cpu_utilization, checks
+    )
     assert ok and "baseline 25%" in detail and "limit 38%" in detail  # 0.25 x 1.5
-    name, ok, detail = judge_utilization("cpu", "CPU", 0.95, 0.25, checks.max_cpu_utilization, checks)
+    name, ok, detail = judge_utilization(
+        "cpu", "CPU", 0.95, 0.25, checks.max_cpu_utilization, checks
+    )
     assert not ok and "peak 95%" in detail and "57% over" in detail
 
 
 def test_a_tiny_baseline_keeps_a_margin_and_no_baseline_falls_back_to_the_catalog() -> None:
     checks = PostChecks()
-    assert judge_utilization("memory", "memory", 0.06, 0.02, 0.85, checks)[1]  # 0.02 + 0.05 margin, not 0.03
+    assert judge_utilization("memory", "memory", 0.06, 0.02, 0.85, checks)[
+        1
+    ]  # 0.02 + 0.05 margin, not 0.03
     _, ok, detail = judge_utilization("memory", "memory", 0.90, None, 0.85, checks)
     assert not ok and "catalog limit 85%" in detail and "5% over" in detail
     _, ok, detail = judge_utilization("cpu", "CPU", None, None, 0.8, checks)
@@ -45,7 +51,9 @@ def test_connection_pool_against_max_connections() -> None:
     checks = PostChecks(max_connections=40, max_pool_ratio=0.8)
     assert judge_pool(12, checks)[1]
     _, ok, detail = judge_pool(36, checks)
-    assert not ok and "36 of max_connections 40" in detail and "90%" in detail and "4 over" in detail
+    assert (
+        not ok and "36 of max_connections 40" in detail and "90%" in detail and "4 over" in detail
+    )
     assert not judge_pool(None, checks)[1]
 
 
@@ -53,36 +61,59 @@ def test_logs_count_and_first_messages() -> None:
     checks = PostChecks(evidence_messages=2)
     assert judge_logs(0, [], checks)[1]
     _, ok, detail = judge_logs(7, ["a: boom", "b: boom", "c: boom"], checks, more=True)
-    assert not ok and detail.startswith("7+ log entries with severity >= ERROR") and "first: a: boom; b: boom" in detail and "c: boom" not in detail
+    assert (
+        not ok
+        and detail.startswith("7+ log entries with severity >= ERROR")
+        and "first: a: boom; b: boom" in detail
+        and "c: boom" not in detail
+    )
     assert judge_logs(2, ["x"], PostChecks(max_error_entries=2))[1]
 
 
 def test_filters_name_the_service_as_gke_labels_it() -> None:
     checks = PostChecks(container="api", cluster_name="prod")
     f = container_filter(CPU_METRIC, checks, "default", "tekutoko-api", "p")
-    assert 'resource.type = "k8s_container"' in f and 'resource.labels.pod_name = starts_with("tekutoko-api-")' in f
-    assert 'resource.labels.container_name = "api"' in f and 'resource.labels.cluster_name = "prod"' in f
+    assert (
+        'resource.type = "k8s_container"' in f
+        and 'resource.labels.pod_name = starts_with("tekutoko-api-")' in f
+    )
+    assert (
+        'resource.labels.container_name = "api"' in f
+        and 'resource.labels.cluster_name = "prod"' in f
+    )
     assert 'resource.labels.database_id = "p:db"' in database_filter("p", "", "db")
     since = dt.datetime(2026, 1, 16, 3, 0, tzinfo=dt.UTC)
-    lf = log_filter(PostChecks(log_filter='textPayload:"timeout"'), "default", {"app": "tekutoko-api"}, since)
-    assert lf == ('resource.type="k8s_container" AND resource.labels.namespace_name="default" AND labels."k8s-pod/app"="tekutoko-api" '
-                  'AND severity>=ERROR AND timestamp>="2026-01-16T03:00:00.000000Z" AND (textPayload:"timeout")')
+    lf = log_filter(
+        PostChecks(log_filter='textPayload:"timeout"'), "default", {"app": "tekutoko-api"}, since
+    )
+    assert lf == (
+        'resource.type="k8s_container" AND resource.labels.namespace_name="default" AND labels."k8s-pod/app"="tekutoko-api" '
+        'AND severity>=ERROR AND timestamp>="2026-01-16T03:00:00.000000Z" AND (textPayload:"timeout")'
+    )
 
 
-@pytest.mark.parametrize(("field", "value", "says"), [
-    ("max_memory_utilization", 1.5, "less than or equal to 1"),
-    ("max_cpu_utilization", 0, "greater than 0"),
-    ("baseline_factor", 1.0, "greater than 1"),
-    ("max_connections", 0, "greater than or equal to 1"),
-    ("max_pool_ratio", 1.2, "less than or equal to 1"),
-    ("min_severity", "LOUD", "min_severity must be one of"),
-    ("log_filter", 'textPayload:"open', "balanced double quotes"),
-    ("unknown", 1, "Extra inputs are not permitted"),
-])
-def test_bad_catalog_values_are_refused_at_load_naming_the_field(tmp_path, field, value, says) -> None:
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("max_memory_utilization", 1.5, "less than or equal to 1"),
+        ("max_cpu_utilization", 0, "greater than 0"),
+        ("baseline_factor", 1.0, "greater than 1"),
+        ("max_connections", 0, "greater than or equal to 1"),
+        ("max_pool_ratio", 1.2, "less than or equal to 1"),
+        ("min_severity", "LOUD", "min_severity must be one of"),
+        ("log_filter", 'textPayload:"open', "balanced double quotes"),
+        ("unknown", 1, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_catalog_values_are_refused_at_load_naming_the_field(
+    tmp_path, field, value, says
+) -> None:
     path = tmp_path / "catalog.yaml"
-    path.write_text(f"services:\n  - name: api\n    deployment: api\n    service: api\n    post_checks:\n      {field}: {value!r}\n".replace("'", '"'
-                    if isinstance(value, str) and "'" not in value and '"' not in value else "'"))
+    path.write_text(
+        f"services:\n  - name: api\n    deployment: api\n    service: api\n    post_checks:\n      {field}: {value!r}\n".replace(
+            "'", '"' if isinstance(value, str) and "'" not in value and '"' not in value else "'"
+        )
+    )
     with pytest.raises(CatalogError) as failure:
         load_catalog(path)
     message = str(failure.value)
@@ -90,17 +121,41 @@ def test_bad_catalog_values_are_refused_at_load_naming_the_field(tmp_path, field
 
 
 def test_the_connection_pool_check_takes_the_instance_from_the_migration_settings() -> None:
-    entry = ServiceEntry(name="api", deployment="api", service="api", database={"user": "u", "database": "d"},
-                         migration=MigrationConfig(cloudsql_instance="tekutoko-db"))
+    entry = ServiceEntry(
+        name="api",
+        deployment="api",
+        service="api",
+        database={"user": "u", "database": "d"},
+        migration=MigrationConfig(cloudsql_instance="tekutoko-db"),
+    )
     assert entry.post_checks_resolved().cloudsql_instance == "tekutoko-db"
-    assert ServiceEntry(name="api", deployment="api", service="api").post_checks_resolved().cloudsql_instance is None
+    assert (
+        ServiceEntry(name="api", deployment="api", service="api")
+        .post_checks_resolved()
+        .cloudsql_instance
+        is None
+    )
 
 
 # The runbook's ロールバックチェックリスト, its 16 lines in order.
-RUNBOOK_CHECKLIST = ["ロールバックの必要性を判断", "ロールバック先のリビジョンを特定", "関係者に通知", "バックアップ状態確認",
-                     "デプロイ履歴確認", "ロールバックコマンド実行", "ロールアウト完了確認", "Pod状態確認",
-                     "ヘルスチェック成功", "API動作確認", "エラー率確認", "モニタリング確認",
-                     "関係者に完了通知", "原因調査開始", "ポストモーテム作成", "再発防止策立案"]
+RUNBOOK_CHECKLIST = [
+    "ロールバックの必要性を判断",
+    "ロールバック先のリビジョンを特定",
+    "関係者に通知",
+    "バックアップ状態確認",
+    "デプロイ履歴確認",
+    "ロールバックコマンド実行",
+    "ロールアウト完了確認",
+    "Pod状態確認",
+    "ヘルスチェック成功",
+    "API動作確認",
+    "エラー率確認",
+    "モニタリング確認",
+    "関係者に完了通知",
+    "原因調査開始",
+    "ポストモーテム作成",
+    "再発防止策立案",
+]
 
 
 def test_the_checklist_has_every_item_of_the_runbooks_checklist_in_order() -> None:
@@ -111,31 +166,63 @@ def test_the_checklist_has_every_item_of_the_runbooks_checklist_in_order() -> No
 
 
 def _result(*checks: tuple[str, bool, str]) -> VerifyResult:
-    return VerifyResult(ok=all(c[1] for c in checks), checks=[CheckResult(name=n, ok=ok, detail=d) for n, ok, d in checks], attempts=1)
+    return VerifyResult(
+        ok=all(c[1] for c in checks),
+        checks=[CheckResult(name=n, ok=ok, detail=d) for n, ok, d in checks],
+        attempts=1,
+    )
 
 
 def test_verification_makes_the_checklist_items_it_establishes() -> None:
-    result = _result(("pods", True, "3/3"), ("health", True, "200"), ("ready", True, "200"), ("api", True, "200 x5"),
-                     ("error_ratio", True, "0.00%"), ("p95", True, "80 ms"), ("cpu", True, "peak 25%"), ("logs", False, "3 entries"))
+    result = _result(
+        ("pods", True, "3/3"),
+        ("health", True, "200"),
+        ("ready", True, "200"),
+        ("api", True, "200 x5"),
+        ("error_ratio", True, "0.00%"),
+        ("p95", True, "80 ms"),
+        ("cpu", True, "peak 25%"),
+        ("logs", False, "3 entries"),
+    )
     made = dict(verified_items(result))
     assert set(made) == {"pods", "health", "api", "error_rate"}  # monitoring: the logs check failed
-    skipped = dict(verified_items(_result(("pods", True, "3/3"), ("cpu", True, "skipped: no access"))))
+    skipped = dict(
+        verified_items(_result(("pods", True, "3/3"), ("cpu", True, "skipped: no access")))
+    )
     assert "monitoring" not in skipped  # a skipped check alone makes nothing
 
 
 def test_the_completion_notice_says_what_was_checked_with_figures() -> None:
-    checks = _result(("pods", True, "3/3 Running and Ready"), ("cpu", True, "CPU peak 24% of the limit (<= catalog limit 80%)"),
-                     ("logs", True, "skipped: this worker has no Cloud Logging access")).checks
+    checks = _result(
+        ("pods", True, "3/3 Running and Ready"),
+        ("cpu", True, "CPU peak 24% of the limit (<= catalog limit 80%)"),
+        ("logs", True, "skipped: this worker has no Cloud Logging access"),
+    ).checks
     summary = notices.verification_summary("ja", checks)
-    _, text = notices.complete_notice("ja", recovered_at=dt.datetime(2026, 1, 16, 3, tzinfo=dt.UTC), from_revision=3, to_revision=2, result=summary)
-    assert "確認結果: サービス正常稼働中\n- Pod状態 [OK]: 3/3 Running and Ready\n- CPU使用率 [OK]: CPU peak 24%" in text
+    _, text = notices.complete_notice(
+        "ja",
+        recovered_at=dt.datetime(2026, 1, 16, 3, tzinfo=dt.UTC),
+        from_revision=3,
+        to_revision=2,
+        result=summary,
+    )
+    assert (
+        "確認結果: サービス正常稼働中\n- Pod状態 [OK]: 3/3 Running and Ready\n- CPU使用率 [OK]: CPU peak 24%"
+        in text
+    )
     assert "- ログのエラー [スキップ]: skipped" in text
     english = notices.verification_summary("en", checks)
-    assert english.startswith("service healthy\n- Pods [OK]") and "Errors in the logs [skipped]" in english
-    assert notices.verification_summary("en", []) == "service healthy (no automatic checks were made)"
+    assert (
+        english.startswith("service healthy\n- Pods [OK]")
+        and "Errors in the logs [skipped]" in english
+    )
+    assert (
+        notices.verification_summary("en", []) == "service healthy (no automatic checks were made)"
+    )
 
 
 # -- reading: what is "could not read" and what is a finding ------------------------------
+
 
 async def test_a_failed_read_is_unreadable_and_a_permanent_error_is_not() -> None:
     from google.api_core import exceptions as google_exceptions
@@ -147,12 +234,21 @@ async def test_a_failed_read_is_unreadable_and_a_permanent_error_is_not() -> Non
     async def fail(exc: BaseException):
         raise exc
 
-    for exc in (google_exceptions.ServiceUnavailable("down"), google_exceptions.TooManyRequests("slow down"),
-                google_exceptions.InternalServerError("oops"), ApplicationError("Cloud Monitoring answered 503 listing alerts; retrying"),
-                ApiException(status=503), TimeoutError()):
+    for exc in (
+        google_exceptions.ServiceUnavailable("down"),
+        google_exceptions.TooManyRequests("slow down"),
+        google_exceptions.InternalServerError("oops"),
+        ApplicationError("Cloud Monitoring answered 503 listing alerts; retrying"),
+        ApiException(status=503),
+        TimeoutError(),
+    ):
         with pytest.raises(Unreadable, match="could not read the thing"):
             await guarded("the thing", fail(exc))
-    for exc in (ApplicationError("refused", non_retryable=True), ApiException(status=404), ApiException(status=403)):
+    for exc in (
+        ApplicationError("refused", non_retryable=True),
+        ApiException(status=404),
+        ApiException(status=403),
+    ):
         with pytest.raises(type(exc)):
             await guarded("the thing", fail(exc))
 
@@ -164,18 +260,41 @@ def test_a_window_too_short_for_the_metrics_delay_says_what_to_change() -> None:
     from activities.postchecks import PostCheckReader
     from runbook.models import VerifyRequest
 
-    reader = PostCheckReader(None, None, SimpleNamespace(clock=MetricClock(speed=1.0), project="p"), None)  # type: ignore[arg-type]
-    request = VerifyRequest(namespace="default", deployment="api", service="api", paths=["/health"], window_seconds=120)
+    reader = PostCheckReader(
+        None, None, SimpleNamespace(clock=MetricClock(speed=1.0), project="p"), None
+    )  # type: ignore[arg-type]
+    request = VerifyRequest(
+        namespace="default", deployment="api", service="api", paths=["/health"], window_seconds=120
+    )
     short = reader._too_short(request, "cpu", "CPU", 240)
-    assert short is not None and not short.ok and "verification_window_seconds 120" in short.detail and "(300 s)" in short.detail
-    assert reader._too_short(request.model_copy(update={"window_seconds": 300}), "cpu", "CPU", 240) is None
+    assert (
+        short is not None
+        and not short.ok
+        and "verification_window_seconds 120" in short.detail
+        and "(300 s)" in short.detail
+    )
+    assert (
+        reader._too_short(request.model_copy(update={"window_seconds": 300}), "cpu", "CPU", 240)
+        is None
+    )
 
 
 def test_credentials_in_log_lines_are_masked_before_they_become_evidence() -> None:
     from runbook.postchecks import redact
 
-    assert redact('level=error msg="upstream 401" authorization="Bearer abc.def" user=walks') == \
-        'level=error msg="upstream 401" authorization="Bearer [REDACTED]" user=walks'
-    assert redact("connect failed password=hunter2 host=db") == "connect failed password=[REDACTED] host=db"
-    assert redact('{"api_key": "AIzaSy123", "msg": "quota"}') == '{"api_key": "[REDACTED]", "msg": "quota"}'
-    assert redact("GET /v1/walks status=500 duration_ms=30.0") == "GET /v1/walks status=500 duration_ms=30.0"
+    assert (
+        redact('level=error msg="upstream 401" authorization="Bearer abc.def" user=walks')
+        == 'level=error msg="upstream 401" authorization="Bearer [REDACTED]" user=walks'
+    )
+    assert (
+        redact("connect failed password=hunter2 host=db")
+        == "connect failed password=[REDACTED] host=db"
+    )
+    assert (
+        redact('{"api_key": "AIzaSy123", "msg": "quota"}')
+        == '{"api_key": "[REDACTED]", "msg": "quota"}'
+    )
+    assert (
+        redact("GET /v1/walks status=500 duration_ms=30.0")
+        == "GET /v1/walks status=500 duration_ms=30.0"
+    )

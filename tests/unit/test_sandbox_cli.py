@@ -21,7 +21,10 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 def test_unknown_scenario(tmp_path: Path) -> None:
     result = run("sandbox", "up", "--scenario", "nope", "--state-dir", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == "modoru sandbox: unknown scenario 'nope': use one of tekutoko, tekutoko-release or a YAML file path"
+    assert (
+        result.stderr.strip()
+        == "modoru sandbox: unknown scenario 'nope': use one of tekutoko, tekutoko-release or a YAML file path"
+    )
     assert not (tmp_path / "kubeconfig").exists()
 
 
@@ -30,7 +33,10 @@ def test_bad_scenario_file(tmp_path: Path) -> None:
     bad.write_text("name: x\nclock_speed: -1\n")
     result = run("sandbox", "up", "--scenario", str(bad), "--state-dir", str(tmp_path / "s"))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"modoru sandbox: {bad}: clock_speed: Input should be greater than 0"
+    assert (
+        result.stderr.strip()
+        == f"modoru sandbox: {bad}: clock_speed: Input should be greater than 0"
+    )
 
 
 def test_busy_port(tmp_path: Path) -> None:
@@ -40,11 +46,19 @@ def test_busy_port(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run("sandbox", "up", "--port", str(port), "--state-dir", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"modoru sandbox: port {port} on 127.0.0.1 is already in use; pick another with --port"
+    assert (
+        result.stderr.strip()
+        == f"modoru sandbox: port {port} on 127.0.0.1 is already in use; pick another with --port"
+    )
 
 
 def test_up_writes_kubeconfig_and_endpoints_then_stops_on_sigterm(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*MODORU, "sandbox", "up", "--state-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*MODORU, "sandbox", "up", "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (tmp_path / "endpoints.json").exists() and time.monotonic() < deadline:
@@ -56,7 +70,12 @@ def test_up_writes_kubeconfig_and_endpoints_then_stops_on_sigterm(tmp_path: Path
         from kubernetes import client, config
 
         api = config.new_client_from_config(config_file=str(tmp_path / "kubeconfig"))
-        assert client.AppsV1Api(api).read_namespaced_deployment("tekutoko-api", "default").spec.replicas == 3
+        assert (
+            client.AppsV1Api(api)
+            .read_namespaced_deployment("tekutoko-api", "default")
+            .spec.replicas
+            == 3
+        )
         api.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -66,5 +85,13 @@ def test_up_writes_kubeconfig_and_endpoints_then_stops_on_sigterm(tmp_path: Path
 
 
 def test_a_clock_speed_out_of_range_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "sandbox", "up", "--state-dir", str(tmp_path), "--clock-speed", "0"], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "--clock-speed must be above 0 and at most 1000, got 0.0" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "up", "--state-dir", str(tmp_path), "--clock-speed", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (
+        result.returncode == 2
+        and "--clock-speed must be above 0 and at most 1000, got 0.0" in result.stderr
+    )

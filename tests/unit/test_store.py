@@ -34,21 +34,40 @@ def test_stale_update_conflicts_and_noop_update_keeps_the_version(store: Store) 
     with pytest.raises(ApiError) as info:
         store.update(CONFIGMAPS, {**cm, "data": {"k": "3"}})
     assert info.value.code == 409
-    assert store.get(CONFIGMAPS, "default", "a")["metadata"]["resourceVersion"] == changed["metadata"]["resourceVersion"]
+    assert (
+        store.get(CONFIGMAPS, "default", "a")["metadata"]["resourceVersion"]
+        == changed["metadata"]["resourceVersion"]
+    )
 
 
 def test_generation_moves_with_spec_only(store: Store) -> None:
     rs = store.create(REPLICASETS, {"metadata": {"name": "r"}, "spec": {"replicas": 1}}, "default")
-    assert store.update(REPLICASETS, {**rs, "metadata": {**rs["metadata"], "labels": {"a": "b"}}})["metadata"]["generation"] == 1
+    assert (
+        store.update(REPLICASETS, {**rs, "metadata": {**rs["metadata"], "labels": {"a": "b"}}})[
+            "metadata"
+        ]["generation"]
+        == 1
+    )
     rs = store.get(REPLICASETS, "default", "r")
     assert store.update(REPLICASETS, {**rs, "spec": {"replicas": 2}})["metadata"]["generation"] == 2
     rs = store.get(REPLICASETS, "default", "r")
-    assert store.update(REPLICASETS, {**rs, "status": {"replicas": 2}}, subresource="status")["metadata"]["generation"] == 2
+    assert (
+        store.update(REPLICASETS, {**rs, "status": {"replicas": 2}}, subresource="status")[
+            "metadata"
+        ]["generation"]
+        == 2
+    )
 
 
 def test_cascading_delete_follows_owner_references(store: Store) -> None:
     rs = store.create(REPLICASETS, {"metadata": {"name": "r"}, "spec": {"replicas": 1}}, "default")
-    ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": rs["metadata"]["uid"], "controller": True}
+    ref = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "r",
+        "uid": rs["metadata"]["uid"],
+        "controller": True,
+    }
     store.create(PODS, {"metadata": {"name": "p", "ownerReferences": [ref]}, "spec": {}}, "default")
     store.delete(REPLICASETS, "default", "r")
     assert store.peek(PODS, "default", "p") is None
@@ -64,7 +83,9 @@ def test_deleting_a_namespace_deletes_what_is_in_it(store: Store) -> None:
 async def test_watch_replays_from_a_version_and_expires_old_ones(store: Store, monkeypatch) -> None:
     first = store.create(CONFIGMAPS, {"metadata": {"name": "a"}}, "default")
     store.update(CONFIGMAPS, {**first, "data": {"k": "v"}})
-    watcher = store.watch(CONFIGMAPS, "default", lambda o: True, first["metadata"]["resourceVersion"])
+    watcher = store.watch(
+        CONFIGMAPS, "default", lambda o: True, first["metadata"]["resourceVersion"]
+    )
     event_type, obj = await asyncio.wait_for(watcher.queue.get(), 1)
     assert (event_type, obj["data"]) == ("MODIFIED", {"k": "v"})
     assert watcher.queue.empty()
@@ -81,6 +102,11 @@ async def test_watch_replays_from_a_version_and_expires_old_ones(store: Store, m
 
 async def test_a_label_change_out_of_the_selector_is_a_delete_for_the_watcher(store: Store) -> None:
     cm = store.create(CONFIGMAPS, {"metadata": {"name": "a", "labels": {"app": "x"}}}, "default")
-    watcher = store.watch(CONFIGMAPS, "default", lambda o: (o["metadata"].get("labels") or {}).get("app") == "x", cm["metadata"]["resourceVersion"])
+    watcher = store.watch(
+        CONFIGMAPS,
+        "default",
+        lambda o: (o["metadata"].get("labels") or {}).get("app") == "x",
+        cm["metadata"]["resourceVersion"],
+    )
     store.update(CONFIGMAPS, {**cm, "metadata": {**cm["metadata"], "labels": {"app": "y"}}})
     assert (await asyncio.wait_for(watcher.queue.get(), 1))[0] == "DELETED"

@@ -24,12 +24,21 @@ SECRET_BITS = ("SECRETPATH", "/services/", "token", "hunter2", "alice")
 
 
 def span_text(spans) -> str:
-    return " ".join(f"{s.name} {dict(s.attributes)} {s.status.description} {[e.attributes for e in s.events]}" for s in spans)
+    return " ".join(
+        f"{s.name} {dict(s.attributes)} {s.status.description} {[e.attributes for e in s.events]}"
+        for s in spans
+    )
 
 
 def test_safe_url_drops_user_info_query_fragment_and_webhook_paths() -> None:
-    assert safe_url("https://alice:hunter2@api.example.com:8443/v1/things?token=abc#x") == "https://api.example.com:8443/v1/things"
-    assert safe_url("https://hooks.slack.com/services/T000/B000/SECRETPATH") == "https://hooks.slack.com"
+    assert (
+        safe_url("https://alice:hunter2@api.example.com:8443/v1/things?token=abc#x")
+        == "https://api.example.com:8443/v1/things"
+    )
+    assert (
+        safe_url("https://hooks.slack.com/services/T000/B000/SECRETPATH")
+        == "https://hooks.slack.com"
+    )
     assert safe_url("http://[::1]:9/a?b=c") == "http://[::1]:9/a"
 
 
@@ -58,8 +67,10 @@ async def test_http_client_spans_carry_no_user_info_or_query(hook) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     config = create_trace_config(url_filter=safe_url, tracer_provider=provider)
-    async with aiohttp.ClientSession(trace_configs=[config]) as session, \
-            session.get(f"http://alice:hunter2@{address}/v1/things?token=abc") as response:
+    async with (
+        aiohttp.ClientSession(trace_configs=[config]) as session,
+        session.get(f"http://alice:hunter2@{address}/v1/things?token=abc") as response,
+    ):
         assert response.status == 200
     [span] = exporter.get_finished_spans()
     urls = [v for k, v in span.attributes.items() if k in ("http.url", "url.full")]
@@ -82,8 +93,16 @@ async def test_the_slack_span_has_scheme_and_host_only_and_failures_no_url(hook,
     address, statuses = hook
     exporter = memory_exporter()
     url = f"http://alice:hunter2@{address}/services/T000/B000/SECRETPATH?token=abc"
-    notify = NotifyActivities(environ={"TEAM_HOOK": url, "DEAD_HOOK": "http://127.0.0.1:1/services/T0/B0/SECRETPATH"}, base_dir=tmp_path)
-    notice = Notice(kind="start", subject="s", text="t", channels=[Channel(kind="slack", webhook_env="TEAM_HOOK")])
+    notify = NotifyActivities(
+        environ={"TEAM_HOOK": url, "DEAD_HOOK": "http://127.0.0.1:1/services/T0/B0/SECRETPATH"},
+        base_dir=tmp_path,
+    )
+    notice = Notice(
+        kind="start",
+        subject="s",
+        text="t",
+        channels=[Channel(kind="slack", webhook_env="TEAM_HOOK")],
+    )
 
     assert (await notify.send(notice)).delivered == ["slack:$TEAM_HOOK"]
     statuses[0] = 404
@@ -98,5 +117,9 @@ async def test_the_slack_span_has_scheme_and_host_only_and_failures_no_url(hook,
     assert len(slack) == 3
     assert {s.attributes["server.address"] for s in slack} == {"127.0.0.1"}
     assert [s.attributes.get("http.response.status_code") for s in slack] == [200, 404, None]
-    assert [s.status.description for s in slack] == [None, "HTTP 404", "connection error (ClientConnectorError)"]
+    assert [s.status.description for s in slack] == [
+        None,
+        "HTTP 404",
+        "connection error (ClientConnectorError)",
+    ]
     assert not any(bit in span_text(spans) for bit in SECRET_BITS), span_text(spans)

@@ -17,8 +17,15 @@ from activities.verify import VerifyActivities
 from runbook.models import CheckResult, VerifyRequest
 from runbook.postchecks import PostChecks
 
-REQUEST = VerifyRequest(namespace="default", deployment="api", service="api", paths=["/health"], window_seconds=2, interval_seconds=0.01,
-                        post_checks=PostChecks(connection_pool=False, pod_log_lines=0))
+REQUEST = VerifyRequest(
+    namespace="default",
+    deployment="api",
+    service="api",
+    paths=["/health"],
+    window_seconds=2,
+    interval_seconds=0.01,
+    post_checks=PostChecks(connection_pool=False, pod_log_lines=0),
+)
 
 
 class Scripted(VerifyActivities):
@@ -62,6 +69,13 @@ async def test_a_window_with_only_unread_checks_left_fails_retryably_never_as_un
 
 
 async def test_an_unhealthy_check_is_reported_with_the_unread_ones_marked() -> None:
-    result = await ActivityEnvironment().run(Scripted({"http": ["bad"], "logs": ["unread"]}).verify_service, REQUEST)
+    result = await ActivityEnvironment().run(
+        Scripted({"http": ["bad"], "logs": ["unread"]}).verify_service, REQUEST
+    )
     checks = {c.name: c for c in result.checks}
-    assert not result.ok and not checks["http"].ok and not checks["http"].unread and checks["logs"].unread
+    assert (
+        not result.ok
+        and not checks["http"].ok
+        and not checks["http"].unread
+        and checks["logs"].unread
+    )

@@ -51,7 +51,10 @@ def binary(name: str) -> str:
 # hold up time skipping in the next.
 @pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter)
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
     await ensure_search_attributes(env.client)
     yield env
     await env.shutdown()
@@ -61,10 +64,15 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 class FakeCluster:
     """Activities with the real names, recording what the workflow asked for."""
 
-    entry: ServiceEntry = field(default_factory=lambda: ServiceEntry(
-        name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
-        approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]), channels=[Channel(kind="console")],
-    ))
+    entry: ServiceEntry = field(
+        default_factory=lambda: ServiceEntry(
+            name="tekutoko-api",
+            deployment="tekutoko-api",
+            service="tekutoko-api",
+            approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead"]),
+            channels=[Channel(kind="console")],
+        )
+    )
     calls: list[str] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     rollout_seconds: float = 0
@@ -84,16 +92,30 @@ class FakeCluster:
             if self.plan_error:
                 raise ApplicationError(self.plan_error, type="RevisionNotFound", non_retryable=True)
             return RollbackPlan(
-                namespace=request.namespace, deployment=request.deployment, deployment_uid="uid-1",
-                from_revision=3, to_revision=request.to_revision or 2, target_replicaset="tekutoko-api-abc",
-                from_images=["img:1.3.0"], to_images=["img:1.2.0"], already_at_target=self.already_at_target,
-                history=[RevisionInfo(revision=r, replicaset=f"rs{r}", images=[f"img:1.{r}.0"]) for r in (1, 2, 3)],
+                namespace=request.namespace,
+                deployment=request.deployment,
+                deployment_uid="uid-1",
+                from_revision=3,
+                to_revision=request.to_revision or 2,
+                target_replicaset="tekutoko-api-abc",
+                from_images=["img:1.3.0"],
+                to_images=["img:1.2.0"],
+                already_at_target=self.already_at_target,
+                history=[
+                    RevisionInfo(revision=r, replicaset=f"rs{r}", images=[f"img:1.{r}.0"])
+                    for r in (1, 2, 3)
+                ],
             )
 
         @activity.defn(name=refs.BACKUP_DEPLOYMENT.name)
         async def backup(request: BackupRequest) -> BackupRef:
             self.calls.append("backup")
-            return BackupRef(namespace=request.namespace, configmap=request.backup_name, manifest_yaml="kind: Deployment\n", created=True)
+            return BackupRef(
+                namespace=request.namespace,
+                configmap=request.backup_name,
+                manifest_yaml="kind: Deployment\n",
+                created=True,
+            )
 
         @activity.defn(name=refs.ROLLOUT_UNDO.name)
         async def undo(request: UndoRequest) -> UndoResult:
@@ -107,7 +129,9 @@ class FakeCluster:
                 import asyncio
 
                 await asyncio.sleep(self.rollout_seconds)
-            return RolloutOutcome(revision=4, message='deployment "tekutoko-api" successfully rolled out')
+            return RolloutOutcome(
+                revision=4, message='deployment "tekutoko-api" successfully rolled out'
+            )
 
         @activity.defn(name=refs.VERIFY_SERVICE.name)
         async def verify(request: VerifyRequest) -> VerifyResult:

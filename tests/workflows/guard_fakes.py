@@ -17,13 +17,28 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
 def clean(polls: int) -> WatchReport:
-    return WatchReport(polls=polls, at=NOW, evidence=Evidence(error_ratio=0.01, p95_ms=80, baseline_p95_ms=80), verdict=Verdict(severity=None, reasons=[]))
+    return WatchReport(
+        polls=polls,
+        at=NOW,
+        evidence=Evidence(error_ratio=0.01, p95_ms=80, baseline_p95_ms=80),
+        verdict=Verdict(severity=None, reasons=[]),
+    )
 
 
 def breach(severity: Severity, reason: str) -> WatchReport:
     return WatchReport(
-        polls=1, at=NOW, evidence=Evidence(error_ratio=0.6, p95_ms=90, baseline_p95_ms=80), verdict=Verdict(severity=severity, reasons=[reason]),
-        metrics=ServiceMetrics(window_start=NOW - dt.timedelta(seconds=30), window_end=NOW, requests=300, errors=180, error_ratio=0.6, p95_ms=90),
+        polls=1,
+        at=NOW,
+        evidence=Evidence(error_ratio=0.6, p95_ms=90, baseline_p95_ms=80),
+        verdict=Verdict(severity=severity, reasons=[reason]),
+        metrics=ServiceMetrics(
+            window_start=NOW - dt.timedelta(seconds=30),
+            window_end=NOW,
+            requests=300,
+            errors=180,
+            error_ratio=0.6,
+            p95_ms=90,
+        ),
         breach_at=NOW - dt.timedelta(seconds=2),
     )
 
@@ -41,7 +56,14 @@ class ScriptedGuard:
         @activity.defn(name=refs.GUARD_BASELINE.name)
         async def baseline(request: BaselineRequest) -> GuardBaseline:
             self.baselines += 1
-            return GuardBaseline(p95_ms=80, error_ratio=0.01, requests=300, restarts=0, revision=3, images=["img:1.3.0"])
+            return GuardBaseline(
+                p95_ms=80,
+                error_ratio=0.01,
+                requests=300,
+                restarts=0,
+                revision=3,
+                images=["img:1.3.0"],
+            )
 
         @activity.defn(name=refs.GUARD_WATCH.name)
         async def watch(request: WatchRequest) -> WatchReport:
@@ -61,5 +83,3 @@ class ScriptedGuard:
             return step.model_copy(update={"polls": min(step.polls, request.max_polls)})
 
         return [baseline, watch]
-
-

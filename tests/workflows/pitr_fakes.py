@@ -46,12 +46,17 @@ class FakeRecovery:
     calls: list[str] = field(default_factory=list)
     proxy: str = SOURCE  # the instance connection name the app's Auth Proxy is given
     notices: list[Notice] = field(default_factory=list)
-    entry: ServiceEntry = field(default_factory=lambda: ServiceEntry(
-        name="tekutoko-api", deployment="tekutoko-api", service="tekutoko-api",
-        approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead", "dba"]), channels=[Channel(kind="console")],
-        database=DatabaseAccess(database="tekutoko_production", user="tekutoko"),
-        pitr=PitrConfig(cloudsql_instance="tekutoko-db", operation_poll_seconds=1),
-    ))
+    entry: ServiceEntry = field(
+        default_factory=lambda: ServiceEntry(
+            name="tekutoko-api",
+            deployment="tekutoko-api",
+            service="tekutoko-api",
+            approval=ApprovalPolicy(approvers=["sre-lead", "backend-lead", "dba"]),
+            channels=[Channel(kind="console")],
+            database=DatabaseAccess(database="tekutoko_production", user="tekutoko"),
+            pitr=PitrConfig(cloudsql_instance="tekutoko-db", operation_poll_seconds=1),
+        )
+    )
 
     def activities(self) -> list:
         polls = {"n": 0}
@@ -63,7 +68,14 @@ class FakeRecovery:
         @activity.defn(name=refs.PITR_CHECK.name)
         async def pitr_check(request: PitrCheckRequest) -> PitrCheck:
             self.calls.append("check")
-            return PitrCheck(pitr_enabled=True, source_connection_name=SOURCE, earliest=T - dt.timedelta(days=1), latest=T + dt.timedelta(hours=1), destination_free=True, problems=self.problems)
+            return PitrCheck(
+                pitr_enabled=True,
+                source_connection_name=SOURCE,
+                earliest=T - dt.timedelta(days=1),
+                latest=T + dt.timedelta(hours=1),
+                destination_free=True,
+                problems=self.problems,
+            )
 
         @activity.defn(name=refs.START_CLONE.name)
         async def start_clone(request: CloneRequest) -> OperationRef:
@@ -80,19 +92,34 @@ class FakeRecovery:
 
         @activity.defn(name=refs.INSTANCE.name)
         async def instance(ref: InstanceRef) -> InstanceInfo:
-            return InstanceInfo(name=ref.name, host="10.0.0.9", port=5432, connection_name=f"tekutoko-prod:asia-northeast1:{ref.name}", state="RUNNABLE")
+            return InstanceInfo(
+                name=ref.name,
+                host="10.0.0.9",
+                port=5432,
+                connection_name=f"tekutoko-prod:asia-northeast1:{ref.name}",
+                state="RUNNABLE",
+            )
 
         @activity.defn(name=refs.CLONE_QUERIES.name)
         async def clone_queries(request: CloneQueriesRequest) -> list[CheckResult]:
             self.calls.append("verify clone")
-            return [CheckResult(name=c.name, ok=self.check_ok, detail=f"{c.sql} → '3' (expected {c.expect!r})") for c in request.checks]
+            return [
+                CheckResult(
+                    name=c.name, ok=self.check_ok, detail=f"{c.sql} → '3' (expected {c.expect!r})"
+                )
+                for c in request.checks
+            ]
 
         @activity.defn(name=refs.SWITCH_PROXY.name)
         async def switch_proxy(request: ProxySwitch) -> ProxySwitched:
             self.calls.append(f"proxy {request.to_connection_name.rsplit(':', 1)[1]}")
             changed = self.proxy != request.to_connection_name
             self.proxy = request.to_connection_name
-            return ProxySwitched(changed=changed, container="cloud-sql-proxy", args=["--private-ip", request.to_connection_name])
+            return ProxySwitched(
+                changed=changed,
+                container="cloud-sql-proxy",
+                args=["--private-ip", request.to_connection_name],
+            )
 
         @activity.defn(name=refs.WAIT_ROLLOUT.name)
         async def wait(request: RolloutWaitRequest) -> RolloutOutcome:
@@ -101,11 +128,30 @@ class FakeRecovery:
         @activity.defn(name=refs.VERIFY_SERVICE.name)
         async def verify(request: VerifyRequest) -> VerifyResult:
             ok = self.healthy_on_clone or self.proxy == SOURCE
-            return VerifyResult(ok=ok, checks=[CheckResult(name="health", ok=ok, detail="GET /health: " + ("200" if ok else "503"))], attempts=1)
+            return VerifyResult(
+                ok=ok,
+                checks=[
+                    CheckResult(
+                        name="health", ok=ok, detail="GET /health: " + ("200" if ok else "503")
+                    )
+                ],
+                attempts=1,
+            )
 
         @activity.defn(name=refs.NOTIFY.name)
         async def notify(notice: Notice) -> NoticeResult:
             self.notices.append(notice)
             return NoticeResult(delivered=["console"])
 
-        return [service, pitr_check, start_clone, operation_done, instance, clone_queries, switch_proxy, wait, verify, notify]
+        return [
+            service,
+            pitr_check,
+            start_clone,
+            operation_done,
+            instance,
+            clone_queries,
+            switch_proxy,
+            wait,
+            verify,
+            notify,
+        ]

@@ -28,15 +28,32 @@ ALL = [RedeployWorkflow, RestoreWorkflow, TroubleshootWorkflow]
 
 
 def worker(env: WorkflowEnvironment, fake: FakeCd) -> Worker:
-    return Worker(env.client, task_queue=QUEUE, workflows=ALL, activities=fake.activities(), workflow_failure_exception_types=[Exception])
+    return Worker(
+        env.client,
+        task_queue=QUEUE,
+        workflows=ALL,
+        activities=fake.activities(),
+        workflow_failure_exception_types=[Exception],
+    )
 
 
 def redeploy(**changes) -> RedeployRequest:
-    return RedeployRequest(**{"deployment": "tekutoko-api", "tag": "1.2.0", "reason": "1.3.0 fails", "requested_by": "oncall", "language": "en", **changes})
+    return RedeployRequest(
+        **{
+            "deployment": "tekutoko-api",
+            "tag": "1.2.0",
+            "reason": "1.3.0 fails",
+            "requested_by": "oncall",
+            "language": "en",
+            **changes,
+        }
+    )
 
 
 async def start(env: WorkflowEnvironment, workflow, request):
-    return await env.client.start_workflow(workflow.run, request, id=f"cd-{uuid.uuid4().hex[:8]}", task_queue=QUEUE)
+    return await env.client.start_workflow(
+        workflow.run, request, id=f"cd-{uuid.uuid4().hex[:8]}", task_queue=QUEUE
+    )
 
 
 async def at_gate(handle, workflow):
@@ -48,26 +65,60 @@ async def at_gate(handle, workflow):
     raise AssertionError("never reached the gate")
 
 
-async def test_redeploy_dispatches_only_after_approval_and_follows_the_run(time_skipping_env) -> None:
+async def test_redeploy_dispatches_only_after_approval_and_follows_the_run(
+    time_skipping_env,
+) -> None:
     fake = FakeCd()
     async with worker(time_skipping_env, fake):
         handle = await start(time_skipping_env, RedeployWorkflow, redeploy())
         waiting = await at_gate(handle, RedeployWorkflow)
-        assert fake.calls == ["images", "plan"] and waiting.pending.plan["to_image"].endswith(":1.2.0") and waiting.pending.plan["tag"] == "1.2.0"
-        await handle.signal(RedeployWorkflow.approve, ApprovalSignal(by="oncall"))  # the requester does not count
+        assert (
+            fake.calls == ["images", "plan"]
+            and waiting.pending.plan["to_image"].endswith(":1.2.0")
+            and waiting.pending.plan["tag"] == "1.2.0"
+        )
+        await handle.signal(
+            RedeployWorkflow.approve, ApprovalSignal(by="oncall")
+        )  # the requester does not count
         await handle.signal(RedeployWorkflow.approve, ApprovalSignal(by="sre-lead"))
         result = await handle.result()
     assert result.status.phase is Phase.COMPLETED
-    assert fake.calls == ["images", "plan", "dispatch 1.2.0", "run waiting", "run in_progress", "run completed", "wait", "verify"]
+    assert fake.calls == [
+        "images",
+        "plan",
+        "dispatch 1.2.0",
+        "run waiting",
+        "run in_progress",
+        "run completed",
+        "wait",
+        "verify",
+    ]
     assert [n.kind for n in fake.notices] == ["approval_needed", "start", "complete"]
-    assert any("waiting for a reviewer of environment production" in e.detail for e in result.status.audit)
+    assert any(
+        "waiting for a reviewer of environment production" in e.detail for e in result.status.audit
+    )
     done = {item.key for item in result.status.checklist if item.done_at}
-    assert {"decide", "target", "history", "notify_start", "undo", "backup", "rollout", "notify_done"} <= done
-    assert {item.key: item.done_at for item in result.status.checklist}["postmortem"] is None  # due, not done
+    assert {
+        "decide",
+        "target",
+        "history",
+        "notify_start",
+        "undo",
+        "backup",
+        "rollout",
+        "notify_done",
+    } <= done
+    assert {item.key: item.done_at for item in result.status.checklist}[
+        "postmortem"
+    ] is None  # due, not done
 
 
-@pytest.mark.parametrize(("tag", "said"), [("9.9.9", "is not in Artifact Registry"), ("1.3.0", "is already live")])
-async def test_redeploy_refuses_an_absent_or_live_tag_before_anything_is_dispatched(time_skipping_env, tag, said) -> None:
+@pytest.mark.parametrize(
+    ("tag", "said"), [("9.9.9", "is not in Artifact Registry"), ("1.3.0", "is already live")]
+)
+async def test_redeploy_refuses_an_absent_or_live_tag_before_anything_is_dispatched(
+    time_skipping_env, tag, said
+) -> None:
     fake = FakeCd()
     async with worker(time_skipping_env, fake):
         handle = await start(time_skipping_env, RedeployWorkflow, redeploy(tag=tag))
@@ -82,10 +133,15 @@ async def test_a_rejected_redeploy_dispatches_nothing(time_skipping_env) -> None
     async with worker(time_skipping_env, fake):
         handle = await start(time_skipping_env, RedeployWorkflow, redeploy())
         await at_gate(handle, RedeployWorkflow)
-        await handle.signal(RedeployWorkflow.reject, RejectSignal(by="backend-lead", reason="forward fix is ready"))
+        await handle.signal(
+            RedeployWorkflow.reject, RejectSignal(by="backend-lead", reason="forward fix is ready")
+        )
         result = await handle.result()
     assert result.status.phase is Phase.REJECTED and "nothing was changed" in result.status.message
-    assert fake.calls == ["images", "plan"] and [n.kind for n in fake.notices] == ["approval_needed", "rejected"]
+    assert fake.calls == ["images", "plan"] and [n.kind for n in fake.notices] == [
+        "approval_needed",
+        "rejected",
+    ]
 
 
 async def test_the_deadline_escalates_while_the_redeploy_awaits_approval(time_skipping_env) -> None:
@@ -107,13 +163,24 @@ async def test_a_failed_pipeline_run_fails_the_redeploy_with_its_steps(time_skip
         handle = await start(time_skipping_env, RedeployWorkflow, redeploy(severity="immediate"))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
-    assert "concluded failure" in failure.value.cause.message and failure.value.cause.type == "RedeployFailed"
+    assert (
+        "concluded failure" in failure.value.cause.message
+        and failure.value.cause.type == "RedeployFailed"
+    )
     assert "wait" not in fake.calls and "deploy: Deploy" in fake.notices[-1].text
 
 
 def restore(**changes) -> RestoreRequest:
-    return RestoreRequest(**{"deployment": "tekutoko-api", "source": ManifestSource(kind="artifact", name="deployment-backup-20261119-030000"),
-                             "reason": "cluster state is wrong", "requested_by": "oncall", "language": "en", **changes})
+    return RestoreRequest(
+        **{
+            "deployment": "tekutoko-api",
+            "source": ManifestSource(kind="artifact", name="deployment-backup-20261119-030000"),
+            "reason": "cluster state is wrong",
+            "requested_by": "oncall",
+            "language": "en",
+            **changes,
+        }
+    )
 
 
 async def test_restore_applies_only_after_approval(time_skipping_env) -> None:
@@ -121,7 +188,10 @@ async def test_restore_applies_only_after_approval(time_skipping_env) -> None:
     async with worker(time_skipping_env, fake):
         handle = await start(time_skipping_env, RestoreWorkflow, restore())
         waiting = await at_gate(handle, RestoreWorkflow)
-        assert fake.calls == ["download deployment-backup-20261119-030000", "check"] and waiting.check.diff == ["-image: 1.3.0", "+image: 1.2.0"]
+        assert fake.calls == [
+            "download deployment-backup-20261119-030000",
+            "check",
+        ] and waiting.check.diff == ["-image: 1.3.0", "+image: 1.2.0"]
         assert waiting.pending.plan["manifest_sha256"] == "d" * 64
         await handle.signal(RestoreWorkflow.approve, ApprovalSignal(by="sre-lead"))
         result = await handle.result()
@@ -131,10 +201,16 @@ async def test_restore_applies_only_after_approval(time_skipping_env) -> None:
 async def test_an_invalid_manifest_is_refused_before_the_gate(time_skipping_env) -> None:
     fake = FakeCd(check_problems=["it is deployment/walks-api, not deployment/tekutoko-api"])
     async with worker(time_skipping_env, fake):
-        handle = await start(time_skipping_env, RestoreWorkflow, restore(source=ManifestSource(kind="backup", name="modoru-backup-x")))
+        handle = await start(
+            time_skipping_env,
+            RestoreWorkflow,
+            restore(source=ManifestSource(kind="backup", name="modoru-backup-x")),
+        )
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
-    assert "walks-api" in failure.value.cause.message and failure.value.cause.type == "RestoreRefused"
+    assert (
+        "walks-api" in failure.value.cause.message and failure.value.cause.type == "RestoreRefused"
+    )
     assert "apply" not in fake.calls and fake.notices == []
 
 
@@ -147,16 +223,33 @@ async def test_an_image_pull_failure_is_diagnosed_in_the_failure_notice(time_ski
         status = await handle.query(RestoreWorkflow.status)
     assert fake.calls[-2:] == ["wait", "diagnose"] and status.pull is not None
     failure = fake.notices[-1]
-    assert failure.kind == "failure" and "tag 2.0.0-missing is not in Artifact Registry" in failure.text and "downloadArtifacts: granted" in failure.text
+    assert (
+        failure.kind == "failure"
+        and "tag 2.0.0-missing is not in Artifact Registry" in failure.text
+        and "downloadArtifacts: granted" in failure.text
+    )
 
 
 async def test_a_troubleshooting_step_is_rejected_and_nothing_is_deleted(time_skipping_env) -> None:
     fake = FakeCd()
     async with worker(time_skipping_env, fake):
-        handle = await start(time_skipping_env, TroubleshootWorkflow, RepairRequest(deployment="tekutoko-api", action="delete-replicaset", replicaset="api-old",
-                                                                                    reason="old pods remain", requested_by="oncall", language="en"))
+        handle = await start(
+            time_skipping_env,
+            TroubleshootWorkflow,
+            RepairRequest(
+                deployment="tekutoko-api",
+                action="delete-replicaset",
+                replicaset="api-old",
+                reason="old pods remain",
+                requested_by="oncall",
+                language="en",
+            ),
+        )
         await at_gate(handle, TroubleshootWorkflow)
-        await handle.signal(TroubleshootWorkflow.reject, RejectSignal(by="sre-lead", reason="they drain by themselves"))
+        await handle.signal(
+            TroubleshootWorkflow.reject,
+            RejectSignal(by="sre-lead", reason="they drain by themselves"),
+        )
         result = await handle.result()
     assert result.status.phase is Phase.REJECTED and fake.calls == ["repair plan"]
 
@@ -164,10 +257,24 @@ async def test_a_troubleshooting_step_is_rejected_and_nothing_is_deleted(time_sk
 async def test_a_restart_is_the_same_restart_however_often_it_is_tried(time_skipping_env) -> None:
     fake = FakeCd()
     async with worker(time_skipping_env, fake):
-        handle = await start(time_skipping_env, TroubleshootWorkflow, RepairRequest(deployment="tekutoko-api", action="restart", reason="stale pods",
-                                                                                    requested_by="oncall", language="en"))
+        handle = await start(
+            time_skipping_env,
+            TroubleshootWorkflow,
+            RepairRequest(
+                deployment="tekutoko-api",
+                action="restart",
+                reason="stale pods",
+                requested_by="oncall",
+                language="en",
+            ),
+        )
         waiting = await at_gate(handle, TroubleshootWorkflow)
         await handle.signal(TroubleshootWorkflow.approve, ApprovalSignal(by="backend-lead"))
         result = await handle.result()
     restarted = waiting.pending.plan["restarted_at"]
-    assert result.status.phase is Phase.COMPLETED and fake.calls == ["repair plan", f"restart {restarted}", "wait", "verify"]
+    assert result.status.phase is Phase.COMPLETED and fake.calls == [
+        "repair plan",
+        f"restart {restarted}",
+        "wait",
+        "verify",
+    ]

@@ -27,49 +27,79 @@ from workflows.incident import IncidentWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
 
 QUEUE = "test-guard"
+
+
 def guard_worker(env: WorkflowEnvironment, fake, scripted: ScriptedGuard) -> Worker:
     lookup_and_rollback = fake.activities()
-    return Worker(env.client, task_queue=QUEUE, workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow, IncidentWorkflow],
-                  activities=[*lookup_and_rollback, *scripted.activities()], workflow_failure_exception_types=[Exception],
-                  max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100))
+    return Worker(
+        env.client,
+        task_queue=QUEUE,
+        workflows=[ReleaseGuardWorkflow, DeploymentRollbackWorkflow, IncidentWorkflow],
+        activities=[*lookup_and_rollback, *scripted.activities()],
+        workflow_failure_exception_types=[Exception],
+        max_heartbeat_throttle_interval=dt.timedelta(milliseconds=100),
+    )
 
 
 async def start_guard(env: WorkflowEnvironment, deployment: str, **changes):
-    request = GuardRequest(deployment=deployment, duration_seconds=1800, interval_seconds=15, **changes)
-    return await env.client.start_workflow(ReleaseGuardWorkflow.run, request, id=f"guard-{uuid.uuid4().hex[:8]}", task_queue=QUEUE)
+    request = GuardRequest(
+        deployment=deployment, duration_seconds=1800, interval_seconds=15, **changes
+    )
+    return await env.client.start_workflow(
+        ReleaseGuardWorkflow.run, request, id=f"guard-{uuid.uuid4().hex[:8]}", task_queue=QUEUE
+    )
 
 
 def deployment_name() -> str:
     return f"api-{uuid.uuid4().hex[:8]}"
 
 
-async def test_an_immediate_breach_starts_one_rollback_with_the_evidence(time_skipping_env, fake) -> None:
+async def test_an_immediate_breach_starts_one_rollback_with_the_evidence(
+    time_skipping_env, fake
+) -> None:
     scripted = ScriptedGuard([clean(5), breach(Severity.IMMEDIATE, "error ratio 60.0% > 50%")])
     name = deployment_name()
     async with guard_worker(time_skipping_env, fake, scripted):
         handle = await start_guard(time_skipping_env, name)
         result: GuardResult = await handle.result()
-        rollback = time_skipping_env.client.get_workflow_handle(rollback_workflow_id("default", name))
+        rollback = time_skipping_env.client.get_workflow_handle(
+            rollback_workflow_id("default", name)
+        )
         rolled = await rollback.query(DeploymentRollbackWorkflow.status)
-    assert result.status.phase is GuardPhase.ROLLED_BACK and result.status.rollback_severity == "immediate"
+    assert (
+        result.status.phase is GuardPhase.ROLLED_BACK
+        and result.status.rollback_severity == "immediate"
+    )
     assert result.status.polls == 6 and scripted.baselines == 1
     assert rolled.severity is Severity.IMMEDIATE and rolled.phase is Phase.COMPLETED
-    assert rolled.detected_at == NOW - dt.timedelta(seconds=2)  # the breach, not the moment the rollback began
-    assert "error ratio 60.0% > 50%" in rolled.evidence and any("180 errors" in e for e in rolled.evidence)
+    assert rolled.detected_at == NOW - dt.timedelta(
+        seconds=2
+    )  # the breach, not the moment the rollback began
+    assert "error ratio 60.0% > 50%" in rolled.evidence and any(
+        "180 errors" in e for e in rolled.evidence
+    )
     assert fake.calls.count("undo") == 1
 
 
-async def test_an_investigate_breach_waits_for_approval_in_the_rollback(time_skipping_env, fake) -> None:
-    scripted = ScriptedGuard([breach(Severity.INVESTIGATE, "p95 300 ms is 3.8x the baseline 80 ms")])
+async def test_an_investigate_breach_waits_for_approval_in_the_rollback(
+    time_skipping_env, fake
+) -> None:
+    scripted = ScriptedGuard(
+        [breach(Severity.INVESTIGATE, "p95 300 ms is 3.8x the baseline 80 ms")]
+    )
     name = deployment_name()
     async with guard_worker(time_skipping_env, fake, scripted):
         handle = await start_guard(time_skipping_env, name)
-        rollback = time_skipping_env.client.get_workflow_handle(rollback_workflow_id("default", name))
+        rollback = time_skipping_env.client.get_workflow_handle(
+            rollback_workflow_id("default", name)
+        )
         for _ in range(100):
             guard = await handle.query(ReleaseGuardWorkflow.status)
             if guard.phase is GuardPhase.ROLLING_BACK:
                 try:
-                    if (await rollback.query(DeploymentRollbackWorkflow.status)).phase is Phase.AWAITING_APPROVAL:
+                    if (
+                        await rollback.query(DeploymentRollbackWorkflow.status)
+                    ).phase is Phase.AWAITING_APPROVAL:
                         break
                 except Exception:
                     pass
@@ -77,12 +107,23 @@ async def test_an_investigate_breach_waits_for_approval_in_the_rollback(time_ski
         assert "undo" not in fake.calls
         await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
         result: GuardResult = await handle.result()
-    assert result.status.phase is GuardPhase.ROLLED_BACK and result.status.rollback_severity == "investigate"
+    assert (
+        result.status.phase is GuardPhase.ROLLED_BACK
+        and result.status.rollback_severity == "investigate"
+    )
     assert result.status.rollback_phase == "completed"
 
 
 async def test_continue_as_new_carries_the_baseline_and_counts(time_skipping_env, fake) -> None:
-    scripted = ScriptedGuard([clean(3), clean(3), clean(3), clean(3), breach(Severity.IMMEDIATE, "health check failed 3 times in a row")])
+    scripted = ScriptedGuard(
+        [
+            clean(3),
+            clean(3),
+            clean(3),
+            clean(3),
+            breach(Severity.IMMEDIATE, "health check failed 3 times in a row"),
+        ]
+    )
     name = deployment_name()
     async with guard_worker(time_skipping_env, fake, scripted):
         handle = await start_guard(time_skipping_env, name, polls_per_run=6)
@@ -106,7 +147,9 @@ async def test_stop_ends_the_guard_without_a_rollback(time_skipping_env, fake) -
             if len(scripted.watches) == 2:
                 break
             await asyncio.sleep(0.05)
-        await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="release verified by hand"))
+        await handle.signal(
+            ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="release verified by hand")
+        )
         result: GuardResult = await handle.result()
     assert result.status.phase is GuardPhase.STOPPED and "oncall" in result.status.message
     assert result.status.rollback_workflow_id is None and "undo" not in fake.calls
@@ -128,19 +171,38 @@ async def test_a_running_rollback_is_never_doubled(time_skipping_env, fake) -> N
     async with guard_worker(time_skipping_env, fake, scripted):
         first = await time_skipping_env.client.start_workflow(
             DeploymentRollbackWorkflow.run,
-            RollbackRequest(deployment=name, severity=Severity.INVESTIGATE, reason="seen by a person", requested_by="oncall"),
-            id=rollback_workflow_id("default", name), task_queue=QUEUE,
+            RollbackRequest(
+                deployment=name,
+                severity=Severity.INVESTIGATE,
+                reason="seen by a person",
+                requested_by="oncall",
+            ),
+            id=rollback_workflow_id("default", name),
+            task_queue=QUEUE,
         )
         handle = await start_guard(time_skipping_env, name)
         result: GuardResult = await handle.result()
         described = await first.describe()
-        await first.terminate("test over")  # a waiting workflow left behind would stall time skipping for later tests
+        await first.terminate(
+            "test over"
+        )  # a waiting workflow left behind would stall time skipping for later tests
     assert result.status.phase is GuardPhase.STOPPED and "already running" in result.status.message
-    assert described.status is WorkflowExecutionStatus.RUNNING and described.run_id == first.result_run_id
+    assert (
+        described.status is WorkflowExecutionStatus.RUNNING
+        and described.run_id == first.result_run_id
+    )
     assert "undo" not in fake.calls
 
 
-@pytest.mark.parametrize("field_, value", [("duration_seconds", 5), ("interval_seconds", 0.5), ("deployment", "Bad_Name"), ("polls_per_run", 0)])
+@pytest.mark.parametrize(
+    "field_, value",
+    [
+        ("duration_seconds", 5),
+        ("interval_seconds", 0.5),
+        ("deployment", "Bad_Name"),
+        ("polls_per_run", 0),
+    ],
+)
 def test_bad_guard_requests_are_refused(field_, value) -> None:
     from pydantic import ValidationError
 
@@ -148,7 +210,9 @@ def test_bad_guard_requests_are_refused(field_, value) -> None:
         GuardRequest(**{"deployment": "tekutoko-api", field_: value})
 
 
-async def test_with_identities_only_a_signed_stop_by_an_approver_counts(time_skipping_env, fake, tmp_path) -> None:
+async def test_with_identities_only_a_signed_stop_by_an_approver_counts(
+    time_skipping_env, fake, tmp_path
+) -> None:
     from runbook.catalog import Trust
     from runbook.decisions import DecisionPayload, SignedDecision
     from runbook.identity import Identity
@@ -156,10 +220,26 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(time_ski
     from starter.signing import payload_for
 
     keys = {name: new_private_key() for name in ("sre-lead", "viewer")}
-    fake.entry = fake.entry.model_copy(update={"trust": Trust(identities=[
-        Identity(id="sre-lead", display_name="SRE lead", roles=["sre-lead"], keys=[public_key_line(keys["sre-lead"])]),
-        Identity(id="viewer", display_name="Viewer", roles=["viewer"], keys=[public_key_line(keys["viewer"])]),
-    ])})
+    fake.entry = fake.entry.model_copy(
+        update={
+            "trust": Trust(
+                identities=[
+                    Identity(
+                        id="sre-lead",
+                        display_name="SRE lead",
+                        roles=["sre-lead"],
+                        keys=[public_key_line(keys["sre-lead"])],
+                    ),
+                    Identity(
+                        id="viewer",
+                        display_name="Viewer",
+                        roles=["viewer"],
+                        keys=[public_key_line(keys["viewer"])],
+                    ),
+                ]
+            )
+        }
+    )
     scripted = ScriptedGuard([clean(2), "block"])
     # Signed payloads carry real times: workflow time must not skip past their expiry.
     with time_skipping_env.auto_time_skipping_disabled():
@@ -173,15 +253,23 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(time_ski
             gate = status.pending
             assert gate is not None and gate.gate == "stop" and gate.signed
             # Issued at the server's time, which earlier tests in this module skipped ahead of the wall clock.
-            times = {"issued_at": status.started_at, "expires_at": status.started_at + dt.timedelta(minutes=10)}
+            times = {
+                "issued_at": status.started_at,
+                "expires_at": status.started_at + dt.timedelta(minutes=10),
+            }
 
             def signed(who: str, **changes) -> SignedDecision:
-                payload = payload_for(gate, "stop", who, "done").model_copy(update={**times, **changes})
+                payload = payload_for(gate, "stop", who, "done").model_copy(
+                    update={**times, **changes}
+                )
                 text = DecisionPayload.model_validate(payload.model_dump()).text()
                 return SignedDecision(payload=text, signature=sign(text, keys[who]))
 
-            for signal in (StopSignal(by="sre-lead"), StopSignal(by="viewer", signed=signed("viewer")),
-                           StopSignal(by="sre-lead", signed=signed("sre-lead", run_id="another-run"))):
+            for signal in (
+                StopSignal(by="sre-lead"),
+                StopSignal(by="viewer", signed=signed("viewer")),
+                StopSignal(by="sre-lead", signed=signed("sre-lead", run_id="another-run")),
+            ):
                 await handle.signal(ReleaseGuardWorkflow.stop, signal)
             for _ in range(100):
                 if len((await handle.query(ReleaseGuardWorkflow.status)).refused_stops) == 3:
@@ -189,8 +277,15 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(time_ski
                 await asyncio.sleep(0.05)
             refused = (await handle.query(ReleaseGuardWorkflow.status)).refused_stops
             expected = ("unsigned", "neither an approver", "names run another-run")
-            if len(refused) != 3 or any(needle not in reason for needle, reason in zip(expected, refused, strict=True)):
+            if len(refused) != 3 or any(
+                needle not in reason for needle, reason in zip(expected, refused, strict=True)
+            ):
                 pytest.fail(f"refused stops: {refused}")
-            await handle.signal(ReleaseGuardWorkflow.stop, StopSignal(by="sre-lead", signed=signed("sre-lead")))
+            await handle.signal(
+                ReleaseGuardWorkflow.stop, StopSignal(by="sre-lead", signed=signed("sre-lead"))
+            )
             result: GuardResult = await handle.result()
-    assert result.status.phase is GuardPhase.STOPPED and "stopped by sre-lead: done" in result.status.message
+    assert (
+        result.status.phase is GuardPhase.STOPPED
+        and "stopped by sre-lead: done" in result.status.message
+    )

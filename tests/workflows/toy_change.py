@@ -49,8 +49,15 @@ class ToyChange(ChangeWorkflow[ToyRequest, ToyStatus]):
     @workflow.init
     def __init__(self, request: ToyRequest) -> None:
         now = workflow.now()
-        self._open(request, ToyStatus(workflow_id=workflow.info().workflow_id, sla_deadline=now + dt.timedelta(minutes=15),
-                                      timings={"started": now}), now)
+        self._open(
+            request,
+            ToyStatus(
+                workflow_id=workflow.info().workflow_id,
+                sla_deadline=now + dt.timedelta(minutes=15),
+                timings={"started": now},
+            ),
+            now,
+        )
 
     @property
     def _target_label(self) -> str:
@@ -65,16 +72,26 @@ class ToyChange(ChangeWorkflow[ToyRequest, ToyStatus]):
         return await self._carry_out(self._run(request))
 
     async def _run(self, request: ToyRequest) -> ToyStatus:
-        self._entry = await self._call(refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog")
+        self._entry = await self._call(
+            refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog"
+        )
         self._desk.set_policy(self._entry.approval, self._entry.trust)
         if request.refuse:
             await self._fail("refused before any change: the toy says no")
             raise Stop
-        if not await self._gate(self._desk, "approval", 1, {"kind": "toy", "service": request.service}, what=self._target_label):
+        if not await self._gate(
+            self._desk,
+            "approval",
+            1,
+            {"kind": "toy", "service": request.service},
+            what=self._target_label,
+        ):
             return self._status
         self._set_phase(Phase.EXECUTING)
         if request.break_after_change:
-            await self._call(refs.EXEC, ExecRequest(service=request.service, action="version"), "break")
+            await self._call(
+                refs.EXEC, ExecRequest(service=request.service, action="version"), "break"
+            )
         self._status.timings["mitigated"] = workflow.now()
         self._status.message = "done"
         self._set_phase(Phase.COMPLETED)

@@ -84,7 +84,8 @@ class ArtifactRegistry:
                 ) from None
             if code in (401, 403):
                 raise permanent(
-                    f"Artifact Registry refused {what} ({code} {status}: {message}): the worker's service account needs "
+                    f"Artifact Registry refused {what} ({code} {status}: {message}): the worker's "
+                    "service account needs "
                     "roles/artifactregistry.reader on the repository",
                     "RegistryDenied",
                 ) from None
@@ -157,7 +158,8 @@ class RegistryActivities:
 
     @activity.defn(name="registry.images")
     async def images(self, request: ImagesRequest) -> ImageList:
-        """The newest images with their tags and update times, and the requested tag's image (None if absent)."""
+        """The newest images with their tags and update times, and the requested tag's image (None
+        if absent)."""
         newest, found = await self.registry.newest_images(
             request.registry, limit=request.limit, tag=request.tag
         )
@@ -175,7 +177,8 @@ class RegistryActivities:
                 verdicts.append(
                     PullVerdict(
                         image=image,
-                        detail=f"{image} is not in the catalog's registry {registry.image}: check the image name",
+                        detail=f"{image} is not in the catalog's registry {registry.image}: "
+                        "check the image name",
                     )
                 )
                 continue
@@ -193,7 +196,8 @@ class RegistryActivities:
                     PullVerdict(
                         image=image,
                         in_registry=False,
-                        detail=f"tag {tag} is not in Artifact Registry {registry.image} (never pushed, or deleted): deploy a tag that is",
+                        detail=f"tag {tag} is not in Artifact Registry {registry.image} (never "
+                        "pushed, or deleted): deploy a tag that is",
                     )
                 )
             else:
@@ -203,7 +207,8 @@ class RegistryActivities:
                         image=image,
                         in_registry=True,
                         pushed=when,
-                        detail=f"tag {tag} is in Artifact Registry, pushed {when.isoformat() if when else 'at an unknown time'}",
+                        detail=f"tag {tag} is in Artifact Registry, pushed "
+                        f"{when.isoformat() if when else 'at an unknown time'}",
                     )
                 )
         try:
@@ -217,6 +222,7 @@ class RegistryActivities:
         detail = (
             f"{PULL_PERMISSION} on {registry.host_path}: granted"
             if allowed
-            else f"{PULL_PERMISSION} on {registry.host_path}: denied; grant roles/artifactregistry.reader to the nodes' service account"
+            else f"{PULL_PERMISSION} on {registry.host_path}: denied; grant "
+            "roles/artifactregistry.reader to the nodes' service account"
         )
         return PullDiagnosis(verdicts=verdicts, can_pull=allowed, permission_detail=detail)

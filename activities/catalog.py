@@ -23,7 +23,8 @@ class CatalogActivities:
                 ", ".join(f"{s.namespace}/{s.deployment}" for s in self.catalog.services) or "none"
             )
             raise permanent(
-                f"deployment {request.namespace}/{request.deployment} is not in the service catalog (known: {known}); add it to the catalog file",
+                f"deployment {request.namespace}/{request.deployment} is not in the service "
+                f"catalog (known: {known}); add it to the catalog file",
                 "UnknownService",
             )
         return self.catalog.trusted(entry)

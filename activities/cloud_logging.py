@@ -33,7 +33,8 @@ MAX_PAGES = 5  # the count is "N+" beyond this many pages: enough to judge, boun
 
 
 class LogReadError(Exception):
-    """Cloud Logging could not be read just now (429, 5xx, no answer): says nothing about the service."""
+    """Cloud Logging could not be read just now (429, 5xx, no answer): says nothing about the
+    service."""
 
 
 class CloudLogging:
@@ -64,11 +65,13 @@ class CloudLogging:
                 ) from None
             if exc.status_code in (401, 403):
                 raise permanent(
-                    f"Cloud Logging denied listing entries ({exc.status_code} {status}: {message}): the worker needs roles/logging.viewer",
+                    f"Cloud Logging denied listing entries ({exc.status_code} {status}: "
+                    f"{message}): the worker needs roles/logging.viewer",
                     "LoggingAccessDenied",
                 ) from None
             raise permanent(
-                f"Cloud Logging refused the query ({exc.status_code} {status}): {message}; check the catalog's post_checks.log_filter",
+                f"Cloud Logging refused the query ({exc.status_code} {status}): {message}; check "
+                "the catalog's post_checks.log_filter",
                 "LogQueryInvalid",
             ) from None
         except (OSError, TimeoutError) as exc:

@@ -70,7 +70,8 @@ class CloudSqlActivities:
             items = await self.admin.backup_runs(project, instance)
         except NotFound as exc:
             raise permanent(
-                f"Cloud SQL instance {instance!r} not found in project {project!r} ({exc.message}); check the catalog's migration.cloudsql_instance",
+                f"Cloud SQL instance {instance!r} not found in project {project!r} "
+                f"({exc.message}); check the catalog's migration.cloudsql_instance",
                 "CloudSqlNotFound",
             ) from None
         runs = [backup_run_info(run) for run in items]
@@ -100,7 +101,8 @@ class CloudSqlActivities:
                 break
             if loop.time() > deadline:
                 raise permanent(
-                    f"the on-demand backup of {instance} ({name}) did not finish within {BACKUP_TIMEOUT_SECONDS}s",
+                    f"the on-demand backup of {instance} ({name}) did not finish within "
+                    f"{BACKUP_TIMEOUT_SECONDS}s",
                     "BackupTimeout",
                 )
             await heartbeat.sleep(POLL_SECONDS, BackupProgress(operation=name))
@@ -117,7 +119,8 @@ class CloudSqlActivities:
             return BackupCheck(
                 ok=True,
                 newest=good,
-                detail=f"backup run {good.id} ({good.type}) finished {good.end_time.isoformat()}, within {request.max_age_hours:g} h",
+                detail=f"backup run {good.id} ({good.type}) finished "
+                f"{good.end_time.isoformat()}, within {request.max_age_hours:g} h",
             )
         if good is None:
             missing = "no successful backup run" + (
@@ -129,12 +132,17 @@ class CloudSqlActivities:
                 if good.end_time
                 else float("inf")
             )
-            missing = f"the newest successful backup (run {good.id}) is {age:.1f} h old, older than {request.max_age_hours:g} h"
+            missing = (
+                f"the newest successful backup (run {good.id}) is {age:.1f} h old, older than "
+                f"{request.max_age_hours:g} h"
+            )
         if not request.take_if_missing:
             return BackupCheck(
                 ok=False,
                 newest=good,
-                detail=f"{missing} for {project}:{request.instance}; take one (gcloud sql backups create --instance {request.instance}) or allow on_demand_backup in the catalog",
+                detail=f"{missing} for {project}:{request.instance}; take one (gcloud sql "
+                f"backups create --instance {request.instance}) or allow on_demand_backup "
+                "in the catalog",
             )
         await self._take(project, request.instance)
         good, _ = await self._newest(project, request.instance)
@@ -148,5 +156,6 @@ class CloudSqlActivities:
             ok=True,
             newest=good,
             taken=True,
-            detail=f"{missing}; took on-demand backup run {good.id}, finished {good.end_time.isoformat()}",
+            detail=f"{missing}; took on-demand backup run {good.id}, finished "
+            f"{good.end_time.isoformat()}",
         )

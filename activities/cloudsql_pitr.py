@@ -60,7 +60,9 @@ class PitrActivities:
         earliest = latest = None
         if not enabled:
             problems.append(
-                f"point-in-time recovery is not enabled on {request.source}: enable it (gcloud sql instances patch {request.source} --enable-point-in-time-recovery); it only covers time after that"
+                f"point-in-time recovery is not enabled on {request.source}: enable it (gcloud "
+                f"sql instances patch {request.source} --enable-point-in-time-recovery); it only "
+                "covers time after that"
             )
         else:
             try:
@@ -78,20 +80,24 @@ class PitrActivities:
         now = dt.datetime.now(dt.UTC)
         if request.point_in_time > now:
             problems.append(
-                f"the restore point {request.point_in_time.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})"
+                f"the restore point {request.point_in_time.isoformat()} is in the future (now "
+                f"{now.isoformat(timespec='seconds')})"
             )
         elif earliest and request.point_in_time < earliest:
             problems.append(
-                f"the restore point {request.point_in_time.isoformat()} is before the recovery window ({earliest.isoformat()} .. {latest.isoformat() if latest else '?'})"
+                f"the restore point {request.point_in_time.isoformat()} is before the recovery "
+                f"window ({earliest.isoformat()} .. {latest.isoformat() if latest else '?'})"
             )
         elif latest and request.point_in_time > latest:
             problems.append(
-                f"the restore point {request.point_in_time.isoformat()} is after the latest recoverable time {latest.isoformat()}"
+                f"the restore point {request.point_in_time.isoformat()} is after the latest "
+                f"recoverable time {latest.isoformat()}"
             )
         free = await self.admin.instance(project, request.destination) is None
         if not free:
             problems.append(
-                f"an instance named {request.destination!r} already exists: choose another --new-instance"
+                f"an instance named {request.destination!r} already exists: choose another "
+                "--new-instance"
             )
         runs = await self.admin.backup_runs(project, request.source, max_results=10)
         return PitrCheck(
@@ -139,7 +145,8 @@ class PitrActivities:
                 if op.get("operationType") == "CLONE" and op.get("targetId") == request.destination:
                     return OperationRef(project=project, name=op["name"])
             raise permanent(
-                f"an instance named {request.destination!r} already exists and was not made by this recovery",
+                f"an instance named {request.destination!r} already exists and was not made by "
+                "this recovery",
                 "DestinationTaken",
             ) from None
         except NotFound as exc:
@@ -149,7 +156,8 @@ class PitrActivities:
         except ApplicationError as exc:
             if exc.non_retryable:
                 raise permanent(
-                    f"Cloud SQL refused the clone of {request.source} to {request.point_in_time.isoformat()}: {exc.message}",
+                    f"Cloud SQL refused the clone of {request.source} to "
+                    f"{request.point_in_time.isoformat()}: {exc.message}",
                     "CloneRefused",
                 ) from None
             raise

@@ -129,7 +129,8 @@ class DatabaseActivities:
                     values[name] = None  # the table is gone: reported, judged by the workflow
                     continue
                 raise permanent(
-                    f"integrity check {name!r} failed to run in pod {pod}: {exc}; fix its SQL in the catalog",
+                    f"integrity check {name!r} failed to run in pod {pod}: {exc}; fix its SQL in "
+                    "the catalog",
                     "IntegrityCheckInvalid",
                 ) from None
             try:
@@ -170,7 +171,8 @@ class DatabaseActivities:
             for check, sql in checks:
                 try:
                     rows = await self._query(request.namespace, name, container, access, sql)
-                    # Only the one value compared is recorded: query results never go into the history.
+                    # Only the one value compared is recorded: query results never go into the
+                    # history.
                     actual = (
                         rows[0][:200]
                         if len(rows) == 1
@@ -179,7 +181,8 @@ class DatabaseActivities:
                 except QueryFailed as exc:
                     if "could not connect" in str(exc) or "Connection refused" in str(exc):
                         raise ApplicationError(
-                            f"the check pod {name} cannot reach {request.clone_connection_name}: {exc}",
+                            f"the check pod {name} cannot reach {request.clone_connection_name}: "
+                            f"{exc}",
                             type="DatabaseUnreachable",
                         ) from None
                     actual = f"error: {exc}"
@@ -204,7 +207,8 @@ class DatabaseActivities:
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(
-                    f"deployment/{request.deployment} does not exist in namespace {request.namespace!r}",
+                    f"deployment/{request.deployment} does not exist in namespace "
+                    f"{request.namespace!r}",
                     "DeploymentNotFound",
                 ) from None
             raise_for_api_error(exc, f"reading deployment/{request.deployment}")
@@ -215,7 +219,8 @@ class DatabaseActivities:
         proxy = proxy_container(spec, request.access.proxy_container)
         if proxy is None:
             raise permanent(
-                f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container {request.access.proxy_container!r}; "
+                f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container "
+                f"{request.access.proxy_container!r}; "
                 "fix the catalog's database.proxy_container",
                 "ProxyNotFound",
             )
@@ -273,7 +278,8 @@ class DatabaseActivities:
                 container = access.container or names[0]
                 if container not in names:
                     raise permanent(
-                        f"the app's pods have no container {container!r} (containers: {', '.join(names)}); fix the catalog's database.container",
+                        f"the app's pods have no container {container!r} (containers: "
+                        f"{', '.join(names)}); fix the catalog's database.container",
                         "ContainerNotFound",
                     )
                 return container
@@ -289,7 +295,8 @@ class DatabaseActivities:
                     if s.state and s.state.waiting
                 ]
                 raise permanent(
-                    f"the check pod {name} was not running within {access.check_pod_timeout_seconds}s"
+                    f"the check pod {name} was not running within "
+                    f"{access.check_pod_timeout_seconds}s"
                     + (f" ({'; '.join(waiting)})" if waiting else ""),
                     "CheckPodNotReady",
                 )

@@ -37,7 +37,8 @@ def retry_after(headers: Mapping[str, str] | None) -> timedelta | None:
 def transient(
     status: int | None, what: str, headers: Mapping[str, str] | None = None
 ) -> ApplicationError:
-    """One plain line for a retryable API answer; a 429's Retry-After becomes the next retry's delay."""
+    """One plain line for a retryable API answer; a 429's Retry-After becomes the next retry's
+    delay."""
     if status is None:
         said = "gave no answer"
     else:
@@ -60,7 +61,8 @@ def raise_for_api_status(
     """Raise the right failure for a Kubernetes API status on `what`."""
     if status in (401, 403):
         raise permanent(
-            f"the Kubernetes API refused {what} ({status}): check the worker's credentials and RBAC (deploy/kubernetes has the Role it needs)",
+            f"the Kubernetes API refused {what} ({status}): check the worker's credentials and "
+            "RBAC (deploy/kubernetes has the Role it needs)",
             "KubernetesForbidden",
         ) from None
     # `from None`: the client's exception (headers and all) must not ride along as the cause.

@@ -114,7 +114,8 @@ class Gatekeeper:
                 people.add(verdict.signer)
         if len(people) < needed:
             raise permanent(
-                f"refused to {what}: {len(people)} valid signed approval(s) for this run and plan, {needed} needed",
+                f"refused to {what}: {len(people)} valid signed approval(s) for this run and "
+                f"plan, {needed} needed",
                 "ApprovalInvalid",
             )
 
@@ -122,7 +123,8 @@ class Gatekeeper:
         requested_by = normalize_id(str(grant.request.get("requested_by", "")))
         if grant.start is None:
             return requested_by, False
-        # A start may be judged after its expiry: it was checked when the run began; here it names the requester.
+        # A start may be judged after its expiry: it was checked when the run began; here it names
+        # the requester.
         verdict = judge(
             grant.start,
             "start",

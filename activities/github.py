@@ -64,7 +64,8 @@ def read_token(env_name: str, environ: Mapping[str, str]) -> str:
             ) from None
     if not value:
         raise permanent(
-            f"no GitHub token on this worker: set {env_name} (or {env_name}_FILE) to a token that may run the workflow",
+            f"no GitHub token on this worker: set {env_name} (or {env_name}_FILE) to a token "
+            "that may run the workflow",
             "GitHubTokenMissing",
         )
     return value
@@ -80,7 +81,8 @@ def failure(exc: RequestError, what: str, token_env: str) -> ApplicationError:
             message = ""
         if status == 401:
             return permanent(
-                f"GitHub refused the token in {token_env} while {what} (401 {message or 'Bad credentials'})",
+                f"GitHub refused the token in {token_env} while {what} (401 "
+                f"{message or 'Bad credentials'})",
                 "GitHubDenied",
             )
         limited = status == 429 or (status == 403 and "rate limit" in message.lower())
@@ -91,7 +93,8 @@ def failure(exc: RequestError, what: str, token_env: str) -> ApplicationError:
             )
         if status in (403, 404):
             return permanent(
-                f"GitHub answered {status} while {what}: {message or 'Not Found'} (wrong repository or workflow, or the token in "
+                f"GitHub answered {status} while {what}: {message or 'Not Found'} (wrong "
+                "repository or workflow, or the token in "
                 f"{token_env} may not see it: it needs actions:write)",
                 "GitHubRejected",
             )
@@ -198,8 +201,10 @@ class GitHubActivities:
                     return await self._state(rest, cd, run)
                 await asyncio.sleep(1)
         raise permanent(
-            f"{cd.workflow_name} was dispatched with {cd.tag_input}={request.tag}, but no run titled with the tag appeared on "
-            f"{cd.ref} within {FIND_RUN_SECONDS}s: find it in the Actions tab (the workflow's run-name should name the tag)",
+            f"{cd.workflow_name} was dispatched with {cd.tag_input}={request.tag}, but no run "
+            "titled with the tag appeared on "
+            f"{cd.ref} within {FIND_RUN_SECONDS}s: find it in the Actions tab (the workflow's "
+            "run-name should name the tag)",
             "GitHubRunNotFound",
         )
 
@@ -337,7 +342,8 @@ class GitHubActivities:
 
     @activity.defn(name="github.download_backup")
     async def download_backup(self, request: ArtifactsRequest) -> FetchedManifest:
-        """Download a backup artifact (a zip, as upload-artifact stores it) and return the one manifest in it."""
+        """Download a backup artifact (a zip, as upload-artifact stores it) and return the one
+        manifest in it."""
         cd = request.cd
         if not request.name:
             raise permanent(
@@ -353,7 +359,8 @@ class GitHubActivities:
                 else "does not exist"
             )
             raise permanent(
-                f"artifact {request.name} in {cd.repository} {state}: see the Artifacts of the production deploy runs in the Actions tab",
+                f"artifact {request.name} in {cd.repository} {state}: see the Artifacts of the "
+                "production deploy runs in the Actions tab",
                 "ArtifactNotFound",
             )
         artifact = usable[0]
@@ -369,7 +376,8 @@ class GitHubActivities:
         return FetchedManifest(
             source=ManifestSource(kind="artifact", name=artifact.name),
             text=manifest_from_zip(answer.content, artifact.name),
-            detail=f"artifact {artifact.name} (id {artifact.id}, run {artifact.run_id}, created {artifact.created})",
+            detail=f"artifact {artifact.name} (id {artifact.id}, run {artifact.run_id}, created "
+            f"{artifact.created})",
         )
 
 
@@ -383,7 +391,8 @@ def manifest_from_zip(data: bytes, name: str) -> str:
     ]
     if len(manifests) != 1:
         raise permanent(
-            f"artifact {name} holds {len(manifests)} YAML files ({', '.join(i.filename for i in manifests) or 'none'}); expected one manifest",
+            f"artifact {name} holds {len(manifests)} YAML files "
+            f"({', '.join(i.filename for i in manifests) or 'none'}); expected one manifest",
             "ArtifactUnreadable",
         )
     if manifests[0].file_size > MAX_MANIFEST_BYTES:
@@ -395,6 +404,7 @@ def manifest_from_zip(data: bytes, name: str) -> str:
 
 
 def _names_tag(title: str, tag_input: str, tag: str) -> bool:
-    """Whether a run's title (the workflow's run-name) names the tag: a word `tag=1.2.0`, or the tag as a word."""
+    """Whether a run's title (the workflow's run-name) names the tag: a word `tag=1.2.0`, or the tag
+    as a word."""
     words = title.replace("(", " ").replace(")", " ").replace(",", " ").split()
     return f"{tag_input}={tag}" in words or tag in words

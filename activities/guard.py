@@ -55,7 +55,8 @@ class GuardActivities:
         self.gatekeeper = gatekeeper
 
     def _sealed(self, report: WatchReport, request: WatchRequest) -> WatchReport:
-        """A breach, sealed with the workers' key so the undo can tell the guard's rollback from a forged one."""
+        """A breach, sealed with the workers' key so the undo can tell the guard's rollback from a
+        forged one."""
         if self.gatekeeper is None or report.breach_at is None:
             return report
         facts = {

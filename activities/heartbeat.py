@@ -54,7 +54,8 @@ class Heartbeat(Generic[Details]):
         return max(interval, SHORTEST)
 
     def resumed(self) -> Details | None:
-        """What the last attempt's final heartbeat said, or None (first attempt, or unreadable details)."""
+        """What the last attempt's final heartbeat said, or None (first attempt, or unreadable
+        details)."""
         if not activity.in_activity():
             return None
         details = activity.info().heartbeat_details
@@ -73,7 +74,8 @@ class Heartbeat(Generic[Details]):
             activity.heartbeat(details.model_dump(mode="json", exclude_none=True))
 
     async def sleep(self, seconds: float, details: Details) -> None:
-        """Sleep `seconds`, beating every interval; ends early (WorkerShutdown) if the worker stops."""
+        """Sleep `seconds`, beating every interval; ends early (WorkerShutdown) if the worker
+        stops."""
         loop = asyncio.get_running_loop()
         until = loop.time() + seconds
         while (left := until - loop.time()) > 0:

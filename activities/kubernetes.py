@@ -201,7 +201,8 @@ class KubernetesActivities:
         name = request.deployment
         if deployment["spec"].get("paused"):
             raise permanent(
-                f"deployment/{name} is paused; resume it first with `kubectl rollout resume deployment/{name} -n {request.namespace}` and start again",
+                f"deployment/{name} is paused; resume it first with `kubectl rollout resume "
+                f"deployment/{name} -n {request.namespace}` and start again",
                 "DeploymentPaused",
             )
         owned = await self._owned_replicasets(deployment)
@@ -226,7 +227,8 @@ class KubernetesActivities:
             if target_revision not in by_revision:
                 known = ", ".join(str(h.revision) for h in history)
                 raise permanent(
-                    f"revision {target_revision} is not in the history of deployment/{name} (revisions: {known})",
+                    f"revision {target_revision} is not in the history of deployment/{name} "
+                    f"(revisions: {known})",
                     "RevisionNotFound",
                 )
         else:
@@ -321,12 +323,14 @@ class KubernetesActivities:
         deployment = await self._deployment(plan.namespace, plan.deployment)
         if deployment["metadata"]["uid"] != plan.deployment_uid:
             raise permanent(
-                f"deployment/{plan.deployment} was deleted and re-created since the plan; start a new rollback",
+                f"deployment/{plan.deployment} was deleted and re-created since the plan; start "
+                "a new rollback",
                 "DeploymentReplaced",
             )
         if deployment["spec"].get("paused"):
             raise permanent(
-                f"deployment/{plan.deployment} was paused after the plan; resume it and start again",
+                f"deployment/{plan.deployment} was paused after the plan; resume it and start "
+                "again",
                 "DeploymentPaused",
             )
         try:
@@ -336,14 +340,16 @@ class KubernetesActivities:
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(
-                    f"replicaset/{plan.target_replicaset} (revision {plan.to_revision}) was deleted; pick another revision",
+                    f"replicaset/{plan.target_replicaset} (revision {plan.to_revision}) was "
+                    "deleted; pick another revision",
                     "RevisionGone",
                 ) from None
             raise_for_api_error(exc, f"reading replicaset/{plan.target_replicaset}")
         if same_template(target["spec"]["template"], deployment["spec"]["template"]):
             return UndoResult(
                 patched=False,
-                message=f"skipped rollback (current template already matches revision {plan.to_revision})",
+                message="skipped rollback (current template already matches revision "
+                f"{plan.to_revision})",
             )
         current_annotations = deployment["metadata"].get("annotations") or {}
         annotations = {k: current_annotations[k] for k in KEPT_ON_UNDO if k in current_annotations}
@@ -406,7 +412,8 @@ class KubernetesActivities:
             if time.monotonic() - started > request.timeout_seconds:
                 diagnostics = await self.diagnose(deployment, with_events=True)
                 raise permanent(
-                    f"rollout of deployment/{request.deployment} did not finish within {request.timeout_seconds}s: {message}",
+                    f"rollout of deployment/{request.deployment} did not finish within "
+                    f"{request.timeout_seconds}s: {message}",
                     "RolloutTimeout",
                     diagnostics.model_dump(mode="json"),
                 )
@@ -470,7 +477,8 @@ class KubernetesActivities:
         return diagnostics
 
     async def _log_tail(self, namespace: str, pod: str, lines: int = LOG_TAIL) -> list[str]:
-        """`kubectl logs POD --tail=50` of a failing pod (its previous container's, after a crash)."""
+        """`kubectl logs POD --tail=50` of a failing pod (its previous container's, after a
+        crash)."""
         for previous in (False, True):
             try:
                 text = await self.core.read_namespaced_pod_log(
@@ -500,7 +508,9 @@ class KubernetesActivities:
             found += [self._serialize(e) for e in listed.items]
         found.sort(key=lambda e: e.get("lastTimestamp") or e.get("firstTimestamp") or "")
         return [
-            f"{e.get('type')} {e.get('reason')} {e['involvedObject'].get('kind', '').lower()}/{e['involvedObject'].get('name')}: {e.get('message')}"
+            f"{e.get('type')} {e.get('reason')} "
+            f"{e['involvedObject'].get('kind', '').lower()}/{e['involvedObject'].get('name')}: "
+            f"{e.get('message')}"
             for e in found[-15:]
         ]
 
@@ -528,19 +538,22 @@ def rollout_state(deployment: Obj) -> tuple[bool, str, bool]:
     if updated < spec_replicas:
         return (
             False,
-            f'Waiting for deployment "{name}" rollout to finish: {updated} out of {spec_replicas} new replicas have been updated...',
+            f'Waiting for deployment "{name}" rollout to finish: {updated} out of '
+            f"{spec_replicas} new replicas have been updated...",
             False,
         )
     if status.get("replicas", 0) > updated:
         return (
             False,
-            f'Waiting for deployment "{name}" rollout to finish: {status["replicas"] - updated} old replicas are pending termination...',
+            f'Waiting for deployment "{name}" rollout to finish: {status["replicas"] - updated} '
+            "old replicas are pending termination...",
             False,
         )
     if status.get("availableReplicas", 0) < updated:
         return (
             False,
-            f'Waiting for deployment "{name}" rollout to finish: {status.get("availableReplicas", 0)} of {updated} updated replicas are available...',
+            f'Waiting for deployment "{name}" rollout to finish: '
+            f"{status.get('availableReplicas', 0)} of {updated} updated replicas are available...",
             False,
         )
     return True, f'deployment "{name}" successfully rolled out', False

@@ -125,7 +125,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         )
         if container is None:
             raise permanent(
-                f"deployment/{request.deployment} has no container {request.container!r}: fix the catalog's cd.container",
+                f"deployment/{request.deployment} has no container {request.container!r}: fix "
+                "the catalog's cd.container",
                 "ContainerNotFound",
             )
         last = None
@@ -152,7 +153,8 @@ class KubernetesOpsActivities(KubernetesActivities):
 
     @activity.defn(name="k8s.read_backup")
     async def read_backup(self, request: BackupFetch) -> FetchedManifest:
-        """A backup modoru made before a rollback (ConfigMap modoru-backup-<deployment>-r<rev>-<run>)."""
+        """A backup modoru made before a rollback (ConfigMap
+        modoru-backup-<deployment>-r<rev>-<run>)."""
         try:
             found = self._serialize(
                 await self.core.read_namespaced_config_map(request.configmap, request.namespace)
@@ -160,8 +162,10 @@ class KubernetesOpsActivities(KubernetesActivities):
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(
-                    f"configmap/{request.configmap} does not exist in namespace {request.namespace!r}: "
-                    f"`kubectl get configmap -l modoru.dev/deployment={request.deployment}` lists the backups",
+                    f"configmap/{request.configmap} does not exist in namespace "
+                    f"{request.namespace!r}: "
+                    f"`kubectl get configmap -l modoru.dev/deployment={request.deployment}` "
+                    "lists the backups",
                     "BackupNotFound",
                 ) from None
             raise_for_api_error(exc, f"reading configmap/{request.configmap}")
@@ -171,7 +175,8 @@ class KubernetesOpsActivities(KubernetesActivities):
             or labels.get("modoru.dev/deployment") != request.deployment
         ):
             raise permanent(
-                f"configmap/{request.configmap} is not a modoru backup of deployment/{request.deployment}",
+                f"configmap/{request.configmap} is not a modoru backup of "
+                f"deployment/{request.deployment}",
                 "BackupNotFound",
             )
         text = (found.get("data") or {}).get("deployment.yaml", "")
@@ -183,7 +188,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         return FetchedManifest(
             source=ManifestSource(kind="backup", name=request.configmap),
             text=text,
-            detail=f"configmap/{request.configmap} (revision {revision}, made {found['metadata'].get('creationTimestamp')})",
+            detail=f"configmap/{request.configmap} (revision {revision}, made "
+            f"{found['metadata'].get('creationTimestamp')})",
         )
 
     @activity.defn(name="k8s.restore_check")
@@ -205,7 +211,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), dict) else {}
         if (manifest.get("apiVersion"), manifest.get("kind")) != ("apps/v1", "Deployment"):
             problems.append(
-                f"it is a {manifest.get('kind')} ({manifest.get('apiVersion')}), not an apps/v1 Deployment"
+                f"it is a {manifest.get('kind')} ({manifest.get('apiVersion')}), not an apps/v1 "
+                "Deployment"
             )
         if meta.get("name") != request.deployment:
             problems.append(
@@ -219,7 +226,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
         if spec.get("selector") != live["spec"].get("selector"):
             problems.append(
-                f"its selector {json.dumps(spec.get('selector'))} differs from the live {json.dumps(live['spec'].get('selector'))} (selectors are immutable)"
+                f"its selector {json.dumps(spec.get('selector'))} differs from the live "
+                f"{json.dumps(live['spec'].get('selector'))} (selectors are immutable)"
             )
         labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         wanted = (spec.get("selector") or {}).get("matchLabels") or {}
@@ -232,7 +240,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         notes = []
         if meta.get("uid") and meta["uid"] != live["metadata"]["uid"]:
             notes.append(
-                f"the backup was taken of an earlier deployment/{request.deployment} (uid {meta['uid']}); it was re-created since"
+                f"the backup was taken of an earlier deployment/{request.deployment} (uid "
+                f"{meta['uid']}); it was re-created since"
             )
         desired = desired_manifest(manifest)
         desired["metadata"]["namespace"] = request.namespace
@@ -302,7 +311,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         live = await self._deployment(request.namespace, request.deployment)
         if live["metadata"]["uid"] != request.deployment_uid:
             raise permanent(
-                f"deployment/{request.deployment} was deleted and re-created since the check; start the restore again",
+                f"deployment/{request.deployment} was deleted and re-created since the check; "
+                "start the restore again",
                 "DeploymentReplaced",
             )
         merged = self._merged(live, desired)
@@ -367,7 +377,8 @@ class KubernetesOpsActivities(KubernetesActivities):
             plan.problems = _deletion_problems(plan, request.replicaset, request.deployment)
         elif deployment["spec"].get("paused"):
             plan.problems = [
-                f"deployment/{request.deployment} is paused: a restart would not roll out; `kubectl rollout resume` it first"
+                f"deployment/{request.deployment} is paused: a restart would not roll out; "
+                "`kubectl rollout resume` it first"
             ]
         return plan
 
@@ -451,7 +462,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         )
         return ApplyResult(
             changed=True,
-            message=f'replicaset.apps "{request.replicaset}" deleted (its manifest is kept in configmap/{_keep_name(request.replicaset)})',
+            message=f'replicaset.apps "{request.replicaset}" deleted (its manifest is kept in '
+            f"configmap/{_keep_name(request.replicaset)})",
         )
 
     async def _keep(self, namespace: str, deployment: str, rs: Obj) -> None:
@@ -504,7 +516,8 @@ class KubernetesOpsActivities(KubernetesActivities):
         if annotations.get(RESTARTED_AT) == request.restarted_at:
             return ApplyResult(
                 changed=False,
-                message=f"deployment.apps/{request.deployment} already restarted at {request.restarted_at}",
+                message=f"deployment.apps/{request.deployment} already restarted at "
+                f"{request.restarted_at}",
             )
         patch = {
             "spec": {
@@ -537,11 +550,13 @@ def _deletion_problems(plan: RepairPlan, name: str, deployment: str) -> list[str
         return [f"replicaset/{name} is not one of deployment/{deployment}'s ReplicaSets ({names})"]
     if found.role == "live":
         return [
-            f"replicaset/{name} is the live one (revision {found.revision}): deleting it would take the service down until the controller made it again"
+            f"replicaset/{name} is the live one (revision {found.revision}): deleting it would "
+            "take the service down until the controller made it again"
         ]
     if found.role == "serving":
         return [
-            f"replicaset/{name} (revision {found.revision}) is still serving while the new revision is not fully available"
+            f"replicaset/{name} (revision {found.revision}) is still serving while the new "
+            "revision is not fully available"
         ]
     return []
 

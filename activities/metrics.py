@@ -40,8 +40,10 @@ REST_ENDPOINT = "https://monitoring.googleapis.com"
 READ_SCOPE = "https://www.googleapis.com/auth/monitoring.read"
 EXISTS_LOOKBACK = dt.timedelta(hours=24)  # a filter with no series in a day matches nothing
 HINTS = {
-    "gke_l7": "is the Service exposed by a GKE Ingress or Gateway? A type: LoadBalancer Service is a passthrough load balancer with no request metrics",
-    "managed_prometheus": "does a PodMonitoring named after the service scrape its pods, and does the app export http_requests_total and the histogram?",
+    "gke_l7": "is the Service exposed by a GKE Ingress or Gateway? A type: LoadBalancer Service "
+    "is a passthrough load balancer with no request metrics",
+    "managed_prometheus": "does a PodMonitoring named after the service scrape its pods, and "
+    "does the app export http_requests_total and the histogram?",
     "custom": "check the metric types and the filter against Metrics Explorer",
 }
 
@@ -149,12 +151,14 @@ class Monitoring:
             return [series async for series in await self.client.list_time_series(request=request)]
         except exceptions.InvalidArgument as exc:
             raise permanent(
-                f"Cloud Monitoring refused the query for {metric_type}: {exc.message}; check the catalog's monitoring settings",
+                f"Cloud Monitoring refused the query for {metric_type}: {exc.message}; check the "
+                "catalog's monitoring settings",
                 "MetricQueryInvalid",
             ) from None
         except (exceptions.PermissionDenied, exceptions.Unauthenticated) as exc:
             raise permanent(
-                f"Cloud Monitoring denied access ({exc.message}): the worker needs roles/monitoring.viewer",
+                f"Cloud Monitoring denied access ({exc.message}): the worker needs "
+                "roles/monitoring.viewer",
                 "MetricAccessDenied",
             ) from None
 
@@ -204,9 +208,12 @@ class Monitoring:
         )
         if not found:
             raise permanent(
-                f"monitoring: no time series of {metric_type} matches {resource!r} in project {query.project} over the last 24 hours "
-                f"(preset {source.preset}; {HINTS[source.preset]}). A filter that matches nothing is a configuration error, not a healthy "
-                f"service: fix monitoring.preset or monitoring.resource_filter for {query.namespace}/{query.service} in the catalog",
+                f"monitoring: no time series of {metric_type} matches {resource!r} in project "
+                f"{query.project} over the last 24 hours "
+                f"(preset {source.preset}; {HINTS[source.preset]}). A filter that matches nothing "
+                "is a configuration error, not a healthy "
+                "service: fix monitoring.preset or monitoring.resource_filter for "
+                f"{query.namespace}/{query.service} in the catalog",
                 "MetricFilterMatchesNothing",
             )
 
@@ -318,12 +325,17 @@ class Monitoring:
             body = await response.json(content_type=None)
             if response.status in (400, 404):
                 raise permanent(
-                    f"Cloud Monitoring refused the {what} query ({response.status}): {_message(body)}; check the catalog's monitoring.{'alert_policy_filter' if what == 'alert policies' else 'alert_filter'} and project",
+                    f"Cloud Monitoring refused the {what} query ({response.status}): "
+                    f"{_message(body)}; check the catalog's "
+                    "monitoring."
+                    f"{'alert_policy_filter' if what == 'alert policies' else 'alert_filter'} "
+                    "and project",
                     "AlertQueryInvalid",
                 )
             if response.status in (401, 403):
                 raise permanent(
-                    f"Cloud Monitoring denied reading {what} ({response.status}): the worker needs roles/monitoring.alertViewer",
+                    f"Cloud Monitoring denied reading {what} ({response.status}): the worker "
+                    "needs roles/monitoring.alertViewer",
                     "AlertAccessDenied",
                 )
             if response.status >= 300:
@@ -344,8 +356,10 @@ class Monitoring:
         )
         if not body.get("alertPolicies"):
             raise permanent(
-                f"monitoring.alert_policy_filter {query.policy_filter!r} matches no alerting policy in project {query.project}: with no policy, "
-                '"no open alert" would pass for the wrong reason. Label the service\'s policies (userLabels namespace and service), '
+                f"monitoring.alert_policy_filter {query.policy_filter!r} matches no alerting "
+                f"policy in project {query.project}: with no policy, "
+                '"no open alert" would pass for the wrong reason. Label the service\'s policies '
+                "(userLabels namespace and service), "
                 "set monitoring.alert_policy_filter, or set monitoring.alerts: false",
                 "AlertPolicyMatchesNothing",
             )

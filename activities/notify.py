@@ -58,7 +58,8 @@ class NotifyActivities:
                     users.setdefault(channel.webhook_env or "", []).append(service.name)
         for variable, names in users.items():
             log.warning(
-                "Slack channel $%s is not configured (the variable is not set): its notices for %s are skipped",
+                "Slack channel $%s is not configured (the variable is not set): its notices for "
+                "%s are skipped",
                 variable,
                 ", ".join(sorted(set(names))),
             )

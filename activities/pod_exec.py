@@ -70,27 +70,31 @@ class PodExecActivities:
                 chosen = container or names[0]
                 if chosen not in names:
                     raise permanent(
-                        f"deployment/{deployment} has no container {chosen!r} (containers: {', '.join(names)}); fix the catalog's container setting",
+                        f"deployment/{deployment} has no container {chosen!r} (containers: "
+                        f"{', '.join(names)}); fix the catalog's container setting",
                         "ContainerNotFound",
                     )
                 return pod.metadata.name, chosen
         # Retryable: a rollout in progress may have no Ready pod for a moment.
         raise ApplicationError(
-            f"deployment/{deployment} in {namespace!r} has no Running and Ready pod to run the command in",
+            f"deployment/{deployment} in {namespace!r} has no Running and Ready pod to run the "
+            "command in",
             type="NoReadyPod",
         )
 
     async def run(
         self, namespace: str, pod: str, container: str, command: list[str], timeout: float
     ) -> tuple[str, str, int]:
-        """(stdout, stderr, exit code) of `command` in the container; permanent failure past `timeout`."""
+        """(stdout, stderr, exit code) of `command` in the container; permanent failure past
+        `timeout`."""
         try:
             out, err, code = await asyncio.wait_for(
                 self._heartbeating(self._run(namespace, pod, container, command), pod), timeout
             )
         except TimeoutError:
             raise permanent(
-                f"{' '.join(command[:3])} ... in pod {pod} did not finish within {timeout:g}s; check the pod before retrying",
+                f"{' '.join(command[:3])} ... in pod {pod} did not finish within {timeout:g}s; "
+                "check the pod before retrying",
                 "ExecTimeout",
             ) from None
         except ApiException as exc:
@@ -99,7 +103,8 @@ class PodExecActivities:
 
     @staticmethod
     async def _heartbeating(work: Awaitable[T], pod: str) -> T:
-        """Await `work`, heartbeating at most every HEARTBEAT_SECONDS while it runs (inside an activity)."""
+        """Await `work`, heartbeating at most every HEARTBEAT_SECONDS while it runs (inside an
+        activity)."""
         started = time.monotonic()
         return await Heartbeat(PodProgress, every=HEARTBEAT_SECONDS).during(
             work, lambda: PodProgress(pod=pod, running_seconds=round(time.monotonic() - started, 1))

@@ -111,8 +111,10 @@ class PostCheckReader:
             name=name,
             ok=False,
             detail=(
-                f"cannot be judged: verification_window_seconds {request.window_seconds} is shorter than one complete minute plus {what}'s "
-                f"{delay} s ingestion delay ({needed:.0f} s); raise verification_window_seconds or set post_checks.ingestion_delay_seconds"
+                f"cannot be judged: verification_window_seconds {request.window_seconds} is "
+                f"shorter than one complete minute plus {what}'s "
+                f"{delay} s ingestion delay ({needed:.0f} s); raise verification_window_seconds "
+                "or set post_checks.ingestion_delay_seconds"
             ),
         )
 
@@ -181,7 +183,8 @@ class PostCheckReader:
                     CheckResult(
                         name=name,
                         ok=False,
-                        detail=f"waiting for the first complete minute of {what} data after the rollback",
+                        detail=f"waiting for the first complete minute of {what} data after the "
+                        "rollback",
                     )
                 )
                 continue
@@ -203,7 +206,8 @@ class PostCheckReader:
             return CheckResult(
                 name="connection_pool",
                 ok=True,
-                detail="skipped: no Cloud SQL instance for this service (post_checks.cloudsql_instance)",
+                detail="skipped: no Cloud SQL instance for this service "
+                "(post_checks.cloudsql_instance)",
             )
         if self.monitoring is None or project is None:
             return CheckResult(
@@ -258,7 +262,8 @@ class PostCheckReader:
             return CheckResult(
                 name="logs",
                 ok=False,
-                detail=f"waiting: the logs since the rollback cover {covered:.0f} s of the {checks.log_min_seconds} s judged",
+                detail=f"waiting: the logs since the rollback cover {covered:.0f} s of the "
+                f"{checks.log_min_seconds} s judged",
             )
         count, messages, more = await guarded(
             "Cloud Logging entries",
@@ -291,6 +296,7 @@ class PostCheckReader:
                 ]
             except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
                 found[name] = [
-                    f"(could not read the log: {getattr(exc, 'status', None) or type(exc).__name__})"
+                    "(could not read the log: "
+                    f"{getattr(exc, 'status', None) or type(exc).__name__})"
                 ]
         return found

@@ -36,7 +36,8 @@ def retarget(args: list[str], source: str, target: str, deployment: str) -> list
         return list(args)
     if not any(names_instance(arg, source) for arg in args):
         raise permanent(
-            f"the Cloud SQL Auth Proxy of deployment/{deployment} does not name {source} in its arguments ({' '.join(args)}); "
+            f"the Cloud SQL Auth Proxy of deployment/{deployment} does not name {source} in its "
+            f"arguments ({' '.join(args)}); "
             "modoru switches only a proxy whose arguments name the instance directly",
             "ProxyArgsUnexpected",
         )

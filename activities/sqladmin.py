@@ -89,7 +89,8 @@ class SqlAdmin:
                 ) from None
             if code in (401, 403):
                 raise permanent(
-                    f"Cloud SQL Admin API refused {what} ({code} {status}: {message}): the worker's service account needs "
+                    f"Cloud SQL Admin API refused {what} ({code} {status}: {message}): the "
+                    "worker's service account needs "
                     "roles/cloudsql.viewer (roles/cloudsql.editor for backups and clones)",
                     "CloudSqlDenied",
                 ) from None
@@ -99,7 +100,8 @@ class SqlAdmin:
             ) from None
         except (OSError, TimeoutError) as exc:  # connection refused or reset, DNS, socket timeout
             raise ApplicationError(
-                f"cannot reach the Cloud SQL Admin API while {what}: {type(exc).__name__}: {exc}; retrying",
+                f"cannot reach the Cloud SQL Admin API while {what}: {type(exc).__name__}: "
+                f"{exc}; retrying",
                 type="CloudSqlTransient",
             ) from None
 

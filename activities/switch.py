@@ -38,7 +38,8 @@ class SwitchActivities:
         if self.gatekeeper is not None:
             entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
             plan = request.grant.plan if request.grant else {}
-            # The approved switch covers switching back to the source when the app is unhealthy on the clone.
+            # The approved switch covers switching back to the source when the app is unhealthy on
+            # the clone.
             back = (
                 plan.get("to") == request.from_connection_name
                 and plan.get("from") == request.to_connection_name
@@ -62,7 +63,8 @@ class SwitchActivities:
         proxy = proxy_container(spec, request.proxy_container)
         if proxy is None:
             raise permanent(
-                f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container {request.proxy_container!r}; "
+                f"deployment/{request.deployment} has no Cloud SQL Auth Proxy container "
+                f"{request.proxy_container!r}; "
                 "fix the catalog's database.proxy_container",
                 "ProxyNotFound",
             )
@@ -75,7 +77,8 @@ class SwitchActivities:
         group = "initContainers" if proxy in (spec.get("initContainers") or []) else "containers"
         index = spec[group].index(proxy)
         path = f"/spec/template/spec/{group}/{index}/args"
-        # The test makes the patch apply only to the arguments read here: a concurrent edit fails it instead of being overwritten.
+        # The test makes the patch apply only to the arguments read here: a concurrent edit fails it
+        # instead of being overwritten.
         patch = [
             {"op": "test", "path": path, "value": args},
             {"op": "replace", "path": path, "value": wanted},

@@ -54,7 +54,8 @@ class VerifyActivities:
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(
-                    f"service/{service} does not exist in namespace {namespace!r}: fix the catalog's service name",
+                    f"service/{service} does not exist in namespace {namespace!r}: fix the "
+                    "catalog's service name",
                     "ServiceNotFound",
                 ) from None
             raise_for_api_status(exc.status, f"reading service/{service}", exc.body)
@@ -132,7 +133,8 @@ class VerifyActivities:
                 CheckResult(
                     name="metrics",
                     ok=True,
-                    detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)",
+                    detail="skipped: this worker has no Cloud Monitoring access "
+                    "(MODORU_MONITORING_*)",
                 )
             ]
         if request.monitoring.preset is None:
@@ -140,7 +142,8 @@ class VerifyActivities:
                 CheckResult(
                     name="metrics",
                     ok=True,
-                    detail="skipped: monitoring.preset is not set for this service in the catalog (gke_l7, managed_prometheus or custom)",
+                    detail="skipped: monitoring.preset is not set for this service in the "
+                    "catalog (gke_l7, managed_prometheus or custom)",
                 )
             ]
         if self.monitoring.project_for(request.monitoring) is None:
@@ -148,7 +151,8 @@ class VerifyActivities:
                 CheckResult(
                     name="metrics",
                     ok=True,
-                    detail="skipped: no monitoring project for this service (catalog monitoring.project or MODORU_MONITORING_PROJECT)",
+                    detail="skipped: no monitoring project for this service (catalog "
+                    "monitoring.project or MODORU_MONITORING_PROJECT)",
                 )
             ]
         source = self.monitoring.source(request.monitoring)
@@ -166,7 +170,8 @@ class VerifyActivities:
         if end <= start:
             first = start + dt.timedelta(seconds=60)
             wait = (
-                f"waiting for the first complete minute after the rollback ({start:%H:%M:%S}-{first:%H:%M:%S} UTC), "
+                "waiting for the first complete minute after the rollback "
+                f"({start:%H:%M:%S}-{first:%H:%M:%S} UTC), "
                 f"readable {source.ingestion_delay_seconds} s after it ends"
             )
             found = [("error_ratio", False, wait), ("p95", False, wait)]
@@ -192,7 +197,8 @@ class VerifyActivities:
     async def _group(
         self, name: str, request: VerifyRequest, since: dt.datetime, found: dict[str, Any]
     ) -> list[CheckResult]:
-        """One group of checks, read together; Unreadable when a read failed on the reader's side."""
+        """One group of checks, read together; Unreadable when a read failed on the reader's
+        side."""
         checks = request.post_checks
         if name == "pods":
             return [await guarded("the pods", self._pods(request, found))]
@@ -259,7 +265,8 @@ class VerifyActivities:
     async def _evidence(
         self, request: VerifyRequest, found: dict[str, Any]
     ) -> dict[str, list[str]]:
-        """The pods' recent logs; the pods are read again when a resumed attempt kept their check."""
+        """The pods' recent logs; the pods are read again when a resumed attempt kept their
+        check."""
         if request.post_checks is None or not request.post_checks.pod_log_lines:
             return {}
         pods = found.get("pods")
@@ -324,7 +331,8 @@ class VerifyActivities:
                 if failing and all(c.unread for c in failing):
                     said = "; ".join(c.detail for c in failing)
                     raise ApplicationError(
-                        f"verification could not read everything within its window ({said}); retrying",
+                        f"verification could not read everything within its window ({said}); "
+                        "retrying",
                         type="VerificationUnreadable",
                     )
                 logs = await self._evidence(request, found)

@@ -37,7 +37,8 @@ class Channel(Strict):
             raise ValueError("a jsonl channel needs a path")
         if self.kind == "slack" and not self.webhook_env:
             raise ValueError(
-                "a slack channel needs webhook_env, the name of the variable holding the webhook URL"
+                "a slack channel needs webhook_env, the name of the variable holding the webhook "
+                "URL"
             )
         return self
 
@@ -124,7 +125,8 @@ class DatabaseAccess(Strict):
     )
     proxy_container: str = Field(
         "cloud-sql-proxy",
-        description="the Auth Proxy sidecar (initContainers with restartPolicy Always, or containers)",
+        description="the Auth Proxy sidecar (initContainers with restartPolicy Always, or "
+        "containers)",
     )
     port: int = Field(5432, gt=0, lt=65536, description="the proxy's --port")
     database: str = Field(min_length=1, max_length=63, description="e.g. tekutoko_production")
@@ -136,7 +138,8 @@ class DatabaseAccess(Strict):
     psql_command: list[str] = Field(
         default_factory=lambda: list(PSQL_COMMAND),
         min_length=1,
-        description="{port}, {user} and {database} are filled in; the query follows as -c arguments",
+        description="{port}, {user} and {database} are filled in; the query follows as -c "
+        "arguments",
     )
     query_timeout_seconds: int = Field(
         30, gt=0, le=600, description="statement_timeout of every query"
@@ -162,7 +165,8 @@ class MigrationConfig(Strict):
     down_to_command: list[str] = Field(
         default_factory=lambda: ["/api", "migrate", "down-to", "{version}"],
         min_length=1,
-        description="steps are turned into the version they lead to, so a retried step down never reverts twice",
+        description="steps are turned into the version they lead to, so a retried step down "
+        "never reverts twice",
     )
     command_timeout_seconds: int = Field(300, gt=0, le=3600)
     cloudsql_instance: str = Field(pattern=NAME_PATTERN)
@@ -218,7 +222,8 @@ class ServiceEntry(Strict):
     )
     trust: Trust | None = Field(
         None,
-        description="set by the worker from the catalog's identities; not written in a catalog file",
+        description="set by the worker from the catalog's identities; not written in a catalog "
+        "file",
     )
     migration: MigrationConfig | None = Field(
         None, description="schema rollbacks; None: not offered for this service"
@@ -228,11 +233,13 @@ class ServiceEntry(Strict):
     )
     registry: RegistryConfig | None = Field(
         None,
-        description="the Artifact Registry repository of the service's images (redeploy, image-pull diagnosis)",
+        description="the Artifact Registry repository of the service's images (redeploy, "
+        "image-pull diagnosis)",
     )
     cd: CdConfig | None = Field(
         None,
-        description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its manifest backups)",
+        description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its "
+        "manifest backups)",
     )
     verification_window_seconds: int = Field(120, gt=0)
     rollout_timeout_seconds: int = Field(600, gt=0)
@@ -248,7 +255,8 @@ class ServiceEntry(Strict):
     def _database_for_data_changes(self) -> ServiceEntry:
         if (self.migration is not None or self.pitr is not None) and self.database is None:
             raise ValueError(
-                f"service {self.name}: migration and pitr need a database section (database: user, database, proxy_container, ...)"
+                f"service {self.name}: migration and pitr need a database section (database: "
+                "user, database, proxy_container, ...)"
             )
         return self
 
@@ -291,7 +299,8 @@ class Catalog(Strict):
         for entry in [*self.services, *([self.default] if self.default else [])]:
             if entry.trust is not None:
                 raise ValueError(
-                    f"service {entry.name}: identities belong at the top of the catalog, not in a service"
+                    f"service {entry.name}: identities belong at the top of the catalog, not in a "
+                    "service"
                 )
         return self
 

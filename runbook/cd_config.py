@@ -16,7 +16,8 @@ class Strict(BaseModel):
 
 
 class RegistryConfig(Strict):
-    """An Artifact Registry Docker repository: LOCATION-docker.pkg.dev/PROJECT/REPOSITORY/PACKAGE."""
+    """An Artifact Registry Docker repository:
+    LOCATION-docker.pkg.dev/PROJECT/REPOSITORY/PACKAGE."""
 
     project: str = Field(min_length=1)
     location: str = Field("asia-northeast1", min_length=1)

@@ -67,7 +67,8 @@ class PullDiagnosis(Strict):
     verdicts: list[PullVerdict] = Field(default_factory=list)
     can_pull: bool | None = Field(
         None,
-        description="testIamPermissions for artifactregistry.repositories.downloadArtifacts; None: unknown",
+        description="testIamPermissions for artifactregistry.repositories.downloadArtifacts; "
+        "None: unknown",
     )
     permission_detail: str = ""
 

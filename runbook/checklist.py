@@ -29,7 +29,8 @@ ITEMS: list[tuple[str, str, str]] = [
     ("prevention", "再発防止策立案", "Plan measures against a recurrence"),
 ]
 
-# checklist item -> the verification checks that make it (all must have passed; any one present counts)
+# checklist item -> the verification checks that make it (all must have passed; any one present
+# counts)
 EVIDENCE: dict[str, tuple[str, ...]] = {
     "pods": ("pods",),
     "health": ("health", "ready"),

@@ -126,7 +126,8 @@ def judge(
     if payload.text() != signed.payload:
         return Judged(
             False,
-            "the payload is not in canonical form (sorted keys, no spaces): sign what `modoru approve --payload` prints",
+            "the payload is not in canonical form (sorted keys, no spaces): sign what `modoru "
+            "approve --payload` prints",
         )
     try:
         key = signer_key(signed.payload, signed.signature)
@@ -180,7 +181,8 @@ class DecisionVerdict(Model):
     counted: bool
     reason: str
     by: str = Field(
-        description="who the decision is from: the signer once a signature holds, else the name given"
+        description="who the decision is from: the signer once a signature holds, else the name "
+        "given"
     )
     gate: str = Field(
         "", description="the gate the decision was judged at; empty before a plan is shown"

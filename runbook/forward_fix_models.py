@@ -44,7 +44,8 @@ class Hotfix(Strict):
     def _verified(cls, value: bool) -> bool:
         if not value:
             raise ValueError(
-                "the runbook deploys a hotfix only after it was verified on staging (--staging-verified)"
+                "the runbook deploys a hotfix only after it was verified on staging "
+                "(--staging-verified)"
             )
         return value
 

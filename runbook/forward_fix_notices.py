@@ -49,12 +49,16 @@ def waiting(
 ) -> tuple[str, str]:
     if language == "ja":
         return "【フォワードフィックス: ホットフィックス待ち】", (
-            f"【フォワードフィックス: ホットフィックス待ち】\n\n対象: {deployment}\n開始: {_when(since)}\n"
-            f"ステージング検証済みのタグを登録してください: modoru forward-fix hotfix {workflow_id} --branch ... --tag ... --staging-verified --by ..."
+            "【フォワードフィックス: ホットフィックス待ち】\n\n"
+            f"対象: {deployment}\n開始: {_when(since)}\n"
+            "ステージング検証済みのタグを登録してください: "
+            f"modoru forward-fix hotfix {workflow_id} --branch ... --tag ... --staging-verified "
+            "--by ..."
         )
     return "[Forward fix: waiting for the hotfix]", (
         f"[Forward fix: waiting for the hotfix]\n\nTarget: {deployment}\nStarted: {_when(since)}\n"
-        f"Record the staging-verified tag: modoru forward-fix hotfix {workflow_id} --branch ... --tag ... --staging-verified --by ..."
+        f"Record the staging-verified tag: modoru forward-fix hotfix {workflow_id} --branch ... "
+        "--tag ... --staging-verified --by ..."
     )
 
 
@@ -72,12 +76,14 @@ def recovered(
         return "【フォワードフィックス完了・復旧】", (
             f"【フォワードフィックス完了・復旧】\n\n対象: {deployment}\n復旧時刻: {_when(at)}\n"
             f"対応内容: ホットフィックス {tag} (ブランチ {branch}) を緊急デプロイ\n"
-            f"確認結果: エラー率 {_ratio(before)} → {_ratio(after)}\n\n24時間以内に原因分析、48時間以内にポストモーテムを作成してください。"
+            f"確認結果: エラー率 {_ratio(before)} → {_ratio(after)}\n\n"
+            "24時間以内に原因分析、48時間以内にポストモーテムを作成してください。"
         )
     return "[Forward fix done, service recovered]", (
         f"[Forward fix done, service recovered]\n\nTarget: {deployment}\nRecovered: {_when(at)}\n"
         f"Action: emergency deploy of hotfix {tag} (branch {branch})\n"
-        f"Result: error ratio {_ratio(before)} -> {_ratio(after)}\n\nRoot cause within 24 h, postmortem within 48 h."
+        f"Result: error ratio {_ratio(before)} -> {_ratio(after)}\n\n"
+        "Root cause within 24 h, postmortem within 48 h."
     )
 
 
@@ -85,7 +91,8 @@ def failed(language: str, *, deployment: str, at: dt.datetime, error: str) -> tu
     if language == "ja":
         return (
             "【フォワードフィックス失敗】",
-            f"【フォワードフィックス失敗】\n\n時刻: {_when(at)}\n対象: {deployment}\nエラー: {error}\n",
+            f"【フォワードフィックス失敗】\n\n時刻: {_when(at)}\n対象: {deployment}\n"
+            f"エラー: {error}\n",
         )
     return (
         "[Forward fix failed]",

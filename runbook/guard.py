@@ -68,14 +68,16 @@ class MonitoringConfig(BaseModel):
     )
     class_label: str | None = Field(
         None,
-        description="metric label whose value starts with 5 for server errors (500 class or 5xx code)",
+        description="metric label whose value starts with 5 for server errors (500 class or 5xx "
+        "code)",
     )
     latency_unit: Literal["ms", "s"] | None = Field(
         None, description="unit of the latency distribution"
     )
     resource_filter: str | None = Field(
         None,
-        description="added to each query; {namespace} and {service} are filled in; must match this service's series",
+        description="added to each query; {namespace} and {service} are filled in; must match "
+        "this service's series",
     )
     window_seconds: int = Field(
         60, description="how much traffic one reading covers: whole minutes, at least 60 s"
@@ -85,18 +87,21 @@ class MonitoringConfig(BaseModel):
     )
     project: str | None = Field(
         None,
-        description="Cloud project holding the metrics; default: the worker's MODORU_MONITORING_PROJECT",
+        description="Cloud project holding the metrics; default: the worker's "
+        "MODORU_MONITORING_PROJECT",
     )
     alerts: bool = Field(
         True, description="read open alerts (REST projects.alerts.list) for this service"
     )
     alert_filter: str | None = Field(
         None,
-        description='selects this service\'s alerts (projects.alerts.list); state = "OPEN" is added',
+        description='selects this service\'s alerts (projects.alerts.list); state = "OPEN" is '
+        "added",
     )
     alert_policy_filter: str | None = Field(
         None,
-        description="selects this service's alerting policies (projects.alertPolicies.list); must match one",
+        description="selects this service's alerting policies (projects.alertPolicies.list); "
+        "must match one",
     )
 
     @field_validator("window_seconds")
@@ -104,7 +109,8 @@ class MonitoringConfig(BaseModel):
     def _whole_minutes(cls, value: int) -> int:
         if not whole_minutes(value):
             raise ValueError(
-                f"window_seconds must be whole minutes of at least {MIN_ALIGNMENT_SECONDS} s (Cloud Monitoring's smallest alignment period), got {value}"
+                f"window_seconds must be whole minutes of at least {MIN_ALIGNMENT_SECONDS} s "
+                f"(Cloud Monitoring's smallest alignment period), got {value}"
             )
         return value
 
@@ -126,8 +132,10 @@ class MonitoringConfig(BaseModel):
         """The settings with the preset's defaults; ValueError when no preset was chosen."""
         if self.preset is None:
             raise ValueError(
-                f"monitoring.preset is not set: choose one of {', '.join(PRESETS)} for this service "
-                "(a LoadBalancer Service on GKE has no request metrics; gke_l7 needs an Ingress or Gateway)"
+                f"monitoring.preset is not set: choose one of {', '.join(PRESETS)} for this "
+                "service "
+                "(a LoadBalancer Service on GKE has no request metrics; gke_l7 needs an Ingress "
+                "or Gateway)"
             )
         values = {
             **DEFAULTS[self.preset],
@@ -201,7 +209,8 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
         missing.append("p95 latency" if evidence.p95_ms is None else "p95 baseline")
     elif evidence.p95_ms >= t.latency_factor * evidence.baseline_p95_ms:
         investigate.append(
-            f"p95 {evidence.p95_ms:.0f} ms is {evidence.p95_ms / evidence.baseline_p95_ms:.1f}x the baseline {evidence.baseline_p95_ms:.0f} ms"
+            f"p95 {evidence.p95_ms:.0f} ms is {evidence.p95_ms / evidence.baseline_p95_ms:.1f}x "
+            f"the baseline {evidence.baseline_p95_ms:.0f} ms"
         )
     if evidence.restarts_in_window >= t.restarts_in_window:
         investigate.append(f"{evidence.restarts_in_window} pod restarts in the window")
@@ -231,7 +240,8 @@ def judge_recovery(
             (
                 "error_ratio",
                 False,
-                f"only {requests} requests since the rollback; need {criteria.min_requests} to judge",
+                f"only {requests} requests since the rollback; need {criteria.min_requests} to "
+                "judge",
             )
         )
     else:
@@ -247,7 +257,8 @@ def judge_recovery(
             (
                 "error_ratio",
                 ok,
-                f"error ratio {error_ratio:.2%} over {requests} requests ({'<' if ok else '>='} {criteria.max_error_ratio:.0%}{over})",
+                f"error ratio {error_ratio:.2%} over {requests} requests ({'<' if ok else '>='} "
+                f"{criteria.max_error_ratio:.0%}{over})",
             )
         )
     if p95_ms is None:

@@ -78,6 +78,7 @@ def check_identities(identities: list[Identity]) -> None:
         for key in identity.keys:
             if key in owners and owners[key] != identity.id:
                 raise ValueError(
-                    f"one key is listed under two identities ({owners[key]!r} and {identity.id!r}): each person signs with their own key"
+                    f"one key is listed under two identities ({owners[key]!r} and "
+                    f"{identity.id!r}): each person signs with their own key"
                 )
             owners[key] = identity.id

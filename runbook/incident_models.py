@@ -22,7 +22,8 @@ from .repair_models import RepairRequest, RestoreRequest
 ChangeKind = Literal[
     "rollback", "migration", "pitr", "redeploy", "restore", "troubleshoot", "forward_fix"
 ]
-# Changes made to one Deployment (the others, migration rollbacks and recoveries, to a service's database).
+# Changes made to one Deployment (the others, migration rollbacks and recoveries, to a service's
+# database).
 DEPLOYMENT_KINDS: frozenset[str] = frozenset(
     {"rollback", "redeploy", "restore", "troubleshoot", "forward_fix"}
 )
@@ -56,7 +57,8 @@ WORKFLOW_KINDS: dict[str, str] = {
 
 
 def incident_workflow_id(service: str, detected_at: dt.datetime, *, seconds: bool = False) -> str:
-    """One incident per service and detection minute (UTC), e.g. incident-tekutoko-api-20261129-0212;
+    """One incident per service and detection minute (UTC), e.g.
+    incident-tekutoko-api-20261129-0212;
     with `seconds`, per detection second (a release guard's breach: the guard cannot
     see which incidents run, the CLI joins the guard's through the search attributes)."""
     return (
@@ -109,7 +111,8 @@ class ChangeSignal(Model):
     notify_workflow: str = Field(
         "",
         max_length=255,
-        description="a workflow (the release guard) signalled `change_ended` with the record when the change ends",
+        description="a workflow (the release guard) signalled `change_ended` with the record "
+        "when the change ends",
     )
 
     @model_validator(mode="after")
@@ -185,14 +188,16 @@ class ChangeRecord(Model):
 
     @property
     def acted(self) -> bool:
-        """Whether the change touched anything (a rollback's undo ran; a migration or recovery began executing)."""
+        """Whether the change touched anything (a rollback's undo ran; a migration or recovery began
+        executing)."""
         if self.running or self.outcome == "attached":
             return True
         if self.rollback is not None:
             return any(item.key == "undo" and item.done_at for item in self.rollback.checklist)
         if self.final:
             return "executing" in self.final.get("timings", {})
-        # Failed with no status: the change workflows call a failure after acting *Failed, a refusal anything else.
+        # Failed with no status: the change workflows call a failure after acting *Failed, a refusal
+        # anything else.
         return self.error_type.endswith("Failed")
 
     @property
@@ -259,7 +264,8 @@ class IncidentStatus(Model):
 
     @property
     def nothing_changed(self) -> bool:
-        """Every change has ended without acting (refused, rejected, a dry run): nothing to follow up."""
+        """Every change has ended without acting (refused, rejected, a dry run): nothing to follow
+        up."""
         return bool(self.changes) and all(not c.running and not c.acted for c in self.changes)
 
     @property

@@ -17,7 +17,8 @@ def _title(table: dict[str, tuple[str, str]], key: str, language: str) -> str:
 def follow_up_notice(
     language: str, *, point: str, key: str, incident_id: str, service: str, due_at: dt.datetime
 ) -> tuple[str, str]:
-    """`point` half_time: a reminder; deadline: an escalation (the deadline passed without a record)."""
+    """`point` half_time: a reminder; deadline: an escalation (the deadline passed without a
+    record)."""
     what = _title(FOLLOW_UP_TITLES, key, language)
     command = {
         "rca": "rca ID --summary ... --link ...",
@@ -30,7 +31,8 @@ def follow_up_notice(
             "リマインド: 期限の半分が経過" if point == "half_time" else "エスカレーション: 期限超過"
         )
         return f"【{label}】{what}", (
-            f"【{label}】\n\nインシデント: {incident_id}\n対象: {service}\n項目: {what}\n期限: {_when(due_at)}\n記録: {command}"
+            f"【{label}】\n\nインシデント: {incident_id}\n対象: {service}\n項目: {what}\n"
+            f"期限: {_when(due_at)}\n記録: {command}"
         )
     label = (
         "Reminder: half the time has passed"
@@ -38,7 +40,8 @@ def follow_up_notice(
         else "Escalation: deadline missed"
     )
     return f"[{label}] {what}", (
-        f"[{label}]\n\nIncident: {incident_id}\nService: {service}\nItem: {what}\nDue: {_when(due_at)}\nRecord: {command}"
+        f"[{label}]\n\nIncident: {incident_id}\nService: {service}\nItem: {what}\n"
+        f"Due: {_when(due_at)}\nRecord: {command}"
     )
 
 
@@ -50,11 +53,13 @@ def confirmation_reminder(
     )
     if language == "ja":
         return "【確認依頼】ロールバック後の確認", (
-            f"【確認依頼】\n\nインシデント: {incident_id}\nロールバック: {target}（自動確認は成功）\n対象: {service}\n"
+            f"【確認依頼】\n\nインシデント: {incident_id}\n"
+            f"ロールバック: {target}（自動確認は成功）\n対象: {service}\n"
             f"未確認:\n{items}\n記録: modoru confirm {target} --item <項目> --by <名前>"
         )
     return "[Confirmation needed] after the rollback", (
-        f"[Confirmation needed]\n\nIncident: {incident_id}\nRollback: {target} (automatic checks passed)\nService: {service}\n"
+        f"[Confirmation needed]\n\nIncident: {incident_id}\n"
+        f"Rollback: {target} (automatic checks passed)\nService: {service}\n"
         f"Awaiting:\n{items}\nRecord: modoru confirm {target} --item <item> --by <name>"
     )
 
@@ -64,10 +69,12 @@ def closed_notice(
 ) -> tuple[str, str]:
     if language == "ja":
         return "【インシデント完了】", (
-            f"【インシデント完了】\n\nインシデント: {incident_id}\n対象: {service}\n完了時刻: {_when(closed_at)}\n"
+            f"【インシデント完了】\n\nインシデント: {incident_id}\n対象: {service}\n"
+            f"完了時刻: {_when(closed_at)}\n"
             "原因調査・ポストモーテム・再発防止策の記録がそろいました。"
         )
     return "[Incident closed]", (
-        f"[Incident closed]\n\nIncident: {incident_id}\nService: {service}\nClosed: {_when(closed_at)}\n"
+        f"[Incident closed]\n\nIncident: {incident_id}\nService: {service}\n"
+        f"Closed: {_when(closed_at)}\n"
         "The root cause, the postmortem and the prevention measures are recorded."
     )

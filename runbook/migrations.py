@@ -64,7 +64,8 @@ def plan_down(
     """(steps to revert, target version; None means no version at all)."""
     if state.dirty:
         raise MigrationRefused(
-            f"the schema is dirty at version {state.version}: a migration failed or was interrupted; fix it and force the version before any rollback"
+            f"the schema is dirty at version {state.version}: a migration failed or was "
+            "interrupted; fix it and force the version before any rollback"
         )
     if state.version is None or not state.applied:
         raise MigrationRefused("no migration is applied: there is nothing to roll back")
@@ -74,18 +75,21 @@ def plan_down(
             raise MigrationRefused(f"the schema is already at version {to_version}")
         if to_version > state.version:
             raise MigrationRefused(
-                f"version {to_version} is newer than the current {state.version}: a rollback only goes down"
+                f"version {to_version} is newer than the current {state.version}: a rollback only "
+                "goes down"
             )
         if to_version != 0 and to_version not in applied:
             raise MigrationRefused(
-                f"version {to_version} is not in the migration history (applied: {', '.join(map(str, applied))})"
+                f"version {to_version} is not in the migration history (applied: "
+                f"{', '.join(map(str, applied))})"
             )
         count = len([v for v in applied if v > to_version])
         return count, (to_version or None)
     count = steps or 1
     if count > len(applied):
         raise MigrationRefused(
-            f"{count} steps is more than the {len(applied)} applied migrations ({', '.join(map(str, applied))})"
+            f"{count} steps is more than the {len(applied)} applied migrations "
+            f"({', '.join(map(str, applied))})"
         )
     remaining = applied[: len(applied) - count]
     return count, (remaining[-1] if remaining else None)

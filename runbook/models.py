@@ -179,7 +179,8 @@ class CheckResult(Model):
     detail: str
     unread: bool = Field(
         False,
-        description="the check could not be read (an API error), which says nothing about the service",
+        description="the check could not be read (an API error), which says nothing about the "
+        "service",
     )
 
 
@@ -298,7 +299,8 @@ class AlertQuery(Model):
     filter: str = Field("", description='Cloud Monitoring alert filter; state = "OPEN" is added')
     policy_filter: str = Field(
         "",
-        description="alertPolicies.list filter that must match at least one policy; empty: not checked",
+        description="alertPolicies.list filter that must match at least one policy; empty: not "
+        "checked",
     )
 
 

@@ -64,8 +64,11 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "latency_metric": "loadbalancing.googleapis.com/https/total_latencies",
         "class_label": "response_code_class",
         "latency_unit": "ms",
-        "resource_filter": f'resource.type = "https_lb_rule" AND resource.labels.backend_target_name = monitoring.regex.full_match("{GKE_NEG_NAME}")',
-        "ingestion_delay_seconds": 210,  # "not visible for up to 210 seconds" (load-balancing metrics docs)
+        "resource_filter": 'resource.type = "https_lb_rule" AND '
+        "resource.labels.backend_target_name = "
+        f'monitoring.regex.full_match("{GKE_NEG_NAME}")',
+        # "not visible for up to 210 seconds" (load-balancing metrics docs)
+        "ingestion_delay_seconds": 210,
         "alert_filter": ALERTS_BY_LABELS,
         "alert_policy_filter": POLICIES_BY_LABELS,
     },
@@ -74,7 +77,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "latency_metric": "prometheus.googleapis.com/http_request_duration_seconds/histogram",
         "class_label": "code",
         "latency_unit": "s",
-        "resource_filter": 'resource.type = "prometheus_target" AND resource.labels.namespace = "{namespace}" AND resource.labels.job = "{service}"',
+        "resource_filter": 'resource.type = "prometheus_target" AND resource.labels.namespace = '
+        '"{namespace}" AND resource.labels.job = "{service}"',
         # Not a published figure: one scrape interval (PodMonitoring's 60 s) plus the write.
         "ingestion_delay_seconds": 90,
         "alert_filter": ALERTS_BY_LABELS,

@@ -126,11 +126,13 @@ def escalation_notice(
     if language == "ja":
         label = "期限の半分が経過" if point == "half_time" else "期限超過"
         return f"【エスカレーション: {label}】", (
-            f"【エスカレーション: {label}】\n\n対象: {deployment}\n期限: {_when(deadline)}\n現在のフェーズ: {phase}"
+            f"【エスカレーション: {label}】\n\n対象: {deployment}\n"
+            f"期限: {_when(deadline)}\n現在のフェーズ: {phase}"
         )
     label = "half the deadline has passed" if point == "half_time" else "deadline missed"
     return f"[Escalation: {label}]", (
-        f"[Escalation: {label}]\n\nTarget: {deployment}\nDeadline: {_when(deadline)}\nPhase: {phase}"
+        f"[Escalation: {label}]\n\nTarget: {deployment}\n"
+        f"Deadline: {_when(deadline)}\nPhase: {phase}"
     )
 
 
@@ -144,7 +146,8 @@ def approval_needed_notice(
             f"承認: modoru approve {workflow_id} --by <名前>"
         )
     return "[Approval needed]", (
-        f"[Approval needed]\n\nTarget: {deployment}\nApprovers: {names}\nDeadline: {_when(deadline)}\n"
+        f"[Approval needed]\n\nTarget: {deployment}\nApprovers: {names}\n"
+        f"Deadline: {_when(deadline)}\n"
         f"Approve: modoru approve {workflow_id} --by <name>"
     )
 
@@ -153,11 +156,13 @@ def rejected_notice(language: str, *, deployment: str, by: str, reason: str) -> 
     if language == "ja":
         return (
             "【ロールバック中止】",
-            f"【ロールバック中止】\n\n対象: {deployment}\n却下: {by}\n理由: {reason}\n変更は行っていません。",
+            f"【ロールバック中止】\n\n対象: {deployment}\n却下: {by}\n"
+            f"理由: {reason}\n変更は行っていません。",
         )
     return (
         "[Rollback rejected]",
-        f"[Rollback rejected]\n\nTarget: {deployment}\nRejected by: {by}\nReason: {reason}\nNothing was changed.",
+        f"[Rollback rejected]\n\nTarget: {deployment}\nRejected by: {by}\n"
+        f"Reason: {reason}\nNothing was changed.",
     )
 
 
@@ -178,14 +183,16 @@ def migration_complete_notice(
         return "【マイグレーションロールバック完了】", (
             "【マイグレーションロールバック完了】\n\n"
             f"完了時刻: {_when(done_at)}\n対象: {service}\n"
-            f"対応内容: スキーマをバージョン{_version(from_version)}からバージョン{_version(to_version)}に戻しました\n"
+            f"対応内容: スキーマをバージョン{_version(from_version)}から"
+            f"バージョン{_version(to_version)}に戻しました\n"
             f"確認結果: {result}\n\n"
             "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
         )
     return "[Migration rollback complete]", (
         "[Migration rollback complete]\n\n"
         f"Done: {_when(done_at)}\nService: {service}\n"
-        f"Action: schema rolled back from version {_version(from_version)} to {_version(to_version)}\n"
+        f"Action: schema rolled back from version {_version(from_version)} to "
+        f"{_version(to_version)}\n"
         f"Result: {result}\n\n"
         "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
     )
@@ -204,12 +211,14 @@ def pitr_complete_notice(
         return "【ポイントインタイムリカバリ完了】", (
             "【ポイントインタイムリカバリ完了】\n\n"
             f"完了時刻: {_when(done_at)}\n対象: {service}\n"
-            f"対応内容: {source} を {_when(point_in_time)} 時点に復元した {clone} に接続を切り替えました（{source} は調査のため保持）\n\n"
+            f"対応内容: {source} を {_when(point_in_time)} 時点に復元した {clone} "
+            f"に接続を切り替えました（{source} は調査のため保持）\n\n"
             "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
         )
     return "[Point-in-time recovery complete]", (
         "[Point-in-time recovery complete]\n\n"
         f"Done: {_when(done_at)}\nService: {service}\n"
-        f"Action: switched the app to {clone}, {source} as of {_when(point_in_time)} ({source} is kept as evidence)\n\n"
+        f"Action: switched the app to {clone}, {source} as of {_when(point_in_time)} ({source} is "
+        "kept as evidence)\n\n"
         "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
     )

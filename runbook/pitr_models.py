@@ -63,7 +63,8 @@ class PitrRequest(Model):
     def _aware(cls, value: dt.datetime) -> dt.datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(
-                "point_in_time needs a time zone offset (e.g. +09:00 or Z): a naive time is ambiguous"
+                "point_in_time needs a time zone offset (e.g. +09:00 or Z): a naive time is "
+                "ambiguous"
             )
         return value
 
@@ -173,7 +174,8 @@ class PitrStatus(Model):
     )
     switched: str = Field(
         "",
-        description="the instance connection name the app's proxy now names, once switched to the clone",
+        description="the instance connection name the app's proxy now names, once switched to "
+        "the clone",
     )
     switched_back: bool = False
     health: list[CheckResult] = Field(default_factory=list)

@@ -57,18 +57,21 @@ class PostChecks(BaseModel):
     )
     connection_pool: bool = Field(
         True,
-        description="Cloud SQL num_backends against max_connections (needs cloudsql_instance or migration/pitr)",
+        description="Cloud SQL num_backends against max_connections (needs cloudsql_instance or "
+        "migration/pitr)",
     )
     logs: bool = Field(
         True,
-        description="Cloud Logging entries with severity >= ERROR from the service's containers since the rollback",
+        description="Cloud Logging entries with severity >= ERROR from the service's containers "
+        "since the rollback",
     )
     container: str | None = Field(
         None, description="container_name to judge; default: every container of the service's pods"
     )
     cluster_name: str | None = Field(
         None,
-        description="k8s_container cluster_name, when several clusters share namespace and pod names",
+        description="k8s_container cluster_name, when several clusters share namespace and pod "
+        "names",
     )
     location: str | None = Field(
         None, description="k8s_container location (region or zone of the cluster)"
@@ -77,7 +80,8 @@ class PostChecks(BaseModel):
         0.8,
         gt=0,
         le=10,
-        description="fallback limit on CPU limit_utilization (1.0 = the container's limit; may exceed 1)",
+        description="fallback limit on CPU limit_utilization (1.0 = the container's limit; may "
+        "exceed 1)",
     )
     max_memory_utilization: float = Field(
         0.85, gt=0, le=1, description="fallback limit on memory limit_utilization"
@@ -86,7 +90,8 @@ class PostChecks(BaseModel):
         1.5,
         gt=1,
         le=10,
-        description="with a baseline from before the incident: normal is at most this many times it",
+        description="with a baseline from before the incident: normal is at most this many times "
+        "it",
     )
     baseline_margin: float = Field(
         0.05,
@@ -186,7 +191,8 @@ def container_filter(
 
 def database_filter(project: str, instance_project: str, instance: str) -> str:
     return (
-        f'metric.type = "{BACKENDS_METRIC}" AND resource.type = "{DATABASE_RESOURCE}" AND resource.labels.project_id = "{instance_project or project}" '
+        f'metric.type = "{BACKENDS_METRIC}" AND resource.type = "{DATABASE_RESOURCE}" AND '
+        f'resource.labels.project_id = "{instance_project or project}" '
         f'AND resource.labels.database_id = "{instance_project or project}:{instance}"'
     )
 
@@ -251,7 +257,8 @@ def judge_pool(backends: int | None, checks: PostChecks) -> tuple[str, bool, str
         "connection_pool",
         ok,
         (
-            f"{backends} of max_connections {checks.max_connections} in use ({backends / checks.max_connections:.0%}; "
+            f"{backends} of max_connections {checks.max_connections} in use "
+            f"({backends / checks.max_connections:.0%}; "
             f"{'<=' if ok else '>'} {checks.max_pool_ratio:.0%}{over})"
         ),
     )
@@ -274,7 +281,8 @@ def judge_logs(
     return (
         "logs",
         False,
-        f"{head} (> {checks.max_error_entries} tolerated, {count - checks.max_error_entries}{'+' if more else ''} over)"
+        f"{head} (> {checks.max_error_entries} tolerated, "
+        f"{count - checks.max_error_entries}{'+' if more else ''} over)"
         + (f"; first: {first}" if first else ""),
     )
 

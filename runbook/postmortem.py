@@ -64,7 +64,8 @@ WORDS = {
         "change_started": "開始",
         "measure": "対策",
         "owner": "担当",
-        "rca_hint": "- デプロイで導入された変更の特定\n- エラーログの詳細分析\n- 再現環境での問題再現",
+        "rca_hint": "- デプロイで導入された変更の特定\n- エラーログの詳細分析\n- "
+        "再現環境での問題再現",
     },
     "en": {
         "title": "Postmortem (draft)",
@@ -117,7 +118,8 @@ WORDS = {
         "change_started": "started",
         "measure": "Measure",
         "owner": "Owner",
-        "rca_hint": "- Which change the deployment brought in\n- What the error logs say in detail\n- Reproduce it in another environment",
+        "rca_hint": "- Which change the deployment brought in\n- What the error logs say in "
+        "detail\n- Reproduce it in another environment",
     },
 }
 
@@ -197,14 +199,16 @@ def timeline(status: IncidentStatus, language: str) -> list[tuple[dt.datetime, s
             events.append(
                 (
                     change.requested_at,
-                    f"{change.kind} {change.workflow_id}: {w['change_started'] if change.outcome != 'refused' else w['refused']}",
+                    f"{change.kind} {change.workflow_id}: "
+                    f"{w['change_started'] if change.outcome != 'refused' else w['refused']}",
                 )
             )
             if change.ended_at:
                 events.append(
                     (
                         change.ended_at,
-                        f"{change.kind} {change.workflow_id}: {change.phase} {change.message}".strip(),
+                        f"{change.kind} {change.workflow_id}: {change.phase} "
+                        f"{change.message}".strip(),
                     )
                 )
         for confirmation in change.confirmations:
@@ -226,7 +230,10 @@ def _sla(status: RollbackStatus, language: str) -> str:
     verdict = (
         w["pending"] if status.sla_met is None else (w["met"] if status.sla_met else w["missed"])
     )
-    return f"{w['sla']} {verdict} ({w['severity']} {status.severity.value}, {w['deadline']} {_jst(status.sla_deadline)} JST)"
+    return (
+        f"{w['sla']} {verdict} ({w['severity']} {status.severity.value}, {w['deadline']} "
+        f"{_jst(status.sla_deadline)} JST)"
+    )
 
 
 def _summary(status: IncidentStatus, w: dict[str, str]) -> list[str]:
@@ -242,7 +249,8 @@ def _summary(status: IncidentStatus, w: dict[str, str]) -> list[str]:
     for change in status.changes:
         state = w["running"] if change.running else (change.phase or change.outcome)
         lines.append(
-            f"- {w['changes']}: {change.kind} `{change.workflow_id}` ({w['phase']}: {state}) {_cell(change.message or change.detail)}".rstrip()
+            f"- {w['changes']}: {change.kind} `{change.workflow_id}` ({w['phase']}: "
+            f"{state}) {_cell(change.message or change.detail)}".rstrip()
         )
     return lines
 
@@ -260,7 +268,8 @@ def _impact(status: IncidentStatus, language: str) -> list[str]:
         if mitigated:
             minutes = (mitigated - rollback.detected_at).total_seconds() / 60
             lines.append(
-                f"- {w['impact_time']}: {minutes:.1f} min ({_jst(rollback.detected_at, False)} – {_jst(mitigated, False)} JST)"
+                f"- {w['impact_time']}: {minutes:.1f} min ({_jst(rollback.detected_at, False)} – "
+                f"{_jst(mitigated, False)} JST)"
             )
         lines.append(f"- {_sla(rollback, language)}")
     return lines or [f"- {w['to_fill']}"]
@@ -278,7 +287,8 @@ def _evidence(status: IncidentStatus, language: str) -> list[str]:
             lines += [f"- {_cell(e)}" for e in rollback.evidence] + [""]
         if rollback.verification is not None:
             lines += [
-                f"**{w['checks']}** (`{change.workflow_id}`, {rollback.verification.attempts} attempt(s))",
+                f"**{w['checks']}** (`{change.workflow_id}`, {rollback.verification.attempts} "
+                "attempt(s))",
                 "",
             ]
             lines += [
@@ -325,7 +335,8 @@ def _open(status: IncidentStatus, language: str) -> list[str]:
         if follow_up.done_at:
             link = f" {follow_up.link}" if follow_up.link else ""
             lines.append(
-                f"- [x] {title}: {w['done']} {_jst(follow_up.done_at)} JST ({w['by']} {follow_up.by}){link}"
+                f"- [x] {title}: {w['done']} {_jst(follow_up.done_at)} JST ({w['by']} "
+                f"{follow_up.by}){link}"
             )
         else:
             lines.append(f"- [ ] {title}: {w['due']} {_jst(follow_up.due_at)} JST")

@@ -19,6 +19,7 @@ def one_reading_statement(sql: str) -> str:
         raise ValueError(f"must be one SELECT statement, with no ';' inside: {sql.strip()[:200]!r}")
     if not _READING.match(text):
         raise ValueError(
-            f"must be one SELECT statement (SELECT, WITH, VALUES or TABLE), not {text.split()[0].upper()}: {sql.strip()[:200]!r}"
+            "must be one SELECT statement (SELECT, WITH, VALUES or TABLE), not "
+            f"{text.split()[0].upper()}: {sql.strip()[:200]!r}"
         )
     return text

@@ -191,7 +191,8 @@ class RestartRequest(Model):
     deployment: str
     deployment_uid: str
     restarted_at: str = Field(
-        description="the kubectl.kubernetes.io/restartedAt value, fixed by the workflow so a retry restarts once"
+        description="the kubectl.kubernetes.io/restartedAt value, fixed by the workflow so a "
+        "retry restarts once"
     )
     grant: Grant | None = None
 

@@ -139,7 +139,8 @@ class ApprovalDesk:
         if verdict.counted and verdict.signer != normalize_id(request.requested_by):
             verdict = type(verdict)(
                 False,
-                f"{verdict.reason}, but the request names {request.requested_by!r} as the requester",
+                f"{verdict.reason}, but the request names {request.requested_by!r} as the "
+                "requester",
                 verdict.signer,
             )
         self.note(
@@ -165,12 +166,14 @@ class ApprovalDesk:
             "modoru",
             "approval",
             counted=None,
-            detail=f"immediate requested by {self.requester_id}, who is not a verified {self.trust.oncall_role}: one approval is needed",
+            detail=f"immediate requested by {self.requester_id}, who is not a verified "
+            f"{self.trust.oncall_role}: one approval is needed",
         )
         return False
 
     def grant(self, request) -> Grant | None:
-        """The approvals of the gate shown, for the activity that acts on them (None without identities)."""
+        """The approvals of the gate shown, for the activity that acts on them (None without
+        identities)."""
         if self.trust is None or self.gate is None:
             return None
         return Grant(
@@ -283,7 +286,8 @@ class ApprovalDesk:
                     who,
                     "reject",
                     counted=False,
-                    detail=f"{verdict.reason}, but {who} holds no approver role and did not request this",
+                    detail=f"{verdict.reason}, but {who} holds no approver role and did not "
+                    "request this",
                     request_id=signal.request_id,
                 )
             elif not self.open:
@@ -325,7 +329,8 @@ class ApprovalDesk:
                 who,
                 "approve",
                 counted=False,
-                detail=f"{who} holds none of the approver roles ({', '.join(self.policy.approvers) or 'none'})",
+                detail=f"{who} holds none of the approver roles "
+                f"({', '.join(self.policy.approvers) or 'none'})",
                 request_id=signal.request_id,
             )
         elif who in self.approvals:

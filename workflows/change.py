@@ -229,7 +229,8 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
                 actor=signal.by,
                 action=decision,
                 counted=False,
-                detail=f"the change ended ({self._status.phase.value}) before any decision could count",
+                detail=f"the change ended ({self._status.phase.value}) before any decision could "
+                "count",
                 request_id=signal.request_id,
             )
             self._status.audit.append(entry)
@@ -343,7 +344,10 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
             return True
         rejection = desk.rejection
         assert rejection is not None
-        self._status.message = f"{f'{gate} ' if gate != 'approval' else ''}rejected by {rejection.by}: {rejection.reason}{kept}"
+        self._status.message = (
+            f"{f'{gate} ' if gate != 'approval' else ''}rejected by {rejection.by}: "
+            f"{rejection.reason}{kept}"
+        )
         if not desk.aborted or self._one_gate():
             subject, text = notices.rejected_notice(
                 self._request.language, deployment=what, by=rejection.by, reason=rejection.reason

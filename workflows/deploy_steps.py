@@ -135,7 +135,8 @@ class DeploySteps(ChangeSteps):
         return outcome
 
     async def _verify(self, entry: ServiceEntry) -> VerifyResult:
-        """Exactly as method 1: pods, health, readiness, the API path and, where configured, the metrics."""
+        """Exactly as method 1: pods, health, readiness, the API path and, where configured, the
+        metrics."""
         self._set_phase(Phase.VERIFYING)
         result: VerifyResult = await self._call(
             refs.VERIFY_SERVICE,
@@ -164,7 +165,8 @@ class DeploySteps(ChangeSteps):
         return result
 
     def _check(self, key: str, evidence: str, *, done: bool = True) -> None:
-        """Tick the runbook's checklist item `key` with its evidence (statuses without a checklist ignore it)."""
+        """Tick the runbook's checklist item `key` with its evidence (statuses without a checklist
+        ignore it)."""
         for item in getattr(self._status, "checklist", []):
             if item.key == key:
                 item.evidence = evidence

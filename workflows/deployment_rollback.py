@@ -125,19 +125,27 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         self._status.image_diff = plan.image_diff
         self._check(
             "target",
-            f"revision {plan.from_revision} -> {plan.to_revision}: {'; '.join(plan.image_diff) or 'same images'}",
+            f"revision {plan.from_revision} -> {plan.to_revision}: "
+            f"{'; '.join(plan.image_diff) or 'same images'}",
         )
         self._check(
             "history", ", ".join(f"{h.revision}:{h.change_cause or '<none>'}" for h in plan.history)
         )
         workflow.set_current_details(
-            f"**{request.deployment}**: revision {plan.from_revision} → {plan.to_revision}\n\n{chr(10).join(plan.image_diff)}"
+            f"**{request.deployment}**: revision {plan.from_revision} → "
+            f"{plan.to_revision}\n\n{chr(10).join(plan.image_diff)}"
         )
         if plan.already_at_target:
-            self._status.message = f"deployment/{request.deployment} already runs revision {plan.to_revision}'s template; nothing to do"
+            self._status.message = (
+                f"deployment/{request.deployment} already runs revision {plan.to_revision}'s "
+                "template; nothing to do"
+            )
             return self._finish(Phase.COMPLETED, plan=plan, no_op=True)
         if request.dry_run:
-            self._status.message = f"dry run: would roll deployment/{request.deployment} back from revision {plan.from_revision} to {plan.to_revision}"
+            self._status.message = (
+                f"dry run: would roll deployment/{request.deployment} back from revision "
+                f"{plan.from_revision} to {plan.to_revision}"
+            )
             return self._finish(Phase.COMPLETED, plan=plan, no_op=True)
 
         backup = await self._call(
@@ -248,7 +256,10 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
             ", ".join(delivered) or "no channel took the notice",
             done=bool(delivered),
         )
-        self._status.message = f"rolled back deployment/{request.deployment} from revision {plan.from_revision} to {plan.to_revision} and verified"
+        self._status.message = (
+            f"rolled back deployment/{request.deployment} from revision {plan.from_revision} to "
+            f"{plan.to_revision} and verified"
+        )
         return self._finish(Phase.COMPLETED, plan=plan, backup=backup.manifest_yaml)
 
     async def _approval_gate(self, plan: RollbackPlan) -> bool:

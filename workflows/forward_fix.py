@@ -124,7 +124,8 @@ class ForwardFixWorkflow(ChangeSteps):
         )
         if entry.cd is None or entry.registry is None:
             await self._fail(
-                f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog; "
+                f"refused: deployment/{request.deployment} has no "
+                f"{'cd' if entry.cd is None else 'registry'} section in the catalog; "
                 "a forward fix deploys its hotfix through the CD pipeline"
             )
             raise Stop
@@ -150,7 +151,8 @@ class ForwardFixWorkflow(ChangeSteps):
         self._desk.note(
             "modoru",
             "logs",
-            detail=f"{len(logs.lines)} lines from {len(logs.pods)} pod(s); {len(self._status.errors)} error group(s); most frequent: {top}",
+            detail=f"{len(logs.lines)} lines from {len(logs.pods)} pod(s); "
+            f"{len(self._status.errors)} error group(s); most frequent: {top}",
         )
         self._status.normal = await self._reading(
             entry, at=self._status.detected_at, summary="the metrics before the incident"
@@ -171,7 +173,8 @@ class ForwardFixWorkflow(ChangeSteps):
         child_id = f"{workflow.info().workflow_id}-deploy"
         self._status.deploy_workflow_id = child_id
         workflow.set_current_details(
-            f"**{request.deployment}**: deploying hotfix **{hotfix.tag}** (branch {hotfix.branch}) through "
+            f"**{request.deployment}**: deploying hotfix **{hotfix.tag}** (branch "
+            f"{hotfix.branch}) through "
             f"{entry.cd.workflow_name}; approve it in modoru as `{child_id}`"
         )
         try:
@@ -207,7 +210,8 @@ class ForwardFixWorkflow(ChangeSteps):
         after = report.evidence.error_ratio
         if report.verdict.severity is not None:
             await self._give_up(
-                f"hotfix {hotfix.tag} is live but the error rate has not fallen: {'; '.join(report.verdict.reasons)}"
+                f"hotfix {hotfix.tag} is live but the error rate has not fallen: "
+                f"{'; '.join(report.verdict.reasons)}"
             )
             raise Stop
         self._status.timings["recovered"] = workflow.now()
@@ -222,9 +226,11 @@ class ForwardFixWorkflow(ChangeSteps):
         )
         await self._notify("complete", subject, text)
         measured = "not measured (no metrics configured)" if after is None else f"{after:.1%}"
+        at_start = self._status.at_start.error_ratio
         self._status.message = (
             f"hotfix {hotfix.tag} deployed ({deployed.status.message}); error ratio "
-            f"{'n/a' if self._status.at_start.error_ratio is None else f'{self._status.at_start.error_ratio:.1%}'} → {measured} "
+            f"{'n/a' if at_start is None else f'{at_start:.1%}'} "
+            f"→ {measured} "
             f"watched {report.polls} time(s) under the guard's thresholds"
         )
         self._set_phase(Phase.COMPLETED)
@@ -244,14 +250,16 @@ class ForwardFixWorkflow(ChangeSteps):
         )
 
     async def _wait_for_hotfix(self, request: ForwardFixRequest) -> Hotfix:
-        """Durable: reminders at the request's interval until the hotfix is recorded or the wait is over."""
+        """Durable: reminders at the request's interval until the hotfix is recorded or the wait is
+        over."""
         self._set_phase(Phase.AWAITING_HOTFIX)
         give_up = workflow.now() + timedelta(hours=request.hotfix_wait_hours)
         every = timedelta(minutes=request.reminder_minutes)
         while self._status.hotfix is None:
             workflow.set_current_details(
                 f"**{request.deployment}**: waiting for a hotfix verified on staging: "
-                f"`modoru forward-fix hotfix {self._status.workflow_id} --branch ... --tag ... --staging-verified --by ...`"
+                f"`modoru forward-fix hotfix {self._status.workflow_id} --branch ... --tag ... "
+                "--staging-verified --by ...`"
             )
             left = give_up - workflow.now()
             if left <= timedelta(0):

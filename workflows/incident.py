@@ -150,7 +150,10 @@ class IncidentWorkflow:
         self._status.state = "closed"
         self._status.closed_at = workflow.now()
         if self._status.missing:
-            self._status.message = "closed: nothing was changed for this incident (every change was refused, rejected or a dry run)"
+            self._status.message = (
+                "closed: nothing was changed for this incident (every change was refused, "
+                "rejected or a dry run)"
+            )
         else:
             self._status.message = "closed: root cause, postmortem and prevention recorded"
             subject, text = incident_notices.closed_notice(
@@ -176,7 +179,8 @@ class IncidentWorkflow:
         return self._status.nothing_changed and not any(f.done_at for f in self._status.follow_ups)
 
     async def _open(self, request: IncidentRequest) -> None:
-        """Catalog, then the follow-up deadlines and the confirmation reminders, until cancelled at close."""
+        """Catalog, then the follow-up deadlines and the confirmation reminders, until cancelled at
+        close."""
         self._entry = await self._lookup(request)
         policy = self._entry.incident if self._entry is not None else IncidentPolicy()
         if (
@@ -209,7 +213,8 @@ class IncidentWorkflow:
                 timer.cancel()
 
     async def _lookup(self, request: IncidentRequest) -> ServiceEntry | None:
-        """The service's catalog entry (by deployment, or by name); None (notices skipped, audited) when it has none."""
+        """The service's catalog entry (by deployment, or by name); None (notices skipped, audited)
+        when it has none."""
         name, arg = (
             ("catalog.service", ServiceByName(name=request.service))
             if request.by_name
@@ -274,7 +279,8 @@ class IncidentWorkflow:
                 request,
                 id=signal.workflow_id,
                 result_type=result_type,
-                parent_close_policy=ParentClosePolicy.ABANDON,  # nothing a person needs ends with the incident
+                # nothing a person needs ends with the incident
+                parent_close_policy=ParentClosePolicy.ABANDON,
                 search_attributes=attributes,
                 static_summary=signal.summary or None,
                 static_details=(
@@ -283,7 +289,10 @@ class IncidentWorkflow:
             )
         except WorkflowAlreadyStartedError:
             record.outcome, record.running = "attached", False
-            record.detail = f"{signal.workflow_id} was already running outside this incident; it is not followed here"
+            record.detail = (
+                f"{signal.workflow_id} was already running outside this incident; it is not "
+                "followed here"
+            )
             self._status.changes.append(record)
             self._audit(
                 "modoru", "change", counted=True, detail=record.detail, request_id=signal.request_id
@@ -340,7 +349,8 @@ class IncidentWorkflow:
         await self._tell(record, "change_ended")
 
     async def _tell(self, record: ChangeRecord, name: str) -> None:
-        """Signal `change_started` / `change_ended` to the workflows that asked (a release guard following its rollback)."""
+        """Signal `change_started` / `change_ended` to the workflows that asked (a release guard
+        following its rollback)."""
         for target in record.notify:
             try:
                 await workflow.get_external_workflow_handle(target).signal(name, record)
@@ -399,7 +409,8 @@ class IncidentWorkflow:
             action,
             counted=True,
             request_id=signal.request_id,
-            detail=f"recorded{' after the deadline' if late else ''}: {signal.summary.strip()} {signal.link.strip()}".strip(),
+            detail=f"recorded{' after the deadline' if late else ''}: "
+            f"{signal.summary.strip()} {signal.link.strip()}".strip(),
         )
         self._show()
 
@@ -433,12 +444,14 @@ class IncidentWorkflow:
             )
         if change.kind != "rollback":
             return refuse(
-                f"{change.workflow_id} is a {change.kind}: confirmations are for deployment rollbacks"
+                f"{change.workflow_id} is a {change.kind}: confirmations are for deployment "
+                "rollbacks"
             )
         if not change.verified:
             state = "still running" if change.running else f"ended {change.phase or change.outcome}"
             return refuse(
-                f"{change.workflow_id} is not verified ({state}): confirm once its automatic checks have passed"
+                f"{change.workflow_id} is not verified ({state}): confirm once its automatic "
+                "checks have passed"
             )
         who = signal.by.strip()
         if self._trust is not None:
@@ -519,7 +532,8 @@ class IncidentWorkflow:
             await self._notify("reminder" if point == "half_time" else "escalation", subject, text)
 
     async def _confirmation_reminders(self, policy: IncidentPolicy) -> None:
-        """Every `confirmation_reminder_minutes`, remind of verified rollbacks still awaiting people."""
+        """Every `confirmation_reminder_minutes`, remind of verified rollbacks still awaiting
+        people."""
 
         def waiting() -> list[ChangeRecord]:
             return [
@@ -587,7 +601,8 @@ class IncidentWorkflow:
             "waiting for: " + "; ".join(missing) if missing else "everything is in"
         )
         lines = [
-            f"**incident {self._status.incident_id}** ({self._status.namespace}/{self._status.service})",
+            f"**incident {self._status.incident_id}** "
+            f"({self._status.namespace}/{self._status.service})",
             "",
         ]
         lines += [
@@ -602,7 +617,8 @@ class IncidentWorkflow:
             for c in self._status.changes
         ]
         lines += [
-            f"- {f.key}: {'recorded' if f.done_at else 'due ' + f.due_at.isoformat(timespec='minutes')}"
+            f"- {f.key}: "
+            f"{'recorded' if f.done_at else 'due ' + f.due_at.isoformat(timespec='minutes')}"
             for f in self._status.follow_ups
         ]
         workflow.set_current_details("\n".join(lines))

@@ -106,7 +106,8 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         )
         if entry.migration is None:
             await self._fail(
-                f"service {request.service!r} has no migration settings in the catalog (migration: cloudsql_instance, database_secret, ...)"
+                f"service {request.service!r} has no migration settings in the catalog "
+                "(migration: cloudsql_instance, database_secret, ...)"
             )
             raise Stop
         self._entry, config = entry, entry.migration
@@ -126,7 +127,8 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             steps,
         )
         workflow.set_current_details(
-            f"**{request.service}** schema {state.version} → {target if target is not None else 'nil'} ({steps} step{'s' if steps != 1 else ''})"
+            f"**{request.service}** schema {state.version} → "
+            f"{target if target is not None else 'nil'} ({steps} step{'s' if steps != 1 else ''})"
         )
 
         backup: BackupCheck = await self._call(
@@ -147,7 +149,10 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             await self._fail(f"refused before any change: {backup.detail}")
             raise Stop
         if request.dry_run:
-            self._status.message = f"dry run: would roll {request.service}'s schema back from version {state.version} to {target if target is not None else 'nil'} ({steps} steps)"
+            self._status.message = (
+                f"dry run: would roll {request.service}'s schema back from version "
+                f"{state.version} to {target if target is not None else 'nil'} ({steps} steps)"
+            )
             self._set_phase(Phase.COMPLETED)
             return MigrationResult(status=self._status, no_op=True)
         self._status.before = await self._snapshot(
@@ -163,7 +168,8 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             detected_at=self._status.detected_at,
             impact=request.reason,
             cause="",
-            action=f"migrate down-to {target if target is not None else 0} ({state.version} → {target if target is not None else 'nil'})",
+            action=f"migrate down-to {target if target is not None else 0} ({state.version} → "
+            f"{target if target is not None else 'nil'})",
             expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)),
         )
         await self._notify("start", subject, text)
@@ -181,7 +187,10 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             said = (down.stderr or down.stdout).strip().splitlines()[-1:] or [""]
             self._status.dirty = dirty
             await self._fail(
-                f"{' '.join(down.command)} exited {down.exit_code}: {said[0]}; the schema is now at version {version if version is not None else 'nil'}{' (dirty)' if dirty else ''}; nothing further was run",
+                f"{' '.join(down.command)} exited {down.exit_code}: {said[0]}; the schema is now "
+                "at version "
+                f"{version if version is not None else 'nil'}{' (dirty)' if dirty else ''}; "
+                "nothing further was run",
                 announce=True,
             )
             raise Stop
@@ -210,7 +219,10 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             or "schema at the target version",
         )
         await self._notify("complete", subject, text)
-        self._status.message = f"rolled {request.service}'s schema back from version {state.version} to {target if target is not None else 'nil'} and verified"
+        self._status.message = (
+            f"rolled {request.service}'s schema back from version {state.version} to "
+            f"{target if target is not None else 'nil'} and verified"
+        )
         self._set_phase(Phase.COMPLETED)
         return MigrationResult(status=self._status)
 
@@ -221,7 +233,8 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         history = await self._exec(config, "history", "migrate history")
         if history.exit_code != 0:
             await self._fail(
-                f"{' '.join(history.command)} exited {history.exit_code}: {history.stderr.strip()[-300:]}"
+                f"{' '.join(history.command)} exited {history.exit_code}: "
+                f"{history.stderr.strip()[-300:]}"
             )
             raise Stop
         applied, available = parse_history(history.stdout)
@@ -296,7 +309,8 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
             CheckResult(
                 name="tables",
                 ok=True,
-                detail=f"{len(after.tables)} tables; dropped: {', '.join(gone) or 'none'}; added: {', '.join(added) or 'none'}",
+                detail=f"{len(after.tables)} tables; dropped: {', '.join(gone) or 'none'}; "
+                f"added: {', '.join(added) or 'none'}",
             )
         ]
         for check in config.integrity_checks:
@@ -322,7 +336,8 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
                     CheckResult(
                         name=check.name,
                         ok=True,
-                        detail=f"{was if was is None else f'{was:g}'} → {now if now is None else f'{now:g}'}",
+                        detail=f"{was if was is None else f'{was:g}'} → "
+                        f"{now if now is None else f'{now:g}'}",
                     )
                 )
         return found

@@ -111,7 +111,8 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         )
         if entry.pitr is None:
             await self._fail(
-                f"service {request.service!r} has no pitr settings in the catalog (pitr: cloudsql_instance, secret, ...)"
+                f"service {request.service!r} has no pitr settings in the catalog (pitr: "
+                "cloudsql_instance, secret, ...)"
             )
             raise Stop
         self._entry, config = entry, entry.pitr
@@ -163,7 +164,8 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
             detected_at=self._status.timings["started"],
             impact=request.reason,
             cause="data corruption",
-            action=f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} as {clone}",
+            action=f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} "
+            f"as {clone}",
             expected_recovery=workflow.now() + timedelta(minutes=config.clone_timeout_minutes),
         )
         await self._notify("start", subject, text)
@@ -259,14 +261,19 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
                 point_in_time=self._request.point_in_time,
             )
             await self._notify("complete", subject, text)
-            self._status.message = f"{self._request.service} now uses {info.name} ({self._request.point_in_time.isoformat()}); {self._status.source} is kept untouched as evidence"
+            self._status.message = (
+                f"{self._request.service} now uses {info.name} "
+                f"({self._request.point_in_time.isoformat()}); {self._status.source} is kept "
+                "untouched as evidence"
+            )
             self._set_phase(Phase.COMPLETED)
             return PitrResult(status=self._status)
         await self._point(entry, info.connection_name, self._source_connection)
         self._status.switched, self._status.switched_back = "", True
         back, back_detail = await self._roll_out_and_check(entry, "after switching back")
         await self._fail(
-            f"{self._request.service} was not healthy on {info.name} ({detail}); switched back to {self._status.source}"
+            f"{self._request.service} was not healthy on {info.name} ({detail}); switched back to "
+            f"{self._status.source}"
             + ("" if back else f", which is not healthy either ({back_detail})")
             + f"; {info.name} is kept for inspection",
             announce=True,

@@ -133,7 +133,8 @@ class RedeployWorkflow(DeploySteps):
         )
         if entry.cd is None or entry.registry is None:
             await self._fail(
-                f"refused: deployment/{request.deployment} has no {'cd' if entry.cd is None else 'registry'} section in the catalog "
+                f"refused: deployment/{request.deployment} has no "
+                f"{'cd' if entry.cd is None else 'registry'} section in the catalog "
                 "(cd: repository, workflow, ...; registry: project, location, repository, package)"
             )
             raise Stop
@@ -151,7 +152,8 @@ class RedeployWorkflow(DeploySteps):
         if listed.found is None:
             newest = ", ".join(t for i in listed.images for t in i.tags) or "none"
             await self._fail(
-                f"tag {request.tag} is not in Artifact Registry {registry.image} (newest tags: {newest}); nothing was dispatched"
+                f"tag {request.tag} is not in Artifact Registry {registry.image} (newest tags: "
+                f"{newest}); nothing was dispatched"
             )
             raise Stop
         self._status.pushed = listed.found.uploaded or listed.found.updated
@@ -176,16 +178,21 @@ class RedeployWorkflow(DeploySteps):
         )
         self._check(
             "target",
-            f"{plan.live_image} -> {image} (pushed {self._status.pushed.isoformat() if self._status.pushed else 'at an unknown time'})",
+            f"{plan.live_image} -> {image} (pushed "
+            f"{self._status.pushed.isoformat() if self._status.pushed else 'at an unknown time'})",
         )
         self._check(
             "history", f"live revision {plan.live_revision}; {request.tag} last ran in {last}"
         )
         workflow.set_current_details(
-            f"**{request.deployment}**: {plan.live_image} → **{image}** (pushed {self._status.pushed}, last ran in {last})"
+            f"**{request.deployment}**: {plan.live_image} → **{image}** (pushed "
+            f"{self._status.pushed}, last ran in {last})"
         )
         if request.dry_run:
-            self._status.message = f"dry run: would run {cd.workflow_name} with {cd.tag_input}={request.tag} ({plan.live_image} → {image})"
+            self._status.message = (
+                f"dry run: would run {cd.workflow_name} with {cd.tag_input}={request.tag} "
+                f"({plan.live_image} → {image})"
+            )
             self._set_phase(Phase.COMPLETED)
             return RedeployResult(status=self._status, no_op=True)
 
@@ -201,9 +208,11 @@ class RedeployWorkflow(DeploySteps):
             detected_at=self._status.detected_at,
             impact=request.reason,
             cause="",
-            action=f"{cd.workflow_name} で {request.tag} を再デプロイします ({plan.live_image} → {image})"
+            action=f"{cd.workflow_name} で {request.tag} を再デプロイします ({plan.live_image} → "
+            f"{image})"
             if request.language == "ja"
-            else f"redeploying {request.tag} through {cd.workflow_name} ({plan.live_image} → {image})",
+            else f"redeploying {request.tag} through {cd.workflow_name} ({plan.live_image} → "
+            f"{image})",
             expected_recovery=max(
                 self._status.sla_deadline, workflow.now() + timedelta(minutes=10)
             ),
@@ -235,7 +244,8 @@ class RedeployWorkflow(DeploySteps):
         if run.conclusion != "success":
             steps = f" (failed: {', '.join(run.failed_steps)})" if run.failed_steps else ""
             await self._fail_with(
-                f"{cd.workflow_name} run #{run.number} concluded {run.conclusion}{steps}: {run.html_url}",
+                f"{cd.workflow_name} run #{run.number} concluded {run.conclusion}{steps}: "
+                f"{run.html_url}",
                 run.failed_steps,
             )
             raise Stop
@@ -253,7 +263,10 @@ class RedeployWorkflow(DeploySteps):
             + f" ({image})",
         )
         await self._notify("complete", subject, text)
-        self._status.message = f"redeployed {image} through {cd.workflow_name} run #{run.number} (revision {plan.live_revision} → {outcome.revision}) and verified"
+        self._status.message = (
+            f"redeployed {image} through {cd.workflow_name} run #{run.number} (revision "
+            f"{plan.live_revision} → {outcome.revision}) and verified"
+        )
         self._set_phase(Phase.COMPLETED)
         return RedeployResult(status=self._status)
 
@@ -271,7 +284,8 @@ class RedeployWorkflow(DeploySteps):
                 detail += " (taken over from an earlier attempt of this dispatch)"
             for pending in run.pending:
                 detail += (
-                    f"; waiting for a reviewer of environment {pending.environment} in GitHub: {', '.join(pending.reviewers) or 'anyone with access'}"
+                    f"; waiting for a reviewer of environment {pending.environment} in GitHub: "
+                    f"{', '.join(pending.reviewers) or 'anyone with access'}"
                     f"{' (the token may approve)' if pending.current_user_can_approve else ''}"
                 )
             self._desk.note("github", "cd_run", detail=detail)
@@ -282,7 +296,8 @@ class RedeployWorkflow(DeploySteps):
             else ""
         )
         workflow.set_current_details(
-            f"**{self._request.deployment}** → {self._request.tag}: [{self._entry.cd.workflow_name} run #{run.number}]({run.html_url}) "
+            f"**{self._request.deployment}** → {self._request.tag}: "
+            f"[{self._entry.cd.workflow_name} run #{run.number}]({run.html_url}) "
             f"{run.status}{f' ({run.conclusion})' if run.conclusion else ''}{waiting}"
         )
 

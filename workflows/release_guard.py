@@ -103,7 +103,8 @@ class ReleaseGuardWorkflow:
             return
         if signal.signed is None:
             self._status.refused_stops.append(
-                f"{signal.by}: unsigned (this catalog counts only signed stops: modoru guard stop --key)"
+                f"{signal.by}: unsigned (this catalog counts only signed stops: modoru guard stop "
+                "--key)"
             )
             return
         verdict = judge(
@@ -259,7 +260,8 @@ class ReleaseGuardWorkflow:
         if self._request.baseline_p95_ms is not None:
             baseline.p95_ms = self._request.baseline_p95_ms
         workflow.set_current_details(
-            f"baseline: p95 {baseline.p95_ms} ms, error ratio {baseline.error_ratio}, revision {baseline.revision}"
+            f"baseline: p95 {baseline.p95_ms} ms, error ratio {baseline.error_ratio}, revision "
+            f"{baseline.revision}"
         )
         return GuardCarry(
             started_at=self._status.started_at, until=self._status.until, baseline=baseline
@@ -321,7 +323,9 @@ class ReleaseGuardWorkflow:
         evidence = [*report.verdict.reasons]
         if metrics is not None:
             evidence.append(
-                f"window {metrics.window_start:%H:%M:%S}-{metrics.window_end:%H:%M:%S} UTC: {metrics.requests} requests, {metrics.errors} errors, p95 {metrics.p95_ms or 0:.0f} ms"
+                f"window {metrics.window_start:%H:%M:%S}-{metrics.window_end:%H:%M:%S} UTC: "
+                f"{metrics.requests} requests, {metrics.errors} errors, p95 "
+                f"{metrics.p95_ms or 0:.0f} ms"
             )
         if self._status.baseline and self._status.baseline.p95_ms:
             evidence.append(
@@ -349,19 +353,22 @@ class ReleaseGuardWorkflow:
                 request,
                 id=rollback_id,
                 result_type=RollbackResult,
-                parent_close_policy=ParentClosePolicy.ABANDON,  # a stopped guard must not stop a rollback
+                # a stopped guard must not stop a rollback
+                parent_close_policy=ParentClosePolicy.ABANDON,
                 search_attributes=sa.for_rollback(
                     request.namespace, request.deployment, severity.value
                 )
                 if self._indexed
                 else None,
-                static_summary=f"{severity.value} rollback of {request.namespace}/{request.deployment} (release guard)",
+                static_summary=f"{severity.value} rollback of "
+                f"{request.namespace}/{request.deployment} (release guard)",
                 static_details=request.reason,
             )
         except WorkflowAlreadyStartedError:
             return self._end(
                 GuardPhase.STOPPED,
-                f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another",
+                f"a rollback is already running for deployment/{self._request.deployment} "
+                f"({rollback_id}); the guard did not start another",
             )
         workflow.set_current_details(
             f"**{severity.value}** rollback {rollback_id}\n\n"
@@ -371,7 +378,8 @@ class ReleaseGuardWorkflow:
         if not child.done():
             return self._end(
                 GuardPhase.STOPPED,
-                f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on",
+                f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} "
+                "carries on",
             )
         try:
             result: RollbackResult = child.result()
@@ -379,7 +387,8 @@ class ReleaseGuardWorkflow:
             self._status.rollback_phase = Phase.FAILED.value
             return self._end(
                 GuardPhase.ROLLBACK_FAILED,
-                f"{severity.value} rollback {rollback_id} failed: {getattr(err.cause, 'message', None) or err}",
+                f"{severity.value} rollback {rollback_id} failed: "
+                f"{getattr(err.cause, 'message', None) or err}",
             )
         self._status.rollback_phase = result.status.phase.value
         if result.status.phase is Phase.COMPLETED:
@@ -389,13 +398,15 @@ class ReleaseGuardWorkflow:
             )
         return self._end(
             GuardPhase.ROLLBACK_FAILED,
-            f"{severity.value} rollback {rollback_id} ended {result.status.phase.value}: {result.status.message}",
+            f"{severity.value} rollback {rollback_id} ended {result.status.phase.value}: "
+            f"{result.status.message}",
         )
 
     async def _roll_back_in_incident(
         self, request: RollbackRequest, rollback_id: str, evidence: list[str]
     ) -> GuardResult:
-        """The rollback as the child of the deployment's incident, which tells this guard when it ends."""
+        """The rollback as the child of the deployment's incident, which tells this guard when it
+        ends."""
         severity = request.severity.value
         self._status.rollback_workflow_id = (
             None  # named once the incident has started it, so it can be followed at once
@@ -404,7 +415,8 @@ class ReleaseGuardWorkflow:
             request,
             rollback_id,
             indexed=self._indexed,
-            summary=f"{severity} rollback of {request.namespace}/{request.deployment} (release guard)",
+            summary=f"{severity} rollback of {request.namespace}/{request.deployment} (release "
+            "guard)",
         )
         workflow.set_current_details(
             f"**{severity}** rollback {rollback_id} (incident {incident_id})\n\n"
@@ -426,12 +438,14 @@ class ReleaseGuardWorkflow:
         if record is None:
             return self._end(
                 GuardPhase.STOPPED,
-                f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} carries on (incident {incident_id})",
+                f"stopped by {self._stop.by if self._stop else 'modoru'}; rollback {rollback_id} "
+                f"carries on (incident {incident_id})",
             )
         if record.outcome == "attached":
             return self._end(
                 GuardPhase.STOPPED,
-                f"a rollback is already running for deployment/{self._request.deployment} ({rollback_id}); the guard did not start another",
+                f"a rollback is already running for deployment/{self._request.deployment} "
+                f"({rollback_id}); the guard did not start another",
             )
         self._status.rollback_phase = record.phase or Phase.FAILED.value
         if record.phase == Phase.COMPLETED.value:
@@ -441,7 +455,8 @@ class ReleaseGuardWorkflow:
             )
         return self._end(
             GuardPhase.ROLLBACK_FAILED,
-            f"{severity} rollback {rollback_id} ended {record.phase}: {record.message} (incident {incident_id})",
+            f"{severity} rollback {rollback_id} ended {record.phase}: {record.message} (incident "
+            f"{incident_id})",
         )
 
     # -- helpers -------------------------------------------------------------------------

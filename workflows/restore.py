@@ -144,7 +144,8 @@ class RestoreWorkflow(DeploySteps):
         else:
             if entry.cd is None:
                 await self._fail(
-                    f"refused: deployment/{request.deployment} has no cd section in the catalog, so there is no pipeline to take artifacts from"
+                    f"refused: deployment/{request.deployment} has no cd section in the catalog, "
+                    "so there is no pipeline to take artifacts from"
                 )
                 raise Stop
             fetched = await self._call(
@@ -190,15 +191,22 @@ class RestoreWorkflow(DeploySteps):
         self._check("backup", self._status.fetched)
         self._check(
             "target",
-            f"{', '.join(check.live_images)} -> {', '.join(check.images)} ({len(check.diff)} diff lines)",
+            f"{', '.join(check.live_images)} -> {', '.join(check.images)} ({len(check.diff)} "
+            "diff lines)",
         )
         self._check("history", f"live revision {check.revision}")
         if check.unchanged:
-            self._status.message = f"deployment/{request.deployment} already matches {request.source.name}; nothing to do"
+            self._status.message = (
+                f"deployment/{request.deployment} already matches {request.source.name}; nothing "
+                "to do"
+            )
             self._set_phase(Phase.COMPLETED)
             return RestoreResult(status=self._status, no_op=True)
         if request.dry_run:
-            self._status.message = f"dry run: would apply {request.source.name} to deployment/{request.deployment} ({len(check.diff)} diff lines)"
+            self._status.message = (
+                f"dry run: would apply {request.source.name} to deployment/{request.deployment} "
+                f"({len(check.diff)} diff lines)"
+            )
             self._set_phase(Phase.COMPLETED)
             return RestoreResult(status=self._status, no_op=True)
 
@@ -260,7 +268,10 @@ class RestoreWorkflow(DeploySteps):
             + f" ({request.source.name})",
         )
         await self._notify("complete", subject, text)
-        self._status.message = f"restored deployment/{request.deployment} from {request.source.kind} {request.source.name} (revision {check.revision} → {outcome.revision}) and verified"
+        self._status.message = (
+            f"restored deployment/{request.deployment} from {request.source.kind} "
+            f"{request.source.name} (revision {check.revision} → {outcome.revision}) and verified"
+        )
         self._set_phase(Phase.COMPLETED)
         return RestoreResult(status=self._status)
 

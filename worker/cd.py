@@ -42,7 +42,8 @@ def registry_for(settings: CdSettings) -> ArtifactRegistry:
     if settings.artifact_registry_insecure:
         if not settings.artifact_registry_endpoint:
             raise ValueError(
-                "MODORU_ARTIFACT_REGISTRY_INSECURE needs MODORU_ARTIFACT_REGISTRY_ENDPOINT (the emulator's base URL)"
+                "MODORU_ARTIFACT_REGISTRY_INSECURE needs MODORU_ARTIFACT_REGISTRY_ENDPOINT (the "
+                "emulator's base URL)"
             )
         return ArtifactRegistry(settings.artifact_registry_endpoint, build_http)
     import google.auth
@@ -53,12 +54,14 @@ def registry_for(settings: CdSettings) -> ArtifactRegistry:
         credentials, _ = google.auth.default(scopes=[REGISTRY_SCOPE])
     except DefaultCredentialsError:
         log.warning(
-            "no Google credentials: redeploys and image-pull diagnoses cannot read Artifact Registry"
+            "no Google credentials: redeploys and image-pull diagnoses cannot read Artifact "
+            "Registry"
         )
 
         def refuse():
             raise permanent(
-                "this worker has no Google credentials for Artifact Registry (Workload Identity or GOOGLE_APPLICATION_CREDENTIALS, "
+                "this worker has no Google credentials for Artifact Registry (Workload Identity "
+                "or GOOGLE_APPLICATION_CREDENTIALS, "
                 "roles/artifactregistry.reader)",
                 "RegistryDenied",
             )

@@ -32,7 +32,8 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
     if settings.monitoring_insecure:
         if not settings.monitoring_endpoint:
             raise ValueError(
-                "MODORU_MONITORING_INSECURE needs MODORU_MONITORING_ENDPOINT (host:port of the emulator)"
+                "MODORU_MONITORING_INSECURE needs MODORU_MONITORING_ENDPOINT (host:port of the "
+                "emulator)"
             )
         channel = grpc.aio.insecure_channel(settings.monitoring_endpoint)
         client = monitoring_v3.MetricServiceAsyncClient(
@@ -49,7 +50,8 @@ def monitoring_for(settings: Settings, session: aiohttp.ClientSession) -> Monito
         )
     if settings.monitoring_clock_speed != 1.0 or settings.monitoring_clock_epoch is not None:
         raise ValueError(
-            "MODORU_MONITORING_CLOCK_* is for the sandbox's emulator only (with MODORU_MONITORING_INSECURE): Cloud Monitoring keeps real time"
+            "MODORU_MONITORING_CLOCK_* is for the sandbox's emulator only (with "
+            "MODORU_MONITORING_INSECURE): Cloud Monitoring keeps real time"
         )
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
@@ -79,7 +81,8 @@ def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities
     if settings.cloudsql_insecure:
         if not settings.cloudsql_endpoint:
             raise ValueError(
-                "MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)"
+                "MODORU_CLOUDSQL_INSECURE needs MODORU_CLOUDSQL_ENDPOINT (the emulator's base "
+                "URL, e.g. http://127.0.0.1:PORT/)"
             )
         admin = SqlAdmin(settings.cloudsql_endpoint, build_http)
         project = settings.cloudsql_project
@@ -92,7 +95,8 @@ def cloudsql_for(settings: Settings) -> tuple[CloudSqlActivities, PitrActivities
             credentials, default_project = google.auth.default(scopes=[SQLADMIN_SCOPE])
         except DefaultCredentialsError:
             log.warning(
-                "no Google credentials: migration rollbacks and point-in-time recovery cannot reach Cloud SQL"
+                "no Google credentials: migration rollbacks and point-in-time recovery cannot "
+                "reach Cloud SQL"
             )
             return None
         admin = SqlAdmin(
@@ -111,7 +115,8 @@ def logging_for(settings: Settings) -> CloudLogging | None:
     if settings.logging_insecure:
         if not settings.logging_endpoint:
             raise ValueError(
-                "MODORU_LOGGING_INSECURE needs MODORU_LOGGING_ENDPOINT (the emulator's base URL, e.g. http://127.0.0.1:PORT/)"
+                "MODORU_LOGGING_INSECURE needs MODORU_LOGGING_ENDPOINT (the emulator's base URL, "
+                "e.g. http://127.0.0.1:PORT/)"
             )
         return CloudLogging(settings.logging_endpoint, build_http, project=project)
     import google.auth

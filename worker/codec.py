@@ -75,7 +75,8 @@ class EncryptionCodec(PayloadCodec):
             cipher = self._ciphers.get(key_id)
             if cipher is None:
                 raise ValueError(
-                    f"payload encrypted with unknown key id {key_id!r}; known key ids: {', '.join(self._ciphers)}"
+                    f"payload encrypted with unknown key id {key_id!r}; known key ids: "
+                    f"{', '.join(self._ciphers)}"
                 )
             try:
                 plain = cipher.decrypt(
@@ -83,7 +84,8 @@ class EncryptionCodec(PayloadCodec):
                 )
             except InvalidTag:
                 raise ValueError(
-                    f"payload with key id {key_id!r} does not decrypt: tampered with, or a different key under that id"
+                    f"payload with key id {key_id!r} does not decrypt: tampered with, or a "
+                    "different key under that id"
                 ) from None
             decoded.append(Payload.FromString(plain))
         return decoded
@@ -102,7 +104,8 @@ def parse_keys(text: str, setting: str) -> list[tuple[str, bytes]]:
         key_id = key_id.strip()
         if not sep or not KEY_ID_PATTERN.match(key_id):
             raise CodecSettingsError(
-                f"{setting}: entry {number} is not id:base64-of-32-bytes (an id is letters, digits, '.', '_' or '-')"
+                f"{setting}: entry {number} is not id:base64-of-32-bytes (an id is letters, "
+                "digits, '.', '_' or '-')"
             )
         try:
             key = base64.b64decode(encoded.strip(), validate=True)
@@ -110,7 +113,8 @@ def parse_keys(text: str, setting: str) -> list[tuple[str, bytes]]:
             raise CodecSettingsError(f"{setting}: key {key_id!r} is not valid base64") from None
         if len(key) != 32:
             raise CodecSettingsError(
-                f"{setting}: key {key_id!r} is {len(key)} bytes; AES-256 needs 32 (head -c 32 /dev/urandom | base64)"
+                f"{setting}: key {key_id!r} is {len(key)} bytes; AES-256 needs 32 (head -c 32 "
+                "/dev/urandom | base64)"
             )
         if any(key_id == known for known, _ in keys):
             raise CodecSettingsError(f"{setting}: key id {key_id!r} is listed twice")
@@ -133,7 +137,8 @@ def codec_from_settings(settings: Settings) -> EncryptionCodec | None:
             text = settings.codec_keys_file.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise CodecSettingsError(
-                f"MODORU_CODEC_KEYS_FILE: cannot read {settings.codec_keys_file} ({type(exc).__name__})"
+                f"MODORU_CODEC_KEYS_FILE: cannot read {settings.codec_keys_file} "
+                f"({type(exc).__name__})"
             ) from None
         return EncryptionCodec(parse_keys(text, "MODORU_CODEC_KEYS_FILE"))
     return None

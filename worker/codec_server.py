@@ -39,7 +39,8 @@ def origin_of(url: str) -> str:
 
 
 def cors_origins(settings: Settings, given: Iterable[str] = ()) -> set[str]:
-    """The Web UI origins allowed to call: given ones, else MODORU_CODEC_CORS_ORIGINS, else the web_ui setting's
+    """The Web UI origins allowed to call: given ones, else MODORU_CODEC_CORS_ORIGINS, else the
+    web_ui setting's
     (the dev server's default UI when none is set)."""
     chosen = (
         list(given)

@@ -128,7 +128,8 @@ def activities_for(
     switch = SwitchActivities(apps, gatekeeper)
     if not entries.identities:
         log.warning(
-            "the catalog lists no identities: approvals are unsigned names that anyone with Temporal access can give"
+            "the catalog lists no identities: approvals are unsigned names that anyone with "
+            "Temporal access can give"
         )
     found = [
         catalog.lookup,

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     task_queue: str = TASK_QUEUE
     web_ui: str | None = Field(
         None,
-        description="base URL of the Temporal Web UI, for links; default: the one `modoru up` started for the address in use",
+        description="base URL of the Temporal Web UI, for links; default: the one `modoru up` "
+        "started for the address in use",
     )
     kubeconfig: Path | None = Field(
         None, description="kubeconfig file; none: in-cluster config, then ~/.kube/config"
@@ -76,7 +77,8 @@ class Settings(BaseSettings):
     )
     logging_endpoint: str | None = Field(
         None,
-        description="base URL of the Cloud Logging REST API (e.g. http://127.0.0.1:PORT/); default: Google's",
+        description="base URL of the Cloud Logging REST API (e.g. http://127.0.0.1:PORT/); "
+        "default: Google's",
     )
     logging_project: str | None = Field(
         None, description="Cloud project with the services' logs; default: the monitoring project"
@@ -86,11 +88,13 @@ class Settings(BaseSettings):
     )
     cloudsql_project: str | None = Field(
         None,
-        description="Cloud project of the Cloud SQL instances (a catalog entry's migration.cloudsql_project overrides it)",
+        description="Cloud project of the Cloud SQL instances (a catalog entry's "
+        "migration.cloudsql_project overrides it)",
     )
     cloudsql_endpoint: str | None = Field(
         None,
-        description="base URL of the Cloud SQL Admin REST API (e.g. http://127.0.0.1:PORT/); default: Google's",
+        description="base URL of the Cloud SQL Admin REST API (e.g. http://127.0.0.1:PORT/); "
+        "default: Google's",
     )
     cloudsql_insecure: bool = Field(
         False, description="plain text, no credentials: the sandbox's emulator only"
@@ -99,12 +103,14 @@ class Settings(BaseSettings):
     max_concurrent_workflow_tasks: int = Field(100, gt=0)
     codec_keys: SecretStr | None = Field(
         None,
-        description="payload encryption keys, id:base64 of 32 bytes, comma-separated, current first; none: off",
+        description="payload encryption keys, id:base64 of 32 bytes, comma-separated, current "
+        "first; none: off",
     )
     codec_keys_file: Path | None = Field(
         None, description="a file with the same keys (commas or newlines), e.g. a mounted Secret"
     )
     codec_cors_origins: str | None = Field(
         None,
-        description="Web UI origins the codec server answers, comma-separated; default: the web_ui setting's origin",
+        description="Web UI origins the codec server answers, comma-separated; default: the "
+        "web_ui setting's origin",
     )

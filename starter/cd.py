@@ -82,13 +82,15 @@ def render_cd(status: BaseModel) -> None:
         _row(
             table,
             "plan",
-            f"{plan['live_image']} → {plan['image']} (pushed {data.get('pushed')}; last ran in revision {plan.get('last_revision') or 'none'})",
+            f"{plan['live_image']} → {plan['image']} (pushed {data.get('pushed')}; last ran in "
+            f"revision {plan.get('last_revision') or 'none'})",
         )
     for rs in plan.get("replicasets") or []:
         _row(
             table,
             "replicaset",
-            f"{rs['name']} revision {rs['revision']} ({rs['role']}): {rs['ready']}/{rs['replicas']} ready, {', '.join(rs['images'])}",
+            f"{rs['name']} revision {rs['revision']} ({rs['role']}): "
+            f"{rs['ready']}/{rs['replicas']} ready, {', '.join(rs['images'])}",
         )
     check = data.get("check") or {}
     for line in (check.get("problems") or []) + (check.get("notes") or []):
@@ -106,7 +108,8 @@ def render_cd(status: BaseModel) -> None:
             _row(
                 table,
                 "github review",
-                f"environment {pending['environment']}: {', '.join(pending['reviewers'])} (approve in GitHub)",
+                f"environment {pending['environment']}: {', '.join(pending['reviewers'])} "
+                "(approve in GitHub)",
             )
     if data.get("pending"):
         _row(
@@ -206,11 +209,13 @@ def redeploy_start(
     wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Run the CD pipeline with a known-good tag; prints the workflow id. Absent or live tags are refused before anything is dispatched."""
+    """Run the CD pipeline with a known-good tag; prints the workflow id. Absent or live tags are \
+refused before anything is dispatched."""
 
     if not valid_tag(tag):
         raise fail(
-            f"--tag: {tag!r} is not an image tag (a letter, digit or _, then up to 127 of letters, digits, _ . -)"
+            f"--tag: {tag!r} is not an image tag (a letter, digit or _, then up to 127 of "
+            "letters, digits, _ . -)"
         )
     try:
         request = RedeployRequest(
@@ -277,7 +282,8 @@ def restore_start(
     reason: str = typer.Option(..., help="Why: what is broken."),
     artifact: str | None = typer.Option(
         None,
-        help="A backup artifact of the production deploy pipeline, e.g. deployment-backup-20250116-120000.",
+        help="A backup artifact of the production deploy pipeline, e.g. "
+        "deployment-backup-20250116-120000.",
     ),
     backup: str | None = typer.Option(
         None, help="One of modoru's backup ConfigMaps, e.g. modoru-backup-tekutoko-api-r3-1a2b3c4d."
@@ -303,7 +309,8 @@ def restore_start(
     wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Validate a backed-up manifest against the live Deployment, show the diff, and after approval apply it; prints the workflow id."""
+    """Validate a backed-up manifest against the live Deployment, show the diff, and after \
+approval apply it; prints the workflow id."""
 
     try:
         source = manifest_source(artifact, backup, file)
@@ -395,7 +402,8 @@ def delete_replicaset(
     wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """`kubectl delete replicaset` of an old ReplicaSet, after approval (its manifest is kept in a ConfigMap first)."""
+    """`kubectl delete replicaset` of an old ReplicaSet, after approval (its manifest is kept in a \
+ConfigMap first)."""
     _repair(
         "delete-replicaset",
         deployment,

@@ -91,7 +91,8 @@ def rollback_start(
     ),
     key: Path | None = typer.Option(
         None,
-        help="Your SSH private key: signs the start (an immediate rollback needs an on-call signer).",
+        help="Your SSH private key: signs the start (an immediate rollback needs an on-call "
+        "signer).",
     ),
     language: str = typer.Option("ja", help="Notice language: ja or en."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; change nothing."),
@@ -211,7 +212,8 @@ def decide(
 
 @app.command()
 def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show a rollback's phase, target, SLA, checklist and audit trail (migration rollbacks and guards too)."""
+    """Show a rollback's phase, target, SLA, checklist and audit trail (migration rollbacks and \
+guards too)."""
     try:
         check_workflow_id(workflow_id)
     except ValueError as exc:
@@ -246,7 +248,8 @@ def status(workflow_id: str, as_json: bool = typer.Option(False, "--json")) -> N
                 console.print(
                     f"incident: {part['incident_id']}"
                     + (
-                        f"; verified, awaiting confirmation: {', '.join(part['awaiting_confirmations'])}"
+                        "; verified, awaiting confirmation: "
+                        f"{', '.join(part['awaiting_confirmations'])}"
                         if part["awaiting_confirmations"]
                         else "; fully verified"
                         if part["fully_verified"]
@@ -299,18 +302,21 @@ def up(
         10.0,
         min=0,
         max=200,
-        help="Demo API calls per second to each sandbox service, for the metrics (stops after an hour).",
+        help="Demo API calls per second to each sandbox service, for the metrics (stops after an "
+        "hour).",
     ),
     encrypt_histories: bool = typer.Option(
         False,
         "--encrypt-histories",
-        help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state dir) and start a codec server for the Web UI.",
+        help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state "
+        "dir) and start a codec server for the Web UI.",
     ),
     clock_speed: float | None = typer.Option(
         None,
         min=0.001,
         max=1000,
-        help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's).",
+        help="Run sandbox time, metric minutes included, this many times faster (default: the "
+        "scenario's).",
     ),
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
@@ -351,12 +357,14 @@ def up(
     )
     keys = stack.state_dir / "identities"
     console.print(
-        f"then: modoru rollback start --deployment tekutoko-api --severity investigate --reason 'error rate 60%' "
+        "then: modoru rollback start --deployment tekutoko-api --severity investigate --reason "
+        "'error rate 60%' "
         f"--requested-by oncall --key {keys / 'oncall.key'}",
         soft_wrap=True,
     )
     console.print(
-        f"approve (signed, as the catalog's identities require): modoru approve ROLLBACK_ID --by sre-lead --key {keys / 'sre-lead.key'}",
+        "approve (signed, as the catalog's identities require): modoru approve ROLLBACK_ID --by "
+        f"sre-lead --key {keys / 'sre-lead.key'}",
         soft_wrap=True,
     )
     console.print(
@@ -389,7 +397,8 @@ def demo(
         Path(".modoru/demo"), help="Where the demo's state and logs go."
     ),
 ) -> None:
-    """The runbook's story end to end: 1.3.0 is released, the release guard sees its errors, rolls it back and verifies the recovery."""
+    """The runbook's story end to end: 1.3.0 is released, the release guard sees its errors, rolls \
+it back and verifies the recovery."""
     raise typer.Exit(run_demo(state_dir))
 
 
@@ -404,7 +413,8 @@ def sandbox_up(
         None,
         min=0.001,
         max=1000,
-        help="Run sandbox time, metric minutes included, this many times faster (default: the scenario's).",
+        help="Run sandbox time, metric minutes included, this many times faster (default: the "
+        "scenario's).",
     ),
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C."""

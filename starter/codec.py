@@ -13,10 +13,12 @@ def codec_server(
     ui_origin: list[str] = typer.Option(
         [],
         "--ui-origin",
-        help="A Web UI origin allowed by CORS (repeatable); default: MODORU_CODEC_CORS_ORIGINS, else MODORU_WEB_UI.",
+        help="A Web UI origin allowed by CORS (repeatable); default: MODORU_CODEC_CORS_ORIGINS, "
+        "else MODORU_WEB_UI.",
     ),
 ) -> None:
-    """Serve /encode and /decode for the Temporal Web UI (keys from MODORU_CODEC_KEYS or MODORU_CODEC_KEYS_FILE)."""
+    """Serve /encode and /decode for the Temporal Web UI (keys from MODORU_CODEC_KEYS or \
+MODORU_CODEC_KEYS_FILE)."""
     from worker.codec_server import serve
 
     raise typer.Exit(serve(port, host, ui_origin))

@@ -148,9 +148,11 @@ async def query_any_status(handle: WorkflowHandle):
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no modoru workflow with id {handle.id}: see `modoru list`") from None
-        # e.g. a finished run whose task queue no worker polls any more: its status is read by replaying it on one
+        # e.g. a finished run whose task queue no worker polls any more: its status is read by
+        # replaying it on one
         raise CliError(
-            f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?"
+            f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on "
+            "its task queue?"
         ) from None
 
 
@@ -312,7 +314,8 @@ async def start_change(
     wait: bool,
     as_json: bool,
 ) -> int:
-    """Start a change made for a service (a migration rollback, a recovery, ...), or attach to the one running."""
+    """Start a change made for a service (a migration rollback, a recovery, ...), or attach to the
+    one running."""
     kind: Kind[Phased] = Kind(what=what, scope="service", render=render)
     return await start(
         client,
@@ -367,7 +370,8 @@ async def send_decision(
         signal.signed = read_signature(signature, payload_file)
     elif gate is not None and gate.signed:
         raise CliError(
-            "this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)"
+            "this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, "
+            "then --signature)"
         )
     signal.request_id = uuid.uuid4().hex
     update = "approval" if decision == "approve" else "rejection"
@@ -443,13 +447,18 @@ def say_verdict(verdict: DecisionVerdict) -> int:
 async def list_rollbacks(
     client: Client, *, open_only: bool, deployment: str | None = None, namespace: str = "default"
 ) -> int:
-    """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one deployment's rollbacks."""
-    query = "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', 'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot', 'ForwardFix', 'Incident')"
+    """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one
+    deployment's rollbacks."""
+    query = (
+        "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', "
+        "'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot', 'ForwardFix', 'Incident')"
+    )
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:
         query = (
-            f"WorkflowType = 'DeploymentRollback' AND WorkflowId = '{rollback_workflow_id(namespace, deployment)}'"
+            "WorkflowType = 'DeploymentRollback' AND WorkflowId = "
+            f"'{rollback_workflow_id(namespace, deployment)}'"
             + (" AND ExecutionStatus = 'Running'" if open_only else "")
         )
     rows = []

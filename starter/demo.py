@@ -58,7 +58,8 @@ def release(kubeconfig: Path, image: str) -> None:
             {
                 "metadata": {
                     "annotations": {
-                        "kubernetes.io/change-cause": f"Update to version {image.rsplit(':', 1)[-1]}"
+                        "kubernetes.io/change-cause": "Update to version "
+                        f"{image.rsplit(':', 1)[-1]}"
                     }
                 },
                 "spec": {"template": {"spec": {"containers": [{"name": "api", "image": image}]}}},
@@ -76,8 +77,10 @@ async def story(stack: EmbeddedStack) -> int:
 
     console.rule("1. tekutoko-api 1.2.0 is live, serving steady traffic")
     console.print(
-        f"error ratio of {api}: {error_ratio(api):.0%}; letting {BASELINE_SECONDS:.0f}s of traffic build the baseline "
-        f"(sandbox time runs {CLOCK_SPEED:g}x: a one-minute Cloud Monitoring reading takes {60 / CLOCK_SPEED:g}s)"
+        f"error ratio of {api}: {error_ratio(api):.0%}; letting {BASELINE_SECONDS:.0f}s of "
+        "traffic build the baseline "
+        f"(sandbox time runs {CLOCK_SPEED:g}x: a one-minute Cloud Monitoring reading takes "
+        f"{60 / CLOCK_SPEED:g}s)"
     )
     await asyncio.sleep(BASELINE_SECONDS)
 
@@ -105,7 +108,8 @@ async def story(stack: EmbeddedStack) -> int:
             last = status.last.polls
             ratio = status.last.evidence.error_ratio
             console.print(
-                f"poll {status.polls}: error ratio {'no data' if ratio is None else f'{ratio:.0%}'}, phase {status.phase.value}"
+                f"poll {status.polls}: error ratio "
+                f"{'no data' if ratio is None else f'{ratio:.0%}'}, phase {status.phase.value}"
             )
         if status.rollback_workflow_id or status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
             break
@@ -135,7 +139,8 @@ async def story(stack: EmbeddedStack) -> int:
     )
     if draft_path is not None:
         console.print(
-            f"postmortem draft: {draft_path} (rollback history beside it: {draft_path.with_name('rollback-history.json')})"
+            f"postmortem draft: {draft_path} (rollback history beside it: "
+            f"{draft_path.with_name('rollback-history.json')})"
         )
     console.print(
         "[green]rolled back and verified[/]" if verified else "[red]the rollback did not verify[/]"

@@ -195,7 +195,8 @@ class EmbeddedStack:
             if "cloud_sql" in cloud
             else {}
         )
-        # Methods 2 and 3: the GitHub and Artifact Registry emulators; the token stays in its 0600 file.
+        # Methods 2 and 3: the GitHub and Artifact Registry emulators; the token stays in its 0600
+        # file.
         cloudsql.update(
             {
                 "MODORU_GITHUB_API_URL": cloud["github_api"],
@@ -363,7 +364,8 @@ class EmbeddedStack:
             time.sleep(0.5)
             if worker.poll() is not None:
                 raise StackError(
-                    f"the worker exited with code {worker.returncode}; see {self.state_dir / 'worker.log'}"
+                    f"the worker exited with code {worker.returncode}; see "
+                    f"{self.state_dir / 'worker.log'}"
                 )
         except BaseException:
             self.stop()
@@ -399,7 +401,8 @@ class EmbeddedStack:
             if name != "worker" and proc.poll() is not None:
                 what = "the Temporal dev server" if name == "temporal" else f"the {name}"
                 raise StackError(
-                    f"{what} exited with code {proc.returncode}; stopping everything (see {self.state_dir / (name + '.log')})"
+                    f"{what} exited with code {proc.returncode}; stopping everything (see "
+                    f"{self.state_dir / (name + '.log')})"
                 )
         worker = next(
             (proc for name, proc, _ in reversed(self.processes) if name == "worker"), None
@@ -413,7 +416,8 @@ class EmbeddedStack:
             self._restart_at = now + delay
             code = worker.returncode if worker is not None else "?"
             said.append(
-                f"worker exited with code {code}; restarting in {delay:g}s (see {self.state_dir / 'worker.log'})"
+                f"worker exited with code {code}; restarting in {delay:g}s (see "
+                f"{self.state_dir / 'worker.log'})"
             )
         if now >= self._restart_at:
             self.restart_worker()

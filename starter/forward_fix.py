@@ -51,7 +51,8 @@ def render_forward_fix(status: ForwardFixStatus) -> None:
     for group in status.errors[:5]:
         row(
             "error",
-            f"{group.count}x in {', '.join(group.pods)}: {group.signature}  (first {group.first_seen or '?'}, last {group.last_seen or '?'})",
+            f"{group.count}x in {', '.join(group.pods)}: {group.signature}  (first "
+            f"{group.first_seen or '?'}, last {group.last_seen or '?'})",
         )
     for label, reading in (("before", status.normal), ("at start", status.at_start)):
         if reading is not None and reading.error_ratio is not None:
@@ -68,12 +69,14 @@ def render_forward_fix(status: ForwardFixStatus) -> None:
     elif status.phase is Phase.AWAITING_HOTFIX:
         row(
             "next",
-            f"modoru forward-fix hotfix {status.workflow_id} --branch B --tag T --staging-verified --by <you>",
+            f"modoru forward-fix hotfix {status.workflow_id} --branch B --tag T "
+            "--staging-verified --by <you>",
         )
     if status.deploy_workflow_id:
         row(
             "deploy",
-            f"{status.deploy_workflow_id} (approve with: modoru approve {status.deploy_workflow_id} --by <you>)"
+            f"{status.deploy_workflow_id} (approve with: modoru approve "
+            f"{status.deploy_workflow_id} --by <you>)"
             + (f" — {status.deploy_message}" if status.deploy_message else ""),
         )
     if status.watch is not None:
@@ -101,7 +104,8 @@ def hotfix_of(
         raise ValueError("give both the hotfix's branch and its tag")
     if not valid_tag(tag):
         raise ValueError(
-            f"tag {tag!r} is not an image tag (a letter, digit or _, then up to 127 of letters, digits, _ . -)"
+            f"tag {tag!r} is not an image tag (a letter, digit or _, then up to 127 of letters, "
+            "digits, _ . -)"
         )
     return Hotfix(
         branch=branch, tag=tag, by=by, staging_verified=staging_verified, link=link, note=note
@@ -139,7 +143,8 @@ def forward_fix_start(
     wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Group the pods' errors, announce, and deploy the hotfix once recorded; prints the workflow id."""
+    """Group the pods' errors, announce, and deploy the hotfix once recorded; prints the workflow \
+id."""
 
     try:
         hotfix = hotfix_of(hotfix_branch, hotfix_tag, staging_verified, requested_by)
@@ -194,7 +199,8 @@ def forward_fix_hotfix(
 
     if not staging_verified:
         raise fail(
-            "--staging-verified is required: the runbook deploys a hotfix only after it was verified on staging"
+            "--staging-verified is required: the runbook deploys a hotfix only after it was "
+            "verified on staging"
         )
     try:
         hotfix = hotfix_of(branch, tag, staging_verified, by, link, note)
@@ -210,7 +216,8 @@ def forward_fix_hotfix(
             raise CliError(f"{workflow_id} is not a forward fix")
         if status.hotfix is not None:
             raise CliError(
-                f"{workflow_id} already has hotfix {status.hotfix.tag} (recorded by {status.hotfix.by})"
+                f"{workflow_id} already has hotfix {status.hotfix.tag} (recorded by "
+                f"{status.hotfix.by})"
             )
         if status.phase in (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED):
             raise CliError(
@@ -218,7 +225,8 @@ def forward_fix_hotfix(
             )
         await handle.signal("hotfix", hotfix)
         console.print(
-            f"hotfix {tag} recorded for {workflow_id}; the deploy waits for approval: modoru status {workflow_id}-deploy"
+            f"hotfix {tag} recorded for {workflow_id}; the deploy waits for approval: modoru "
+            f"status {workflow_id}-deploy"
         )
         return 0
 

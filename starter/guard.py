@@ -65,10 +65,12 @@ async def _status(handle: WorkflowHandle) -> GuardStatus:
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(
-                f"no modoru workflow with id {handle.id} (no release guard watches that deployment): start one with `modoru guard start`"
+                f"no modoru workflow with id {handle.id} (no release guard watches that "
+                "deployment): start one with `modoru guard start`"
             ) from None
         raise CliError(
-            f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on its task queue?"
+            f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on "
+            "its task queue?"
         ) from None
 
 
@@ -79,7 +81,8 @@ def render_guard(status: GuardStatus) -> None:
     table.add_row("target", f"{status.namespace}/{status.deployment}")
     table.add_row(
         "window",
-        f"{status.started_at:%H:%M:%S} → {status.until:%H:%M:%S} UTC, every {status.interval_seconds:g}s, {status.polls} polls, run {status.runs}",
+        f"{status.started_at:%H:%M:%S} → {status.until:%H:%M:%S} UTC, every "
+        f"{status.interval_seconds:g}s, {status.polls} polls, run {status.runs}",
     )
     if status.baseline is not None:
         b = status.baseline
@@ -103,7 +106,8 @@ def render_guard(status: GuardStatus) -> None:
         )
         table.add_row(
             "checks",
-            f"health failures in a row {e.health_failures_in_a_row}, restarts {e.restarts_in_window}, API failing {'yes' if e.api_check_failing else 'no'}",
+            f"health failures in a row {e.health_failures_in_a_row}, restarts "
+            f"{e.restarts_in_window}, API failing {'yes' if e.api_check_failing else 'no'}",
         )
         verdict = status.last.verdict
         table.add_row(
@@ -116,7 +120,8 @@ def render_guard(status: GuardStatus) -> None:
     if status.rollback_workflow_id:
         table.add_row(
             "rollback",
-            f"{status.rollback_severity} {status.rollback_workflow_id} ({status.rollback_phase or 'running'})",
+            f"{status.rollback_severity} {status.rollback_workflow_id} "
+            f"({status.rollback_phase or 'running'})",
         )
     if status.message:
         table.add_row("message", status.message)
@@ -131,7 +136,8 @@ GUARD: Kind[GuardStatus] = Kind(
     succeeded=frozenset(
         {GuardPhase.FINISHED.value, GuardPhase.ROLLED_BACK.value, GuardPhase.STOPPED.value}
     ),
-    # Bad input (no such deployment, a service without metrics) shows in the catalog lookup and the baseline.
+    # Bad input (no such deployment, a service without metrics) shows in the catalog lookup and the
+    # baseline.
     settled=lambda status: status.baseline is not None or status.phase in ENDED,
     settle_seconds=BASELINE_WAIT_SECONDS,
     refusal="the guard for {name} could not start: {message}",
@@ -150,7 +156,8 @@ async def start_guard(
         workflow_id=guard_workflow_id(request.namespace, request.deployment),
         search_attributes=sa.for_guard(request.namespace, request.deployment),
         summary=f"release guard for {request.namespace}/{request.deployment}",
-        details=f"every {request.interval_seconds:g}s for {request.duration_seconds}s, started by {request.requested_by}",
+        details=f"every {request.interval_seconds:g}s for {request.duration_seconds}s, started "
+        f"by {request.requested_by}",
         wait=wait,
         as_json=as_json,
         settle_attached=False,
@@ -169,7 +176,8 @@ def guard_start(
     interval: str = typer.Option("15s", help="Time between polls, at least 1s."),
     release_at: str | None = typer.Option(
         None,
-        help="When the release began (RFC 3339 with offset); the baseline ends there. Default: now.",
+        help="When the release began (RFC 3339 with offset); the baseline ends there. Default: "
+        "now.",
     ),
     baseline_p95_ms: float | None = typer.Option(
         None, help="Use this p95 as the baseline instead of measuring it."
@@ -284,7 +292,8 @@ def guard_stop(
             signal_.signed = read_signature(signature, payload_file)
         elif gate is not None:
             raise CliError(
-                "this guard counts signed stops only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)"
+                "this guard counts signed stops only: add --key ~/.ssh/id_ed25519 (or --payload, "
+                "then --signature)"
             )
         refused = len(current.refused_stops)
         await handle.signal(ReleaseGuardWorkflow.stop, signal_)

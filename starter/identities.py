@@ -47,8 +47,8 @@ def demo_identities(state_dir: Path) -> tuple[Path, dict[str, Path]]:
         folder / "catalog.yaml"
     )  # beside the keys: a catalog of the user's own in the state dir is left alone
     path.write_text(
-        "# Made by modoru up: the bundled catalog plus demo identities (their keys beside this file).\n"
-        + yaml.safe_dump(catalog, sort_keys=False, allow_unicode=True),
+        "# Made by modoru up: the bundled catalog plus demo identities (their keys beside this "
+        "file).\n" + yaml.safe_dump(catalog, sort_keys=False, allow_unicode=True),
         encoding="utf-8",
     )
     return path, keys

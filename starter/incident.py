@@ -38,7 +38,8 @@ from .render import console, err_console
 from .signing import payload_for, read_signature, sign_with_key
 
 incident_app = typer.Typer(
-    help="Incidents: the changes made for one, its root-cause and postmortem deadlines, and the postmortem draft.",
+    help="Incidents: the changes made for one, its root-cause and postmortem deadlines, and the "
+    "postmortem draft.",
     no_args_is_help=True,
 )
 
@@ -49,20 +50,23 @@ def _fail(message: str) -> typer.Exit:
 
 
 async def resolve(client: Client, workflow_id: str) -> tuple[WorkflowHandle, str]:
-    """An incident's handle from its id or the id of a change made for it; and the change's id ("" for the incident's)."""
+    """An incident's handle from its id or the id of a change made for it; and the change's id (""
+    for the incident's)."""
     try:
         description = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(
-                f"no modoru workflow with id {workflow_id}: see `modoru incident list` or `modoru list`"
+                f"no modoru workflow with id {workflow_id}: see `modoru incident list` or `modoru "
+                "list`"
             ) from None
         raise
     if description.workflow_type == "Incident":
         return client.get_workflow_handle(workflow_id), ""
     if not description.parent_id:
         raise CliError(
-            f"{workflow_id} was not started under an incident; give the incident's id (modoru incident list)"
+            f"{workflow_id} was not started under an incident; give the incident's id (modoru "
+            "incident list)"
         )
     return client.get_workflow_handle(description.parent_id), workflow_id
 
@@ -282,7 +286,8 @@ def confirm(
     link: str = typer.Option(""),
     key: Path | None = typer.Option(
         None,
-        help="Your SSH private key (ed25519): signs the confirmation, as the catalog's identities require.",
+        help="Your SSH private key (ed25519): signs the confirmation, as the catalog's "
+        "identities require.",
     ),
     payload: bool = typer.Option(
         False,
@@ -296,7 +301,8 @@ def confirm(
         None, help="The signed payload, when it is not the signature's path without .sig."
     ),
 ) -> None:
-    """Confirm, as a person, one of the checks after a rollback: no user reports, main features work, dashboards normal."""
+    """Confirm, as a person, one of the checks after a rollback: no user reports, main features \
+work, dashboards normal."""
     _check_id(workflow_id)
     if item not in CONFIRM_ITEMS:
         raise _fail(f"--item: {item!r} is not one of {', '.join(CONFIRM_ITEMS)}")
@@ -335,7 +341,8 @@ def confirm(
             signal.signed = read_signature(signature, payload_file)
         elif current.signed:
             raise CliError(
-                "this catalog counts signed confirmations only: add --key ~/.ssh/id_ed25519 (or --payload, then --signature)"
+                "this catalog counts signed confirmations only: add --key ~/.ssh/id_ed25519 (or "
+                "--payload, then --signature)"
             )
         return await _signal_and_say(handle, "confirm", signal)
 

@@ -52,8 +52,12 @@ def _attributes(namespace: str, service: str) -> TypedSearchAttributes:
 
 
 async def open_incident_for(client: Client, service: str, task_queue: str) -> str | None:
-    """The running incident of `service` served by this task queue's workers, if any (the newest)."""
-    query = f"WorkflowType = 'Incident' AND ModoruService = '{service}' AND ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"
+    """The running incident of `service` served by this task queue's workers, if any (the
+    newest)."""
+    query = (
+        f"WorkflowType = 'Incident' AND ModoruService = '{service}' AND ExecutionStatus = "
+        f"'Running' AND TaskQueue = '{task_queue}'"
+    )
     try:
         async for execution in client.list_workflows(query, limit=1):
             return execution.id
@@ -65,7 +69,8 @@ async def open_incident_for(client: Client, service: str, task_queue: str) -> st
 async def _new_incident_id(
     client: Client, service: str, detected: dt.datetime, task_queue: str
 ) -> str:
-    """The id from the detection minute, unless an incident of that id runs for other workers (another task queue)."""
+    """The id from the detection minute, unless an incident of that id runs for other workers
+    (another task queue)."""
     candidate = incident_workflow_id(service, detected)
     try:
         description = await client.get_workflow_handle(candidate).describe()
@@ -80,7 +85,8 @@ async def _new_incident_id(
 
 
 async def _verdict(handle: WorkflowHandle, request_id: str):
-    """The incident's audit entry for `request_id`, or None if the worker has not judged it in time."""
+    """The incident's audit entry for `request_id`, or None if the worker has not judged it in
+    time."""
     loop = asyncio.get_running_loop()
     until = loop.time() + VERDICT_WAIT_SECONDS
     while loop.time() < until:
@@ -173,7 +179,8 @@ async def start_in_incident(
     entry = await _verdict(handle, request_id)
     if entry is None:
         err_console.print(
-            f"incident {incident_id}: the worker has not started {workflow_id} yet; is `modoru worker` running?"
+            f"incident {incident_id}: the worker has not started {workflow_id} yet; is `modoru "
+            "worker` running?"
         )
         return client.get_workflow_handle(workflow_id), False
     if entry.counted is False:

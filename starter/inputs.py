@@ -11,7 +11,8 @@ CLOCK_SKEW = dt.timedelta(minutes=2)  # a detection time this far ahead of our c
 def parse_detected_at(
     text: str | None, option: str = "--detected-at", now: dt.datetime | None = None
 ) -> dt.datetime | None:
-    """An RFC 3339 time with an offset, not in the future (beyond clock skew); ValueError says why not."""
+    """An RFC 3339 time with an offset, not in the future (beyond clock skew); ValueError says why
+    not."""
     if not text:
         return None
     try:
@@ -26,7 +27,8 @@ def parse_detected_at(
     if value > now + CLOCK_SKEW:
         ahead = value - now
         raise ValueError(
-            f"{option}: {text!r} is {_say(ahead)} in the future; a problem cannot be detected after now (clock skew of up to 2 minutes is tolerated)"
+            f"{option}: {text!r} is {_say(ahead)} in the future; a problem cannot be detected "
+            "after now (clock skew of up to 2 minutes is tolerated)"
         )
     return value
 

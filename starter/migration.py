@@ -23,7 +23,8 @@ from .render import console, pending_row
 from .signing import sign_start
 
 migrate_app = typer.Typer(
-    help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, verification.",
+    help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, "
+    "verification.",
     no_args_is_help=True,
 )
 
@@ -40,8 +41,8 @@ def render_migration(status: MigrationStatus) -> None:
     if status.from_version is not None or status.to_version is not None:
         table.add_row(
             "schema",
-            f"version {_version(status.from_version)} → {_version(status.to_version)} ({status.steps} steps)"
-            + (" [red]dirty[/]" if status.dirty else ""),
+            f"version {_version(status.from_version)} → {_version(status.to_version)} "
+            f"({status.steps} steps)" + (" [red]dirty[/]" if status.dirty else ""),
         )
     table.add_row(
         "severity",

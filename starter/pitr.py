@@ -23,7 +23,8 @@ from .render import console, pending_row
 from .signing import sign_start
 
 pitr_app = typer.Typer(
-    help="Point-in-time recovery: clone the database to a time, verify, switch the app (two approvals each).",
+    help="Point-in-time recovery: clone the database to a time, verify, switch the app (two "
+    "approvals each).",
     no_args_is_help=True,
 )
 
@@ -34,7 +35,8 @@ def parse_check(text: str) -> ExpectedQuery:
     query, arrow, expect = rest.rpartition("=>")
     if not sep or not arrow or not name.strip() or not query.strip():
         raise ValueError(
-            f"--check: {text!r} is not NAME=SQL => EXPECTED, e.g. 'walks=SELECT count(*) FROM walks => 1204'"
+            f"--check: {text!r} is not NAME=SQL => EXPECTED, e.g. 'walks=SELECT count(*) FROM "
+            "walks => 1204'"
         )
     return ExpectedQuery(name=name.strip(), sql=query.strip(), expect=expect.strip())
 
@@ -55,24 +57,29 @@ def render_pitr(status: PitrStatus) -> None:
     if earliest or latest:
         table.add_row(
             "window",
-            f"{earliest.isoformat() if earliest else '?'} .. {latest.isoformat() if latest else '?'}",
+            f"{earliest.isoformat() if earliest else '?'} .. "
+            f"{latest.isoformat() if latest else '?'}",
         )
     for backup in status.backups[:3]:
         table.add_row(
             "backup",
-            f"run {backup.id} {backup.status} {backup.end_time.isoformat() if backup.end_time else ''}",
+            f"run {backup.id} {backup.status} "
+            f"{backup.end_time.isoformat() if backup.end_time else ''}",
         )
     if status.approvals_required:
         table.add_row(
             "approvals",
-            f"clone {len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}; "
-            f"switch {len(status.switch_approvals)}/{status.approvals_required} {', '.join(status.switch_approvals)}",
+            f"clone {len(status.approvals)}/{status.approvals_required} "
+            f"{', '.join(status.approvals)}; "
+            f"switch {len(status.switch_approvals)}/{status.approvals_required} "
+            f"{', '.join(status.switch_approvals)}",
         )
     pending_row(table, status.pending)
     if status.clone_info:
         table.add_row(
             "clone",
-            f"{status.clone_info.name} at {status.clone_info.host}:{status.clone_info.port} ({status.clone_info.state})",
+            f"{status.clone_info.name} at {status.clone_info.host}:{status.clone_info.port} "
+            f"({status.clone_info.state})",
         )
     for check in status.checks:
         table.add_row(
@@ -103,7 +110,8 @@ async def start_pitr(
         request,
         workflow_id=pitr_workflow_id(request.service),
         what="recovery",
-        summary=f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}",
+        summary=f"point-in-time recovery of {request.service} to "
+        f"{request.point_in_time.isoformat()}",
         render=render_pitr,
         wait=wait,
         as_json=as_json,

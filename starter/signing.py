@@ -50,7 +50,8 @@ def sign_with_key(payload: str, key: Path) -> SignedDecision:
         hint = (
             ""
             if passphrase
-            else f" (a key with a passphrase: set {PASSPHRASE_ENV}, or sign with --payload and ssh-keygen -Y sign -n modoru)"
+            else f" (a key with a passphrase: set {PASSPHRASE_ENV}, or sign with --payload and "
+            "ssh-keygen -Y sign -n modoru)"
         )
         raise CliError(f"--key: cannot sign with {key}: {exc}{hint}") from None
     return SignedDecision(payload=payload, signature=armored)

@@ -22,7 +22,8 @@ from .world import Sandbox, SandboxError  # noqa: E402
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="modoru sandbox",
-        description="The modoru practice world: a Kubernetes API with a deployment controller and service front ends.",
+        description="The modoru practice world: a Kubernetes API with a deployment controller "
+        "and service front ends.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the sandbox in the foreground until Ctrl-C")
@@ -59,7 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--clock-speed",
         default=None,
         type=float,
-        help="run sandbox time this many times faster than the wall clock, metric time included (default: the scenario's)",
+        help="run sandbox time this many times faster than the wall clock, metric time included "
+        "(default: the scenario's)",
     )
     args = parser.parse_args(argv)
     if args.clock_speed is not None and not 0 < args.clock_speed <= 1000:

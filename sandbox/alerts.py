@@ -52,8 +52,10 @@ def policy_json(project: str, service: str, policy: AlertPolicy) -> dict:
             {
                 "displayName": "5xx share of requests",
                 "conditionThreshold": {
-                    "filter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule" AND metric.labels.response_code_class = 500',
-                    "denominatorFilter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule"',
+                    "filter": f'metric.type = "{LB_COUNT}" AND resource.type = "https_lb_rule" '
+                    "AND metric.labels.response_code_class = 500",
+                    "denominatorFilter": f'metric.type = "{LB_COUNT}" AND resource.type = '
+                    '"https_lb_rule"',
                     "aggregations": [
                         {
                             "alignmentPeriod": f"{int(policy.window_seconds)}s",
@@ -124,7 +126,8 @@ def parse_alert_filter(text: str) -> dict[str, str]:
             ("resource.labels.", "policy.user_labels.", "metric.labels.")
         ):
             raise BadFilter(
-                f"unknown filter field {key!r} (known: {', '.join(FILTER_FIELDS)}, resource.labels.*, policy.user_labels.*, metric.labels.*)"
+                f"unknown filter field {key!r} (known: {', '.join(FILTER_FIELDS)}, "
+                "resource.labels.*, policy.user_labels.*, metric.labels.*)"
             )
         if key == "state" and value not in ("OPEN", "CLOSED"):
             raise BadFilter(f'state must be "OPEN" or "CLOSED", got {value!r}')
@@ -139,7 +142,8 @@ def parse_policy_filter(text: str) -> dict[str, str]:
     for key, value in _terms(text):
         if key not in POLICY_FIELDS and not key.startswith("user_label."):
             raise BadFilter(
-                f"unknown alert policy field {key!r} (known: {', '.join(POLICY_FIELDS)}, user_label.KEY)"
+                f"unknown alert policy field {key!r} (known: {', '.join(POLICY_FIELDS)}, "
+                "user_label.KEY)"
             )
         terms[key] = value
     return terms

@@ -142,7 +142,8 @@ class ArtifactRegistryEmulator:
         return image.uploaded if image else None
 
     def push(self, package: str, tags: list[str], now: datetime | None = None) -> Image:
-        """What a pipeline's build does (a hotfix branch's image): a new image, its tags moved off older ones, as a docker push."""
+        """What a pipeline's build does (a hotfix branch's image): a new image, its tags moved off
+        older ones, as a docker push."""
         for image in self.images:
             if image.package == package:
                 image.tags = [t for t in image.tags if t not in tags]
@@ -174,8 +175,10 @@ class ArtifactRegistryEmulator:
         ):
             raise ApiError(
                 403,
-                f"Permission '{permission}' denied on resource '//artifactregistry.googleapis.com/projects/"
-                f"{projects_id}/locations/{locations_id}/repositories/{repositories_id}' (or it may not exist).",
+                f"Permission '{permission}' denied on resource "
+                "'//artifactregistry.googleapis.com/projects/"
+                f"{projects_id}/locations/{locations_id}/repositories/{repositories_id}' (or it "
+                "may not exist).",
             )
 
     def _package(self, package: str) -> list[Image]:
@@ -404,7 +407,8 @@ def _listing(key: str, items: list[dict[str, Any]], token: str | None) -> dict[s
 
 
 def _error(exc: ApiError) -> web.Response:
-    # Google's error shape (cloud.google.com/apis/design/errors), without Cloud SQL's legacy `errors` list.
+    # Google's error shape (cloud.google.com/apis/design/errors), without Cloud SQL's legacy
+    # `errors` list.
     return web.json_response(
         {"error": {"code": exc.http_status, "message": exc.message, "status": exc.status}},
         status=exc.http_status,

@@ -78,7 +78,8 @@ class DeploymentTarget:
         return int(self.store.update(DEPLOYMENTS, updated)["metadata"].get("generation", 1))
 
     def rollout(self, generation: int) -> str:
-        """`complete`, `failed` (ProgressDeadlineExceeded) or `progressing`, as `kubectl rollout status` judges it."""
+        """`complete`, `failed` (ProgressDeadlineExceeded) or `progressing`, as `kubectl rollout
+        status` judges it."""
         d = self.live()
         if d is None:
             return "failed"

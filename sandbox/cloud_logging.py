@@ -85,13 +85,15 @@ def parse_filter(text: str) -> list[Term]:
     if len(text) > MAX_FILTER:
         raise ApiError(
             400,
-            f"filter is {len(text)} characters long; the maximum length of a filter is {MAX_FILTER} characters",
+            f"filter is {len(text)} characters long; the maximum length of a filter is "
+            f"{MAX_FILTER} characters",
         )
     if text.count('"') - text.count('\\"') * 1 < 0 or (text.count('"') - text.count('\\"')) % 2:
         raise ApiError(400, f"Unparseable filter: unterminated string in {text[:100]!r}")
     if re.search(r"(^|\s)(OR|NOT)\s|(^|[\s(])-[A-Za-z]|=~|!~|\bSEARCH\(", text):
         raise Unsupported(
-            "the sandbox evaluates comparisons joined by AND only (no OR, NOT, - or regular expressions)"
+            "the sandbox evaluates comparisons joined by AND only (no OR, NOT, - or regular "
+            "expressions)"
         )
     terms = []
     for part in _SPLIT.split(text.strip()) if text.strip() else []:
@@ -112,7 +114,8 @@ def _term(part: str) -> Term:
     if not match:
         raise ApiError(
             400,
-            f"Unparseable filter: cannot parse {part!r}; use FIELD OPERATOR VALUE comparisons joined by AND",
+            f"Unparseable filter: cannot parse {part!r}; use FIELD OPERATOR VALUE comparisons "
+            "joined by AND",
         )
     field, op, value = match["field"], match["op"], _unquote(match["value"])
     field = re.sub(r'\."([^"]*)"', r".\1", field)
@@ -120,7 +123,8 @@ def _term(part: str) -> Term:
         if value.upper() not in SEVERITIES and not value.isdigit():
             raise ApiError(
                 400,
-                f"Unparseable filter: invalid severity {value!r} (one of {', '.join(SEVERITIES)} or a number)",
+                f"Unparseable filter: invalid severity {value!r} (one of {', '.join(SEVERITIES)} "
+                "or a number)",
             )
     elif field in ("timestamp", "receiveTimestamp"):
         try:
@@ -128,7 +132,8 @@ def _term(part: str) -> Term:
         except ValueError:
             raise ApiError(
                 400,
-                f"Unparseable filter: invalid timestamp {value!r} (RFC 3339, e.g. 2026-01-16T12:00:00Z)",
+                f"Unparseable filter: invalid timestamp {value!r} (RFC 3339, e.g. "
+                "2026-01-16T12:00:00Z)",
             ) from None
     return Term(field, op, value)
 
@@ -280,13 +285,15 @@ class CloudLoggingEmulator:
             if name.split("/")[:2] != ["projects", self.project]:
                 raise ApiError(
                     403,
-                    f"The caller does not have permission to read logs of {name} (this emulator serves projects/{self.project})",
+                    f"The caller does not have permission to read logs of {name} (this emulator "
+                    f"serves projects/{self.project})",
                 )
         order = body.get("orderBy", "") or "timestamp asc"
         if order.strip().lower() not in ("timestamp asc", "timestamp desc"):
             raise ApiError(
                 400,
-                f'orderBy {order!r} is not supported: the only permitted values are "timestamp asc" and "timestamp desc"',
+                f'orderBy {order!r} is not supported: the only permitted values are "timestamp '
+                'asc" and "timestamp desc"',
             )
         size = int(body.get("pageSize", 0) or 0)
         if size < 0:
@@ -296,7 +303,8 @@ class CloudLoggingEmulator:
         if token and not re.fullmatch(r"o[0-9]+", token):
             raise ApiError(
                 400,
-                "page_token is invalid: pass the nextPageToken of a previous call with the same parameters",
+                "page_token is invalid: pass the nextPageToken of a previous call with the same "
+                "parameters",
             )
         terms = parse_filter(body.get("filter", ""))
         found = [e for e in self.entries(terms) if all(matches(e, t) for t in terms)]

@@ -128,7 +128,8 @@ class CloudSqlEmulator:
         return f"http://127.0.0.1:{self.port}/"
 
     def address_of(self, connection_name: str) -> tuple[str, int] | None:
-        """Where the instance named `project:region:instance` really listens, if it exists and runs."""
+        """Where the instance named `project:region:instance` really listens, if it exists and
+        runs."""
         for instance in self._instances.values():
             if instance.connection_name == connection_name and instance.cluster.running:
                 return instance.cluster.host, instance.cluster.port
@@ -210,7 +211,8 @@ class CloudSqlEmulator:
         with `initial_backup`, one SUCCESSFUL automated backup run as well."""
         if not INSTANCE_NAME.match(name):
             raise ValueError(
-                f"instance name {name!r} is not a valid Cloud SQL instance ID (lowercase letters, digits and hyphens, starting with a letter)"
+                f"instance name {name!r} is not a valid Cloud SQL instance ID (lowercase letters, "
+                "digits and hyphens, starting with a letter)"
             )
         if name in self._instances or name in self._claimed:
             raise ValueError(f"instance {name!r} already exists")
@@ -265,7 +267,8 @@ class CloudSqlEmulator:
         while op.status != "DONE":
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"operation {name} ({op.operation_type} of {op.instance}) is still {op.status} after {timeout:.0f}s"
+                    f"operation {name} ({op.operation_type} of {op.instance}) is still "
+                    f"{op.status} after {timeout:.0f}s"
                 )
             await asyncio.sleep(0.05)
         return op
@@ -365,7 +368,8 @@ class CloudSqlEmulator:
         if query.get("filter"):
             raise ApiError(
                 400,
-                f"Invalid request: the emulator does not support filters ({query['filter']!r}); list all and filter locally.",
+                f"Invalid request: the emulator does not support filters ({query['filter']!r}); "
+                "list all and filter locally.",
             )
         items, token = _page(sorted(self._instances.values(), key=lambda i: i.name), query)
         return _listing("sql#instancesList", [instance_resource(i) for i in items], token)
@@ -465,14 +469,16 @@ class CloudSqlEmulator:
         self._check_project(project)
         name = query.get("instance", "")
         if name:
-            # A clone's operation is listed under the new name while it runs, and after it failed too.
+            # A clone's operation is listed under the new name while it runs, and after it failed
+            # too.
             ops = [pair for pair in self._operations.values() if pair[1].instance == name]
             if name in self._instances or not ops:
                 found = self._find_instance(project, name)
                 ops = [(found, op) for op in found.operations]
         else:
             ops = list(self._operations.values())
-        # Reversed first, so that operations inserted in the same microsecond still list newest first.
+        # Reversed first, so that operations inserted in the same microsecond still list newest
+        # first.
         ops.reverse()
         ops.sort(key=lambda pair: pair[1].insert_time, reverse=True)
         items, token = _page(ops, query)

@@ -52,7 +52,8 @@ async def recovery_window(instance: Instance) -> tuple[datetime, datetime]:
         raise ApiError(
             400,
             f"Point-in-time recovery is not enabled for instance {instance.name}. "
-            "Enable it (settings.backupConfiguration.pointInTimeRecoveryEnabled) and take a backup first.",
+            "Enable it (settings.backupConfiguration.pointInTimeRecoveryEnabled) and take a "
+            "backup first.",
             status="FAILED_PRECONDITION",
             reason="failedPrecondition",
         )
@@ -60,14 +61,16 @@ async def recovery_window(instance: Instance) -> tuple[datetime, datetime]:
     if not backups:
         raise ApiError(
             400,
-            f"Instance {instance.name} has no successful backup to recover from yet. Take a backup first.",
+            f"Instance {instance.name} has no successful backup to recover from yet. Take a "
+            "backup first.",
             status="FAILED_PRECONDITION",
             reason="failedPrecondition",
         )
     if not instance.cluster.running:
         raise ApiError(
             400,
-            f"Instance {instance.name} is not running, so its latest transaction log cannot be archived. Start it first.",
+            f"Instance {instance.name} is not running, so its latest transaction log cannot be "
+            "archived. Start it first.",
             status="FAILED_PRECONDITION",
             reason="failedPrecondition",
         )
@@ -88,7 +91,8 @@ def check_destination(name: str, taken: bool, instances_dir: Path) -> None:
     if not INSTANCE_NAME.match(name):
         raise ApiError(
             400,
-            f"Invalid request: {name!r} is not a valid instance name (lowercase letters, digits and hyphens, starting with a letter).",
+            f"Invalid request: {name!r} is not a valid instance name (lowercase letters, digits "
+            "and hyphens, starting with a letter).",
         )
     if taken:
         raise ApiError(
@@ -99,13 +103,15 @@ def check_destination(name: str, taken: bool, instances_dir: Path) -> None:
     if state_dir.exists():
         raise ApiError(
             409,
-            f"The Cloud SQL instance already exists: the files of an earlier instance {name} remain in {state_dir}; remove them or choose another name.",
+            f"The Cloud SQL instance already exists: the files of an earlier instance {name} "
+            f"remain in {state_dir}; remove them or choose another name.",
             reason="instanceAlreadyExists",
         )
     if len(str(state_dir / "run")) > _MAX_SOCKET_DIR:
         raise ApiError(
             400,
-            f"Invalid request: instance name {name!r} is too long for the emulator's socket paths under {instances_dir}.",
+            f"Invalid request: instance name {name!r} is too long for the emulator's socket "
+            f"paths under {instances_dir}.",
         )
 
 
@@ -118,7 +124,8 @@ def parse_time(value: Any, field: str) -> datetime:
     if moment is None or moment.tzinfo is None:
         raise ApiError(
             400,
-            f"Invalid value at '{field}' (type.googleapis.com/google.protobuf.Timestamp), \"{value}\"",
+            f"Invalid value at '{field}' (type.googleapis.com/google.protobuf.Timestamp), "
+            f'"{value}"',
         )
     return moment
 
@@ -128,7 +135,8 @@ def requested_point(context: dict[str, Any], project: str) -> datetime:
     if context.get("destinationProject") and context["destinationProject"] != project:
         raise ApiError(
             400,
-            f"Invalid request: the emulator clones within project {project} only, not into {context['destinationProject']}.",
+            f"Invalid request: the emulator clones within project {project} only, not into "
+            f"{context['destinationProject']}.",
         )
     if "binLogCoordinates" in context:
         raise ApiError(400, "Invalid request: binLogCoordinates apply to MySQL instances only.")
@@ -142,7 +150,8 @@ def requested_point(context: dict[str, Any], project: str) -> datetime:
     if "pointInTime" not in context:
         raise ApiError(
             400,
-            "Invalid request: cloneContext.pointInTime is required; the emulator clones to a point in time only "
+            "Invalid request: cloneContext.pointInTime is required; the emulator clones to a "
+            "point in time only "
             "(GetLatestRecoveryTime gives the latest one).",
         )
     return parse_time(context["pointInTime"], "clone_context.point_in_time")
@@ -154,8 +163,10 @@ def check_in_window(
     if not earliest <= point <= latest:
         raise ApiError(
             400,
-            f"Invalid request: the point in time {_iso(point)} is outside the recovery window of instance "
-            f"{instance.name}: it can be recovered to any time from {_iso(earliest)} to {_iso(latest)}.",
+            f"Invalid request: the point in time {_iso(point)} is outside the recovery window of "
+            "instance "
+            f"{instance.name}: it can be recovered to any time from {_iso(earliest)} to "
+            f"{_iso(latest)}.",
         )
 
 
@@ -166,7 +177,8 @@ async def restore_clone(source: Instance, name: str, point: datetime, state_dir:
     candidates = [(end, path) for end, path in _restorable_backups(source) if end <= point]
     if not candidates:
         raise PostgresError(
-            f"no successful backup of instance {source.name} ended by {_iso(point)}, so there is nothing to replay from"
+            f"no successful backup of instance {source.name} ended by {_iso(point)}, so there is "
+            "nothing to replay from"
         )
     _, backup_path = max(candidates)
     cluster = PostgresCluster(state_dir)

@@ -98,7 +98,8 @@ def _check(schemas: dict[str, Any], spec: dict[str, Any], value: Any, at: str) -
         for name, item in value.items():
             if name not in properties:
                 raise SchemaViolation(
-                    f"Invalid JSON payload received. Unknown name \"{name}\" at '{at}': Cannot find field."
+                    f"Invalid JSON payload received. Unknown name \"{name}\" at '{at}': Cannot "
+                    "find field."
                 )
             _check(schemas, properties[name], item, f"{at}.{_snake(name)}")
         return

@@ -171,7 +171,8 @@ class GitHubEmulator:
         return run
 
     def seed_past_run(self, tag: str, manifest: dict[str, Any], when: datetime) -> Run:
-        """A CD run that deployed `tag` at `when`, approved, with its backup of the Deployment before it."""
+        """A CD run that deployed `tag` at `when`, approved, with its backup of the Deployment
+        before it."""
         run = self._new_run({"tag": tag}, self.seed.branches[0], when)
         run.status, run.conclusion, run.reviewed = "completed", "success", "approved"
         run.waiting_since, run.started = when + timedelta(seconds=20), when + timedelta(minutes=3)
@@ -305,7 +306,8 @@ class GitHubEmulator:
                 if version not in API_VERSIONS:
                     raise GitHubError(
                         400,
-                        f"The requested API version '{version}' is not supported. Supported versions: {', '.join(API_VERSIONS)}.",
+                        f"The requested API version '{version}' is not supported. Supported "
+                        f"versions: {', '.join(API_VERSIONS)}.",
                     )
                 request[API_VERSION] = version
             response = await handler(request)
@@ -475,7 +477,8 @@ class GitHubEmulator:
         if state not in ("approved", "rejected") or not isinstance(body["comment"], str):
             raise GitHubError(
                 422,
-                f'Invalid request.\n\nFor \'properties/state\', {json.dumps(state)} is not one of ["approved", "rejected"].',
+                f"Invalid request.\n\nFor 'properties/state', {json.dumps(state)} is not one "
+                'of ["approved", "rejected"].',
                 docs,
             )
         if run.status != "waiting" or self.shapes.environment_id not in ids:
@@ -483,7 +486,8 @@ class GitHubEmulator:
         if not self._can_approve():
             raise GitHubError(
                 422,
-                f"{self.seed.token_user} is not a required reviewer for environment {self.cd.environment}",
+                f"{self.seed.token_user} is not a required reviewer for environment "
+                f"{self.cd.environment}",
                 docs,
             )
         run.reviewed = state
@@ -528,11 +532,15 @@ class GitHubEmulator:
                 410, "Artifact has expired", f"{DOCS}/actions/artifacts#download-an-artifact"
             )
         expires = int(self.now().timestamp()) + DOWNLOAD_URL_SECONDS
-        location = f"{self.url}/_blob/artifacts/{artifact.id}?se={expires}&sig={self._signature(artifact.id, expires)}"
+        location = (
+            f"{self.url}/_blob/artifacts/{artifact.id}?se={expires}"
+            f"&sig={self._signature(artifact.id, expires)}"
+        )
         return web.Response(status=302, headers={"Location": location})
 
     async def _blob(self, request: web.Request) -> web.Response:
-        """The pre-signed storage URL a download redirects to: valid for a minute, no token needed."""
+        """The pre-signed storage URL a download redirects to: valid for a minute, no token
+        needed."""
         raw, expires = request.match_info["artifact_id"], request.query.get("se", "")
         artifact = self.artifacts.get(int(raw)) if raw.isdigit() else None
         if (

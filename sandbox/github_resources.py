@@ -196,7 +196,8 @@ class Shapes:
             "updated_at": iso(self.created),
             "url": f"{self.repo_url}/actions/workflows/{self.workflow_id}",
             "html_url": f"{WEB}/{self.full_name}/blob/main/.github/workflows/{self.workflow_file}",
-            "badge_url": f"{WEB}/{self.full_name}/workflows/{self.workflow_name.replace(' ', '%20')}/badge.svg",
+            "badge_url": f"{WEB}/{self.full_name}/workflows/"
+            f"{self.workflow_name.replace(' ', '%20')}/badge.svg",
         }
 
     def run(self, run: Run) -> dict[str, Any]:
@@ -298,7 +299,8 @@ class Shapes:
             "node_id": node_id("EN", self.environment_id),
             "name": self.environment,
             "url": url,
-            "html_url": f"{WEB}/{self.full_name}/deployments/activity_log?environments_filter={self.environment}",
+            "html_url": f"{WEB}/{self.full_name}/deployments/activity_log"
+            f"?environments_filter={self.environment}",
         }
 
     def pending(self, run: Run, reviewers: list[str], can_approve: bool) -> dict[str, Any]:

@@ -36,25 +36,29 @@ def route_handler(
             if name not in allowed_query:
                 raise ApiError(
                     400,
-                    f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query parameter. '
+                    f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query '
+                    "parameter. "
                     f"Field '{name}' could not be found in request message.",
                 )
             param = spec.parameters.get(name) or {}
             if param.get("type") == "integer" and not value.lstrip("-").isdigit():
                 raise ApiError(
                     400,
-                    f"Invalid value at '{discovery._snake(name)}' (TYPE_{param.get('format', 'int32').upper()}), \"{value}\"",
+                    f"Invalid value at '{discovery._snake(name)}' "
+                    f'(TYPE_{param.get("format", "int32").upper()}), "{value}"',
                 )
             if "enum" in param and value not in param["enum"]:
                 raise ApiError(
                     400,
-                    f"Invalid value at '{discovery._snake(name)}' ({(enum_types or {}).get(name, 'TYPE_ENUM')}), \"{value}\"",
+                    f"Invalid value at '{discovery._snake(name)}' "
+                    f'({(enum_types or {}).get(name, "TYPE_ENUM")}), "{value}"',
                 )
 
     async def handle(request: web.Request) -> web.Response:
         try:
             check_query(request)
-            # The route's own names (the flat path's: `projectsId`, `instance`), as the method takes them.
+            # The route's own names (the flat path's: `projectsId`, `instance`), as the method takes
+            # them.
             args: dict[str, Any] = {
                 name: value for name, value in request.match_info.items() if name in takes
             }

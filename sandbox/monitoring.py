@@ -102,7 +102,8 @@ def percentile(values: list[float], q: int) -> float:
 def labels_for(
     metric: Metric, served: ServedRequest, project: str
 ) -> tuple[dict[str, str], dict[str, str]] | None:
-    """(resource labels, metric labels) of the series a served request counts in; None: not in this metric."""
+    """(resource labels, metric labels) of the series a served request counts in; None: not in this
+    metric."""
     namespace, name = served.service.split("/", 1)
     if metric.resource == "https_lb_rule":
         metric_labels = {
@@ -255,7 +256,8 @@ class MetricServiceEmulator:
         for term in terms:
             if term.key not in ("metric.type", "resource.type"):
                 raise InvalidArgument(
-                    f"filter: {term.key} cannot select metric descriptors (use metric.type or resource.type)"
+                    f"filter: {term.key} cannot select metric descriptors (use metric.type or "
+                    "resource.type)"
                 )
         found = [
             metric_descriptor(project, d)
@@ -272,7 +274,8 @@ class MetricServiceEmulator:
         for term in terms:
             if term.key != "resource.type":
                 raise InvalidArgument(
-                    f"filter: {term.key} cannot select monitored resource descriptors (use resource.type)"
+                    f"filter: {term.key} cannot select monitored resource descriptors (use "
+                    "resource.type)"
                 )
         found = [
             resource_descriptor(project, r) for r in RESOURCES if all(t.matches(r) for t in terms)
@@ -450,7 +453,8 @@ class MetricServiceEmulator:
                 )
             else:
                 raise Unimplemented(
-                    f"the sandbox does not compute perSeriesAligner {Aligner(a).name} (Google accepts it for {metric.type})"
+                    f"the sandbox does not compute perSeriesAligner {Aligner(a).name} (Google "
+                    f"accepts it for {metric.type})"
                 )
         return aligned
 

@@ -98,7 +98,8 @@ GAUGES = {
 METRICS = {
     d.type: d
     for d in (
-        # GKE system metrics and Cloud SQL's, as Google's metrics lists publish them (kinds, value types, labels).
+        # GKE system metrics and Cloud SQL's, as Google's metrics lists publish them (kinds, value
+        # types, labels).
         Metric(
             CPU_LIMIT,
             Kind.GAUGE,
@@ -106,7 +107,8 @@ METRICS = {
             "1",
             "k8s_container",
             {},
-            "The fraction of the CPU limit that is currently in use on the instance. This value can be greater than 1 as a container might be allowed to exceed its CPU limit.",
+            "The fraction of the CPU limit that is currently in use on the instance. This value "
+            "can be greater than 1 as a container might be allowed to exceed its CPU limit.",
         ),
         Metric(
             MEMORY_LIMIT,
@@ -115,7 +117,8 @@ METRICS = {
             "1",
             "k8s_container",
             {"memory_type": "STRING"},
-            "The fraction of the memory limit that is currently in use on the instance. This value cannot exceed 1 as usage cannot exceed the limit.",
+            "The fraction of the memory limit that is currently in use on the instance. This "
+            "value cannot exceed 1 as usage cannot exceed the limit.",
         ),
         Metric(
             NUM_BACKENDS,
@@ -258,7 +261,8 @@ def parse_terms(text: str) -> list[Term]:
             ("metric.labels.", "resource.labels.")
         ):
             raise InvalidArgument(
-                f"filter: unknown field {key!r} (use metric.type, resource.type, metric.labels.KEY or resource.labels.KEY)"
+                f"filter: unknown field {key!r} (use metric.type, resource.type, "
+                "metric.labels.KEY or resource.labels.KEY)"
             )
         terms.append(Term(key, match["op"], fn, arg))
     return terms
@@ -269,24 +273,28 @@ def metric_for(terms: list[Term], project: str) -> Metric:
     named = [t for t in terms if t.key == "metric.type"]
     if len(named) != 1 or named[0].fn != "eq" or named[0].op != "=":
         raise InvalidArgument(
-            'filter: a time series filter must name exactly one metric type, e.g. metric.type = "loadbalancing.googleapis.com/https/request_count"'
+            "filter: a time series filter must name exactly one metric type, e.g. metric.type = "
+            '"loadbalancing.googleapis.com/https/request_count"'
         )
     metric = METRICS.get(named[0].arg)
     if metric is None:
         raise InvalidArgument(
-            f'filter: Cannot find metric(s) that match type = "{named[0].arg}" in project {project} (metricDescriptors.list shows the known types)'
+            f'filter: Cannot find metric(s) that match type = "{named[0].arg}" in project '
+            f"{project} (metricDescriptors.list shows the known types)"
         )
     for term in terms:
         if term.key == "resource.type" and not term.matches(metric.resource):
             raise InvalidArgument(
-                f"filter: resource.type: metric {metric.type} is written on monitored resource {metric.resource!r} only"
+                f"filter: resource.type: metric {metric.type} is written on monitored resource "
+                f"{metric.resource!r} only"
             )
         if (
             term.key.startswith("resource.labels.")
             and term.key.removeprefix("resource.labels.") not in RESOURCES[metric.resource]
         ):
             raise InvalidArgument(
-                f"filter: {term.key}: monitored resource {metric.resource} has no label {term.key.removeprefix('resource.labels.')!r} "
+                f"filter: {term.key}: monitored resource {metric.resource} has no label "
+                f"{term.key.removeprefix('resource.labels.')!r} "
                 f"(it has {', '.join(RESOURCES[metric.resource])})"
             )
         if (
@@ -294,7 +302,8 @@ def metric_for(terms: list[Term], project: str) -> Metric:
             and term.key.removeprefix("metric.labels.") not in metric.labels
         ):
             raise InvalidArgument(
-                f"filter: {term.key}: metric {metric.type} has no label {term.key.removeprefix('metric.labels.')!r} (it has {', '.join(metric.labels)})"
+                f"filter: {term.key}: metric {metric.type} has no label "
+                f"{term.key.removeprefix('metric.labels.')!r} (it has {', '.join(metric.labels)})"
             )
     return metric
 
@@ -314,7 +323,8 @@ REDUCE_PERCENTILES = {
     Reducer.REDUCE_PERCENTILE_50: 50,
     Reducer.REDUCE_PERCENTILE_05: 5,
 }
-# aligner -> (input kinds, input value types, output kind, output value type or None = same as input)
+# aligner -> (input kinds, input value types, output kind, output value type or None = same as
+# input)
 ALIGNERS: dict[int, tuple[set, set, int, int | None]] = {
     Aligner.ALIGN_DELTA: (
         {Kind.CUMULATIVE, Kind.DELTA},
@@ -385,7 +395,8 @@ def plan(metric: Metric, agg: m.Aggregation) -> Plan:
     if aligner == Aligner.ALIGN_NONE:
         if reducer != Reducer.REDUCE_NONE:
             raise InvalidArgument(
-                f"aggregation.crossSeriesReducer {_name(Reducer, reducer)} needs aggregation.perSeriesAligner other than ALIGN_NONE "
+                f"aggregation.crossSeriesReducer {_name(Reducer, reducer)} needs "
+                "aggregation.perSeriesAligner other than ALIGN_NONE "
                 "and an aggregation.alignmentPeriod"
             )
         if agg.group_by_fields:
@@ -395,22 +406,27 @@ def plan(metric: Metric, agg: m.Aggregation) -> Plan:
         raise InvalidArgument(f"aggregation.perSeriesAligner had an invalid value of {aligner}")
     if not agg.alignment_period:
         raise InvalidArgument(
-            f"aggregation.alignmentPeriod is required with perSeriesAligner {_name(Aligner, aligner)}"
+            "aggregation.alignmentPeriod is required with perSeriesAligner "
+            f"{_name(Aligner, aligner)}"
         )
     period = agg.alignment_period.total_seconds()
     if period < MIN_ALIGNMENT_SECONDS:
         raise InvalidArgument(
-            f"aggregation.alignmentPeriod must be at least {MIN_ALIGNMENT_SECONDS} seconds, got {period:g}s"
+            f"aggregation.alignmentPeriod must be at least {MIN_ALIGNMENT_SECONDS} seconds, got "
+            f"{period:g}s"
         )
     if period > MAX_ALIGNMENT_SECONDS:
         raise InvalidArgument(
-            f"aggregation.alignmentPeriod must be at most {MAX_ALIGNMENT_SECONDS} seconds (104 weeks), got {period:g}s"
+            f"aggregation.alignmentPeriod must be at most {MAX_ALIGNMENT_SECONDS} seconds (104 "
+            f"weeks), got {period:g}s"
         )
     kinds, types, out_kind, out_type = ALIGNERS[aligner]
     if metric.kind not in kinds or metric.value_type not in types:
         raise InvalidArgument(
-            f'aggregation.perSeriesAligner had an invalid value of "{_name(Aligner, aligner)}": The aligner cannot be applied to '
-            f"metrics with kind {_name(Kind, metric.kind)} and value type {_name(Type, metric.value_type)}."
+            f'aggregation.perSeriesAligner had an invalid value of "{_name(Aligner, aligner)}": '
+            "The aligner cannot be applied to "
+            f"metrics with kind {_name(Kind, metric.kind)} and value type "
+            f"{_name(Type, metric.value_type)}."
         )
     aligned_type = metric.value_type if out_type is None else out_type
     final = aligned_type
@@ -422,7 +438,8 @@ def plan(metric: Metric, agg: m.Aggregation) -> Plan:
         accepted, reduced = REDUCERS[reducer]
         if aligned_type not in accepted:
             raise InvalidArgument(
-                f'aggregation.crossSeriesReducer had an invalid value of "{_name(Reducer, reducer)}": The reducer cannot be applied '
+                "aggregation.crossSeriesReducer had an invalid value of "
+                f'"{_name(Reducer, reducer)}": The reducer cannot be applied '
                 f"to aligned values of type {_name(Type, aligned_type)}."
             )
         final = aligned_type if reduced is None else reduced
@@ -439,7 +456,8 @@ def plan(metric: Metric, agg: m.Aggregation) -> Plan:
         )
         if not known:
             raise InvalidArgument(
-                f"aggregation.groupByFields: {name!r} is not a label of {metric.type} or of {metric.resource}"
+                f"aggregation.groupByFields: {name!r} is not a label of {metric.type} or of "
+                f"{metric.resource}"
             )
         group_by.append(key)
     return Plan(period, aligner, reducer, tuple(group_by), out_kind, aligned_type, final)

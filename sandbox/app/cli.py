@@ -27,7 +27,8 @@ class UsageError(Exception):
 
 def _through_pod_loopback(params: dict[str, str], env: Mapping[str, str]) -> dict[str, str]:
     """In a pod with a Cloud SQL Auth Proxy sidecar, localhost:<port> is the proxy's
-    listener: connect where it leads (sandbox.kube.podnet). MigrateError if nothing listens there."""
+    listener: connect where it leads (sandbox.kube.podnet). MigrateError if nothing listens
+    there."""
     if podnet.LOOPBACK_ENV not in env or not podnet.is_loopback(params.get("host", "")):
         return params
     port = int(params.get("port") or 5432)
@@ -52,7 +53,8 @@ def conninfo_from_env(env: Mapping[str, str]) -> str:
     ]
     if missing:
         raise UsageError(
-            f"no database configured: set DATABASE_URL, or DATABASE_HOST, DATABASE_NAME and DATABASE_USER (missing {', '.join(missing)})"
+            "no database configured: set DATABASE_URL, or DATABASE_HOST, DATABASE_NAME and "
+            f"DATABASE_USER (missing {', '.join(missing)})"
         )
     port = env.get("DATABASE_PORT") or "5432"
     if not port.isdigit() or not 0 < int(port) < 65536:
@@ -97,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="python -m sandbox.app",
-        description="tekutoko-api database chores. Connection from DATABASE_URL or DATABASE_HOST/PORT/NAME/USER/PASSWORD.",
+        description="tekutoko-api database chores. Connection from DATABASE_URL or "
+        "DATABASE_HOST/PORT/NAME/USER/PASSWORD.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{migrate,seed}")
     migrate = commands.add_parser(

@@ -64,7 +64,8 @@ def load_migrations(directory: Path) -> list[Migration]:
         entry = found.setdefault(version, {"name": name})
         if direction in entry:
             raise MigrateError(
-                f"duplicate migration file: {path.name} (version {version} already has an {direction} file)"
+                f"duplicate migration file: {path.name} (version {version} already has an "
+                f"{direction} file)"
             )
         entry[direction] = path
     return [
@@ -95,7 +96,8 @@ class Migrator:
 
     def ensure_table(self) -> None:
         self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint NOT NULL PRIMARY KEY, "
+            "dirty boolean NOT NULL)"
         )
 
     def current(self) -> tuple[int | None, bool]:
@@ -126,7 +128,8 @@ class Migrator:
         while not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
             if time.monotonic() > deadline:
                 raise MigrateError(
-                    f"timed out after {LOCK_TIMEOUT:.0f}s waiting for another migrate run on this database to finish"
+                    f"timed out after {LOCK_TIMEOUT:.0f}s waiting for another migrate run on this "
+                    "database to finish"
                 )
             time.sleep(0.1)
         try:
@@ -142,7 +145,8 @@ class Migrator:
         if version is not None and version not in self.by_version:
             newest = self.migrations[-1].version if self.migrations else None
             raise MigrateError(
-                f"no migration found for version {version}: the database is at a version these migrations "
+                f"no migration found for version {version}: the database is at a version these "
+                "migrations "
                 f"(newest {newest}) do not know; run the migrations of the release that applied it"
             )
         return version
@@ -176,7 +180,8 @@ class Migrator:
             reason = (exc.diag.message_primary or str(exc)).strip()
             raise MigrateError(
                 f"migration {label} failed: {reason} (in {path.name if path else 'no file'}); "
-                f"the database is at version {shown}, dirty: fix it, then run `migrate force <version>`"
+                f"the database is at version {shown}, dirty: fix it, then run `migrate force "
+                "<version>`"
             ) from None
         print(f"{label} ({(time.monotonic() - started) * 1000:.1f}ms)", file=self.out)
 
@@ -205,7 +210,8 @@ class Migrator:
                 self._run(migration, "up", migration.version)
             if limit is not None and limit > len(pending):
                 raise MigrateError(
-                    f"limit {limit} short by {limit - len(pending)}: only {len(pending)} migrations were pending"
+                    f"limit {limit} short by {limit - len(pending)}: only {len(pending)} "
+                    "migrations were pending"
                 )
 
     def down(self, count: int) -> None:
@@ -216,7 +222,8 @@ class Migrator:
             done = self._steps_down(version, count)
             if done < count:
                 raise MigrateError(
-                    f"limit {count} short by {count - done}: reverted {done}, no older migration is applied"
+                    f"limit {count} short by {count - done}: reverted {done}, no older migration "
+                    "is applied"
                 )
 
     def down_to(self, target: int) -> None:
@@ -225,14 +232,16 @@ class Migrator:
             version = self._start()
             if target != 0 and target not in self.by_version:
                 raise MigrateError(
-                    f"no migration found for version {target}: known versions are {', '.join(str(m.version) for m in self.migrations)}"
+                    f"no migration found for version {target}: known versions are "
+                    f"{', '.join(str(m.version) for m in self.migrations)}"
                 )
             if version is None or version == target:
                 print("no change", file=self.out)
                 return
             if target > version:
                 raise MigrateError(
-                    f"cannot go down to version {target}: the database is at version {version}; use `migrate up`"
+                    f"cannot go down to version {target}: the database is at version {version}; "
+                    "use `migrate up`"
                 )
             self._steps_down(
                 version, sum(1 for m in self.migrations if target < m.version <= version)
@@ -264,7 +273,8 @@ class Migrator:
             lines.append(f"{m.version:<8} {m.name:<{width}} {state}")
         if version is not None and version not in self.by_version:
             lines.append(
-                f"{version:<8} {'?':<{width}} {'dirty ' if dirty else ''}(current; not in these migrations)"
+                f"{version:<8} {'?':<{width}} {'dirty ' if dirty else ''}(current; not in these "
+                "migrations)"
             )
         if version is None and dirty:
             lines.append(f"{'nil':<8} {'':<{width}} dirty (a revert of the first migration failed)")

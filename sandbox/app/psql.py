@@ -98,7 +98,8 @@ class Args:
             self.port = value
         elif name in ("d", "dbname"):
             self.dbname_at = len(self.items)
-        # -h/-p (alone or at the end of a cluster such as -Xh) are dropped here and given again as PGHOST/PGPORT.
+        # -h/-p (alone or at the end of a cluster such as -Xh) are dropped here and given again as
+        # PGHOST/PGPORT.
         if name in ("h", "host", "p", "port"):
             if item[0].startswith("--"):
                 return
@@ -132,7 +133,8 @@ def refused(host: str, port: int) -> str:
     shown = host or "localhost"
     address = "127.0.0.1" if shown in ("localhost", "") else shown
     return (
-        f'psql: error: connection to server at "{shown}" ({address}), port {port} failed: Connection refused\n'
+        f'psql: error: connection to server at "{shown}" ({address}), port {port} failed: '
+        "Connection refused\n"
         "\tIs the server running on that host and accepting TCP/IP connections?\n"
     )
 

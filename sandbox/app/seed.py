@@ -41,7 +41,8 @@ def _tables(conn: psycopg.Connection) -> set[str]:
 
 def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
     row = conn.execute(
-        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s",
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND "
+        "table_name = %s AND column_name = %s",
         (table, column),
     ).fetchone()
     return row is not None
@@ -62,19 +63,22 @@ def seed(conn: psycopg.Connection) -> dict[str, int]:
         for email, name, steps_goal in USERS:
             if goal:
                 cur = conn.execute(
-                    "INSERT INTO users (email, display_name, daily_step_goal) VALUES (%s, %s, %s) ON CONFLICT (email) DO NOTHING",
+                    "INSERT INTO users (email, display_name, daily_step_goal) VALUES (%s, %s, "
+                    "%s) ON CONFLICT (email) DO NOTHING",
                     (email, name, steps_goal),
                 )
             else:
                 cur = conn.execute(
-                    "INSERT INTO users (email, display_name) VALUES (%s, %s) ON CONFLICT (email) DO NOTHING",
+                    "INSERT INTO users (email, display_name) VALUES (%s, %s) ON CONFLICT (email) "
+                    "DO NOTHING",
                     (email, name),
                 )
             added["users"] += cur.rowcount
         for email, start, minutes, metres, steps in WALKS:
             cur = conn.execute(
                 "INSERT INTO walks (user_id, started_at, ended_at, distance_m, steps) "
-                "SELECT id, %s, %s, %s, %s FROM users WHERE email = %s ON CONFLICT (user_id, started_at) DO NOTHING",
+                "SELECT id, %s, %s, %s, %s FROM users WHERE email = %s ON CONFLICT (user_id, "
+                "started_at) DO NOTHING",
                 (start, start + timedelta(minutes=minutes), metres, steps, email),
             )
             added["walks"] += cur.rowcount
@@ -83,7 +87,8 @@ def seed(conn: psycopg.Connection) -> dict[str, int]:
         if "user_badges" in tables:
             cur = conn.execute(
                 "INSERT INTO user_badges (user_id, badge_code, awarded_at) "
-                "SELECT user_id, 'first_walk', min(ended_at) FROM walks WHERE ended_at IS NOT NULL GROUP BY user_id "
+                "SELECT user_id, 'first_walk', min(ended_at) FROM walks WHERE ended_at IS NOT "
+                "NULL GROUP BY user_id "
                 "ON CONFLICT DO NOTHING"
             )
             added["user_badges"] = cur.rowcount
@@ -94,7 +99,8 @@ def _seed_points(conn: psycopg.Connection) -> int:
     added = 0
     for index, (email, start, minutes, metres, _steps) in enumerate(WALKS):
         walk = conn.execute(
-            "SELECT w.id FROM walks w JOIN users u ON u.id = w.user_id WHERE u.email = %s AND w.started_at = %s",
+            "SELECT w.id FROM walks w JOIN users u ON u.id = w.user_id WHERE u.email = %s AND "
+            "w.started_at = %s",
             (email, start),
         ).fetchone()
         if walk is None:
@@ -117,7 +123,8 @@ def _seed_points(conn: psycopg.Connection) -> int:
         with conn.cursor() as cur:
             for point in points:
                 cur.execute(
-                    "INSERT INTO walk_points (walk_id, seq, recorded_at, latitude, longitude) VALUES (%s, %s, %s, %s, %s) "
+                    "INSERT INTO walk_points (walk_id, seq, recorded_at, latitude, longitude) "
+                    "VALUES (%s, %s, %s, %s, %s) "
                     "ON CONFLICT (walk_id, seq) DO NOTHING",
                     point,
                 )

@@ -381,7 +381,8 @@ class KubeApi:
         if t.resource.namespaced:
             if meta.get("namespace") and meta["namespace"] != t.namespace:
                 raise errors.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request"
+                    "the namespace of the provided object does not match the namespace sent on "
+                    "the request"
                 )
             meta["namespace"] = t.namespace
         apply_defaults(t.resource, body)
@@ -398,7 +399,8 @@ class KubeApi:
         meta = body.setdefault("metadata", {})
         if meta.get("name") and meta["name"] != t.name:
             raise errors.bad_request(
-                f"the name of the object ({meta['name']}) does not match the name on the URL ({t.name})"
+                f"the name of the object ({meta['name']}) does not match the name on the URL "
+                f"({t.name})"
             )
         meta["name"] = t.name
         if t.resource.namespaced:

@@ -276,7 +276,8 @@ class DeploymentController:
         if created["spec"]["replicas"] > 0:
             self._event(
                 d,
-                f"Scaled up replica set {created['metadata']['name']} to {created['spec']['replicas']}",
+                f"Scaled up replica set {created['metadata']['name']} to "
+                f"{created['spec']['replicas']}",
             )
         self._set_condition(
             status,

@@ -76,7 +76,8 @@ def parse_options(request: web.Request, pod: dict[str, Any]) -> ExecOptions:
     if not container:
         if len(regular) != 1:
             raise errors.bad_request(
-                f"a container name must be specified for pod {name}, choose one of: [{' '.join(regular)}]"
+                f"a container name must be specified for pod {name}, choose one of: "
+                f"[{' '.join(regular)}]"
             )
         container = regular[0]
     elif container not in [c["name"] for c in containers(pod)]:
@@ -128,7 +129,10 @@ def _not_found_message(executable: str) -> str:
         if "/" in executable
         else "executable file not found in $PATH"
     )
-    return f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{executable}": {why}: unknown'
+    return (
+        "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+        f'"{executable}": {why}: unknown'
+    )
 
 
 # -- the session ------------------------------------------------------------------------
@@ -300,7 +304,8 @@ class PodExec:
         self._log: dict[int, dict[str, Any]] = {}  # id(request) -> fields for its request log entry
 
     def log_fields(self, request: web.Request) -> dict[str, Any]:
-        """What the request log should add for this request (once; the command is in the query already)."""
+        """What the request log should add for this request (once; the command is in the query
+        already)."""
         return self._log.pop(id(request), {})
 
     async def handle(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
@@ -334,7 +339,8 @@ class PodExec:
             raise errors.bad_request(
                 "Upgrade request required"
                 + (
-                    f"; this sandbox serves pods/exec over WebSocket only ({', '.join(PROTOCOLS)}), not SPDY"
+                    "; this sandbox serves pods/exec over WebSocket only "
+                    f"({', '.join(PROTOCOLS)}), not SPDY"
                     if spdy
                     else ""
                 )
@@ -393,7 +399,8 @@ class PodExec:
         if argv is None:
             message = _not_found_message(executable)
             await session.diagnostic(
-                f"{message}\n(sandbox: the scenario maps no command {executable!r} for image {image})\n"
+                f"{message}\n(sandbox: the scenario maps no command {executable!r} for image "
+                f"{image})\n"
             )
             await session.finish(127, message)
             return 127, "not found"
@@ -401,7 +408,10 @@ class PodExec:
             await session.start(argv, env)
         except OSError as exc:  # a mapped program that is missing or not executable on this machine
             code = 126 if isinstance(exc, PermissionError) else 127
-            message = f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{executable}": {exc.strerror}: unknown'
+            message = (
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                f'"{executable}": {exc.strerror}: unknown'
+            )
             await session.diagnostic(f"{message}\n(sandbox: mapped to {argv[0]})\n")
             await session.finish(code, message)
             return code, "cannot start"

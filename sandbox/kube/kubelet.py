@@ -89,7 +89,8 @@ class Kubelet:
     def sidecar_log(
         self, uid: str, container: str, message: str, *, severity: str = "INFO"
     ) -> None:
-        """A line in an init container's log, in the proxy's structured format when it was asked for."""
+        """A line in an init container's log, in the proxy's structured format when it was asked
+        for."""
         runtime = self.pods.get(uid)
         if runtime is None or container not in runtime.init_logs:
             return
@@ -100,7 +101,10 @@ class Kubelet:
                 separators=(",", ":"),
             )
         else:
-            line = f"{self.clock.timestamp().replace('-', '/').replace('T', ' ').rstrip('Z')} {message}"
+            line = (
+                f"{self.clock.timestamp().replace('-', '/').replace('T', ' ').rstrip('Z')} "
+                f"{message}"
+            )
         runtime.init_logs[container].append(f"{self.clock.micro_timestamp()} {line}")
 
     def log(self, uid: str, line: str) -> None:
@@ -177,7 +181,8 @@ class Kubelet:
         )
         self._next_ip += 1
         ip = f"10.8.{(self._next_ip // 250) % 250}.{self._next_ip % 250 + 2}"
-        # With init containers, everything waits as PodInitializing first (kubelet's defaultWaitingState).
+        # With init containers, everything waits as PodInitializing first (kubelet's
+        # defaultWaitingState).
         waiting = {
             "waiting": {
                 "reason": "PodInitializing" if runtime.init_containers else "ContainerCreating"
@@ -207,7 +212,8 @@ class Kubelet:
         self._pull(runtime)
 
     def _initialize(self, runtime: PodRuntime) -> None:
-        """Run the init containers: ordinary ones complete, sidecars keep running (and are ready once running)."""
+        """Run the init containers: ordinary ones complete, sidecars keep running (and are ready
+        once running)."""
         pod = self._pod(runtime)
         if pod is None:
             return
@@ -302,7 +308,8 @@ class Kubelet:
         if runtime.profile.pull == "fail":
             runtime.pull_failures += 1
             detail = (
-                f'rpc error: code = NotFound desc = failed to pull and unpack image "{runtime.image}": '
+                "rpc error: code = NotFound desc = failed to pull and unpack image "
+                f'"{runtime.image}": '
                 f'failed to resolve reference "{runtime.image}": {runtime.image}: not found'
             )
             self._event(
@@ -322,7 +329,8 @@ class Kubelet:
             pod,
             "Normal",
             "Pulled",
-            f'Successfully pulled image "{runtime.image}" in {took:.3g}s ({took:.3g}s including waiting). Image size: 48213532 bytes.',
+            f'Successfully pulled image "{runtime.image}" in {took:.3g}s ({took:.3g}s including '
+            "waiting). Image size: 48213532 bytes.",
             runtime,
         )
         self._start(runtime)
@@ -388,7 +396,10 @@ class Kubelet:
         )
         runtime.restarts += 1
         backoff = self._backoff(runtime.restarts)
-        message = f"back-off {go_duration(backoff)} restarting failed container={runtime.container} pod={runtime.name}_{runtime.namespace}({pod['metadata']['uid']})"
+        message = (
+            f"back-off {go_duration(backoff)} restarting failed container={runtime.container} "
+            f"pod={runtime.name}_{runtime.namespace}({pod['metadata']['uid']})"
+        )
         last = {
             "terminated": {
                 "exitCode": 1,
@@ -402,7 +413,8 @@ class Kubelet:
             pod,
             "Warning",
             "BackOff",
-            f"Back-off restarting failed container {runtime.container} in pod {runtime.name}_{runtime.namespace}({pod['metadata']['uid']})",
+            f"Back-off restarting failed container {runtime.container} in pod "
+            f"{runtime.name}_{runtime.namespace}({pod['metadata']['uid']})",
             runtime,
         )
         self._write_container(
@@ -445,7 +457,8 @@ class Kubelet:
         status: dict[str, Any] = {
             "name": container["name"],
             "image": image,
-            "imageID": f"{image.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+            "imageID": f"{image.rsplit(':', 1)[0]}@sha256:"
+            f"{hashlib.sha256(image.encode()).hexdigest()}"
             if began
             else "",
             "ready": ready,

@@ -105,7 +105,8 @@ class LoadBalancers:
                     (
                         "spec.ports[0].port",
                         "FieldValueInvalid",
-                        f"Invalid value: {port.get('port')}: provided port is already allocated on 127.0.0.1",
+                        f"Invalid value: {port.get('port')}: provided port is already allocated "
+                        "on 127.0.0.1",
                     ),
                 ],
             ) from None
@@ -245,7 +246,8 @@ class LoadBalancers:
         if status >= 500:  # the sample app logs each failed request as an error
             self.kubelet.log(
                 uid,
-                f'level=error msg="request failed" method={request.method} path={path} status={status} duration_ms={latency:.1f}',
+                f'level=error msg="request failed" method={request.method} path={path} '
+                f"status={status} duration_ms={latency:.1f}",
             )
         else:
             self.kubelet.log(

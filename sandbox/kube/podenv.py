@@ -86,7 +86,8 @@ def _expand(value: str, env: dict[str, str]) -> str:
 def container_env(
     store: Store, pod: dict[str, Any], container: str, *, tty: bool = False
 ) -> dict[str, str]:
-    """The environment a process in `container` sees; LookupError if a reference cannot be resolved."""
+    """The environment a process in `container` sees; LookupError if a reference cannot be
+    resolved."""
     namespace = pod["metadata"]["namespace"]
     spec = next(c for c in containers(pod) if c["name"] == container)
     env = {

@@ -246,7 +246,8 @@ class Refused(ConnectionRefusedError):
 
     def __init__(self, host: str, port: int) -> None:
         super().__init__(
-            f'connection to server at "{host or "localhost"}", port {port} refused: nothing listens there in the pod'
+            f'connection to server at "{host or "localhost"}", port {port} refused: nothing '
+            "listens there in the pod"
         )
         self.host, self.port = host, port
 

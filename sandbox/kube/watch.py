@@ -129,7 +129,8 @@ class ListOptions:
                 causes.append(
                     _forbidden(
                         "resourceVersionMatch",
-                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is "
+                        "provided",
                     )
                 )
             if match != NOT_OLDER_THAN:

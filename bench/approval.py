@@ -101,11 +101,14 @@ def main() -> None:
     for label, result in (("names", plain), ("signed", signed)):
         print(
             f"{label:>6}: approve signal → undo PATCH over {result['rollbacks']} rollbacks: "
-            f"p50 {result['signal_to_undo_p50_ms']:.0f} ms, p99 {result['signal_to_undo_p99_ms']:.0f} ms, max {result['signal_to_undo_max_ms']:.0f} ms"
+            f"p50 {result['signal_to_undo_p50_ms']:.0f} ms, p99 "
+            f"{result['signal_to_undo_p99_ms']:.0f} ms, max {result['signal_to_undo_max_ms']:.0f} "
+            "ms"
         )
     ratio = signed["signal_to_undo_p50_ms"] / plain["signal_to_undo_p50_ms"]
     print(
-        f"signed / names (p50): {ratio:.2f}; target p99 < 500 ms: {'met' if signed['target_p99_under_500_ms'] else 'not met'} (signed)"
+        f"signed / names (p50): {ratio:.2f}; target p99 < 500 ms: "
+        f"{'met' if signed['target_p99_under_500_ms'] else 'not met'} (signed)"
     )
     print_json_line("approval", {"names": plain, "signed": signed, "signed_over_names_p50": ratio})
 

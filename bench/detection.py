@@ -159,7 +159,8 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
             for tag, _severity in RELEASES:
                 result = await one(client, settings, apps, endpoints["metric_clock"], tag)
                 print(
-                    f"{preset:18} {tag:12} {result['severity']:11} release→decision {result['detect_s']:5.1f} s, rollback→verified {result['verify_s']:5.1f} s",
+                    f"{preset:18} {tag:12} {result['severity']:11} release→decision "
+                    f"{result['detect_s']:5.1f} s, rollback→verified {result['verify_s']:5.1f} s",
                     flush=True,
                 )
                 found.append({"preset": preset, **result})
@@ -172,7 +173,8 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
 async def main(rounds: int, speed: float) -> None:
     print_machine()
     print(
-        f"sandbox clock {speed:g}x: one minute of metric time is {60 / speed:g} s; 60-s windows, {DELAY} s ingestion delay, "
+        f"sandbox clock {speed:g}x: one minute of metric time is {60 / speed:g} s; 60-s windows, "
+        f"{DELAY} s ingestion delay, "
         f"polls every {POLL_SECONDS:g} s, {TRAFFIC_RPS} requests/s"
     )
     results = []
@@ -180,7 +182,8 @@ async def main(rounds: int, speed: float) -> None:
         results += await run_preset(preset, rounds, speed)
     print()
     print(
-        f"{'preset':18} {'release':12} {'decision wall':>14} {'(metric)':>9} {'verified wall':>14} {'(metric)':>9}"
+        f"{'preset':18} {'release':12} {'decision wall':>14} {'(metric)':>9} "
+        f"{'verified wall':>14} {'(metric)':>9}"
     )
     summary = []
     for preset in ("gke_l7", "managed_prometheus"):
@@ -191,7 +194,8 @@ async def main(rounds: int, speed: float) -> None:
                 statistics.median(r["verify_s"] for r in rows),
             )
             print(
-                f"{preset:18} {tag:12} {detect:12.1f} s {detect * speed:7.0f} s {verify:12.1f} s {verify * speed:7.0f} s"
+                f"{preset:18} {tag:12} {detect:12.1f} s {detect * speed:7.0f} s {verify:12.1f} s "
+                f"{verify * speed:7.0f} s"
             )
             summary.append(
                 {

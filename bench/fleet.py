@@ -91,7 +91,8 @@ IDLE = (
 
 
 def profile_top(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
-    """Shares of the samples: by the innermost frame (self) and by any frame on the stack (inclusive)."""
+    """Shares of the samples: by the innermost frame (self) and by any frame on the stack
+    (inclusive)."""
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -116,7 +117,8 @@ def profile_top(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (its children's included once they were waited for)."""
+    """User + system CPU time of a process so far (its children's included once they were waited
+    for)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -150,7 +152,8 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
             )  # the profile starts once the worker is ready
         except TimeoutError as exc:
             print(
-                f"{exc}; going on (the worker is {'running' if bench.stack.pid('worker') else 'not running'})",
+                f"{exc}; going on (the worker is "
+                f"{'running' if bench.stack.pid('worker') else 'not running'})",
                 flush=True,
             )
         await asyncio.sleep(1.0 * workers)
@@ -249,14 +252,17 @@ def main() -> None:
     print(f"{'every undo applied after':<28}{result['all_undone_s']:.1f} s")
     print(f"{'every rollout verified after':<28}{result['all_verified_s']:.1f} s")
     print(
-        f"{'time to undo p50 / p99':<28}{result['time_to_undo_p50_s']:.2f} s / {result['time_to_undo_p99_s']:.2f} s"
+        f"{'time to undo p50 / p99':<28}{result['time_to_undo_p50_s']:.2f} s / "
+        f"{result['time_to_undo_p99_s']:.2f} s"
     )
     print(
-        f"{'worker RSS idle / peak':<28}{result['worker_rss_idle_mib']:.0f} MiB / {result['worker_rss_peak_mib']:.0f} MiB"
+        f"{'worker RSS idle / peak':<28}{result['worker_rss_idle_mib']:.0f} MiB / "
+        f"{result['worker_rss_peak_mib']:.0f} MiB"
     )
     print(f"{'within the runbook 5 min':<28}{'yes' if result['within_runbook_5_min'] else 'no'}")
     print(
-        f"{'CPU seconds during the run':<28}{', '.join(f'{k} {v:.1f}' for k, v in result['cpu_seconds'].items())}"
+        f"{'CPU seconds during the run':<28}"
+        f"{', '.join(f'{k} {v:.1f}' for k, v in result['cpu_seconds'].items())}"
     )
     if result["profile"]:
         print("worker profile, share of samples in the function itself:")

@@ -110,9 +110,11 @@ class BenchStack:
         traffic_rps: float = 0.0,
     ) -> None:
         self.deployments = deployments
-        self.traffic_rps = traffic_rps  # steady API calls a second to every service (verification then never waits for probes)
+        # steady API calls a second to every service (verification then never waits for probes)
+        self.traffic_rps = traffic_rps
         self.bad_error_ratio = bad_error_ratio
-        self.identities = identities  # with identities, only signed decisions count (and are checked again by the undo)
+        # with identities, only signed decisions count (and are checked again by the undo)
+        self.identities = identities
         self._tmp = tempfile.TemporaryDirectory(prefix="modoru-bench-")
         self.state = Path(self._tmp.name)
         self.stack: EmbeddedStack | None = None

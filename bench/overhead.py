@@ -212,8 +212,10 @@ def main() -> None:
     for key in ("workflow", "direct", "noop"):
         print(f"{key:<16}{result['p50_s'][key]:>8.3f}{result['p95_s'][key]:>8.3f}")
     print(
-        f"workflow / no-op: {result['workflow_over_noop']:.2f} (target ≤ 1.3; median of paired runs {result['workflow_over_noop_paired_median']:.2f})   "
-        f"workflow / direct: {result['workflow_over_direct']:.2f}   verification rounds p50: {result['verification_rounds_p50']:g}"
+        f"workflow / no-op: {result['workflow_over_noop']:.2f} (target ≤ 1.3; median of paired "
+        f"runs {result['workflow_over_noop_paired_median']:.2f})   "
+        f"workflow / direct: {result['workflow_over_direct']:.2f}   verification rounds p50: "
+        f"{result['verification_rounds_p50']:g}"
     )
     print_json_line("overhead", result)
 

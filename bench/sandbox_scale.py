@@ -94,7 +94,8 @@ async def main_async(small: int, large: int) -> None:
     print(f"{'deployments':>12} {'seed s':>8} {'roll-all s':>11} {'ms/deployment':>14}")
     for r in results:
         print(
-            f"{r['n']:>12} {r['seed_s']:>8.2f} {r['roll_s']:>11.2f} {r['roll_ms_per_deployment']:>14.2f}"
+            f"{r['n']:>12} {r['seed_s']:>8.2f} {r['roll_s']:>11.2f} "
+            f"{r['roll_ms_per_deployment']:>14.2f}"
         )
     print(f"cost per deployment, {large} vs {small}: {ratio:.2f}x (1.0 = linear)")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -65,7 +65,8 @@ class RunningSandbox:
     def service_url(self, key: str = "default/tekutoko-api") -> str:
         return json.loads(self.sandbox.endpoints_path.read_text())["services"][key]
 
-    # The binary `kubectl` runs; the conformance tests set it per test, once for each kubectl they drive.
+    # The binary `kubectl` runs; the conformance tests set it per test, once for each kubectl they
+    # drive.
     kubectl_binary: str | None = None
 
     def kubectl(

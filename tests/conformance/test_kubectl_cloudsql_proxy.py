@@ -158,7 +158,8 @@ def test_a_sidecar_naming_an_unknown_instance_refuses_connections(
         )
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.startswith(
-            'psql: error: connection to server at "localhost" (127.0.0.1), port 5432 failed: Connection refused\n'
+            'psql: error: connection to server at "localhost" (127.0.0.1), port 5432 failed: '
+            "Connection refused\n"
         )
         assert "command terminated with exit code 2" in result.stderr
         migrate = two_dbs.kubectl(
@@ -166,9 +167,11 @@ def test_a_sidecar_naming_an_unknown_instance_refuses_connections(
         )
         assert migrate.returncode == 1
         assert migrate.stderr.startswith(
-            "error: cannot connect to the database at localhost:5432/tekutoko_production: Connection refused\n"
+            "error: cannot connect to the database at localhost:5432/tekutoko_production: "
+            "Connection refused\n"
         )
-        # kubectl picks the pod an exec of deploy/ runs in (its choice differs by version): the proxy of that one logged it.
+        # kubectl picks the pod an exec of deploy/ runs in (its choice differs by version): the
+        # proxy of that one logged it.
         errors = [
             json.loads(line)
             for pod in pods(two_dbs)

@@ -35,7 +35,8 @@ def pod(exec_sandbox: RunningSandbox) -> str:
 def kubectl_with_input(
     sandbox: RunningSandbox, text: str, *args: str
 ) -> subprocess.CompletedProcess:
-    """`sandbox.kubectl`, with `text` on kubectl's stdin (a pipe, as in `echo ... | kubectl exec -i`)."""
+    """`sandbox.kubectl`, with `text` on kubectl's stdin (a pipe, as in `echo ... | kubectl exec
+    -i`)."""
     return sandbox.kubectl(*args, input=text, check=False)
 
 
@@ -96,12 +97,11 @@ def test_dash_c_picks_the_container_and_an_unknown_one_is_refused(
         "exec", pod, "-c", "sidecar", "--", "/bin/tool", "echo", check=False
     )
     assert result.returncode == 1
-    assert (
-        result.stderr
-        in (
-            f"Error from server (BadRequest): container sidecar is not valid for pod {pod}\n",  # the server's answer
-            f"error: container sidecar is not valid for pod {pod} out of: main\n",  # newer kubectl checks the pod's containers itself
-        )
+    assert result.stderr in (
+        # the server's answer
+        f"Error from server (BadRequest): container sidecar is not valid for pod {pod}\n",
+        # newer kubectl checks the pod's containers itself
+        f"error: container sidecar is not valid for pod {pod} out of: main\n",
     )
 
 

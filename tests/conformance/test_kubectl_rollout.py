@@ -59,7 +59,8 @@ def test_undo_to_revision_two_rolls_out_and_renumbers_history(sandbox: RunningSa
         "-n",
         "default",
         "-o",
-        "jsonpath={range .items[*]}{.metadata.annotations.deployment\\.kubernetes\\.io/revision}={.metadata.annotations.deployment\\.kubernetes\\.io/revision-history};{end}",
+        "jsonpath={range "
+        ".items[*]}{.metadata.annotations.deployment\\.kubernetes\\.io/revision}={.metadata.annotations.deployment\\.kubernetes\\.io/revision-history};{end}",
     ).stdout
     assert "4=2" in rs.split(";")
 
@@ -89,8 +90,8 @@ def test_a_paused_deployment_refuses_undo(sandbox: RunningSandbox) -> None:
     result = sandbox.kubectl("rollout", "undo", DEPLOY, "-n", "default", check=False)
     assert result.returncode == 1
     assert (
-        "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again"
-        in result.stderr
+        "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' "
+        "and try again" in result.stderr
     )
     assert current_image(sandbox) == f"{IMAGE}:1.3.0"
     sandbox.kubectl("rollout", "resume", DEPLOY, "-n", "default")

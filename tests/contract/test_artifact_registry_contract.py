@@ -221,10 +221,12 @@ def test_the_scenario_keeps_the_registry_and_the_deployments_consistent() -> Non
                 "name": "tekutoko-api",
                 "revisions": [
                     {
-                        "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.2.0"
+                        "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/"
+                        "tekutoko-api:1.2.0"
                     },
                     {
-                        "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:2.0.0-missing"
+                        "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/"
+                        "tekutoko-api:2.0.0-missing"
                     },
                 ],
             }
@@ -246,7 +248,8 @@ def test_the_github_section_needs_the_registry_and_its_deployment() -> None:
             "name": "tekutoko-api",
             "revisions": [
                 {
-                    "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api:1.2.0"
+                    "image": "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/"
+                    "tekutoko-api:1.2.0"
                 }
             ],
         }

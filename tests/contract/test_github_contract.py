@@ -207,7 +207,8 @@ def test_history_and_every_read_route_fit_the_published_schemas(gh) -> None:
             "artifacts",
         )
         assert [a.id for a in named.artifacts] == [artifacts[0].id]
-    # The backup that 1.2.0's deploy made is the Deployment as it was: 1.1.0, without status or managedFields.
+    # The backup that 1.2.0's deploy made is the Deployment as it was: 1.1.0, without status or
+    # managedFields.
     archive = zipfile.ZipFile(
         io.BytesIO(gh.rest.actions.download_artifact(OWNER, REPO, artifacts[0].id, "zip").content)
     )

@@ -78,7 +78,9 @@ def _runtime(name: str, lines: list[str]) -> SimpleNamespace:
         init_logs={
             "cloud-sql-proxy": deque(
                 [
-                    '2026-01-16T03:00:00.000001Z {"severity":"INFO","timestamp":"2026-01-16T03:00:00Z","message":"Listening on 127.0.0.1:5432"}'
+                    "2026-01-16T03:00:00.000001Z "
+                    '{"severity":"INFO","timestamp":"2026-01-16T03:00:00Z","message":"Listening '
+                    'on 127.0.0.1:5432"}'
                 ]
             )
         },
@@ -90,11 +92,13 @@ PODS = [
         _runtime(
             "tekutoko-api-5c9f7-aaaaa",
             [
-                f"2026-01-16T03:00:{i:02d}.000000Z method=GET path=/v1/walks status=200 duration_ms=20.0"
+                f"2026-01-16T03:00:{i:02d}.000000Z method=GET path=/v1/walks status=200 "
+                "duration_ms=20.0"
                 for i in range(30)
             ]
             + [
-                '2026-01-16T03:01:00.000000Z level=error msg="request failed" method=GET path=/v1/walks status=500 duration_ms=30.0'
+                '2026-01-16T03:01:00.000000Z level=error msg="request failed" method=GET '
+                "path=/v1/walks status=500 duration_ms=30.0"
             ],
         ),
         {"app": "tekutoko-api", "pod-template-hash": "5c9f7"},

@@ -171,7 +171,8 @@ async def test_a_request_the_api_refuses_is_refused_the_same_way(emulator) -> No
             code,
             status,
         ) and message in failure.value.message
-    # A missing required parameter never leaves the client; a path without it is not a method of the API.
+    # A missing required parameter never leaves the client; a path without it is not a method of the
+    # API.
     with pytest.raises(TypeError, match="Missing required parameter"):
         api.request("instances", "clone", project=PROJECT, body={})
     for path, code, text in [

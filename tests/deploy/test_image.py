@@ -119,7 +119,8 @@ def test_the_image_installs_its_dependencies_from_the_runtime_lock_only() -> Non
     lock = from_lock[0]
     assert Path(lock[lock.index("-r") + 1]).name == "requirements.lock"
     assert "--require-hashes" in lock
-    # Everything else is the modoru wheel itself, installed without resolving anything beyond the lock.
+    # Everything else is the modoru wheel itself, installed without resolving anything beyond the
+    # lock.
     for argv in installs:
         if argv is not lock:
             assert "--no-deps" in argv and all(

@@ -108,7 +108,8 @@ def calls_in_code() -> set[tuple[str, str, str]]:
                 assert node.attr.startswith("connect_get_namespaced_pod_exec"), (
                     f"{path.name}: unexpected exec call {node.attr}"
                 )
-                # The WebSocket upgrade is a GET; the API server authorizes it as create on pods/exec.
+                # The WebSocket upgrade is a GET; the API server authorizes it as create on
+                # pods/exec.
                 found |= {("", "pods/exec", "get"), ("", "pods/exec", "create")}
             if (
                 isinstance(node, ast.Attribute)

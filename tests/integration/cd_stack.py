@@ -131,7 +131,8 @@ class CdStack:
 def sandbox_monitoring(
     endpoints: dict, sandbox: RunningSandbox, session: aiohttp.ClientSession
 ) -> Monitoring:
-    """The official gRPC client against the sandbox's Cloud Monitoring emulator, on the sandbox's metric clock."""
+    """The official gRPC client against the sandbox's Cloud Monitoring emulator, on the sandbox's
+    metric clock."""
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     return Monitoring(
         monitoring_v3.MetricServiceAsyncClient(
@@ -152,7 +153,8 @@ async def cd_stack(
     catalog: Catalog | None = None,
     with_metrics: bool = False,
 ) -> AsyncIterator[CdStack]:
-    """`catalog`: one with identities makes the changing activities check the signed approvals, as the worker does."""
+    """`catalog`: one with identities makes the changing activities check the signed approvals, as
+    the worker does."""
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
     configuration = kube.Configuration()
     await kube_config.load_kube_config(

@@ -171,7 +171,8 @@ async def rollbacks_under(
 
 
 async def attempts(handle) -> dict[str, int]:
-    """Attempts of each activity that needed more than one (the history keeps the last attempt's number)."""
+    """Attempts of each activity that needed more than one (the history keeps the last attempt's
+    number)."""
     scheduled, found = {}, {}
     async for event in handle.fetch_history_events():
         if event.HasField("activity_task_scheduled_event_attributes"):
@@ -203,7 +204,8 @@ async def test_immediate_rollbacks_complete_through_a_fifth_of_500s_and_503s(
         faulted(sandbox, {500, 503}) >= 0.1 * len(total) > 0
     )  # the faults were there to get through
     print(
-        f"\n500/503 at ~{20 * SCALE:g}%: {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}"
+        f"\n500/503 at ~{20 * SCALE:g}%: {ROLLBACKS} immediate rollbacks in "
+        f"{', '.join(f'{s:.1f}s' for s in seconds)}"
     )
 
 
@@ -213,7 +215,8 @@ async def test_immediate_rollbacks_complete_through_a_quarter_of_429s(
     seconds = await rollbacks_under(TOO_MANY, dev_env, sandbox, kube_client, queue)
     assert faulted(sandbox, {429}) > 0
     print(
-        f"\n429 (Retry-After 1-2s) at ~{25 * SCALE:g}%: {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}"
+        f"\n429 (Retry-After 1-2s) at ~{25 * SCALE:g}%: {ROLLBACKS} immediate rollbacks in "
+        f"{', '.join(f'{s:.1f}s' for s in seconds)}"
     )
 
 
@@ -222,5 +225,6 @@ async def test_immediate_rollbacks_complete_through_a_slow_api(
 ) -> None:
     seconds = await rollbacks_under(LATENCY, dev_env, sandbox, kube_client, queue)
     print(
-        f"\nlatency (every answer +0.3 s, ~10% +2 s more): {ROLLBACKS} immediate rollbacks in {', '.join(f'{s:.1f}s' for s in seconds)}"
+        f"\nlatency (every answer +0.3 s, ~10% +2 s more): {ROLLBACKS} immediate rollbacks in "
+        f"{', '.join(f'{s:.1f}s' for s in seconds)}"
     )

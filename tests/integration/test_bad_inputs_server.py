@@ -25,7 +25,8 @@ ROLLBACK = [
 ]
 
 CASES = [
-    # Ids no test starts (`rollback start --deployment nope` below, and other modules, make rollback-default-nope).
+    # Ids no test starts (`rollback start --deployment nope` below, and other modules, make
+    # rollback-default-nope).
     (
         ["status", "rollback-default-never-started"],
         "no modoru workflow with id rollback-default-never-started",

@@ -29,7 +29,8 @@ def test_modoru_demo_rolls_back_and_verifies(tmp_path) -> None:
     assert "check error_ratio" in result.stdout and "check alerts" in result.stdout
     notices = (tmp_path / "demo" / "notifications.jsonl").read_text(encoding="utf-8")
     assert "【ロールバック開始】" in notices and "【ロールバック完了・復旧】" in notices
-    # The demo's incident: its postmortem draft, printed and saved, has the rollback's real timeline.
+    # The demo's incident: its postmortem draft, printed and saved, has the rollback's real
+    # timeline.
     draft = (tmp_path / "demo" / "postmortem-draft.md").read_text(encoding="utf-8")
     assert "## 3. タイムライン (JST)" in draft and "ポストモーテム" in result.stdout
     history = WorkflowHistory.from_json(

@@ -89,7 +89,8 @@ async def test_a_rollback_s_history_is_ciphertext_without_the_keys(
                 id=workflow_id,
                 task_queue=queue,
             )
-            # The CLI with the same keys reads the rollback's state back (a query answered by this worker).
+            # The CLI with the same keys reads the rollback's state back (a query answered by this
+            # worker).
             env = {**os.environ, "MODORU_TEMPORAL_ADDRESS": target, "MODORU_CODEC_KEYS": KEYS}
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -74,7 +74,7 @@ async def phase_of(handle, phase: Phase, model, tries: int = 900):
     return status
 
 
-async def test_a_hotfix_goes_out_through_the_cd_and_the_error_rate_falls_before_recovery_is_announced(
+async def test_a_hotfix_goes_out_through_the_cd_and_the_error_rate_falls_before_recovery_is_announced(  # noqa: E501 - the name is the sentence
     stack: CdStack,
 ) -> None:
     assert stack.live_image() == f"{IMAGE}:1.3.0"

@@ -123,7 +123,8 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
 
 
 def completed_at(history, activity: str, nth: int = 0) -> dt.datetime:
-    """When the workflow task after the `nth` completion of `activity` started: the time the workflow saw it done."""
+    """When the workflow task after the `nth` completion of `activity` started: the time the
+    workflow saw it done."""
     scheduled = {
         e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
@@ -150,7 +151,8 @@ def row_time(draft: str, label: str) -> dt.datetime:
 
 
 def check_draft_against_history(draft: str, history) -> None:
-    """Each of the draft's events happened when the rollback's history says (to the second the draft shows)."""
+    """Each of the draft's events happened when the rollback's history says (to the second the draft
+    shows)."""
     expected = {
         "ロールバックの判断": history.events[0].event_time.ToDatetime(tzinfo=dt.UTC),
         "開始通知": completed_at(history, "notify.send", 0),

@@ -290,7 +290,8 @@ async def test_verification_catches_a_row_count_drop(
     await broken_migrations(
         migrations,
         tmp_path,
-        "DROP TABLE IF EXISTS user_badges;\nDROP TABLE IF EXISTS badges;\nDELETE FROM walks WHERE id % 2 = 0;\n",
+        "DROP TABLE IF EXISTS user_badges;\nDROP TABLE IF EXISTS badges;\nDELETE FROM walks "
+        "WHERE id % 2 = 0;\n",
     )
     before = (await migrations.query("SELECT count(*) FROM walks"))[0][0]
     _, result, error = await migrations.run()

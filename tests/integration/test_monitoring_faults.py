@@ -47,7 +47,8 @@ NAME = "tekutoko-api"
 ROLLBACKS = int(
     os.environ.get("MODORU_FAULT_ROLLBACKS", "2")
 )  # back to back, per fault mix; 10 for the full figure
-RATE = 60  # requests per second on loopback: enough for the error-ratio criterion's 20 requests a minute
+# requests per second on loopback: enough for the error-ratio criterion's 20 requests a minute
+RATE = 60
 pytestmark = pytest.mark.integration
 
 READS = ("timeSeries", "alerts", "alertPolicies", "entries")
@@ -150,7 +151,8 @@ async def rollbacks_under(
             result: RollbackResult = await asyncio.wait_for(handle.result(), 300)
             seconds.append(time.monotonic() - started)
             print(
-                f"run {i}: {seconds[-1]:.1f}s, verification rounds {result.status.verification.attempts}, retried: {await attempts(handle)}"
+                f"run {i}: {seconds[-1]:.1f}s, verification rounds "
+                f"{result.status.verification.attempts}, retried: {await attempts(handle)}"
             )
             status = result.status
             assert status.phase == Phase.COMPLETED and status.verification.ok, status.message
@@ -175,7 +177,8 @@ async def test_verification_reads_through_a_fifth_of_500s_and_503s(
     injected = sandbox.call(lambda: dict(sandbox.sandbox.faults.injected))
     assert any(r == "timeSeries" for r, _ in injected) and sum(injected.values()) > 0, injected
     print(
-        f"\nMonitoring/Logging 500/503 at ~20%: {ROLLBACKS} immediate rollbacks verified in {', '.join(f'{s:.1f}s' for s in seconds)}; faulted {injected}"
+        f"\nMonitoring/Logging 500/503 at ~20%: {ROLLBACKS} immediate rollbacks verified in "
+        f"{', '.join(f'{s:.1f}s' for s in seconds)}; faulted {injected}"
     )
 
 
@@ -186,5 +189,6 @@ async def test_verification_reads_through_a_quarter_of_429s(
     injected = sandbox.call(lambda: dict(sandbox.sandbox.faults.injected))
     assert sum(injected.values()) > 0, injected
     print(
-        f"\nMonitoring/Logging 429 at 25%: {ROLLBACKS} immediate rollbacks verified in {', '.join(f'{s:.1f}s' for s in seconds)}; faulted {injected}"
+        f"\nMonitoring/Logging 429 at 25%: {ROLLBACKS} immediate rollbacks verified in "
+        f"{', '.join(f'{s:.1f}s' for s in seconds)}; faulted {injected}"
     )

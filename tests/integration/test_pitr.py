@@ -212,7 +212,8 @@ def count_in_app_pod(stack: PitrStack) -> str:
 async def corrupt(stack: PitrStack) -> tuple[dt.datetime, int]:
     """Rows written, T noted, then the rows deleted: returns T and the count at T."""
     await stack.query(
-        "INSERT INTO walks (user_id, started_at, distance_m, steps) SELECT id, now(), 1200, 1500 FROM users"
+        "INSERT INTO walks (user_id, started_at, distance_m, steps) SELECT id, now(), 1200, 1500 "
+        "FROM users"
     )
     count = (await stack.query("SELECT count(*) FROM walks"))[0][0]
     await asyncio.sleep(1.5)
@@ -242,7 +243,8 @@ async def test_recover_to_t_clones_verifies_and_switches(recovery: PitrStack) ->
     ] == count
     assert (await recovery.query("SELECT count(*) FROM walks"))[0][0] == after
     assert recovery.instance().cluster.port == source_port and recovery.instance().cluster.running
-    # The app's proxy names the clone, its new pods are healthy and see the recovered rows; the check pod is gone.
+    # The app's proxy names the clone, its new pods are healthy and see the recovered rows; the
+    # check pod is gone.
     args = await proxy_args(recovery)
     assert (
         CONNECTION.format("tekutoko-db-restored") in args

@@ -50,7 +50,8 @@ READABLE = (
     2 * 60 + METRICS_DELAY
 ) / TEST_CLOCK_SPEED  # at most until a minute begun now is complete and readable
 INTERVAL = 2.0
-RATE = 60  # requests per second, loopback only: 180 in a one-minute window, so 15% errors read above 10%
+# requests per second, loopback only: 180 in a one-minute window, so 15% errors read above 10%
+RATE = 60
 REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
 
 
@@ -289,7 +290,8 @@ async def test_filters_that_match_nothing_fail_the_guard_and_the_verification_na
         update={
             "monitoring": entry.monitoring.model_copy(
                 update={
-                    "resource_filter": 'resource.labels.forwarding_rule_name = "{namespace}-{service}"'
+                    "resource_filter": "resource.labels.forwarding_rule_name = "
+                    '"{namespace}-{service}"'
                 }
             )
         }

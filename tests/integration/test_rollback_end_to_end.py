@@ -167,7 +167,8 @@ async def test_cli_refuses_a_missing_revision_and_changes_nothing(stack) -> None
     assert result.returncode == 1
     assert (
         result.stderr.strip().splitlines()[-1]
-        == "modoru: rollback refused: revision 9 is not in the history of deployment/tekutoko-api (revisions: 1, 2, 3)"
+        == "modoru: rollback refused: revision 9 is not in the history of deployment/tekutoko-api "
+        "(revisions: 1, 2, 3)"
     )
     assert stack.mutations(mark) == []
 
@@ -325,7 +326,7 @@ async def test_a_paused_deployment_is_refused_before_any_change(stack, kube_clie
     )
     assert result.returncode == 1
     assert (
-        "deployment/tekutoko-api is paused; resume it first with `kubectl rollout resume deployment/tekutoko-api -n default`"
-        in result.stderr
+        "deployment/tekutoko-api is paused; resume it first with `kubectl rollout resume "
+        "deployment/tekutoko-api -n default`" in result.stderr
     )
     assert stack.mutations(mark) == []

@@ -93,7 +93,8 @@ async def test_a_temporal_toml_profile_is_used_and_modoru_settings_override_it(
 ) -> None:
     config = tmp_path / "temporal.toml"
     config.write_text(
-        f'[profile.default]\naddress = "127.0.0.1:1"\n\n[profile.sandbox]\naddress = "{stack.settings.temporal_address}"\nnamespace = "default"\n'
+        '[profile.default]\naddress = "127.0.0.1:1"\n\n[profile.sandbox]\naddress = '
+        f'"{stack.settings.temporal_address}"\nnamespace = "default"\n'
     )
     env = clean_env(tmp_path, TEMPORAL_CONFIG_FILE=str(config), TEMPORAL_PROFILE="sandbox")
     assert (await stack.cli("list", env=env)).returncode == 0

@@ -51,8 +51,8 @@ def test_a_killed_worker_is_restarted_and_a_dead_temporal_stops_everything(
             started = time.monotonic()
             lines = supervise_until(stack, "worker restarted")
             assert (
-                lines[0]
-                == f"worker exited with code -9; restarting in {delay} (see {stack.state_dir / 'worker.log'})"
+                lines[0] == f"worker exited with code -9; restarting in {delay} (see "
+                f"{stack.state_dir / 'worker.log'})"
             )
             assert time.monotonic() - started >= float(delay[:-1]) - 0.2
             after = stack.pid("worker")
@@ -107,7 +107,8 @@ def test_a_killed_worker_is_restarted_and_a_dead_temporal_stops_everything(
         assert supervise(stack, lambda: False, interval=0.1) == 1
         said = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(said) == 1 and re.fullmatch(
-            r"modoru: the Temporal dev server exited with code -9; stopping everything \(see .*temporal\.log\)",
+            r"modoru: the Temporal dev server exited with code -9; stopping everything \(see "
+            r".*temporal\.log\)",
             said[0],
         ), said
         assert stack.processes == []  # everything stopped

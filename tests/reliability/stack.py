@@ -274,7 +274,8 @@ async def kill_at_boundaries(
                     worker.replace()
                     kills.append(
                         Kill(
-                            at=f"#{seen} {event.activity_task_scheduled_event_attributes.activity_type.name}",
+                            at=f"#{seen} "
+                            f"{event.activity_task_scheduled_event_attributes.activity_type.name}",
                             seconds=time.monotonic() - started,
                         )
                     )

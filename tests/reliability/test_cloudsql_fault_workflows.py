@@ -13,7 +13,12 @@ from runbook.models import Phase
 from runbook.pitr_models import ExpectedQuery
 from sandbox.scenario import FaultRule
 from tests.integration.conftest import dev_env  # noqa: F401 - the fixture, for this directory
-from tests.integration.test_pitr import JST, PitrStack, corrupt, recovery  # noqa: F401 - the fixture
+from tests.integration.test_pitr import (
+    JST,
+    PitrStack,
+    corrupt,
+    recovery,  # noqa: F401 - the fixture
+)
 from tests.reliability.stack import FULL
 
 pytestmark = [
@@ -32,7 +37,10 @@ MIXES = {
 
 
 @pytest.mark.parametrize("mix", list(MIXES))
-async def test_a_recovery_completes_through_cloud_sql_faults(recovery: PitrStack, mix: str) -> None:  # noqa: F811 - the fixture
+async def test_a_recovery_completes_through_cloud_sql_faults(
+    recovery: PitrStack,  # noqa: F811 - the fixture
+    mix: str,
+) -> None:
     cloudsql = recovery.sandbox.sandbox.cloudsql
     at, count = await corrupt(recovery)
     mark = recovery.sandbox.call(lambda: cloudsql.requests.last_seq)
@@ -57,6 +65,7 @@ async def test_a_recovery_completes_through_cloud_sql_faults(recovery: PitrStack
     assert len(clones) == 1, clones
     assert faulted, "the faults were there to get through"
     print(
-        f"cloud sql {mix}: recovery completed in {took:.0f}s through {len(faulted)} faulted answers of {len(entries)}; one clone",
+        f"cloud sql {mix}: recovery completed in {took:.0f}s through {len(faulted)} faulted "
+        f"answers of {len(entries)}; one clone",
         flush=True,
     )

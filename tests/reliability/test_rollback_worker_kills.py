@@ -125,7 +125,8 @@ async def test_rollbacks_survive_a_worker_killed_at_every_boundary_and_at_random
             if boundaries_wanted is None or kind in boundaries_wanted
         ]
         print(
-            f"\nboundaries: {', '.join(f'#{n} {kind}' for n, kind in enumerate(sequence, 1))}; killing at {chosen}",
+            f"\nboundaries: {', '.join(f'#{n} {kind}' for n, kind in enumerate(sequence, 1))}; "
+            f"killing at {chosen}",
             flush=True,
         )
         runs = [
@@ -161,7 +162,8 @@ async def test_rollbacks_survive_a_worker_killed_at_every_boundary_and_at_random
     killed = sum(len(f["kills"]) for f in results)
     slowest = max(f["seconds"] for f in results)
     print(
-        f"{len(results)} rollbacks through {killed} worker kills: all completed and verified, one undo and one backup each; "
+        f"{len(results)} rollbacks through {killed} worker kills: all completed and verified, one "
+        "undo and one backup each; "
         f"slowest {slowest:.1f}s; SLA met by {sum(1 for f in results if f['sla_met'])}",
         flush=True,
     )

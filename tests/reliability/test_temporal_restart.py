@@ -86,11 +86,13 @@ async def test_a_temporal_restart_loses_neither_a_waiting_nor_an_executing_rollb
         )
         assert len(rel.writes(mark, "deployments", "svc-0000")) == 1
         print(
-            f"\nwaiting: Temporal down {down:.1f}s at the approval gate; {len(timers_before)} timers kept; completed after approval",
+            f"\nwaiting: Temporal down {down:.1f}s at the approval gate; {len(timers_before)} "
+            "timers kept; completed after approval",
             flush=True,
         )
 
-        # 2. Executing: an `immediate` rollback, the server killed when the rollout wait is scheduled.
+        # 2. Executing: an `immediate` rollback, the server killed when the rollout wait is
+        # scheduled.
         started = time.monotonic()
         executing = await start("svc-0001", Severity.IMMEDIATE)
         await until(lambda: _scheduled(executing, "k8s.wait_rollout"), what="the rollout wait")
@@ -104,7 +106,8 @@ async def test_a_temporal_restart_loses_neither_a_waiting_nor_an_executing_rollb
         )
         assert len(rel.writes(mark, "deployments", "svc-0001")) == 1
         print(
-            f"executing: Temporal down {down:.1f}s during the rollout wait; completed {took:.1f}s after the start, one undo",
+            f"executing: Temporal down {down:.1f}s during the rollout wait; completed "
+            f"{took:.1f}s after the start, one undo",
             flush=True,
         )
 

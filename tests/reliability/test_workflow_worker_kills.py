@@ -107,7 +107,8 @@ async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundar
         downs = [c for c in result.status.commands if "down-to" in c.command]
         assert len(downs) == 1 and downs[0].exit_code == 0, downs
         summary.append(
-            f"migration: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed 5 -> 4 in {time.monotonic() - started:.0f}s, one down-to"
+            f"migration: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed 5 -> 4 "
+            f"in {time.monotonic() - started:.0f}s, one down-to"
         )
         print(summary[-1], flush=True)
         worker.stop()
@@ -147,7 +148,8 @@ async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundar
         ]
         assert len(clones) == 1, clones
         summary.append(
-            f"pitr: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed in {time.monotonic() - started:.0f}s, one clone"
+            f"pitr: {len(kills)} kills ({', '.join(k.at for k in kills)}); completed in "
+            f"{time.monotonic() - started:.0f}s, one clone"
         )
         print(summary[-1], flush=True)
         worker.stop()
@@ -194,8 +196,10 @@ async def test_migration_pitr_and_guard_survive_a_worker_killed_at_every_boundar
         patches = rel.writes(mark_box[0], "deployments", "tekutoko-api")
         assert len(patches) == 2, patches  # the release itself, then exactly one undo
         summary.append(
-            f"guard: {len(kills)} kills ({', '.join(k.at for k in kills)}); rolled back and verified in {time.monotonic() - started:.0f}s, "
-            f"one undo; the rollback's own activities: {', '.join(await scheduled_activities(child))}"
+            f"guard: {len(kills)} kills ({', '.join(k.at for k in kills)}); rolled back and "
+            f"verified in {time.monotonic() - started:.0f}s, "
+            "one undo; the rollback's own activities: "
+            f"{', '.join(await scheduled_activities(child))}"
         )
         print(summary[-1], flush=True)
         api.close()

@@ -144,9 +144,12 @@ async def record_guard(
         history = await env.client.get_workflow_handle(
             handle.id, run_id=handle.first_execution_run_id or handle.result_run_id
         ).fetch_history()
-        for event in history.events:  # the incident a guard opened waits days for people: end it, or time cannot skip for the next recording
+        # the incident a guard opened waits days for people: end it, or time cannot skip for the
+        # next recording
+        for event in history.events:
             if event.HasField("child_workflow_execution_started_event_attributes"):
-                child = event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+                started = event.child_workflow_execution_started_event_attributes
+                child = started.workflow_execution.workflow_id
                 with contextlib.suppress(Exception):
                     await env.client.get_workflow_handle(child).terminate("recorded")
     (HERE / f"{name}.json").write_text(history.to_json())
@@ -420,7 +423,8 @@ async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
             workflows=[ForwardFixWorkflow, RedeployWorkflow],
             activities=list(by_name.values()),
         ):
-            # the id is the history's name, as the replay test names it: the child's id is derived from it
+            # the id is the history's name, as the replay test names it: the child's id is derived
+            # from it
             handle = await env.client.start_workflow(
                 ForwardFixWorkflow.run, req, id=name, task_queue=queue
             )

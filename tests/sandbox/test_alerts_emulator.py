@@ -29,7 +29,10 @@ from tests.conftest import RunningSandbox, http_status
 
 def list_alerts(sandbox: RunningSandbox, **params: str) -> tuple[int, dict]:
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
-    url = f"{endpoints['monitoring_rest']}/v3/projects/{endpoints['monitoring_project']}/alerts?{urllib.parse.urlencode(params)}"
+    url = (
+        f"{endpoints['monitoring_rest']}/v3/projects/{endpoints['monitoring_project']}/alerts"
+        f"?{urllib.parse.urlencode(params)}"
+    )
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, json.loads(response.read())
@@ -101,7 +104,10 @@ def test_bad_queries_are_400_with_the_problem_named(
 
 def test_alert_policies_are_listed_by_their_user_labels(sandbox: RunningSandbox) -> None:
     endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
-    url = f"{endpoints['monitoring_rest']}/v3/projects/{endpoints['monitoring_project']}/alertPolicies?"
+    url = (
+        f"{endpoints['monitoring_rest']}/v3/projects/{endpoints['monitoring_project']}"
+        "/alertPolicies?"
+    )
     with urllib.request.urlopen(
         url
         + urllib.parse.urlencode(

@@ -159,7 +159,8 @@ def test_migration_failing_half_way_from_a_migrations_dir(app: App, tmp_path: Pa
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
     (migrations / "000006_add_walk_ratings.up.sql").write_text(
-        "CREATE TABLE walk_ratings (walk_id bigint PRIMARY KEY REFERENCES walks (id), stars int NOT NULL);\n"
+        "CREATE TABLE walk_ratings (walk_id bigint PRIMARY KEY REFERENCES walks (id), stars int "
+        "NOT NULL);\n"
         "ALTER TABLE walks ADD COLUMN rating int REFERENCES no_such_table (id);\n"
     )
     (migrations / "000006_add_walk_ratings.down.sql").write_text("DROP TABLE walk_ratings;\n")

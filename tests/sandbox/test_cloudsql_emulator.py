@@ -58,7 +58,8 @@ async def test_get_and_list_describe_the_instance_like_cloud_sql(api) -> None:
         "databaseInstalledVersion"
     ].startswith("POSTGRES_18_")
     assert instance["state"] == "RUNNABLE" and instance["backendType"] == "SECOND_GEN"
-    # Private IP only, as a GKE app behind the Auth Proxy's --private-ip reaches it; no port, no sandbox label.
+    # Private IP only, as a GKE app behind the Auth Proxy's --private-ip reaches it; no port, no
+    # sandbox label.
     assert [ip["type"] for ip in instance["ipAddresses"]] == ["PRIVATE"]
     assert "userLabels" not in instance["settings"]
     assert instance["connectionName"] == f"{PROJECT}:asia-northeast1:{NAME}"
@@ -267,7 +268,8 @@ async def test_the_app_env_logs_in_to_a_database_the_user_owns(emulator) -> None
     ) as conn:
         row = await (
             await conn.execute(
-                "SELECT current_user, pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+                "SELECT current_user, pg_get_userbyid(datdba) FROM pg_database WHERE datname = "
+                "current_database()"
             )
         ).fetchone()
     assert row == ("tekutoko_app", "tekutoko_app")

@@ -147,7 +147,8 @@ async def test_the_client_gets_through_a_passing_fault_and_names_a_lasting_one(
             await client.backup_runs(PROJECT, NAME)
         assert not failure.value.non_retryable and failure.value.type == "CloudSqlTransient"
         assert failure.value.message.startswith(
-            f"Cloud SQL Admin API 429 RESOURCE_EXHAUSTED while listing backup runs of {NAME}: Quota exceeded"
+            f"Cloud SQL Admin API 429 RESOURCE_EXHAUSTED while listing backup runs of {NAME}: "
+            "Quota exceeded"
         )
         assert failure.value.message.endswith("; retrying") and "\n" not in failure.value.message
     finally:

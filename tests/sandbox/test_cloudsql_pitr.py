@@ -137,7 +137,8 @@ async def test_a_clone_to_a_point_in_time_holds_the_data_of_that_moment(
         files(source.backups_dir),
         source.cluster.port,
     )
-    # While it runs, the new name is taken and its operation is listed under it (a retried client finds it there).
+    # While it runs, the new name is taken and its operation is listed under it (a retried client
+    # finds it there).
     with pytest.raises(ApiFailure) as taken:
         await clone(api, CLONE, point)
     assert (taken.value.code, taken.value.status) == (409, "ALREADY_EXISTS")
@@ -154,7 +155,8 @@ async def test_a_clone_to_a_point_in_time_holds_the_data_of_that_moment(
     assert made.cluster.port != source.cluster.port and made.archive_dir != source.archive_dir
     assert any(name.startswith("00000002") for name in made.cluster.archived_wal())
 
-    # The source is untouched: same data, still running on the same port, its archive and backups as they were.
+    # The source is untouched: same data, still running on the same port, its archive and backups as
+    # they were.
     assert await sql_rows(source.app_env()) == ["after-1"]
     assert source.cluster.running and source.cluster.port == port_before
     archive_after = files(source.archive_dir)
@@ -300,7 +302,8 @@ async def test_a_clone_that_cannot_replay_the_archive_fails_and_keeps_its_files(
     assert "pitr-gap-clone" not in {
         i["name"] for i in (await api("instances", "list", project=PROJECT))["items"]
     }
-    # Stopped, but left for a person to look at; the name stays taken until someone removes the files.
+    # Stopped, but left for a person to look at; the name stays taken until someone removes the
+    # files.
     left = emulator.data_root / "instances" / "pitr-gap-clone"
     assert (left / "data" / "PG_VERSION").is_file() and not (
         left / "data" / "postmaster.pid"

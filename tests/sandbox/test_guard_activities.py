@@ -126,7 +126,8 @@ async def test_a_filter_that_matches_nothing_fails_the_baseline_naming_the_setti
 ) -> None:
     serve(sandbox, 10)
     sandbox.until_readable()
-    # A Service without an Ingress (the old forwarding-rule guess): nothing matches, which must not read as healthy.
+    # A Service without an Ingress (the old forwarding-rule guess): nothing matches, which must not
+    # read as healthy.
     guessed = GKE_L7.model_copy(
         update={"resource_filter": 'resource.labels.forwarding_rule_name = "{namespace}-{service}"'}
     )

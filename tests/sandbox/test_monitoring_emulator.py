@@ -62,7 +62,8 @@ def test_request_counts_by_code_match_what_was_served(
     series = client.list_time_series(
         request={
             "name": project,
-            "filter": f'metric.type = "{source.request_count_metric}" AND {source.filter_for("default", "tekutoko-api")}',
+            "filter": f'metric.type = "{source.request_count_metric}" AND '
+            f"{source.filter_for('default', 'tekutoko-api')}",
             "interval": {"start_time": {"seconds": end - 600}, "end_time": {"seconds": end}},
             "aggregation": {
                 "alignment_period": {"seconds": 600},

@@ -18,7 +18,8 @@ WAL_SEGMENT_BYTES = 16 * 1024 * 1024
 async def test_serves_sql_on_loopback_with_settings_for_pitr(pg_cluster: PostgresCluster) -> None:
     settings = dict(
         await pg_cluster.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', 'wal_level', 'archive_mode', 'unix_socket_directories', 'server_version_num')"
+            "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', "
+            "'wal_level', 'archive_mode', 'unix_socket_directories', 'server_version_num')"
         )
     )
     assert settings["listen_addresses"] == "127.0.0.1"

@@ -60,5 +60,6 @@ async def test_raw_reads_fail_as_before(sandbox, k8s: KubernetesActivities) -> N
     )
     assert (
         throttled.value.message
-        == "Kubernetes API 429 Too Many Requests on reading deployment/tekutoko-api; retrying in 2s (Retry-After)"
+        == "Kubernetes API 429 Too Many Requests on reading deployment/tekutoko-api; retrying in "
+        "2s (Retry-After)"
     )

@@ -139,7 +139,8 @@ def test_send_initial_events_false_starts_after_the_version(sandbox: RunningSand
         (
             {"watch": "1", "resourceVersion": "5", "resourceVersionMatch": "NotOlderThan"},
             "resourceVersionMatch",
-            "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is "
+            "provided",
         ),
         (
             {"sendInitialEvents": "true"},

@@ -23,7 +23,8 @@ def deployment(**status) -> dict:
 def test_rollout_state_speaks_like_kubectl() -> None:
     assert rollout_state(deployment(updatedReplicas=1, replicas=3)) == (
         False,
-        'Waiting for deployment "api" rollout to finish: 1 out of 3 new replicas have been updated...',
+        'Waiting for deployment "api" rollout to finish: 1 out of 3 new replicas have been '
+        "updated...",
         False,
     )
     assert rollout_state(deployment(updatedReplicas=3, replicas=4))[1].endswith(

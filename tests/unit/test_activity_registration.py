@@ -132,7 +132,8 @@ async def test_the_check_fails_on_a_forgotten_renamed_or_retyped_activity() -> N
     retyped = dataclasses.replace(refs.ROLLOUT_UNDO, result=refs.BACKUP_DEPLOYMENT.result)  # type: ignore[arg-type]
     others = [r for r in refs.ALL if r is not refs.ROLLOUT_UNDO]
     assert registration_problems([*others, retyped], registered) == [
-        f"k8s.rollout_undo returns {refs.ROLLOUT_UNDO.result}, its reference says {refs.BACKUP_DEPLOYMENT.result}"
+        f"k8s.rollout_undo returns {refs.ROLLOUT_UNDO.result}, its reference says "
+        f"{refs.BACKUP_DEPLOYMENT.result}"
     ]
 
     assert registration_problems(others, registered) == [

@@ -141,7 +141,8 @@ def test_the_worker_refuses_a_bad_key_in_one_line_without_the_key() -> None:
     assert done.returncode == 2
     assert (
         done.stderr.strip()
-        == "modoru worker: MODORU_CODEC_KEYS: key 'k1' is 31 bytes; AES-256 needs 32 (head -c 32 /dev/urandom | base64)"
+        == "modoru worker: MODORU_CODEC_KEYS: key 'k1' is 31 bytes; AES-256 needs 32 (head -c 32 "
+        "/dev/urandom | base64)"
     )
     assert bad not in done.stdout + done.stderr
 

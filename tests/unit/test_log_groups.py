@@ -9,11 +9,13 @@ def test_the_same_error_from_many_pods_is_one_group_with_every_pod():
     logs = (
         lines(
             "api-1",
-            '2026-11-29T02:00:01.000001Z level=error msg="query failed: column \\"plan\\" does not exist" request_id=17',
+            '2026-11-29T02:00:01.000001Z level=error msg="query failed: column \\"plan\\" does '
+            'not exist" request_id=17',
         )
         + lines(
             "api-2",
-            '2026-11-29T02:00:05.000001Z level=error msg="query failed: column \\"plan\\" does not exist" request_id=99',
+            '2026-11-29T02:00:05.000001Z level=error msg="query failed: column \\"plan\\" does '
+            'not exist" request_id=99',
         )
         + lines("api-2", '2026-11-29T02:00:06.000001Z level=info msg="GET /healthz" status=200')
     )

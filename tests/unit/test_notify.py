@@ -82,7 +82,8 @@ async def test_an_unconfigured_slack_channel_is_announced_once_and_skipped_not_f
         ]
     announced = [r.getMessage() for r in caplog.records if "TEAM_HOOK" in r.getMessage()]
     assert announced == [
-        "Slack channel $TEAM_HOOK is not configured (the variable is not set): its notices for api, web are skipped"
+        "Slack channel $TEAM_HOOK is not configured (the variable is not set): its notices for "
+        "api, web are skipped"
     ]
     assert all(
         (r.delivered, r.failed, r.skipped) == (["console"], [], ["slack:$TEAM_HOOK"])

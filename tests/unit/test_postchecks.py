@@ -87,8 +87,10 @@ def test_filters_name_the_service_as_gke_labels_it() -> None:
         PostChecks(log_filter='textPayload:"timeout"'), "default", {"app": "tekutoko-api"}, since
     )
     assert lf == (
-        'resource.type="k8s_container" AND resource.labels.namespace_name="default" AND labels."k8s-pod/app"="tekutoko-api" '
-        'AND severity>=ERROR AND timestamp>="2026-01-16T03:00:00.000000Z" AND (textPayload:"timeout")'
+        'resource.type="k8s_container" AND resource.labels.namespace_name="default" AND '
+        'labels."k8s-pod/app"="tekutoko-api" '
+        'AND severity>=ERROR AND timestamp>="2026-01-16T03:00:00.000000Z" AND '
+        '(textPayload:"timeout")'
     )
 
 
@@ -110,7 +112,8 @@ def test_bad_catalog_values_are_refused_at_load_naming_the_field(
 ) -> None:
     path = tmp_path / "catalog.yaml"
     path.write_text(
-        f"services:\n  - name: api\n    deployment: api\n    service: api\n    post_checks:\n      {field}: {value!r}\n".replace(
+        "services:\n  - name: api\n    deployment: api\n    service: api\n    "
+        f"post_checks:\n      {field}: {value!r}\n".replace(
             "'", '"' if isinstance(value, str) and "'" not in value and '"' not in value else "'"
         )
     )
@@ -207,8 +210,8 @@ def test_the_completion_notice_says_what_was_checked_with_figures() -> None:
         result=summary,
     )
     assert (
-        "確認結果: サービス正常稼働中\n- Pod状態 [OK]: 3/3 Running and Ready\n- CPU使用率 [OK]: CPU peak 24%"
-        in text
+        "確認結果: サービス正常稼働中\n- Pod状態 [OK]: 3/3 Running and Ready\n- CPU使用率 [OK]: "
+        "CPU peak 24%" in text
     )
     assert "- ログのエラー [スキップ]: skipped" in text
     english = notices.verification_summary("en", checks)

@@ -240,7 +240,8 @@ def test_migration_and_recovery_starts_refuse_bad_arguments_before_connecting(
 
 
 def test_a_version_with_leading_zeros_is_accepted_as_the_runbook_writes_it() -> None:
-    # `--to-version 000005` is version 5: the arguments pass, and only the unreachable server stops it.
+    # `--to-version 000005` is version 5: the arguments pass, and only the unreachable server stops
+    # it.
     import os
     import subprocess
     import sys

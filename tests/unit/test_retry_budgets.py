@@ -79,7 +79,8 @@ def test_a_429_honours_retry_after() -> None:
     assert not err.non_retryable and err.next_retry_delay == timedelta(seconds=2)
     assert (
         err.message
-        == "Kubernetes API 429 Too Many Requests on reading deployment/x; retrying in 2s (Retry-After)"
+        == "Kubernetes API 429 Too Many Requests on reading deployment/x; retrying in 2s "
+        "(Retry-After)"
     )
     assert raised(
         api_error(429, "Too Many Requests", **{"Retry-After": "3600"})
@@ -122,7 +123,8 @@ def test_an_exhausted_budget_fails_naming_the_last_error() -> None:
     err = activity_error(timeout)
     assert (
         failure_message(err)
-        == "gave up retrying at the runbook's deadline; the last error was: Kubernetes API 503 Service Unavailable on reading deployment/x"
+        == "gave up retrying at the runbook's deadline; the last error was: Kubernetes API 503 "
+        "Service Unavailable on reading deployment/x"
     )
     assert failure_type(err, "RollbackFailed") == "RetryBudgetExhausted"
     refused = activity_error(
@@ -173,13 +175,15 @@ async def test_exec_past_its_timeout_is_permanent() -> None:
 def test_a_retry_that_would_start_past_the_budget_also_names_the_last_error() -> None:
     err = activity_error(
         ApplicationError(
-            "Kubernetes API 429 Too Many Requests on patching deployment/x; retrying in 2s (Retry-After)",
+            "Kubernetes API 429 Too Many Requests on patching deployment/x; retrying in 2s "
+            "(Retry-After)",
             type="KubernetesTransient",
         )
     )
     assert (
         failure_message(err)
-        == "gave up retrying at the runbook's deadline; the last error was: Kubernetes API 429 Too Many Requests on patching deployment/x"
+        == "gave up retrying at the runbook's deadline; the last error was: Kubernetes API 429 "
+        "Too Many Requests on patching deployment/x"
     )
 
 

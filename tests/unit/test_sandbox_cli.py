@@ -23,7 +23,8 @@ def test_unknown_scenario(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == "modoru sandbox: unknown scenario 'nope': use one of tekutoko, tekutoko-release or a YAML file path"
+        == "modoru sandbox: unknown scenario 'nope': use one of tekutoko, tekutoko-release or a "
+        "YAML file path"
     )
     assert not (tmp_path / "kubeconfig").exists()
 

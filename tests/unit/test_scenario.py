@@ -33,7 +33,8 @@ def test_the_bundled_scenario_reproduces_the_runbook() -> None:
         ("- a\n- b\n", "expected a mapping at the top level"),
         ("name: [unclosed\n", "not valid YAML"),
         (
-            "name: x\ndeployments:\n  - name: d\n    namespace: prod\n    revisions: [{image: i}]\n",
+            "name: x\ndeployments:\n  - name: d\n    namespace: prod\n    revisions: [{image: "
+            "i}]\n",
             "namespace 'prod' is not in namespaces",
         ),
         (

@@ -31,7 +31,8 @@ def test_nothing_set_is_the_local_dev_server() -> None:
 def test_temporal_environment_variables_and_profiles(tmp_path: Path) -> None:
     toml = tmp_path / "temporal.toml"
     toml.write_text(
-        '[profile.default]\naddress = "a:1"\n[profile.cloud]\naddress = "ns.acct.tmprl.cloud:7233"\nnamespace = "ns.acct"\napi_key = "secret"\n'
+        '[profile.default]\naddress = "a:1"\n[profile.cloud]\naddress = '
+        '"ns.acct.tmprl.cloud:7233"\nnamespace = "ns.acct"\napi_key = "secret"\n'
     )
     env = {"TEMPORAL_CONFIG_FILE": str(toml)}
     assert connect_config(settings(), env)["target_host"] == "a:1"

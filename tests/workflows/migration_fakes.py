@@ -66,7 +66,8 @@ class FakeSchema:
             return 0, f"{shown} (dirty)\n" if self.dirty else f"{shown}\n", ""
         if action == "history":
             lines = ["VERSION  NAME  STATE"] + [
-                f"{v:<8} m{v}  {'applied' if self.version is not None and v <= self.version else 'pending'}"
+                f"{v:<8} m{v}  "
+                f"{'applied' if self.version is not None and v <= self.version else 'pending'}"
                 for v in self.available
             ]
             return 0, "\n".join(lines) + "\n", ""

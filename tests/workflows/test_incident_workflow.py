@@ -389,7 +389,8 @@ async def test_with_identities_only_signed_confirmations_for_this_gate_count(
         }
     )
 
-    # The incident gets the catalog's identities; the rollback under it runs as in the unsigned tests.
+    # The incident gets the catalog's identities; the rollback under it runs as in the unsigned
+    # tests.
     @activity.defn(name="catalog.lookup")
     async def lookup(request: ServiceLookup) -> ServiceEntry:
         return trusted if activity.info().workflow_type == "Incident" else fake.entry

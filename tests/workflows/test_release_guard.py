@@ -252,7 +252,8 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(
             status = await handle.query(ReleaseGuardWorkflow.status)
             gate = status.pending
             assert gate is not None and gate.gate == "stop" and gate.signed
-            # Issued at the server's time, which earlier tests in this module skipped ahead of the wall clock.
+            # Issued at the server's time, which earlier tests in this module skipped ahead of the
+            # wall clock.
             times = {
                 "issued_at": status.started_at,
                 "expires_at": status.started_at + dt.timedelta(minutes=10),

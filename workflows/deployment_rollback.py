@@ -12,6 +12,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
     from runbook import notices
+    from runbook.cd_models import PullCheckRequest, PullDiagnosis
     from runbook.checklist import new_checklist, verified_items
     from runbook.models import (
         BackupRef,
@@ -36,7 +37,12 @@ with workflow.unsafe.imports_passed_through():
 
     from . import search_attributes as sa
     from .change import ONE_GATE, ChangeWorkflow
+    from .deploy_steps import PULL_REASONS
     from .retries import failure_message, failure_type
+
+PULL_DIAGNOSIS = (
+    "method-1-pull-diagnosis"  # runs recorded before it asked Artifact Registry nothing
+)
 
 
 @workflow.defn(name="DeploymentRollback")
@@ -311,7 +317,8 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
             if isinstance(detail, dict):
                 diagnostics = Diagnostics.model_validate(detail)
                 self._status.diagnostics = diagnostics
-                problems = diagnostics.problems
+                problems = list(diagnostics.problems)
+                problems += await self._why_no_pull(diagnostics)
         await self._fail(failure_message(err), announce=True, problems=problems)
         if not workflow.patched(ONE_GATE):
             self._set_phase(Phase.FAILED)  # runs recorded before the shared shell set it twice
@@ -321,6 +328,33 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
             type=failure_type(err, "RollbackFailed"),
             non_retryable=True,
         )
+
+    async def _why_no_pull(self, diagnostics: Diagnostics) -> list[str]:
+        """Pods that cannot pull the target's image (a tag deleted since that revision
+        ran, a repository the nodes may not read): Artifact Registry's verdicts, for
+        the failure notice. Nothing when the catalog names no registry."""
+        entry = self._entry
+        pulling = sorted(
+            {p.image for p in diagnostics.pods if p.waiting_reason in PULL_REASONS and p.image}
+        )
+        if (
+            not pulling
+            or entry is None
+            or entry.registry is None
+            or not workflow.patched(PULL_DIAGNOSIS)
+        ):
+            return []
+        try:
+            pull: PullDiagnosis = await self._call(
+                refs.DIAGNOSE_PULL,
+                PullCheckRequest(registry=entry.registry, images=pulling),
+                "why the image cannot be pulled: Artifact Registry",
+            )
+        except ActivityError as err:
+            said = failure_message(err)
+            return [f"Artifact Registry could not be asked why the image cannot be pulled: {said}"]
+        diagnostics.problems = diagnostics.problems + pull.problems
+        return pull.problems
 
     def _record_sla(self) -> None:
         met = self._status.timings["mitigated"] <= self._status.sla_deadline

@@ -17,12 +17,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from runbook import activity_refs as refs
 from runbook.catalog import ApprovalPolicy, Channel, ServiceEntry
+from runbook.cd_models import PullCheckRequest, PullDiagnosis, PullVerdict
 from runbook.models import (
     BackupRef,
     BackupRequest,
+    Diagnostics,
     Notice,
     NoticeResult,
     PlanRequest,
+    PodState,
     RevisionInfo,
     RollbackPlan,
     RolloutOutcome,
@@ -79,6 +82,7 @@ class FakeCluster:
     plan_error: str | None = None
     verify_ok: bool = True
     already_at_target: bool = False
+    pull_fails: bool = False  # the target revision's image cannot be pulled (its tag was deleted)
 
     def activities(self) -> list:
         @activity.defn(name=refs.LOOKUP.name)
@@ -125,6 +129,26 @@ class FakeCluster:
         @activity.defn(name=refs.WAIT_ROLLOUT.name)
         async def wait(request: RolloutWaitRequest) -> RolloutOutcome:
             self.calls.append("wait")
+            if self.pull_fails:
+                diagnostics = Diagnostics(
+                    pods=[
+                        PodState(
+                            name="api-x",
+                            phase="Pending",
+                            ready=False,
+                            restarts=0,
+                            waiting_reason="ImagePullBackOff",
+                            image="img:1.2.0",
+                        )
+                    ],
+                    problems=["pod/api-x: ImagePullBackOff"],
+                )
+                raise ApplicationError(
+                    'deployment "tekutoko-api" exceeded its progress deadline',
+                    diagnostics.model_dump(mode="json"),
+                    type="RolloutStuck",
+                    non_retryable=True,
+                )
             if self.rollout_seconds:
                 import asyncio
 
@@ -143,7 +167,20 @@ class FakeCluster:
             self.notices.append(notice)
             return NoticeResult(delivered=["console"])
 
-        return [lookup, plan, backup, undo, wait, verify, notify]
+        @activity.defn(name=refs.DIAGNOSE_PULL.name)
+        async def diagnose_pull(request: PullCheckRequest) -> PullDiagnosis:
+            self.calls.append(f"diagnose_pull {','.join(request.images)}")
+            return PullDiagnosis(
+                verdicts=[
+                    PullVerdict(
+                        image=i, in_registry=False, detail=f"tag of {i} is not in Artifact Registry"
+                    )
+                    for i in request.images
+                ],
+                can_pull=True,
+            )
+
+        return [lookup, plan, backup, undo, wait, verify, notify, diagnose_pull]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from runbook.cd_config import RegistryConfig
 from runbook.models import (
     ApprovalSignal,
     Phase,
@@ -192,6 +193,40 @@ async def test_failed_verification_fails_the_workflow(time_skipping_env, fake) -
             await handle.result()
     assert "verification failed" in str(info.value.cause)
     assert fake.notices[-1].kind == "failure"
+
+
+async def test_a_target_image_that_cannot_be_pulled_is_diagnosed_with_the_registry(
+    time_skipping_env, fake
+) -> None:
+    fake.pull_fails = True
+    fake.entry = fake.entry.model_copy(
+        update={
+            "registry": RegistryConfig(
+                project="tekutoko-prod", repository="tekutoko", package="tekutoko-api"
+            )
+        }
+    )
+    async with worker(time_skipping_env, fake):
+        handle = await start(time_skipping_env, request(Severity.IMMEDIATE))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert fake.calls[-1] == "diagnose_pull img:1.2.0"
+    assert (
+        fake.notices[-1].kind == "failure"
+        and "tag of img:1.2.0 is not in Artifact Registry" in fake.notices[-1].text
+    )
+
+
+async def test_without_a_registry_a_pull_failure_is_reported_as_it_is(
+    time_skipping_env, fake
+) -> None:
+    fake.pull_fails = True
+    async with worker(time_skipping_env, fake):
+        handle = await start(time_skipping_env, request(Severity.IMMEDIATE))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert not any(c.startswith("diagnose_pull") for c in fake.calls)
+    assert "ImagePullBackOff" in fake.notices[-1].text
 
 
 async def test_a_rejection_before_the_gate_is_announced_like_any_other(

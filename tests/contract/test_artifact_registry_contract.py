@@ -80,9 +80,9 @@ def test_every_route_is_a_method_of_the_discovery_document() -> None:
     for method_id in ROUTES:
         spec = METHODS[method_id]
         assert (spec.http_method, "/" + spec.path) in served, method_id
-    assert served - {("GET", "/sandbox/requests")} == {
-        (METHODS[m].http_method, "/" + METHODS[m].path) for m in ROUTES
-    }
+    # the request log and a hotfix build's push belong to the practice world
+    practice = {route for route in served if route[1].startswith("/sandbox/")}
+    assert served - practice == {(METHODS[m].http_method, "/" + METHODS[m].path) for m in ROUTES}
 
 
 async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
+    from runbook.policy import approvals_required
 
     from .change import ChangeWorkflow, RequestT, StatusT, Stop
     from .retries import failure_message
@@ -38,6 +39,18 @@ class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
     @property
     def _target_label(self) -> str:
         return f"deployment/{self._request.deployment}"
+
+    async def _approved(self, plan: dict[str, object], what: str) -> bool:
+        """The one approval gate of a Deployment's change: `plan` shown, as many
+        approvals as the severity and the catalog ask for; False once rejected."""
+        assert self._entry is not None
+        return await self._gate(
+            self._desk,
+            "approval",
+            approvals_required(self._request.severity, self._entry.approval),
+            plan,
+            what=f"{self._target_label}: {what}",
+        )
 
     async def _roll_out(self, entry: ServiceEntry, summary: str) -> RolloutOutcome:
         """`kubectl rollout status`; a stuck rollout fails the run with its diagnostics,

@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.checklist import new_checklist
     from runbook.models import Phase, ServiceLookup
-    from runbook.policy import approvals_required, sla_deadline
+    from runbook.policy import sla_deadline
 
     from .deploy_steps import DeploySteps, Stop
 
@@ -146,13 +146,7 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
             return RedeployResult(status=self._status, no_op=True)
 
         shown = redeploy_plan(plan, request.tag, cd, self._status.pushed)
-        if not await self._gate(
-            self._desk,
-            "approval",
-            approvals_required(request.severity, entry.approval),
-            shown,
-            what=f"{self._target_label}: redeploy {image}",
-        ):
+        if not await self._approved(shown, f"redeploy {image}"):
             return RedeployResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook.cd_models import ArtifactsRequest, FetchedManifest
     from runbook.checklist import new_checklist
     from runbook.models import Phase, ServiceLookup
-    from runbook.policy import approvals_required, sla_deadline
+    from runbook.policy import sla_deadline
     from runbook.repair_models import (
         ApplyResult,
         BackupFetch,
@@ -167,13 +167,7 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
             check.digest,
             check.images,
         )
-        if not await self._gate(
-            self._desk,
-            "approval",
-            approvals_required(request.severity, entry.approval),
-            shown,
-            what=f"{self._target_label}: apply {request.source.name}",
-        ):
+        if not await self._approved(shown, f"apply {request.source.name}"):
             return RestoreResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)

@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.models import Phase, ServiceLookup
-    from runbook.policy import approvals_required, sla_deadline
+    from runbook.policy import sla_deadline
     from runbook.repair_models import (
         ApplyResult,
         RepairPlan,
@@ -111,13 +111,7 @@ class TroubleshootWorkflow(DeploySteps[RepairRequest, RepairStatus]):
             request.replicaset,
             restarted_at,
         )
-        if not await self._gate(
-            self._desk,
-            "approval",
-            approvals_required(request.severity, entry.approval),
-            shown,
-            what=f"{self._target_label}: {what}",
-        ):
+        if not await self._approved(shown, what):
             return RepairResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)

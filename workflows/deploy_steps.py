@@ -1,8 +1,9 @@
 """Steps the runbook's methods 2 and 3 and its troubleshooting share, on top of
-the change workflows' shell (`ChangeSteps`): the approval gate, waiting for
-the rollout (an image that cannot be pulled is diagnosed with Artifact
-Registry), verifying as method 1 does, and failing with the problems named in
-the failure notice. Deterministic, like the workflows that mix it in."""
+the change workflows' shell (`ChangeWorkflow`, which brings the desk, the gate,
+the escalations and the failure handling): waiting for the rollout (an image
+that cannot be pulled is diagnosed with Artifact Registry, and the problems are
+named in the failure notice), verifying as method 1 does, and ticking the
+runbook's checklist. Deterministic, like the workflows built on it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
-    from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import PullCheckRequest, PullDiagnosis
     from runbook.models import (
@@ -24,69 +24,33 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
+    from runbook.policy import approvals_required
 
-    from .approval import ApprovalDesk
-    from .change import ChangeSteps
+    from .change import ChangeWorkflow, RequestT, StatusT, Stop
     from .retries import failure_message
 
 PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 
 
-class Stop(Exception):
-    """Ends the run with the status as it stands (a refusal or a failure)."""
-
-
-class DeploySteps(ChangeSteps):
-    _desk: ApprovalDesk
+class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
+    """A change of a Deployment: its status keeps the rollout, the diagnostics, the
+    pull verdicts and the verification (and, where it has one, the checklist)."""
 
     @property
-    def _notes(self) -> ApprovalDesk:
-        return self._desk
+    def _target_label(self) -> str:
+        return f"deployment/{self._request.deployment}"
 
-    async def _gate(self, needed: int, plan: dict, what: str) -> bool:
-        """Show the plan and wait for the approvals; False (and a notice) on a rejection."""
-        desk = self._desk
-        if (
-            needed == 0
-            and desk.signed
-            and not desk.immediate_without_approval(self._start_verified, started_by_guard=False)
-        ):
-            needed = 1
-        self._status.approvals_required = needed
-        self._status.pending = desk.show("approval", plan)
-        if desk.rejection is None and needed == 0:
-            desk.note("modoru", "approval", detail="policy proceeds without approval")
-            return True
-        self._set_phase(Phase.AWAITING_APPROVAL)
+    async def _approved(self, plan: dict[str, object], what: str) -> bool:
+        """The one approval gate of a Deployment's change: `plan` shown, as many
+        approvals as the severity and the catalog ask for; False once rejected."""
         assert self._entry is not None
-        if desk.rejection is None:
-            subject, text = notices.approval_needed_notice(
-                self._request.language,
-                deployment=f"{self._target_label}: {what}",
-                workflow_id=self._status.workflow_id,
-                approvers=self._entry.approval.approvers,
-                deadline=self._status.sla_deadline,
-            )
-            await self._notify("approval_needed", subject, text)
-        approved = desk.rejection is None and await desk.wait(needed)
-        desk.open = False
-        self._status.pending = None
-        if approved:
-            return True
-        rejection = desk.rejection
-        assert rejection is not None
-        self._status.message = (
-            f"rejected by {rejection.by}: {rejection.reason}; nothing was changed"
+        return await self._gate(
+            self._desk,
+            "approval",
+            approvals_required(self._request.severity, self._entry.approval),
+            plan,
+            what=f"{self._target_label}: {what}",
         )
-        subject, text = notices.rejected_notice(
-            self._request.language,
-            deployment=self._target_label,
-            by=rejection.by,
-            reason=rejection.reason,
-        )
-        await self._notify("rejected", subject, text)
-        self._set_phase(Phase.REJECTED)
-        return False
 
     async def _roll_out(self, entry: ServiceEntry, summary: str) -> RolloutOutcome:
         """`kubectl rollout status`; a stuck rollout fails the run with its diagnostics,
@@ -127,7 +91,7 @@ class DeploySteps(ChangeSteps):
                 )
                 self._status.pull = pull
                 problems += pull.problems
-            await self._fail_with(message, problems + diagnostics.logs[:6])
+            await self._fail(message, announce=True, problems=problems + diagnostics.logs[:6])
             raise Stop from None
         self._status.rollout = outcome.message
         self._status.diagnostics = outcome.diagnostics
@@ -158,8 +122,8 @@ class DeploySteps(ChangeSteps):
             self._check_done(result)
         if not result.ok:
             failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
-            await self._fail_with(
-                f"verification failed after {result.attempts} attempts: {failing}", []
+            await self._fail(
+                f"verification failed after {result.attempts} attempts: {failing}", announce=True
             )
             raise Stop
         return result
@@ -184,34 +148,3 @@ class DeploySteps(ChangeSteps):
         due = workflow.now()
         self._check("rca", f"due {(due + timedelta(hours=24)).isoformat()}", done=False)
         self._check("postmortem", f"due {(due + timedelta(hours=48)).isoformat()}", done=False)
-
-    async def _fail_with(self, message: str, problems: list[str]) -> None:
-        self._status.message = message
-        self._set_phase(Phase.FAILED)
-        subject, text = notices.failure_notice(
-            self._request.language,
-            at=workflow.now(),
-            deployment=self._target_label,
-            error=message,
-            problems=problems,
-        )
-        await self._notify("failure", subject, text)
-
-    def _deadline(self) -> None:
-        self._desk.deadline_passed = True
-        if "mitigated" not in self._status.timings:
-            self._status.sla_met = False
-
-    async def _escalation(self, point: str) -> None:
-        self._status.escalations.append(point)
-        self._desk.note(
-            "modoru", "escalation", detail=f"{point} in phase {self._status.phase.value}"
-        )
-        subject, text = notices.escalation_notice(
-            self._request.language,
-            point=point,
-            deployment=self._target_label,
-            deadline=self._status.sla_deadline,
-            phase=self._status.phase.value,
-        )
-        await self._notify("escalation", subject, text)

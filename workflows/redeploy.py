@@ -8,11 +8,9 @@ verified exactly as method 1, with the runbook's notices."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
@@ -32,26 +30,21 @@ with workflow.unsafe.imports_passed_through():
         redeploy_plan,
     )
     from runbook.checklist import new_checklist
-    from runbook.models import ApprovalSignal, Phase, RejectSignal, ServiceLookup
-    from runbook.policy import approvals_required, sla_deadline
+    from runbook.models import Phase, ServiceLookup
+    from runbook.policy import sla_deadline
 
-    from .approval import ApprovalDesk, escalate
     from .deploy_steps import DeploySteps, Stop
-    from .retries import failure_message, failure_type
-
-TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 
 
 @workflow.defn(name="Redeploy")
-class RedeployWorkflow(DeploySteps):
+class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
+    KIND = "Redeploy"
+
     @workflow.init
     def __init__(self, request: RedeployRequest) -> None:
         now = workflow.now()
         detected = request.detected_at or now
-        self._request = request
-        self._entry: ServiceEntry | None = None
-        self._start_verified = False
-        self._status = RedeployStatus(
+        status = RedeployStatus(
             workflow_id=workflow.info().workflow_id,
             phase=Phase.PLANNING,
             namespace=request.namespace,
@@ -65,7 +58,7 @@ class RedeployWorkflow(DeploySteps):
             timings={"started": now},
             checklist=new_checklist(request.language),
         )
-        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        self._open(request, status, detected)
         self._desk.note(
             request.requested_by,
             "requested",
@@ -73,57 +66,13 @@ class RedeployWorkflow(DeploySteps):
         )
         self._check("decide", f"{request.severity.value}: {request.reason}")
 
-    @property
-    def _target_label(self) -> str:
-        return f"deployment/{self._request.deployment}"
-
-    @workflow.signal(name="approve")
-    def approve(self, signal: ApprovalSignal) -> None:
-        self._desk.receive(signal)
-
-    @workflow.signal(name="reject")
-    def reject(self, signal: RejectSignal) -> None:
-        self._desk.receive(signal)
-
     @workflow.query(name="status")
     def status(self) -> RedeployStatus:
         return self._status
 
     @workflow.run
     async def run(self, request: RedeployRequest) -> RedeployResult:
-        escalations = asyncio.create_task(
-            escalate(
-                request.severity,
-                self._status.detected_at,
-                done=lambda: self._status.phase in TERMINAL,
-                mitigated=lambda: "mitigated" in self._status.timings,
-                on_deadline=self._deadline,
-                announce=self._escalation,
-            )
-        )
-        try:
-            return await self._run(request)
-        except ActivityError as err:
-            changed = Phase.EXECUTING.value in self._status.timings
-            if changed:
-                await self._fail_with(failure_message(err), [])
-            else:
-                await self._fail(failure_message(err))
-            raise ApplicationError(
-                self._status.message,
-                type=failure_type(err, "RedeployFailed" if changed else "RedeployRefused"),
-                non_retryable=True,
-            ) from err
-        except Stop:
-            changed = Phase.EXECUTING.value in self._status.timings
-            raise ApplicationError(
-                self._status.message,
-                type="RedeployFailed" if changed else "RedeployRefused",
-                non_retryable=True,
-            ) from None
-        finally:
-            self._status.timings["finished"] = workflow.now()
-            escalations.cancel()
+        return await self._carry_out(self._run(request))
 
     async def _run(self, request: RedeployRequest) -> RedeployResult:
         entry: ServiceEntry = await self._call(
@@ -197,9 +146,7 @@ class RedeployWorkflow(DeploySteps):
             return RedeployResult(status=self._status, no_op=True)
 
         shown = redeploy_plan(plan, request.tag, cd, self._status.pushed)
-        if not await self._gate(
-            approvals_required(request.severity, entry.approval), shown, f"redeploy {image}"
-        ):
+        if not await self._approved(shown, f"redeploy {image}"):
             return RedeployResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)
@@ -243,10 +190,11 @@ class RedeployWorkflow(DeploySteps):
         self._check("backup", f"the pipeline's deployment-backup artifact of run #{run.number}")
         if run.conclusion != "success":
             steps = f" (failed: {', '.join(run.failed_steps)})" if run.failed_steps else ""
-            await self._fail_with(
+            await self._fail(
                 f"{cd.workflow_name} run #{run.number} concluded {run.conclusion}{steps}: "
                 f"{run.html_url}",
-                run.failed_steps,
+                announce=True,
+                problems=run.failed_steps,
             )
             raise Stop
 

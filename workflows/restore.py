@@ -8,11 +8,9 @@ runbook's notices."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
@@ -20,8 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import ArtifactsRequest, FetchedManifest
     from runbook.checklist import new_checklist
-    from runbook.models import ApprovalSignal, Phase, RejectSignal, ServiceLookup
-    from runbook.policy import approvals_required, sla_deadline
+    from runbook.models import Phase, ServiceLookup
+    from runbook.policy import sla_deadline
     from runbook.repair_models import (
         ApplyResult,
         BackupFetch,
@@ -34,23 +32,18 @@ with workflow.unsafe.imports_passed_through():
         restore_plan,
     )
 
-    from .approval import ApprovalDesk, escalate
     from .deploy_steps import DeploySteps, Stop
-    from .retries import failure_message, failure_type
-
-TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 
 
 @workflow.defn(name="Restore")
-class RestoreWorkflow(DeploySteps):
+class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
+    KIND = "Restore"
+
     @workflow.init
     def __init__(self, request: RestoreRequest) -> None:
         now = workflow.now()
         detected = request.detected_at or now
-        self._request = request
-        self._entry: ServiceEntry | None = None
-        self._start_verified = False
-        self._status = RestoreStatus(
+        status = RestoreStatus(
             workflow_id=workflow.info().workflow_id,
             phase=Phase.PLANNING,
             namespace=request.namespace,
@@ -64,7 +57,7 @@ class RestoreWorkflow(DeploySteps):
             timings={"started": now},
             checklist=new_checklist(request.language),
         )
-        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        self._open(request, status, detected)
         self._desk.note(
             request.requested_by,
             "requested",
@@ -72,57 +65,13 @@ class RestoreWorkflow(DeploySteps):
         )
         self._check("decide", f"{request.severity.value}: {request.reason}")
 
-    @property
-    def _target_label(self) -> str:
-        return f"deployment/{self._request.deployment}"
-
-    @workflow.signal(name="approve")
-    def approve(self, signal: ApprovalSignal) -> None:
-        self._desk.receive(signal)
-
-    @workflow.signal(name="reject")
-    def reject(self, signal: RejectSignal) -> None:
-        self._desk.receive(signal)
-
     @workflow.query(name="status")
     def status(self) -> RestoreStatus:
         return self._status
 
     @workflow.run
     async def run(self, request: RestoreRequest) -> RestoreResult:
-        escalations = asyncio.create_task(
-            escalate(
-                request.severity,
-                self._status.detected_at,
-                done=lambda: self._status.phase in TERMINAL,
-                mitigated=lambda: "mitigated" in self._status.timings,
-                on_deadline=self._deadline,
-                announce=self._escalation,
-            )
-        )
-        try:
-            return await self._run(request)
-        except ActivityError as err:
-            changed = Phase.EXECUTING.value in self._status.timings
-            if changed:
-                await self._fail_with(failure_message(err), [])
-            else:
-                await self._fail(failure_message(err))
-            raise ApplicationError(
-                self._status.message,
-                type=failure_type(err, "RestoreFailed" if changed else "RestoreRefused"),
-                non_retryable=True,
-            ) from err
-        except Stop:
-            changed = Phase.EXECUTING.value in self._status.timings
-            raise ApplicationError(
-                self._status.message,
-                type="RestoreFailed" if changed else "RestoreRefused",
-                non_retryable=True,
-            ) from None
-        finally:
-            self._status.timings["finished"] = workflow.now()
-            escalations.cancel()
+        return await self._carry_out(self._run(request))
 
     async def _fetch(self, entry: ServiceEntry, request: RestoreRequest) -> str:
         source = request.source
@@ -218,11 +167,7 @@ class RestoreWorkflow(DeploySteps):
             check.digest,
             check.images,
         )
-        if not await self._gate(
-            approvals_required(request.severity, entry.approval),
-            shown,
-            f"apply {request.source.name}",
-        ):
+        if not await self._approved(shown, f"apply {request.source.name}"):
             return RestoreResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import ServiceEntry
-    from runbook.models import ApprovalSignal, Phase, RejectSignal, ServiceLookup
-    from runbook.policy import approvals_required, sla_deadline
+    from runbook.models import Phase, ServiceLookup
+    from runbook.policy import sla_deadline
     from runbook.repair_models import (
         ApplyResult,
         RepairPlan,
@@ -29,20 +28,18 @@ with workflow.unsafe.imports_passed_through():
         repair_plan,
     )
 
-    from .approval import ApprovalDesk
     from .deploy_steps import DeploySteps, Stop
-    from .retries import failure_message, failure_type
 
 
 @workflow.defn(name="Troubleshoot")
-class TroubleshootWorkflow(DeploySteps):
+class TroubleshootWorkflow(DeploySteps[RepairRequest, RepairStatus]):
+    KIND = "Repair"
+    ESCALATE = False  # a remedy for old pods: no half-time or deadline escalations
+
     @workflow.init
     def __init__(self, request: RepairRequest) -> None:
         now = workflow.now()
-        self._request = request
-        self._entry: ServiceEntry | None = None
-        self._start_verified = False
-        self._status = RepairStatus(
+        status = RepairStatus(
             workflow_id=workflow.info().workflow_id,
             phase=Phase.PLANNING,
             namespace=request.namespace,
@@ -55,7 +52,7 @@ class TroubleshootWorkflow(DeploySteps):
             sla_deadline=sla_deadline(request.severity, now),
             timings={"started": now},
         )
-        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
+        self._open(request, status, now)
         what = (
             f"delete replicaset/{request.replicaset}"
             if request.action == "delete-replicaset"
@@ -63,46 +60,13 @@ class TroubleshootWorkflow(DeploySteps):
         )
         self._desk.note(request.requested_by, "requested", detail=f"{what}: {request.reason}")
 
-    @property
-    def _target_label(self) -> str:
-        return f"deployment/{self._request.deployment}"
-
-    @workflow.signal(name="approve")
-    def approve(self, signal: ApprovalSignal) -> None:
-        self._desk.receive(signal)
-
-    @workflow.signal(name="reject")
-    def reject(self, signal: RejectSignal) -> None:
-        self._desk.receive(signal)
-
     @workflow.query(name="status")
     def status(self) -> RepairStatus:
         return self._status
 
     @workflow.run
     async def run(self, request: RepairRequest) -> RepairResult:
-        try:
-            return await self._run(request)
-        except ActivityError as err:
-            changed = Phase.EXECUTING.value in self._status.timings
-            if changed:
-                await self._fail_with(failure_message(err), [])
-            else:
-                await self._fail(failure_message(err))
-            raise ApplicationError(
-                self._status.message,
-                type=failure_type(err, "RepairFailed" if changed else "RepairRefused"),
-                non_retryable=True,
-            ) from err
-        except Stop:
-            changed = Phase.EXECUTING.value in self._status.timings
-            raise ApplicationError(
-                self._status.message,
-                type="RepairFailed" if changed else "RepairRefused",
-                non_retryable=True,
-            ) from None
-        finally:
-            self._status.timings["finished"] = workflow.now()
+        return await self._carry_out(self._run(request))
 
     async def _run(self, request: RepairRequest) -> RepairResult:
         entry: ServiceEntry = await self._call(
@@ -147,7 +111,7 @@ class TroubleshootWorkflow(DeploySteps):
             request.replicaset,
             restarted_at,
         )
-        if not await self._gate(approvals_required(request.severity, entry.approval), shown, what):
+        if not await self._approved(shown, what):
             return RepairResult(status=self._status)
 
         self._set_phase(Phase.EXECUTING)

@@ -278,3 +278,47 @@ async def test_a_restart_is_the_same_restart_however_often_it_is_tried(time_skip
         "wait",
         "verify",
     ]
+
+
+def restart() -> RepairRequest:
+    return RepairRequest(
+        deployment="tekutoko-api",
+        action="restart",
+        reason="stale pods",
+        requested_by="oncall",
+        language="en",
+    )
+
+
+@pytest.mark.parametrize(
+    ("workflow", "request_of"),
+    [(RedeployWorkflow, redeploy), (RestoreWorkflow, restore), (TroubleshootWorkflow, restart)],
+)
+async def test_decisions_sent_as_updates_hear_whether_they_counted(
+    time_skipping_env, workflow, request_of
+) -> None:
+    fake = FakeCd()
+    async with worker(time_skipping_env, fake):
+        handle = await start(time_skipping_env, workflow, request_of())
+        await at_gate(handle, workflow)
+        own = await handle.execute_update(workflow.approval, ApprovalSignal(by="oncall"))
+        counted = await handle.execute_update(workflow.approval, ApprovalSignal(by="sre-lead"))
+        result = await handle.result()
+    assert not own.counted and own.reason and own.gate == "approval"
+    assert counted.counted and counted.approvals == ["sre-lead"]
+    assert result.status.phase is Phase.COMPLETED
+
+
+async def test_a_rejection_sent_as_an_update_stops_the_redeploy_at_the_gate(
+    time_skipping_env,
+) -> None:
+    fake = FakeCd()
+    async with worker(time_skipping_env, fake):
+        handle = await start(time_skipping_env, RedeployWorkflow, redeploy())
+        await at_gate(handle, RedeployWorkflow)
+        verdict = await handle.execute_update(
+            RedeployWorkflow.rejection, RejectSignal(by="backend-lead", reason="forward fix ready")
+        )
+        result = await handle.result()
+    assert verdict.counted and verdict.decision == "reject"
+    assert result.status.phase is Phase.REJECTED and fake.calls == ["images", "plan"]

@@ -175,7 +175,10 @@ deployment at {big["n"]} vs {small["roll_ms_per_deployment"]:.2f} ms at {small["
   each is started at once (64 starts in flight). "Every undo applied" is the last
   undo PATCH the sandbox logged, counted from the first start; "verified" is the
   last workflow's completion time. Pods are Ready at once, so the figures are
-  modoru, Temporal and the sandbox, not a cluster's scheduling.
+  modoru, Temporal and the sandbox, not a cluster's scheduling. Verification
+  includes the post-checks the embedded stack can read: the logs check judges
+  the first minute of Cloud Logging entries after the rollback, so no rollback
+  is verified sooner than a minute after its undo.
 - **approval**: from the approve signal leaving the client to the undo PATCH
   arriving at the sandbox; a signed decision is checked by the workflow and again
   by the undo activity.

@@ -3,29 +3,27 @@ methods 2 and 3 and its troubleshooting steps, started as workflows."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from rich.markup import escape
 from rich.table import Table
 from temporalio.client import Client
 
 from runbook.cd_models import MAX_MANIFEST_BYTES, ManifestSource, RedeployRequest, valid_tag
-from runbook.enums import Severity
 from runbook.repair_models import RepairRequest, RestoreRequest
 from worker.settings import Settings
-from workflows import search_attributes as sa
 from workflows.redeploy import RedeployWorkflow, redeploy_workflow_id
 from workflows.restore import RestoreWorkflow, restore_workflow_id
 from workflows.troubleshoot import TroubleshootWorkflow, troubleshoot_workflow_id
 
-from .base import fail, first_error
-from .commands import Kind, run, start
-from .inputs import parse_detected_at
+from .base import fail
+from .commands import Kind, start_change
 from .render import console
-from .signing import sign_start
+from .start_options import Change, StartOptions, launch, start_options
 
 redeploy_app = typer.Typer(
     help="Redeploy a known-good image tag through the CD pipeline (the runbook's method 2).",
@@ -148,66 +146,49 @@ def render_cd(status: BaseModel) -> None:
     console.print(audit)
 
 
-async def start_cd(
-    client: Client,
-    settings: Settings,
-    run_fn,
-    request,
-    *,
-    workflow_id: str,
+def deployment_change(
+    run_fn: Callable[..., Awaitable[object]],
+    workflow_id: Callable[[str, str], str],
     what: str,
-    wait: bool,
-    as_json: bool,
-    render=None,
-) -> int:
-    """Start (or attach to) a change made to one Deployment (a redeploy, a restore, a
-    troubleshooting step, a forward fix), through the CLI's one start-or-attach loop."""
-    kind: Kind = Kind(what=what, scope="deployment", render=render or render_cd)
-    return await start(
-        client,
-        settings,
-        kind,
-        run_fn,
-        request,
-        workflow_id=workflow_id,
-        search_attributes=sa.for_rollback(
-            request.namespace, request.deployment, request.severity.value
-        ),
-        summary=f"{what} of {request.namespace}/{request.deployment}",
-        details=f"requested by {request.requested_by}: {request.reason}",
-        wait=wait,
-        as_json=as_json,
-    )
+    render: Callable[[Any], None] = render_cd,
+) -> Change[Any]:
+    """A change made to one Deployment (a redeploy, a restore, a troubleshooting step, a forward
+    fix), started through the CLI's one start-or-attach loop."""
+    kind: Kind[Any] = Kind(what=what, scope="deployment", render=render)
 
+    def workflow_id_of(request: Any) -> str:
+        return workflow_id(request.namespace, request.deployment)
 
-def _common(severity: Severity, detected_at: str | None):
-    return parse_detected_at(detected_at)
+    async def start_it(
+        client: Client, settings: Settings, request: Any, *, wait: bool, as_json: bool
+    ) -> int:
+        return await start_change(
+            client,
+            settings,
+            kind,
+            run_fn,
+            request,
+            workflow_id=workflow_id_of(request),
+            summary=f"{what} of {request.namespace}/{request.deployment}",
+            wait=wait,
+            as_json=as_json,
+        )
+
+    return Change(workflow_id_of, start_it)
 
 
 @redeploy_app.command("start")
+@start_options(
+    dry_run=typer.Option(False, "--dry-run", help="List the images and plan; dispatch nothing.")
+)
 def redeploy_start(
     deployment: str = typer.Option(..., help="The Deployment to take back."),
     tag: str = typer.Option(
         ..., help="A known-good image tag in Artifact Registry (not the live one)."
     ),
     reason: str = typer.Option(..., help="Why: what is broken."),
-    namespace: str = typer.Option("default"),
-    severity: Severity = typer.Option(
-        Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."
-    ),
-    detected_at: str | None = typer.Option(
-        None, help="When the problem was seen (RFC 3339 with offset); default: now."
-    ),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
-    ),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="List the images and plan; dispatch nothing."
-    ),
-    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
-    as_json: bool = typer.Option(False, "--json"),
+    *,
+    options: StartOptions,
 ) -> None:
     """Run the CD pipeline with a known-good tag; prints the workflow id. Absent or live tags are \
 refused before anything is dispatched."""
@@ -217,35 +198,12 @@ refused before anything is dispatched."""
             f"--tag: {tag!r} is not an image tag (a letter, digit or _, then up to 127 of "
             "letters, digits, _ . -)"
         )
-    try:
-        request = RedeployRequest(
-            namespace=namespace,
-            deployment=deployment,
-            tag=tag,
-            severity=severity,
-            reason=reason,
-            requested_by=requested_by,
-            detected_at=_common(severity, detected_at),
-            language=language,
-            dry_run=dry_run,
-        )
-    except ValidationError as exc:
-        raise fail(first_error(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    workflow_id = redeploy_workflow_id(namespace, deployment)
-    sign_start(request, workflow_id, key)
-    run(
-        lambda client, settings: start_cd(
-            client,
-            settings,
-            RedeployWorkflow.run,
-            request,
-            workflow_id=workflow_id,
-            what="redeploy",
-            wait=wait,
-            as_json=as_json,
-        )
+    launch(
+        options,
+        lambda: RedeployRequest(
+            deployment=deployment, tag=tag, reason=reason, **options.request_fields()
+        ),
+        deployment_change(RedeployWorkflow.run, redeploy_workflow_id, "redeploy"),
     )
 
 
@@ -277,6 +235,9 @@ def manifest_source(artifact: str | None, backup: str | None, file: Path | None)
 
 
 @restore_app.command("start")
+@start_options(
+    dry_run=typer.Option(False, "--dry-run", help="Validate and diff only; change nothing.")
+)
 def restore_start(
     deployment: str = typer.Option(..., help="The Deployment to restore."),
     reason: str = typer.Option(..., help="Why: what is broken."),
@@ -291,147 +252,63 @@ def restore_start(
     file: Path | None = typer.Option(
         None, help="A manifest file (read here and passed to the workflow)."
     ),
-    namespace: str = typer.Option("default"),
-    severity: Severity = typer.Option(
-        Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."
-    ),
-    detected_at: str | None = typer.Option(
-        None, help="When the problem was seen (RFC 3339 with offset); default: now."
-    ),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
-    ),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Validate and diff only; change nothing."
-    ),
-    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
-    as_json: bool = typer.Option(False, "--json"),
+    *,
+    options: StartOptions,
 ) -> None:
     """Validate a backed-up manifest against the live Deployment, show the diff, and after \
 approval apply it; prints the workflow id."""
-
-    try:
-        source = manifest_source(artifact, backup, file)
-        text = read_manifest_file(file) if file else ""
-        request = RestoreRequest(
-            namespace=namespace,
+    launch(
+        options,
+        lambda: RestoreRequest(
             deployment=deployment,
-            source=source,
-            manifest=text,
-            severity=severity,
+            source=manifest_source(artifact, backup, file),
+            manifest=read_manifest_file(file) if file else "",
             reason=reason,
-            requested_by=requested_by,
-            detected_at=_common(severity, detected_at),
-            language=language,
-            dry_run=dry_run,
-        )
-    except ValidationError as exc:
-        raise fail(first_error(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    workflow_id = restore_workflow_id(namespace, deployment)
-    sign_start(request, workflow_id, key)
-    run(
-        lambda client, settings: start_cd(
-            client,
-            settings,
-            RestoreWorkflow.run,
-            request,
-            workflow_id=workflow_id,
-            what="restore",
-            wait=wait,
-            as_json=as_json,
-        )
+            **options.request_fields(),
+        ),
+        deployment_change(RestoreWorkflow.run, restore_workflow_id, "restore"),
     )
 
 
-def _repair(
-    action: str,
-    deployment: str,
-    namespace: str,
-    replicaset: str,
-    reason: str,
-    requested_by: str,
-    key: Path | None,
-    language: str,
-    wait: bool,
-    as_json: bool,
-) -> None:
+# The troubleshooting steps take no severity and detection time, and have no dry run.
+troubleshooting_options = start_options(without=("severity", "detected_at"))
 
-    try:
-        request = RepairRequest(
-            namespace=namespace,
+
+def _repair(action: str, deployment: str, replicaset: str, reason: str, options: StartOptions):
+    launch(
+        options,
+        lambda: RepairRequest(
             deployment=deployment,
-            action=action,
+            action=action,  # type: ignore[arg-type]
             replicaset=replicaset,
-            reason=reason,  # type: ignore[arg-type]
-            requested_by=requested_by,
-            language=language,
-        )
-    except ValidationError as exc:
-        raise fail(first_error(exc)) from None
-    workflow_id = troubleshoot_workflow_id(namespace, deployment)
-    sign_start(request, workflow_id, key)
-    run(
-        lambda client, settings: start_cd(
-            client,
-            settings,
-            TroubleshootWorkflow.run,
-            request,
-            workflow_id=workflow_id,
-            what=action,
-            wait=wait,
-            as_json=as_json,
-        )
+            reason=reason,
+            **options.request_fields(),
+        ),
+        deployment_change(TroubleshootWorkflow.run, troubleshoot_workflow_id, action),
     )
 
 
 @troubleshoot_app.command("delete-replicaset")
+@troubleshooting_options
 def delete_replicaset(
     deployment: str = typer.Option(..., help="The Deployment whose old pods remain."),
     replicaset: str = typer.Option(..., help="The old ReplicaSet to delete (never the live one)."),
     reason: str = typer.Option(..., help="Why."),
-    namespace: str = typer.Option("default"),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
-    ),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
-    as_json: bool = typer.Option(False, "--json"),
+    *,
+    options: StartOptions,
 ) -> None:
     """`kubectl delete replicaset` of an old ReplicaSet, after approval (its manifest is kept in a \
 ConfigMap first)."""
-    _repair(
-        "delete-replicaset",
-        deployment,
-        namespace,
-        replicaset,
-        reason,
-        requested_by,
-        key,
-        language,
-        wait,
-        as_json,
-    )
+    _repair("delete-replicaset", deployment, replicaset, reason, options)
 
 
 @troubleshoot_app.command("restart")
+@troubleshooting_options
 def restart(
     deployment: str = typer.Option(..., help="The Deployment to restart."),
     reason: str = typer.Option(..., help="Why."),
-    namespace: str = typer.Option("default"),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
-    ),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
-    as_json: bool = typer.Option(False, "--json"),
+    *,
+    options: StartOptions,
 ) -> None:
     """`kubectl rollout restart`, after approval; the rollout is awaited and verified."""
-    _repair(
-        "restart", deployment, namespace, "", reason, requested_by, key, language, wait, as_json
-    )
+    _repair("restart", deployment, "", reason, options)

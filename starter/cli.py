@@ -33,12 +33,13 @@ from .embedded import EmbeddedStack, StackError
 from .forward_fix import forward_fix_app, render_forward_fix
 from .guard import guard_app, render_guard
 from .incident import confirm, incident_app, incident_line
-from .inputs import check_workflow_id, parse_detected_at
+from .inputs import check_workflow_id
 from .migration import migrate_app, render_migration
 from .pitr import pitr_app, render_pitr
 from .render import console, err_console, render_status
 from .signing import sign_start
 from .stacks import workflow_link
+from .start_options import REQUESTER, Change, StartOptions, launch, start_options
 
 __all__ = ["CliError", "app", "fail", "first_error", "main", "run", "sign_start"]
 
@@ -71,60 +72,49 @@ app.command("confirm")(confirm)
 
 
 @rollback_app.command("start")
+@start_options(
+    without=("severity",),
+    own_after="namespace",
+    requested_by=typer.Option(REQUESTER, help="Who asks for the rollback (your identity id)."),
+    key=typer.Option(
+        None,
+        help="Your SSH private key: signs the start (an immediate rollback needs an on-call "
+        "signer).",
+    ),
+    dry_run=typer.Option(False, "--dry-run", help="Plan only; change nothing."),
+    wait=typer.Option(False, "--wait", help="Follow the rollback until it ends."),
+    as_json=typer.Option(False, "--json", help="Print the status as JSON."),
+)
 def rollback_start(
     deployment: str = typer.Option(..., help="The Deployment to roll back."),
     severity: Severity = typer.Option(
         ..., help="immediate (within 5 min) or investigate (within 15 min, needs approval)."
     ),
     reason: str = typer.Option(..., help="Why: what is broken."),
-    namespace: str = typer.Option("default"),
+    *,
+    options: StartOptions,
     to_revision: int | None = typer.Option(
         None, help="Target revision; default: the previous one, as kubectl."
     ),
     impact: str = typer.Option("", help="User impact, for the start notice."),
     cause: str = typer.Option("", help="Suspected cause, for the start notice."),
-    detected_at: str | None = typer.Option(
-        None, help="When the problem was seen (RFC 3339 with offset); default: now."
-    ),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "oncall", help="Who asks for the rollback (your identity id)."
-    ),
-    key: Path | None = typer.Option(
-        None,
-        help="Your SSH private key: signs the start (an immediate rollback needs an on-call "
-        "signer).",
-    ),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; change nothing."),
-    wait: bool = typer.Option(False, "--wait", help="Follow the rollback until it ends."),
-    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
     """Start a deployment rollback; prints its workflow id and Web UI link."""
-    try:
-        detected = parse_detected_at(detected_at)
-        request = RollbackRequest(
-            namespace=namespace,
+    launch(
+        options,
+        lambda: RollbackRequest(
             deployment=deployment,
             to_revision=to_revision,
             severity=severity,
             reason=reason,
             impact=impact,
             cause=cause,
-            detected_at=detected,
-            requested_by=requested_by,
-            dry_run=dry_run,
-            language=language,
-        )
-    except ValidationError as exc:
-        raise fail(first_error(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    sign_start(request, rollback_workflow_id(request.namespace, request.deployment), key)
-
-    run(
-        lambda client, settings: start_rollback(
-            client, settings, request, wait=wait, as_json=as_json
-        )
+            **options.request_fields(),
+        ),
+        Change(
+            lambda request: rollback_workflow_id(request.namespace, request.deployment),
+            start_rollback,
+        ),
     )
 
 

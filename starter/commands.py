@@ -284,18 +284,14 @@ def exit_code(status: RollbackStatus | None) -> int:
 async def start_rollback(
     client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool
 ) -> int:
-    return await start(
+    return await start_change(
         client,
         settings,
         ROLLBACK,
         DeploymentRollbackWorkflow.run,
         request,
         workflow_id=rollback_workflow_id(request.namespace, request.deployment),
-        search_attributes=sa.for_rollback(
-            request.namespace, request.deployment, request.severity.value
-        ),
         summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
-        details=f"requested by {request.requested_by}: {request.reason}",
         wait=wait,
         as_json=as_json,
     )
@@ -304,19 +300,22 @@ async def start_rollback(
 async def start_change(
     client: Client,
     settings: Settings,
-    run,
+    kind: Kind[S],
+    run: Callable[..., Awaitable[object]],
     request,
     *,
     workflow_id: str,
-    what: str,
     summary: str,
-    render,
     wait: bool,
     as_json: bool,
 ) -> int:
-    """Start a change made for a service (a migration rollback, a recovery, ...), or attach to the
-    one running."""
-    kind: Kind[Phased] = Kind(what=what, scope="service", render=render)
+    """Start a change a person asked for (made to one Deployment, or for a service, as its kind's
+    scope says), or attach to the one running; the details say who asked and why."""
+    search_attributes = (
+        sa.for_rollback(request.namespace, request.deployment, request.severity.value)
+        if kind.scope == "deployment"
+        else sa.for_change(request.service, request.severity.value)
+    )
     return await start(
         client,
         settings,
@@ -324,7 +323,7 @@ async def start_change(
         run,
         request,
         workflow_id=workflow_id,
-        search_attributes=sa.for_change(request.service, request.severity.value),
+        search_attributes=search_attributes,
         summary=summary,
         details=f"requested by {request.requested_by}: {request.reason}",
         wait=wait,

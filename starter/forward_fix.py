@@ -6,9 +6,6 @@ rate is watched with the release guard's thresholds."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import typer
 from pydantic import ValidationError
 from rich.markup import escape
@@ -20,11 +17,10 @@ from runbook.forward_fix_models import ForwardFixRequest, ForwardFixStatus, Hotf
 from workflows.forward_fix import ForwardFixWorkflow, forward_fix_workflow_id
 
 from .base import CliError, fail, first_error
-from .cd import start_cd
+from .cd import deployment_change
 from .commands import query_any_status, run
-from .inputs import parse_detected_at
 from .render import console
-from .signing import sign_start
+from .start_options import REQUESTER, SEVERITY_HELP, StartOptions, launch, start_options
 
 forward_fix_app = typer.Typer(
     help="Forward fix: deploy a hotfix through the CD pipeline when rolling back is impossible.",
@@ -113,19 +109,18 @@ def hotfix_of(
 
 
 @forward_fix_app.command("start")
+@start_options(
+    own_after="requested_by",
+    severity=typer.Option(Severity.IMMEDIATE, help=SEVERITY_HELP),
+    requested_by=typer.Option(REQUESTER, help="Who asks."),
+)
 def forward_fix_start(
     deployment: str = typer.Option(..., help="The Deployment to fix forward."),
     reason: str = typer.Option(
         ..., help="Why rolling back is impossible (e.g. an irreversible schema change)."
     ),
-    namespace: str = typer.Option("default"),
-    severity: Severity = typer.Option(
-        Severity.IMMEDIATE, help="immediate (5 min) or investigate (15 min)."
-    ),
-    detected_at: str | None = typer.Option(
-        None, help="When the problem was seen (RFC 3339 with offset); default: now."
-    ),
-    requested_by: str = typer.Option(os.environ.get("USER") or "oncall", help="Who asks."),
+    *,
+    options: StartOptions,
     hotfix_branch: str | None = typer.Option(
         None, help="The hotfix branch, when it is already built."
     ),
@@ -138,46 +133,24 @@ def forward_fix_start(
     reminder_minutes: int = typer.Option(
         30, help="Remind the channels this often while the hotfix is awaited."
     ),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
-    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Group the pods' errors, announce, and deploy the hotfix once recorded; prints the workflow \
 id."""
-
-    try:
-        hotfix = hotfix_of(hotfix_branch, hotfix_tag, staging_verified, requested_by)
-        request = ForwardFixRequest(
-            namespace=namespace,
+    launch(
+        options,
+        lambda: ForwardFixRequest(
             deployment=deployment,
-            severity=severity,
             reason=reason,
-            requested_by=requested_by,
-            detected_at=parse_detected_at(detected_at),
-            hotfix=hotfix,
+            hotfix=hotfix_of(hotfix_branch, hotfix_tag, staging_verified, options.requested_by),
             reminder_minutes=reminder_minutes,
-            language=language,
-        )
-    except ValidationError as exc:
-        raise fail(first_error(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-
-    workflow_id = forward_fix_workflow_id(namespace, deployment)
-    sign_start(request, workflow_id, key)
-    run(
-        lambda client, settings: start_cd(
-            client,
-            settings,
+            **options.request_fields(),
+        ),
+        deployment_change(
             ForwardFixWorkflow.run,
-            request,
-            workflow_id=workflow_id,
-            what="forward fix",
-            wait=wait,
-            as_json=as_json,
+            forward_fix_workflow_id,
+            "forward fix",
             render=render_forward_fix,
-        )
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from .base import CliError, fail, first_error
 from .commands import Kind, follow, run, start
 from .render import console
 from .signing import payload_for, read_signature, sign_with_key
+from .start_options import Change, StartOptions, launch, start_options
 
 guard_app = typer.Typer(
     help="The release guard: watch a release's metrics and roll it back on a breach.",
@@ -168,10 +169,30 @@ async def follow_guard(handle: WorkflowHandle, quiet: bool = False) -> GuardStat
     return await follow(handle, quiet=quiet, kind=GUARD)
 
 
+def said_of_guard(exc: ValidationError) -> str:
+    """pydantic's refusal in `guard start`'s words: --for and --interval."""
+    return (
+        first_error(exc)
+        .replace("--duration-seconds", "--for")
+        .replace("--interval-seconds", "--interval")
+    )
+
+
 @guard_app.command("start")
+@start_options(
+    without=("severity", "detected_at", "key"),
+    own_after="namespace",
+    requested_by=typer.Option(
+        os.environ.get("USER") or "release-guard",
+        help="Who starts the guard (its rollbacks are requested in this name).",
+    ),
+    language=typer.Option("ja", help="Notice language of its rollbacks: ja or en."),
+    wait=typer.Option(False, "--wait", help="Follow the guard until it ends."),
+)
 def guard_start(
     deployment: str = typer.Option(..., help="The Deployment just released."),
-    namespace: str = typer.Option("default"),
+    *,
+    options: StartOptions,
     for_: str = typer.Option("30m", "--for", help="How long to watch: 30m, 1h, 90s."),
     interval: str = typer.Option("15s", help="Time between polls, at least 1s."),
     release_at: str | None = typer.Option(
@@ -182,13 +203,6 @@ def guard_start(
     baseline_p95_ms: float | None = typer.Option(
         None, help="Use this p95 as the baseline instead of measuring it."
     ),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "release-guard",
-        help="Who starts the guard (its rollbacks are requested in this name).",
-    ),
-    language: str = typer.Option("ja", help="Notice language of its rollbacks: ja or en."),
-    wait: bool = typer.Option(False, "--wait", help="Follow the guard until it ends."),
-    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Watch a release; on a breach start the rollback with the computed severity."""
     try:
@@ -201,25 +215,21 @@ def guard_start(
             else f"--release-at: {release_at!r} is not an RFC 3339 time"
         )
         raise fail(message) from None
-    try:
-        request = GuardRequest(
-            namespace=namespace,
+    launch(
+        options,
+        lambda: GuardRequest(
             deployment=deployment,
             duration_seconds=int(duration),
             interval_seconds=every,
             release_at=released,
             baseline_p95_ms=baseline_p95_ms,
-            requested_by=requested_by,
-            language=language,
-        )
-    except ValidationError as exc:
-        message = (
-            first_error(exc)
-            .replace("--duration-seconds", "--for")
-            .replace("--interval-seconds", "--interval")
-        )
-        raise fail(message) from None
-    run(lambda client, settings: start_guard(client, settings, request, wait=wait, as_json=as_json))
+            **options.request_fields(),
+        ),
+        Change(
+            lambda request: guard_workflow_id(request.namespace, request.deployment), start_guard
+        ),
+        said=said_of_guard,
+    )
 
 
 @guard_app.command("status")

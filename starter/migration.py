@@ -3,24 +3,17 @@ two approvers; `approve`, `reject` and `status` work on it as on rollbacks."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 from temporalio.client import Client
 
 from runbook.migration_models import MigrationRequest, MigrationStatus
-from runbook.models import Severity
 from worker.settings import Settings
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
-from .base import fail, first_error
-from .commands import run, start_change
-from .inputs import parse_detected_at
+from .commands import Kind, start_change
 from .render import console, pending_row
-from .signing import sign_start
+from .start_options import Change, StartOptions, launch, start_options
 
 migrate_app = typer.Typer(
     help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, "
@@ -95,18 +88,23 @@ async def start_migration(
     return await start_change(
         client,
         settings,
+        Kind(what="migration rollback", scope="service", render=render_migration),
         MigrationRollbackWorkflow.run,
         request,
         workflow_id=migration_workflow_id(request.service),
-        what="migration rollback",
         summary=f"migration rollback of {request.service}",
-        render=render_migration,
         wait=wait,
         as_json=as_json,
     )
 
 
 @migrate_app.command("start")
+@start_options(
+    without=("namespace",),
+    dry_run=typer.Option(
+        False, "--dry-run", help="Read the version, history and backups; change nothing."
+    ),
+)
 def migrate_start(
     service: str = typer.Option(..., help="The service, as named in the catalog."),
     steps: int | None = typer.Option(None, help="Migrations to revert (default 1)."),
@@ -114,44 +112,18 @@ def migrate_start(
         None, help="Revert down to this version instead (0: all)."
     ),
     reason: str = typer.Option(..., help="Why: what the migration broke."),
-    severity: Severity = typer.Option(
-        Severity.INVESTIGATE, help="immediate (5 min) or investigate (15 min)."
-    ),
-    detected_at: str | None = typer.Option(
-        None, help="When the problem was seen (RFC 3339 with offset); default: now."
-    ),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
-    ),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Read the version, history and backups; change nothing."
-    ),
-    wait: bool = typer.Option(False, "--wait", help="Follow it until it ends."),
-    as_json: bool = typer.Option(False, "--json"),
+    *,
+    options: StartOptions,
 ) -> None:
     """Start a migration rollback; prints its workflow id. Approve it with `modoru approve`."""
-    try:
-        detected = parse_detected_at(detected_at)
-        request = MigrationRequest(
+    launch(
+        options,
+        lambda: MigrationRequest(
             service=service,
             steps=steps,
             to_version=to_version,
             reason=reason,
-            severity=severity,
-            detected_at=detected,
-            requested_by=requested_by,
-            language=language,
-            dry_run=dry_run,
-        )
-    except ValidationError as exc:
-        raise fail(first_error(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    sign_start(request, migration_workflow_id(request.service), key)
-    run(
-        lambda client, settings: start_migration(
-            client, settings, request, wait=wait, as_json=as_json
-        )
+            **options.request_fields(),
+        ),
+        Change(lambda request: migration_workflow_id(request.service), start_migration),
     )

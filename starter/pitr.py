@@ -4,8 +4,6 @@ app switched to it after a second approval."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -18,9 +16,9 @@ from worker.settings import Settings
 from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
 
 from .base import fail, first_error
-from .commands import run, start_change
+from .commands import Kind, start_change
 from .render import console, pending_row
-from .signing import sign_start
+from .start_options import Change, StartOptions, launch, start_options
 
 pitr_app = typer.Typer(
     help="Point-in-time recovery: clone the database to a time, verify, switch the app (two "
@@ -106,19 +104,33 @@ async def start_pitr(
     return await start_change(
         client,
         settings,
+        Kind(what="recovery", scope="service", render=render_pitr),
         PointInTimeRecoveryWorkflow.run,
         request,
         workflow_id=pitr_workflow_id(request.service),
-        what="recovery",
         summary=f"point-in-time recovery of {request.service} to "
         f"{request.point_in_time.isoformat()}",
-        render=render_pitr,
         wait=wait,
         as_json=as_json,
     )
 
 
+def said_of_pitr(exc: ValidationError) -> str:
+    """pydantic's refusal in `pitr start`'s words: --time, and a --check's parts."""
+    said = first_error(exc).replace("--point-in-time", "--time")
+    if said.startswith(("--sql", "--expect", "--name")):  # a --check's parts: its ExpectedQuery's
+        said = "--check " + said.removeprefix("--")
+    return said
+
+
 @pitr_app.command("start")
+@start_options(
+    without=("namespace", "severity", "detected_at"),
+    dry_run=typer.Option(
+        False, "--dry-run", help="Check the restore point and the name; create nothing."
+    ),
+    wait=typer.Option(False, "--wait"),
+)
 def pitr_start(
     service: str = typer.Option(..., help="The service, as named in the catalog."),
     time: str = typer.Option(
@@ -133,42 +145,24 @@ def pitr_start(
     check: list[str] = typer.Option(
         [], help="NAME=SQL => EXPECTED, run on the clone before the switch; repeatable."
     ),
-    requested_by: str = typer.Option(
-        os.environ.get("USER") or "oncall", help="Who asks (cannot approve it)."
-    ),
-    key: Path | None = typer.Option(None, help="Your SSH private key: signs the start."),
-    language: str = typer.Option("ja", help="Notice language: ja or en."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Check the restore point and the name; create nothing."
-    ),
-    wait: bool = typer.Option(False, "--wait"),
-    as_json: bool = typer.Option(False, "--json"),
+    *,
+    options: StartOptions,
 ) -> None:
     """Recover a service's database to a point in time; approve each gate with `modoru approve`."""
     try:
         point = dt.datetime.fromisoformat(time.replace("Z", "+00:00"))
     except ValueError:
         raise fail(f"--time: {time!r} is not an RFC 3339 time") from None
-    try:
-        checks = [parse_check(c) for c in check]
-        request = PitrRequest(
+    launch(
+        options,
+        lambda: PitrRequest(
             service=service,
             point_in_time=point,
             new_instance=new_instance,
             reason=reason,
-            requested_by=requested_by,
-            checks=checks,
-            language=language,
-            dry_run=dry_run,
-        )
-    except ValidationError as exc:
-        said = first_error(exc).replace("--point-in-time", "--time")
-        if said.startswith(
-            ("--sql", "--expect", "--name")
-        ):  # a --check's parts are fields of its ExpectedQuery
-            said = "--check " + said.removeprefix("--")
-        raise fail(said) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    sign_start(request, pitr_workflow_id(request.service), key)
-    run(lambda client, settings: start_pitr(client, settings, request, wait=wait, as_json=as_json))
+            checks=[parse_check(c) for c in check],
+            **options.request_fields(),
+        ),
+        Change(lambda request: pitr_workflow_id(request.service), start_pitr),
+        said=said_of_pitr,
+    )

@@ -37,7 +37,7 @@ from .inputs import check_workflow_id
 from .migration import migrate_app, render_migration
 from .pitr import pitr_app, render_pitr
 from .render import console, err_console, render_status
-from .signing import sign_start
+from .signing import SigningOptions, sign_start, signing_options
 from .stacks import workflow_link
 from .start_options import REQUESTER, Change, StartOptions, launch, start_options
 
@@ -118,67 +118,49 @@ def rollback_start(
     )
 
 
-KEY_HELP = (
-    "Your SSH private key (ed25519): signs the decision, as the catalog's identities require."
-)
-
-
 @app.command()
+@signing_options(
+    payload=typer.Option(
+        False,
+        "--payload",
+        help="Print the payload to sign (for ssh-keygen -Y sign -n modoru) and exit.",
+    )
+)
 def approve(
     workflow_id: str,
     by: str = typer.Option(..., help="Your identity id in the catalog."),
     comment: str = typer.Option(""),
-    key: Path | None = typer.Option(None, help=KEY_HELP),
-    payload: bool = typer.Option(
-        False,
-        "--payload",
-        help="Print the payload to sign (for ssh-keygen -Y sign -n modoru) and exit.",
-    ),
-    signature: Path | None = typer.Option(
-        None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."
-    ),
-    payload_file: Path | None = typer.Option(
-        None, help="The signed payload, when it is not the signature's path without .sig."
-    ),
+    *,
+    how: SigningOptions,
 ) -> None:
     """Approve a change at its current gate; says at once whether the approval counted."""
-    decide(workflow_id, "approve", by, comment, key, payload, signature, payload_file)
+    decide(workflow_id, "approve", by, comment, how)
 
 
 @app.command()
+@signing_options(
+    payload=typer.Option(False, "--payload", help="Print the payload to sign and exit."),
+    signature=typer.Option(
+        None, help="A signature made with ssh-keygen over the --payload output."
+    ),
+)
 def reject(
     workflow_id: str,
     by: str = typer.Option(...),
     reason: str = typer.Option(...),
-    key: Path | None = typer.Option(None, help=KEY_HELP),
-    payload: bool = typer.Option(False, "--payload", help="Print the payload to sign and exit."),
-    signature: Path | None = typer.Option(
-        None, help="A signature made with ssh-keygen over the --payload output."
-    ),
-    payload_file: Path | None = typer.Option(
-        None, help="The signed payload, when it is not the signature's path without .sig."
-    ),
+    *,
+    how: SigningOptions,
 ) -> None:
     """Reject a change before it acts; nothing is changed."""
-    decide(workflow_id, "reject", by, reason, key, payload, signature, payload_file)
+    decide(workflow_id, "reject", by, reason, how)
 
 
-def decide(
-    workflow_id: str,
-    decision: str,
-    by: str,
-    note: str,
-    key: Path | None,
-    payload: bool,
-    signature: Path | None,
-    payload_file: Path | None,
-) -> None:
+def decide(workflow_id: str, decision: str, by: str, note: str, how: SigningOptions) -> None:
     try:
         check_workflow_id(workflow_id)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    if sum(bool(x) for x in (key, payload, signature)) > 1:
-        raise fail("give one of --key, --payload and --signature")
+    how.check()
     try:
         signal_ = (
             ApprovalSignal(by=by, comment=note)
@@ -187,17 +169,7 @@ def decide(
         )
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
-    run(
-        lambda client, settings: send_decision(
-            client,
-            workflow_id,
-            signal_,
-            key=key,
-            print_payload=payload,
-            signature=signature,
-            payload_file=payload_file,
-        )
-    )
+    run(lambda client, settings: send_decision(client, workflow_id, signal_, how))
 
 
 @app.command()

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -44,7 +42,7 @@ from . import base
 from .base import CliError, Command
 from .incident_start import start_in_incident
 from .render import console, err_console, render_status
-from .signing import payload_for, read_signature, sign_with_key
+from .signing import Printed, SigningOptions
 from .stacks import web_ui_for, workflow_link
 
 __all__ = ["CliError", "Kind", "follow", "run", "start", "start_change", "start_rollback"]
@@ -335,11 +333,7 @@ async def send_decision(
     client: Client,
     workflow_id: str,
     signal: ApprovalSignal | RejectSignal,
-    *,
-    key: Path | None = None,
-    print_payload: bool = False,
-    signature: Path | None = None,
-    payload_file: Path | None = None,
+    how: SigningOptions,
 ) -> int:
     """Approve or reject through the workflow's update, which answers with the
     verdict: counted or not, and why."""
@@ -349,29 +343,19 @@ async def send_decision(
         "approve" if isinstance(signal, ApprovalSignal) else "reject"
     )
     gate = getattr(status, "pending", None)
-    if key or print_payload:
-        if gate is None:
-            raise CliError(
-                f"{workflow_id} has no gate awaiting decisions now (phase {phase_of(status)})",
-                code=1,
-            )
-        text = payload_for(
-            gate,
-            decision,
-            signal.by,
-            signal.comment if isinstance(signal, ApprovalSignal) else signal.reason,
-        ).text()
-        if print_payload:
-            sys.stdout.write(text)  # no newline: ssh-keygen signs the file's exact bytes
-            return 0
-        signal.signed = sign_with_key(text, key)  # type: ignore[arg-type]
-    elif signature:
-        signal.signed = read_signature(signature, payload_file)
-    elif gate is not None and gate.signed:
-        raise CliError(
-            "this change counts signed decisions only: add --key ~/.ssh/id_ed25519 (or --payload, "
-            "then --signature)"
-        )
+    signed = how.sign(
+        gate,
+        decision,
+        signal.by,
+        signal.comment if isinstance(signal, ApprovalSignal) else signal.reason,
+        no_gate=CliError(
+            f"{workflow_id} has no gate awaiting decisions now (phase {phase_of(status)})", code=1
+        ),
+        only_signed="change counts signed decisions" if gate is not None and gate.signed else None,
+    )
+    if isinstance(signed, Printed):
+        return 0
+    signal.signed = signed
     signal.request_id = uuid.uuid4().hex
     update = "approval" if decision == "approve" else "rejection"
     try:

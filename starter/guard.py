@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import os
 import re
-import sys
-from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -24,7 +22,7 @@ from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 from .base import CliError, fail, first_error
 from .commands import Kind, follow, run, start
 from .render import console
-from .signing import payload_for, read_signature, sign_with_key
+from .signing import Printed, SigningOptions, signing_options
 from .start_options import Change, StartOptions, launch, start_options
 
 guard_app = typer.Typer(
@@ -254,29 +252,21 @@ def guard_status(
 
 
 @guard_app.command("stop")
+@signing_options(
+    key=typer.Option(
+        None, help="Your SSH private key: signs the stop, as the catalog's identities require."
+    )
+)
 def guard_stop(
     deployment: str = typer.Option(...),
     namespace: str = typer.Option("default"),
     by: str = typer.Option(..., help="Who stops it (your identity id)."),
     reason: str = typer.Option(""),
-    key: Path | None = typer.Option(
-        None, help="Your SSH private key: signs the stop, as the catalog's identities require."
-    ),
-    payload: bool = typer.Option(
-        False,
-        "--payload",
-        help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit.",
-    ),
-    signature: Path | None = typer.Option(
-        None, help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE)."
-    ),
-    payload_file: Path | None = typer.Option(
-        None, help="The signed payload, when it is not the signature's path without .sig."
-    ),
+    *,
+    how: SigningOptions,
 ) -> None:
     """Stop watching; a rollback the guard already started carries on."""
-    if sum(bool(x) for x in (key, payload, signature)) > 1:
-        raise fail("give one of --key, --payload and --signature")
+    how.check()
 
     try:
         signal_ = StopSignal(by=by, reason=reason)
@@ -290,21 +280,17 @@ def guard_stop(
             console.print(f"the guard already ended: {current.phase.value} {current.message}")
             return 0
         gate = current.pending
-        if key or payload:
-            if gate is None:
-                raise CliError("this guard takes unsigned stops: leave out --key and --payload")
-            text = payload_for(gate, "stop", by, reason).text()
-            if payload:
-                sys.stdout.write(text)
-                return 0
-            signal_.signed = sign_with_key(text, key)  # type: ignore[arg-type]
-        elif signature:
-            signal_.signed = read_signature(signature, payload_file)
-        elif gate is not None:
-            raise CliError(
-                "this guard counts signed stops only: add --key ~/.ssh/id_ed25519 (or --payload, "
-                "then --signature)"
-            )
+        signed = how.sign(
+            gate,
+            "stop",
+            by,
+            reason,
+            no_gate=CliError("this guard takes unsigned stops: leave out --key and --payload"),
+            only_signed="guard counts signed stops" if gate is not None else None,
+        )
+        if isinstance(signed, Printed):
+            return 0
+        signal_.signed = signed
         refused = len(current.refused_stops)
         await handle.signal(ReleaseGuardWorkflow.stop, signal_)
         for _ in range(40):

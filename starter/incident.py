@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from .incident_start import (
 )
 from .inputs import check_workflow_id
 from .render import console, err_console
-from .signing import payload_for, read_signature, sign_with_key
+from .signing import Printed, SigningOptions, signing_options
 
 incident_app = typer.Typer(
     help="Incidents: the changes made for one, its root-cause and postmortem deadlines, and the "
@@ -276,6 +275,16 @@ def postmortem_draft_cmd(
     _run(draft)
 
 
+@signing_options(
+    key=typer.Option(
+        None,
+        help="Your SSH private key (ed25519): signs the confirmation, as the catalog's "
+        "identities require.",
+    ),
+    signature=typer.Option(
+        None, help="A signature made with ssh-keygen over the --payload output."
+    ),
+)
 def confirm(
     workflow_id: str = typer.Argument(
         ..., help="The rollback's id, or the incident's (its latest rollback)."
@@ -284,30 +293,15 @@ def confirm(
     by: str = typer.Option(..., help="Your identity id in the catalog."),
     note: str = typer.Option(""),
     link: str = typer.Option(""),
-    key: Path | None = typer.Option(
-        None,
-        help="Your SSH private key (ed25519): signs the confirmation, as the catalog's "
-        "identities require.",
-    ),
-    payload: bool = typer.Option(
-        False,
-        "--payload",
-        help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit.",
-    ),
-    signature: Path | None = typer.Option(
-        None, help="A signature made with ssh-keygen over the --payload output."
-    ),
-    payload_file: Path | None = typer.Option(
-        None, help="The signed payload, when it is not the signature's path without .sig."
-    ),
+    *,
+    how: SigningOptions,
 ) -> None:
     """Confirm, as a person, one of the checks after a rollback: no user reports, main features \
 work, dashboards normal."""
     _check_id(workflow_id)
     if item not in CONFIRM_ITEMS:
         raise _fail(f"--item: {item!r} is not one of {', '.join(CONFIRM_ITEMS)}")
-    if sum(bool(x) for x in (key, payload, signature)) > 1:
-        raise _fail("give one of --key, --payload and --signature")
+    how.check()
     try:
         signal = ConfirmSignal(item=item, by=by, note=note, link=link, request_id=uuid.uuid4().hex)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -318,32 +312,28 @@ work, dashboards normal."""
         current = await incident_status(handle)
         rollbacks = [c for c in current.changes if c.kind == "rollback"]
         signal.target = target or (rollbacks[-1].workflow_id if rollbacks else "")
-        if key or payload:
-            gate = next(
-                (
-                    g
-                    for g in current.confirm_gates
-                    if g.gate == f"confirm.{item}" and g.plan.get("target") == signal.target
-                ),
-                None,
-            )
-            if gate is None:
-                raise CliError(
-                    f"{signal.target or current.incident_id} awaits no {item} confirmation now",
-                    code=1,
-                )
-            text = payload_for(gate, "approve", by, note).text()
-            if payload:
-                sys.stdout.write(text)
-                return 0
-            signal.signed = sign_with_key(text, key)  # type: ignore[arg-type]
-        elif signature:
-            signal.signed = read_signature(signature, payload_file)
-        elif current.signed:
-            raise CliError(
-                "this catalog counts signed confirmations only: add --key ~/.ssh/id_ed25519 (or "
-                "--payload, then --signature)"
-            )
+        gate = next(
+            (
+                g
+                for g in current.confirm_gates
+                if g.gate == f"confirm.{item}" and g.plan.get("target") == signal.target
+            ),
+            None,
+        )
+        signed = how.sign(
+            gate,
+            "approve",
+            by,
+            note,
+            no_gate=CliError(
+                f"{signal.target or current.incident_id} awaits no {item} confirmation now",
+                code=1,
+            ),
+            only_signed="catalog counts signed confirmations" if current.signed else None,
+        )
+        if isinstance(signed, Printed):
+            return 0
+        signal.signed = signed
         return await _signal_and_say(handle, "confirm", signal)
 
     _run(send)

@@ -1,15 +1,20 @@
 """Signing decisions from the CLI: the payload a person signs (this run, this
 gate, the digest of the plan shown, who, when, until when, a nonce), signed
 with their SSH key here (`--key`), or printed (`--payload`) for stock
-`ssh-keygen -Y sign -n modoru` and sent back with `--signature`."""
+`ssh-keygen -Y sign -n modoru` and sent back with `--signature`. The four
+options are declared once here (`@signing_options`) for every command that
+takes a signed decision."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import typer
 from pydantic import BaseModel
 
 from runbook.decisions import Decision, DecisionPayload, GateView, SignedDecision, plan_digest
@@ -17,6 +22,7 @@ from runbook.plans import start_plan
 from runbook.signatures import sign
 
 from .base import CliError, fail
+from .option_groups import Table, option_group
 
 VALIDITY = dt.timedelta(minutes=10)
 PASSPHRASE_ENV = "MODORU_KEY_PASSPHRASE"
@@ -93,3 +99,88 @@ def sign_start(request: BaseModel, workflow_id: str, key: Path | None) -> None:
         request.start = signed_start(request, workflow_id, key)  # type: ignore[attr-defined]
     except CliError as exc:
         raise fail(str(exc)) from None
+
+
+KEY_HELP = (
+    "Your SSH private key (ed25519): signs the decision, as the catalog's identities require."
+)
+SIGNING: Table = {
+    "key": (Path | None, typer.Option(None, help=KEY_HELP)),
+    "payload": (
+        bool,
+        typer.Option(
+            False,
+            "--payload",
+            help="Print the payload to sign (ssh-keygen -Y sign -n modoru) and exit.",
+        ),
+    ),
+    "signature": (
+        Path | None,
+        typer.Option(
+            None,
+            help="A signature made with ssh-keygen over the --payload output (FILE.sig of FILE).",
+        ),
+    ),
+    "payload_file": (
+        Path | None,
+        typer.Option(
+            None, help="The signed payload, when it is not the signature's path without .sig."
+        ),
+    ),
+}
+
+
+class Printed:
+    """`--payload`: the payload to sign went to stdout, and the command ends there (exit 0)."""
+
+
+PRINTED = Printed()
+
+
+@dataclass(frozen=True)
+class SigningOptions:
+    """How a person signs a decision: --key, --payload, or --signature (with --payload-file)."""
+
+    key: Path | None = None
+    payload: bool = False
+    signature: Path | None = None
+    payload_file: Path | None = None
+
+    def check(self) -> None:
+        """At most one way to sign; a one-line refusal otherwise."""
+        if sum(bool(x) for x in (self.key, self.payload, self.signature)) > 1:
+            raise fail("give one of --key, --payload and --signature")
+
+    def sign(
+        self,
+        gate: GateView | None,
+        decision: Decision,
+        signer: str,
+        note: str,
+        *,
+        no_gate: CliError,
+        only_signed: str | None = None,
+    ) -> SignedDecision | Printed | None:
+        """The decision signed with --key, or the --signature given; PRINTED after printing the
+        payload for --payload; None for an unsigned decision. `no_gate` is raised when there is
+        nothing to sign; `only_signed` ("guard counts signed stops") refuses an unsigned one."""
+        if self.key or self.payload:
+            if gate is None:
+                raise no_gate
+            text = payload_for(gate, decision, signer, note).text()
+            if self.payload:
+                sys.stdout.write(text)  # no newline: ssh-keygen signs the file's exact bytes
+                return PRINTED
+            return sign_with_key(text, self.key)  # type: ignore[arg-type]
+        if self.signature:
+            return read_signature(self.signature, self.payload_file)
+        if only_signed:
+            raise CliError(
+                f"this {only_signed} only: add --key ~/.ssh/id_ed25519 (or --payload, then "
+                "--signature)"
+            )
+        return None
+
+
+# @signing_options(without=..., own_after=..., **declarations): see starter/option_groups.py.
+signing_options = option_group(SigningOptions, SIGNING)

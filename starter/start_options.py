@@ -4,17 +4,14 @@ language, dry run, wait, JSON), declared once, and the one way a start goes
 on from there: check what was typed, build the request, sign it, start it or
 attach to the one running.
 
-A start command declares its own options and a keyword-only `StartOptions` parameter;
-`@start_options(...)` puts the shared options where that parameter stands (so
-`--help` lists them in the command's order) and hands the command one
-`StartOptions` with what the user typed."""
+A start command declares its own options and a keyword-only `StartOptions`
+parameter, where `@start_options(...)` puts the shared ones
+(starter/option_groups.py)."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,7 +19,6 @@ from typing import Any, Generic, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
-from typer.models import OptionInfo
 
 from runbook.enums import Severity
 from worker.settings import Settings
@@ -30,6 +26,7 @@ from worker.settings import Settings
 from .base import fail, first_error
 from .commands import run
 from .inputs import parse_detected_at
+from .option_groups import Table, option_group
 from .signing import sign_start
 
 REQUESTER = os.environ.get("USER") or "oncall"
@@ -37,7 +34,7 @@ SEVERITY_HELP = "immediate (5 min) or investigate (15 min)."
 
 # Each shared option: its type and its declaration, as `--help` shows it unless a command says
 # otherwise. A dry run has no declaration here: each command says what its dry run does.
-SHARED: dict[str, tuple[Any, OptionInfo | None]] = {
+SHARED: Table = {
     "namespace": (str, typer.Option("default")),
     "severity": (Severity, typer.Option(Severity.INVESTIGATE, help=SEVERITY_HELP)),
     "detected_at": (
@@ -78,52 +75,8 @@ class StartOptions:
         return fields
 
 
-def start_options(
-    *, without: Iterable[str] = (), own_after: str | None = None, **declared: OptionInfo
-) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a start command the shared options, in place of its `StartOptions` parameter.
-
-    `without`: shared options the command does not offer; keyword arguments declare an option
-    the command words its own way (and a dry run, which each command words). `own_after`: the
-    command's options declared after its `StartOptions` parameter come after this shared option
-    (e.g. "namespace": the namespace, then the command's own options, then the rest)."""
-    unknown = (set(declared) | set(without)) - set(SHARED)
-    if unknown:
-        raise TypeError(f"not a shared start option: {', '.join(sorted(unknown))}")
-    names = [
-        name
-        for name, (_, option) in SHARED.items()
-        if name not in without and (option is not None or name in declared)
-    ]
-    shared = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=declared.get(name) or SHARED[name][1],
-            annotation=SHARED[name][0],
-        )
-        for name in names
-    ]
-    split = names.index(own_after) + 1 if own_after else len(names)
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        signature = inspect.signature(command, eval_str=True)
-        params = list(signature.parameters.values())
-        (at,) = [i for i, p in enumerate(params) if p.annotation is StartOptions]
-        marker = params[at].name
-
-        @functools.wraps(command)
-        def with_options(**given: Any) -> None:
-            options = StartOptions(**{name: given.pop(name) for name in names})
-            command(**given, **{marker: options})
-
-        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
-        parameters = [*own[:at], *shared[:split], *own[at + 1 :], *shared[split:]]
-        with_options.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        with_options.__annotations__ = {p.name: p.annotation for p in parameters}
-        return with_options
-
-    return decorate
+# @start_options(without=..., own_after=..., **declarations): see starter/option_groups.py.
+start_options = option_group(StartOptions, SHARED)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -11,19 +11,17 @@ import typer
 from pydantic import BaseModel
 from rich.markup import escape
 from rich.table import Table
-from temporalio.client import Client
 
 from runbook.cd_models import MAX_MANIFEST_BYTES, ManifestSource, RedeployRequest, valid_tag
 from runbook.repair_models import RepairRequest, RestoreRequest
-from worker.settings import Settings
 from workflows.redeploy import RedeployWorkflow, redeploy_workflow_id
 from workflows.restore import RestoreWorkflow, restore_workflow_id
 from workflows.troubleshoot import TroubleshootWorkflow, troubleshoot_workflow_id
 
 from .base import fail
-from .commands import Kind, start_change
+from .commands import Change, Kind, asked_change
 from .render import console
-from .start_options import Change, StartOptions, launch, start_options
+from .start_options import StartOptions, launch, start_options
 
 redeploy_app = typer.Typer(
     help="Redeploy a known-good image tag through the CD pipeline (the runbook's method 2).",
@@ -154,27 +152,12 @@ def deployment_change(
 ) -> Change[Any]:
     """A change made to one Deployment (a redeploy, a restore, a troubleshooting step, a forward
     fix), started through the CLI's one start-or-attach loop."""
-    kind: Kind[Any] = Kind(what=what, scope="deployment", render=render)
-
-    def workflow_id_of(request: Any) -> str:
-        return workflow_id(request.namespace, request.deployment)
-
-    async def start_it(
-        client: Client, settings: Settings, request: Any, *, wait: bool, as_json: bool
-    ) -> int:
-        return await start_change(
-            client,
-            settings,
-            kind,
-            run_fn,
-            request,
-            workflow_id=workflow_id_of(request),
-            summary=f"{what} of {request.namespace}/{request.deployment}",
-            wait=wait,
-            as_json=as_json,
-        )
-
-    return Change(workflow_id_of, start_it)
+    return asked_change(
+        Kind(what=what, scope="deployment", render=render),
+        run_fn,
+        lambda request: workflow_id(request.namespace, request.deployment),
+        lambda request: f"{what} of {request.namespace}/{request.deployment}",
+    )
 
 
 @redeploy_app.command("start")

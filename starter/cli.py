@@ -22,12 +22,12 @@ from runbook.migration_models import MigrationStatus
 from runbook.models import ApprovalSignal, RejectSignal, RollbackRequest, Severity
 from runbook.pitr_models import PitrStatus
 from runbook.repair_models import RepairStatus, RestoreStatus
-from workflows.deployment_rollback import rollback_workflow_id
 
 from .base import CliError, fail, first_error
 from .cd import redeploy_app, render_cd, restore_app, troubleshoot_app
 from .codec import codec_server
-from .commands import list_rollbacks, query_any_status, run, send_decision, start_rollback
+from .commands import ROLLBACK_CHANGE, list_rollbacks, query_any_status, run
+from .decide import send_decision
 from .demo import run_demo
 from .embedded import EmbeddedStack, StackError
 from .forward_fix import forward_fix_app, render_forward_fix
@@ -39,7 +39,7 @@ from .pitr import pitr_app, render_pitr
 from .render import console, err_console, render_status
 from .signing import SigningOptions, sign_start, signing_options
 from .stacks import workflow_link
-from .start_options import REQUESTER, Change, StartOptions, launch, start_options
+from .start_options import REQUESTER, StartOptions, launch, start_options
 
 __all__ = ["CliError", "app", "fail", "first_error", "main", "run", "sign_start"]
 
@@ -111,10 +111,7 @@ def rollback_start(
             cause=cause,
             **options.request_fields(),
         ),
-        Change(
-            lambda request: rollback_workflow_id(request.namespace, request.deployment),
-            start_rollback,
-        ),
+        ROLLBACK_CHANGE,
     )
 
 
@@ -252,6 +249,15 @@ def worker() -> None:
     raise typer.Exit(worker_main())
 
 
+CLOCK_SPEED = typer.Option(
+    None,
+    min=0.001,
+    max=1000,
+    help="Run sandbox time, metric minutes included, this many times faster (default: the "
+    "scenario's).",
+)
+
+
 @app.command()
 def up(
     state_dir: Path = typer.Option(
@@ -273,13 +279,7 @@ def up(
         help="Encrypt payloads (key from MODORU_CODEC_KEYS(_FILE), else generated into the state "
         "dir) and start a codec server for the Web UI.",
     ),
-    clock_speed: float | None = typer.Option(
-        None,
-        min=0.001,
-        max=1000,
-        help="Run sandbox time, metric minutes included, this many times faster (default: the "
-        "scenario's).",
-    ),
+    clock_speed: float | None = CLOCK_SPEED,
 ) -> None:
     """The embedded default: Temporal dev server + Web UI, sandbox and worker, until Ctrl-C."""
     stack = EmbeddedStack(
@@ -371,13 +371,7 @@ def sandbox_up(
         ".modoru/sandbox", help="Where kubeconfig, endpoints.json and the request log go."
     ),
     port: int = typer.Option(0, min=0, max=65535, help="API port on 127.0.0.1 (0: any free port)."),
-    clock_speed: float | None = typer.Option(
-        None,
-        min=0.001,
-        max=1000,
-        help="Run sandbox time, metric minutes included, this many times faster (default: the "
-        "scenario's).",
-    ),
+    clock_speed: float | None = CLOCK_SPEED,
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C."""
     # The sandbox is its own program: the front door never imports the practice world.

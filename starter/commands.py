@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 from rich.table import Table
@@ -21,17 +20,15 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from runbook.cd_models import RedeployStatus
-from runbook.decisions import DecisionVerdict
 from runbook.forward_fix_models import ForwardFixStatus
 from runbook.guard_models import GuardStatus
 from runbook.migration_models import MigrationStatus
-from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, RollbackStatus
+from runbook.models import Phase, RollbackRequest, RollbackStatus
 from runbook.pitr_models import PitrStatus
 from runbook.repair_models import RepairStatus, RestoreStatus
 from worker.settings import Settings
@@ -42,14 +39,22 @@ from . import base
 from .base import CliError, Command
 from .incident_start import start_in_incident
 from .render import console, err_console, render_status
-from .signing import Printed, SigningOptions
 from .stacks import web_ui_for, workflow_link
 
-__all__ = ["CliError", "Kind", "follow", "run", "start", "start_change", "start_rollback"]
+__all__ = [
+    "CliError",
+    "Change",
+    "Kind",
+    "asked_change",
+    "follow",
+    "run",
+    "start",
+    "start_change",
+    "start_rollback",
+]
 
 TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
 POLL_SECONDS = 0.25
-DECISION_WAIT_SECONDS = 20.0
 STATUS_MODELS: dict[str, type[BaseModel]] = {
     "DeploymentRollback": RollbackStatus,
     "MigrationRollback": MigrationStatus,
@@ -77,6 +82,7 @@ class Phased(Protocol):
 
 
 S = TypeVar("S", bound=Phased)
+T = TypeVar("T")
 
 
 def phase_of(status: Phased) -> str:
@@ -139,19 +145,29 @@ async def status_of(handle: WorkflowHandle):
     return await handle.query("status", result_type=STATUS_MODELS.get(kind, RollbackStatus))
 
 
-async def query_any_status(handle: WorkflowHandle):
-    """`status_of`, with the server's refusals as one line for the user."""
+async def answer_of(handle: WorkflowHandle, reading: Awaitable[T], *, not_found: str) -> T:
+    """What `reading` (a query of `handle`) answers, with the server's refusals as one line for
+    the user: `not_found` when there is no such workflow."""
     try:
-        return await status_of(handle)
+        return await reading
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no modoru workflow with id {handle.id}: see `modoru list`") from None
+            raise CliError(not_found) from None
         # e.g. a finished run whose task queue no worker polls any more: its status is read by
         # replaying it on one
         raise CliError(
             f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on "
             "its task queue?"
         ) from None
+
+
+async def query_any_status(handle: WorkflowHandle):
+    """`status_of`, with the server's refusals as one line for the user."""
+    return await answer_of(
+        handle,
+        status_of(handle),
+        not_found=f"no modoru workflow with id {handle.id}: see `modoru list`",
+    )
 
 
 async def failure_of(handle: WorkflowHandle) -> str | None:
@@ -279,22 +295,6 @@ def exit_code(status: RollbackStatus | None) -> int:
     return 0 if status.phase == Phase.COMPLETED else 1
 
 
-async def start_rollback(
-    client: Client, settings: Settings, request: RollbackRequest, *, wait: bool, as_json: bool
-) -> int:
-    return await start_change(
-        client,
-        settings,
-        ROLLBACK,
-        DeploymentRollbackWorkflow.run,
-        request,
-        workflow_id=rollback_workflow_id(request.namespace, request.deployment),
-        summary=f"{request.severity.value} rollback of {request.namespace}/{request.deployment}",
-        wait=wait,
-        as_json=as_json,
-    )
-
-
 async def start_change(
     client: Client,
     settings: Settings,
@@ -329,102 +329,54 @@ async def start_change(
     )
 
 
-async def send_decision(
-    client: Client,
-    workflow_id: str,
-    signal: ApprovalSignal | RejectSignal,
-    how: SigningOptions,
-) -> int:
-    """Approve or reject through the workflow's update, which answers with the
-    verdict: counted or not, and why."""
-    handle = client.get_workflow_handle(workflow_id)
-    status = await query_any_status(handle)  # says clearly when the id is unknown
-    decision: Literal["approve", "reject"] = (
-        "approve" if isinstance(signal, ApprovalSignal) else "reject"
-    )
-    gate = getattr(status, "pending", None)
-    signed = how.sign(
-        gate,
-        decision,
-        signal.by,
-        signal.comment if isinstance(signal, ApprovalSignal) else signal.reason,
-        no_gate=CliError(
-            f"{workflow_id} has no gate awaiting decisions now (phase {phase_of(status)})", code=1
-        ),
-        only_signed="change counts signed decisions" if gate is not None and gate.signed else None,
-    )
-    if isinstance(signed, Printed):
-        return 0
-    signal.signed = signed
-    signal.request_id = uuid.uuid4().hex
-    update = "approval" if decision == "approve" else "rejection"
-    try:
-        verdict = await asyncio.wait_for(
-            handle.execute_update(
-                update, signal, id=f"{decision}-{signal.request_id}", result_type=DecisionVerdict
-            ),
-            DECISION_WAIT_SECONDS,
+M = TypeVar("M", bound=BaseModel)
+Start = Callable[..., Awaitable[int]]  # (client, settings, request, *, wait, as_json) -> exit code
+
+
+@dataclass(frozen=True)
+class Change(Generic[M]):
+    """How one kind of change starts: its workflow id for a request, and the start (or attach)."""
+
+    workflow_id: Callable[[M], str]
+    start: Start
+
+
+def asked_change(
+    kind: Kind,
+    run: Callable[..., Awaitable[object]],
+    workflow_id: Callable[[M], str],
+    summary: Callable[[M], str],
+) -> Change[M]:
+    """A change a person asks for, started with `start_change`: its kind, its workflow's run
+    method, its id and its one-line summary for the Web UI."""
+
+    async def start_it(
+        client: Client, settings: Settings, request: M, *, wait: bool, as_json: bool
+    ) -> int:
+        return await start_change(
+            client,
+            settings,
+            kind,
+            run,
+            request,
+            workflow_id=workflow_id(request),
+            summary=summary(request),
+            wait=wait,
+            as_json=as_json,
         )
-    except TimeoutError:
-        err_console.print(
-            f"no worker answered within {DECISION_WAIT_SECONDS:g}s; is `modoru worker` running? "
-            f"see `modoru status {workflow_id}`"
-        )
-        return 1
-    except WorkflowUpdateFailedError as exc:
-        said = getattr(exc.cause, "message", None) or str(exc.cause)
-        if f"handler for '{update}' expected but not found" in said:
-            return await signal_decision(
-                handle, decision, signal
-            )  # a workflow without the decision updates
-        raise CliError(f"{workflow_id} could not take the decision: {said}") from None
-    except RPCError as exc:
-        raise CliError(f"cannot send the decision to {workflow_id}: {exc.message}") from None
-    return say_verdict(verdict)
+
+    return Change(workflow_id, start_it)
 
 
-async def signal_decision(
-    handle: WorkflowHandle,
-    decision: Literal["approve", "reject"],
-    signal: ApprovalSignal | RejectSignal,
-) -> int:
-    """For a change workflow that takes decisions only as signals: signal, then
-    read the verdict from the audit trail (the entry carrying the request id)."""
-    try:
-        await handle.signal(decision, signal)
-    except RPCError as exc:
-        raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
-    for _ in range(int(DECISION_WAIT_SECONDS / POLL_SECONDS)):
-        status = await query_any_status(handle)
-        entry = next(
-            (e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None
-        )
-        if entry is not None:
-            return say_verdict(
-                DecisionVerdict(
-                    decision=decision,
-                    counted=bool(entry.counted),
-                    reason=entry.detail,
-                    by=entry.actor,
-                )
-            )
-        await asyncio.sleep(POLL_SECONDS)
-    err_console.print(
-        f"sent, but the worker has not judged it yet; see `modoru status {handle.id}`"
-    )
-    return 1
-
-
-def say_verdict(verdict: DecisionVerdict) -> int:
-    """The verdict in one line (counted on stdout, not counted on stderr); the exit code."""
-    standing = ""
-    if verdict.decision == "approve" and verdict.approvals_required:
-        standing = f" ({len(verdict.approvals)}/{verdict.approvals_required} approvals)"
-    if verdict.counted:
-        console.print(f"[green]counted[/]: {verdict.reason}{standing}", highlight=False)
-        return 0
-    err_console.print(f"not counted: {verdict.reason}", highlight=False, markup=False)
-    return 1
+ROLLBACK_CHANGE: Change[RollbackRequest] = asked_change(
+    ROLLBACK,
+    DeploymentRollbackWorkflow.run,
+    lambda request: rollback_workflow_id(request.namespace, request.deployment),
+    lambda request: (
+        f"{request.severity.value} rollback of {request.namespace}/{request.deployment}"
+    ),
+)
+start_rollback = ROLLBACK_CHANGE.start
 
 
 async def list_rollbacks(

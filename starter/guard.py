@@ -12,7 +12,6 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
 
 from runbook.guard_models import GuardPhase, GuardRequest, GuardStatus, StopSignal
 from worker.settings import Settings
@@ -20,10 +19,10 @@ from workflows import search_attributes as sa
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 from .base import CliError, fail, first_error
-from .commands import Kind, follow, run, start
+from .commands import Change, Kind, answer_of, follow, run, start
 from .render import console
 from .signing import Printed, SigningOptions, signing_options
-from .start_options import Change, StartOptions, launch, start_options
+from .start_options import StartOptions, launch, start_options
 
 guard_app = typer.Typer(
     help="The release guard: watch a release's metrics and roll it back on a breach.",
@@ -59,18 +58,12 @@ def parse_duration(text: str, option: str) -> float:
 
 
 async def _status(handle: WorkflowHandle) -> GuardStatus:
-    try:
-        return await handle.query(ReleaseGuardWorkflow.status)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(
-                f"no modoru workflow with id {handle.id} (no release guard watches that "
-                "deployment): start one with `modoru guard start`"
-            ) from None
-        raise CliError(
-            f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on "
-            "its task queue?"
-        ) from None
+    return await answer_of(
+        handle,
+        handle.query(ReleaseGuardWorkflow.status),
+        not_found=f"no modoru workflow with id {handle.id} (no release guard watches that "
+        "deployment): start one with `modoru guard start`",
+    )
 
 
 def render_guard(status: GuardStatus) -> None:

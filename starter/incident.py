@@ -7,9 +7,11 @@ has always used, so `status`, `approve` and `reject` work on it as before."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
+from typer.models import OptionInfo
 
 from runbook.incident_models import (
     CONFIRM_ITEMS,
@@ -216,37 +219,52 @@ async def _signal_and_say(handle: WorkflowHandle, name: str, signal) -> int:
 BY = typer.Option(os.environ.get("USER") or "oncall", help="Who records it (your identity id).")
 
 
-@incident_app.command("rca")
-def rca_cmd(
-    workflow_id: str,
-    summary: str = typer.Option("", help="What the investigation found or where it stands."),
-    link: str = typer.Option("", help="Where the investigation is written up."),
-    by: str = BY,
-) -> None:
-    """Record the root-cause investigation (runbook: within 24 hours)."""
-    _follow_up("rca", workflow_id, by, summary, link)
+# The follow-ups the runbook asks for after an incident: each one's command help, and its
+# --summary and --link as that command declares them, in the order its --help lists them.
+FOLLOW_UPS: dict[str, tuple[str, dict[str, OptionInfo]]] = {
+    "rca": (
+        "Record the root-cause investigation (runbook: within 24 hours).",
+        {
+            "summary": typer.Option("", help="What the investigation found or where it stands."),
+            "link": typer.Option("", help="Where the investigation is written up."),
+        },
+    ),
+    "postmortem": (
+        "Record the postmortem (runbook: within 48 hours).",
+        {"link": typer.Option(..., help="Where the postmortem is."), "summary": typer.Option("")},
+    ),
+    "prevention": (
+        "Record the prevention measures.",
+        {
+            "summary": typer.Option(..., help="The prevention measures agreed."),
+            "link": typer.Option(""),
+        },
+    ),
+}
 
 
-@incident_app.command("postmortem")
-def postmortem_cmd(
-    workflow_id: str,
-    link: str = typer.Option(..., help="Where the postmortem is."),
-    summary: str = typer.Option(""),
-    by: str = BY,
-) -> None:
-    """Record the postmortem (runbook: within 48 hours)."""
-    _follow_up("postmortem", workflow_id, by, summary, link)
+def follow_up_command(key: str, doc: str, options: dict[str, OptionInfo]) -> Callable[..., None]:
+    """`modoru incident KEY WORKFLOW_ID [--summary] [--link] [--by]`: records one follow-up."""
+
+    def record(workflow_id: str, summary: str, link: str, by: str) -> None:
+        _follow_up(key, workflow_id, by, summary, link)
+
+    parameters = [
+        inspect.Parameter("workflow_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+        *(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str)
+            for name, option in options.items()
+        ),
+        inspect.Parameter("by", inspect.Parameter.KEYWORD_ONLY, default=BY, annotation=str),
+    ]
+    record.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    record.__annotations__ = {p.name: str for p in parameters}
+    record.__doc__ = doc
+    return record
 
 
-@incident_app.command("prevention")
-def prevention_cmd(
-    workflow_id: str,
-    summary: str = typer.Option(..., help="The prevention measures agreed."),
-    link: str = typer.Option(""),
-    by: str = BY,
-) -> None:
-    """Record the prevention measures."""
-    _follow_up("prevention", workflow_id, by, summary, link)
+for _key, (_doc, _options) in FOLLOW_UPS.items():
+    incident_app.command(_key)(follow_up_command(_key, _doc, _options))
 
 
 @incident_app.command("postmortem-draft")

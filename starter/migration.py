@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
-from temporalio.client import Client
 
 from runbook.migration_models import MigrationRequest, MigrationStatus
-from worker.settings import Settings
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
-from .commands import Kind, start_change
-from .render import console, pending_row
-from .start_options import Change, StartOptions, launch, start_options
+from .commands import Change, Kind, asked_change
+from .render import approvals_rows, console
+from .start_options import StartOptions, launch, start_options
 
 migrate_app = typer.Typer(
     help="Schema rollbacks (the runbook's migration rollback): backup gate, two approvers, "
@@ -47,12 +45,7 @@ def render_migration(status: MigrationStatus) -> None:
             "backup",
             ("[green]ok[/] " if status.backup.ok else "[red]missing[/] ") + status.backup.detail,
         )
-    if status.approvals_required:
-        table.add_row(
-            "approvals",
-            f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}",
-        )
-    pending_row(table, status.pending)
+    approvals_rows(table, status)
     for result in status.commands:
         said = (result.stdout.strip() or result.stderr.strip()).splitlines()
         table.add_row(
@@ -82,20 +75,12 @@ def render_migration(status: MigrationStatus) -> None:
     console.print(audit)
 
 
-async def start_migration(
-    client: Client, settings: Settings, request: MigrationRequest, *, wait: bool, as_json: bool
-) -> int:
-    return await start_change(
-        client,
-        settings,
-        Kind(what="migration rollback", scope="service", render=render_migration),
-        MigrationRollbackWorkflow.run,
-        request,
-        workflow_id=migration_workflow_id(request.service),
-        summary=f"migration rollback of {request.service}",
-        wait=wait,
-        as_json=as_json,
-    )
+MIGRATION_ROLLBACK: Change[MigrationRequest] = asked_change(
+    Kind(what="migration rollback", scope="service", render=render_migration),
+    MigrationRollbackWorkflow.run,
+    lambda request: migration_workflow_id(request.service),
+    lambda request: f"migration rollback of {request.service}",
+)
 
 
 @migrate_app.command("start")
@@ -125,5 +110,5 @@ def migrate_start(
             reason=reason,
             **options.request_fields(),
         ),
-        Change(lambda request: migration_workflow_id(request.service), start_migration),
+        MIGRATION_ROLLBACK,
     )

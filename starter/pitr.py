@@ -8,17 +8,15 @@ import datetime as dt
 import typer
 from pydantic import ValidationError
 from rich.table import Table
-from temporalio.client import Client
 
 from runbook.models import Phase
 from runbook.pitr_models import ExpectedQuery, PitrRequest, PitrStatus
-from worker.settings import Settings
 from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
 
 from .base import fail, first_error
-from .commands import Kind, start_change
+from .commands import Change, Kind, asked_change
 from .render import console, pending_row
-from .start_options import Change, StartOptions, launch, start_options
+from .start_options import StartOptions, launch, start_options
 
 pitr_app = typer.Typer(
     help="Point-in-time recovery: clone the database to a time, verify, switch the app (two "
@@ -98,21 +96,14 @@ def render_pitr(status: PitrStatus) -> None:
     console.print(table)
 
 
-async def start_pitr(
-    client: Client, settings: Settings, request: PitrRequest, *, wait: bool, as_json: bool
-) -> int:
-    return await start_change(
-        client,
-        settings,
-        Kind(what="recovery", scope="service", render=render_pitr),
-        PointInTimeRecoveryWorkflow.run,
-        request,
-        workflow_id=pitr_workflow_id(request.service),
-        summary=f"point-in-time recovery of {request.service} to "
-        f"{request.point_in_time.isoformat()}",
-        wait=wait,
-        as_json=as_json,
-    )
+RECOVERY: Change[PitrRequest] = asked_change(
+    Kind(what="recovery", scope="service", render=render_pitr),
+    PointInTimeRecoveryWorkflow.run,
+    lambda request: pitr_workflow_id(request.service),
+    lambda request: (
+        f"point-in-time recovery of {request.service} to {request.point_in_time.isoformat()}"
+    ),
+)
 
 
 def said_of_pitr(exc: ValidationError) -> str:
@@ -163,6 +154,6 @@ def pitr_start(
             checks=[parse_check(c) for c in check],
             **options.request_fields(),
         ),
-        Change(lambda request: pitr_workflow_id(request.service), start_pitr),
+        RECOVERY,
         said=said_of_pitr,
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 from rich.table import Table
 
 from runbook.decisions import GateView
+from runbook.migration_models import MigrationStatus
 from runbook.models import RollbackStatus
 
 from .base import console, err_console
 
-__all__ = ["console", "err_console", "pending_row", "render_status"]
+__all__ = ["approvals_rows", "console", "err_console", "pending_row", "render_status"]
 
 PHASE_STYLE = {
     "completed": "green",
@@ -34,6 +35,16 @@ def pending_row(table: Table, pending: GateView | None) -> None:
             )
 
 
+def approvals_rows(table: Table, status: RollbackStatus | MigrationStatus) -> None:
+    """The approvals counted so far, and what an approver signs now."""
+    if status.approvals_required:
+        table.add_row(
+            "approvals",
+            f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}",
+        )
+    pending_row(table, status.pending)
+
+
 def render_status(status: RollbackStatus, link: str | None = None) -> None:
     style = PHASE_STYLE.get(status.phase.value, "cyan")
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -47,12 +58,7 @@ def render_status(status: RollbackStatus, link: str | None = None) -> None:
     table.add_row("severity", status.severity.value)
     sla = "pending" if status.sla_met is None else ("met" if status.sla_met else "[red]breached[/]")
     table.add_row("deadline", f"{status.sla_deadline.isoformat()} (SLA {sla})")
-    if status.approvals_required:
-        table.add_row(
-            "approvals",
-            f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}",
-        )
-    pending_row(table, status.pending)
+    approvals_rows(table, status)
     for line in status.evidence:
         table.add_row("evidence", line)
     if status.backup_configmap:

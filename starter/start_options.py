@@ -11,10 +11,10 @@ parameter, where `@start_options(...)` puts the shared ones
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -24,7 +24,7 @@ from runbook.enums import Severity
 from worker.settings import Settings
 
 from .base import fail, first_error
-from .commands import run
+from .commands import Change, run
 from .inputs import parse_detected_at
 from .option_groups import Table, option_group
 from .signing import sign_start
@@ -80,15 +80,6 @@ start_options = option_group(StartOptions, SHARED)
 
 
 M = TypeVar("M", bound=BaseModel)
-Start = Callable[..., Awaitable[int]]  # (client, settings, request, *, wait, as_json) -> exit code
-
-
-@dataclass(frozen=True)
-class Change(Generic[M]):
-    """How one kind of change starts: its workflow id for a request, and the start (or attach)."""
-
-    workflow_id: Callable[[M], str]
-    start: Start
 
 
 def launch(

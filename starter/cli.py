@@ -56,18 +56,20 @@ sandbox_app = typer.Typer(
     help="The practice world: a Kubernetes API, deployment controller and service front ends.",
     no_args_is_help=True,
 )
-app.add_typer(rollback_app, name="rollback")
-app.add_typer(sandbox_app, name="sandbox")
-
-app.add_typer(guard_app, name="guard")
-app.add_typer(migrate_app, name="migrate-down")
-app.add_typer(pitr_app, name="pitr")
+for _name, _group in {
+    "rollback": rollback_app,
+    "sandbox": sandbox_app,
+    "guard": guard_app,
+    "migrate-down": migrate_app,
+    "pitr": pitr_app,
+    "redeploy": redeploy_app,
+    "restore": restore_app,
+    "troubleshoot": troubleshoot_app,
+    "forward-fix": forward_fix_app,
+    "incident": incident_app,
+}.items():
+    app.add_typer(_group, name=_name)
 app.command("codec-server")(codec_server)
-app.add_typer(redeploy_app, name="redeploy")
-app.add_typer(restore_app, name="restore")
-app.add_typer(troubleshoot_app, name="troubleshoot")
-app.add_typer(forward_fix_app, name="forward-fix")
-app.add_typer(incident_app, name="incident")
 app.command("confirm")(confirm)
 
 

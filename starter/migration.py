@@ -10,7 +10,7 @@ from runbook.migration_models import MigrationRequest, MigrationStatus
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
 from .commands import Change, Kind, asked_change
-from .render import approvals_rows, console
+from .render import approvals_rows, check_rows, console
 from .start_options import StartOptions, launch, start_options
 
 migrate_app = typer.Typer(
@@ -53,11 +53,7 @@ def render_migration(status: MigrationStatus) -> None:
             f"{' '.join(result.command)} (pod {result.pod}): exit {result.exit_code}"
             + (f": {said[-1]}" if said else ""),
         )
-    for check in status.integrity:
-        table.add_row(
-            f"check {check.name}",
-            f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
-        )
+    check_rows(table, "check", status.integrity)
     if status.message:
         table.add_row("message", status.message)
     console.print(table)

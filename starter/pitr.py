@@ -15,7 +15,7 @@ from workflows.pitr import PointInTimeRecoveryWorkflow, pitr_workflow_id
 
 from .base import fail, first_error
 from .commands import Change, Kind, asked_change
-from .render import console, pending_row
+from .render import check_rows, console, pending_row
 from .start_options import StartOptions, launch, start_options
 
 pitr_app = typer.Typer(
@@ -77,20 +77,12 @@ def render_pitr(status: PitrStatus) -> None:
             f"{status.clone_info.name} at {status.clone_info.host}:{status.clone_info.port} "
             f"({status.clone_info.state})",
         )
-    for check in status.checks:
-        table.add_row(
-            f"check {check.name}",
-            f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
-        )
+    check_rows(table, "check", status.checks)
     if status.switched:
         table.add_row("switched", ", ".join(f"{k}={v}" for k, v in status.switched.items()))
     if status.switched_back:
         table.add_row("switched back", f"to {status.source}")
-    for check in status.health:
-        table.add_row(
-            f"health {check.name}",
-            f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
-        )
+    check_rows(table, "health", status.health)
     if status.message:
         table.add_row("message", status.message)
     console.print(table)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from rich.table import Table
 
 from runbook.decisions import GateView
@@ -10,7 +13,7 @@ from runbook.models import RollbackStatus
 
 from .base import console, err_console
 
-__all__ = ["approvals_rows", "console", "err_console", "pending_row", "render_status"]
+__all__ = ["approvals_rows", "check_rows", "console", "err_console", "pending_row", "render_status"]
 
 PHASE_STYLE = {
     "completed": "green",
@@ -43,6 +46,15 @@ def approvals_rows(table: Table, status: RollbackStatus | MigrationStatus) -> No
             f"{len(status.approvals)}/{status.approvals_required} {', '.join(status.approvals)}",
         )
     pending_row(table, status.pending)
+
+
+def check_rows(table: Table, label: str, checks: Iterable[Any]) -> None:
+    """One row a check (anything with a name, ok and detail): `LABEL NAME`, ok or FAIL."""
+    for check in checks:
+        table.add_row(
+            f"{label} {check.name}",
+            f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
+        )
 
 
 def render_status(status: RollbackStatus, link: str | None = None) -> None:

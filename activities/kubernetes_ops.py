@@ -294,27 +294,18 @@ class KubernetesOpsActivities(KubernetesActivities):
             raise permanent(
                 "the manifest to apply is not the one checked and approved", "ApprovalInvalid"
             )
-        if self.gatekeeper is not None:
-            entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
-            self.gatekeeper.require(
-                request.grant,
-                entry,
-                _needed(request.grant, entry),
-                {
-                    "namespace": request.namespace,
-                    "deployment": request.deployment,
-                    "deployment_uid": request.deployment_uid,
-                    "manifest_sha256": request.digest,
-                },
-                f"apply the backup to deployment/{request.deployment}",
-            )
-        live = await self._deployment(request.namespace, request.deployment)
-        if live["metadata"]["uid"] != request.deployment_uid:
-            raise permanent(
-                f"deployment/{request.deployment} was deleted and re-created since the check; "
-                "start the restore again",
-                "DeploymentReplaced",
-            )
+        live = await self._granted_deployment(
+            request,
+            {
+                "namespace": request.namespace,
+                "deployment": request.deployment,
+                "deployment_uid": request.deployment_uid,
+                "manifest_sha256": request.digest,
+            },
+            f"apply the backup to deployment/{request.deployment}",
+            replaced=f"deployment/{request.deployment} was deleted and re-created since the check; "
+            "start the restore again",
+        )
         merged = self._merged(live, desired)
         if (
             applied_view(merged) == applied_view(live)
@@ -414,21 +405,11 @@ class KubernetesOpsActivities(KubernetesActivities):
         """`kubectl delete replicaset NAME` of an old ReplicaSet, checked again at the
         moment of deletion; its manifest is kept in a ConfigMap first (it is a revision
         `rollout undo` could go back to)."""
-        if self.gatekeeper is not None:
-            entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
-            self.gatekeeper.require(
-                request.grant,
-                entry,
-                _needed(request.grant, entry),
-                {"deployment_uid": request.deployment_uid, "replicaset": request.replicaset},
-                f"delete replicaset/{request.replicaset}",
-            )
-        deployment = await self._deployment(request.namespace, request.deployment)
-        if deployment["metadata"]["uid"] != request.deployment_uid:
-            raise permanent(
-                f"deployment/{request.deployment} was re-created since the plan; start again",
-                "DeploymentReplaced",
-            )
+        deployment = await self._granted_deployment(
+            request,
+            {"deployment_uid": request.deployment_uid, "replicaset": request.replicaset},
+            f"delete replicaset/{request.replicaset}",
+        )
         owned = await self._owned_replicasets(deployment)
         plan = RepairPlan(
             deployment_uid=request.deployment_uid,
@@ -466,6 +447,26 @@ class KubernetesOpsActivities(KubernetesActivities):
             f"configmap/{_keep_name(request.replicaset)})",
         )
 
+    async def _granted_deployment(
+        self, request: Any, binding: dict[str, object], action: str, *, replaced: str = ""
+    ) -> Obj:
+        """The Deployment a granted change acts on: the grant checked against `binding` (when a
+        gatekeeper guards this worker), and the Deployment still the one planned (`replaced`:
+        what to say when it was re-created since)."""
+        if self.gatekeeper is not None:
+            entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
+            self.gatekeeper.require(
+                request.grant, entry, _needed(request.grant, entry), binding, action
+            )
+        deployment = await self._deployment(request.namespace, request.deployment)
+        if deployment["metadata"]["uid"] != request.deployment_uid:
+            raise permanent(
+                replaced
+                or f"deployment/{request.deployment} was re-created since the plan; start again",
+                "DeploymentReplaced",
+            )
+        return deployment
+
     async def _keep(self, namespace: str, deployment: str, rs: Obj) -> None:
         clean = copy.deepcopy(rs)
         clean.pop("status", None)
@@ -495,21 +496,11 @@ class KubernetesOpsActivities(KubernetesActivities):
     async def rollout_restart(self, request: RestartRequest) -> ApplyResult:
         """`kubectl rollout restart`: the pod template's restartedAt annotation, with the
         value the workflow fixed, so a retried restart is the same restart."""
-        if self.gatekeeper is not None:
-            entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
-            self.gatekeeper.require(
-                request.grant,
-                entry,
-                _needed(request.grant, entry),
-                {"deployment_uid": request.deployment_uid, "restarted_at": request.restarted_at},
-                f"restart deployment/{request.deployment}",
-            )
-        deployment = await self._deployment(request.namespace, request.deployment)
-        if deployment["metadata"]["uid"] != request.deployment_uid:
-            raise permanent(
-                f"deployment/{request.deployment} was re-created since the plan; start again",
-                "DeploymentReplaced",
-            )
+        deployment = await self._granted_deployment(
+            request,
+            {"deployment_uid": request.deployment_uid, "restarted_at": request.restarted_at},
+            f"restart deployment/{request.deployment}",
+        )
         annotations = (deployment["spec"]["template"].get("metadata") or {}).get(
             "annotations"
         ) or {}

@@ -8,6 +8,18 @@ import datetime as dt
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
 
+NEXT_ACTIONS = {
+    "ja": "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）",
+    "en": "Next actions:\n- Investigate the cause (within 24 h)\n"
+    "- Write the postmortem (within 48 h)",
+}
+
+
+def _notice(title: str, body: str) -> tuple[str, str]:
+    """A notice's title, and its text: the title, a blank line, then the body."""
+    return title, f"{title}\n\n{body}"
+
+
 def _when(at: dt.datetime, with_date: bool = True) -> str:
     local = at.astimezone(JST)
     return local.strftime("%Y-%m-%d %H:%M JST" if with_date else "%H:%M JST")
@@ -23,21 +35,21 @@ def start_notice(
     expected_recovery: dt.datetime,
 ) -> tuple[str, str]:
     if language == "ja":
-        return "【ロールバック開始】", (
-            "【ロールバック開始】\n\n"
+        return _notice(
+            "【ロールバック開始】",
             f"発生時刻: {_when(detected_at)}\n"
             f"影響: {impact or '調査中'}\n"
             f"原因: {cause or 'デプロイに起因する問題'}\n"
             f"対応: {action}\n\n"
-            f"予想復旧時刻: {_when(expected_recovery, with_date=False)}"
+            f"予想復旧時刻: {_when(expected_recovery, with_date=False)}",
         )
-    return "[Rollback started]", (
-        "[Rollback started]\n\n"
+    return _notice(
+        "[Rollback started]",
         f"Occurred: {_when(detected_at)}\n"
         f"Impact: {impact or 'under investigation'}\n"
         f"Cause: {cause or 'a problem introduced by a deployment'}\n"
         f"Action: {action}\n\n"
-        f"Expected recovery: {_when(expected_recovery, with_date=False)}"
+        f"Expected recovery: {_when(expected_recovery, with_date=False)}",
     )
 
 
@@ -87,19 +99,17 @@ def complete_notice(
     language: str, *, recovered_at: dt.datetime, from_revision: int, to_revision: int, result: str
 ) -> tuple[str, str]:
     if language == "ja":
-        return "【ロールバック完了・復旧】", (
-            "【ロールバック完了・復旧】\n\n"
+        return _notice(
+            "【ロールバック完了・復旧】",
             f"復旧時刻: {_when(recovered_at)}\n"
             f"対応内容: リビジョン{from_revision}からリビジョン{to_revision}にロールバック\n"
-            f"確認結果: {result}\n\n"
-            "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
+            f"確認結果: {result}\n\n" + NEXT_ACTIONS["ja"],
         )
-    return "[Rollback complete, service recovered]", (
-        "[Rollback complete, service recovered]\n\n"
+    return _notice(
+        "[Rollback complete, service recovered]",
         f"Recovered: {_when(recovered_at)}\n"
         f"Action: rolled back from revision {from_revision} to revision {to_revision}\n"
-        f"Result: {result}\n\n"
-        "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
+        f"Result: {result}\n\n" + NEXT_ACTIONS["en"],
     )
 
 
@@ -108,15 +118,18 @@ def failure_notice(
 ) -> tuple[str, str]:
     details = "\n".join(f"- {p}" for p in problems)
     if language == "ja":
-        return "【ロールバック失敗】", (
-            f"【ロールバック失敗】\n\n時刻: {_when(at)}\n対象: {deployment}\nエラー: {error}\n"
+        return _notice(
+            "【ロールバック失敗】",
+            f"時刻: {_when(at)}\n対象: {deployment}\nエラー: {error}\n"
             + (f"診断:\n{details}\n" if details else "")
-            + "\nトラブルシューティング手順に従い、必要ならフォワードフィックスを検討してください。"
+            + "\nトラブルシューティング手順に従い、"
+            "必要ならフォワードフィックスを検討してください。",
         )
-    return "[Rollback failed]", (
-        f"[Rollback failed]\n\nAt: {_when(at)}\nTarget: {deployment}\nError: {error}\n"
+    return _notice(
+        "[Rollback failed]",
+        f"At: {_when(at)}\nTarget: {deployment}\nError: {error}\n"
         + (f"Diagnostics:\n{details}\n" if details else "")
-        + "\nFollow the troubleshooting steps; consider a forward fix if a rollback is impossible."
+        + "\nFollow the troubleshooting steps; consider a forward fix if a rollback is impossible.",
     )
 
 
@@ -125,14 +138,14 @@ def escalation_notice(
 ) -> tuple[str, str]:
     if language == "ja":
         label = "期限の半分が経過" if point == "half_time" else "期限超過"
-        return f"【エスカレーション: {label}】", (
-            f"【エスカレーション: {label}】\n\n対象: {deployment}\n"
-            f"期限: {_when(deadline)}\n現在のフェーズ: {phase}"
+        return _notice(
+            f"【エスカレーション: {label}】",
+            f"対象: {deployment}\n期限: {_when(deadline)}\n現在のフェーズ: {phase}",
         )
     label = "half the deadline has passed" if point == "half_time" else "deadline missed"
-    return f"[Escalation: {label}]", (
-        f"[Escalation: {label}]\n\nTarget: {deployment}\n"
-        f"Deadline: {_when(deadline)}\nPhase: {phase}"
+    return _notice(
+        f"[Escalation: {label}]",
+        f"Target: {deployment}\nDeadline: {_when(deadline)}\nPhase: {phase}",
     )
 
 
@@ -141,28 +154,28 @@ def approval_needed_notice(
 ) -> tuple[str, str]:
     names = ", ".join(approvers)
     if language == "ja":
-        return "【承認依頼】", (
-            f"【承認依頼】\n\n対象: {deployment}\n承認者: {names}\n期限: {_when(deadline)}\n"
-            f"承認: modoru approve {workflow_id} --by <名前>"
+        return _notice(
+            "【承認依頼】",
+            f"対象: {deployment}\n承認者: {names}\n期限: {_when(deadline)}\n"
+            f"承認: modoru approve {workflow_id} --by <名前>",
         )
-    return "[Approval needed]", (
-        f"[Approval needed]\n\nTarget: {deployment}\nApprovers: {names}\n"
+    return _notice(
+        "[Approval needed]",
+        f"Target: {deployment}\nApprovers: {names}\n"
         f"Deadline: {_when(deadline)}\n"
-        f"Approve: modoru approve {workflow_id} --by <name>"
+        f"Approve: modoru approve {workflow_id} --by <name>",
     )
 
 
 def rejected_notice(language: str, *, deployment: str, by: str, reason: str) -> tuple[str, str]:
     if language == "ja":
-        return (
+        return _notice(
             "【ロールバック中止】",
-            f"【ロールバック中止】\n\n対象: {deployment}\n却下: {by}\n"
-            f"理由: {reason}\n変更は行っていません。",
+            f"対象: {deployment}\n却下: {by}\n理由: {reason}\n変更は行っていません。",
         )
-    return (
+    return _notice(
         "[Rollback rejected]",
-        f"[Rollback rejected]\n\nTarget: {deployment}\nRejected by: {by}\n"
-        f"Reason: {reason}\nNothing was changed.",
+        f"Target: {deployment}\nRejected by: {by}\nReason: {reason}\nNothing was changed.",
     )
 
 
@@ -180,21 +193,19 @@ def migration_complete_notice(
     result: str,
 ) -> tuple[str, str]:
     if language == "ja":
-        return "【マイグレーションロールバック完了】", (
-            "【マイグレーションロールバック完了】\n\n"
+        return _notice(
+            "【マイグレーションロールバック完了】",
             f"完了時刻: {_when(done_at)}\n対象: {service}\n"
             f"対応内容: スキーマをバージョン{_version(from_version)}から"
             f"バージョン{_version(to_version)}に戻しました\n"
-            f"確認結果: {result}\n\n"
-            "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
+            f"確認結果: {result}\n\n" + NEXT_ACTIONS["ja"],
         )
-    return "[Migration rollback complete]", (
-        "[Migration rollback complete]\n\n"
+    return _notice(
+        "[Migration rollback complete]",
         f"Done: {_when(done_at)}\nService: {service}\n"
         f"Action: schema rolled back from version {_version(from_version)} to "
         f"{_version(to_version)}\n"
-        f"Result: {result}\n\n"
-        "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
+        f"Result: {result}\n\n" + NEXT_ACTIONS["en"],
     )
 
 
@@ -208,17 +219,15 @@ def pitr_complete_notice(
     point_in_time: dt.datetime,
 ) -> tuple[str, str]:
     if language == "ja":
-        return "【ポイントインタイムリカバリ完了】", (
-            "【ポイントインタイムリカバリ完了】\n\n"
+        return _notice(
+            "【ポイントインタイムリカバリ完了】",
             f"完了時刻: {_when(done_at)}\n対象: {service}\n"
             f"対応内容: {source} を {_when(point_in_time)} 時点に復元した {clone} "
-            f"に接続を切り替えました（{source} は調査のため保持）\n\n"
-            "次のアクション:\n- 問題の原因調査（24時間以内）\n- ポストモーテム作成（48時間以内）"
+            f"に接続を切り替えました（{source} は調査のため保持）\n\n" + NEXT_ACTIONS["ja"],
         )
-    return "[Point-in-time recovery complete]", (
-        "[Point-in-time recovery complete]\n\n"
+    return _notice(
+        "[Point-in-time recovery complete]",
         f"Done: {_when(done_at)}\nService: {service}\n"
         f"Action: switched the app to {clone}, {source} as of {_when(point_in_time)} ({source} is "
-        "kept as evidence)\n\n"
-        "Next actions:\n- Investigate the cause (within 24 h)\n- Write the postmortem (within 48 h)"
+        "kept as evidence)\n\n" + NEXT_ACTIONS["en"],
     )

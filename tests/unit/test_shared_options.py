@@ -27,57 +27,38 @@ def options_of(*path: str) -> list[str]:
 
 
 def test_each_start_command_lists_the_shared_options_in_its_own_order() -> None:
-    assert options_of("forward-fix", "start") == [
-        "--deployment",
-        "--reason",
-        "--namespace",
-        "--severity",
-        "--detected-at",
-        "--requested-by",
-        "--hotfix-branch",
-        "--hotfix-tag",
-        "--staging-verified",
-        "--reminder-minutes",
-        "--key",
-        "--language",
-        "--wait",
-        "--json",
-    ]
-    assert options_of("rollback", "start") == [
-        "--deployment",
-        "--severity",
-        "--reason",
-        "--namespace",
-        "--to-revision",
-        "--impact",
-        "--cause",
-        "--detected-at",
-        "--requested-by",
-        "--key",
-        "--language",
-        "--dry-run",
-        "--wait",
-        "--json",
-    ]
-    assert options_of("pitr", "start")[-6:] == [
-        "--requested-by",
-        "--key",
-        "--language",
-        "--dry-run",
-        "--wait",
-        "--json",
-    ]
-    assert options_of("troubleshoot", "restart") == [
-        "--deployment",
-        "--reason",
-        "--namespace",
-        "--requested-by",
-        "--key",
-        "--language",
-        "--wait",
-        "--json",
-    ]
-    assert options_of("approve")[-4:] == ["--key", "--payload", "--signature", "--payload-file"]
+    assert (
+        options_of("forward-fix", "start")
+        == (
+            "--deployment --reason --namespace --severity --detected-at --requested-by "
+            "--hotfix-branch --hotfix-tag --staging-verified --reminder-minutes "
+            "--key --language --wait --json"
+        ).split()
+    )
+    assert (
+        options_of("rollback", "start")
+        == (
+            "--deployment --severity --reason --namespace --to-revision --impact --cause "
+            "--detected-at --requested-by --key --language --dry-run --wait --json"
+        ).split()
+    )
+    assert (
+        options_of("pitr", "start")
+        == (
+            "--service --time --reason --new-instance --check "
+            "--requested-by --key --language --dry-run --wait --json"
+        ).split()
+    )
+    assert (
+        options_of("troubleshoot", "restart")
+        == (
+            "--deployment --reason --namespace --requested-by --key --language --wait --json"
+        ).split()
+    )
+    assert (
+        options_of("approve")
+        == ("workflow_id --by --comment --key --payload --signature --payload-file").split()
+    )
 
 
 def test_a_command_keeps_its_own_wording_and_defaults_of_a_shared_option() -> None:

@@ -30,7 +30,7 @@ from runbook.incident_models import (
 from runbook.postmortem import render
 from workflows.incident import IncidentWorkflow
 
-from .base import CliError, first_error
+from .base import CliError, fail, first_error
 from .commands import run
 from .incident_start import (
     _verdict,
@@ -44,11 +44,6 @@ incident_app = typer.Typer(
     "postmortem draft.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"modoru: {message}", highlight=False, markup=False)
-    return typer.Exit(2)
 
 
 async def resolve(client: Client, workflow_id: str) -> tuple[WorkflowHandle, str]:
@@ -122,11 +117,7 @@ def _check_id(workflow_id: str) -> None:
     try:
         check_workflow_id(workflow_id)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _run(factory) -> None:
-    run(factory)
+        raise fail(str(exc)) from None
 
 
 @incident_app.command("status")
@@ -149,7 +140,7 @@ def status_cmd(workflow_id: str, as_json: bool = typer.Option(False, "--json")) 
             render_incident(current)
         return 0
 
-    _run(show)
+    run(show)
 
 
 @incident_app.command("list")
@@ -180,7 +171,7 @@ def list_cmd(
             )
         return 0
 
-    _run(show)
+    run(show)
 
 
 def _follow_up(key: str, workflow_id: str, by: str, summary: str, link: str) -> None:
@@ -188,14 +179,14 @@ def _follow_up(key: str, workflow_id: str, by: str, summary: str, link: str) -> 
     try:
         signal = FollowUpSignal(by=by, summary=summary, link=link, request_id=uuid.uuid4().hex)
     except ValidationError as exc:
-        raise _fail(first_error(exc)) from None
+        raise fail(first_error(exc)) from None
 
     async def send(client, settings) -> int:
         handle, _ = await resolve(client, workflow_id)
         await incident_status(handle)
         return await _signal_and_say(handle, key, signal)
 
-    _run(send)
+    run(send)
 
 
 async def _signal_and_say(handle: WorkflowHandle, name: str, signal) -> int:
@@ -278,7 +269,7 @@ def postmortem_draft_cmd(
     """The postmortem draft in Markdown, from the incident's own record."""
     _check_id(workflow_id)
     if lang not in ("ja", "en"):
-        raise _fail(f"--lang: {lang!r} is not ja or en")
+        raise fail(f"--lang: {lang!r} is not ja or en")
 
     async def draft(client, settings) -> int:
         handle, _ = await resolve(client, workflow_id)
@@ -290,7 +281,7 @@ def postmortem_draft_cmd(
             console.print(f"wrote {output}")
         return 0
 
-    _run(draft)
+    run(draft)
 
 
 @signing_options(
@@ -318,12 +309,12 @@ def confirm(
 work, dashboards normal."""
     _check_id(workflow_id)
     if item not in CONFIRM_ITEMS:
-        raise _fail(f"--item: {item!r} is not one of {', '.join(CONFIRM_ITEMS)}")
+        raise fail(f"--item: {item!r} is not one of {', '.join(CONFIRM_ITEMS)}")
     how.check()
     try:
         signal = ConfirmSignal(item=item, by=by, note=note, link=link, request_id=uuid.uuid4().hex)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise _fail(first_error(exc)) from None
+        raise fail(first_error(exc)) from None
 
     async def send(client, settings) -> int:
         handle, target = await resolve(client, workflow_id)
@@ -354,7 +345,7 @@ work, dashboards normal."""
         signal.signed = signed
         return await _signal_and_say(handle, "confirm", signal)
 
-    _run(send)
+    run(send)
 
 
 async def incident_line(client: Client, workflow_id: str) -> dict | None:

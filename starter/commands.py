@@ -53,7 +53,6 @@ __all__ = [
     "start_rollback",
 ]
 
-TERMINAL = {Phase.COMPLETED, Phase.FAILED, Phase.REJECTED}
 POLL_SECONDS = 0.25
 STATUS_MODELS: dict[str, type[BaseModel]] = {
     "DeploymentRollback": RollbackStatus,
@@ -287,12 +286,6 @@ async def follow(
                 (render or kind.render)(status)
             return status
         await asyncio.sleep(0.5)
-
-
-def exit_code(status: RollbackStatus | None) -> int:
-    if status is None:
-        return 1
-    return 0 if status.phase == Phase.COMPLETED else 1
 
 
 async def start_change(

@@ -19,54 +19,46 @@ from runbook.enums import Severity
 from starter.option_groups import option_group
 
 
-def options_of(*path: str) -> list[str]:
+def command_at(*path: str):
     command = get_command(cli.app)
     for name in path:
         command = command.commands[name]  # type: ignore[attr-defined]
-    return [p.opts[0] for p in command.params]
+    return command
+
+
+def options_of(*path: str) -> list[str]:
+    return [p.opts[0] for p in command_at(*path).params]
+
+
+def words(text: str) -> list[str]:
+    return text.split()
 
 
 def test_each_start_command_lists_the_shared_options_in_its_own_order() -> None:
-    assert (
-        options_of("forward-fix", "start")
-        == (
-            "--deployment --reason --namespace --severity --detected-at --requested-by "
-            "--hotfix-branch --hotfix-tag --staging-verified --reminder-minutes "
-            "--key --language --wait --json"
-        ).split()
+    assert options_of("forward-fix", "start") == words(
+        "--deployment --reason --namespace --severity --detected-at --requested-by "
+        "--hotfix-branch --hotfix-tag --staging-verified --reminder-minutes "
+        "--key --language --wait --json"
     )
-    assert (
-        options_of("rollback", "start")
-        == (
-            "--deployment --severity --reason --namespace --to-revision --impact --cause "
-            "--detected-at --requested-by --key --language --dry-run --wait --json"
-        ).split()
+    assert options_of("rollback", "start") == words(
+        "--deployment --severity --reason --namespace --to-revision --impact --cause "
+        "--detected-at --requested-by --key --language --dry-run --wait --json"
     )
-    assert (
-        options_of("pitr", "start")
-        == (
-            "--service --time --reason --new-instance --check "
-            "--requested-by --key --language --dry-run --wait --json"
-        ).split()
+    assert options_of("pitr", "start") == words(
+        "--service --time --reason --new-instance --check "
+        "--requested-by --key --language --dry-run --wait --json"
     )
-    assert (
-        options_of("troubleshoot", "restart")
-        == (
-            "--deployment --reason --namespace --requested-by --key --language --wait --json"
-        ).split()
+    assert options_of("troubleshoot", "restart") == words(
+        "--deployment --reason --namespace --requested-by --key --language --wait --json"
     )
-    assert (
-        options_of("approve")
-        == ("workflow_id --by --comment --key --payload --signature --payload-file").split()
+    assert options_of("approve") == words(
+        "workflow_id --by --comment --key --payload --signature --payload-file"
     )
 
 
 def test_a_command_keeps_its_own_wording_and_defaults_of_a_shared_option() -> None:
     def param(path: tuple[str, ...], name: str):
-        command = get_command(cli.app)
-        for part in path:
-            command = command.commands[part]  # type: ignore[attr-defined]
-        return next(p for p in command.params if p.name == name)
+        return next(p for p in command_at(*path).params if p.name == name)
 
     assert param(("forward-fix", "start"), "severity").default is Severity.IMMEDIATE
     assert param(("redeploy", "start"), "severity").default is Severity.INVESTIGATE

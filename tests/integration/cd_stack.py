@@ -25,6 +25,7 @@ from googleapiclient.http import build_http
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.artifact_registry import ArtifactRegistry, RegistryActivities
@@ -122,8 +123,14 @@ class CdStack:
 
     async def approve(self, handle, *, model, who: str = "sre-lead") -> None:
         for _ in range(600):
-            if (await handle.query("status", result_type=model)).phase is Phase.AWAITING_APPROVAL:
-                break
+            try:
+                status = await handle.query("status", result_type=model)
+            except RPCError as err:  # a child the parent has not started yet
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+            else:
+                if status.phase is Phase.AWAITING_APPROVAL:
+                    break
             await asyncio.sleep(0.1)
         await handle.signal("approve", ApprovalSignal(by=who))
 

@@ -40,7 +40,7 @@ async def until(predicate, timeout: float = 60, what: str = "condition"):
 async def test_a_temporal_restart_loses_neither_a_waiting_nor_an_executing_rollback(
     tmp_path: Path,
 ) -> None:
-    with ReliabilityStack(tmp_path, deployments=2) as rel:
+    with ReliabilityStack(tmp_path, deployments=2, clock_speed=20) as rel:
         worker = rel.worker()
         queue = worker.env["MODORU_TASK_QUEUE"]
         client = await rel.client()

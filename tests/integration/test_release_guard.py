@@ -37,18 +37,12 @@ from runbook.guard import MonitoringConfig
 from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from sandbox.traffic import TrafficGenerator
-from tests.conftest import METRICS_DELAY, TEST_CLOCK_SPEED, RunningSandbox
+from tests.conftest import METRICS_DELAY, RunningSandbox
 from worker.main import WORKFLOWS
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 pytestmark = pytest.mark.integration
-MINUTE = (
-    60 / TEST_CLOCK_SPEED
-)  # wall seconds per minute of metric time: one reading (60-s alignment)
-READABLE = (
-    2 * 60 + METRICS_DELAY
-) / TEST_CLOCK_SPEED  # at most until a minute begun now is complete and readable
 INTERVAL = 2.0
 # requests per second, loopback only: 180 in a one-minute window, so 15% errors read above 10%
 RATE = 60
@@ -221,19 +215,13 @@ async def test_a_bad_release_is_rolled_back_with_the_runbooks_severity(
     status = result.status
     assert status.rollback_severity == severity, status.last.verdict if status.last else status
     assert status.phase is GuardPhase.ROLLED_BACK, status.message
-    # The new version serves alone from `rolled_out`: the first whole minute after it is
-    # readable at most READABLE later; an investigate breach is confirmed by the first
-    # whole minute after the breach was seen; then one poll.
-    bound = READABLE * (1 + confirm_windows) + INTERVAL + 5
-    assert started.timestamp() - rolled_out <= bound, (
-        f"rollback began {started.timestamp() - rolled_out:.1f}s after the release (bound {bound}s)"
-    )
-    assert (
-        status.last
-        and status.last.breach_at
-        and started - status.last.breach_at
-        <= dt.timedelta(seconds=READABLE * confirm_windows + INTERVAL + 5)
-    )
+    # The decision rests on the bad release's own minutes: the window it was made on began
+    # no earlier than the minute the new version took over, and the breach was seen before the
+    # rollback began. How soon that comes is a figure (bench.detection), not bounded here.
+    took_over = guarded.sandbox.metric_clock.at(dt.datetime.fromtimestamp(rolled_out, dt.UTC))
+    assert status.last and status.last.metrics and status.last.breach_at
+    assert status.last.metrics.window_start >= took_over.replace(second=0, microsecond=0)
+    assert status.last.breach_at <= started
     if confirm_windows:  # confirmed on a window that began after the breach was first seen
         assert (
             status.last.metrics

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from .catalog import NAME_PATTERN, DatabaseAccess, IntegrityCheck
 from .decisions import Grant
-from .models import CheckResult, DetectedRequest, Escalating, GatedStatus, Model
+from .models import CheckResult, DeploymentRef, DetectedRequest, Escalating, GatedStatus, Model
 
 OUTPUT_KEPT = 8000  # characters of stdout/stderr kept per command in the audit trail
 
@@ -75,11 +75,9 @@ class BackupCheck(Model):
     taken: bool = False
 
 
-class SnapshotRequest(Model):
+class SnapshotRequest(DeploymentRef):
     """Read the tables and the integrity numbers with psql in one of the deployment's pods."""
 
-    namespace: str
-    deployment: str
     access: DatabaseAccess
     checks: list[IntegrityCheck] = Field(default_factory=list)
 

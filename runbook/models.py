@@ -4,11 +4,11 @@ workflow, activity, signal and query."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .catalog import NAME_PATTERN, Channel
+from .catalog import NAME_PATTERN, Channel, ServiceEntry
 from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
 from .guard import MonitoringConfig, RecoveryCriteria
@@ -143,9 +143,19 @@ class UndoResult(Model):
     message: str
 
 
-class RolloutWaitRequest(Model):
+class DeploymentRef(Model):
+    """A service's Deployment, as the catalog names it."""
+
     namespace: str
     deployment: str
+
+    @classmethod
+    def of(cls, entry: ServiceEntry, **more: Any) -> Self:
+        """The request for the catalog entry's Deployment; `more`: the request's own fields."""
+        return cls(namespace=entry.namespace, deployment=entry.deployment, **more)
+
+
+class RolloutWaitRequest(DeploymentRef):
     timeout_seconds: int = Field(600, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
 
@@ -176,10 +186,17 @@ class RolloutOutcome(Model):
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
 
 
-class VerifyRequest(Model):
-    namespace: str
-    deployment: str
+class ServiceRef(DeploymentRef):
+    """A service's Deployment and its Service, as the catalog names them."""
+
     service: str
+
+    @classmethod
+    def of(cls, entry: ServiceEntry, **more: Any) -> Self:
+        return super().of(entry, service=entry.service, **more)
+
+
+class VerifyRequest(ServiceRef):
     paths: list[str]
     window_seconds: int = Field(60, gt=0)
     interval_seconds: float = Field(2.0, gt=0)

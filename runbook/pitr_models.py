@@ -13,7 +13,7 @@ from .catalog import NAME_PATTERN, DatabaseAccess
 from .decisions import Grant
 from .enums import Severity
 from .migration_models import BackupRunInfo
-from .models import ChangeRequestBase, CheckResult, GatedStatus, Model
+from .models import ChangeRequestBase, CheckResult, DeploymentRef, GatedStatus, Model
 from .queries import one_reading_statement
 
 INSTANCE_NAME = r"^[a-z][-a-z0-9]{0,61}[a-z0-9]$"
@@ -116,12 +116,10 @@ class InstanceRef(Model):
     name: str
 
 
-class CloneQueriesRequest(Model):
+class CloneQueriesRequest(DeploymentRef):
     """The recovery's checks, run with psql in a short-lived pod made from the app's
     pod template whose Auth Proxy names the clone instead of the source."""
 
-    namespace: str
-    deployment: str
     access: DatabaseAccess
     source_connection_name: str
     clone_connection_name: str
@@ -129,11 +127,9 @@ class CloneQueriesRequest(Model):
     grant: Grant | None = None
 
 
-class ProxySwitch(Model):
+class ProxySwitch(DeploymentRef):
     """Point a deployment's Auth Proxy sidecar from one instance connection name to another."""
 
-    namespace: str
-    deployment: str
     proxy_container: str
     from_connection_name: str
     to_connection_name: str

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.activity_refs import ActivityRef
     from runbook.catalog import ServiceEntry
+    from runbook.cd_config import CdConfig, RegistryConfig
     from runbook.checklist import new_checklist
     from runbook.decisions import GateView
     from runbook.enums import Severity
@@ -161,16 +162,24 @@ class ChangeSteps(Generic[RequestT, StatusT]):
             refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog"
         )
 
+    async def _look_up_pipeline(self, why: str) -> tuple[ServiceEntry, CdConfig, RegistryConfig]:
+        """The catalog entry of a Deployment changed through its CD pipeline, with the
+        pipeline and the image registry; refused when the catalog names neither (`why`
+        ends the refusal)."""
+        entry = await self._look_up()
+        if entry.cd is None or entry.registry is None:
+            await self._refuse(
+                f"refused: {self._target_label} has no "
+                f"{'cd' if entry.cd is None else 'registry'} section in the catalog{why}"
+            )
+        return entry, entry.cd, entry.registry
+
     async def _await_rollout(self, entry: ServiceEntry, summary: str) -> RolloutOutcome:
         """`kubectl rollout status` of the service's Deployment."""
         self._set_phase(Phase.WAITING_ROLLOUT)
         return await self._call(
             refs.WAIT_ROLLOUT,
-            RolloutWaitRequest(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
-                timeout_seconds=entry.rollout_timeout_seconds,
-            ),
+            RolloutWaitRequest.of(entry, timeout_seconds=entry.rollout_timeout_seconds),
             summary,
             timeout=entry.rollout_timeout_seconds + 60,
             heartbeat=10,
@@ -190,17 +199,16 @@ class ChangeSteps(Generic[RequestT, StatusT]):
         judged: dict[str, Any] = (
             {"monitoring": entry.monitoring, "recovery": entry.recovery} if metrics else {}
         )
+        checking = VerifyRequest.of(
+            entry,
+            paths=entry.check_paths,
+            window_seconds=entry.verification_window_seconds,
+            post_checks=post_checks,
+            **judged,
+        )
         return await self._call(
             refs.VERIFY_SERVICE,
-            VerifyRequest(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
-                service=entry.service,
-                paths=entry.check_paths,
-                window_seconds=entry.verification_window_seconds,
-                post_checks=post_checks,
-                **judged,
-            ),
+            checking,
             summary,
             timeout=entry.verification_window_seconds + 60,
             heartbeat=10,

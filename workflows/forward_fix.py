@@ -94,13 +94,9 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
             self._status.timings["finished"] = workflow.now()
 
     async def _run(self, request: ForwardFixRequest) -> ForwardFixResult:
-        entry = await self._look_up()
-        if entry.cd is None or entry.registry is None:
-            await self._refuse(
-                f"refused: deployment/{request.deployment} has no "
-                f"{'cd' if entry.cd is None else 'registry'} section in the catalog; "
-                "a forward fix deploys its hotfix through the CD pipeline"
-            )
+        entry, cd, _ = await self._look_up_pipeline(
+            "; a forward fix deploys its hotfix through the CD pipeline"
+        )
         self._entry = entry
 
         logs: ServiceLogs = await self._call(
@@ -108,7 +104,7 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
             ServiceLogsRequest(
                 namespace=request.namespace,
                 deployment=request.deployment,
-                container=entry.cd.container,
+                container=cd.container,
             ),
             f"kubectl logs -l <selector of {request.deployment}> --tail=200",
             heartbeat=30,
@@ -147,7 +143,7 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
         workflow.set_current_details(
             f"**{request.deployment}**: deploying hotfix **{hotfix.tag}** (branch "
             f"{hotfix.branch}) through "
-            f"{entry.cd.workflow_name}; approve it in modoru as `{child_id}`"
+            f"{cd.workflow_name}; approve it in modoru as `{child_id}`"
         )
         try:
             deployed: RedeployResult = await workflow.execute_child_workflow(
@@ -211,13 +207,7 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
     async def _reading(self, entry: ServiceEntry, *, at, summary: str) -> GuardBaseline:
         return await self._call(
             refs.GUARD_BASELINE,
-            BaselineRequest(
-                namespace=self._request.namespace,
-                deployment=self._request.deployment,
-                service=entry.service,
-                monitoring=entry.monitoring,
-                release_at=at,
-            ),
+            BaselineRequest.of(entry, monitoring=entry.monitoring, release_at=at),
             summary,
         )
 
@@ -267,15 +257,9 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
         baseline = self._status.normal or GuardBaseline()
         return await workflow.execute_activity(
             refs.GUARD_WATCH.name,
-            WatchRequest(
-                namespace=request.namespace,
-                deployment=request.deployment,
-                service=entry.service,
-                health_path=entry.health_path,
-                api_path=entry.api_check_path,
-                monitoring=entry.monitoring,
-                thresholds=entry.guard,
-                baseline=baseline,
+            WatchRequest.guarding(
+                entry,
+                baseline,
                 interval_seconds=interval,
                 until=workflow.now() + timedelta(seconds=watch),
                 max_polls=max_polls,

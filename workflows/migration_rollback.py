@@ -251,12 +251,7 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         assert entry.database is not None  # the catalog requires it with migration
         return await self._call(
             refs.DB_SNAPSHOT,
-            SnapshotRequest(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
-                access=entry.database,
-                checks=config.integrity_checks,
-            ),
+            SnapshotRequest.of(entry, access=entry.database, checks=config.integrity_checks),
             summary + " (psql in an app pod)",
             timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120,
         )

@@ -174,9 +174,8 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         if request.checks:
             self._status.checks = await self._call(
                 refs.CLONE_QUERIES,
-                CloneQueriesRequest(
-                    namespace=entry.namespace,
-                    deployment=entry.deployment,
+                CloneQueriesRequest.of(
+                    entry,
                     access=entry.database,
                     source_connection_name=self._source_connection,
                     clone_connection_name=info.connection_name,
@@ -252,9 +251,8 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         assert entry.database is not None
         switched: ProxySwitched = await self._call(
             refs.SWITCH_PROXY,
-            ProxySwitch(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
+            ProxySwitch.of(
+                entry,
                 proxy_container=entry.database.proxy_container,
                 from_connection_name=source,
                 to_connection_name=target,

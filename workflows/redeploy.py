@@ -54,14 +54,9 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
         return await self._carry_out(self._run(request))
 
     async def _run(self, request: RedeployRequest) -> RedeployResult:
-        entry = await self._look_up()
-        if entry.cd is None or entry.registry is None:
-            await self._refuse(
-                f"refused: deployment/{request.deployment} has no "
-                f"{'cd' if entry.cd is None else 'registry'} section in the catalog "
-                "(cd: repository, workflow, ...; registry: project, location, repository, package)"
-            )
-        cd, registry = entry.cd, entry.registry
+        entry, cd, registry = await self._look_up_pipeline(
+            " (cd: repository, workflow, ...; registry: project, location, repository, package)"
+        )
         self._adopt(entry)
 
         listed: ImageList = await self._call(

@@ -95,31 +95,18 @@ class TroubleshootWorkflow(DeploySteps[RepairRequest, RepairStatus]):
             return RepairResult(status=self._status)
 
         await self._announce_start(what)
-        grant = self._desk.grant(request)
+        target = {  # the Deployment as planned, and the approvals that allow acting on it
+            "namespace": request.namespace,
+            "deployment": request.deployment,
+            "deployment_uid": plan.deployment_uid,
+            "grant": self._desk.grant(request),
+        }
         if request.action == "delete-replicaset":
-            done: ApplyResult = await self._call(
-                refs.DELETE_REPLICASET,
-                ReplicaSetDelete(
-                    namespace=request.namespace,
-                    deployment=request.deployment,
-                    deployment_uid=plan.deployment_uid,
-                    replicaset=request.replicaset,
-                    grant=grant,
-                ),
-                what,
-            )
+            deleting = ReplicaSetDelete(**target, replicaset=request.replicaset)
+            done: ApplyResult = await self._call(refs.DELETE_REPLICASET, deleting, what)
         else:
-            done = await self._call(
-                refs.ROLLOUT_RESTART,
-                RestartRequest(
-                    namespace=request.namespace,
-                    deployment=request.deployment,
-                    deployment_uid=plan.deployment_uid,
-                    restarted_at=restarted_at,
-                    grant=grant,
-                ),
-                what,
-            )
+            restarting = RestartRequest(**target, restarted_at=restarted_at)
+            done = await self._call(refs.ROLLOUT_RESTART, restarting, what)
         self._status.done = done
         self._desk.note("modoru", request.action, detail=done.message)
         await self._recover(

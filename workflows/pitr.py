@@ -26,14 +26,11 @@ with workflow.unsafe.imports_passed_through():
         CloneRequest,
         InstanceInfo,
         InstanceRef,
-        OperationRef,
-        PitrCheck,
         PitrCheckRequest,
         PitrRequest,
         PitrResult,
         PitrStatus,
         ProxySwitch,
-        ProxySwitched,
         clone_name,
     )
     from runbook.plans import clone_plan, switch_plan
@@ -99,7 +96,7 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         clone = request.new_instance or clone_name(source, request.point_in_time)
         self._status.source, self._status.clone = source, clone
 
-        check: PitrCheck = await self._call(
+        check = await self._call(
             refs.PITR_CHECK,
             PitrCheckRequest(
                 project=config.cloudsql_project,
@@ -137,7 +134,7 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
             cause="data corruption",
             expected=workflow.now() + timedelta(minutes=config.clone_timeout_minutes),
         )
-        operation: OperationRef = await self._call(
+        operation = await self._call(
             refs.START_CLONE,
             CloneRequest(
                 project=config.cloudsql_project,
@@ -249,7 +246,7 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
 
     async def _point(self, entry: ServiceEntry, source: str, target: str) -> None:
         assert entry.database is not None
-        switched: ProxySwitched = await self._call(
+        switched = await self._call(
             refs.SWITCH_PROXY,
             ProxySwitch.of(
                 entry,

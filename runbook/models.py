@@ -84,6 +84,18 @@ class ServiceByName(Model):
     name: str
 
 
+class DeploymentRef(Model):
+    """A service's Deployment, as the catalog names it."""
+
+    namespace: str
+    deployment: str
+
+    @classmethod
+    def of(cls, entry: ServiceEntry, **more: Any) -> Self:
+        """The request for the catalog entry's Deployment; `more`: the request's own fields."""
+        return cls(namespace=entry.namespace, deployment=entry.deployment, **more)
+
+
 class RevisionInfo(Model):
     revision: int
     replicaset: str
@@ -91,9 +103,7 @@ class RevisionInfo(Model):
     change_cause: str | None = None
 
 
-class PlanRequest(Model):
-    namespace: str
-    deployment: str
+class PlanRequest(DeploymentRef):
     to_revision: int | None = None
 
 
@@ -117,9 +127,7 @@ class RollbackPlan(Model):
         ]
 
 
-class BackupRequest(Model):
-    namespace: str
-    deployment: str
+class BackupRequest(DeploymentRef):
     from_revision: int
     backup_name: str = Field(pattern=NAME_PATTERN, max_length=253)
 
@@ -141,18 +149,6 @@ class UndoRequest(Model):
 class UndoResult(Model):
     patched: bool
     message: str
-
-
-class DeploymentRef(Model):
-    """A service's Deployment, as the catalog names it."""
-
-    namespace: str
-    deployment: str
-
-    @classmethod
-    def of(cls, entry: ServiceEntry, **more: Any) -> Self:
-        """The request for the catalog entry's Deployment; `more`: the request's own fields."""
-        return cls(namespace=entry.namespace, deployment=entry.deployment, **more)
 
 
 class RolloutWaitRequest(DeploymentRef):

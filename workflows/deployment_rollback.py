@@ -89,11 +89,7 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         self._set_phase(Phase.PLANNING)
         plan = await self._call(
             refs.PLAN_ROLLBACK,
-            PlanRequest(
-                namespace=request.namespace,
-                deployment=request.deployment,
-                to_revision=request.to_revision,
-            ),
+            PlanRequest.of(entry, to_revision=request.to_revision),
             "plan: read the deployment and its history",
         )
         self._plan = plan
@@ -126,9 +122,8 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
 
         backup = await self._call(
             refs.BACKUP_DEPLOYMENT,
-            BackupRequest(
-                namespace=request.namespace,
-                deployment=request.deployment,
+            BackupRequest.of(
+                entry,
                 from_revision=plan.from_revision,
                 backup_name=f"modoru-backup-{request.deployment}-r{plan.from_revision}-{workflow.info().run_id[:8]}"[
                     :253

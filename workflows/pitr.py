@@ -96,14 +96,15 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         clone = request.new_instance or clone_name(source, request.point_in_time)
         self._status.source, self._status.clone = source, clone
 
+        recovery = {  # what is cloned, to what time, as which new instance
+            "project": config.cloudsql_project,
+            "source": source,
+            "destination": clone,
+            "point_in_time": request.point_in_time,
+        }
         check = await self._call(
             refs.PITR_CHECK,
-            PitrCheckRequest(
-                project=config.cloudsql_project,
-                source=source,
-                destination=clone,
-                point_in_time=request.point_in_time,
-            ),
+            PitrCheckRequest(**recovery),
             "check the restore point and the destination",
         )
         self._status.window, self._status.backups = (check.earliest, check.latest), check.backups
@@ -136,13 +137,7 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         )
         operation = await self._call(
             refs.START_CLONE,
-            CloneRequest(
-                project=config.cloudsql_project,
-                source=source,
-                destination=clone,
-                point_in_time=request.point_in_time,
-                grant=self._clone_desk.grant(request),
-            ),
+            CloneRequest(**recovery, grant=self._clone_desk.grant(request)),
             f"clone {source} as {clone}",
         )
         self._status.operation = operation.name

@@ -105,7 +105,7 @@ class ChangeSteps(Generic[RequestT, StatusT]):
         self._start_verified = False
         self._desk = ApprovalDesk(request.requested_by, status.audit, status.approvals)
 
-    def _begin(self, request: Any, status: type[StatusT], requested: str, **own: Any) -> None:
+    def _begin(self, request: RequestT, status: type[StatusT], requested: str, **own: Any) -> None:
         """Open the change (from `@workflow.init`) with a `status` built from what every
         request carries, and where `status` keeps them, the Deployment or the service,
         the time the problem was seen (default: now) and the runbook's checklist; `own`

@@ -9,12 +9,19 @@ import datetime as dt
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .cd_config import TAG_PATTERN, CdConfig, RegistryConfig
-from .decisions import GateView, Grant, SignedDecision
-from .enums import Phase, Severity
-from .models import AuditEntry, ChecklistItem, Diagnostics, VerifyResult
+from .decisions import Grant
+from .models import (
+    Checklisted,
+    DeploymentTarget,
+    DetectedRequest,
+    Diagnostics,
+    Escalating,
+    GatedStatus,
+    VerifyResult,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -159,24 +166,9 @@ class FetchedManifest(Strict):
 # -- method 2: redeploy -------------------------------------------------------------------
 
 
-class RedeployRequest(Strict):
-    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
-    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
+class RedeployRequest(DeploymentTarget, DetectedRequest):
     tag: str = Field(pattern=TAG_PATTERN, description="a known-good image tag in Artifact Registry")
-    severity: Severity = Severity.INVESTIGATE
-    reason: str = Field(min_length=1, max_length=2000)
-    requested_by: str = Field(min_length=1, max_length=200)
-    detected_at: dt.datetime | None = None
     dry_run: bool = False
-    language: Literal["ja", "en"] = "ja"
-    start: SignedDecision | None = None
-
-    @field_validator("detected_at")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("detected_at needs a time zone offset, e.g. 2026-01-16T12:00:00+09:00")
-        return value
 
 
 class RedeployPlanRequest(Strict):
@@ -199,40 +191,27 @@ class RedeployPlan(Strict):
     )
 
 
-class RedeployStatus(Strict):
-    workflow_id: str
-    phase: Phase
+class DeploymentChangeStatus(GatedStatus):
+    """A change of a Deployment that ends in a rollout: the rollout, what was seen
+    when it stalled, why images could not be pulled, and the verification."""
+
     namespace: str
     deployment: str
+    rollout: str = ""
+    verification: VerifyResult | None = None
+    diagnostics: Diagnostics | None = None
+    pull: PullDiagnosis | None = None
+
+
+class RedeployStatus(Checklisted, Escalating, DeploymentChangeStatus):
     tag: str
-    severity: Severity
-    requested_by: str
-    reason: str
-    detected_at: dt.datetime
-    sla_deadline: dt.datetime
-    sla_met: bool | None = None
     images: list[RegistryImage] = Field(
         default_factory=list, description="the registry's newest images when planned"
     )
     plan: RedeployPlan | None = None
     pushed: dt.datetime | None = None
-    approvals_required: int = 0
-    approvals: list[str] = Field(default_factory=list)
-    pending: GateView | None = None
     run: RunState | None = None
-    rollout: str = ""
-    verification: VerifyResult | None = None
-    diagnostics: Diagnostics | None = None
-    pull: PullDiagnosis | None = None
     problems: list[str] = Field(default_factory=list)
-    escalations: list[str] = Field(default_factory=list)
-    audit: list[AuditEntry] = Field(default_factory=list)
-    checklist: list[ChecklistItem] = Field(
-        default_factory=list,
-        description="the runbook's checklist, each item with time and evidence",
-    )
-    timings: dict[str, dt.datetime] = Field(default_factory=dict)
-    message: str = ""
 
 
 class RedeployResult(Strict):

@@ -5,18 +5,13 @@ Pure models."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .cd_config import TAG_PATTERN
-from .cd_models import NAME_PATTERN
-from .decisions import SignedDecision
-from .enums import Phase, Severity
+from .enums import Severity
 from .guard_models import GuardBaseline, WatchReport
 from .log_groups import ErrorGroup, LogLine
-from .models import AuditEntry
+from .models import ChangeStatusBase, Deadline, DeploymentTarget, DetectedRequest
 
 BRANCH_PATTERN = r"^[A-Za-z0-9._/-]{1,200}$"
 LOG_TAIL = 200  # the runbook's `kubectl logs -l app=... --tail=200`
@@ -50,13 +45,9 @@ class Hotfix(Strict):
         return value
 
 
-class ForwardFixRequest(Strict):
-    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
-    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
+class ForwardFixRequest(DeploymentTarget, DetectedRequest):
     severity: Severity = Severity.IMMEDIATE
     reason: str = Field(min_length=1, max_length=2000, description="why rolling back is impossible")
-    requested_by: str = Field(min_length=1, max_length=200)
-    detected_at: dt.datetime | None = None
     hotfix: Hotfix | None = Field(
         None, description="known at the start; otherwise sent later with the hotfix signal"
     )
@@ -81,15 +72,6 @@ class ForwardFixRequest(Strict):
         le=3600,
         description="how long to watch after the hotfix is live; default: the recovery windows",
     )
-    language: Literal["ja", "en"] = "ja"
-    start: SignedDecision | None = None
-
-    @field_validator("detected_at")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("detected_at needs a time zone offset, e.g. 2026-01-16T12:00:00+09:00")
-        return value
 
 
 class ServiceLogsRequest(Strict):
@@ -107,16 +89,9 @@ class ServiceLogs(Strict):
     )
 
 
-class ForwardFixStatus(Strict):
-    workflow_id: str
-    phase: Phase
+class ForwardFixStatus(Deadline, ChangeStatusBase):
     namespace: str
     deployment: str
-    severity: Severity
-    requested_by: str
-    reason: str
-    detected_at: dt.datetime
-    sla_deadline: dt.datetime
     pods_read: list[str] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list)
     lines_read: int = 0
@@ -132,10 +107,6 @@ class ForwardFixStatus(Strict):
     deploy_message: str = ""
     watch: WatchReport | None = None
     reminders: int = 0
-    audit: list[AuditEntry] = Field(default_factory=list)
-    approvals: list[str] = Field(default_factory=list)
-    timings: dict[str, dt.datetime] = Field(default_factory=dict)
-    message: str = ""
 
 
 class ForwardFixResult(Strict):

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .catalog import NAME_PATTERN
+from .catalog import NAME_PATTERN, ServiceEntry
 from .decisions import GateView, SignedDecision
 from .guard import Evidence, GuardThresholds, MonitoringConfig, Verdict
-from .models import Model, ServiceMetrics
+from .models import Model, ServiceMetrics, ServiceRef
 
 MAX_GUARD_SECONDS = 7 * 24 * 3600
 
@@ -78,18 +78,12 @@ class GuardRequest(Model):
         return value
 
 
-class BaselineRequest(Model):
-    namespace: str
-    deployment: str
-    service: str
+class BaselineRequest(ServiceRef):
     monitoring: MonitoringConfig
     release_at: dt.datetime | None = None
 
 
-class WatchRequest(Model):
-    namespace: str
-    deployment: str
-    service: str
+class WatchRequest(ServiceRef):
     health_path: str
     api_path: str
     monitoring: MonitoringConfig
@@ -100,6 +94,21 @@ class WatchRequest(Model):
     max_polls: int = Field(ge=1)
     health_failures: int = 0
     confirming_since: dt.datetime | None = None
+
+    @classmethod
+    def guarding(cls, entry: ServiceEntry, baseline: GuardBaseline, **polling: Any) -> WatchRequest:
+        """A watch of the catalog entry's service against the catalog's thresholds;
+        `polling`: interval_seconds, until, max_polls (and, resuming a watch,
+        health_failures and confirming_since)."""
+        return cls.of(
+            entry,
+            health_path=entry.health_path,
+            api_path=entry.api_check_path,
+            monitoring=entry.monitoring,
+            thresholds=entry.guard,
+            baseline=baseline,
+            **polling,
+        )
 
 
 class WatchReport(Model):

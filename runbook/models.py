@@ -4,11 +4,11 @@ workflow, activity, signal and query."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .catalog import NAME_PATTERN, Channel
+from .catalog import NAME_PATTERN, Channel, ServiceEntry
 from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
 from .guard import MonitoringConfig, RecoveryCriteria
@@ -19,35 +19,31 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RollbackRequest(Model):
-    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
-    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
-    to_revision: int | None = Field(
-        None, gt=0, description="None: the previous revision, as kubectl"
-    )
-    severity: Severity
+class ChangeRequestBase(Model):
+    """What every change's request carries: why, who asks, how urgent, in which
+    language the notices go out, and the requester's signed start."""
+
     reason: str = Field(min_length=1, max_length=2000)
-    impact: str = Field("", max_length=2000)
-    cause: str = Field("", max_length=2000)
-    detected_at: dt.datetime | None = Field(
-        None, description="When the problem was seen; default: the start"
-    )
     requested_by: str = Field(min_length=1, max_length=200)
-    dry_run: bool = False
+    severity: Severity = Severity.INVESTIGATE
     language: Literal["ja", "en"] = "ja"
-    evidence: list[str] = Field(
-        default_factory=list,
-        max_length=50,
-        description="what a release guard saw, when one started this",
-    )
     start: SignedDecision | None = Field(
         None, description="the requester's signed start (payload over this request without it)"
     )
-    guard_seal: str = Field(
-        "", description="the release guard's seal on its breach, when the guard started this"
-    )
-    guard_facts: dict[str, Any] = Field(
-        default_factory=dict, description="what the guard's seal covers"
+
+
+class DeploymentTarget(Model):
+    """The Deployment a change acts on."""
+
+    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
+    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
+
+
+class DetectedRequest(ChangeRequestBase):
+    """A change whose deadline runs from when the problem was seen."""
+
+    detected_at: dt.datetime | None = Field(
+        None, description="When the problem was seen; default: the start"
     )
 
     @field_validator("detected_at")
@@ -56,6 +52,27 @@ class RollbackRequest(Model):
         if value is not None and value.tzinfo is None:
             raise ValueError("detected_at needs a time zone offset, e.g. 2026-01-16T12:00:00+09:00")
         return value
+
+
+class RollbackRequest(DeploymentTarget, DetectedRequest):
+    to_revision: int | None = Field(
+        None, gt=0, description="None: the previous revision, as kubectl"
+    )
+    severity: Severity
+    impact: str = Field("", max_length=2000)
+    cause: str = Field("", max_length=2000)
+    dry_run: bool = False
+    evidence: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="what a release guard saw, when one started this",
+    )
+    guard_seal: str = Field(
+        "", description="the release guard's seal on its breach, when the guard started this"
+    )
+    guard_facts: dict[str, Any] = Field(
+        default_factory=dict, description="what the guard's seal covers"
+    )
 
 
 class ServiceLookup(Model):
@@ -67,6 +84,18 @@ class ServiceByName(Model):
     name: str
 
 
+class DeploymentRef(Model):
+    """A service's Deployment, as the catalog names it."""
+
+    namespace: str
+    deployment: str
+
+    @classmethod
+    def of(cls, entry: ServiceEntry, **more: Any) -> Self:
+        """The request for the catalog entry's Deployment; `more`: the request's own fields."""
+        return cls(namespace=entry.namespace, deployment=entry.deployment, **more)
+
+
 class RevisionInfo(Model):
     revision: int
     replicaset: str
@@ -74,9 +103,7 @@ class RevisionInfo(Model):
     change_cause: str | None = None
 
 
-class PlanRequest(Model):
-    namespace: str
-    deployment: str
+class PlanRequest(DeploymentRef):
     to_revision: int | None = None
 
 
@@ -100,9 +127,7 @@ class RollbackPlan(Model):
         ]
 
 
-class BackupRequest(Model):
-    namespace: str
-    deployment: str
+class BackupRequest(DeploymentRef):
     from_revision: int
     backup_name: str = Field(pattern=NAME_PATTERN, max_length=253)
 
@@ -126,9 +151,7 @@ class UndoResult(Model):
     message: str
 
 
-class RolloutWaitRequest(Model):
-    namespace: str
-    deployment: str
+class RolloutWaitRequest(DeploymentRef):
     timeout_seconds: int = Field(600, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
 
@@ -159,10 +182,17 @@ class RolloutOutcome(Model):
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
 
 
-class VerifyRequest(Model):
-    namespace: str
-    deployment: str
+class ServiceRef(DeploymentRef):
+    """A service's Deployment and its Service, as the catalog names them."""
+
     service: str
+
+    @classmethod
+    def of(cls, entry: ServiceEntry, **more: Any) -> Self:
+        return super().of(entry, service=entry.service, **more)
+
+
+class VerifyRequest(ServiceRef):
     paths: list[str]
     window_seconds: int = Field(60, gt=0)
     interval_seconds: float = Field(2.0, gt=0)
@@ -244,34 +274,62 @@ class ChecklistItem(Model):
     evidence: str = ""
 
 
-class RollbackStatus(Model):
+class ChangeStatusBase(Model):
+    """What every change's status shows: which run, where it stands, who asked
+    and why, the approvals, the audit trail, the times of its phases, and the
+    last word."""
+
     workflow_id: str
     phase: Phase
-    namespace: str
-    deployment: str
     severity: Severity
     requested_by: str
     reason: str
-    from_revision: int | None = None
-    to_revision: int | None = None
-    image_diff: list[str] = Field(default_factory=list)
-    detected_at: dt.datetime
-    sla_deadline: dt.datetime
-    sla_met: bool | None = None
-    escalations: list[str] = Field(default_factory=list)
-    approvals_required: int = 0
     approvals: list[str] = Field(default_factory=list)
+    audit: list[AuditEntry] = Field(default_factory=list)
+    timings: dict[str, dt.datetime] = Field(default_factory=dict)
+    message: str = ""
+
+
+class GatedStatus(ChangeStatusBase):
+    """A change that waits at an approval gate."""
+
+    approvals_required: int = 0
     pending: GateView | None = Field(
         None, description="the gate awaiting decisions and the plan to sign"
     )
-    timings: dict[str, dt.datetime] = Field(default_factory=dict)
-    checklist: list[ChecklistItem] = Field(default_factory=list)
-    audit: list[AuditEntry] = Field(default_factory=list)
+
+
+class Deadline(Model):
+    """When the problem was seen and when the runbook's deadline falls."""
+
+    detected_at: dt.datetime
+    sla_deadline: dt.datetime
+
+
+class Escalating(Deadline):
+    """A change escalated at half time and at the deadline: whether it met it."""
+
+    sla_met: bool | None = None
+    escalations: list[str] = Field(default_factory=list)
+
+
+class Checklisted(Model):
+    checklist: list[ChecklistItem] = Field(
+        default_factory=list,
+        description="the runbook's checklist, each item with time and evidence",
+    )
+
+
+class RollbackStatus(Checklisted, Escalating, GatedStatus):
+    namespace: str
+    deployment: str
+    from_revision: int | None = None
+    to_revision: int | None = None
+    image_diff: list[str] = Field(default_factory=list)
     backup_configmap: str | None = None
     evidence: list[str] = Field(default_factory=list)
     verification: VerifyResult | None = None
     diagnostics: Diagnostics | None = None
-    message: str = ""
 
 
 class RollbackResult(Model):

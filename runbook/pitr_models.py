@@ -10,10 +10,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .catalog import NAME_PATTERN, DatabaseAccess
-from .decisions import GateView, Grant, SignedDecision
-from .enums import Phase, Severity
+from .decisions import Grant
+from .enums import Severity
 from .migration_models import BackupRunInfo
-from .models import AuditEntry, CheckResult, Model
+from .models import ChangeRequestBase, CheckResult, DeploymentRef, GatedStatus, Model
 from .queries import one_reading_statement
 
 INSTANCE_NAME = r"^[a-z][-a-z0-9]{0,61}[a-z0-9]$"
@@ -42,7 +42,7 @@ class ExpectedQuery(Model):
         return value
 
 
-class PitrRequest(Model):
+class PitrRequest(ChangeRequestBase):
     service: str = Field(pattern=NAME_PATTERN, max_length=253)
     point_in_time: dt.datetime = Field(
         description="RFC 3339 with an offset, e.g. 2026-11-28T14:05:00+09:00"
@@ -50,13 +50,9 @@ class PitrRequest(Model):
     new_instance: str | None = Field(
         None, pattern=INSTANCE_NAME, description="default: <source>-pitr-<UTC yyyymmddhhmm>"
     )
-    reason: str = Field(min_length=1, max_length=2000)
-    requested_by: str = Field(min_length=1, max_length=200)
     checks: list[ExpectedQuery] = Field(default_factory=list, max_length=50)
     severity: Severity = Severity.IMMEDIATE  # data corruption: the runbook's "roll back at once"
     dry_run: bool = False
-    language: Literal["ja", "en"] = "ja"
-    start: SignedDecision | None = Field(None, description="the requester's signed start")
 
     @field_validator("point_in_time")
     @classmethod
@@ -120,12 +116,10 @@ class InstanceRef(Model):
     name: str
 
 
-class CloneQueriesRequest(Model):
+class CloneQueriesRequest(DeploymentRef):
     """The recovery's checks, run with psql in a short-lived pod made from the app's
     pod template whose Auth Proxy names the clone instead of the source."""
 
-    namespace: str
-    deployment: str
     access: DatabaseAccess
     source_connection_name: str
     clone_connection_name: str
@@ -133,11 +127,9 @@ class CloneQueriesRequest(Model):
     grant: Grant | None = None
 
 
-class ProxySwitch(Model):
+class ProxySwitch(DeploymentRef):
     """Point a deployment's Auth Proxy sidecar from one instance connection name to another."""
 
-    namespace: str
-    deployment: str
     proxy_container: str
     from_connection_name: str
     to_connection_name: str
@@ -150,13 +142,8 @@ class ProxySwitched(Model):
     args: list[str] = Field(description="the proxy's arguments now")
 
 
-class PitrStatus(Model):
-    workflow_id: str
-    phase: Phase
+class PitrStatus(GatedStatus):
     service: str
-    severity: Severity
-    requested_by: str
-    reason: str
     point_in_time: dt.datetime
     source: str = ""
     clone: str = ""
@@ -166,12 +153,7 @@ class PitrStatus(Model):
     clone_info: InstanceInfo | None = None
     checks: list[CheckResult] = Field(default_factory=list)
     gate: Literal["", "clone", "switch"] = ""
-    approvals_required: int = 0
-    approvals: list[str] = Field(default_factory=list)
     switch_approvals: list[str] = Field(default_factory=list)
-    pending: GateView | None = Field(
-        None, description="the gate awaiting decisions and the plan to sign"
-    )
     switched: str = Field(
         "",
         description="the instance connection name the app's proxy now names, once switched to "
@@ -179,10 +161,7 @@ class PitrStatus(Model):
     )
     switched_back: bool = False
     health: list[CheckResult] = Field(default_factory=list)
-    audit: list[AuditEntry] = Field(default_factory=list)
-    timings: dict[str, dt.datetime] = Field(default_factory=dict)
     sla_deadline: dt.datetime | None = None
-    message: str = ""
 
 
 class PitrResult(Model):

@@ -8,37 +8,28 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .cd_models import MAX_MANIFEST_BYTES, ManifestSource, PullDiagnosis
-from .decisions import GateView, Grant, SignedDecision
-from .enums import Phase, Severity
-from .models import AuditEntry, ChecklistItem, Diagnostics, Model, VerifyResult
+from .cd_models import MAX_MANIFEST_BYTES, DeploymentChangeStatus, ManifestSource
+from .decisions import Grant
+from .models import (
+    ChangeRequestBase,
+    Checklisted,
+    DeploymentTarget,
+    DetectedRequest,
+    Escalating,
+    Model,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-class RestoreRequest(Model):
-    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
-    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
+class RestoreRequest(DeploymentTarget, DetectedRequest):
     source: ManifestSource
     manifest: str = Field(
         "",
         max_length=MAX_MANIFEST_BYTES,
         description="the file's text, read by the CLI (source kind file)",
     )
-    severity: Severity = Severity.INVESTIGATE
-    reason: str = Field(min_length=1, max_length=2000)
-    requested_by: str = Field(min_length=1, max_length=200)
-    detected_at: dt.datetime | None = None
     dry_run: bool = False
-    language: Literal["ja", "en"] = "ja"
-    start: SignedDecision | None = None
-
-    @field_validator("detected_at")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("detected_at needs a time zone offset, e.g. 2026-01-16T12:00:00+09:00")
-        return value
 
 
 class BackupFetch(Model):
@@ -88,36 +79,11 @@ class ApplyResult(Model):
     generation: int = 0
 
 
-class RestoreStatus(Model):
-    workflow_id: str
-    phase: Phase
-    namespace: str
-    deployment: str
+class RestoreStatus(Checklisted, Escalating, DeploymentChangeStatus):
     source: ManifestSource
-    severity: Severity
-    requested_by: str
-    reason: str
-    detected_at: dt.datetime
-    sla_deadline: dt.datetime
-    sla_met: bool | None = None
     fetched: str = ""
     check: RestoreCheck | None = None
-    approvals_required: int = 0
-    approvals: list[str] = Field(default_factory=list)
-    pending: GateView | None = None
     applied: ApplyResult | None = None
-    rollout: str = ""
-    verification: VerifyResult | None = None
-    diagnostics: Diagnostics | None = None
-    pull: PullDiagnosis | None = None
-    escalations: list[str] = Field(default_factory=list)
-    audit: list[AuditEntry] = Field(default_factory=list)
-    checklist: list[ChecklistItem] = Field(
-        default_factory=list,
-        description="the runbook's checklist, each item with time and evidence",
-    )
-    timings: dict[str, dt.datetime] = Field(default_factory=dict)
-    message: str = ""
 
 
 class RestoreResult(Model):
@@ -130,18 +96,11 @@ class RestoreResult(Model):
 RepairAction = Literal["delete-replicaset", "restart"]
 
 
-class RepairRequest(Model):
-    namespace: str = Field("default", pattern=NAME_PATTERN, max_length=63)
-    deployment: str = Field(pattern=NAME_PATTERN, max_length=253)
+class RepairRequest(DeploymentTarget, ChangeRequestBase):
     action: RepairAction
     replicaset: str = Field(
         "", max_length=253, description="delete-replicaset: the old ReplicaSet's name"
     )
-    reason: str = Field(min_length=1, max_length=2000)
-    requested_by: str = Field(min_length=1, max_length=200)
-    severity: Severity = Severity.INVESTIGATE
-    language: Literal["ja", "en"] = "ja"
-    start: SignedDecision | None = None
 
     @field_validator("replicaset")
     @classmethod
@@ -197,29 +156,12 @@ class RestartRequest(Model):
     grant: Grant | None = None
 
 
-class RepairStatus(Model):
-    workflow_id: str
-    phase: Phase
-    namespace: str
-    deployment: str
+class RepairStatus(DeploymentChangeStatus):
     action: RepairAction
     replicaset: str = ""
-    severity: Severity
-    requested_by: str
-    reason: str
     sla_deadline: dt.datetime
     plan: RepairPlan | None = None
-    approvals_required: int = 0
-    approvals: list[str] = Field(default_factory=list)
-    pending: GateView | None = None
     done: ApplyResult | None = None
-    rollout: str = ""
-    verification: VerifyResult | None = None
-    diagnostics: Diagnostics | None = None
-    pull: PullDiagnosis | None = None
-    audit: list[AuditEntry] = Field(default_factory=list)
-    timings: dict[str, dt.datetime] = Field(default_factory=dict)
-    message: str = ""
 
 
 class RepairResult(Model):

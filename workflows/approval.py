@@ -47,22 +47,11 @@ TIMER_SUMMARY = {
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 
-class ApprovalDesk:
-    def __init__(self, requested_by: str, audit: list[AuditEntry], approvals: list[str]) -> None:
-        self.requested_by = requested_by
-        self.audit = audit
-        self.approvals = approvals  # the status's list, kept in place
-        self.policy: ApprovalPolicy | None = None
-        self.open = True  # decisions still matter
-        self.rejection: RejectSignal | None = None
-        self.aborted = False  # the policy gave up at the deadline: nobody rejected
-        self.deadline_passed = False
-        self._inbox: list[ApprovalSignal | RejectSignal] = []
-        self.trust: Trust | None = None
-        self.gate: GateView | None = None  # what signers are shown; None until the plan exists
-        self.nonces: set[str] = set()
-        self.counted: list[SignedDecision] = []  # handed to the activities that act on them
-        self.requester_id = normalize_id(requested_by)
+class AuditTrail:
+    """Notes in a status's audit trail, each at the workflow's time."""
+
+    def __init__(self, audit: list[AuditEntry]) -> None:
+        self.audit = audit  # the status's list, kept in place
 
     def note(
         self,
@@ -83,6 +72,28 @@ class ApprovalDesk:
                 request_id=request_id,
             )
         )
+
+    def uncounted(self, actor: str, action: str, detail: str, request_id: str = "") -> None:
+        """A decision or a record that does not count, and why."""
+        self.note(actor, action, counted=False, detail=detail, request_id=request_id)
+
+
+class ApprovalDesk(AuditTrail):
+    def __init__(self, requested_by: str, audit: list[AuditEntry], approvals: list[str]) -> None:
+        super().__init__(audit)
+        self.requested_by = requested_by
+        self.approvals = approvals  # the status's list, kept in place
+        self.policy: ApprovalPolicy | None = None
+        self.open = True  # decisions still matter
+        self.rejection: RejectSignal | None = None
+        self.aborted = False  # the policy gave up at the deadline: nobody rejected
+        self.deadline_passed = False
+        self._inbox: list[ApprovalSignal | RejectSignal] = []
+        self.trust: Trust | None = None
+        self.gate: GateView | None = None  # what signers are shown; None until the plan exists
+        self.nonces: set[str] = set()
+        self.counted: list[SignedDecision] = []  # handed to the activities that act on them
+        self.requester_id = normalize_id(requested_by)
 
     def receive(self, signal: ApprovalSignal | RejectSignal) -> None:
         if self.policy is None:
@@ -118,11 +129,8 @@ class ApprovalDesk:
         info = workflow.info()
         start = getattr(request, "start", None)
         if start is None:
-            self.note(
-                request.requested_by,
-                "start",
-                counted=False,
-                detail="unsigned start: the requester is not verified",
+            self.uncounted(
+                request.requested_by, "start", "unsigned start: the requester is not verified"
             )
             return False
         digest = plan_digest(start_plan(request))
@@ -227,13 +235,7 @@ class ApprovalDesk:
             )
             return
         if not self.open:
-            self.note(
-                signal.by,
-                "approve",
-                counted=False,
-                detail="no approval pending",
-                request_id=signal.request_id,
-            )
+            self.uncounted(signal.by, "approve", "no approval pending", signal.request_id)
             return
         verdict = judge_approval(self.policy, self.requested_by, signal.by, self.approvals)
         if verdict.counted:
@@ -251,12 +253,11 @@ class ApprovalDesk:
         reject = isinstance(signal, RejectSignal)
         action = "reject" if reject else "approve"
         if signal.signed is None:
-            self.note(
+            self.uncounted(
                 signal.by,
                 action,
-                counted=False,
-                detail="unsigned: this catalog counts only signed decisions (modoru approve --key)",
-                request_id=signal.request_id,
+                "unsigned: this catalog counts only signed decisions (modoru approve --key)",
+                signal.request_id,
             )
             return
         gate = self.gate
@@ -273,7 +274,7 @@ class ApprovalDesk:
         who = verdict.signer or signal.by
         if not verdict.counted:
             reason = verdict.reason if gate else f"no plan has been shown yet ({verdict.reason})"
-            self.note(who, action, counted=False, detail=reason, request_id=signal.request_id)
+            self.uncounted(who, action, reason, signal.request_id)
             return
         note = verdict.payload.note if verdict.payload else ""
         if reject:
@@ -282,21 +283,18 @@ class ApprovalDesk:
                 or who == self.requester_id
             )
             if not allowed:
-                self.note(
+                self.uncounted(
                     who,
                     "reject",
-                    counted=False,
-                    detail=f"{verdict.reason}, but {who} holds no approver role and did not "
-                    "request this",
-                    request_id=signal.request_id,
+                    f"{verdict.reason}, but {who} holds no approver role and did not request this",
+                    signal.request_id,
                 )
             elif not self.open:
-                self.note(
+                self.uncounted(
                     who,
                     "reject",
-                    counted=False,
-                    detail="too late to reject: the change is already under way",
-                    request_id=signal.request_id,
+                    "too late to reject: the change is already under way",
+                    signal.request_id,
                 )
             else:
                 self.rejection = RejectSignal(by=who, reason=note or signal.reason)
@@ -309,37 +307,28 @@ class ApprovalDesk:
                 )
             return
         if not self.open:
-            self.note(
-                who,
-                "approve",
-                counted=False,
-                detail="no approval pending",
-                request_id=signal.request_id,
-            )
+            self.uncounted(who, "approve", "no approval pending", signal.request_id)
         elif who == self.requester_id:
-            self.note(
+            self.uncounted(
                 who,
                 "approve",
-                counted=False,
-                detail=f"{who} requested this change and cannot approve it",
-                request_id=signal.request_id,
+                f"{who} requested this change and cannot approve it",
+                signal.request_id,
             )
         elif not has_role(self.trust.identities, who, self.policy.approvers):
-            self.note(
+            self.uncounted(
                 who,
                 "approve",
-                counted=False,
-                detail=f"{who} holds none of the approver roles "
+                f"{who} holds none of the approver roles "
                 f"({', '.join(self.policy.approvers) or 'none'})",
-                request_id=signal.request_id,
+                signal.request_id,
             )
         elif who in self.approvals:
-            self.note(
+            self.uncounted(
                 who,
                 "approve",
-                counted=False,
-                detail=f"{who} has already approved: two approvals are two people",
-                request_id=signal.request_id,
+                f"{who} has already approved: two approvals are two people",
+                signal.request_id,
             )
         else:
             self.approvals.append(who)

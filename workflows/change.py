@@ -6,186 +6,103 @@ desk with its approve/reject signals and updates, the half-time and deadline
 escalations, the approval gate, and failing with a notice. A change workflow
 brings only its own steps. Deterministic, like the workflows built on it.
 
-`ChangeSteps` is the lower layer (activities, notices, phases, failing);
-`ChangeWorkflow` adds the desk, the gate, the escalations and the run's failure
-handling."""
+`ChangeSteps` (change_steps.py) is the lower layer (the status built from the
+request, activities, the catalog entry, notices, phases, the checklist,
+failing); `ChangeWorkflow` adds the desk's decisions, the gate, the start
+notice, the escalations and the run's failure handling."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import notices
-    from runbook.activity_refs import ActivityRef
     from runbook.catalog import ServiceEntry
-    from runbook.decisions import DecisionVerdict, GateView
-    from runbook.enums import Severity
+    from runbook.decisions import DecisionVerdict
     from runbook.models import ApprovalSignal, AuditEntry, Phase, RejectSignal
     from runbook.policy import escalation_points
 
-    from . import search_attributes as sa
-    from .approval import ApprovalDesk, escalate, send_notice
-    from .retries import SLA_RETRY, budget, failure_message, failure_type
+    from .approval import ApprovalDesk, escalate
+    from .change_steps import (
+        ChangeRequest,
+        ChangeStatus,
+        ChangeSteps,
+        EscalatingStatus,
+        RequestT,
+        StatusT,
+        Stop,
+    )
+    from .retries import failure_message, failure_type
 
+__all__ = [
+    "ONE_GATE",
+    "TERMINAL",
+    "ChangeRequest",
+    "ChangeStatus",
+    "ChangeSteps",
+    "ChangeWorkflow",
+    "EscalatingStatus",
+    "RequestT",
+    "StatusT",
+    "Stop",
+]
+
+Result = TypeVar("Result")
 TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 # workflow.patched id: the deployment rollback's gate became the shared one (a
 # rejection before the gate and a deadline abort are announced like the others').
 ONE_GATE = "one-change-gate"
 
 
-class Stop(Exception):
-    """Ends the run with the status as it stands (a refusal or a failure)."""
-
-
-class ChangeStatus(Protocol):
-    """What the shell reads and keeps in a change's status."""
-
-    @property
-    def workflow_id(self) -> str: ...
-    @property
-    def sla_deadline(self) -> datetime | None: ...
-
-    phase: Phase
-    message: str
-    timings: dict[str, datetime]
-    audit: list[AuditEntry]
-    approvals: list[str]
-    approvals_required: int
-    pending: GateView | None
-
-
-class EscalatingStatus(ChangeStatus, Protocol):
-    """A status whose change escalates at half time and at the deadline."""
-
-    sla_met: bool | None
-    escalations: list[str]
-
-
-class ChangeRequest(Protocol):
-    """What the shell reads from a change's request."""
-
-    @property
-    def requested_by(self) -> str: ...
-    @property
-    def severity(self) -> Severity: ...
-    @property
-    def language(self) -> Literal["ja", "en"]: ...
-
-
-StatusT = TypeVar("StatusT", bound=ChangeStatus)
-RequestT = TypeVar("RequestT", bound=ChangeRequest)
-In = TypeVar("In")
-Out = TypeVar("Out")
-Result = TypeVar("Result")
-
-
-class ChangeSteps(Generic[RequestT, StatusT]):
-    _status: StatusT
-    _request: RequestT
-    _entry: ServiceEntry | None
-    _target_label: str  # how notices name what is being changed
-    _notes: ApprovalDesk  # the desk whose audit trail takes the notes
-
-    async def _call(
-        self,
-        ref: ActivityRef[In, Out],
-        arg: In,
-        summary: str,
-        *,
-        timeout: int = 60,
-        heartbeat: int | None = None,
-    ) -> Out:
-        """Call the activity `ref` names, typed by it; retried as `_activity` says."""
-        return await self._activity(
-            ref, arg, ref.result, summary, timeout=timeout, heartbeat=heartbeat
-        )
-
-    async def _activity(
-        self,
-        name: str | ActivityRef[In, Out],
-        arg: object,
-        result_type: type[Out],
-        summary: str,
-        *,
-        timeout: int = 60,
-        heartbeat: int | None = None,
-    ) -> Out:
-        """Transient errors are retried until the SLA deadline is near (workflows/retries.py)."""
-        return await workflow.execute_activity(
-            name.name if isinstance(name, ActivityRef) else name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timedelta(seconds=timeout),
-            schedule_to_close_timeout=budget(
-                getattr(self._status, "sla_deadline", None),
-                workflow.now(),
-                at_least=timedelta(seconds=timeout),
-            ),
-            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None,
-            retry_policy=SLA_RETRY,
-            summary=summary,
-        )
-
-    async def _notify(self, kind: str, subject: str, text: str) -> list[str]:
-        """Send a notice to the service's channels; returns the channels that took it."""
-        if self._entry is None:
-            return []
-        return await send_notice(self._entry.channels, kind, subject, text, self._notes)
-
-    def _set_phase(self, phase: Phase) -> None:
-        self._status.phase = phase
-        self._status.timings[phase.value] = workflow.now()
-        if (
-            workflow.info().typed_search_attributes.get(sa.PHASE) is not None
-        ):  # indexed by the starter
-            workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
-
-    async def _fail(
-        self, message: str, *, announce: bool = False, problems: list[str] | None = None
-    ) -> None:
-        self._status.message = message
-        self._set_phase(Phase.FAILED)
-        if announce:
-            subject, text = notices.failure_notice(
-                self._request.language,
-                at=workflow.now(),
-                deployment=self._target_label,
-                error=message,
-                problems=problems or [],
-            )
-            await self._notify("failure", subject, text)
-
-
 class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
     """A change with an approval desk. A subclass sets `KIND` (failure types are
     `<KIND>Failed` once something changed, `<KIND>Refused` before), calls
-    `_open()` from its `@workflow.init`, defines its `status` query and its
-    `@workflow.run` as `return await self._carry_out(self._run(request))`, and
-    writes its steps with `_call`, `_gate`, `_notify`, `_set_phase` and `_fail`
-    (or `raise Stop` once the status says why)."""
+    `_begin()` (or `_open()` with a status it built) from its `@workflow.init`,
+    defines its `status` query and its `@workflow.run` as
+    `return await self._carry_out(self._run(request))` (Temporal wants both declared
+    on the workflow's own class, typed by its models), and writes its steps with
+    `_look_up`, `_adopt`, `_call`, `_gate`, `_announce_start`, `_notify`, `_set_phase`,
+    `_refuse` and `_fail` (or `raise Stop` once the status says why)."""
 
     KIND: ClassVar[str] = "Change"
     ESCALATE: ClassVar[bool] = True  # half-time and deadline escalations while it runs
-    _desk: ApprovalDesk
-    _detected_at: datetime
-    _start_verified: bool
 
-    def _open(self, request: RequestT, status: StatusT, detected_at: datetime) -> None:
-        """Keep the request and the status and open the desk (from `@workflow.init`)."""
-        self._request, self._status, self._detected_at = request, status, detected_at
-        self._entry = None
-        self._start_verified = False
-        self._desk = ApprovalDesk(request.requested_by, status.audit, status.approvals)
+    def _adopt(self, entry: ServiceEntry) -> None:
+        """The catalog's entry for the service: its approval policy and trust go to
+        every desk, and the requester's signed start is checked against it."""
+        self._entry = entry
+        for desk in self._desks():
+            desk.set_policy(entry.approval, entry.trust)
+        self._start_verified = self._desk.verify_start(self._request)
 
-    @property
-    def _notes(self) -> ApprovalDesk:
-        return self._desk
+    async def _announce_start(
+        self,
+        action: str,
+        *,
+        impact: str = "",
+        cause: str = "",
+        within: timedelta = timedelta(0),
+        expected: datetime | None = None,
+    ) -> list[str]:
+        """Executing: the channels hear what is done and when recovery is expected (by the
+        deadline, or `within` from now if that is later; or `expected`)."""
+        self._set_phase(Phase.EXECUTING)
+        deadline = getattr(self._status, "sla_deadline", None) or workflow.now()
+        subject, text = notices.start_notice(
+            self._request.language,
+            detected_at=self._detected_at,
+            impact=impact or self._request.reason,
+            cause=cause,
+            action=action,
+            expected_recovery=expected or max(deadline, workflow.now() + within),
+        )
+        return await self._notify("start", subject, text)
 
     def _desks(self) -> list[ApprovalDesk]:
         return [self._desk]

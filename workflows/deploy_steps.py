@@ -14,16 +14,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
+    from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import PullCheckRequest, PullDiagnosis
-    from runbook.models import (
-        Diagnostics,
-        Phase,
-        RolloutOutcome,
-        RolloutWaitRequest,
-        VerifyRequest,
-        VerifyResult,
-    )
+    from runbook.models import Diagnostics, Escalating, Phase, RolloutOutcome, VerifyResult
     from runbook.policy import approvals_required
 
     from .change import ChangeWorkflow, RequestT, StatusT, Stop
@@ -55,19 +49,8 @@ class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
     async def _roll_out(self, entry: ServiceEntry, summary: str) -> RolloutOutcome:
         """`kubectl rollout status`; a stuck rollout fails the run with its diagnostics,
         and pods that cannot pull their image with Artifact Registry's verdicts."""
-        self._set_phase(Phase.WAITING_ROLLOUT)
         try:
-            outcome: RolloutOutcome = await self._call(
-                refs.WAIT_ROLLOUT,
-                RolloutWaitRequest(
-                    namespace=entry.namespace,
-                    deployment=entry.deployment,
-                    timeout_seconds=entry.rollout_timeout_seconds,
-                ),
-                summary,
-                timeout=entry.rollout_timeout_seconds + 60,
-                heartbeat=10,
-            )
+            outcome = await self._await_rollout(entry, summary)
         except ActivityError as err:
             message = failure_message(err)
             diagnostics = Diagnostics()
@@ -98,25 +81,37 @@ class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
         self._check("rollout", outcome.message)
         return outcome
 
+    async def _recover(
+        self, entry: ServiceEntry, summary: str, *, from_revision: int, shown: str
+    ) -> RolloutOutcome:
+        """The change is made: wait for the rollout (`summary`), keep when the service was
+        mitigated (and whether that met the deadline), verify, and announce the recovery
+        from `from_revision`, naming `shown`."""
+        outcome = await self._roll_out(entry, summary)
+        self._status.timings["mitigated"] = workflow.now()
+        if isinstance(self._status, Escalating):
+            self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
+        await self._verify(entry)
+        language = self._request.language
+        healthy = "サービス正常稼働中" if language == "ja" else "service healthy"
+        subject, text = notices.complete_notice(
+            language,
+            recovered_at=self._status.timings["mitigated"],
+            from_revision=from_revision,
+            to_revision=outcome.revision,
+            result=f"{healthy} ({shown})",
+        )
+        await self._notify("complete", subject, text)
+        return outcome
+
+    def _complete(self, message: str) -> None:
+        self._status.message = message
+        self._set_phase(Phase.COMPLETED)
+
     async def _verify(self, entry: ServiceEntry) -> VerifyResult:
         """Exactly as method 1: pods, health, readiness, the API path and, where configured, the
         metrics."""
-        self._set_phase(Phase.VERIFYING)
-        result: VerifyResult = await self._call(
-            refs.VERIFY_SERVICE,
-            VerifyRequest(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
-                service=entry.service,
-                paths=entry.check_paths,
-                window_seconds=entry.verification_window_seconds,
-                monitoring=entry.monitoring,
-                recovery=entry.recovery,
-            ),
-            "verify pods, health and API",
-            timeout=entry.verification_window_seconds + 60,
-            heartbeat=10,
-        )
+        result = await self._check_health(entry, "verify pods, health and API")
         self._status.verification = result
         if result.ok:
             self._check_done(result)
@@ -127,14 +122,6 @@ class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
             )
             raise Stop
         return result
-
-    def _check(self, key: str, evidence: str, *, done: bool = True) -> None:
-        """Tick the runbook's checklist item `key` with its evidence (statuses without a checklist
-        ignore it)."""
-        for item in getattr(self._status, "checklist", []):
-            if item.key == key:
-                item.evidence = evidence
-                item.done_at = workflow.now() if done else None
 
     def _check_done(self, result: VerifyResult) -> None:
         by_name = {c.name: c for c in result.checks}

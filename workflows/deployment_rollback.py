@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
     from runbook import notices
     from runbook.cd_models import PullCheckRequest, PullDiagnosis
-    from runbook.checklist import new_checklist, verified_items
+    from runbook.checklist import verified_items
     from runbook.models import (
         BackupRef,
         BackupRequest,
@@ -24,16 +24,11 @@ with workflow.unsafe.imports_passed_through():
         RollbackRequest,
         RollbackResult,
         RollbackStatus,
-        RolloutOutcome,
-        RolloutWaitRequest,
-        ServiceLookup,
         UndoRequest,
         UndoResult,
-        VerifyRequest,
-        VerifyResult,
     )
     from runbook.plans import rollback_plan
-    from runbook.policy import approvals_required, sla_deadline
+    from runbook.policy import approvals_required
 
     from . import search_attributes as sa
     from .change import ONE_GATE, ChangeWorkflow
@@ -51,38 +46,18 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
 
     @workflow.init
     def __init__(self, request: RollbackRequest) -> None:
-        now = workflow.now()
-        detected = request.detected_at or now
         self._plan: RollbackPlan | None = None
         # Search attributes are kept up to date only when the starter indexed this
         # run with them: a server without modoru's attributes registered would
         # otherwise reject every workflow task.
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
-        self._open(
+        self._begin(
             request,
-            RollbackStatus(
-                workflow_id=workflow.info().workflow_id,
-                phase=Phase.PLANNING,
-                namespace=request.namespace,
-                deployment=request.deployment,
-                severity=request.severity,
-                requested_by=request.requested_by,
-                reason=request.reason,
-                to_revision=request.to_revision,
-                detected_at=detected,
-                sla_deadline=sla_deadline(request.severity, detected),
-                timings={"started": now},
-                checklist=new_checklist(request.language),
-                evidence=request.evidence,
-            ),
-            detected,
+            RollbackStatus,
+            f"{request.severity.value} rollback: {request.reason}",
+            to_revision=request.to_revision,
+            evidence=request.evidence,
         )
-        self._desk.note(
-            request.requested_by,
-            "requested",
-            detail=f"{request.severity.value} rollback: {request.reason}",
-        )
-        self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @property
     def _target_label(self) -> str:
@@ -109,21 +84,12 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         return result
 
     async def _run(self, request: RollbackRequest) -> RollbackResult:
-        self._entry = await self._call(
-            refs.LOOKUP,
-            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-            "look up the service catalog",
-        )
-        self._desk.set_policy(self._entry.approval, self._entry.trust)
-        self._start_verified = self._desk.verify_start(request)
+        entry = await self._look_up()
+        self._adopt(entry)
         self._set_phase(Phase.PLANNING)
         plan = await self._call(
             refs.PLAN_ROLLBACK,
-            PlanRequest(
-                namespace=request.namespace,
-                deployment=request.deployment,
-                to_revision=request.to_revision,
-            ),
+            PlanRequest.of(entry, to_revision=request.to_revision),
             "plan: read the deployment and its history",
         )
         self._plan = plan
@@ -156,9 +122,8 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
 
         backup = await self._call(
             refs.BACKUP_DEPLOYMENT,
-            BackupRequest(
-                namespace=request.namespace,
-                deployment=request.deployment,
+            BackupRequest.of(
+                entry,
                 from_revision=plan.from_revision,
                 backup_name=f"modoru-backup-{request.deployment}-r{plan.from_revision}-{workflow.info().run_id[:8]}"[
                     :253
@@ -174,20 +139,13 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
                 status=self._status, plan=plan, backup_manifest=backup.manifest_yaml
             )
 
-        self._set_phase(Phase.EXECUTING)
-        expected = max(self._status.sla_deadline, workflow.now() + timedelta(minutes=2))
-        subject, text = notices.start_notice(
-            request.language,
-            detected_at=self._status.detected_at,
-            impact=request.impact or request.reason,
-            cause=request.cause,
-            action=(
-                "ロールバックを開始します" if request.language == "ja" else "starting the rollback"
-            )
+        delivered = await self._announce_start(
+            ("ロールバックを開始します" if request.language == "ja" else "starting the rollback")
             + f" (revision {plan.from_revision} → {plan.to_revision})",
-            expected_recovery=expected,
+            impact=request.impact,
+            cause=request.cause,
+            within=timedelta(minutes=2),
         )
-        delivered = await self._notify("start", subject, text)
         self._check(
             "notify_start",
             ", ".join(delivered) or "no channel took the notice",
@@ -201,38 +159,13 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
                 f"undo to revision {plan.to_revision}",
             )
             self._check("undo", undo.message)
-            self._set_phase(Phase.WAITING_ROLLOUT)
-            outcome: RolloutOutcome = await self._call(
-                refs.WAIT_ROLLOUT,
-                RolloutWaitRequest(
-                    namespace=request.namespace,
-                    deployment=request.deployment,
-                    timeout_seconds=self._entry.rollout_timeout_seconds,
-                ),
-                "wait for the rollout",
-                timeout=self._entry.rollout_timeout_seconds + 60,
-                heartbeat=10,
-            )
+            outcome = await self._await_rollout(entry, "wait for the rollout")
             self._status.timings["mitigated"] = workflow.now()
             self._observe_mitigation()
             self._check("rollout", outcome.message)
             self._status.diagnostics = outcome.diagnostics
-            self._set_phase(Phase.VERIFYING)
-            verification: VerifyResult = await self._call(
-                refs.VERIFY_SERVICE,
-                VerifyRequest(
-                    namespace=request.namespace,
-                    deployment=request.deployment,
-                    service=self._entry.service,
-                    paths=self._entry.check_paths,
-                    window_seconds=self._entry.verification_window_seconds,
-                    monitoring=self._entry.monitoring,
-                    recovery=self._entry.recovery,
-                    post_checks=self._entry.post_checks_resolved(),
-                ),
-                "verify pods, health and API",
-                timeout=self._entry.verification_window_seconds + 60,
-                heartbeat=10,
+            verification = await self._check_health(
+                entry, "verify pods, health and API", post_checks=entry.post_checks_resolved()
             )
         except ActivityError as err:
             return await self._fail_rollout(err, plan, backup)
@@ -408,12 +341,6 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
     def _index(self, update) -> None:
         if self._indexed:
             workflow.upsert_search_attributes([update])
-
-    def _check(self, key: str, evidence: str, *, done: bool = True) -> None:
-        for item in self._status.checklist:
-            if item.key == key:
-                item.evidence = evidence
-                item.done_at = workflow.now() if done else None
 
 
 def rollback_workflow_id(namespace: str, deployment: str) -> str:

@@ -29,10 +29,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
     from runbook.log_groups import error_groups
-    from runbook.models import Phase, ServiceLookup
-    from runbook.policy import sla_deadline
+    from runbook.models import Phase
 
-    from .approval import ApprovalDesk
     from .change import ChangeSteps
     from .deploy_steps import Stop
     from .redeploy import RedeployWorkflow
@@ -42,33 +40,12 @@ WATCH_INTERVAL_SECONDS = 30.0
 
 
 @workflow.defn(name="ForwardFix")
-class ForwardFixWorkflow(ChangeSteps):
+class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
     @workflow.init
     def __init__(self, request: ForwardFixRequest) -> None:
-        now = workflow.now()
-        detected = request.detected_at or now
-        self._request = request
-        self._entry: ServiceEntry | None = None
-        self._status = ForwardFixStatus(
-            workflow_id=workflow.info().workflow_id,
-            phase=Phase.PLANNING,
-            namespace=request.namespace,
-            deployment=request.deployment,
-            severity=request.severity,
-            requested_by=request.requested_by,
-            reason=request.reason,
-            detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected),
-            timings={"started": now},
-        )
-        self._desk = ApprovalDesk(request.requested_by, self._status.audit, self._status.approvals)
-        self._desk.note(request.requested_by, "requested", detail=f"forward fix: {request.reason}")
+        self._begin(request, ForwardFixStatus, f"forward fix: {request.reason}")
         if request.hotfix is not None:
             self._record(request.hotfix)
-
-    @property
-    def _notes(self) -> ApprovalDesk:
-        return self._desk
 
     @property
     def _target_label(self) -> str:
@@ -117,18 +94,9 @@ class ForwardFixWorkflow(ChangeSteps):
             self._status.timings["finished"] = workflow.now()
 
     async def _run(self, request: ForwardFixRequest) -> ForwardFixResult:
-        entry: ServiceEntry = await self._call(
-            refs.LOOKUP,
-            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-            "look up the service catalog",
+        entry, cd, _ = await self._look_up_pipeline(
+            "; a forward fix deploys its hotfix through the CD pipeline"
         )
-        if entry.cd is None or entry.registry is None:
-            await self._fail(
-                f"refused: deployment/{request.deployment} has no "
-                f"{'cd' if entry.cd is None else 'registry'} section in the catalog; "
-                "a forward fix deploys its hotfix through the CD pipeline"
-            )
-            raise Stop
         self._entry = entry
 
         logs: ServiceLogs = await self._call(
@@ -136,7 +104,7 @@ class ForwardFixWorkflow(ChangeSteps):
             ServiceLogsRequest(
                 namespace=request.namespace,
                 deployment=request.deployment,
-                container=entry.cd.container,
+                container=cd.container,
             ),
             f"kubectl logs -l <selector of {request.deployment}> --tail=200",
             heartbeat=30,
@@ -175,7 +143,7 @@ class ForwardFixWorkflow(ChangeSteps):
         workflow.set_current_details(
             f"**{request.deployment}**: deploying hotfix **{hotfix.tag}** (branch "
             f"{hotfix.branch}) through "
-            f"{entry.cd.workflow_name}; approve it in modoru as `{child_id}`"
+            f"{cd.workflow_name}; approve it in modoru as `{child_id}`"
         )
         try:
             deployed: RedeployResult = await workflow.execute_child_workflow(
@@ -239,13 +207,7 @@ class ForwardFixWorkflow(ChangeSteps):
     async def _reading(self, entry: ServiceEntry, *, at, summary: str) -> GuardBaseline:
         return await self._call(
             refs.GUARD_BASELINE,
-            BaselineRequest(
-                namespace=self._request.namespace,
-                deployment=self._request.deployment,
-                service=entry.service,
-                monitoring=entry.monitoring,
-                release_at=at,
-            ),
+            BaselineRequest.of(entry, monitoring=entry.monitoring, release_at=at),
             summary,
         )
 
@@ -295,15 +257,9 @@ class ForwardFixWorkflow(ChangeSteps):
         baseline = self._status.normal or GuardBaseline()
         return await workflow.execute_activity(
             refs.GUARD_WATCH.name,
-            WatchRequest(
-                namespace=request.namespace,
-                deployment=request.deployment,
-                service=entry.service,
-                health_path=entry.health_path,
-                api_path=entry.api_check_path,
-                monitoring=entry.monitoring,
-                thresholds=entry.guard,
-                baseline=baseline,
+            WatchRequest.guarding(
+                entry,
+                baseline,
                 interval_seconds=interval,
                 until=workflow.now() + timedelta(seconds=watch),
                 max_polls=max_polls,

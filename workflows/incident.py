@@ -38,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.incident_policy import IncidentPolicy
     from runbook.models import (
-        AuditEntry,
         Notice,
         NoticeResult,
         RollbackResult,
@@ -48,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
     from . import search_attributes as sa
+    from .approval import AuditTrail
 
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 LOOKUP_RETRY = RetryPolicy(
@@ -83,6 +83,8 @@ class IncidentWorkflow:
         self._nonces: set[str] = set()
         self._following: list[asyncio.Task] = []
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
+        trail = AuditTrail(self._status.audit)
+        self._audit, self._uncounted = trail.note, trail.uncounted
         self._audit(
             request.opened_by,
             "opened",
@@ -94,12 +96,11 @@ class IncidentWorkflow:
     @workflow.signal(name="change")
     def change(self, signal: ChangeSignal) -> None:
         if self._status.state == "closed":
-            self._audit(
+            self._uncounted(
                 "modoru",
                 "change",
-                counted=False,
-                detail=f"the incident is closed; {signal.workflow_id} was not started",
-                request_id=signal.request_id,
+                f"the incident is closed; {signal.workflow_id} was not started",
+                signal.request_id,
             )
             return
         self._changes.append(signal)
@@ -235,11 +236,10 @@ class IncidentWorkflow:
             )
         except ActivityError as err:
             reason = getattr(err.cause, "message", None) or str(err)
-        self._audit(
+        self._uncounted(
             "modoru",
             "catalog",
-            counted=False,
-            detail=f"no catalog entry, so no notices and unsigned confirmations: {reason}",
+            f"no catalog entry, so no notices and unsigned confirmations: {reason}",
         )
         return None
 
@@ -366,32 +366,19 @@ class IncidentWorkflow:
     def _record(self, key: str, signal: FollowUpSignal, need: tuple[str, ...]) -> None:
         action = key
         if self._status.state == "closed":
-            self._audit(
-                signal.by,
-                action,
-                counted=False,
-                detail="the incident is closed",
-                request_id=signal.request_id,
-            )
+            self._uncounted(signal.by, action, "the incident is closed", signal.request_id)
             return
         if not any(getattr(signal, field).strip() for field in need):
             said = " or ".join(f"--{field}" for field in need)
-            self._audit(
-                signal.by,
-                action,
-                counted=False,
-                detail=f"nothing recorded: give {said}",
-                request_id=signal.request_id,
-            )
+            self._uncounted(signal.by, action, f"nothing recorded: give {said}", signal.request_id)
             return
         follow_up = next((f for f in self._status.follow_ups if f.key == key), None)
         if follow_up is None:  # before the catalog answered: the deadlines are set right after
-            self._audit(
+            self._uncounted(
                 signal.by,
                 action,
-                counted=False,
-                detail="the incident is still opening; send it again in a moment",
-                request_id=signal.request_id,
+                "the incident is still opening; send it again in a moment",
+                signal.request_id,
             )
             return
         now = workflow.now()
@@ -428,7 +415,7 @@ class IncidentWorkflow:
 
     def _judge_confirmation(self, signal: ConfirmSignal) -> None:
         def refuse(reason: str, who: str = signal.by) -> None:
-            self._audit(who, "confirm", counted=False, detail=reason, request_id=signal.request_id)
+            self._uncounted(who, "confirm", reason, signal.request_id)
 
         rollbacks = [c for c in self._status.changes if c.kind == "rollback"]
         change = (
@@ -626,23 +613,3 @@ class IncidentWorkflow:
     def _index(self, phase: str) -> None:
         if self._indexed:
             workflow.upsert_search_attributes([sa.PHASE.value_set(phase)])
-
-    def _audit(
-        self,
-        actor: str,
-        action: str,
-        *,
-        counted: bool | None = None,
-        detail: str = "",
-        request_id: str = "",
-    ) -> None:
-        self._status.audit.append(
-            AuditEntry(
-                at=workflow.now(),
-                actor=actor,
-                action=action,
-                counted=counted,
-                detail=detail,
-                request_id=request_id,
-            )
-        )

@@ -52,20 +52,17 @@ async def join_incident(
         reason=request.reason,
         language=request.language,
     )
+    pairs = incident_pairs(request.namespace, request.deployment)
     try:
         child = await workflow.start_child_workflow(
             "Incident",
             opening,
             id=incident_id,
             result_type=IncidentResult,
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            search_attributes=TypedSearchAttributes(
-                incident_pairs(request.namespace, request.deployment)
-            )
-            if indexed
-            else None,
+            search_attributes=TypedSearchAttributes(pairs) if indexed else None,
             static_summary=f"incident: {request.namespace}/{request.deployment}",
             static_details=request.reason,
+            parent_close_policy=ParentClosePolicy.ABANDON,  # the incident outlives the guard
         )
         await child.signal("change", change)
     except WorkflowAlreadyStartedError:

@@ -38,10 +38,8 @@ with workflow.unsafe.imports_passed_through():
     from runbook.models import (
         CheckResult,
         Phase,
-        ServiceByName,
     )
     from runbook.plans import migration_plan
-    from runbook.policy import sla_deadline
 
     from .change import ONE_GATE, ChangeWorkflow, Stop
 
@@ -56,33 +54,12 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
 
     @workflow.init
     def __init__(self, request: MigrationRequest) -> None:
-        now = workflow.now()
-        detected = request.detected_at or now
-        self._open(
-            request,
-            MigrationStatus(
-                workflow_id=workflow.info().workflow_id,
-                phase=Phase.PLANNING,
-                service=request.service,
-                severity=request.severity,
-                requested_by=request.requested_by,
-                reason=request.reason,
-                detected_at=detected,
-                sla_deadline=sla_deadline(request.severity, detected),
-                timings={"started": now},
-            ),
-            detected,
-        )
         wanted = (
             f"down to version {request.to_version}"
             if request.to_version is not None
             else f"down {request.steps or 1} step(s)"
         )
-        self._desk.note(
-            request.requested_by,
-            "requested",
-            detail=f"migration rollback {wanted}: {request.reason}",
-        )
+        self._begin(request, MigrationStatus, f"migration rollback {wanted}: {request.reason}")
 
     @property
     def _target_label(self) -> str:
@@ -101,26 +78,21 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         return changed and (self._status.phase is Phase.EXECUTING or workflow.patched(ONE_GATE))
 
     async def _run(self, request: MigrationRequest) -> MigrationResult:
-        entry = await self._call(
-            refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog"
-        )
+        entry = await self._look_up()
         if entry.migration is None:
-            await self._fail(
+            await self._refuse(
                 f"service {request.service!r} has no migration settings in the catalog "
                 "(migration: cloudsql_instance, database_secret, ...)"
             )
-            raise Stop
-        self._entry, config = entry, entry.migration
-        self._desk.set_policy(entry.approval, entry.trust)
-        self._start_verified = self._desk.verify_start(request)
+        config = entry.migration
+        self._adopt(entry)
         self._status.namespace, self._status.deployment = entry.namespace, entry.deployment
 
         state = await self._read_state(config)
         try:
             steps, target = plan_down(state, request.steps, request.to_version)
         except MigrationRefused as refused:
-            await self._fail(f"refused before any change: {refused}")
-            raise Stop from None
+            await self._refuse(f"refused before any change: {refused}")
         self._status.from_version, self._status.to_version, self._status.steps = (
             state.version,
             target,
@@ -146,8 +118,7 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         self._status.backup = backup
         self._desk.note("modoru", "backup", counted=backup.ok, detail=backup.detail)
         if not backup.ok:
-            await self._fail(f"refused before any change: {backup.detail}")
-            raise Stop
+            await self._refuse(f"refused before any change: {backup.detail}")
         if request.dry_run:
             self._status.message = (
                 f"dry run: would roll {request.service}'s schema back from version "
@@ -162,17 +133,11 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         if not await self._approval_gate(config.approvals):
             return MigrationResult(status=self._status)
 
-        self._set_phase(Phase.EXECUTING)
-        subject, text = notices.start_notice(
-            request.language,
-            detected_at=self._status.detected_at,
-            impact=request.reason,
-            cause="",
-            action=f"migrate down-to {target if target is not None else 0} ({state.version} → "
+        await self._announce_start(
+            f"migrate down-to {target if target is not None else 0} ({state.version} → "
             f"{target if target is not None else 'nil'})",
-            expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)),
+            within=timedelta(minutes=5),
         )
-        await self._notify("start", subject, text)
         self._status.pending = None
         down = await self._exec(
             config,
@@ -232,11 +197,10 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         version, dirty = await self._version(config)
         history = await self._exec(config, "history", "migrate history")
         if history.exit_code != 0:
-            await self._fail(
+            await self._refuse(
                 f"{' '.join(history.command)} exited {history.exit_code}: "
                 f"{history.stderr.strip()[-300:]}"
             )
-            raise Stop
         applied, available = parse_history(history.stdout)
         self._status.from_version, self._status.dirty = version, dirty
         return SchemaState(
@@ -248,8 +212,7 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         try:
             return parse_version(result.stdout, result.stderr)
         except ValueError as exc:
-            await self._fail(f"{' '.join(result.command)} exited {result.exit_code}: {exc}")
-            raise Stop from None
+            await self._refuse(f"{' '.join(result.command)} exited {result.exit_code}: {exc}")
 
     async def _exec(
         self,
@@ -288,12 +251,7 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
         assert entry.database is not None  # the catalog requires it with migration
         return await self._call(
             refs.DB_SNAPSHOT,
-            SnapshotRequest(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
-                access=entry.database,
-                checks=config.integrity_checks,
-            ),
+            SnapshotRequest.of(entry, access=entry.database, checks=config.integrity_checks),
             summary + " (psql in an app pod)",
             timeout=entry.database.query_timeout_seconds * (len(config.integrity_checks) + 1) + 120,
         )

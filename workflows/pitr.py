@@ -20,28 +20,20 @@ with workflow.unsafe.imports_passed_through():
     from runbook.catalog import ServiceEntry
     from runbook.models import (
         Phase,
-        RolloutWaitRequest,
-        ServiceByName,
-        VerifyRequest,
-        VerifyResult,
     )
     from runbook.pitr_models import (
         CloneQueriesRequest,
         CloneRequest,
         InstanceInfo,
         InstanceRef,
-        OperationRef,
-        PitrCheck,
         PitrCheckRequest,
         PitrRequest,
         PitrResult,
         PitrStatus,
         ProxySwitch,
-        ProxySwitched,
         clone_name,
     )
     from runbook.plans import clone_plan, switch_plan
-    from runbook.policy import sla_deadline
 
     from .approval import ApprovalDesk
     from .change import ChangeWorkflow, Stop
@@ -56,32 +48,17 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
 
     @workflow.init
     def __init__(self, request: PitrRequest) -> None:
-        now = workflow.now()
         self._source_connection = ""
-        self._open(
+        self._begin(
             request,
-            PitrStatus(
-                workflow_id=workflow.info().workflow_id,
-                phase=Phase.PLANNING,
-                service=request.service,
-                severity=request.severity,
-                requested_by=request.requested_by,
-                reason=request.reason,
-                point_in_time=request.point_in_time,
-                timings={"started": now},
-                sla_deadline=sla_deadline(request.severity, now),
-            ),
-            now,
+            PitrStatus,
+            f"recover to {request.point_in_time.isoformat()}: {request.reason}",
+            point_in_time=request.point_in_time,
         )
         self._switch_desk = ApprovalDesk(
             request.requested_by, self._status.audit, self._status.switch_approvals
         )
         self._switch_desk.open = False
-        self._desk.note(
-            request.requested_by,
-            "requested",
-            detail=f"recover to {request.point_in_time.isoformat()}: {request.reason}",
-        )
 
     @property
     def _clone_desk(self) -> ApprovalDesk:
@@ -106,39 +83,34 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         return await self._carry_out(self._run(request))
 
     async def _run(self, request: PitrRequest) -> PitrResult:
-        entry = await self._call(
-            refs.SERVICE, ServiceByName(name=request.service), "look up the service catalog"
-        )
+        entry = await self._look_up()
         if entry.pitr is None:
-            await self._fail(
+            await self._refuse(
                 f"service {request.service!r} has no pitr settings in the catalog (pitr: "
                 "cloudsql_instance, secret, ...)"
             )
-            raise Stop
-        self._entry, config = entry, entry.pitr
-        self._clone_desk.set_policy(entry.approval, entry.trust)
-        self._switch_desk.set_policy(entry.approval, entry.trust)
-        self._start_verified = self._clone_desk.verify_start(request)
+        config = entry.pitr
+        self._adopt(entry)
         self._switch_desk.requester_id = self._clone_desk.requester_id
         source = config.cloudsql_instance
         clone = request.new_instance or clone_name(source, request.point_in_time)
         self._status.source, self._status.clone = source, clone
 
-        check: PitrCheck = await self._call(
+        recovery = {  # what is cloned, to what time, as which new instance
+            "project": config.cloudsql_project,
+            "source": source,
+            "destination": clone,
+            "point_in_time": request.point_in_time,
+        }
+        check = await self._call(
             refs.PITR_CHECK,
-            PitrCheckRequest(
-                project=config.cloudsql_project,
-                source=source,
-                destination=clone,
-                point_in_time=request.point_in_time,
-            ),
+            PitrCheckRequest(**recovery),
             "check the restore point and the destination",
         )
         self._status.window, self._status.backups = (check.earliest, check.latest), check.backups
         self._source_connection = check.source_connection_name
         if check.problems:
-            await self._fail("refused before anything was created: " + "; ".join(check.problems))
-            raise Stop
+            await self._refuse("refused before anything was created: " + "; ".join(check.problems))
         workflow.set_current_details(
             f"**{source}** → **{clone}** at {request.point_in_time.isoformat()}"
         )
@@ -158,26 +130,14 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
             shown,
         ):
             return PitrResult(status=self._status)
-        self._set_phase(Phase.EXECUTING)
-        subject, text = notices.start_notice(
-            request.language,
-            detected_at=self._status.timings["started"],
-            impact=request.reason,
+        await self._announce_start(
+            f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} as {clone}",
             cause="data corruption",
-            action=f"point-in-time recovery of {source} to {request.point_in_time.isoformat()} "
-            f"as {clone}",
-            expected_recovery=workflow.now() + timedelta(minutes=config.clone_timeout_minutes),
+            expected=workflow.now() + timedelta(minutes=config.clone_timeout_minutes),
         )
-        await self._notify("start", subject, text)
-        operation: OperationRef = await self._call(
+        operation = await self._call(
             refs.START_CLONE,
-            CloneRequest(
-                project=config.cloudsql_project,
-                source=source,
-                destination=clone,
-                point_in_time=request.point_in_time,
-                grant=self._clone_desk.grant(request),
-            ),
+            CloneRequest(**recovery, grant=self._clone_desk.grant(request)),
             f"clone {source} as {clone}",
         )
         self._status.operation = operation.name
@@ -206,9 +166,8 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         if request.checks:
             self._status.checks = await self._call(
                 refs.CLONE_QUERIES,
-                CloneQueriesRequest(
-                    namespace=entry.namespace,
-                    deployment=entry.deployment,
+                CloneQueriesRequest.of(
+                    entry,
                     access=entry.database,
                     source_connection_name=self._source_connection,
                     clone_connection_name=info.connection_name,
@@ -282,11 +241,10 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
 
     async def _point(self, entry: ServiceEntry, source: str, target: str) -> None:
         assert entry.database is not None
-        switched: ProxySwitched = await self._call(
+        switched = await self._call(
             refs.SWITCH_PROXY,
-            ProxySwitch(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
+            ProxySwitch.of(
+                entry,
                 proxy_container=entry.database.proxy_container,
                 from_connection_name=source,
                 to_connection_name=target,
@@ -302,35 +260,11 @@ class PointInTimeRecoveryWorkflow(ChangeWorkflow[PitrRequest, PitrStatus]):
         )
 
     async def _roll_out_and_check(self, entry: ServiceEntry, when: str) -> tuple[bool, str]:
-        self._set_phase(Phase.WAITING_ROLLOUT)
         try:
-            await self._call(
-                refs.WAIT_ROLLOUT,
-                RolloutWaitRequest(
-                    namespace=entry.namespace,
-                    deployment=entry.deployment,
-                    timeout_seconds=entry.rollout_timeout_seconds,
-                ),
-                f"wait for the rollout {when}",
-                timeout=entry.rollout_timeout_seconds + 60,
-                heartbeat=10,
-            )
+            await self._await_rollout(entry, f"wait for the rollout {when}")
         except ActivityError as err:
             return False, getattr(err.cause, "message", None) or str(err)
-        self._set_phase(Phase.VERIFYING)
-        result: VerifyResult = await self._call(
-            refs.VERIFY_SERVICE,
-            VerifyRequest(
-                namespace=entry.namespace,
-                deployment=entry.deployment,
-                service=entry.service,
-                paths=entry.check_paths,
-                window_seconds=entry.verification_window_seconds,
-            ),
-            f"health {when}",
-            timeout=entry.verification_window_seconds + 60,
-            heartbeat=10,
-        )
+        result = await self._check_health(entry, f"health {when}", metrics=False)
         self._status.health = result.checks
         failing = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
         return result.ok, failing or "healthy"

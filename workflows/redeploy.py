@@ -14,8 +14,6 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
-    from runbook import notices
-    from runbook.catalog import ServiceEntry
     from runbook.cd_models import (
         DispatchRequest,
         ImageList,
@@ -29,9 +27,7 @@ with workflow.unsafe.imports_passed_through():
         RunState,
         redeploy_plan,
     )
-    from runbook.checklist import new_checklist
-    from runbook.models import Phase, ServiceLookup
-    from runbook.policy import sla_deadline
+    from runbook.models import Phase
 
     from .deploy_steps import DeploySteps, Stop
 
@@ -42,29 +38,12 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
 
     @workflow.init
     def __init__(self, request: RedeployRequest) -> None:
-        now = workflow.now()
-        detected = request.detected_at or now
-        status = RedeployStatus(
-            workflow_id=workflow.info().workflow_id,
-            phase=Phase.PLANNING,
-            namespace=request.namespace,
-            deployment=request.deployment,
+        self._begin(
+            request,
+            RedeployStatus,
+            f"redeploy tag {request.tag}: {request.reason}",
             tag=request.tag,
-            severity=request.severity,
-            requested_by=request.requested_by,
-            reason=request.reason,
-            detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected),
-            timings={"started": now},
-            checklist=new_checklist(request.language),
         )
-        self._open(request, status, detected)
-        self._desk.note(
-            request.requested_by,
-            "requested",
-            detail=f"redeploy tag {request.tag}: {request.reason}",
-        )
-        self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @workflow.query(name="status")
     def status(self) -> RedeployStatus:
@@ -75,21 +54,10 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
         return await self._carry_out(self._run(request))
 
     async def _run(self, request: RedeployRequest) -> RedeployResult:
-        entry: ServiceEntry = await self._call(
-            refs.LOOKUP,
-            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-            "look up the service catalog",
+        entry, cd, registry = await self._look_up_pipeline(
+            " (cd: repository, workflow, ...; registry: project, location, repository, package)"
         )
-        if entry.cd is None or entry.registry is None:
-            await self._fail(
-                f"refused: deployment/{request.deployment} has no "
-                f"{'cd' if entry.cd is None else 'registry'} section in the catalog "
-                "(cd: repository, workflow, ...; registry: project, location, repository, package)"
-            )
-            raise Stop
-        self._entry, cd, registry = entry, entry.cd, entry.registry
-        self._desk.set_policy(entry.approval, entry.trust)
-        self._start_verified = self._desk.verify_start(request)
+        self._adopt(entry)
 
         listed: ImageList = await self._call(
             refs.REGISTRY_IMAGES,
@@ -100,11 +68,10 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
         image = f"{registry.image}:{request.tag}"
         if listed.found is None:
             newest = ", ".join(t for i in listed.images for t in i.tags) or "none"
-            await self._fail(
+            await self._refuse(
                 f"tag {request.tag} is not in Artifact Registry {registry.image} (newest tags: "
                 f"{newest}); nothing was dispatched"
             )
-            raise Stop
         self._status.pushed = listed.found.uploaded or listed.found.updated
         plan: RedeployPlan = await self._call(
             refs.REDEPLOY_PLAN,
@@ -118,10 +85,9 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
         )
         self._status.plan = plan
         if plan.live_image == image:
-            await self._fail(
+            await self._refuse(
                 f"{image} is already live (revision {plan.live_revision}); nothing was dispatched"
             )
-            raise Stop
         last = (
             f"revision {plan.last_revision}" if plan.last_revision else "no revision in the history"
         )
@@ -149,22 +115,13 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
         if not await self._approved(shown, f"redeploy {image}"):
             return RedeployResult(status=self._status)
 
-        self._set_phase(Phase.EXECUTING)
-        subject, text = notices.start_notice(
-            request.language,
-            detected_at=self._status.detected_at,
-            impact=request.reason,
-            cause="",
-            action=f"{cd.workflow_name} で {request.tag} を再デプロイします ({plan.live_image} → "
-            f"{image})"
+        await self._announce_start(
+            f"{cd.workflow_name} で {request.tag} を再デプロイします ({plan.live_image} → {image})"
             if request.language == "ja"
             else f"redeploying {request.tag} through {cd.workflow_name} ({plan.live_image} → "
             f"{image})",
-            expected_recovery=max(
-                self._status.sla_deadline, workflow.now() + timedelta(minutes=10)
-            ),
+            within=timedelta(minutes=10),
         )
-        await self._notify("start", subject, text)
         self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
         run: RunState = await self._call(
             refs.DISPATCH,
@@ -198,24 +155,16 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
             )
             raise Stop
 
-        outcome = await self._roll_out(entry, f"wait for the rollout of {image}")
-        self._status.timings["mitigated"] = workflow.now()
-        self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
-        await self._verify(entry)
-        subject, text = notices.complete_notice(
-            request.language,
-            recovered_at=self._status.timings["mitigated"],
+        outcome = await self._recover(
+            entry,
+            f"wait for the rollout of {image}",
             from_revision=plan.live_revision,
-            to_revision=outcome.revision,
-            result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
-            + f" ({image})",
+            shown=image,
         )
-        await self._notify("complete", subject, text)
-        self._status.message = (
+        self._complete(
             f"redeployed {image} through {cd.workflow_name} run #{run.number} (revision "
             f"{plan.live_revision} → {outcome.revision}) and verified"
         )
-        self._set_phase(Phase.COMPLETED)
         return RedeployResult(status=self._status)
 
     def _show(self, run: RunState) -> None:

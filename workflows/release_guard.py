@@ -248,12 +248,8 @@ class ReleaseGuardWorkflow:
     async def _baseline(self, entry: ServiceEntry) -> GuardCarry:
         baseline: GuardBaseline = await self._activity(
             refs.GUARD_BASELINE,
-            BaselineRequest(
-                namespace=self._request.namespace,
-                deployment=self._request.deployment,
-                service=entry.service,
-                monitoring=entry.monitoring,
-                release_at=self._request.release_at,
+            BaselineRequest.of(
+                entry, monitoring=entry.monitoring, release_at=self._request.release_at
             ),
             "record the pre-release baseline",
         )
@@ -278,15 +274,9 @@ class ReleaseGuardWorkflow:
         interval = self._request.interval_seconds
         watch = workflow.start_activity(
             refs.GUARD_WATCH.name,
-            WatchRequest(
-                namespace=self._request.namespace,
-                deployment=self._request.deployment,
-                service=entry.service,
-                health_path=entry.health_path,
-                api_path=entry.api_check_path,
-                monitoring=entry.monitoring,
-                thresholds=entry.guard,
-                baseline=baseline,
+            WatchRequest.guarding(
+                entry,
+                baseline,
                 interval_seconds=interval,
                 until=self._status.until,
                 max_polls=max_polls,

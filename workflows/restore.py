@@ -14,12 +14,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
-    from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import ArtifactsRequest, FetchedManifest
-    from runbook.checklist import new_checklist
-    from runbook.models import Phase, ServiceLookup
-    from runbook.policy import sla_deadline
+    from runbook.models import Phase
     from runbook.repair_models import (
         ApplyResult,
         BackupFetch,
@@ -32,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         restore_plan,
     )
 
-    from .deploy_steps import DeploySteps, Stop
+    from .deploy_steps import DeploySteps
 
 
 @workflow.defn(name="Restore")
@@ -41,29 +38,12 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
 
     @workflow.init
     def __init__(self, request: RestoreRequest) -> None:
-        now = workflow.now()
-        detected = request.detected_at or now
-        status = RestoreStatus(
-            workflow_id=workflow.info().workflow_id,
-            phase=Phase.PLANNING,
-            namespace=request.namespace,
-            deployment=request.deployment,
+        self._begin(
+            request,
+            RestoreStatus,
+            f"restore from {request.source.kind} {request.source.name}: {request.reason}",
             source=request.source,
-            severity=request.severity,
-            requested_by=request.requested_by,
-            reason=request.reason,
-            detected_at=detected,
-            sla_deadline=sla_deadline(request.severity, detected),
-            timings={"started": now},
-            checklist=new_checklist(request.language),
         )
-        self._open(request, status, detected)
-        self._desk.note(
-            request.requested_by,
-            "requested",
-            detail=f"restore from {request.source.kind} {request.source.name}: {request.reason}",
-        )
-        self._check("decide", f"{request.severity.value}: {request.reason}")
 
     @workflow.query(name="status")
     def status(self) -> RestoreStatus:
@@ -92,11 +72,10 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
             )
         else:
             if entry.cd is None:
-                await self._fail(
+                await self._refuse(
                     f"refused: deployment/{request.deployment} has no cd section in the catalog, "
                     "so there is no pipeline to take artifacts from"
                 )
-                raise Stop
             fetched = await self._call(
                 refs.DOWNLOAD_BACKUP,
                 ArtifactsRequest(cd=entry.cd, name=source.name),
@@ -107,14 +86,8 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
         return fetched.text
 
     async def _run(self, request: RestoreRequest) -> RestoreResult:
-        entry: ServiceEntry = await self._call(
-            refs.LOOKUP,
-            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-            "look up the service catalog",
-        )
-        self._entry = entry
-        self._desk.set_policy(entry.approval, entry.trust)
-        self._start_verified = self._desk.verify_start(request)
+        entry = await self._look_up()
+        self._adopt(entry)
         text = await self._fetch(entry, request)
         check: RestoreCheck = await self._call(
             refs.RESTORE_CHECK,
@@ -125,12 +98,11 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
         )
         self._status.check = check
         if check.problems:
-            await self._fail(
+            await self._refuse(
                 "the manifest cannot be applied: "
                 + "; ".join(check.problems)
                 + "; nothing was changed"
             )
-            raise Stop
         workflow.set_current_details(
             f"**{request.deployment}** from {request.source.kind} `{request.source.name}`: "
             f"{', '.join(check.live_images)} → **{', '.join(check.images)}**\n\n```diff\n"
@@ -170,20 +142,12 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
         if not await self._approved(shown, f"apply {request.source.name}"):
             return RestoreResult(status=self._status)
 
-        self._set_phase(Phase.EXECUTING)
-        subject, text = notices.start_notice(
-            request.language,
-            detected_at=self._status.detected_at,
-            impact=request.reason,
-            cause="",
-            action=(
-                f"バックアップ {request.source.name} から復元します ({', '.join(check.images)})"
-                if request.language == "ja"
-                else f"restoring {request.source.name} ({', '.join(check.images)})"
-            ),
-            expected_recovery=max(self._status.sla_deadline, workflow.now() + timedelta(minutes=5)),
+        await self._announce_start(
+            f"バックアップ {request.source.name} から復元します ({', '.join(check.images)})"
+            if request.language == "ja"
+            else f"restoring {request.source.name} ({', '.join(check.images)})",
+            within=timedelta(minutes=5),
         )
-        await self._notify("start", subject, text)
         self._check("notify_start", ", ".join(c.label for c in entry.channels) or "no channel")
         applied: ApplyResult = await self._call(
             refs.RESTORE_APPLY,
@@ -200,24 +164,16 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
         self._status.applied = applied
         self._desk.note("modoru", "apply", detail=applied.message)
         self._check("undo", applied.message)
-        outcome = await self._roll_out(entry, f"wait for the rollout of {request.source.name}")
-        self._status.timings["mitigated"] = workflow.now()
-        self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
-        await self._verify(entry)
-        subject, text = notices.complete_notice(
-            request.language,
-            recovered_at=self._status.timings["mitigated"],
+        outcome = await self._recover(
+            entry,
+            f"wait for the rollout of {request.source.name}",
             from_revision=check.revision,
-            to_revision=outcome.revision,
-            result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
-            + f" ({request.source.name})",
+            shown=request.source.name,
         )
-        await self._notify("complete", subject, text)
-        self._status.message = (
+        self._complete(
             f"restored deployment/{request.deployment} from {request.source.kind} "
             f"{request.source.name} (revision {check.revision} → {outcome.revision}) and verified"
         )
-        self._set_phase(Phase.COMPLETED)
         return RestoreResult(status=self._status)
 
 

@@ -12,10 +12,6 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
-    from runbook import notices
-    from runbook.catalog import ServiceEntry
-    from runbook.models import Phase, ServiceLookup
-    from runbook.policy import sla_deadline
     from runbook.repair_models import (
         ApplyResult,
         RepairPlan,
@@ -28,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         repair_plan,
     )
 
-    from .deploy_steps import DeploySteps, Stop
+    from .deploy_steps import DeploySteps
 
 
 @workflow.defn(name="Troubleshoot")
@@ -38,27 +34,18 @@ class TroubleshootWorkflow(DeploySteps[RepairRequest, RepairStatus]):
 
     @workflow.init
     def __init__(self, request: RepairRequest) -> None:
-        now = workflow.now()
-        status = RepairStatus(
-            workflow_id=workflow.info().workflow_id,
-            phase=Phase.PLANNING,
-            namespace=request.namespace,
-            deployment=request.deployment,
-            action=request.action,
-            replicaset=request.replicaset,
-            severity=request.severity,
-            requested_by=request.requested_by,
-            reason=request.reason,
-            sla_deadline=sla_deadline(request.severity, now),
-            timings={"started": now},
-        )
-        self._open(request, status, now)
         what = (
             f"delete replicaset/{request.replicaset}"
             if request.action == "delete-replicaset"
             else "rollout restart"
         )
-        self._desk.note(request.requested_by, "requested", detail=f"{what}: {request.reason}")
+        self._begin(
+            request,
+            RepairStatus,
+            f"{what}: {request.reason}",
+            action=request.action,
+            replicaset=request.replicaset,
+        )
 
     @workflow.query(name="status")
     def status(self) -> RepairStatus:
@@ -69,14 +56,8 @@ class TroubleshootWorkflow(DeploySteps[RepairRequest, RepairStatus]):
         return await self._carry_out(self._run(request))
 
     async def _run(self, request: RepairRequest) -> RepairResult:
-        entry: ServiceEntry = await self._call(
-            refs.LOOKUP,
-            ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-            "look up the service catalog",
-        )
-        self._entry = entry
-        self._desk.set_policy(entry.approval, entry.trust)
-        self._start_verified = self._desk.verify_start(request)
+        entry = await self._look_up()
+        self._adopt(entry)
         plan: RepairPlan = await self._call(
             refs.REPAIR_PLAN,
             RepairPlanRequest(
@@ -89,8 +70,7 @@ class TroubleshootWorkflow(DeploySteps[RepairRequest, RepairStatus]):
         )
         self._status.plan = plan
         if plan.problems:
-            await self._fail("; ".join(plan.problems) + "; nothing was changed")
-            raise Stop
+            await self._refuse("; ".join(plan.problems) + "; nothing was changed")
         # kubectl's value (RFC 3339, seconds), fixed here so a retried restart is the same restart.
         restarted_at = (
             workflow.now().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -114,57 +94,25 @@ class TroubleshootWorkflow(DeploySteps[RepairRequest, RepairStatus]):
         if not await self._approved(shown, what):
             return RepairResult(status=self._status)
 
-        self._set_phase(Phase.EXECUTING)
-        subject, text = notices.start_notice(
-            request.language,
-            detected_at=self._status.timings["started"],
-            impact=request.reason,
-            cause="",
-            action=what,
-            expected_recovery=max(self._status.sla_deadline, workflow.now()),
-        )
-        await self._notify("start", subject, text)
-        grant = self._desk.grant(request)
+        await self._announce_start(what)
+        target = {  # the Deployment as planned, and the approvals that allow acting on it
+            "namespace": request.namespace,
+            "deployment": request.deployment,
+            "deployment_uid": plan.deployment_uid,
+            "grant": self._desk.grant(request),
+        }
         if request.action == "delete-replicaset":
-            done: ApplyResult = await self._call(
-                refs.DELETE_REPLICASET,
-                ReplicaSetDelete(
-                    namespace=request.namespace,
-                    deployment=request.deployment,
-                    deployment_uid=plan.deployment_uid,
-                    replicaset=request.replicaset,
-                    grant=grant,
-                ),
-                what,
-            )
+            deleting = ReplicaSetDelete(**target, replicaset=request.replicaset)
+            done: ApplyResult = await self._call(refs.DELETE_REPLICASET, deleting, what)
         else:
-            done = await self._call(
-                refs.ROLLOUT_RESTART,
-                RestartRequest(
-                    namespace=request.namespace,
-                    deployment=request.deployment,
-                    deployment_uid=plan.deployment_uid,
-                    restarted_at=restarted_at,
-                    grant=grant,
-                ),
-                what,
-            )
+            restarting = RestartRequest(**target, restarted_at=restarted_at)
+            done = await self._call(refs.ROLLOUT_RESTART, restarting, what)
         self._status.done = done
         self._desk.note("modoru", request.action, detail=done.message)
-        outcome = await self._roll_out(entry, "wait for the rollout")
-        self._status.timings["mitigated"] = workflow.now()
-        await self._verify(entry)
-        subject, text = notices.complete_notice(
-            request.language,
-            recovered_at=self._status.timings["mitigated"],
-            from_revision=plan.revision,
-            to_revision=outcome.revision,
-            result=("サービス正常稼働中" if request.language == "ja" else "service healthy")
-            + f" ({done.message})",
+        await self._recover(
+            entry, "wait for the rollout", from_revision=plan.revision, shown=done.message
         )
-        await self._notify("complete", subject, text)
-        self._status.message = f"{done.message}; the rollout finished and verified"
-        self._set_phase(Phase.COMPLETED)
+        self._complete(f"{done.message}; the rollout finished and verified")
         return RepairResult(status=self._status)
 
 

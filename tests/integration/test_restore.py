@@ -55,7 +55,7 @@ async def restore(
             assert status.check is not None and any(
                 line.startswith("+") and "image:" in line for line in status.check.diff
             )
-            await stack.approve(handle, model=RestoreStatus)
+            assert await stack.approve(handle, model=RestoreStatus) is Phase.AWAITING_APPROVAL
     try:
         return await asyncio.wait_for(handle.result(), 120), None
     except WorkflowFailureError as exc:

@@ -82,7 +82,7 @@ async def test_an_old_replicaset_is_deleted_only_after_approval_and_kept(stack: 
         e for e in stack.sandbox.requests_since(mark) if e["verb"] in MUTATING
     ] == []  # nothing before the approval
     assert old in [rs["metadata"]["name"] for rs in replicasets(stack).values()]
-    await stack.approve(handle, model=RepairStatus)
+    assert await stack.approve(handle, model=RepairStatus) is Phase.AWAITING_APPROVAL
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.status.phase is Phase.COMPLETED, result.status.message
     assert old not in [rs["metadata"]["name"] for rs in replicasets(stack).values()]

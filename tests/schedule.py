@@ -1,0 +1,96 @@
+"""The order the test processes take the suite in.
+
+`pytest -n N --dist worksteal` hands each process a contiguous slice of the
+collected tests (slice k holds what is left divided by the processes still to
+serve), and a process that runs dry takes the back half of the longest queue.
+The suite's time sits in a few files that mostly wait (the sandbox's clock,
+rollouts, Temporal), so the order decides how long the run takes: if the
+longest files share a slice, one process runs them one after another while the
+others finish early. So the collection is reordered into N slices of the sizes
+the scheduler will cut, the longest files spread over them first (longest
+processing time first), each slice starting with its longest file and ending
+with quick ones a neighbour may take.
+
+What a test costs comes from `tests/durations.json`, seconds per test from a
+whole run (`MODORU_RECORD_DURATIONS=tests/durations.json pytest -n 6 --dist
+worksteal` writes it); a test it does not know counts 0.2 s. A file stays in
+one slice (its module fixtures are set up once) unless it alone holds more
+than half a slice's share of the time: then its tests are spread one by one.
+A stale figure changes only the order, never what runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+DURATIONS = Path(__file__).with_name("durations.json")
+UNKNOWN_SECONDS_PER_TEST = 0.2
+
+T = TypeVar("T")
+
+
+def slice_sizes(total: int, processes: int) -> list[int]:
+    """The slice each process gets first, as the work-stealing scheduler cuts them."""
+    sizes, left = [], total
+    for k in range(processes):
+        size = left // (processes - k)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+def load_durations(path: Path = DURATIONS) -> dict[str, float]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in found.items() if isinstance(v, int | float)}
+
+
+def plan(items: Sequence[T], id_of, processes: int, durations: dict[str, float]) -> list[T]:
+    """`items` reordered into `processes` slices balanced by their tests' durations; the
+    items of one file keep their order and stand together within a slice."""
+    if processes <= 1 or len(items) < processes:
+        return list(items)
+    files: dict[str, list[T]] = {}
+    for item in items:
+        files.setdefault(id_of(item).split("::")[0], []).append(item)
+
+    def cost(item: T) -> float:
+        return durations.get(id_of(item), UNKNOWN_SECONDS_PER_TEST)
+
+    total = sum(cost(item) for item in items)
+    units: list[tuple[float, str, list[T]]] = []  # what goes to a slice whole
+    for name, members in files.items():
+        seconds = sum(cost(m) for m in members)
+        if seconds > total / processes / 2:
+            units += [(cost(m), name, [m]) for m in members]
+        else:
+            units.append((seconds, name, members))
+
+    sizes = slice_sizes(len(items), processes)
+    taken: list[dict[str, list[T]]] = [{} for _ in sizes]
+    share: list[dict[str, float]] = [{} for _ in sizes]
+    room, load = list(sizes), [0.0] * processes
+    for _seconds, name, members in sorted(units, key=lambda u: -u[0]):  # stable on ties
+        while members:
+            fits = [k for k in range(processes) if room[k] >= len(members)]
+            if fits:
+                k = min(fits, key=lambda k: (load[k], k))
+                part, members = members, []
+            else:  # no slice holds the whole file: fill the one with most room
+                k = max(range(processes), key=lambda k: (room[k], -k))
+                part, members = members[: room[k]], members[room[k] :]
+            part_seconds = sum(cost(m) for m in part)
+            taken[k].setdefault(name, []).extend(part)
+            share[k][name] = share[k].get(name, 0.0) + part_seconds
+            room[k] -= len(part)
+            load[k] += part_seconds
+    position = {id(item): n for n, item in enumerate(items)}
+    ordered: list[T] = []
+    for k in range(processes):
+        for name in sorted(taken[k], key=lambda n: -share[k][n]):
+            ordered.extend(sorted(taken[k][name], key=lambda item: position[id(item)]))
+    return ordered

@@ -14,9 +14,11 @@ with quick ones a neighbour may take.
 What a test costs comes from `tests/durations.json`, seconds per test from a
 whole run (`MODORU_RECORD_DURATIONS=tests/durations.json pytest -n 6 --dist
 worksteal` writes it); a test it does not know counts 0.2 s. A file stays in
-one slice (its module fixtures are set up once) unless it alone holds more
-than half a slice's share of the time: then its tests are spread one by one.
-A stale figure changes only the order, never what runs."""
+one slice (its module fixtures are set up once, and some contract files build
+on what their earlier tests left) unless it alone holds more than half a
+slice's share of the time: then its tests are spread one by one. The quick,
+self-contained tests (unit, workflow, replay) fill each slice to its size. A
+stale figure changes only the order, never what runs."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from typing import TypeVar
 
 DURATIONS = Path(__file__).with_name("durations.json")
 UNKNOWN_SECONDS_PER_TEST = 0.2
+# Files whose tests share no state: they may be cut anywhere to fill a slice.
+FILLERS = ("tests/unit/", "tests/workflows/", "tests/replay/")
 
 T = TypeVar("T")
 
@@ -63,10 +67,13 @@ def plan(items: Sequence[T], id_of, processes: int, durations: dict[str, float])
 
     total = sum(cost(item) for item in items)
     units: list[tuple[float, str, list[T]]] = []  # what goes to a slice whole
+    fillers: list[T] = []
     for name, members in files.items():
         seconds = sum(cost(m) for m in members)
         if seconds > total / processes / 2:
             units += [(cost(m), name, [m]) for m in members]
+        elif name.startswith(FILLERS):
+            fillers += members
         else:
             units.append((seconds, name, members))
 
@@ -74,23 +81,18 @@ def plan(items: Sequence[T], id_of, processes: int, durations: dict[str, float])
     taken: list[dict[str, list[T]]] = [{} for _ in sizes]
     share: list[dict[str, float]] = [{} for _ in sizes]
     room, load = list(sizes), [0.0] * processes
-    for _seconds, name, members in sorted(units, key=lambda u: -u[0]):  # stable on ties
-        while members:
-            fits = [k for k in range(processes) if room[k] >= len(members)]
-            if fits:
-                k = min(fits, key=lambda k: (load[k], k))
-                part, members = members, []
-            else:  # no slice holds the whole file: fill the one with most room
-                k = max(range(processes), key=lambda k: (room[k], -k))
-                part, members = members[: room[k]], members[room[k] :]
-            part_seconds = sum(cost(m) for m in part)
-            taken[k].setdefault(name, []).extend(part)
-            share[k][name] = share[k].get(name, 0.0) + part_seconds
-            room[k] -= len(part)
-            load[k] += part_seconds
+    for seconds, name, members in sorted(units, key=lambda u: -u[0]):  # stable on ties
+        fits = [k for k in range(processes) if room[k] >= len(members)] or range(processes)
+        k = min(fits, key=lambda k: (load[k], -room[k], k))
+        taken[k].setdefault(name, []).extend(members)
+        share[k][name] = share[k].get(name, 0.0) + seconds
+        room[k] -= len(members)
+        load[k] += seconds
     position = {id(item): n for n, item in enumerate(items)}
     ordered: list[T] = []
     for k in range(processes):
         for name in sorted(taken[k], key=lambda n: -share[k][n]):
             ordered.extend(sorted(taken[k][name], key=lambda item: position[id(item)]))
-    return ordered
+        ordered.extend(fillers[: max(room[k], 0)])
+        fillers = fillers[max(room[k], 0) :]
+    return ordered + fillers

@@ -33,13 +33,14 @@ def test_long_tests_start_different_slices_and_every_test_runs_once() -> None:
 
 
 def test_a_light_file_stays_whole_and_in_its_own_order() -> None:
-    light = ids("tests/unit/test_light.py", 4)
+    light = ids("tests/contract/test_light.py", 4)
     items = light + ids("tests/integration/test_x.py", 2) + ids("tests/unit/test_y.py", 6)
     durations = {"tests/integration/test_x.py::test_0": 30.0}
     order = plan(items, lambda i: i, 2, durations)
     where = [order.index(i) for i in light]
     assert where == list(range(where[0], where[0] + 4))  # together and in order
     assert any(set(light) <= set(s) for s in slices(order, 2))
+    assert order[-1] == "tests/unit/test_y.py::test_5"  # quick unit tests fill the slices' ends
 
 
 def test_one_process_or_unknown_durations_change_nothing_that_matters() -> None:

@@ -41,7 +41,8 @@ from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
 from runbook.cd_config import CdConfig, RegistryConfig
 from runbook.models import ApprovalSignal, Phase
-from tests.conftest import RunningSandbox
+from runbook.postchecks import PostChecks
+from tests.conftest import METRICS_DELAY, RunningSandbox
 from worker.main import WORKFLOWS
 
 IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
@@ -68,6 +69,8 @@ def cd_entry(tmp_path: Path, **changes) -> ServiceEntry:
             ),
             "verification_window_seconds": 15,
             "rollout_timeout_seconds": 60,
+            # the sandbox shows a minute's points 10 s after it ends, not Google's 2-4 minutes
+            "post_checks": PostChecks(ingestion_delay_seconds=METRICS_DELAY),
             **changes,
         }
     )

@@ -36,6 +36,7 @@ from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
 from runbook.guard import MonitoringConfig
 from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
+from runbook.postchecks import PostChecks
 from sandbox.traffic import TrafficGenerator
 from tests.conftest import METRICS_DELAY, RunningSandbox
 from worker.main import WORKFLOWS
@@ -81,6 +82,8 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncI
         ),
         verification_window_seconds=25,
         rollout_timeout_seconds=60,
+        # the sandbox shows a minute's points 10 s after it ends, not Google's 2-4 minutes
+        post_checks=PostChecks(ingestion_delay_seconds=METRICS_DELAY),
     )
     queue = f"guard-{uuid.uuid4().hex[:8]}"
     api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))

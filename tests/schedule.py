@@ -16,8 +16,10 @@ whole run (`MODORU_RECORD_DURATIONS=tests/durations.json pytest -n 6 --dist
 worksteal` writes it); a test it does not know counts 0.2 s. A file stays in
 one slice (its module fixtures are set up once, and some contract files build
 on what their earlier tests left) unless it alone holds more than half a
-slice's share of the time: then its tests are spread one by one. The quick,
-self-contained tests (unit, workflow, replay) fill each slice to its size. A
+slice's share of the time, or its tests each start their own sandbox and
+worker (integration, reliability): then its tests are spread one by one. The
+quick, self-contained tests (unit, workflow, replay) fill each slice to its
+size. A
 stale figure changes only the order, never what runs."""
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ DURATIONS = Path(__file__).with_name("durations.json")
 UNKNOWN_SECONDS_PER_TEST = 0.2
 # Files whose tests share no state: they may be cut anywhere to fill a slice.
 FILLERS = ("tests/unit/", "tests/workflows/", "tests/replay/")
+# Slow files whose tests each start their own sandbox and worker: spread one by one.
+SPREAD = ("tests/integration/", "tests/reliability/")
 
 T = TypeVar("T")
 
@@ -70,7 +74,7 @@ def plan(items: Sequence[T], id_of, processes: int, durations: dict[str, float])
     fillers: list[T] = []
     for name, members in files.items():
         seconds = sum(cost(m) for m in members)
-        if seconds > total / processes / 2:
+        if name.startswith(SPREAD) or seconds > total / processes / 2:
             units += [(cost(m), name, [m]) for m in members]
         elif name.startswith(FILLERS):
             fillers += members

@@ -187,9 +187,7 @@ def checks_of(status) -> dict:
     return found
 
 
-async def test_pods_that_burn_cpu_or_keep_logging_errors_are_not_verified_and_healthy_ones_are(
-    post_stack: PostStack,
-) -> None:
+async def test_pods_that_burn_cpu_are_not_verified(post_stack: PostStack) -> None:
     status, message = await roll_back_onto(post_stack, "1.2.1-cpu")
     assert status.phase is Phase.FAILED and message and "verification failed" in message, message
     cpu = checks_of(status)["cpu"]
@@ -202,6 +200,8 @@ async def test_pods_that_burn_cpu_or_keep_logging_errors_are_not_verified_and_he
     assert "cpu: CPU peak" in message  # the failure names the check and the figure
     assert checks_of(status)["memory"].ok and checks_of(status)["logs"].ok
 
+
+async def test_pods_that_keep_logging_errors_are_not_verified(post_stack: PostStack) -> None:
     status, message = await roll_back_onto(post_stack, "1.2.1-errors")
     assert status.phase is Phase.FAILED and "logs: " in message, message
     logs = checks_of(status)["logs"]
@@ -213,6 +213,10 @@ async def test_pods_that_burn_cpu_or_keep_logging_errors_are_not_verified_and_he
     )
     assert checks_of(status)["cpu"].ok and checks_of(status)["pods"].ok
 
+
+async def test_healthy_pods_are_verified_with_their_figures_and_log_tails(
+    post_stack: PostStack,
+) -> None:
     status, message = await roll_back_onto(post_stack, "1.2.0")
     assert message is None and status.phase is Phase.COMPLETED and status.verification.ok
     found = checks_of(status)

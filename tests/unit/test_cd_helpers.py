@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import subprocess
-import sys
 import zipfile
 
 import pytest
@@ -291,22 +289,27 @@ def test_image_references_and_tags() -> None:
         (["troubleshoot", "scale", "--deployment", "tekutoko-api"], "No such command 'scale'"),
     ],
 )
-def test_bad_arguments_are_one_line_and_start_nothing(args: list[str], said: str) -> None:
-    # No Temporal is reachable at this address: a refusal must come before any connection.
-    result = subprocess.run(
-        [sys.executable, "-m", "starter.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"MODORU_TEMPORAL_ADDRESS": "127.0.0.1:1", "PATH": "/usr/bin:/bin"},
-    )
-    lines = result.stderr.strip().splitlines()
+def test_bad_arguments_are_one_line_and_start_nothing(
+    args: list[str], said: str, monkeypatch, capsys
+) -> None:
+    import starter.base as base
+    import starter.cli as cli
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a bad command line reached the server")
+
+    # Every command reaches Temporal through starter/base.py's run: a refusal comes before it.
+    monkeypatch.setattr(base, "run", refuse)
+    monkeypatch.setattr(cli, "run", refuse)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
     assert (
-        result.returncode == 2
+        exited.value.code == 2
         and len(lines) == 1
         and lines[0].startswith("modoru: ")
         and said in lines[0]
-    ), result.stderr
+    ), lines
 
 
 async def test_the_changing_activities_refuse_without_the_signed_approval_of_their_plan() -> None:

@@ -12,7 +12,7 @@ ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class RegistryConfig(Strict):

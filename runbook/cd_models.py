@@ -28,7 +28,7 @@ MAX_MANIFEST_BYTES = 256 * 1024
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # -- Artifact Registry ------------------------------------------------------------------

@@ -34,7 +34,7 @@ def plan_digest(plan: dict[str, Any]) -> str:
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class GateView(Model):

@@ -18,7 +18,7 @@ LOG_TAIL = 200  # the runbook's `kubectl logs -l app=... --tail=200`
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Hotfix(Strict):

@@ -25,7 +25,7 @@ from .monitoring import (
 class GuardThresholds(BaseModel):
     """Per-service thresholds; the defaults are the runbook's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     immediate_error_ratio: float = Field(
         0.50, gt=0, le=1, description="error ratio above this: roll back within 5 minutes"
@@ -55,7 +55,7 @@ class MonitoringConfig(BaseModel):
     overriding the preset's default. No preset: the worker refuses to read
     metrics for the service rather than guess (see `runbook.monitoring`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     preset: Preset | None = Field(
         None, description="gke_l7, managed_prometheus or custom; none: metrics are not configured"
@@ -155,7 +155,7 @@ class MonitoringConfig(BaseModel):
 class RecoveryCriteria(BaseModel):
     """What the metrics must show after a rollback for it to count as verified."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     max_error_ratio: float = Field(0.01, ge=0, le=1, description="error ratio must stay below this")
     max_p95_ms: float = Field(500.0, gt=0, description="p95 latency must stay below this")
@@ -168,7 +168,7 @@ class RecoveryCriteria(BaseModel):
 class Evidence(BaseModel):
     """What the guard saw over one window. None: not measured (no data)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     error_ratio: float | None = Field(None, ge=0, le=1)
     p95_ms: float | None = Field(None, ge=0)
@@ -179,7 +179,7 @@ class Evidence(BaseModel):
 
 
 class Verdict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     severity: Severity | None  # None: no rollback called for
     reasons: list[str]

@@ -39,7 +39,7 @@ def key_identity(line: str) -> str:
 
 
 class Identity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str = Field(description="lowercase ASCII, e.g. sre-lead.tanaka")
     display_name: str = Field(min_length=1, max_length=200)

@@ -34,14 +34,14 @@ _VARIABLE_PARTS = [
 
 
 class LogLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     pod: str
     container: str = ""
     text: str
 
 
 class ErrorGroup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     signature: str = Field(description="the message with its varying parts replaced")
     count: int
     pods: list[str]

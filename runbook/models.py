@@ -16,7 +16,7 @@ from .postchecks import PostChecks
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ChangeRequestBase(Model):

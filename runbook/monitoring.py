@@ -32,7 +32,7 @@ GKE_NEG_NAME = "k8s1-[0-9a-f]{8}-{namespace}-{service}-[0-9]+-[0-9a-f]{8}"
 class MetricSource(BaseModel):
     """One service's metric settings with the preset's defaults filled in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     preset: Preset
     request_count_metric: str

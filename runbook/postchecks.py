@@ -50,7 +50,7 @@ class PostChecks(BaseModel):
     part can be switched off; a part the worker cannot read (no Cloud Monitoring
     or Cloud Logging access) is reported as skipped, never as passed silently."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     resources: bool = Field(
         True, description="CPU and memory limit utilization of the service's containers"

@@ -145,11 +145,14 @@ class CdStack:
 
 
 def sandbox_monitoring(
-    endpoints: dict, sandbox: RunningSandbox, session: aiohttp.ClientSession
+    endpoints: dict,
+    sandbox: RunningSandbox,
+    session: aiohttp.ClientSession,
+    channel: grpc.aio.Channel | None = None,
 ) -> Monitoring:
     """The official gRPC client against the sandbox's Cloud Monitoring emulator, on the sandbox's
-    metric clock."""
-    channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
+    metric clock; on `channel` when the caller closes one of its own."""
+    channel = channel or grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     return Monitoring(
         monitoring_v3.MetricServiceAsyncClient(
             transport=MetricServiceGrpcAsyncIOTransport(channel=channel)

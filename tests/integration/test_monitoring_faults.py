@@ -17,10 +17,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import grpc
 import pytest
-from google.cloud import monitoring_v3
-from google.cloud.monitoring_v3.services.metric_service.transports import (
-    MetricServiceGrpcAsyncIOTransport,
-)
 from googleapiclient.http import build_http
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
@@ -29,7 +25,6 @@ from temporalio.worker import Worker
 from activities.catalog import CatalogActivities
 from activities.cloud_logging import CloudLogging
 from activities.kubernetes import KubernetesActivities
-from activities.metrics import Monitoring
 from activities.notify import NotifyActivities
 from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, ServiceEntry
@@ -38,6 +33,7 @@ from runbook.models import Phase, RollbackRequest, RollbackResult, Severity
 from runbook.postchecks import PostChecks
 from sandbox.traffic import TrafficGenerator
 from tests.conftest import METRICS_DELAY, RunningSandbox
+from tests.integration.cd_stack import sandbox_monitoring
 from tests.integration.test_api_faults import attempts, release_the_broken_version
 from worker.api_errors import PlainApiErrors
 from worker.main import WORKFLOWS
@@ -88,15 +84,7 @@ async def queue(dev_env, sandbox: RunningSandbox, tmp_path) -> AsyncIterator[str
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     async with aiohttp.ClientSession() as session:
-        monitoring = Monitoring(
-            monitoring_v3.MetricServiceAsyncClient(
-                transport=MetricServiceGrpcAsyncIOTransport(channel=channel)
-            ),
-            session,
-            project=endpoints["monitoring_project"],
-            rest_endpoint=endpoints["monitoring_rest"],
-            clock=sandbox.metric_clock,
-        )
+        monitoring = sandbox_monitoring(endpoints, sandbox, session, channel)
         logs = CloudLogging(
             endpoints["cloud_logging"], build_http, project=endpoints["logging_project"]
         )

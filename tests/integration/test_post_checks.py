@@ -21,10 +21,6 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
-from google.cloud import monitoring_v3
-from google.cloud.monitoring_v3.services.metric_service.transports import (
-    MetricServiceGrpcAsyncIOTransport,
-)
 from googleapiclient.http import build_http
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
@@ -34,7 +30,6 @@ from temporalio.worker import Worker
 from activities.catalog import CatalogActivities
 from activities.cloud_logging import CloudLogging
 from activities.kubernetes import KubernetesActivities
-from activities.metrics import Monitoring
 from activities.notify import NotifyActivities
 from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
@@ -42,6 +37,7 @@ from runbook.models import Phase, RollbackRequest, RollbackResult, Severity
 from runbook.postchecks import PostChecks
 from sandbox.scenario import load_scenario
 from tests.conftest import METRICS_DELAY, RunningSandbox, fast_scenario
+from tests.integration.cd_stack import sandbox_monitoring
 from worker.main import WORKFLOWS
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 
@@ -99,15 +95,7 @@ async def post_stack(dev_env, load_sandbox: RunningSandbox, tmp_path) -> AsyncIt
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     async with aiohttp.ClientSession() as session:
-        monitoring = Monitoring(
-            monitoring_v3.MetricServiceAsyncClient(
-                transport=MetricServiceGrpcAsyncIOTransport(channel=channel)
-            ),
-            session,
-            project=endpoints["monitoring_project"],
-            rest_endpoint=endpoints["monitoring_rest"],
-            clock=load_sandbox.metric_clock,
-        )
+        monitoring = sandbox_monitoring(endpoints, load_sandbox, session, channel)
         logs = CloudLogging(
             endpoints["cloud_logging"], build_http, project=endpoints["logging_project"]
         )

@@ -17,10 +17,6 @@ from dataclasses import dataclass
 import aiohttp
 import grpc
 import pytest
-from google.cloud import monitoring_v3
-from google.cloud.monitoring_v3.services.metric_service.transports import (
-    MetricServiceGrpcAsyncIOTransport,
-)
 from kubernetes.aio import client as kube
 from kubernetes.aio import config as kube_config
 from temporalio.client import WorkflowFailureError
@@ -29,7 +25,7 @@ from temporalio.worker import Worker
 from activities.catalog import CatalogActivities
 from activities.guard import GuardActivities
 from activities.kubernetes import KubernetesActivities
-from activities.metrics import MetricsActivities, Monitoring
+from activities.metrics import MetricsActivities
 from activities.notify import NotifyActivities
 from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
@@ -39,6 +35,7 @@ from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from runbook.postchecks import PostChecks
 from sandbox.traffic import TrafficGenerator
 from tests.conftest import METRICS_DELAY, RunningSandbox
+from tests.integration.cd_stack import sandbox_monitoring
 from worker.main import WORKFLOWS
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
@@ -90,15 +87,7 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncI
     apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
     channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
     async with aiohttp.ClientSession() as session:
-        monitoring = Monitoring(
-            monitoring_v3.MetricServiceAsyncClient(
-                transport=MetricServiceGrpcAsyncIOTransport(channel=channel)
-            ),
-            session,
-            project=endpoints["monitoring_project"],
-            rest_endpoint=endpoints["monitoring_rest"],
-            clock=sandbox.metric_clock,
-        )
+        monitoring = sandbox_monitoring(endpoints, sandbox, session, channel)
         k8s, verify = (
             KubernetesActivities(apps, core),
             VerifyActivities(apps, core, session, monitoring),

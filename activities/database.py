@@ -43,6 +43,9 @@ CHECK_POD_LABEL = "modoru.dev/pitr-check"
 class QueryFailed(Exception):
     def __init__(self, stderr: str) -> None:
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        error = next((line for line in lines if line.startswith("ERROR")), "")
+        # What kind of failure, without psql's message (it can quote a value from the rows).
+        self.kind = f"{error.split(':', 1)[0]}, message not recorded" if error else "psql failed"
         super().__init__(
             next(
                 (line for line in lines if line.startswith("ERROR")),
@@ -74,6 +77,35 @@ def psql_argv(access: DatabaseAccess, sql: str) -> list[str]:
         "-c",
         "ROLLBACK",
     ]
+
+
+def value_digest(text: str) -> str:
+    """The compared value's fingerprint: a hash, never the value."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_verdict(name: str, expect: str, rows: list[str] | None) -> CheckResult:
+    """A check on the clone as a verdict: pass or fail, the row count and the hash of the
+    value compared, never the rows themselves (they may be anyone's data, and the result goes
+    into the status, the history, the worker's log and the notices). `rows` None: the query
+    failed; psql's message is not recorded either, since it can quote a value."""
+    wanted = expect.strip()
+    if rows is None:
+        return CheckResult(
+            name=name,
+            ok=False,
+            detail="the query failed on the clone (psql's message is not recorded: it can "
+            "quote data); run it by hand against the clone",
+        )
+    actual = "\n".join(rows).strip()
+    ok = actual == wanted
+    said = "matches" if ok else "does not match"
+    return CheckResult(
+        name=name,
+        ok=ok,
+        detail=f"{len(rows)} row(s), {value_digest(actual)}: {said} the expected value "
+        f"({value_digest(wanted)})",
+    )
 
 
 def check_pod_name(deployment: str, connection_name: str) -> str:
@@ -129,16 +161,18 @@ class DatabaseActivities:
                     values[name] = None  # the table is gone: reported, judged by the workflow
                     continue
                 raise permanent(
-                    f"integrity check {name!r} failed to run in pod {pod}: {exc}; fix its SQL in "
-                    "the catalog",
+                    f"integrity check {name!r} failed to run in pod {pod} ({exc.kind}); fix "
+                    "its SQL in the catalog",
                     "IntegrityCheckInvalid",
                 ) from None
             try:
                 (value,) = rows
                 values[name] = None if value == "NULL" else float(value)
             except ValueError:
+                # How many rows, never what they hold: a refusal goes into the history.
                 raise permanent(
-                    f"integrity check {name!r} must return one number, got {rows[:3]!r}",
+                    f"integrity check {name!r} must return one number, got {len(rows)} row(s) "
+                    "that are not one number",
                     "IntegrityCheckInvalid",
                 ) from None
         return DatabaseSnapshot(at=dt.datetime.now(dt.UTC), tables=tables, values=values)
@@ -171,29 +205,14 @@ class DatabaseActivities:
             for check, sql in checks:
                 try:
                     rows = await self._query(request.namespace, name, container, access, sql)
-                    # Only the one value compared is recorded: query results never go into the
-                    # history.
-                    actual = (
-                        rows[0][:200]
-                        if len(rows) == 1
-                        else f"{len(rows)} rows (one value expected; not recorded)"
-                    )
                 except QueryFailed as exc:
                     if "could not connect" in str(exc) or "Connection refused" in str(exc):
                         raise ApplicationError(
-                            f"the check pod {name} cannot reach {request.clone_connection_name}: "
-                            f"{exc}",
+                            f"the check pod {name} cannot reach {request.clone_connection_name}",
                             type="DatabaseUnreachable",
                         ) from None
-                    actual = f"error: {exc}"
-                ok = actual == check.expect.strip()
-                results.append(
-                    CheckResult(
-                        name=check.name,
-                        ok=ok,
-                        detail=f"{check.sql} → {actual!r} (expected {check.expect.strip()!r})",
-                    )
-                )
+                    rows = None
+                results.append(check_verdict(check.name, check.expect, rows))
             return results
         finally:
             await self._remove_pod(request.namespace, name)

@@ -5,7 +5,13 @@ carries the scheme and host only, and a failure is told by a fixed kind of
 message ("HTTP 404", "connection error (ClientConnectorError)"), never by an
 exception's text, which can quote the URL. A Slack channel whose variable is
 not set is not configured on this worker: the worker says so once when it
-starts (`announce_unconfigured`), and its notices are skipped, not failed."""
+starts (`announce_unconfigured`), and its notices are skipped, not failed.
+
+A notice's channels are a request, not a command: anyone who can schedule
+activities on the task queue can ask for any. A channel must be one the worker's
+own catalog lists (when the worker was given its catalog), and a JSONL file must
+resolve inside the notices directory; otherwise the whole notice is refused with
+a permanent failure naming the channel, and nothing is written or posted."""
 
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from temporalio import activity
 
 from runbook import activity_refs as refs
-from runbook.catalog import Channel, ServiceEntry
+from runbook.catalog import Catalog, Channel, ServiceEntry
 from runbook.models import Notice, NoticeResult
+
+from .errors import permanent
 
 log = logging.getLogger("modoru.notices")
 tracer = trace.get_tracer("modoru.notify")
@@ -40,10 +48,51 @@ class NoticeFailed(Exception):
 
 class NotifyActivities:
     def __init__(
-        self, environ: Mapping[str, str] | None = None, base_dir: Path | None = None
+        self,
+        environ: Mapping[str, str] | None = None,
+        base_dir: Path | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.environ = os.environ if environ is None else environ
         self.base_dir = base_dir or Path.cwd()
+        # The channels a notice may use: the catalog's, when the worker has one.
+        self.known: list[Channel] | None = (
+            None
+            if catalog is None
+            else [
+                channel
+                for entry in [*catalog.services, *([catalog.default] if catalog.default else [])]
+                for channel in entry.channels
+            ]
+        )
+
+    def jsonl_path(self, channel: Channel) -> Path:
+        """Where a JSONL channel writes: its path, relative to the notices directory or
+        absolute, resolved (symbolic links followed) and inside that directory; a permanent
+        failure otherwise (`../../etc/...`, an absolute path elsewhere, a link out)."""
+        base = self.base_dir.resolve()
+        given = Path(channel.path or "")
+        path = (given if given.is_absolute() else base / given).resolve()
+        if path == base or not path.is_relative_to(base):
+            raise permanent(
+                f"notice channel jsonl:{channel.path} is outside the notices directory {base} "
+                "(MODORU_NOTICES_DIR); refused, nothing was written",
+                "NoticeChannelRefused",
+            )
+        return path
+
+    def check_channels(self, channels: list[Channel]) -> None:
+        """Every channel the catalog lists and every file inside the notices directory, or a
+        permanent failure naming the first that is not."""
+        for channel in channels:
+            if self.known is not None and channel not in self.known:
+                raise permanent(
+                    f"notice channel {channel.label} is not one of the catalog's channels; "
+                    "refused, nothing was sent",
+                    "NoticeChannelRefused",
+                )
+            if channel.kind == "jsonl":
+                self.jsonl_path(channel)
 
     def _webhook(self, channel: Channel) -> str | None:
         return self.environ.get(channel.webhook_env or "") or None
@@ -69,6 +118,7 @@ class NotifyActivities:
     async def send(self, notice: Notice) -> NoticeResult:
         """Deliver to every channel; one failing channel does not stop the others.
         A retried send may repeat a console or Slack line, never skip one."""
+        self.check_channels(notice.channels)
         delivered, failed, skipped = [], [], []
         for channel in notice.channels:
             if channel.kind == "slack" and self._webhook(channel) is None:
@@ -90,8 +140,7 @@ class NotifyActivities:
             log.warning("%s\n%s", notice.subject, notice.text)
             print(f"\n{notice.text}\n", flush=True)
         elif channel.kind == "jsonl":
-            path = Path(channel.path or "")
-            path = path if path.is_absolute() else self.base_dir / path
+            path = self.jsonl_path(channel)
             path.parent.mkdir(parents=True, exist_ok=True)
             entry = {
                 "at": dt.datetime.now(dt.UTC).isoformat(),
@@ -99,7 +148,9 @@ class NotifyActivities:
                 "subject": notice.subject,
                 "text": notice.text,
             }
-            with path.open("a", encoding="utf-8") as handle:
+            # O_NOFOLLOW: a link put there after the check does not lead out of the directory.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         elif channel.kind == "slack":
             url = self._webhook(channel)

@@ -4,6 +4,9 @@ declarations (what `--help` shows). A command declares its own options and one
 keyword-only parameter of the group's type; the group's decorator puts the
 shared options where that parameter stands, so `--help` lists them in the
 command's order, and hands the command one instance with what the user typed.
+A person named on the command line (--requested-by, --by) is checked there too,
+in every command that has a group: a name with invisible characters (a
+zero-width space, a bidi control) is refused in one line before anything runs.
 Imports nothing from `starter/`."""
 
 from __future__ import annotations
@@ -13,10 +16,26 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import typer
 from typer.models import OptionInfo
+
+from runbook.identity import check_person
 
 Table = dict[str, tuple[Any, OptionInfo | None]]  # name: (type, declaration or None: each says)
 Command = Callable[..., Any]
+PERSON_OPTIONS = {"requested_by": "--requested-by", "by": "--by"}
+
+
+def check_people(given: dict[str, Any]) -> None:
+    """Refuse (one line on stderr, exit code 2) a person's name with invisible characters."""
+    for name, option in PERSON_OPTIONS.items():
+        value = given.get(name)
+        if isinstance(value, str):
+            try:
+                check_person(value, option)
+            except ValueError as exc:
+                typer.echo(f"modoru: {exc}", err=True)
+                raise typer.Exit(2) from None
 
 
 def option_group(group: type, table: Table) -> Callable[..., Callable[[Command], Command]]:
@@ -60,6 +79,7 @@ def option_group(group: type, table: Table) -> Callable[..., Callable[[Command],
 
             @functools.wraps(command)
             def with_options(**given: Any) -> Any:
+                check_people(given)
                 values = group(**{name: given.pop(name) for name in names})
                 return command(**given, **{marker: values})
 

@@ -1,0 +1,225 @@
+"""Issue 24's periphery, attacked from outside and refused: a notice asked to
+write outside the notices directory, the codec server asked to decrypt without
+a token or from another origin, a restore file with a Secret or YAML aliases,
+a check query that acts, a check whose rows would land in the history, and a
+requester whose name hides a zero-width space."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+from typer.testing import CliRunner
+
+import starter.base as base
+import starter.cli as cli
+import starter.start_options as start_options
+from activities.database import DatabaseActivities
+from activities.notify import NotifyActivities
+from runbook.catalog import Catalog, Channel, DatabaseAccess, ServiceEntry
+from runbook.identity import Identity, holds_role, normalize_id
+from runbook.models import Notice
+from runbook.pitr_models import CloneQueriesRequest, ExpectedQuery
+from runbook.queries import one_reading_statement
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPW2sYyYzVX5eE1b3w1n0jXWm1F2O3M3k2l2p8cX4tW1"
+
+
+def catalog_with(*channels: Channel) -> Catalog:
+    return Catalog(
+        services=[
+            ServiceEntry(name="api", deployment="api", service="api", channels=list(channels))
+        ]
+    )
+
+
+# 1. notify.send: channels and files from the worker's catalog, inside the notices directory.
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../../escaped.jsonl", "../escaped.jsonl", "{outside}/escaped.jsonl", "link/escaped.jsonl"],
+)
+async def test_a_notice_cannot_write_outside_the_notices_directory(tmp_path, path) -> None:
+    notices, outside = tmp_path / "a" / "notices", tmp_path / "outside"
+    notices.mkdir(parents=True)
+    outside.mkdir()
+    (notices / "link").symlink_to(outside)
+    channel = Channel(kind="jsonl", path=path.format(outside=outside))
+    notify = NotifyActivities(environ={}, base_dir=notices)
+    notice = Notice(kind="start", subject="s", text="pwned", channels=[channel])
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(notify.send, notice)
+    assert info.value.non_retryable and info.value.type == "NoticeChannelRefused"
+    assert "outside the notices directory" in str(info.value)
+    assert not list(tmp_path.rglob("escaped.jsonl"))
+
+
+async def test_a_notice_may_use_only_the_catalog_s_channels(tmp_path) -> None:
+    listed = Channel(kind="jsonl", path="notices.jsonl")
+    notify = NotifyActivities(
+        environ={"TEMPORAL_API_KEY": "http://127.0.0.1:1/x"},
+        base_dir=tmp_path,
+        catalog=catalog_with(listed, Channel(kind="console")),
+    )
+    for rogue in (
+        Channel(kind="jsonl", path="other.jsonl"),
+        Channel(kind="slack", webhook_env="TEMPORAL_API_KEY"),  # a URL of the caller's choosing
+    ):
+        with pytest.raises(ApplicationError, match="not one of the catalog's channels") as info:
+            await ActivityEnvironment().run(
+                notify.send, Notice(kind="start", subject="s", text="t", channels=[listed, rogue])
+            )
+        assert info.value.non_retryable
+    assert not (tmp_path / "notices.jsonl").exists() and not (tmp_path / "other.jsonl").exists()
+    done = await ActivityEnvironment().run(
+        notify.send, Notice(kind="start", subject="s", text="t", channels=[listed])
+    )
+    assert done.delivered == ["jsonl:notices.jsonl"]
+    assert json.loads((tmp_path / "notices.jsonl").read_text())["text"] == "t"
+
+
+# 4. Data checks: a verdict, never data; queries that act are refused.
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+        'SELECT "pg_cancel_backend"(pid) FROM pg_stat_activity',
+        "SELECT pg_catalog.pg_terminate_backend /**/ (1)",
+        "SELECT dblink_exec('host=x', 'DROP TABLE walks')",
+        "SELECT lo_import('/etc/passwd')",
+        "SELECT set_config('transaction_read_only', 'off', true)",
+        "SELECT pg_reload_conf()",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT query_to_xml('SELECT pg_' || 'terminate_backend(1)', true, true, '')",
+        'SELECT U&"pg\\005fterminate_backend"(1)',
+    ],
+)
+def test_a_check_query_that_acts_is_refused(sql: str) -> None:
+    with pytest.raises(ValueError, match="must only read"):
+        one_reading_statement(sql)
+    with pytest.raises(ValueError, match="must only read"):
+        ExpectedQuery(name="walks", sql=sql, expect="1")
+
+
+def test_reading_queries_still_pass() -> None:
+    for sql in ("SELECT count(*) FROM walks", "SELECT max(created_at) FROM users WHERE id > 3"):
+        assert one_reading_statement(sql) == sql
+
+
+EMAILS = ["alice@example.com", "bob@example.com", "carol@example.com"]
+
+
+class RowsOfUsers(DatabaseActivities):
+    """The clone answers with every user's e-mail; no pod is made."""
+
+    def __init__(self, rows: list[str]) -> None:
+        self.gatekeeper = None
+        self.rows = rows
+
+    async def _check_pod(self, request) -> str:
+        return "check-pod"
+
+    async def _wait_ready(self, namespace, name, access) -> str:
+        return "api"
+
+    async def _remove_pod(self, namespace, name) -> None:
+        return None
+
+    async def _query(self, namespace, pod, container, access, sql) -> list[str]:
+        return self.rows
+
+
+@pytest.mark.parametrize(
+    ("rows", "expect", "ok"),
+    [
+        ([",".join(EMAILS)], "3", False),  # one row holding them all
+        (EMAILS, "3", False),  # one row each
+        ([",".join(EMAILS)], ",".join(EMAILS), True),
+    ],
+)
+async def test_a_check_s_result_holds_a_verdict_and_no_row_data(rows, expect, ok) -> None:
+    request = CloneQueriesRequest(
+        namespace="default",
+        deployment="api",
+        access=DatabaseAccess(container="api", database="d", user="u"),
+        source_connection_name="p:r:db",
+        clone_connection_name="p:r:db-clone",
+        checks=[
+            ExpectedQuery(
+                name="walks", sql="SELECT string_agg(email, ',') FROM users", expect=expect
+            )
+        ],
+    )
+    [result] = await ActivityEnvironment().run(RowsOfUsers(rows).clone_queries, request)
+    assert result.ok is ok
+    recorded = result.model_dump_json()
+    assert not any(email in recorded for email in EMAILS)
+    assert f"{len(rows)} row(s)" in result.detail and "sha256:" in result.detail
+
+
+# 5. Names compare as a person reads them; ids and role names are separate namespaces.
+
+
+def test_a_zero_width_space_does_not_make_another_person() -> None:
+    for hidden in (
+        "sre-lead\u200b",
+        "\u200dsre-lead",
+        "sre\u2060-lead",
+        "\u202esre-lead",
+        "sre-lead\ufeff",
+    ):
+        assert normalize_id(hidden) == "sre-lead"
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[object]:
+    seen: list[object] = []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a command reached the server")
+
+    monkeypatch.setattr(start_options, "sign_start", lambda request, wid, key: seen.append(request))
+    monkeypatch.setattr(start_options, "run", lambda command: None)
+    monkeypatch.setattr(base, "run", refuse)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "rollback",
+            "start",
+            "--deployment",
+            "api",
+            "--severity",
+            "investigate",
+            "--reason",
+            "x",
+            "--requested-by",
+            "sre-lead\u200b",
+        ],
+        ["approve", "rollback-default-api", "--by", "sre-lead\u200b"],
+    ],
+)
+def test_the_cli_refuses_a_name_with_invisible_characters(argv, started) -> None:
+    done = CliRunner().invoke(cli.app, argv)
+    assert done.exit_code == 2, done.output
+    assert "invisible characters (U+200B)" in done.output
+    assert started == []
+
+
+def test_an_identity_whose_id_is_a_role_name_does_not_hold_the_role() -> None:
+    impostor = Identity(id="sre-lead", display_name="not a lead", roles=["dev"], keys=[KEY])
+    lead = Identity(
+        id="tanaka", display_name="Tanaka", roles=["sre-lead"], keys=[KEY.replace("W1", "W2")]
+    )
+    people = [impostor, lead]
+    assert not holds_role(people, "sre-lead", ["sre-lead"])
+    assert holds_role(people, "tanaka", ["sre-lead"])
+    assert holds_role(people, "sre-lead", ["id:sre-lead"])  # a person named on purpose

@@ -69,6 +69,14 @@ class MetricClock:
     def now(self) -> dt.datetime:
         return self.at(dt.datetime.now(dt.UTC))
 
+    def wall(self, metric: dt.datetime) -> dt.datetime:
+        """The wall time at which this clock shows `metric`."""
+        if self.speed == 1.0:
+            return metric
+        return dt.datetime.fromtimestamp(
+            self.epoch + (metric.timestamp() - self.epoch) / self.speed, dt.UTC
+        )
+
 
 class Monitoring:
     """The worker's view of Cloud Monitoring. `credentials` None means anonymous

@@ -10,6 +10,7 @@ unhealthy service."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
 
 from runbook.models import CheckResult, VerifyRequest
-from runbook.monitoring import ceil_minute, floor_minute
+from runbook.monitoring import MIN_ALIGNMENT_SECONDS, ceil_minute, floor_minute
 from runbook.postchecks import (
     BACKENDS_METRIC,
     CPU_METRIC,
@@ -33,10 +34,16 @@ from runbook.postchecks import (
     log_filter,
     redact,
 )
+from runbook.verification import (
+    DEADLINE_FIX,
+    FirstMinute,
+    not_judged_detail,
+    waiting_detail,
+)
 
 from .cloud_logging import CloudLogging, LogReadError
 from .kubernetes import selector_string
-from .metrics import Monitoring
+from .metrics import MetricClock, Monitoring
 
 REVISION = "deployment.kubernetes.io/revision"
 
@@ -73,6 +80,74 @@ async def guarded(what: str, coro):
         raise unreadable(what, ApplicationError(f"Kubernetes API {exc.status}")) from None
 
 
+@dataclass(frozen=True)
+class Timing:
+    """When a verification began (the rollout's end, wall time), until when it may wait
+    for late data, and the clock the data's minutes are kept on."""
+
+    since: dt.datetime
+    deadline: dt.datetime
+    clock: MetricClock
+
+    def gate(self, name: str, what: str, delay: float) -> CheckResult | None:
+        """None once the first whole minute after the rollout is readable; until then a
+        pending check saying until when, or `not judged` when that is past the deadline."""
+        minute = FirstMinute.after(self.clock.at(self.since), delay)
+        return self._until(
+            name, f"{what} of {minute.span()}", minute.readable_at, waiting_detail(what, minute)
+        )
+
+    def after(self, name: str, what: str, seconds: float) -> CheckResult | None:
+        """The same for data judged once it covers `seconds` since the rollout."""
+        at = self.clock.at(self.since) + dt.timedelta(seconds=seconds)
+        covered = (self.clock.now() - self.clock.at(self.since)).total_seconds()
+        return self._until(
+            name,
+            what,
+            at,
+            f"waiting: {what} since the rollout cover {covered:.0f} s of the {seconds:.0f} s "
+            f"judged, readable at {at:%H:%M:%S} UTC",
+        )
+
+    def window(self, delay: float) -> tuple[dt.datetime, dt.datetime]:
+        """The whole minutes since the rollout whose points are visible now (metric time)."""
+        start = ceil_minute(self.clock.at(self.since))
+        end = floor_minute(self.clock.now() - dt.timedelta(seconds=delay))
+        return start, end
+
+    def next_minute(self, name: str, detail: str, end: dt.datetime, delay: float) -> CheckResult:
+        """Read, but too little to judge: wait for the next minute's points."""
+        at = end + dt.timedelta(seconds=MIN_ALIGNMENT_SECONDS + delay)
+        return CheckResult(
+            name=name,
+            ok=False,
+            pending=True,
+            readable_at=self.clock.wall(at),
+            detail=f"{detail}; next reading at {at:%H:%M:%S} UTC",
+        )
+
+    def _until(
+        self, name: str, what: str, readable: dt.datetime, waiting: str
+    ) -> CheckResult | None:
+        if readable <= self.clock.now():
+            return None
+        deadline = self.clock.at(self.deadline)
+        if readable > deadline:
+            return CheckResult(
+                name=name,
+                ok=True,
+                judged=False,
+                detail=not_judged_detail(what, readable, deadline, DEADLINE_FIX),
+            )
+        return CheckResult(
+            name=name,
+            ok=False,
+            pending=True,
+            readable_at=self.clock.wall(readable),
+            detail=waiting,
+        )
+
+
 class PostCheckReader:
     def __init__(
         self,
@@ -91,35 +166,6 @@ class PostCheckReader:
             return None
         config = request.monitoring
         return (config.project if config else None) or self.monitoring.project
-
-    def _window(self, since: dt.datetime, delay: int) -> tuple[dt.datetime, dt.datetime]:
-        assert self.monitoring is not None
-        start = ceil_minute(self.monitoring.clock.at(since))
-        end = floor_minute(self.monitoring.clock.now() - dt.timedelta(seconds=delay))
-        return start, end
-
-    def _too_short(
-        self, request: VerifyRequest, name: str, what: str, delay: int
-    ) -> CheckResult | None:
-        """A window that cannot see one complete minute after the rollback plus the metric's
-        delay would wait in vain: say so with the settings that fix it."""
-        assert self.monitoring is not None
-        needed = (60 + delay) / self.monitoring.clock.speed
-        if request.window_seconds >= needed:
-            return None
-        # Reported as skipped, never failed: a check nobody could judge in time is not a
-        # broken service; the notice and the checklist say it was not made.
-        return CheckResult(
-            name=name,
-            ok=True,
-            detail=(
-                "skipped: cannot be judged within the window: "
-                f"verification_window_seconds {request.window_seconds} is "
-                f"shorter than one complete minute plus {what}'s "
-                f"{delay} s ingestion delay ({needed:.0f} s); raise verification_window_seconds "
-                "or set post_checks.ingestion_delay_seconds"
-            ),
-        )
 
     async def release_started(self, request: VerifyRequest, deployment: Any) -> dt.datetime | None:
         """When the release that was rolled back began: the creation of the newest
@@ -140,7 +186,7 @@ class PostCheckReader:
         return newest.metadata.creation_timestamp
 
     async def resources(
-        self, request: VerifyRequest, checks: PostChecks, since: dt.datetime, deployment: Any
+        self, request: VerifyRequest, checks: PostChecks, timing: Timing, deployment: Any
     ) -> list[CheckResult]:
         project = self._project(request)
         if self.monitoring is None or project is None:
@@ -160,13 +206,14 @@ class PostCheckReader:
             ("cpu", CPU_METRIC, "CPU", checks.max_cpu_utilization),
             ("memory", MEMORY_METRIC, "memory", checks.max_memory_utilization),
         ):
+            delay = checks.delay(metric)
+            if (waiting := timing.gate(name, f"{what} utilization", delay)) is not None:
+                found.append(waiting)
+                continue
             filter_ = container_filter(
                 metric, checks, request.namespace, request.deployment, project
             )
-            if (short := self._too_short(request, name, what, checks.delay(metric))) is not None:
-                found.append(short)
-                continue
-            start, end = self._window(since, checks.delay(metric))
+            start, end = timing.window(delay)
             baseline = None
             if released is not None:
                 b_end = floor_minute(self.monitoring.clock.at(released))
@@ -181,16 +228,6 @@ class PostCheckReader:
                     ),
                 )
                 baseline = sum(minutes) / len(minutes) if minutes else None
-            if end <= start:
-                found.append(
-                    CheckResult(
-                        name=name,
-                        ok=False,
-                        detail=f"waiting for the first complete minute of {what} data after the "
-                        "rollback",
-                    )
-                )
-                continue
             minutes = await guarded(
                 f"{what} utilization",
                 self.monitoring.gauge_minutes(project, metric, filter_, start, end),
@@ -198,11 +235,14 @@ class PostCheckReader:
             n, ok, detail = judge_utilization(
                 name, what, max(minutes) if minutes else None, baseline, fallback, checks
             )
+            if not minutes:
+                found.append(timing.next_minute(n, detail, end, delay))
+                continue
             found.append(CheckResult(name=n, ok=ok, detail=detail + f" over {len(minutes)} min"))
         return found
 
     async def connection_pool(
-        self, request: VerifyRequest, checks: PostChecks, since: dt.datetime
+        self, request: VerifyRequest, checks: PostChecks, timing: Timing
     ) -> CheckResult:
         project = self._project(request)
         if checks.cloudsql_instance is None:
@@ -218,19 +258,10 @@ class PostCheckReader:
                 ok=True,
                 detail="skipped: this worker has no Cloud Monitoring access (MODORU_MONITORING_*)",
             )
-        if (
-            short := self._too_short(
-                request, "connection_pool", "num_backends", checks.delay(BACKENDS_METRIC)
-            )
-        ) is not None:
-            return short
-        start, end = self._window(since, checks.delay(BACKENDS_METRIC))
-        if end <= start:
-            return CheckResult(
-                name="connection_pool",
-                ok=False,
-                detail="waiting for the first complete minute of num_backends after the rollback",
-            )
+        delay = checks.delay(BACKENDS_METRIC)
+        if (waiting := timing.gate("connection_pool", "num_backends", delay)) is not None:
+            return waiting
+        start, end = timing.window(delay)
         filter_ = database_filter(
             project, checks.cloudsql_project or project, checks.cloudsql_instance
         )
@@ -241,13 +272,15 @@ class PostCheckReader:
             ),
         )
         name, ok, detail = judge_pool(round(max(minutes)) if minutes else None, checks)
+        if not minutes:
+            return timing.next_minute(name, detail, end, delay)
         return CheckResult(name=name, ok=ok, detail=detail)
 
     async def logs(
         self,
         request: VerifyRequest,
         checks: PostChecks,
-        since: dt.datetime,
+        timing: Timing,
         selector: dict[str, str],
     ) -> CheckResult:
         project = self._project(request) or (self.logging.project if self.logging else None)
@@ -257,22 +290,13 @@ class PostCheckReader:
                 ok=True,
                 detail="skipped: this worker has no Cloud Logging access (MODORU_LOGGING_*)",
             )
-        clock = self.monitoring.clock if self.monitoring is not None else None
-        covered = (
-            (clock.now() - clock.at(since)) if clock else (dt.datetime.now(dt.UTC) - since)
-        ).total_seconds()
-        if covered < checks.log_min_seconds:
-            return CheckResult(
-                name="logs",
-                ok=False,
-                detail=f"waiting: the logs since the rollback cover {covered:.0f} s of the "
-                f"{checks.log_min_seconds} s judged",
-            )
+        if (waiting := timing.after("logs", "the logs", checks.log_min_seconds)) is not None:
+            return waiting
         count, messages, more = await guarded(
             "Cloud Logging entries",
             self.logging.errors(
                 project,
-                log_filter(checks, request.namespace, selector, since),
+                log_filter(checks, request.namespace, selector, timing.since),
                 checks.evidence_messages,
             ),
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from typing import Any
 
 import aiohttp
@@ -21,16 +20,17 @@ from temporalio.exceptions import ApplicationError
 from runbook import activity_refs as refs
 from runbook.guard import judge_recovery
 from runbook.models import CheckResult, VerifyRequest, VerifyResult
-from runbook.monitoring import ceil_minute
+from runbook.verification import DATA_CHECKS, DEADLINE_FIX
 
 from .cloud_logging import CloudLogging
 from .errors import permanent, raise_for_api_status
 from .kubernetes import selector_string
-from .metrics import Monitoring
-from .postchecks import PostCheckReader, Unreadable, guarded
+from .metrics import MetricClock, Monitoring
+from .postchecks import PostCheckReader, Timing, Unreadable, guarded
 
 API_SAMPLES = 5  # one lucky answer must not pass a release that fails most calls
 HTTP_TIMEOUT_SECONDS = 5
+HEARTBEAT_SECONDS = 4
 
 
 class VerifyActivities:
@@ -123,9 +123,9 @@ class VerifyActivities:
         ok = all(200 <= s < 300 for s in statuses)
         return CheckResult(name=name, ok=ok, detail=f"GET {url}: {', '.join(map(str, statuses))}")
 
-    async def _metrics(self, request: VerifyRequest, since: dt.datetime) -> list[CheckResult]:
-        """The recovery criteria over the complete minutes served since
-        verification began (`since` is wall time; the minutes are Cloud Monitoring's)."""
+    async def _metrics(self, request: VerifyRequest, timing: Timing) -> list[CheckResult]:
+        """The recovery criteria over the whole minutes served since the rollout (the
+        minutes are Cloud Monitoring's)."""
         if request.monitoring is None:
             return []
         if self.monitoring is None:
@@ -155,9 +155,7 @@ class VerifyActivities:
                     "monitoring.project or MODORU_MONITORING_PROJECT)",
                 )
             ]
-        source = self.monitoring.source(request.monitoring)
-        start = ceil_minute(self.monitoring.clock.at(since))
-        _, end = self.monitoring.latest_window(request.monitoring)
+        delay = self.monitoring.source(request.monitoring).ingestion_delay_seconds
         alert_query = self.monitoring.alert_query(
             request.monitoring, request.namespace, request.service
         )
@@ -167,35 +165,40 @@ class VerifyActivities:
                 f"{a.policy or a.name}"
                 for a in (await self.monitoring.open_alerts(alert_query)).alerts
             ]
-        if end <= start:
-            first = start + dt.timedelta(seconds=60)
-            wait = (
-                "waiting for the first complete minute after the rollback "
-                f"({start:%H:%M:%S}-{first:%H:%M:%S} UTC), "
-                f"readable {source.ingestion_delay_seconds} s after it ends"
-            )
-            found = [("error_ratio", False, wait), ("p95", False, wait)]
-            if alerts is not None:
-                found += [
-                    c
-                    for c in judge_recovery(0, None, None, alerts, request.recovery)
-                    if c[0] == "alerts"
-                ]
-            return [CheckResult(name=name, ok=ok, detail=detail) for name, ok, detail in found]
+        found: list[CheckResult] = []
+        for name, what in (("error_ratio", "the error rate"), ("p95", "p95 latency")):
+            if (waiting := timing.gate(name, what, delay)) is not None:
+                found.append(waiting)
+        if alerts is not None:
+            found += [
+                CheckResult(name=name, ok=ok, detail=detail)
+                for name, ok, detail in judge_recovery(0, None, None, alerts, request.recovery)
+                if name == "alerts"
+            ]
+        if len(found) > (alerts is not None):
+            return found
+        start, end = timing.window(delay)
         query = self.monitoring.query(
             request.monitoring, request.namespace, request.service, start=start, end=end
         )
         assert query is not None
         reading = await self.monitoring.service_health(query)
-        return [
-            CheckResult(name=name, ok=ok, detail=detail)
-            for name, ok, detail in judge_recovery(
-                reading.requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery
+        judged = []
+        for name, ok, detail in judge_recovery(
+            reading.requests, reading.error_ratio, reading.p95_ms, alerts, request.recovery
+        ):
+            too_little = (
+                name == "error_ratio" and reading.requests < request.recovery.min_requests
+            ) or (name == "p95" and reading.p95_ms is None)
+            judged.append(
+                timing.next_minute(name, detail, end, delay)
+                if too_little and not ok
+                else CheckResult(name=name, ok=ok, detail=detail)
             )
-        ]
+        return judged
 
     async def _group(
-        self, name: str, request: VerifyRequest, since: dt.datetime, found: dict[str, Any]
+        self, name: str, request: VerifyRequest, timing: Timing, found: dict[str, Any]
     ) -> list[CheckResult]:
         """One group of checks, read together; Unreadable when a read failed on the reader's
         side."""
@@ -225,19 +228,19 @@ class VerifyActivities:
                 )
             return results
         if name == "metrics":
-            return await guarded("Cloud Monitoring", self._metrics(request, since))
+            return await guarded("Cloud Monitoring", self._metrics(request, timing))
         assert checks is not None
         if name == "resources":
             deployment = await guarded(
                 f"deployment/{request.deployment}", self._deployment(request)
             )
-            return await self.post.resources(request, checks, since, deployment)
+            return await self.post.resources(request, checks, timing, deployment)
         if name == "connection_pool":
-            return [await self.post.connection_pool(request, checks, since)]
+            return [await self.post.connection_pool(request, checks, timing)]
         deployment = await guarded(f"deployment/{request.deployment}", self._deployment(request))
         return [
             await self.post.logs(
-                request, checks, since, (deployment.spec.selector.match_labels or {})
+                request, checks, timing, (deployment.spec.selector.match_labels or {})
             )
         ]
 
@@ -279,14 +282,22 @@ class VerifyActivities:
                 return {}
         return await self.post.pod_logs(request.namespace, pods, request.post_checks)
 
+    def _timing(self, request: VerifyRequest, since: dt.datetime) -> Timing:
+        clock = self.monitoring.clock if self.monitoring is not None else MetricClock()
+        waits = request.deadline_seconds or request.window_seconds
+        return Timing(since, since + dt.timedelta(seconds=waits), clock)
+
     @activity.defn(name=refs.VERIFY_SERVICE.name)
     async def verify_service(self, request: VerifyRequest) -> VerifyResult:
-        """Read every group of checks until each has been clean once since the
-        rollback; a group that passed is not read again, so a read that failed
-        (429, 5xx, no answer) is retried alone. When the window ends with only
-        unread checks left, the activity fails retryably (resuming from its
-        heartbeat): "could not read" is never reported as an unhealthy service."""
-        deadline = time.monotonic() + request.window_seconds
+        """Read every check until it is settled: passed, or failed on real data. The pods and
+        HTTP checks are read again until they pass or `window_seconds` has gone by; a check
+        on late data (metrics, CPU and memory, the pool, the logs) is read once its first whole
+        minute is visible, and is judged once, on that data. Verification ends when every
+        check is settled and no later: at the latest at its deadline, where a check still
+        waiting for data is reported as not judged. A read that failed (429, 5xx, no answer)
+        is read again alone; when the deadline comes with only unread checks failing, the
+        activity fails retryably (resuming from its heartbeat): "could not read" is never
+        reported as an unhealthy service."""
         resumed = (
             (activity.info().heartbeat_details or [None])[0]
             if activity.info().attempt > 1
@@ -294,44 +305,52 @@ class VerifyActivities:
         )
         resumed = resumed if isinstance(resumed, dict) and "since" in resumed else None
         since = dt.datetime.fromisoformat(resumed["since"]) if resumed else dt.datetime.now(dt.UTC)
-        kept: dict[str, list[CheckResult]] = {
+        timing = self._timing(request, since)
+        read: dict[str, list[CheckResult]] = {
             g: [CheckResult.model_validate(c) for c in cs]
-            for g, cs in (resumed or {}).get("kept", {}).items()
+            for g, cs in (resumed or {}).get("read", {}).items()
         }
+        settled = {c.name: c for cs in read.values() for c in cs if _settled(c)}
         attempts = int((resumed or {}).get("attempts", 0))
         found: dict[str, Any] = {"base_url": (resumed or {}).get("base_url")}
         groups = self._groups(request)
         while True:
             attempts += 1
-            latest: dict[str, list[CheckResult]] = {}
             for group in groups:
-                if group in kept:
+                if group in read and all(c.name in settled for c in read[group]):
                     continue
                 try:
-                    latest[group] = await self._group(group, request, since, found)
+                    checks = await self._group(group, request, timing, found)
                 except Unreadable as exc:
-                    latest[group] = [
-                        CheckResult(name=group, ok=False, detail=str(exc), unread=True)
-                    ]
-                if all(c.ok for c in latest[group]):
-                    kept[group] = latest.pop(group)
-            checks = [c for g in groups for c in kept.get(g) or latest.get(g) or []]
+                    checks = [CheckResult(name=group, ok=False, detail=str(exc), unread=True)]
+                read[group] = [settled.get(c.name, c) for c in checks]
+                settled.update({c.name: c for c in read[group] if _settled(c)})
+            checks = [c for g in groups for c in read[g]]
+            now = dt.datetime.now(dt.UTC)
+            waiting = [c for c in checks if c.pending]
             activity.heartbeat(
                 {
                     "since": since.isoformat(),
+                    "deadline": timing.deadline.isoformat(),
                     "attempts": attempts,
                     "base_url": found.get("base_url"),
-                    "kept": {g: [c.model_dump() for c in cs] for g, cs in kept.items()},
-                    "failing": [c.name for c in checks if not c.ok],
+                    "read": {g: [c.model_dump(mode="json") for c in cs] for g, cs in read.items()},
+                    "waiting": [f"{c.name}: {c.detail}" for c in waiting],
+                    "failing": [c.name for c in checks if not c.ok and not c.pending],
                 }
             )
-            failing = [c for c in checks if not c.ok]
-            done = not failing or time.monotonic() + request.interval_seconds > deadline
-            if done:
+            instant_done = all(c.ok for c in checks if c.name not in DATA_CHECKS) or (
+                now >= since + dt.timedelta(seconds=request.window_seconds)
+            )
+            late_done = all(c.name in settled for c in checks if c.name in DATA_CHECKS)
+            pause = self._pause(request, checks, now)
+            if (late_done and instant_done) or now + dt.timedelta(seconds=pause) > timing.deadline:
+                checks = [_expired(c, timing) if c.pending else c for c in checks]
+                failing = [c for c in checks if not c.ok]
                 if failing and all(c.unread for c in failing):
                     said = "; ".join(c.detail for c in failing)
                     raise ApplicationError(
-                        f"verification could not read everything within its window ({said}); "
+                        f"verification could not read everything by its deadline ({said}); "
                         "retrying",
                         type="VerificationUnreadable",
                     )
@@ -343,4 +362,48 @@ class VerifyActivities:
                     base_url=found.get("base_url"),
                     pod_logs=logs,
                 )
-            await asyncio.sleep(request.interval_seconds)
+            await self._sleep(pause)
+
+    def _pause(self, request: VerifyRequest, checks: list[CheckResult], now: dt.datetime) -> float:
+        """Until the next read: the poll interval while a check can change any moment, else
+        until the first waiting check becomes readable."""
+        if any(not c.ok and not c.pending and c.name not in DATA_CHECKS for c in checks) or any(
+            c.unread for c in checks
+        ):
+            return request.interval_seconds
+        due = [c.readable_at for c in checks if c.pending and c.readable_at is not None]
+        if not due:
+            return request.interval_seconds
+        return max(request.interval_seconds, (min(due) - now).total_seconds() + 0.5)
+
+    @staticmethod
+    async def _sleep(seconds: float) -> None:
+        """Sleep, heartbeating at least every HEARTBEAT_SECONDS (the workflow's heartbeat
+        timeout is longer)."""
+        while seconds > 0:
+            step = min(seconds, HEARTBEAT_SECONDS)
+            await asyncio.sleep(step)
+            seconds -= step
+            if seconds > 0:
+                activity.heartbeat()
+
+
+def _settled(check: CheckResult) -> bool:
+    """Passed, or failed on real data (a late-data check is judged once)."""
+    if check.pending or check.unread:
+        return False
+    return check.ok or check.name in DATA_CHECKS
+
+
+def _expired(check: CheckResult, timing: Timing) -> CheckResult:
+    """A check still waiting for its data at the deadline: not judged, never failed."""
+    deadline = timing.clock.at(timing.deadline)
+    return check.model_copy(
+        update={
+            "ok": True,
+            "pending": False,
+            "judged": False,
+            "detail": f"not judged by verification's deadline {deadline:%H:%M:%S} UTC "
+            f"({check.detail}); {DEADLINE_FIX}",
+        }
+    )

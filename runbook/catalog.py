@@ -241,7 +241,17 @@ class ServiceEntry(Strict):
         description="the GitHub Actions deploy pipeline (redeploy of a known-good tag, its "
         "manifest backups)",
     )
-    verification_window_seconds: int = Field(120, gt=0)
+    verification_window_seconds: int = Field(
+        120, gt=0, description="how long the pods and HTTP checks may take to pass"
+    )
+    verification_deadline_seconds: int | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="how long verification may wait for late metric and log data after the "
+        "rollout; default: the runbook's window for the severity, stretched to the slowest "
+        "check's need, at most 15 minutes",
+    )
     rollout_timeout_seconds: int = Field(600, gt=0)
     incident: IncidentPolicy = Field(
         default_factory=IncidentPolicy, description="follow-up deadlines and confirmation reminders"

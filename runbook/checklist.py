@@ -53,7 +53,7 @@ def verified_items(verification: VerifyResult) -> list[tuple[str, str]]:
     found = []
     for key, names in EVIDENCE.items():
         made = [by_name[n] for n in names if n in by_name]
-        real = [c for c in made if not c.detail.startswith("skipped")]
+        real = [c for c in made if not c.detail.startswith("skipped") and c.judged]
         if real and all(c.ok for c in made):
             found.append((key, "; ".join(f"{c.name}: {c.detail}" for c in made)))
     return found

@@ -194,7 +194,15 @@ class ServiceRef(DeploymentRef):
 
 class VerifyRequest(ServiceRef):
     paths: list[str]
-    window_seconds: int = Field(60, gt=0)
+    window_seconds: int = Field(
+        60, gt=0, description="how long the pods and HTTP checks may take to pass"
+    )
+    deadline_seconds: int | None = Field(
+        None,
+        gt=0,
+        description="how long verification may wait for late data (runbook/verification.py); "
+        "None: window_seconds",
+    )
     interval_seconds: float = Field(2.0, gt=0)
     monitoring: MonitoringConfig | None = Field(None, description="None: no metric criteria")
     recovery: RecoveryCriteria = Field(default_factory=RecoveryCriteria)
@@ -211,6 +219,17 @@ class CheckResult(Model):
         False,
         description="the check could not be read (an API error), which says nothing about the "
         "service",
+    )
+    pending: bool = Field(
+        False, description="its data is not readable yet; the detail says until when"
+    )
+    readable_at: dt.datetime | None = Field(
+        None, description="when a pending check can be read (wall time)"
+    )
+    judged: bool = Field(
+        True,
+        description="False: its data could not be read before verification's deadline; neither "
+        "passed nor failed",
     )
 
 

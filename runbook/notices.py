@@ -76,11 +76,19 @@ def verification_summary(language: str, checks: list) -> str:
     (`checks` are CheckResults: name, ok, detail). Skipped checks say so."""
     ja = language == "ja"
     passed = all(c.ok for c in checks)
+    unjudged = [c for c in checks if not getattr(c, "judged", True)]
     head = (
         ("サービス正常稼働中" if passed else "一部の確認が未達")
         if ja
         else ("service healthy" if passed else "some checks not met")
     )
+    if passed and unjudged:
+        names = ", ".join(c.name for c in unjudged)
+        head += (
+            f"（期限内にデータが揃わず未判定: {names}）"
+            if ja
+            else f" (not judged: no data by verification's deadline for {names})"
+        )
     if not checks:
         return head + ("（自動確認なし）" if ja else " (no automatic checks were made)")
     lines = []
@@ -89,6 +97,8 @@ def verification_summary(language: str, checks: list) -> str:
         mark = (
             ("スキップ" if ja else "skipped")
             if c.detail.startswith("skipped")
+            else ("未判定" if ja else "NOT JUDGED")
+            if not getattr(c, "judged", True)
             else ("OK" if c.ok else ("NG" if ja else "FAILED"))
         )
         lines.append(f"- {label} [{mark}]: {c.detail}")

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.policy import sla_deadline
     from runbook.postchecks import PostChecks
+    from runbook.verification import deadline_for
 
     from . import search_attributes as sa
     from .approval import ApprovalDesk, send_notice
@@ -203,6 +204,12 @@ class ChangeSteps(Generic[RequestT, StatusT]):
             entry,
             paths=entry.check_paths,
             window_seconds=entry.verification_window_seconds,
+            deadline_seconds=deadline_for(
+                entry,
+                getattr(self._request, "severity", Severity.INVESTIGATE),
+                metrics=metrics,
+                post_checks=post_checks,
+            ),
             post_checks=post_checks,
             **judged,
         )
@@ -210,7 +217,7 @@ class ChangeSteps(Generic[RequestT, StatusT]):
             refs.VERIFY_SERVICE,
             checking,
             summary,
-            timeout=entry.verification_window_seconds + 60,
+            timeout=checking.deadline_seconds + 60,
             heartbeat=10,
         )
 

@@ -256,32 +256,29 @@ async def test_a_failed_read_is_unreadable_and_a_permanent_error_is_not() -> Non
             await guarded("the thing", fail(exc))
 
 
-def test_a_window_too_short_for_the_metrics_delay_is_skipped_saying_what_to_change() -> None:
-    from types import SimpleNamespace
+def test_a_check_readable_only_after_the_deadline_is_not_judged_saying_what_to_change() -> None:
+    import datetime as dt
 
     from activities.metrics import MetricClock
-    from activities.postchecks import PostCheckReader
-    from runbook.models import VerifyRequest
+    from activities.postchecks import Timing
 
-    reader = PostCheckReader(
-        None, None, SimpleNamespace(clock=MetricClock(speed=1.0), project="p"), None
-    )  # type: ignore[arg-type]
-    request = VerifyRequest(
-        namespace="default", deployment="api", service="api", paths=["/health"], window_seconds=120
-    )
-    short = reader._too_short(request, "cpu", "CPU", 240)
-    assert (
-        short is not None
-        and short.detail.startswith("skipped: ")
-        and "verification_window_seconds 120" in short.detail
-        and "(300 s)" in short.detail
-    )
-    # not judged is not unhealthy: the notice says skipped, the checklist item stays open
-    assert short.ok
-    assert (
-        reader._too_short(request.model_copy(update={"window_seconds": 300}), "cpu", "CPU", 240)
-        is None
-    )
+    since = dt.datetime.now(dt.UTC)
+    # CPU's 240 s delay: the first whole minute is readable 300-360 s after the rollout
+    short = Timing(since, since + dt.timedelta(seconds=120), MetricClock(speed=1.0))
+    check = short.gate("cpu", "CPU utilization", 240)
+    assert check is not None and check.ok and not check.judged and not check.pending
+    assert check.detail.startswith("not judged: CPU utilization of ")
+    assert "verification_deadline_seconds" in check.detail
+    # with time enough it waits, saying for which minute and until when
+    enough = Timing(since, since + dt.timedelta(seconds=400), MetricClock(speed=1.0))
+    waiting = enough.gate("cpu", "CPU utilization", 240)
+    assert waiting is not None and waiting.pending and not waiting.ok and waiting.judged
+    assert waiting.detail.startswith("waiting for CPU utilization of ")
+    assert waiting.readable_at is not None
+    assert 300 <= (waiting.readable_at - since).total_seconds() <= 360
+    # and once the minute is visible there is nothing to wait for
+    past = since - dt.timedelta(seconds=400)
+    assert Timing(past, since, MetricClock(speed=1.0)).gate("cpu", "CPU", 240) is None
 
 
 def test_credentials_in_log_lines_are_masked_before_they_become_evidence() -> None:

@@ -1,11 +1,14 @@
 """Verification retries only what it could not read: a group of checks that
 passed is not read again, a failed read is read again alone, and a window that
 ends with only unread checks fails retryably (resumed from the heartbeat)
-rather than reporting an unhealthy service."""
+rather than reporting an unhealthy service. A check on late data waits until it
+is readable, is judged once on that data, and is reported as not judged (never
+failed, never passed) when its data cannot come before the deadline."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections import Counter
 
 import pytest
@@ -36,20 +39,44 @@ class Scripted(VerifyActivities):
         self.script = script
         self.reads: Counter[str] = Counter()
 
-    async def _group(self, name, request, since, found):
+    async def _group(self, name, request, timing, found):
         self.reads[name] += 1
         answers = self.script.get(name, ["ok"])
         answer = answers[min(self.reads[name], len(answers)) - 1]
         if answer == "unread":
             raise Unreadable(f"could not read {name}: 503")
+        if answer == "wait":
+            soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.05)
+            return [
+                CheckResult(name=name, ok=False, pending=True, readable_at=soon, detail="waiting")
+            ]
         return [CheckResult(name=name, ok=answer == "ok", detail=answer)]
 
 
 async def test_a_failed_read_is_read_again_alone() -> None:
-    verify = Scripted({"metrics": ["unread", "unread", "ok"], "logs": ["bad", "ok"]})
+    verify = Scripted({"metrics": ["unread", "unread", "ok"], "http": ["bad", "ok"]})
     result = await ActivityEnvironment().run(verify.verify_service, REQUEST)
     assert result.ok and result.attempts == 3
-    assert verify.reads == Counter({"pods": 1, "http": 1, "metrics": 3, "resources": 1, "logs": 2})
+    assert verify.reads == Counter({"pods": 1, "http": 2, "metrics": 3, "resources": 1, "logs": 1})
+
+
+async def test_late_data_is_waited_for_then_judged_once_on_what_it_shows() -> None:
+    verify = Scripted({"logs": ["wait", "wait", "bad", "ok"]})
+    result = await ActivityEnvironment().run(verify.verify_service, REQUEST)
+    logs = next(c for c in result.checks if c.name == "logs")
+    # judged on its first readable data, which failed: not read again hoping for better
+    assert not result.ok and not logs.ok and logs.judged and verify.reads["logs"] == 3
+
+
+async def test_data_that_cannot_come_before_the_deadline_is_not_judged_not_failed() -> None:
+    request = REQUEST.model_copy(update={"window_seconds": 1, "deadline_seconds": 1})
+    verify = Scripted({"logs": ["wait"]})
+    result = await ActivityEnvironment().run(verify.verify_service, request)
+    logs = next(c for c in result.checks if c.name == "logs")
+    assert result.ok and logs.ok and not logs.judged and not logs.pending
+    assert logs.detail.startswith("not judged by verification's deadline")
+    assert "verification_deadline_seconds" in logs.detail
+    assert verify.reads["logs"] >= 2  # it kept looking until the deadline
 
 
 async def test_a_window_with_only_unread_checks_left_fails_retryably_never_as_unhealthy() -> None:

@@ -1,7 +1,8 @@
 """`modoru approve` and `modoru reject` against Temporal: the decision goes
 through the workflow's update, which answers with the verdict (counted or not,
-and why); a workflow that takes decisions only as signals is signalled, and the
-verdict read from its audit trail."""
+and why). A decision is signed (or its payload printed) only over a gate
+`starter/gate_check.py` has checked against the workflow the person named, and
+only after the plan is shown."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import asyncio
 import uuid
 from typing import Literal
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from runbook.decisions import DecisionVerdict
 from runbook.models import ApprovalSignal, RejectSignal
+from worker.settings import Settings
 
 from .base import CliError
-from .commands import POLL_SECONDS, phase_of, query_any_status
+from .commands import phase_of, query_any_status
+from .gate_check import checked_gate
 from .render import console, err_console
 from .signing import Printed, SigningOptions
 
@@ -28,15 +31,26 @@ async def send_decision(
     workflow_id: str,
     signal: ApprovalSignal | RejectSignal,
     how: SigningOptions,
+    *,
+    task_queue: str | None = None,
 ) -> int:
     """Approve or reject through the workflow's update, which answers with the
-    verdict: counted or not, and why."""
+    verdict: counted or not, and why. A signed decision is made only over a gate
+    that holds for `workflow_id` on modoru's `task_queue` (default: the settings')."""
     handle = client.get_workflow_handle(workflow_id)
     status = await query_any_status(handle)  # says clearly when the id is unknown
     decision: Literal["approve", "reject"] = (
         "approve" if isinstance(signal, ApprovalSignal) else "reject"
     )
     gate = getattr(status, "pending", None)
+    if gate is not None and (how.key or how.payload):
+        await checked_gate(
+            client,
+            workflow_id,
+            gate,
+            task_queue=task_queue or Settings().task_queue,
+            out=err_console if how.payload else console,  # stdout holds the payload alone
+        )
     signed = how.sign(
         gate,
         decision,
@@ -68,45 +82,13 @@ async def send_decision(
     except WorkflowUpdateFailedError as exc:
         said = getattr(exc.cause, "message", None) or str(exc.cause)
         if f"handler for '{update}' expected but not found" in said:
-            return await signal_decision(
-                handle, decision, signal
-            )  # a workflow without the decision updates
+            raise CliError(
+                f"{workflow_id} takes no approvals or rejections (it has no {update} update)"
+            ) from None
         raise CliError(f"{workflow_id} could not take the decision: {said}") from None
     except RPCError as exc:
         raise CliError(f"cannot send the decision to {workflow_id}: {exc.message}") from None
     return say_verdict(verdict)
-
-
-async def signal_decision(
-    handle: WorkflowHandle,
-    decision: Literal["approve", "reject"],
-    signal: ApprovalSignal | RejectSignal,
-) -> int:
-    """For a change workflow that takes decisions only as signals: signal, then
-    read the verdict from the audit trail (the entry carrying the request id)."""
-    try:
-        await handle.signal(decision, signal)
-    except RPCError as exc:
-        raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
-    for _ in range(int(DECISION_WAIT_SECONDS / POLL_SECONDS)):
-        status = await query_any_status(handle)
-        entry = next(
-            (e for e in getattr(status, "audit", []) if e.request_id == signal.request_id), None
-        )
-        if entry is not None:
-            return say_verdict(
-                DecisionVerdict(
-                    decision=decision,
-                    counted=bool(entry.counted),
-                    reason=entry.detail,
-                    by=entry.actor,
-                )
-            )
-        await asyncio.sleep(POLL_SECONDS)
-    err_console.print(
-        f"sent, but the worker has not judged it yet; see `modoru status {handle.id}`"
-    )
-    return 1
 
 
 def say_verdict(verdict: DecisionVerdict) -> int:

@@ -157,6 +157,82 @@ class ManifestSource(Strict):
     )
 
 
+SECRET_ENV = re.compile(r"(?i)(passw|secret|token|api[_-]?key|private[_-]?key|credential)")
+
+
+def restore_manifest(text: str, deployment: str | None = None) -> dict:
+    """The one apps/v1 Deployment a restore file holds, parsed; ValueError naming what is wrong.
+    Checked before the file goes anywhere (the CLI puts it into a workflow's history, which
+    keeps it): one document, a Deployment and nothing else (no List, no Secret), no Secret
+    data (`data`, `stringData`, or a literal env value under a secret-looking name: those come
+    from `valueFrom.secretKeyRef`), and no YAML anchors or aliases (a few hundred bytes of them
+    expand to millions of items)."""
+    import yaml  # imported here: workflows import this module, and never parse YAML
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                raise ValueError(
+                    f"YAML anchors and aliases are refused (line {mark.line + 1}): write the "
+                    "manifest out in full"
+                )
+            return super().compose_node(parent, index)
+
+    if len(text.encode()) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"the manifest is over {MAX_MANIFEST_BYTES} bytes")
+    try:
+        documents = [d for d in yaml.load_all(text, Loader=NoAliases) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ValueError(f"the manifest is not valid YAML: {str(exc).splitlines()[0]}") from None
+    for number, document in enumerate(documents, 1):
+        secret = _secret_in(document, "")
+        if secret:
+            where = f"document {number}: " if len(documents) > 1 else ""
+            raise ValueError(f"the manifest holds Secret data ({where}{secret}); it is refused")
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise ValueError(
+            f"the manifest must hold one Deployment, it holds {len(documents)} objects"
+        )
+    manifest = documents[0]
+    if (manifest.get("apiVersion"), manifest.get("kind")) != ("apps/v1", "Deployment"):
+        raise ValueError(
+            f"the manifest is a {manifest.get('kind')} ({manifest.get('apiVersion')}), not an "
+            "apps/v1 Deployment"
+        )
+    meta = manifest.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if deployment is not None and name != deployment:
+        raise ValueError(f"the manifest is deployment/{name}, not deployment/{deployment}")
+    return manifest
+
+
+def _secret_in(node: object, where: str) -> str | None:
+    """Where in `node` Secret data is, or None."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            found = _secret_in(item, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if not isinstance(node, dict):
+        return None
+    if node.get("kind") == "Secret":
+        return f"a Secret at {where or 'the top'}"
+    if not where:
+        for key in ("data", "stringData"):
+            if key in node:
+                return f"a top-level {key}"
+    if isinstance(node.get("name"), str) and "value" in node and SECRET_ENV.search(node["name"]):
+        return f"a literal value for {node['name']} at {where}; use valueFrom.secretKeyRef"
+    for key, value in node.items():
+        found = _secret_in(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 class FetchedManifest(Strict):
     source: ManifestSource
     text: str = Field(max_length=MAX_MANIFEST_BYTES)

@@ -12,7 +12,13 @@ from pydantic import BaseModel
 from rich.markup import escape
 from rich.table import Table
 
-from runbook.cd_models import MAX_MANIFEST_BYTES, ManifestSource, RedeployRequest, valid_tag
+from runbook.cd_models import (
+    MAX_MANIFEST_BYTES,
+    ManifestSource,
+    RedeployRequest,
+    restore_manifest,
+    valid_tag,
+)
 from runbook.repair_models import RepairRequest, RestoreRequest
 from workflows.redeploy import RedeployWorkflow, redeploy_workflow_id
 from workflows.restore import RestoreWorkflow, restore_workflow_id
@@ -190,8 +196,11 @@ refused before anything is dispatched."""
     )
 
 
-def read_manifest_file(path: Path) -> str:
-    """The file's text for `restore start --file`, or a one-line reason it cannot be used."""
+def read_manifest_file(path: Path, deployment: str | None = None) -> str:
+    """The file's manifest for `restore start --file`, checked before it goes anywhere (the
+    request, with it, is kept in the workflow's history): one Deployment and nothing else, no
+    Secret data, no YAML aliases. What is passed on is the manifest written out again, so a
+    comment in the file does not travel either. A one-line reason when it cannot be used."""
     if not path.is_file():
         raise ValueError(f"--file: {path} is not a file")
     size = path.stat().st_size
@@ -200,9 +209,16 @@ def read_manifest_file(path: Path) -> str:
             f"--file: {path} is {size} bytes; a Deployment manifest is at most {MAX_MANIFEST_BYTES}"
         )
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"--file: {path} is not UTF-8 text") from None
+    try:
+        manifest = restore_manifest(text, deployment)
+    except ValueError as exc:
+        raise ValueError(f"--file: {path}: {exc}") from None
+    import yaml
+
+    return yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True)
 
 
 def manifest_source(artifact: str | None, backup: str | None, file: Path | None) -> ManifestSource:
@@ -245,7 +261,7 @@ approval apply it; prints the workflow id."""
         lambda: RestoreRequest(
             deployment=deployment,
             source=manifest_source(artifact, backup, file),
-            manifest=read_manifest_file(file) if file else "",
+            manifest=read_manifest_file(file, deployment) if file else "",
             reason=reason,
             **options.request_fields(),
         ),

@@ -223,3 +223,94 @@ def test_an_identity_whose_id_is_a_role_name_does_not_hold_the_role() -> None:
     assert not holds_role(people, "sre-lead", ["sre-lead"])
     assert holds_role(people, "tanaka", ["sre-lead"])
     assert holds_role(people, "sre-lead", ["id:sre-lead"])  # a person named on purpose
+
+
+# 3. A restore file is checked before it reaches the history.
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  selector:
+    matchLabels: {app: api}
+  template:
+    metadata:
+      labels: {app: api}
+    spec:
+      containers:
+        - name: api
+          image: registry.example/api:1.2.0  # known good
+"""
+SECRET = """\
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+stringData:
+  password: hunter2-secret-value
+"""
+LIST_WITH_SECRET = """\
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Secret
+    metadata: {name: db}
+    data: {password: aHVudGVyMi1zZWNyZXQtdmFsdWU=}
+"""
+LITERAL = (
+    DEPLOYMENT
+    + """\
+          env:
+            - name: DB_PASSWORD
+              value: hunter2-secret-value
+"""
+)
+# A few hundred bytes that a YAML loader expands to 10^6 items, before anyone approved anything.
+LAUGHS = 'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (DEPLOYMENT + SECRET, "holds Secret data (document 2: a Secret at the top)"),
+        (DEPLOYMENT + "---\n" + DEPLOYMENT, "must hold one Deployment, it holds 2 objects"),
+        (SECRET, "holds Secret data (a Secret at the top)"),
+        (
+            LIST_WITH_SECRET,
+            "holds Secret data (a Secret at items[0])",
+        ),
+        (LITERAL, "a literal value for DB_PASSWORD"),
+        (LAUGHS, "YAML anchors and aliases are refused"),
+        (
+            DEPLOYMENT.replace("name: api\nspec", "name: other\nspec"),
+            "deployment/other, not deployment/api",
+        ),
+    ],
+)
+def test_a_restore_file_is_refused_before_anything_starts(
+    tmp_path, text, said, started, capsys
+) -> None:
+    path = tmp_path / "restore.yaml"
+    path.write_text(text)
+    argv = ["restore", "start", "--deployment", "api", "--reason", "x", "--file", str(path)]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and started == [], err
+    assert said in err and "hunter2" not in err
+
+
+def test_a_good_restore_file_travels_without_its_comments(tmp_path, started) -> None:
+    path = tmp_path / "restore.yaml"
+    path.write_text(DEPLOYMENT)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["restore", "start", "--deployment", "api", "--reason", "x", "--file", str(path)])
+    assert exited.value.code in (0, None)
+    [request] = started
+    assert "registry.example/api:1.2.0" in request.manifest and "known good" not in request.manifest

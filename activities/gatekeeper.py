@@ -6,9 +6,16 @@ whose facts are the ones the activity is about to carry out, and that enough
 different people with an approver role signed. A forged activity task, or one
 scheduled by hand, changes nothing.
 
-An immediate change with no approval needs the requester's start signed by an
-on-call identity, or the release guard's seal: an HMAC the worker's guard
-activity puts on its breach evidence with the workers' shared key."""
+Every decision is judged at the moment its workflow counted it (carried in the
+grant), not at this activity's clock: an approval stays good for a change that
+runs hours after it was counted, and a counted moment in the future or older
+than a change's lifetime is refused.
+
+An immediate change with no approval needs the requester's start, signed at
+this run's start gate over the plan carried out, by an on-call identity; or
+the release guard's seal: an HMAC the worker's guard activity puts, with the
+workers' shared key, on breach facts that name the guard's run, this rollback
+and its plan, and a breach no later than the sealing."""
 
 from __future__ import annotations
 
@@ -23,14 +30,20 @@ from typing import Any
 from temporalio import activity
 
 from runbook.catalog import Catalog, ServiceEntry
-from runbook.decisions import Expected, Grant, has_role, judge, plan_digest
+from runbook.decisions import (
+    Expected,
+    Grant,
+    counted_moment_problem,
+    has_role,
+    judge,
+    plan_digest,
+    seal_problem,
+)
 from runbook.identity import normalize_id
-from runbook.plans import start_plan_digest
 
 from .errors import permanent
 
 SEAL_KEY_ENV = "MODORU_GUARD_SEAL_KEY"
-GUARD_SEAL_VALIDITY = dt.timedelta(minutes=30)
 log = logging.getLogger("modoru.gatekeeper")
 
 
@@ -91,9 +104,9 @@ class Gatekeeper:
         info = activity.info()
         identities = self.catalog.identities
         now = dt.datetime.now(dt.UTC)
-        requester, start_ok = self._requester(grant, info.workflow_id, now)
+        requester, start_ok = self._requester(grant, info.workflow_id, info.workflow_run_id, now)
         if needed == 0 and not self._no_approval_allowed(
-            grant, start_ok, requester, info.workflow_id
+            grant, start_ok, requester, info.workflow_id, now
         ):
             needed = 1
         expected = Expected(
@@ -101,8 +114,12 @@ class Gatekeeper:
         )
         people: set[str] = set()
         seen: set[str] = set()
-        for decision in grant.decisions:
-            verdict = judge(decision, "approve", expected, identities, now, seen)
+        for index, decision in enumerate(grant.decisions):
+            # Judged when the workflow counted it; without that moment, at this clock.
+            at = grant.counted_at[index] if index < len(grant.counted_at) else now
+            if counted_moment_problem(at, now):
+                continue
+            verdict = judge(decision, "approve", expected, identities, at, seen)
             if verdict.payload is not None:
                 seen.add(verdict.payload.nonce)
             if (
@@ -119,20 +136,25 @@ class Gatekeeper:
                 "ApprovalInvalid",
             )
 
-    def _requester(self, grant: Grant, workflow_id: str, now: dt.datetime) -> tuple[str, bool]:
+    def _requester(
+        self, grant: Grant, workflow_id: str, run_id: str, now: dt.datetime
+    ) -> tuple[str, bool]:
+        """Who asked, and whether they signed this run's start gate (judged when the
+        workflow counted it)."""
         requested_by = normalize_id(str(grant.request.get("requested_by", "")))
-        if grant.start is None:
+        if (
+            grant.start is None
+            or grant.start_plan.get("request") != grant.request
+            or counted_moment_problem(grant.start_counted_at, now)
+        ):
             return requested_by, False
-        # A start may be judged after its expiry: it was checked when the run began; here it names
-        # the requester.
+        assert grant.start_counted_at is not None
         verdict = judge(
             grant.start,
             "start",
-            Expected(
-                workflow_id, "", "start", start_plan_digest(grant.request_kind, grant.request)
-            ),
+            Expected(workflow_id, run_id, "start", plan_digest(grant.start_plan)),
             self.catalog.identities,
-            min(now, _issued(grant.start) + dt.timedelta(seconds=1)),
+            grant.start_counted_at,
             set(),
         )
         return (
@@ -142,30 +164,32 @@ class Gatekeeper:
         )
 
     def _no_approval_allowed(
-        self, grant: Grant, start_ok: bool, requester: str, workflow_id: str
+        self, grant: Grant, start_ok: bool, requester: str, workflow_id: str, now: dt.datetime
     ) -> bool:
-        facts = grant.guard_facts
-        if grant.guard_seal and hmac.compare_digest(grant.guard_seal, self.seal(facts)):
-            try:
-                recent = (
-                    dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(str(facts.get("at")))
-                    <= GUARD_SEAL_VALIDITY
-                )
-            except ValueError:
-                recent = False
-            same = (facts.get("namespace"), facts.get("deployment")) == (
-                grant.plan.get("namespace"),
-                grant.plan.get("deployment"),
+        if self.seal_holds(grant, workflow_id, now):
+            return True
+        same_plan = plan_digest(grant.start_plan.get("plan") or {}) == plan_digest(grant.plan)
+        return (
+            start_ok
+            and same_plan
+            and has_role(self.catalog.identities, requester, [self.catalog.oncall_role])
+        )
+
+    def seal_holds(self, grant: Grant, workflow_id: str, now: dt.datetime) -> bool:
+        """Whether the guard's seal in `grant` is this worker's, over facts that start this
+        rollback (`workflow_id`) on the grant's plan, at the moment the workflow counted it."""
+        try:
+            genuine = bool(grant.guard_seal) and hmac.compare_digest(
+                grant.guard_seal.encode(), self.seal(grant.guard_facts).encode()
             )
-            if recent and same and facts.get("severity") == "immediate":
-                return True
-        return start_ok and has_role(self.catalog.identities, requester, [self.catalog.oncall_role])
-
-
-def _issued(start) -> dt.datetime:
-    from runbook.decisions import DecisionPayload
-
-    try:
-        return DecisionPayload.model_validate_json(start.payload).issued_at
-    except ValueError:
-        return dt.datetime.now(dt.UTC)
+        except (TypeError, ValueError):
+            genuine = False
+        if not genuine:
+            return False
+        at = grant.seal_counted_at
+        if at is None or counted_moment_problem(at, now):
+            return False
+        problem = seal_problem(grant.guard_facts, workflow_id, grant.plan, at)
+        if problem:
+            log.warning("a release guard's seal was refused: %s", problem)
+        return not problem

@@ -7,21 +7,34 @@ the first complete metrics window that begins after the breach was seen: it
 holds only traffic served after the breach, so a release still rolling out
 (old and new pods mixed) is judged on what the new version really does, and
 may well turn out `immediate`. Windows are whole minutes behind Cloud
-Monitoring's ingestion delay (see `activities.metrics`)."""
+Monitoring's ingestion delay (see `activities.metrics`).
+
+What is watched and how it is judged (the Service, health and API paths, the
+metric windows and the thresholds) comes from the worker's own catalog entry
+for the request's Deployment, never from the request; the state a watch
+resumes from (failures in a row, a breach being confirmed) is bounded so that
+it can never stand in for what this watch saw. A breach is sealed with the
+workers' key over facts naming the guard's run, the rollback it starts and
+that rollback's plan, and a breach time no later than the sealing."""
 
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 from temporalio import activity
 
 from runbook import activity_refs as refs
+from runbook.catalog import ServiceEntry
+from runbook.decisions import SEAL_VERSION, plan_digest, rollback_id_for
 from runbook.guard import Evidence, judge
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
-from runbook.models import ServiceMetrics
+from runbook.models import PlanRequest, ServiceMetrics
 from runbook.monitoring import floor_minute
+from runbook.plans import rollback_plan
 
+from .errors import permanent
 from .gatekeeper import Gatekeeper
 from .heartbeat import Heartbeat
 from .metrics import Monitoring
@@ -43,6 +56,20 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def service_url(base_url: str, path: str) -> str:
+    """`path` on the Service's own scheme, host and port: a path must begin with one `/`
+    (never `//host`, `@host` or a scheme), and the URL is built from its parts."""
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+        raise permanent(f"refused: the path {path!r} must begin with a single /", "BadPath")
+    if any(ch in path for ch in ("\\", "@", "#")) or any(ord(ch) < 33 for ch in path):
+        raise permanent(f"refused: the path {path!r} holds characters a path may not", "BadPath")
+    base = urlsplit(base_url)
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc:
+        raise permanent(f"refused: the path {path!r} names a host", "BadPath")
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
+
+
 class GuardActivities:
     def __init__(
         self,
@@ -54,19 +81,99 @@ class GuardActivities:
         self.monitoring = monitoring
         self.gatekeeper = gatekeeper
 
-    def _sealed(self, report: WatchReport, request: WatchRequest) -> WatchReport:
-        """A breach, sealed with the workers' key so the undo can tell the guard's rollback from a
-        forged one."""
+    def _entry(self, request: WatchRequest | BaselineRequest) -> ServiceEntry | None:
+        """The worker's own catalog entry for the request's Deployment (None for a worker
+        without a catalog, which seals nothing)."""
+        if self.gatekeeper is None:
+            return None
+        entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
+        if entry is None:
+            raise permanent(
+                f"deployment {request.namespace}/{request.deployment} is not in this worker's "
+                "catalog",
+                "UnknownService",
+            )
+        return entry
+
+    def _from_catalog(self, request: WatchRequest) -> WatchRequest:
+        """The watch as the catalog defines it: only the Deployment and the polling come from
+        the request; a resumed count of failures stays below the threshold and a breach
+        being confirmed began between the window before now and now."""
+        entry = self._entry(request)
+        if entry is None:
+            return request
+        return request.model_copy(
+            update={
+                "service": entry.service,
+                "health_path": entry.health_path,
+                "api_path": entry.api_check_path,
+                "monitoring": entry.monitoring,
+                "thresholds": entry.guard,
+                "health_failures": self._bounded_failures(request.health_failures, request),
+                "confirming_since": self._bounded_since(request.confirming_since, request),
+            }
+        )
+
+    def _bounded_failures(self, failures: int, request: WatchRequest) -> int:
+        """Failures in a row carried from earlier polls: never enough for a breach alone."""
+        if self.gatekeeper is None:
+            return failures
+        return max(0, min(failures, request.thresholds.health_failures_in_a_row - 1))
+
+    def _bounded_since(
+        self, since: dt.datetime | None, request: WatchRequest
+    ) -> dt.datetime | None:
+        """A breach being confirmed since `since`: not in the future, not before the window
+        before the last hour."""
+        if self.gatekeeper is None or since is None:
+            return since
+        now = _now()
+        oldest = now - max(
+            dt.timedelta(hours=1), 3 * dt.timedelta(seconds=request.monitoring.window_seconds)
+        )
+        if since.tzinfo is None or since.utcoffset() is None or not oldest <= since <= now:
+            return None
+        return since
+
+    async def _plan_digest(self, request: WatchRequest) -> str:
+        """The digest of the plan the deployment rollback will carry out now."""
+        from .kubernetes import KubernetesActivities
+
+        planner = KubernetesActivities(self.checks.apps, self.checks.core)
+        plan = await planner.plan_rollback(
+            PlanRequest(namespace=request.namespace, deployment=request.deployment)
+        )
+        return plan_digest(rollback_plan(plan))
+
+    async def _sealed(self, report: WatchReport, request: WatchRequest) -> WatchReport:
+        """A breach, sealed with the workers' key: the facts name this guard's workflow and
+        run (from the task itself), the rollback the breach starts and its plan, the severity
+        and when the breach was seen, no later than now."""
         if self.gatekeeper is None or report.breach_at is None:
             return report
+        sealed_at = _now()
+        breach_at = min(report.breach_at, sealed_at)
+        try:
+            digest = await self._plan_digest(request)
+        except Exception as exc:  # noqa: BLE001 - no plan: no seal, the rollback asks people
+            activity.logger.warning("breach not sealed: no rollback plan (%s)", exc)
+            return report.model_copy(update={"breach_at": breach_at})
+        info = activity.info()
         facts = {
-            "guard": activity.info().workflow_id,
+            "v": SEAL_VERSION,
+            "guard": info.workflow_id,
+            "guard_run": info.workflow_run_id,
+            "rollback": rollback_id_for(request.namespace, request.deployment),
+            "plan": digest,
             "namespace": request.namespace,
             "deployment": request.deployment,
             "severity": report.verdict.severity.value if report.verdict.severity else "",
-            "at": report.breach_at.isoformat(),
+            "breach_at": breach_at.isoformat(),
+            "sealed_at": sealed_at.isoformat(),
         }
-        return report.model_copy(update={"seal": self.gatekeeper.seal(facts), "sealed": facts})
+        return report.model_copy(
+            update={"breach_at": breach_at, "seal": self.gatekeeper.seal(facts), "sealed": facts}
+        )
 
     async def _restarts(self, namespace: str, deployment: str) -> tuple[int, int | None, list[str]]:
         found, pods = await self.checks.deployment_pods(namespace, deployment)
@@ -129,11 +236,11 @@ class GuardActivities:
         """(health failed, API failing) for one poll."""
         if base_url is None:
             return True, True
-        health = await self.checks.http_check("health", base_url + request.health_path, 1)
-        api = [
-            await self.checks.http_check("api", base_url + request.api_path, 1)
-            for _ in range(API_SAMPLES)
-        ]
+        health = await self.checks.http_check(
+            "health", service_url(base_url, request.health_path), 1
+        )
+        api_url = service_url(base_url, request.api_path)
+        api = [await self.checks.http_check("api", api_url, 1) for _ in range(API_SAMPLES)]
         return not health.ok, not any(check.ok for check in api)
 
     async def _evidence(
@@ -156,6 +263,7 @@ class GuardActivities:
 
     @activity.defn(name=refs.GUARD_WATCH.name)
     async def watch(self, request: WatchRequest) -> WatchReport:
+        request = self._from_catalog(request)
         # Beat at least each second while pausing: a stop (a cancel) arrives with a beat's reply.
         heartbeat = Heartbeat(WatchProgress, every=1.0)
         polls, health_failures, confirming = 0, request.health_failures, request.confirming_since
@@ -163,8 +271,8 @@ class GuardActivities:
         if saved is not None:  # a retry after a worker crash resumes where the last attempt was
             polls, health_failures, confirming = (
                 saved.polls,
-                saved.health_failures,
-                saved.confirming,
+                self._bounded_failures(saved.health_failures, request),
+                self._bounded_since(saved.confirming, request),
             )
         window = dt.timedelta(seconds=request.monitoring.window_seconds)
 
@@ -187,13 +295,13 @@ class GuardActivities:
                 health_failures=health_failures,
             )
             if verdict.severity is not None and verdict.severity.value == "immediate":
-                return self._sealed(
+                return await self._sealed(
                     report.model_copy(update={"breach_at": confirming or at}), request
                 )
             if verdict.severity is not None:
                 confirming = confirming or at
                 if confirmed(reading, confirming, at):
-                    return self._sealed(
+                    return await self._sealed(
                         report.model_copy(
                             update={"breach_at": confirming, "confirming_since": confirming}
                         ),

@@ -14,13 +14,16 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .identity import Identity, normalize_id
 from .signatures import BadSignature, signer_key
 
 MAX_VALIDITY = dt.timedelta(minutes=30)
 CLOCK_SKEW = dt.timedelta(minutes=2)
+# How long after the workflow counted a decision an activity may still act on it: the
+# change's own lifetime (a day's wait for approvals, then a clone of up to two hours).
+MAX_COUNTED_AGE = dt.timedelta(hours=30)
 Decision = Literal["start", "approve", "reject", "stop"]
 
 
@@ -53,7 +56,9 @@ class GateView(Model):
 class DecisionPayload(Model):
     v: Literal[1] = 1
     workflow_id: str = Field(min_length=1)
-    run_id: str = Field("", description="empty only for a start, made before the run exists")
+    run_id: str = Field(
+        min_length=1, description="the run the decision is for: it counts in no other"
+    )
     gate: str = Field(min_length=1)
     decision: Decision
     plan: str = Field(
@@ -64,6 +69,13 @@ class DecisionPayload(Model):
     expires_at: dt.datetime
     nonce: str = Field(min_length=16, max_length=64)
     note: str = Field("", max_length=2000, description="a comment or the reason")
+
+    @field_validator("issued_at", "expires_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a decision's times need a time zone offset")
+        return value
 
     def text(self) -> str:
         return canonical(self.model_dump(mode="json"))
@@ -80,17 +92,27 @@ class SignedDecision(Model):
 
 class Grant(Model):
     """What a changing activity receives to check again: the decisions counted for
-    the gate, the plan they name, the requester's start over the request, and the
-    release guard's seal when the guard started the change."""
+    the gate, the plan they name, when the workflow counted each one, the requester's
+    start counted at this run's start gate (over `start_plan`), and the release
+    guard's seal when the guard started the change. Each decision is judged at the
+    moment the workflow counted it, never at the activity's own clock."""
 
     gate: str
     plan: dict[str, Any]
     decisions: list[SignedDecision] = Field(default_factory=list)
+    counted_at: list[dt.datetime] = Field(
+        default_factory=list, description="when the workflow counted each of `decisions`"
+    )
     request_kind: str = ""
     request: dict[str, Any] = Field(default_factory=dict)
     start: SignedDecision | None = None
+    start_counted_at: dt.datetime | None = None
+    start_plan: dict[str, Any] = Field(
+        default_factory=dict, description="the plan the start was signed over"
+    )
     guard_seal: str = ""
     guard_facts: dict[str, Any] = Field(default_factory=dict)
+    seal_counted_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +140,24 @@ def judge(
     seen_nonces: set[str],
 ) -> Judged:
     """Whether `signed` is a valid `decision` for `expected`, and by whom. Roles and
-    the requester rule are the caller's (they differ by decision)."""
+    the requester rule are the caller's (they differ by decision). Never raises: a
+    decision that cannot be judged is not counted, with the reason."""
+    try:
+        return _judge(signed, decision, expected, identities, now, seen_nonces)
+    except Exception as exc:  # noqa: BLE001 - a decision must never stop the workflow
+        return Judged(False, f"the decision could not be judged: {type(exc).__name__}: {exc}")
+
+
+def _judge(
+    signed: SignedDecision,
+    decision: Decision,
+    expected: Expected,
+    identities: list[Identity],
+    now: dt.datetime,
+    seen_nonces: set[str],
+) -> Judged:
+    if now.tzinfo is None or now.utcoffset() is None:
+        return Judged(False, "the decision cannot be judged against a time without a time zone")
     try:
         payload = DecisionPayload.model_validate_json(signed.payload)
     except ValidationError as exc:
@@ -144,7 +183,7 @@ def judge(
         problems.append(f"it is a {payload.decision}, not a {decision}")
     if payload.workflow_id != expected.workflow_id:
         problems.append(f"it names workflow {payload.workflow_id}")
-    if expected.run_id and payload.run_id != expected.run_id:
+    if not expected.run_id or payload.run_id != expected.run_id:
         problems.append(f"it names run {payload.run_id or '(none)'}, not this run")
     if payload.gate != expected.gate:
         problems.append(f"it is for gate {payload.gate!r}, not {expected.gate!r}")
@@ -177,7 +216,7 @@ class DecisionVerdict(Model):
     """The answer to an approve or reject update: whether the decision counted and
     why, as the audit trail records it, and where the gate stands after it."""
 
-    decision: Literal["approve", "reject"]
+    decision: Literal["start", "approve", "reject"]
     counted: bool
     reason: str
     by: str = Field(
@@ -192,3 +231,81 @@ class DecisionVerdict(Model):
     )
     approvals_required: int = 0
     phase: str = ""
+
+
+# -- the release guard's seal ------------------------------------------------------------
+
+SEAL_VERSION = 2
+GUARD_SEAL_VALIDITY = dt.timedelta(minutes=30)
+
+
+def guard_id_for(namespace: str, deployment: str) -> str:
+    """The release guard's workflow id for a Deployment (one guard per Deployment)."""
+    return f"guard-{namespace}-{deployment}"
+
+
+def rollback_id_for(namespace: str, deployment: str) -> str:
+    """The deployment rollback's workflow id (one rollback per Deployment at a time)."""
+    return f"rollback-{namespace}-{deployment}"
+
+
+def _aware_time(value: Any) -> dt.datetime | None:
+    try:
+        at = dt.datetime.fromisoformat(str(value))
+    except (TypeError, ValueError):
+        return None
+    return at if at.tzinfo is not None and at.utcoffset() is not None else None
+
+
+def seal_problem(
+    facts: dict[str, Any], rollback_workflow_id: str, plan: dict[str, Any], at: dt.datetime
+) -> str:
+    """Why the guard's sealed `facts` do not start this rollback at `at` ("" when they
+    do): they must name the Deployment's guard and one of its runs, this rollback's
+    workflow id, the digest of the plan it carries out, an immediate breach seen no
+    later than the sealing, sealed no later than `at` (with skew) and at most
+    `GUARD_SEAL_VALIDITY` before it. The seal's signature is the activities' to check."""
+    try:
+        if facts.get("v") != SEAL_VERSION:
+            return "the seal is not one this worker makes"
+        namespace, deployment = plan.get("namespace"), plan.get("deployment")
+        if (facts.get("namespace"), facts.get("deployment")) != (namespace, deployment):
+            return "the seal is for another Deployment"
+        if facts.get("guard") != guard_id_for(str(namespace), str(deployment)) or not facts.get(
+            "guard_run"
+        ):
+            return "the seal does not name this Deployment's release guard and its run"
+        if facts.get("rollback") != rollback_workflow_id:
+            return f"the seal is for workflow {facts.get('rollback')!r}, not this one"
+        if facts.get("plan") != plan_digest(plan):
+            return "the seal is for another plan than the one this run would carry out"
+        if facts.get("severity") != "immediate":
+            return "the sealed breach is not immediate"
+        breach, sealed = _aware_time(facts.get("breach_at")), _aware_time(facts.get("sealed_at"))
+        if breach is None or sealed is None:
+            return "the seal's times are unreadable or have no time zone"
+        if breach > sealed:
+            return "the sealed breach is later than its sealing"
+        if sealed > at + CLOCK_SKEW:
+            return "the seal is dated in the future"
+        if at - sealed > GUARD_SEAL_VALIDITY:
+            minutes = int(GUARD_SEAL_VALIDITY.total_seconds() // 60)
+            return f"the seal is older than {minutes} minutes"
+    except Exception as exc:  # noqa: BLE001 - a malformed seal is refused, never a crash
+        return f"the seal could not be read: {type(exc).__name__}"
+    return ""
+
+
+def counted_moment_problem(at: dt.datetime | None, now: dt.datetime) -> str:
+    """Why an activity must not judge a decision at the moment `at` its workflow says it
+    counted it ("" when it may): missing, without a time zone, later than the activity's
+    own clock (with skew), or older than the change's lifetime."""
+    if at is None:
+        return "the workflow did not say when it counted it"
+    if at.tzinfo is None or at.utcoffset() is None:
+        return "its counted moment has no time zone"
+    if at > now + CLOCK_SKEW:
+        return "its counted moment is in the future"
+    if now - at > MAX_COUNTED_AGE:
+        return "it was counted too long ago"
+    return ""

@@ -17,15 +17,15 @@ def start_request(request: BaseModel) -> dict[str, Any]:
     return request.model_dump(mode="json", exclude={"start", "guard_seal", "guard_facts"})
 
 
-def start_plan(request: BaseModel) -> dict[str, Any]:
-    """A start is signed over the request itself (without the signature or a guard's seal)."""
-    return {"kind": "start", "workflow": type(request).__name__, "request": start_request(request)}
-
-
-def start_plan_digest(kind: str, request: dict[str, Any]) -> str:
-    from .decisions import plan_digest
-
-    return plan_digest({"kind": "start", "workflow": kind, "request": request})
+def start_gate_plan(request: BaseModel, plan: dict[str, Any]) -> dict[str, Any]:
+    """What the requester signs at a run's start gate: the request as they made it and the
+    plan the run has made from it (the first gate's)."""
+    return {
+        "kind": "start",
+        "workflow": type(request).__name__,
+        "request": start_request(request),
+        "plan": plan,
+    }
 
 
 def rollback_plan(plan: RollbackPlan) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import typer
 from pydantic import BaseModel
 
 from runbook.decisions import Decision, DecisionPayload, GateView, SignedDecision, plan_digest
-from runbook.plans import start_plan
+from runbook.plans import start_request
 from runbook.signatures import sign
 
 from .base import CliError, fail
@@ -78,25 +78,36 @@ def read_signature(signature: Path, payload_file: Path | None) -> SignedDecision
         raise CliError(f"--signature: cannot read {signature} or {source}: {exc}") from None
 
 
-def signed_start(request: BaseModel, workflow_id: str, key: Path) -> SignedDecision:
-    """The requester's start, signed over the request (without the signature)."""
-    gate = GateView(
-        workflow_id=workflow_id,
-        run_id="",
-        gate="start",
-        plan={},
-        digest=plan_digest(start_plan(request)),
-        signed=True,
-    )
+def start_gate_problem(gate: GateView, request: BaseModel, workflow_id: str, run_id: str) -> str:
+    """Why the CLI must not sign `gate` as the start of `request` ("" when it may): it is
+    the start gate of `workflow_id`'s current run `run_id`, its digest is its plan's, and
+    the request it shows is exactly the one this CLI made (a run someone else started under
+    the same id shows another)."""
+    if gate.gate != "start":
+        return f"the gate is {gate.gate!r}, not the start"
+    if gate.workflow_id != workflow_id:
+        return f"the gate is for workflow {gate.workflow_id}, not {workflow_id}"
+    if gate.run_id != run_id:
+        return "the gate is not for the workflow's current run"
+    if gate.digest != plan_digest(gate.plan):
+        return "the gate's digest is not its plan's"
+    if gate.plan.get("request") != start_request(request):
+        return "the run shows another request than the one given here"
+    return ""
+
+
+def signed_start(gate: GateView, request: BaseModel, key: Path) -> SignedDecision:
+    """The requester's start, signed over a run's start gate (the request and its plan)."""
     return sign_with_key(payload_for(gate, "start", request.requested_by).text(), key)  # type: ignore[attr-defined]
 
 
 def sign_start(request: BaseModel, workflow_id: str, key: Path | None) -> None:
-    """Attach the requester's signed start, or say in one line why it cannot be made."""
+    """Before anything starts: --key can sign (a readable, usable private key), or one
+    line saying why not. The start itself is signed once the run shows its start gate."""
     if key is None:
         return
     try:
-        request.start = signed_start(request, workflow_id, key)  # type: ignore[attr-defined]
+        sign_with_key("modoru: the key signs", key)
     except CliError as exc:
         raise fail(str(exc)) from None
 

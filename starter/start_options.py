@@ -1,8 +1,10 @@
 """What every start command shares: the options a person gives for any change
 (namespace, severity, detection time, who asks, the signing key, the notice
 language, dry run, wait, JSON), declared once, and the one way a start goes
-on from there: check what was typed, build the request, sign it, start it or
-attach to the one running.
+on from there: check what was typed, build the request, start it or attach to
+the one running and, when the catalog counts signed decisions only, sign the
+run's start gate (this run, this request, its plan) with --key as soon as the
+workflow shows it: one extra round trip.
 
 A start command declares its own options and a keyword-only `StartOptions`
 parameter, where `@start_options(...)` puts the shared ones
@@ -10,6 +12,7 @@ parameter, where `@start_options(...)` puts the shared ones
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,16 +21,19 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 
+from runbook.decisions import DecisionVerdict, GateView
 from runbook.enums import Severity
+from runbook.models import ApprovalSignal
 from worker.settings import Settings
 
-from .base import fail, first_error
+from .base import CliError, console, err_console, fail, first_error
 from .commands import Change, run
 from .inputs import parse_detected_at
 from .option_groups import Table, option_group
-from .signing import sign_start
+from .signing import sign_start, signed_start, start_gate_problem
 
 REQUESTER = os.environ.get("USER") or "oncall"
 SEVERITY_HELP = "immediate (5 min) or investigate (15 min)."
@@ -49,6 +55,8 @@ SHARED: Table = {
     "as_json": (bool, typer.Option(False, "--json")),
 }
 REQUEST_FIELDS = ("namespace", "severity", "requested_by", "language", "dry_run")
+START_GATE_SECONDS = 60.0  # how long the CLI looks for the run's start gate
+ENDED = frozenset({"completed", "failed", "rejected"})
 
 
 @dataclass(frozen=True)
@@ -98,11 +106,105 @@ def launch(
         raise fail(said(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    sign_start(request, change.workflow_id(request), options.key)
+    workflow_id = change.workflow_id(request)
+    sign_start(request, workflow_id, options.key)
 
     async def start(client: Client, settings: Settings) -> int:
-        return await change.start(
-            client, settings, request, wait=options.wait, as_json=options.as_json
+        if not hasattr(request, "start"):  # a change without a requester's start (the guard)
+            return await change.start(
+                client, settings, request, wait=options.wait, as_json=options.as_json
+            )
+        signer = asyncio.create_task(
+            sign_start_gate(
+                client.get_workflow_handle(workflow_id),
+                request,
+                options.key,
+                task_queue=settings.task_queue,
+                quiet=options.as_json,
+            )
         )
+        try:
+            code = await change.start(
+                client, settings, request, wait=options.wait, as_json=options.as_json
+            )
+            await signer
+        finally:
+            if not signer.done():
+                signer.cancel()
+        return code
 
     run(start)
+
+
+async def sign_start_gate(
+    handle: WorkflowHandle,
+    request: BaseModel,
+    key: Path | None,
+    *,
+    task_queue: str,
+    quiet: bool = False,
+) -> DecisionVerdict | None:
+    """Sign the run's start gate once the workflow shows it, after checking it (this id, its
+    current run on this task queue, the request exactly as made here, the digest of the plan,
+    which is printed). None when the run shows no start gate (a catalog without identities, a
+    change that takes no start) or it has gone past it; a `CliError` when the start did not
+    count or there is no key to sign it with."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + START_GATE_SECONDS
+    while loop.time() < until:
+        try:
+            description = await handle.describe()
+            status = await handle.query("status", result_type=dict)
+        except RPCError:
+            await asyncio.sleep(0.1)  # not started yet, or no workflow task has run
+            continue
+        if description.task_queue != task_queue:
+            raise CliError(
+                f"refusing to sign the start of {handle.id}: it runs on task queue "
+                f"{description.task_queue}, not {task_queue}",
+                code=1,
+            )
+        pending = status.get("pending")
+        gate = GateView.model_validate(pending) if pending else None
+        if gate is None or gate.gate != "start":
+            if _past_start(status):
+                return None
+            await asyncio.sleep(0.1)
+            continue
+        if key is None:
+            raise CliError(
+                f"{handle.id} waits for its requester's signed start: this catalog counts signed "
+                "starts only; start it again with --key ~/.ssh/id_ed25519",
+                code=1,
+            )
+        problem = start_gate_problem(gate, request, handle.id, description.run_id)
+        if problem:
+            raise CliError(f"refusing to sign the start of {handle.id}: {problem}", code=1)
+        out = err_console if quiet else console
+        out.print(f"signing the start of {handle.id} (run {gate.run_id[:8]}), plan:")
+        out.print_json(data=gate.plan.get("plan", {}))
+        signed = signed_start(gate, request, key)
+        verdict: DecisionVerdict = await handle.execute_update(
+            "start",
+            ApprovalSignal(by=request.requested_by, signed=signed),  # type: ignore[attr-defined]
+            result_type=DecisionVerdict,
+        )
+        if not verdict.counted:
+            raise CliError(f"the start of {handle.id} did not count: {verdict.reason}", code=1)
+        return verdict
+    err_console.print(f"{handle.id}: no start gate was shown in {START_GATE_SECONDS:.0f} s")
+    return None
+
+
+def _past_start(status: dict) -> bool:
+    """Whether the run is past where a start gate would be: it ended, or a gate that is not
+    the start was shown (a catalog without identities shows its approval gate unsigned)."""
+    if str(status.get("phase", "")) in ENDED:
+        return True
+    pending = status.get("pending") or {}
+    if pending and pending.get("gate") != "start":
+        return True
+    return any(
+        e.get("action") == "approval" or (e.get("action") == "start" and e.get("counted"))
+        for e in status.get("audit", []) or []
+    )

@@ -28,10 +28,11 @@ with workflow.unsafe.imports_passed_through():
         has_role,
         judge,
         plan_digest,
+        seal_problem,
     )
     from runbook.identity import normalize_id
     from runbook.models import ApprovalSignal, AuditEntry, Notice, NoticeResult, RejectSignal
-    from runbook.plans import start_plan, start_request
+    from runbook.plans import start_gate_plan, start_request
     from runbook.policy import escalation_points, judge_approval, judge_rejection
 
 SIGNED_DECISIONS = (
@@ -91,9 +92,16 @@ class ApprovalDesk(AuditTrail):
         self._inbox: list[ApprovalSignal | RejectSignal] = []
         self.trust: Trust | None = None
         self.gate: GateView | None = None  # what signers are shown; None until the plan exists
-        self.nonces: set[str] = set()
+        self.nonces: set[str] = set()  # shared by every desk of the run (ChangeWorkflow._adopt)
         self.counted: list[SignedDecision] = []  # handed to the activities that act on them
+        self.counted_at: list[dt.datetime] = []  # when each of `counted` was counted
         self.requester_id = normalize_id(requested_by)
+        # The requester's signed start of this run's plan (signed mode), and the guard's seal.
+        self.start: SignedDecision | None = None
+        self.start_counted_at: dt.datetime | None = None
+        self.start_plan: dict = {}
+        self.start_verified = False
+        self.seal_counted_at: dt.datetime | None = None
 
     def receive(self, signal: ApprovalSignal | RejectSignal) -> None:
         if self.policy is None:
@@ -122,51 +130,108 @@ class ApprovalDesk(AuditTrail):
         return self.trust is not None
 
     def verify_start(self, request) -> bool:
-        """In signed mode: whether the request carries a valid start signed by its
-        requester (who then cannot approve it under any name). Audited either way."""
-        if self.trust is None:
-            return False
-        info = workflow.info()
-        start = getattr(request, "start", None)
-        if start is None:
-            self.uncounted(
-                request.requested_by, "start", "unsigned start: the requester is not verified"
+        """A start carried in the request is no authority (it could be copied from any
+        history): in signed mode the requester signs this run's `start` gate instead."""
+        if self.trust is not None and getattr(request, "start", None) is not None:
+            self.note(
+                request.requested_by,
+                "start",
+                counted=False,
+                detail="a start inside the request is not counted: the requester signs this "
+                "run's start gate once the plan is shown",
             )
-            return False
-        digest = plan_digest(start_plan(request))
-        verdict = judge(
-            start,
+        return False
+
+    def open_start(self, request, plan: dict) -> GateView:
+        """Show the `start` gate on `request` and `plan`: the requester's signed start must
+        name this run, the request and this plan before anything is approved or changed."""
+        view = self.show("start", start_gate_plan(request, plan))
+        self.note(
+            "modoru",
             "start",
-            Expected(info.workflow_id, "", "start", digest),
+            detail=f"waiting for {self.requested_by}'s signed start of this run's plan",
+        )
+        return view
+
+    def decide_start(self, signal: ApprovalSignal) -> AuditEntry:
+        """Judge the requester's signed start at the start gate; the audit entry says
+        whether it counted and why."""
+        before = len(self.audit)
+        self._judge_start(signal)
+        return self.audit[before]
+
+    def _judge_start(self, signal: ApprovalSignal) -> None:
+        gate = self.gate
+        if self.trust is None:
+            self.uncounted(signal.by, "start", "this run takes no signed start", signal.request_id)
+            return
+        if self.start_verified:
+            self.uncounted(signal.by, "start", "the start is already signed", signal.request_id)
+            return
+        if gate is None or gate.gate != "start" or not self.open:
+            self.uncounted(signal.by, "start", "no start gate is open", signal.request_id)
+            return
+        if signal.signed is None:
+            self.uncounted(
+                signal.by,
+                "start",
+                "unsigned: this catalog counts only signed starts (--key)",
+                signal.request_id,
+            )
+            return
+        verdict = judge(
+            signal.signed,
+            "start",
+            Expected(gate.workflow_id, gate.run_id, gate.gate, gate.digest),
             self.trust.identities,
             workflow.now(),
             self.nonces,
         )
         if verdict.payload is not None and verdict.signer:
             self.nonces.add(verdict.payload.nonce)
-        if verdict.counted and verdict.signer != normalize_id(request.requested_by):
-            verdict = type(verdict)(
-                False,
-                f"{verdict.reason}, but the request names {request.requested_by!r} as the "
-                "requester",
-                verdict.signer,
+        who = verdict.signer or signal.by
+        if not verdict.counted:
+            self.uncounted(who, "start", verdict.reason, signal.request_id)
+            return
+        if verdict.signer != normalize_id(self.requested_by):
+            self.uncounted(
+                who,
+                "start",
+                f"{verdict.reason}, but the request names {self.requested_by!r} as the requester",
+                signal.request_id,
             )
-        self.note(
-            verdict.signer or request.requested_by,
-            "start",
-            counted=verdict.counted,
-            detail=verdict.reason,
+            return
+        self.start, self.start_counted_at = signal.signed, workflow.now()
+        self.start_plan, self.start_verified = dict(gate.plan), True
+        self.requester_id = verdict.signer
+        self.note(who, "start", counted=True, detail=verdict.reason, request_id=signal.request_id)
+
+    def guard_seal_holds(self, request, plan: dict) -> bool:
+        """Whether the release guard's seal in `request` starts this run on `plan`: it names
+        this rollback and plan, an immediate breach, and was made within its validity. The
+        activity that acts checks its signature (the workers' key) and this moment again."""
+        seal = getattr(request, "guard_seal", "")
+        if self.trust is None or not seal:
+            return False
+        problem = seal_problem(
+            dict(getattr(request, "guard_facts", {}) or {}),
+            workflow.info().workflow_id,
+            plan,
+            workflow.now(),
         )
-        if verdict.counted:
-            self.requester_id = verdict.signer
-        return verdict.counted
+        if problem:
+            self.uncounted("release-guard", "seal", f"{problem}: one approval is needed")
+            return False
+        self.seal_counted_at = workflow.now()
+        self.note("release-guard", "seal", counted=True, detail="the release guard's breach")
+        return True
 
     def immediate_without_approval(self, start_verified: bool, started_by_guard: bool) -> bool:
         """Whether an immediate change may go ahead with no approval: the release guard
         with its evidence, or a verified requester holding the on-call role."""
         if self.trust is None or started_by_guard:
             return True
-        if start_verified and has_role(
+        if (start_verified or self.start_verified) and has_role(
             self.trust.identities, self.requester_id, [self.trust.oncall_role]
         ):
             return True
@@ -188,11 +253,15 @@ class ApprovalDesk(AuditTrail):
             gate=self.gate.gate,
             plan=self.gate.plan,
             decisions=list(self.counted),
+            counted_at=list(self.counted_at),
             request_kind=type(request).__name__,
             request=start_request(request),
-            start=getattr(request, "start", None),
-            guard_seal=getattr(request, "guard_seal", ""),
-            guard_facts=getattr(request, "guard_facts", {}),
+            start=self.start,
+            start_counted_at=self.start_counted_at,
+            start_plan=dict(self.start_plan),
+            guard_seal=getattr(request, "guard_seal", "") if self.seal_counted_at else "",
+            guard_facts=getattr(request, "guard_facts", {}) if self.seal_counted_at else {},
+            seal_counted_at=self.seal_counted_at,
         )
 
     def show(self, gate: str, plan: dict) -> GateView:
@@ -277,6 +346,15 @@ class ApprovalDesk(AuditTrail):
             self.uncounted(who, action, reason, signal.request_id)
             return
         note = verdict.payload.note if verdict.payload else ""
+        if not reject and gate is not None and gate.gate == "start":
+            self.uncounted(
+                who,
+                "approve",
+                "the requester has not signed this run's start yet: approve once the approval "
+                "gate is shown",
+                signal.request_id,
+            )
+            return
         if reject:
             allowed = (
                 has_role(self.trust.identities, who, self.policy.approvers)
@@ -333,6 +411,7 @@ class ApprovalDesk(AuditTrail):
         else:
             self.approvals.append(who)
             self.counted.append(signal.signed)
+            self.counted_at.append(workflow.now())
             self.note(
                 who,
                 "approve",

@@ -58,6 +58,10 @@ TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)
 # workflow.patched id: the deployment rollback's gate became the shared one (a
 # rejection before the gate and a deadline abort are announced like the others').
 ONE_GATE = "one-change-gate"
+# workflow.patched id: in signed mode the requester signs a start gate on the plan.
+START_GATE = "signed-start-gate"
+# How long a signed run waits for its requester's signed start (the CLI signs at once).
+START_WAIT = timedelta(minutes=10)
 
 
 class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
@@ -77,8 +81,10 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         """The catalog's entry for the service: its approval policy and trust go to
         every desk, and the requester's signed start is checked against it."""
         self._entry = entry
+        nonces: set[str] = set()  # a nonce counts once in the whole run, whatever the gate
         for desk in self._desks():
             desk.set_policy(entry.approval, entry.trust)
+            desk.nonces = nonces
         self._start_verified = self._desk.verify_start(self._request)
 
     async def _announce_start(
@@ -130,6 +136,41 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
     async def rejection(self, signal: RejectSignal) -> DecisionVerdict:
         """Reject, and hear whether the rejection counted and why."""
         return await self._decide(signal)
+
+    @workflow.update(name="start")
+    async def signed_start(self, signal: ApprovalSignal) -> DecisionVerdict:
+        """The requester's signed start of this run's plan (signed mode), and whether it
+        counted and why."""
+        await workflow.wait_condition(
+            lambda: self._start_desk() is not None or self._status.phase in TERMINAL
+        )
+        desk = self._start_desk()
+        if desk is None:
+            entry = AuditEntry(
+                at=workflow.now(),
+                actor=signal.by,
+                action="start",
+                counted=False,
+                detail=f"the change ended ({self._status.phase.value}) before its start gate",
+                request_id=signal.request_id,
+            )
+            self._status.audit.append(entry)
+        else:
+            entry = desk.decide_start(signal)
+        return DecisionVerdict(
+            decision="start",
+            counted=bool(entry.counted),
+            reason=entry.detail,
+            by=entry.actor,
+            gate=desk.gate.gate if desk is not None and desk.gate else "",
+            approvals=list(desk.approvals) if desk is not None else [],
+            approvals_required=self._status.approvals_required,
+            phase=self._status.phase.value,
+        )
+
+    def _start_desk(self) -> ApprovalDesk | None:
+        """The desk whose start gate has been shown (the run's first gate), if any."""
+        return getattr(self, "_start_gate_desk", None)
 
     async def _decide(self, signal: ApprovalSignal | RejectSignal) -> DecisionVerdict:
         # Decisions are judged once the catalog says who may decide; until then they wait.
@@ -208,14 +249,49 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         self, desk: ApprovalDesk, needed: int, *, started_by_guard: bool = False
     ) -> int:
         """In signed mode an immediate change with no approvals needs one, unless the
-        release guard started it or a verified on-call engineer asked for it."""
-        if (
-            needed == 0
-            and desk.signed
-            and not desk.immediate_without_approval(self._start_verified, started_by_guard)
-        ):
-            return 1
+        release guard's valid seal started it or the verified on-call requester signed its
+        start: both are known only at the gate, so the gate decides (`_gate`). Having a
+        parent and evidence is no proof of the guard: only its seal is."""
+        if needed == 0 and desk.signed:
+            self._immediate_pending = True
         return needed
+
+    def _immediate_needs(self, desk: ApprovalDesk, sealed: bool) -> int:
+        """0 when an immediate change may go ahead without approval, else 1 (audited)."""
+        started = self._start_desk()
+        verified = started is not None and started.start_verified
+        return 0 if desk.immediate_without_approval(verified, sealed) else 1
+
+    async def _start_gate(self, desk: ApprovalDesk, plan: dict[str, object], kept: str) -> bool:
+        """Signed mode, the run's first gate: show `plan` at the `start` gate and wait for
+        the requester's signed start of this run and plan; False (rejected) when it does
+        not come in time or the change is rejected meanwhile."""
+        self._start_gate_desk = desk
+        self._status.pending = desk.open_start(self._request, plan)
+        desk.open = True
+        try:
+            await workflow.wait_condition(
+                lambda: desk.start_verified or desk.rejection is not None,
+                timeout=START_WAIT,
+                timeout_summary=f"start gate: refuse without a signed start after {START_WAIT}",
+            )
+        except TimeoutError:
+            desk.rejection = RejectSignal(
+                by="modoru",
+                reason=f"no signed start by {self._request.requested_by} within {START_WAIT}",
+            )
+            desk.note("modoru", "start", counted=True, detail=desk.rejection.reason)
+        if desk.start_verified and desk.rejection is None:
+            return True
+        desk.open = False
+        self._status.pending = None
+        rejection = desk.rejection
+        assert rejection is not None
+        self._status.message = f"start refused ({rejection.by}): {rejection.reason}" + (
+            kept or "; nothing was changed"
+        )
+        self._set_phase(Phase.REJECTED)
+        return False
 
     async def _gate(
         self,
@@ -231,6 +307,16 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         rejection (or the policy's abort at the deadline) the status says so with `kept`
         (what is left as it was), the channels hear it, and the phase is rejected.
         `what` names the change in the notices."""
+        immediate, self._immediate_pending = getattr(self, "_immediate_pending", False), False
+        if desk.signed and workflow.patched(START_GATE):
+            sealed = desk.guard_seal_holds(self._request, dict(plan))
+            first = self._start_desk() is None and not getattr(self._request, "guard_seal", "")
+            if first and not await self._start_gate(desk, dict(plan), kept):
+                return False
+            if immediate:
+                needed = self._immediate_needs(desk, sealed)
+        elif immediate:
+            needed = self._immediate_needs(desk, False)
         self._status.approvals_required = needed
         self._status.pending = desk.show(gate, plan)
         desk.open = True

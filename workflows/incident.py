@@ -81,6 +81,7 @@ class IncidentWorkflow:
         self._changes: list[ChangeSignal] = []
         self._confirms: list[ConfirmSignal] = []
         self._nonces: set[str] = set()
+        self._seals: set[str] = set()  # release guard seals already used: each counts once
         self._following: list[asyncio.Task] = []
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
         trail = AuditTrail(self._status.audit)
@@ -257,6 +258,18 @@ class IncidentWorkflow:
                 request_id=signal.request_id,
             )
             return
+        seal = str(getattr(signal.request, "guard_seal", "") or "")
+        if seal and seal in self._seals:
+            self._uncounted(
+                "modoru",
+                "change",
+                f"{signal.workflow_id} was not started: the release guard's seal it carries was "
+                "used before (a seal counts once)",
+                signal.request_id,
+            )
+            return
+        if seal:
+            self._seals.add(seal)
         record = ChangeRecord(
             workflow_id=signal.workflow_id,
             kind=signal.kind,

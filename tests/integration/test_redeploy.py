@@ -180,7 +180,7 @@ async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_disp
     from runbook.catalog import Catalog
     from runbook.identity import Identity
     from runbook.signatures import new_private_key, public_key_line
-    from starter.signing import signed_start
+    from starter.start_options import sign_start_gate
     from workflows.redeploy import redeploy_workflow_id
 
     keys = {}
@@ -209,10 +209,13 @@ async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_disp
             language="en",
         )
         workflow_id = redeploy_workflow_id("default", "tekutoko-api") + f"-{uuid.uuid4().hex[:6]}"
-        request.start = signed_start(request, workflow_id, keys["oncall"])
         handle = await stack.client.start_workflow(
             RedeployWorkflow.run, request, id=workflow_id, task_queue=stack.queue
         )
+        started = await sign_start_gate(
+            handle, request, keys["oncall"], task_queue=stack.queue, quiet=True
+        )
+        assert started is not None and started.counted, started
         for _ in range(600):
             status = await handle.query(RedeployWorkflow.status)
             if status.phase is Phase.AWAITING_APPROVAL:

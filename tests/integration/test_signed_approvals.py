@@ -31,7 +31,8 @@ from runbook.decisions import DecisionPayload, GateView, SignedDecision, plan_di
 from runbook.identity import Identity
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, Severity
 from runbook.signatures import new_private_key, public_key_line, sign
-from starter.signing import payload_for, signed_start
+from starter.signing import payload_for
+from starter.start_options import sign_start_gate
 from tests.integration.test_rollback_end_to_end import start, wait_phase
 from worker.main import WORKFLOWS
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
@@ -126,7 +127,7 @@ async def signed(dev_env, sandbox, tmp_path) -> AsyncIterator[SignedStack]:
 
 
 def request(stack: SignedStack, requester: str, **changes) -> RollbackRequest:
-    req = RollbackRequest(
+    return RollbackRequest(
         **{
             "deployment": "tekutoko-api",
             "severity": Severity.INVESTIGATE,
@@ -135,10 +136,29 @@ def request(stack: SignedStack, requester: str, **changes) -> RollbackRequest:
             **changes,
         }
     )
-    req.start = signed_start(
-        req, rollback_workflow_id(req.namespace, req.deployment), stack.keys[requester]
+
+
+async def started(stack: SignedStack, req: RollbackRequest, queue: str = ""):
+    """Start `req` and sign its run's start gate with the requester's key, as the CLI does."""
+    handle = (
+        await start(stack, req)
+        if not queue
+        else await stack.client.start_workflow(
+            DeploymentRollbackWorkflow.run,
+            req,
+            id=rollback_workflow_id(req.namespace, req.deployment),
+            task_queue=queue,
+        )
     )
-    return req
+    verdict = await sign_start_gate(
+        handle,
+        req,
+        stack.keys[req.requested_by],
+        task_queue=queue or stack.settings.task_queue,
+        quiet=True,
+    )
+    assert verdict is not None and verdict.counted, verdict
+    return handle
 
 
 def decision(view: GateView, key: Path, signer: str, **changes) -> SignedDecision:
@@ -162,7 +182,7 @@ async def verdict(handle, signal: ApprovalSignal | RejectSignal) -> tuple[bool |
 async def test_only_valid_signed_decisions_from_distinct_approvers_count(
     signed: SignedStack,
 ) -> None:
-    handle = await start(signed, request(signed, "oncall"))
+    handle = await started(signed, request(signed, "oncall"))
     await wait_phase(handle, Phase.AWAITING_APPROVAL)
     status = await handle.query(DeploymentRollbackWorkflow.status)
     gate = status.pending
@@ -289,7 +309,7 @@ async def test_an_immediate_rollback_by_someone_not_on_call_waits_for_an_approva
     signed: SignedStack,
 ) -> None:
     mark = signed.sandbox.mark()
-    handle = await start(signed, request(signed, "sre-lead", severity=Severity.IMMEDIATE))
+    handle = await started(signed, request(signed, "sre-lead", severity=Severity.IMMEDIATE))
     await wait_phase(handle, Phase.AWAITING_APPROVAL)
     status = await handle.query(DeploymentRollbackWorkflow.status)
     assert status.approvals_required == 1 and "not a verified oncall" in " ".join(
@@ -315,18 +335,25 @@ async def test_an_immediate_rollback_by_someone_not_on_call_waits_for_an_approva
     assert (await handle.result()).status.phase is Phase.REJECTED
 
 
-async def test_an_unsigned_start_is_not_a_verified_requester(signed: SignedStack) -> None:
+async def test_an_unsigned_start_waits_at_the_start_gate(signed: SignedStack) -> None:
+    mark = signed.sandbox.mark()
     req = RollbackRequest(
         deployment="tekutoko-api", severity=Severity.IMMEDIATE, reason="x", requested_by="oncall"
     )
     handle = await start(signed, req)
-    await wait_phase(handle, Phase.AWAITING_APPROVAL)
-    status = await handle.query(DeploymentRollbackWorkflow.status)
-    assert status.approvals_required == 1
-    assert any(
-        e.action == "start" and e.counted is False and "unsigned start" in e.detail
-        for e in status.audit
-    )
+    for _ in range(100):
+        status = await handle.query(DeploymentRollbackWorkflow.status)
+        if status.pending is not None:
+            break
+        await __import__("asyncio").sleep(0.1)
+    assert status.pending is not None and status.pending.gate == "start"
+    counted, detail = await verdict(handle, ApprovalSignal(by="oncall"))
+    assert counted is False and "unsigned" in detail
+    assert not [
+        m
+        for m in signed.sandbox.requests_since(mark)
+        if m["resource"] == "deployments" and m["verb"] == "patch"
+    ]
     await handle.terminate("test over")
 
 
@@ -550,12 +577,7 @@ async def test_the_worker_process_checks_signatures_in_its_workflow_sandbox(
         worker = spawn_worker(env, tmp_path / "worker.log")
         stack = SignedStack(dev_env.client, None, sandbox, keys, tmp_path)
         req = request(stack, "oncall")
-        handle = await dev_env.client.start_workflow(
-            DeploymentRollbackWorkflow.run,
-            req,
-            id=rollback_workflow_id("default", "tekutoko-api"),
-            task_queue=queue,
-        )
+        handle = await started(stack, req, queue)
         for _ in range(300):
             try:
                 status = await handle.query(DeploymentRollbackWorkflow.status)

@@ -1,5 +1,9 @@
 """The embedded default: a Temporal dev server (with its Web UI), the sandbox
-and a worker, each its own process, started and stopped together."""
+and a worker, each its own process, started and stopped together.
+
+The state directory holds the dev server's database, keys and tokens: it is
+made 0700, and every file in it is created 0600 (the children run with umask
+077; a database left by an earlier version is made 0600 when the stack starts)."""
 
 from __future__ import annotations
 
@@ -31,6 +35,24 @@ STEADY_SECONDS = 60.0  # a worker that stayed up this long starts the backoff ag
 
 class StackError(Exception):
     pass
+
+
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: Path) -> None:
+    """`path` made 0700 when this call creates it (a directory that exists is the user's)."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """`text` in `path`, readable by its owner only (0600), however the file was before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def temporal_binary() -> str:
@@ -127,7 +149,19 @@ class EmbeddedStack:
 
     @property
     def codec_endpoint(self) -> str:
+        """The codec server's base URL; callers show the token in `codec_token_file`."""
         return f"http://127.0.0.1:{self.codec_port}"
+
+    @property
+    def codec_token_file(self) -> Path:
+        return self.state_dir / "codec-token"
+
+    def ui_codec_endpoint(self) -> str:
+        """The endpoint the Web UI calls (ENDPOINT/decode): the token as its first path
+        segment, since the dev server's UI sends no Authorization header over http."""
+        from worker.codec_server import write_token_file
+
+        return f"{self.codec_endpoint}/{write_token_file(self.codec_token_file)}"
 
     def codec_env(self) -> dict[str, str]:
         """Where the worker, the codec server and the CLI find the keys: the
@@ -142,6 +176,7 @@ class EmbeddedStack:
 
     def _prepare_keys(self) -> None:
         from worker.codec import CodecSettingsError, codec_from_settings, new_key_entry
+        from worker.codec_server import write_token_file
         from worker.settings import Settings
 
         env = self.codec_env()
@@ -149,6 +184,7 @@ class EmbeddedStack:
             fd = os.open(self.codec_keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(new_key_entry("k1") + "\n")
+        write_token_file(self.codec_token_file)
         try:
             codec_from_settings(
                 Settings(**({"codec_keys_file": self.codec_keys_file} if env else {}))
@@ -258,7 +294,7 @@ class EmbeddedStack:
             "warn",
         ]
         if self.encrypt:
-            argv += ["--ui-codec-endpoint", self.codec_endpoint]
+            argv += ["--ui-codec-endpoint", self.ui_codec_endpoint()]
         if self.persist:
             argv += ["--db-filename", str(self.state_dir / "temporal.db")]
         for key in sa.ALL:
@@ -269,7 +305,7 @@ class EmbeddedStack:
         self, name: str, argv: list[str], env: dict[str, str] | None = None
     ) -> subprocess.Popen:
         log_path = self.state_dir / f"{name}.log"
-        log = log_path.open("ab")
+        log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         proc = subprocess.Popen(
             argv,
             stdout=log,
@@ -277,6 +313,7 @@ class EmbeddedStack:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            umask=PRIVATE_UMASK,  # the dev server's database, the sandbox's files: 0600
         )
         self.processes.append((name, proc, log))
         return proc
@@ -285,7 +322,10 @@ class EmbeddedStack:
         lacking = local.problem()
         if lacking:
             raise StackError(lacking)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
+        database = self.state_dir / "temporal.db"
+        if database.exists():
+            os.chmod(database, 0o600)
         for port, flag in ((self.temporal_port, "--temporal-port"), (self.ui_port, "--ui-port")):
             if not port_free(port):
                 raise StackError(
@@ -307,6 +347,8 @@ class EmbeddedStack:
                         self.web_ui,
                         "--ui-origin",
                         f"http://localhost:{self.ui_port}",
+                        "--token-file",
+                        str(self.codec_token_file),
                     ],
                     env={**os.environ, **self.codec_env()},
                 )
@@ -353,8 +395,9 @@ class EmbeddedStack:
                         f"the sandbox did not start; see {self.state_dir / 'sandbox.log'}"
                     )
                 time.sleep(0.1)
-            self.temporal_config_path.write_text(
-                f'[profile.default]\naddress = "{self.temporal_address}"\nnamespace = "default"\n'
+            write_private(
+                self.temporal_config_path,
+                f'[profile.default]\naddress = "{self.temporal_address}"\nnamespace = "default"\n',
             )
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
             self._worker_started = time.monotonic()
@@ -380,8 +423,12 @@ class EmbeddedStack:
             worker_metrics=f"http://127.0.0.1:{self.metrics_port}/metrics",
         )
         if self.encrypt:
-            endpoints.update(codec_server=self.codec_endpoint, codec_env=self.codec_env())
-        self.endpoints_path.write_text(json.dumps(endpoints, indent=2) + "\n")
+            endpoints.update(
+                codec_server=self.codec_endpoint,
+                codec_token_file=str(self.codec_token_file),
+                codec_env=self.codec_env(),
+            )
+        write_private(self.endpoints_path, json.dumps(endpoints, indent=2) + "\n")
 
     def restart_worker(self) -> None:
         for entry in [e for e in self.processes if e[0] == "worker" and e[1].poll() is not None]:

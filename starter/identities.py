@@ -18,14 +18,19 @@ DEMO_PEOPLE = {"oncall": ["oncall"], "sre-lead": ["sre-lead"], "backend-lead": [
 
 
 def _private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    os.chmod(path, 0o600)
+    """`data` in `path`, created 0600: never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def demo_identities(state_dir: Path) -> tuple[Path, dict[str, Path]]:
     """(catalog path, key file by identity) under `state_dir`."""
     folder = state_dir / "identities"
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        os.chmod(folder, 0o700)
     keys = {}
     for name in DEMO_PEOPLE:
         key = folder / f"{name}.key"
@@ -46,10 +51,12 @@ def demo_identities(state_dir: Path) -> tuple[Path, dict[str, Path]]:
     path = (
         folder / "catalog.yaml"
     )  # beside the keys: a catalog of the user's own in the state dir is left alone
-    path.write_text(
-        "# Made by modoru up: the bundled catalog plus demo identities (their keys beside this "
-        "file).\n" + yaml.safe_dump(catalog, sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
+    _private(
+        path,
+        (
+            "# Made by modoru up: the bundled catalog plus demo identities (their keys beside "
+            "this file).\n" + yaml.safe_dump(catalog, sort_keys=False, allow_unicode=True)
+        ).encode(),
     )
     return path, keys
 

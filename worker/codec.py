@@ -5,7 +5,13 @@ Keys come from MODORU_CODEC_KEYS ("k2:<base64>,k1:<base64>", the first one is
 current) or MODORU_CODEC_KEYS_FILE (the same text, commas or newlines, e.g. a
 mounted Kubernetes Secret). New payloads are encrypted with the current key and
 carry its id; any listed key decrypts, so a key rotates by putting a new one
-first and keeping the old ones for old histories."""
+first and keeping the old ones for old histories.
+
+With keys set, a payload that is not encrypted is refused on decode, not passed
+through: a start, signal or activity input that someone with Temporal access
+wrote in clear did not come from a holder of the keys. Histories begun before
+encryption was turned on are finished (or reset) first; `allow_plaintext=True`
+is the codec's switch for such a migration, off unless a caller asks."""
 
 from __future__ import annotations
 
@@ -40,11 +46,12 @@ class CodecSettingsError(ValueError):
 
 
 class EncryptionCodec(PayloadCodec):
-    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+    def __init__(self, keys: Sequence[tuple[str, bytes]], *, allow_plaintext: bool = False) -> None:
         if not keys:
             raise ValueError("an encryption codec needs at least one key")
         self.key_id = keys[0][0]
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
+        self.allow_plaintext = allow_plaintext
 
     @property
     def key_ids(self) -> list[str]:
@@ -69,8 +76,14 @@ class EncryptionCodec(PayloadCodec):
         decoded = []
         for payload in payloads:
             if payload.metadata.get("encoding") != ENCODING:
-                decoded.append(payload)  # written before encryption was on
-                continue
+                if self.allow_plaintext:
+                    decoded.append(payload)  # written before encryption was on
+                    continue
+                encoding = payload.metadata.get("encoding", b"").decode(errors="replace")[:40]
+                raise ValueError(
+                    f"payload is not encrypted (encoding {encoding!r}) while encryption keys are "
+                    "set: refused (it was not written by a holder of the keys)"
+                )
             key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
             cipher = self._ciphers.get(key_id)
             if cipher is None:

@@ -29,7 +29,7 @@ from activities.verify import VerifyActivities
 from runbook.models import Phase, RollbackRequest, RollbackResult, Severity
 from tests.integration.conftest import make_catalog
 from worker.codec import codec_from_settings, data_converter_for
-from worker.codec_server import build_app
+from worker.codec_server import build_app, new_token
 from worker.settings import Settings
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 
@@ -123,9 +123,10 @@ async def test_a_rollback_s_history_is_ciphertext_without_the_keys(
 
     # The Web UI's codec server turns the started event's input back into the request.
     started = history.events[0].workflow_execution_started_event_attributes.input
-    headers = {"Content-Type": "application/json", "Origin": UI}
+    token = new_token()
+    headers = {"Content-Type": "application/json", "Origin": UI, "Authorization": f"Bearer {token}"}
     async with (
-        TestServer(build_app(codec, {UI})) as server,
+        TestServer(build_app(codec, {UI}, token)) as server,
         aiohttp.ClientSession() as http,
         http.post(
             server.make_url("/decode"), data=json_format.MessageToJson(started), headers=headers

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from runbook.models import RollbackRequest, Severity
 from tests.workflows.conftest import binary
 from worker.codec import EncryptionCodec, data_converter_for
-from worker.codec_server import build_app
+from worker.codec_server import build_app, new_token
 from workflows import search_attributes as sa
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 
@@ -40,6 +40,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+TOKEN = new_token()
+
+
 async def test_the_web_ui_decodes_payloads_through_the_codec_server() -> None:
     playwright = pytest.importorskip("playwright.async_api")
     if not shutil.which(CHROMIUM):
@@ -49,12 +52,12 @@ async def test_the_web_ui_decodes_payloads_through_the_codec_server() -> None:
 
     @web.middleware
     async def count(request: web.Request, handler):
-        if request.path == "/decode" and request.method == "POST":
+        if request.path == f"/{TOKEN}/decode" and request.method == "POST":
             decode_calls.append(request.headers.get("Origin"))
         return await handler(request)
 
     ui_port, codec_port = free_port(), free_port()
-    app = build_app(codec, {f"http://127.0.0.1:{ui_port}"})
+    app = build_app(codec, {f"http://127.0.0.1:{ui_port}"}, TOKEN)
     app.middlewares.append(count)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -64,7 +67,9 @@ async def test_the_web_ui_decodes_payloads_through_the_codec_server() -> None:
         search_attributes=sa.ALL,
         ui=True,
         ui_port=ui_port,
-        dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}"],
+        # The dev server's UI sends no Authorization header over http: the token is the
+        # endpoint's first path segment, as `modoru up --encrypt-histories` wires it.
+        dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}/{TOKEN}"],
         dev_server_log_level="error",
     )
     try:

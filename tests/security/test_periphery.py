@@ -6,9 +6,16 @@ requester whose name hides a zero-width space."""
 
 from __future__ import annotations
 
+import base64
 import json
+import stat
+import sys
+from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
@@ -23,6 +30,11 @@ from runbook.identity import Identity, holds_role, normalize_id
 from runbook.models import Notice
 from runbook.pitr_models import CloneQueriesRequest, ExpectedQuery
 from runbook.queries import one_reading_statement
+from starter.embedded import EmbeddedStack, private_dir
+from starter.identities import demo_identities
+from worker.codec import EncryptionCodec, data_converter_for
+from worker.codec_server import build_app, new_token
+from worker.codec_server import main as codec_server_main
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPW2sYyYzVX5eE1b3w1n0jXWm1F2O3M3k2l2p8cX4tW1"
 
@@ -314,3 +326,105 @@ def test_a_good_restore_file_travels_without_its_comments(tmp_path, started) -> 
     assert exited.value.code in (0, None)
     [request] = started
     assert "registry.example/api:1.2.0" in request.manifest and "known good" not in request.manifest
+
+
+# 2. The codec server: a token and an allowed origin; /encode off; plaintext refused.
+
+UI = "http://127.0.0.1:8233"
+CODEC_KEY = bytes(range(32))
+
+
+def proto_json(*payloads: Payload) -> str:
+    return json_format.MessageToJson(Payloads(payloads=payloads))
+
+
+@pytest.fixture
+async def codec_client() -> AsyncIterator[tuple[TestClient, str, Payload]]:
+    codec = EncryptionCodec([("k1", CODEC_KEY)])
+    token = new_token()
+    [sealed] = await codec.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"s3cr3t"')])
+    async with TestClient(TestServer(build_app(codec, {UI}, token))) as client:
+        yield client, token, sealed
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),  # no Origin, no token: the stock CLI or curl from any local process
+        ({"Origin": UI}, 401),  # the UI's origin is not enough
+        ({"Authorization": "Bearer wrong-token-wrong-token-wrong"}, 401),
+        ({"Authorization": "Basic {token}"}, 401),
+        ({"Authorization": "Bearer {token}", "Origin": "https://evil.example"}, 403),
+        ({"Authorization": "Bearer {token}", "Origin": "null"}, 403),
+    ],
+)
+async def test_the_codec_server_decrypts_for_no_one_without_the_token_and_origin(
+    codec_client, headers, status
+) -> None:
+    client, token, sealed = codec_client
+    given = {k: v.format(token=token) for k, v in headers.items()}
+    response = await client.post("/decode", data=proto_json(sealed), headers=given)
+    assert response.status == status
+    assert b"s3cr3t" not in await response.read()
+
+
+async def test_the_codec_server_answers_the_token_in_a_header_or_the_path(codec_client) -> None:
+    client, token, sealed = codec_client
+    for path, headers in (
+        ("/decode", {"Authorization": f"Bearer {token}", "Origin": UI}),
+        (f"/{token}/decode", {"Origin": UI}),  # the dev server's UI: ENDPOINT/decode
+    ):
+        response = await client.post(path, data=proto_json(sealed), headers=headers)
+        assert response.status == 200
+        decoded = json_format.Parse(await response.read(), Payloads())
+        assert decoded.payloads[0].data == b'"s3cr3t"'
+    wrong = await client.post(f"/{token[:-1]}x/decode", data=proto_json(sealed))
+    assert wrong.status == 401
+
+
+async def test_encode_is_off_unless_asked_for(codec_client) -> None:
+    client, token, _ = codec_client
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"forged": true}')
+    for path in ("/encode", f"/{token}/encode"):
+        response = await client.post(
+            path, data=proto_json(plain), headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status == 403 and "binary/encrypted" not in await response.text()
+
+
+async def test_with_keys_set_a_plaintext_payload_is_refused(codec_client) -> None:
+    client, token, _ = codec_client
+    forged = Payload(metadata={"encoding": b"json/plain"}, data=b'{"requested_by": "oncall"}')
+    response = await client.post(
+        "/decode", data=proto_json(forged), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 422 and "not encrypted" in (await response.json())["error"]
+    with pytest.raises(ValueError, match="not encrypted"):  # the worker's converter too
+        await data_converter_for(EncryptionCodec([("k1", CODEC_KEY)])).decode([forged])
+
+
+def test_the_codec_server_will_not_start_without_a_token(monkeypatch, capsys) -> None:
+    monkeypatch.chdir("/")
+    monkeypatch.setenv("MODORU_CODEC_KEYS", f"k1:{base64.b64encode(CODEC_KEY).decode()}")
+    for name in ("MODORU_CODEC_KEYS_FILE", "MODORU_CODEC_TOKEN", "MODORU_CODEC_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert codec_server_main(["--port", "1"]) == 2
+    assert "no token" in capsys.readouterr().err
+
+
+def test_the_state_directory_is_private(tmp_path) -> None:
+    state = tmp_path / "state"
+    private_dir(state)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    stack = EmbeddedStack(state_dir=state)
+    made = state / "made-by-a-child.db"  # as the dev server makes temporal.db
+    stack._spawn("probe", [sys.executable, "-c", f"open({str(made)!r}, 'w').write('x')"])
+    [(_, proc, log)] = stack.processes
+    proc.wait(timeout=30)
+    log.close()
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    assert stat.S_IMODE((state / "probe.log").stat().st_mode) == 0o600
+    _, keys = demo_identities(state)
+    assert stat.S_IMODE((state / "identities").stat().st_mode) == 0o700
+    for path in [*keys.values(), state / "identities" / "catalog.yaml"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

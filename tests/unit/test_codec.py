@@ -76,9 +76,11 @@ async def test_rotation_new_payloads_use_the_first_key_and_old_ones_still_decode
         await old.decode([written_after])
 
 
-async def test_unencrypted_payloads_pass_through_decode() -> None:
+async def test_unencrypted_payloads_are_refused_on_decode_unless_allowed() -> None:
     plain = Payload(metadata={"encoding": b"json/plain"}, data=b'"clear"')
-    assert await EncryptionCodec([("k1", K1)]).decode([plain]) == [plain]
+    with pytest.raises(ValueError, match="payload is not encrypted \\(encoding 'json/plain'\\)"):
+        await EncryptionCodec([("k1", K1)]).decode([plain])
+    assert await EncryptionCodec([("k1", K1)], allow_plaintext=True).decode([plain]) == [plain]
 
 
 async def test_tampered_ciphertext_and_relabelled_key_ids_are_refused() -> None:

@@ -31,8 +31,15 @@ def test_a_generated_key_is_private_and_kept_across_runs(tmp_path) -> None:
     EmbeddedStack(state_dir=tmp_path, encrypt=True)._prepare_keys()
     assert keys_file.read_text() == first
     assert stack.worker_env()["MODORU_CODEC_KEYS_FILE"] == str(keys_file)
+    token_file = tmp_path / "codec-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
     argv = stack.temporal_argv()
-    assert argv[argv.index("--ui-codec-endpoint") + 1] == stack.codec_endpoint
+    # The UI calls ENDPOINT/decode and sends no header over http: the token is the first segment.
+    assert argv[argv.index("--ui-codec-endpoint") + 1] == f"{stack.codec_endpoint}/{token}"
+    EmbeddedStack(state_dir=tmp_path, encrypt=True)._prepare_keys()
+    assert token_file.read_text().strip() == token
 
 
 def test_off_by_default(tmp_path) -> None:

@@ -180,3 +180,39 @@ def test_the_worker_and_the_codec_server_read_the_same_codec_keys_secret() -> No
         deployments["modoru-codec-server"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
         == "codec-server"
     )
+
+
+def test_the_codec_server_needs_a_token_and_only_the_ingress_reaches_it() -> None:
+    [server] = [
+        m
+        for m in MANIFESTS
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "modoru-codec-server"
+    ]
+    pod = server["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "--allow-encode" not in container["args"]  # the UI only decodes
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "MODORU_CODEC_TOKEN" not in env  # the token is a mounted Secret, not in the pod spec
+    volume = next(
+        v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "modoru-codec-token"
+    )
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert mount["readOnly"] and env["MODORU_CODEC_TOKEN_FILE"] == f"{mount['mountPath']}/token"
+    assert volume["secret"]["defaultMode"] == 0o400 and "optional" not in volume["secret"]
+
+    [policy] = [
+        m
+        for m in MANIFESTS
+        if m["kind"] == "NetworkPolicy"
+        and m["spec"]["podSelector"]["matchLabels"] == server["spec"]["selector"]["matchLabels"]
+    ]
+    assert policy["metadata"]["namespace"] == server["metadata"]["namespace"]
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["spec"]["egress"] == []  # it calls nothing
+    [rule] = policy["spec"]["ingress"]
+    assert rule["from"] and all(peer for peer in rule["from"])  # never "from anywhere"
+    for peer in rule["from"]:
+        assert "ipBlock" not in peer
+        assert peer.get("namespaceSelector", {}).get("matchLabels")  # one named namespace
+    port = container["ports"][0]["containerPort"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]

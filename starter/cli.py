@@ -26,7 +26,14 @@ from runbook.repair_models import RepairStatus, RestoreStatus
 from .base import CliError, fail, first_error
 from .cd import redeploy_app, render_cd, restore_app, troubleshoot_app
 from .codec import codec_server
-from .commands import ROLLBACK_CHANGE, list_rollbacks, query_any_status, run
+from .commands import (
+    ROLLBACK_CHANGE,
+    list_rollbacks,
+    phase_of,
+    query_any_status,
+    run,
+    verification_waits,
+)
 from .decide import send_decision
 from .demo import run_demo
 from .embedded import EmbeddedStack, StackError
@@ -181,13 +188,19 @@ guards too)."""
         raise fail(str(exc)) from None
 
     async def show(client, settings) -> int:
-        current = await query_any_status(client.get_workflow_handle(workflow_id))
+        handle = client.get_workflow_handle(workflow_id)
+        current = await query_any_status(handle)
         link = workflow_link(settings.web_ui, client.namespace, workflow_id)
+        waits = await verification_waits(client, handle) if phase_of(current) == "verifying" else []
         if as_json:
             part = await incident_line(client, workflow_id)
             print(
                 json.dumps(
-                    {**current.model_dump(mode="json"), **({"incident": part} if part else {})},
+                    {
+                        **current.model_dump(mode="json"),
+                        **({"incident": part} if part else {}),
+                        **({"verification_waiting_for": waits} if waits else {}),
+                    },
                     ensure_ascii=False,
                     indent=2,
                 )
@@ -220,6 +233,8 @@ guards too)."""
                     soft_wrap=True,
                 )
             return 0
+        for wait in waits:
+            console.print(f"verifying, {wait}", highlight=False, soft_wrap=True)
         if link:
             console.print(f"web ui: {link}", highlight=False)
         return 0

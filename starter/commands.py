@@ -24,6 +24,7 @@ from temporalio.client import (
 from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from runbook import activity_refs as refs
 from runbook.cd_models import RedeployStatus
 from runbook.forward_fix_models import ForwardFixStatus
 from runbook.guard_models import GuardStatus
@@ -158,6 +159,31 @@ async def answer_of(handle: WorkflowHandle, reading: Awaitable[T], *, not_found:
             f"cannot read the status of {handle.id}: {exc.message}; is `modoru worker` running on "
             "its task queue?"
         ) from None
+
+
+async def verification_waits(client: Client, handle: WorkflowHandle) -> list[str]:
+    """What a running verification is waiting for and until when, as its activity last
+    said in its heartbeat (the Web UI shows the same under pending activities)."""
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return []
+    waits: list[str] = []
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_type.name != refs.VERIFY_SERVICE.name:
+            continue
+        details = (
+            pending.heartbeat_details.payloads if pending.HasField("heartbeat_details") else []
+        )
+        if not details:
+            continue
+        try:
+            (beat,) = await client.data_converter.decode([details[-1]], [dict])
+        except Exception:  # a beat this CLI cannot read (another version, no codec key)
+            continue
+        if isinstance(beat, dict):
+            waits += [str(w) for w in beat.get("waiting", [])]
+    return waits
 
 
 async def query_any_status(handle: WorkflowHandle):

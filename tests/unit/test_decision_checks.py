@@ -444,7 +444,9 @@ def test_the_gatekeeper_refuses_facts_the_plan_does_not_hold() -> None:
 
 def test_the_gatekeeper_counts_only_valid_approvals_by_approvers_other_than_the_requester() -> None:
     refused("0 valid signed approval", grant(fresh(plan=plan_digest({**PLAN, "to_revision": 1}))))
-    refused("0 valid signed approval", grant(fresh("oncall")))  # the requester: not an approver
+    refused("0 valid signed approval", grant(fresh("oncall")))  # the requester
+    theirs = {**REQUEST, "requested_by": "backend-lead"}
+    refused("0 valid signed approval", grant(fresh("oncall"), request=theirs))  # not an approver
     mine = {**REQUEST, "requested_by": "sre-lead"}
     refused("0 valid signed approval", grant(fresh("sre-lead"), request=mine))
 
@@ -504,6 +506,16 @@ def test_without_approvals_a_genuine_recent_guard_seal_over_this_rollback_lets_i
     forged = Gatekeeper(catalog(), b"f" * 32).seal(sealed)
     refused("1 needed", grant(guard_seal=forged, guard_facts=sealed, seal_counted_at=now), needed=0)
     refused("1 needed", grant(guard_seal=seal, guard_facts=sealed), needed=0)  # never counted
+    later = now + dt.timedelta(hours=1)  # sealed and "counted" an hour from now
+    ahead = {
+        **sealed,
+        "breach_at": (later - dt.timedelta(minutes=1)).isoformat(),
+        "sealed_at": later.isoformat(),
+    }
+    ahead_seal = Gatekeeper(catalog(), key).seal(ahead)
+    refused(
+        "1 needed", grant(guard_seal=ahead_seal, guard_facts=ahead, seal_counted_at=later), needed=0
+    )
     other = {**sealed, "plan": plan_digest({**PLAN, "to_revision": 1})}
     other_seal = Gatekeeper(catalog(), key).seal(other)
     refused(

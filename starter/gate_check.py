@@ -100,8 +100,8 @@ async def checked_gate(
     if description.workflow_type not in allowed:
         raise _refuse(
             workflow_id,
-            f"it is a {description.workflow_type!r} workflow, not one of modoru's "
-            f"({', '.join(sorted(allowed))})",
+            f"it is a {description.workflow_type!r} workflow, not one of modoru's that take this "
+            f"decision ({', '.join(sorted(allowed))})",
         )
     if description.task_queue != task_queue:
         raise _refuse(

@@ -26,10 +26,9 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from runbook.decisions import DecisionPayload, DecisionVerdict, GateView, plan_digest
 from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackStatus, Severity
 from runbook.signatures import new_private_key, public_key_line, signer_key
-from starter.gate_check import decision_workflow_types, modoru_workflow_types
+from starter.base import CliError
+from starter.gate_check import checked_gate, decision_workflow_types, modoru_workflow_types
 from tests.integration.conftest import dev_env  # noqa: F401 - the session's dev server
-
-pytestmark = pytest.mark.integration
 
 PRODUCTION_PLAN = {
     "namespace": "default",
@@ -211,6 +210,7 @@ def assert_refused(said: subprocess.CompletedProcess, words: str) -> None:
     assert "BEGIN SSH SIGNATURE" not in said.stdout and '"nonce"' not in said.stdout, said.stdout
 
 
+@pytest.mark.integration
 async def test_a_rogue_workflow_offering_production_s_gate_gets_no_signature(scene) -> None:
     workflow_id = await scene.plant(DEPLOYMENT_ROLLBACK, production_gate())
     with_key = await scene.approve(workflow_id)
@@ -221,6 +221,7 @@ async def test_a_rogue_workflow_offering_production_s_gate_gets_no_signature(sce
     assert await scene.received(workflow_id) == []
 
 
+@pytest.mark.integration
 async def test_the_typed_workflow_s_own_gate_on_another_task_queue_is_refused(scene) -> None:
     workflow_id = await scene.plant(DEPLOYMENT_ROLLBACK, Forgery(plan=PRODUCTION_PLAN))
     said = await scene.approve(workflow_id)
@@ -228,13 +229,15 @@ async def test_the_typed_workflow_s_own_gate_on_another_task_queue_is_refused(sc
     assert await scene.received(workflow_id) == []
 
 
+@pytest.mark.integration
 async def test_a_workflow_type_that_is_not_modoru_s_is_refused(scene) -> None:
     workflow_id = await scene.plant(STAGING_ROLLBACK, Forgery(plan=PRODUCTION_PLAN))
     said = await scene.approve(workflow_id, queue=scene.rogue_queue)  # the queue alone would pass
-    assert_refused(said, "it is a 'StagingRollback' workflow, not one of modoru's")
+    assert_refused(said, "it is a 'StagingRollback' workflow, not one of modoru's that take")
     assert await scene.received(workflow_id) == []
 
 
+@pytest.mark.integration
 async def test_a_gate_naming_another_run_is_refused(scene) -> None:
     other_run = str(uuid.uuid4())
     workflow_id = await scene.plant(
@@ -245,6 +248,7 @@ async def test_a_gate_naming_another_run_is_refused(scene) -> None:
     assert await scene.received(workflow_id) == []
 
 
+@pytest.mark.integration
 async def test_a_digest_that_is_not_the_plan_s_is_refused(scene) -> None:
     workflow_id = await scene.plant(
         DEPLOYMENT_ROLLBACK, Forgery(plan=STAGING_PLAN, digest=plan_digest(PRODUCTION_PLAN))
@@ -256,6 +260,7 @@ async def test_a_digest_that_is_not_the_plan_s_is_refused(scene) -> None:
     assert await scene.received(workflow_id) == []
 
 
+@pytest.mark.integration
 async def test_a_gate_that_holds_is_shown_then_signed_and_sent(scene) -> None:
     """The legitimate path: every part holds, the plan is printed, then signed."""
     workflow_id = await scene.plant(DEPLOYMENT_ROLLBACK, Forgery(plan=PRODUCTION_PLAN))
@@ -300,3 +305,100 @@ def test_the_types_the_cli_signs_for_are_the_worker_s_change_workflows() -> None
     }
     assert "DeploymentRollback" in decision_workflow_types()
     assert not {"ReleaseGuard", "Incident", "ForwardFix"} & decision_workflow_types()
+
+
+# -- the check alone, against a described workflow (no server) ------------------------
+
+
+@dataclass
+class Described:
+    id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+
+
+class OneWorkflow:
+    """A client that knows one workflow, as `describe` tells it."""
+
+    def __init__(self, described: Described) -> None:
+        self.described = described
+
+    def get_workflow_handle(self, workflow_id: str):
+        described = self.described
+
+        class Handle:
+            async def describe(self) -> Described:
+                assert workflow_id == described.id
+                return described
+
+        return Handle()
+
+
+TYPED = "rollback-default-tekutoko-api"
+HERE = Described(TYPED, "run-now", "DeploymentRollback", "modoru-rollbacks")
+
+
+def gate_view(**changes) -> GateView:
+    fields = {
+        "workflow_id": TYPED,
+        "run_id": "run-now",
+        "gate": "approval",
+        "plan": PRODUCTION_PLAN,
+        "digest": plan_digest(PRODUCTION_PLAN),
+        "signed": True,
+        **changes,
+    }
+    return GateView(**fields)
+
+
+async def check(gate: GateView, described: Described = HERE, **kwargs):
+    from rich.console import Console
+
+    out = Console(record=True, width=60)
+    await checked_gate(
+        OneWorkflow(described),  # type: ignore[arg-type]
+        TYPED,
+        gate,
+        task_queue="modoru-rollbacks",
+        out=out,
+        **kwargs,
+    )
+    return out.export_text()
+
+
+@pytest.mark.parametrize(
+    ("gate", "described", "words"),
+    [
+        (gate_view(workflow_id="rollback-staging-x"), HERE, "the gate of another workflow"),
+        (gate_view(run_id="run-before"), HERE, "the gate names run run-before"),
+        (gate_view(), Described(TYPED, "run-now", "Incident", "modoru-rollbacks"), "'Incident'"),
+        (gate_view(), Described(TYPED, "run-now", "DeploymentRollback", "rogue"), "'rogue'"),
+        (gate_view(digest=plan_digest(STAGING_PLAN)), HERE, "does not have the digest"),
+    ],
+)
+async def test_each_part_of_the_gate_is_checked(gate, described, words) -> None:
+    with pytest.raises(CliError, match="refusing to sign") as refused:
+        await check(gate, described)
+    assert words in str(refused.value)
+
+
+async def test_the_plan_is_shown_whole_and_as_written() -> None:
+    """Every item on one unwrapped line; what the workflow wrote is never read as markup,
+    and invisible characters are spelled out."""
+    plan = {**PRODUCTION_PLAN, "reason": "[bold red]ok[/] sre-lead\u200b\x1b[2J"}
+    shown = await check(gate_view(plan=plan, digest=plan_digest(plan)))
+    lines = shown.splitlines()
+    assert any(  # one line, though wider than the console's 60 columns
+        line.split() == ["plan", "sha256:", plan_digest(plan)] for line in lines
+    ), shown
+    assert ["plan.to_revision:", "2"] in [line.split() for line in lines]
+    assert "DeploymentRollback" in shown
+    assert "[bold red]ok[/] sre-lead\\u200b\\u001b[2J" in shown
+
+
+async def test_a_guard_s_stop_can_be_checked_against_the_guard_s_type() -> None:
+    guard = Described(TYPED, "run-now", "ReleaseGuard", "modoru-rollbacks")
+    with pytest.raises(CliError, match="'ReleaseGuard'"):
+        await check(gate_view(), guard)
+    assert "ReleaseGuard" in await check(gate_view(), guard, types={"ReleaseGuard"})

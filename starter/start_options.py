@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from runbook.decisions import DecisionVerdict, GateView
@@ -31,6 +31,7 @@ from worker.settings import Settings
 
 from .base import CliError, console, err_console, fail, first_error
 from .commands import Change, run
+from .gate_check import decision_workflow_types
 from .inputs import parse_detected_at
 from .option_groups import Table, option_group
 from .signing import sign_start, signed_start, start_gate_problem
@@ -116,28 +117,36 @@ def launch(
             )
         signer = asyncio.create_task(
             sign_start_gate(
-                client.get_workflow_handle(workflow_id),
+                client,
+                workflow_id,
                 request,
                 options.key,
                 task_queue=settings.task_queue,
                 quiet=options.as_json,
             )
         )
+        starting = asyncio.create_task(
+            change.start(client, settings, request, wait=options.wait, as_json=options.as_json)
+        )
         try:
-            code = await change.start(
-                client, settings, request, wait=options.wait, as_json=options.as_json
-            )
+            # A start that cannot be signed ends the command at once, whatever it waits for.
+            done, _ = await asyncio.wait({signer, starting}, return_when=asyncio.FIRST_EXCEPTION)
+            if signer in done and signer.exception() is not None:
+                raise signer.exception()  # type: ignore[misc]
+            code = await starting
             await signer
         finally:
-            if not signer.done():
-                signer.cancel()
+            for task in (signer, starting):
+                if not task.done():
+                    task.cancel()
         return code
 
     run(start)
 
 
 async def sign_start_gate(
-    handle: WorkflowHandle,
+    client: Client,
+    workflow_id: str,
     request: BaseModel,
     key: Path | None,
     *,
@@ -145,19 +154,28 @@ async def sign_start_gate(
     quiet: bool = False,
 ) -> DecisionVerdict | None:
     """Sign the run's start gate once the workflow shows it, after checking it (this id, its
-    current run on this task queue, the request exactly as made here, the digest of the plan,
-    which is printed). None when the run shows no start gate (a catalog without identities, a
-    change that takes no start) or it has gone past it; a `CliError` when the start did not
-    count or there is no key to sign it with."""
+    current run, one of modoru's change workflows on this task queue, the request exactly as
+    made here, the digest of the plan, which is printed). None when the run shows no start
+    gate (a catalog without identities, a change that takes no start) or it has gone past it;
+    a `CliError` when the start did not count or there is no key to sign it with."""
+    handle = client.get_workflow_handle(workflow_id)
     loop = asyncio.get_running_loop()
     until = loop.time() + START_GATE_SECONDS
     while loop.time() < until:
         try:
             description = await handle.describe()
-            status = await handle.query("status", result_type=dict)
+            status = (
+                await handle.query("status", result_type=dict)
+                if description.status == WorkflowExecutionStatus.RUNNING
+                else None
+            )
         except RPCError:
-            await asyncio.sleep(0.1)  # not started yet, or no workflow task has run
+            status = None  # not started yet, or no workflow task has run
+        if status is None:  # (a closed run under this id is an earlier one)
+            await asyncio.sleep(0.1)
             continue
+        if description.workflow_type not in decision_workflow_types():
+            return None  # a change that takes no decisions takes no start (the forward fix)
         if description.task_queue != task_queue:
             raise CliError(
                 f"refusing to sign the start of {handle.id}: it runs on task queue "
@@ -184,7 +202,8 @@ async def sign_start_gate(
         out.print(f"signing the start of {handle.id} (run {gate.run_id[:8]}), plan:")
         out.print_json(data=gate.plan.get("plan", {}))
         signed = signed_start(gate, request, key)
-        verdict: DecisionVerdict = await handle.execute_update(
+        this_run = client.get_workflow_handle(workflow_id, run_id=gate.run_id)
+        verdict: DecisionVerdict = await this_run.execute_update(
             "start",
             ApprovalSignal(by=request.requested_by, signed=signed),  # type: ignore[attr-defined]
             result_type=DecisionVerdict,

@@ -213,7 +213,7 @@ async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_disp
             RedeployWorkflow.run, request, id=workflow_id, task_queue=stack.queue
         )
         started = await sign_start_gate(
-            handle, request, keys["oncall"], task_queue=stack.queue, quiet=True
+            stack.client, workflow_id, request, keys["oncall"], task_queue=stack.queue, quiet=True
         )
         assert started is not None and started.counted, started
         for _ in range(600):

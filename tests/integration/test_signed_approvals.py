@@ -151,7 +151,8 @@ async def started(stack: SignedStack, req: RollbackRequest, queue: str = ""):
         )
     )
     verdict = await sign_start_gate(
-        handle,
+        stack.client,
+        handle.id,
         req,
         stack.keys[req.requested_by],
         task_queue=queue or stack.settings.task_queue,

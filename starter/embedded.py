@@ -2,8 +2,10 @@
 and a worker, each its own process, started and stopped together.
 
 The state directory holds the dev server's database, keys and tokens: it is
-made 0700, and every file in it is created 0600 (the children run with umask
-077; a database left by an earlier version is made 0600 when the stack starts)."""
+made 0700 (0711 as root, so that the sandbox's PostgreSQL, which then runs as an
+unprivileged user, can pass through it), and the files in it are created 0600
+(the dev server, the worker and the codec server run with umask 077; a database
+left by an earlier version is made 0600 when the stack starts)."""
 
 from __future__ import annotations
 
@@ -40,11 +42,17 @@ class StackError(Exception):
 PRIVATE_UMASK = 0o077
 
 
+def private_mode() -> int:
+    """0700; 0711 when running as root, because the sandbox's PostgreSQL then runs as an
+    unprivileged user who must pass through (never list) the directory to reach its own."""
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
 def private_dir(path: Path) -> None:
-    """`path` made 0700 when this call creates it (a directory that exists is the user's)."""
+    """`path` made private when this call creates it (a directory that exists is the user's)."""
     if not path.exists():
         path.mkdir(parents=True, mode=0o700)
-        os.chmod(path, 0o700)
+        os.chmod(path, private_mode())
 
 
 def write_private(path: Path, text: str) -> None:
@@ -302,7 +310,7 @@ class EmbeddedStack:
         return argv
 
     def _spawn(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, private: bool = True
     ) -> subprocess.Popen:
         log_path = self.state_dir / f"{name}.log"
         log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
@@ -313,7 +321,9 @@ class EmbeddedStack:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            umask=PRIVATE_UMASK,  # the dev server's database, the sandbox's files: 0600
+            # The dev server's database, the worker's and the codec server's files: 0600. The
+            # sandbox sets its own modes (its PostgreSQL may run as another user).
+            umask=PRIVATE_UMASK if private else -1,
         )
         self.processes.append((name, proc, log))
         return proc
@@ -388,6 +398,7 @@ class EmbeddedStack:
                     *(["--clock-speed", str(self.clock_speed)] if self.clock_speed else []),
                 ],
                 env=local.sandbox_env(),
+                private=False,
             )
             while not (sandbox_dir / "endpoints.json").exists():
                 if sandbox.poll() is not None or time.monotonic() > deadline:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
 import sys
 from collections.abc import AsyncIterator
@@ -419,7 +420,8 @@ def test_the_codec_server_will_not_start_without_a_token(monkeypatch, capsys) ->
 def test_the_state_directory_is_private(tmp_path) -> None:
     state = tmp_path / "state"
     private_dir(state)
-    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    # 0711 as root: the sandbox's PostgreSQL then runs as another user and passes through.
+    assert stat.S_IMODE(state.stat().st_mode) == (0o711 if os.geteuid() == 0 else 0o700)
     stack = EmbeddedStack(state_dir=state)
     made = state / "made-by-a-child.db"  # as the dev server makes temporal.db
     stack._spawn("probe", [sys.executable, "-c", f"open({str(made)!r}, 'w').write('x')"])

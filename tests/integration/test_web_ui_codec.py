@@ -1,11 +1,15 @@
 """The Temporal Web UI, pointed at the codec server by the dev server's
---ui-codec-endpoint, shows an encrypted workflow input in clear. Needs Debian's
-chromium and the playwright package; skipped without them."""
+--ui-codec-endpoint, shows an encrypted workflow input in clear (needs Debian's
+chromium and the playwright package; skipped without them); the stock CLI's
+--codec-endpoint does too, with the token and only with it."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import shutil
 import socket
+import subprocess
 import uuid
 
 import pytest
@@ -102,6 +106,72 @@ async def test_the_web_ui_decodes_payloads_through_the_codec_server() -> None:
         assert decode_calls and set(decode_calls) == {f"http://127.0.0.1:{ui_port}"}
         raw = (await env.client.get_workflow_handle(workflow_id).fetch_history()).to_json()
         assert MARKER not in raw
+        await client.get_workflow_handle(workflow_id).terminate("test over")
+    finally:
+        await env.shutdown()
+        await runner.cleanup()
+
+
+async def test_the_stock_cli_decodes_with_the_token_and_only_with_it() -> None:
+    """`temporal workflow show --codec-endpoint`: the token as a Bearer header (--codec-auth)
+    or as the endpoint's first path segment; without it, the input stays sealed."""
+    codec = EncryptionCodec([("k1", bytes(range(32)))])
+    codec_port = free_port()
+    runner = web.AppRunner(build_app(codec, {"http://127.0.0.1:8233"}, TOKEN))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", codec_port).start()
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        search_attributes=sa.ALL,
+        dev_server_log_level="error",
+    )
+    try:
+        address = env.client.service_client.config.target_host
+        client = await Client.connect(address, data_converter=data_converter_for(codec))
+        workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
+        await client.start_workflow(
+            DeploymentRollbackWorkflow.run,
+            RollbackRequest(
+                deployment="tekutoko-api",
+                severity=Severity.IMMEDIATE,
+                reason=MARKER,
+                requested_by="oncall",
+            ),
+            id=workflow_id,
+            task_queue=f"nobody-{workflow_id}",
+        )
+        endpoint = f"http://127.0.0.1:{codec_port}"
+
+        def show(*codec_args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [
+                    binary("temporal"),
+                    "workflow",
+                    "show",
+                    "-o",
+                    "json",
+                    "--address",
+                    address,
+                    "-w",
+                    workflow_id,
+                    "--command-timeout",
+                    "10s",
+                    *codec_args,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        for codec_args in (
+            ("--codec-endpoint", endpoint, "--codec-auth", f"Bearer {TOKEN}"),
+            ("--codec-endpoint", f"{endpoint}/{TOKEN}"),
+        ):
+            done = await asyncio.to_thread(show, *codec_args)
+            assert done.returncode == 0, done.stderr
+            assert base64.b64encode(b'{"reason":"' + MARKER.encode()).decode()[:40] in done.stdout
+        refused = await asyncio.to_thread(show, "--codec-endpoint", endpoint)
+        assert refused.returncode != 0 and MARKER not in refused.stdout
         await client.get_workflow_handle(workflow_id).terminate("test over")
     finally:
         await env.shutdown()

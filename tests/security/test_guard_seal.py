@@ -38,6 +38,7 @@ from runbook.models import Phase, PlanRequest, RollbackRequest, ServiceLookup
 from runbook.plans import rollback_plan
 from runbook.signatures import new_private_key, public_key_line
 from tests.conftest import RunningSandbox
+from tests.integration.conftest import dev_env  # noqa: F401 - the session's dev server
 from tests.workflows.conftest import fake, time_skipping_env  # noqa: F401 - fixtures
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.incident import IncidentWorkflow
@@ -397,3 +398,107 @@ async def test_a_valid_seal_starts_one_rollback_and_counts_once(
         await asyncio.sleep(0.5)
         assert fake.calls.count("undo") == 1
         await incident.terminate("test over")
+
+
+# -- end to end: a real guard's seal rolls back a real bad release in signed mode ----------
+
+
+async def test_with_identities_the_guards_own_seal_rolls_back_without_approval(
+    dev_env,  # noqa: F811
+    sandbox: RunningSandbox,
+    tmp_path,
+) -> None:
+    import json
+
+    import grpc
+
+    from activities.catalog import CatalogActivities
+    from activities.metrics import MetricsActivities
+    from activities.notify import NotifyActivities
+    from runbook.catalog import Channel
+    from runbook.guard_models import GuardPhase, GuardRequest
+    from runbook.postchecks import PostChecks
+    from sandbox.traffic import TrafficGenerator
+    from tests.conftest import METRICS_DELAY
+    from tests.integration.cd_stack import sandbox_monitoring
+    from tests.integration.test_release_guard import RATE, GuardStack, release
+    from worker.main import WORKFLOWS
+    from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
+
+    endpoints = json.loads(sandbox.sandbox.endpoints_path.read_text())
+
+    def quicken() -> None:
+        sandbox.sandbox.traffic = TrafficGenerator(
+            sandbox.sandbox._service_urls, ["/v1/walks"], RATE, 300
+        )
+        sandbox.sandbox.traffic.start()
+
+    sandbox.call(quicken)
+    entry = ENTRY.model_copy(
+        update={
+            "channels": [Channel(kind="jsonl", path=str(tmp_path / "notices.jsonl"))],
+            "monitoring": MonitoringConfig(
+                preset="gke_l7", window_seconds=60, ingestion_delay_seconds=METRICS_DELAY
+            ),
+            "verification_window_seconds": 25,
+            "rollout_timeout_seconds": 60,
+            "post_checks": PostChecks(ingestion_delay_seconds=METRICS_DELAY),
+        }
+    )
+    catalog = Catalog(identities=IDENTITIES, services=[entry])
+    gatekeeper = Gatekeeper(catalog, KEY)
+    queue = f"sealed-{uuid.uuid4().hex[:8]}"
+    api = await kube_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+    apps, core = kube.AppsV1Api(api), kube.CoreV1Api(api)
+    channel = grpc.aio.insecure_channel(endpoints["cloud_monitoring"])
+    async with aiohttp.ClientSession() as session:
+        monitoring = sandbox_monitoring(endpoints, sandbox, session, channel)
+        k8s = KubernetesActivities(apps, core, gatekeeper)
+        verify = VerifyActivities(apps, core, session, monitoring)
+        guard_acts = GuardActivities(verify, monitoring, gatekeeper)
+        metrics = MetricsActivities(monitoring)
+        activities = [
+            CatalogActivities(catalog).lookup,
+            k8s.plan_rollback,
+            k8s.backup_deployment,
+            k8s.rollout_undo,
+            k8s.wait_rollout,
+            verify.verify_service,
+            NotifyActivities(environ={}, base_dir=tmp_path).send,
+            guard_acts.baseline,
+            guard_acts.watch,
+            metrics.service_health,
+            metrics.open_alerts,
+        ]
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=WORKFLOWS,
+            activities=activities,
+            workflow_failure_exception_types=[Exception],
+        ):
+            stack = GuardStack(dev_env.client, queue, sandbox, apps, catalog)
+            await release(stack, "1.2.0")
+            await asyncio.to_thread(sandbox.until_next_minute)
+            await asyncio.to_thread(sandbox.until_readable)
+            handle = await dev_env.client.start_workflow(
+                ReleaseGuardWorkflow.run,
+                GuardRequest(deployment="tekutoko-api", duration_seconds=300, interval_seconds=2),
+                id=guard_workflow_id("default", "tekutoko-api"),
+                task_queue=queue,
+            )
+            for _ in range(100):
+                if (await handle.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.WATCHING:
+                    break
+                await asyncio.sleep(0.1)
+            await release(stack, "1.3.0")  # about 60% errors: immediate
+            result = await asyncio.wait_for(handle.result(), 150)
+            assert result.status.phase is GuardPhase.ROLLED_BACK, result.status.message
+            rollback = dev_env.client.get_workflow_handle(
+                rollback_id_for("default", "tekutoko-api")
+            )
+            final = await rollback.query(DeploymentRollbackWorkflow.status)
+            assert final.approvals == [] and final.approvals_required == 0
+            assert any(e.action == "seal" and e.counted for e in final.audit), final.audit
+    await channel.close()
+    await api.close()

@@ -20,7 +20,10 @@ INSTANCE_NAME = r"^[a-z][-a-z0-9]{0,61}[a-z0-9]$"
 
 
 class ExpectedQuery(Model):
-    """A read-only query on the clone and the answer it must give (compared as text)."""
+    """A read-only query on the clone and the answer it must give (compared as text). What
+    is recorded of it (status, history, log, notices) is a verdict: pass or fail, the row
+    count and a hash of the value compared, never the rows. Its SQL is one reading statement
+    that names no function known to act (runbook/queries.py)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     sql: str = Field(min_length=1, max_length=4000)

@@ -29,10 +29,11 @@ from runbook.decisions import (
 from runbook.identity import Identity
 from runbook.signatures import new_private_key, public_key_line, sign
 
-KEYS = {name: new_private_key() for name in ("oncall", "sre-lead", "backend-lead")}
+KEYS = {name: new_private_key() for name in ("oncall", "sre-lead", "backend-lead", "stranger")}
 IDENTITIES = [
     Identity(id=name, display_name=name, roles=[name], keys=[public_key_line(key)])
     for name, key in KEYS.items()
+    if name != "stranger"
 ]
 PLAN = {"kind": "rollback", "namespace": "default", "deployment": "tekutoko-api", "to": 2}
 WORKFLOW, RUN = "rollback-default-tekutoko-api", "run-2"
@@ -233,3 +234,67 @@ def test_a_naive_decision_in_a_grant_is_refused_not_a_crash() -> None:
 def test_the_payload_model_refuses_times_without_a_zone() -> None:
     with pytest.raises(ValueError, match="time zone"):
         DecisionPayload.model_validate(fields(issued_at=NOW.replace(tzinfo=None).isoformat()))
+
+
+ONE = decision()
+
+
+def judged_with(signed: SignedDecision, seen: set[str] | None = None):
+    expected = Expected(WORKFLOW, RUN, "approval", plan_digest(PLAN))
+    return judge(signed, "approve", expected, IDENTITIES, NOW, seen or set())
+
+
+@pytest.mark.parametrize(
+    ("signed", "needle"),
+    [
+        (decision(workflow_id="rollback-default-other"), "names workflow"),
+        (decision(gate="switch"), "for gate 'switch'"),
+        (decision(decision="reject"), "not a approve"),
+        (decision(plan=plan_digest({"other": 1})), "another plan"),
+        (
+            decision(expires_at=(NOW + dt.timedelta(minutes=31)).isoformat()),
+            "valid for longer than 30 minutes",
+        ),
+        (
+            decision(
+                issued_at=(NOW + dt.timedelta(minutes=3)).isoformat(),
+                expires_at=(NOW + dt.timedelta(minutes=13)).isoformat(),
+            ),
+            "issued in the future",
+        ),
+        (
+            decision(
+                issued_at=(NOW - dt.timedelta(minutes=20)).isoformat(),
+                expires_at=(NOW - dt.timedelta(minutes=10)).isoformat(),
+            ),
+            "expired",
+        ),
+        (decision(signer="stranger"), "not an identity in the catalog"),
+        (
+            SignedDecision(payload=ONE.payload, signature=sign(ONE.payload, KEYS["oncall"])),
+            "not one of sre-lead's keys",
+        ),
+        (
+            SignedDecision(
+                payload=decision().payload.replace(",", ", "),
+                signature=sign(decision().payload.replace(",", ", "), KEYS["sre-lead"]),
+            ),
+            "canonical",
+        ),
+        (
+            SignedDecision(payload=decision().payload, signature=decision(note="other").signature),
+            "signature",
+        ),
+    ],
+)
+def test_every_check_of_a_decision_refuses_on_its_own(signed: SignedDecision, needle: str) -> None:
+    verdict = judged_with(signed)
+    assert verdict.counted is False and needle in verdict.reason, verdict.reason
+
+
+def test_a_nonce_counts_once() -> None:
+    once = decision()
+    nonce = DecisionPayload.model_validate_json(once.payload).nonce
+    assert judged_with(once).counted
+    verdict = judged_with(once, {nonce})
+    assert verdict.counted is False and "replay" in verdict.reason

@@ -37,6 +37,7 @@ TABLES = (
     "AND table_type = 'BASE TABLE' ORDER BY 1"
 )
 _MISSING_RELATION = re.compile(r'relation "[^"]+" does not exist')
+_QUOTED = re.compile(r""""[^"]*"|'[^']*'""")
 CHECK_POD_LABEL = "modoru.dev/pitr-check"
 
 
@@ -44,8 +45,9 @@ class QueryFailed(Exception):
     def __init__(self, stderr: str) -> None:
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
         error = next((line for line in lines if line.startswith("ERROR")), "")
-        # What kind of failure, without psql's message (it can quote a value from the rows).
-        self.kind = f"{error.split(':', 1)[0]}, message not recorded" if error else "psql failed"
+        # psql's error with anything it quotes taken out: a message can quote a value from the
+        # rows ('invalid input syntax for type integer: "alice@example.com"').
+        self.kind = _QUOTED.sub('"…"', error)[:300] if error else "psql failed"
         super().__init__(
             next(
                 (line for line in lines if line.startswith("ERROR")),
@@ -84,19 +86,16 @@ def value_digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_verdict(name: str, expect: str, rows: list[str] | None) -> CheckResult:
+def check_verdict(
+    name: str, expect: str, rows: list[str] | None, error: str = "psql failed"
+) -> CheckResult:
     """A check on the clone as a verdict: pass or fail, the row count and the hash of the
     value compared, never the rows themselves (they may be anyone's data, and the result goes
     into the status, the history, the worker's log and the notices). `rows` None: the query
-    failed; psql's message is not recorded either, since it can quote a value."""
+    failed, and `error` is psql's error with what it quoted taken out."""
     wanted = expect.strip()
     if rows is None:
-        return CheckResult(
-            name=name,
-            ok=False,
-            detail="the query failed on the clone (psql's message is not recorded: it can "
-            "quote data); run it by hand against the clone",
-        )
+        return CheckResult(name=name, ok=False, detail=f"the query failed on the clone: {error}")
     actual = "\n".join(rows).strip()
     ok = actual == wanted
     said = "matches" if ok else "does not match"
@@ -161,8 +160,8 @@ class DatabaseActivities:
                     values[name] = None  # the table is gone: reported, judged by the workflow
                     continue
                 raise permanent(
-                    f"integrity check {name!r} failed to run in pod {pod} ({exc.kind}); fix "
-                    "its SQL in the catalog",
+                    f"integrity check {name!r} failed to run in pod {pod}: {exc.kind}; fix its "
+                    "SQL in the catalog",
                     "IntegrityCheckInvalid",
                 ) from None
             try:
@@ -211,7 +210,8 @@ class DatabaseActivities:
                             f"the check pod {name} cannot reach {request.clone_connection_name}",
                             type="DatabaseUnreachable",
                         ) from None
-                    rows = None
+                    results.append(check_verdict(check.name, check.expect, None, exc.kind))
+                    continue
                 results.append(check_verdict(check.name, check.expect, rows))
             return results
         finally:

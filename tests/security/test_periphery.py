@@ -25,7 +25,7 @@ import starter.base as base
 import starter.cli as cli
 import starter.start_options as start_options
 import worker.codec_server as codec_server
-from activities.database import DatabaseActivities
+from activities.database import DatabaseActivities, QueryFailed
 from activities.notify import NotifyActivities
 from runbook.catalog import Catalog, Channel, DatabaseAccess, ServiceEntry
 from runbook.identity import Identity, holds_role, normalize_id
@@ -144,6 +144,8 @@ class RowsOfUsers(DatabaseActivities):
         return None
 
     async def _query(self, namespace, pod, container, access, sql) -> list[str]:
+        if isinstance(self.rows, str):  # psql's error, quoting a value from the rows
+            raise QueryFailed(self.rows)
         return self.rows
 
 
@@ -153,6 +155,7 @@ class RowsOfUsers(DatabaseActivities):
         ([",".join(EMAILS)], "3", False),  # one row holding them all
         (EMAILS, "3", False),  # one row each
         ([",".join(EMAILS)], ",".join(EMAILS), True),
+        (f'ERROR:  invalid input syntax for type integer: "{EMAILS[0]}"', "3", False),
     ],
 )
 async def test_a_check_s_result_holds_a_verdict_and_no_row_data(rows, expect, ok) -> None:
@@ -172,7 +175,10 @@ async def test_a_check_s_result_holds_a_verdict_and_no_row_data(rows, expect, ok
     assert result.ok is ok
     recorded = result.model_dump_json()
     assert not any(email in recorded for email in EMAILS)
-    assert f"{len(rows)} row(s)" in result.detail and "sha256:" in result.detail
+    if isinstance(rows, list):
+        assert f"{len(rows)} row(s)" in result.detail and "sha256:" in result.detail
+    else:
+        assert "invalid input syntax for type integer" in result.detail
 
 
 # 5. Names compare as a person reads them; ids and role names are separate namespaces.

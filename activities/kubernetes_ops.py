@@ -17,7 +17,13 @@ from kubernetes.aio.client import V1DeleteOptions, V1Preconditions
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
 
-from runbook.cd_models import FetchedManifest, ManifestSource, RedeployPlan, RedeployPlanRequest
+from runbook.cd_models import (
+    FetchedManifest,
+    ManifestSource,
+    RedeployPlan,
+    RedeployPlanRequest,
+    restore_manifest,
+)
 from runbook.decisions import canonical
 from runbook.enums import Severity
 from runbook.policy import approvals_required
@@ -196,24 +202,13 @@ class KubernetesOpsActivities(KubernetesActivities):
     async def restore_check(self, request: RestoreCheckRequest) -> RestoreCheck:
         """Validate a manifest against the live Deployment (same kind, name and
         namespace, selector unchanged) and show what applying it would change."""
-        problems: list[str] = []
         try:
-            documents = [d for d in yaml.safe_load_all(request.manifest) if d is not None]
-        except yaml.YAMLError as exc:
-            return RestoreCheck(
-                problems=[f"the manifest is not valid YAML: {str(exc).splitlines()[0]}"]
-            )
-        if len(documents) != 1 or not isinstance(documents[0], dict):
-            return RestoreCheck(
-                problems=[f"the manifest must hold one object, it holds {len(documents)}"]
-            )
-        manifest: Obj = documents[0]
+            # the CLI checked it too; a task scheduled by hand is checked here all the same
+            manifest: Obj = restore_manifest(request.manifest)
+        except ValueError as exc:
+            return RestoreCheck(problems=[str(exc)])
+        problems: list[str] = []
         meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), dict) else {}
-        if (manifest.get("apiVersion"), manifest.get("kind")) != ("apps/v1", "Deployment"):
-            problems.append(
-                f"it is a {manifest.get('kind')} ({manifest.get('apiVersion')}), not an apps/v1 "
-                "Deployment"
-            )
         if meta.get("name") != request.deployment:
             problems.append(
                 f"it is deployment/{meta.get('name')}, not deployment/{request.deployment}"

@@ -14,6 +14,7 @@ from rich.table import Table
 from runbook.cd_models import valid_tag
 from runbook.enums import Phase, Severity
 from runbook.forward_fix_models import ForwardFixRequest, ForwardFixStatus, Hotfix
+from runbook.identity import check_person
 from workflows.forward_fix import ForwardFixWorkflow, forward_fix_workflow_id
 
 from .base import CliError, fail, first_error
@@ -176,7 +177,7 @@ def forward_fix_hotfix(
             "verified on staging"
         )
     try:
-        hotfix = hotfix_of(branch, tag, staging_verified, by, link, note)
+        hotfix = hotfix_of(branch, tag, staging_verified, check_person(by, "--by"), link, note)
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
     except ValueError as exc:

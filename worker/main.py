@@ -122,7 +122,7 @@ def activities_for(
     k8s = KubernetesActivities(apps, core, gatekeeper)
     verify = VerifyActivities(apps, core, session, monitoring, logging)
     guard = GuardActivities(verify, monitoring, gatekeeper)
-    notify = NotifyActivities(base_dir=settings.notices_dir)
+    notify = NotifyActivities(base_dir=settings.notices_dir, catalog=entries)
     notify.announce_unconfigured(entries.services)
     catalog = CatalogActivities(entries)
     switch = SwitchActivities(apps, gatekeeper)

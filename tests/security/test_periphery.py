@@ -440,3 +440,22 @@ def test_the_state_directory_is_private(tmp_path) -> None:
     assert stat.S_IMODE((state / "identities").stat().st_mode) == 0o700
     for path in [*keys.values(), state / "identities" / "catalog.yaml"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [(LAUGHS, "YAML anchors and aliases are refused"), (DEPLOYMENT + SECRET, "Secret data")],
+)
+async def test_a_restore_check_scheduled_by_hand_refuses_what_the_cli_would(text, said) -> None:
+    from types import SimpleNamespace
+
+    from activities.kubernetes_ops import KubernetesOpsActivities
+    from runbook.repair_models import RestoreCheckRequest
+
+    # No API server: the manifest is refused before anything is read.
+    apps = SimpleNamespace(api_client=SimpleNamespace(sanitize_for_serialization=None))
+    k8s = KubernetesOpsActivities(apps, None, None)  # type: ignore[arg-type]
+    check = await k8s.restore_check(
+        RestoreCheckRequest(namespace="default", deployment="api", manifest=text)
+    )
+    assert len(check.problems) == 1 and said in check.problems[0], check.problems

@@ -357,8 +357,8 @@ def run_stage(mutant: Mutant | None, args: list[str]) -> tuple[int, str, float]:
         timeout=1800,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
-    failed = re.search(r"^FAILED (\S+)", done.stdout, re.MULTILINE)
-    errored = re.search(r"^ERROR (\S+)", done.stdout, re.MULTILINE)
+    failed = re.search(r"^FAILED (.+?)(?: - .*)?$", done.stdout, re.MULTILINE)
+    errored = re.search(r"^ERROR (.+?)(?: - .*)?$", done.stdout, re.MULTILINE)
     first = failed.group(1) if failed else errored.group(1) if errored else ""
     if done.returncode not in (0, 1) and not first:
         first = (done.stdout + done.stderr).strip().splitlines()[-1:][0] if done.stdout else ""

@@ -150,6 +150,7 @@ def test_a_seal_over_this_rollback_and_plan_starts_it_without_approval() -> None
         (facts(sealed_at=NOW - dt.timedelta(minutes=31)), "older than 30 minutes"),
         (facts(breach_at=NOW.replace(tzinfo=None).isoformat()), "a time without a zone"),
         (facts(v=1), "another version"),
+        (facts(namespace="staging"), "another namespace"),
     ],
 )
 def test_a_seal_that_does_not_name_this_rollback_now_is_refused(sealed: dict, why: str) -> None:
@@ -160,6 +161,8 @@ def test_a_seal_made_without_the_workers_key_or_counted_when_it_cannot_be_is_ref
     assert not holds(grant(facts(), key=b"x" * 32))
     assert not holds(grant(facts(), counted=None))
     assert not holds(grant(facts(), counted=NOW.replace(year=2099)))
+    far = NOW.replace(year=2099)  # sealed and counted in 2099: only the activity's clock tells
+    assert not holds(grant(facts(sealed_at=far), counted=far))
     assert not holds(grant(facts()), workflow_id="rollback-default-other")
     forged = grant(facts()).model_copy(update={"guard_seal": "é" * 64})  # not even hex
     assert not holds(forged)

@@ -29,9 +29,16 @@ from runbook.decisions import (
 from runbook.identity import Identity
 from runbook.signatures import new_private_key, public_key_line, sign
 
-KEYS = {name: new_private_key() for name in ("oncall", "sre-lead", "backend-lead", "stranger")}
+KEYS = {
+    name: new_private_key() for name in ("oncall", "sre-lead", "backend-lead", "backup", "stranger")
+}
 IDENTITIES = [
-    Identity(id=name, display_name=name, roles=[name], keys=[public_key_line(key)])
+    Identity(
+        id=name,
+        display_name=name,
+        roles=["oncall"] if name == "backup" else [name],
+        keys=[public_key_line(key)],
+    )
     for name, key in KEYS.items()
     if name != "stranger"
 ]
@@ -298,3 +305,81 @@ def test_a_nonce_counts_once() -> None:
     assert judged_with(once).counted
     verdict = judged_with(once, {nonce})
     assert verdict.counted is False and "replay" in verdict.reason
+
+
+def test_the_requester_cannot_approve_and_the_approved_plan_must_be_the_one_carried_out() -> None:
+    mine = [decision("oncall"), decision("sre-lead")]
+    grant = Grant(
+        gate="approval",
+        plan=PLAN,
+        decisions=mine,
+        counted_at=[NOW, NOW],
+        request={"requested_by": "oncall", "severity": "investigate"},
+    )
+    catalog = Catalog(
+        identities=IDENTITIES,
+        services=[
+            ENTRY.model_copy(update={"approval": ApprovalPolicy(approvers=["oncall", "sre-lead"])})
+        ],
+    )
+    gatekeeper = Gatekeeper(catalog, b"k" * 32)
+    entry = catalog.services[0]
+    with pytest.raises(ApplicationError, match="1 valid signed approval"):
+        environment().run(lambda: gatekeeper.require(grant, entry, 2, {}, "undo"))
+    with pytest.raises(ApplicationError, match="the approved plan differs in to"):
+        environment().run(lambda: gatekeeper.require(grant, entry, 1, {"to": 1}, "undo"))
+
+
+def start_of(shown: dict, signer: str = "oncall", run: str = RUN) -> SignedDecision:
+    return decision(signer, run_id=run, gate="start", decision="start", plan=plan_digest(shown))
+
+
+REQUEST = {"requested_by": "oncall", "severity": "immediate"}
+SHOWN = {"kind": "start", "request": REQUEST, "plan": PLAN}
+ONCALL = Catalog(identities=IDENTITIES, services=[ENTRY], oncall_role="oncall")
+
+
+def immediate(start: SignedDecision, shown: dict = SHOWN, request: dict = REQUEST) -> bool:
+    """Whether the gatekeeper lets an immediate change go ahead with no approval."""
+    grant = Grant(
+        gate="approval",
+        plan=PLAN,
+        request=request,
+        start=start,
+        start_counted_at=NOW,
+        start_plan=shown,
+    )
+    gatekeeper = Gatekeeper(ONCALL, b"k" * 32)
+    try:
+        environment().run(lambda: gatekeeper.require(grant, ENTRY, 0, {}, "undo"))
+    except ApplicationError as refused:
+        assert "1 needed" in refused.message
+        return False
+    return True
+
+
+def test_only_the_on_call_requesters_start_over_this_request_and_plan_needs_no_approval() -> None:
+    assert immediate(start_of(SHOWN))
+    # Signed by someone else than the request names.
+    assert not immediate(start_of(SHOWN, "sre-lead"))
+    assert not immediate(start_of(SHOWN, "backup"))  # on call too, but not the requester
+    # Over another request than the one carried out (a run started by someone else).
+    other_request = {**SHOWN, "request": {**REQUEST, "severity": "investigate"}}
+    assert not immediate(start_of(other_request), other_request)
+    # Over another plan than the one carried out.
+    other_plan = {**SHOWN, "plan": {**PLAN, "to": 1}}
+    assert not immediate(start_of(other_plan), other_plan)
+    # For another run.
+    assert not immediate(start_of(SHOWN, run="run-1"))
+
+
+def test_an_approval_by_someone_without_an_approver_role_does_not_count() -> None:
+    grant = Grant(
+        gate="approval",
+        plan=PLAN,
+        decisions=[decision("oncall")],
+        counted_at=[NOW],
+        request={"requested_by": "someone", "severity": "investigate"},
+    )
+    with pytest.raises(ApplicationError, match="0 valid signed approval"):
+        require(grant, needed=1)

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
 from kubernetes.aio import client as kube
@@ -58,6 +59,9 @@ from tests.integration.test_signed_approvals import (  # noqa: F401 - the signed
     signed,
     started,
 )
+from tests.security.test_guard_seal import QUEUE as SEAL_QUEUE
+from tests.security.test_guard_seal import trusted_worker
+from tests.workflows.conftest import fake, time_skipping_env  # noqa: F401 - fixtures
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 pytestmark = pytest.mark.integration
@@ -351,3 +355,26 @@ async def test_a_hand_scheduled_undo_with_a_start_from_another_run_changes_nothi
         lambda: gatekeeper.require(later, catalog.services[0], 0, rollback_plan(plan), "undo")
     )
     await api.close()
+
+
+async def test_a_run_whose_start_is_never_signed_is_refused_and_changes_nothing(
+    time_skipping_env,  # noqa: F811
+    fake,  # noqa: F811
+) -> None:
+    deployment = f"api-{uuid.uuid4().hex[:6]}"
+    async with trusted_worker(time_skipping_env, fake):
+        handle = await time_skipping_env.client.start_workflow(
+            DeploymentRollbackWorkflow.run,
+            RollbackRequest(
+                deployment=deployment,
+                severity=Severity.IMMEDIATE,
+                reason="error rate 60%",
+                requested_by="oncall",
+            ),
+            id=rollback_workflow_id("default", deployment),
+            task_queue=SEAL_QUEUE,
+        )
+        result = await handle.result()  # the start gate's ten minutes pass
+    assert result.status.phase is Phase.REJECTED
+    assert "no signed start by oncall" in result.status.message
+    assert "undo" not in fake.calls

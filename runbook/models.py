@@ -28,7 +28,9 @@ class ChangeRequestBase(Model):
     severity: Severity = Severity.INVESTIGATE
     language: Literal["ja", "en"] = "ja"
     start: SignedDecision | None = Field(
-        None, description="the requester's signed start (payload over this request without it)"
+        None,
+        description="not counted: a start in the request could be copied from any history; "
+        "the requester signs the run's start gate (kept so that earlier inputs still read)",
     )
 
 
@@ -68,7 +70,9 @@ class RollbackRequest(DeploymentTarget, DetectedRequest):
         description="what a release guard saw, when one started this",
     )
     guard_seal: str = Field(
-        "", description="the release guard's seal on its breach, when the guard started this"
+        "",
+        description="the release guard's seal on its breach, when the guard started this: it "
+        "counts only over facts naming this rollback and its plan, once, within 30 minutes",
     )
     guard_facts: dict[str, Any] = Field(
         default_factory=dict, description="what the guard's seal covers"

@@ -10,22 +10,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import tempfile
 import uuid
 from pathlib import Path
 
+from temporalio import activity
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from runbook.catalog import ServiceEntry, Trust
+from runbook.decisions import DecisionPayload, SignedDecision
 from runbook.guard_models import GuardRequest, StopSignal
+from runbook.identity import Identity
 from runbook.incident_models import ChangeSignal, ConfirmSignal, FollowUpSignal, IncidentRequest
 from runbook.migration_models import MigrationRequest
-from runbook.models import ApprovalSignal, Phase, RejectSignal, RollbackRequest, Severity
+from runbook.models import (
+    ApprovalSignal,
+    Phase,
+    RejectSignal,
+    RollbackRequest,
+    ServiceLookup,
+    Severity,
+)
 from runbook.pitr_models import ExpectedQuery, PitrRequest
+from runbook.signatures import new_private_key, public_key_line, sign
+from starter.signing import payload_for
+from starter.start_options import sign_start_gate
 from tests.workflows.conftest import FakeCluster, binary
 from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
 from tests.workflows.migration_fakes import FakeSchema
 from tests.workflows.pitr_fakes import FakeRecovery, T
+from worker.main import WORKFLOW_RUNNER
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.migration_rollback import MigrationRollbackWorkflow
@@ -558,8 +574,78 @@ def no_approvals(**changes) -> FakeSchema:
     )
 
 
+async def record_signed_histories() -> None:
+    """A rollback in signed mode (the catalog has identities): the requester signs the run's
+    start gate, an approver approves. Recorded on a dev server: it takes updates."""
+    name = "signed_start_then_approval"
+    if not wanted(name):
+        return
+    keys = {who: new_private_key() for who in ("oncall", "sre-lead")}
+    fake = FakeCluster()
+    trusted = fake.entry.model_copy(
+        update={
+            "trust": Trust(
+                identities=[
+                    Identity(id=who, display_name=who, roles=[who], keys=[public_key_line(key)])
+                    for who, key in keys.items()
+                ]
+            )
+        }
+    )
+
+    @activity.defn(name="catalog.lookup")
+    async def lookup(request: ServiceLookup) -> ServiceEntry:
+        return trusted
+
+    activities = [
+        lookup,
+        *[
+            a
+            for a in fake.activities()
+            if a.__temporal_activity_definition.name != "catalog.lookup"
+        ],
+    ]
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter
+    )
+    queue = f"record-{name}"
+    try:
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[DeploymentRollbackWorkflow],
+            activities=activities,
+            workflow_runner=WORKFLOW_RUNNER,
+        ):
+            req = request()
+            workflow_id = name  # the replay test replays each history under its name
+            handle = await env.client.start_workflow(
+                DeploymentRollbackWorkflow.run, req, id=workflow_id, task_queue=queue
+            )
+            with tempfile.TemporaryDirectory() as folder:
+                key = Path(folder) / "oncall.key"
+                key.write_bytes(keys["oncall"])
+                key.chmod(0o600)
+                await sign_start_gate(env.client, workflow_id, req, key, task_queue=queue)
+            await until(handle, Phase.AWAITING_APPROVAL)
+            gate = (await handle.query(DeploymentRollbackWorkflow.status)).pending
+            assert gate is not None
+            text = DecisionPayload.model_validate(
+                payload_for(gate, "approve", "sre-lead").model_dump()
+            ).text()
+            signed = SignedDecision(payload=text, signature=sign(text, keys["sre-lead"]))
+            await handle.execute_update("approval", ApprovalSignal(by="sre-lead", signed=signed))
+            await handle.result()
+            history = await handle.fetch_history()
+    finally:
+        await env.shutdown()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
 async def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
+    await record_signed_histories()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"),
         data_converter=pydantic_data_converter,

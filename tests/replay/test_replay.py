@@ -11,6 +11,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from worker.main import WORKFLOW_RUNNER
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.forward_fix import ForwardFixWorkflow
 from workflows.incident import IncidentWorkflow
@@ -67,6 +68,7 @@ def test_there_is_a_history_for_each_outcome() -> None:
         "incident_deadlines_missed",
         "incident_nothing_changed",
     } <= names
+    assert "signed_start_then_approval" in names  # signed mode: the start gate, then approval
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -84,6 +86,7 @@ async def test_history_replays(path: Path) -> None:
             IncidentWorkflow,
         ],
         data_converter=pydantic_data_converter,
+        workflow_runner=WORKFLOW_RUNNER,  # the worker's own sandbox (signatures pass through)
     )
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -239,7 +239,7 @@ async def test_the_cli_signs_the_start_gate_and_without_a_key_says_why_it_waits(
     unsigned = await asyncio.to_thread(cli, signed, *common, "--requested-by", "oncall")
     assert unsigned.returncode == 1 and "signed starts only" in unsigned.stderr, unsigned.stderr
     handle = signed.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
-    await handle.terminate("test over")
+    # The same command again, with the key: it attaches to the waiting run and signs its start.
     done = await asyncio.to_thread(
         cli,
         signed,

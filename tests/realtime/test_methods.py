@@ -130,7 +130,8 @@ def test_a_redeploy_of_1_2_0_through_the_cd_pipeline_is_verified_on_judged_data(
     run = waiting["run"]
     [pending] = run["pending"]
     assert pending["environment"] == "production"
-    reviewed = github(stack).rest.actions.review_pending_deployments_for_run(
+    gh = github(stack)  # kept: githubkit's namespaces hold their client weakly
+    reviewed = gh.rest.actions.review_pending_deployments_for_run(
         "tekutoko",
         "tekutoko-api",
         run["run_id"],

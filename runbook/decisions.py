@@ -258,13 +258,19 @@ def _aware_time(value: Any) -> dt.datetime | None:
 
 
 def seal_problem(
-    facts: dict[str, Any], rollback_workflow_id: str, plan: dict[str, Any], at: dt.datetime
+    facts: dict[str, Any],
+    rollback_workflow_id: str,
+    plan: dict[str, Any],
+    at: dt.datetime,
+    *,
+    immediate: bool = True,
 ) -> str:
     """Why the guard's sealed `facts` do not start this rollback at `at` ("" when they
     do): they must name the Deployment's guard and one of its runs, this rollback's
-    workflow id, the digest of the plan it carries out, an immediate breach seen no
-    later than the sealing, sealed no later than `at` (with skew) and at most
-    `GUARD_SEAL_VALIDITY` before it. The seal's signature is the activities' to check."""
+    workflow id, the digest of the plan it carries out, a breach (immediate, unless
+    `immediate` is False) seen no later than the sealing, sealed no later than `at` (with
+    skew) and at most `GUARD_SEAL_VALIDITY` before it. The seal's signature is the
+    activities' to check."""
     try:
         if facts.get("v") != SEAL_VERSION:
             return "the seal is not one this worker makes"
@@ -279,7 +285,7 @@ def seal_problem(
             return f"the seal is for workflow {facts.get('rollback')!r}, not this one"
         if facts.get("plan") != plan_digest(plan):
             return "the seal is for another plan than the one this run would carry out"
-        if facts.get("severity") != "immediate":
+        if immediate and facts.get("severity") != "immediate":
             return "the sealed breach is not immediate"
         breach, sealed = _aware_time(facts.get("breach_at")), _aware_time(facts.get("sealed_at"))
         if breach is None or sealed is None:

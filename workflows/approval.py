@@ -206,25 +206,24 @@ class ApprovalDesk(AuditTrail):
         self.requester_id = verdict.signer
         self.note(who, "start", counted=True, detail=verdict.reason, request_id=signal.request_id)
 
-    def guard_seal_holds(self, request, plan: dict) -> bool:
-        """Whether the release guard's seal in `request` starts this run on `plan`: it names
-        this rollback and plan, an immediate breach, and was made within its validity. The
-        activity that acts checks its signature (the workers' key) and this moment again."""
+    def guard_seal(self, request, plan: dict) -> tuple[bool, bool]:
+        """(whether the release guard's seal in `request` starts this run on `plan`, whether
+        its breach is immediate): it names this rollback and plan and was made within its
+        validity. The activity that acts checks its signature (the workers' key) and this
+        moment again."""
         seal = getattr(request, "guard_seal", "")
         if self.trust is None or not seal:
-            return False
+            return False, False
+        facts = dict(getattr(request, "guard_facts", {}) or {})
         problem = seal_problem(
-            dict(getattr(request, "guard_facts", {}) or {}),
-            workflow.info().workflow_id,
-            plan,
-            workflow.now(),
+            facts, workflow.info().workflow_id, plan, workflow.now(), immediate=False
         )
         if problem:
-            self.uncounted("release-guard", "seal", f"{problem}: one approval is needed")
-            return False
+            self.uncounted("release-guard", "seal", problem)
+            return False, False
         self.seal_counted_at = workflow.now()
         self.note("release-guard", "seal", counted=True, detail="the release guard's breach")
-        return True
+        return True, facts.get("severity") == "immediate"
 
     def immediate_without_approval(self, start_verified: bool, started_by_guard: bool) -> bool:
         """Whether an immediate change may go ahead with no approval: the release guard

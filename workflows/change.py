@@ -256,6 +256,17 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
             self._immediate_pending = True
         return needed
 
+    def _refused_seal(self, desk: ApprovalDesk) -> bool:
+        """A change carrying a release guard's seal that does not hold: nobody signed its
+        start, so it is refused (False) and nothing is changed."""
+        reason = desk.audit[-1].detail if desk.audit else "the seal does not hold"
+        self._status.message = (
+            f"refused: the release guard's seal does not start this run ({reason}); nothing was "
+            "changed: start a rollback with your key if one is needed"
+        )
+        self._set_phase(Phase.REJECTED)
+        return False
+
     def _immediate_needs(self, desk: ApprovalDesk, sealed: bool) -> int:
         """0 when an immediate change may go ahead without approval, else 1 (audited)."""
         started = self._start_desk()
@@ -309,10 +320,18 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
         `what` names the change in the notices."""
         immediate, self._immediate_pending = getattr(self, "_immediate_pending", False), False
         if desk.signed and workflow.patched(START_GATE):
-            sealed = desk.guard_seal_holds(self._request, dict(plan))
-            first = self._start_desk() is None and not getattr(self._request, "guard_seal", "")
-            if first and not await self._start_gate(desk, dict(plan), kept):
-                return False
+            first = self._start_desk() is None
+            if getattr(self._request, "guard_seal", "") and first:
+                # The release guard's seal stands in for a person's start, or nothing does.
+                holds, sealed = desk.guard_seal(self._request, dict(plan))
+                if not holds:
+                    return self._refused_seal(desk)
+            elif first:
+                sealed = False
+                if not await self._start_gate(desk, dict(plan), kept):
+                    return False
+            else:
+                sealed = False
             if immediate:
                 needed = self._immediate_needs(desk, sealed)
         elif immediate:

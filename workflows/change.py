@@ -326,6 +326,7 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
                 holds, sealed = desk.guard_seal(self._request, dict(plan))
                 if not holds:
                     return self._refused_seal(desk)
+                self._start_gate_desk = desk  # started: no start gate opens after this
             elif first:
                 sealed = False
                 if not await self._start_gate(desk, dict(plan), kept):

@@ -61,7 +61,7 @@ class Trust(Strict):
 class ApprovalPolicy(Strict):
     approvers: list[str] = Field(
         default_factory=list,
-        description="roles (or identity ids) whose holders may approve and reject",
+        description="roles whose holders may approve and reject; `id:NAME` names one identity",
     )
     investigate_approvals: int = Field(1, ge=0)
     immediate_approvals: int = Field(

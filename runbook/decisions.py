@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .identity import Identity, normalize_id
+from .identity import Identity, holds_role, normalize_id
 from .signatures import BadSignature, signer_key
 
 MAX_VALIDITY = dt.timedelta(minutes=30)
@@ -207,9 +207,8 @@ def _judge(
 
 
 def has_role(identities: list[Identity], who: str, roles: list[str]) -> bool:
-    identity = next((i for i in identities if i.id == normalize_id(who)), None)
-    wanted = {normalize_id(r) for r in roles}
-    return identity is not None and (bool(wanted & set(identity.roles)) or identity.id in wanted)
+    """Ids and role names apart: an entry is a role, or `id:NAME` for one identity."""
+    return holds_role(identities, who, roles)
 
 
 class DecisionVerdict(Model):

@@ -245,9 +245,7 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
 
     # -- the approval gate ---------------------------------------------------------------
 
-    def _approvals_needed(
-        self, desk: ApprovalDesk, needed: int, *, started_by_guard: bool = False
-    ) -> int:
+    def _approvals_needed(self, desk: ApprovalDesk, needed: int) -> int:
         """In signed mode an immediate change with no approvals needs one, unless the
         release guard's valid seal started it or the verified on-call requester signed its
         start: both are known only at the gate, so the gate decides (`_gate`). Having a

@@ -204,9 +204,8 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
     async def _approval_gate(self, plan: RollbackPlan) -> bool:
         entry = self._entry
         assert entry is not None
-        guard = workflow.info().parent is not None and bool(self._request.evidence)
         needed = approvals_required(self._request.severity, entry.approval)
-        needed = self._approvals_needed(self._desk, needed, started_by_guard=guard)
+        needed = self._approvals_needed(self._desk, needed)
         return await self._gate(
             self._desk,
             "approval",

@@ -80,6 +80,7 @@ def approve_gate(stack: RealtimeStack, workflow_id: str, gate: str) -> None:
 def test_a_point_in_time_recovery_with_a_check_clones_verifies_and_switches(
     stack: RealtimeStack,
 ) -> None:
+    stack.release("1.2.0")  # a healthy release: the recovery checks the app's health after it
     psql(
         stack,
         "INSERT INTO walks (user_id, started_at, distance_m, steps) "

@@ -1,5 +1,6 @@
 """Mutation check of the approval checks: each check in `runbook/decisions.py`
-and `activities/gatekeeper.py` is taken out alone, and the tests that hold the
+and `activities/gatekeeper.py` (and `holds_role` in `runbook/identity.py`, which
+`has_role` is) is taken out alone, and the tests that hold the
 checks run against the module so changed. A mutant is "killed" when some test
 fails; every mutant must be.
 
@@ -49,7 +50,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
     "runbook.decisions": ROOT / "runbook" / "decisions.py",
     "activities.gatekeeper": ROOT / "activities" / "gatekeeper.py",
+    "runbook.identity": ROOT / "runbook" / "identity.py",
 }
+# Where only some functions of a module are checks of a decision: `has_role` in
+# decisions.py is `holds_role`'s (ids and role names apart).
+ONLY_FUNCTIONS = {"runbook.identity": {"holds_role"}}
 # Functions that compute rather than check (digests, ids, the HMAC, reading the
 # key from the environment) are left alone.
 SKIPPED_FUNCTIONS = {
@@ -160,7 +165,8 @@ def _grants(body: list[ast.stmt]) -> bool:
 class _Finder(ast.NodeVisitor):
     """Every candidate node, in a fixed order: (node, function, kind)."""
 
-    def __init__(self) -> None:
+    def __init__(self, only: set[str] | None = None) -> None:
+        self.only = only
         self.found: list[tuple[ast.AST, str, str]] = []
         self.function: list[str] = []
         self.operands: set[int] = set()  # an operand is found once, from its outermost node
@@ -173,7 +179,11 @@ class _Finder(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
     def _active(self) -> bool:
-        return bool(self.function) and not (set(self.function) & SKIPPED_FUNCTIONS)
+        return (
+            bool(self.function)
+            and not (set(self.function) & SKIPPED_FUNCTIONS)
+            and (self.only is None or self.function[0] in self.only)
+        )
 
     def _ands(self, expression: ast.AST) -> None:
         for sub in ast.walk(expression):
@@ -218,7 +228,7 @@ class _Finder(ast.NodeVisitor):
 
 def candidates(module: str) -> tuple[ast.Module, list[tuple[ast.AST, str, str]]]:
     tree = ast.parse(TARGETS[module].read_text(encoding="utf-8"))
-    finder = _Finder()
+    finder = _Finder(ONLY_FUNCTIONS.get(module))
     finder.visit(tree)
     return tree, finder.found
 
@@ -305,6 +315,7 @@ def test_files() -> tuple[list[str], list[str]]:
     """(fast, slow): the test files that use the two modules or the signed decisions."""
     needles = re.compile(
         r"runbook\.decisions|activities\.gatekeeper|Gatekeeper\(|SignedDecision|guard_seal"
+        r"|holds_role"
     )
     fast, slow = [], []
     for folder in ("unit", "security", "workflows", "integration"):

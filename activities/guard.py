@@ -31,7 +31,7 @@ from runbook.decisions import SEAL_VERSION, plan_digest, rollback_id_for
 from runbook.guard import Evidence, judge
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
 from runbook.models import PlanRequest, ServiceMetrics
-from runbook.monitoring import floor_minute
+from runbook.monitoring import ceil_minute, floor_minute
 from runbook.plans import rollback_plan
 
 from .errors import permanent
@@ -193,8 +193,18 @@ class GuardActivities:
     ) -> ServiceMetrics | None:
         if self.monitoring is None:
             return None
+        since = getattr(request, "since", None)
+        if since is not None and start is None:
+            # only the minutes that began after `since` (e.g. a hotfix's rollout) count
+            latest_start, _ = self.monitoring.latest_window(request.monitoring)
+            start = max(latest_start, ceil_minute(self.monitoring.clock.at(since)))
         query = self.monitoring.query(
-            request.monitoring, request.namespace, request.service, start=start, end=end
+            request.monitoring,
+            request.namespace,
+            request.service,
+            start=start,
+            end=end,
+            data_since=getattr(request, "data_since", None),
         )
         return None if query is None else await self.monitoring.service_health(query)
 

@@ -32,6 +32,7 @@ from runbook.monitoring import (
     floor_minute,
     latest_window,
 )
+from runbook.verification import NO_DATA_YET, POLL_SECONDS, FirstMinute
 
 from .errors import permanent
 from .percentiles import distribution_percentile
@@ -120,6 +121,7 @@ class Monitoring:
         *,
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
+        data_since: dt.datetime | None = None,
     ) -> MetricsQuery | None:
         project = self.project_for(config)
         if project is None:
@@ -131,6 +133,7 @@ class Monitoring:
             config=config,
             start=start,
             end=end,
+            data_since=data_since,
         )
 
     def alert_query(
@@ -214,6 +217,18 @@ class Monitoring:
             },
             metric_type,
         )
+        if not found and query.data_since is not None:
+            first = FirstMinute.after(
+                self.clock.at(query.data_since), source.ingestion_delay_seconds
+            )
+            if self.clock.now() < first.readable_at + dt.timedelta(seconds=POLL_SECONDS):
+                raise ApplicationError(
+                    f"no whole minute of data yet: the first one ends at {first.end:%H:%M:%S} UTC "
+                    f"and is readable at {first.readable_at:%H:%M:%S} UTC",
+                    self.clock.wall(first.readable_at).isoformat(),
+                    type=NO_DATA_YET,
+                    non_retryable=True,
+                )
         if not found:
             raise permanent(
                 f"monitoring: no time series of {metric_type} matches {resource!r} in project "

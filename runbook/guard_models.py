@@ -68,6 +68,11 @@ class GuardRequest(Model):
         240, ge=1, le=5000, description="polls before continue-as-new bounds the history"
     )
     language: Literal["ja", "en"] = "ja"
+    wait_for_data: bool = Field(
+        True,
+        description="with no whole minute of the service's data yet, wait for the first one; "
+        "False: fail saying when it will be readable",
+    )
     carry: GuardCarry | None = None
 
     @field_validator("release_at")
@@ -81,6 +86,9 @@ class GuardRequest(Model):
 class BaselineRequest(ServiceRef):
     monitoring: MonitoringConfig
     release_at: dt.datetime | None = None
+    data_since: dt.datetime | None = Field(
+        None, description="the guard's start: before a whole minute after it, no data is no error"
+    )
 
 
 class WatchRequest(ServiceRef):
@@ -92,6 +100,9 @@ class WatchRequest(ServiceRef):
     interval_seconds: float
     until: dt.datetime
     max_polls: int = Field(ge=1)
+    since: dt.datetime | None = Field(
+        None, description="only whole minutes that began after this count (a hotfix's rollout)"
+    )
     health_failures: int = 0
     confirming_since: dt.datetime | None = None
 

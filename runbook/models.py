@@ -373,6 +373,11 @@ class MetricsQuery(Model):
     end: dt.datetime | None = Field(
         None, description="end of the reading; default: now less the ingestion delay"
     )
+    data_since: dt.datetime | None = Field(
+        None,
+        description="the earliest the service's data may begin (a guard's start): until its "
+        "first whole minute is readable, a filter that matches nothing means no data yet",
+    )
 
 
 class AlertQuery(Model):

@@ -26,6 +26,7 @@ from .policy import DEADLINES
 from .postchecks import BACKENDS_METRIC, CPU_METRIC, MEMORY_METRIC, PostChecks
 
 POLL_SECONDS = 5  # how late after its readable moment a check is read at most
+NO_DATA_YET = "NoWholeMinuteYet"  # the error type of a read made before any whole minute exists
 LONGEST = max(DEADLINES.values())
 # Checks judged on data that arrives late: once judged on real data, the verdict stands.
 DATA_CHECKS = frozenset({"error_ratio", "p95", "cpu", "memory", "connection_pool", "logs"})

@@ -130,7 +130,13 @@ GUARD: Kind[GuardStatus] = Kind(
     ),
     # Bad input (no such deployment, a service without metrics) shows in the catalog lookup and the
     # baseline.
-    settled=lambda status: status.baseline is not None or status.phase in ENDED,
+    # Waiting for the first whole minute of data is settled too: the guard waits, the CLI says
+    # until when.
+    settled=lambda status: (
+        status.baseline is not None
+        or status.phase in ENDED
+        or status.message.startswith("no whole minute of data yet")
+    ),
     settle_seconds=BASELINE_WAIT_SECONDS,
     refusal="the guard for {name} could not start: {message}",
 )
@@ -194,6 +200,12 @@ def guard_start(
     baseline_p95_ms: float | None = typer.Option(
         None, help="Use this p95 as the baseline instead of measuring it."
     ),
+    wait_for_data: bool = typer.Option(
+        True,
+        "--wait-for-data/--no-wait-for-data",
+        help="With no whole minute of the service's data yet (a guard started with the service), "
+        "wait for the first one; --no-wait-for-data fails saying when it will be readable.",
+    ),
 ) -> None:
     """Watch a release; on a breach start the rollback with the computed severity."""
     try:
@@ -214,6 +226,7 @@ def guard_start(
             interval_seconds=every,
             release_at=released,
             baseline_p95_ms=baseline_p95_ms,
+            wait_for_data=wait_for_data,
             **options.request_fields(),
         ),
         Change(

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
     from runbook.log_groups import error_groups
     from runbook.models import Phase
+    from runbook.verification import worst_wait_seconds
 
     from .change import ChangeSteps
     from .deploy_steps import Stop
@@ -252,7 +253,13 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
     async def _watch(self, entry: ServiceEntry, request: ForwardFixRequest) -> WatchReport:
         """The release guard's watch over the recovery windows: it ends early on a breach."""
         self._set_phase(Phase.VERIFYING)
-        watch = request.watch_seconds or request.recovery_windows * entry.monitoring.window_seconds
+        # Only minutes that began after the hotfix's rollout count: the newest readable ones
+        # are still the broken release's. By default the watch also waits for the first of
+        # them to be readable (up to two minutes plus the ingestion delay).
+        delay = entry.monitoring.source().ingestion_delay_seconds if entry.monitoring.preset else 0
+        watch = request.watch_seconds or int(
+            request.recovery_windows * entry.monitoring.window_seconds + worst_wait_seconds(delay)
+        )
         interval = min(WATCH_INTERVAL_SECONDS, watch / 3)
         max_polls = int(watch / interval) + 2
         baseline = self._status.normal or GuardBaseline()
@@ -264,6 +271,7 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
                 interval_seconds=interval,
                 until=workflow.now() + timedelta(seconds=watch),
                 max_polls=max_polls,
+                since=workflow.now(),
             ),
             result_type=WatchReport,
             start_to_close_timeout=timedelta(seconds=max_polls * (interval + 60)),

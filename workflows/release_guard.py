@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.incident_models import ChangeRecord
     from runbook.models import Phase, RollbackRequest, RollbackResult, ServiceLookup
+    from runbook.verification import NO_DATA_YET
 
     from . import search_attributes as sa
     from .deployment_rollback import rollback_workflow_id
@@ -246,13 +247,40 @@ class ReleaseGuardWorkflow:
             self._set_phase(GuardPhase.CONFIRMING if confirming else GuardPhase.WATCHING)
 
     async def _baseline(self, entry: ServiceEntry) -> GuardCarry:
-        baseline: GuardBaseline = await self._activity(
-            refs.GUARD_BASELINE,
-            BaselineRequest.of(
-                entry, monitoring=entry.monitoring, release_at=self._request.release_at
-            ),
-            "record the pre-release baseline",
+        asked = BaselineRequest.of(
+            entry,
+            monitoring=entry.monitoring,
+            release_at=self._request.release_at,
+            data_since=self._status.started_at,
         )
+        while True:
+            try:
+                baseline: GuardBaseline = await self._activity(
+                    refs.GUARD_BASELINE, asked, "record the pre-release baseline"
+                )
+                break
+            except ActivityError as err:
+                # No whole minute of the service's data exists yet (a guard started with the
+                # service): wait for the first one to be readable, then read again. After that
+                # moment, nothing matching is a configuration error, and fails.
+                cause = err.cause
+                if not (
+                    isinstance(cause, ApplicationError)
+                    and cause.type == NO_DATA_YET
+                    and self._request.wait_for_data
+                    and cause.details
+                ):
+                    raise
+                readable = datetime.fromisoformat(str(cause.details[0]))
+                self._status.message = (
+                    f"{cause.message}; the guard waits for it, then records its baseline"
+                )
+                workflow.set_current_details(self._status.message)
+                await workflow.sleep(
+                    max(1.0, (readable - workflow.now()).total_seconds() + 1),
+                    summary="wait for the first whole minute of the service's data",
+                )
+        self._status.message = ""
         if self._request.baseline_p95_ms is not None:
             baseline.p95_ms = self._request.baseline_p95_ms
         workflow.set_current_details(

@@ -4,6 +4,7 @@ by the metrics activity with the queries production is sent."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -166,6 +167,23 @@ async def test_the_metrics_activity_reads_error_ratio_and_p95(
         ) as nothing:
             await env.run(activities.service_health, query.model_copy(update={"service": "nobody"}))
         assert nothing.value.non_retryable and "monitoring.resource_filter" in nothing.value.message
+        # A guard that began just now: nothing matching means no whole minute of data yet,
+        # said with when the first one will be readable; once it is, nothing matching is the
+        # configuration error above.
+        just_now = dt.datetime.now(dt.UTC)
+        with pytest.raises(ApplicationError, match="no whole minute of data yet") as early:
+            await env.run(
+                activities.service_health,
+                query.model_copy(update={"service": "nobody", "data_since": just_now}),
+            )
+        assert early.value.type == "NoWholeMinuteYet" and "readable at" in early.value.message
+        assert dt.datetime.fromisoformat(early.value.details[0]) > just_now
+        long_ago = just_now - dt.timedelta(hours=1)
+        with pytest.raises(ApplicationError, match="no time series of"):
+            await env.run(
+                activities.service_health,
+                query.model_copy(update={"service": "nobody", "data_since": long_ago}),
+            )
         with pytest.raises(ApplicationError, match="Cannot find metric"):
             await env.run(
                 activities.service_health,

@@ -7,11 +7,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from runbook import activity_refs as refs
 from runbook.guard import Evidence, Verdict
 from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
 from runbook.models import ServiceMetrics, Severity
+from runbook.verification import NO_DATA_YET
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -51,11 +53,23 @@ class ScriptedGuard:
     watches: list[WatchRequest] = field(default_factory=list)
     baselines: int = 0
     cancelled: bool = False
+    no_data_yet: int = 0  # the first baselines find no whole minute of data yet
+    data_since: list = field(default_factory=list)
 
     def activities(self) -> list:
         @activity.defn(name=refs.GUARD_BASELINE.name)
         async def baseline(request: BaselineRequest) -> GuardBaseline:
             self.baselines += 1
+            self.data_since.append(request.data_since)
+            if self.baselines <= self.no_data_yet:
+                readable = activity.info().scheduled_time + dt.timedelta(seconds=90)
+                raise ApplicationError(
+                    "no whole minute of data yet: the first one ends at 10:01:00 UTC and is "
+                    "readable at 10:01:30 UTC",
+                    readable.isoformat(),
+                    type=NO_DATA_YET,
+                    non_retryable=True,
+                )
             return GuardBaseline(
                 p95_ms=80,
                 error_ratio=0.01,

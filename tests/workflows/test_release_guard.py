@@ -10,7 +10,7 @@ import datetime as dt
 import uuid
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -290,3 +290,36 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(
         result.status.phase is GuardPhase.STOPPED
         and "stopped by sre-lead: done" in result.status.message
     )
+
+
+async def test_a_guard_started_before_any_whole_minute_waits_for_the_first_one(
+    time_skipping_env, fake
+) -> None:
+    scripted = ScriptedGuard([clean(3), "over"], no_data_yet=1)
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, deployment_name())
+        result: GuardResult = await handle.result()
+    # read once before the data existed, waited for the first readable minute, read again
+    assert scripted.baselines == 2 and result.status.phase is GuardPhase.FINISHED
+    started = result.status.started_at
+    assert scripted.data_since == [started, started]  # no data before the guard began is no error
+    history = await handle.fetch_history()
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds()
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    assert timers and 85 <= timers[0] <= 95, timers
+
+
+async def test_without_waiting_for_data_the_guard_fails_saying_when_it_will_be_readable(
+    time_skipping_env, fake
+) -> None:
+    scripted = ScriptedGuard([clean(3)], no_data_yet=1)
+    async with guard_worker(time_skipping_env, fake, scripted):
+        handle = await start_guard(time_skipping_env, deployment_name(), wait_for_data=False)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        status = await handle.query(ReleaseGuardWorkflow.status)
+    assert status.phase is GuardPhase.FAILED and scripted.baselines == 1
+    assert status.message.startswith("no whole minute of data yet: the first one ends at ")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import time
+from pathlib import Path
 
 from bench.common import print_json_line, print_machine
 from bench.harness import BenchStack, percentile, wait_for_worker
@@ -17,12 +19,13 @@ from runbook.decisions import SignedDecision
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from runbook.signatures import new_private_key, public_key_line, sign
 from starter.signing import payload_for
+from starter.start_options import sign_start_gate
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 
 async def run(rollbacks: int, signed: bool) -> dict:
     latencies = []
-    key = new_private_key()
+    key, requester_key = new_private_key(), new_private_key()
     identities = (
         [
             {
@@ -30,28 +33,47 @@ async def run(rollbacks: int, signed: bool) -> dict:
                 "display_name": "bench",
                 "roles": ["approver"],
                 "keys": [public_key_line(key)],
-            }
+            },
+            {
+                "id": "bench",
+                "display_name": "bench requester",
+                "roles": ["requester"],
+                "keys": [public_key_line(requester_key)],
+            },
         ]
         if signed
         else None
     )
+    keys = Path(tempfile.mkdtemp(prefix="modoru-bench-approval-"))
+    (keys / "bench.key").write_bytes(requester_key)
+    (keys / "bench.key").chmod(0o600)
     with BenchStack(rollbacks, identities=identities) as bench:
         wait_for_worker()
         client = await bench.client()
         handles = []
         for i in range(rollbacks):
             name = f"svc-{i:04d}"
+            request = RollbackRequest(
+                deployment=name,
+                severity=Severity.INVESTIGATE,
+                reason="error rate over 10%",
+                requested_by="bench",
+            )
             handle = await client.start_workflow(
                 DeploymentRollbackWorkflow.run,
-                RollbackRequest(
-                    deployment=name,
-                    severity=Severity.INVESTIGATE,
-                    reason="error rate over 10%",
-                    requested_by="bench",
-                ),
+                request,
                 id=rollback_workflow_id("default", name),
                 task_queue=bench.settings.task_queue,
             )
+            if signed:  # the requester signs the run's start gate, as `--key` does
+                await sign_start_gate(
+                    client,
+                    handle.id,
+                    request,
+                    keys / "bench.key",
+                    task_queue=bench.settings.task_queue,
+                    quiet=True,
+                )
             while (
                 status := await handle.query(DeploymentRollbackWorkflow.status)
             ).phase != Phase.AWAITING_APPROVAL:

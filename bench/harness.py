@@ -63,6 +63,8 @@ def fleet_catalog(state: Path, identities: list[dict] | None = None) -> dict:
             "channels": [{"kind": "jsonl", "path": str(state / "notices.jsonl")}],
             "verification_window_seconds": 120,
             "rollout_timeout_seconds": 240,
+            # the sandbox shows a minute's points 10 s after it ends, not Google's 2-4 minutes
+            "post_checks": {"ingestion_delay_seconds": 20},
         },
     }
 

@@ -326,7 +326,9 @@ def up(
     codec = "".join(f" {k}={v}" for k, v in stack.codec_env().items())
     if stack.encrypt:
         console.print(
-            f"histories are encrypted; the Web UI decodes them through {stack.codec_endpoint}",
+            f"histories are encrypted; the Web UI decodes them through {stack.codec_endpoint} "
+            f"with the token in {stack.codec_token_file} (the stock CLI: --codec-endpoint "
+            f'{stack.codec_endpoint} --codec-auth "Bearer $(cat {stack.codec_token_file})")',
             soft_wrap=True,
         )
     console.print(

@@ -154,13 +154,27 @@ class RealtimeStack:
         return last_json(shown.stdout)
 
     def wait_phase(
-        self, workflow_id: str, phases: set[str], timeout: float, *, ended: set[str] = frozenset()
+        self,
+        workflow_id: str,
+        phases: set[str],
+        timeout: float,
+        *,
+        ended: set[str] = frozenset(),
+        started_after: float | None = None,
     ) -> dict[str, Any]:
-        """Poll `modoru status --json` until the change is in one of `phases`."""
+        """Poll `modoru status --json` until the change is in one of `phases`; with
+        `started_after` (wall time), an earlier run under the same id is not it."""
         deadline = time.monotonic() + timeout
         status: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             status = self.status(workflow_id)
+            started = ((status or {}).get("timings") or {}).get("started")
+            if started_after is not None and (
+                started is None or parse_time(started).timestamp() < started_after
+            ):
+                status = None
+                time.sleep(1)
+                continue
             if status and status.get("phase") in phases:
                 return status
             if status and status.get("phase") in (ended or {"failed", "completed", "rejected"}):

@@ -97,6 +97,7 @@ def test_an_investigate_rollback_waits_for_a_signed_approval_then_is_verified(
     stack: RealtimeStack,
 ) -> None:
     release_bad(stack)
+    asked = time.time() - 1  # the earlier rollbacks of this stack ran under the same id
     following = stack.cli_background(
         "rollback",
         "start",
@@ -116,7 +117,9 @@ def test_an_investigate_rollback_waits_for_a_signed_approval_then_is_verified(
         "--json",
     )
     try:
-        waiting = stack.wait_phase(ROLLBACK_ID, {"awaiting_approval"}, timeout=120)
+        waiting = stack.wait_phase(
+            ROLLBACK_ID, {"awaiting_approval"}, timeout=120, started_after=asked
+        )
         assert stack.live_image() == f"{REGISTRY}:1.3.0"  # nothing undone before the approval
         assert waiting["pending"] and waiting["pending"]["signed"], waiting["pending"]
         # the requester cannot approve their own change

@@ -82,16 +82,23 @@ class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
         return outcome
 
     async def _recover(
-        self, entry: ServiceEntry, summary: str, *, from_revision: int, shown: str
+        self,
+        entry: ServiceEntry,
+        summary: str,
+        *,
+        from_revision: int,
+        shown: str,
+        post_checks: bool = False,
     ) -> RolloutOutcome:
         """The change is made: wait for the rollout (`summary`), keep when the service was
-        mitigated (and whether that met the deadline), verify, and announce the recovery
-        from `from_revision`, naming `shown`."""
+        mitigated (and whether that met the deadline), verify (with the runbook's post-checks
+        after a rollback by another method: `post_checks`), and announce the recovery from
+        `from_revision`, naming `shown`."""
         outcome = await self._roll_out(entry, summary)
         self._status.timings["mitigated"] = workflow.now()
         if isinstance(self._status, Escalating):
             self._status.sla_met = self._status.timings["mitigated"] <= self._status.sla_deadline
-        await self._verify(entry)
+        await self._verify(entry, post_checks=post_checks)
         language = self._request.language
         healthy = "サービス正常稼働中" if language == "ja" else "service healthy"
         subject, text = notices.complete_notice(
@@ -108,10 +115,14 @@ class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
         self._status.message = message
         self._set_phase(Phase.COMPLETED)
 
-    async def _verify(self, entry: ServiceEntry) -> VerifyResult:
+    async def _verify(self, entry: ServiceEntry, *, post_checks: bool = False) -> VerifyResult:
         """Exactly as method 1: pods, health, readiness, the API path and, where configured, the
-        metrics."""
-        result = await self._check_health(entry, "verify pods, health and API")
+        metrics; with `post_checks`, CPU and memory, the connection pool and the logs."""
+        result = await self._check_health(
+            entry,
+            "verify pods, health and API",
+            post_checks=entry.post_checks_resolved() if post_checks else None,
+        )
         self._status.verification = result
         if result.ok:
             self._check_done(result)

@@ -160,6 +160,7 @@ class RedeployWorkflow(DeploySteps[RedeployRequest, RedeployStatus]):
             f"wait for the rollout of {image}",
             from_revision=plan.live_revision,
             shown=image,
+            post_checks=True,
         )
         self._complete(
             f"redeployed {image} through {cd.workflow_name} run #{run.number} (revision "

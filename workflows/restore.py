@@ -169,6 +169,7 @@ class RestoreWorkflow(DeploySteps[RestoreRequest, RestoreStatus]):
             f"wait for the rollout of {request.source.name}",
             from_revision=check.revision,
             shown=request.source.name,
+            post_checks=True,
         )
         self._complete(
             f"restored deployment/{request.deployment} from {request.source.kind} "

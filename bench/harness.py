@@ -56,7 +56,8 @@ def fleet_catalog(state: Path, identities: list[dict] | None = None) -> dict:
             "deployment": "fleet",
             "service": "fleet",
             "approval": {
-                "approvers": ["bench-approver"],
+                # a role in signed mode (bench-approver holds "approver"), a name in plain mode
+                "approvers": ["approver", "bench-approver"],
                 "investigate_approvals": 1,
                 "immediate_approvals": 0,
             },

@@ -175,7 +175,11 @@ def decide(workflow_id: str, decision: str, by: str, note: str, how: SigningOpti
         )
     except ValidationError as exc:
         raise fail(first_error(exc)) from None
-    run(lambda client, settings: send_decision(client, workflow_id, signal_, how))
+    run(
+        lambda client, settings: send_decision(
+            client, workflow_id, signal_, how, task_queue=settings.task_queue
+        )
+    )
 
 
 @app.command()

@@ -20,7 +20,8 @@ from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 from .base import CliError, fail, first_error
 from .commands import Change, Kind, answer_of, follow, run, start
-from .render import console
+from .gate_check import checked_gate
+from .render import console, err_console
 from .signing import Printed, SigningOptions, signing_options
 from .start_options import StartOptions, launch, start_options
 
@@ -286,6 +287,15 @@ def guard_stop(
             console.print(f"the guard already ended: {current.phase.value} {current.message}")
             return 0
         gate = current.pending
+        if gate is not None and (how.key or how.payload):
+            await checked_gate(
+                client,
+                handle.id,
+                gate,
+                task_queue=settings.task_queue,
+                types={"ReleaseGuard"},
+                out=err_console if how.payload else console,
+            )
         signed = how.sign(
             gate,
             "stop",

@@ -32,6 +32,7 @@ from workflows.incident import IncidentWorkflow
 
 from .base import CliError, fail, first_error
 from .commands import run
+from .gate_check import checked_gate
 from .incident_start import (
     _verdict,
 )
@@ -329,6 +330,15 @@ work, dashboards normal."""
             ),
             None,
         )
+        if gate is not None and (how.key or how.payload):
+            await checked_gate(
+                client,
+                handle.id,
+                gate,
+                task_queue=settings.task_queue,
+                types={"Incident"},
+                out=err_console if how.payload else console,
+            )
         signed = how.sign(
             gate,
             "approve",

@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import tempfile
-import uuid
 from importlib import resources
 from pathlib import Path
 
@@ -37,16 +36,15 @@ from kubernetes import client as kube
 from kubernetes import config as kube_config
 
 from bench.common import print_json_line, print_machine
-from bench.detection import release
+from bench.detection import guard_decision, release, watching_guard
 from runbook import activity_refs as refs
-from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
+from runbook.guard_models import GuardPhase, GuardResult
 from runbook.monitoring import DEFAULTS
 from runbook.verification import FirstMinute
 from starter.embedded import EmbeddedStack, free_port
 from worker.client import connect
 from worker.settings import bundled_catalog
 from workflows.deployment_rollback import rollback_workflow_id
-from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 POLL_SECONDS = 15.0  # the guard's default interval
 TRAFFIC_RPS = 10  # `modoru up`'s default
@@ -106,29 +104,9 @@ async def undo_applied(client, workflow_id: str) -> float:
 
 
 async def one(client, settings, apps: kube.AppsV1Api, delay: int) -> dict:
-    guard = await client.start_workflow(
-        ReleaseGuardWorkflow.run,
-        GuardRequest(
-            deployment="tekutoko-api",
-            duration_seconds=1800,
-            interval_seconds=POLL_SECONDS,
-            requested_by="bench",
-            language="en",
-        ),
-        id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}",
-        task_queue=settings.task_queue,
-    )
-    while (
-        phase := (status := await guard.query(ReleaseGuardWorkflow.status)).phase
-    ) is not GuardPhase.WATCHING:
-        if phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
-            raise RuntimeError(f"the guard ended {phase.value}: {status.message}")
-        await asyncio.sleep(1)
+    guard = await watching_guard(client, settings, interval=POLL_SECONDS, duration=1800)
     served = await asyncio.to_thread(release, apps, BAD)
-    while not (status := await guard.query(ReleaseGuardWorkflow.status)).rollback_workflow_id:
-        if status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
-            raise RuntimeError(f"the guard ended {status.phase.value}: {status.message}")
-        await asyncio.sleep(0.5)
+    status = await guard_decision(guard)
     rollback_id = status.rollback_workflow_id or rollback_workflow_id("default", "tekutoko-api")
     rollback = client.get_workflow_handle(rollback_id)
     started = (await rollback.describe()).start_time.timestamp()

@@ -28,7 +28,7 @@ from kubernetes import client as kube
 from kubernetes import config as kube_config
 
 from bench.common import print_json_line, print_machine
-from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
+from runbook.guard_models import GuardPhase, GuardRequest, GuardResult, GuardStatus
 from runbook.models import ApprovalSignal, Phase
 from starter.embedded import EmbeddedStack, free_port
 from worker.client import connect
@@ -78,15 +78,14 @@ def sleep_until_readable(clock: dict) -> None:
     time.sleep((ready - now) / speed + 0.05)
 
 
-async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag: str) -> dict:
-    await asyncio.to_thread(release, apps, "1.2.0")
-    await asyncio.to_thread(sleep_until_readable, clock)  # a baseline of the healthy release
+async def watching_guard(client, settings: Settings, *, interval: float, duration: int):
+    """A release guard on tekutoko-api, once it watches (its baseline recorded)."""
     guard = await client.start_workflow(
         ReleaseGuardWorkflow.run,
         GuardRequest(
             deployment="tekutoko-api",
-            duration_seconds=600,
-            interval_seconds=POLL_SECONDS,
+            duration_seconds=duration,
+            interval_seconds=interval,
             requested_by="bench",
             language="en",
         ),
@@ -94,18 +93,29 @@ async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag
         task_queue=settings.task_queue,
     )
     while (
-        phase := (await guard.query(ReleaseGuardWorkflow.status)).phase
+        phase := (status := await guard.query(ReleaseGuardWorkflow.status)).phase
     ) is not GuardPhase.WATCHING:
-        if phase is GuardPhase.FAILED:
-            raise RuntimeError(
-                f"the guard failed: {(await guard.query(ReleaseGuardWorkflow.status)).message}"
-            )
+        if phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
+            raise RuntimeError(f"the guard ended {phase.value}: {status.message}")
         await asyncio.sleep(0.1)
-    rolled_out = await asyncio.to_thread(release, apps, tag)
+    return guard
+
+
+async def guard_decision(guard) -> GuardStatus:
+    """The guard's status once it has started a rollback."""
     while not (status := await guard.query(ReleaseGuardWorkflow.status)).rollback_workflow_id:
         if status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
             raise RuntimeError(f"the guard ended {status.phase.value}: {status.message}")
         await asyncio.sleep(0.1)
+    return status
+
+
+async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag: str) -> dict:
+    await asyncio.to_thread(release, apps, "1.2.0")
+    await asyncio.to_thread(sleep_until_readable, clock)  # a baseline of the healthy release
+    guard = await watching_guard(client, settings, interval=POLL_SECONDS, duration=600)
+    rolled_out = await asyncio.to_thread(release, apps, tag)
+    status = await guard_decision(guard)
     rollback = client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
     started = (await rollback.describe()).start_time.timestamp()
     go = started

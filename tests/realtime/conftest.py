@@ -137,6 +137,29 @@ class RealtimeStack:
             timeout=timeout,
         )
 
+    def immediate_rollback(self) -> subprocess.CompletedProcess:
+        """The README's on-call `immediate` rollback of tekutoko-api, signed, followed to its
+        end (`--wait --json`)."""
+        return self.cli(
+            "rollback",
+            "start",
+            "--deployment",
+            "tekutoko-api",
+            "--severity",
+            "immediate",
+            "--reason",
+            "error rate 60% since 1.3.0",
+            "--requested-by",
+            "oncall",
+            "--key",
+            str(self.key("oncall")),
+            "--language",
+            "en",
+            "--wait",
+            "--json",
+            timeout=600,
+        )
+
     def cli_background(self, *args: str) -> subprocess.Popen:
         """`modoru ARGS` left running (a `--wait` that another shell's `approve` ends)."""
         return subprocess.Popen(

@@ -85,25 +85,7 @@ def test_the_guard_rolls_back_1_3_0_and_the_rollback_is_verified_on_judged_data(
 def test_a_rollback_onto_a_still_failing_revision_is_not_verified(stack: RealtimeStack) -> None:
     stack.release("1.3.1-flaky")  # about 15% of calls fail
     stack.release("1.3.0")  # its previous revision is now 1.3.1-flaky
-    done = stack.cli(
-        "rollback",
-        "start",
-        "--deployment",
-        "tekutoko-api",
-        "--severity",
-        "immediate",
-        "--reason",
-        "error rate 60% since 1.3.0",
-        "--requested-by",
-        "oncall",
-        "--key",
-        str(stack.key("oncall")),
-        "--language",
-        "en",
-        "--wait",
-        "--json",
-        timeout=600,
-    )
+    done = stack.immediate_rollback()
     status = last_json(done.stdout) if done.stdout.strip() else stack.status(ROLLBACK_ID)
     assert status, done.stderr[-3000:]
     checks = {c["name"]: c for c in (status.get("verification") or {}).get("checks", [])}

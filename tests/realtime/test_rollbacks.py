@@ -58,25 +58,7 @@ def test_an_immediate_rollback_is_verified_on_judged_data_wherever_the_undo_land
     release_bad(stack)
     sleep_until_second(TARGET_SECONDS[round_])
     started = time.time()
-    done = stack.cli(
-        "rollback",
-        "start",
-        "--deployment",
-        "tekutoko-api",
-        "--severity",
-        "immediate",
-        "--reason",
-        "error rate 60% since 1.3.0",
-        "--requested-by",
-        "oncall",
-        "--key",
-        str(stack.key("oncall")),
-        "--language",
-        "en",
-        "--wait",
-        "--json",
-        timeout=600,
-    )
+    done = stack.immediate_rollback()
     status = last_json(done.stdout) if done.stdout.strip() else {}
     record(
         "rollback",

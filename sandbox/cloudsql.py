@@ -63,7 +63,7 @@ from .cloudsql_resources import (
     utcnow,
 )
 from .cloudsql_rest import build_app
-from .kube.faults import FaultInjector, RequestLog
+from .kube.faults import EffectLog, FaultInjector, RequestLog
 from .postgres import _MAX_SOCKET_DIR, PostgresCluster, PostgresError, _blocked_dir, _server_user
 
 __all__ = ["BackupRunRecord", "CloudSqlEmulator", "Instance", "OperationRecord"]
@@ -96,6 +96,7 @@ class CloudSqlEmulator:
             seed=seed
         )  # PUT /sandbox/faults on the REST port (cloudsql_rest.py)
         self.requests = RequestLog()
+        self.effects = EffectLog()
         self.project = project
         self.region = region
         self.port = 0

@@ -15,15 +15,18 @@ so the `/sandbox/` routes cannot shadow one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import discovery
 from .cloudsql_resources import ApiError
 from .google_rest import route_handler
-from .kube.faults import FaultInjector, RequestLog
+from .kube.faults import EffectLog, FaultInjector, RequestLog
+from .kube.faults import admin_routes as effect_routes
 from .scenario import FaultRule
 
 if TYPE_CHECKING:
@@ -86,12 +89,36 @@ def _collection(path: str) -> str:
     return collections[-1] if collections else ""
 
 
-def fault_middleware(faults: FaultInjector, requests: RequestLog):
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+async def _effect(request: web.Request, response: web.StreamResponse) -> dict[str, Any]:
+    """An applied write as the effect log keeps it: the method, the path, the operation the
+    answer names and, for a clone, the instance it makes."""
+    sent: Any = None
+    with contextlib.suppress(ValueError):
+        sent = json.loads(await request.read() or b"null")
+    answer: Any = None
+    if isinstance(response, web.Response) and response.body is not None:
+        with contextlib.suppress(ValueError, TypeError):
+            answer = json.loads(response.body)
+    clone = (sent or {}).get("cloneContext") if isinstance(sent, dict) else None
+    return {
+        "method": request.method,
+        "path": request.path,
+        "operation": (answer or {}).get("name") if isinstance(answer, dict) else None,
+        "operation_type": (answer or {}).get("operationType") if isinstance(answer, dict) else None,
+        "destination": (clone or {}).get("destinationInstanceName"),
+    }
+
+
+def fault_middleware(faults: FaultInjector, requests: RequestLog, effects: EffectLog):
     @web.middleware
     async def middleware(request: web.Request, handler):
         if request.path.startswith("/sandbox/"):
             return await handler(request)
         resource, verb, status = _collection(request.path), request.method.lower(), 500
+        applied = False
         try:
             decision = faults.decide(resource, verb)
             if decision.latency_ms:
@@ -115,6 +142,21 @@ def fault_middleware(faults: FaultInjector, requests: RequestLog):
                 )
             response = await handler(request)
             status = response.status
+            if request.method in WRITE_METHODS and 200 <= status < 300:
+                applied = True
+                what = await _effect(request, response)
+                effects.record(f"{resource}.{verb}", resource=resource, **what)
+                after = await faults.after_write(resource, verb, what)
+                if after.drop:
+                    status = 0
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ConnectionResetError("dropped by fault injection after the write")
+                if after.status is not None:
+                    status = after.status
+                    code, reason, message = FAULTS[after.status]
+                    failure = ApiError(after.status, message, reason=reason, status=code)
+                    return web.json_response(failure.body(), status=failure.http_status)
             return response
         finally:
             requests.record(
@@ -124,12 +166,15 @@ def fault_middleware(faults: FaultInjector, requests: RequestLog):
                 query=request.query_string,
                 resource=resource,
                 status=status,
+                applied=applied,
             )
 
     return middleware
 
 
-def admin_routes(app: web.Application, faults: FaultInjector, requests: RequestLog) -> None:
+def admin_routes(
+    app: web.Application, faults: FaultInjector, requests: RequestLog, effects: EffectLog
+) -> None:
     async def get_requests(request: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -152,11 +197,14 @@ def admin_routes(app: web.Application, faults: FaultInjector, requests: RequestL
     app.router.add_get("/sandbox/requests", get_requests)
     app.router.add_get("/sandbox/faults", get_faults)
     app.router.add_put("/sandbox/faults", put_faults)
+    effect_routes(app, faults, effects)
 
 
 def build_app(emulator: CloudSqlEmulator) -> web.Application:
-    app = web.Application(middlewares=[fault_middleware(emulator.faults, emulator.requests)])
-    admin_routes(app, emulator.faults, emulator.requests)
+    app = web.Application(
+        middlewares=[fault_middleware(emulator.faults, emulator.requests, emulator.effects)]
+    )
+    admin_routes(app, emulator.faults, emulator.requests, emulator.effects)
     specs = discovery.methods(API, VERSION)
     for method_id in ROUTES:
         spec = specs[method_id]

@@ -14,6 +14,7 @@ workflow will fail": docs.github.com, Reviewing deployments)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -29,8 +30,8 @@ from .cd_target import DeploymentTarget, backup_name, backup_zip
 from .github_query import filter_runs, page_of
 from .github_resources import DOCS, Artifact, Run, Shapes, Step
 from .kube.clock import Clock
-from .kube.faults import RequestLog
-from .scenario import GitHubSeed
+from .kube.faults import EffectLog, FaultDecision, FaultInjector, RequestLog, admin_routes
+from .scenario import FaultRule, GitHubSeed
 
 if TYPE_CHECKING:
     from .artifact_registry import ArtifactRegistryEmulator
@@ -80,6 +81,9 @@ class GitHubEmulator:
         self.requests = (
             RequestLog()
         )  # reopened on start with its file (the state dir may not exist yet)
+        # PUT /sandbox/faults; its resources: dispatches, pending_deployments
+        self.faults = FaultInjector()
+        self.effects = EffectLog()
         self.runs: dict[int, Run] = {}
         self.artifacts: dict[int, Artifact] = {}
         self._reviews: dict[int, asyncio.Event] = {}
@@ -275,6 +279,9 @@ class GitHubEmulator:
         app = web.Application(middlewares=[self._middleware])
         base = "/repos/{owner}/{repo}/actions"
         app.router.add_get("/sandbox/requests", self._requests)
+        app.router.add_get("/sandbox/faults", self._get_faults)
+        app.router.add_put("/sandbox/faults", self._put_faults)
+        admin_routes(app, self.faults, self.effects)
         app.router.add_get("/_blob/artifacts/{artifact_id}", self._blob)
         for path, handler in [
             ("/workflows", self._list_workflows),
@@ -298,9 +305,11 @@ class GitHubEmulator:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        status = 500
+        admin = request.path.startswith("/sandbox/")
+        resource, verb = request.path.rstrip("/").rsplit("/", 1)[-1], request.method.lower()
+        applied = False
         try:
-            if request.path != "/sandbox/requests" and not request.path.startswith("/_blob/"):
+            if not admin and not request.path.startswith("/_blob/"):
                 self._authenticate(request)
                 version = request.headers.get("X-GitHub-Api-Version", API_VERSIONS[0])
                 if version not in API_VERSIONS:
@@ -310,19 +319,82 @@ class GitHubEmulator:
                         f"versions: {', '.join(API_VERSIONS)}.",
                     )
                 request[API_VERSION] = version
+                before = self.faults.decide(resource, verb)
+                if before.latency_ms:
+                    await asyncio.sleep(before.latency_ms / 1000)
+                await self._fault(before, request)
             response = await handler(request)
+            if not admin and request.method == "POST" and 200 <= response.status < 300:
+                applied = True
+                what = self._record_effect(request, resource, response)
+                await self._fault(await self.faults.after_write(resource, verb, what), request)
         except GitHubError as exc:
             response = exc.response()
         except web.HTTPException as exc:
             response = GitHubError(
                 exc.status, "Not Found" if exc.status == 404 else exc.reason
             ).response()
-        status = response.status
-        if request.path != "/sandbox/requests":
+        except ConnectionResetError:
+            if not admin:
+                self.requests.record(
+                    method=request.method,
+                    path=request.path,
+                    query=request.query_string,
+                    status=0,
+                    applied=applied,
+                )
+            raise
+        if not admin:
             self.requests.record(
-                method=request.method, path=request.path, query=request.query_string, status=status
+                method=request.method,
+                path=request.path,
+                query=request.query_string,
+                status=response.status,
+                applied=applied,
             )
         return response
+
+    @staticmethod
+    async def _fault(decision: FaultDecision, request: web.Request) -> None:
+        """Answer as the fault says: a reset connection or an error status (an after-write
+        decision has waited out its latency and hold already)."""
+        if decision.drop:
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("dropped by fault injection")
+        if decision.status is not None:
+            raise GitHubError(
+                decision.status,
+                "Server Error" if decision.status >= 500 else "API rate limit exceeded",
+            )
+
+    def _record_effect(
+        self, request: web.Request, resource: str, response: web.StreamResponse
+    ) -> dict[str, Any]:
+        """The run a dispatch made, or the run a review decided, as the effect log keeps it."""
+        answer: Any = None
+        if isinstance(response, web.Response) and response.body is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                answer = json.loads(response.body)
+        run_id = request.match_info.get("run_id")
+        if resource == "dispatches" and isinstance(answer, dict):
+            run_id = answer.get("workflow_run_id")
+        elif resource == "dispatches":
+            run_id = max(self.runs, default=None)  # a 204: the run it made is the newest
+        what = {"path": request.path, "run_id": int(run_id) if run_id else None}
+        self.effects.record(f"{resource}.post", resource=resource, status=response.status, **what)
+        return what
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"rules": self.faults.rules()})
+
+    async def _put_faults(self, request: web.Request) -> web.Response:
+        try:
+            rules = [FaultRule.model_validate(r) for r in (await request.json()).get("rules", [])]
+        except Exception as exc:  # pydantic or JSON errors: tell the caller what was wrong
+            return web.json_response({"error": str(exc)}, status=400)
+        self.faults.replace(rules)
+        return web.json_response({"rules": self.faults.rules()})
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")

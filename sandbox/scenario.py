@@ -216,16 +216,35 @@ class DatabaseSeed(Strict):
 
 
 class FaultRule(Strict):
-    """Fault injection for one resource and verb ('*' matches any)."""
+    """Fault injection for one resource and verb ('*' matches any).
+
+    `when: before` answers instead of doing the work. `when: after` does the work (a write
+    that the emulator applies and logs as an effect) and then loses the answer: a 500/503,
+    a reset connection, an answer late by `latency_ms`, or one held until a test releases it
+    (`hold`), the moment a test uses to kill the caller between the effect and its record."""
 
     resource: str = "*"
     verb: str = "*"
+    when: Literal["before", "after"] = "before"
     status: Literal[429, 500, 503] | None = None
     rate: float = Field(1.0, ge=0, le=1)
     retry_after_seconds: int = Field(1, ge=0)
     latency_ms: float = Field(0.0, ge=0)
     drop: bool = False
+    hold: bool = Field(
+        False, description="after the write: keep the answer until POST /sandbox/holds/release"
+    )
     times: int | None = Field(None, ge=1, description="None: no limit")
+
+    @model_validator(mode="after")
+    def _hold_needs_after(self) -> FaultRule:
+        if self.hold and self.when != "after":
+            raise ValueError("hold keeps the answer to a write that was applied: set when: after")
+        if self.when == "after" and self.status == 429:
+            raise ValueError(
+                "429 means the request was not applied: an after-write fault answers 500 or 503"
+            )
+        return self
 
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -17,7 +17,7 @@ from ..scenario import FaultRule
 from . import errors, subresources, tables, watch
 from .defaults import apply_defaults, validate
 from .exec import PodExec
-from .faults import FaultInjector, RequestLog
+from .faults import EffectLog, FaultInjector, RequestLog, admin_routes
 from .kubelet import Kubelet
 from .patch import apply_patch
 from .podnet import Resolver
@@ -70,7 +70,8 @@ class KubeApi:
         self.faults = faults
         self.requests = requests
         self.hooks = hooks  # objects with before_create(resource, obj), e.g. the load balancer
-        self.pod_exec = PodExec(store, kubelet, resolve_instance)
+        self.effects = EffectLog()
+        self.pod_exec = PodExec(store, kubelet, resolve_instance, faults, self.effects)
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -84,6 +85,7 @@ class KubeApi:
         app.router.add_get("/sandbox/requests", self._get_requests)
         app.router.add_get("/sandbox/faults", self._get_faults)
         app.router.add_put("/sandbox/faults", self._put_faults)
+        admin_routes(app, self.faults, self.effects)
         app.router.add_route("*", "/api/{version}{tail:.*}", self._resource)
         app.router.add_route("*", "/apis/{group}/{version}{tail:.*}", self._resource)
         return app
@@ -160,6 +162,7 @@ class KubeApi:
         verb = "unknown"
         target = None
         status = 500
+        applied = False
         try:
             if not tail.strip("/"):
                 if (group or "") in GROUPS or (not group and version == "v1"):
@@ -194,8 +197,26 @@ class KubeApi:
                     if decision.status == 429
                     else None,
                 )
+            writes = verb in WRITES and target.subresource != "exec"
+            before = self._effect_view(target) if writes else None
             response = await self._dispatch(request, target, verb)
             status = response.status
+            if writes and 200 <= status < 300:
+                applied = True
+                what = self._record_effect(target, verb, before, response)
+                decision = await self.faults.after_write(target.resource.plural, verb, what)
+                if decision.drop:
+                    status = 0
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ConnectionResetError("dropped by fault injection after the write")
+                if decision.status is not None:
+                    reason = {500: "InternalError", 503: "ServiceUnavailable"}[decision.status]
+                    raise errors.ApiError(
+                        decision.status,
+                        reason,
+                        f"injected fault after {verb} {target.resource.plural} was applied",
+                    )
             return response
         except errors.ApiError as exc:
             status = exc.code
@@ -213,8 +234,47 @@ class KubeApi:
                 content_type=request.headers.get("Content-Type", ""),
                 user_agent=request.headers.get("User-Agent", ""),
                 status=status,
+                applied=applied,
                 **self.pod_exec.log_fields(request),
             )
+
+    def _effect_view(self, t: Target) -> dict[str, Any] | None:
+        """What an effect entry compares: the object's generation and images before a write."""
+        if t.name is None:
+            return None
+        try:
+            obj = self.store.get(t.resource, t.namespace or "", t.name)
+        except errors.ApiError:
+            return None
+        return _effect_fields(obj)
+
+    def _record_effect(
+        self, t: Target, verb: str, before: dict[str, Any] | None, response: web.StreamResponse
+    ) -> dict[str, Any]:
+        body: Any = None
+        if isinstance(response, web.Response) and response.body is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                body = json.loads(response.body)
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        name = t.name or (meta or {}).get("name")
+        after = _effect_fields(body) if isinstance(body, dict) and "spec" in body else None
+        entry: dict[str, Any] = {
+            "resource": t.resource.plural,
+            "verb": verb,
+            "namespace": t.namespace,
+            "name": name,
+            "subresource": t.subresource,
+        }
+        if t.resource.plural == "deployments" and before is not None and after is not None:
+            entry.update(
+                generation_before=before["generation"],
+                generation=after["generation"],
+                images_before=before["images"],
+                images=after["images"],
+                spec_changed=before["generation"] != after["generation"],
+            )
+        self.effects.record(f"{t.resource.plural}.{verb}", **entry)
+        return {k: entry[k] for k in ("namespace", "name")}
 
     def _parse(self, group: str, version: str, tail: str) -> Target:
         parts = [p for p in tail.split("/") if p]
@@ -502,6 +562,17 @@ def _verb(request: web.Request, t: Target) -> str:
     if method == "DELETE":
         return "delete" if t.name else "deletecollection"
     raise errors.method_not_allowed(f"{method} is not supported")
+
+
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def _effect_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    template = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {
+        "generation": obj.get("metadata", {}).get("generation", 0),
+        "images": [c.get("image") for c in template.get("containers") or []],
+    }
 
 
 def _dumps(obj: Any) -> str:

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import errors, podnet
+from .faults import EffectLog, FaultInjector
 from .kubelet import Kubelet
 from .podenv import container_env, containers
 from .resources import PODS
@@ -48,6 +49,7 @@ STATUS_PROTOCOLS = PROTOCOLS[
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 READ_CHUNK = 32 * 1024
 OUTPUT_GRACE_SECONDS = 2.0
+OUTPUT_HEAD_BYTES = 4096
 # `python -m sandbox.<module>` must resolve to this checkout whatever the caller's cwd.
 WORKDIR = Path(__file__).resolve().parents[2]
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}  # what Go's strconv.ParseBool accepts
@@ -154,6 +156,7 @@ class _Session:
         self.pty_pipes: list[asyncio.BaseTransport] = []
         self._send_lock = asyncio.Lock()
         self.client_gone = False
+        self.output_head = bytearray()  # the first bytes the command wrote, for the effect log
 
     async def send(self, channel: int, data: bytes) -> None:
         if self.client_gone or self.ws.closed:
@@ -227,6 +230,8 @@ class _Session:
                 return
             if not chunk:
                 return
+            if len(self.output_head) < OUTPUT_HEAD_BYTES:
+                self.output_head += chunk[: OUTPUT_HEAD_BYTES - len(self.output_head)]
             await self.send(channel, chunk)
 
     async def read_client(self) -> None:
@@ -294,10 +299,17 @@ class PodExec:
     """Serves `pods/exec` for the API; `shutdown` ends every session still running."""
 
     def __init__(
-        self, store: Store, kubelet: Kubelet, resolve_instance: podnet.Resolver | None = None
+        self,
+        store: Store,
+        kubelet: Kubelet,
+        resolve_instance: podnet.Resolver | None = None,
+        faults: FaultInjector | None = None,
+        effects: EffectLog | None = None,
     ) -> None:
         self.store = store
         self.kubelet = kubelet
+        self.faults = faults or FaultInjector()
+        self.effects = effects or EffectLog()
         # Cloud SQL connection name -> the instance's real host and port; None: no instances at all.
         self.resolve_instance: podnet.Resolver = resolve_instance or (lambda _name: None)
         self.sessions: set[_Session] = set()
@@ -374,6 +386,7 @@ class PodExec:
                 env,
                 profile.exec_timeout_seconds,
                 image,
+                {"namespace": namespace, "name": name, "command": options.command},
             )
         except (
             asyncio.CancelledError
@@ -394,6 +407,7 @@ class PodExec:
         env: dict[str, str],
         timeout: float,
         image: str,
+        what: dict[str, Any],
     ) -> tuple[int | None, str]:
         executable = session.options.command[0]
         if argv is None:
@@ -447,6 +461,17 @@ class PodExec:
             await session.diagnostic(
                 f"sandbox: the command ran longer than {timeout:g}s and was killed\n"
             )
+        # The command ran: an effect, whatever becomes of the answer carrying its exit status.
+        self.effects.record(
+            "pods.exec",
+            **what,
+            exit_code=code,
+            output=session.output_head.decode("utf-8", "replace"),
+        )
+        decision = await self.faults.after_write("pods", "exec", what)
+        if decision.drop or decision.status is not None:
+            await session.ws.close(code=WSCloseCode.INTERNAL_ERROR)
+            return code, "answer lost by fault injection"
         await session.finish(code)
         return code, outcome
 

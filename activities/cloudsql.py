@@ -87,10 +87,17 @@ class CloudSqlActivities:
         # A retried attempt follows the operation the first one started instead of starting another.
         started = heartbeat.resumed()
         name = started.operation if started else None
+        # The description names this activity, so a retry whose first attempt's answer was lost
+        # (or that died before its heartbeat) finds the run that attempt started.
+        info = activity.info()
+        description = (
+            f"modoru: before a migration rollback ({info.workflow_id} {info.workflow_run_id} "
+            f"activity {info.activity_id})"
+        )
+        if not name and await self._wait_for_earlier(project, instance, description, heartbeat):
+            return
         if not name:
-            operation = await self.admin.insert_backup_run(
-                project, instance, "modoru: before a migration rollback"
-            )
+            operation = await self.admin.insert_backup_run(project, instance, description)
             name = operation["name"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BACKUP_TIMEOUT_SECONDS
@@ -109,6 +116,34 @@ class CloudSqlActivities:
         failed = operation_error(operation)
         if failed:
             raise permanent(f"the on-demand backup of {instance} failed: {failed}", "BackupFailed")
+
+    async def _wait_for_earlier(
+        self, project: str, instance: str, description: str, heartbeat: Heartbeat
+    ) -> bool:
+        """Whether an earlier attempt of this activity started a backup run; if so, wait for it
+        to end (and fail as it failed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BACKUP_TIMEOUT_SECONDS
+        while True:
+            runs = await self.admin.backup_runs(project, instance)
+            mine = next((r for r in runs if r.get("description") == description), None)
+            if mine is None:
+                return False
+            status = mine.get("status", "")
+            if status == "SUCCESSFUL":
+                return True
+            if status in ("FAILED", "SKIPPED", "DELETED"):
+                raise permanent(
+                    f"the on-demand backup of {instance} (run {mine.get('id')}) ended {status}",
+                    "BackupFailed",
+                )
+            if loop.time() > deadline:
+                raise permanent(
+                    f"the on-demand backup of {instance} (run {mine.get('id')}) did not finish "
+                    f"within {BACKUP_TIMEOUT_SECONDS}s",
+                    "BackupTimeout",
+                )
+            await heartbeat.sleep(POLL_SECONDS, BackupProgress(operation=""))
 
     @activity.defn(name=refs.CHECK_BACKUP.name)
     async def check_backup(self, request: BackupCheckRequest) -> BackupCheck:

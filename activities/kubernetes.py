@@ -13,6 +13,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from runbook import activity_refs as refs
 from runbook.enums import Severity
@@ -360,7 +361,14 @@ class KubernetesActivities:
                 if k not in KEPT_ON_UNDO
             }
         )
+        # Conditional on the Deployment's spec as read here (its generation): a concurrent
+        # change fails the test instead of being overwritten, and the retry reads it again.
         patch = [
+            {
+                "op": "test",
+                "path": "/metadata/generation",
+                "value": deployment["metadata"]["generation"],
+            },
             {
                 "op": "replace",
                 "path": "/spec/template",
@@ -375,6 +383,11 @@ class KubernetesActivities:
         try:
             await self.apps.patch_namespaced_deployment(plan.deployment, plan.namespace, patch)
         except ApiException as exc:
+            if exc.status == 422 and "test" in (exc.body or "").lower():
+                raise ApplicationError(
+                    f"deployment/{plan.deployment} changed while rolling back; reading it again",
+                    type="KubernetesConflict",
+                ) from None
             raise_for_api_error(exc, f"patching deployment/{plan.deployment}")
         activity.logger.info(
             "rolled back deployment/%s to revision %s", plan.deployment, plan.to_revision

@@ -69,11 +69,15 @@ class SqlAdmin:
             "sqladmin", "v1", static_discovery=True, http=build_http(), client_options=options
         )
 
-    async def call(self, what: str, request: HttpRequest) -> dict[str, Any]:
-        """Execute `request`; `what` names it in failures ("listing backup runs of tekutoko-db")."""
+    async def call(self, what: str, request: HttpRequest, *, write: bool = False) -> dict[str, Any]:
+        """Execute `request`; `what` names it in failures ("listing backup runs of tekutoko-db").
+        A `write` is sent once: its answer may be lost after Cloud SQL acted on it, so the
+        caller looks for its effect before sending it again."""
         try:
             return await asyncio.to_thread(
-                request.execute, http=self._http_factory(), num_retries=IN_CALL_RETRIES
+                request.execute,
+                http=self._http_factory(),
+                num_retries=0 if write else IN_CALL_RETRIES,
             )
         except HttpError as exc:
             status, message = api_message(exc)
@@ -137,6 +141,7 @@ class SqlAdmin:
                 instance=instance,
                 body={"kind": "sql#backupRun", "description": description},
             ),
+            write=True,
         )
 
     async def operation(self, project: str, name: str) -> dict[str, Any]:
@@ -170,6 +175,7 @@ class SqlAdmin:
                 instance=instance,
                 body={"cloneContext": {"kind": "sql#cloneContext", **clone_context}},
             ),
+            write=True,
         )
 
 

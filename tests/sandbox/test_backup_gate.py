@@ -5,6 +5,7 @@ to DONE, and the gate passes on the new run."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ from activities.cloudsql import CloudSqlActivities
 from activities.sqladmin import SqlAdmin
 from runbook.migration_models import BackupCheckRequest
 from sandbox.cloudsql import CloudSqlEmulator
+from sandbox.scenario import FaultRule
 from tests.sqladmin_client import running_emulator
 
 NAME = "gate-db"
@@ -83,3 +85,30 @@ async def test_an_unknown_instance_is_a_permanent_failure_naming_the_setting(emu
             gate(emulator).check_backup, BackupCheckRequest(instance="no-such-db", max_age_hours=24)
         )
     assert failure.value.non_retryable
+
+
+async def test_a_backup_whose_answer_was_lost_is_taken_once(emulator) -> None:
+    """Cloud SQL started the backup but its answer was a 503: the retried attempt finds the run
+    its first attempt started (by the description naming the activity) instead of a second."""
+    for run in emulator.instance(NAME).backup_runs:
+        run.end_time = dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)
+    before = len(emulator.instance(NAME).backup_runs)
+    mark = emulator.effects.last_seq
+    emulator.faults.replace(
+        [FaultRule(resource="backupRuns", verb="post", when="after", status=503, times=1)]
+    )
+    request = BackupCheckRequest(instance=NAME, max_age_hours=24, take_if_missing=True)
+    env = ActivityEnvironment()  # one activity: both attempts share its workflow and activity ids
+    env.info = dataclasses.replace(env.info, activity_id="lost-answer")  # not the other tests'
+    try:
+        with pytest.raises(ApplicationError, match="503") as lost:
+            await env.run(gate(emulator).check_backup, request)
+        assert not lost.value.non_retryable
+        taken = await env.run(gate(emulator).check_backup, request)
+    finally:
+        emulator.faults.replace([])
+    assert taken.ok and taken.taken, taken.detail
+    inserts = [e for e in emulator.effects.since(mark) if e["kind"] == "backupRuns.post"]
+    runs = emulator.instance(NAME).backup_runs
+    assert len(inserts) == 1 and len(runs) == before + 1, (inserts, len(runs), before)
+    assert "activity" in runs[-1].description

@@ -225,6 +225,7 @@ class FaultRule(Strict):
 
     resource: str = "*"
     verb: str = "*"
+    name: str = Field("*", description="the object's name (Kubernetes API only); '*' any")
     when: Literal["before", "after"] = "before"
     status: Literal[429, 500, 503] | None = None
     rate: float = Field(1.0, ge=0, le=1)

@@ -173,7 +173,7 @@ class KubeApi:
                 )
             target = self._parse(group, version, tail)
             verb = _verb(request, target)
-            decision = self.faults.decide(target.resource.plural, verb)
+            decision = self.faults.decide(target.resource.plural, verb, name=target.name)
             if decision.latency_ms:
                 await asyncio.sleep(decision.latency_ms / 1000)
             if decision.drop:

@@ -60,7 +60,9 @@ class FaultInjector:
     def rules(self) -> list[dict[str, Any]]:
         return [{**rule.model_dump(), "remaining": remaining} for rule, remaining in self._rules]
 
-    def decide(self, resource: str, verb: str, when: str = "before") -> FaultDecision:
+    def decide(
+        self, resource: str, verb: str, when: str = "before", name: str | None = None
+    ) -> FaultDecision:
         """The faults for one request `before` it is applied, or `after` it was (writes only:
         the caller asks for `after` once the work is done)."""
         decision = FaultDecision()
@@ -68,7 +70,7 @@ class FaultInjector:
             rule, remaining = entry
             if rule.resource not in ("*", resource) or rule.verb not in ("*", verb):
                 continue
-            if rule.when != when:
+            if rule.when != when or rule.name not in ("*", name):
                 continue
             if remaining is not None and remaining <= 0:
                 continue
@@ -91,7 +93,7 @@ class FaultInjector:
         """The faults for the answer to a write already applied: waits out a hold (until
         `release`, at most HOLD_LIMIT_SECONDS) and any latency, then returns what is left for
         the caller to answer with (a status, or a dropped connection)."""
-        decision = self.decide(resource, verb, "after")
+        decision = self.decide(resource, verb, "after", what.get("name"))
         if decision.hold:
             held = Held(next(self._hold_ids), {"resource": resource, "verb": verb, **what})
             self.held[held.id] = held

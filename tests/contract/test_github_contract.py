@@ -6,6 +6,7 @@ refusals (401, 404, 410, 422) come back with GitHub's status and message."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -65,8 +66,8 @@ def ci_scenario() -> Scenario:
     )
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[RunningSandbox]:
+@contextlib.contextmanager
+def running_world() -> Iterator[RunningSandbox]:
     root = Path(tempfile.mkdtemp(prefix="modoru-github-"))
     running = RunningSandbox(ci_scenario(), root / "state")
     try:
@@ -77,15 +78,29 @@ def world() -> Iterator[RunningSandbox]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def endpoints_of(world: RunningSandbox) -> dict[str, Any]:
+    return json.loads(world.sandbox.endpoints_path.read_text())
+
+
+def client(endpoints: dict[str, Any]) -> GitHub:
+    token = Path(endpoints["github_token_file"]).read_text().strip()
+    return GitHub(TokenAuthStrategy(token), base_url=endpoints["github_api"])
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[RunningSandbox]:
+    with running_world() as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def endpoints(world) -> dict[str, Any]:
-    return json.loads(world.sandbox.endpoints_path.read_text())
+    return endpoints_of(world)
 
 
 @pytest.fixture(scope="module")
 def gh(endpoints) -> GitHub:
-    token = Path(endpoints["github_token_file"]).read_text().strip()
-    return GitHub(TokenAuthStrategy(token), base_url=endpoints["github_api"])
+    return client(endpoints)
 
 
 def extra_fields(model: type[BaseModel], data: Any, at: str = "$") -> list[str]:
@@ -122,12 +137,33 @@ def fits(response: Any, model: type[BaseModel], key: str | None = None) -> Any:
 
 def wait_for(gh: GitHub, run_id: int, status: str, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         run = gh.rest.actions.get_workflow_run(OWNER, REPO, run_id).parsed_data
         if run.status == status:
             return run
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"run {run_id} never became {status} in {timeout:g} s; last seen {run.status} "
+                f"(conclusion {run.conclusion})"
+            )
         time.sleep(0.05)
-    raise AssertionError(f"run {run_id} never became {status}")
+
+
+def completed_run(gh: GitHub, tag: str, state: str) -> Any:
+    """A CD run dispatched for `tag`, its review answered `state`, waited on to its end."""
+    run_id = (
+        gh.rest("2026-03-10")
+        .actions.create_workflow_dispatch(
+            OWNER, REPO, "cd-production.yml", ref="main", inputs={"tag": tag}
+        )
+        .parsed_data.workflow_run_id
+    )
+    wait_for(gh, run_id, "waiting")
+    pending = gh.rest.actions.get_pending_deployments_for_run(OWNER, REPO, run_id).parsed_data
+    gh.rest.actions.review_pending_deployments_for_run(
+        OWNER, REPO, run_id, environment_ids=[pending[0].environment.id], state=state, comment=tag
+    )
+    return wait_for(gh, run_id, "completed")
 
 
 def live_image(world: RunningSandbox) -> str:
@@ -424,11 +460,34 @@ def test_authentication_versions_and_expiry(world, gh, endpoints) -> None:
         world.call(lambda: setattr(emulator, "now", real_now))
 
 
-def test_run_filters_pagination_and_the_request_log(world, gh, endpoints) -> None:
+@pytest.fixture
+def own_world() -> Iterator[RunningSandbox]:
+    """A world of its own, for a test that counts every run and dispatch there is."""
+    with running_world() as running:
+        yield running
+
+
+def test_run_filters_pagination_and_the_request_log(own_world) -> None:
+    endpoints = endpoints_of(own_world)
+    gh = client(endpoints)
+    # The history's run, then a run that deploys, one rejected and one of an absent tag (its
+    # review approved), and a dispatch refused.
+    made = [
+        completed_run(gh, "1.1.0", "approved"),
+        completed_run(gh, "1.2.0", "rejected"),
+        completed_run(gh, "2.0.0-missing", "approved"),
+    ]
+    assert [r.conclusion for r in made] == ["success", "failure", "failure"]
+    with pytest.raises(RequestFailed) as refused:
+        gh.rest.actions.create_workflow_dispatch(
+            OWNER, REPO, "cd-production.yml", data={"ref": "main", "inputs": {}}
+        )
+    assert refused.value.response.status_code == 422
     runs = gh.rest.actions.list_workflow_runs_for_repo(OWNER, REPO).parsed_data.workflow_runs
-    assert len(runs) >= 4 and [r.created_at for r in runs] == sorted(
+    assert len(runs) == 4 and [r.created_at for r in runs] == sorted(
         (r.created_at for r in runs), reverse=True
     )
+    assert [r.id for r in runs[:3]] == [r.id for r in reversed(made)]
     first, second = (
         gh.rest.actions.list_workflow_runs_for_repo(OWNER, REPO, per_page=2, page=p).parsed_data
         for p in (1, 2)
@@ -461,7 +520,7 @@ def test_run_filters_pagination_and_the_request_log(world, gh, endpoints) -> Non
     dispatches = [
         e for e in log["entries"] if e["method"] == "POST" and e["path"].endswith("/dispatches")
     ]
-    assert [e["status"] for e in dispatches if e["status"] < 300] == [200, 200, 200]
+    assert [e["status"] for e in dispatches] == [200, 200, 200, 422]
     assert {"method", "path", "status"} <= set(log["entries"][0]) and log["last"] == log["entries"][
         -1
     ]["seq"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,7 +21,6 @@ from googleapiclient import discovery as gdiscovery
 from sandbox import discovery
 from sandbox.cloudsql import CloudSqlEmulator
 from sandbox.cloudsql_rest import ROUTES, build_app
-from sandbox.kube.faults import FaultInjector, RequestLog
 from tests.contract.exchanges import RecordingHttp, methods_used
 from tests.sqladmin_client import ApiFailure, SqlAdminApi, running_emulator
 
@@ -28,18 +28,18 @@ PROJECT, NAME = "tekutoko-prod", "contract-db"
 METHODS = discovery.methods("sqladmin", "v1")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def emulator() -> AsyncIterator[CloudSqlEmulator]:
+    """An emulator of each test's own (a second or two to start): what one test creates, such as
+    a clone, is never another's to find or to collide with."""
     async with running_emulator(
         "modoru-contract-", NAME, database="shop", user="shop_app", password="contract-secret"
     ) as running:
         yield running
 
 
-def test_every_route_is_a_method_of_the_discovery_document() -> None:
-    emulator = object.__new__(CloudSqlEmulator)
-    emulator.faults, emulator.requests = FaultInjector(), RequestLog()
-    app = build_app(emulator)
+def test_every_route_is_a_method_of_the_discovery_document(tmp_path) -> None:
+    app = build_app(CloudSqlEmulator(tmp_path / "state"))  # built, never started
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
@@ -82,6 +82,19 @@ async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
     async def run(request) -> dict:
         return await asyncio.to_thread(request.execute, http=RecordingHttp())
 
+    async def done(operation: dict, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = await run(service.operations().get(project=PROJECT, operation=operation["name"]))
+            if seen["status"] == "DONE":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"operation {operation['name']} ({operation.get('operationType')}) not DONE "
+                    f"after {timeout} s; last seen {seen['status']}"
+                )
+            await asyncio.sleep(0.1)
+
     await run(service.instances().get(project=PROJECT, instance=NAME))
     await run(service.instances().list(project=PROJECT))
     runs = await run(service.backupRuns().list(project=PROJECT, instance=NAME, maxResults=5))
@@ -93,10 +106,7 @@ async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
             body={"kind": "sql#backupRun", "description": "contract"},
         )
     )
-    while (await run(service.operations().get(project=PROJECT, operation=backup["name"])))[
-        "status"
-    ] != "DONE":
-        await asyncio.sleep(0.1)
+    await done(backup)
     window = await run(
         service.projects().instances().getLatestRecoveryTime(project=PROJECT, instance=NAME)
     )
@@ -113,14 +123,12 @@ async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
             },
         )
     )
-    while (await run(service.operations().get(project=PROJECT, operation=clone["name"])))[
-        "status"
-    ] != "DONE":
-        await asyncio.sleep(0.1)
+    await done(clone)
     await run(service.operations().list(project=PROJECT, instance=NAME))
 
     used = methods_used("sqladmin", "v1")
     assert used == set(ROUTES)
+    assert {i.name for i in emulator.instances} == {NAME, "contract-clone"}
 
 
 async def test_a_request_the_api_refuses_is_refused_the_same_way(emulator) -> None:
@@ -190,4 +198,5 @@ async def test_a_request_the_api_refuses_is_refused_the_same_way(emulator) -> No
         assert (
             raw.value.code == code == error["code"] and text in error["message"] and error["status"]
         )
-    assert {i.name for i in emulator.instances} == {NAME, "contract-clone"}
+    # Nothing refused was made: the emulator holds its one instance, no clone of it.
+    assert {i.name for i in emulator.instances} == {NAME}

@@ -11,8 +11,9 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 import grpc
@@ -30,7 +31,7 @@ from activities.notify import NotifyActivities
 from activities.verify import VerifyActivities
 from runbook.catalog import ApprovalPolicy, Catalog, Channel, ServiceEntry
 from runbook.guard import MonitoringConfig
-from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
+from runbook.guard_models import GuardPhase, GuardRequest, GuardResult, GuardStatus
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from runbook.postchecks import PostChecks
 from sandbox.traffic import TrafficGenerator
@@ -45,6 +46,7 @@ INTERVAL = 2.0
 # requests per second, loopback only: 180 in a one-minute window, so 15% errors read above 10%
 RATE = 60
 REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
+T = TypeVar("T")
 
 
 @dataclass
@@ -119,6 +121,41 @@ async def guarded(dev_env, sandbox: RunningSandbox, tmp_path, request) -> AsyncI
     await api.close()
 
 
+async def until(
+    what: str,
+    read: Callable[[], Awaitable[T]],
+    done: Callable[[T], object],
+    show: Callable[[T], str],
+    timeout: float,
+    interval: float = 0.1,
+) -> T:
+    """Read until `done` holds for what was read, and return that. After `timeout` seconds the
+    test fails, naming what it waited for and what it last saw: it never goes on without it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if done(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what}; last saw {show(value)}"
+            )
+        await asyncio.sleep(interval)
+
+
+def guard_phase(status: GuardStatus) -> str:
+    return f"guard phase {status.phase.value}: {status.message or '(no message)'}"
+
+
+def rollout(d: kube.V1Deployment) -> str:
+    s = d.status
+    return (
+        f"generation {d.metadata.generation} (observed {s.observed_generation}), "
+        f"replicas {d.spec.replicas} wanted, {s.replicas} in all, {s.updated_replicas} updated, "
+        f"{s.available_replicas} available"
+    )
+
+
 async def release(stack: GuardStack, tag: str) -> float:
     """Set the image as a CD pipeline would; returns when the new pods serve alone."""
     patch = {
@@ -128,16 +165,21 @@ async def release(stack: GuardStack, tag: str) -> float:
         },
     }
     await stack.apps.patch_namespaced_deployment("tekutoko-api", "default", patch)
-    for _ in range(400):
-        d = await stack.apps.read_namespaced_deployment("tekutoko-api", "default")
-        s = d.status
-        if (
-            s.observed_generation >= d.metadata.generation
-            and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas
-        ):
-            return time.time()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"release {tag} did not roll out")
+    await until(
+        f"release {tag} to roll out (every replica updated and available)",
+        lambda: stack.apps.read_namespaced_deployment("tekutoko-api", "default"),
+        lambda d: (
+            d.status.observed_generation >= d.metadata.generation
+            and d.status.updated_replicas
+            == d.status.replicas
+            == d.status.available_replicas
+            == d.spec.replicas
+        ),
+        rollout,
+        timeout=30,
+        interval=0.05,
+    )
+    return time.time()
 
 
 async def guard_a_release(
@@ -164,28 +206,33 @@ async def guard_a_release(
         id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}",
         task_queue=stack.queue,
     )
-    for _ in range(100):
-        if (await handle.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.WATCHING:
-            break
-        await asyncio.sleep(0.1)
+    # The bad release only once the guard watches: its baseline is the healthy release's.
+    await until(
+        "the guard to take its baseline and watch (phase watching)",
+        lambda: handle.query(ReleaseGuardWorkflow.status),
+        lambda status: status.phase is GuardPhase.WATCHING,
+        guard_phase,
+        timeout=30,
+    )
     rolled_out = await release(stack, bad_tag)
     rollback = stack.client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
-    for _ in range(600):
-        status = await handle.query(ReleaseGuardWorkflow.status)
-        if status.rollback_workflow_id:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"no rollback started; guard: {status.model_dump_json()}")
+    await until(
+        f"the guard to start a rollback of {bad_tag}",
+        lambda: handle.query(ReleaseGuardWorkflow.status),
+        lambda status: status.rollback_workflow_id,
+        lambda status: status.model_dump_json(),
+        timeout=90,
+    )
     started = (await rollback.describe()).start_time
     rollback_status = await rollback.query(DeploymentRollbackWorkflow.status)
     if rollback_status.severity is Severity.INVESTIGATE:
-        for _ in range(100):
-            if (
-                await rollback.query(DeploymentRollbackWorkflow.status)
-            ).phase is Phase.AWAITING_APPROVAL:
-                break
-            await asyncio.sleep(0.1)
+        await until(
+            "the investigate rollback to wait for approval (phase awaiting_approval)",
+            lambda: rollback.query(DeploymentRollbackWorkflow.status),
+            lambda status: status.phase is Phase.AWAITING_APPROVAL,
+            lambda status: f"rollback phase {status.phase.value}: {status.message or '(none)'}",
+            timeout=30,
+        )
         await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
     result: GuardResult = await asyncio.wait_for(handle.result(), 120)
     return result, rolled_out, started

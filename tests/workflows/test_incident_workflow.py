@@ -170,6 +170,77 @@ async def test_follow_ups_remind_at_half_time_escalate_at_the_deadline_and_stop_
     assert fake.notices[-1].subject == "【インシデント完了】"
 
 
+async def test_a_postmortem_not_written_is_reminded_at_24_h_and_escalated_at_48_h(
+    time_skipping_env, fake
+) -> None:
+    jst = dt.timezone(dt.timedelta(hours=9))
+    async with worker(time_skipping_env, fake):
+        handle, _, detected = await open_incident(time_skipping_env, rollback=False)
+        await until(handle, lambda s: len(s.follow_ups) == 3, "the follow-ups")
+        # Root cause and prevention recorded at once: the postmortem is the one follow-up left.
+        await handle.signal(
+            IncidentWorkflow.rca,
+            FollowUpSignal(by="oncall", summary="1.3.0 dropped an index", request_id="rca"),
+        )
+        await handle.signal(
+            IncidentWorkflow.prevention,
+            FollowUpSignal(by="sre-lead", summary="index check in CI", request_id="prevention"),
+        )
+        current = await until(handle, lambda s: s.missing == ["postmortem"], "only the postmortem")
+        incident_id = current.incident_id
+        await time_skipping_env.sleep(23 * H)
+        assert [f.reminders for f in (await status(handle)).follow_ups] == [[], [], []]
+        await time_skipping_env.sleep(2 * H)  # 25 h: half of the postmortem's 48 h has passed
+        current = await until(
+            handle, lambda s: s.follow_ups[1].reminders == ["half_time"], "the postmortem reminder"
+        )
+        await time_skipping_env.sleep(22 * H)  # 47 h: not yet due
+        assert (await status(handle)).follow_ups[1].reminders == ["half_time"]
+        await time_skipping_env.sleep(2 * H)  # 49 h: the deadline has passed unmet
+        current = await until(
+            handle,
+            lambda s: s.follow_ups[1].reminders == ["half_time", "deadline"],
+            "the postmortem escalation",
+        )
+        pm = current.follow_ups[1]
+        assert (pm.key, pm.due_at, pm.done_at) == ("postmortem", detected + 48 * H, None)
+        assert [f.reminders for f in (current.follow_ups[0], current.follow_ups[2])] == [[], []]
+        sent = [n for n in fake.notices if n.kind in ("reminder", "escalation")]
+        recorded = [n for n in current.notices if n.kind in ("reminder", "escalation")]
+        # Written late, it still closes the incident, and nothing more is sent about it.
+        await handle.signal(
+            IncidentWorkflow.postmortem,
+            FollowUpSignal(by="sre-lead", link="https://docs.example/pm", request_id="pm"),
+        )
+        result: IncidentResult = await handle.result()
+    assert [(n.kind, n.subject) for n in sent] == [
+        ("reminder", "【リマインド: 期限の半分が経過】ポストモーテム作成（48時間以内）"),
+        ("escalation", "【エスカレーション: 期限超過】ポストモーテム作成（48時間以内）"),
+    ]
+    due = (detected + 48 * H).astimezone(jst).strftime("%Y-%m-%d %H:%M JST")
+    for notice in sent:
+        assert (
+            f"インシデント: {incident_id}" in notice.text
+            and "対象: tekutoko-api" in notice.text
+            and f"期限: {due}" in notice.text
+            and f"modoru incident postmortem {incident_id} --link" in notice.text
+        ), notice.text
+    # Sent by durable timers at the points of the policy: 24 h and 48 h after detection.
+    assert [n.kind for n in recorded] == ["reminder", "escalation"]
+    for notice, hours in zip(recorded, (24, 48), strict=True):
+        assert detected + hours * H <= notice.at < detected + hours * H + dt.timedelta(minutes=1)
+    assert [e.action for e in result.status.audit if e.action in ("reminder", "escalation")] == [
+        "reminder",
+        "escalation",
+    ]
+    assert result.status.state == "closed" and result.status.follow_ups[1].done_at > pm.due_at
+    assert "recorded after the deadline" in audit(result.status, "pm").detail
+    assert [n.kind for n in fake.notices if n.kind in ("reminder", "escalation")] == [
+        "reminder",
+        "escalation",
+    ]
+
+
 async def test_pending_confirmations_keep_the_rollback_from_fully_verified_and_are_reminded(
     time_skipping_env, fake
 ) -> None:

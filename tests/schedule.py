@@ -14,8 +14,7 @@ with quick ones a neighbour may take.
 What a test costs comes from `tests/durations.json`, seconds per test from a
 whole run (`MODORU_RECORD_DURATIONS=tests/durations.json pytest -n 6 --dist
 worksteal` writes it); a test it does not know counts 0.2 s. A file stays in
-one slice (its module fixtures are set up once, and some contract files build
-on what their earlier tests left) unless it alone holds more than half a
+one slice (its module fixtures are set up once) unless it alone holds more than half a
 slice's share of the time, or its tests each start their own sandbox and
 worker (integration, reliability): then its tests are spread one by one. The
 quick, self-contained tests (unit, workflow, replay) fill each slice to its

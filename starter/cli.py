@@ -381,10 +381,16 @@ def demo(
     state_dir: Path = typer.Option(
         Path(".modoru/demo"), help="Where the demo's state and logs go."
     ),
+    stay: bool = typer.Option(
+        False,
+        "--stay",
+        help="Keep Temporal, its Web UI and the sandbox up after the story, until Ctrl-C, so "
+        "the links it prints can be opened.",
+    ),
 ) -> None:
     """The runbook's story end to end: 1.3.0 is released, the release guard sees its errors, rolls \
 it back and verifies the recovery."""
-    raise typer.Exit(run_demo(state_dir))
+    raise typer.Exit(run_demo(state_dir, stay=stay))
 
 
 @sandbox_app.command("up")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -131,7 +133,7 @@ async def story(stack: EmbeddedStack) -> int:
     console.rule("5. after")
     console.print(f"error ratio of {api}: {error_ratio(api):.0%}")
     console.print(f"guard: {guard_final.phase.value}: {guard_final.message}")
-    console.print(f"Web UI: {stack.web_ui}/namespaces/default/workflows/{final.workflow_id}")
+    console.print(f"Web UI: {rollback_url(stack)}")
     verified = (
         final.phase == Phase.COMPLETED
         and final.verification is not None
@@ -179,7 +181,37 @@ async def save_postmortem_draft(client, stack: EmbeddedStack, rollback_id: str) 
     return path
 
 
-def run_demo(state_dir: Path) -> int:
+def rollback_url(stack: EmbeddedStack) -> str:
+    return (
+        f"{stack.web_ui}/namespaces/default/workflows/"
+        f"{rollback_workflow_id('default', 'tekutoko-api')}"
+    )
+
+
+def stay_until_interrupted(stack: EmbeddedStack) -> None:
+    """Keep the stack up (Temporal, its Web UI, the sandbox, the worker) until Ctrl-C or
+    SIGTERM, so the links printed can be opened."""
+    console.rule("the stack stays up")
+    console.print(f"the rollback in the Web UI: {rollback_url(stack)}", markup=False)
+    console.print(f"the sandbox's endpoints: {stack.endpoints_path}", markup=False)
+    console.print(
+        f"Temporal Web UI: {stack.web_ui}; Temporal at 127.0.0.1:{stack.temporal_port} "
+        f"(`modoru` commands reach it with MODORU_TEMPORAL_ADDRESS=127.0.0.1:{stack.temporal_port}"
+        "); press Ctrl-C to stop everything",
+        markup=False,
+    )
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(state_dir: Path, stay: bool = False) -> int:
     temporal_port = 7233 if port_free(7233) else free_port()
     ui_port = 8233 if port_free(8233) else free_port()
     if os.path.exists(state_dir / "temporal.db"):
@@ -200,6 +232,15 @@ def run_demo(state_dir: Path) -> int:
         return 2
     try:
         console.print(f"Temporal Web UI: {stack.web_ui} (open it while the demo runs)")
-        return asyncio.run(story(stack))
+        code = asyncio.run(story(stack))
+        if stay:
+            stay_until_interrupted(stack)
+        return code
     finally:
         stack.stop()
+        if not stay:
+            console.print(
+                "The demo's stack is stopped now, so the Web UI links above no longer answer; "
+                "`modoru demo --stay` keeps Temporal, its Web UI and the sandbox up until Ctrl-C.",
+                markup=False,
+            )

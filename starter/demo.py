@@ -196,7 +196,7 @@ def stay_until_interrupted(stack: EmbeddedStack) -> None:
     console.print(f"the sandbox's endpoints: {stack.endpoints_path}", markup=False)
     console.print(
         f"Temporal Web UI: {stack.web_ui}; Temporal at 127.0.0.1:{stack.temporal_port} "
-        f"(`modoru` commands reach it with MODORU_TEMPORAL_ADDRESS=127.0.0.1:{stack.temporal_port}"
+        f"(`modoru` commands reach it with TEMPORAL_ADDRESS=127.0.0.1:{stack.temporal_port}"
         "); press Ctrl-C to stop everything",
         markup=False,
     )

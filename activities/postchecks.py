@@ -24,6 +24,7 @@ from runbook.monitoring import MIN_ALIGNMENT_SECONDS, ceil_minute, floor_minute
 from runbook.postchecks import (
     BACKENDS_METRIC,
     CPU_METRIC,
+    LIMITED,
     MEMORY_METRIC,
     PostChecks,
     container_filter,
@@ -31,8 +32,12 @@ from runbook.postchecks import (
     judge_logs,
     judge_pool,
     judge_utilization,
+    judged_containers,
     log_filter,
+    no_limit_detail,
+    no_limit_note,
     redact,
+    without_limit,
 )
 from runbook.verification import (
     DEADLINE_FIX,
@@ -185,9 +190,33 @@ class PostCheckReader:
         )
         return newest.metadata.creation_timestamp
 
+    async def unlimited(
+        self, request: VerifyRequest, checks: PostChecks, deployment: Any
+    ) -> tuple[list[str], dict[str, list[str]]]:
+        """(the containers judged, metric -> those of them without the limit it is a share
+        of), from the Deployment's pod template. Only when the template leaves a limit out
+        are the pods read too: admission (a LimitRange's defaults) may have given them one,
+        and then GKE writes the series."""
+        serialize = self.apps.api_client.sanitize_for_serialization
+        specs = [serialize(deployment.spec.template.spec) or {}]
+        missing = {m: without_limit(specs, m, checks.container) for m in LIMITED}
+        if any(missing.values()):
+            selector = selector_string(serialize(deployment.spec.selector))
+            pods = (
+                await self.core.list_namespaced_pod(request.namespace, label_selector=selector)
+            ).items
+            specs += [
+                serialize(p.spec) or {} for p in pods if p.metadata.deletion_timestamp is None
+            ]
+            missing = {m: without_limit(specs, m, checks.container) for m in LIMITED}
+        return judged_containers(specs[0], checks.container), missing
+
     async def resources(
         self, request: VerifyRequest, checks: PostChecks, timing: Timing, deployment: Any
     ) -> list[CheckResult]:
+        """CPU and memory limit utilization of the service's containers. A container
+        without the limit has no such series: a check none of whose containers has one is
+        not judged (neither passed nor failed) and says so, never "no data"."""
         project = self._project(request)
         if self.monitoring is None or project is None:
             why = (
@@ -198,14 +227,29 @@ class PostCheckReader:
             return [
                 CheckResult(name=n, ok=True, detail=f"skipped: {why}") for n in ("cpu", "memory")
             ]
-        released = await guarded(
-            "the deployment's ReplicaSets", self.release_started(request, deployment)
+        names, missing = await guarded(
+            "the pods' limits", self.unlimited(request, checks, deployment)
+        )
+        read = any(len(missing[m]) < len(names) or not names for m in LIMITED)
+        released = (
+            await guarded("the deployment's ReplicaSets", self.release_started(request, deployment))
+            if read
+            else None
         )
         found = []
         for name, metric, what, fallback in (
             ("cpu", CPU_METRIC, "CPU", checks.max_cpu_utilization),
             ("memory", MEMORY_METRIC, "memory", checks.max_memory_utilization),
         ):
+            unlimited = missing[metric]
+            if names and len(unlimited) == len(names):
+                found.append(
+                    CheckResult(
+                        name=name, ok=True, judged=False, detail=no_limit_detail(what, unlimited)
+                    )
+                )
+                continue
+            note = no_limit_note(what, unlimited)
             delay = checks.delay(metric)
             if (waiting := timing.gate(name, f"{what} utilization", delay)) is not None:
                 found.append(waiting)
@@ -236,9 +280,11 @@ class PostCheckReader:
                 name, what, max(minutes) if minutes else None, baseline, fallback, checks
             )
             if not minutes:
-                found.append(timing.next_minute(n, detail, end, delay))
+                found.append(timing.next_minute(n, detail + note, end, delay))
                 continue
-            found.append(CheckResult(name=n, ok=ok, detail=detail + f" over {len(minutes)} min"))
+            found.append(
+                CheckResult(name=n, ok=ok, detail=detail + f" over {len(minutes)} min" + note)
+            )
         return found
 
     async def connection_pool(

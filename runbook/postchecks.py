@@ -15,8 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # GKE system metrics (cloud.google.com/monitoring/api/metrics_kubernetes): GAUGE DOUBLE
 # on k8s_container, sampled every 60 s, visible after up to 240 s (CPU) and 120 s (memory).
+# Each is a fraction of the container's limit: a container without that limit has no series.
+# Memory's has a label memory_type, evictable (e.g. page cache, which the kernel can reclaim)
+# or non-evictable: what the container really holds on to is the non-evictable part.
 CPU_METRIC = "kubernetes.io/container/cpu/limit_utilization"
 MEMORY_METRIC = "kubernetes.io/container/memory/limit_utilization"
+MEMORY_TYPE = "non-evictable"
+LIMITED = {CPU_METRIC: "cpu", MEMORY_METRIC: "memory"}  # metric -> the limit it is a share of
+NO_LIMIT = "not judged: no limit set (use request_utilization or set a limit)"
 CONTAINER_RESOURCE = "k8s_container"
 CONTAINER_LABELS = (
     "project_id",
@@ -180,6 +186,8 @@ def container_filter(
         f'resource.labels.namespace_name = "{namespace}"',
         f'resource.labels.pod_name = starts_with("{deployment}-")',
     ]
+    if metric == MEMORY_METRIC:
+        terms.append(f'metric.labels.memory_type = "{MEMORY_TYPE}"')
     if checks.container:
         terms.append(f'resource.labels.container_name = "{checks.container}"')
     if checks.cluster_name:
@@ -187,6 +195,50 @@ def container_filter(
     if checks.location:
         terms.append(f'resource.labels.location = "{checks.location}"')
     return " AND ".join(terms)
+
+
+def pod_containers(spec: dict) -> list[dict]:
+    """The containers that run for a pod's life (its spec in the API's JSON form): the
+    regular ones and native sidecars (init containers with `restartPolicy: Always`)."""
+    return [*(spec.get("containers") or [])] + [
+        c for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"
+    ]
+
+
+def judged_containers(template: dict, container: str | None = None) -> list[str]:
+    """The names of the template's containers the checks judge: `container`, or all."""
+    names = [c.get("name") for c in pod_containers(template)]
+    return [n for n in names if n and (container is None or n == container)]
+
+
+def without_limit(specs: list[dict], metric: str, container: str | None = None) -> list[str]:
+    """The containers judged for `metric` (`container`, or every container of the first
+    spec: the Deployment's pod template) that none of `specs` gives the limit the metric
+    is a share of. Later specs are the pods' own, which admission (a LimitRange's
+    defaults) may have given a limit the template does not set. A `container` the
+    template does not run is not named: its missing data says so."""
+    resource = LIMITED[metric]
+    names = judged_containers(specs[0] if specs else {}, container)
+
+    def limited(name: str) -> bool:
+        return any(
+            ((c.get("resources") or {}).get("limits") or {}).get(resource)
+            for spec in specs
+            for c in pod_containers(spec)
+            if c.get("name") == name
+        )
+
+    return [n for n in names if n and not limited(n)]
+
+
+def no_limit_detail(what: str, containers: list[str]) -> str:
+    """A check none of whose containers has the limit: neither passed nor failed."""
+    return f"{NO_LIMIT}; no {what} limit on {', '.join(containers)}"
+
+
+def no_limit_note(what: str, containers: list[str]) -> str:
+    """Added to a check judged on some containers while others have no limit."""
+    return f"; {', '.join(containers)} not judged: no {what} limit set" if containers else ""
 
 
 def database_filter(project: str, instance_project: str, instance: str) -> str:

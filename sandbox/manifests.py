@@ -60,6 +60,8 @@ def deployment_manifest(
             "periodSeconds": 10,
         },
     }
+    if resources := seed.resources.manifest():
+        container["resources"] = resources
     env = [{"name": k, "value": v} for k, v in seed.env.items()]
     if seed.cloudsql_proxy is not None and database_secret:
         env += [

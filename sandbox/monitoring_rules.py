@@ -95,6 +95,9 @@ GAUGES = {
     MEMORY_LIMIT: "memory",
     NUM_BACKENDS: "backends",
 }  # metric type -> the sampler's name (sandbox/pod_load.py)
+# The sampler writes a container's limit_utilization only when the container has that limit
+# (the value is a fraction of it), and memory's as two series, memory_type evictable and
+# non-evictable: a filter that does not pick one reads both.
 METRICS = {
     d.type: d
     for d in (

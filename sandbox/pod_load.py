@@ -2,8 +2,13 @@
 it, for the Cloud Monitoring emulator's gauge metrics:
 
 - `kubernetes.io/container/{cpu,memory}/limit_utilization` of every running
-  container, from its image profile (`cpu_utilization`, `memory_utilization`,
-  with a little noise); the Cloud SQL Auth Proxy sidecar costs little.
+  container that has that limit (`resources.limits.cpu` / `.memory` in the pod's
+  spec), from its image profile (`cpu_utilization`, `memory_utilization`, with a
+  little noise); the Cloud SQL Auth Proxy sidecar costs little. A container
+  without the limit has no such series, as on GKE: the value is a fraction of
+  the limit. Memory comes as two series, `memory_type` `non-evictable` (the
+  profile's figure) and `evictable` (page cache filling most of the rest of the
+  limit), so a query that does not pick the type reads the wrong figure.
 - `cloudsql.googleapis.com/database/postgresql/num_backends`, counted in the
   real PostgreSQL's `pg_stat_activity`. Pods whose profile says
   `db_connections: N` really hold N connections to their database as the app's
@@ -35,6 +40,16 @@ MINUTES_KEPT = (
     180  # per series: three hours of metric time (a baseline looks 30 minutes before a release)
 )
 SIDECAR_CPU, SIDECAR_MEMORY = 0.02, 0.08
+PAGE_CACHE = 0.8  # evictable memory: this share of what non-evictable memory leaves of the limit
+
+
+def limits_of(pod: dict[str, Any], container: str) -> dict[str, Any]:
+    """`resources.limits` of one of the pod's containers (regular or init), {} without."""
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        if c.get("name") == container:
+            return (c.get("resources") or {}).get("limits") or {}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -180,6 +195,7 @@ class PodLoad:
                     if is_sidecar(c)
                 ]
             for container, cpu, memory in containers:
+                limits = limits_of(pod, container)
                 resource = tuple(
                     sorted(
                         gke_names.k8s_container(
@@ -187,16 +203,17 @@ class PodLoad:
                         ).items()
                     )
                 )
-                self.samples.record(GaugeSample(now, "cpu", resource, (), self._noise(cpu)))
-                self.samples.record(
-                    GaugeSample(
-                        now,
-                        "memory",
-                        resource,
-                        (("memory_type", "non-evictable"),),
-                        self._noise(memory),
-                    )
-                )
+                if limits.get("cpu"):
+                    self.samples.record(GaugeSample(now, "cpu", resource, (), self._noise(cpu)))
+                if limits.get("memory"):
+                    held = min(1.0, self._noise(memory))
+                    cache = min(1.0 - held, self._noise((1.0 - held) * PAGE_CACHE))
+                    for memory_type, value in (("non-evictable", held), ("evictable", cache)):
+                        self.samples.record(
+                            GaugeSample(
+                                now, "memory", resource, (("memory_type", memory_type),), value
+                            )
+                        )
             rate = runtime.profile.background_errors_per_minute
             if rate:
                 owed = self._owed.get(uid, 0.0) + rate * self.interval * self.clock.speed / 60

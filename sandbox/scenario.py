@@ -154,6 +154,28 @@ class CloudSqlProxySeed(Strict):
         return f"{PROXY_IMAGE}:{self.version}"
 
 
+class ContainerResources(Strict):
+    """The app container's `resources` (Kubernetes quantities). GKE writes
+    `kubernetes.io/container/{cpu,memory}/limit_utilization` only for a container with
+    that limit, so a seed without `limits` gives pods whose CPU and memory cannot be
+    judged against a limit."""
+
+    requests: dict[Literal["cpu", "memory"], str] = Field(default_factory=dict)
+    limits: dict[Literal["cpu", "memory"], str] = Field(default_factory=dict)
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        return {
+            key: dict(value)
+            for key, value in (("requests", self.requests), ("limits", self.limits))
+            if value
+        }
+
+
+DEFAULT_RESOURCES = ContainerResources(
+    requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "500m", "memory": "512Mi"}
+)
+
+
 class DeploymentSeed(Strict):
     name: str
     namespace: str = "default"
@@ -171,6 +193,10 @@ class DeploymentSeed(Strict):
     min_ready_seconds: int = Field(0, ge=0)
     cloudsql_proxy: CloudSqlProxySeed | None = Field(
         None, description="a Cloud SQL Auth Proxy sidecar in the pods"
+    )
+    resources: ContainerResources = Field(
+        default_factory=lambda: DEFAULT_RESOURCES.model_copy(deep=True),
+        description="the app container's requests and limits; {} for none",
     )
     revisions: list[Revision] = Field(min_length=1)
 

@@ -83,12 +83,20 @@ def verification_summary(language: str, checks: list) -> str:
         else ("service healthy" if passed else "some checks not met")
     )
     if passed and unjudged:
-        names = ", ".join(c.name for c in unjudged)
-        head += (
-            f"（期限内にデータが揃わず未判定: {names}）"
-            if ja
-            else f" (not judged: no data by verification's deadline for {names})"
-        )
+        late = [c.name for c in unjudged if "no limit" not in c.detail]
+        unlimited = [c.name for c in unjudged if "no limit" in c.detail]
+        if late:
+            head += (
+                f"（期限内にデータが揃わず未判定: {', '.join(late)}）"
+                if ja
+                else f" (not judged: no data by verification's deadline for {', '.join(late)})"
+            )
+        if unlimited:
+            head += (
+                f"（リミット未設定のため未判定: {', '.join(unlimited)}）"
+                if ja
+                else f" (not judged: no limit set for {', '.join(unlimited)})"
+            )
     if not checks:
         return head + ("（自動確認なし）" if ja else " (no automatic checks were made)")
     lines = []

@@ -300,3 +300,27 @@ def test_credentials_in_log_lines_are_masked_before_they_become_evidence() -> No
         redact("GET /v1/walks status=500 duration_ms=30.0")
         == "GET /v1/walks status=500 duration_ms=30.0"
     )
+
+
+def test_the_summary_tells_a_missing_limit_from_late_data() -> None:
+    checks = [
+        CheckResult(name="pods", ok=True, detail="3/3 Running and Ready"),
+        CheckResult(
+            name="cpu",
+            ok=True,
+            judged=False,
+            detail="not judged: no limit set (use request_utilization or set a limit)",
+        ),
+        CheckResult(
+            name="logs",
+            ok=True,
+            judged=False,
+            detail="not judged: the logs of 16:36-16:37 UTC are readable at 16:37:20 UTC",
+        ),
+    ]
+    english = notices.verification_summary("en", checks).splitlines()[0]
+    assert english == (
+        "service healthy (not judged: no data by verification's deadline for logs) "
+        "(not judged: no limit set for cpu)"
+    )
+    assert "リミット未設定のため未判定: cpu" in notices.verification_summary("ja", checks)

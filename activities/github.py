@@ -4,6 +4,13 @@ and follow the run it started, read its environment's pending deployment (the
 approval there stays a human's, in GitHub), and list and download the
 pipeline's manifest backups.
 
+GitHub Enterprise Server up to 3.20 refuses the dispatch's `return_run_details`
+(github.com added it in February 2026; GHES answers 400 to a body key it does not
+know, before dispatching anything): the dispatch is then sent again without it and
+the run is found by its title. A rate-limited answer (403 or 429, GitHub's primary
+or secondary limit) is retried no sooner than GitHub says: `retry-after`, else
+`x-ratelimit-reset` when `x-ratelimit-remaining` is 0, else a minute.
+
 The token is never in a request or a history: requests carry the *name* of the
 worker's environment variable holding it (or `<name>_FILE`, a file with it),
 and the activity reads it."""
@@ -21,7 +28,7 @@ from typing import Any
 
 import httpx
 from githubkit import GitHub, TokenAuthStrategy
-from githubkit.exception import RequestError, RequestFailed, RequestTimeout
+from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed, RequestTimeout
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -48,6 +55,15 @@ from .gatekeeper import Gatekeeper
 API_VERSION = "2022-11-28"
 FIND_RUN_SECONDS = 30  # after a 204 dispatch, how long the new run may take to be listed
 CLOCK_SKEW = dt.timedelta(seconds=5)
+RUN_DETAILS = "return_run_details"
+# GitHub's advice when a limited answer says nothing of when to come back: "wait for at least
+# one minute" (docs.github.com, Rate limits for the REST API).
+RATE_LIMIT_DEFAULT_WAIT = dt.timedelta(seconds=60)
+# The primary limit's window is an hour: a reset further away than that is not believed.
+RATE_LIMIT_MAX_WAIT = dt.timedelta(hours=1, minutes=1)
+RESET_MARGIN = dt.timedelta(seconds=1)  # x-ratelimit-reset is whole epoch seconds
+ARTIFACTS_PER_PAGE = 100  # GitHub's maximum
+MAX_ARTIFACT_PAGES = 10
 
 
 def read_token(env_name: str, environ: Mapping[str, str]) -> str:
@@ -71,22 +87,65 @@ def read_token(env_name: str, environ: Mapping[str, str]) -> str:
     return value
 
 
+def _message(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("message") or "") if isinstance(body, dict) else ""
+
+
+def rate_limit_wait(exc: RequestFailed, now: dt.datetime | None = None) -> dt.timedelta | None:
+    """How long GitHub asks a rate-limited caller to wait, or None if the answer is not a rate
+    limit. Primary and secondary limits answer 403 or 429: `retry-after` (seconds) wins, then
+    `x-ratelimit-reset` (epoch seconds) when `x-ratelimit-remaining` is 0, else a minute."""
+    response = exc.response
+    status, headers = response.status_code, response.headers
+    remaining = headers.get("x-ratelimit-remaining")
+    retry_after = headers.get("retry-after")
+    limited = status == 429 or (
+        status == 403
+        and (
+            isinstance(exc, RateLimitExceeded)
+            or retry_after is not None
+            or remaining == "0"
+            or "rate limit" in _message(response).lower()
+        )
+    )
+    if not limited:
+        return None
+    wait: dt.timedelta | None = None
+    if retry_after is not None and retry_after.strip().isdigit():
+        wait = dt.timedelta(seconds=int(retry_after.strip()))
+    elif remaining == "0" and (headers.get("x-ratelimit-reset") or "").strip().isdigit():
+        reset = dt.datetime.fromtimestamp(int(headers["x-ratelimit-reset"].strip()), dt.UTC)
+        wait = max(reset - (now or dt.datetime.now(dt.UTC)), dt.timedelta(0)) + RESET_MARGIN
+    if wait is None:
+        wait = RATE_LIMIT_DEFAULT_WAIT
+    return min(max(wait, dt.timedelta(seconds=1)), RATE_LIMIT_MAX_WAIT)
+
+
 def failure(exc: RequestError, what: str, token_env: str) -> ApplicationError:
-    """One line for a GitHub error: permanent unless GitHub is unavailable or rate-limits."""
+    """One line for a GitHub error: permanent unless GitHub is unavailable or rate-limits (then
+    the next retry waits as long as GitHub asked)."""
     if isinstance(exc, RequestFailed):
         status = exc.response.status_code
-        try:
-            message = str(exc.response.json().get("message") or "")
-        except ValueError:
-            message = ""
+        message = _message(exc.response)
         if status == 401:
             return permanent(
                 f"GitHub refused the token in {token_env} while {what} (401 "
                 f"{message or 'Bad credentials'})",
                 "GitHubDenied",
             )
-        limited = status == 429 or (status == 403 and "rate limit" in message.lower())
-        if limited or status >= 500:
+        wait = rate_limit_wait(exc)
+        if wait is not None:
+            return ApplicationError(
+                f"GitHub rate-limited {what} ({status}: {message or 'rate limit exceeded'}); "
+                f"retrying in {wait.total_seconds():g}s, as GitHub asked",
+                type="GitHubRateLimited",
+                next_retry_delay=wait,
+            )
+        if status >= 500:
             return ApplicationError(
                 f"GitHub answered {status} while {what}: {message}; retrying",
                 type="GitHubTransient",
@@ -103,6 +162,19 @@ def failure(exc: RequestError, what: str, token_env: str) -> ApplicationError:
     return ApplicationError(f"GitHub request {kind} while {what}; retrying", type="GitHubTransient")
 
 
+def refuses_run_details(exc: RequestError) -> bool:
+    """Whether a dispatch was refused for its `return_run_details` key alone: GitHub Enterprise
+    Server before 3.21 validates the body against a schema without it and answers 400 (422 on
+    some endpoints) naming the key. Such a refusal dispatched nothing."""
+    if not isinstance(exc, RequestFailed) or exc.response.status_code not in (400, 422):
+        return False
+    try:
+        said = exc.response.text
+    except (UnicodeDecodeError, ValueError):
+        said = ""
+    return RUN_DETAILS in said
+
+
 def _when(value: Any) -> dt.datetime | None:
     return value if isinstance(value, dt.datetime) else None
 
@@ -117,6 +189,8 @@ class GitHubActivities:
         self.api_url = api_url.rstrip("/")
         self.environ = os.environ if environ is None else environ
         self.gatekeeper = gatekeeper
+        # API URLs that refused `return_run_details` (GitHub Enterprise Server before 3.21).
+        self._without_run_details: set[str] = set()
 
     def _client(self, cd: CdConfig) -> GitHub:
         # No retries inside the client: Temporal's retry policy (the runbook's budget) decides.
@@ -170,18 +244,7 @@ class GitHubActivities:
             if earlier is not None:
                 return await self._state(rest, cd, earlier, adopted=True)
             what = f"dispatching {cd.workflow} on {cd.ref} in {cd.repository}"
-            answer = await self._call(
-                cd,
-                what,
-                rest.actions.async_create_workflow_dispatch(
-                    owner,
-                    repo,
-                    cd.workflow,
-                    ref=cd.ref,
-                    inputs={cd.tag_input: request.tag},
-                    return_run_details=True,
-                ),
-            )
+            answer = await self._send_dispatch(rest, cd, request.tag, what)
             activity.logger.info("dispatched %s with %s=%s", cd.workflow, cd.tag_input, request.tag)
             if answer.status_code == 200:
                 run_id = int(answer.json()["workflow_run_id"])
@@ -206,6 +269,32 @@ class GitHubActivities:
             f"{cd.ref} within {FIND_RUN_SECONDS}s: find it in the Actions tab (the workflow's "
             "run-name should name the tag)",
             "GitHubRunNotFound",
+        )
+
+    async def _send_dispatch(self, rest, cd: CdConfig, tag: str, what: str):
+        """POST the dispatch, asking for the run's details unless this server is known not to
+        take the key. A 400/422 naming `return_run_details` (GitHub Enterprise Server before
+        3.21) is a refusal of the body: nothing was dispatched, so a plain dispatch is safe and
+        is sent once; its run is then found by its title."""
+        owner, repo = cd.repository.split("/")
+        body: dict[str, Any] = {"ref": cd.ref, "inputs": {cd.tag_input: tag}}
+        if self.api_url not in self._without_run_details:
+            try:
+                return await rest.actions.async_create_workflow_dispatch(
+                    owner, repo, cd.workflow, **body, return_run_details=True
+                )
+            except RequestError as exc:
+                if not refuses_run_details(exc):
+                    raise failure(exc, what, cd.token_env) from None
+                activity.logger.info(
+                    "%s does not take %s (GitHub Enterprise Server before 3.21): dispatching "
+                    "without it and finding the run by its title",
+                    self.api_url,
+                    RUN_DETAILS,
+                )
+                self._without_run_details.add(self.api_url)
+        return await self._call(
+            cd, what, rest.actions.async_create_workflow_dispatch(owner, repo, cd.workflow, **body)
         )
 
     async def _find_run(self, rest, cd: CdConfig, tag: str, since: dt.datetime):
@@ -309,36 +398,53 @@ class GitHubActivities:
 
     @activity.defn(name="github.list_backups")
     async def list_backups(self, request: ArtifactsRequest) -> ArtifactList:
-        """The pipeline's manifest backups (or one artifact by name), newest first."""
+        """The pipeline's newest `limit` manifest backups (or the artifacts of one name), newest
+        first. The repository's artifacts are read page by page (100 a page, GitHub's most): a
+        repository whose other workflows upload artifacts too may hold its backups past the
+        first page."""
         cd = request.cd
         owner, repo = cd.repository.split("/")
+        found: list[ArtifactInfo] = []
         async with self._client(cd) as gh:
-            kwargs: dict[str, Any] = {"per_page": request.limit}
-            if request.name:
-                kwargs["name"] = request.name
-            listed = (
-                await self._call(
-                    cd,
-                    f"listing the artifacts of {cd.repository}",
-                    gh.rest(API_VERSION).actions.async_list_artifacts_for_repo(
-                        owner, repo, **kwargs
-                    ),
+            actions = gh.rest(API_VERSION).actions
+            for page in range(1, MAX_ARTIFACT_PAGES + 1):
+                kwargs: dict[str, Any] = {"per_page": ARTIFACTS_PER_PAGE, "page": page}
+                if request.name:
+                    kwargs["name"] = request.name
+                listed = (
+                    await self._call(
+                        cd,
+                        f"listing the artifacts of {cd.repository} (page {page})",
+                        actions.async_list_artifacts_for_repo(owner, repo, **kwargs),
+                    )
+                ).parsed_data
+                found.extend(
+                    ArtifactInfo(
+                        id=a.id,
+                        name=a.name,
+                        run_id=getattr(a.workflow_run, "id", None) if a.workflow_run else None,
+                        created=_when(a.created_at),
+                        expired=a.expired,
+                        size=a.size_in_bytes,
+                    )
+                    for a in listed.artifacts
+                    if request.name or a.name.startswith(cd.backup_prefix)
                 )
-            ).parsed_data
-        found = [
-            ArtifactInfo(
-                id=a.id,
-                name=a.name,
-                run_id=getattr(a.workflow_run, "id", None) if a.workflow_run else None,
-                created=_when(a.created_at),
-                expired=a.expired,
-                size=a.size_in_bytes,
-            )
-            for a in listed.artifacts
-            if request.name or a.name.startswith(cd.backup_prefix)
-        ]
-        found.sort(key=lambda a: a.created or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
-        return ArtifactList(artifacts=found)
+                seen = (page - 1) * ARTIFACTS_PER_PAGE + len(listed.artifacts)
+                if len(listed.artifacts) < ARTIFACTS_PER_PAGE or seen >= listed.total_count:
+                    break
+            else:
+                activity.logger.warning(
+                    "%s has more than %d artifacts: only the first %d pages were read",
+                    cd.repository,
+                    MAX_ARTIFACT_PAGES * ARTIFACTS_PER_PAGE,
+                    MAX_ARTIFACT_PAGES,
+                )
+        unique = {a.id: a for a in found}.values()  # an upload between two pages shifts them
+        newest = sorted(
+            unique, key=lambda a: a.created or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True
+        )
+        return ArtifactList(artifacts=newest[: request.limit])
 
     @activity.defn(name="github.download_backup")
     async def download_backup(self, request: ArtifactsRequest) -> FetchedManifest:

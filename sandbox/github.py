@@ -9,7 +9,16 @@ approved its job checks that the tag is in Artifact Registry, uploads the live
 Deployment as artifact `deployment-backup-YYYYMMDD-HHMMSS`, sets the image to
 `<image>:<tag>` in the sandbox's cluster and waits for the rollout (success,
 or failure). A rejected review fails the run ("If a job is rejected, the
-workflow will fail": docs.github.com, Reviewing deployments)."""
+workflow will fail": docs.github.com, Reviewing deployments).
+
+As GitHub Enterprise Server (`enterprise_version` in the seed, or `PUT
+/sandbox/github`): before 3.21 a dispatch naming `return_run_details` is refused
+with 400 before anything is dispatched, and API version 2026-03-10 is unknown.
+Rate limits as docs.github.com describes them: every answer carries the token's
+`x-ratelimit-*` headers; the primary limit (`rate_limit_per_hour`) answers 403 (or
+429) with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` once spent; `PUT
+/sandbox/rate_limit` spends it now, or sends secondary-limit answers with
+`retry-after`."""
 
 from __future__ import annotations
 
@@ -18,17 +27,19 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from .cd_target import DeploymentTarget, backup_name, backup_zip
 from .github_query import filter_runs, page_of
-from .github_resources import DOCS, Artifact, Run, Shapes, Step
+from .github_resources import DOCS, Artifact, Run, Shapes, Step, iso, user_id
 from .kube.clock import Clock
 from .kube.faults import EffectLog, FaultDecision, FaultInjector, RequestLog, admin_routes
 from .scenario import FaultRule, GitHubSeed
@@ -50,16 +61,51 @@ STEPS = [
 ]
 
 
+RATE_LIMIT_DOCS = f"{DOCS}/overview/rate-limits-for-the-rest-api"
+RATE_LIMIT_WINDOW = timedelta(hours=1)
+RUN_DETAILS_SINCE = (3, 21)  # the first Enterprise Server release that takes return_run_details
+
+
 class GitHubError(Exception):
-    def __init__(self, status: int, message: str, docs: str = DOCS) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        docs: str = DOCS,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.docs = status, message, docs
+        self.headers = dict(headers or {})
 
     def response(self) -> web.Response:
         return web.json_response(
             {"message": self.message, "documentation_url": self.docs, "status": str(self.status)},
             status=self.status,
+            headers=self.headers or None,
         )
+
+
+class RateLimitKnob(BaseModel):
+    """`PUT /sandbox/rate_limit`: `primary` spends the token's budget until `reset_in_seconds`
+    from now (every request answers the limited status with `x-ratelimit-remaining: 0`);
+    `secondary` answers the next `times` requests for `resource`/`verb` (as fault rules name
+    them) with the limited status and GitHub's secondary-limit message, with `retry-after`
+    unless `retry_after_seconds` is None."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["primary", "secondary"]
+    status: Literal[403, 429] | None = Field(None, description="None: the seed's")
+    reset_in_seconds: int = Field(60, ge=0, le=3600)
+    resource: str = "*"
+    verb: str = "*"
+    times: int = Field(1, ge=1)
+    retry_after_seconds: int | None = Field(60, ge=0)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
 
 
 class GitHubEmulator:
@@ -84,6 +130,14 @@ class GitHubEmulator:
         # PUT /sandbox/faults; its resources: dispatches, pending_deployments
         self.faults = FaultInjector()
         self.effects = EffectLog()
+        # As GitHub Enterprise Server of this version (None: github.com); PUT /sandbox/github.
+        self.enterprise_version: str | None = seed.enterprise_version
+        # The token's primary rate limit: the window's reset and what was used in it.
+        self.rate_limit: int | None = seed.rate_limit_per_hour
+        self._window_reset: datetime | None = None
+        self._used = 0
+        self._secondary: list[RateLimitKnob] = []  # PUT /sandbox/rate_limit, kind secondary
+        self.rate_limited: list[dict[str, Any]] = []  # each limited answer: path, status, headers
         self.runs: dict[int, Run] = {}
         self.artifacts: dict[int, Artifact] = {}
         self._reviews: dict[int, asyncio.Event] = {}
@@ -276,12 +330,18 @@ class GitHubEmulator:
     # -- HTTP ------------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware])
+        # _limits runs inside _middleware: after authentication and fault injection, and its
+        # refusals are logged there like any other answer.
+        app = web.Application(middlewares=[self._middleware, self._limits])
         base = "/repos/{owner}/{repo}/actions"
         app.router.add_get("/sandbox/requests", self._requests)
         app.router.add_get("/sandbox/faults", self._get_faults)
         app.router.add_put("/sandbox/faults", self._put_faults)
         admin_routes(app, self.faults, self.effects)
+        app.router.add_get("/sandbox/github", self._get_server)
+        app.router.add_put("/sandbox/github", self._put_server)
+        app.router.add_get("/sandbox/rate_limit", self._get_rate_limit)
+        app.router.add_put("/sandbox/rate_limit", self._put_rate_limit)
         app.router.add_get("/_blob/artifacts/{artifact_id}", self._blob)
         for path, handler in [
             ("/workflows", self._list_workflows),
@@ -353,6 +413,146 @@ class GitHubEmulator:
                 applied=applied,
             )
         return response
+
+    # -- as Enterprise Server, and GitHub's rate limits -----------------------------------------
+
+    def before_run_details(self) -> bool:
+        """Whether this server is an Enterprise Server without `return_run_details`."""
+        return (
+            self.enterprise_version is not None
+            and _version(self.enterprise_version) < RUN_DETAILS_SINCE
+        )
+
+    def _docs(self, path: str) -> str:
+        if self.enterprise_version is None:
+            return f"{DOCS}{path}"
+        return f"https://docs.github.com/enterprise-server@{self.enterprise_version}/rest{path}"
+
+    def _window(self) -> datetime:
+        now = self.now()
+        if self._window_reset is None or now >= self._window_reset:
+            self._window_reset, self._used = now + RATE_LIMIT_WINDOW, 0
+        return self._window_reset
+
+    def _rate_headers(self, remaining: int | None = None) -> dict[str, str]:
+        if self.rate_limit is None:
+            return {}
+        reset = self._window()
+        left = max(self.rate_limit - self._used, 0) if remaining is None else remaining
+        return {
+            "x-ratelimit-limit": str(self.rate_limit),
+            "x-ratelimit-remaining": str(left),
+            "x-ratelimit-used": str(self.rate_limit - left),
+            "x-ratelimit-reset": str(math.ceil(reset.timestamp())),
+            "x-ratelimit-resource": "core",
+        }
+
+    def _limited(self, status: int, message: str, headers: dict[str, str], path: str) -> None:
+        self.rate_limited.append({"path": path, "status": status, "headers": dict(headers)})
+        raise GitHubError(status, message, RATE_LIMIT_DOCS, headers)
+
+    def _check_rate_limits(self, request: web.Request, resource: str, verb: str) -> None:
+        status = self.seed.rate_limited_status
+        for knob in self._secondary:
+            if knob.resource in ("*", resource) and knob.verb in ("*", verb) and knob.times > 0:
+                knob.times -= 1
+                self._secondary = [k for k in self._secondary if k.times > 0]
+                headers = self._rate_headers()
+                if knob.retry_after_seconds is not None:
+                    headers["retry-after"] = str(knob.retry_after_seconds)
+                self._limited(
+                    knob.status or status,
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before "
+                    "you try again. If you reach out to GitHub Support for help, please include "
+                    "the request ID.",
+                    headers,
+                    request.path,
+                )
+        if self.rate_limit is None:
+            return
+        self._window()
+        if self._used >= self.rate_limit:
+            self._limited(
+                status,
+                f"API rate limit exceeded for user ID {user_id(self.seed.token_user)}. If you "
+                "reach out to GitHub Support for help, please include the request ID.",
+                self._rate_headers(0),
+                request.path,
+            )
+        self._used += 1
+
+    @web.middleware
+    async def _limits(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """Enterprise Server's API versions and GitHub's rate limits, around the handler."""
+        if request.path.startswith(("/sandbox/", "/_blob/")):
+            return await handler(request)
+        version = request.get(API_VERSION, API_VERSIONS[0])
+        if self.before_run_details() and version != API_VERSIONS[0]:
+            raise GitHubError(
+                400,
+                f"The requested API version '{version}' is not supported. Supported versions: "
+                f"{API_VERSIONS[0]}.",
+                self._docs("/about-the-rest-api/api-versions"),
+            )
+        resource, verb = request.path.rstrip("/").rsplit("/", 1)[-1], request.method.lower()
+        self._check_rate_limits(request, resource, verb)
+        try:
+            response = await handler(request)
+        except GitHubError as exc:
+            exc.headers = {**self._rate_headers(), **exc.headers}
+            raise
+        response.headers.update(self._rate_headers())
+        return response
+
+    async def _get_server(self, request: web.Request) -> web.Response:
+        return web.json_response({"enterprise_version": self.enterprise_version})
+
+    async def _put_server(self, request: web.Request) -> web.Response:
+        """`{"enterprise_version": "3.20"}` to act as that Enterprise Server, null for
+        github.com."""
+        try:
+            body = await request.json()
+            version = body.get("enterprise_version") if isinstance(body, dict) else "?"
+            if version is not None:
+                GitHubSeed(enterprise_version=version)  # the seed's own check of the version
+        except Exception as exc:  # JSON or pydantic errors: tell the caller what was wrong
+            return web.json_response({"error": str(exc)}, status=400)
+        self.enterprise_version = version
+        return web.json_response({"enterprise_version": self.enterprise_version})
+
+    async def _get_rate_limit(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "limit": self.rate_limit,
+                "used": self._used if self.rate_limit is not None else None,
+                "reset": iso(self._window()) if self.rate_limit is not None else None,
+                "secondary": [k.model_dump() for k in self._secondary],
+                "limited": self.rate_limited,
+            }
+        )
+
+    async def _put_rate_limit(self, request: web.Request) -> web.Response:
+        try:
+            knob = RateLimitKnob.model_validate(await request.json())
+        except Exception as exc:  # JSON or pydantic errors: tell the caller what was wrong
+            return web.json_response({"error": str(exc)}, status=400)
+        try:
+            self.limit(knob)
+        except LookupError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return await self._get_rate_limit(request)
+
+    def limit(self, knob: RateLimitKnob) -> None:
+        """Spend the primary limit until the knob's reset, or queue secondary-limit answers."""
+        if knob.kind == "secondary":
+            self._secondary.append(knob)
+            return
+        if self.rate_limit is None:
+            raise LookupError("this server has no primary rate limit (rate_limit_per_hour)")
+        self._window_reset = self.now() + timedelta(seconds=knob.reset_in_seconds)
+        self._used = self.rate_limit
 
     @staticmethod
     async def _fault(decision: FaultDecision, request: web.Request) -> None:
@@ -458,6 +658,14 @@ class GitHubEmulator:
             raise GitHubError(400, "Problems parsing JSON", docs) from None
         if not isinstance(body, dict):
             raise GitHubError(400, "Problems parsing JSON", docs)
+        if "return_run_details" in body and self.before_run_details():
+            # Enterprise Server before 3.21 checks the body against a schema without the key:
+            # refused before anything is dispatched.
+            raise GitHubError(
+                400,
+                'Invalid request.\n\n"return_run_details" is not a permitted key.',
+                self._docs("/actions/workflows#create-a-workflow-dispatch-event"),
+            )
         if not isinstance(body.get("ref"), str):
             raise GitHubError(422, 'Invalid request.\n\n"ref" wasn\'t supplied.', docs)
         inputs = body.get("inputs") or {}

@@ -382,6 +382,22 @@ class GitHubSeed(Strict):
     token_user: str = Field("oncall-sre", description="the login the sandbox's token belongs to")
     artifact_retention_days: int = Field(90, ge=1, le=400)
     cd: CdWorkflowSeed = Field(default_factory=CdWorkflowSeed)
+    enterprise_version: str | None = Field(
+        None,
+        pattern=r"^3\.[0-9]+$",
+        description="act as GitHub Enterprise Server of this version (e.g. '3.20') instead of "
+        "github.com: before 3.21 a dispatch's return_run_details is refused with 400 and API "
+        "version 2026-03-10 is unknown",
+    )
+    rate_limit_per_hour: int | None = Field(
+        5000,
+        ge=1,
+        description="the token's primary rate limit (github.com: 5,000 an hour for a personal "
+        "access token); None: none and no x-ratelimit-* headers (Enterprise Server's default)",
+    )
+    rate_limited_status: Literal[403, 429] = Field(
+        403, description="what an exceeded limit answers: GitHub documents 403 or 429"
+    )
 
 
 class Scenario(Strict):

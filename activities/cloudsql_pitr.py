@@ -2,7 +2,21 @@
 window and pre-checks, the clone, its operation (checked in the
 infrequent-polling way: one look per attempt, Temporal's retries space them),
 and the clone's connection name and addresses. The source instance is only
-ever read."""
+ever read.
+
+Whether an instance exists is asked with `instances.get`, and a 403 to it is
+confirmed with `instances.list` (SqlAdmin.instance): Cloud SQL has answered
+403 rather than 404 for an instance that does not exist, so a free destination
+must not fail the recovery as "denied". Listing is the confirmation because it
+needs only cloudsql.instances.list, which roles/cloudsql.viewer grants with the
+get, and because it errs the safe way: a name it shows is taken, whatever the
+get said. Taking a 403 as "free" unconfirmed would be wrong the other way: a get
+refused by an IAM condition on an existing instance would read as free.
+
+The latest recovery time trails the present while the source's transaction
+logs are shipped. A restore point inside that gap (past, but not yet
+recoverable) is not refused: the check fails retryably and looks again when the
+window should have reached it, within the workflow's retry budget."""
 
 from __future__ import annotations
 
@@ -27,6 +41,11 @@ from .gatekeeper import Gatekeeper
 from .sqladmin import Conflict, NotFound, SqlAdmin, operation_error
 
 SETTING = "pitr.cloudsql_project"
+# How far behind a restore point the window's end may be and still be waited for: beyond
+# this the window is not catching up (logs not shipped at all), and that is a problem to show.
+CATCH_UP_LIMIT = dt.timedelta(minutes=15)
+CATCH_UP_MARGIN = dt.timedelta(seconds=2)
+CATCH_UP_RECHECK = dt.timedelta(seconds=60)  # look again at least this often while waiting
 
 
 def rfc3339(moment: dt.datetime) -> str:
@@ -43,7 +62,10 @@ class PitrActivities:
 
     @activity.defn(name=refs.PITR_CHECK.name)
     async def pitr_check(self, request: PitrCheckRequest) -> PitrCheck:
-        """Everything that must hold before a clone is created; problems are listed, not raised."""
+        """Everything that must hold before a clone is created; problems are listed, not raised.
+        The one exception: a past restore point that the recovery window has not reached yet,
+        with nothing else wrong, is a retryable failure whose next retry comes when the window
+        should reach it."""
         project = require_project(request.project, self.project, SETTING)
         source = await self.admin.instance(project, request.source)
         if source is None:
@@ -58,6 +80,7 @@ class PitrActivities:
         backup_config = (source.get("settings") or {}).get("backupConfiguration") or {}
         enabled = bool(backup_config.get("pointInTimeRecoveryEnabled"))
         earliest = latest = None
+        waiting_for: dt.timedelta | None = None
         if not enabled:
             problems.append(
                 f"point-in-time recovery is not enabled on {request.source}: enable it (gcloud "
@@ -89,15 +112,36 @@ class PitrActivities:
                 f"window ({earliest.isoformat()} .. {latest.isoformat() if latest else '?'})"
             )
         elif latest and request.point_in_time > latest:
-            problems.append(
-                f"the restore point {request.point_in_time.isoformat()} is after the latest "
-                f"recoverable time {latest.isoformat()}"
-            )
+            behind = request.point_in_time - latest
+            if behind > CATCH_UP_LIMIT:
+                problems.append(
+                    f"the restore point {request.point_in_time.isoformat()} is after the latest "
+                    f"recoverable time {latest.isoformat()}"
+                )
+            else:
+                waiting_for = behind
+        # A 403 for a destination that does not exist is confirmed by listing (see above).
         free = await self.admin.instance(project, request.destination) is None
         if not free:
             problems.append(
                 f"an instance named {request.destination!r} already exists: choose another "
                 "--new-instance"
+            )
+        if waiting_for is not None and not problems and latest is not None:
+            delay = min(waiting_for + CATCH_UP_MARGIN, CATCH_UP_RECHECK)
+            raise ApplicationError(
+                f"the recovery window of {request.source} ends at {latest.isoformat()}, "
+                f"{waiting_for.total_seconds():.0f}s before the restore point "
+                f"{request.point_in_time.isoformat()}: Cloud SQL is still shipping its "
+                f"transaction logs; looking again in {delay.total_seconds():.0f}s; retrying",
+                type="RecoveryWindowBehind",
+                next_retry_delay=delay,
+            )
+        if waiting_for is not None and latest is not None:
+            problems.append(
+                f"the restore point {request.point_in_time.isoformat()} is not recoverable yet "
+                f"(the window ends at {latest.isoformat()} while the transaction logs are "
+                "shipped)"
             )
         runs = await self.admin.backup_runs(project, request.source, max_results=10)
         return PitrCheck(

@@ -112,6 +112,14 @@ class SqlAdmin:
     # -- the methods modoru uses ----------------------------------------------------------
 
     async def instance(self, project: str, name: str) -> dict[str, Any] | None:
+        """The instance, or None if it does not exist.
+
+        Cloud SQL answers some `instances.get` of an instance that does not exist with 403 "The
+        caller does not have permission" instead of 404 (googleapis/google-api-go-client#1815).
+        A 403 (or 401) is therefore not taken at its word: `instances.list` (which needs only
+        cloudsql.instances.list) decides. Listed, the listing's resource is returned; not
+        listed, it does not exist; if the listing is refused too, the refusal of the get
+        stands."""
         try:
             return await self.call(
                 f"reading instance {name}",
@@ -119,6 +127,38 @@ class SqlAdmin:
             )
         except NotFound:
             return None
+        except ApplicationError as denied:
+            if denied.type != "CloudSqlDenied":
+                raise
+            try:
+                return await self.listed_instance(project, name)
+            except ApplicationError as also:
+                if also.type == "CloudSqlDenied":
+                    raise denied from None
+                raise
+
+    async def listed_instance(
+        self, project: str, name: str, page_size: int = 100
+    ) -> dict[str, Any] | None:
+        """The instance named `name` as `instances.list` shows it, or None: filtered by name on
+        the server, matched exactly here, page by page."""
+        token: str | None = None
+        while True:
+            page = await self.call(
+                f"listing the instances of {project} named {name}",
+                self.service.instances().list(
+                    project=project,
+                    filter=f"name:{name}",
+                    maxResults=page_size,
+                    **({"pageToken": token} if token else {}),
+                ),
+            )
+            for item in page.get("items") or []:
+                if item.get("name") == name:
+                    return item
+            token = page.get("nextPageToken")
+            if not token:
+                return None
 
     async def backup_runs(
         self, project: str, instance: str, max_results: int = 50

@@ -8,7 +8,20 @@ Served: instances.get/list/clone, projects.instances.getLatestRecoveryTime,
 backupRuns.get/list/insert, operations.get/list. Errors come back in Google's
 JSON shape with the real API's statuses and messages (404 "The Cloud SQL
 instance does not exist.", 403 for another project, 409 for a clone into a
-name that exists, 400 for an unknown field or a missing one).
+name that exists, 400 for an unknown field or a missing one). `instances.list`
+takes the API's `field:value` filter terms (`name:tekutoko-db`).
+
+Two behaviours of the real API are knobs (`GET`/`PUT /sandbox/behaviour`, or the
+constructor): `missing_instance_status` 403 answers a request naming an
+instance that does not exist with 403 "The caller does not have permission", as
+Cloud SQL does in some projects (googleapis/google-api-go-client#1815), instead
+of 404; `recovery_lag_seconds` makes `getLatestRecoveryTime` (and the clone's
+window check) trail the request by that long, as a real instance's latest
+recovery time trails the present while its transaction logs are shipped. Google
+publishes no figure for that lag: `ASSUMED_RECOVERY_LAG_SECONDS` (300 s, the
+5-minute WAL archive timeout common in managed PostgreSQL) is our assumption for
+rehearsing production; the default is 0 so a test can clone to a moment just
+past.
 
 Clone restores a real point in time (cloudsql_clone.py) into a new instance
 on its own port. The API has no port: instances report their PRIVATE address
@@ -32,11 +45,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +83,8 @@ from .postgres import _MAX_SOCKET_DIR, PostgresCluster, PostgresError, _blocked_
 __all__ = ["BackupRunRecord", "CloudSqlEmulator", "Instance", "OperationRecord"]
 
 LOCATION_FILE = "cloudsql-location.txt"
+ASSUMED_RECOVERY_LAG_SECONDS = 300.0  # an assumption, not a Google figure (see above)
+FILTER_TERM = re.compile(r"^([A-Za-z][A-Za-z0-9_.]*):(.+)$")
 # Leave room for "/instances/<name of up to 30 characters>/run" in a socket path.
 _MAX_ROOT = _MAX_SOCKET_DIR - len("/instances/") - 30 - len("/run")
 
@@ -90,6 +106,9 @@ class CloudSqlEmulator:
         project: str = "tekutoko-prod",
         region: str = "asia-northeast1",
         seed: int | None = None,
+        *,
+        missing_instance_status: int = 404,
+        recovery_lag_seconds: float = 0.0,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.faults = FaultInjector(
@@ -108,6 +127,12 @@ class CloudSqlEmulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._last_run_id = 0
+        self.missing_instance_status = 404
+        self.recovery_lag = timedelta(0)
+        self.set_behaviour(
+            missing_instance_status=missing_instance_status,
+            recovery_lag_seconds=recovery_lag_seconds,
+        )
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -115,8 +140,11 @@ class CloudSqlEmulator:
         # Decide (and record) where the data goes before anything asks.
         if self._root is None:
             self._root = self._choose_root()
+        app = build_app(self)
+        app.router.add_get("/sandbox/behaviour", self._get_behaviour)
+        app.router.add_put("/sandbox/behaviour", self._put_behaviour)
         self._runner = web.AppRunner(
-            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -342,6 +370,51 @@ class CloudSqlEmulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # --- behaviour knobs --------------------------------------------------------------
+
+    def behaviour(self) -> dict[str, Any]:
+        return {
+            "missing_instance_status": self.missing_instance_status,
+            "recovery_lag_seconds": self.recovery_lag.total_seconds(),
+        }
+
+    def set_behaviour(
+        self,
+        *,
+        missing_instance_status: int | None = None,
+        recovery_lag_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Change what the knobs given say (ValueError for a value the API would not show)."""
+        if missing_instance_status is not None:
+            if missing_instance_status not in (403, 404):
+                raise ValueError("missing_instance_status is 404 (the documented answer) or 403")
+            self.missing_instance_status = missing_instance_status
+        if recovery_lag_seconds is not None:
+            if not 0 <= recovery_lag_seconds <= 86_400:
+                raise ValueError("recovery_lag_seconds is from 0 to 86400")
+            self.recovery_lag = timedelta(seconds=recovery_lag_seconds)
+        return self.behaviour()
+
+    async def _get_behaviour(self, request: web.Request) -> web.Response:
+        return web.json_response(self.behaviour())
+
+    async def _put_behaviour(self, request: web.Request) -> web.Response:
+        """`{"missing_instance_status": 403, "recovery_lag_seconds": 300}`; either may be left
+        out."""
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or set(body) - set(self.behaviour()):
+                raise ValueError(f"known knobs: {', '.join(self.behaviour())}")
+            return web.json_response(self.set_behaviour(**body))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+
+    async def _window(self, instance: Instance) -> tuple[datetime, datetime]:
+        """The recovery window as the API reports it: its end trails the archive by the lag
+        (never before its start)."""
+        earliest, latest = await recovery_window(instance)
+        return earliest, max(earliest, latest - self.recovery_lag)
+
     # --- request checks -------------------------------------------------------------
 
     def _check_project(self, project: str) -> None:
@@ -355,6 +428,13 @@ class CloudSqlEmulator:
         try:
             return self._instances[name]
         except KeyError:
+            if self.missing_instance_status == 403:
+                raise ApiError(
+                    403,
+                    "The caller does not have permission",
+                    reason="forbidden",
+                    status="PERMISSION_DENIED",
+                ) from None
             raise ApiError(
                 404, "The Cloud SQL instance does not exist.", reason="instanceDoesNotExist"
             ) from None
@@ -366,17 +446,19 @@ class CloudSqlEmulator:
 
     def list_instances(self, project: str, query: dict[str, str]) -> dict[str, Any]:
         self._check_project(project)
-        if query.get("filter"):
-            raise ApiError(
-                400,
-                f"Invalid request: the emulator does not support filters ({query['filter']!r}); "
-                "list all and filter locally.",
+        terms = _filter_terms(query.get("filter", ""))
+        resources = [
+            resource
+            for resource in (
+                instance_resource(i) for i in sorted(self._instances.values(), key=lambda i: i.name)
             )
-        items, token = _page(sorted(self._instances.values(), key=lambda i: i.name), query)
-        return _listing("sql#instancesList", [instance_resource(i) for i in items], token)
+            if all(_field(resource, path) == value for path, value in terms)
+        ]
+        items, token = _page(resources, query)
+        return _listing("sql#instancesList", items, token)
 
     async def get_latest_recovery_time(self, project: str, instance: str) -> dict[str, Any]:
-        earliest, latest = await recovery_window(self._find_instance(project, instance))
+        earliest, latest = await self._window(self._find_instance(project, instance))
         return {
             "kind": "sql#getLatestRecoveryTime",
             "latestRecoveryTime": rfc3339(latest),
@@ -400,7 +482,7 @@ class CloudSqlEmulator:
         self._claimed.add(name)
         try:
             point = requested_point(context, self.project)
-            check_in_window(source, point, *await recovery_window(source))
+            check_in_window(source, point, *await self._window(source))
         except BaseException:
             self._claimed.discard(name)
             raise
@@ -484,6 +566,38 @@ class CloudSqlEmulator:
         ops.sort(key=lambda pair: pair[1].insert_time, reverse=True)
         items, token = _page(ops, query)
         return _listing("sql#operationsList", [operation_resource(i, op) for i, op in items], token)
+
+
+def _filter_terms(expression: str) -> list[tuple[str, str]]:
+    """`field:value` terms, space-separated (an explicit AND between them is allowed), as the
+    discovery document describes `instances.list`'s filter; the rest of Google's filter
+    grammar (OR, parentheses, comparisons) is refused rather than misread."""
+    terms = []
+    for word in expression.split():
+        if word == "AND":
+            continue
+        match = FILTER_TERM.match(word)
+        if match is None or word == "OR" or word.startswith(("(", "-", "NOT")):
+            raise ApiError(
+                400,
+                f"Invalid request: the emulator understands only 'field:value' filter terms "
+                f"(got {expression!r}).",
+            )
+        path, value = match.groups()
+        terms.append((path, value.strip('"')))
+    return terms
+
+
+def _field(resource: dict[str, Any], path: str) -> str | None:
+    """The value at a dotted path of a resource, as a filter compares it (booleans lower case)."""
+    value: Any = resource
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if isinstance(value, bool):
+        return str(value).lower()
+    return None if isinstance(value, dict | list) else str(value)
 
 
 def _listing(kind: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:

@@ -114,7 +114,10 @@ def labels_for(
             "client_country": "Japan",
             "proxy_continent": "Asia",
         }
-        return gke_names.https_lb_rule(project, namespace, name, served.port), metric_labels
+        resource = gke_names.https_lb_rule(
+            project, namespace, name, served.port, exposed_by=served.exposed_by
+        )
+        return resource, metric_labels
     if not served.pod:
         return None  # no pod answered: the app's own metrics never saw it
     return gke_names.prometheus_target(project, namespace, name, served.pod), {

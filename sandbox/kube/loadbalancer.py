@@ -39,6 +39,7 @@ class Frontend:
     name: str
     sock: socket.socket
     runner: web.AppRunner | None = None
+    exposed_by: str = "ingress"  # or "gateway": how GKE would route to it (gke_names)
     turn: itertools.count = field(default_factory=itertools.count)
 
     @property
@@ -57,6 +58,7 @@ class ServedRequest:
     latency_ms: float
     port: int = 0  # the Service port that answered
     method: str = "GET"
+    exposed_by: str = "ingress"
 
 
 class LoadBalancers:
@@ -115,7 +117,14 @@ class LoadBalancers:
         port["port"] = sock.getsockname()[1]
         port.setdefault("nodePort", next(self._next_node_port))
         key = (svc["metadata"]["namespace"], svc["metadata"]["name"])
-        self.frontends[key] = Frontend(*key, sock=sock)
+        annotations = svc["metadata"].get("annotations") or {}
+        self.frontends[key] = Frontend(
+            *key,
+            sock=sock,
+            exposed_by="gateway"
+            if annotations.get("modoru.sandbox/exposed-by") == "gateway"
+            else "ingress",
+        )
 
     def _on_change(
         self, event_type: str, resource: ResourceType, obj: dict, old: dict | None
@@ -204,6 +213,7 @@ class LoadBalancers:
                     (time.monotonic() - started) * 1000,
                     frontend.port,
                     request.method,
+                    frontend.exposed_by,
                 )
             )
             return web.json_response({"error": "no healthy upstream"}, status=503)
@@ -241,6 +251,7 @@ class LoadBalancers:
                 latency,
                 frontend.port,
                 request.method,
+                frontend.exposed_by,
             )
         )
         if status >= 500:  # the sample app logs each failed request as an error

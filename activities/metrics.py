@@ -25,11 +25,13 @@ from runbook import activity_refs as refs
 from runbook.guard import MonitoringConfig
 from runbook.models import AlertQuery, MetricsQuery, OpenAlert, OpenAlerts, ServiceMetrics
 from runbook.monitoring import (
+    BACKEND_LABEL,
     MIN_ALIGNMENT_SECONDS,
     MetricSource,
     ceil_minute,
     fill,
     floor_minute,
+    is_gke_backend_of,
     latest_window,
 )
 from runbook.verification import NO_DATA_YET, POLL_SECONDS, FirstMinute
@@ -198,6 +200,27 @@ class Monitoring:
             metric_type,
         )
 
+    @staticmethod
+    def _group_by(source: MetricSource, fields: list[str]) -> list[str]:
+        """With GKE's backend naming, one series per backend service, so each
+        one's name can be checked against the Service before it is counted."""
+        return [*fields, f"resource.labels.{BACKEND_LABEL}"] if source.checks_backends() else fields
+
+    @staticmethod
+    def _owned(source: MetricSource, query: MetricsQuery, found: list) -> tuple[list, set[str]]:
+        """The series of this Service's backends, and the names of other
+        Services' backends the regex also matched (trimmed names can coincide)."""
+        if not source.checks_backends():
+            return found, set()
+        kept, others = [], set()
+        for series in found:
+            name = series.resource.labels.get(BACKEND_LABEL, "")
+            if is_gke_backend_of(name, query.namespace, query.service):
+                kept.append(series)
+            else:
+                others.add(name)
+        return kept, others
+
     async def _must_match(
         self,
         query: MetricsQuery,
@@ -208,14 +231,18 @@ class Monitoring:
     ) -> None:
         """No series in the window: fine if the service was quiet, a configuration
         error if the filter matches no series of this metric at all."""
-        found = await self._list(
-            {
-                "name": f"projects/{query.project}",
-                "filter": f'metric.type = "{metric_type}" AND {resource}',
-                "interval": {"start_time": end - EXISTS_LOOKBACK, "end_time": end},
-                "view": "HEADERS",
-            },
-            metric_type,
+        found, others = self._owned(
+            source,
+            query,
+            await self._list(
+                {
+                    "name": f"projects/{query.project}",
+                    "filter": f'metric.type = "{metric_type}" AND {resource}',
+                    "interval": {"start_time": end - EXISTS_LOOKBACK, "end_time": end},
+                    "view": "HEADERS",
+                },
+                metric_type,
+            ),
         )
         if not found and query.data_since is not None:
             first = FirstMinute.after(
@@ -230,9 +257,14 @@ class Monitoring:
                     non_retryable=True,
                 )
         if not found:
+            elsewhere = (
+                f" (it matched only other Services' backends: {', '.join(sorted(others))})"
+                if others
+                else ""
+            )
             raise permanent(
                 f"monitoring: no time series of {metric_type} matches {resource!r} in project "
-                f"{query.project} over the last 24 hours "
+                f"{query.project} over the last 24 hours{elsewhere} "
                 f"(preset {source.preset}; {HINTS[source.preset]}). A filter that matches nothing "
                 "is a configuration error, not a healthy "
                 "service: fix monitoring.preset or monitoring.resource_filter for "
@@ -257,13 +289,17 @@ class Monitoring:
                 p95_ms=None,
             )
         resource = source.filter_for(query.namespace, query.service)
-        counts = await self._series(
+        counts, _ = self._owned(
+            source,
             query,
-            source.request_count_metric,
-            resource,
-            start,
-            end,
-            [f"metric.labels.{source.class_label}"],
+            await self._series(
+                query,
+                source.request_count_metric,
+                resource,
+                start,
+                end,
+                self._group_by(source, [f"metric.labels.{source.class_label}"]),
+            ),
         )
         if not counts:
             await self._must_match(query, source, source.request_count_metric, resource, end)
@@ -275,7 +311,13 @@ class Monitoring:
                 errors += n
         p95 = None
         if total:
-            latency = await self._series(query, source.latency_metric, resource, start, end, [])
+            latency, _ = self._owned(
+                source,
+                query,
+                await self._series(
+                    query, source.latency_metric, resource, start, end, self._group_by(source, [])
+                ),
+            )
             if not latency:
                 await self._must_match(query, source, source.latency_metric, resource, end)
             p95 = distribution_percentile(

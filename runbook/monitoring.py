@@ -4,8 +4,8 @@ must keep (alignment periods of whole minutes, at least 60 s).
 
 - `gke_l7`: the service behind a GKE Ingress or Gateway (an external
   Application Load Balancer). Metrics `loadbalancing.googleapis.com/https/*`
-  on the `https_lb_rule` resource; GKE names the backend service after the
-  Service's NEG, `k8s1-{cluster uid8}-{namespace}-{service}-{port}-{hash8}`.
+  on the `https_lb_rule` resource, found by `backend_target_name`, the
+  backend service GKE made for the Service (see `gke_backend_regex`).
   Google documents these points as not visible for up to 210 s.
 - `managed_prometheus`: the app's own `http_requests_total{code}` and
   `http_request_duration_seconds` histogram scraped by Managed Service for
@@ -18,6 +18,9 @@ it has no request or latency metrics at all, so no preset reads it."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -26,7 +29,17 @@ Preset = Literal["gke_l7", "managed_prometheus", "custom"]
 PRESETS: tuple[str, ...] = ("gke_l7", "managed_prometheus", "custom")
 MIN_ALIGNMENT_SECONDS = 60  # Aggregation.alignment_period: "at least 60 seconds"
 
-GKE_NEG_NAME = "k8s1-[0-9a-f]{8}-{namespace}-{service}-[0-9]+-[0-9a-f]{8}"
+GKE_BACKEND = "{gke_backend}"  # in a resource filter: the regex of the Service's backends
+BACKEND_LABEL = "backend_target_name"
+
+# How GKE names the backend service of a Service port (docs/production.md,
+# "GKE load balancer names"). The namespace, service and port are cut down by
+# `trim_evenly` so that the whole name fits Compute Engine's 63 characters.
+NEG_BUDGET = 38  # ingress-gce: 63 - "k8s1" - 8 (cluster uid) - 8 (hash) - 5 hyphens
+GATEWAY_PREFIX = "gkegw1-"  # GKE Gateway controller; closed source, shape inferred
+GATEWAY_BUDGET = 36  # 63 - "gkegw1" - 4 (cluster id) - 12 (hash) - 5 hyphens
+PORT_DIGITS = range(1, 6)  # a Service port is 1..65535
+_NEG_NAME = re.compile(r"k8s1-([0-9a-f]{8})-([a-z0-9-]*)-([0-9a-f]{8})")
 
 
 class MetricSource(BaseModel):
@@ -47,10 +60,119 @@ class MetricSource(BaseModel):
     def filter_for(self, namespace: str, service: str) -> str:
         return fill(self.resource_filter, namespace, service)
 
+    def checks_backends(self) -> bool:
+        """The filter selects backends by GKE's naming, so each series' backend
+        name can be checked against the Service (`is_gke_backend_of`)."""
+        return GKE_BACKEND in self.resource_filter
+
 
 def fill(template: str, namespace: str, service: str) -> str:
     """Put the service in a filter. Not str.format: regular expressions keep their braces."""
+    if GKE_BACKEND in template:
+        template = template.replace(GKE_BACKEND, gke_backend_regex(namespace, service))
     return template.replace("{namespace}", namespace).replace("{service}", service)
+
+
+def trim_evenly(budget: int, *fields: str) -> tuple[str, ...]:
+    """ingress-gce's TrimFieldsEvenly: when the fields are longer than `budget`
+    together, each keeps a share of its own length (integer division, one more
+    character cut from each), and the characters left over go back to the
+    first fields, one each."""
+    total = sum(len(f) for f in fields)
+    if budget <= 0 or total <= budget:
+        return fields
+    excess = total - budget
+    keep = [len(f) - len(f) * excess // total - 1 for f in fields]
+    for i in range(budget - sum(keep)):
+        keep[i] += 1
+    return tuple(f[:n] for f, n in zip(fields, keep, strict=True))
+
+
+def neg_hash(uid8: str, namespace: str, service: str, port: str) -> str:
+    """The 8-hex suffix of a NEG name: sha256 of "uid;namespace;service;port",
+    over the untrimmed names and the cluster uid as it appears in the name."""
+    return hashlib.sha256(f"{uid8};{namespace};{service};{port}".encode()).hexdigest()[:8]
+
+
+def _ports(cases: list[tuple[int, int]]) -> str:
+    """A regex for the port part: (digits of the port, digits kept) pairs."""
+    kept = sorted({k for _, k in cases})
+    if all(d == k for d, k in cases) and [d for d, _ in cases] == list(PORT_DIGITS):
+        return "[0-9]+"
+    if kept == [0]:
+        return ""
+    if kept == [1]:
+        return "[0-9]"
+    if len(kept) == 1:
+        return f"[0-9]{{{kept[0]}}}"
+    if kept == list(range(kept[0], kept[-1] + 1)):
+        return f"[0-9]{{{kept[0]},{kept[-1]}}}"
+    return "(?:" + "|".join(f"[0-9]{{{k}}}" for k in kept) + ")"
+
+
+def _middles(budget: int, namespace: str, service: str, trim_port: bool) -> list[str]:
+    """The `{namespace}-{service}-{port}` parts a name can have, whatever the port."""
+    by_names: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for digits in PORT_DIGITS:
+        if trim_port:
+            ns, svc, port = trim_evenly(budget, namespace, service, "0" * digits)
+        else:
+            ns, svc = trim_evenly(budget - digits, namespace, service)
+            port = "0" * digits
+        by_names.setdefault((ns, svc), []).append((digits, len(port)))
+    return [f"{ns}-{svc}-{_ports(cases)}" for (ns, svc), cases in by_names.items()]
+
+
+def gke_backend_regex(namespace: str, service: str) -> str:
+    """The backend services GKE can have made for this Service, as one RE2
+    regular expression for `monitoring.regex.full_match`:
+
+    - Ingress (ingress-gce, NEG backends): `k8s1-{uid8}-{ns}-{svc}-{port}-{hash8}`,
+      namespace, service and port trimmed together to 38 characters;
+    - Gateway: `gkegw1-{id4}-{ns}-{svc}-{port}-{hash12}`, namespace and service
+      trimmed to 36 characters less the port's digits (inferred from names GKE
+      wrote; its code is not public).
+
+    Kubernetes names are lowercase letters, digits and hyphens: nothing to escape."""
+    neg = [
+        f"k8s1-[0-9a-f]{{8}}-{middle}-[0-9a-f]{{8}}"
+        for middle in _middles(NEG_BUDGET, namespace, service, trim_port=True)
+    ]
+    gateway = [
+        f"gkegw1-[0-9a-z]{{4}}-{middle}-[0-9a-z]{{12}}"
+        for middle in _middles(GATEWAY_BUDGET, namespace, service, trim_port=False)
+    ]
+    return "(?:" + "|".join(neg + gateway) + ")"
+
+
+@functools.lru_cache(maxsize=1024)  # a trimmed port can mean hashing thousands of candidates
+def is_gke_backend_of(name: str, namespace: str, service: str) -> bool:
+    """Whether a backend name the regex matched is really this Service's.
+    Trimmed names of different Services can coincide (and `a-b` + `c` reads
+    like `a` + `b-c`); an Ingress NEG name's hash settles it. A Gateway's hash
+    is not published: its names are taken on their shape alone."""
+    if name.startswith(GATEWAY_PREFIX):
+        return re.fullmatch(gke_backend_regex(namespace, service), name) is not None
+    found = _NEG_NAME.fullmatch(name)
+    if found is None:
+        return False
+    uid8, middle, digest = found.groups()
+    for digits in PORT_DIGITS:
+        ns, svc, port = trim_evenly(NEG_BUDGET, namespace, service, "0" * digits)
+        head = f"{ns}-{svc}-"
+        if not middle.startswith(head) or len(middle) - len(head) != len(port):
+            continue
+        kept = middle[len(head) :]
+        if len(port) == digits:
+            candidates: list[str] = [kept]
+        else:  # the port itself was trimmed: try every port it can have been
+            low = max(1, 10 ** (digits - 1))
+            candidates = [
+                str(p) for p in range(low, min(10**digits, 65536)) if str(p).startswith(kept)
+            ]
+        if any(neg_hash(uid8, namespace, service, p) == digest for p in candidates):
+            return True
+    return False
 
 
 ALERTS_BY_LABELS = (
@@ -65,8 +187,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "class_label": "response_code_class",
         "latency_unit": "ms",
         "resource_filter": 'resource.type = "https_lb_rule" AND '
-        "resource.labels.backend_target_name = "
-        f'monitoring.regex.full_match("{GKE_NEG_NAME}")',
+        f"resource.labels.{BACKEND_LABEL} = "
+        f'monitoring.regex.full_match("{GKE_BACKEND}")',
         # "not visible for up to 210 seconds" (load-balancing metrics docs)
         "ingestion_delay_seconds": 210,
         "alert_filter": ALERTS_BY_LABELS,

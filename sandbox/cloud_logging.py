@@ -13,7 +13,15 @@ pageToken it never issued. The filter is the Logging query language's
 comparisons joined by AND (`=`, `!=`, `>=`, `>`, `<=`, `<`, `:` on
 resource.type, resource.labels.*, labels.*, severity, timestamp, logName,
 textPayload, insertId); OR, NOT and regular expressions are valid queries the
-sandbox does not evaluate, so they answer 501 rather than a wrong result."""
+sandbox does not evaluate, so they answer 501 rather than a wrong result.
+
+A slow search, as the document describes it: "If a value for next_page_token
+appears and the entries field is empty, it means that the search found no log
+entries so far but it did not have time to search all the possible log
+entries." `empty_pages` (set it with POST /sandbox/logging/slow-search
+{"empty_pages": N}, outside the API's paths) makes the first N pages of every
+listing come back with no entries and a nextPageToken; following the token
+then reaches the entries as usual. 0 (the default) answers at once."""
 
 from __future__ import annotations
 
@@ -190,6 +198,7 @@ class CloudLoggingEmulator:
         self.pods = pods
         self.project = project
         self.faults: Any = None  # the sandbox's FaultInjector: resource "entries", verb "list"
+        self.empty_pages = 0  # pages of each listing answered empty with a nextPageToken
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -300,17 +309,24 @@ class CloudLoggingEmulator:
             raise ApiError(400, f"pageSize must not be negative, got {size}")
         size = min(size or DEFAULT_PAGE, MAX_PAGE)
         token = body.get("pageToken", "")
-        if token and not re.fullmatch(r"o[0-9]+", token):
+        issued = re.fullmatch(r"(?:w(?P<wait>[0-9]+))?o(?P<start>[0-9]+)", token)
+        if token and not issued:
             raise ApiError(
                 400,
                 "page_token is invalid: pass the nextPageToken of a previous call with the same "
                 "parameters",
             )
         terms = parse_filter(body.get("filter", ""))
+        # a new listing starts with the search unfinished for `empty_pages` pages
+        waiting = int(issued["wait"] or 0) if issued else self.empty_pages
+        start = int(issued["start"]) if issued else 0
+        if waiting > 0:
+            # "the search found no log entries so far but it did not have time to search all
+            # the possible log entries": no entries, a token to continue with
+            return {"nextPageToken": f"w{waiting - 1}o{start}" if waiting > 1 else f"o{start}"}
         found = [e for e in self.entries(terms) if all(matches(e, t) for t in terms)]
         if order.strip().lower() == "timestamp desc":
             found.reverse()
-        start = int(token[1:]) if token else 0
         answer: dict[str, Any] = {"entries": found[start : start + size]}
         if start + size < len(found):
             answer["nextPageToken"] = f"o{start + size}"
@@ -357,6 +373,23 @@ class CloudLoggingEmulator:
                 )
 
         app.router.add_route(spec.http_method, "/" + spec.path, handle)
+
+        async def slow_search(request: web.Request) -> web.Response:
+            """The sandbox's knob (not a Cloud Logging API): how many pages of each listing
+            come back empty with a nextPageToken before the entries."""
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            pages = body.get("empty_pages") if isinstance(body, dict) else None
+            if not isinstance(pages, int) or isinstance(pages, bool) or pages < 0:
+                return web.json_response(
+                    {"error": "give empty_pages: a whole number, 0 or more"}, status=400
+                )
+            self.empty_pages = pages
+            return web.json_response({"empty_pages": pages})
+
+        app.router.add_post("/sandbox/logging/slow-search", slow_search)
 
         async def not_found(request: web.Request) -> web.Response:
             return _error(

@@ -23,6 +23,14 @@ class RegistryConfig(Strict):
     location: str = Field("asia-northeast1", min_length=1)
     repository: str = Field(min_length=1)
     package: str = Field(min_length=1, description="the image name, e.g. tekutoko-api")
+    node_service_account: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9.-]*@[a-z0-9][a-z0-9.-]*\.gserviceaccount\.com$",
+        description="the GKE nodes' service account (they pull the images): an image-pull "
+        "diagnosis checks its permission by acting as it through IAM Credentials (the worker "
+        "needs roles/iam.serviceAccountTokenCreator on it); unset: only the worker's own "
+        "permission is checked, and said to be the worker's",
+    )
 
     @property
     def host_path(self) -> str:

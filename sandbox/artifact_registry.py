@@ -10,15 +10,33 @@ testIamPermissions, dockerImages.list/get, packages.list/get,
 packages.versions.list/get (`view=FULL` adds relatedTags) and
 packages.tags.list: what `gcloud artifacts docker images list --include-tags`
 calls (packages.list, then versions.list view=FULL) and what a deploy pipeline
-checks. testIamPermissions answers for the nodes' service account, which may
-pull (`artifactregistry.repositories.downloadArtifacts`) only when the scenario
-says `nodes_can_pull`."""
+checks.
+
+testIamPermissions answers as the document says, "if the caller has a list of
+permissions": for the identity the request authenticates as, not for anyone
+else. Callers: a request without credentials is the sandbox's worker
+(`worker_account`, which holds roles/artifactregistry.reader on the repository:
+it may read and pull); a bearer token from the IAM Credentials stand-in below
+is the account it was issued for; any other token is 401 UNAUTHENTICATED (the
+listing and reading methods do not look at credentials). The
+nodes' service account (`node_service_account`) reads, and may pull
+(`artifactregistry.repositories.downloadArtifacts`) only when the scenario says
+`nodes_can_pull`.
+
+To learn what the nodes may pull, a caller must ask as them: IAM Credentials'
+`projects.serviceAccounts.generateAccessToken` (the `iamcredentials v1`
+document's route and schemas, served on this emulator's port for the sandbox)
+issues a token for `node_service_account` when the worker may act as it
+(`worker_can_impersonate`, roles/iam.serviceAccountTokenCreator); refused with
+403 otherwise, 404 for an account that does not exist."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +80,10 @@ READ_PERMISSIONS = {
     )
 }
 PULL_PERMISSION = "artifactregistry.repositories.downloadArtifacts"
+IAM_API, IAM_VERSION = "iamcredentials", "v1"
+GENERATE_ACCESS_TOKEN = "iamcredentials.projects.serviceAccounts.generateAccessToken"
+# the Authorization header of the request being served (set by build_app's middleware)
+_AUTHORIZATION: ContextVar[str] = ContextVar("authorization", default="")
 ORDER_FIELDS = {
     "list_docker_images": {"upload_time", "update_time", "build_time", "name"},
     "list_versions": {"create_time", "update_time", "name"},
@@ -101,6 +123,10 @@ class ArtifactRegistryEmulator:
             for i in seed.images
         ]
         self._log_path = log_path
+        self.worker_account = f"modoru-worker@{self.project}.iam.gserviceaccount.com"
+        self.node_service_account = f"gke-nodes@{self.project}.iam.gserviceaccount.com"
+        self.worker_can_impersonate = True  # roles/iam.serviceAccountTokenCreator on the nodes'
+        self._tokens: dict[str, str] = {}  # access token -> the account it was issued for
         self.requests = (
             RequestLog()
         )  # reopened on start with its file (the state dir may not exist yet)
@@ -254,9 +280,33 @@ class ArtifactRegistryEmulator:
             "satisfiesPzi": False,
         }
 
+    def caller(self, authorization: str) -> str:
+        """Who a request authenticates as: no credentials is the sandbox's worker, a token is
+        the account it was issued for."""
+        if not authorization:
+            return self.worker_account
+        scheme, _, token = authorization.partition(" ")
+        account = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if account is None:
+            raise ApiError(
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                "login cookie or other valid authentication credential.",
+                status="UNAUTHENTICATED",
+            )
+        return account
+
+    def permissions_of(self, account: str) -> set[str]:
+        if account == self.worker_account:
+            return READ_PERMISSIONS | {PULL_PERMISSION}  # roles/artifactregistry.reader
+        if account == self.node_service_account:
+            return READ_PERMISSIONS | ({PULL_PERMISSION} if self.seed.nodes_can_pull else set())
+        return set()
+
     def test_iam_permissions(
         self, projectsId: str, locationsId: str, repositoriesId: str, body: dict[str, Any]
     ) -> dict[str, Any]:
+        caller = self.caller(_AUTHORIZATION.get())
         self._check_repo(
             projectsId, locationsId, repositoriesId, "artifactregistry.repositories.getIamPolicy"
         )
@@ -266,9 +316,37 @@ class ArtifactRegistryEmulator:
                 raise ApiError(
                     400, f"Permissions ('{permission}') with wildcards (*) are not allowed."
                 )
-        granted = READ_PERMISSIONS | ({PULL_PERMISSION} if self.seed.nodes_can_pull else set())
+        granted = self.permissions_of(caller)
         allowed = [p for p in dict.fromkeys(requested) if p in granted]
         return {"permissions": allowed} if allowed else {}
+
+    def generate_access_token(
+        self, projectsId: str, serviceAccountsId: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """IAM Credentials' generateAccessToken, as the worker (no credentials) asks it."""
+        caller = self.caller(_AUTHORIZATION.get())
+        if projectsId != "-":
+            raise ApiError(
+                400,
+                "The `-` wildcard character is required for the project in the resource name: "
+                f"projects/-/serviceAccounts/{serviceAccountsId}",
+            )
+        if not body.get("scope"):
+            raise ApiError(400, "Scope required.")
+        if serviceAccountsId not in (self.node_service_account, self.worker_account):
+            raise ApiError(404, f"Not found; Gaia id not found for email {serviceAccountsId}")
+        if serviceAccountsId != caller and not (
+            caller == self.worker_account and self.worker_can_impersonate
+        ):
+            raise ApiError(
+                403,
+                "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may "
+                "not exist).",
+            )
+        token = "ya29.sandbox-" + secrets.token_urlsafe(24)
+        self._tokens[token] = serviceAccountsId
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        return {"accessToken": token, "expireTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     def list_docker_images(
         self, projectsId: str, locationsId: str, repositoriesId: str, query: dict[str, str]
@@ -420,6 +498,7 @@ def build_app(emulator: ArtifactRegistryEmulator) -> web.Application:
     async def record(
         request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
+        _AUTHORIZATION.set(request.headers.get("Authorization", ""))
         response = await handler(request)
         if request.path != "/sandbox/requests":
             emulator.requests.record(
@@ -474,6 +553,15 @@ def build_app(emulator: ArtifactRegistryEmulator) -> web.Application:
                 {"view": "type.googleapis.com/google.devtools.artifactregistry.v1.VersionView"},
             ),
         )
+
+    # IAM Credentials (iamcredentials.googleapis.com in production) on the same port: the
+    # sandbox's way to let a caller act as the nodes' service account
+    spec = discovery.methods(IAM_API, IAM_VERSION)[GENERATE_ACCESS_TOKEN]
+    app.router.add_route(
+        spec.http_method,
+        "/" + spec.path,
+        route_handler(IAM_API, IAM_VERSION, spec, emulator.generate_access_token, _error),
+    )
 
     async def not_found(request: web.Request) -> web.Response:
         return _error(

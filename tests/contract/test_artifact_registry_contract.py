@@ -22,7 +22,13 @@ from googleapiclient import discovery as gdiscovery
 from googleapiclient.errors import HttpError
 
 from sandbox import discovery
-from sandbox.artifact_registry import PULL_PERMISSION, ROUTES, ArtifactRegistryEmulator, build_app
+from sandbox.artifact_registry import (
+    GENERATE_ACCESS_TOKEN,
+    PULL_PERMISSION,
+    ROUTES,
+    ArtifactRegistryEmulator,
+    build_app,
+)
 from sandbox.scenario import RegistrySeed, Scenario
 from tests.contract.exchanges import RecordingHttp, methods_used
 
@@ -80,9 +86,13 @@ def test_every_route_is_a_method_of_the_discovery_document() -> None:
     for method_id in ROUTES:
         spec = METHODS[method_id]
         assert (spec.http_method, "/" + spec.path) in served, method_id
-    # the request log and a hotfix build's push belong to the practice world
+    # the request log and a hotfix build's push belong to the practice world; IAM Credentials'
+    # generateAccessToken is its own document's (tests/contract/test_registry_identity.py)
     practice = {route for route in served if route[1].startswith("/sandbox/")}
-    assert served - practice == {(METHODS[m].http_method, "/" + METHODS[m].path) for m in ROUTES}
+    iam = discovery.methods("iamcredentials", "v1")[GENERATE_ACCESS_TOKEN]
+    assert served - practice - {(iam.http_method, "/" + iam.path)} == {
+        (METHODS[m].http_method, "/" + METHODS[m].path) for m in ROUTES
+    }
 
 
 async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
@@ -147,19 +157,47 @@ async def test_every_exchange_fits_the_documented_schemas(emulator) -> None:
     assert [(e["method"], e["status"]) for e in emulator.requests.since(0)][-1] == ("POST", 200)
 
 
-async def test_nodes_without_the_pull_permission_are_told_so() -> None:
+async def test_nodes_without_the_pull_permission_are_told_so_when_asked_as_them() -> None:
     emulator = ArtifactRegistryEmulator(seed(nodes_can_pull=False))
     await emulator.start()
     try:
-        answer = await run(
-            repositories(emulator).testIamPermissions(
-                resource=REPO, body={"permissions": [PULL_PERMISSION]}
-            )
+        ask = repositories(emulator).testIamPermissions(
+            resource=REPO, body={"permissions": [PULL_PERMISSION]}
         )
-        assert answer == {}  # an empty TestIamPermissionsResponse: nothing allowed
-        discovery.check("artifactregistry", "v1", "TestIamPermissionsResponse", answer)
+        # testIamPermissions answers for its caller: the worker (no credentials here) may pull
+        assert await run(ask) == {"permissions": [PULL_PERMISSION]}
+        iam = gdiscovery.build(
+            "iamcredentials",
+            "v1",
+            static_discovery=True,
+            http=httplib2.Http(),
+            client_options={"api_endpoint": emulator.url},
+        )
+        token = (
+            await run(
+                iam.projects()
+                .serviceAccounts()
+                .generateAccessToken(
+                    name=f"projects/-/serviceAccounts/{emulator.node_service_account}",
+                    body={"scope": ["https://www.googleapis.com/auth/cloud-platform"]},
+                )
+            )
+        )["accessToken"]
+        as_nodes = await asyncio.to_thread(ask.execute, http=Bearer(token))
+        assert as_nodes == {}  # an empty TestIamPermissionsResponse: nothing allowed
+        discovery.check("artifactregistry", "v1", "TestIamPermissionsResponse", as_nodes)
     finally:
         await emulator.stop()
+
+
+class Bearer(httplib2.Http):
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def request(self, uri, method="GET", body=None, headers=None, *args, **kwargs):
+        headers = {**(headers or {}), "authorization": f"Bearer {self.token}"}
+        return super().request(uri, method, body, headers, *args, **kwargs)
 
 
 async def test_a_request_the_api_refuses_is_refused_the_same_way(emulator) -> None:

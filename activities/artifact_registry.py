@@ -55,6 +55,7 @@ from .errors import permanent
 from .sqladmin import api_message
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform.read-only"
+IAM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"  # generateAccessToken requires it
 PULL_PERMISSION = "artifactregistry.repositories.downloadArtifacts"
 IN_CALL_RETRIES = 2
 TRANSIENT = {408, 429, 500, 502, 503, 504}
@@ -97,12 +98,16 @@ class ArtifactRegistry:
         http_factory: Callable[[], Any],
         *,
         iam_endpoint: str | None = None,
+        iam_http_factory: Callable[[], Any] | None = None,
         caller: str = "",
     ) -> None:
-        """`iam_endpoint`: IAM Credentials' base URL (default Google's); `caller`: the worker's
-        own account, when known, for the messages."""
+        """`iam_endpoint`: IAM Credentials' base URL (default Google's); `iam_http_factory`: an
+        `Http` whose credentials carry the cloud-platform scope generateAccessToken requires
+        (default: `http_factory`'s); `caller`: the worker's own account, when known, for the
+        messages."""
         options = {"api_endpoint": endpoint} if endpoint else None
         self._http_factory = http_factory
+        self._iam_http_factory = iam_http_factory or http_factory
         self.caller = caller
         self.service = discovery.build(
             "artifactregistry",
@@ -225,7 +230,7 @@ class ArtifactRegistry:
         )
         try:
             answer = await asyncio.to_thread(
-                request.execute, http=self._http_factory(), num_retries=IN_CALL_RETRIES
+                request.execute, http=self._iam_http_factory(), num_retries=IN_CALL_RETRIES
             )
         except HttpError as exc:
             status, message = api_message(exc)

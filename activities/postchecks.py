@@ -344,6 +344,7 @@ class PostCheckReader:
                 project,
                 log_filter(checks, request.namespace, selector, timing.since),
                 checks.evidence_messages,
+                enough=checks.max_error_entries,
             ),
         )
         name, ok, detail = judge_logs(count, messages, checks, more=more)

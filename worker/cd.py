@@ -11,8 +11,8 @@ from kubernetes.aio import client as kube
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from activities.artifact_registry import IAM_SCOPE, ArtifactRegistry, RegistryActivities
 from activities.artifact_registry import SCOPE as REGISTRY_SCOPE
-from activities.artifact_registry import ArtifactRegistry, RegistryActivities
 from activities.errors import permanent
 from activities.gatekeeper import Gatekeeper
 from activities.github import GitHubActivities
@@ -45,7 +45,12 @@ def registry_for(settings: CdSettings) -> ArtifactRegistry:
                 "MODORU_ARTIFACT_REGISTRY_INSECURE needs MODORU_ARTIFACT_REGISTRY_ENDPOINT (the "
                 "emulator's base URL)"
             )
-        return ArtifactRegistry(settings.artifact_registry_endpoint, build_http)
+        # The emulator serves the IAM Credentials stand-in on the same port.
+        return ArtifactRegistry(
+            settings.artifact_registry_endpoint,
+            build_http,
+            iam_endpoint=settings.artifact_registry_endpoint,
+        )
     import google.auth
     import google_auth_httplib2
     from google.auth.exceptions import DefaultCredentialsError
@@ -67,10 +72,24 @@ def registry_for(settings: CdSettings) -> ArtifactRegistry:
             )
 
         return ArtifactRegistry(settings.artifact_registry_endpoint, refuse)
+    # Acting as the nodes' account (the pull diagnosis) needs the broader scope; the registry's
+    # own reads keep the read-only one.
+    iam_credentials, _ = google.auth.default(scopes=[IAM_SCOPE])
     return ArtifactRegistry(
         settings.artifact_registry_endpoint,
         lambda: google_auth_httplib2.AuthorizedHttp(credentials, http=build_http()),
+        iam_http_factory=lambda: google_auth_httplib2.AuthorizedHttp(
+            iam_credentials, http=build_http()
+        ),
+        caller=_account_of(credentials),
     )
+
+
+def _account_of(credentials) -> str:
+    """The worker's service account, when the credentials know it already (the metadata
+    server's say "default" until first refreshed: then the messages say "this worker")."""
+    email = getattr(credentials, "service_account_email", "") or ""
+    return email if "@" in email else ""
 
 
 def cd_activities(

@@ -95,7 +95,9 @@ class SqlAdmin:
                 raise permanent(
                     f"Cloud SQL Admin API refused {what} ({code} {status}: {message}): the "
                     "worker's service account needs "
-                    "roles/cloudsql.viewer (roles/cloudsql.editor for backups and clones)",
+                    "roles/cloudsql.viewer; roles/cloudsql.editor for on-demand backups; "
+                    "cloudsql.instances.clone (roles/cloudsql.admin or a custom role) for a "
+                    "point-in-time recovery (docs/production.md)",
                     "CloudSqlDenied",
                 ) from None
             raise permanent(

@@ -563,10 +563,13 @@ class GitHubEmulator:
                 request.transport.abort()
             raise ConnectionResetError("dropped by fault injection")
         if decision.status is not None:
-            raise GitHubError(
+            error = GitHubError(
                 decision.status,
                 "Server Error" if decision.status >= 500 else "API rate limit exceeded",
             )
+            if decision.status == 429 and decision.retry_after:
+                error.headers = {"Retry-After": str(decision.retry_after)}
+            raise error
 
     def _record_effect(
         self, request: web.Request, resource: str, response: web.StreamResponse

@@ -43,6 +43,7 @@ from runbook.cd_config import CdConfig, RegistryConfig
 from runbook.models import ApprovalSignal, Phase
 from runbook.postchecks import PostChecks
 from tests.conftest import METRICS_DELAY, RunningSandbox
+from tests.waiting import phase_of, until
 from worker.main import WORKFLOWS
 
 IMAGE = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
@@ -124,24 +125,38 @@ class CdStack:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
         return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
-    async def approve(self, handle, *, model, who: str = "sre-lead") -> Phase | None:
+    async def approve(self, handle, *, model, who: str = "sre-lead") -> Phase:
         """Approve at the change's gate once it is there; a change that passes its planning
         without a gate (no approval asked of this severity) is left alone. Returns the
-        phase found."""
-        phase = None
-        for _ in range(600):
+        phase found; fails if the change is still planning (or not started) after a minute."""
+
+        async def read():
             try:
-                phase = (await handle.query("status", result_type=model)).phase
+                return await handle.query("status", result_type=model)
             except RPCError as err:  # a child the parent has not started yet
                 if err.status is not RPCStatusCode.NOT_FOUND:
                     raise
-            else:
-                if phase is not Phase.PLANNING:
-                    break
-            await asyncio.sleep(0.1)
-        if phase is Phase.AWAITING_APPROVAL:
+                return None
+
+        status = await until(
+            f"{handle.id} to pass its planning",
+            read,
+            lambda s: s is not None and s.phase is not Phase.PLANNING,
+            phase_of,
+            60,
+        )
+        if status.phase is Phase.AWAITING_APPROVAL:
             await handle.signal("approve", ApprovalSignal(by=who))
-        return phase
+        return status.phase
+
+
+def with_run(status) -> str:
+    """A redeploy's status for a wait's message: its phase and its CD run's state."""
+    run = status.run
+    said = "no CD run yet" if run is None else f"CD run {run.run_id} {run.status}"
+    if run is not None and run.conclusion:
+        said += f" ({run.conclusion})"
+    return f"{phase_of(status)}; {said}"
 
 
 def sandbox_monitoring(

@@ -25,7 +25,9 @@ from runbook.guard import MonitoringConfig
 from runbook.models import Phase, Severity
 from sandbox.traffic import TrafficGenerator
 from tests.conftest import METRICS_DELAY, RunningSandbox
-from tests.integration.cd_stack import IMAGE, CdStack, cd_entry, cd_stack
+from tests.integration.cd_stack import IMAGE, CdStack, cd_entry, cd_stack, with_run
+from tests.waiting import phase_of as phase_line
+from tests.waiting import until
 from workflows.forward_fix import ForwardFixWorkflow, forward_fix_workflow_id
 
 pytestmark = pytest.mark.integration
@@ -65,25 +67,33 @@ def push_hotfix(stack: CdStack, tag: str) -> None:
         assert answer.status == 200
 
 
-async def started(handle, tries: int = 600) -> None:
-    for _ in range(tries):
+async def started(handle, timeout: float = 60) -> None:
+    async def described():
         try:
-            await handle.describe()
-            return
+            return await handle.describe()
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
-        await asyncio.sleep(0.1)
+            return None
+
+    await until(
+        f"{handle.id} to start",
+        described,
+        lambda d: d is not None,
+        lambda d: "no such workflow (not found)",
+        timeout,
+    )
 
 
-async def phase_of(handle, phase: Phase, model, tries: int = 900):
-    status = None
-    for _ in range(tries):
-        status = await handle.query("status", result_type=model)
-        if status.phase in (phase, Phase.FAILED):
-            return status
-        await asyncio.sleep(0.1)
-    return status
+async def phase_of(handle, phase: Phase, model, timeout: float = 90):
+    """The change's status once it reaches `phase` or fails."""
+    return await until(
+        f"{handle.id} to reach {phase.value} (or to fail)",
+        lambda: handle.query("status", result_type=model),
+        lambda s: s.phase in (phase, Phase.FAILED),
+        phase_line,
+        timeout,
+    )
 
 
 async def test_a_hotfix_goes_out_through_the_cd_and_the_error_rate_falls_before_recovery_is_announced(  # noqa: E501 - the name is the sentence
@@ -151,15 +161,13 @@ async def test_a_hotfix_goes_out_through_the_cd_and_the_error_rate_falls_before_
     gate = await stack.approve(deploy, model=RedeployStatus)  # immediate: modoru asks none
     assert gate in (Phase.AWAITING_APPROVAL, Phase.EXECUTING), gate
     reviewing = await phase_of(deploy, Phase.EXECUTING, RedeployStatus)
-    for _ in range(600):
-        reviewing = await deploy.query("status", result_type=RedeployStatus)
-        if (
-            reviewing.run is not None
-            and reviewing.run.status == "waiting"
-            or reviewing.phase is Phase.FAILED
-        ):
-            break
-        await asyncio.sleep(0.1)
+    reviewing = await until(
+        "the hotfix's CD run to wait for a reviewer (or the deploy to fail)",
+        lambda: deploy.query("status", result_type=RedeployStatus),
+        lambda s: s.run is not None and s.run.status == "waiting" or s.phase is Phase.FAILED,
+        with_run,
+        60,
+    )
     assert reviewing.run is not None and reviewing.run.pending, reviewing.message
     token = Path(stack.endpoints["github_token_file"]).read_text().strip()
     gh = GitHub(TokenAuthStrategy(token), base_url=stack.endpoints["github_api"])

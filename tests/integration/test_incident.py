@@ -6,7 +6,6 @@ postmortem draft's timeline matches the rollback's history."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import re
@@ -17,10 +16,32 @@ from temporalio.api.enums.v1 import EventType
 from runbook.incident_models import IncidentStatus
 from runbook.notices import JST
 from runbook.postmortem import render
+from tests.waiting import until
 from workflows.incident import IncidentWorkflow
 
 pytestmark = pytest.mark.integration
 NAME = "tekutoko-api"
+
+
+def changes_line(status: IncidentStatus) -> str:
+    said = [
+        f"{c.workflow_id} {'running' if c.running else 'ended'} {c.phase or '-'}: "
+        f"{c.message or '(no message)'}"
+        for c in status.changes
+    ]
+    return f"incident {status.state}, changes: {'; '.join(said) or 'none'}"
+
+
+async def rollback_ended(incident) -> IncidentStatus:
+    """The incident once its first change (the rollback) has ended."""
+    return await until(
+        "the incident's rollback to end",
+        lambda: incident.query(IncidentWorkflow.status),
+        lambda s: bool(s.changes) and not s.changes[0].running,
+        changes_line,
+        20,
+        interval=0.25,
+    )
 
 
 def one_line(result) -> str:
@@ -50,11 +71,7 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
     incident_id = description.parent_id
     assert incident_id and incident_id.startswith(f"incident-{NAME}-")
     incident = stack.client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
-    for _ in range(80):
-        current: IncidentStatus = await incident.query(IncidentWorkflow.status)
-        if current.changes and not current.changes[0].running:
-            break
-        await asyncio.sleep(0.25)
+    current: IncidentStatus = await rollback_ended(incident)
     assert current.changes[0].workflow_id == rollback_id and current.changes[0].verified
 
     shown = await stack.cli("status", rollback_id)
@@ -189,11 +206,7 @@ async def test_the_postmortem_draft_has_the_rollbacks_real_timeline(stack) -> No
     incident = stack.client.get_workflow_handle(
         (await stack.client.get_workflow_handle(rollback_id).describe()).parent_id
     )
-    for _ in range(80):
-        current: IncidentStatus = await incident.query(IncidentWorkflow.status)
-        if current.changes and not current.changes[0].running:
-            break
-        await asyncio.sleep(0.25)
+    current: IncidentStatus = await rollback_ended(incident)
     history = await stack.client.get_workflow_handle(rollback_id).fetch_history()
     check_draft_against_history(render(current, "ja"), history)
     await incident.terminate("test over")

@@ -45,6 +45,7 @@ from runbook.catalog import (
 from runbook.migration_models import MigrationRequest, MigrationResult
 from runbook.models import ApprovalSignal, Phase
 from tests.conftest import RunningSandbox
+from tests.waiting import phase_of, until
 from worker.main import WORKFLOWS
 from workflows.migration_rollback import MigrationRollbackWorkflow
 
@@ -114,11 +115,13 @@ class MigrationStack:
             id=f"migration-{uuid.uuid4().hex[:8]}",
             task_queue=self.queue,
         )
-        for _ in range(300):
-            status = await handle.query(MigrationRollbackWorkflow.status)
-            if status.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED, Phase.COMPLETED):
-                break
-            await asyncio.sleep(0.1)
+        status = await until(
+            "the migration rollback to await approval (or to end)",
+            lambda: handle.query(MigrationRollbackWorkflow.status),
+            lambda s: s.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED, Phase.COMPLETED),
+            phase_of,
+            30,
+        )
         if status.phase is Phase.AWAITING_APPROVAL:
             for who in approvers:
                 await handle.signal(MigrationRollbackWorkflow.approve, ApprovalSignal(by=who))
@@ -204,16 +207,24 @@ async def broken_migrations(stack: MigrationStack, tmp_path: Path, down_5: str) 
         }
     }
     await stack.apps.patch_namespaced_deployment("tekutoko-api", "default", patch)
-    for _ in range(400):
-        d = await stack.apps.read_namespaced_deployment("tekutoko-api", "default")
-        s = d.status
-        if (
-            s.observed_generation >= d.metadata.generation
-            and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas
-        ):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the deployment did not roll out")
+    await until(
+        "the Deployment to roll out the broken migrations' setting",
+        lambda: stack.apps.read_namespaced_deployment("tekutoko-api", "default"),
+        lambda d: (
+            d.status.observed_generation >= d.metadata.generation
+            and d.status.updated_replicas
+            == d.status.replicas
+            == d.status.available_replicas
+            == d.spec.replicas
+        ),
+        lambda d: (
+            f"generation {d.metadata.generation} (observed {d.status.observed_generation}), "
+            f"{d.spec.replicas} replicas wanted, {d.status.replicas} in all, "
+            f"{d.status.updated_replicas} updated, {d.status.available_replicas} available"
+        ),
+        20,
+        interval=0.05,
+    )
 
 
 async def test_down_one_step_drops_the_newest_migration_and_verifies(

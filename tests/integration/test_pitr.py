@@ -44,6 +44,7 @@ from runbook.catalog import (
 from runbook.models import ApprovalSignal, Phase
 from runbook.pitr_models import ExpectedQuery, PitrCheckRequest, PitrRequest, PitrResult
 from tests.conftest import RunningSandbox
+from tests.waiting import phase_of, until
 from worker.main import WORKFLOWS
 from workflows.pitr import PointInTimeRecoveryWorkflow
 
@@ -94,13 +95,16 @@ class PitrStack:
             task_queue=self.queue,
         )
         for gate in ("clone", "switch")[:gates]:
-            for _ in range(1200):
-                status = await handle.query(PointInTimeRecoveryWorkflow.status)
-                if status.phase in (Phase.FAILED, Phase.COMPLETED) or (
-                    status.phase is Phase.AWAITING_APPROVAL and status.gate == gate
-                ):
-                    break
-                await asyncio.sleep(0.1)
+            status = await until(
+                f"the recovery to await approval at its {gate} gate (or to end)",
+                lambda: handle.query(PointInTimeRecoveryWorkflow.status),
+                lambda s, gate=gate: (
+                    s.phase in (Phase.FAILED, Phase.COMPLETED)
+                    or (s.phase is Phase.AWAITING_APPROVAL and s.gate == gate)
+                ),
+                lambda s: f"{phase_of(s)} (gate {s.gate or 'none'})",
+                120,
+            )
             if status.phase is not Phase.AWAITING_APPROVAL:
                 break
             for who in ("sre-lead", "backend-lead"):

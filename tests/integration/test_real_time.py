@@ -18,6 +18,7 @@ import pytest
 
 from starter.commands import verification_waits
 from starter.embedded import EmbeddedStack, free_port
+from tests.waiting import until
 from worker.client import connect
 from workflows.deployment_rollback import rollback_workflow_id
 
@@ -39,15 +40,29 @@ def cli(stack: EmbeddedStack, *args: str, timeout: float) -> subprocess.Complete
     )
 
 
-async def watch_verification(stack: EmbeddedStack, workflow_id: str) -> list[str]:
+async def watch_verification(
+    stack: EmbeddedStack, workflow_id: str, timeout: float = 420
+) -> list[str]:
     """What `modoru status` says the verification is waiting for, read every 2 s until the
-    rollback ends."""
+    rollback ends; fails if it has not ended after `timeout` seconds."""
     client = await connect(stack.client_settings())
     handle = client.get_workflow_handle(workflow_id)
     said: list[str] = []
-    while (await handle.describe()).close_time is None:
-        said += [w for w in await verification_waits(client, handle) if w not in said]
-        await asyncio.sleep(2)
+
+    async def described():
+        description = await handle.describe()
+        if description.close_time is None:
+            said.extend(w for w in await verification_waits(client, handle) if w not in said)
+        return description
+
+    await until(
+        f"{workflow_id} to end",
+        described,
+        lambda d: d.close_time is not None,
+        lambda d: f"status {d.status and d.status.name}; it said {said or 'nothing yet'}",
+        timeout,
+        interval=2,
+    )
     return said
 
 
@@ -97,7 +112,9 @@ def test_an_immediate_rollback_at_the_real_clock_is_verified_on_judged_data(tmp_
         )
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
         workflow_id = rollback_workflow_id("default", "tekutoko-api")
-        waits = asyncio.run(asyncio.wait_for(watch_verification(stack, workflow_id), 420))
+        waits = asyncio.run(  # the outer limit only for a call that hangs
+            asyncio.wait_for(watch_verification(stack, workflow_id, 420), 480)
+        )
         # while it waited, the status said for which minute and until when
         assert any(
             w.startswith("error_ratio: waiting for the error rate of ") and "readable at" in w

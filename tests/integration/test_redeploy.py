@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from temporalio.client import WorkflowFailureError
 from runbook.cd_models import RedeployRequest, RedeployResult, RedeployStatus
 from runbook.models import Phase
 from tests.conftest import RunningSandbox
-from tests.integration.cd_stack import IMAGE, CdStack, cd_entry, cd_stack
+from tests.integration.cd_stack import IMAGE, CdStack, cd_entry, cd_stack, with_run
+from tests.waiting import phase_of, until
 from workflows.redeploy import RedeployWorkflow
 
 pytestmark = pytest.mark.integration
@@ -51,16 +53,13 @@ async def test_method_2_takes_1_3_0_back_to_1_2_0_through_an_approved_cd_run(
         RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue
     )
     assert await stack.approve(handle, model=RedeployStatus) is Phase.AWAITING_APPROVAL
-    waiting = None
-    for _ in range(600):  # the run waits for a reviewer of environment production, in GitHub
-        waiting = await handle.query(RedeployWorkflow.status)
-        if (
-            waiting.run is not None
-            and waiting.run.status == "waiting"
-            or waiting.phase is Phase.FAILED
-        ):
-            break
-        await asyncio.sleep(0.1)
+    waiting = await until(  # the run waits for a reviewer of environment production, in GitHub
+        "the CD run to wait for a reviewer (or the redeploy to fail)",
+        lambda: handle.query(RedeployWorkflow.status),
+        lambda s: s.run is not None and s.run.status == "waiting" or s.phase is Phase.FAILED,
+        with_run,
+        60,
+    )
     assert waiting.run is not None and waiting.run.status == "waiting", waiting.message
     assert stack.live_image() == f"{IMAGE}:1.3.0"  # nothing deployed before the review
     [pending] = waiting.run.pending
@@ -153,11 +152,13 @@ async def test_a_rejected_github_review_fails_the_redeploy_and_says_so(stack: Cd
         RedeployWorkflow.run, request, id=f"redeploy-{uuid.uuid4().hex[:8]}", task_queue=stack.queue
     )
     assert await stack.approve(handle, model=RedeployStatus) is Phase.AWAITING_APPROVAL
-    for _ in range(600):
-        status = await handle.query(RedeployWorkflow.status)
-        if status.run is not None and status.run.status == "waiting":
-            break
-        await asyncio.sleep(0.1)
+    status = await until(
+        "the CD run to wait for a reviewer",
+        lambda: handle.query(RedeployWorkflow.status),
+        lambda s: s.run is not None and s.run.status == "waiting",
+        with_run,
+        60,
+    )
     gh = reviewer(stack)
     await gh.rest.actions.async_review_pending_deployments_for_run(
         "tekutoko",
@@ -216,11 +217,13 @@ async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_disp
             stack.client, workflow_id, request, keys["oncall"], task_queue=stack.queue, quiet=True
         )
         assert started is not None and started.counted, started
-        for _ in range(600):
-            status = await handle.query(RedeployWorkflow.status)
-            if status.phase is Phase.AWAITING_APPROVAL:
-                break
-            await asyncio.sleep(0.1)
+        status = await until(
+            "the redeploy to await approval",
+            partial(handle.query, RedeployWorkflow.status),
+            lambda s: s.phase is Phase.AWAITING_APPROVAL,
+            phase_of,
+            60,
+        )
         assert (
             status.pending is not None
             and status.pending.signed
@@ -232,15 +235,13 @@ async def test_with_identities_the_redeploy_needs_a_signed_approval_and_the_disp
             "approve", workflow_id, "--by", "sre-lead", "--key", str(keys["sre-lead"])
         )
         assert said.returncode == 0 and "counted" in said.stdout, said.stdout + said.stderr
-        for _ in range(600):
-            status = await handle.query(RedeployWorkflow.status)
-            if (
-                status.run is not None
-                and status.run.status == "waiting"
-                or status.phase is Phase.FAILED
-            ):
-                break
-            await asyncio.sleep(0.1)
+        status = await until(
+            "the CD run to wait for a reviewer (or the redeploy to fail)",
+            partial(handle.query, RedeployWorkflow.status),
+            lambda s: s.run is not None and s.run.status == "waiting" or s.phase is Phase.FAILED,
+            with_run,
+            60,
+        )
         assert status.run is not None, (
             status.message
         )  # the dispatching activity accepted the signed approval

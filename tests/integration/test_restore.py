@@ -20,6 +20,7 @@ from runbook.models import BackupRequest, Phase
 from runbook.repair_models import RestoreRequest, RestoreResult, RestoreStatus
 from tests.conftest import RunningSandbox, fast_scenario
 from tests.integration.cd_stack import IMAGE, CdStack, cd_entry, cd_stack
+from tests.waiting import phase_of, until
 from workflows.restore import RestoreWorkflow
 
 pytestmark = pytest.mark.integration
@@ -46,11 +47,13 @@ async def restore(
         RestoreWorkflow.run, request, id=f"restore-{uuid.uuid4().hex[:8]}", task_queue=stack.queue
     )
     if approve:
-        for _ in range(600):
-            status = await handle.query(RestoreWorkflow.status)
-            if status.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED, Phase.COMPLETED):
-                break
-            await asyncio.sleep(0.1)
+        status = await until(
+            "the restore to await approval (or to end)",
+            lambda: handle.query(RestoreWorkflow.status),
+            lambda s: s.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED, Phase.COMPLETED),
+            phase_of,
+            60,
+        )
         if status.phase is Phase.AWAITING_APPROVAL:
             assert status.check is not None and any(
                 line.startswith("+") and "image:" in line for line in status.check.diff

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, RollbackResult, Severity
 from starter.commands import CliError, start_rollback
+from tests.waiting import phase_of, until
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 NS, NAME = "default", "tekutoko-api"
@@ -40,11 +41,22 @@ async def start(stack, req: RollbackRequest):
 
 
 async def wait_phase(handle, phase: Phase, timeout: float = 20) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if (await handle.query(DeploymentRollbackWorkflow.status)).phase == phase:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never reached {phase}")
+    await until(
+        f"the rollback to reach {phase.value}",
+        lambda: handle.query(DeploymentRollbackWorkflow.status),
+        lambda s: s.phase == phase,
+        phase_of,
+        timeout,
+    )
+
+
+def rollout(d) -> str:
+    s = d.status
+    return (
+        f"image {d.spec.template.spec.containers[0].image}, generation {d.metadata.generation} "
+        f"(observed {s.observed_generation}), {s.replicas} replicas, {s.updated_replicas} "
+        f"updated, {s.available_replicas} available"
+    )
 
 
 def image(kube_client) -> str:
@@ -101,14 +113,16 @@ async def test_a_target_that_never_pulls_fails_with_diagnostics(stack, kube_clie
             }
         },
     )
-    for _ in range(100):  # back on 1.3.0 and settled before the rollback starts
-        d = apps.read_namespaced_deployment(NAME, NS)
-        if (
+    await until(  # back on 1.3.0 and settled before the rollback starts
+        "the Deployment to settle on 1.3.0 with 3 replicas",
+        lambda: apps.read_namespaced_deployment(NAME, NS),
+        lambda d: (
             d.status.observed_generation == d.metadata.generation
             and d.status.updated_replicas == d.status.available_replicas == d.status.replicas == 3
-        ):
-            break
-        await asyncio.sleep(0.1)
+        ),
+        rollout,
+        10,
+    )
     handle = await start(stack, request(severity=Severity.IMMEDIATE, to_revision=4))
     with pytest.raises(WorkflowFailureError):
         await handle.result()
@@ -300,11 +314,14 @@ async def test_the_stock_temporal_cli_approves_and_reads_status(stack) -> None:
 async def test_list_and_history_show_rollbacks(stack) -> None:
     handle = await start(stack, request())
     await wait_phase(handle, Phase.AWAITING_APPROVAL)
-    for _ in range(50):  # visibility is eventually consistent
-        listed = await stack.cli("list", "--open")
-        if handle.id in listed.stdout:
-            break
-        await asyncio.sleep(0.2)
+    listed = await until(  # visibility is eventually consistent
+        f"{handle.id} in `modoru list --open`",
+        lambda: stack.cli("list", "--open"),
+        lambda r: handle.id in r.stdout,
+        lambda r: f"exit {r.returncode}, stdout {r.stdout[-1000:]!r}, stderr {r.stderr[-1000:]!r}",
+        30,  # 50 tries of a CLI call
+        interval=0.2,
+    )
     assert (
         listed.returncode == 0
         and handle.id in listed.stdout

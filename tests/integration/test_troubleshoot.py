@@ -17,6 +17,7 @@ from runbook.models import Phase
 from runbook.repair_models import RepairRequest, RepairStatus
 from tests.conftest import RunningSandbox
 from tests.integration.cd_stack import IMAGE, CdStack, cd_entry, cd_stack
+from tests.waiting import phase_of, until
 from workflows.troubleshoot import TroubleshootWorkflow
 
 pytestmark = pytest.mark.integration
@@ -61,12 +62,13 @@ async def start(stack: CdStack, **changes):
 
 
 async def awaiting(handle) -> RepairStatus:
-    for _ in range(600):
-        status = await handle.query(TroubleshootWorkflow.status)
-        if status.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED):
-            return status
-        await asyncio.sleep(0.1)
-    raise AssertionError("never reached the approval gate")
+    return await until(
+        "the repair to reach its approval gate (or to fail)",
+        lambda: handle.query(TroubleshootWorkflow.status),
+        lambda s: s.phase in (Phase.AWAITING_APPROVAL, Phase.FAILED),
+        phase_of,
+        60,
+    )
 
 
 async def test_an_old_replicaset_is_deleted_only_after_approval_and_kept(stack: CdStack) -> None:
@@ -143,15 +145,21 @@ async def test_a_crashing_pods_log_tail_is_in_the_stuck_rollouts_diagnostics(
     stack: CdStack,
 ) -> None:
     stack.sandbox.kubectl("set", "image", "deployment/tekutoko-api", f"api={IMAGE}:1.3.1-crash")
-    deployment = None
-    for _ in range(100):
+
+    async def diagnosed():
         deployment = stack.ops._serialize(
             await stack.ops.apps.read_namespaced_deployment("tekutoko-api", "default")
         )
-        diagnostics = await stack.ops.diagnose(deployment, with_events=True)
-        if diagnostics.logs:
-            break
-        await asyncio.sleep(0.2)
+        return await stack.ops.diagnose(deployment, with_events=True)
+
+    diagnostics = await until(
+        "a crashing pod's log tail in the diagnostics",
+        diagnosed,
+        lambda d: bool(d.logs),
+        lambda d: f"no logs; problems {d.problems}",
+        20,
+        interval=0.2,
+    )
     assert (
         any("CrashLoopBackOff" in p or "Error" in p for p in diagnostics.problems)
         or diagnostics.problems

@@ -38,6 +38,7 @@ from runbook.incident_models import ChangeSignal, IncidentRequest, IncidentStatu
 from runbook.models import Phase, PlanRequest, RollbackRequest, ServiceLookup
 from runbook.plans import rollback_plan
 from runbook.signatures import new_private_key, public_key_line
+from tests import waiting
 from tests.conftest import RunningSandbox
 from tests.integration.conftest import dev_env  # noqa: F401 - the session's dev server
 from tests.workflows.conftest import fake, time_skipping_env  # noqa: F401 - fixtures
@@ -491,10 +492,13 @@ async def test_with_identities_the_guards_own_seal_rolls_back_without_approval(
                 id=guard_workflow_id("default", "tekutoko-api"),
                 task_queue=queue,
             )
-            for _ in range(100):
-                if (await handle.query(ReleaseGuardWorkflow.status)).phase is GuardPhase.WATCHING:
-                    break
-                await asyncio.sleep(0.1)
+            await waiting.until(
+                "the guard to watch 1.2.0",
+                lambda: handle.query(ReleaseGuardWorkflow.status),
+                lambda s: s.phase is GuardPhase.WATCHING,
+                waiting.phase_of,
+                10,
+            )
             await release(stack, "1.3.0")  # about 60% errors: immediate
             result = await asyncio.wait_for(handle.result(), 150)
             assert result.status.phase is GuardPhase.ROLLED_BACK, result.status.message

@@ -37,6 +37,7 @@ from runbook.pitr_models import ExpectedQuery, PitrRequest
 from runbook.signatures import new_private_key, public_key_line, sign
 from starter.signing import payload_for
 from starter.start_options import sign_start_gate
+from tests import waiting
 from tests.workflows.conftest import FakeCluster, binary
 from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
 from tests.workflows.migration_fakes import FakeSchema
@@ -69,10 +70,14 @@ def request(**changes) -> RollbackRequest:
 
 
 async def until(handle, phase: Phase) -> None:
-    for _ in range(200):
-        if (await handle.query(DeploymentRollbackWorkflow.status)).phase == phase:
-            return
-        await asyncio.sleep(0.05)
+    await waiting.until(
+        f"{handle.id} to reach {phase.value}",
+        lambda: handle.query(DeploymentRollbackWorkflow.status),
+        lambda s: s.phase == phase,
+        waiting.phase_of,
+        10,
+        interval=0.05,
+    )
 
 
 async def record(
@@ -173,10 +178,14 @@ async def record_guard(
 
 
 async def stop_guard(scripted: ScriptedGuard, handle) -> None:
-    for _ in range(200):
-        if len(scripted.watches) >= 2:
-            break
-        await asyncio.sleep(0.05)
+    await waiting.until(
+        f"{handle.id}'s second watch",
+        lambda: len(scripted.watches),
+        lambda watches: watches >= 2,
+        lambda watches: f"{watches} watches",
+        10,
+        interval=0.05,
+    )
     await handle.signal(
         ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="verified by hand")
     )
@@ -212,12 +221,14 @@ async def record_migration(
             task_queue=queue,
         )
         if decisions:
-            for _ in range(200):
-                if (
-                    await handle.query(MigrationRollbackWorkflow.status)
-                ).phase == Phase.AWAITING_APPROVAL:
-                    break
-                await asyncio.sleep(0.05)
+            await waiting.until(
+                f"{handle.id} to await approval",
+                lambda: handle.query(MigrationRollbackWorkflow.status),
+                lambda s: s.phase == Phase.AWAITING_APPROVAL,
+                waiting.phase_of,
+                10,
+                interval=0.05,
+            )
             for signal in decisions:
                 await handle.signal(
                     "approve" if isinstance(signal, ApprovalSignal) else "reject", signal
@@ -255,11 +266,14 @@ async def record_pitr(
             task_queue=queue,
         )
         for gate in gates:
-            for _ in range(400):
-                status = await handle.query(PointInTimeRecoveryWorkflow.status)
-                if status.phase == Phase.AWAITING_APPROVAL and status.gate == gate:
-                    break
-                await asyncio.sleep(0.05)
+            await waiting.until(
+                f"{handle.id} to await approval at its {gate} gate",
+                lambda: handle.query(PointInTimeRecoveryWorkflow.status),
+                lambda s, gate=gate: s.phase == Phase.AWAITING_APPROVAL and s.gate == gate,
+                lambda s: f"{waiting.phase_of(s)} (gate {s.gate or 'none'})",
+                20,
+                interval=0.05,
+            )
             for who in ("sre-lead", "dba"):
                 await handle.signal("approve", ApprovalSignal(by=who))
         with contextlib.suppress(Exception):
@@ -290,13 +304,14 @@ async def record_cd(
             workflow.run, req, id=f"replay-{name}-{uuid.uuid4().hex[:6]}", task_queue=queue
         )
         if decision is not None:
-            for _ in range(400):
-                if (await handle.query("status", result_type=dict))["phase"] in (
-                    "awaiting_approval",
-                    "failed",
-                ):
-                    break
-                await asyncio.sleep(0.05)
+            await waiting.until(
+                f"{handle.id} to await approval (or to fail)",
+                lambda: handle.query("status", result_type=dict),
+                lambda s: s["phase"] in ("awaiting_approval", "failed"),
+                lambda s: f"phase {s['phase']}: {s.get('message') or '(no message)'}",
+                20,
+                interval=0.05,
+            )
             await handle.signal(
                 "approve" if isinstance(decision, ApprovalSignal) else "reject", decision
             )
@@ -446,13 +461,21 @@ async def record_forward_fix_histories(env: WorkflowEnvironment) -> None:
             )
             if req.hotfix is not None:
                 child = env.client.get_workflow_handle(f"{handle.id}-deploy")
-                phase = ""
-                for _ in range(400):
-                    with contextlib.suppress(Exception):
-                        phase = (await child.query("status", result_type=dict))["phase"]
-                    if phase in ("awaiting_approval", "completed", "failed"):
-                        break
-                    await asyncio.sleep(0.05)
+
+                async def child_phase(child=child) -> str:
+                    try:
+                        return (await child.query("status", result_type=dict))["phase"]
+                    except Exception as err:  # the child has not started yet
+                        return f"no status ({err})"
+
+                phase = await waiting.until(
+                    f"{child.id} to await approval (or to end)",
+                    child_phase,
+                    lambda phase: phase in ("awaiting_approval", "completed", "failed"),
+                    str,
+                    20,
+                    interval=0.05,
+                )
                 if phase == "awaiting_approval":
                     await child.signal("approve", ApprovalSignal(by="sre-lead"))
             with contextlib.suppress(Exception):
@@ -502,11 +525,18 @@ async def record_incident(
     print(f"recorded {name}: {len(history.events)} events")
 
 
-async def incident_until(handle, check) -> None:
-    for _ in range(400):
-        if check(await handle.query(IncidentWorkflow.status)):
-            return
-        await asyncio.sleep(0.05)
+async def incident_until(handle, check, what: str) -> None:
+    await waiting.until(
+        f"{handle.id}: {what}",
+        lambda: handle.query(IncidentWorkflow.status),
+        check,
+        lambda s: (
+            f"incident {s.state}, changes {[(c.workflow_id, c.phase) for c in s.changes]}, "
+            f"missing {s.missing}"
+        ),
+        20,
+        interval=0.05,
+    )
 
 
 async def follow_ups(handle) -> None:
@@ -525,7 +555,9 @@ async def follow_ups(handle) -> None:
 
 
 async def confirm_everything(env, handle) -> None:
-    await incident_until(handle, lambda s: s.changes and s.changes[0].verified)
+    await incident_until(
+        handle, lambda s: s.changes and s.changes[0].verified, "its rollback verified"
+    )
     await env.sleep(dt.timedelta(minutes=61))  # one confirmation reminder
     for item in ("user_reports", "main_features", "dashboards"):
         await handle.signal(IncidentWorkflow.confirm, ConfirmSignal(item=item, by="sre-lead"))
@@ -533,7 +565,7 @@ async def confirm_everything(env, handle) -> None:
 
 
 async def miss_the_deadlines(env, handle) -> None:
-    await incident_until(handle, lambda s: len(s.follow_ups) == 3)
+    await incident_until(handle, lambda s: len(s.follow_ups) == 3, "three follow-ups")
     await env.sleep(dt.timedelta(hours=49))  # every reminder and escalation
     await handle.signal(
         IncidentWorkflow.rca, FollowUpSignal(by="oncall", request_id="bad")

@@ -8,8 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.waiting import until_blocking
 
 MODORU = [sys.executable, "-m", "starter.cli"]
 
@@ -61,9 +62,16 @@ def test_up_writes_kubeconfig_and_endpoints_then_stops_on_sigterm(tmp_path: Path
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "endpoints.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        until_blocking(
+            f"`modoru sandbox up` to write {tmp_path / 'endpoints.json'}",
+            lambda: sorted(p.name for p in tmp_path.iterdir()),
+            lambda files: "endpoints.json" in files,
+            lambda files: (
+                f"files {files}, the process "
+                + ("still running" if proc.poll() is None else f"exited {proc.returncode}")
+            ),
+            30,
+        )
         endpoints = json.loads((tmp_path / "endpoints.json").read_text())
         assert endpoints["kubernetes"].startswith("http://127.0.0.1:")
         assert endpoints["services"]["default/tekutoko-api"].startswith("http://127.0.0.1:")

@@ -5,7 +5,6 @@ after one."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 
@@ -27,6 +26,7 @@ from runbook.models import (
     RejectSignal,
     ServiceByName,
 )
+from tests.waiting import phase_of, until
 from tests.workflows.toy_change import ToyChange, ToyRequest, ToyStatus
 
 QUEUE = "test-change-shell"
@@ -72,10 +72,14 @@ async def run_toy(
             ToyChange.run, request, id=f"toy-{uuid.uuid4().hex[:8]}", task_queue=QUEUE
         )
         if steer is not None:
-            for _ in range(200):
-                if (await handle.query(ToyChange.status)).phase is Phase.AWAITING_APPROVAL:
-                    break
-                await asyncio.sleep(0.05)
+            await until(
+                "the toy change to await approval",
+                lambda: handle.query(ToyChange.status),
+                lambda s: s.phase is Phase.AWAITING_APPROVAL,
+                phase_of,
+                10,
+                interval=0.05,
+            )
             await steer(handle)
         outcome: ToyStatus | BaseException
         try:

@@ -5,7 +5,7 @@ already running is never doubled."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
 import uuid
 
@@ -21,6 +21,7 @@ from runbook.guard_models import (
     StopSignal,
 )
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
+from tests.waiting import phase_of, until
 from tests.workflows.guard_fakes import NOW, ScriptedGuard, breach, clean
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.incident import IncidentWorkflow
@@ -93,17 +94,23 @@ async def test_an_investigate_breach_waits_for_approval_in_the_rollback(
         rollback = time_skipping_env.client.get_workflow_handle(
             rollback_workflow_id("default", name)
         )
-        for _ in range(100):
+
+        async def both():
             guard = await handle.query(ReleaseGuardWorkflow.status)
+            gated = None
             if guard.phase is GuardPhase.ROLLING_BACK:
-                try:
-                    if (
-                        await rollback.query(DeploymentRollbackWorkflow.status)
-                    ).phase is Phase.AWAITING_APPROVAL:
-                        break
-                except Exception:
-                    pass
-            await asyncio.sleep(0.05)
+                with contextlib.suppress(Exception):  # the rollback has not started yet
+                    gated = await rollback.query(DeploymentRollbackWorkflow.status)
+            return guard, gated
+
+        await until(
+            "the guard to roll back and its rollback to await approval",
+            both,
+            lambda seen: seen[1] is not None and seen[1].phase is Phase.AWAITING_APPROVAL,
+            lambda seen: f"guard {phase_of(seen[0])}; rollback {phase_of(seen[1])}",
+            5,
+            interval=0.05,
+        )
         assert "undo" not in fake.calls
         await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
         result: GuardResult = await handle.result()
@@ -143,10 +150,14 @@ async def test_stop_ends_the_guard_without_a_rollback(time_skipping_env, fake) -
     name = deployment_name()
     async with guard_worker(time_skipping_env, fake, scripted):
         handle = await start_guard(time_skipping_env, name)
-        for _ in range(100):
-            if len(scripted.watches) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await until(
+            "the guard's second watch",
+            lambda: len(scripted.watches),
+            lambda watches: watches == 2,
+            lambda watches: f"{watches} watches",
+            5,
+            interval=0.05,
+        )
         await handle.signal(
             ReleaseGuardWorkflow.stop, StopSignal(by="oncall", reason="release verified by hand")
         )
@@ -245,10 +256,14 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(
     with time_skipping_env.auto_time_skipping_disabled():
         async with guard_worker(time_skipping_env, fake, scripted):
             handle = await start_guard(time_skipping_env, deployment_name())
-            for _ in range(200):
-                if len(scripted.watches) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            await until(
+                "the guard's second watch",
+                lambda: len(scripted.watches),
+                lambda watches: watches == 2,
+                lambda watches: f"{watches} watches",
+                10,
+                interval=0.05,
+            )
             status = await handle.query(ReleaseGuardWorkflow.status)
             gate = status.pending
             assert gate is not None and gate.gate == "stop" and gate.signed
@@ -272,11 +287,16 @@ async def test_with_identities_only_a_signed_stop_by_an_approver_counts(
                 StopSignal(by="sre-lead", signed=signed("sre-lead", run_id="another-run")),
             ):
                 await handle.signal(ReleaseGuardWorkflow.stop, signal)
-            for _ in range(100):
-                if len((await handle.query(ReleaseGuardWorkflow.status)).refused_stops) == 3:
-                    break
-                await asyncio.sleep(0.05)
-            refused = (await handle.query(ReleaseGuardWorkflow.status)).refused_stops
+            refused = (
+                await until(
+                    "the guard to refuse the three stops",
+                    lambda: handle.query(ReleaseGuardWorkflow.status),
+                    lambda status: len(status.refused_stops) == 3,
+                    lambda status: f"refused stops {status.refused_stops}",
+                    5,
+                    interval=0.05,
+                )
+            ).refused_stops
             expected = ("unsigned", "neither an approver", "names run another-run")
             if len(refused) != 3 or any(
                 needle not in reason for needle, reason in zip(expected, refused, strict=True)

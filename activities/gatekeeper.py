@@ -39,7 +39,9 @@ from runbook.decisions import (
     plan_digest,
     seal_problem,
 )
+from runbook.enums import Severity
 from runbook.identity import normalize_id
+from runbook.policy import approvals_required
 
 from .errors import permanent
 
@@ -74,6 +76,15 @@ class Gatekeeper:
         from runbook.decisions import canonical
 
         return hmac.new(self.seal_key, canonical(facts).encode(), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def needed(grant: Grant | None, entry: ServiceEntry | None) -> int:
+        """How many approvals a change needs by its service's approval policy, for the
+        severity its request named (investigate when there is no grant); 1 with no entry."""
+        severity = Severity(
+            grant.request.get("severity", "investigate") if grant else Severity.INVESTIGATE
+        )
+        return approvals_required(severity, entry.approval) if entry else 1
 
     def require(
         self,

@@ -46,8 +46,6 @@ from runbook.cd_models import (
     RunState,
     dispatch_facts,
 )
-from runbook.enums import Severity
-from runbook.policy import approvals_required
 
 from .errors import permanent
 from .gatekeeper import Gatekeeper
@@ -224,16 +222,10 @@ class GitHubActivities:
                 ),
                 None,
             )
-            severity = (
-                Severity(request.grant.request.get("severity", "investigate"))
-                if request.grant
-                else Severity.INVESTIGATE
-            )
-            needed = approvals_required(severity, entry.approval) if entry else 1
             self.gatekeeper.require(
                 request.grant,
                 entry,
-                needed,
+                self.gatekeeper.needed(request.grant, entry),
                 dispatch_facts(cd, request.tag),
                 f"dispatch {cd.workflow_name} with tag {request.tag}",
             )

@@ -16,7 +16,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from runbook import activity_refs as refs
-from runbook.enums import Severity
 from runbook.models import (
     BackupRef,
     BackupRequest,
@@ -31,7 +30,6 @@ from runbook.models import (
     UndoResult,
 )
 from runbook.plans import rollback_plan
-from runbook.policy import approvals_required
 
 from .errors import permanent, raise_for_api_error
 from .gatekeeper import Gatekeeper
@@ -308,16 +306,10 @@ class KubernetesActivities:
         plan = request.plan
         if self.gatekeeper is not None:
             entry = self.gatekeeper.catalog.find(plan.namespace, plan.deployment)
-            severity = (
-                Severity(request.grant.request.get("severity", "investigate"))
-                if request.grant
-                else Severity.INVESTIGATE
-            )
-            needed = approvals_required(severity, entry.approval) if entry else 1
             self.gatekeeper.require(
                 request.grant,
                 entry,
-                needed,
+                self.gatekeeper.needed(request.grant, entry),
                 rollback_plan(plan),
                 f"roll deployment/{plan.deployment} back",
             )

@@ -25,8 +25,6 @@ from runbook.cd_models import (
     restore_manifest,
 )
 from runbook.decisions import canonical
-from runbook.enums import Severity
-from runbook.policy import approvals_required
 from runbook.repair_models import (
     ApplyResult,
     BackupFetch,
@@ -451,7 +449,7 @@ class KubernetesOpsActivities(KubernetesActivities):
         if self.gatekeeper is not None:
             entry = self.gatekeeper.catalog.find(request.namespace, request.deployment)
             self.gatekeeper.require(
-                request.grant, entry, _needed(request.grant, entry), binding, action
+                request.grant, entry, self.gatekeeper.needed(request.grant, entry), binding, action
             )
         deployment = await self._deployment(request.namespace, request.deployment)
         if deployment["metadata"]["uid"] != request.deployment_uid:
@@ -553,13 +551,6 @@ def _keep_name(replicaset: str) -> str:
 
 def _digest(desired: Obj) -> str:
     return hashlib.sha256(canonical(desired).encode("utf-8")).hexdigest()
-
-
-def _needed(grant, entry) -> int:
-    severity = (
-        Severity(grant.request.get("severity", "investigate")) if grant else Severity.INVESTIGATE
-    )
-    return approvals_required(severity, entry.approval) if entry else 1
 
 
 def _retry(message: str):

@@ -62,6 +62,8 @@ def cd_entry(tmp_path: Path, **changes) -> ServiceEntry:
                 location="asia-northeast1",
                 repository="tekutoko",
                 package="tekutoko-api",
+                # The emulator's nodes: the pull diagnosis asks as them (IAM Credentials).
+                node_service_account="gke-nodes@tekutoko-prod.iam.gserviceaccount.com",
             ),
             "cd": CdConfig(
                 repository="tekutoko/tekutoko-api",
@@ -211,7 +213,13 @@ async def cd_stack(
             environ={"SANDBOX_GITHUB_TOKEN_FILE": endpoints["github_token_file"]},
             gatekeeper=gatekeeper,
         )
-        registry = RegistryActivities(ArtifactRegistry(endpoints["artifact_registry"], build_http))
+        registry = RegistryActivities(
+            ArtifactRegistry(
+                endpoints["artifact_registry"],
+                build_http,
+                iam_endpoint=endpoints["artifact_registry"],  # the emulator's IAM stand-in
+            )
+        )
         activities = [
             CatalogActivities(catalog).lookup,
             ops.redeploy_plan,

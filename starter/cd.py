@@ -26,7 +26,7 @@ from workflows.troubleshoot import TroubleshootWorkflow, troubleshoot_workflow_i
 
 from .base import fail
 from .commands import Change, Kind, asked_change
-from .render import console
+from .render import audit_table, console
 from .start_options import StartOptions, launch, start_options
 
 redeploy_app = typer.Typer(
@@ -135,19 +135,7 @@ def render_cd(status: BaseModel) -> None:
     if data.get("message"):
         _row(table, "message", data["message"])
     console.print(table)
-    audit = Table(title="audit")
-    for column in ("at", "actor", "action", "counted", "detail"):
-        audit.add_column(column, overflow="fold")
-    for entry in data.get("audit") or []:
-        _row(
-            audit,
-            entry["at"][11:19],
-            entry["actor"],
-            entry["action"],
-            "" if entry["counted"] is None else ("yes" if entry["counted"] else "no"),
-            entry["detail"],
-        )
-    console.print(audit)
+    console.print(audit_table(getattr(status, "audit", None) or [], markup=False))
 
 
 def deployment_change(

@@ -10,7 +10,7 @@ from runbook.migration_models import MigrationRequest, MigrationStatus
 from workflows.migration_rollback import MigrationRollbackWorkflow, migration_workflow_id
 
 from .commands import Change, Kind, asked_change
-from .render import approvals_rows, check_rows, console
+from .render import approvals_rows, audit_table, check_rows, console
 from .start_options import StartOptions, launch, start_options
 
 migrate_app = typer.Typer(
@@ -57,18 +57,7 @@ def render_migration(status: MigrationStatus) -> None:
     if status.message:
         table.add_row("message", status.message)
     console.print(table)
-    audit = Table(title="audit")
-    for column in ("at", "actor", "action", "counted", "detail"):
-        audit.add_column(column, overflow="fold")
-    for entry in status.audit:
-        audit.add_row(
-            entry.at.strftime("%H:%M:%S"),
-            entry.actor,
-            entry.action,
-            "" if entry.counted is None else ("yes" if entry.counted else "no"),
-            entry.detail,
-        )
-    console.print(audit)
+    console.print(audit_table(status.audit))
 
 
 MIGRATION_ROLLBACK: Change[MigrationRequest] = asked_change(

@@ -5,15 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from runbook.decisions import GateView
 from runbook.migration_models import MigrationStatus
-from runbook.models import RollbackStatus
+from runbook.models import AuditEntry, RollbackStatus
 
 from .base import console, err_console
 
-__all__ = ["approvals_rows", "check_rows", "console", "err_console", "pending_row", "render_status"]
+__all__ = [
+    "approvals_rows",
+    "audit_table",
+    "check_rows",
+    "console",
+    "err_console",
+    "pending_row",
+    "render_status",
+]
 
 PHASE_STYLE = {
     "completed": "green",
@@ -55,6 +64,19 @@ def check_rows(table: Table, label: str, checks: Iterable[Any]) -> None:
             f"{label} {check.name}",
             f"{'[green]ok[/]' if check.ok else '[red]FAIL[/]'} {check.detail}",
         )
+
+
+def audit_table(entries: Iterable[AuditEntry], *, markup: bool = True) -> Table:
+    """The audit trail, one row an entry: time of day, actor, action, counted (yes, no or
+    blank) and detail. With `markup=False` every cell is shown as text, brackets included."""
+    table = Table(title="audit")
+    for column in ("at", "actor", "action", "counted", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        counted = "" if entry.counted is None else ("yes" if entry.counted else "no")
+        cells = (entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, counted, entry.detail)
+        table.add_row(*(cells if markup else (escape(cell) for cell in cells)))
+    return table
 
 
 def render_status(status: RollbackStatus, link: str | None = None) -> None:
@@ -101,12 +123,4 @@ def render_status(status: RollbackStatus, link: str | None = None) -> None:
         checklist.add_row("✔" if item.done_at else "·", item.title, item.evidence)
     console.print(checklist)
     if status.audit:
-        audit = Table(title="audit")
-        for column in ("at", "actor", "action", "counted", "detail"):
-            audit.add_column(column, overflow="fold")
-        for entry in status.audit:
-            counted = "" if entry.counted is None else ("yes" if entry.counted else "no")
-            audit.add_row(
-                entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, counted, entry.detail
-            )
-        console.print(audit)
+        console.print(audit_table(status.audit))

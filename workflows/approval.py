@@ -490,10 +490,11 @@ async def escalate(
 
 
 async def send_notice(
-    channels: list[Channel], kind: str, subject: str, text: str, desk: ApprovalDesk
+    channels: list[Channel], kind: str, subject: str, text: str, desk: AuditTrail
 ) -> list[str]:
-    """Send a notice; returns the channels that took it. Failing channels are
-    audited, never fatal: a change must not wait on a chat service."""
+    """Send a notice (the one sender of the change workflows and the incident); returns the
+    channels that took it. Failing channels are audited in `desk`'s trail, never fatal: a change
+    must not wait on a chat service."""
     if not channels:
         return []
     try:

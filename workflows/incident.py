@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlr
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from runbook import activity_refs as refs
     from runbook import incident_notices, postmortem
     from runbook.catalog import ServiceEntry, Trust
     from runbook.decisions import Expected, GateView, judge, plan_digest
@@ -38,8 +39,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.incident_policy import IncidentPolicy
     from runbook.models import (
-        Notice,
-        NoticeResult,
         RollbackResult,
         RollbackStatus,
         ServiceByName,
@@ -47,9 +46,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
     from . import search_attributes as sa
-    from .approval import AuditTrail
+    from .approval import AuditTrail, send_notice
 
-NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 LOOKUP_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
@@ -84,8 +82,8 @@ class IncidentWorkflow:
         self._seals: set[str] = set()  # release guard seals already used: each counts once
         self._following: list[asyncio.Task] = []
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
-        trail = AuditTrail(self._status.audit)
-        self._audit, self._uncounted = trail.note, trail.uncounted
+        self._trail = AuditTrail(self._status.audit)
+        self._audit, self._uncounted = self._trail.note, self._trail.uncounted
         self._audit(
             request.opened_by,
             "opened",
@@ -217,19 +215,19 @@ class IncidentWorkflow:
     async def _lookup(self, request: IncidentRequest) -> ServiceEntry | None:
         """The service's catalog entry (by deployment, or by name); None (notices skipped, audited)
         when it has none."""
-        name, arg = (
-            ("catalog.service", ServiceByName(name=request.service))
+        ref, arg = (
+            (refs.SERVICE, ServiceByName(name=request.service))
             if request.by_name
             else (
-                "catalog.lookup",
+                refs.LOOKUP,
                 ServiceLookup(namespace=request.namespace, deployment=request.service),
             )
         )
         try:
             return await workflow.execute_activity(
-                name,
+                ref.name,
                 arg,
-                result_type=ServiceEntry,
+                result_type=ref.result,
                 start_to_close_timeout=timedelta(seconds=30),
                 schedule_to_close_timeout=LOOKUP_BUDGET,
                 retry_policy=LOOKUP_RETRY,
@@ -573,21 +571,7 @@ class IncidentWorkflow:
         self._status.notices.append(record)
         if self._entry is None or not self._entry.channels:
             return
-        try:
-            result: NoticeResult = await workflow.execute_activity(
-                "notify.send",
-                Notice(kind=kind, subject=subject, text=text, channels=self._entry.channels),
-                result_type=NoticeResult,  # type: ignore[arg-type]
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
-                summary=f"notify: {subject}",
-            )
-        except ActivityError:
-            self._audit("modoru", "notify_failed", detail=subject)
-            return
-        record.delivered = result.delivered
-        for failure in result.failed:
-            self._audit("modoru", "notify_failed", detail=f"{subject}: {failure}")
+        record.delivered = await send_notice(self._entry.channels, kind, subject, text, self._trail)
 
     def _show(self) -> None:
         """Keep the pending gates, the message and the Web UI's details in step with the record."""

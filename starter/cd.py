@@ -135,7 +135,7 @@ def render_cd(status: BaseModel) -> None:
     if data.get("message"):
         _row(table, "message", data["message"])
     console.print(table)
-    console.print(audit_table(getattr(status, "audit", None) or [], markup=False))
+    console.print(audit_table(getattr(status, "audit", None) or []))
 
 
 def deployment_change(

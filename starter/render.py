@@ -66,16 +66,17 @@ def check_rows(table: Table, label: str, checks: Iterable[Any]) -> None:
         )
 
 
-def audit_table(entries: Iterable[AuditEntry], *, markup: bool = True) -> Table:
+def audit_table(entries: Iterable[AuditEntry]) -> Table:
     """The audit trail, one row an entry: time of day, actor, action, counted (yes, no or
-    blank) and detail. With `markup=False` every cell is shown as text, brackets included."""
+    blank) and detail. Every cell is text, brackets included: actors, reasons and details
+    come from people and from APIs, never markup."""
     table = Table(title="audit")
     for column in ("at", "actor", "action", "counted", "detail"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         counted = "" if entry.counted is None else ("yes" if entry.counted else "no")
         cells = (entry.at.strftime("%H:%M:%S"), entry.actor, entry.action, counted, entry.detail)
-        table.add_row(*(cells if markup else (escape(cell) for cell in cells)))
+        table.add_row(*(escape(cell) for cell in cells))
     return table
 
 

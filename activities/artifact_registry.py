@@ -33,7 +33,6 @@ from typing import Any
 
 import google.oauth2.credentials
 import google_auth_httplib2
-from google.auth.exceptions import RefreshError
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest, build_http
@@ -52,16 +51,23 @@ from runbook.cd_models import (
 )
 
 from .errors import permanent
-from .sqladmin import api_message
+from .google_rest import IN_CALL_RETRIES, TRANSIENT, GoogleApi, api_message
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform.read-only"
 IAM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"  # generateAccessToken requires it
 PULL_PERMISSION = "artifactregistry.repositories.downloadArtifacts"
-IN_CALL_RETRIES = 2
-TRANSIENT = {408, 429, 500, 502, 503, 504}
 PAGE_SIZE = 1000  # "Maximum page size is 1,000."
 MAX_PAGES = 20  # 20,000 images: far past any tag a rollback would go back to
 TOKEN_LIFETIME = "300s"  # the nodes' token lives for one check
+
+API = GoogleApi(
+    name="Artifact Registry",
+    kind="Registry",
+    denied_hint="the worker's service account needs roles/artifactregistry.reader on the "
+    "repository",
+    busy_name="Artifact Registry API",
+    credentials_refused=True,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,41 +131,10 @@ class ArtifactRegistry:
         )
 
     async def call(self, what: str, request: HttpRequest, http: Any = None) -> dict[str, Any]:
-        try:
-            return await asyncio.to_thread(
-                request.execute,
-                http=http if http is not None else self._http_factory(),
-                num_retries=IN_CALL_RETRIES,
-            )
-        except HttpError as exc:
-            status, message = api_message(exc)
-            code = exc.status_code
-            if code in TRANSIENT:
-                raise ApplicationError(
-                    f"Artifact Registry API {code} {status} while {what}: {message}; retrying",
-                    type="RegistryTransient",
-                ) from None
-            if code in (401, 403):
-                raise permanent(
-                    f"Artifact Registry refused {what} ({code} {status}: {message}): the worker's "
-                    "service account needs "
-                    "roles/artifactregistry.reader on the repository",
-                    "RegistryDenied",
-                ) from None
-            raise permanent(
-                f"Artifact Registry rejected {what} ({code} {status}): {message}",
-                "RegistryRejected",
-            ) from None
-        except (OSError, TimeoutError) as exc:
-            raise ApplicationError(
-                f"cannot reach Artifact Registry while {what}: {type(exc).__name__}; retrying",
-                type="RegistryTransient",
-            ) from None
-        except RefreshError as exc:  # a borrowed token the registry no longer takes
-            raise permanent(
-                f"Artifact Registry did not take the credentials while {what}: {exc}",
-                "RegistryDenied",
-            ) from None
+        """Execute `request` with `http` (default: a fresh one of the worker's)."""
+        return await API.call(
+            what, request, (lambda: http) if http is not None else self._http_factory
+        )
 
     def _images(self):
         return self.service.projects().locations().repositories().dockerImages()

@@ -44,7 +44,7 @@ from temporalio.exceptions import ApplicationError
 from runbook.postchecks import redact
 
 from .errors import permanent
-from .sqladmin import TRANSIENT, api_message
+from .google_rest import TRANSIENT, api_message
 
 READ_SCOPE = "https://www.googleapis.com/auth/logging.read"
 PAGE_SIZE = 1000  # fewer requests against the read quota; the server may return fewer

@@ -3,29 +3,22 @@
 ships (no network needed to build it, and the same document is the contract the
 sandbox's emulator is tested against).
 
-The client is synchronous (httplib2), so each call runs in a thread with an
-`Http` of its own (httplib2 objects are not thread-safe). 429 and 5xx are
-retried a few times here with the library's backoff, then handed to Temporal's
-retry policy as a retryable failure; any other 4xx is permanent and carries the
-API's own message."""
+Each call goes through `google_rest` (a thread, the library's retries, Google's
+errors as Temporal failures); a write is sent once."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
 from googleapiclient import discovery
-from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest, build_http
 from temporalio.exceptions import ApplicationError
 
-from .errors import permanent
+from .google_rest import IN_CALL_RETRIES, GoogleApi
+from .google_rest import api_message as api_message  # where tests/sqladmin_client.py reads it
 
 SCOPE = "https://www.googleapis.com/auth/sqlservice.admin"
-IN_CALL_RETRIES = 2
-TRANSIENT = {408, 429, 500, 502, 503, 504}
 
 
 class NotFound(Exception):
@@ -44,15 +37,17 @@ class Conflict(Exception):
         self.message = message
 
 
-def api_message(error: HttpError) -> tuple[str, str]:
-    """(status, message) of Google's JSON error body, or the HTTP reason."""
-    try:
-        body = json.loads(error.content.decode("utf-8", "replace"))["error"]
-        return str(body.get("status") or error.status_code), str(
-            body.get("message") or error.reason
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return str(error.status_code), str(error.reason or "no message")
+API = GoogleApi(
+    name="Cloud SQL Admin API",
+    kind="CloudSql",
+    denied_hint="the worker's service account needs "
+    "roles/cloudsql.viewer; roles/cloudsql.editor for on-demand backups; "
+    "cloudsql.instances.clone (roles/cloudsql.admin or a custom role) for a "
+    "point-in-time recovery (docs/production.md)",
+    reach_name="the Cloud SQL Admin API",
+    reach_detail=True,
+    raised={404: NotFound, 409: Conflict},
+)
 
 
 class SqlAdmin:
@@ -73,43 +68,12 @@ class SqlAdmin:
         """Execute `request`; `what` names it in failures ("listing backup runs of tekutoko-db").
         A `write` is sent once: its answer may be lost after Cloud SQL acted on it, so the
         caller looks for its effect before sending it again."""
-        try:
-            return await asyncio.to_thread(
-                request.execute,
-                http=self._http_factory(),
-                num_retries=0 if write else IN_CALL_RETRIES,
-            )
-        except HttpError as exc:
-            status, message = api_message(exc)
-            code = exc.status_code
-            if code == 404:
-                raise NotFound(message) from None
-            if code == 409:
-                raise Conflict(message) from None
-            if code in TRANSIENT:
-                raise ApplicationError(
-                    f"Cloud SQL Admin API {code} {status} while {what}: {message}; retrying",
-                    type="CloudSqlTransient",
-                ) from None
-            if code in (401, 403):
-                raise permanent(
-                    f"Cloud SQL Admin API refused {what} ({code} {status}: {message}): the "
-                    "worker's service account needs "
-                    "roles/cloudsql.viewer; roles/cloudsql.editor for on-demand backups; "
-                    "cloudsql.instances.clone (roles/cloudsql.admin or a custom role) for a "
-                    "point-in-time recovery (docs/production.md)",
-                    "CloudSqlDenied",
-                ) from None
-            raise permanent(
-                f"Cloud SQL Admin API rejected {what} ({code} {status}): {message}",
-                "CloudSqlRejected",
-            ) from None
-        except (OSError, TimeoutError) as exc:  # connection refused or reset, DNS, socket timeout
-            raise ApplicationError(
-                f"cannot reach the Cloud SQL Admin API while {what}: {type(exc).__name__}: "
-                f"{exc}; retrying",
-                type="CloudSqlTransient",
-            ) from None
+        return await API.call(
+            what,
+            request,
+            self._http_factory,
+            num_retries=0 if write else IN_CALL_RETRIES,
+        )
 
     # -- the methods modoru uses ----------------------------------------------------------
 

@@ -39,7 +39,6 @@ from typing import Any
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 from googleapiclient.http import build_http
-from temporalio.exceptions import ApplicationError
 
 from runbook.postchecks import redact
 
@@ -235,7 +234,3 @@ def entry_message(entry: dict[str, Any]) -> str:
         payload = entry.get("jsonPayload") or {}
         text = str(payload.get("message") or payload.get("msg") or payload)
     return redact(f"{entry.get('timestamp', '')} {pod} {entry.get('severity', '')}: {text}".strip())
-
-
-def transient_read(what: str, message: str) -> ApplicationError:
-    return ApplicationError(f"{what} could not be read: {message}; retrying", type="ReadTransient")

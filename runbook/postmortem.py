@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .incident_models import CONFIRM_TITLES, FOLLOW_UP_TITLES, ChangeRecord, IncidentStatus
+from .incident_models import CONFIRM_TITLES, FOLLOW_UP_TITLES, IncidentStatus
 from .models import RollbackStatus
 from .notices import JST
 
@@ -384,7 +384,3 @@ def render(status: IncidentStatus, language: str = "ja") -> str:
         out += [f"> {_cell(prevention.summary)}", ""]
     out += [f"| {w['measure']} | {w['owner']} | {w['due']} |", "|---|---|---|", "| | | |", ""]
     return "\n".join(out)
-
-
-def change_label(change: ChangeRecord) -> str:
-    return f"{change.kind} {change.workflow_id}"

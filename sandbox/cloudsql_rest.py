@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -28,9 +28,6 @@ from .google_rest import route_handler
 from .kube.faults import EffectLog, FaultInjector, RequestLog
 from .kube.faults import admin_routes as effect_routes
 from .scenario import FaultRule
-
-if TYPE_CHECKING:
-    from .cloudsql import CloudSqlEmulator
 
 API, VERSION = "sqladmin", "v1"
 log = logging.getLogger(__name__)
@@ -47,6 +44,15 @@ ROUTES: dict[str, str] = {
     "sql.operations.get": "get_operation",
     "sql.operations.list": "list_operations",
 }
+
+
+class Emulator(Protocol):
+    """What this face needs of the emulator (sandbox/cloudsql.py): its fault rules and logs,
+    and the methods ROUTES names, looked up by name."""
+
+    faults: FaultInjector
+    requests: RequestLog
+    effects: EffectLog
 
 
 def _error(exc: ApiError) -> web.Response:
@@ -200,7 +206,7 @@ def admin_routes(
     effect_routes(app, faults, effects)
 
 
-def build_app(emulator: CloudSqlEmulator) -> web.Application:
+def build_app(emulator: Emulator) -> web.Application:
     app = web.Application(
         middlewares=[fault_middleware(emulator.faults, emulator.requests, emulator.effects)]
     )

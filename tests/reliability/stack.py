@@ -167,6 +167,8 @@ class ReliabilityStack:
             {
                 **own,
                 "MODORU_CATALOG": str(self.catalog_path),
+                # The catalogs' notice files sit in the suite's state dir, above the stack's.
+                "MODORU_NOTICES_DIR": str(self.state),
                 "MODORU_TASK_QUEUE": queue,
                 "MODORU_LOG_LEVEL": "WARNING",
                 **env,

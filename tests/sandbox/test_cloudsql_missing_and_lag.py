@@ -52,6 +52,18 @@ def api(emulator: CloudSqlEmulator) -> SqlAdminApi:
     return SqlAdminApi(emulator.url)
 
 
+async def restorable_point(emulator: CloudSqlEmulator, back: dt.timedelta) -> dt.datetime:
+    """`back` before now, but never before the source's first backup ended (the window's
+    start): on a busy machine a test may begin right after the module made the instance."""
+    window = await SqlAdmin(emulator.url, build_http).latest_recovery_time(PROJECT, SOURCE)
+    earliest = api_time(window["earliestRecoveryTime"])
+    point = max(dt.datetime.now(dt.UTC) - back, earliest + dt.timedelta(milliseconds=100))
+    ahead = (point - dt.datetime.now(dt.UTC)).total_seconds()
+    if ahead > -0.05:
+        await asyncio.sleep(ahead + 0.2)  # the point must be in the past when it is asked for
+    return point
+
+
 def pitr(emulator: CloudSqlEmulator) -> PitrActivities:
     return PitrActivities(SqlAdmin(emulator.url, build_http), PROJECT)
 
@@ -174,7 +186,7 @@ async def test_the_latest_recovery_time_trails_the_request_by_the_lag(knobs, api
 
 async def test_a_free_destination_answered_403_is_free(knobs) -> None:
     knobs.set_behaviour(missing_instance_status=403)
-    point = dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=300)
+    point = await restorable_point(knobs, dt.timedelta(milliseconds=300))
     result = await ActivityEnvironment().run(pitr(knobs).pitr_check, check("quirk-restored", point))
     assert result.destination_free and result.problems == [] and result.pitr_enabled
     # Taken is still taken: the source itself as destination.
@@ -209,8 +221,8 @@ async def test_a_real_denial_stays_a_denial(knobs) -> None:
 
 
 async def test_a_restore_point_inside_the_lag_is_waited_for(knobs) -> None:
+    point = await restorable_point(knobs, dt.timedelta(seconds=1))
     knobs.set_behaviour(recovery_lag_seconds=30)
-    point = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     with pytest.raises(ApplicationError) as caught:
         await ActivityEnvironment().run(pitr(knobs).pitr_check, check("quirk-later", point))
     error = caught.value

@@ -170,3 +170,49 @@ async def kill_pinned_to(
         at=f"after {verb} {resource}/{held[0].get('name') or held[0].get('path', '')}",
         seconds=time.monotonic() - started,
     )
+
+
+async def kill_pinned_where(
+    emulator: Emulator,
+    resource: str,
+    verb: str,
+    worker: WorkerProcess,
+    started: float,
+    match: Any,
+    *,
+    timeout: float = 300.0,
+) -> Kill:
+    """`kill_pinned_to` for the first write of `resource` and `verb` that `match` (a function
+    of the held entry: the write's fields as the effect log names them, e.g. an exec's
+    `command`) accepts: every such write is held meanwhile and those `match` refuses are let go
+    at once, so the kill lands after that one write and before its record whatever other
+    writes of the kind come first. Replaces the emulator's rules, and clears them after."""
+    hold_all = {"resource": resource, "verb": verb, "when": "after", "hold": True}
+    await asyncio.to_thread(emulator.set_faults, [hold_all])
+    deadline = time.monotonic() + timeout
+    chosen: dict[str, Any] | None = None
+    try:
+        while chosen is None:
+            for held in await asyncio.to_thread(emulator.held):
+                if held["resource"] != resource or held["verb"] != verb:
+                    continue
+                if match(held):
+                    chosen = held
+                    break
+                await asyncio.to_thread(emulator.release, held["id"])
+            if chosen is not None:
+                break
+            worker.check()
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no {verb} of {resource} that the match accepts reached {emulator.name} "
+                    f"within {timeout:.0f}s"
+                )
+            await asyncio.sleep(0.05)
+        worker.kill()
+    finally:
+        await asyncio.to_thread(emulator.set_faults, [])
+        await asyncio.to_thread(emulator.release)  # the chosen answer goes to a dead connection
+    worker.start()
+    shown = chosen.get("name") or chosen.get("destination") or chosen.get("path", "")
+    return Kill(at=f"after {verb} {resource}/{shown}", seconds=time.monotonic() - started)

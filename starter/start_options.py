@@ -144,6 +144,15 @@ def launch(
     run(start)
 
 
+async def _closed_run_id(handle) -> str | None:
+    """The run id under the handle's workflow id if that run has closed, else None."""
+    try:
+        description = await handle.describe()
+    except RPCError:
+        return None
+    return None if description.status == WorkflowExecutionStatus.RUNNING else description.run_id
+
+
 async def sign_start_gate(
     client: Client,
     workflow_id: str,
@@ -161,6 +170,10 @@ async def sign_start_gate(
     handle = client.get_workflow_handle(workflow_id)
     loop = asyncio.get_running_loop()
     until = loop.time() + START_GATE_SECONDS
+    # The run under this id before the start, if closed, is an earlier one; a closed run that is
+    # not it is the one started here, ended before its gate was seen (a no-op, a refusal):
+    # nothing to sign.
+    earlier = await _closed_run_id(handle)
     while loop.time() < until:
         try:
             description = await handle.describe()
@@ -170,8 +183,14 @@ async def sign_start_gate(
                 else None
             )
         except RPCError:
-            status = None  # not started yet, or no workflow task has run
-        if status is None:  # (a closed run under this id is an earlier one)
+            description, status = None, None  # not started yet, or no workflow task has run
+        if (
+            description is not None
+            and description.status != WorkflowExecutionStatus.RUNNING
+            and description.run_id != earlier
+        ):
+            return None
+        if status is None:  # (the earlier closed run)
             await asyncio.sleep(0.1)
             continue
         if description.workflow_type not in decision_workflow_types():

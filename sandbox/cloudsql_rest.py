@@ -25,7 +25,7 @@ from aiohttp import web
 from . import discovery
 from .cloudsql_resources import ApiError
 from .google_rest import route_handler
-from .kube.faults import EffectLog, FaultInjector, RequestLog
+from .kube.faults import EffectLog, FaultInjector, RequestLog, drop_connection
 from .kube.faults import admin_routes as effect_routes
 from .scenario import FaultRule
 
@@ -118,6 +118,14 @@ async def _effect(request: web.Request, response: web.StreamResponse) -> dict[st
     }
 
 
+def _injected(status: int, retry_after: int = 0) -> web.Response:
+    """An injected fault in Google's error shape (a 429 says when to retry, if the rule does)."""
+    code, reason, message = FAULTS[status]
+    failure = ApiError(status, message, reason=reason, status=code)
+    headers = {"Retry-After": str(retry_after)} if status == 429 and retry_after else None
+    return web.json_response(failure.body(), status=failure.http_status, headers=headers)
+
+
 def fault_middleware(faults: FaultInjector, requests: RequestLog, effects: EffectLog):
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -131,21 +139,10 @@ def fault_middleware(faults: FaultInjector, requests: RequestLog, effects: Effec
                 await asyncio.sleep(decision.latency_ms / 1000)
             if decision.drop:
                 status = 0
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("dropped by fault injection")
+                drop_connection(request)
             if decision.status is not None:
                 status = decision.status
-                code, reason, message = FAULTS[decision.status]
-                headers = (
-                    {"Retry-After": str(decision.retry_after)}
-                    if decision.status == 429 and decision.retry_after
-                    else None
-                )
-                failure = ApiError(decision.status, message, reason=reason, status=code)
-                return web.json_response(
-                    failure.body(), status=failure.http_status, headers=headers
-                )
+                return _injected(decision.status, decision.retry_after)
             response = await handler(request)
             status = response.status
             if request.method in WRITE_METHODS and 200 <= status < 300:
@@ -155,14 +152,10 @@ def fault_middleware(faults: FaultInjector, requests: RequestLog, effects: Effec
                 after = await faults.after_write(resource, verb, what)
                 if after.drop:
                     status = 0
-                    if request.transport is not None:
-                        request.transport.abort()
-                    raise ConnectionResetError("dropped by fault injection after the write")
+                    drop_connection(request, after_write=True)
                 if after.status is not None:
                     status = after.status
-                    code, reason, message = FAULTS[after.status]
-                    failure = ApiError(after.status, message, reason=reason, status=code)
-                    return web.json_response(failure.body(), status=failure.http_status)
+                    return _injected(after.status)
             return response
         finally:
             requests.record(

@@ -41,7 +41,14 @@ from .cd_target import DeploymentTarget, backup_name, backup_zip
 from .github_query import filter_runs, page_of
 from .github_resources import DOCS, Artifact, Run, Shapes, Step, iso, user_id
 from .kube.clock import Clock
-from .kube.faults import EffectLog, FaultDecision, FaultInjector, RequestLog, admin_routes
+from .kube.faults import (
+    EffectLog,
+    FaultDecision,
+    FaultInjector,
+    RequestLog,
+    admin_routes,
+    drop_connection,
+)
 from .scenario import FaultRule, GitHubSeed
 
 if TYPE_CHECKING:
@@ -559,9 +566,7 @@ class GitHubEmulator:
         """Answer as the fault says: a reset connection or an error status (an after-write
         decision has waited out its latency and hold already)."""
         if decision.drop:
-            if request.transport is not None:
-                request.transport.abort()
-            raise ConnectionResetError("dropped by fault injection")
+            drop_connection(request)
         if decision.status is not None:
             error = GitHubError(
                 decision.status,

@@ -17,7 +17,7 @@ from ..scenario import FaultRule
 from . import errors, subresources, tables, watch
 from .defaults import apply_defaults, validate
 from .exec import PodExec
-from .faults import EffectLog, FaultInjector, RequestLog, admin_routes
+from .faults import EffectLog, FaultInjector, RequestLog, admin_routes, drop_connection
 from .kubelet import Kubelet
 from .patch import apply_patch
 from .podnet import Resolver
@@ -178,9 +178,7 @@ class KubeApi:
                 await asyncio.sleep(decision.latency_ms / 1000)
             if decision.drop:
                 status = 0
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("dropped by fault injection")
+                drop_connection(request)
             if decision.status is not None:
                 headers = (
                     {"Retry-After": str(decision.retry_after)} if decision.status == 429 else {}
@@ -207,9 +205,7 @@ class KubeApi:
                 decision = await self.faults.after_write(target.resource.plural, verb, what)
                 if decision.drop:
                     status = 0
-                    if request.transport is not None:
-                        request.transport.abort()
-                    raise ConnectionResetError("dropped by fault injection after the write")
+                    drop_connection(request, after_write=True)
                 if decision.status is not None:
                     reason = {500: "InternalError", 503: "ServiceUnavailable"}[decision.status]
                     raise errors.ApiError(

@@ -11,7 +11,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..scenario import FaultRule
 
@@ -116,6 +116,15 @@ class FaultInjector:
         for held in chosen:
             held.released.set()
         return len(chosen)
+
+
+def drop_connection(request: Any, *, after_write: bool = False) -> NoReturn:
+    """Reset the caller's connection, as a fault says (the caller logs status 0)."""
+    if request.transport is not None:
+        request.transport.abort()
+    raise ConnectionResetError(
+        "dropped by fault injection" + (" after the write" if after_write else "")
+    )
 
 
 class EffectLog:

@@ -86,25 +86,38 @@ Out = TypeVar("Out")
 
 @dataclass(frozen=True)
 class ActivityRef(Generic[In, Out]):
-    """An activity as a workflow sees it: `name` takes one `arg` and returns one `result`."""
+    """An activity as a workflow sees it: `name` takes one `arg` and returns one `result`.
+
+    `keepalive` (seconds) marks a write: the workflows give it this heartbeat timeout and
+    the worker beats for it while it runs (worker/keepalive.py), so a worker lost in the
+    middle of the write is replaced within seconds, not at the end of its start-to-close."""
 
     name: str
     arg: type[In]
     result: type[Out]
+    keepalive: int | None = None
 
     def __str__(self) -> str:
         return self.name
 
 
+# A write's heartbeat timeout: long enough for a busy worker's beat to get through,
+# short enough that a lost worker costs seconds.
+WRITE_KEEPALIVE = 10
+
 LOOKUP = ActivityRef("catalog.lookup", ServiceLookup, ServiceEntry)
 SERVICE = ActivityRef("catalog.service", ServiceByName, ServiceEntry)
 
 PLAN_ROLLBACK = ActivityRef("k8s.plan_rollback", PlanRequest, RollbackPlan)
-BACKUP_DEPLOYMENT = ActivityRef("k8s.backup_deployment", BackupRequest, BackupRef)
-ROLLOUT_UNDO = ActivityRef("k8s.rollout_undo", UndoRequest, UndoResult)
+BACKUP_DEPLOYMENT = ActivityRef(
+    "k8s.backup_deployment", BackupRequest, BackupRef, keepalive=WRITE_KEEPALIVE
+)
+ROLLOUT_UNDO = ActivityRef("k8s.rollout_undo", UndoRequest, UndoResult, keepalive=WRITE_KEEPALIVE)
 WAIT_ROLLOUT = ActivityRef("k8s.wait_rollout", RolloutWaitRequest, RolloutOutcome)
 EXEC = ActivityRef("k8s.exec", ExecRequest, ExecResult)
-SWITCH_PROXY = ActivityRef("k8s.switch_proxy_instance", ProxySwitch, ProxySwitched)
+SWITCH_PROXY = ActivityRef(
+    "k8s.switch_proxy_instance", ProxySwitch, ProxySwitched, keepalive=WRITE_KEEPALIVE
+)
 
 VERIFY_SERVICE = ActivityRef("verify.service", VerifyRequest, VerifyResult)
 NOTIFY = ActivityRef("notify.send", Notice, NoticeResult)
@@ -124,24 +137,32 @@ CLONE_QUERIES: ActivityRef[CloneQueriesRequest, list[CheckResult]] = ActivityRef
 
 CHECK_BACKUP = ActivityRef("cloudsql.check_backup", BackupCheckRequest, BackupCheck)
 PITR_CHECK = ActivityRef("cloudsql.pitr_check", PitrCheckRequest, PitrCheck)
-START_CLONE = ActivityRef("cloudsql.start_clone", CloneRequest, OperationRef)
+START_CLONE = ActivityRef(
+    "cloudsql.start_clone", CloneRequest, OperationRef, keepalive=WRITE_KEEPALIVE
+)
 OPERATION_DONE = ActivityRef("cloudsql.operation_done", OperationRef, str)
 INSTANCE = ActivityRef("cloudsql.instance", InstanceRef, InstanceInfo)
 
 # The runbook's methods 2 and 3, its troubleshooting and the forward fix.
 REGISTRY_IMAGES = ActivityRef("registry.images", ImagesRequest, ImageList)
 DIAGNOSE_PULL = ActivityRef("registry.diagnose_pull", PullCheckRequest, PullDiagnosis)
-DISPATCH = ActivityRef("github.dispatch", DispatchRequest, RunState)
+DISPATCH = ActivityRef("github.dispatch", DispatchRequest, RunState, keepalive=WRITE_KEEPALIVE)
 FOLLOW_RUN = ActivityRef("github.follow_run", RunFollow, RunState)
 LIST_BACKUPS = ActivityRef("github.list_backups", ArtifactsRequest, ArtifactList)
 DOWNLOAD_BACKUP = ActivityRef("github.download_backup", ArtifactsRequest, FetchedManifest)
 REDEPLOY_PLAN = ActivityRef("k8s.redeploy_plan", RedeployPlanRequest, RedeployPlan)
 READ_BACKUP = ActivityRef("k8s.read_backup", BackupFetch, FetchedManifest)
 RESTORE_CHECK = ActivityRef("k8s.restore_check", RestoreCheckRequest, RestoreCheck)
-RESTORE_APPLY = ActivityRef("k8s.restore_apply", RestoreApplyRequest, ApplyResult)
+RESTORE_APPLY = ActivityRef(
+    "k8s.restore_apply", RestoreApplyRequest, ApplyResult, keepalive=WRITE_KEEPALIVE
+)
 REPAIR_PLAN = ActivityRef("k8s.repair_plan", RepairPlanRequest, RepairPlan)
-DELETE_REPLICASET = ActivityRef("k8s.delete_replicaset", ReplicaSetDelete, ApplyResult)
-ROLLOUT_RESTART = ActivityRef("k8s.rollout_restart", RestartRequest, ApplyResult)
+DELETE_REPLICASET = ActivityRef(
+    "k8s.delete_replicaset", ReplicaSetDelete, ApplyResult, keepalive=WRITE_KEEPALIVE
+)
+ROLLOUT_RESTART = ActivityRef(
+    "k8s.rollout_restart", RestartRequest, ApplyResult, keepalive=WRITE_KEEPALIVE
+)
 SERVICE_LOGS = ActivityRef("k8s.service_logs", ServiceLogsRequest, ServiceLogs)
 
 
@@ -160,3 +181,7 @@ ALL: tuple[Listed, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, ActivityRef)
 )
 BY_NAME = {ref.name: ref for ref in ALL}
+
+
+# The activities worker/keepalive.py beats for.
+KEPT_ALIVE = frozenset(ref.name for ref in ALL if ref.keepalive)

@@ -46,6 +46,7 @@ from .catalog_file import CatalogError, load_catalog
 from .client import TemporalUnreachable, connect, ensure_search_attributes
 from .cloud import cloudsql_for, logging_for, monitoring_for
 from .codec import CodecSettingsError, codec_from_settings
+from .keepalive import KeepAlive
 from .settings import Settings
 from .telemetry import ServiceTagging, configure_logging, runtime_for
 
@@ -178,7 +179,7 @@ def worker_options(settings: Settings) -> dict:
         "graceful_shutdown_timeout": timedelta(seconds=10),
         # Cancels (a guard's stop) ride on heartbeat replies: keep them prompt.
         "max_heartbeat_throttle_interval": timedelta(seconds=5),
-        "interceptors": [ServiceTagging(), PlainApiErrors()],
+        "interceptors": [ServiceTagging(), PlainApiErrors(), KeepAlive()],
     }
 
 

@@ -235,9 +235,10 @@ class ChangeSteps(Generic[RequestT, StatusT]):
         timeout: int = 60,
         heartbeat: int | None = None,
     ) -> Out:
-        """Call the activity `ref` names, typed by it; retried as `_activity` says."""
+        """Call the activity `ref` names, typed by it; retried as `_activity` says. A write
+        (`ref.keepalive`) gets its heartbeat timeout, the worker beating for it."""
         return await self._activity(
-            ref, arg, ref.result, summary, timeout=timeout, heartbeat=heartbeat
+            ref, arg, ref.result, summary, timeout=timeout, heartbeat=heartbeat or ref.keepalive
         )
 
     async def _activity(

@@ -18,6 +18,7 @@ and mode (the guard: GUARD_RUNS, one after the other on tekutoko-api)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -39,7 +40,7 @@ from bench.detection import REGISTRY, release, sleep_until_readable
 from bench.harness import IMAGE, fleet_scenario
 from runbook.cd_models import ManifestSource
 from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
-from runbook.models import RollbackRequest, Severity
+from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
 from runbook.repair_models import RepairRequest, RestoreRequest
 from tests.reliability.effects import (
     KUBERNETES_WRITES,
@@ -50,6 +51,7 @@ from tests.reliability.effects import (
     spec_changes,
 )
 from tests.reliability.stack import FULL, Kill, ReliabilityStack, WorkerProcess
+from tests.reliability.test_workflow_worker_kills import APPROVERS
 from tests.reliability.test_workflow_worker_kills import catalog as release_catalog
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow
@@ -545,6 +547,28 @@ async def watching(handle: WorkflowHandle, worker: WorkerProcess, timeout: float
         await asyncio.sleep(0.2)
 
 
+async def approve_the_guards_rollback(client: Client, stop: asyncio.Event) -> list[str]:
+    """Approve the guard's rollback if it waits for approvals: a breach judged in a minute partly
+    the healthy revision's is `investigate`, and the pinned kill is after the undo either way.
+    Returns the gates approved (none for an `immediate` rollback)."""
+    handle = client.get_workflow_handle(rollback_workflow_id(NS, "tekutoko-api"))
+    answered: list[str] = []
+    while not stop.is_set():
+        try:
+            status = await handle.query(DeploymentRollbackWorkflow.status)
+        except Exception:  # noqa: BLE001 - not started yet, or between workers
+            status = None
+        if status is not None and status.phase is Phase.AWAITING_APPROVAL:
+            key = (await handle.describe()).run_id or ""
+            if key not in answered:
+                answered.append(key)
+                for who in APPROVERS:
+                    await handle.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by=who))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    return answered
+
+
 @full_only
 async def test_the_release_guards_undo_lands_once_through_a_pinned_kill(tmp_path: Path) -> None:
     runs: list[Run] = []
@@ -586,13 +610,17 @@ async def test_the_release_guards_undo_lands_once_through_a_pinned_kill(tmp_path
             await asyncio.to_thread(
                 emulator.set_faults, hold_once("deployments", "patch", "tekutoko-api")
             )
+            approvals_done = asyncio.Event()
+            approving = asyncio.create_task(approve_the_guards_rollback(client, approvals_done))
             try:
                 result: GuardResult = await pinned_then_closed(
                     run, emulator, "deployments", "patch", started
                 )
             finally:
+                approvals_done.set()
                 await asyncio.to_thread(emulator.set_faults, [])
                 await asyncio.to_thread(emulator.release)
+            approved = await approving
             run.seconds = time.monotonic() - started
             run.worker.stop()
             effects = await asyncio.to_thread(emulator.effects, mark)
@@ -604,6 +632,7 @@ async def test_the_release_guards_undo_lands_once_through_a_pinned_kill(tmp_path
                 "undos": len(changes) - 1,
                 "images": [c["images"] for c in changes],
                 "kill": run.kill.at if run.kill else None,
+                "approved": bool(approved),
                 "seconds": round(run.seconds, 1),
                 "message": result.status.message[:160],
             }

@@ -17,6 +17,7 @@ import yaml
 
 from .kube.defaults import apply_defaults, validate
 from .kube.deployment_status import condition
+from .kube.faults import EffectLog, rollout_change, rollout_fields
 from .kube.resources import DEPLOYMENTS
 from .kube.store import Store
 
@@ -49,8 +50,20 @@ def cleaned(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class DeploymentTarget:
-    def __init__(self, store: Store, namespace: str, name: str, container: str) -> None:
+    """The Deployment the CD job sets the image of. Its writes go to the cluster's effect log
+    (`effects`, the Kubernetes API's own) beside the API's, marked `via: cd-job`, so a test
+    counts a redeploy's rollouts where it counts every other change of the Deployment."""
+
+    def __init__(
+        self,
+        store: Store,
+        namespace: str,
+        name: str,
+        container: str,
+        effects: EffectLog | None = None,
+    ) -> None:
         self.store, self.namespace, self.name, self.container = store, namespace, name, container
+        self.effects = effects
 
     def live(self) -> dict[str, Any] | None:
         return self.store.peek(DEPLOYMENTS, self.namespace, self.name)
@@ -75,7 +88,20 @@ class DeploymentTarget:
         updated["metadata"].setdefault("annotations", {})[CHANGE_CAUSE] = change_cause
         apply_defaults(DEPLOYMENTS, updated)
         validate(DEPLOYMENTS, updated, current)
-        return int(self.store.update(DEPLOYMENTS, updated)["metadata"].get("generation", 1))
+        stored = self.store.update(DEPLOYMENTS, updated)
+        generation = int(stored["metadata"].get("generation", 1))
+        if self.effects is not None:
+            self.effects.record(
+                "deployments.update",
+                resource="deployments",
+                verb="update",
+                namespace=self.namespace,
+                name=self.name,
+                subresource=None,
+                via="cd-job",
+                **rollout_change(rollout_fields(current), rollout_fields(stored)),
+            )
+        return generation
 
     def rollout(self, generation: int) -> str:
         """`complete`, `failed` (ProgressDeadlineExceeded) or `progressing`, as `kubectl rollout

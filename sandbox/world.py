@@ -29,7 +29,7 @@ from .kube.clock import Clock
 from .kube.defaults import apply_defaults
 from .kube.deployment_controller import DeploymentController
 from .kube.events import EventRecorder
-from .kube.faults import FaultInjector, RequestLog
+from .kube.faults import EffectLog, FaultInjector, RequestLog
 from .kube.kubelet import Kubelet
 from .kube.loadbalancer import LoadBalancers
 from .kube.replicaset_controller import ReplicaSetController
@@ -125,6 +125,8 @@ class Sandbox:
             if scenario.registry
             else None
         )
+        # Every applied change of the cluster, by the API or by the CD job (GET /sandbox/effects).
+        self.cluster_effects = EffectLog()
         self.github = self._github_emulator()
         self.requests: RequestLog | None = None
         self.api: KubeApi | None = None
@@ -138,7 +140,11 @@ class Sandbox:
             return None
         deployment = next(d for d in self.scenario.deployments if d.name == seed.cd.deployment)
         target = DeploymentTarget(
-            self.store, deployment.namespace, deployment.name, deployment.container
+            self.store,
+            deployment.namespace,
+            deployment.name,
+            deployment.container,
+            effects=self.cluster_effects,
         )
         return GitHubEmulator(
             seed,
@@ -174,6 +180,7 @@ class Sandbox:
             self.requests,
             hooks=self.load_balancers,
             resolve_instance=self.resolve_instance,
+            effects=self.cluster_effects,
         )
         self._runner = web.AppRunner(
             self.api.build_app(),

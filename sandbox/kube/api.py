@@ -17,7 +17,15 @@ from ..scenario import FaultRule
 from . import errors, subresources, tables, watch
 from .defaults import apply_defaults, validate
 from .exec import PodExec
-from .faults import EffectLog, FaultInjector, RequestLog, admin_routes, drop_connection
+from .faults import (
+    EffectLog,
+    FaultInjector,
+    RequestLog,
+    admin_routes,
+    drop_connection,
+    rollout_change,
+    rollout_fields,
+)
 from .kubelet import Kubelet
 from .patch import apply_patch
 from .podnet import Resolver
@@ -64,13 +72,14 @@ class KubeApi:
         requests: RequestLog,
         hooks: Any = None,
         resolve_instance: Resolver | None = None,
+        effects: EffectLog | None = None,
     ) -> None:
         self.store = store
         self.kubelet = kubelet
         self.faults = faults
         self.requests = requests
         self.hooks = hooks  # objects with before_create(resource, obj), e.g. the load balancer
-        self.effects = EffectLog()
+        self.effects = effects or EffectLog()  # shared with the CD job's writes (sandbox/world.py)
         self.pod_exec = PodExec(store, kubelet, resolve_instance, faults, self.effects)
 
     def build_app(self) -> web.Application:
@@ -242,7 +251,7 @@ class KubeApi:
             obj = self.store.get(t.resource, t.namespace or "", t.name)
         except errors.ApiError:
             return None
-        return _effect_fields(obj)
+        return rollout_fields(obj)
 
     def _record_effect(
         self, t: Target, verb: str, before: dict[str, Any] | None, response: web.StreamResponse
@@ -253,7 +262,7 @@ class KubeApi:
                 body = json.loads(response.body)
         meta = body.get("metadata") if isinstance(body, dict) else None
         name = t.name or (meta or {}).get("name")
-        after = _effect_fields(body) if isinstance(body, dict) and "spec" in body else None
+        after = rollout_fields(body) if isinstance(body, dict) and "spec" in body else None
         entry: dict[str, Any] = {
             "resource": t.resource.plural,
             "verb": verb,
@@ -262,13 +271,7 @@ class KubeApi:
             "subresource": t.subresource,
         }
         if t.resource.plural == "deployments" and before is not None and after is not None:
-            entry.update(
-                generation_before=before["generation"],
-                generation=after["generation"],
-                images_before=before["images"],
-                images=after["images"],
-                spec_changed=before["generation"] != after["generation"],
-            )
+            entry.update(rollout_change(before, after))
         self.effects.record(f"{t.resource.plural}.{verb}", **entry)
         return {k: entry[k] for k in ("namespace", "name")}
 
@@ -561,14 +564,6 @@ def _verb(request: web.Request, t: Target) -> str:
 
 
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
-
-
-def _effect_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    template = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return {
-        "generation": obj.get("metadata", {}).get("generation", 0),
-        "images": [c.get("image") for c in template.get("containers") or []],
-    }
 
 
 def _dumps(obj: Any) -> str:

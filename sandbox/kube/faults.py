@@ -127,6 +127,26 @@ def drop_connection(request: Any, *, after_write: bool = False) -> NoReturn:
     )
 
 
+def rollout_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Deployment's generation and images: what an effect entry compares before and after."""
+    template = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {
+        "generation": obj.get("metadata", {}).get("generation", 0),
+        "images": [c.get("image") for c in template.get("containers") or []],
+    }
+
+
+def rollout_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The fields a Deployment's effect entry carries, from two `rollout_fields`."""
+    return {
+        "generation_before": before["generation"],
+        "generation": after["generation"],
+        "images_before": before["images"],
+        "images": after["images"],
+        "spec_changed": before["generation"] != after["generation"],
+    }
+
+
 class EffectLog:
     """What an emulator changed, one entry per applied write, whatever its answer said: the
     count tests hold "exactly once" to, independent of the caller's own record."""

@@ -171,3 +171,17 @@ async def test_a_change_between_the_undos_read_and_its_patch_fails_the_test(
     assert not refused.value.non_retryable  # the retry reads it again
     changes = await asyncio.to_thread(spec_changes, sandbox, mark)
     assert [c["images"] for c in changes] == [plan.from_images]  # only the concurrent edit
+
+
+def test_the_cd_jobs_deploy_is_in_the_clusters_effect_log(sandbox) -> None:
+    """The CD job sets the image without the Kubernetes API; its rollout is still one entry in
+    the log every Deployment change goes to, so exactly-once counts see a redeploy's deploy."""
+    mark = sandbox.admin("effects")["last"]
+    target = sandbox.sandbox.github.target
+    old = sandbox.call(lambda: target.manifest())["spec"]["template"]["spec"]["containers"]
+    image = old[0]["image"].rsplit(":", 1)[0] + ":cd-probe"
+    generation = sandbox.call(lambda: target.set_image(image, "redeploy cd-probe"))
+    [change] = spec_changes(sandbox, mark)
+    assert change["via"] == "cd-job" and change["verb"] == "update", change
+    assert change["generation"] == generation == change["generation_before"] + 1, change
+    assert change["images_before"][0] == old[0]["image"] and change["images"][0] == image, change

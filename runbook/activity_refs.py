@@ -88,82 +88,69 @@ Out = TypeVar("Out")
 class ActivityRef(Generic[In, Out]):
     """An activity as a workflow sees it: `name` takes one `arg` and returns one `result`.
 
-    `keepalive` (seconds) marks a write: the workflows give it this heartbeat timeout and
-    the worker beats for it while it runs (worker/keepalive.py), so a worker lost in the
-    middle of the write is replaced within seconds, not at the end of its start-to-close."""
+    `keepalive` (seconds): the workflows give the activity this heartbeat timeout and the
+    worker beats for it while it runs (worker/keepalive.py), so a worker lost in the middle of
+    it (a write above all) is replaced within seconds, not at the end of its start-to-close.
+    None for the activities that beat themselves with details a retry resumes from: a bare
+    beat would erase them."""
 
     name: str
     arg: type[In]
     result: type[Out]
-    keepalive: int | None = None
+    keepalive: int | None = 10  # long enough for a busy worker's beat to get through
 
     def __str__(self) -> str:
         return self.name
 
 
-# A write's heartbeat timeout: long enough for a busy worker's beat to get through,
-# short enough that a lost worker costs seconds.
-WRITE_KEEPALIVE = 10
-
 LOOKUP = ActivityRef("catalog.lookup", ServiceLookup, ServiceEntry)
 SERVICE = ActivityRef("catalog.service", ServiceByName, ServiceEntry)
 
 PLAN_ROLLBACK = ActivityRef("k8s.plan_rollback", PlanRequest, RollbackPlan)
-BACKUP_DEPLOYMENT = ActivityRef(
-    "k8s.backup_deployment", BackupRequest, BackupRef, keepalive=WRITE_KEEPALIVE
-)
-ROLLOUT_UNDO = ActivityRef("k8s.rollout_undo", UndoRequest, UndoResult, keepalive=WRITE_KEEPALIVE)
-WAIT_ROLLOUT = ActivityRef("k8s.wait_rollout", RolloutWaitRequest, RolloutOutcome)
-EXEC = ActivityRef("k8s.exec", ExecRequest, ExecResult)
-SWITCH_PROXY = ActivityRef(
-    "k8s.switch_proxy_instance", ProxySwitch, ProxySwitched, keepalive=WRITE_KEEPALIVE
-)
+BACKUP_DEPLOYMENT = ActivityRef("k8s.backup_deployment", BackupRequest, BackupRef)
+ROLLOUT_UNDO = ActivityRef("k8s.rollout_undo", UndoRequest, UndoResult)
+WAIT_ROLLOUT = ActivityRef("k8s.wait_rollout", RolloutWaitRequest, RolloutOutcome, keepalive=None)
+EXEC = ActivityRef("k8s.exec", ExecRequest, ExecResult, keepalive=None)
+SWITCH_PROXY = ActivityRef("k8s.switch_proxy_instance", ProxySwitch, ProxySwitched)
 
-VERIFY_SERVICE = ActivityRef("verify.service", VerifyRequest, VerifyResult)
+VERIFY_SERVICE = ActivityRef("verify.service", VerifyRequest, VerifyResult, keepalive=None)
 NOTIFY = ActivityRef("notify.send", Notice, NoticeResult)
 
 GUARD_BASELINE = ActivityRef("guard.baseline", BaselineRequest, GuardBaseline)
-GUARD_WATCH = ActivityRef("guard.watch", WatchRequest, WatchReport)
+GUARD_WATCH = ActivityRef("guard.watch", WatchRequest, WatchReport, keepalive=None)
 
 SERVICE_HEALTH = ActivityRef("metrics.service_health", MetricsQuery, ServiceMetrics)
 OPEN_ALERTS = ActivityRef("metrics.open_alerts", AlertQuery, OpenAlerts)
 
-DB_SNAPSHOT = ActivityRef("db.snapshot", SnapshotRequest, DatabaseSnapshot)
+DB_SNAPSHOT = ActivityRef("db.snapshot", SnapshotRequest, DatabaseSnapshot, keepalive=None)
 CLONE_QUERIES: ActivityRef[CloneQueriesRequest, list[CheckResult]] = ActivityRef(
     "db.clone_queries",
     CloneQueriesRequest,
     list[CheckResult],  # type: ignore[arg-type]
+    keepalive=None,
 )
 
-CHECK_BACKUP = ActivityRef("cloudsql.check_backup", BackupCheckRequest, BackupCheck)
+CHECK_BACKUP = ActivityRef("cloudsql.check_backup", BackupCheckRequest, BackupCheck, keepalive=None)
 PITR_CHECK = ActivityRef("cloudsql.pitr_check", PitrCheckRequest, PitrCheck)
-START_CLONE = ActivityRef(
-    "cloudsql.start_clone", CloneRequest, OperationRef, keepalive=WRITE_KEEPALIVE
-)
+START_CLONE = ActivityRef("cloudsql.start_clone", CloneRequest, OperationRef)
 OPERATION_DONE = ActivityRef("cloudsql.operation_done", OperationRef, str)
 INSTANCE = ActivityRef("cloudsql.instance", InstanceRef, InstanceInfo)
 
 # The runbook's methods 2 and 3, its troubleshooting and the forward fix.
 REGISTRY_IMAGES = ActivityRef("registry.images", ImagesRequest, ImageList)
 DIAGNOSE_PULL = ActivityRef("registry.diagnose_pull", PullCheckRequest, PullDiagnosis)
-DISPATCH = ActivityRef("github.dispatch", DispatchRequest, RunState, keepalive=WRITE_KEEPALIVE)
-FOLLOW_RUN = ActivityRef("github.follow_run", RunFollow, RunState)
+DISPATCH = ActivityRef("github.dispatch", DispatchRequest, RunState)
+FOLLOW_RUN = ActivityRef("github.follow_run", RunFollow, RunState, keepalive=None)
 LIST_BACKUPS = ActivityRef("github.list_backups", ArtifactsRequest, ArtifactList)
 DOWNLOAD_BACKUP = ActivityRef("github.download_backup", ArtifactsRequest, FetchedManifest)
 REDEPLOY_PLAN = ActivityRef("k8s.redeploy_plan", RedeployPlanRequest, RedeployPlan)
 READ_BACKUP = ActivityRef("k8s.read_backup", BackupFetch, FetchedManifest)
 RESTORE_CHECK = ActivityRef("k8s.restore_check", RestoreCheckRequest, RestoreCheck)
-RESTORE_APPLY = ActivityRef(
-    "k8s.restore_apply", RestoreApplyRequest, ApplyResult, keepalive=WRITE_KEEPALIVE
-)
+RESTORE_APPLY = ActivityRef("k8s.restore_apply", RestoreApplyRequest, ApplyResult)
 REPAIR_PLAN = ActivityRef("k8s.repair_plan", RepairPlanRequest, RepairPlan)
-DELETE_REPLICASET = ActivityRef(
-    "k8s.delete_replicaset", ReplicaSetDelete, ApplyResult, keepalive=WRITE_KEEPALIVE
-)
-ROLLOUT_RESTART = ActivityRef(
-    "k8s.rollout_restart", RestartRequest, ApplyResult, keepalive=WRITE_KEEPALIVE
-)
-SERVICE_LOGS = ActivityRef("k8s.service_logs", ServiceLogsRequest, ServiceLogs)
+DELETE_REPLICASET = ActivityRef("k8s.delete_replicaset", ReplicaSetDelete, ApplyResult)
+ROLLOUT_RESTART = ActivityRef("k8s.rollout_restart", RestartRequest, ApplyResult)
+SERVICE_LOGS = ActivityRef("k8s.service_logs", ServiceLogsRequest, ServiceLogs, keepalive=None)
 
 
 class Listed(Protocol):
@@ -183,5 +170,5 @@ ALL: tuple[Listed, ...] = tuple(
 BY_NAME = {ref.name: ref for ref in ALL}
 
 
-# The activities worker/keepalive.py beats for.
+# The activities worker/keepalive.py beats for: all but those that beat themselves.
 KEPT_ALIVE = frozenset(ref.name for ref in ALL if ref.keepalive)

@@ -1,16 +1,16 @@
-"""Heartbeats on behalf of the write activities (the undo, the backup ConfigMap,
-the restore, the restart, the ReplicaSet deletion, the CD dispatch, the clone and
-the switch). Their references in runbook/activity_refs.py carry `keepalive`, the
-heartbeat timeout the workflows give them: while one runs, this interceptor beats
-three times per timeout. A worker that dies in the middle of a write stops
-beating, so the server hands the activity to another worker after that timeout
-instead of after its whole start-to-close (60-120 s). The activities are
-idempotent (each checks what already landed), so the retry finds the effect
-rather than doubling it.
+"""Heartbeats on behalf of the activities that do not beat themselves: the writes
+(the undo, the backup ConfigMap, the restore, the restart, the ReplicaSet deletion,
+the CD dispatch, the clone, the switch) and the reads and notices around them. Their
+references in runbook/activity_refs.py carry `keepalive`, the heartbeat timeout the
+workflows give them: while one runs, this interceptor beats three times per
+timeout. A worker that dies in the middle of one stops beating, so the server hands
+the activity to another worker after that timeout instead of after its whole
+start-to-close (60-120 s). The activities are idempotent (a write checks what
+already landed), so the retry finds the effect rather than doubling it.
 
-Activities that beat for themselves with details to resume from (the rollout
-wait, the exec, the on-demand backup) are not in the list: a beat without
-details would overwrite theirs."""
+Activities that beat for themselves with details to resume from (the rollout wait,
+the exec, the on-demand backup, the verification, the guard's watch) are not in the
+list: a beat without details would overwrite theirs."""
 
 from __future__ import annotations
 

@@ -127,6 +127,16 @@ class ChangeSignal(Model):
         return getattr(self, self.kind)
 
 
+class ChangeVerdict(Model):
+    """What the incident did with a change it was asked to start (the `start_change` update's
+    answer): `started` as its child, `attached` to the same change already running, or
+    `refused` (the incident is closed; a guard seal used before), with the reason."""
+
+    outcome: Literal["started", "attached", "refused"]
+    workflow_id: str
+    detail: str = ""
+
+
 class FollowUpSignal(Model):
     """Progress on a follow-up: `modoru incident rca|postmortem|prevention`."""
 
@@ -134,6 +144,13 @@ class FollowUpSignal(Model):
     summary: str = Field("", max_length=4000)
     link: str = Field("", max_length=2000)
     request_id: str = Field("", max_length=100)
+
+
+class FollowUpUpdate(Model):
+    """A follow-up sent as an update (`record_follow_up`): which one, and its record."""
+
+    key: Literal["rca", "postmortem", "prevention"]
+    follow_up: FollowUpSignal
 
 
 class ConfirmSignal(Model):

@@ -9,12 +9,12 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 
 from worker.client import TemporalUnreachable, connect
 from worker.codec import CodecSettingsError
@@ -25,6 +25,19 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 Command = Callable[[Client, Settings], Awaitable[int]]
 WebUiFor = Callable[[str, str | None], str | None]
+
+
+T = TypeVar("T")
+
+
+async def answered(update: Awaitable[T], seconds: float) -> T | None:
+    """The answer to an update, or None when no worker gave one within `seconds`. (The SDK
+    turns the cancelled call into its own error, which `asyncio.wait_for` passes on instead of
+    a TimeoutError.)"""
+    try:
+        return await asyncio.wait_for(update, seconds)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return None
 
 
 class CliError(Exception):

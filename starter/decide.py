@@ -6,7 +6,6 @@ only after the plan is shown."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Literal
 
@@ -17,7 +16,7 @@ from runbook.decisions import DecisionVerdict
 from runbook.models import ApprovalSignal, RejectSignal
 from worker.settings import Settings
 
-from .base import CliError
+from .base import CliError, answered
 from .commands import phase_of, query_any_status
 from .gate_check import checked_gate
 from .render import console, err_console
@@ -67,18 +66,12 @@ async def send_decision(
     signal.request_id = uuid.uuid4().hex
     update = "approval" if decision == "approve" else "rejection"
     try:
-        verdict = await asyncio.wait_for(
+        verdict = await answered(
             handle.execute_update(
                 update, signal, id=f"{decision}-{signal.request_id}", result_type=DecisionVerdict
             ),
             DECISION_WAIT_SECONDS,
         )
-    except TimeoutError:
-        err_console.print(
-            f"no worker answered within {DECISION_WAIT_SECONDS:g}s; is `modoru worker` running? "
-            f"see `modoru status {workflow_id}`"
-        )
-        return 1
     except WorkflowUpdateFailedError as exc:
         said = getattr(exc.cause, "message", None) or str(exc.cause)
         if f"handler for '{update}' expected but not found" in said:
@@ -88,6 +81,12 @@ async def send_decision(
         raise CliError(f"{workflow_id} could not take the decision: {said}") from None
     except RPCError as exc:
         raise CliError(f"cannot send the decision to {workflow_id}: {exc.message}") from None
+    if verdict is None:
+        err_console.print(
+            f"no worker answered within {DECISION_WAIT_SECONDS:g}s; is `modoru worker` running? "
+            f"see `modoru status {workflow_id}`"
+        )
+        return 1
     return say_verdict(verdict)
 
 

@@ -1,9 +1,10 @@
 """`modoru incident` and `modoru confirm`: the incident a change runs under, its
 follow-ups (root cause, postmortem, prevention), the human confirmations after
 a rollback, and the postmortem draft. Starts of rollbacks, migration
-rollbacks and recoveries go through `start_in_incident`: the incident is
-signalled-with-start and starts the change as its child under the id the CLI
-has always used, so `status`, `approve` and `reject` work on it as before."""
+rollbacks and recoveries go through `start_in_incident` (update-with-start):
+the incident starts the change as its child under the id the CLI has always
+used, so `status`, `approve` and `reject` work on it as before. Follow-ups and
+confirmations are updates too: the answer is the incident's audit entry."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 from rich.table import Table
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 from typer.models import OptionInfo
 
@@ -25,17 +26,17 @@ from runbook.incident_models import (
     CONFIRM_ITEMS,
     ConfirmSignal,
     FollowUpSignal,
+    FollowUpUpdate,
     IncidentStatus,
 )
+from runbook.models import AuditEntry
 from runbook.postmortem import render
 from workflows.incident import IncidentWorkflow
 
-from .base import CliError, fail, first_error
+from .base import CliError, answered, fail, first_error
 from .commands import run
 from .gate_check import checked_gate
-from .incident_start import (
-    _verdict,
-)
+from .incident_start import VERDICT_WAIT_SECONDS
 from .inputs import check_workflow_id
 from .render import console, err_console
 from .signing import Printed, SigningOptions, signing_options
@@ -185,21 +186,36 @@ def _follow_up(key: str, workflow_id: str, by: str, summary: str, link: str) -> 
     async def send(client, settings) -> int:
         handle, _ = await resolve(client, workflow_id)
         await incident_status(handle)
-        return await _signal_and_say(handle, key, signal)
+        return await _record_and_say(
+            handle,
+            IncidentWorkflow.record_follow_up,
+            FollowUpUpdate(key=key, follow_up=signal),  # type: ignore[arg-type]
+            key,
+            signal,
+        )
 
     run(send)
 
 
-async def _signal_and_say(handle: WorkflowHandle, name: str, signal) -> int:
+async def _record_and_say(handle: WorkflowHandle, update, arg, name: str, signal) -> int:
+    """Send `arg` as the incident's `update` and say what its audit entry says. Without a
+    worker's answer in time, the same request goes as the durable signal `name` (the
+    incident handles one request id once)."""
     try:
-        await handle.signal(name, signal)
-    except RPCError as exc:
-        raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
-    entry = await _verdict(handle, signal.request_id)
-    if entry is None:
-        err_console.print(
-            "sent, but the worker has not judged it yet; check `modoru incident status`"
+        entry: AuditEntry | None = await answered(
+            handle.execute_update(update, arg), VERDICT_WAIT_SECONDS
         )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise CliError(f"{handle.id}: {getattr(cause, 'message', None) or cause}") from None
+    except RPCError as exc:
+        raise CliError(f"cannot reach {handle.id}: {exc.message}") from None
+    if entry is None:
+        try:
+            await handle.signal(name, signal)
+        except RPCError as exc:
+            raise CliError(f"cannot signal {handle.id}: {exc.message}") from None
+        err_console.print("sent, but no worker has judged it yet; check `modoru incident status`")
         return 1
     if entry.counted:
         console.print(f"[green]recorded[/]: {entry.detail}", highlight=False)
@@ -353,7 +369,9 @@ work, dashboards normal."""
         if isinstance(signed, Printed):
             return 0
         signal.signed = signed
-        return await _signal_and_say(handle, "confirm", signal)
+        return await _record_and_say(
+            handle, IncidentWorkflow.confirm_change, signal, "confirm", signal
+        )
 
     run(send)
 

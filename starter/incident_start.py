@@ -1,17 +1,28 @@
-"""Starting a change under its service's incident: the CLI's start commands
-signal-with-start the running incident (or a new one named after the detection
-time) with the change, and the incident starts it as its child under the id the
-CLI has always used. Imports nothing from the rest of `starter/` but `base` and
-`render`, so every command module may use it."""
+"""Starting a change under its service's incident: the CLI's start commands send
+the change as an update with the incident's own start (update-with-start: the
+running incident, or a new one named after the detection time), and the incident
+starts it as its child under the id the CLI has always used; the update's answer
+says started, attached or refused. Imports nothing from the rest of `starter/` but
+`base`, so every command module may use it."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import os
 import uuid
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -19,6 +30,7 @@ from runbook.incident_models import (
     DEPLOYMENT_KINDS,
     WORKFLOW_KINDS,
     ChangeSignal,
+    ChangeVerdict,
     IncidentRequest,
     incident_workflow_id,
 )
@@ -26,10 +38,11 @@ from worker.settings import Settings
 from workflows import search_attributes as sa
 from workflows.incident import IncidentWorkflow
 
-from .base import CliError
-from .render import err_console
+from .base import CliError, answered
 
-VERDICT_WAIT_SECONDS = 20.0
+# How long the CLI waits for a worker to answer a start, a follow-up or a confirmation
+# before it sends the same request as a durable signal.
+VERDICT_WAIT_SECONDS = float(os.environ.get("MODORU_ANSWER_WAIT_SECONDS", "20"))
 KINDS = {
     "RollbackRequest": "rollback",
     "MigrationRequest": "migration",
@@ -82,27 +95,6 @@ async def _new_incident_id(
     ):
         return f"{candidate}-{uuid.uuid4().hex[:6]}"
     return candidate
-
-
-async def _verdict(handle: WorkflowHandle, request_id: str):
-    """The incident's audit entry for `request_id`, or None if the worker has not judged it in
-    time."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + VERDICT_WAIT_SECONDS
-    while loop.time() < until:
-        try:
-            status = await handle.query(
-                IncidentWorkflow.status, rpc_timeout=dt.timedelta(seconds=5)
-            )
-        except RPCError:
-            status = None
-        entry = (
-            next((e for e in status.audit if e.request_id == request_id), None) if status else None
-        )
-        if entry is not None:
-            return entry
-        await asyncio.sleep(0.25)
-    return None
 
 
 async def start_in_incident(
@@ -164,25 +156,46 @@ async def start_in_incident(
         language=request.language,
         by_name=not on_deployment,
     )
-    handle = await client.start_workflow(
+    starting = WithStartWorkflowOperation(
         IncidentWorkflow.run,
         opening,
         id=incident_id,
         task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        start_signal="change",
-        start_signal_args=[change],
         search_attributes=_attributes(namespace, service) if search_attributes else None,
         static_summary=f"incident: {namespace}/{service}",
         static_details=request.reason,
     )
-    entry = await _verdict(handle, request_id)
-    if entry is None:
-        err_console.print(
-            f"incident {incident_id}: the worker has not started {workflow_id} yet; is `modoru "
-            "worker` running?"
+    verdict: ChangeVerdict | None = await answered(
+        client.execute_update_with_start_workflow(
+            IncidentWorkflow.start_change, change, start_workflow_operation=starting
+        ),
+        VERDICT_WAIT_SECONDS,
+    )
+    if verdict is None:
+        # No worker answered. The update lives only while the server keeps it in memory; the
+        # same change as a signal (the incident takes one request id once) is durable, so it
+        # starts when a worker comes.
+        await client.start_workflow(
+            IncidentWorkflow.run,
+            opening,
+            id=incident_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            start_signal="change",
+            start_signal_args=[change],
+            search_attributes=_attributes(namespace, service) if search_attributes else None,
+            static_summary=f"incident: {namespace}/{service}",
+            static_details=request.reason,
         )
-        return client.get_workflow_handle(workflow_id), False
-    if entry.counted is False:
-        raise CliError(f"incident {incident_id}: {entry.detail}", code=1)
-    return client.get_workflow_handle(workflow_id), "already running" in entry.detail
+        raise CliError(
+            f"incident {incident_id}: no worker has answered in {VERDICT_WAIT_SECONDS:.0f}s; "
+            f"{workflow_id} is queued and starts when one does. Is `modoru worker` running? "
+            "Run the same command again then to follow it (and sign its start).",
+            code=1,
+        )
+    if verdict.outcome == "refused":
+        raise CliError(f"incident {incident_id}: {verdict.detail}", code=1)
+    return client.get_workflow_handle(workflow_id), verdict.outcome == "attached"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -28,10 +29,12 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_KINDS,
         ChangeRecord,
         ChangeSignal,
+        ChangeVerdict,
         Confirmation,
         ConfirmSignal,
         FollowUp,
         FollowUpSignal,
+        FollowUpUpdate,
         IncidentRequest,
         IncidentResult,
         IncidentStatus,
@@ -39,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.incident_policy import IncidentPolicy
     from runbook.models import (
+        AuditEntry,
         RollbackResult,
         RollbackStatus,
         ServiceByName,
@@ -77,6 +81,8 @@ class IncidentWorkflow:
         self._trust: Trust | None = None
         self._ready = False  # the catalog has answered: confirmations can be judged
         self._changes: list[ChangeSignal] = []
+        self._requests: set[str] = set()  # request ids taken (an update and its fallback signal)
+        self._verdicts: dict[str, ChangeVerdict] = {}
         self._confirms: list[ConfirmSignal] = []
         self._nonces: set[str] = set()
         self._seals: set[str] = set()  # release guard seals already used: each counts once
@@ -94,15 +100,52 @@ class IncidentWorkflow:
 
     @workflow.signal(name="change")
     def change(self, signal: ChangeSignal) -> None:
+        if self._taken(signal.request_id):
+            return
         if self._status.state == "closed":
-            self._uncounted(
-                "modoru",
-                "change",
-                f"the incident is closed; {signal.workflow_id} was not started",
-                signal.request_id,
-            )
+            self._refuse(signal, f"the incident is closed; {signal.workflow_id} was not started")
             return
         self._changes.append(signal)
+
+    @workflow.update(name="start_change")
+    async def start_change(self, signal: ChangeSignal) -> ChangeVerdict:
+        """The CLI's start, sent with the incident's own start (update-with-start): the change
+        is queued as the signal's is, and the answer says what became of it."""
+        self.change(signal)
+        await workflow.wait_condition(lambda: signal.request_id in self._verdicts)
+        return self._verdicts[signal.request_id]
+
+    @start_change.validator
+    def _start_change_named(self, signal: ChangeSignal) -> None:
+        self._require_new(signal.request_id)
+
+    def _require_new(self, request_id: str) -> None:
+        """An update's validator: refused before it reaches the history."""
+        if not request_id:
+            raise ValueError("a request sent as an update carries its request id")
+        if request_id in self._requests:
+            raise ValueError(f"request {request_id} was sent before")
+
+    def _taken(self, request_id: str) -> bool:
+        """True if this request id came before (an update, then its fallback signal): one
+        request is handled once."""
+        if not request_id:
+            return False
+        if request_id in self._requests:
+            return True
+        self._requests.add(request_id)
+        return False
+
+    async def _audited(self, request_id: str) -> AuditEntry:
+        def entry() -> AuditEntry | None:
+            return next(
+                (e for e in reversed(self._status.audit) if e.request_id == request_id), None
+            )
+
+        await workflow.wait_condition(lambda: entry() is not None)
+        found = entry()
+        assert found is not None
+        return found
 
     @workflow.signal(name="rca")
     def rca(self, signal: FollowUpSignal) -> None:
@@ -116,8 +159,33 @@ class IncidentWorkflow:
     def prevention(self, signal: FollowUpSignal) -> None:
         self._record("prevention", signal, need=("summary",))
 
+    @workflow.update(name="record_follow_up")
+    async def record_follow_up(self, update: FollowUpUpdate) -> AuditEntry:
+        """A follow-up, answered with its audit entry (counted or not, and why)."""
+        {"rca": self.rca, "postmortem": self.postmortem, "prevention": self.prevention}[update.key](
+            update.follow_up
+        )
+        return await self._audited(update.follow_up.request_id)
+
+    @record_follow_up.validator
+    def _follow_up_named(self, update: FollowUpUpdate) -> None:
+        self._require_new(update.follow_up.request_id)
+
+    @workflow.update(name="confirm_change")
+    async def confirm_change(self, signal: ConfirmSignal) -> AuditEntry:
+        """A confirmation, answered with its audit entry once judged (after the catalog has
+        said whether it must be signed)."""
+        self.confirm(signal)
+        return await self._audited(signal.request_id)
+
+    @confirm_change.validator
+    def _confirmation_named(self, signal: ConfirmSignal) -> None:
+        self._require_new(signal.request_id)
+
     @workflow.signal(name="confirm")
     def confirm(self, signal: ConfirmSignal) -> None:
+        if self._taken(signal.request_id):
+            return
         if self._ready:
             self._judge_confirmation(signal)
         else:
@@ -149,6 +217,9 @@ class IncidentWorkflow:
             timers.cancel()
         self._status.state = "closed"
         self._status.closed_at = workflow.now()
+        for late in self._changes:  # arrived as the incident settled: answered, not started
+            self._refuse(late, f"the incident is closed; {late.workflow_id} was not started")
+        self._changes.clear()
         if self._status.missing:
             self._status.message = (
                 "closed: nothing was changed for this incident (every change was refused, "
@@ -164,6 +235,7 @@ class IncidentWorkflow:
             )
             await self._notify("complete", subject, text)
         self._index("closed")
+        await workflow.wait_condition(workflow.all_handlers_finished)
         other = "en" if request.language == "ja" else "ja"
         return IncidentResult(
             status=self._status,
@@ -248,22 +320,18 @@ class IncidentWorkflow:
         if running is not None and running.running:
             if signal.notify_workflow:
                 running.notify.append(signal.notify_workflow)
-            self._audit(
-                "modoru",
-                "change",
-                counted=True,
-                detail=f"{signal.workflow_id} is already running for this incident; attached",
-                request_id=signal.request_id,
+            self._answer(
+                signal,
+                "attached",
+                f"{signal.workflow_id} is already running for this incident; attached",
             )
             return
         seal = str(getattr(signal.request, "guard_seal", "") or "")
         if seal and seal in self._seals:
-            self._uncounted(
-                "modoru",
-                "change",
+            self._refuse(
+                signal,
                 f"{signal.workflow_id} was not started: the release guard's seal it carries was "
                 "used before (a seal counts once)",
-                signal.request_id,
             )
             return
         if seal:
@@ -305,21 +373,36 @@ class IncidentWorkflow:
                 "followed here"
             )
             self._status.changes.append(record)
-            self._audit(
-                "modoru", "change", counted=True, detail=record.detail, request_id=signal.request_id
-            )
+            self._answer(signal, "attached", record.detail)
             await self._tell(record, "change_ended")
             return
         self._status.changes.append(record)
-        self._audit(
-            getattr(request, "requested_by", "modoru"),
-            "change",
-            counted=True,
-            detail=f"started {signal.kind} {signal.workflow_id}",
-            request_id=signal.request_id,
+        self._answer(
+            signal,
+            "started",
+            f"started {signal.kind} {signal.workflow_id}",
+            by=getattr(request, "requested_by", "modoru"),
         )
         self._following.append(asyncio.create_task(self._follow(handle, record)))
         await self._tell(record, "change_started")
+
+    def _answer(
+        self,
+        signal: ChangeSignal,
+        outcome: Literal["started", "attached"],
+        detail: str,
+        by: str = "modoru",
+    ) -> None:
+        self._audit(by, "change", counted=True, detail=detail, request_id=signal.request_id)
+        self._verdicts[signal.request_id] = ChangeVerdict(
+            outcome=outcome, workflow_id=signal.workflow_id, detail=detail
+        )
+
+    def _refuse(self, signal: ChangeSignal, reason: str) -> None:
+        self._uncounted("modoru", "change", reason, signal.request_id)
+        self._verdicts[signal.request_id] = ChangeVerdict(
+            outcome="refused", workflow_id=signal.workflow_id, detail=reason
+        )
 
     async def _follow(self, handle, record: ChangeRecord) -> None:
         try:
@@ -375,6 +458,8 @@ class IncidentWorkflow:
     # -- follow-ups and confirmations ----------------------------------------------------------
 
     def _record(self, key: str, signal: FollowUpSignal, need: tuple[str, ...]) -> None:
+        if self._taken(signal.request_id):
+            return
         action = key
         if self._status.state == "closed":
             self._uncounted(signal.by, action, "the incident is closed", signal.request_id)

@@ -210,3 +210,43 @@ async def test_the_postmortem_draft_has_the_rollbacks_real_timeline(stack) -> No
     history = await stack.client.get_workflow_handle(rollback_id).fetch_history()
     check_draft_against_history(render(current, "ja"), history)
     await incident.terminate("test over")
+
+
+async def test_a_start_no_worker_answers_is_kept_as_a_durable_signal(stack) -> None:
+    """No worker serves the task queue: the CLI's update gets no answer, so the same change goes
+    as the incident's `change` signal (durable: it starts when a worker comes) and the CLI says
+    so; one incident, one signal."""
+    queue = "nobody-serves-this"
+    env = {**stack.env, "MODORU_TASK_QUEUE": queue, "MODORU_ANSWER_WAIT_SECONDS": "2"}
+    started = await stack.cli(
+        "rollback",
+        "start",
+        "--deployment",
+        NAME,
+        "--severity",
+        "immediate",
+        "--reason",
+        "error rate 60%",
+        "--requested-by",
+        "oncall",
+        env=env,
+    )
+    assert started.returncode == 1, started.stderr
+    assert "no worker has answered in 2s" in started.stderr, started.stderr
+    assert "Is `modoru worker` running?" in started.stderr, started.stderr
+    assert "Traceback" not in started.stderr, started.stderr
+    incidents = [
+        e
+        async for e in stack.client.list_workflows(
+            f"WorkflowType = 'Incident' AND TaskQueue = '{queue}'"
+        )
+    ]
+    assert len(incidents) == 1, incidents
+    handle = stack.client.get_workflow_handle(incidents[0].id)
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        async for e in handle.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert signals == ["change"], signals
+    await handle.terminate("test over: no worker serves its queue")

@@ -70,7 +70,9 @@ async def test_a_slow_write_is_kept_alive_past_its_heartbeat_timeout(time_skippi
     assert await probe(time_skipping_env, refs.ROLLOUT_UNDO.name) == "k8s.rollout_undo done"
 
 
-async def test_an_activity_that_beats_itself_gets_no_beats_from_the_worker(time_skipping_env) -> None:
+async def test_an_activity_that_beats_itself_gets_no_beats_from_the_worker(
+    time_skipping_env,
+) -> None:
     assert refs.WAIT_ROLLOUT.name not in refs.KEPT_ALIVE
     with pytest.raises(WorkflowFailureError) as failed:
         await probe(time_skipping_env, refs.WAIT_ROLLOUT.name)

@@ -131,6 +131,8 @@ def parse(argv: tuple[str, ...]) -> None:
     command = typer.main.get_command(app)
     context = command.make_context("modoru", list(argv), resilient_parsing=False)
     while hasattr(command, "resolve_command"):
+        # A group's parse leaves the subcommand's name in _protected_args and the rest in
+        # args, as click's own Group.invoke reads them.
         rest = [*context._protected_args, *context.args]
         name, command, rest = command.resolve_command(context, rest)
         context = command.make_context(name, rest, parent=context, resilient_parsing=False)

@@ -10,7 +10,7 @@ whether it is called, quoted ("pg_terminate_backend") or schema-qualified; so is
 a function that runs SQL given as text (query_to_xml), which would hide the
 name, and a Unicode-escaped name (U&"..."). The database role the checks run
 as is the real guard (SELECT on named tables only, no pg_signal_backend, no
-dblink): see README, "The database role for checks"."""
+dblink): see docs/security.md, "What an operator must configure"."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ DB_SNAPSHOT = ActivityRef("db.snapshot", SnapshotRequest, DatabaseSnapshot, keep
 CLONE_QUERIES: ActivityRef[CloneQueriesRequest, list[CheckResult]] = ActivityRef(
     "db.clone_queries",
     CloneQueriesRequest,
-    list[CheckResult],  # type: ignore[arg-type]
+    list[CheckResult],
     keepalive=None,
 )
 
@@ -162,6 +162,8 @@ class Listed(Protocol):
     def arg(self) -> type[object]: ...
     @property
     def result(self) -> object: ...
+    @property
+    def keepalive(self) -> int | None: ...
 
 
 ALL: tuple[Listed, ...] = tuple(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -160,7 +160,7 @@ class ManifestSource(Strict):
 SECRET_ENV = re.compile(r"(?i)(passw|secret|token|api[_-]?key|private[_-]?key|credential)")
 
 
-def restore_manifest(text: str, deployment: str | None = None) -> dict:
+def restore_manifest(text: str, deployment: str | None = None) -> dict[str, Any]:
     """The one apps/v1 Deployment a restore file holds, parsed; ValueError naming what is wrong.
     Checked before the file goes anywhere (the CLI puts it into a workflow's history, which
     keeps it): one document, a Deployment and nothing else (no List, no Secret), no Secret
@@ -169,7 +169,7 @@ def restore_manifest(text: str, deployment: str | None = None) -> dict:
     expand to millions of items)."""
     import yaml  # imported here: workflows import this module, and never parse YAML
 
-    class NoAliases(yaml.SafeLoader):
+    class NoAliases(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no type hints here
         def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
@@ -309,7 +309,9 @@ def valid_tag(tag: str) -> bool:
     return re.fullmatch(TAG_PATTERN, tag) is not None
 
 
-def redeploy_plan(plan: RedeployPlan, tag: str, cd: CdConfig, pushed: dt.datetime | None) -> dict:
+def redeploy_plan(
+    plan: RedeployPlan, tag: str, cd: CdConfig, pushed: dt.datetime | None
+) -> dict[str, Any]:
     """What approvers of a redeploy sign: the image change and the pipeline run that makes it."""
     return {
         "kind": "redeploy",
@@ -325,6 +327,6 @@ def redeploy_plan(plan: RedeployPlan, tag: str, cd: CdConfig, pushed: dt.datetim
     }
 
 
-def dispatch_facts(cd: CdConfig, tag: str) -> dict:
+def dispatch_facts(cd: CdConfig, tag: str) -> dict[str, Any]:
     """The facts of a redeploy the dispatching activity checks against the approved plan."""
     return {"repository": cd.repository, "workflow": cd.workflow, "ref": cd.ref, "tag": tag}

@@ -11,22 +11,15 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .catalog import NAME_PATTERN
-from .cd_models import RedeployRequest
 from .decisions import GateView, SignedDecision
-from .forward_fix_models import ForwardFixRequest
-from .migration_models import MigrationRequest
-from .models import AuditEntry, Model, RollbackRequest, RollbackStatus
-from .pitr_models import PitrRequest
-from .repair_models import RepairRequest, RestoreRequest
+from .models import AuditEntry, Model, RollbackStatus
+from .procedures import BY_KIND, KINDS, PROCEDURES
 
-ChangeKind = Literal[
-    "rollback", "migration", "pitr", "redeploy", "restore", "troubleshoot", "forward_fix"
-]
+# The procedures an incident starts, by the one name each has (runbook/procedures.py).
+ChangeKind = Literal[KINDS]  # type: ignore[valid-type]
 # Changes made to one Deployment (the others, migration rollbacks and recoveries, to a service's
 # database).
-DEPLOYMENT_KINDS: frozenset[str] = frozenset(
-    {"rollback", "redeploy", "restore", "troubleshoot", "forward_fix"}
-)
+DEPLOYMENT_KINDS: frozenset[str] = frozenset(p.kind for p in PROCEDURES if p.scope == "deployment")
 ConfirmItem = Literal["user_reports", "main_features", "dashboards"]
 FollowUpKey = Literal["rca", "postmortem", "prevention"]
 
@@ -45,15 +38,7 @@ FOLLOW_UP_TITLES: dict[str, tuple[str, str]] = {
     "postmortem": ("ポストモーテム作成（48時間以内）", "Postmortem (within 48 h)"),
     "prevention": ("再発防止策の立案", "Prevention measures"),
 }
-WORKFLOW_KINDS: dict[str, str] = {
-    "rollback": "DeploymentRollback",
-    "migration": "MigrationRollback",
-    "pitr": "PointInTimeRecovery",
-    "redeploy": "Redeploy",
-    "restore": "Restore",
-    "troubleshoot": "Troubleshoot",
-    "forward_fix": "ForwardFix",
-}
+WORKFLOW_KINDS: dict[str, str] = {p.kind: p.workflow_type for p in PROCEDURES}
 
 
 def incident_workflow_id(service: str, detected_at: dt.datetime, *, seconds: bool = False) -> str:
@@ -91,18 +76,13 @@ class IncidentRequest(Model):
 
 
 class ChangeSignal(Model):
-    """Start (or attach to) a change for this incident, under the id the CLI would have used."""
+    """Start (or attach to) a change for this incident, under the id the CLI would have used.
+    `request` is the request model of the procedure `kind` names (runbook/procedures.py)."""
 
     kind: ChangeKind
     workflow_id: str = Field(min_length=1, max_length=255)
     request_id: str = Field("", max_length=100)
-    rollback: RollbackRequest | None = None
-    migration: MigrationRequest | None = None
-    pitr: PitrRequest | None = None
-    redeploy: RedeployRequest | None = None
-    restore: RestoreRequest | None = None
-    troubleshoot: RepairRequest | None = None
-    forward_fix: ForwardFixRequest | None = None
+    request: Any
     summary: str = Field("", max_length=400)
     details: str = Field("", max_length=4000)
     search_attributes: bool = Field(
@@ -115,16 +95,37 @@ class ChangeSignal(Model):
         "when the change ends",
     )
 
-    @model_validator(mode="after")
-    def _one_request(self) -> ChangeSignal:
-        given = {k for k in WORKFLOW_KINDS if getattr(self, k) is not None}
-        if given != {self.kind}:
-            raise ValueError(f"a {self.kind} change carries exactly its {self.kind} request")
-        return self
-
-    @property
-    def request(self) -> Any:
-        return getattr(self, self.kind)
+    @model_validator(mode="before")
+    @classmethod
+    def _request_of_its_kind(cls, given: Any) -> Any:
+        """The request, read as the model of its kind. Signals recorded before the table carry
+        it under the kind's own name (`"rollback": {...}`): read the same."""
+        if not isinstance(given, dict):
+            return given
+        fields = dict(given)
+        procedure = BY_KIND.get(fields.get("kind", ""))
+        if procedure is None:
+            return fields  # the kind's own error names the kinds
+        carried = [k for k in KINDS if fields.get(k) is not None]
+        if "request" not in fields and carried:
+            if carried != [procedure.kind]:
+                raise ValueError(
+                    f"a {procedure.kind} change carries exactly its {procedure.kind} request"
+                )
+            fields["request"] = fields.pop(procedure.kind)
+        for k in KINDS:
+            if fields.get(k) is None:
+                fields.pop(k, None)
+        request = fields.get("request")
+        if request is None:
+            raise ValueError(f"a {procedure.kind} change carries its request")
+        if isinstance(request, Model) and not isinstance(request, procedure.request):
+            raise ValueError(
+                f"a {procedure.kind} change carries a {procedure.request.__name__}, "
+                f"not a {type(request).__name__}"
+            )
+        fields["request"] = procedure.request.model_validate(request)
+        return fields
 
 
 class ChangeVerdict(Model):

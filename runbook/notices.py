@@ -4,6 +4,7 @@ times in JST as the runbook writes them."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
@@ -71,7 +72,7 @@ CHECK_LABELS: dict[str, tuple[str, str]] = {
 }
 
 
-def verification_summary(language: str, checks: list) -> str:
+def verification_summary(language: str, checks: list[Any]) -> str:
     """確認結果: what verification actually checked, one line each with its figures
     (`checks` are CheckResults: name, ok, detail). Skipped checks say so."""
     ja = language == "ja"

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from .catalog import ApprovalPolicy
-from .models import Severity
+from .enums import Severity
 
 DEADLINES = {
     Severity.IMMEDIATE: dt.timedelta(minutes=5),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -197,7 +198,7 @@ def container_filter(
     return " AND ".join(terms)
 
 
-def pod_containers(spec: dict) -> list[dict]:
+def pod_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """The containers that run for a pod's life (its spec in the API's JSON form): the
     regular ones and native sidecars (init containers with `restartPolicy: Always`)."""
     return [*(spec.get("containers") or [])] + [
@@ -205,13 +206,15 @@ def pod_containers(spec: dict) -> list[dict]:
     ]
 
 
-def judged_containers(template: dict, container: str | None = None) -> list[str]:
+def judged_containers(template: dict[str, Any], container: str | None = None) -> list[str]:
     """The names of the template's containers the checks judge: `container`, or all."""
     names = [c.get("name") for c in pod_containers(template)]
     return [n for n in names if n and (container is None or n == container)]
 
 
-def without_limit(specs: list[dict], metric: str, container: str | None = None) -> list[str]:
+def without_limit(
+    specs: list[dict[str, Any]], metric: str, container: str | None = None
+) -> list[str]:
     """The containers judged for `metric` (`container`, or every container of the first
     spec: the Deployment's pod template) that none of `specs` gives the limit the metric
     is a share of. Later specs are the pods' own, which admission (a LimitRange's

@@ -220,9 +220,7 @@ def timeline(status: IncidentStatus, language: str) -> list[tuple[dt.datetime, s
             events.append((follow_up.done_at, f"{w['followup']}: {title} ({follow_up.by})"))
     if not any(change.rollback is not None for change in status.changes):
         events.insert(0, (status.detected_at, f"{w['detected']}: {status.reason}"))
-    seen: set[tuple[dt.datetime, str]] = set()
-    unique = [e for e in events if not (e in seen or seen.add(e))]
-    return sorted(unique, key=lambda e: e[0])
+    return sorted(set(events), key=lambda e: (e[0], events.index(e)))
 
 
 def _sla(status: RollbackStatus, language: str) -> str:

@@ -90,5 +90,5 @@ def acting_function(sql: str) -> str | None:
         return "a Unicode-escaped name (U&)"
     for word in _WORD.findall(lowered):
         if word in ACTING_FUNCTIONS or word.startswith(ACTING_PREFIXES):
-            return word
+            return str(word)
     return None

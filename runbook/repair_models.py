@@ -4,7 +4,7 @@ and its troubleshooting steps (delete an old ReplicaSet, restart the rollout).""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -175,7 +175,7 @@ def restore_plan(
     source: ManifestSource,
     digest: str,
     images: list[str],
-) -> dict:
+) -> dict[str, Any]:
     return {
         "kind": "restore",
         "namespace": namespace,
@@ -189,7 +189,7 @@ def restore_plan(
 
 def repair_plan(
     namespace: str, deployment: str, uid: str, action: str, replicaset: str, restarted_at: str
-) -> dict:
+) -> dict[str, Any]:
     return {
         "kind": f"repair-{action}",
         "namespace": namespace,

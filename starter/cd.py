@@ -39,7 +39,6 @@ restore_app = typer.Typer(
 troubleshoot_app = typer.Typer(
     help="The runbook's troubleshooting remedies, as approved steps.", no_args_is_help=True
 )
-STATUS_KINDS = ("Redeploy", "Restore", "Troubleshoot")
 
 
 def _row(table: Table, *cells: object) -> None:

@@ -15,19 +15,12 @@ from pydantic import ValidationError
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.exceptions import Abort
 
-from runbook.cd_models import RedeployStatus
-from runbook.forward_fix_models import ForwardFixStatus
-from runbook.guard_models import GuardStatus
-from runbook.migration_models import MigrationStatus
-from runbook.models import ApprovalSignal, RejectSignal, RollbackRequest, Severity
-from runbook.pitr_models import PitrStatus
-from runbook.repair_models import RepairStatus, RestoreStatus
+from runbook.models import ApprovalSignal, RejectSignal
+from runbook.procedures import BY_STATUS, PROCEDURES, resolve
 
 from .base import CliError, fail, first_error
-from .cd import redeploy_app, render_cd, restore_app, troubleshoot_app
 from .codec import codec_server
 from .commands import (
-    ROLLBACK_CHANGE,
     list_rollbacks,
     phase_of,
     query_any_status,
@@ -37,16 +30,12 @@ from .commands import (
 from .decide import send_decision
 from .demo import run_demo
 from .embedded import EmbeddedStack, StackError
-from .forward_fix import forward_fix_app, render_forward_fix
 from .guard import guard_app, render_guard
 from .incident import confirm, incident_app, incident_line
 from .inputs import check_workflow_id
-from .migration import migrate_app, render_migration
-from .pitr import pitr_app, render_pitr
-from .render import console, err_console, render_status
+from .render import console, err_console
 from .signing import SigningOptions, sign_start, signing_options
 from .stacks import workflow_link
-from .start_options import REQUESTER, StartOptions, launch, start_options
 
 __all__ = ["CliError", "app", "fail", "first_error", "main", "run", "sign_start"]
 
@@ -56,72 +45,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-rollback_app = typer.Typer(
-    help="Deployment rollbacks (the runbook's method 1).", no_args_is_help=True
-)
 sandbox_app = typer.Typer(
     help="The practice world: a Kubernetes API, deployment controller and service front ends.",
     no_args_is_help=True,
 )
-for _name, _group in {
-    "rollback": rollback_app,
-    "sandbox": sandbox_app,
-    "guard": guard_app,
-    "migrate-down": migrate_app,
-    "pitr": pitr_app,
-    "redeploy": redeploy_app,
-    "restore": restore_app,
-    "troubleshoot": troubleshoot_app,
-    "forward-fix": forward_fix_app,
-    "incident": incident_app,
-}.items():
+# The procedures' command groups (runbook/procedures.py), then modoru's own.
+for _procedure in PROCEDURES:
+    app.add_typer(resolve(_procedure.commands), name=_procedure.cli)
+for _name, _group in {"sandbox": sandbox_app, "guard": guard_app, "incident": incident_app}.items():
     app.add_typer(_group, name=_name)
 app.command("codec-server")(codec_server)
 app.command("confirm")(confirm)
-
-
-@rollback_app.command("start")
-@start_options(
-    without=("severity",),
-    own_after="namespace",
-    requested_by=typer.Option(REQUESTER, help="Who asks for the rollback (your identity id)."),
-    key=typer.Option(
-        None,
-        help="Your SSH private key: signs the start (an immediate rollback needs an on-call "
-        "signer).",
-    ),
-    dry_run=typer.Option(False, "--dry-run", help="Plan only; change nothing."),
-    wait=typer.Option(False, "--wait", help="Follow the rollback until it ends."),
-    as_json=typer.Option(False, "--json", help="Print the status as JSON."),
-)
-def rollback_start(
-    deployment: str = typer.Option(..., help="The Deployment to roll back."),
-    severity: Severity = typer.Option(
-        ..., help="immediate (within 5 min) or investigate (within 15 min, needs approval)."
-    ),
-    reason: str = typer.Option(..., help="Why: what is broken."),
-    *,
-    options: StartOptions,
-    to_revision: int | None = typer.Option(
-        None, help="Target revision; default: the previous one, as kubectl."
-    ),
-    impact: str = typer.Option("", help="User impact, for the start notice."),
-    cause: str = typer.Option("", help="Suspected cause, for the start notice."),
-) -> None:
-    """Start a deployment rollback; prints its workflow id and Web UI link."""
-    launch(
-        options,
-        lambda: RollbackRequest(
-            deployment=deployment,
-            to_revision=to_revision,
-            severity=severity,
-            reason=reason,
-            impact=impact,
-            cause=cause,
-            **options.request_fields(),
-        ),
-        ROLLBACK_CHANGE,
-    )
 
 
 @app.command()
@@ -210,33 +144,23 @@ guards too)."""
                 )
             )
             return 0
-        if isinstance(current, MigrationStatus):
-            render_migration(current)
-        elif isinstance(current, GuardStatus):
-            render_guard(current)
-        elif isinstance(current, PitrStatus):
-            render_pitr(current)
-        elif isinstance(current, ForwardFixStatus):
-            render_forward_fix(current)
-        elif isinstance(current, RedeployStatus | RestoreStatus | RepairStatus):
-            render_cd(current)
-        else:
-            render_status(current, link)
-            if (part := await incident_line(client, workflow_id)) is not None:
-                console.print(
-                    f"incident: {part['incident_id']}"
-                    + (
-                        "; verified, awaiting confirmation: "
-                        f"{', '.join(part['awaiting_confirmations'])}"
-                        if part["awaiting_confirmations"]
-                        else "; fully verified"
-                        if part["fully_verified"]
-                        else ""
-                    ),
-                    highlight=False,
-                    soft_wrap=True,
-                )
-            return 0
+        procedure = BY_STATUS.get(type(current))
+        render = resolve(procedure.render) if procedure is not None else render_guard
+        render(current)  # type: ignore[operator]
+        if (part := await incident_line(client, workflow_id)) is not None:
+            console.print(
+                f"incident: {part['incident_id']}"
+                + (
+                    "; verified, awaiting confirmation: "
+                    f"{', '.join(part['awaiting_confirmations'])}"
+                    if part["awaiting_confirmations"]
+                    else "; fully verified"
+                    if part["fully_verified"]
+                    else ""
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
         for wait in waits:
             console.print(f"verifying, {wait}", highlight=False, soft_wrap=True)
         if link:

@@ -25,13 +25,9 @@ from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from runbook import activity_refs as refs
-from runbook.cd_models import RedeployStatus
-from runbook.forward_fix_models import ForwardFixStatus
 from runbook.guard_models import GuardStatus
-from runbook.migration_models import MigrationStatus
 from runbook.models import Phase, RollbackRequest, RollbackStatus
-from runbook.pitr_models import PitrStatus
-from runbook.repair_models import RepairStatus, RestoreStatus
+from runbook.procedures import PROCEDURES, WORKFLOW_TYPES
 from worker.settings import Settings
 from workflows import search_attributes as sa
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
@@ -56,14 +52,8 @@ __all__ = [
 
 POLL_SECONDS = 0.25
 STATUS_MODELS: dict[str, type[BaseModel]] = {
-    "DeploymentRollback": RollbackStatus,
-    "MigrationRollback": MigrationStatus,
-    "PointInTimeRecovery": PitrStatus,
+    **{p.workflow_type: p.status for p in PROCEDURES},
     "ReleaseGuard": GuardStatus,
-    "Redeploy": RedeployStatus,
-    "Restore": RestoreStatus,
-    "Troubleshoot": RepairStatus,
-    "ForwardFix": ForwardFixStatus,
 }
 
 
@@ -403,10 +393,7 @@ async def list_rollbacks(
 ) -> int:
     """Every modoru workflow (rollbacks, migration rollbacks, recoveries, guards), or one
     deployment's rollbacks."""
-    query = (
-        "WorkflowType IN ('DeploymentRollback', 'MigrationRollback', 'PointInTimeRecovery', "
-        "'ReleaseGuard', 'Redeploy', 'Restore', 'Troubleshoot', 'ForwardFix', 'Incident')"
-    )
+    query = f"WorkflowType IN ({', '.join(repr(t) for t in WORKFLOW_TYPES)})"
     if open_only:
         query += " AND ExecutionStatus = 'Running'"
     if deployment:

@@ -18,7 +18,7 @@ from worker.settings import Settings
 
 from .base import CliError, answered
 from .commands import phase_of, query_any_status
-from .gate_check import checked_gate
+from .gate_check import checked_gate, decision_workflow_types
 from .render import console, err_console
 from .signing import Printed, SigningOptions
 
@@ -37,6 +37,12 @@ async def send_decision(
     verdict: counted or not, and why. A signed decision is made only over a gate
     that holds for `workflow_id` on modoru's `task_queue` (default: the settings')."""
     handle = client.get_workflow_handle(workflow_id)
+    try:
+        kind: str | None = (await handle.describe()).workflow_type
+    except RPCError:
+        kind = None  # the status query says why, in the user's words
+    if kind is not None and kind not in decision_workflow_types():
+        raise CliError(f"{workflow_id} ({kind}) takes no approvals or rejections")
     status = await query_any_status(handle)  # says clearly when the id is unknown
     decision: Literal["approve", "reject"] = (
         "approve" if isinstance(signal, ApprovalSignal) else "reject"
@@ -74,10 +80,6 @@ async def send_decision(
         )
     except WorkflowUpdateFailedError as exc:
         said = getattr(exc.cause, "message", None) or str(exc.cause)
-        if f"handler for '{update}' expected but not found" in said:
-            raise CliError(
-                f"{workflow_id} takes no approvals or rejections (it has no {update} update)"
-            ) from None
         raise CliError(f"{workflow_id} could not take the decision: {said}") from None
     except RPCError as exc:
         raise CliError(f"cannot send the decision to {workflow_id}: {exc.message}") from None

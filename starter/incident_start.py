@@ -27,13 +27,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from runbook.incident_models import (
-    DEPLOYMENT_KINDS,
-    WORKFLOW_KINDS,
     ChangeSignal,
     ChangeVerdict,
     IncidentRequest,
     incident_workflow_id,
 )
+from runbook.procedures import BY_REQUEST
 from worker.settings import Settings
 from workflows import search_attributes as sa
 from workflows.incident import IncidentWorkflow
@@ -43,15 +42,6 @@ from .base import CliError, answered
 # How long the CLI waits for a worker to answer a start, a follow-up or a confirmation
 # before it sends the same request as a durable signal.
 VERDICT_WAIT_SECONDS = float(os.environ.get("MODORU_ANSWER_WAIT_SECONDS", "20"))
-KINDS = {
-    "RollbackRequest": "rollback",
-    "MigrationRequest": "migration",
-    "PitrRequest": "pitr",
-    "RedeployRequest": "redeploy",
-    "RestoreRequest": "restore",
-    "RepairRequest": "troubleshoot",
-    "ForwardFixRequest": "forward_fix",
-}
 
 
 def _attributes(namespace: str, service: str) -> TypedSearchAttributes:
@@ -112,13 +102,13 @@ async def start_in_incident(
     named after the detection time); returns the change's handle and whether a
     change of that id was already running. A dry run changes nothing and opens no
     incident; a kind of change the incident does not know is started directly with `run`."""
-    kind = KINDS.get(type(request).__name__)
-    if kind is None or getattr(
+    procedure = BY_REQUEST.get(type(request))
+    if procedure is None or getattr(
         request, "dry_run", False
-    ):  # a kind of change the incident does not start (yet): as before
+    ):  # a dry run (or a change that is no procedure of the table) starts on its own
         try:
             await client.start_workflow(
-                run or WORKFLOW_KINDS[kind or ""],
+                run or procedure.workflow_type,  # type: ignore[union-attr]
                 request,
                 id=workflow_id,
                 task_queue=settings.task_queue,
@@ -130,7 +120,8 @@ async def start_in_incident(
             return client.get_workflow_handle(workflow_id), False
         except WorkflowAlreadyStartedError:
             return client.get_workflow_handle(workflow_id), True
-    on_deployment = kind in DEPLOYMENT_KINDS
+    kind = procedure.kind
+    on_deployment = procedure.scope == "deployment"
     service = request.deployment if on_deployment else request.service
     namespace = request.namespace if on_deployment else "default"
     detected = getattr(request, "detected_at", None) or dt.datetime.now(dt.UTC)
@@ -145,7 +136,7 @@ async def start_in_incident(
         summary=summary,
         details=details,
         search_attributes=search_attributes is not None,
-        **{kind: request},
+        request=request,
     )
     opening = IncidentRequest(
         service=service,

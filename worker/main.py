@@ -31,15 +31,9 @@ from activities.pod_exec import PodExecActivities
 from activities.pod_logs import PodLogActivities
 from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
-from workflows.deployment_rollback import DeploymentRollbackWorkflow
-from workflows.forward_fix import ForwardFixWorkflow
+from runbook.procedures import PROCEDURES, resolve
 from workflows.incident import IncidentWorkflow
-from workflows.migration_rollback import MigrationRollbackWorkflow
-from workflows.pitr import PointInTimeRecoveryWorkflow
-from workflows.redeploy import RedeployWorkflow
 from workflows.release_guard import ReleaseGuardWorkflow
-from workflows.restore import RestoreWorkflow
-from workflows.troubleshoot import TroubleshootWorkflow
 
 from .api_errors import PlainApiErrors
 from .catalog_file import CatalogError, load_catalog
@@ -56,19 +50,10 @@ log = logging.getLogger("modoru.worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig")
 )
-WORKFLOWS = [
-    DeploymentRollbackWorkflow,
-    ReleaseGuardWorkflow,
-    MigrationRollbackWorkflow,
-    PointInTimeRecoveryWorkflow,
-]
-WORKFLOWS += [
-    RedeployWorkflow,
-    RestoreWorkflow,
-    TroubleshootWorkflow,
-]  # the runbook's methods 2 and 3 and its troubleshooting
-WORKFLOWS += [ForwardFixWorkflow]
-WORKFLOWS += [IncidentWorkflow]  # the parent of the changes made for an incident
+# The procedures' workflows (runbook/procedures.py), the release guard and the incident
+# that parents the changes.
+WORKFLOWS = [resolve(p.workflow) for p in PROCEDURES]
+WORKFLOWS += [ReleaseGuardWorkflow, IncidentWorkflow]
 
 
 PROXY_VARIABLES = (

@@ -37,7 +37,7 @@ async def join_incident(
     change = ChangeSignal(
         kind="rollback",
         workflow_id=rollback_id,
-        rollback=request,
+        request=request,
         summary=summary,
         details=request.reason,
         search_attributes=indexed,

@@ -74,6 +74,13 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
     current: IncidentStatus = await rollback_ended(incident)
     assert current.changes[0].workflow_id == rollback_id and current.changes[0].verified
 
+    # An incident is no change: approving it is refused before anything is sent.
+    approved = await stack.cli("approve", incident_id, "--by", "sre-lead")
+    assert approved.returncode == 2
+    assert one_line(approved) == (
+        f"modoru: {incident_id} (Incident) takes no approvals or rejections"
+    ), approved.stderr
+
     shown = await stack.cli("status", rollback_id)
     assert shown.returncode == 0 and f"incident: {incident_id}" in shown.stdout
     assert "awaiting confirmation: user_reports, main_features, dashboards" in shown.stdout

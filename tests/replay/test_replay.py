@@ -11,16 +11,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker.main import WORKFLOW_RUNNER
-from workflows.deployment_rollback import DeploymentRollbackWorkflow
-from workflows.forward_fix import ForwardFixWorkflow
-from workflows.incident import IncidentWorkflow
-from workflows.migration_rollback import MigrationRollbackWorkflow
-from workflows.pitr import PointInTimeRecoveryWorkflow
-from workflows.redeploy import RedeployWorkflow
-from workflows.release_guard import ReleaseGuardWorkflow
-from workflows.restore import RestoreWorkflow
-from workflows.troubleshoot import TroubleshootWorkflow
+from worker.main import WORKFLOW_RUNNER, WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -74,17 +65,7 @@ def test_there_is_a_history_for_each_outcome() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
     replayer = Replayer(
-        workflows=[
-            DeploymentRollbackWorkflow,
-            ReleaseGuardWorkflow,
-            MigrationRollbackWorkflow,
-            PointInTimeRecoveryWorkflow,
-            RedeployWorkflow,
-            RestoreWorkflow,
-            TroubleshootWorkflow,
-            ForwardFixWorkflow,
-            IncidentWorkflow,
-        ],
+        workflows=WORKFLOWS,  # the worker's own list, read from runbook/procedures.py
         data_converter=pydantic_data_converter,
         workflow_runner=WORKFLOW_RUNNER,  # the worker's own sandbox (signatures pass through)
     )

@@ -18,7 +18,7 @@ from worker.settings import Settings
 
 from .base import CliError, answered
 from .commands import phase_of, query_any_status
-from .gate_check import checked_gate, decision_workflow_types
+from .gate_check import checked_gate, decision_workflow_types, wrong_type
 from .render import console, err_console
 from .signing import Printed, SigningOptions
 
@@ -42,7 +42,7 @@ async def send_decision(
     except RPCError:
         kind = None  # the status query says why, in the user's words
     if kind is not None and kind not in decision_workflow_types():
-        raise CliError(f"{workflow_id} ({kind}) takes no approvals or rejections")
+        raise wrong_type(workflow_id, kind)
     status = await query_any_status(handle)  # says clearly when the id is unknown
     decision: Literal["approve", "reject"] = (
         "approve" if isinstance(signal, ApprovalSignal) else "reject"

@@ -56,6 +56,16 @@ def decision_workflow_types() -> frozenset[str]:
     )
 
 
+def wrong_type(workflow_id: str, kind: str, allowed: frozenset[str] | None = None) -> CliError:
+    """The refusal of a decision for a workflow whose type does not take it."""
+    allowed = decision_workflow_types() if allowed is None else allowed
+    return _refuse(
+        workflow_id,
+        f"it is a {kind!r} workflow, not one of modoru's that take this decision "
+        f"({', '.join(sorted(allowed))})",
+    )
+
+
 def _refuse(workflow_id: str, why: str) -> CliError:
     return CliError(f"refusing to sign for {workflow_id}: {why}")
 
@@ -98,11 +108,7 @@ async def checked_gate(
         )
     allowed = decision_workflow_types() if types is None else frozenset(types)
     if description.workflow_type not in allowed:
-        raise _refuse(
-            workflow_id,
-            f"it is a {description.workflow_type!r} workflow, not one of modoru's that take this "
-            f"decision ({', '.join(sorted(allowed))})",
-        )
+        raise wrong_type(workflow_id, description.workflow_type, allowed)
     if description.task_queue != task_queue:
         raise _refuse(
             workflow_id,

@@ -77,8 +77,9 @@ async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stac
     # An incident is no change: approving it is refused before anything is sent.
     approved = await stack.cli("approve", incident_id, "--by", "sre-lead")
     assert approved.returncode == 2
-    assert one_line(approved) == (
-        f"modoru: {incident_id} (Incident) takes no approvals or rejections"
+    assert one_line(approved).startswith(
+        f"modoru: refusing to sign for {incident_id}: it is a 'Incident' workflow, not one of "
+        "modoru's that take this decision (DeploymentRollback, "
     ), approved.stderr
 
     shown = await stack.cli("status", rollback_id)

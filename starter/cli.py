@@ -45,6 +45,7 @@ from .migration import migrate_app, render_migration
 from .pitr import pitr_app, render_pitr
 from .render import console, err_console, render_status
 from .signing import SigningOptions, sign_start, signing_options
+from .slack_gateway_cli import slack_gateway
 from .stacks import workflow_link
 from .start_options import REQUESTER, StartOptions, launch, start_options
 
@@ -77,6 +78,7 @@ for _name, _group in {
 }.items():
     app.add_typer(_group, name=_name)
 app.command("codec-server")(codec_server)
+app.command("slack-gateway")(slack_gateway)
 app.command("confirm")(confirm)
 
 

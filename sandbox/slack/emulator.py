@@ -38,6 +38,7 @@ class SlackEmulator:
         self.api = WebApi(self.space)
         self.gateway_url = gateway_url
         self.port = 0
+        self.last_answer = ""  # the app's answer to the last interaction
         self._runner: web.AppRunner | None = None
 
     @property
@@ -184,12 +185,14 @@ class SlackEmulator:
             "X-Slack-Signature": slack_signature(self.space.signing_secret, timestamp, body),
         }
         timeout = aiohttp.ClientTimeout(total=GATEWAY_TIMEOUT)
+        self.last_answer = ""
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.post(self.gateway_url, data=body, headers=headers) as answer,
             ):
                 status = answer.status
+                self.last_answer = await answer.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._record(payload, f"the app did not answer ({type(exc).__name__})")
             return 0
@@ -229,8 +232,10 @@ class SlackEmulator:
             raise web.HTTPNotFound(text="no such modal open for this user")
         values = {k[len("v:") :]: str(v) for k, v in form.items() if k.startswith("v:")}
         payload = self.view_submission(user, view_id, values)
-        del self.space.views[view_id]  # Slack closes the modal once the app acknowledges
-        await self.deliver(payload)
+        status = await self.deliver(payload)
+        if status == 200 and '"response_action": "errors"' not in self.last_answer:
+            self.space.views.pop(view_id, None)  # acknowledged: Slack closes the modal
+            self.space.changed()
         channel = str(form.get("channel", ""))
         raise web.HTTPSeeOther(f"/?{urlencode({'channel': channel, 'as': user})}")
 

@@ -31,20 +31,30 @@ class Channel(Strict):
     webhook_env: str | None = Field(
         None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="slack: env var with the webhook URL"
     )
+    channel: str | None = Field(
+        None,
+        pattern=r"^[CG][A-Z0-9]{2,30}$",
+        description="slack: the channel id the bot posts to with the Web API (approval messages "
+        "with buttons; the bot token is the worker's MODORU_SLACK_BOT_TOKEN)",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Channel:
         if self.kind == "jsonl" and not self.path:
             raise ValueError("a jsonl channel needs a path")
-        if self.kind == "slack" and not self.webhook_env:
+        if self.kind == "slack" and not (self.webhook_env or self.channel):
             raise ValueError(
-                "a slack channel needs webhook_env, the name of the variable holding the webhook "
-                "URL"
+                "a slack channel needs webhook_env (the variable holding the webhook URL) or "
+                "channel (a channel id the bot posts to)"
             )
+        if self.kind == "slack" and self.webhook_env and self.channel:
+            raise ValueError("a slack channel is a webhook (webhook_env) or a channel id, not both")
         return self
 
     @property
     def label(self) -> str:
+        if self.kind == "slack" and self.channel:
+            return f"slack:#{self.channel}"
         return {
             "console": "console",
             "jsonl": f"jsonl:{self.path}",

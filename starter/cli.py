@@ -329,6 +329,13 @@ def up(
         raise fail(str(exc)) from None
     console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
+    slack_page = stack.slack_page()
+    if slack_page:
+        console.print(
+            f"Slack (sandbox): {slack_page} (approval messages; the buttons reach the gateway at "
+            f"{stack.slack_gateway_url})",
+            soft_wrap=True,
+        )
     codec = "".join(f" {k}={v}" for k, v in stack.codec_env().items())
     if stack.encrypt:
         console.print(

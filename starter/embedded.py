@@ -119,6 +119,7 @@ class EmbeddedStack:
         False  # encrypted histories: a codec for the worker and CLI, a codec server for the UI
     )
     codec_port: int = field(default_factory=free_port)
+    slack_gateway_port: int = field(default_factory=free_port)
     worker_restarts: int = 0  # restarts in a row (reset once a worker stays up STEADY_SECONDS)
     _restart_at: float | None = None
     _worker_started: float = 0.0
@@ -264,8 +265,17 @@ class EmbeddedStack:
             for key, value in os.environ.items()
             if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))
         }
-        catalog, _ = demo_identities(self.state_dir)
+        catalog, _ = demo_identities(self.state_dir, self.slack_facts(cloud))
+        slack = (
+            {
+                "MODORU_SLACK_API_URL": cloud["slack_api"],
+                "MODORU_SLACK_BOT_TOKEN_FILE": cloud["slack_bot_token_file"],
+            }
+            if "slack_api" in cloud
+            else {}
+        )
         return {
+            **slack,
             **monitoring,
             **logging_env,
             **cloudsql,
@@ -279,6 +289,41 @@ class EmbeddedStack:
             "MODORU_NOTICES_DIR": str(self.state_dir),
             "MODORU_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
             **self.codec_env(),
+        }
+
+    def slack_page(self) -> str | None:
+        """The sandbox Slack's page, once the sandbox is up."""
+        with contextlib.suppress(OSError, ValueError):
+            cloud = json.loads((self.state_dir / "sandbox" / "endpoints.json").read_text())
+            return cloud.get("slack_page")
+        return None
+
+    @staticmethod
+    def slack_facts(cloud: dict) -> dict | None:
+        if "slack_team" not in cloud:
+            return None
+        return {
+            "team": cloud["slack_team"],
+            "channel": cloud["slack_channel"],
+            "users": cloud.get("slack_users", {}),
+        }
+
+    @property
+    def slack_gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.slack_gateway_port}/slack/interactions"
+
+    def slack_gateway_env(self) -> dict[str, str]:
+        """The gateway's settings: the worker's (catalog, Temporal, Slack API and token) plus
+        the signing secret and its own attestor key, both from files."""
+        cloud = json.loads((self.state_dir / "sandbox" / "endpoints.json").read_text())
+        env = self.worker_env()
+        return {
+            **env,
+            "MODORU_SLACK_SIGNING_SECRET_FILE": cloud["slack_signing_secret_file"],
+            "MODORU_SLACK_ATTESTOR_KEY_FILE": str(
+                self.state_dir / "identities" / "slack-gateway.key"
+            ),
+            "MODORU_SLACK_AUDIT_FILE": str(self.state_dir / "slack-gateway-audit.jsonl"),
         }
 
     def temporal_argv(self) -> list[str]:
@@ -396,6 +441,8 @@ class EmbeddedStack:
                     "--traffic-seconds",
                     str(self.traffic_seconds),
                     *(["--clock-speed", str(self.clock_speed)] if self.clock_speed else []),
+                    "--slack-gateway-url",
+                    self.slack_gateway_url,
                 ],
                 env=local.sandbox_env(),
                 private=False,
@@ -412,6 +459,25 @@ class EmbeddedStack:
             )
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
             self._worker_started = time.monotonic()
+            gateway = self._spawn(
+                "slack-gateway",
+                [
+                    sys.executable,
+                    "-m",
+                    "starter.cli",
+                    "slack-gateway",
+                    "--port",
+                    str(self.slack_gateway_port),
+                ],
+                env=self.slack_gateway_env(),
+            )
+            wait_port(
+                self.slack_gateway_port,
+                deadline,
+                gateway,
+                "the Slack gateway",
+                self.state_dir / "slack-gateway.log",
+            )
             self._write_endpoints(sandbox_dir)
             if self.register:
                 stacks.register(self.temporal_address, self.web_ui, self.state_dir)
@@ -432,6 +498,7 @@ class EmbeddedStack:
             web_ui=self.web_ui,
             temporal_namespace="default",
             worker_metrics=f"http://127.0.0.1:{self.metrics_port}/metrics",
+            slack_gateway=self.slack_gateway_url,
         )
         if self.encrypt:
             endpoints.update(

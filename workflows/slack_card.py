@@ -27,7 +27,11 @@ def has_slack_channel(channels: list[Channel]) -> bool:
 
 
 def decision_line(entry: AuditEntry) -> str:
-    where = " in Slack" if " in Slack by " in entry.detail else ""
+    where = (
+        " in Slack"
+        if entry.detail.startswith(("approved in Slack by ", "rejected in Slack by "))
+        else ""
+    )
     if entry.counted and entry.action == "approve":
         return f":white_check_mark: {entry.actor} approved{where}"
     if entry.counted and entry.action == "reject":

@@ -200,3 +200,42 @@ def test_the_gatekeeper_follows_its_own_catalog_s_slack_policy() -> None:
     with pytest.raises(ApplicationError, match="1 valid signed approval"):
         require(catalog(slack_approvals={"approval": "at_most_one"}), *two_in_slack, needed=2)
     require(catalog(), *two_in_slack, needed=2)
+
+
+def test_the_postmortem_says_an_approval_was_made_in_slack() -> None:
+    from runbook.models import AuditEntry, Phase, RollbackStatus, Severity
+    from runbook.postmortem import rollback_events
+
+    at = dt.datetime(2026, 11, 29, 3, 12, tzinfo=dt.UTC)
+    status = RollbackStatus(
+        workflow_id=WORKFLOW,
+        phase=Phase.COMPLETED,
+        namespace="default",
+        deployment="tekutoko-api",
+        severity=Severity.INVESTIGATE,
+        requested_by="oncall",
+        reason="error rate 60%",
+        detected_at=at,
+        sla_deadline=at + dt.timedelta(minutes=15),
+        audit=[
+            AuditEntry(
+                at=at,
+                actor="sre-lead",
+                action="approve",
+                counted=True,
+                detail="approved in Slack by sre-lead (Slack user U0SRELEAD1 of T0MODORU01, "
+                "attested by slack-gateway)",
+            ),
+            AuditEntry(
+                at=at,
+                actor="backend-lead",
+                action="approve",
+                counted=True,
+                detail="signed by backend-lead (approved in Slack by nobody)",
+            ),
+        ],
+    )
+    english = [text for _, text in rollback_events(status, "en")]
+    assert "Approved in Slack by sre-lead" in english
+    assert "Approved: backend-lead" in english  # a comment does not make a CLI approval Slack's
+    assert "Slackで承認: sre-lead" in [text for _, text in rollback_events(status, "ja")]

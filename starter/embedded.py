@@ -25,6 +25,7 @@ from worker.settings import Settings
 from workflows import search_attributes as sa
 
 from . import local, stacks
+from .embedded_slack import SlackSide
 from .identities import demo_identities, guard_seal_key
 
 STARTUP_SECONDS = 90
@@ -99,7 +100,7 @@ def wait_port(port: int, deadline: float, proc: subprocess.Popen, what: str, log
 
 
 @dataclass
-class EmbeddedStack:
+class EmbeddedStack(SlackSide):
     state_dir: Path
     temporal_port: int = 7233
     ui_port: int = 8233
@@ -291,41 +292,6 @@ class EmbeddedStack:
             **self.codec_env(),
         }
 
-    def slack_page(self) -> str | None:
-        """The sandbox Slack's page, once the sandbox is up."""
-        with contextlib.suppress(OSError, ValueError):
-            cloud = json.loads((self.state_dir / "sandbox" / "endpoints.json").read_text())
-            return cloud.get("slack_page")
-        return None
-
-    @staticmethod
-    def slack_facts(cloud: dict) -> dict | None:
-        if "slack_team" not in cloud:
-            return None
-        return {
-            "team": cloud["slack_team"],
-            "channel": cloud["slack_channel"],
-            "users": cloud.get("slack_users", {}),
-        }
-
-    @property
-    def slack_gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.slack_gateway_port}/slack/interactions"
-
-    def slack_gateway_env(self) -> dict[str, str]:
-        """The gateway's settings: the worker's (catalog, Temporal, Slack API and token) plus
-        the signing secret and its own attestor key, both from files."""
-        cloud = json.loads((self.state_dir / "sandbox" / "endpoints.json").read_text())
-        env = self.worker_env()
-        return {
-            **env,
-            "MODORU_SLACK_SIGNING_SECRET_FILE": cloud["slack_signing_secret_file"],
-            "MODORU_SLACK_ATTESTOR_KEY_FILE": str(
-                self.state_dir / "identities" / "slack-gateway.key"
-            ),
-            "MODORU_SLACK_AUDIT_FILE": str(self.state_dir / "slack-gateway-audit.jsonl"),
-        }
-
     def temporal_argv(self) -> list[str]:
         argv = [
             temporal_binary(),
@@ -459,25 +425,8 @@ class EmbeddedStack:
             )
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
             self._worker_started = time.monotonic()
-            gateway = self._spawn(
-                "slack-gateway",
-                [
-                    sys.executable,
-                    "-m",
-                    "starter.cli",
-                    "slack-gateway",
-                    "--port",
-                    str(self.slack_gateway_port),
-                ],
-                env=self.slack_gateway_env(),
-            )
-            wait_port(
-                self.slack_gateway_port,
-                deadline,
-                gateway,
-                "the Slack gateway",
-                self.state_dir / "slack-gateway.log",
-            )
+            if self.slack_gateway_ready():
+                self._start_slack_gateway(deadline)
             self._write_endpoints(sandbox_dir)
             if self.register:
                 stacks.register(self.temporal_address, self.web_ui, self.state_dir)

@@ -61,6 +61,7 @@ class SlackEmulator:
                 *self.api.routes(),
                 web.get("/", self.page),
                 web.get("/ui/version", self.version),
+                web.get("/ui/messages", self.messages),
                 web.post("/ui/click", self.click_form),
                 web.post("/ui/submit", self.submit_form),
             ]
@@ -209,6 +210,13 @@ class SlackEmulator:
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": self.space.version})
+
+    async def messages(self, request: web.Request) -> web.Response:
+        """A channel's messages as the page shows them (JSON), for tests and benchmarks."""
+        channel = request.query.get("channel", "")
+        if channel not in self.space.channels:
+            raise web.HTTPNotFound(text="unknown channel")
+        return web.json_response([m.as_slack() for m in self.space.messages.get(channel, [])])
 
     async def click_form(self, request: web.Request) -> web.Response:
         form = await request.post()

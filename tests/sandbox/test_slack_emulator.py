@@ -173,3 +173,16 @@ async def test_a_click_reaches_the_app_signed_and_a_modal_opens_once_per_trigger
         )
     finally:
         await runner.cleanup()
+
+
+def test_a_trigger_is_good_for_three_seconds_and_one_use() -> None:
+    from sandbox.slack import Workspace
+
+    space = Workspace.default()
+    trigger = space.new_trigger("U0SRELEAD1")
+    assert space.use_trigger(trigger) == ("U0SRELEAD1", "")
+    assert space.use_trigger(trigger) == (None, "invalid_trigger_id")
+    old = space.new_trigger("U0SRELEAD1")
+    user, issued = space.triggers[old]
+    space.triggers[old] = (user, issued - 3.5)
+    assert space.use_trigger(old) == (None, "expired_trigger_id")

@@ -426,7 +426,16 @@ class EmbeddedStack(SlackSide):
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
             self._worker_started = time.monotonic()
             if self.slack_gateway_ready():
-                self._start_slack_gateway(deadline)
+                gateway = self._spawn(
+                    "slack-gateway", self.slack_gateway_argv(), env=self.slack_gateway_env()
+                )
+                wait_port(
+                    self.slack_gateway_port,
+                    deadline,
+                    gateway,
+                    "the Slack gateway",
+                    self.state_dir / "slack-gateway.log",
+                )
             self._write_endpoints(sandbox_dir)
             if self.register:
                 stacks.register(self.temporal_address, self.web_ui, self.state_dir)

@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING
 
 
 class SlackSide:
-    """Mixed into `EmbeddedStack`: its state_dir, ports, worker_env and _spawn."""
+    """Mixed into `EmbeddedStack`: its state_dir, ports and worker_env."""
 
     state_dir: Path
     slack_gateway_port: int
     if TYPE_CHECKING:  # EmbeddedStack's own
 
         def worker_env(self) -> dict[str, str]: ...
-
-        def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None): ...
 
     def slack_page(self) -> str | None:
         """The sandbox Slack's page, once the sandbox is up."""
@@ -73,25 +71,12 @@ class SlackSide:
             return False
         return any(a.public_key == public for a in catalog.attestors)
 
-    def _start_slack_gateway(self, deadline: float) -> None:
-        gateway = self._spawn(
+    def slack_gateway_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "starter.cli",
             "slack-gateway",
-            [
-                sys.executable,
-                "-m",
-                "starter.cli",
-                "slack-gateway",
-                "--port",
-                str(self.slack_gateway_port),
-            ],
-            env=self.slack_gateway_env(),
-        )
-        from .embedded import wait_port
-
-        wait_port(
-            self.slack_gateway_port,
-            deadline,
-            gateway,
-            "the Slack gateway",
-            self.state_dir / "slack-gateway.log",
-        )
+            "--port",
+            str(self.slack_gateway_port),
+        ]

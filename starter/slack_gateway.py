@@ -246,8 +246,14 @@ class SlackGateway:
                 request.headers.get("X-Slack-Signature"),
             )
             payload = self._payload(body)
-            facts = self._facts(payload)
-            keys = [f"sig:{request.headers['X-Slack-Signature']}", *self._action_keys(payload)]
+            try:
+                facts = self._facts(payload)
+                actions = self._action_keys(payload)
+            except (AttributeError, TypeError):
+                raise Refused(
+                    "the payload is not shaped as Slack's interactions are", 400
+                ) from None
+            keys = [f"sig:{request.headers['X-Slack-Signature']}", *actions]
             if not self.seen.first_time(keys, self.clock()):
                 raise Refused("this request was seen before (a replay)", 409)
             work = asyncio.ensure_future(self._act(payload, facts, request.headers))

@@ -255,3 +255,10 @@ async def test_reject_asks_for_a_reason_in_a_modal_and_sends_it(world):
     )
     await slack.deliver(slack.view_submission("U0SRELEAD1", view_id, {"reason": "again"}))
     assert len(gates.sent) == 1 and refusals(gateway)[-1].startswith("this modal was submitted")
+
+
+async def test_a_signed_body_that_is_not_an_interaction_is_refused_without_a_crash(world):
+    slack, gateway, gates, ts = world
+    status, _, _ = await post(slack, {"type": "block_actions", "team": "T0", "user": 7})
+    assert status == 400 and not gates.sent
+    assert refusals(gateway) == ["the payload is not shaped as Slack interactions are"]

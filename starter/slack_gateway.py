@@ -250,9 +250,7 @@ class SlackGateway:
                 facts = self._facts(payload)
                 actions = self._action_keys(payload)
             except (AttributeError, TypeError):
-                raise Refused(
-                    "the payload is not shaped as Slack's interactions are", 400
-                ) from None
+                raise Refused("the payload is not shaped as Slack interactions are", 400) from None
             keys = [f"sig:{request.headers['X-Slack-Signature']}", *actions]
             if not self.seen.first_time(keys, self.clock()):
                 raise Refused("this request was seen before (a replay)", 409)

@@ -31,8 +31,12 @@ setInterval(async () => {
 """
 
 
+EMOJI = {"white_check_mark": "✅", "no_entry": "⛔", "grey_question": "❔"}
+
+
 def _mrkdwn(text: str) -> str:
     escaped = html.escape(text)
+    escaped = re.sub(r":([a-z_]+):", lambda m: EMOJI.get(m.group(1), m.group(0)), escaped)
     escaped = re.sub(r"\*([^*\n]+)\*", r"<b>\1</b>", escaped)
     escaped = re.sub(r"`([^`\n]+)`", r"<code>\1</code>", escaped)
     escaped = re.sub(r"&lt;(https?://[^|&]+)\|([^&]+)&gt;", r'<a href="\1">\2</a>', escaped)

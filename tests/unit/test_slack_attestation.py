@@ -239,3 +239,24 @@ def test_the_postmortem_says_an_approval_was_made_in_slack() -> None:
     assert "Approved in Slack by sre-lead" in english
     assert "Approved: backend-lead" in english  # a comment does not make a CLI approval Slack's
     assert "Slackで承認: sre-lead" in [text for _, text in rollback_events(status, "ja")]
+
+
+def test_a_payload_names_slack_facts_exactly_when_it_was_made_in_slack() -> None:
+    made = payload().model_dump()
+    with pytest.raises(ValueError, match="names its Slack facts"):
+        DecisionPayload(**{**made, "slack": None})
+    with pytest.raises(ValueError, match="names its Slack facts"):
+        DecisionPayload(**{**made, "via": None})
+
+
+def test_an_attestor_is_listed_once_by_name_and_by_key() -> None:
+    twice = catalog().model_dump()
+    twice["attestors"].append(
+        {**twice["attestors"][0], "public_key": public_key_line(private("x"))}
+    )
+    with pytest.raises(ValueError, match="listed twice"):
+        Catalog.model_validate(twice)
+    same_key = catalog().model_dump()
+    same_key["attestors"].append({**same_key["attestors"][0], "name": "another-gateway"})
+    with pytest.raises(ValueError, match="listed twice"):
+        Catalog.model_validate(same_key)

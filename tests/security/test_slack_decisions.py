@@ -54,6 +54,7 @@ class SlackStack:
     keys: dict[str, Path]
     slack: SlackEmulator
     gateway: SlackGateway
+    catalog: Catalog
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ async def slack_stack(dev_env, sandbox, tmp_path) -> AsyncIterator[SlackStack]: 
             activities=activities,
             workflow_failure_exception_types=[Exception],
         ):
-            yield SlackStack(dev_env.client, settings, keys, slack, gateway)
+            yield SlackStack(dev_env.client, settings, keys, slack, gateway, catalog)
     await api.close()
     await gateway.close()
     await runner.cleanup()
@@ -217,3 +218,21 @@ async def test_an_approval_in_slack_counts_once_and_the_undo_checks_the_gateway_
     await stack.slack.deliver(stale)
     assert stack.gateway.audit[-1]["outcome"] == "refused"
     assert "no gate open now" in stack.gateway.audit[-1]["reason"]
+
+
+async def test_where_the_service_does_not_take_slack_approvals_a_click_is_audited_not_counted(
+    slack_stack: SlackStack,
+) -> None:
+    stack = slack_stack
+    stack.catalog.services[0].approval.slack_approvals = {"clone": True}
+    handle = await started(stack, request(stack, "oncall"))  # type: ignore[arg-type]
+    await wait_phase(handle, Phase.AWAITING_APPROVAL)
+    (card,) = await message(stack)
+    await stack.slack.deliver(stack.slack.block_actions("U0SRELEAD1", CHANNEL, card.ts, APPROVE))
+    status = await handle.query(DeploymentRollbackWorkflow.status)
+    assert status.approvals == []
+    (entry,) = [e for e in status.audit if e.action == "approve"]
+    assert entry.counted is False and entry.actor == "sre-lead"
+    assert "Slack approvals do not count at gate 'approval'" in entry.detail
+    assert stack.gateway.audit[-1]["outcome"] == "not counted"
+    await handle.terminate("the test is over")

@@ -78,7 +78,15 @@ def test_approve_on_the_sandbox_slack_page_counts_and_updates_the_message(tmp_pa
             "--json",
         )
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-        asyncio.run(click_and_watch(stack, playwright, page_url))
+        try:
+            asyncio.run(click_and_watch(stack, playwright, page_url))
+        except Exception as exc:  # say what the gateway and the worker saw
+            logs = {
+                name: (stack.state_dir / name).read_text(errors="replace")[-1500:]
+                for name in ("slack-gateway.log", "slack-gateway-audit.jsonl", "worker.log")
+                if (stack.state_dir / name).exists()
+            }
+            raise AssertionError(f"{exc!r}\n{logs}") from exc
         audit = [
             json.loads(line)
             for line in (stack.state_dir / "slack-gateway-audit.jsonl").read_text().splitlines()

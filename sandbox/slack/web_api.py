@@ -51,7 +51,9 @@ async def read_arguments(request: web.Request) -> tuple[dict[str, Any], str | No
         return args, token  # JSON bodies carry no token: Slack reads the header only
     if kind in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
         form = await request.post() if request.can_read_body else {}
-        args = {**request.query, **{k: v for k, v in form.items() if isinstance(v, str)}}
+        query = {k: v for k, v in request.query.items() if k != "token"}
+        args = {**query, **{k: v for k, v in form.items() if isinstance(v, str)}}
+        # Slack stopped taking tokens in query strings (2021): the body or the header only.
         body_token = args.pop("token", None)
         return args, token or body_token
     raise SlackError("invalid_form_data")

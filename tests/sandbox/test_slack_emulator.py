@@ -89,6 +89,9 @@ async def test_json_bodies_need_the_bearer_header_and_forms_may_carry_the_token(
             assert (await answer.json())["error"] == "not_authed"
         async with session.post(url, data=body) as answer:
             assert (await answer.json())["ok"] is True
+        query = {"token": slack.space.bot_token}
+        async with session.post(url, params=query, data={"channel": CHANNEL, "text": "hi"}) as a:
+            assert (await a.json())["error"] == "not_authed"
         async with session.post(slack.api_url + "chat.nothing", data=body) as answer:
             assert answer.status == 404 and (await answer.json())["error"] == "unknown_method"
         async with session.post(

@@ -117,8 +117,13 @@ class WebApi:
                 body["response_metadata"] = {"messages": [f"[ERROR] {exc.detail}"]}
             return _answer(body)
 
-    def _channel(self, args: dict[str, Any]) -> str:
+    def _channel(self, args: dict[str, Any], *, by_name: bool = False) -> str:
+        """The channel id; chat.postMessage also takes a name (`#incidents`), chat.update an
+        id only, as Slack's documentation of the two says."""
         channel = str(args.get("channel") or "")
+        if by_name and channel not in self.space.channels:
+            named = {name: id_ for id_, name in self.space.channels.items()}
+            channel = named.get(channel.removeprefix("#"), channel)
         if channel not in self.space.channels:
             raise SlackError("channel_not_found")
         return channel
@@ -141,7 +146,7 @@ class WebApi:
         return text, (None if blocks is None else check_blocks(blocks))
 
     def post_message(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel(args)
+        channel = self._channel(args, by_name=True)
         text, blocks = self._content(args)
         if not text and not blocks and not args.get("attachments"):
             raise SlackError("no_text")

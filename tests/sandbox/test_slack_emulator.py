@@ -57,6 +57,10 @@ async def test_a_message_is_posted_updated_and_kept_per_channel(slack):
     assert [b["type"] for b in message.blocks] == ["section"]
     kept = await client(slack).chat_update(channel=CHANNEL, ts=ts, text="only the text")
     assert kept["ok"] and [b["type"] for b in message.blocks] == ["section"]
+    by_name = await client(slack).chat_postMessage(channel="#incidents", text="by name")
+    assert by_name["channel"] == CHANNEL
+    with pytest.raises(SlackApiError, match="channel_not_found"):
+        await client(slack).chat_update(channel="#incidents", ts=ts, text="names are not ids")
 
 
 @pytest.mark.parametrize(

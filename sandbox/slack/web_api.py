@@ -2,7 +2,8 @@
 `chat.postMessage`, `chat.update`, `views.open` (and `auth.test`), under
 `/api/METHOD`. Arguments come form-encoded (the token in the body or in
 `Authorization: Bearer`) or as JSON (the token only in the header, as Slack
-requires). Every answer is HTTP 200 with `{"ok": ...}`; failures name Slack's
+requires). Every answer is `{"ok": ...}` (HTTP 200; 404 with `unknown_method`
+for a method not served here); failures name Slack's
 error code (`not_authed`, `invalid_auth`, `channel_not_found`, `no_text`,
 `invalid_blocks`, `message_not_found`, `invalid_trigger_id`,
 `expired_trigger_id`, `invalid_arguments`, `invalid_json`). Blocks and views

@@ -6,48 +6,30 @@ from __future__ import annotations
 
 import json
 
-from temporalio import activity
 from temporalio.worker import Worker
 
-from runbook import activity_refs as refs
-from runbook.approval_card import SlackMessageRef
-from runbook.catalog import Channel
-from runbook.models import ApprovalSignal, CardUpdate, Notice, NoticeResult, Phase, RejectSignal
+from runbook.models import ApprovalSignal, Phase, RejectSignal
+from tests.workflows.slack_fakes import POSTED, SlackCardCluster
 from tests.workflows.test_rollback_workflow import QUEUE, request, start, wait_phase
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 
-SLACK = Channel(kind="slack", channel="C0INCIDENT")
 
-
-def worker(env, fake, updates: list[CardUpdate]) -> Worker:
-    fake.entry = fake.entry.model_copy(update={"channels": [Channel(kind="console"), SLACK]})
-    found = [a for a in fake.activities() if a.__name__ != "notify"]
-
-    @activity.defn(name=refs.NOTIFY.name)
-    async def notify(notice: Notice) -> NoticeResult:
-        fake.notices.append(notice)
-        posted = [SlackMessageRef(channel="C0INCIDENT", ts="1.000001")] if notice.card else []
-        return NoticeResult(delivered=["console", "slack:#C0INCIDENT"], posted=posted)
-
-    @activity.defn(name=refs.NOTIFY_CARD.name)
-    async def update_card(update: CardUpdate) -> NoticeResult:
-        updates.append(update)
-        return NoticeResult(delivered=["slack:#C0INCIDENT"])
-
+def worker(env, fake: SlackCardCluster) -> Worker:
     return Worker(
         env.client,
         task_queue=QUEUE,
         workflows=[DeploymentRollbackWorkflow],
-        activities=[*found, notify, update_card],
+        activities=fake.activities(),
         workflow_failure_exception_types=[Exception],
     )
 
 
 async def test_the_card_names_the_gate_follows_each_decision_and_closes_approved(
-    time_skipping_env, fake
+    time_skipping_env,
 ) -> None:
-    updates: list[CardUpdate] = []
-    async with worker(time_skipping_env, fake, updates):
+    fake = SlackCardCluster()
+    updates = fake.updates
+    async with worker(time_skipping_env, fake):
         handle = await start(time_skipping_env, request())
         status = await wait_phase(handle, Phase.AWAITING_APPROVAL)
         await handle.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="oncall"))
@@ -69,15 +51,14 @@ async def test_the_card_names_the_gate_follows_each_decision_and_closes_approved
     assert last.outcome == "approved" and last.approvals == ["sre-lead"]
     assert any("oncall (approve) not counted" in line for line in last.decisions)
     assert any("sre-lead approved" in line for line in last.decisions)
-    assert all(
-        u.messages == [SlackMessageRef(channel="C0INCIDENT", ts="1.000001")] for u in updates
-    )
+    assert all(u.messages == [POSTED] for u in updates)
     assert result.status.phase == Phase.COMPLETED
 
 
-async def test_a_rejected_gate_s_card_says_so_and_keeps_no_buttons(time_skipping_env, fake) -> None:
-    updates: list[CardUpdate] = []
-    async with worker(time_skipping_env, fake, updates):
+async def test_a_rejected_gate_s_card_says_so_and_keeps_no_buttons(time_skipping_env) -> None:
+    fake = SlackCardCluster()
+    updates = fake.updates
+    async with worker(time_skipping_env, fake):
         handle = await start(time_skipping_env, request())
         await wait_phase(handle, Phase.AWAITING_APPROVAL)
         await handle.signal(

@@ -22,10 +22,10 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from runbook.approval_card import ApprovalCard, SlackMessageRef
+from runbook.approval_card import APPROVE_ACTION, REJECT_ACTION, ApprovalCard, SlackMessageRef
 from runbook.notices import _when
 
-APPROVE, REJECT = "modoru.approve", "modoru.reject"  # what the gateway answers to
+APPROVE, REJECT = APPROVE_ACTION, REJECT_ACTION
 quiet_log = logging.getLogger("modoru.notices.slack_api")
 quiet_log.setLevel(logging.WARNING)  # slack_sdk logs request bodies at DEBUG
 

@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The buttons' action ids: the worker lays them out, the gateway answers to them.
+APPROVE_ACTION, REJECT_ACTION = "modoru.approve", "modoru.reject"
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)

@@ -26,46 +26,46 @@ file (JSONL) and the log."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
-import io
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from runbook.attestation import SlackFacts, identity_for_slack
 from runbook.catalog import Catalog
-from runbook.decisions import DecisionPayload, DecisionVerdict, GateView, SignedDecision
+from runbook.decisions import DecisionPayload, GateView, SignedDecision
 from runbook.models import ApprovalSignal, RejectSignal
 from runbook.signatures import sign
 
+from .slack_requests import (
+    APPROVE,
+    REASON_VIEW,
+    REJECT,
+    WINDOW_SECONDS,
+    ButtonValue,
+    Gates,
+    Refused,
+    SeenRequests,
+    TemporalGates,
+    reason_view,
+)
+
+__all__ = ["APPROVE", "REJECT", "Refused", "SeenRequests", "SlackGateway", "TemporalGates"]
+
 log = logging.getLogger("modoru.slack_gateway")
 
-WINDOW_SECONDS = 5 * 60
-SEEN_LIMIT = 10_000
 ACK_SECONDS = 2.5  # Slack gives an app 3 s to answer; the decision goes on after that
 VALIDITY = dt.timedelta(minutes=10)
-APPROVE, REJECT, REASON_VIEW = "modoru.approve", "modoru.reject", "modoru.reject_reason"
-
-
-class ButtonValue(BaseModel):
-    """What an approval message's buttons carry: the gate the person was shown."""
-
-    model_config = ConfigDict(extra="forbid")
-    w: str = Field(min_length=1, max_length=255, description="workflow id")
-    r: str = Field(min_length=1, max_length=64, description="run id")
-    g: str = Field(min_length=1, max_length=64, description="gate")
-    d: str = Field(pattern=r"^[0-9a-f]{64}$", description="plan digest")
 
 
 class _Clock(Clock):
@@ -74,110 +74,6 @@ class _Clock(Clock):
 
     def now(self) -> float:
         return self._now()
-
-
-class Refused(Exception):
-    """A request the gateway will not act on; the message is the audit's reason."""
-
-    def __init__(self, reason: str, status: int = 200) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
-class Gates(Protocol):
-    async def gate(self, workflow_id: str) -> GateView:
-        """The gate open now, checked as `modoru approve` checks it; Refused otherwise."""
-
-    async def decide(
-        self, workflow_id: str, signal: ApprovalSignal | RejectSignal
-    ) -> DecisionVerdict: ...
-
-
-class TemporalGates:
-    """Gates and decisions through Temporal, with the CLI's checks."""
-
-    def __init__(self, client: Any, task_queue: str) -> None:
-        self.client, self.task_queue = client, task_queue
-
-    async def gate(self, workflow_id: str) -> GateView:
-        from rich.console import Console
-
-        from .base import CliError
-        from .commands import query_any_status
-        from .gate_check import checked_gate
-
-        try:
-            status = await query_any_status(self.client.get_workflow_handle(workflow_id))
-            gate = getattr(status, "pending", None)
-            if gate is None:
-                raise Refused(f"{workflow_id} has no gate open now (closed or expired)")
-            quiet = Console(file=io.StringIO())
-            await checked_gate(
-                self.client, workflow_id, gate, task_queue=self.task_queue, out=quiet
-            )
-        except CliError as exc:
-            raise Refused(str(exc)) from None
-        return gate
-
-    async def decide(
-        self, workflow_id: str, signal: ApprovalSignal | RejectSignal
-    ) -> DecisionVerdict:
-        update = "approval" if isinstance(signal, ApprovalSignal) else "rejection"
-        handle = self.client.get_workflow_handle(workflow_id)
-        return await handle.execute_update(
-            update, signal, id=f"slack-{signal.request_id}", result_type=DecisionVerdict
-        )
-
-
-class SeenRequests:
-    """Keys seen within the timestamp window, at most `limit` of them."""
-
-    def __init__(self, limit: int = SEEN_LIMIT, window: float = WINDOW_SECONDS) -> None:
-        self.limit, self.window = limit, window
-        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
-
-    def first_time(self, keys: list[str], now: float) -> bool:
-        """False when any of `keys` was seen; otherwise remember them all."""
-        while self._seen and next(iter(self._seen.values())) < now - 2 * self.window:
-            self._seen.popitem(last=False)
-        if any(key in self._seen for key in keys):
-            return False
-        for key in keys:
-            self._seen[key] = now
-        while len(self._seen) > self.limit:
-            self._seen.popitem(last=False)
-        return True
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
-def reason_view(value: str, workflow_id: str) -> dict[str, Any]:
-    return {
-        "type": "modal",
-        "callback_id": REASON_VIEW,
-        "private_metadata": value,
-        "title": {"type": "plain_text", "text": "Reject the change"},
-        "submit": {"type": "plain_text", "text": "Reject"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"Reject `{workflow_id}`: nothing is changed."},
-            },
-            {
-                "type": "input",
-                "block_id": "reason",
-                "label": {"type": "plain_text", "text": "Reason"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": "reason",
-                    "multiline": True,
-                    "max_length": 2000,
-                },
-            },
-        ],
-    }
 
 
 class SlackGateway:

@@ -29,6 +29,7 @@ from typing import Any
 
 from temporalio import activity
 
+from runbook.attestation import slack_count_problem
 from runbook.catalog import Catalog, ServiceEntry
 from runbook.decisions import (
     Expected,
@@ -125,20 +126,29 @@ class Gatekeeper:
         )
         people: set[str] = set()
         seen: set[str] = set()
+        in_slack = 0
         for index, decision in enumerate(grant.decisions):
             # Judged when the workflow counted it; without that moment, at this clock.
             at = grant.counted_at[index] if index < len(grant.counted_at) else now
             if counted_moment_problem(at, now):
                 continue
-            verdict = judge(decision, "approve", expected, identities, at, seen)
+            verdict = judge(
+                decision, "approve", expected, identities, at, seen, self.catalog.attestors
+            )
             if verdict.payload is not None:
                 seen.add(verdict.payload.nonce)
             if (
                 verdict.counted
                 and verdict.signer != requester
+                and verdict.signer not in people
                 and entry is not None
                 and has_role(identities, verdict.signer, entry.approval.approvers)
             ):
+                if verdict.via == "slack":
+                    # Whether Slack counts here is the worker's catalog's word, not the grant's.
+                    if slack_count_problem(entry.approval.slack_approvals, grant.gate, in_slack):
+                        continue
+                    in_slack += 1
                 people.add(verdict.signer)
         if len(people) < needed:
             raise permanent(

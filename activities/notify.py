@@ -31,9 +31,10 @@ from temporalio import activity
 
 from runbook import activity_refs as refs
 from runbook.catalog import Catalog, Channel, ServiceEntry
-from runbook.models import Notice, NoticeResult
+from runbook.models import CardUpdate, Notice, NoticeResult
 
 from .errors import permanent
+from .slack_cards import SlackCards, SlackFailed
 
 log = logging.getLogger("modoru.notices")
 tracer = trace.get_tracer("modoru.notify")
@@ -52,8 +53,10 @@ class NotifyActivities:
         environ: Mapping[str, str] | None = None,
         base_dir: Path | None = None,
         catalog: Catalog | None = None,
+        slack: SlackCards | None = None,
     ) -> None:
         self.environ = os.environ if environ is None else environ
+        self.slack = slack  # the Web API with the worker's bot token; None: not configured
         self.base_dir = base_dir or Path.cwd()
         # The channels a notice may use: the catalog's, when the worker has one.
         self.known: list[Channel] | None = (
@@ -97,14 +100,20 @@ class NotifyActivities:
     def _webhook(self, channel: Channel) -> str | None:
         return self.environ.get(channel.webhook_env or "") or None
 
+    def _configured(self, channel: Channel) -> bool:
+        if channel.kind != "slack":
+            return True
+        return self.slack is not None if channel.channel else self._webhook(channel) is not None
+
     def announce_unconfigured(self, services: Iterable[ServiceEntry]) -> list[str]:
         """Log once, at worker start, each Slack channel whose webhook variable is
         not set, with the services that use it; returns the variable names."""
         users: dict[str, list[str]] = {}
         for service in services:
             for channel in service.channels:
-                if channel.kind == "slack" and self._webhook(channel) is None:
-                    users.setdefault(channel.webhook_env or "", []).append(service.name)
+                if not self._configured(channel):
+                    name = "MODORU_SLACK_BOT_TOKEN" if channel.channel else channel.webhook_env
+                    users.setdefault(name or "", []).append(service.name)
         for variable, names in users.items():
             log.warning(
                 "Slack channel $%s is not configured (the variable is not set): its notices for "
@@ -119,21 +128,57 @@ class NotifyActivities:
         """Deliver to every channel; one failing channel does not stop the others.
         A retried send may repeat a console or Slack line, never skip one."""
         self.check_channels(notice.channels)
-        delivered, failed, skipped = [], [], []
+        delivered, failed, skipped, posted = [], [], [], []
         for channel in notice.channels:
-            if channel.kind == "slack" and self._webhook(channel) is None:
+            if not self._configured(channel):
                 skipped.append(channel.label)  # announced once at worker start; not a failure
                 continue
             try:
-                await self._deliver(channel, notice)
+                if channel.kind == "slack" and channel.channel and self.slack is not None:
+                    posted.append(
+                        await self.slack.post(
+                            channel.channel, notice.text, notice.card, _namespace()
+                        )
+                    )
+                else:
+                    await self._deliver(channel, notice)
                 delivered.append(channel.label)
+            except SlackFailed as exc:
+                failed.append(f"{channel.label}: Slack said {exc}")
             except NoticeFailed as exc:
                 failed.append(f"{channel.label}: {exc}")
             except (
                 Exception
             ) as exc:  # a notice must never fail the rollback; its text may hold a path or URL
                 failed.append(f"{channel.label}: failed ({type(exc).__name__})")
-        return NoticeResult(delivered=delivered, failed=failed, skipped=skipped)
+        return NoticeResult(delivered=delivered, failed=failed, skipped=skipped, posted=posted)
+
+    @activity.defn(name=refs.NOTIFY_CARD.name)
+    async def update_card(self, update: CardUpdate) -> NoticeResult:
+        """Show an approval message again as its card now stands (chat.update: the same
+        message, so a retry changes nothing). Only messages in channels the catalog lists."""
+        allowed = None if self.known is None else {c.channel for c in self.known if c.channel}
+        for ref in update.messages:
+            if allowed is not None and ref.channel not in allowed:
+                raise permanent(
+                    f"Slack channel {ref.channel} is not one of the catalog's; refused, nothing "
+                    "was updated",
+                    "NoticeChannelRefused",
+                )
+        if self.slack is None:
+            return NoticeResult(
+                delivered=[], skipped=[f"slack:#{r.channel}" for r in update.messages]
+            )
+        delivered, failed = [], []
+        for ref in update.messages:
+            try:
+                await self.slack.update(ref, update.card, _namespace())
+                delivered.append(f"slack:#{ref.channel}")
+            except SlackFailed as exc:
+                failed.append(f"slack:#{ref.channel}: Slack said {exc}")
+            except Exception as exc:  # a message must never fail the change
+                failed.append(f"slack:#{ref.channel}: failed ({type(exc).__name__})")
+        return NoticeResult(delivered=delivered, failed=failed)
 
     async def _deliver(self, channel: Channel, notice: Notice) -> None:
         if channel.kind == "console":
@@ -157,6 +202,13 @@ class NotifyActivities:
             if not url:
                 raise NoticeFailed(f"${channel.webhook_env} is not set; Slack notice skipped")
             await post_to_slack(url, notice.text)
+
+
+def _namespace() -> str:
+    try:
+        return activity.info().workflow_namespace
+    except RuntimeError:  # called outside an activity (tests)
+        return "default"
 
 
 async def post_to_slack(url: str, text: str) -> None:

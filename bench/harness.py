@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -111,7 +112,10 @@ class BenchStack:
         bad_error_ratio: float = 0.6,
         identities: list[dict] | None = None,
         traffic_rps: float = 0.0,
+        catalog_hook: Callable[[Path, dict], None] | None = None,
     ) -> None:
+        # changes the catalog before it is written (state dir, catalog), e.g. Slack's parts
+        self.catalog_hook = catalog_hook
         self.deployments = deployments
         # steady API calls a second to every service (verification then never waits for probes)
         self.traffic_rps = traffic_rps
@@ -126,7 +130,10 @@ class BenchStack:
         scenario = self.state / "fleet.yaml"
         scenario.write_text(yaml.safe_dump(fleet_scenario(self.deployments, self.bad_error_ratio)))
         catalog = self.state / "catalog.yaml"
-        catalog.write_text(yaml.safe_dump(fleet_catalog(self.state, self.identities)))
+        written = fleet_catalog(self.state, self.identities)
+        if self.catalog_hook is not None:
+            self.catalog_hook(self.state, written)
+        catalog.write_text(yaml.safe_dump(written))
         os.environ["MODORU_CATALOG"] = str(catalog)
         os.environ["MODORU_LOG_LEVEL"] = "WARNING"
         self.stack = EmbeddedStack(

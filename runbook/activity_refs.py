@@ -40,6 +40,7 @@ from .models import (
     AlertQuery,
     BackupRef,
     BackupRequest,
+    CardUpdate,
     CheckResult,
     MetricsQuery,
     Notice,
@@ -115,6 +116,7 @@ SWITCH_PROXY = ActivityRef("k8s.switch_proxy_instance", ProxySwitch, ProxySwitch
 
 VERIFY_SERVICE = ActivityRef("verify.service", VerifyRequest, VerifyResult, keepalive=None)
 NOTIFY = ActivityRef("notify.send", Notice, NoticeResult)
+NOTIFY_CARD = ActivityRef("notify.update_card", CardUpdate, NoticeResult)
 
 GUARD_BASELINE = ActivityRef("guard.baseline", BaselineRequest, GuardBaseline)
 GUARD_WATCH = ActivityRef("guard.watch", WatchRequest, WatchReport, keepalive=None)

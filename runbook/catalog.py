@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .attestation import Attestor, SlackCount, check_attestors
 from .cd_config import CdConfig, RegistryConfig
 from .guard import GuardThresholds, MonitoringConfig, RecoveryCriteria
 from .identity import Identity, check_identities, normalize_id
@@ -30,20 +31,30 @@ class Channel(Strict):
     webhook_env: str | None = Field(
         None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="slack: env var with the webhook URL"
     )
+    channel: str | None = Field(
+        None,
+        pattern=r"^[CG][A-Z0-9]{2,30}$",
+        description="slack: the channel id the bot posts to with the Web API (approval messages "
+        "with buttons; the bot token is the worker's MODORU_SLACK_BOT_TOKEN)",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Channel:
         if self.kind == "jsonl" and not self.path:
             raise ValueError("a jsonl channel needs a path")
-        if self.kind == "slack" and not self.webhook_env:
+        if self.kind == "slack" and not (self.webhook_env or self.channel):
             raise ValueError(
-                "a slack channel needs webhook_env, the name of the variable holding the webhook "
-                "URL"
+                "a slack channel needs webhook_env (the variable holding the webhook URL) or "
+                "channel (a channel id the bot posts to)"
             )
+        if self.kind == "slack" and self.webhook_env and self.channel:
+            raise ValueError("a slack channel is a webhook (webhook_env) or a channel id, not both")
         return self
 
     @property
     def label(self) -> str:
+        if self.kind == "slack" and self.channel:
+            return f"slack:#{self.channel}"
         return {
             "console": "console",
             "jsonl": f"jsonl:{self.path}",
@@ -56,6 +67,7 @@ class Trust(Strict):
 
     identities: list[Identity] = Field(default_factory=list)
     oncall_role: str = "oncall"
+    attestors: list[Attestor] = Field(default_factory=list)
 
 
 class ApprovalPolicy(Strict):
@@ -69,6 +81,12 @@ class ApprovalPolicy(Strict):
     )
     on_deadline: Literal["keep_waiting", "proceed", "abort"] = Field(
         "keep_waiting", description="What a missed deadline does while approval is still awaited"
+    )
+    slack_approvals: dict[str, SlackCount] = Field(
+        default_factory=dict,
+        description="per gate (approval, clone, switch): whether approvals made in Slack and "
+        "attested by the gateway count (true), count for at most one of the approvers "
+        "(at_most_one), or not (false, and any gate not named)",
     )
 
 
@@ -302,10 +320,16 @@ class Catalog(Strict):
         "oncall",
         description="identities with this role may start an immediate rollback without approval",
     )
+    attestors: list[Attestor] = Field(
+        default_factory=list,
+        description="gateways (the Slack gateway) that sign decisions for the identities they "
+        "list, at the gates they list, with their own keys",
+    )
 
     @model_validator(mode="after")
     def _trust_root(self) -> Catalog:
         check_identities(self.identities)
+        check_attestors(self.identities, self.attestors)
         for entry in [*self.services, *([self.default] if self.default else [])]:
             if entry.trust is not None:
                 raise ValueError(
@@ -321,7 +345,9 @@ class Catalog(Strict):
         return entry.model_copy(
             update={
                 "trust": Trust(
-                    identities=self.identities, oncall_role=normalize_id(self.oncall_role)
+                    identities=self.identities,
+                    oncall_role=normalize_id(self.oncall_role),
+                    attestors=self.attestors,
                 )
             }
         )

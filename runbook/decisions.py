@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .attestation import Attestor, SlackFacts, attestation_problem
 from .identity import Identity, holds_role, normalize_id
 from .signatures import BadSignature, signer_key
 
@@ -69,6 +70,16 @@ class DecisionPayload(Model):
     expires_at: dt.datetime
     nonce: str = Field(min_length=16, max_length=64)
     note: str = Field("", max_length=2000, description="a comment or the reason")
+    via: Literal["slack"] | None = Field(
+        None, description="attested by a gateway (its key, not the signer's): where it was made"
+    )
+    slack: SlackFacts | None = Field(None, description="the Slack team, user and action time")
+
+    @model_validator(mode="after")
+    def _via_has_facts(self) -> DecisionPayload:
+        if (self.via == "slack") != (self.slack is not None):
+            raise ValueError("a decision made in Slack names its Slack facts, and only it does")
+        return self
 
     @field_validator("issued_at", "expires_at")
     @classmethod
@@ -78,7 +89,8 @@ class DecisionPayload(Model):
         return value
 
     def text(self) -> str:
-        return canonical(self.model_dump(mode="json"))
+        # Unset attestation fields are left out: a person's payload reads as it always has.
+        return canonical(self.model_dump(mode="json", exclude_none=True))
 
 
 class SignedDecision(Model):
@@ -129,6 +141,7 @@ class Judged:
     reason: str
     signer: str = ""  # the identity id, once the signature holds
     payload: DecisionPayload | None = None
+    via: str = ""  # "slack" when an attestor signed for the identity
 
 
 def judge(
@@ -138,12 +151,16 @@ def judge(
     identities: list[Identity],
     now: dt.datetime,
     seen_nonces: set[str],
+    attestors: list[Attestor] | None = None,
 ) -> Judged:
     """Whether `signed` is a valid `decision` for `expected`, and by whom. Roles and
-    the requester rule are the caller's (they differ by decision). Never raises: a
-    decision that cannot be judged is not counted, with the reason."""
+    the requester rule are the caller's (they differ by decision), as is whether a
+    Slack-attested decision counts at the gate (`attestation.slack_count_problem`).
+    A payload made `via` Slack must be signed by one of `attestors` allowed to speak
+    for the signer at this gate. Never raises: a decision that cannot be judged is not
+    counted, with the reason."""
     try:
-        return _judge(signed, decision, expected, identities, now, seen_nonces)
+        return _judge(signed, decision, expected, identities, now, seen_nonces, attestors or [])
     except Exception as exc:  # noqa: BLE001 - a decision must never stop the workflow
         return Judged(False, f"the decision could not be judged: {type(exc).__name__}: {exc}")
 
@@ -155,6 +172,7 @@ def _judge(
     identities: list[Identity],
     now: dt.datetime,
     seen_nonces: set[str],
+    attestors: list[Attestor],
 ) -> Judged:
     if now.tzinfo is None or now.utcoffset() is None:
         return Judged(False, "the decision cannot be judged against a time without a time zone")
@@ -176,8 +194,22 @@ def _judge(
     identity = next((i for i in identities if i.id == who), None)
     if identity is None:
         return Judged(False, f"{payload.signer!r} is not an identity in the catalog")
-    if key not in identity.keys:
+    made_by = f"signed by {identity.id}"
+    if payload.via == "slack":
+        attestor, problem = attestation_problem(
+            key, identity, payload.slack, payload.decision, expected.gate, attestors
+        )
+        if problem:
+            return Judged(False, f"attested for {identity.id} in Slack, but {problem}")
+        verb = {"approve": "approved", "reject": "rejected"}.get(payload.decision, "decided")
+        assert payload.slack is not None
+        made_by = (
+            f"{verb} in Slack by {identity.id} (Slack user {payload.slack.user} of "
+            f"{payload.slack.team}, attested by {attestor})"
+        )
+    elif key not in identity.keys:
         return Judged(False, f"the signing key is not one of {identity.id}'s keys in the catalog")
+    via = payload.via or ""
     problems = []
     if payload.decision != decision:
         problems.append(f"it is a {payload.decision}, not a {decision}")
@@ -200,10 +232,8 @@ def _judge(
     if payload.nonce in seen_nonces:
         problems.append("its nonce was used before (a replay)")
     if problems:
-        return Judged(
-            False, f"signed by {identity.id}, but " + "; ".join(problems), identity.id, payload
-        )
-    return Judged(True, f"signed by {identity.id}", identity.id, payload)
+        return Judged(False, f"{made_by}, but " + "; ".join(problems), identity.id, payload, via)
+    return Judged(True, made_by, identity.id, payload, via)
 
 
 def has_role(identities: list[Identity], who: str, roles: list[str]) -> bool:

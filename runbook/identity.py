@@ -64,6 +64,19 @@ def check_person(text: str, option: str) -> str:
     return text
 
 
+SLACK_TEAM = r"^[TE][A-Z0-9]{2,30}$"
+SLACK_USER = r"^[UW][A-Z0-9]{2,30}$"
+
+
+class SlackAccount(BaseModel):
+    """A person's Slack account: the workspace (team) id and their user id."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    team: str = Field(pattern=SLACK_TEAM)
+    user: str = Field(pattern=SLACK_USER)
+
+
 class Identity(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
@@ -71,6 +84,9 @@ class Identity(BaseModel):
     display_name: str = Field(min_length=1, max_length=200)
     roles: list[str] = Field(default_factory=list, description="e.g. [sre-lead, oncall]")
     keys: list[str] = Field(min_length=1, description="OpenSSH public keys (ssh-ed25519 preferred)")
+    slack: SlackAccount | None = Field(
+        None, description="their Slack account, for approvals attested by the Slack gateway"
+    )
 
     @field_validator("id")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .approval_card import ApprovalCard, SlackMessageRef
 from .catalog import NAME_PATTERN, Channel, ServiceEntry
 from .decisions import GateView, Grant, SignedDecision
 from .enums import Phase, Severity
@@ -254,10 +255,23 @@ class Notice(Model):
     subject: str
     text: str
     channels: list[Channel]
+    card: ApprovalCard | None = Field(
+        None, description="an approval gate: Slack Web API channels show it with buttons"
+    )
+
+
+class CardUpdate(Model):
+    """An approval message to show again as `card` now stands (decisions, outcome)."""
+
+    card: ApprovalCard
+    messages: list[SlackMessageRef]
 
 
 class NoticeResult(Model):
     delivered: list[str]
+    posted: list[SlackMessageRef] = Field(
+        default_factory=list, description="messages the Slack Web API took (to update later)"
+    )
     failed: list[str] = Field(default_factory=list)
     skipped: list[str] = Field(
         default_factory=list,

@@ -33,6 +33,7 @@ WORDS = {
         "event": "出来事",
         "decided": "ロールバックの判断",
         "approved": "承認",
+        "approved_slack": "Slackで承認: {who}",
         "no_approval": "承認不要（ポリシー）",
         "notify_start": "開始通知",
         "undo": "ロールバック実行",
@@ -87,6 +88,7 @@ WORDS = {
         "event": "Event",
         "decided": "Rollback decided",
         "approved": "Approved",
+        "approved_slack": "Approved in Slack by {who}",
         "no_approval": "No approval needed (policy)",
         "notify_start": "Start notice",
         "undo": "Rollback run",
@@ -150,7 +152,10 @@ def rollback_events(status: RollbackStatus, language: str) -> list[tuple[dt.date
         events.append((decided, f"{w['decided']} ({status.severity.value}, {name})"))
     for entry in status.audit:
         if entry.action == "approve" and entry.counted:
-            events.append((entry.at, f"{w['approved']}: {entry.actor}"))
+            if entry.detail.startswith("approved in Slack by "):  # attested by the gateway
+                events.append((entry.at, w["approved_slack"].format(who=entry.actor)))
+            else:
+                events.append((entry.at, f"{w['approved']}: {entry.actor}"))
         elif (
             entry.action == "approval"
             and entry.counted is None

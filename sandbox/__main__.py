@@ -63,6 +63,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run sandbox time this many times faster than the wall clock, metric time included "
         "(default: the scenario's)",
     )
+    up.add_argument(
+        "--slack-gateway-url",
+        default=None,
+        help="where the sandbox Slack sends button clicks (modoru slack-gateway's URL)",
+    )
     args = parser.parse_args(argv)
     if args.clock_speed is not None and not 0 < args.clock_speed <= 1000:
         parser.error(f"--clock-speed must be above 0 and at most 1000, got {args.clock_speed}")
@@ -70,6 +75,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--traffic-rps must be between 0 and 200, got {args.traffic_rps}")
     if not 0 < args.traffic_seconds <= 86400:
         parser.error(f"--traffic-seconds must be between 0 and 86400, got {args.traffic_seconds}")
+    if args.slack_gateway_url and not args.slack_gateway_url.startswith(("http://", "https://")):
+        parser.error(f"--slack-gateway-url must be an http(s) URL, got {args.slack_gateway_url!r}")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
     return args
@@ -86,6 +93,7 @@ async def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         traffic_rps=args.traffic_rps,
         traffic_seconds=args.traffic_seconds,
+        slack_gateway_url=args.slack_gateway_url,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,6 +111,7 @@ async def run(args: argparse.Namespace) -> int:
         print(
             f"  GitHub API: {sandbox.github.url} (token in {sandbox.github_token_path})", flush=True
         )
+    print(f"  Slack: {sandbox.slack.page_url()} (API {sandbox.slack.api_url})", flush=True)
     try:
         await stop.wait()
     finally:

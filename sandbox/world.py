@@ -42,6 +42,7 @@ from .manifests import (
 from .monitoring import MetricServiceEmulator
 from .pod_load import PodLoad
 from .scenario import DeploymentSeed, Scenario
+from .slack import SlackEmulator
 from .traffic import TrafficGenerator
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ class Sandbox:
         seed: int | None = None,
         traffic_rps: float = 0.0,
         traffic_seconds: float = 3600.0,
+        slack_gateway_url: str | None = None,
     ) -> None:
         self.scenario = scenario
+        # Slack: its page's buttons send signed interactions to modoru's gateway.
+        self.slack = SlackEmulator(gateway_url=slack_gateway_url)
         self.state_dir = Path(state_dir)
         self.requested_port = port
         self.clock = Clock(scenario.clock_speed)
@@ -217,6 +221,7 @@ class Sandbox:
         await self._seed()
         if self.github is not None:
             await self.github.start()
+        await self.slack.start()
         self.faults.replace(self.scenario.faults)
         self._write_files()
         self.traffic.start()
@@ -240,6 +245,7 @@ class Sandbox:
         await self.monitoring.stop()
         await self.alerts.stop()
         await self.logging.stop()
+        await self.slack.stop()
         for emulator in (self.github, self.registry):
             if emulator is not None:
                 await emulator.stop()
@@ -511,6 +517,14 @@ class Sandbox:
                 if self.github
                 else {}
             ),
+            # The bot token and signing secret stay in their 0600 files.
+            "slack_api": self.slack.api_url,
+            "slack_page": self.slack.page_url(),
+            "slack_team": self.slack.space.team_id,
+            "slack_channel": next(iter(self.slack.space.channels)),
+            "slack_users": {u.name: u.id for u in self.slack.space.users.values()},
+            "slack_bot_token_file": str(self.state_dir / "slack-bot-token"),
+            "slack_signing_secret_file": str(self.state_dir / "slack-signing-secret"),
         }
 
     def kubeconfig(self) -> dict[str, Any]:
@@ -539,6 +553,7 @@ class Sandbox:
             self.github is not None
         ):  # the token only in its own 0600 file, never in endpoints.json or the output
             _write_private(self.github_token_path, self.github.token + "\n")
+        self.slack.write_secrets(self.state_dir)
         existing: dict[str, Any] = {}
         if self.endpoints_path.exists():
             with contextlib.suppress(ValueError):

@@ -35,6 +35,7 @@ from .incident import confirm, incident_app, incident_line
 from .inputs import check_workflow_id
 from .render import console, err_console
 from .signing import SigningOptions, sign_start, signing_options
+from .slack_gateway_cli import slack_gateway
 from .stacks import workflow_link
 
 __all__ = ["CliError", "app", "fail", "first_error", "main", "run", "sign_start"]
@@ -55,6 +56,7 @@ for _procedure in PROCEDURES:
 for _name, _group in {"sandbox": sandbox_app, "guard": guard_app, "incident": incident_app}.items():
     app.add_typer(_group, name=_name)
 app.command("codec-server")(codec_server)
+app.command("slack-gateway")(slack_gateway)
 app.command("confirm")(confirm)
 
 
@@ -251,6 +253,13 @@ def up(
         raise fail(str(exc)) from None
     console.print(f"modoru is up. Temporal {stack.temporal_address}, Web UI {stack.web_ui}")
     console.print(f"endpoints: {stack.endpoints_path}; Ctrl-C stops everything")
+    slack_page = stack.slack_page()
+    if slack_page:
+        console.print(
+            f"Slack (sandbox): {slack_page} (approval messages; the buttons reach the gateway at "
+            f"{stack.slack_gateway_url})",
+            soft_wrap=True,
+        )
     codec = "".join(f" {k}={v}" for k, v in stack.codec_env().items())
     if stack.encrypt:
         console.print(

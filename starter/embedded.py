@@ -25,6 +25,7 @@ from worker.settings import Settings
 from workflows import search_attributes as sa
 
 from . import local, stacks
+from .embedded_slack import SlackSide
 from .identities import demo_identities, guard_seal_key
 
 STARTUP_SECONDS = 90
@@ -99,7 +100,7 @@ def wait_port(port: int, deadline: float, proc: subprocess.Popen, what: str, log
 
 
 @dataclass
-class EmbeddedStack:
+class EmbeddedStack(SlackSide):
     state_dir: Path
     temporal_port: int = 7233
     ui_port: int = 8233
@@ -119,6 +120,7 @@ class EmbeddedStack:
         False  # encrypted histories: a codec for the worker and CLI, a codec server for the UI
     )
     codec_port: int = field(default_factory=free_port)
+    slack_gateway_port: int = field(default_factory=free_port)
     worker_restarts: int = 0  # restarts in a row (reset once a worker stays up STEADY_SECONDS)
     _restart_at: float | None = None
     _worker_started: float = 0.0
@@ -264,8 +266,17 @@ class EmbeddedStack:
             for key, value in os.environ.items()
             if not key.startswith(("TEMPORAL_", "MODORU_TEMPORAL_"))
         }
-        catalog, _ = demo_identities(self.state_dir)
+        catalog, _ = demo_identities(self.state_dir, self.slack_facts(cloud))
+        slack = (
+            {
+                "MODORU_SLACK_API_URL": cloud["slack_api"],
+                "MODORU_SLACK_BOT_TOKEN_FILE": cloud["slack_bot_token_file"],
+            }
+            if "slack_api" in cloud
+            else {}
+        )
         return {
+            **slack,
             **monitoring,
             **logging_env,
             **cloudsql,
@@ -396,6 +407,8 @@ class EmbeddedStack:
                     "--traffic-seconds",
                     str(self.traffic_seconds),
                     *(["--clock-speed", str(self.clock_speed)] if self.clock_speed else []),
+                    "--slack-gateway-url",
+                    self.slack_gateway_url,
                 ],
                 env=local.sandbox_env(),
                 private=False,
@@ -412,6 +425,17 @@ class EmbeddedStack:
             )
             worker = self._spawn("worker", [sys.executable, "-m", "worker"], env=self.worker_env())
             self._worker_started = time.monotonic()
+            if self.slack_gateway_ready():
+                gateway = self._spawn(
+                    "slack-gateway", self.slack_gateway_argv(), env=self.slack_gateway_env()
+                )
+                wait_port(
+                    self.slack_gateway_port,
+                    deadline,
+                    gateway,
+                    "the Slack gateway",
+                    self.state_dir / "slack-gateway.log",
+                )
             self._write_endpoints(sandbox_dir)
             if self.register:
                 stacks.register(self.temporal_address, self.web_ui, self.state_dir)
@@ -432,6 +456,7 @@ class EmbeddedStack:
             web_ui=self.web_ui,
             temporal_namespace="default",
             worker_metrics=f"http://127.0.0.1:{self.metrics_port}/metrics",
+            slack_gateway=self.slack_gateway_url,
         )
         if self.encrypt:
             endpoints.update(

@@ -25,8 +25,43 @@ def _private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def demo_identities(state_dir: Path) -> tuple[Path, dict[str, Path]]:
-    """(catalog path, key file by identity) under `state_dir`."""
+SLACK_GATEWAY = "slack-gateway"
+SLACK_GATES = ["approval", "clone", "switch"]
+# The demo's rule: a Slack approval counts at a rollback's gate; of the two a PITR clone or
+# switch needs, at most one may come from Slack (the other by the CLI with a key).
+SLACK_APPROVALS = {"approval": True, "clone": "at_most_one", "switch": "at_most_one"}
+
+
+def _with_slack(catalog: dict, slack: dict, gateway_key: Path) -> None:
+    """The sandbox Slack's accounts on the demo people, the gateway as their attestor, and
+    the sandbox channel (by id) on every service, whose approvals may come from Slack."""
+    users = slack.get("users", {})
+    for person in catalog["identities"]:
+        if person["id"] in users:
+            person["slack"] = {"team": slack["team"], "user": users[person["id"]]}
+    catalog["attestors"] = [
+        {
+            "name": SLACK_GATEWAY,
+            "public_key": public_key_line(gateway_key.read_bytes()),
+            "identities": [p["id"] for p in catalog["identities"] if "slack" in p],
+            "gates": SLACK_GATES,
+        }
+    ]
+    for entry in [
+        *catalog.get("services", []),
+        *([catalog["default"]] if catalog.get("default") else []),
+    ]:
+        entry["channels"] = [
+            *entry.get("channels", []),
+            {"kind": "slack", "channel": slack["channel"]},
+        ]
+        entry.setdefault("approval", {})["slack_approvals"] = dict(SLACK_APPROVALS)
+
+
+def demo_identities(state_dir: Path, slack: dict | None = None) -> tuple[Path, dict[str, Path]]:
+    """(catalog path, key file by identity) under `state_dir`; with `slack` (the sandbox
+    Slack's team, channel and users by name), the demo people's Slack accounts and the
+    gateway's attestor key (`slack-gateway.key`) too."""
     folder = state_dir / "identities"
     if not folder.exists():
         folder.mkdir(parents=True, mode=0o700)
@@ -48,6 +83,12 @@ def demo_identities(state_dir: Path) -> tuple[Path, dict[str, Path]]:
         for name, roles in DEMO_PEOPLE.items()
     ]
     catalog["oncall_role"] = "oncall"
+    if slack:
+        gateway_key = folder / f"{SLACK_GATEWAY}.key"
+        if not gateway_key.exists():
+            _private(gateway_key, new_private_key())
+        keys[SLACK_GATEWAY] = gateway_key
+        _with_slack(catalog, slack, gateway_key)
     path = (
         folder / "catalog.yaml"
     )  # beside the keys: a catalog of the user's own in the state dir is left alone

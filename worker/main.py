@@ -29,6 +29,7 @@ from activities.metrics import MetricsActivities, Monitoring
 from activities.notify import NotifyActivities
 from activities.pod_exec import PodExecActivities
 from activities.pod_logs import PodLogActivities
+from activities.slack_cards import SlackCards
 from activities.switch import SwitchActivities
 from activities.verify import VerifyActivities
 from runbook.procedures import PROCEDURES, resolve
@@ -108,7 +109,9 @@ def activities_for(
     k8s = KubernetesActivities(apps, core, gatekeeper)
     verify = VerifyActivities(apps, core, session, monitoring, logging)
     guard = GuardActivities(verify, monitoring, gatekeeper)
-    notify = NotifyActivities(base_dir=settings.notices_dir, catalog=entries)
+    notify = NotifyActivities(
+        base_dir=settings.notices_dir, catalog=entries, slack=slack_cards_for(settings)
+    )
     notify.announce_unconfigured(entries.services)
     catalog = CatalogActivities(entries)
     switch = SwitchActivities(apps, gatekeeper)
@@ -126,6 +129,7 @@ def activities_for(
         k8s.wait_rollout,
         verify.verify_service,
         notify.send,
+        notify.update_card,
         guard.baseline,
         guard.watch,
         switch.switch_proxy_instance,
@@ -152,6 +156,15 @@ def activities_for(
             pitr.instance,
         ]
     return found
+
+
+def slack_cards_for(settings: Settings) -> SlackCards | None:
+    """Approval messages with buttons when the worker has a bot token (its environment or
+    a mounted file); None otherwise."""
+    token = settings.slack_secret("slack_bot_token")
+    if not token:
+        return None
+    return SlackCards(token, settings.slack_api_url, settings.web_ui_public or settings.web_ui)
 
 
 def worker_options(settings: Settings) -> dict:

@@ -114,3 +114,44 @@ class Settings(BaseSettings):
         description="Web UI origins the codec server answers, comma-separated; default: the "
         "web_ui setting's origin",
     )
+    # Slack's Web API and interactivity (the bot token and the signing secret come from the
+    # environment or a mounted file only, never from a request or a history).
+    slack_bot_token: SecretStr | None = Field(None, description="the app's bot token (xoxb-…)")
+    slack_bot_token_file: Path | None = Field(None, description="a file holding the bot token")
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="the app's signing secret, for the gateway's request checks"
+    )
+    slack_signing_secret_file: Path | None = Field(
+        None, description="a file holding the signing secret"
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/", description="the Web API's base URL (the sandbox's emulator)"
+    )
+    slack_attestor_key_file: Path | None = Field(
+        None,
+        description="the Slack gateway's own SSH private key (ed25519), listed in the catalog's "
+        "attestors",
+    )
+    slack_audit_file: Path | None = Field(
+        None, description="where the Slack gateway appends its audit lines (JSONL)"
+    )
+    web_ui_public: str | None = Field(
+        None, description="the Web UI's address for links in Slack; default: web_ui"
+    )
+
+    def slack_secret(self, name: str) -> str | None:
+        """`slack_bot_token` or `slack_signing_secret`, from its variable or its file (the
+        first line, stripped); None when neither is set."""
+        value: SecretStr | None = getattr(self, name)
+        if value is not None and value.get_secret_value().strip():
+            return value.get_secret_value().strip()
+        path: Path | None = getattr(self, f"{name}_file")
+        if path is None:
+            return None
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"MODORU_{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
+            ) from None
+        return text or None

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
+    from runbook.attestation import slack_count_problem
     from runbook.catalog import ApprovalPolicy, Channel, Trust
     from runbook.decisions import (
         Expected,
@@ -95,6 +96,7 @@ class ApprovalDesk(AuditTrail):
         self.nonces: set[str] = set()  # shared by every desk of the run (ChangeWorkflow._adopt)
         self.counted: list[SignedDecision] = []  # handed to the activities that act on them
         self.counted_at: list[dt.datetime] = []  # when each of `counted` was counted
+        self.slack_counted = 0  # how many of `counted` were made in Slack (attested)
         self.requester_id = normalize_id(requested_by)
         # The requester's signed start of this run's plan (signed mode), and the guard's seal.
         self.start: SignedDecision | None = None
@@ -335,7 +337,13 @@ class ApprovalDesk(AuditTrail):
             else Expected(workflow.info().workflow_id, workflow.info().run_id, "", "")
         )
         verdict = judge(
-            signal.signed, action, expected, self.trust.identities, workflow.now(), self.nonces
+            signal.signed,
+            action,
+            expected,
+            self.trust.identities,
+            workflow.now(),
+            self.nonces,
+            self.trust.attestors,
         )
         if verdict.payload is not None and verdict.signer:
             self.nonces.add(verdict.payload.nonce)
@@ -407,7 +415,14 @@ class ApprovalDesk(AuditTrail):
                 f"{who} has already approved: two approvals are two people",
                 signal.request_id,
             )
+        elif verdict.via == "slack" and (
+            problem := slack_count_problem(
+                self.policy.slack_approvals, expected.gate, self.slack_counted
+            )
+        ):
+            self.uncounted(who, "approve", f"{verdict.reason}, but {problem}", signal.request_id)
         else:
+            self.slack_counted += verdict.via == "slack"
             self.approvals.append(who)
             self.counted.append(signal.signed)
             self.counted_at.append(workflow.now())

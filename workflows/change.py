@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         Stop,
     )
     from .retries import failure_message, failure_type
+    from .slack_card import CardKeeper, has_slack_channel, make_card
 
 __all__ = [
     "ONE_GATE",
@@ -349,6 +350,7 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
             self._set_phase(Phase.REJECTED)  # recorded before the shared gate: no notice
             return False
         self._set_phase(Phase.AWAITING_APPROVAL)
+        card: CardKeeper | None = None
         if desk.rejection is None:
             assert self._entry is not None
             subject, text = notices.approval_needed_notice(
@@ -358,11 +360,27 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
                 approvers=self._entry.approval.approvers,
                 deadline=self._status.sla_deadline or workflow.now(),
             )
-            await self._notify("approval_needed", subject, text)
+            if has_slack_channel(self._entry.channels):  # Web API: a message with buttons
+                card = CardKeeper(
+                    desk,
+                    make_card(
+                        desk,
+                        what,
+                        self._request,
+                        self._status,
+                        self._entry.approval.approvers,
+                        needed,
+                    ),
+                )
+                await card.post(self._entry.channels, "approval_needed", subject, text)
+            else:
+                await self._notify("approval_needed", subject, text)
         self._waiting(True)
         approved = desk.rejection is None and await desk.wait(needed)
         self._waiting(False)
         desk.open = False
+        if card is not None:
+            await card.close(approved)
         self._status.pending = None
         if approved:
             return True

@@ -42,6 +42,7 @@ from tests.workflows.conftest import FakeCluster, binary
 from tests.workflows.guard_fakes import ScriptedGuard, breach, clean
 from tests.workflows.migration_fakes import FakeSchema
 from tests.workflows.pitr_fakes import FakeRecovery, T
+from tests.workflows.slack_fakes import SlackCardCluster
 from worker.main import WORKFLOW_RUNNER
 from workflows.deployment_rollback import DeploymentRollbackWorkflow
 from workflows.incident import IncidentWorkflow
@@ -687,6 +688,7 @@ async def main() -> None:
             env, "completed_immediate", FakeCluster(), request(severity=Severity.IMMEDIATE)
         )
         await record(env, "completed_after_approval", FakeCluster(), request(), approve)
+        await record(env, "completed_with_slack_card", SlackCardCluster(), request(), approve)
         await record(env, "rejected", FakeCluster(), request(), reject)
         await record(
             env,

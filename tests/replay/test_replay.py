@@ -21,6 +21,7 @@ def test_there_is_a_history_for_each_outcome() -> None:
     assert {
         "completed_immediate",
         "completed_after_approval",
+        "completed_with_slack_card",
         "rejected",
         "rejected_before_gate",
         "escalated",

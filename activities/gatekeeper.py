@@ -116,14 +116,15 @@ class Gatekeeper:
         info = activity.info()
         identities = self.catalog.identities
         now = dt.datetime.now(dt.UTC)
-        requester, start_ok = self._requester(grant, info.workflow_id, info.workflow_run_id, now)
+        # Activities run for a workflow here; one without (a standalone activity) matches no
+        # grant.
+        workflow_id, run_id = info.workflow_id or "", info.workflow_run_id or ""
+        requester, start_ok = self._requester(grant, workflow_id, run_id, now)
         if needed == 0 and not self._no_approval_allowed(
-            grant, start_ok, requester, info.workflow_id, now
+            grant, start_ok, requester, workflow_id, now
         ):
             needed = 1
-        expected = Expected(
-            info.workflow_id, info.workflow_run_id, grant.gate, plan_digest(grant.plan)
-        )
+        expected = Expected(workflow_id, run_id, grant.gate, plan_digest(grant.plan))
         people: set[str] = set()
         seen: set[str] = set()
         in_slack = 0

@@ -206,7 +206,7 @@ class KubernetesOpsActivities(KubernetesActivities):
         except ValueError as exc:
             return RestoreCheck(problems=[str(exc)])
         problems: list[str] = []
-        meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), dict) else {}
+        meta: Obj = manifest["metadata"] if isinstance(manifest.get("metadata"), dict) else {}
         if meta.get("name") != request.deployment:
             problems.append(
                 f"it is deployment/{meta.get('name')}, not deployment/{request.deployment}"
@@ -216,7 +216,7 @@ class KubernetesOpsActivities(KubernetesActivities):
                 f"it is for namespace {meta.get('namespace')!r}, not {request.namespace!r}"
             )
         live = await self._deployment(request.namespace, request.deployment)
-        spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+        spec: Obj = manifest["spec"] if isinstance(manifest.get("spec"), dict) else {}
         if spec.get("selector") != live["spec"].get("selector"):
             problems.append(
                 f"its selector {json.dumps(spec.get('selector'))} differs from the live "

@@ -206,7 +206,7 @@ class NotifyActivities:
 
 def _namespace() -> str:
     try:
-        return activity.info().workflow_namespace
+        return activity.info().workflow_namespace or "default"
     except RuntimeError:  # called outside an activity (tests)
         return "default"
 

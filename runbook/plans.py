@@ -6,6 +6,7 @@ request and accept a decision only if the digests match."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -53,7 +54,11 @@ def migration_plan(
 
 
 def clone_plan(
-    service: str, source: str, clone: str, point_in_time: dt.datetime, checks: list[BaseModel]
+    service: str,
+    source: str,
+    clone: str,
+    point_in_time: dt.datetime,
+    checks: Sequence[BaseModel],
 ) -> dict[str, Any]:
     return {
         "kind": "pitr-clone",
@@ -70,7 +75,7 @@ def switch_plan(
     deployment: str,
     source_connection: str,
     clone_connection: str,
-    results: list[BaseModel],
+    results: Sequence[BaseModel],
 ) -> dict[str, Any]:
     return {
         "kind": "pitr-switch",

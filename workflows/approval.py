@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -321,7 +322,7 @@ class ApprovalDesk(AuditTrail):
     def _judge_signed(self, signal: ApprovalSignal | RejectSignal) -> None:
         assert self.policy is not None and self.trust is not None
         reject = isinstance(signal, RejectSignal)
-        action = "reject" if reject else "approve"
+        action: Literal["approve", "reject"] = "reject" if reject else "approve"
         if signal.signed is None:
             self.uncounted(
                 signal.by,
@@ -382,7 +383,8 @@ class ApprovalDesk(AuditTrail):
                     signal.request_id,
                 )
             else:
-                self.rejection = RejectSignal(by=who, reason=note or signal.reason)
+                said = signal.reason if isinstance(signal, RejectSignal) else ""
+                self.rejection = RejectSignal(by=who, reason=note or said)
                 self.note(
                     who,
                     "reject",

@@ -34,8 +34,8 @@ with workflow.unsafe.imports_passed_through():
         ChangeStatus,
         ChangeSteps,
         EscalatingStatus,
+        GatedChangeStatus,
         RequestT,
-        StatusT,
         Stop,
     )
     from .retries import failure_message, failure_type
@@ -49,10 +49,13 @@ __all__ = [
     "ChangeSteps",
     "ChangeWorkflow",
     "EscalatingStatus",
+    "GatedChangeStatus",
     "RequestT",
     "StatusT",
     "Stop",
 ]
+
+StatusT = TypeVar("StatusT", bound=GatedChangeStatus)
 
 Result = TypeVar("Result")
 TERMINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED)

@@ -58,6 +58,11 @@ class ChangeStatus(Protocol):
     timings: dict[str, datetime]
     audit: list[AuditEntry]
     approvals: list[str]
+
+
+class GatedChangeStatus(ChangeStatus, Protocol):
+    """The status of a change with an approval gate (ChangeWorkflow's)."""
+
     approvals_required: int
     pending: GateView | None
 
@@ -92,10 +97,14 @@ class ChangeSteps(Generic[RequestT, StatusT]):
     _status: StatusT
     _request: RequestT
     _entry: ServiceEntry | None
-    _target_label: str  # how notices name what is being changed
     _desk: ApprovalDesk  # the desk whose audit trail takes the notes
     _detected_at: datetime
     _start_verified: bool
+
+    @property
+    def _target_label(self) -> str:
+        """How notices name what is being changed (each workflow says)."""
+        raise NotImplementedError
 
     # -- the status ----------------------------------------------------------------------
 
@@ -217,7 +226,7 @@ class ChangeSteps(Generic[RequestT, StatusT]):
             refs.VERIFY_SERVICE,
             checking,
             summary,
-            timeout=checking.deadline_seconds + 60,
+            timeout=(checking.deadline_seconds or checking.window_seconds) + 60,
             heartbeat=10,
         )
 

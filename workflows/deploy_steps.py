@@ -8,6 +8,7 @@ runbook's checklist. Deterministic, like the workflows built on it."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -20,13 +21,34 @@ with workflow.unsafe.imports_passed_through():
     from runbook.models import Diagnostics, Escalating, Phase, RolloutOutcome, VerifyResult
     from runbook.policy import approvals_required
 
-    from .change import ChangeWorkflow, RequestT, StatusT, Stop
+    from .change import ChangeWorkflow, Stop
+    from .change_steps import ChangeRequest, GatedChangeStatus
     from .retries import failure_message
 
 PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 
 
-class DeploySteps(ChangeWorkflow[RequestT, StatusT]):
+class DeploymentRequest(ChangeRequest, Protocol):
+    """What a Deployment's change names: its Deployment (and the shell's fields)."""
+
+    @property
+    def deployment(self) -> str: ...
+
+
+class DeploymentStatus(GatedChangeStatus, Protocol):
+    """What a Deployment's change keeps (runbook.cd_models.DeploymentChangeStatus)."""
+
+    rollout: str
+    verification: VerifyResult | None
+    diagnostics: Diagnostics | None
+    pull: PullDiagnosis | None
+
+
+DeployRequestT = TypeVar("DeployRequestT", bound=DeploymentRequest)
+DeployStatusT = TypeVar("DeployStatusT", bound=DeploymentStatus)
+
+
+class DeploySteps(ChangeWorkflow[DeployRequestT, DeployStatusT]):
     """A change of a Deployment: its status keeps the rollout, the diagnostics, the
     pull verdicts and the verification (and, where it has one, the checklist)."""
 

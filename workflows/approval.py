@@ -517,7 +517,7 @@ async def send_notice(
     try:
         result: NoticeResult = await workflow.execute_activity(
             refs.NOTIFY.name,
-            Notice(kind=kind, subject=subject, text=text, channels=channels),  # type: ignore[arg-type]
+            Notice(kind=kind, subject=subject, text=text, channels=channels),
             result_type=refs.NOTIFY.result,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=NOTIFY_RETRY,

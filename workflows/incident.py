@@ -270,7 +270,7 @@ class IncidentWorkflow:
         }
         self._status.follow_ups = [
             FollowUp(key=key, due_at=detected + timedelta(hours=h)) for key, h in hours.items()
-        ]  # type: ignore[arg-type]
+        ]
         self._ready = True
         for signal in self._confirms:
             self._judge_confirmation(signal)

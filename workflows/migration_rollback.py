@@ -231,7 +231,7 @@ class MigrationRollbackWorkflow(ChangeWorkflow[MigrationRequest, MigrationStatus
                 action=action,
                 version=version,
                 steps=steps,
-                grant=grant,  # type: ignore[arg-type]
+                grant=grant,
             ),
             summary,
             timeout=config.command_timeout_seconds + 60,

@@ -72,7 +72,7 @@ class CardKeeper:
         try:
             result: NoticeResult = await workflow.execute_activity(
                 refs.NOTIFY.name,
-                Notice(kind=kind, subject=subject, text=text, channels=channels, card=self.card),  # type: ignore[arg-type]
+                Notice(kind=kind, subject=subject, text=text, channels=channels, card=self.card),
                 result_type=refs.NOTIFY.result,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
@@ -107,7 +107,7 @@ class CardKeeper:
         try:
             await workflow.execute_activity(
                 refs.NOTIFY_CARD.name,
-                CardUpdate(card=self.card, messages=self.messages),  # type: ignore[arg-type]
+                CardUpdate(card=self.card, messages=self.messages),
                 result_type=refs.NOTIFY_CARD.result,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,

@@ -40,6 +40,13 @@ with workflow.unsafe.imports_passed_through():
     from .approval import ApprovalDesk, send_notice
     from .retries import SLA_RETRY, budget
 
+# Verification's heartbeat timeout. It mostly sleeps until its data's minute is readable
+# (a minute or two), beating every third of this (activities/verify.py): each beat that
+# reaches the server is a billed action and a write of the run's state, so a 10-s timeout
+# cost about 26 beats a verification; 60 s costs about 6. A killed worker's verification
+# is retried from its last beat within a minute, well inside the runbook's deadlines.
+VERIFY_HEARTBEAT_SECONDS = 60
+
 
 class Stop(Exception):
     """Ends the run with the status as it stands (a refusal or a failure)."""
@@ -218,7 +225,7 @@ class ChangeSteps(Generic[RequestT, StatusT]):
             checking,
             summary,
             timeout=checking.deadline_seconds + 60,
-            heartbeat=10,
+            heartbeat=VERIFY_HEARTBEAT_SECONDS,
         )
 
     async def _refuse(self, message: str) -> NoReturn:

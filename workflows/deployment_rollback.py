@@ -4,6 +4,7 @@ by durable timers."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -25,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
         RollbackResult,
         RollbackStatus,
         UndoRequest,
-        UndoResult,
     )
     from runbook.plans import rollback_plan
     from runbook.policy import approvals_required
@@ -38,6 +38,9 @@ with workflow.unsafe.imports_passed_through():
 PULL_DIAGNOSIS = (
     "method-1-pull-diagnosis"  # runs recorded before it asked Artifact Registry nothing
 )
+# workflow.patched id: the start notice is sent beside the undo, not before it (runs recorded
+# before it waited for the notice's activity to end before undoing).
+START_NOTICE_BESIDE_UNDO = "start-notice-beside-undo"
 
 
 @workflow.defn(name="DeploymentRollback")
@@ -139,25 +142,28 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
                 status=self._status, plan=plan, backup_manifest=backup.manifest_yaml
             )
 
-        delivered = await self._announce_start(
+        start_notice = self._announce_start(
             ("ロールバックを開始します" if request.language == "ja" else "starting the rollback")
             + f" (revision {plan.from_revision} → {plan.to_revision})",
             impact=request.impact,
             cause=request.cause,
             within=timedelta(minutes=2),
         )
-        self._check(
-            "notify_start",
-            ", ".join(delivered) or "no channel took the notice",
-            done=bool(delivered),
-        )
+        beside = workflow.patched(START_NOTICE_BESIDE_UNDO)
+        if not beside:
+            self._started(await start_notice)
         try:
             self._status.pending = None
-            undo: UndoResult = await self._call(
+            undoing = self._call(
                 refs.ROLLOUT_UNDO,
                 UndoRequest(plan=plan, grant=self._desk.grant(request)),
                 f"undo to revision {plan.to_revision}",
             )
+            if beside:  # the notice goes out with the undo, which does not wait for a chat service
+                delivered, undo = await asyncio.gather(start_notice, undoing)
+                self._started(delivered)
+            else:
+                undo = await undoing
             self._check("undo", undo.message)
             outcome = await self._await_rollout(entry, "wait for the rollout")
             self._status.timings["mitigated"] = workflow.now()
@@ -200,6 +206,13 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
             f"{plan.to_revision} and verified"
         )
         return self._finish(Phase.COMPLETED, plan=plan, backup=backup.manifest_yaml)
+
+    def _started(self, delivered: list[str]) -> None:
+        self._check(
+            "notify_start",
+            ", ".join(delivered) or "no channel took the notice",
+            done=bool(delivered),
+        )
 
     async def _approval_gate(self, plan: RollbackPlan) -> bool:
         entry = self._entry

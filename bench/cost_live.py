@@ -6,6 +6,7 @@ and the histories the runs wrote (real activity payloads)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from temporalio.client import WorkflowHandle
@@ -74,6 +75,12 @@ async def batch(bench: BenchStack, client, names: list[str], severity: Severity)
     return list(await asyncio.gather(*(one(n) for n in names)))
 
 
+def cluster_calls(entries: list[dict], rollbacks: int) -> dict[str, float]:
+    """Kubernetes API requests the sandbox logged, per rollback, by verb and resource."""
+    counted = collections.Counter(f"{e['verb']} {e['resource']}" for e in entries)
+    return {k: v / rollbacks for k, v in sorted(counted.items())}
+
+
 async def live_costs(rollbacks: int) -> dict[str, dict]:
     kinds = list(LIVE_KINDS.items())
     with BenchStack(rollbacks * len(kinds)) as bench:
@@ -91,11 +98,13 @@ async def live_costs(rollbacks: int) -> dict[str, dict]:
         for k, (kind, severity) in enumerate(kinds):
             names = [f"svc-{i:04d}" for i in range(k * rollbacks, (k + 1) * rollbacks)]
             beats0 = server_counter(read_metrics(port), "RecordActivityTaskHeartbeat")
+            _, mark = bench.requests_since(0)
             before, t0 = cpu_now(processes), time.monotonic()
             ids = await batch(bench, client, names, severity)
             seconds = time.monotonic() - t0
             after = cpu_now(processes)
             beats = server_counter(read_metrics(port), "RecordActivityTaskHeartbeat") - beats0
+            entries, _ = bench.requests_since(mark)
             costs = [history_cost(await change_histories(client, wid)) for wid in ids]
             cost = per_change(sum_costs(costs), rollbacks)
             cost["actions"]["heartbeat"] = beats / rollbacks
@@ -110,6 +119,7 @@ async def live_costs(rollbacks: int) -> dict[str, dict]:
                 "worker_cpu_ms": spent["worker"],
                 "temporal_cpu_ms": spent["temporal"],
                 "sandbox_cpu_ms": spent["sandbox"],
+                "cluster_calls": cluster_calls(entries, rollbacks),
                 "idle_cpu_ms_per_s": {n: 1000 * v for n, v in idle.items()},
                 "batch_seconds": seconds,
                 "runs": rollbacks,

@@ -333,6 +333,9 @@ def cost_only(rollbacks: int) -> dict:
     if live:
         print(f"on the embedded stack, {rollbacks} rollbacks of each severity at once:")
         print("\n".join(cost_table(live)))
+        for kind, row in live.items():
+            calls = ", ".join(f"{k} {v:g}" for k, v in row["cluster_calls"].items())
+            print(f"Kubernetes API calls per {kind}: {calls}")
     return {"recorded": recorded, "live": live}
 
 

@@ -91,7 +91,8 @@ def actions_of(history: WorkflowHistory) -> collections.Counter[str]:
             )
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_OPTIONS_UPDATED:
             counted["options"] += 1
-    counted["markers"] += len(marker_tasks)
+    if marker_tasks:
+        counted["markers"] += len(marker_tasks)
     return counted
 
 

@@ -687,6 +687,13 @@ async def main() -> None:
             env, "completed_immediate", FakeCluster(), request(severity=Severity.IMMEDIATE)
         )
         await record(env, "completed_after_approval", FakeCluster(), request(), approve)
+        # the start notice beside the undo (completed_immediate was recorded before it)
+        await record(
+            env,
+            "completed_immediate_notice_beside_undo",
+            FakeCluster(),
+            request(severity=Severity.IMMEDIATE),
+        )
         await record(env, "rejected", FakeCluster(), request(), reject)
         await record(
             env,

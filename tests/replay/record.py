@@ -687,10 +687,10 @@ async def main() -> None:
             env, "completed_immediate", FakeCluster(), request(severity=Severity.IMMEDIATE)
         )
         await record(env, "completed_after_approval", FakeCluster(), request(), approve)
-        # the start notice beside the undo (completed_immediate was recorded before it)
+        # the local look-up and the start notice beside the undo (completed_immediate was before)
         await record(
             env,
-            "completed_immediate_notice_beside_undo",
+            "completed_immediate_undo_sooner",
             FakeCluster(),
             request(severity=Severity.IMMEDIATE),
         )

@@ -29,7 +29,7 @@ def test_there_is_a_history_for_each_outcome() -> None:
     names = {p.stem for p in HISTORIES}
     assert {
         "completed_immediate",
-        "completed_immediate_notice_beside_undo",
+        "completed_immediate_undo_sooner",
         "completed_after_approval",
         "rejected",
         "rejected_before_gate",

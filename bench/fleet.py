@@ -211,7 +211,12 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         with RssSampler(pid) as sampler:
             t0 = time.time()
             handles = await asyncio.gather(*(start(name) for name in names))
-            results: list[RollbackResult] = await asyncio.gather(*(h.result() for h in handles))
+            # a rollback that failed (an undo that waited past the runbook's deadline) is counted
+            ended = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+            results: list[RollbackResult] = [r for r in ended if isinstance(r, RollbackResult)]
+            failures = [
+                str(getattr(e, "cause", None) or e) for e in ended if isinstance(e, Exception)
+            ]
             t_end = time.time()
         cpu = {name: round(cpu_seconds(p) - cpu_before[name], 1) for name, p in processes.items()}
         beats = server_counter(read_metrics(port), "RecordActivityTaskHeartbeat") - beats_before
@@ -244,7 +249,11 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         if r.status.phase == Phase.COMPLETED and r.status.verification and r.status.verification.ok
     )
     all_undone = max(undo_at.values()) - t0 if len(undo_at) == deployments else float("nan")
-    all_verified = max(r.status.timings["completed"].timestamp() for r in results) - t0
+    all_verified = (
+        max(r.status.timings["completed"].timestamp() for r in results) - t0
+        if verified == deployments
+        else float("nan")
+    )
     return {
         "deployments": deployments,
         "workers": workers,
@@ -253,6 +262,8 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         "profile": profile_top(raw) if profiler is not None and raw.exists() else None,
         "undos_applied": len(undo_at),
         "verified": verified,
+        "failed": len(failures),
+        "first_failure": failures[0] if failures else None,
         "all_undone_s": all_undone,
         "all_verified_s": all_verified,
         "wall_s": t_end - t0,
@@ -280,6 +291,8 @@ def worker_counts(text: str) -> list[int]:
 def print_run(result: dict) -> None:
     print(f"{'deployments / workers':<28}{result['deployments']} / {result['workers']}")
     print(f"{'undos applied / verified':<28}{result['undos_applied']} / {result['verified']}")
+    if result["failed"]:
+        print(f"{'rollbacks failed':<28}{result['failed']}, the first: {result['first_failure']}")
     print(f"{'every undo applied after':<28}{result['all_undone_s']:.1f} s")
     print(f"{'every rollout verified after':<28}{result['all_verified_s']:.1f} s")
     print(

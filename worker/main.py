@@ -52,15 +52,8 @@ from .telemetry import ServiceTagging, configure_logging, runtime_for
 log = logging.getLogger("modoru.worker")
 # Signature checks run inside workflows: the crypto libraries (a Rust extension
 # among them) are used as they are, never re-imported in the workflow sandbox.
-# modoru's own workflow modules pass through too: the sandbox would otherwise run a
-# workflow's module again for every new run (about a third of the workflow side's CPU
-# per rollback, bench/cost_recorded.py). They keep no state at module level, and
-# their helpers (change, approval, the runbook) were already imported passed through;
-# the workflow tests run them in the default sandbox, which still checks each run.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "cryptography", "sshsig", "workflows"
-    )
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig")
 )
 WORKFLOWS = [
     DeploymentRollbackWorkflow,

@@ -301,7 +301,11 @@ class ChangeSteps(Generic[RequestT, StatusT]):
         if (
             workflow.info().typed_search_attributes.get(sa.PHASE) is not None
         ):  # indexed by the starter
-            workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
+            self._index_phase(phase)
+
+    def _index_phase(self, phase: Phase) -> None:
+        """Keep the run's phase in its search attributes (a run its starter indexed)."""
+        workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
 
     async def _fail(
         self, message: str, *, announce: bool = False, problems: list[str] | None = None

@@ -42,6 +42,10 @@ PULL_DIAGNOSIS = (
 # activity and the start notice is sent beside the undo, not before it (runs recorded before
 # it scheduled the look-up on the task queue and waited for the notice before undoing).
 UNDO_SOONER = "undo-sooner"
+# workflow.patched id: a search attribute is upserted only when its value changes, and the SLA
+# goes with the phase the run ends in: each upsert is a billed action (runs recorded before it
+# upserted "planning" again over the starter's value, and the SLA on its own).
+INDEX_CHANGES_ONLY = "index-changes-only"
 
 
 @workflow.defn(name="DeploymentRollback")
@@ -51,6 +55,8 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
     @workflow.init
     def __init__(self, request: RollbackRequest) -> None:
         self._plan: RollbackPlan | None = None
+        self._changes_only = False  # set by the run (patched) before any upsert
+        self._held: list = []  # search attribute updates that go with the next phase's
         # Search attributes are kept up to date only when the starter indexed this
         # run with them: a server without modoru's attributes registered would
         # otherwise reject every workflow task.
@@ -90,6 +96,7 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
     async def _run(self, request: RollbackRequest) -> RollbackResult:
         # Asked first: its marker and the local look-up's share one workflow task (one action).
         sooner = workflow.patched(UNDO_SOONER)
+        self._changes_only = workflow.patched(INDEX_CHANGES_ONLY)
         entry = await self._look_up(local=sooner)
         self._adopt(entry)
         self._set_phase(Phase.PLANNING)
@@ -309,7 +316,11 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         if not met and self._status.sla_met is None:
             self._count("modoru_sla_breaches", "rollbacks that missed the runbook's deadline")
         self._status.sla_met = met
-        self._index(sa.SLA.value_set("met" if met else "breached"))
+        update = sa.SLA.value_set("met" if met else "breached")
+        if self._changes_only and self._indexed:
+            self._held.append(update)  # upserted with the phase the run ends in
+        else:
+            self._index(update)
 
     def _finish(
         self,
@@ -352,6 +363,16 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         meter.create_histogram_float(
             "modoru_time_to_mitigate", "seconds from detection to a finished rollout", "s"
         ).record(max(seconds, 0.0))
+
+    def _index_phase(self, phase: Phase) -> None:
+        if not self._changes_only:
+            super()._index_phase(phase)
+            return
+        updates, self._held = self._held, []
+        if workflow.info().typed_search_attributes.get(sa.PHASE) != phase.value:
+            updates.append(sa.PHASE.value_set(phase.value))
+        if updates:
+            workflow.upsert_search_attributes(updates)
 
     def _index(self, update) -> None:
         if self._indexed:

@@ -30,6 +30,8 @@ def test_there_is_a_history_for_each_outcome() -> None:
     assert {
         "completed_immediate",
         "completed_immediate_undo_sooner",
+        "completed_immediate_indexed",
+        "completed_immediate_indexed_changes_only",
         "completed_after_approval",
         "rejected",
         "rejected_before_gate",

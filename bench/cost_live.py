@@ -1,7 +1,8 @@
 """Rollbacks on the embedded stack (Temporal dev server, sandbox, worker), a
-small batch of each kind at a time: the CPU each process spends per rollback
-above what it spends idle, the activity heartbeats that reached the server,
-and the histories the runs wrote (real activity payloads)."""
+small batch of each kind at a time, indexed as the CLI starts them: the CPU
+each process spends per rollback above what it spends idle, the activity
+heartbeats that reached the server, and the histories the runs wrote (real
+activity payloads)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from bench.cost import (
 )
 from bench.harness import BenchStack, wait_for_pollers, wait_for_worker
 from runbook.models import ApprovalSignal, Phase, RollbackRequest, Severity
+from workflows import search_attributes as sa
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 IDLE_SECONDS = 10.0
@@ -65,6 +67,8 @@ async def batch(bench: BenchStack, client, names: list[str], severity: Severity)
             id=rollback_workflow_id("default", name),
             task_queue=bench.settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            # indexed as `modoru rollback start` indexes it: its phase upserts are actions too
+            search_attributes=sa.for_rollback("default", name, severity.value),
         )
         if severity is Severity.INVESTIGATE:
             await approve_when_asked(handle)

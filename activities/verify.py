@@ -30,7 +30,8 @@ from .postchecks import PostCheckReader, Timing, Unreadable, guarded
 
 API_SAMPLES = 5  # one lucky answer must not pass a release that fails most calls
 HTTP_TIMEOUT_SECONDS = 5
-HEARTBEAT_SECONDS = 4
+HEARTBEAT_SECONDS = 4  # while sleeping, when the workflow gave no heartbeat timeout
+BEATS_PER_TIMEOUT = 3  # one late beat is no lost worker
 
 
 class VerifyActivities:
@@ -378,10 +379,13 @@ class VerifyActivities:
 
     @staticmethod
     async def _sleep(seconds: float) -> None:
-        """Sleep, heartbeating at least every HEARTBEAT_SECONDS (the workflow's heartbeat
-        timeout is longer)."""
+        """Sleep, heartbeating BEATS_PER_TIMEOUT times per the heartbeat timeout the workflow
+        gave (every HEARTBEAT_SECONDS without one): each beat that reaches the server costs an
+        action, so a sleep beats no more often than its timeout needs."""
+        timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
+        every = timeout.total_seconds() / BEATS_PER_TIMEOUT if timeout else HEARTBEAT_SECONDS
         while seconds > 0:
-            step = min(seconds, HEARTBEAT_SECONDS)
+            step = min(seconds, every)
             await asyncio.sleep(step)
             seconds -= step
             if seconds > 0:

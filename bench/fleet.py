@@ -2,11 +2,18 @@
 for every one of them against one worker and measure how long until every undo
 is applied and every rollout verified, with the worker's memory.
 
-    python -m bench.fleet [--deployments 1000] [--workers 1] [--profile]
+    python -m bench.fleet [--deployments 1000] [--workers 1[,2,4]] [--profile]
+    python -m bench.fleet --cost-only [--cost-rollbacks 5]
 
 --workers 2 adds a second worker process on the same task queue (scale-out);
---profile samples the first worker with py-spy (if installed) during the run
-and prints the functions that took most of its CPU.
+--workers 1,2,4 runs the same fleet once with each number of worker processes and
+prints the runs side by side; --profile samples the first worker with py-spy (if
+installed) during the run and prints the functions that took most of its CPU.
+Every run prints what one rollback cost (bench/cost.py): CPU per process, the
+heartbeats that reached the server and the history of a sample of the fleet.
+--cost-only prints the cost of one change of each kind instead of a fleet: from
+the time-skipping test server (histories, actions, workflow-side CPU) and from a
+few rollbacks of each severity on the embedded stack (CPU of each process).
 """
 
 from __future__ import annotations
@@ -27,12 +34,23 @@ from pathlib import Path
 from temporalio.common import WorkflowIDReusePolicy
 
 from bench.common import print_json_line, print_machine
+from bench.cost import (
+    change_histories,
+    cost_table,
+    history_cost,
+    metrics_port_of,
+    per_change,
+    read_metrics,
+    server_counter,
+    sum_costs,
+)
 from bench.harness import BenchStack, RssSampler, percentile, wait_for_pollers, wait_for_worker
 from runbook.models import Phase, RollbackRequest, RollbackResult, Severity
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
 START_CONCURRENCY = 64
 RUNBOOK_SECONDS = 300
+HISTORY_SAMPLE = 20  # rollbacks whose histories are fetched for the cost per rollback
 
 
 def py_spy() -> str | None:
@@ -165,6 +183,9 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         }
         processes.update({f"worker {i + 2}": proc.pid for i, proc in enumerate(extra)})
         cpu_before = {name: cpu_seconds(p) for name, p in processes.items()}
+        temporal = next(p for n, p, _ in bench.stack.processes if n == "temporal")
+        port = metrics_port_of(list(temporal.args))
+        beats_before = server_counter(read_metrics(port), "RecordActivityTaskHeartbeat")
         idle_kib = RssSampler(pid).rss_kib()
         _, mark = bench.requests_since(0)
         names = [f"svc-{i:04d}" for i in range(deployments)]
@@ -190,9 +211,25 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         with RssSampler(pid) as sampler:
             t0 = time.time()
             handles = await asyncio.gather(*(start(name) for name in names))
-            results: list[RollbackResult] = await asyncio.gather(*(h.result() for h in handles))
+            # a rollback that failed (an undo that waited past the runbook's deadline) is counted
+            ended = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+            results: list[RollbackResult] = [r for r in ended if isinstance(r, RollbackResult)]
+            failures = [
+                str(getattr(e, "cause", None) or e) for e in ended if isinstance(e, Exception)
+            ]
             t_end = time.time()
         cpu = {name: round(cpu_seconds(p) - cpu_before[name], 1) for name, p in processes.items()}
+        beats = server_counter(read_metrics(port), "RecordActivityTaskHeartbeat") - beats_before
+        sample = [h.id for h in handles[:: max(1, len(handles) // HISTORY_SAMPLE)]]
+        cost = per_change(
+            sum_costs([history_cost(await change_histories(client, wid)) for wid in sample]),
+            len(sample),
+        )
+        cost["actions"]["heartbeat"] = beats / deployments
+        cost["actions_total"] += beats / deployments
+        for name, key in (("worker", "worker"), ("temporal", "temporal"), ("sandbox", "sandbox")):
+            spent = sum(v for n, v in cpu.items() if n.startswith(name))
+            cost[f"{key}_cpu_ms"] = 1000 * spent / deployments
         entries, _ = bench.requests_since(mark)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -212,14 +249,21 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
         if r.status.phase == Phase.COMPLETED and r.status.verification and r.status.verification.ok
     )
     all_undone = max(undo_at.values()) - t0 if len(undo_at) == deployments else float("nan")
-    all_verified = max(r.status.timings["completed"].timestamp() for r in results) - t0
+    all_verified = (
+        max(r.status.timings["completed"].timestamp() for r in results) - t0
+        if verified == deployments
+        else float("nan")
+    )
     return {
         "deployments": deployments,
         "workers": workers,
         "cpu_seconds": cpu,
+        "cost_per_rollback": cost,
         "profile": profile_top(raw) if profiler is not None and raw.exists() else None,
         "undos_applied": len(undo_at),
         "verified": verified,
+        "failed": len(failures),
+        "first_failure": failures[0] if failures else None,
         "all_undone_s": all_undone,
         "all_verified_s": all_verified,
         "wall_s": t_end - t0,
@@ -231,24 +275,24 @@ async def run(deployments: int, workers: int = 1, profile: bool = False) -> dict
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--deployments", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on the task queue")
-    parser.add_argument(
-        "--profile", action="store_true", help="sample the first worker with py-spy"
-    )
-    args = parser.parse_args()
-    if args.deployments < 1:
-        parser.error("--deployments must be at least 1")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    result = asyncio.run(run(args.deployments, args.workers, args.profile))
-    print_machine()
-    print(f"{'deployments':<28}{result['deployments']}")
+def worker_counts(text: str) -> list[int]:
+    """`1`, or `1,2,4`: the numbers of worker processes to run the fleet with."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--workers takes a number or numbers separated by commas (1,2,4), not {text!r}"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--workers must each be at least 1, not {text!r}")
+    return counts
+
+
+def print_run(result: dict) -> None:
+    print(f"{'deployments / workers':<28}{result['deployments']} / {result['workers']}")
     print(f"{'undos applied / verified':<28}{result['undos_applied']} / {result['verified']}")
+    if result["failed"]:
+        print(f"{'rollbacks failed':<28}{result['failed']}, the first: {result['first_failure']}")
     print(f"{'every undo applied after':<28}{result['all_undone_s']:.1f} s")
     print(f"{'every rollout verified after':<28}{result['all_verified_s']:.1f} s")
     print(
@@ -268,7 +312,88 @@ def main() -> None:
         print("worker profile, share of samples in the function itself:")
         for frame, share in result["profile"]["self"]:
             print(f"  {share:6.1%}  {frame}")
-    print_json_line("fleet", result)
+    print("cost per rollback (histories of a sample; CPU and heartbeats of the whole fleet):")
+    print("\n".join(cost_table({"rollback immediate": result["cost_per_rollback"]})))
+
+
+def print_side_by_side(results: list[dict]) -> None:
+    rows = [
+        ("every undo applied (s)", lambda r: f"{r['all_undone_s']:.1f}"),
+        ("every rollout verified (s)", lambda r: f"{r['all_verified_s']:.1f}"),
+        ("time to undo p50 (s)", lambda r: f"{r['time_to_undo_p50_s']:.2f}"),
+        ("time to undo p99 (s)", lambda r: f"{r['time_to_undo_p99_s']:.2f}"),
+        ("wall (s)", lambda r: f"{r['wall_s']:.1f}"),
+    ]
+    names = sorted({n for r in results for n in r["cpu_seconds"]})
+    rows += [
+        (f"CPU s: {name}", lambda r, name=name: f"{r['cpu_seconds'].get(name, 0.0):.1f}")
+        for name in names
+    ]
+    print("| | " + " | ".join(f"{r['workers']} worker(s)" for r in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for label, value in rows:
+        print(f"| {label} | " + " | ".join(value(r) for r in results) + " |")
+
+
+def cost_only(rollbacks: int) -> dict:
+    from bench.cost_live import live_costs
+    from bench.cost_recorded import recorded_costs
+
+    recorded = asyncio.run(recorded_costs(runs=10))
+    print("on the time-skipping test server, fake activities (workflow side only):")
+    print("\n".join(cost_table(recorded)))
+    live = asyncio.run(live_costs(rollbacks)) if rollbacks else {}
+    if live:
+        print(f"on the embedded stack, {rollbacks} rollbacks of each severity at once:")
+        print("\n".join(cost_table(live)))
+        for kind, row in live.items():
+            calls = ", ".join(f"{k} {v:g}" for k, v in row["cluster_calls"].items())
+            print(f"Kubernetes API calls per {kind}: {calls}")
+    return {"recorded": recorded, "live": live}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--deployments", type=int, default=1000)
+    parser.add_argument(
+        "--workers",
+        type=worker_counts,
+        default=[1],
+        help="worker processes on the task queue; 1,2,4 runs the fleet with each",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the first worker with py-spy"
+    )
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="the cost of one change of each kind, no fleet",
+    )
+    parser.add_argument(
+        "--cost-rollbacks",
+        type=int,
+        default=5,
+        help="with --cost-only: rollbacks of each severity on the embedded stack (0: none)",
+    )
+    args = parser.parse_args()
+    if args.deployments < 1:
+        parser.error("--deployments must be at least 1")
+    if args.cost_rollbacks < 0:
+        parser.error("--cost-rollbacks must be 0 or more")
+    print_machine()
+    if args.cost_only:
+        print_json_line("fleet-cost", cost_only(args.cost_rollbacks))
+        return
+    results = []
+    for workers in args.workers:
+        result = asyncio.run(run(args.deployments, workers, args.profile))
+        print_run(result)
+        print_json_line("fleet", result)
+        results.append(result)
+    if len(results) > 1:
+        print_side_by_side(results)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,12 @@ class Settings(BaseSettings):
     cloudsql_insecure: bool = Field(
         False, description="plain text, no credentials: the sandbox's emulator only"
     )
-    max_concurrent_activities: int = Field(200, gt=0)
+    # A rollback holds one activity slot at a time (two while its start notice goes out beside
+    # the undo), and the long ones, the rollout wait and verification, sleep most of their
+    # minutes. Slots must outnumber the rollbacks verifying at once, or the undo of every other
+    # service waits for a verification window to end (docs/benchmarks.md, "Undo first"). A
+    # sleeping activity costs memory, not CPU.
+    max_concurrent_activities: int = Field(1000, gt=0)
     max_concurrent_workflow_tasks: int = Field(100, gt=0)
     codec_keys: SecretStr | None = Field(
         None,

@@ -40,6 +40,13 @@ with workflow.unsafe.imports_passed_through():
     from .approval import ApprovalDesk, send_notice
     from .retries import SLA_RETRY, budget
 
+# Verification's heartbeat timeout. It mostly sleeps until its data's minute is readable
+# (a minute or two), beating every third of this (activities/verify.py): each beat that
+# reaches the server is a billed action and a write of the run's state, so a 10-s timeout
+# cost about 26 beats a verification; 60 s costs about 6. A killed worker's verification
+# is retried from its last beat within a minute, well inside the runbook's deadlines.
+VERIFY_HEARTBEAT_SECONDS = 60
+
 
 class Stop(Exception):
     """Ends the run with the status as it stands (a refusal or a failure)."""
@@ -159,9 +166,25 @@ class ChangeSteps(Generic[RequestT, StatusT]):
 
     # -- the steps -----------------------------------------------------------------------
 
-    async def _look_up(self) -> ServiceEntry:
-        """The service's catalog entry: by its Deployment, or by its name."""
+    async def _look_up(self, *, local: bool = False) -> ServiceEntry:
+        """The service's catalog entry: by its Deployment, or by its name. `local`: as a local
+        activity (the worker's own catalog, read in memory), with no round trip through the
+        server's task queue; its marker is one action with the workflow task's other markers."""
         request: Any = self._request
+        if local and isinstance(request, DeploymentTarget):
+            return await workflow.execute_local_activity(
+                refs.LOOKUP.name,
+                ServiceLookup(namespace=request.namespace, deployment=request.deployment),
+                result_type=refs.LOOKUP.result,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=budget(
+                    getattr(self._status, "sla_deadline", None),
+                    workflow.now(),
+                    at_least=timedelta(seconds=60),
+                ),
+                retry_policy=SLA_RETRY,
+                summary="look up the service catalog",
+            )
         if isinstance(request, DeploymentTarget):
             return await self._call(
                 refs.LOOKUP,
@@ -227,7 +250,7 @@ class ChangeSteps(Generic[RequestT, StatusT]):
             checking,
             summary,
             timeout=(checking.deadline_seconds or checking.window_seconds) + 60,
-            heartbeat=10,
+            heartbeat=VERIFY_HEARTBEAT_SECONDS,
         )
 
     async def _refuse(self, message: str) -> NoReturn:
@@ -288,7 +311,11 @@ class ChangeSteps(Generic[RequestT, StatusT]):
         if (
             workflow.info().typed_search_attributes.get(sa.PHASE) is not None
         ):  # indexed by the starter
-            workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
+            self._index_phase(phase)
+
+    def _index_phase(self, phase: Phase) -> None:
+        """Keep the run's phase in its search attributes (a run its starter indexed)."""
+        workflow.upsert_search_attributes([sa.PHASE.value_set(phase.value)])
 
     async def _fail(
         self, message: str, *, announce: bool = False, problems: list[str] | None = None

@@ -676,9 +676,49 @@ async def record_signed_histories() -> None:
     print(f"recorded {name}: {len(history.events)} events")
 
 
+async def record_indexed_history() -> None:
+    """An immediate rollback its starter indexed: its phases are upserted as it goes.
+    Recorded on a dev server (the test server has no custom search attributes).
+    completed_immediate_indexed.json is the same run recorded on 0e9a452's code, before
+    upserts were made only on a change."""
+    from worker.client import ensure_search_attributes
+    from workflows import search_attributes as sa
+
+    name = "completed_immediate_indexed_changes_only"
+    if not wanted(name):
+        return
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter
+    )
+    await ensure_search_attributes(env.client)
+    queue = f"record-{name}"
+    try:
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[DeploymentRollbackWorkflow],
+            activities=FakeCluster().activities(),
+            workflow_runner=WORKFLOW_RUNNER,
+        ):
+            handle = await env.client.start_workflow(
+                DeploymentRollbackWorkflow.run,
+                request(severity=Severity.IMMEDIATE),
+                id=f"replay-{name}-{uuid.uuid4().hex[:6]}",
+                task_queue=queue,
+                search_attributes=sa.for_rollback("default", "tekutoko-api", "immediate"),
+            )
+            await handle.result()
+            history = await handle.fetch_history()
+    finally:
+        await env.shutdown()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}: {len(history.events)} events")
+
+
 async def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
     await record_signed_histories()
+    await record_indexed_history()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -689,6 +729,13 @@ async def main() -> None:
         )
         await record(env, "completed_after_approval", FakeCluster(), request(), approve)
         await record(env, "completed_with_slack_card", SlackCardCluster(), request(), approve)
+        # the local look-up and the start notice beside the undo (completed_immediate was before)
+        await record(
+            env,
+            "completed_immediate_undo_sooner",
+            FakeCluster(),
+            request(severity=Severity.IMMEDIATE),
+        )
         await record(env, "rejected", FakeCluster(), request(), reject)
         await record(
             env,

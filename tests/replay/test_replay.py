@@ -20,6 +20,9 @@ def test_there_is_a_history_for_each_outcome() -> None:
     names = {p.stem for p in HISTORIES}
     assert {
         "completed_immediate",
+        "completed_immediate_undo_sooner",
+        "completed_immediate_indexed",
+        "completed_immediate_indexed_changes_only",
         "completed_after_approval",
         "completed_with_slack_card",
         "rejected",

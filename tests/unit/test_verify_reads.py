@@ -106,3 +106,18 @@ async def test_an_unhealthy_check_is_reported_with_the_unread_ones_marked() -> N
         and not checks["http"].unread
         and checks["logs"].unread
     )
+
+
+@pytest.mark.parametrize(("timeout", "beats"), [(0.3, 3), (1.2, 0)])
+async def test_a_sleep_beats_three_times_per_heartbeat_timeout_and_no_more(
+    timeout: float, beats: int
+) -> None:
+    """Each beat that reaches the server is a billed action: a sleep of 0.35 s beats every
+    0.1 s under a 0.3-s timeout, and not at all under a 1.2-s one (its first beat is due
+    after 0.4 s)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=dt.timedelta(seconds=timeout))
+    heard: list = []
+    env.on_heartbeat = lambda *details: heard.append(details)
+    await env.run(VerifyActivities._sleep, 0.35)
+    assert len(heard) == beats

@@ -166,25 +166,9 @@ class ChangeSteps(Generic[RequestT, StatusT]):
 
     # -- the steps -----------------------------------------------------------------------
 
-    async def _look_up(self, *, local: bool = False) -> ServiceEntry:
-        """The service's catalog entry: by its Deployment, or by its name. `local`: as a local
-        activity (the worker's own catalog, read in memory), with no round trip through the
-        server's task queue; its marker is one action with the workflow task's other markers."""
+    async def _look_up(self) -> ServiceEntry:
+        """The service's catalog entry: by its Deployment, or by its name."""
         request: Any = self._request
-        if local and isinstance(request, DeploymentTarget):
-            return await workflow.execute_local_activity(
-                refs.LOOKUP.name,
-                ServiceLookup(namespace=request.namespace, deployment=request.deployment),
-                result_type=refs.LOOKUP.result,
-                start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_close_timeout=budget(
-                    getattr(self._status, "sla_deadline", None),
-                    workflow.now(),
-                    at_least=timedelta(seconds=60),
-                ),
-                retry_policy=SLA_RETRY,
-                summary="look up the service catalog",
-            )
         if isinstance(request, DeploymentTarget):
             return await self._call(
                 refs.LOOKUP,

@@ -38,9 +38,11 @@ with workflow.unsafe.imports_passed_through():
 PULL_DIAGNOSIS = (
     "method-1-pull-diagnosis"  # runs recorded before it asked Artifact Registry nothing
 )
-# workflow.patched id: fewer round trips before the undo: the catalog is read by a local
-# activity and the start notice is sent beside the undo, not before it (runs recorded before
-# it scheduled the look-up on the task queue and waited for the notice before undoing).
+# workflow.patched id: the start notice is sent beside the undo, not before it (runs recorded
+# before it waited for the notice before undoing). The catalog look-up stays an ordinary
+# activity: as a local one it raced the escalation timers started beside it, and a replay
+# (a worker restart, a query of a finished run) could meet the timer and the look-up's
+# result in another order than the run did (a nondeterminism error, seen under load).
 UNDO_SOONER = "undo-sooner"
 # workflow.patched id: a search attribute is upserted only when its value changes, and the SLA
 # goes with the phase the run ends in: each upsert is a billed action (runs recorded before it
@@ -94,10 +96,9 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         return result
 
     async def _run(self, request: RollbackRequest) -> RollbackResult:
-        # Asked first: its marker and the local look-up's share one workflow task (one action).
         sooner = workflow.patched(UNDO_SOONER)
         self._changes_only = workflow.patched(INDEX_CHANGES_ONLY)
-        entry = await self._look_up(local=sooner)
+        entry = await self._look_up()
         self._adopt(entry)
         self._set_phase(Phase.PLANNING)
         plan = await self._call(

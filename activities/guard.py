@@ -41,6 +41,26 @@ from .metrics import Monitoring
 from .verify import VerifyActivities
 
 
+class SecondRead:
+    """An `immediate` breach read from a few scrapes is confirmed by a second read that holds
+    a newer scrape of every pod, one scrape interval later, before the rollback starts."""
+
+    def __init__(self, scrape_interval_seconds: float) -> None:
+        self.gap = dt.timedelta(seconds=scrape_interval_seconds)
+        self.first: dt.datetime | None = None
+
+    def due(self, at: dt.datetime) -> bool:
+        """Whether a confirming read is still due (the breach was not seen a gap ago)."""
+        return self.first is None or at - self.first < self.gap
+
+    def seen(self, at: dt.datetime) -> None:
+        self.first = self.first or at
+
+    def pause(self, at: dt.datetime) -> float:
+        assert self.first is not None
+        return max(0.5, (self.first + self.gap - at).total_seconds())
+
+
 class WatchProgress(BaseModel):
     """Where a watch is: a retried attempt resumes from here."""
 
@@ -50,6 +70,7 @@ class WatchProgress(BaseModel):
 
 
 API_SAMPLES = 3
+BASELINE_SECONDS = 300  # promql: the pre-release traffic a baseline's rates are read over
 
 
 def _now() -> dt.datetime:
@@ -197,7 +218,9 @@ class GuardActivities:
         if since is not None and start is None:
             # only the minutes that began after `since` (e.g. a hotfix's rollout) count
             latest_start, _ = self.monitoring.latest_window(request.monitoring)
-            start = max(latest_start, ceil_minute(self.monitoring.clock.at(since)))
+            began = self.monitoring.clock.at(since)
+            promql = self.monitoring.source(request.monitoring).promql
+            start = max(latest_start, began if promql else ceil_minute(began))
         query = self.monitoring.query(
             request.monitoring,
             request.namespace,
@@ -221,12 +244,20 @@ class GuardActivities:
             and self.monitoring.project_for(request.monitoring) is not None
         ):
             _, latest = self.monitoring.latest_window(request.monitoring)
-            end = (
-                latest
-                if request.release_at is None
-                else min(latest, floor_minute(self.monitoring.clock.at(request.release_at)))
+            source = self.monitoring.source(request.monitoring)
+            released = (
+                None if request.release_at is None else self.monitoring.clock.at(request.release_at)
             )
-            reading = await self._metrics(request, end=end)
+            if source.promql:
+                # a rate over the minutes before the release: the baseline's own error rate
+                # is judged against, so it is read over more traffic than one window
+                end = latest if released is None else min(latest, released)
+                reading = await self._metrics(
+                    request, end=end, start=end - dt.timedelta(seconds=BASELINE_SECONDS)
+                )
+            else:
+                end = latest if released is None else min(latest, floor_minute(released))
+                reading = await self._metrics(request, end=end)
             alerts = self.monitoring.alert_query(
                 request.monitoring, request.namespace, request.service
             )
@@ -261,8 +292,17 @@ class GuardActivities:
         health_failures = health_failures + 1 if health_failed else 0
         restarts, _, _ = await self._restarts(request.namespace, request.deployment)
         reading = await self._metrics(request)
+        error_ratio = reading.error_ratio if reading else None
+        baseline_error_ratio = None
+        if self.monitoring is not None and self.monitoring.source(request.monitoring).promql:
+            # A short window: too few requests say nothing, and the release is held to the
+            # service's own error ratio before it.
+            if reading is not None and reading.requests < request.thresholds.min_requests:
+                error_ratio = None
+            baseline_error_ratio = request.baseline.error_ratio
         evidence = Evidence(
-            error_ratio=reading.error_ratio if reading else None,
+            error_ratio=error_ratio,
+            baseline_error_ratio=baseline_error_ratio,
             p95_ms=reading.p95_ms if reading else None,
             baseline_p95_ms=request.baseline.p95_ms,
             health_failures_in_a_row=health_failures,
@@ -285,6 +325,11 @@ class GuardActivities:
                 self._bounded_since(saved.confirming, request),
             )
         window = dt.timedelta(seconds=request.monitoring.window_seconds)
+        second_read = (
+            SecondRead(self.monitoring.source(request.monitoring).scrape_interval_seconds)
+            if self.monitoring is not None and request.monitoring.preset == "promql"
+            else None
+        )
 
         def confirmed(reading: ServiceMetrics | None, since: dt.datetime, at: dt.datetime) -> bool:
             if reading is not None and self.monitoring is not None:
@@ -304,11 +349,20 @@ class GuardActivities:
                 metrics=reading,
                 health_failures=health_failures,
             )
+            awaiting = False
             if verdict.severity is not None and verdict.severity.value == "immediate":
-                return await self._sealed(
-                    report.model_copy(update={"breach_at": confirming or at}), request
-                )
-            if verdict.severity is not None:
+                if second_read is None or not second_read.due(at):
+                    seen = [t for t in (confirming, second_read and second_read.first) if t]
+                    return await self._sealed(
+                        report.model_copy(update={"breach_at": min([*seen, at])}), request
+                    )
+                second_read.seen(at)
+                awaiting = True
+            elif second_read is not None:
+                second_read.first = None
+            if awaiting:
+                confirming = confirming or at
+            elif verdict.severity is not None:
                 confirming = confirming or at
                 if confirmed(reading, confirming, at):
                     return await self._sealed(
@@ -324,8 +378,11 @@ class GuardActivities:
                 polls=polls, health_failures=health_failures, confirming=confirming
             )
             heartbeat.beat(progress)
-            if at + dt.timedelta(seconds=request.interval_seconds) >= request.until:
+            pause = request.interval_seconds
+            if second_read is not None and second_read.first is not None:
+                pause = second_read.pause(at)  # read again once a new scrape is readable
+            if at + dt.timedelta(seconds=pause) >= request.until:
                 return report.model_copy(update={"window_over": True})
-            if polls >= request.max_polls:
+            if polls >= request.max_polls and (second_read is None or second_read.first is None):
                 return report
-            await heartbeat.sleep(request.interval_seconds, progress)
+            await heartbeat.sleep(pause, progress)

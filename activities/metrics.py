@@ -36,6 +36,7 @@ from runbook.monitoring import (
 )
 from runbook.verification import NO_DATA_YET, POLL_SECONDS, FirstMinute
 
+from . import promql
 from .errors import permanent
 from .percentiles import distribution_percentile
 
@@ -48,6 +49,7 @@ HINTS = {
     "managed_prometheus": "does a PodMonitoring named after the service scrape its pods, and "
     "does the app export http_requests_total and the histogram?",
     "custom": "check the metric types and the filter against Metrics Explorer",
+    "promql": promql.HINT,
 }
 
 
@@ -153,6 +155,8 @@ class Monitoring:
 
     def latest_window(self, config: MonitoringConfig) -> tuple[dt.datetime, dt.datetime]:
         source = self.source(config)
+        if source.promql:
+            return promql.latest_window(self, source)
         return latest_window(
             self.clock.now(), source.ingestion_delay_seconds, config.window_seconds
         )
@@ -274,6 +278,8 @@ class Monitoring:
 
     async def service_health(self, query: MetricsQuery) -> ServiceMetrics:
         source = self.source(query.config)
+        if source.promql:
+            return await promql.service_health(self, query, source)
         latest_start, latest_end = latest_window(
             self.clock.now(), source.ingestion_delay_seconds, query.config.window_seconds
         )

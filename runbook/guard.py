@@ -47,6 +47,12 @@ class GuardThresholds(BaseModel):
     restarts_in_window: int = Field(
         3, ge=1, description="pod restarts within the window meaning restarts are frequent"
     )
+    min_requests: int = Field(
+        20,
+        ge=1,
+        description="promql: fewer requests than this in a window are too few to judge the "
+        "error ratio on",
+    )
 
 
 class MonitoringConfig(BaseModel):
@@ -58,7 +64,9 @@ class MonitoringConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     preset: Preset | None = Field(
-        None, description="gke_l7, managed_prometheus or custom; none: metrics are not configured"
+        None,
+        description="gke_l7, managed_prometheus, custom or promql; none: metrics are not "
+        "configured",
     )
     request_count_metric: str | None = Field(
         None, description="metric type counting requests; default: the preset's"
@@ -84,6 +92,16 @@ class MonitoringConfig(BaseModel):
     )
     ingestion_delay_seconds: int | None = Field(
         None, ge=0, description="how long points take to become visible; default: the preset's"
+    )
+    scrape_interval_seconds: int | None = Field(
+        None,
+        ge=5,
+        le=600,
+        description="promql: the PodMonitoring's scrape interval; a reading is a rate over two "
+        "of them (default 30)",
+    )
+    step_seconds: int | None = Field(
+        None, ge=1, le=300, description="promql: the query_range step (default 10)"
     )
     project: str | None = Field(
         None,
@@ -113,6 +131,21 @@ class MonitoringConfig(BaseModel):
                 f"(Cloud Monitoring's smallest alignment period), got {value}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _promql_only(self) -> MonitoringConfig:
+        if self.preset != "promql":
+            given = [
+                name
+                for name in ("scrape_interval_seconds", "step_seconds")
+                if getattr(self, name) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"monitoring {', '.join(given)} apply to preset promql only (preset is "
+                    f"{self.preset}): Cloud Monitoring's time series are read in whole minutes"
+                )
+        return self
 
     @model_validator(mode="after")
     def _custom_complete(self) -> MonitoringConfig:
@@ -171,6 +204,9 @@ class Evidence(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     error_ratio: float | None = Field(None, ge=0, le=1)
+    baseline_error_ratio: float | None = Field(
+        None, ge=0, le=1, description="the service's own error ratio before the release"
+    )
     p95_ms: float | None = Field(None, ge=0)
     baseline_p95_ms: float | None = Field(None, gt=0)
     health_failures_in_a_row: int = Field(0, ge=0)
@@ -199,12 +235,18 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
         )
     if evidence.error_ratio is None:
         missing.append("error ratio")
-    elif evidence.error_ratio > t.immediate_error_ratio:
-        immediate.append(f"error ratio {evidence.error_ratio:.1%} > {t.immediate_error_ratio:.0%}")
-    elif evidence.error_ratio > t.investigate_error_ratio:
-        investigate.append(
-            f"error ratio {evidence.error_ratio:.1%} > {t.investigate_error_ratio:.0%}"
+    else:
+        # With a baseline, only the errors the release added count: a service that always
+        # failed 5% of its calls is not rolled back for failing 12%.
+        baseline = evidence.baseline_error_ratio
+        added = evidence.error_ratio - (baseline or 0.0)
+        said = f"error ratio {evidence.error_ratio:.1%}" + (
+            f" ({added:.1%} above the baseline's {baseline:.1%})" if baseline else ""
         )
+        if added > t.immediate_error_ratio:
+            immediate.append(f"{said} > {t.immediate_error_ratio:.0%}")
+        elif added > t.investigate_error_ratio:
+            investigate.append(f"{said} > {t.investigate_error_ratio:.0%}")
     if evidence.p95_ms is None or evidence.baseline_p95_ms is None:
         missing.append("p95 latency" if evidence.p95_ms is None else "p95 baseline")
     elif evidence.p95_ms >= t.latency_factor * evidence.baseline_p95_ms:

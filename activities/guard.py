@@ -37,6 +37,7 @@ from runbook.plans import rollback_plan
 from .errors import permanent
 from .gatekeeper import Gatekeeper
 from .heartbeat import Heartbeat
+from .kubernetes import selector_string
 from .metrics import Monitoring
 from .verify import VerifyActivities
 
@@ -70,6 +71,7 @@ class WatchProgress(BaseModel):
 
 
 API_SAMPLES = 3
+REVISION = "deployment.kubernetes.io/revision"
 BASELINE_SECONDS = 300  # promql: the pre-release traffic a baseline's rates are read over
 
 
@@ -206,11 +208,25 @@ class GuardActivities:
         images = [c.image for c in found.spec.template.spec.containers]
         return restarts, int(revision) if revision and revision.isdigit() else None, images
 
+    async def _live_replica_set(self, namespace: str, deployment: str) -> str | None:
+        """The ReplicaSet of the Deployment's current revision: its pods are the release's."""
+        found, _ = await self.checks.deployment_pods(namespace, deployment, pods=False)
+        revision = (found.metadata.annotations or {}).get(REVISION)
+        selector = selector_string(
+            self.checks.apps.api_client.sanitize_for_serialization(found.spec.selector)
+        )
+        sets = (
+            await self.checks.apps.list_namespaced_replica_set(namespace, label_selector=selector)
+        ).items
+        live = [rs for rs in sets if (rs.metadata.annotations or {}).get(REVISION) == revision]
+        return live[0].metadata.name if revision and live else None
+
     async def _metrics(
         self,
         request: BaselineRequest | WatchRequest,
         end: dt.datetime | None = None,
         start: dt.datetime | None = None,
+        replica_set: str | None = None,
     ) -> ServiceMetrics | None:
         if self.monitoring is None:
             return None
@@ -228,6 +244,7 @@ class GuardActivities:
             start=start,
             end=end,
             data_since=getattr(request, "data_since", None),
+            replica_set=replica_set,
         )
         return None if query is None else await self.monitoring.service_health(query)
 
@@ -291,10 +308,19 @@ class GuardActivities:
         health_failed, api_failing = await self._probe(request, base_url)
         health_failures = health_failures + 1 if health_failed else 0
         restarts, _, _ = await self._restarts(request.namespace, request.deployment)
-        reading = await self._metrics(request)
+        promql = self.monitoring is not None and self.monitoring.source(request.monitoring).promql
+        # promql: the release's own pods, not the old ones still serving during its rollout
+        reading = await self._metrics(
+            request,
+            replica_set=(
+                await self._live_replica_set(request.namespace, request.deployment)
+                if promql
+                else None
+            ),
+        )
         error_ratio = reading.error_ratio if reading else None
         baseline_error_ratio = None
-        if self.monitoring is not None and self.monitoring.source(request.monitoring).promql:
+        if promql:
             # A short window: too few requests say nothing, and the release is held to the
             # service's own error ratio before it.
             if reading is not None and reading.requests < request.thresholds.min_requests:

@@ -126,6 +126,7 @@ class Monitoring:
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
         data_since: dt.datetime | None = None,
+        replica_set: str | None = None,
     ) -> MetricsQuery | None:
         project = self.project_for(config)
         if project is None:
@@ -138,6 +139,7 @@ class Monitoring:
             start=start,
             end=end,
             data_since=data_since,
+            replica_set=replica_set,
         )
 
     def alert_query(

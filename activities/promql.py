@@ -40,9 +40,20 @@ HINT = (
 )
 
 
-def queries(source: MetricSource, namespace: str, service: str, range_: str) -> tuple[str, str]:
-    """The request rate by status code and the p95 latency, over `range_`."""
+def queries(
+    source: MetricSource,
+    namespace: str,
+    service: str,
+    range_: str,
+    replica_set: str | None = None,
+) -> tuple[str, str]:
+    """The request rate by status code and the p95 latency, over `range_`; with
+    `replica_set`, of its pods only (named `{replica_set}-{suffix}`)."""
     labels = fill(source.resource_filter, namespace, service)
+    if replica_set:
+        escaped = replica_set.replace(".", r"\\.")  # a regex in a PromQL string: \\. is a dot
+        labels += f',pod=~"{escaped}-[a-z0-9]+"'
+
     by_code = (
         f"sum by ({source.class_label}) (rate({source.request_count_metric}{{{labels}}}[{range_}]))"
     )
@@ -157,7 +168,9 @@ async def service_health(
         return ServiceMetrics(
             window_start=start, window_end=end, requests=0, errors=0, error_ratio=None
         )
-    by_code, p95 = queries(source, query.namespace, query.service, f"{int(seconds)}s")
+    by_code, p95 = queries(
+        source, query.namespace, query.service, f"{int(seconds)}s", query.replica_set
+    )
     step = source.step_seconds
     since = end - dt.timedelta(seconds=step)
     codes, latency = await asyncio.gather(
@@ -165,7 +178,8 @@ async def service_health(
         query_range(monitoring, query.project, p95, since, end, step),
     )
     if not codes:
-        await _must_match(monitoring, query, source, end, step)
+        if query.replica_set is None:  # a new ReplicaSet's pods may not have two scrapes yet
+            await _must_match(monitoring, query, source, end, step)
         return ServiceMetrics(
             window_start=start, window_end=end, requests=0, errors=0, error_ratio=None
         )

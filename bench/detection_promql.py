@@ -21,8 +21,10 @@ import random
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -158,9 +160,15 @@ async def bad_release(client, settings: Settings, apps: kube.AppsV1Api, url: str
     last = status.last
     first = prober.first_failure or released
     breach = last.breach_at.timestamp() if last and last.breach_at else started
+    window = (
+        (last.metrics.window_end - last.metrics.window_start).total_seconds()
+        if last and last.metrics
+        else None
+    )
     return {
         "severity": status.rollback_severity,
-        "source": "promql",
+        "window_s": window,
+        "guard_phase": result.status.phase.value,
         "reasons": last.verdict.reasons if last else [],
         "release_to_first_failure_s": round(first - released, 2),
         "breach_seen_s": round(breach - first, 2),
@@ -195,9 +203,20 @@ async def healthy_bursty(
     }
 
 
-async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
-    state = Path(tempfile.mkdtemp(prefix="modoru-bench-detect-promql-"))
-    os.environ["MODORU_CATALOG"] = str(promql_catalog(state))
+@dataclass
+class PromqlStack:
+    client: Any
+    settings: Settings
+    apps: kube.AppsV1Api
+    url: str  # the Service's API path, through its front end
+
+
+@contextlib.asynccontextmanager
+async def promql_stack(state: Path) -> AsyncIterator[PromqlStack]:
+    """`modoru up`'s stack on tekutoko-release at clock speed 1, its catalog on promql."""
+    catalog = promql_catalog(state)
+    before = os.environ.get("MODORU_CATALOG")
+    os.environ["MODORU_CATALOG"] = str(catalog)
     stack = EmbeddedStack(
         state_dir=state,
         temporal_port=free_port(),
@@ -208,14 +227,38 @@ async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
         traffic_seconds=3 * 3600,
         clock_speed=1.0,
     )
-    stack.start()
     try:
+        stack.start()
         endpoints = json.loads(stack.endpoints_path.read_text())
         settings = stack.client_settings()
         client = await connect(settings)
         api = kube_config.new_client_from_config(config_file=endpoints["kubeconfig"])
-        apps = kube.AppsV1Api(api)
-        url = endpoints["services"]["default/tekutoko-api"] + "/v1/walks"
+        try:
+            yield PromqlStack(
+                client,
+                settings,
+                kube.AppsV1Api(api),
+                endpoints["services"]["default/tekutoko-api"] + "/v1/walks",
+            )
+        finally:
+            api.close()
+    finally:
+        stack.stop()
+        if before is None:
+            os.environ.pop("MODORU_CATALOG", None)
+        else:
+            os.environ["MODORU_CATALOG"] = before
+
+
+async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
+    state = Path(tempfile.mkdtemp(prefix="modoru-bench-detect-promql-"))
+    async with promql_stack(state) as running:
+        client, settings, apps, url = (
+            running.client,
+            running.settings,
+            running.apps,
+            running.url,
+        )
         bad, healthy = [], []
         for _ in range(rounds):
             timeline = await bad_release(client, settings, apps, url)
@@ -237,17 +280,15 @@ async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
                 flush=True,
             )
             healthy.append(outcome)
-        api.close()
-        return {
-            "scrape_s": SCRAPE_SECONDS,
-            "delay_s": DELAY_SECONDS,
-            "step_s": STEP_SECONDS,
-            "poll_s": POLL_SECONDS,
-            "traffic_rps": TRAFFIC_RPS,
-            "bad_release": bad,
-            "healthy_tries": len(healthy),
-            "false_rollbacks": sum(h["false_rollback"] for h in healthy),
-            "healthy": healthy,
-        }
-    finally:
-        stack.stop()
+    return {
+        "scrape_s": SCRAPE_SECONDS,
+        "delay_s": DELAY_SECONDS,
+        "step_s": STEP_SECONDS,
+        "poll_s": POLL_SECONDS,
+        "traffic_rps": TRAFFIC_RPS,
+        "watch_s": watch_seconds,
+        "bad_release": bad,
+        "healthy_tries": len(healthy),
+        "false_rollbacks": sum(h["false_rollback"] for h in healthy),
+        "healthy": healthy,
+    }

@@ -378,6 +378,12 @@ class MetricsQuery(Model):
         description="the earliest the service's data may begin (a guard's start): until its "
         "first whole minute is readable, a filter that matches nothing means no data yet",
     )
+    replica_set: str | None = Field(
+        None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="promql: only the pods of this ReplicaSet (a release's own traffic)",
+    )
 
 
 class AlertQuery(Model):

@@ -40,6 +40,16 @@ def test_queries_select_the_service_by_namespace_and_job() -> None:
     )
 
 
+def test_a_release_s_own_pods() -> None:
+    source = MonitoringConfig(preset="promql").source()
+    by_code, _ = queries(source, "default", "api.v2", "30s", replica_set="api.v2-5d8f7c")
+    assert 'pod=~"api\\\\.v2-5d8f7c-[a-z0-9]+"' in by_code
+    from sandbox.promql import parse
+
+    [matcher] = [m for m in parse(by_code).args[0].matchers if m.name == "pod"]
+    assert matcher.matches("api.v2-5d8f7c-x9k2p") and not matcher.matches("apixv2-5d8f7c-x9k2p")
+
+
 def test_the_matrix_is_read_at_its_newest_point() -> None:
     matrix = [
         {"metric": {"code": "200"}, "values": [[100, "4"], [110, "3"]]},

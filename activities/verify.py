@@ -143,7 +143,7 @@ class VerifyActivities:
                     name="metrics",
                     ok=True,
                     detail="skipped: monitoring.preset is not set for this service in the "
-                    "catalog (gke_l7, managed_prometheus or custom)",
+                    "catalog (gke_l7, managed_prometheus, custom or promql)",
                 )
             ]
         if self.monitoring.project_for(request.monitoring) is None:

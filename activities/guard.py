@@ -352,7 +352,10 @@ class GuardActivities:
             )
         window = dt.timedelta(seconds=request.monitoring.window_seconds)
         second_read = (
-            SecondRead(self.monitoring.source(request.monitoring).scrape_interval_seconds)
+            SecondRead(  # wall seconds: the sandbox's metric clock may run faster
+                self.monitoring.source(request.monitoring).scrape_interval_seconds
+                / self.monitoring.clock.speed
+            )
             if self.monitoring is not None and request.monitoring.preset == "promql"
             else None
         )

@@ -1,0 +1,77 @@
+"""The guard's activities on the promql source against the sandbox: PromQL through the
+REST query API, the release's own ReplicaSet judged, an `immediate` breach confirmed by a
+second read one scrape later, and a selector that matches nothing failing loudly."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.guard import GuardActivities
+from runbook.enums import Severity
+from runbook.guard import MonitoringConfig
+from runbook.guard_models import BaselineRequest
+from tests.conftest import RunningSandbox, http_status
+from tests.sandbox.test_guard_activities import guard, watch_request  # noqa: F401
+
+SCRAPE = 30  # the tekutoko scenario's PodMonitoring interval (metric seconds)
+PROMQL = MonitoringConfig(preset="promql", ingestion_delay_seconds=5)
+
+
+def serve_over(sandbox: RunningSandbox, n: int, metric_seconds: float) -> None:
+    """n requests spread over `metric_seconds` of metric time, so that every pod's series
+    has samples at two scrapes or more."""
+    url = sandbox.service_url() + "/v1/walks"
+    pause = metric_seconds / sandbox.sandbox.clock.speed / n
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(n):
+            pool.submit(http_status, url)
+            time.sleep(pause)
+
+
+async def test_the_live_60_percent_release_is_immediate_after_a_second_read(
+    guard: GuardActivities,  # noqa: F811
+    sandbox: RunningSandbox,
+) -> None:
+    serve_over(sandbox, 120, 3 * SCRAPE)
+    report = await ActivityEnvironment().run(
+        guard.watch, watch_request(monitoring=PROMQL, interval_seconds=0.2, max_polls=3)
+    )
+    assert report.verdict.severity is Severity.IMMEDIATE, report.evidence
+    assert report.polls == 2  # the first read saw it, the second, one scrape later, confirmed
+    assert report.breach_at is not None and report.breach_at < report.at
+    assert report.metrics is not None and report.metrics.requests >= 20
+    window = (report.metrics.window_end - report.metrics.window_start).total_seconds()
+    assert window == 2 * SCRAPE
+
+
+async def test_a_selector_that_matches_nothing_fails_the_baseline_naming_the_setting(
+    guard: GuardActivities,  # noqa: F811
+    sandbox: RunningSandbox,
+) -> None:
+    serve_over(sandbox, 20, SCRAPE)
+    wrong = PROMQL.model_copy(update={"resource_filter": 'namespace="{namespace}",job="web"'})
+    with pytest.raises(ApplicationError, match="monitoring.resource_filter") as failure:
+        await ActivityEnvironment().run(
+            guard.baseline,
+            BaselineRequest(
+                namespace="default",
+                deployment="tekutoko-api",
+                service="tekutoko-api",
+                monitoring=wrong,
+            ),
+        )
+    assert failure.value.non_retryable and "not a healthy service" in failure.value.message
+
+
+async def test_a_query_the_service_refuses_is_a_permanent_error(
+    guard: GuardActivities,  # noqa: F811
+) -> None:
+    broken = PROMQL.model_copy(update={"request_count_metric": "http requests"})
+    with pytest.raises(ApplicationError, match="refused the query") as failure:
+        await ActivityEnvironment().run(guard.watch, watch_request(monitoring=broken))
+    assert failure.value.non_retryable and failure.value.type == "MetricQueryInvalid"

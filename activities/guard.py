@@ -269,8 +269,12 @@ class GuardActivities:
                 # a rate over the minutes before the release: the baseline's own error rate
                 # is judged against, so it is read over more traffic than one window
                 end = latest if released is None else min(latest, released)
+                # the ReplicaSet serving before the release: its own errors only
                 reading = await self._metrics(
-                    request, end=end, start=end - dt.timedelta(seconds=BASELINE_SECONDS)
+                    request,
+                    end=end,
+                    start=end - dt.timedelta(seconds=BASELINE_SECONDS),
+                    replica_set=await self._live_replica_set(request.namespace, request.deployment),
                 )
             else:
                 end = latest if released is None else min(latest, floor_minute(released))

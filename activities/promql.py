@@ -178,8 +178,8 @@ async def service_health(
         query_range(monitoring, query.project, p95, since, end, step),
     )
     if not codes:
-        if query.replica_set is None:  # a new ReplicaSet's pods may not have two scrapes yet
-            await _must_match(monitoring, query, source, end, step)
+        # a new ReplicaSet's pods may have no two scrapes yet; the service's must exist
+        await _must_match(monitoring, query, source, end, step)
         return ServiceMetrics(
             window_start=start, window_end=end, requests=0, errors=0, error_ratio=None
         )

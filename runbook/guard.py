@@ -236,17 +236,18 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
     if evidence.error_ratio is None:
         missing.append("error ratio")
     else:
-        # With a baseline, only the errors the release added count: a service that always
-        # failed 5% of its calls is not rolled back for failing 12%.
-        baseline = evidence.baseline_error_ratio
-        added = evidence.error_ratio - (baseline or 0.0)
-        said = f"error ratio {evidence.error_ratio:.1%}" + (
-            f" ({added:.1%} above the baseline's {baseline:.1%})" if baseline else ""
-        )
-        if added > t.immediate_error_ratio:
-            immediate.append(f"{said} > {t.immediate_error_ratio:.0%}")
-        elif added > t.investigate_error_ratio:
-            investigate.append(f"{said} > {t.investigate_error_ratio:.0%}")
+        # With a baseline, a release is judged only when it added errors of its own (more
+        # than the investigate threshold above the service's usual ratio): a service that
+        # always failed 5% of its calls is not rolled back for failing 12%. What it added
+        # then counts at the runbook's thresholds as the ratio itself.
+        ratio, baseline = evidence.error_ratio, evidence.baseline_error_ratio
+        said = f"error ratio {ratio:.1%}"
+        if baseline is not None and ratio - baseline <= t.investigate_error_ratio:
+            pass
+        elif ratio > t.immediate_error_ratio:
+            immediate.append(f"{said} > {t.immediate_error_ratio:.0%}{_against(baseline)}")
+        elif ratio > t.investigate_error_ratio:
+            investigate.append(f"{said} > {t.investigate_error_ratio:.0%}{_against(baseline)}")
     if evidence.p95_ms is None or evidence.baseline_p95_ms is None:
         missing.append("p95 latency" if evidence.p95_ms is None else "p95 baseline")
     elif evidence.p95_ms >= t.latency_factor * evidence.baseline_p95_ms:
@@ -265,6 +266,10 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
     if investigate:
         return Verdict(severity=Severity.INVESTIGATE, reasons=investigate, missing=missing)
     return Verdict(severity=None, reasons=[], missing=missing)
+
+
+def _against(baseline: float | None) -> str:
+    return f" (the baseline's {baseline:.1%} before the release)" if baseline is not None else ""
 
 
 def judge_recovery(

@@ -39,27 +39,9 @@ from .gatekeeper import Gatekeeper
 from .heartbeat import Heartbeat
 from .kubernetes import selector_string
 from .metrics import Monitoring
+from .pod_watch import ReleaseWatch
+from .promql import SecondRead
 from .verify import VerifyActivities
-
-
-class SecondRead:
-    """An `immediate` breach read from a few scrapes is confirmed by a second read that holds
-    a newer scrape of every pod, one scrape interval later, before the rollback starts."""
-
-    def __init__(self, scrape_interval_seconds: float) -> None:
-        self.gap = dt.timedelta(seconds=scrape_interval_seconds)
-        self.first: dt.datetime | None = None
-
-    def due(self, at: dt.datetime) -> bool:
-        """Whether a confirming read is still due (the breach was not seen a gap ago)."""
-        return self.first is None or at - self.first < self.gap
-
-    def seen(self, at: dt.datetime) -> None:
-        self.first = self.first or at
-
-    def pause(self, at: dt.datetime) -> float:
-        assert self.first is not None
-        return max(0.5, (self.first + self.gap - at).total_seconds())
 
 
 class WatchProgress(BaseModel):
@@ -72,6 +54,7 @@ class WatchProgress(BaseModel):
 
 API_SAMPLES = 3
 REVISION = "deployment.kubernetes.io/revision"
+HASH_LABEL = "pod-template-hash"
 BASELINE_SECONDS = 300  # promql: the pre-release traffic a baseline's rates are read over
 
 
@@ -208,8 +191,9 @@ class GuardActivities:
         images = [c.image for c in found.spec.template.spec.containers]
         return restarts, int(revision) if revision and revision.isdigit() else None, images
 
-    async def _live_replica_set(self, namespace: str, deployment: str) -> str | None:
-        """The ReplicaSet of the Deployment's current revision: its pods are the release's."""
+    async def _live_replica_set(self, namespace: str, deployment: str) -> tuple[str, str] | None:
+        """(name, pod-template-hash) of the ReplicaSet of the Deployment's current revision:
+        its pods are the release's."""
         found, _ = await self.checks.deployment_pods(namespace, deployment, pods=False)
         revision = (found.metadata.annotations or {}).get(REVISION)
         selector = selector_string(
@@ -219,7 +203,9 @@ class GuardActivities:
             await self.checks.apps.list_namespaced_replica_set(namespace, label_selector=selector)
         ).items
         live = [rs for rs in sets if (rs.metadata.annotations or {}).get(REVISION) == revision]
-        return live[0].metadata.name if revision and live else None
+        if not revision or not live:
+            return None
+        return live[0].metadata.name, (live[0].metadata.labels or {}).get(HASH_LABEL, "")
 
     async def _metrics(
         self,
@@ -227,6 +213,7 @@ class GuardActivities:
         end: dt.datetime | None = None,
         start: dt.datetime | None = None,
         replica_set: str | None = None,
+        must_match: bool = True,
     ) -> ServiceMetrics | None:
         if self.monitoring is None:
             return None
@@ -245,6 +232,7 @@ class GuardActivities:
             end=end,
             data_since=getattr(request, "data_since", None),
             replica_set=replica_set,
+            must_match=must_match,
         )
         return None if query is None else await self.monitoring.service_health(query)
 
@@ -274,7 +262,10 @@ class GuardActivities:
                     request,
                     end=end,
                     start=end - dt.timedelta(seconds=BASELINE_SECONDS),
-                    replica_set=await self._live_replica_set(request.namespace, request.deployment),
+                    replica_set=(
+                        await self._live_replica_set(request.namespace, request.deployment)
+                        or (None, "")
+                    )[0],
                 )
             else:
                 end = latest if released is None else min(latest, floor_minute(released))
@@ -306,7 +297,7 @@ class GuardActivities:
         return not health.ok, not any(check.ok for check in api)
 
     async def _evidence(
-        self, request: WatchRequest, health_failures: int
+        self, request: WatchRequest, health_failures: int, pods: ReleaseWatch | None = None
     ) -> tuple[Evidence, ServiceMetrics | None, int]:
         base_url = await self.checks.base_url(request.namespace, request.service)
         health_failed, api_failing = await self._probe(request, base_url)
@@ -314,13 +305,13 @@ class GuardActivities:
         restarts, _, _ = await self._restarts(request.namespace, request.deployment)
         promql = self.monitoring is not None and self.monitoring.source(request.monitoring).promql
         # promql: the release's own pods, not the old ones still serving during its rollout
+        live = (
+            await self._live_replica_set(request.namespace, request.deployment) if promql else None
+        )
+        if pods is not None:
+            await pods.follow(live[1] if live else None)
         reading = await self._metrics(
-            request,
-            replica_set=(
-                await self._live_replica_set(request.namespace, request.deployment)
-                if promql
-                else None
-            ),
+            request, replica_set=live[0] if live else None, must_match=live is None
         )
         error_ratio = reading.error_ratio if reading else None
         baseline_error_ratio = None
@@ -338,12 +329,23 @@ class GuardActivities:
             health_failures_in_a_row=health_failures,
             restarts_in_window=max(0, restarts - request.baseline.restarts),
             api_check_failing=api_failing,
+            pods_failing=pods.failing() if pods is not None else [],
         )
         return evidence, reading, health_failures
 
     @activity.defn(name=refs.GUARD_WATCH.name)
     async def watch(self, request: WatchRequest) -> WatchReport:
         request = self._from_catalog(request)
+        promql = self.monitoring is not None and self.monitoring.source(request.monitoring).promql
+        # promql: the release's pods are watched too, so a restart is seen as it happens
+        pods = ReleaseWatch(self.checks.core, request.namespace) if promql else None
+        try:
+            return await self._watch(request, pods)
+        finally:
+            if pods is not None:
+                await pods.stop()
+
+    async def _watch(self, request: WatchRequest, pods: ReleaseWatch | None) -> WatchReport:
         # Beat at least each second while pausing: a stop (a cancel) arrives with a beat's reply.
         heartbeat = Heartbeat(WatchProgress, every=1.0)
         polls, health_failures, confirming = 0, request.health_failures, request.confirming_since
@@ -371,7 +373,9 @@ class GuardActivities:
 
         while True:
             at = _now()
-            evidence, reading, health_failures = await self._evidence(request, health_failures)
+            evidence, reading, health_failures = await self._evidence(
+                request, health_failures, pods
+            )
             verdict = judge(evidence, request.thresholds)
             polls += 1
             report = WatchReport(

@@ -127,6 +127,7 @@ class Monitoring:
         end: dt.datetime | None = None,
         data_since: dt.datetime | None = None,
         replica_set: str | None = None,
+        must_match: bool = True,
     ) -> MetricsQuery | None:
         project = self.project_for(config)
         if project is None:
@@ -140,6 +141,7 @@ class Monitoring:
             end=end,
             data_since=data_since,
             replica_set=replica_set,
+            must_match=must_match,
         )
 
     def alert_query(

@@ -178,8 +178,10 @@ async def service_health(
         query_range(monitoring, query.project, p95, since, end, step),
     )
     if not codes:
-        # a new ReplicaSet's pods may have no two scrapes yet; the service's must exist
-        await _must_match(monitoring, query, source, end, step)
+        # A watch's read of a new ReplicaSet's pods may come before they have two scrapes;
+        # the baseline has checked that the service's series exist.
+        if query.must_match:
+            await _must_match(monitoring, query, source, end, step)
         return ServiceMetrics(
             window_start=start, window_end=end, requests=0, errors=0, error_ratio=None
         )
@@ -225,3 +227,23 @@ async def _must_match(
         f"for {query.namespace}/{query.service} in the catalog",
         "MetricFilterMatchesNothing",
     )
+
+
+class SecondRead:
+    """An `immediate` breach read from a few scrapes is confirmed by a second read that holds
+    a newer scrape of every pod, one scrape interval later, before the rollback starts."""
+
+    def __init__(self, scrape_interval_seconds: float) -> None:
+        self.gap = dt.timedelta(seconds=scrape_interval_seconds)
+        self.first: dt.datetime | None = None
+
+    def due(self, at: dt.datetime) -> bool:
+        """Whether a confirming read is still due (the breach was not seen a gap ago)."""
+        return self.first is None or at - self.first < self.gap
+
+    def seen(self, at: dt.datetime) -> None:
+        self.first = self.first or at
+
+    def pause(self, at: dt.datetime) -> float:
+        assert self.first is not None
+        return max(0.5, (self.first + self.gap - at).total_seconds())

@@ -31,6 +31,7 @@ from kubernetes import client as kube
 from kubernetes import config as kube_config
 
 from bench.common import print_json_line, print_machine
+from bench.releases import REGISTRY, release  # noqa: F401 - REGISTRY: other benchmarks import it here
 from runbook.guard_models import GuardPhase, GuardRequest, GuardResult, GuardStatus
 from runbook.models import ApprovalSignal, Phase
 from starter.embedded import EmbeddedStack, free_port
@@ -39,38 +40,12 @@ from worker.settings import Settings, bundled_catalog
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
-REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
 RELEASES = (("1.3.0", "immediate"), ("1.3.1-flaky", "investigate"), ("1.3.1-slow", "investigate"))
 DELAY = 20  # the bundled catalog's ingestion_delay_seconds
 POLL_SECONDS = 1.0
 TRAFFIC_RPS = (
     60  # 180 requests a one-minute window at 20x: a 15% error ratio reads above 10% reliably
 )
-
-
-def release(apps: kube.AppsV1Api, tag: str) -> float:
-    """Set the image; returns the wall time when the new pods serve alone."""
-    apps.patch_namespaced_deployment(
-        "tekutoko-api",
-        "default",
-        {
-            "metadata": {"annotations": {"kubernetes.io/change-cause": f"release {tag}"}},
-            "spec": {
-                "template": {
-                    "spec": {"containers": [{"name": "api", "image": f"{REGISTRY}:{tag}"}]}
-                }
-            },
-        },
-    )
-    while True:
-        d = apps.read_namespaced_deployment("tekutoko-api", "default")
-        s = d.status
-        if (
-            s.observed_generation >= d.metadata.generation
-            and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas
-        ):
-            return time.time()
-        time.sleep(0.05)
 
 
 def sleep_until_readable(clock: dict) -> None:

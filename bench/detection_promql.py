@@ -39,7 +39,7 @@ from worker.settings import Settings, bundled_catalog
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
-from .detection import release
+from .releases import release
 
 SCRAPE_SECONDS = 15  # the tekutoko-release scenario's PodMonitoring interval
 DELAY_SECONDS = 5  # the sandbox's Prometheus ingestion delay

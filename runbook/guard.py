@@ -47,6 +47,11 @@ class GuardThresholds(BaseModel):
     restarts_in_window: int = Field(
         3, ge=1, description="pod restarts within the window meaning restarts are frequent"
     )
+    pods_failing_severity: Literal["investigate", "immediate"] = Field(
+        "investigate",
+        description="promql: a release's pod that took traffic, then restarted, crash-looped or "
+        "lost readiness (the runbook lists frequent restarts under investigate)",
+    )
     min_requests: int = Field(
         20,
         ge=1,
@@ -193,6 +198,11 @@ class RecoveryCriteria(BaseModel):
     max_error_ratio: float = Field(0.01, ge=0, le=1, description="error ratio must stay below this")
     max_p95_ms: float = Field(500.0, gt=0, description="p95 latency must stay below this")
     no_open_alerts: bool = True
+    pods_failing_severity: Literal["investigate", "immediate"] = Field(
+        "investigate",
+        description="promql: a release's pod that took traffic, then restarted, crash-looped or "
+        "lost readiness (the runbook lists frequent restarts under investigate)",
+    )
     min_requests: int = Field(
         20, ge=1, description="fewer requests since the rollback than this is too little to judge"
     )
@@ -212,6 +222,11 @@ class Evidence(BaseModel):
     health_failures_in_a_row: int = Field(0, ge=0)
     restarts_in_window: int = Field(0, ge=0)
     api_check_failing: bool = False
+    pods_failing: list[str] = Field(
+        default_factory=list,
+        description="the release's pods that took traffic, then restarted, crash-looped or "
+        "lost readiness",
+    )
 
 
 class Verdict(BaseModel):
@@ -259,6 +274,13 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
         investigate.append(f"{evidence.restarts_in_window} pod restarts in the window")
     if evidence.api_check_failing:
         investigate.append("the API check is failing (a feature is broken)")
+    if evidence.pods_failing:
+        shown = ", ".join(evidence.pods_failing[:5])
+        more = len(evidence.pods_failing) - 5
+        said = f"pods restarting after taking traffic: {shown}" + (
+            f" and {more} more" if more > 0 else ""
+        )
+        (immediate if t.pods_failing_severity == "immediate" else investigate).append(said)
     if immediate:
         return Verdict(
             severity=Severity.IMMEDIATE, reasons=immediate + investigate, missing=missing

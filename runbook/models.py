@@ -384,6 +384,11 @@ class MetricsQuery(Model):
         pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="promql: only the pods of this ReplicaSet (a release's own traffic)",
     )
+    must_match: bool = Field(
+        True,
+        description="promql: a read that finds no series fails unless the service's series "
+        "exist (False: a watch's read of a new ReplicaSet, checked by the baseline)",
+    )
 
 
 class AlertQuery(Model):

@@ -8,8 +8,7 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from activities.guard import SecondRead
-from activities.promql import newest, queries
+from activities.promql import SecondRead, newest, queries
 from runbook.guard import Evidence, GuardThresholds, MonitoringConfig, judge
 from runbook.models import Severity
 
@@ -92,3 +91,45 @@ def test_second_read_waits_one_scrape_interval() -> None:
     assert not second.due(t0 + dt.timedelta(seconds=15))
     second.seen(t0 + dt.timedelta(seconds=15))
     assert second.first == t0  # the first sighting is the breach's time
+
+
+def pod(name: str, *, ready: bool, restarts: int = 0, waiting: str = "", deleting=False) -> dict:
+    state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    return {
+        "metadata": {
+            "name": name,
+            **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {}),
+        },
+        "status": {
+            "containerStatuses": [{"ready": ready, "restartCount": restarts, "state": state}]
+        },
+    }
+
+
+def test_the_release_s_pods_that_failed_after_taking_traffic() -> None:
+    from activities.pod_watch import ReleasePods
+
+    pods = ReleasePods(core=None, namespace="default", template_hash="5d8f7")
+    pods.saw("ADDED", pod("a", ready=False))  # starting: not a failure
+    pods.saw("ADDED", pod("b", ready=True))
+    assert pods.failing() == []
+    pods.saw("MODIFIED", pod("b", ready=False))  # took traffic, then lost readiness
+    pods.saw("MODIFIED", pod("a", ready=False, restarts=2, waiting="CrashLoopBackOff"))
+    assert pods.failing() == [
+        "a (restarted 2x, CrashLoopBackOff)",
+        "b (not ready since it took traffic)",
+    ]
+    pods.saw("MODIFIED", pod("b", ready=False, deleting=True))  # replaced by a rollout
+    pods.saw("DELETED", pod("a", ready=False))
+    assert pods.failing() == []
+
+
+def test_pods_failing_is_investigate_unless_the_catalog_says_immediate() -> None:
+    evidence = Evidence(pods_failing=["a (restarted 2x, CrashLoopBackOff)"], error_ratio=0.0)
+    verdict = judge(evidence)
+    assert verdict.severity is Severity.INVESTIGATE
+    assert verdict.reasons == [
+        "pods restarting after taking traffic: a (restarted 2x, CrashLoopBackOff)"
+    ]
+    strict = GuardThresholds(pods_failing_severity="immediate")
+    assert judge(evidence, strict).severity is Severity.IMMEDIATE

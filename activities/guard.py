@@ -37,7 +37,10 @@ from runbook.plans import rollback_plan
 from .errors import permanent
 from .gatekeeper import Gatekeeper
 from .heartbeat import Heartbeat
+from .kubernetes import selector_string
 from .metrics import Monitoring
+from .pod_watch import ReleaseWatch
+from .promql import SecondRead
 from .verify import VerifyActivities
 
 
@@ -50,6 +53,9 @@ class WatchProgress(BaseModel):
 
 
 API_SAMPLES = 3
+REVISION = "deployment.kubernetes.io/revision"
+HASH_LABEL = "pod-template-hash"
+BASELINE_SECONDS = 300  # promql: the pre-release traffic a baseline's rates are read over
 
 
 def _now() -> dt.datetime:
@@ -185,11 +191,29 @@ class GuardActivities:
         images = [c.image for c in found.spec.template.spec.containers]
         return restarts, int(revision) if revision and revision.isdigit() else None, images
 
+    async def _live_replica_set(self, namespace: str, deployment: str) -> tuple[str, str] | None:
+        """(name, pod-template-hash) of the ReplicaSet of the Deployment's current revision:
+        its pods are the release's."""
+        found, _ = await self.checks.deployment_pods(namespace, deployment, pods=False)
+        revision = (found.metadata.annotations or {}).get(REVISION)
+        selector = selector_string(
+            self.checks.apps.api_client.sanitize_for_serialization(found.spec.selector)
+        )
+        sets = (
+            await self.checks.apps.list_namespaced_replica_set(namespace, label_selector=selector)
+        ).items
+        live = [rs for rs in sets if (rs.metadata.annotations or {}).get(REVISION) == revision]
+        if not revision or not live:
+            return None
+        return live[0].metadata.name, (live[0].metadata.labels or {}).get(HASH_LABEL, "")
+
     async def _metrics(
         self,
         request: BaselineRequest | WatchRequest,
         end: dt.datetime | None = None,
         start: dt.datetime | None = None,
+        replica_set: str | None = None,
+        must_match: bool = True,
     ) -> ServiceMetrics | None:
         if self.monitoring is None:
             return None
@@ -197,7 +221,9 @@ class GuardActivities:
         if since is not None and start is None:
             # only the minutes that began after `since` (e.g. a hotfix's rollout) count
             latest_start, _ = self.monitoring.latest_window(request.monitoring)
-            start = max(latest_start, ceil_minute(self.monitoring.clock.at(since)))
+            began = self.monitoring.clock.at(since)
+            promql = self.monitoring.source(request.monitoring).promql
+            start = max(latest_start, began if promql else ceil_minute(began))
         query = self.monitoring.query(
             request.monitoring,
             request.namespace,
@@ -205,6 +231,8 @@ class GuardActivities:
             start=start,
             end=end,
             data_since=getattr(request, "data_since", None),
+            replica_set=replica_set,
+            must_match=must_match,
         )
         return None if query is None else await self.monitoring.service_health(query)
 
@@ -221,12 +249,27 @@ class GuardActivities:
             and self.monitoring.project_for(request.monitoring) is not None
         ):
             _, latest = self.monitoring.latest_window(request.monitoring)
-            end = (
-                latest
-                if request.release_at is None
-                else min(latest, floor_minute(self.monitoring.clock.at(request.release_at)))
+            source = self.monitoring.source(request.monitoring)
+            released = (
+                None if request.release_at is None else self.monitoring.clock.at(request.release_at)
             )
-            reading = await self._metrics(request, end=end)
+            if source.promql:
+                # a rate over the minutes before the release: the baseline's own error rate
+                # is judged against, so it is read over more traffic than one window
+                end = latest if released is None else min(latest, released)
+                # the ReplicaSet serving before the release: its own errors only
+                reading = await self._metrics(
+                    request,
+                    end=end,
+                    start=end - dt.timedelta(seconds=BASELINE_SECONDS),
+                    replica_set=(
+                        await self._live_replica_set(request.namespace, request.deployment)
+                        or (None, "")
+                    )[0],
+                )
+            else:
+                end = latest if released is None else min(latest, floor_minute(released))
+                reading = await self._metrics(request, end=end)
             alerts = self.monitoring.alert_query(
                 request.monitoring, request.namespace, request.service
             )
@@ -254,26 +297,55 @@ class GuardActivities:
         return not health.ok, not any(check.ok for check in api)
 
     async def _evidence(
-        self, request: WatchRequest, health_failures: int
+        self, request: WatchRequest, health_failures: int, pods: ReleaseWatch | None = None
     ) -> tuple[Evidence, ServiceMetrics | None, int]:
         base_url = await self.checks.base_url(request.namespace, request.service)
         health_failed, api_failing = await self._probe(request, base_url)
         health_failures = health_failures + 1 if health_failed else 0
         restarts, _, _ = await self._restarts(request.namespace, request.deployment)
-        reading = await self._metrics(request)
+        promql = self.monitoring is not None and self.monitoring.source(request.monitoring).promql
+        # promql: the release's own pods, not the old ones still serving during its rollout
+        live = (
+            await self._live_replica_set(request.namespace, request.deployment) if promql else None
+        )
+        if pods is not None:
+            await pods.follow(live[1] if live else None)
+        reading = await self._metrics(
+            request, replica_set=live[0] if live else None, must_match=live is None
+        )
+        error_ratio = reading.error_ratio if reading else None
+        baseline_error_ratio = None
+        if promql:
+            # A short window: too few requests say nothing, and the release is held to the
+            # service's own error ratio before it.
+            if reading is not None and reading.requests < request.thresholds.min_requests:
+                error_ratio = None
+            baseline_error_ratio = request.baseline.error_ratio
         evidence = Evidence(
-            error_ratio=reading.error_ratio if reading else None,
+            error_ratio=error_ratio,
+            baseline_error_ratio=baseline_error_ratio,
             p95_ms=reading.p95_ms if reading else None,
             baseline_p95_ms=request.baseline.p95_ms,
             health_failures_in_a_row=health_failures,
             restarts_in_window=max(0, restarts - request.baseline.restarts),
             api_check_failing=api_failing,
+            pods_failing=pods.failing() if pods is not None else [],
         )
         return evidence, reading, health_failures
 
     @activity.defn(name=refs.GUARD_WATCH.name)
     async def watch(self, request: WatchRequest) -> WatchReport:
         request = self._from_catalog(request)
+        promql = self.monitoring is not None and self.monitoring.source(request.monitoring).promql
+        # promql: the release's pods are watched too, so a restart is seen as it happens
+        pods = ReleaseWatch(self.checks.core, request.namespace) if promql else None
+        try:
+            return await self._watch(request, pods)
+        finally:
+            if pods is not None:
+                await pods.stop()
+
+    async def _watch(self, request: WatchRequest, pods: ReleaseWatch | None) -> WatchReport:
         # Beat at least each second while pausing: a stop (a cancel) arrives with a beat's reply.
         heartbeat = Heartbeat(WatchProgress, every=1.0)
         polls, health_failures, confirming = 0, request.health_failures, request.confirming_since
@@ -285,6 +357,14 @@ class GuardActivities:
                 self._bounded_since(saved.confirming, request),
             )
         window = dt.timedelta(seconds=request.monitoring.window_seconds)
+        second_read = (
+            SecondRead(  # wall seconds: the sandbox's metric clock may run faster
+                self.monitoring.source(request.monitoring).scrape_interval_seconds
+                / self.monitoring.clock.speed
+            )
+            if self.monitoring is not None and request.monitoring.preset == "promql"
+            else None
+        )
 
         def confirmed(reading: ServiceMetrics | None, since: dt.datetime, at: dt.datetime) -> bool:
             if reading is not None and self.monitoring is not None:
@@ -293,7 +373,9 @@ class GuardActivities:
 
         while True:
             at = _now()
-            evidence, reading, health_failures = await self._evidence(request, health_failures)
+            evidence, reading, health_failures = await self._evidence(
+                request, health_failures, pods
+            )
             verdict = judge(evidence, request.thresholds)
             polls += 1
             report = WatchReport(
@@ -304,11 +386,20 @@ class GuardActivities:
                 metrics=reading,
                 health_failures=health_failures,
             )
+            awaiting = False
             if verdict.severity is not None and verdict.severity.value == "immediate":
-                return await self._sealed(
-                    report.model_copy(update={"breach_at": confirming or at}), request
-                )
-            if verdict.severity is not None:
+                if second_read is None or not second_read.due(at):
+                    seen = [t for t in (confirming, second_read and second_read.first) if t]
+                    return await self._sealed(
+                        report.model_copy(update={"breach_at": min([*seen, at])}), request
+                    )
+                second_read.seen(at)
+                awaiting = True
+            elif second_read is not None:
+                second_read.first = None
+            if awaiting:
+                confirming = confirming or at
+            elif verdict.severity is not None:
                 confirming = confirming or at
                 if confirmed(reading, confirming, at):
                     return await self._sealed(
@@ -324,8 +415,11 @@ class GuardActivities:
                 polls=polls, health_failures=health_failures, confirming=confirming
             )
             heartbeat.beat(progress)
-            if at + dt.timedelta(seconds=request.interval_seconds) >= request.until:
+            pause = request.interval_seconds
+            if second_read is not None and second_read.first is not None:
+                pause = second_read.pause(at)  # read again once a new scrape is readable
+            if at + dt.timedelta(seconds=pause) >= request.until:
                 return report.model_copy(update={"window_over": True})
-            if polls >= request.max_polls:
+            if polls >= request.max_polls and (second_read is None or second_read.first is None):
                 return report
-            await heartbeat.sleep(request.interval_seconds, progress)
+            await heartbeat.sleep(pause, progress)

@@ -36,6 +36,7 @@ from runbook.monitoring import (
 )
 from runbook.verification import NO_DATA_YET, POLL_SECONDS, FirstMinute
 
+from . import promql
 from .errors import permanent
 from .percentiles import distribution_percentile
 
@@ -48,6 +49,7 @@ HINTS = {
     "managed_prometheus": "does a PodMonitoring named after the service scrape its pods, and "
     "does the app export http_requests_total and the histogram?",
     "custom": "check the metric types and the filter against Metrics Explorer",
+    "promql": promql.HINT,
 }
 
 
@@ -124,6 +126,8 @@ class Monitoring:
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
         data_since: dt.datetime | None = None,
+        replica_set: str | None = None,
+        must_match: bool = True,
     ) -> MetricsQuery | None:
         project = self.project_for(config)
         if project is None:
@@ -136,6 +140,8 @@ class Monitoring:
             start=start,
             end=end,
             data_since=data_since,
+            replica_set=replica_set,
+            must_match=must_match,
         )
 
     def alert_query(
@@ -153,6 +159,8 @@ class Monitoring:
 
     def latest_window(self, config: MonitoringConfig) -> tuple[dt.datetime, dt.datetime]:
         source = self.source(config)
+        if source.promql:
+            return promql.latest_window(self, source)
         return latest_window(
             self.clock.now(), source.ingestion_delay_seconds, config.window_seconds
         )
@@ -274,6 +282,8 @@ class Monitoring:
 
     async def service_health(self, query: MetricsQuery) -> ServiceMetrics:
         source = self.source(query.config)
+        if source.promql:
+            return await promql.service_health(self, query, source)
         latest_start, latest_end = latest_window(
             self.clock.now(), source.ingestion_delay_seconds, query.config.window_seconds
         )

@@ -114,15 +114,22 @@ class Timing:
             f"judged, readable at {at:%H:%M:%S} UTC",
         )
 
-    def window(self, delay: float) -> tuple[dt.datetime, dt.datetime]:
-        """The whole minutes since the rollout whose points are visible now (metric time)."""
-        start = ceil_minute(self.clock.at(self.since))
-        end = floor_minute(self.clock.now() - dt.timedelta(seconds=delay))
-        return start, end
+    def window(
+        self, delay: float, *, whole_minutes: bool = True
+    ) -> tuple[dt.datetime, dt.datetime]:
+        """The whole minutes since the rollout whose points are visible now (metric time);
+        `whole_minutes` False: all the time since the rollout that is readable (PromQL)."""
+        since, readable = self.clock.at(self.since), self.clock.now() - dt.timedelta(seconds=delay)
+        if not whole_minutes:
+            return since, readable
+        return ceil_minute(since), floor_minute(readable)
 
-    def next_minute(self, name: str, detail: str, end: dt.datetime, delay: float) -> CheckResult:
-        """Read, but too little to judge: wait for the next minute's points."""
-        at = end + dt.timedelta(seconds=MIN_ALIGNMENT_SECONDS + delay)
+    def next_minute(
+        self, name: str, detail: str, end: dt.datetime, delay: float, period: float | None = None
+    ) -> CheckResult:
+        """Read, but too little to judge: wait for the next minute's points (or the next
+        scrape's, `period` seconds later)."""
+        at = end + dt.timedelta(seconds=(period or MIN_ALIGNMENT_SECONDS) + delay)
         return CheckResult(
             name=name,
             ok=False,

@@ -144,7 +144,7 @@ class VerifyActivities:
                     name="metrics",
                     ok=True,
                     detail="skipped: monitoring.preset is not set for this service in the "
-                    "catalog (gke_l7, managed_prometheus or custom)",
+                    "catalog (gke_l7, managed_prometheus, custom or promql)",
                 )
             ]
         if self.monitoring.project_for(request.monitoring) is None:
@@ -156,7 +156,8 @@ class VerifyActivities:
                     "monitoring.project or MODORU_MONITORING_PROJECT)",
                 )
             ]
-        delay = self.monitoring.source(request.monitoring).ingestion_delay_seconds
+        source = self.monitoring.source(request.monitoring)
+        delay = source.ingestion_delay_seconds
         alert_query = self.monitoring.alert_query(
             request.monitoring, request.namespace, request.service
         )
@@ -168,7 +169,13 @@ class VerifyActivities:
             ]
         found: list[CheckResult] = []
         for name, what in (("error_ratio", "the error rate"), ("p95", "p95 latency")):
-            if (waiting := timing.gate(name, what, delay)) is not None:
+            waiting = (
+                # a rate needs two scrapes of the pods serving since the rollout
+                timing.after(name, what, source.promql_window_seconds() + delay)
+                if source.promql
+                else timing.gate(name, what, delay)
+            )
+            if waiting is not None:
                 found.append(waiting)
         if alerts is not None:
             found += [
@@ -178,7 +185,7 @@ class VerifyActivities:
             ]
         if len(found) > (alerts is not None):
             return found
-        start, end = timing.window(delay)
+        start, end = timing.window(delay, whole_minutes=not source.promql)
         query = self.monitoring.query(
             request.monitoring, request.namespace, request.service, start=start, end=end
         )
@@ -192,7 +199,13 @@ class VerifyActivities:
                 name == "error_ratio" and reading.requests < request.recovery.min_requests
             ) or (name == "p95" and reading.p95_ms is None)
             judged.append(
-                timing.next_minute(name, detail, end, delay)
+                timing.next_minute(
+                    name,
+                    detail,
+                    end,
+                    delay,
+                    period=source.scrape_interval_seconds if source.promql else None,
+                )
                 if too_little and not ok
                 else CheckResult(name=name, ok=ok, detail=detail)
             )

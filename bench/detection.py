@@ -5,6 +5,9 @@ sandbox's clock sped up (metric time included). Figures are printed in wall
 seconds and in metric seconds (what the same settings take on a real clock).
 
     python -m bench.detection [--rounds 1] [--clock-speed 20]
+    python -m bench.detection --presets promql [--rounds 1] [--tries 3]
+
+The `promql` source runs at clock speed 1 (bench/detection_promql.py).
 
 The bundled catalog's settings are used (60-s windows, 20 s of ingestion
 delay; the emulator shows a point 10 s after its minute) with the preset set
@@ -28,6 +31,7 @@ from kubernetes import client as kube
 from kubernetes import config as kube_config
 
 from bench.common import print_json_line, print_machine
+from bench.releases import REGISTRY, release  # noqa: F401 - REGISTRY: other benchmarks import it here
 from runbook.guard_models import GuardPhase, GuardRequest, GuardResult, GuardStatus
 from runbook.models import ApprovalSignal, Phase
 from starter.embedded import EmbeddedStack, free_port
@@ -36,38 +40,12 @@ from worker.settings import Settings, bundled_catalog
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
-REGISTRY = "asia-northeast1-docker.pkg.dev/tekutoko-prod/tekutoko/tekutoko-api"
 RELEASES = (("1.3.0", "immediate"), ("1.3.1-flaky", "investigate"), ("1.3.1-slow", "investigate"))
 DELAY = 20  # the bundled catalog's ingestion_delay_seconds
 POLL_SECONDS = 1.0
 TRAFFIC_RPS = (
     60  # 180 requests a one-minute window at 20x: a 15% error ratio reads above 10% reliably
 )
-
-
-def release(apps: kube.AppsV1Api, tag: str) -> float:
-    """Set the image; returns the wall time when the new pods serve alone."""
-    apps.patch_namespaced_deployment(
-        "tekutoko-api",
-        "default",
-        {
-            "metadata": {"annotations": {"kubernetes.io/change-cause": f"release {tag}"}},
-            "spec": {
-                "template": {
-                    "spec": {"containers": [{"name": "api", "image": f"{REGISTRY}:{tag}"}]}
-                }
-            },
-        },
-    )
-    while True:
-        d = apps.read_namespaced_deployment("tekutoko-api", "default")
-        s = d.status
-        if (
-            s.observed_generation >= d.metadata.generation
-            and s.updated_replicas == s.replicas == s.available_replicas == d.spec.replicas
-        ):
-            return time.time()
-        time.sleep(0.05)
 
 
 def sleep_until_readable(clock: dict) -> None:
@@ -180,15 +158,27 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
         stack.stop()
 
 
-async def main(rounds: int, speed: float) -> None:
+async def main(rounds: int, speed: float, presets: list[str], tries: int) -> None:
     print_machine()
+    if "promql" in presets:
+        from .detection_promql import run_promql
+
+        print(
+            "promql at clock speed 1 (real time): 15-s scrapes, 5 s of ingestion delay, rates "
+            "over 30 s read every 5 s with a 10-s step"
+        )
+        found = await run_promql(rounds, tries)
+        print_json_line("detection_promql", {"clock_speed": 1.0, **found})
+        presets = [p for p in presets if p != "promql"]
+        if not presets:
+            return
     print(
         f"sandbox clock {speed:g}x: one minute of metric time is {60 / speed:g} s; 60-s windows, "
         f"{DELAY} s ingestion delay, "
         f"polls every {POLL_SECONDS:g} s, {TRAFFIC_RPS} requests/s"
     )
     results = []
-    for preset in ("gke_l7", "managed_prometheus"):
+    for preset in presets:
         results += await run_preset(preset, rounds, speed)
     print()
     print(
@@ -196,7 +186,7 @@ async def main(rounds: int, speed: float) -> None:
         f"{'verified wall':>14} {'(metric)':>9}"
     )
     summary = []
-    for preset in ("gke_l7", "managed_prometheus"):
+    for preset in presets:
         for tag, _ in RELEASES:
             rows = [r for r in results if r["preset"] == preset and r["tag"] == tag]
             detect, verify = (
@@ -236,5 +226,22 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--clock-speed", type=float, default=20.0)
+    parser.add_argument(
+        "--presets",
+        default="gke_l7,managed_prometheus",
+        help="comma-separated: gke_l7, managed_prometheus, promql (promql runs at clock speed 1)",
+    )
+    parser.add_argument(
+        "--tries",
+        type=int,
+        default=0,
+        help="promql: healthy releases under bursty traffic, counting false rollbacks",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.rounds, args.clock_speed))
+    chosen = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - {"gke_l7", "managed_prometheus", "promql"})
+    if unknown or not chosen:
+        parser.error(f"--presets: unknown {', '.join(unknown) or '(none given)'}")
+    if args.rounds < 0 or args.tries < 0:
+        parser.error("--rounds and --tries must be 0 or more")
+    asyncio.run(main(args.rounds, args.clock_speed, chosen, args.tries))

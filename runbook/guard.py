@@ -47,6 +47,17 @@ class GuardThresholds(BaseModel):
     restarts_in_window: int = Field(
         3, ge=1, description="pod restarts within the window meaning restarts are frequent"
     )
+    pods_failing_severity: Literal["investigate", "immediate"] = Field(
+        "investigate",
+        description="promql: a release's pod that took traffic, then restarted, crash-looped or "
+        "lost readiness (the runbook lists frequent restarts under investigate)",
+    )
+    min_requests: int = Field(
+        20,
+        ge=1,
+        description="promql: fewer requests than this in a window are too few to judge the "
+        "error ratio on",
+    )
 
 
 class MonitoringConfig(BaseModel):
@@ -58,7 +69,9 @@ class MonitoringConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     preset: Preset | None = Field(
-        None, description="gke_l7, managed_prometheus or custom; none: metrics are not configured"
+        None,
+        description="gke_l7, managed_prometheus, custom or promql; none: metrics are not "
+        "configured",
     )
     request_count_metric: str | None = Field(
         None, description="metric type counting requests; default: the preset's"
@@ -84,6 +97,16 @@ class MonitoringConfig(BaseModel):
     )
     ingestion_delay_seconds: int | None = Field(
         None, ge=0, description="how long points take to become visible; default: the preset's"
+    )
+    scrape_interval_seconds: int | None = Field(
+        None,
+        ge=5,
+        le=600,
+        description="promql: the PodMonitoring's scrape interval; a reading is a rate over two "
+        "of them (default 30)",
+    )
+    step_seconds: int | None = Field(
+        None, ge=1, le=300, description="promql: the query_range step (default 10)"
     )
     project: str | None = Field(
         None,
@@ -113,6 +136,21 @@ class MonitoringConfig(BaseModel):
                 f"(Cloud Monitoring's smallest alignment period), got {value}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _promql_only(self) -> MonitoringConfig:
+        if self.preset != "promql":
+            given = [
+                name
+                for name in ("scrape_interval_seconds", "step_seconds")
+                if getattr(self, name) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"monitoring {', '.join(given)} apply to preset promql only (preset is "
+                    f"{self.preset}): Cloud Monitoring's time series are read in whole minutes"
+                )
+        return self
 
     @model_validator(mode="after")
     def _custom_complete(self) -> MonitoringConfig:
@@ -160,6 +198,11 @@ class RecoveryCriteria(BaseModel):
     max_error_ratio: float = Field(0.01, ge=0, le=1, description="error ratio must stay below this")
     max_p95_ms: float = Field(500.0, gt=0, description="p95 latency must stay below this")
     no_open_alerts: bool = True
+    pods_failing_severity: Literal["investigate", "immediate"] = Field(
+        "investigate",
+        description="promql: a release's pod that took traffic, then restarted, crash-looped or "
+        "lost readiness (the runbook lists frequent restarts under investigate)",
+    )
     min_requests: int = Field(
         20, ge=1, description="fewer requests since the rollback than this is too little to judge"
     )
@@ -171,11 +214,19 @@ class Evidence(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     error_ratio: float | None = Field(None, ge=0, le=1)
+    baseline_error_ratio: float | None = Field(
+        None, ge=0, le=1, description="the service's own error ratio before the release"
+    )
     p95_ms: float | None = Field(None, ge=0)
     baseline_p95_ms: float | None = Field(None, gt=0)
     health_failures_in_a_row: int = Field(0, ge=0)
     restarts_in_window: int = Field(0, ge=0)
     api_check_failing: bool = False
+    pods_failing: list[str] = Field(
+        default_factory=list,
+        description="the release's pods that took traffic, then restarted, crash-looped or "
+        "lost readiness",
+    )
 
 
 class Verdict(BaseModel):
@@ -199,12 +250,19 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
         )
     if evidence.error_ratio is None:
         missing.append("error ratio")
-    elif evidence.error_ratio > t.immediate_error_ratio:
-        immediate.append(f"error ratio {evidence.error_ratio:.1%} > {t.immediate_error_ratio:.0%}")
-    elif evidence.error_ratio > t.investigate_error_ratio:
-        investigate.append(
-            f"error ratio {evidence.error_ratio:.1%} > {t.investigate_error_ratio:.0%}"
-        )
+    else:
+        # With a baseline, a release is judged only when it added errors of its own (more
+        # than the investigate threshold above the service's usual ratio): a service that
+        # always failed 5% of its calls is not rolled back for failing 12%. What it added
+        # then counts at the runbook's thresholds as the ratio itself.
+        ratio, baseline = evidence.error_ratio, evidence.baseline_error_ratio
+        said = f"error ratio {ratio:.1%}"
+        if baseline is not None and ratio - baseline <= t.investigate_error_ratio:
+            pass
+        elif ratio > t.immediate_error_ratio:
+            immediate.append(f"{said} > {t.immediate_error_ratio:.0%}{_against(baseline)}")
+        elif ratio > t.investigate_error_ratio:
+            investigate.append(f"{said} > {t.investigate_error_ratio:.0%}{_against(baseline)}")
     if evidence.p95_ms is None or evidence.baseline_p95_ms is None:
         missing.append("p95 latency" if evidence.p95_ms is None else "p95 baseline")
     elif evidence.p95_ms >= t.latency_factor * evidence.baseline_p95_ms:
@@ -216,6 +274,13 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
         investigate.append(f"{evidence.restarts_in_window} pod restarts in the window")
     if evidence.api_check_failing:
         investigate.append("the API check is failing (a feature is broken)")
+    if evidence.pods_failing:
+        shown = ", ".join(evidence.pods_failing[:5])
+        more = len(evidence.pods_failing) - 5
+        said = f"pods restarting after taking traffic: {shown}" + (
+            f" and {more} more" if more > 0 else ""
+        )
+        (immediate if t.pods_failing_severity == "immediate" else investigate).append(said)
     if immediate:
         return Verdict(
             severity=Severity.IMMEDIATE, reasons=immediate + investigate, missing=missing
@@ -223,6 +288,10 @@ def judge(evidence: Evidence, thresholds: GuardThresholds | None = None) -> Verd
     if investigate:
         return Verdict(severity=Severity.INVESTIGATE, reasons=investigate, missing=missing)
     return Verdict(severity=None, reasons=[], missing=missing)
+
+
+def _against(baseline: float | None) -> str:
+    return f" (the baseline's {baseline:.1%} before the release)" if baseline is not None else ""
 
 
 def judge_recovery(

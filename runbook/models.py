@@ -392,6 +392,17 @@ class MetricsQuery(Model):
         description="the earliest the service's data may begin (a guard's start): until its "
         "first whole minute is readable, a filter that matches nothing means no data yet",
     )
+    replica_set: str | None = Field(
+        None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="promql: only the pods of this ReplicaSet (a release's own traffic)",
+    )
+    must_match: bool = Field(
+        True,
+        description="promql: a read that finds no series fails unless the service's series "
+        "exist (False: a watch's read of a new ReplicaSet, checked by the baseline)",
+    )
 
 
 class AlertQuery(Model):

@@ -11,6 +11,11 @@ must keep (alignment periods of whole minutes, at least 60 s).
   `http_request_duration_seconds` histogram scraped by Managed Service for
   Prometheus, on the `prometheus_target` resource (job = the PodMonitoring).
 - `custom`: the team's own metric types and filters.
+- `promql`: the same Prometheus counter and histogram, read in PromQL from
+  Managed Service for Prometheus's query API
+  (`/v1/projects/{p}/location/global/prometheus/api/v1/query_range`): samples
+  at each scrape, readable seconds after it, so a reading is a rate over two
+  scrape intervals rather than whole minutes (see `activities.promql`).
 
 A `type: LoadBalancer` Service on GKE is a passthrough network load balancer:
 it has no request or latency metrics at all, so no preset reads it."""
@@ -25,8 +30,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Preset = Literal["gke_l7", "managed_prometheus", "custom"]
-PRESETS: tuple[str, ...] = ("gke_l7", "managed_prometheus", "custom")
+Preset = Literal["gke_l7", "managed_prometheus", "custom", "promql"]
+PRESETS: tuple[str, ...] = ("gke_l7", "managed_prometheus", "custom", "promql")
 MIN_ALIGNMENT_SECONDS = 60  # Aggregation.alignment_period: "at least 60 seconds"
 
 GKE_BACKEND = "{gke_backend}"  # in a resource filter: the regex of the Service's backends
@@ -56,6 +61,16 @@ class MetricSource(BaseModel):
     ingestion_delay_seconds: int
     alert_filter: str
     alert_policy_filter: str
+    scrape_interval_seconds: int = 0  # promql: the PodMonitoring's interval
+    step_seconds: int = 0  # promql: the query_range resolution
+
+    @property
+    def promql(self) -> bool:
+        return self.preset == "promql"
+
+    def promql_window_seconds(self) -> int:
+        """A rate needs two samples: two scrape intervals always hold at least two."""
+        return 2 * self.scrape_interval_seconds
 
     def filter_for(self, namespace: str, service: str) -> str:
         return fill(self.resource_filter, namespace, service)
@@ -207,6 +222,20 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "alert_policy_filter": POLICIES_BY_LABELS,
     },
     "custom": {},
+    "promql": {
+        "request_count_metric": "http_requests_total",
+        "latency_metric": "http_request_duration_seconds",
+        "class_label": "code",
+        "latency_unit": "s",
+        # PromQL label matchers; GMP gives each sample its target's namespace and job.
+        "resource_filter": 'namespace="{namespace}",job="{service}"',
+        # Not a published figure: Google describes Prometheus data as queryable within seconds.
+        "ingestion_delay_seconds": 10,
+        "alert_filter": ALERTS_BY_LABELS,
+        "alert_policy_filter": POLICIES_BY_LABELS,
+        "scrape_interval_seconds": 30,  # the interval of Google's PodMonitoring examples
+        "step_seconds": 10,
+    },
 }
 CUSTOM_REQUIRED = (
     "request_count_metric",

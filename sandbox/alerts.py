@@ -189,6 +189,8 @@ class AlertsEmulator:
         self._task: asyncio.Task | None = None
         self.port = 0
         self.faults: Any = None
+        # Other Cloud Monitoring REST paths served on the same host (the PromQL API).
+        self.more_routes: list[Callable[[web.Application], None]] = []
 
     def evaluate(self, now: float | None = None) -> None:
         now = self.now() if now is None else now
@@ -308,6 +310,8 @@ class AlertsEmulator:
         app = web.Application()
         app.router.add_get("/v3/projects/{project}/alerts", self._handle_list)
         app.router.add_get("/v3/projects/{project}/alertPolicies", self._handle_policies)
+        for add_routes in self.more_routes:
+            add_routes(app)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )

@@ -411,6 +411,19 @@ class Scenario(Strict):
         description="metric seconds after its minute ends before a point is visible (Google: up "
         "to 210 s for load-balancer metrics)",
     )
+    prometheus_scrape_interval_seconds: float = Field(
+        30.0,
+        ge=5,
+        le=300,
+        description="metric seconds between two scrapes of a pod by its PodMonitoring (the "
+        "endpoint's interval; Google's examples use 30s)",
+    )
+    prometheus_ingestion_delay_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="metric seconds after its scrape before a Prometheus sample can be queried",
+    )
     namespaces: list[str] = Field(default_factory=lambda: ["default"])
     images: list[ImageRule] = Field(default_factory=list)
     default_image: ImageProfile = Field(default_factory=ImageProfile)

@@ -41,6 +41,8 @@ from .manifests import (
 )
 from .monitoring import MetricServiceEmulator
 from .pod_load import PodLoad
+from .prometheus_api import PrometheusApi
+from .prometheus_scrapes import PrometheusScrapes
 from .scenario import DeploymentSeed, Scenario
 from .slack import SlackEmulator
 from .traffic import TrafficGenerator
@@ -108,6 +110,16 @@ class Sandbox:
             now=self.clock.metric_time,
         )
         self.alerts.faults = self.faults
+        self.prometheus = PrometheusScrapes(
+            lambda: self.load_balancers.traffic,
+            self.clock.metric_time,
+            self.monitoring.project,
+            scrape_interval=scenario.prometheus_scrape_interval_seconds,
+            ingestion_delay=scenario.prometheus_ingestion_delay_seconds,
+        )
+        self.alerts.more_routes.append(
+            PrometheusApi(self.prometheus, self.monitoring.project, self.faults).add_routes
+        )
         self.traffic = TrafficGenerator(
             self._service_urls, scenario.api_paths, traffic_rps, traffic_seconds
         )

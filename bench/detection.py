@@ -158,7 +158,7 @@ async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
         stack.stop()
 
 
-async def main(rounds: int, speed: float, presets: list[str], tries: int) -> None:
+async def main(rounds: int, speed: float, presets: list[str], tries: int, jobs: int = 1) -> None:
     print_machine()
     if "promql" in presets:
         from .detection_promql import run_promql
@@ -167,7 +167,7 @@ async def main(rounds: int, speed: float, presets: list[str], tries: int) -> Non
             "promql at clock speed 1 (real time): 15-s scrapes, 5 s of ingestion delay, rates "
             "over 30 s read every 5 s with a 10-s step"
         )
-        found = await run_promql(rounds, tries)
+        found = await run_promql(rounds, tries, jobs=jobs)
         print_json_line("detection_promql", {"clock_speed": 1.0, **found})
         presets = [p for p in presets if p != "promql"]
         if not presets:
@@ -237,6 +237,12 @@ if __name__ == "__main__":
         default=0,
         help="promql: healthy releases under bursty traffic, counting false rollbacks",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="promql: stacks running the healthy tries at once (each its own Temporal and sandbox)",
+    )
     args = parser.parse_args()
     chosen = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = sorted(set(chosen) - {"gke_l7", "managed_prometheus", "promql"})
@@ -244,4 +250,6 @@ if __name__ == "__main__":
         parser.error(f"--presets: unknown {', '.join(unknown) or '(none given)'}")
     if args.rounds < 0 or args.tries < 0:
         parser.error("--rounds and --tries must be 0 or more")
-    asyncio.run(main(args.rounds, args.clock_speed, chosen, args.tries))
+    if not 1 <= args.jobs <= 4:
+        parser.error(f"--jobs {args.jobs}: give 1 to 4 stacks at a time")
+    asyncio.run(main(args.rounds, args.clock_speed, chosen, args.tries, args.jobs))

@@ -3,7 +3,7 @@ the timeline of a bad release (1.3.0, about 60% errors) from its first failing
 request to the verified rollback, and healthy releases under bursty traffic,
 counting the rollbacks the guard should not have started.
 
-    python -m bench.detection --presets promql [--rounds 1] [--tries 3]
+    python -m bench.detection --presets promql [--rounds 1] [--tries 3] [--jobs N]
 
 The first failing request is the first 5xx a prober of the bench's own saw: it
 calls the Service every `PROBE_SECONDS`, so it trails the sandbox's own traffic
@@ -222,7 +222,8 @@ class PromqlStack:
 async def promql_stack(state: Path) -> AsyncIterator[PromqlStack]:
     """`modoru up`'s stack on tekutoko-release at clock speed 1, its catalog on promql."""
     catalog = promql_catalog(state)
-    before = os.environ.get("MODORU_CATALOG")
+    # The worker takes the catalog from the environment when the stack starts (start() is
+    # synchronous, so stacks started side by side each see their own); run_promql restores it.
     os.environ["MODORU_CATALOG"] = str(catalog)
     stack = EmbeddedStack(
         state_dir=state,
@@ -251,15 +252,32 @@ async def promql_stack(state: Path) -> AsyncIterator[PromqlStack]:
             api.close()
     finally:
         stack.stop()
-        if before is None:
-            os.environ.pop("MODORU_CATALOG", None)
-        else:
-            os.environ["MODORU_CATALOG"] = before
 
 
-async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
-    state = Path(tempfile.mkdtemp(prefix="modoru-bench-detect-promql-"))
+@dataclass
+class StartedTogether:
+    """Holds every stack's work until all have started: a stack's start blocks the event
+    loop for seconds, which would stall another stack's prober and guard reads."""
+
+    stacks: int
+    started: int = 0
+    all_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def arrive(self) -> None:
+        self.started += 1
+        if self.started == self.stacks:
+            self.all_started.set()
+        await self.all_started.wait()
+
+
+async def one_stack(
+    stack_no: int, rounds: int, seeds: list[int], watch_seconds: int, together: StartedTogether
+) -> tuple[list[dict], list[dict]]:
+    """One stack of its own: `rounds` bad releases, then a healthy try for each seed."""
+    state = Path(tempfile.mkdtemp(prefix=f"modoru-bench-detect-promql-{stack_no}-"))
+    tag = f"[stack {stack_no}] " if stack_no else ""
     async with promql_stack(state) as running:
+        await together.arrive()
         client, settings, apps, url = (
             running.client,
             running.settings,
@@ -270,23 +288,47 @@ async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
         for _ in range(rounds):
             timeline = await bad_release(client, settings, apps, url)
             print(
-                f"promql 1.3.0 {timeline['severity']}: first failing request +0 s, breach seen "
-                f"+{timeline['breach_seen_s']:.1f} s, rollback started "
+                f"{tag}promql 1.3.0 {timeline['severity']}: first failing request +0 s, breach "
+                f"seen +{timeline['breach_seen_s']:.1f} s, rollback started "
                 f"+{timeline['rollback_started_s']:.1f} s, "
                 f"verified +{timeline['verified_s']:.1f} s",
                 flush=True,
             )
             bad.append(timeline)
-        for i in range(tries):
-            outcome = await healthy_bursty(client, settings, apps, url, watch_seconds, seed=i)
+        for done, seed in enumerate(seeds, start=1):
+            outcome = await healthy_bursty(client, settings, apps, url, watch_seconds, seed=seed)
             print(
-                f"promql {NOISY} try {i + 1}/{tries}: "
+                f"{tag}promql {NOISY} try {done}/{len(seeds)} (seed {seed}): "
                 f"{'FALSE ROLLBACK' if outcome['false_rollback'] else 'no rollback'} "
                 f"({outcome['phase']}, {outcome['polls']} polls, {outcome['probe_requests']} "
                 f"bursty probe requests, {outcome['probe_failures']} failed)",
                 flush=True,
             )
-            healthy.append(outcome)
+            healthy.append({"seed": seed, "stack": stack_no, **outcome})
+    return bad, healthy
+
+
+async def run_promql(rounds: int, tries: int, watch_seconds: int = 120, jobs: int = 1) -> dict:
+    """The bad rounds on the first stack; the healthy tries dealt out over `jobs` stacks
+    running at once (each with its own Temporal, sandbox and worker), seeds 0..tries-1."""
+    catalog_before = os.environ.get("MODORU_CATALOG")
+    together = StartedTogether(jobs)
+    try:
+        parts = await asyncio.gather(
+            *(
+                one_stack(
+                    j, rounds if j == 0 else 0, list(range(j, tries, jobs)), watch_seconds, together
+                )
+                for j in range(jobs)
+            )
+        )
+    finally:
+        if catalog_before is None:
+            os.environ.pop("MODORU_CATALOG", None)
+        else:
+            os.environ["MODORU_CATALOG"] = catalog_before
+    bad = [timeline for part_bad, _ in parts for timeline in part_bad]
+    healthy = sorted((h for _, part in parts for h in part), key=lambda h: h["seed"])
     return {
         "scrape_s": SCRAPE_SECONDS,
         "delay_s": DELAY_SECONDS,
@@ -294,6 +336,7 @@ async def run_promql(rounds: int, tries: int, watch_seconds: int = 120) -> dict:
         "poll_s": POLL_SECONDS,
         "traffic_rps": TRAFFIC_RPS,
         "watch_s": watch_seconds,
+        "stacks": jobs,
         "bad_release": bad,
         "healthy_tries": len(healthy),
         "false_rollbacks": sum(h["false_rollback"] for h in healthy),

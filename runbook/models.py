@@ -4,7 +4,7 @@ workflow, activity, signal and query."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -280,6 +280,11 @@ class NoticeResult(Model):
 
 
 class ApprovalSignal(Model):
+    """An approval, as the workflow's `approval` update takes it. `decision` and `update`
+    name it everywhere else (class constants, so histories carry the same JSON as before)."""
+
+    decision: ClassVar[Literal["approve"]] = "approve"
+    update: ClassVar[Literal["approval"]] = "approval"
     by: str = Field(min_length=1, max_length=200)
     comment: str = Field("", max_length=2000)
     request_id: str = Field("", max_length=100)
@@ -287,12 +292,27 @@ class ApprovalSignal(Model):
         None, description="required when the catalog has identities"
     )
 
+    @property
+    def words(self) -> str:
+        return self.comment
+
 
 class RejectSignal(Model):
+    """A rejection, as the workflow's `rejection` update takes it."""
+
+    decision: ClassVar[Literal["reject"]] = "reject"
+    update: ClassVar[Literal["rejection"]] = "rejection"
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
     request_id: str = Field("", max_length=100)
     signed: SignedDecision | None = None
+
+    @property
+    def words(self) -> str:
+        return self.reason
+
+
+DecisionSignal = ApprovalSignal | RejectSignal
 
 
 class AuditEntry(Model):
@@ -333,6 +353,9 @@ class GatedStatus(ChangeStatusBase):
     approvals_required: int = 0
     pending: GateView | None = Field(
         None, description="the gate awaiting decisions and the plan to sign"
+    )
+    start_counted: bool = Field(
+        False, description="the requester's signed start of this run was counted"
     )
 
 

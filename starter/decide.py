@@ -7,13 +7,12 @@ only after the plan is shown."""
 from __future__ import annotations
 
 import uuid
-from typing import Literal
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from runbook.decisions import DecisionVerdict
-from runbook.models import ApprovalSignal, RejectSignal
+from runbook.models import DecisionSignal
 from worker.settings import Settings
 
 from .base import CliError, answered
@@ -28,7 +27,7 @@ DECISION_WAIT_SECONDS = 20.0
 async def send_decision(
     client: Client,
     workflow_id: str,
-    signal: ApprovalSignal | RejectSignal,
+    signal: DecisionSignal,
     how: SigningOptions,
     *,
     task_queue: str | None = None,
@@ -44,9 +43,6 @@ async def send_decision(
     if kind is not None and kind not in decision_workflow_types():
         raise wrong_type(workflow_id, kind)
     status = await query_any_status(handle)  # says clearly when the id is unknown
-    decision: Literal["approve", "reject"] = (
-        "approve" if isinstance(signal, ApprovalSignal) else "reject"
-    )
     gate = getattr(status, "pending", None)
     if gate is not None and (how.key or how.payload):
         await checked_gate(
@@ -58,9 +54,9 @@ async def send_decision(
         )
     signed = how.sign(
         gate,
-        decision,
+        signal.decision,
         signal.by,
-        signal.comment if isinstance(signal, ApprovalSignal) else signal.reason,
+        signal.words,
         no_gate=CliError(
             f"{workflow_id} has no gate awaiting decisions now (phase {phase_of(status)})", code=1
         ),
@@ -70,11 +66,13 @@ async def send_decision(
         return 0
     signal.signed = signed
     signal.request_id = uuid.uuid4().hex
-    update = "approval" if decision == "approve" else "rejection"
     try:
         verdict = await answered(
             handle.execute_update(
-                update, signal, id=f"{decision}-{signal.request_id}", result_type=DecisionVerdict
+                signal.update,
+                signal,
+                id=f"{signal.decision}-{signal.request_id}",
+                result_type=DecisionVerdict,
             ),
             DECISION_WAIT_SECONDS,
         )

@@ -267,19 +267,18 @@ class SlackGateway:
         slack: SlackFacts,
         facts: dict[str, Any],
     ) -> web.Response:
-        decision = "approve" if isinstance(signal, ApprovalSignal) else "reject"
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         payload = DecisionPayload(
             workflow_id=gate.workflow_id,
             run_id=gate.run_id,
             gate=gate.gate,
-            decision=decision,
+            decision=signal.decision,
             plan=gate.digest,
             signer=signal.by,
             issued_at=now,
             expires_at=now + VALIDITY,
             nonce=uuid.uuid4().hex,
-            note=signal.comment if isinstance(signal, ApprovalSignal) else signal.reason,
+            note=signal.words,
             via="slack",
             slack=slack,
         )
@@ -288,7 +287,7 @@ class SlackGateway:
         signal.request_id = uuid.uuid4().hex
         verdict = await self.gates.decide(gate.workflow_id, signal)
         self._audit(
-            decision,
+            signal.decision,
             "counted" if verdict.counted else "not counted",
             verdict.reason,
             **facts,

@@ -76,10 +76,9 @@ class TemporalGates:
     async def decide(
         self, workflow_id: str, signal: ApprovalSignal | RejectSignal
     ) -> DecisionVerdict:
-        update = "approval" if isinstance(signal, ApprovalSignal) else "rejection"
         handle = self.client.get_workflow_handle(workflow_id)
         return await handle.execute_update(
-            update, signal, id=f"slack-{signal.request_id}", result_type=DecisionVerdict
+            signal.update, signal, id=f"slack-{signal.request_id}", result_type=DecisionVerdict
         )
 
 

@@ -235,14 +235,12 @@ async def sign_start_gate(
 
 
 def _past_start(status: dict) -> bool:
-    """Whether the run is past where a start gate would be: it ended, or a gate that is not
-    the start was shown (a catalog without identities shows its approval gate unsigned)."""
+    """Whether the run is past where a start gate would be: it ended, a gate that is not the
+    start was shown (a catalog without identities shows its approval gate unsigned), or its
+    status says the start or an approval was counted."""
     if str(status.get("phase", "")) in ENDED:
         return True
     pending = status.get("pending") or {}
     if pending and pending.get("gate") != "start":
         return True
-    return any(
-        e.get("action") == "approval" or (e.get("action") == "start" and e.get("counted"))
-        for e in status.get("audit", []) or []
-    )
+    return bool(status.get("start_counted") or status.get("approvals"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -284,7 +283,7 @@ class ApprovalDesk(AuditTrail):
         if self.trust is not None:
             self._judge_signed(signal)
             return
-        if isinstance(signal, RejectSignal):
+        if signal.decision == "reject":
             verdict = judge_rejection(self.policy, signal.by)
             by_requester = signal.by.strip().lower() == self.requested_by.strip().lower()
             counted = verdict.counted or by_requester
@@ -321,8 +320,8 @@ class ApprovalDesk(AuditTrail):
 
     def _judge_signed(self, signal: ApprovalSignal | RejectSignal) -> None:
         assert self.policy is not None and self.trust is not None
-        reject = isinstance(signal, RejectSignal)
-        action: Literal["approve", "reject"] = "reject" if reject else "approve"
+        action = signal.decision
+        reject = action == "reject"
         if signal.signed is None:
             self.uncounted(
                 signal.by,
@@ -383,7 +382,7 @@ class ApprovalDesk(AuditTrail):
                     signal.request_id,
                 )
             else:
-                said = signal.reason if isinstance(signal, RejectSignal) else ""
+                said = signal.words if signal.decision == "reject" else ""
                 self.rejection = RejectSignal(by=who, reason=note or said)
                 self.note(
                     who,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import ClassVar, Literal, TypeVar
+from typing import ClassVar, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -182,9 +182,7 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
             lambda: self._current_desk().policy is not None or self._status.phase in TERMINAL
         )
         desk = self._current_desk()
-        decision: Literal["approve", "reject"] = (
-            "approve" if isinstance(signal, ApprovalSignal) else "reject"
-        )
+        decision = signal.decision
         if desk.policy is None:
             entry = AuditEntry(
                 at=workflow.now(),
@@ -295,6 +293,7 @@ class ChangeWorkflow(ChangeSteps[RequestT, StatusT]):
             )
             desk.note("modoru", "start", counted=True, detail=desk.rejection.reason)
         if desk.start_verified and desk.rejection is None:
+            self._status.start_counted = True
             return True
         desk.open = False
         self._status.pending = None

@@ -72,6 +72,7 @@ class GatedChangeStatus(ChangeStatus, Protocol):
 
     approvals_required: int
     pending: GateView | None
+    start_counted: bool
 
 
 class EscalatingStatus(ChangeStatus, Protocol):

@@ -172,8 +172,11 @@ async def test_only_the_requesters_signature_over_this_run_counts_and_once(
     for signed_start, needle in refused:
         verdict = await send_start(handle, signed_start)
         assert verdict.counted is False and needle in verdict.reason, (needle, verdict.reason)
+    # The status says whether the start counted (the CLI reads it, not the audit trail).
+    assert (await status_of(handle)).start_counted is False
     good = start_by("oncall")
     assert (await send_start(handle, good)).counted
+    assert (await status_of(handle)).start_counted is True
     again = await send_start(handle, good)
     assert again.counted is False and "already signed" in again.reason
     # The start's nonce is spent for the whole run: an approval reusing it does not count.
@@ -253,7 +256,7 @@ async def test_the_cli_signs_the_start_gate_and_without_a_key_says_why_it_waits(
     )
     assert done.returncode == 0, done.stderr
     current = await status_of(handle)
-    assert current.phase is Phase.COMPLETED and current.approvals == []
+    assert current.phase is Phase.COMPLETED and current.approvals == [] and current.start_counted
     assert any(e.action == "start" and e.counted and e.actor == "oncall" for e in current.audit)
 
 

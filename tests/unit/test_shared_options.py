@@ -292,3 +292,17 @@ def test_a_group_offers_what_the_command_declares_and_nothing_it_leaves_out() ->
     assert [p.name for p in get_command(app).params] == ["color", "loud"]
     with pytest.raises(TypeError, match="not a shared Shared option: shade"):
         GROUP(shade=typer.Option(""))
+
+
+def test_past_the_start_is_read_from_the_phase_the_gate_and_the_counts_not_the_audit() -> None:
+    past = start_options._past_start
+    waiting = {"phase": "awaiting_approval", "pending": {"gate": "start"}, "approvals": []}
+    assert past(waiting) is False
+    # Between the counted start and the next gate nothing is pending: the status says so.
+    assert past({"phase": "executing", "pending": None, "start_counted": False}) is False
+    assert past({"phase": "executing", "pending": None, "start_counted": True}) is True
+    assert past({"phase": "awaiting_approval", "pending": {"gate": "approval"}}) is True
+    assert past({"phase": "executing", "approvals": ["sre-lead"]}) is True
+    assert past({"phase": "completed"}) is True
+    # An audit entry alone decides nothing any more.
+    assert past({"phase": "executing", "audit": [{"action": "start", "counted": True}]}) is False

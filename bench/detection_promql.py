@@ -20,7 +20,6 @@ import os
 import random
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +30,14 @@ import yaml
 from kubernetes import client as kube
 from kubernetes import config as kube_config
 
-from runbook.guard_models import GuardPhase, GuardRequest, GuardResult
+from runbook.guard_models import GuardPhase, GuardResult
 from runbook.models import ApprovalSignal, Phase
 from starter.embedded import EmbeddedStack, free_port
 from worker.client import connect
 from worker.settings import Settings, bundled_catalog
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
-from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
+from .detection import guard_decision, watching_guard
 from .releases import release
 
 SCRAPE_SECONDS = 15  # the tekutoko-release scenario's PodMonitoring interval
@@ -113,43 +112,18 @@ class Prober:
                 await self._task
 
 
-async def start_guard(client, settings: Settings, duration: int):
-    guard = await client.start_workflow(
-        ReleaseGuardWorkflow.run,
-        GuardRequest(
-            deployment="tekutoko-api",
-            duration_seconds=duration,
-            interval_seconds=POLL_SECONDS,
-            requested_by="bench",
-            language="en",
-        ),
-        id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}",
-        task_queue=settings.task_queue,
-    )
-    while (status := await guard.query(ReleaseGuardWorkflow.status)).phase is not (
-        GuardPhase.WATCHING
-    ):
-        if status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
-            raise RuntimeError(f"the guard ended {status.phase.value}: {status.message}")
-        await asyncio.sleep(0.2)
-    return guard
-
-
 async def bad_release(client, settings: Settings, apps: kube.AppsV1Api, url: str) -> dict:
     """1.2.0 live, a guard watching, then 1.3.0: the timeline in seconds after the first
     failing request."""
     await asyncio.to_thread(release, apps, HEALTHY)
     await asyncio.sleep(2 * SCRAPE_SECONDS + DELAY_SECONDS)  # the healthy pods' own rates
-    guard = await start_guard(client, settings, duration=900)
+    guard = await watching_guard(client, settings, interval=POLL_SECONDS, duration=900)
     prober = Prober(url)
     prober.start()
     try:
         released = time.time()
         await asyncio.to_thread(release, apps, BAD)
-        while not (status := await guard.query(ReleaseGuardWorkflow.status)).rollback_workflow_id:
-            if status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
-                raise RuntimeError(f"the guard ended {status.phase.value}: {status.message}")
-            await asyncio.sleep(0.1)
+        status = await guard_decision(guard)
     finally:
         await prober.stop()
     rollback = client.get_workflow_handle(rollback_workflow_id("default", "tekutoko-api"))
@@ -191,7 +165,7 @@ async def healthy_bursty(
     watches it for `watch_seconds`; any rollback is a false one."""
     await asyncio.to_thread(release, apps, HEALTHY)
     await asyncio.sleep(2 * SCRAPE_SECONDS + DELAY_SECONDS)
-    guard = await start_guard(client, settings, duration=watch_seconds)
+    guard = await watching_guard(client, settings, interval=POLL_SECONDS, duration=watch_seconds)
     prober = Prober(url, bursts=True)
     prober.start(seed)
     try:

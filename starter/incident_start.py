@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -147,9 +148,8 @@ async def start_in_incident(
         language=request.language,
         by_name=not on_deployment,
     )
-    starting = WithStartWorkflowOperation(
-        IncidentWorkflow.run,
-        opening,
+    # The incident's start, the same whether the change rides on an update or a signal.
+    incident_start: dict[str, Any] = dict(
         id=incident_id,
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -158,6 +158,7 @@ async def start_in_incident(
         static_summary=f"incident: {namespace}/{service}",
         static_details=request.reason,
     )
+    starting = WithStartWorkflowOperation(IncidentWorkflow.run, opening, **incident_start)
     verdict: ChangeVerdict | None = await answered(
         client.execute_update_with_start_workflow(
             IncidentWorkflow.start_change, change, start_workflow_operation=starting
@@ -171,15 +172,9 @@ async def start_in_incident(
         await client.start_workflow(
             IncidentWorkflow.run,
             opening,
-            id=incident_id,
-            task_queue=settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             start_signal="change",
             start_signal_args=[change],
-            search_attributes=_attributes(namespace, service) if search_attributes else None,
-            static_summary=f"incident: {namespace}/{service}",
-            static_details=request.reason,
+            **incident_start,
         )
         raise CliError(
             f"incident {incident_id}: no worker has answered in {VERDICT_WAIT_SECONDS:.0f}s; "

@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,10 +136,12 @@ class ArtifactRegistry:
             what, request, (lambda: http) if http is not None else self._http_factory
         )
 
-    def _images(self):
+    def _images(self) -> Any:  # the discovery client builds its resources at run time: untyped
         return self.service.projects().locations().repositories().dockerImages()
 
-    async def _pages(self, registry: RegistryConfig, tag: str = ""):
+    async def _pages(
+        self, registry: RegistryConfig, tag: str = ""
+    ) -> AsyncIterator[list[RegistryImage]]:
         """The package's images, page by page, as the server lists them (no documented order);
         with `tag`, the listing stops at the image carrying it."""
         token: str | None = None
@@ -232,7 +234,7 @@ class ArtifactRegistry:
                 f"{type(exc).__name__}; retrying",
                 type="RegistryTransient",
             ) from None
-        token = answer.get("accessToken")
+        token: str | None = answer.get("accessToken")
         if not token:
             raise permanent(
                 f"IAM Credentials answered without an access token for {account}",
@@ -254,7 +256,9 @@ class ArtifactRegistry:
                 why_not = exc.message
             else:
                 http = google_auth_httplib2.AuthorizedHttp(
-                    google.oauth2.credentials.Credentials(token), http=build_http()
+                    # google-auth's Credentials.__init__ has no annotations
+                    google.oauth2.credentials.Credentials(token),  # type: ignore[no-untyped-call]
+                    http=build_http(),
                 )
                 return PullPermission(
                     await self._test_pull(registry, http, f" as {account}"), True, account

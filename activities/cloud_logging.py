@@ -60,7 +60,9 @@ class ReadQuota:
     """A sliding minute of entries.list requests per project, shared by every reader in this
     process: `wait` says how long until one more request fits."""
 
-    def __init__(self, per_minute: int = READS_PER_MINUTE, *, clock=time.monotonic) -> None:
+    def __init__(
+        self, per_minute: int = READS_PER_MINUTE, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.per_minute = per_minute
         self.clock = clock
         self._sent: dict[str, deque[float]] = {}

@@ -118,7 +118,7 @@ class CloudSqlActivities:
             raise permanent(f"the on-demand backup of {instance} failed: {failed}", "BackupFailed")
 
     async def _wait_for_earlier(
-        self, project: str, instance: str, description: str, heartbeat: Heartbeat
+        self, project: str, instance: str, description: str, heartbeat: Heartbeat[BackupProgress]
     ) -> bool:
         """Whether an earlier attempt of this activity started a backup run; if so, wait for it
         to end (and fail as it failed)."""

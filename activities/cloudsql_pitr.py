@@ -218,7 +218,7 @@ class PitrActivities:
                 f"operation {ref.name} does not exist in project {ref.project}: {exc.message}",
                 "OperationFailed",
             ) from None
-        status = operation.get("status", "SQL_OPERATION_STATUS_UNSPECIFIED")
+        status: str = operation.get("status", "SQL_OPERATION_STATUS_UNSPECIFIED")
         if status != "DONE":
             raise ApplicationError(f"operation {ref.name} is {status}", type="OperationRunning")
         failed = operation_error(operation)

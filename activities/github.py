@@ -23,11 +23,11 @@ import io
 import os
 import time
 import zipfile
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from githubkit import GitHub, TokenAuthStrategy
+from githubkit import GitHub, Response, TokenAuthStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed, RequestTimeout
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -49,6 +49,14 @@ from runbook.cd_models import (
 
 from .errors import permanent
 from .gatekeeper import Gatekeeper
+
+if TYPE_CHECKING:
+    # The API version's generated namespace and models: large modules that `gh.rest` imports
+    # on first use, so a worker that never calls GitHub never loads them.
+    from githubkit_schemas.v2022_11_28.models import WorkflowRun
+    from githubkit_schemas.v2022_11_28.rest import RestNamespace
+
+T = TypeVar("T")
 
 API_VERSION = "2022-11-28"
 FIND_RUN_SECONDS = 30  # after a 204 dispatch, how long the new run may take to be listed
@@ -85,7 +93,7 @@ def read_token(env_name: str, environ: Mapping[str, str]) -> str:
     return value
 
 
-def _message(response) -> str:
+def _message(response: Response[Any, Any]) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -123,7 +131,7 @@ def rate_limit_wait(exc: RequestFailed, now: dt.datetime | None = None) -> dt.ti
     return min(max(wait, dt.timedelta(seconds=1)), RATE_LIMIT_MAX_WAIT)
 
 
-def failure(exc: RequestError, what: str, token_env: str) -> ApplicationError:
+def failure(exc: RequestError[Any], what: str, token_env: str) -> ApplicationError:
     """One line for a GitHub error: permanent unless GitHub is unavailable or rate-limits (then
     the next retry waits as long as GitHub asked)."""
     if isinstance(exc, RequestFailed):
@@ -160,7 +168,7 @@ def failure(exc: RequestError, what: str, token_env: str) -> ApplicationError:
     return ApplicationError(f"GitHub request {kind} while {what}; retrying", type="GitHubTransient")
 
 
-def refuses_run_details(exc: RequestError) -> bool:
+def refuses_run_details(exc: RequestError[Any]) -> bool:
     """Whether a dispatch was refused for its `return_run_details` key alone: GitHub Enterprise
     Server before 3.21 validates the body against a schema without it and answers 400 (422 on
     some endpoints) naming the key. Such a refusal dispatched nothing."""
@@ -190,7 +198,7 @@ class GitHubActivities:
         # API URLs that refused `return_run_details` (GitHub Enterprise Server before 3.21).
         self._without_run_details: set[str] = set()
 
-    def _client(self, cd: CdConfig) -> GitHub:
+    def _client(self, cd: CdConfig) -> GitHub[TokenAuthStrategy]:
         # No retries inside the client: Temporal's retry policy (the runbook's budget) decides.
         return GitHub(
             TokenAuthStrategy(read_token(cd.token_env, self.environ)),
@@ -199,7 +207,7 @@ class GitHubActivities:
             timeout=httpx.Timeout(30.0),
         )
 
-    async def _call(self, cd: CdConfig, what: str, call):
+    async def _call(self, cd: CdConfig, what: str, call: Awaitable[T]) -> T:
         try:
             return await call
         except RequestError as exc:
@@ -263,7 +271,9 @@ class GitHubActivities:
             "GitHubRunNotFound",
         )
 
-    async def _send_dispatch(self, rest, cd: CdConfig, tag: str, what: str):
+    async def _send_dispatch(
+        self, rest: RestNamespace, cd: CdConfig, tag: str, what: str
+    ) -> Response[Any, Any]:
         """POST the dispatch, asking for the run's details unless this server is known not to
         take the key. A 400/422 naming `return_run_details` (GitHub Enterprise Server before
         3.21) is a refusal of the body: nothing was dispatched, so a plain dispatch is safe and
@@ -289,7 +299,9 @@ class GitHubActivities:
             cd, what, rest.actions.async_create_workflow_dispatch(owner, repo, cd.workflow, **body)
         )
 
-    async def _find_run(self, rest, cd: CdConfig, tag: str, since: dt.datetime):
+    async def _find_run(
+        self, rest: RestNamespace, cd: CdConfig, tag: str, since: dt.datetime
+    ) -> WorkflowRun | None:
         owner, repo = cd.repository.split("/")
         created = ">=" + since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         listed = await self._call(
@@ -335,7 +347,9 @@ class GitHubActivities:
                     return await self._state(rest, cd, run)
                 await asyncio.sleep(request.poll_seconds)
 
-    async def _state(self, rest, cd: CdConfig, run, *, adopted: bool = False) -> RunState:
+    async def _state(
+        self, rest: RestNamespace, cd: CdConfig, run: WorkflowRun, *, adopted: bool = False
+    ) -> RunState:
         owner, repo = cd.repository.split("/")
         state = RunState(
             run_id=run.id,

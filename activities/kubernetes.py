@@ -74,7 +74,7 @@ def revision_of(obj: Obj) -> int:
         return 0
 
 
-def _prune(value: Any) -> Any:
+def _prune(value: object) -> object:
     if isinstance(value, dict):
         return {k: _prune(v) for k, v in value.items() if v not in (None, {}, [])}
     if isinstance(value, list):
@@ -136,7 +136,8 @@ async def read_json(response: Any) -> Obj:
     raw = await response.read()
     if not 200 <= response.status < 300:
         raise ApiException(http_resp=response)
-    return json.loads(raw)
+    body: Obj = json.loads(raw)
+    return body
 
 
 class KubernetesActivities:
@@ -486,7 +487,7 @@ class KubernetesActivities:
         crash)."""
         for previous in (False, True):
             try:
-                text = await self.core.read_namespaced_pod_log(
+                text: str = await self.core.read_namespaced_pod_log(
                     pod, namespace, tail_lines=lines, previous=previous or None
                 )
             except ApiException as exc:

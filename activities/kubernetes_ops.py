@@ -16,6 +16,7 @@ import yaml
 from kubernetes.aio.client import V1DeleteOptions, V1Preconditions
 from kubernetes.aio.client.exceptions import ApiException
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from runbook.cd_models import (
     FetchedManifest,
@@ -553,9 +554,7 @@ def _digest(desired: Obj) -> str:
     return hashlib.sha256(canonical(desired).encode("utf-8")).hexdigest()
 
 
-def _retry(message: str):
-    from temporalio.exceptions import ApplicationError
-
+def _retry(message: str) -> ApplicationError:
     return ApplicationError(message, type="KubernetesConflict")
 
 

@@ -167,7 +167,9 @@ class Monitoring:
 
     # -- metrics -----------------------------------------------------------------------
 
-    async def _list(self, request: dict, metric_type: str) -> list:
+    async def _list(
+        self, request: dict[str, Any], metric_type: str
+    ) -> list[monitoring_v3.TimeSeries]:
         try:
             return [series async for series in await self.client.list_time_series(request=request)]
         except exceptions.InvalidArgument as exc:
@@ -191,7 +193,7 @@ class Monitoring:
         start: dt.datetime,
         end: dt.datetime,
         group_by: list[str],
-    ) -> list:
+    ) -> list[monitoring_v3.TimeSeries]:
         """Per-minute deltas summed across series: exactly what production is sent."""
         return await self._list(
             {
@@ -215,7 +217,9 @@ class Monitoring:
         return [*fields, f"resource.labels.{BACKEND_LABEL}"] if source.checks_backends() else fields
 
     @staticmethod
-    def _owned(source: MetricSource, query: MetricsQuery, found: list) -> tuple[list, set[str]]:
+    def _owned(
+        source: MetricSource, query: MetricsQuery, found: list[monitoring_v3.TimeSeries]
+    ) -> tuple[list[monitoring_v3.TimeSeries], set[str]]:
         """The series of this Service's backends, and the names of other
         Services' backends the regex also matched (trimmed names can coincide)."""
         if not source.checks_backends():
@@ -389,7 +393,7 @@ class Monitoring:
             await asyncio.to_thread(self.credentials.refresh, Request())
         return {"Authorization": f"Bearer {self.credentials.token}"}
 
-    async def _get(self, path: str, params: dict[str, str], what: str) -> dict:
+    async def _get(self, path: str, params: dict[str, str], what: str) -> dict[str, Any]:
         url = f"{self.rest_endpoint}/v3/projects/{path}"
         async with self.session.get(
             url,

@@ -51,7 +51,7 @@ class ReleasePods:
         self.namespace = namespace
         self.template_hash = template_hash
         self.pods: dict[str, PodSeen] = {}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def saw(self, event_type: str, pod: dict[str, Any]) -> None:
         name = (pod.get("metadata") or {}).get("name", "")

@@ -10,8 +10,9 @@ unhealthy service."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from google.api_core import exceptions as google_exceptions
@@ -52,6 +53,8 @@ from .metrics import MetricClock, Monitoring
 
 REVISION = "deployment.kubernetes.io/revision"
 
+T = TypeVar("T")
+
 
 class Unreadable(Exception):
     """A check could not be read just now; the message says what and why."""
@@ -62,7 +65,7 @@ def unreadable(what: str, exc: BaseException) -> Unreadable:
     return Unreadable(f"could not read {what}: {said.split('; retrying')[0][:300]}")
 
 
-async def guarded(what: str, coro):
+async def guarded(what: str, coro: Awaitable[T]) -> T:
     """Await `coro`, turning a transient failure of the reader into Unreadable;
     permanent errors (a refused query, denied access) pass through."""
     try:
@@ -195,7 +198,8 @@ class PostCheckReader:
         newest = max(
             others, key=lambda rs: int((rs.metadata.annotations or {}).get(REVISION, "0") or 0)
         )
-        return newest.metadata.creation_timestamp
+        started: dt.datetime | None = newest.metadata.creation_timestamp
+        return started
 
     async def unlimited(
         self, request: VerifyRequest, checks: PostChecks, deployment: Any

@@ -92,7 +92,7 @@ async def query_range(
     start: dt.datetime,
     end: dt.datetime,
     step: int,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The matrix's series; permanent errors for a query refused or access denied."""
     url = monitoring.rest_endpoint + QUERY_RANGE.format(project=project)
     body = {"query": query, "start": _stamp(start), "end": _stamp(end), "step": f"{step}s"}
@@ -143,7 +143,7 @@ def _message(payload: Any) -> str:
     return "no message"
 
 
-def newest(series: list[dict]) -> dict[str, float]:
+def newest(series: list[dict[str, Any]]) -> dict[str, float]:
     """Each series' value at the newest evaluation time any of them has, keyed by its
     labels' values joined (the matrix is read at its last point)."""
     last = max((float(s["values"][-1][0]) for s in series if s.get("values")), default=None)

@@ -119,7 +119,8 @@ class SqlAdmin:
                     **({"pageToken": token} if token else {}),
                 ),
             )
-            for item in page.get("items") or []:
+            items: list[dict[str, Any]] = page.get("items") or []
+            for item in items:
                 if item.get("name") == name:
                     return item
             token = page.get("nextPageToken")
@@ -135,7 +136,8 @@ class SqlAdmin:
                 project=project, instance=instance, maxResults=max_results
             ),
         )
-        return found.get("items", [])
+        runs: list[dict[str, Any]] = found.get("items", [])
+        return runs
 
     async def insert_backup_run(
         self, project: str, instance: str, description: str
@@ -161,7 +163,8 @@ class SqlAdmin:
             f"listing operations of {instance}",
             self.service.operations().list(project=project, instance=instance),
         )
-        return found.get("items", [])
+        operations: list[dict[str, Any]] = found.get("items", [])
+        return operations
 
     async def latest_recovery_time(self, project: str, instance: str) -> dict[str, Any]:
         return await self.call(

@@ -22,7 +22,7 @@ class SwitchActivities:
         self.apps = apps
         self.gatekeeper = gatekeeper
 
-    async def _deployment(self, namespace: str, name: str):
+    async def _deployment(self, namespace: str, name: str) -> client.V1Deployment:
         try:
             return await self.apps.read_namespaced_deployment(name, namespace)
         except ApiException as exc:

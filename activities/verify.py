@@ -286,14 +286,15 @@ class VerifyActivities:
         check."""
         if request.post_checks is None or not request.post_checks.pod_log_lines:
             return {}
-        pods = found.get("pods")
+        pods: list[Any] | None = found.get("pods")
         if pods is None:
             try:
-                _, pods = await guarded(
+                _, listed = await guarded(
                     "the pods", self.deployment_pods(request.namespace, request.deployment)
                 )
             except (Unreadable, ApplicationError):
                 return {}
+            pods = listed
         return await self.post.pod_logs(request.namespace, pods, request.post_checks)
 
     def _timing(self, request: VerifyRequest, since: dt.datetime) -> Timing:

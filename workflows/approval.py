@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -35,6 +36,13 @@ with workflow.unsafe.imports_passed_through():
     from runbook.models import ApprovalSignal, AuditEntry, Notice, NoticeResult, RejectSignal
     from runbook.plans import start_gate_plan, start_request
     from runbook.policy import escalation_points, judge_approval, judge_rejection
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from runbook.enums import Severity
+
+    from .change_steps import ChangeRequest
 
 SIGNED_DECISIONS = (
     "signed-decisions"  # workflow.patched id: runs recorded before it judge plain names
@@ -101,7 +109,7 @@ class ApprovalDesk(AuditTrail):
         # The requester's signed start of this run's plan (signed mode), and the guard's seal.
         self.start: SignedDecision | None = None
         self.start_counted_at: dt.datetime | None = None
-        self.start_plan: dict = {}
+        self.start_plan: dict[str, Any] = {}
         self.start_verified = False
         self.seal_counted_at: dt.datetime | None = None
 
@@ -131,7 +139,7 @@ class ApprovalDesk(AuditTrail):
     def signed(self) -> bool:
         return self.trust is not None
 
-    def verify_start(self, request) -> bool:
+    def verify_start(self, request: ChangeRequest) -> bool:
         """A start carried in the request is no authority (it could be copied from any
         history): in signed mode the requester signs this run's `start` gate instead."""
         if self.trust is not None and getattr(request, "start", None) is not None:
@@ -144,10 +152,12 @@ class ApprovalDesk(AuditTrail):
             )
         return False
 
-    def open_start(self, request, plan: dict) -> GateView:
+    def open_start(self, request: ChangeRequest, plan: dict[str, Any]) -> GateView:
         """Show the `start` gate on `request` and `plan`: the requester's signed start must
         name this run, the request and this plan before anything is approved or changed."""
-        view = self.show("start", start_gate_plan(request, plan))
+        # ChangeRequest, a protocol, names only what the shell reads; every change's request
+        # is a pydantic model, which the plan is made from.
+        view = self.show("start", start_gate_plan(cast("BaseModel", request), plan))
         self.note(
             "modoru",
             "start",
@@ -208,7 +218,7 @@ class ApprovalDesk(AuditTrail):
         self.requester_id = verdict.signer
         self.note(who, "start", counted=True, detail=verdict.reason, request_id=signal.request_id)
 
-    def guard_seal(self, request, plan: dict) -> tuple[bool, bool]:
+    def guard_seal(self, request: object, plan: dict[str, Any]) -> tuple[bool, bool]:
         """(whether the release guard's seal in `request` starts this run on `plan`, whether
         its breach is immediate): it names this rollback and plan and was made within its
         validity. The activity that acts checks its signature (the workers' key) and this
@@ -245,7 +255,7 @@ class ApprovalDesk(AuditTrail):
         )
         return False
 
-    def grant(self, request) -> Grant | None:
+    def grant(self, request: BaseModel) -> Grant | None:
         """The approvals of the gate shown, for the activity that acts on them (None without
         identities)."""
         if self.trust is None or self.gate is None:
@@ -265,7 +275,7 @@ class ApprovalDesk(AuditTrail):
             seal_counted_at=self.seal_counted_at,
         )
 
-    def show(self, gate: str, plan: dict) -> GateView:
+    def show(self, gate: str, plan: dict[str, Any]) -> GateView:
         """Open `gate` on `plan`: from now on decisions must name this gate and plan."""
         info = workflow.info()
         self.gate = GateView(
@@ -474,7 +484,7 @@ class ApprovalDesk(AuditTrail):
 
 
 async def escalate(
-    severity,
+    severity: Severity,
     detected_at: dt.datetime,
     done: Callable[[], bool],
     mitigated: Callable[[], bool],

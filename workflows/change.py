@@ -25,7 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.decisions import DecisionVerdict
-    from runbook.models import ApprovalSignal, AuditEntry, Phase, RejectSignal
+    from runbook.enums import Phase
+    from runbook.models import ApprovalSignal, AuditEntry, RejectSignal
     from runbook.policy import escalation_points
 
     from .approval import ApprovalDesk, escalate

@@ -7,6 +7,7 @@ with a notice. Deterministic, like the workflows built on it."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
@@ -20,11 +21,10 @@ with workflow.unsafe.imports_passed_through():
     from runbook.cd_config import CdConfig, RegistryConfig
     from runbook.checklist import new_checklist
     from runbook.decisions import GateView
-    from runbook.enums import Severity
+    from runbook.enums import Phase, Severity
     from runbook.models import (
         AuditEntry,
         DeploymentTarget,
-        Phase,
         RolloutOutcome,
         RolloutWaitRequest,
         ServiceByName,
@@ -101,7 +101,7 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-class ChangeSteps(Generic[RequestT, StatusT]):
+class ChangeSteps(ABC, Generic[RequestT, StatusT]):
     _status: StatusT
     _request: RequestT
     _entry: ServiceEntry | None
@@ -110,9 +110,9 @@ class ChangeSteps(Generic[RequestT, StatusT]):
     _start_verified: bool
 
     @property
+    @abstractmethod
     def _target_label(self) -> str:
         """How notices name what is being changed (each workflow says)."""
-        raise NotImplementedError
 
     # -- the status ----------------------------------------------------------------------
 
@@ -269,7 +269,8 @@ class ChangeSteps(Generic[RequestT, StatusT]):
         heartbeat: int | None = None,
     ) -> Out:
         """Transient errors are retried until the SLA deadline is near (workflows/retries.py)."""
-        return await workflow.execute_activity(
+        # Called by name, the activity's result is typed only by `result_type`.
+        result: Out = await workflow.execute_activity(
             name.name if isinstance(name, ActivityRef) else name,
             arg,
             result_type=result_type,
@@ -283,6 +284,7 @@ class ChangeSteps(Generic[RequestT, StatusT]):
             retry_policy=SLA_RETRY,
             summary=summary,
         )
+        return result
 
     async def _notify(self, kind: str, subject: str, text: str) -> list[str]:
         """Send a notice to the service's channels; returns the channels that took it."""

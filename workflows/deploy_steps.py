@@ -18,7 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import PullCheckRequest, PullDiagnosis
-    from runbook.models import Diagnostics, Escalating, Phase, RolloutOutcome, VerifyResult
+    from runbook.enums import Phase
+    from runbook.models import Diagnostics, Escalating, RolloutOutcome, VerifyResult
     from runbook.policy import approvals_required
 
     from .change import ChangeWorkflow, Stop

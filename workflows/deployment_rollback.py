@@ -8,6 +8,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -15,11 +16,11 @@ with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.cd_models import PullCheckRequest, PullDiagnosis
     from runbook.checklist import verified_items
+    from runbook.enums import Phase
     from runbook.models import (
         BackupRef,
         BackupRequest,
         Diagnostics,
-        Phase,
         PlanRequest,
         RollbackPlan,
         RollbackRequest,
@@ -58,7 +59,8 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
     def __init__(self, request: RollbackRequest) -> None:
         self._plan: RollbackPlan | None = None
         self._changes_only = False  # set by the run (patched) before any upsert
-        self._held: list = []  # search attribute updates that go with the next phase's
+        # search attribute updates that go with the next phase's
+        self._held: list[SearchAttributeUpdate[str]] = []
         # Search attributes are kept up to date only when the starter indexed this
         # run with them: a server without modoru's attributes registered would
         # otherwise reject every workflow task.
@@ -375,7 +377,7 @@ class DeploymentRollbackWorkflow(ChangeWorkflow[RollbackRequest, RollbackStatus]
         if updates:
             workflow.upsert_search_attributes(updates)
 
-    def _index(self, update) -> None:
+    def _index(self, update: SearchAttributeUpdate[str]) -> None:
         if self._indexed:
             workflow.upsert_search_attributes([update])
 

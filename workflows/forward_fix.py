@@ -9,7 +9,7 @@ guard's thresholds before announcing recovery."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import forward_fix_notices as says
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import RedeployRequest, RedeployResult
+    from runbook.enums import Phase
     from runbook.forward_fix_models import (
         ForwardFixRequest,
         ForwardFixResult,
@@ -29,11 +30,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from runbook.guard_models import BaselineRequest, GuardBaseline, WatchReport, WatchRequest
     from runbook.log_groups import error_groups
-    from runbook.models import Phase
     from runbook.verification import worst_wait_seconds
 
-    from .change import ChangeSteps
-    from .deploy_steps import Stop
+    from .change import ChangeSteps, Stop
     from .redeploy import RedeployWorkflow
     from .retries import failure_message, failure_type
 
@@ -206,7 +205,9 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
         self._set_phase(Phase.COMPLETED)
         return ForwardFixResult(status=self._status, recovered=True)
 
-    async def _reading(self, entry: ServiceEntry, *, at, summary: str) -> GuardBaseline:
+    async def _reading(
+        self, entry: ServiceEntry, *, at: datetime | None, summary: str
+    ) -> GuardBaseline:
         return await self._call(
             refs.GUARD_BASELINE,
             BaselineRequest.of(entry, monitoring=entry.monitoring, release_at=at),
@@ -263,7 +264,7 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
         interval = min(WATCH_INTERVAL_SECONDS, watch / 3)
         max_polls = int(watch / interval) + 2
         baseline = self._status.normal or GuardBaseline()
-        return await workflow.execute_activity(
+        report: WatchReport = await workflow.execute_activity(
             refs.GUARD_WATCH.name,
             WatchRequest.guarding(
                 entry,
@@ -278,6 +279,7 @@ class ForwardFixWorkflow(ChangeSteps[ForwardFixRequest, ForwardFixStatus]):
             heartbeat_timeout=timedelta(seconds=interval + 60),
             summary=f"watch the error rate for {watch} s with the guard's thresholds",
         )
+        return report
 
     async def _give_up(self, message: str) -> None:
         self._status.message = message

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -86,7 +86,7 @@ class IncidentWorkflow:
         self._confirms: list[ConfirmSignal] = []
         self._nonces: set[str] = set()
         self._seals: set[str] = set()  # release guard seals already used: each counts once
-        self._following: list[asyncio.Task] = []
+        self._following: list[asyncio.Task[None]] = []
         self._indexed = workflow.info().typed_search_attributes.get(sa.PHASE) is not None
         self._trail = AuditTrail(self._status.audit)
         self._audit, self._uncounted = self._trail.note, self._trail.uncounted
@@ -296,7 +296,7 @@ class IncidentWorkflow:
             )
         )
         try:
-            return await workflow.execute_activity(
+            entry: ServiceEntry = await workflow.execute_activity(
                 ref.name,
                 arg,
                 result_type=ref.result,
@@ -305,6 +305,7 @@ class IncidentWorkflow:
                 retry_policy=LOOKUP_RETRY,
                 summary="look up the service catalog",
             )
+            return entry
         except ActivityError as err:
             reason = getattr(err.cause, "message", None) or str(err)
         self._uncounted(
@@ -404,7 +405,11 @@ class IncidentWorkflow:
             outcome="refused", workflow_id=signal.workflow_id, detail=reason
         )
 
-    async def _follow(self, handle, record: ChangeRecord) -> None:
+    async def _follow(
+        self,
+        handle: workflow.ChildWorkflowHandle[Any, RollbackResult | dict[str, Any]],
+        record: ChangeRecord,
+    ) -> None:
         try:
             result = await handle
         except ChildWorkflowError as err:

@@ -70,7 +70,7 @@ async def join_incident(
     return incident_id
 
 
-def incident_pairs(namespace: str, service: str):
+def incident_pairs(namespace: str, service: str) -> list[SearchAttributePair[str]]:
     return [
         SearchAttributePair(sa.SERVICE, service),
         SearchAttributePair(sa.NAMESPACE, namespace),

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import notices
     from runbook.catalog import MigrationConfig, ServiceEntry
     from runbook.decisions import Grant
+    from runbook.enums import Phase
     from runbook.migration_models import (
         BackupCheck,
         BackupCheckRequest,
@@ -35,10 +36,7 @@ with workflow.unsafe.imports_passed_through():
         parse_version,
         plan_down,
     )
-    from runbook.models import (
-        CheckResult,
-        Phase,
-    )
+    from runbook.models import CheckResult
     from runbook.plans import migration_plan
 
     from .change import ONE_GATE, ChangeWorkflow, Stop

@@ -18,9 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
     from runbook import notices
     from runbook.catalog import ServiceEntry
-    from runbook.models import (
-        Phase,
-    )
+    from runbook.enums import Phase
     from runbook.pitr_models import (
         CloneQueriesRequest,
         CloneRequest,

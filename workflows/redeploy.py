@@ -27,9 +27,10 @@ with workflow.unsafe.imports_passed_through():
         RunState,
         redeploy_plan,
     )
-    from runbook.models import Phase
+    from runbook.enums import Phase
 
-    from .deploy_steps import DeploySteps, Stop
+    from .change import Stop
+    from .deploy_steps import DeploySteps
 
 
 @workflow.defn(name="Redeploy")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook.activity_refs import ActivityRef
     from runbook.catalog import ServiceEntry, Trust
     from runbook.decisions import Expected, GateView, has_role, judge, plan_digest
+    from runbook.enums import Phase
     from runbook.guard_models import (
         BaselineRequest,
         GuardBaseline,
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         WatchRequest,
     )
     from runbook.incident_models import ChangeRecord
-    from runbook.models import Phase, RollbackRequest, RollbackResult, ServiceLookup
+    from runbook.models import RollbackRequest, RollbackResult, ServiceLookup
     from runbook.verification import NO_DATA_YET
 
     from . import search_attributes as sa
@@ -296,11 +297,11 @@ class ReleaseGuardWorkflow:
         entry: ServiceEntry,
         baseline: GuardBaseline,
         health_failures: int,
-        confirming,
+        confirming: datetime | None,
         max_polls: int,
     ) -> WatchReport | None:
         interval = self._request.interval_seconds
-        watch = workflow.start_activity(
+        watch: workflow.ActivityHandle[WatchReport] = workflow.start_activity(
             refs.GUARD_WATCH.name,
             WatchRequest.guarding(
                 entry,
@@ -479,14 +480,14 @@ class ReleaseGuardWorkflow:
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _until_done_or_stopped(self, task: asyncio.Future) -> None:
+    async def _until_done_or_stopped(self, task: asyncio.Future[Any]) -> None:
         stopped = asyncio.ensure_future(workflow.wait_condition(lambda: self._stop is not None))
         await workflow.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
 
     async def _activity(self, ref: ActivityRef[In, Out], arg: In, summary: str) -> Out:
         # The guard changes nothing itself and has no SLA deadline: a fixed, bounded retry.
-        return await workflow.execute_activity(
+        result: Out = await workflow.execute_activity(
             ref.name,
             arg,
             result_type=ref.result,
@@ -494,6 +495,7 @@ class ReleaseGuardWorkflow:
             retry_policy=RETRY,
             summary=summary,
         )
+        return result
 
     def _set_phase(self, phase: GuardPhase) -> None:
         if self._status.phase != phase:

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from runbook import activity_refs as refs
     from runbook.catalog import ServiceEntry
     from runbook.cd_models import ArtifactsRequest, FetchedManifest
-    from runbook.models import Phase
+    from runbook.enums import Phase
     from runbook.repair_models import (
         ApplyResult,
         BackupFetch,

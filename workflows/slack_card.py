@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -20,6 +21,9 @@ with workflow.unsafe.imports_passed_through():
     from runbook.models import AuditEntry, CardUpdate, Notice, NoticeResult
 
     from .approval import NOTIFY_RETRY, ApprovalDesk
+
+if TYPE_CHECKING:
+    from .change_steps import ChangeRequest
 
 
 def has_slack_channel(channels: list[Channel]) -> bool:
@@ -40,7 +44,14 @@ def decision_line(entry: AuditEntry) -> str:
     return f":grey_question: {entry.actor} ({entry.action}) not counted: {detail}"
 
 
-def make_card(desk: ApprovalDesk, what: str, request, status, approvers: list[str], needed: int):
+def make_card(
+    desk: ApprovalDesk,
+    what: str,
+    request: ChangeRequest,
+    status: object,
+    approvers: list[str],
+    needed: int,
+) -> ApprovalCard:
     gate = desk.gate
     assert gate is not None
     return ApprovalCard(
@@ -65,7 +76,7 @@ class CardKeeper:
         self.messages: list[SlackMessageRef] = []
         self._seen = len(desk.audit)
         self._closing = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def post(self, channels: list[Channel], kind: str, subject: str, text: str) -> None:
         """The approval-needed notice to every channel, the Slack ones as this card."""

@@ -36,7 +36,8 @@ from kubernetes import client as kube
 from kubernetes import config as kube_config
 
 from bench.common import print_json_line, print_machine
-from bench.detection import guard_decision, release, watching_guard
+from bench.guarded_stack import guard_decision, watching_guard
+from bench.releases import release
 from runbook import activity_refs as refs
 from runbook.guard_models import GuardPhase, GuardResult
 from runbook.monitoring import DEFAULTS

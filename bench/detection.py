@@ -5,7 +5,7 @@ sandbox's clock sped up (metric time included). Figures are printed in wall
 seconds and in metric seconds (what the same settings take on a real clock).
 
     python -m bench.detection [--rounds 1] [--clock-speed 20]
-    python -m bench.detection --presets promql [--rounds 1] [--tries 3]
+    python -m bench.detection --presets promql [--rounds 1] [--tries 3] [--jobs N]
 
 The `promql` source runs at clock speed 1 (bench/detection_promql.py).
 
@@ -19,26 +19,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import yaml
 from kubernetes import client as kube
 from kubernetes import config as kube_config
 
 from bench.common import print_json_line, print_machine
+from bench.guarded_stack import guard_decision, started_detection_stack, watching_guard
 from bench.releases import REGISTRY, release  # noqa: F401 - REGISTRY: other benchmarks import it here
-from runbook.guard_models import GuardPhase, GuardRequest, GuardResult, GuardStatus
+from runbook.guard_models import GuardPhase, GuardResult
 from runbook.models import ApprovalSignal, Phase
-from starter.embedded import EmbeddedStack, free_port
 from worker.client import connect
-from worker.settings import Settings, bundled_catalog
+from worker.settings import Settings
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
-from workflows.release_guard import ReleaseGuardWorkflow, guard_workflow_id
 
 RELEASES = (("1.3.0", "immediate"), ("1.3.1-flaky", "investigate"), ("1.3.1-slow", "investigate"))
 DELAY = 20  # the bundled catalog's ingestion_delay_seconds
@@ -54,38 +50,6 @@ def sleep_until_readable(clock: dict) -> None:
     now = clock["epoch"] + (time.time() - clock["epoch"]) * speed
     ready = (now // 60 + 2) * 60 + DELAY
     time.sleep((ready - now) / speed + 0.05)
-
-
-async def watching_guard(client, settings: Settings, *, interval: float, duration: int):
-    """A release guard on tekutoko-api, once it watches (its baseline recorded)."""
-    guard = await client.start_workflow(
-        ReleaseGuardWorkflow.run,
-        GuardRequest(
-            deployment="tekutoko-api",
-            duration_seconds=duration,
-            interval_seconds=interval,
-            requested_by="bench",
-            language="en",
-        ),
-        id=f"{guard_workflow_id('default', 'tekutoko-api')}-{uuid.uuid4().hex[:6]}",
-        task_queue=settings.task_queue,
-    )
-    while (
-        phase := (status := await guard.query(ReleaseGuardWorkflow.status)).phase
-    ) is not GuardPhase.WATCHING:
-        if phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
-            raise RuntimeError(f"the guard ended {phase.value}: {status.message}")
-        await asyncio.sleep(0.1)
-    return guard
-
-
-async def guard_decision(guard) -> GuardStatus:
-    """The guard's status once it has started a rollback."""
-    while not (status := await guard.query(ReleaseGuardWorkflow.status)).rollback_workflow_id:
-        if status.phase in (GuardPhase.FAILED, GuardPhase.FINISHED):
-            raise RuntimeError(f"the guard ended {status.phase.value}: {status.message}")
-        await asyncio.sleep(0.1)
-    return status
 
 
 async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag: str) -> dict:
@@ -118,24 +82,13 @@ async def one(client, settings: Settings, apps: kube.AppsV1Api, clock: dict, tag
 
 async def run_preset(preset: str, rounds: int, speed: float) -> list[dict]:
     state = Path(tempfile.mkdtemp(prefix=f"modoru-bench-detect-{preset}-"))
-    catalog = yaml.safe_load(bundled_catalog().read_text())
-    for entry in catalog["services"]:
-        entry["monitoring"]["preset"] = preset
-        entry["channels"] = [{"kind": "jsonl", "path": str(state / "notices.jsonl")}]
-        entry["approval"]["approvers"] = ["sre-lead"]
-    (state / "catalog.yaml").write_text(yaml.safe_dump(catalog))
-    os.environ["MODORU_CATALOG"] = str(state / "catalog.yaml")
-    stack = EmbeddedStack(
-        state_dir=state,
-        temporal_port=free_port(),
-        ui_port=free_port(),
-        scenario="tekutoko-release",
-        persist=False,
+    stack = started_detection_stack(
+        state,
+        lambda bundled: {**bundled, "preset": preset},
+        speed=speed,
         traffic_rps=TRAFFIC_RPS,
         traffic_seconds=3600,
-        clock_speed=speed,
     )
-    stack.start()
     try:
         endpoints = json.loads(stack.endpoints_path.read_text())
         settings = stack.client_settings()

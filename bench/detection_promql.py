@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import tempfile
 import time
@@ -26,18 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from kubernetes import client as kube
 from kubernetes import config as kube_config
 
 from runbook.guard_models import GuardPhase, GuardResult
 from runbook.models import ApprovalSignal, Phase
-from starter.embedded import EmbeddedStack, free_port
 from worker.client import connect
-from worker.settings import Settings, bundled_catalog
+from worker.settings import Settings
 from workflows.deployment_rollback import DeploymentRollbackWorkflow, rollback_workflow_id
 
-from .detection import guard_decision, watching_guard
+from .guarded_stack import guard_decision, started_detection_stack, watching_guard
 from .releases import release
 
 SCRAPE_SECONDS = 15  # the tekutoko-release scenario's PodMonitoring interval
@@ -54,18 +51,6 @@ MONITORING = {
     "step_seconds": STEP_SECONDS,
     "alerts": True,
 }
-
-
-def promql_catalog(state: Path) -> Path:
-    """The bundled catalog with the promql source and one approver."""
-    catalog = yaml.safe_load(bundled_catalog().read_text())
-    for entry in catalog["services"]:
-        entry["monitoring"] = dict(MONITORING)
-        entry["channels"] = [{"kind": "jsonl", "path": str(state / "notices.jsonl")}]
-        entry["approval"]["approvers"] = ["sre-lead"]
-    path = state / "catalog.yaml"
-    path.write_text(yaml.safe_dump(catalog))
-    return path
 
 
 @dataclass
@@ -195,22 +180,15 @@ class PromqlStack:
 @contextlib.asynccontextmanager
 async def promql_stack(state: Path) -> AsyncIterator[PromqlStack]:
     """`modoru up`'s stack on tekutoko-release at clock speed 1, its catalog on promql."""
-    catalog = promql_catalog(state)
-    # The worker takes the catalog from the environment when the stack starts (start() is
-    # synchronous, so stacks started side by side each see their own); run_promql restores it.
-    os.environ["MODORU_CATALOG"] = str(catalog)
-    stack = EmbeddedStack(
-        state_dir=state,
-        temporal_port=free_port(),
-        ui_port=free_port(),
-        scenario="tekutoko-release",
-        persist=False,
+    # A stack starts synchronously, so stacks started side by side each take their own catalog.
+    stack = started_detection_stack(
+        state,
+        lambda _bundled: dict(MONITORING),
+        speed=1.0,
         traffic_rps=TRAFFIC_RPS,
         traffic_seconds=3 * 3600,
-        clock_speed=1.0,
     )
     try:
-        stack.start()
         endpoints = json.loads(stack.endpoints_path.read_text())
         settings = stack.client_settings()
         client = await connect(settings)
@@ -285,22 +263,15 @@ async def one_stack(
 async def run_promql(rounds: int, tries: int, watch_seconds: int = 120, jobs: int = 1) -> dict:
     """The bad rounds on the first stack; the healthy tries dealt out over `jobs` stacks
     running at once (each with its own Temporal, sandbox and worker), seeds 0..tries-1."""
-    catalog_before = os.environ.get("MODORU_CATALOG")
     together = StartedTogether(jobs)
-    try:
-        parts = await asyncio.gather(
-            *(
-                one_stack(
-                    j, rounds if j == 0 else 0, list(range(j, tries, jobs)), watch_seconds, together
-                )
-                for j in range(jobs)
+    parts = await asyncio.gather(
+        *(
+            one_stack(
+                j, rounds if j == 0 else 0, list(range(j, tries, jobs)), watch_seconds, together
             )
+            for j in range(jobs)
         )
-    finally:
-        if catalog_before is None:
-            os.environ.pop("MODORU_CATALOG", None)
-        else:
-            os.environ["MODORU_CATALOG"] = catalog_before
+    )
     bad = [timeline for part_bad, _ in parts for timeline in part_bad]
     healthy = sorted((h for _, part in parts for h in part), key=lambda h: h["seed"])
     return {

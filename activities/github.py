@@ -282,9 +282,10 @@ class GitHubActivities:
         body: dict[str, Any] = {"ref": cd.ref, "inputs": {cd.tag_input: tag}}
         if self.api_url not in self._without_run_details:
             try:
-                return await rest.actions.async_create_workflow_dispatch(
+                answer: Response[Any, Any] = await rest.actions.async_create_workflow_dispatch(
                     owner, repo, cd.workflow, **body, return_run_details=True
                 )
+                return answer
             except RequestError as exc:
                 if not refuses_run_details(exc):
                     raise failure(exc, what, cd.token_env) from None

@@ -21,6 +21,19 @@ from workflows.incident import IncidentWorkflow
 
 pytestmark = pytest.mark.integration
 NAME = "tekutoko-api"
+# `modoru rollback start` of an immediate rollback of NAME by oncall.
+IMMEDIATE_START = (
+    "rollback",
+    "start",
+    "--deployment",
+    NAME,
+    "--severity",
+    "immediate",
+    "--reason",
+    "error rate 60%",
+    "--requested-by",
+    "oncall",
+)
 
 
 def changes_line(status: IncidentStatus) -> str:
@@ -52,16 +65,7 @@ def one_line(result) -> str:
 
 async def test_a_cli_rollback_runs_under_its_incident_and_people_confirm_it(stack) -> None:
     started = await stack.cli(
-        "rollback",
-        "start",
-        "--deployment",
-        NAME,
-        "--severity",
-        "immediate",
-        "--reason",
-        "error rate 60%",
-        "--requested-by",
-        "oncall",
+        *IMMEDIATE_START,
         "--wait",
         "--json",
     )
@@ -196,16 +200,7 @@ def check_draft_against_history(draft: str, history) -> None:
 
 async def test_the_postmortem_draft_has_the_rollbacks_real_timeline(stack) -> None:
     started = await stack.cli(
-        "rollback",
-        "start",
-        "--deployment",
-        NAME,
-        "--severity",
-        "immediate",
-        "--reason",
-        "error rate 60%",
-        "--requested-by",
-        "oncall",
+        *IMMEDIATE_START,
         "--wait",
         "--json",
     )
@@ -227,16 +222,7 @@ async def test_a_start_no_worker_answers_is_kept_as_a_durable_signal(stack) -> N
     queue = "nobody-serves-this"
     env = {**stack.env, "MODORU_TASK_QUEUE": queue, "MODORU_ANSWER_WAIT_SECONDS": "2"}
     started = await stack.cli(
-        "rollback",
-        "start",
-        "--deployment",
-        NAME,
-        "--severity",
-        "immediate",
-        "--reason",
-        "error rate 60%",
-        "--requested-by",
-        "oncall",
+        *IMMEDIATE_START,
         env=env,
     )
     assert started.returncode == 1, started.stderr
